@@ -1,0 +1,401 @@
+"""The public entry points: :func:`cam`, :func:`attention`, :func:`rollout`,
+:func:`gradient_attention`.
+
+Each call: validate inputs, resolve layers, then inside :func:`preserved_state` (eval mode,
+frozen parameters, restored afterwards) run one forward pass with scoped captures and, when
+needed, one ``torch.autograd.grad`` from the target score down to the earliest captured
+tensor. Works inside ``torch.no_grad()``.
+"""
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import attention_math as am
+from .errors import CaptureError, InputError, TargetError, VizkitError
+from .hooks import ActivationCapture, AttentionCapture, GridCapture
+from .layers import Layer, LayerSpec, find_block_lists, find_blocks, find_patch_embed, probe, resolve_layers
+from .methods import get_method
+from .state import model_device, preserved_state
+from .targets import Target, TargetSpec, as_target, output_tensor
+from .tokens import TokenLayout, infer_layout, patch_row_to_grid, to_batch_first, tokens_to_grid
+
+Forward = Callable[[torch.Tensor], Any]
+
+
+# --------------------------------------------------------------------------------------
+# results
+# --------------------------------------------------------------------------------------
+@dataclass
+class Explanation:
+    """A saliency explanation of a batch.
+
+    - ``heatmap``: ``[B, H, W]`` float32 in [0, 1] at the input resolution. With several
+      layers it is the mean of the per-layer normalised maps, normalised again (the
+      aggregation pytorch-grad-cam uses).
+    - ``layer_maps``: ``{layer: [B, h, w]}`` at the layer's resolution, after the ReLU and
+      before any normalisation.
+    - ``layer_heatmaps``: ``{layer: [B, H, W]}`` each layer's map normalised and resized.
+    - ``scores``: ``[B]`` the explained target scores; ``targets``: ``[B]`` class indices
+      when the targets were classes, else None.
+    """
+
+    heatmap: torch.Tensor
+    layer_maps: dict[str, torch.Tensor]
+    layer_heatmaps: dict[str, torch.Tensor]
+    scores: torch.Tensor
+    layers: list[str]
+    method: str
+    targets: torch.Tensor | None = None
+    output: torch.Tensor | None = None
+
+
+@dataclass
+class AttentionMaps:
+    """Post-softmax attention per layer, ``maps[layer]``: ``[B, heads, N, N]`` (detached).
+
+    ``grid = (h, w)`` patches and ``prefix_tokens`` leading tokens (CLS, registers) describe
+    how the N tokens map onto the image; ``output`` is the model's main output tensor.
+    """
+
+    maps: dict[str, torch.Tensor]
+    layers: list[str]
+    grid: tuple[int, int]
+    prefix_tokens: int
+    output: torch.Tensor | None = None
+    image_size: tuple[int, int] | None = None
+
+    @property
+    def layout(self) -> TokenLayout:
+        return TokenLayout(self.grid, self.prefix_tokens)
+
+    def stacked(self) -> torch.Tensor:
+        """All layers as one ``[L, B, H, N, N]`` tensor."""
+        return torch.stack([self.maps[n] for n in self.layers])
+
+    def cls_attention(self, layer: str | int, head_fusion: str | None = "mean") -> torch.Tensor:
+        """CLS -> patch attention of one layer: ``[B, h, w]`` fused, or ``[B, H, h, w]`` per head
+        when ``head_fusion`` is None."""
+        name = self.layers[layer] if isinstance(layer, int) else layer
+        attn = self.maps[name]
+        if head_fusion is None:
+            b, heads = attn.shape[:2]
+            return attn[:, :, 0, self.prefix_tokens:].reshape(b, heads, *self.grid)
+        return patch_row_to_grid(am.fuse_heads(attn, head_fusion)[:, 0], self.layout)
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+def _check_inputs(model: nn.Module, inputs: Any) -> torch.Tensor:
+    if not isinstance(inputs, torch.Tensor):
+        raise InputError(f"inputs must be a torch.Tensor [B, C, H, W], got {type(inputs).__name__}")
+    if inputs.ndim != 4:
+        hint = " (add a batch dimension with x.unsqueeze(0))" if inputs.ndim == 3 else ""
+        raise InputError(f"inputs must be a 4-D batch [B, C, H, W], got shape {tuple(inputs.shape)}{hint}")
+    if inputs.shape[0] == 0:
+        raise InputError("inputs is an empty batch")
+    x = inputs.detach().to(model_device(model))
+    return x if x.is_floating_point() else x.float()
+
+
+def _minmax(x: torch.Tensor) -> torch.Tensor:
+    """Per image ``[B, h, w]``: subtract the min, divide by the max (+1e-7)."""
+    flat = x.flatten(1)
+    x = x - flat.amin(1)[:, None, None]
+    return x / (1e-7 + x.flatten(1).amax(1)[:, None, None])
+
+
+def _to_input_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Normalise then bilinearly resize ``[B, h, w]`` maps to ``size`` (normalise first, as
+    pytorch-grad-cam does)."""
+    maps = _minmax(maps.float())
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def _spatial(t: torch.Tensor, batch: int, grid: tuple[int, int] | None, image_hw: tuple[int, int], name: str) -> torch.Tensor:
+    """A captured activation as ``[B, C, h, w]``: CNN maps pass, ViT tokens are reshaped."""
+    if t.ndim == 4:
+        return t
+    if t.ndim == 3:
+        tokens = to_batch_first(t, batch)
+        return tokens_to_grid(tokens, infer_layout(tokens.shape[1], grid, image_hw))
+    raise CaptureError(f"layer {name!r} output has shape {tuple(t.shape)}: expected [B, C, h, w] or tokens [B, N, C]")
+
+
+def _main_output(output: Any) -> torch.Tensor | None:
+    try:
+        return output_tensor(output, "logits", "image_embeds").detach()
+    except TargetError:
+        return None
+
+
+def _scores(target: Target, output: Any, batch: int) -> torch.Tensor:
+    scores = target(output)
+    if scores.ndim != 1 or scores.shape[0] != batch:
+        raise TargetError(f"the target returned scores of shape {tuple(scores.shape)}; expected [{batch}]")
+    return scores
+
+
+def _grads(scores: torch.Tensor, tensors: Sequence[torch.Tensor], names: Sequence[str]) -> list[torch.Tensor]:
+    if not scores.requires_grad:
+        raise CaptureError(
+            f"the target score does not depend on layer(s) {', '.join(names)}: choose layers that run "
+            "before the output the target reads")
+    grads = torch.autograd.grad(scores.sum(), list(tensors), allow_unused=True)
+    out = []
+    for name, t, g in zip(names, tensors, grads):
+        if g is None:
+            warnings.warn(f"layer {name!r} does not influence the target score: its gradient is zero", stacklevel=3)
+            g = torch.zeros_like(t)
+        out.append(g)
+    return out
+
+
+@contextmanager
+def _attention_implementation(model: nn.Module) -> Iterator[None]:
+    """For HF models on a fused implementation that vizkit cannot see into (flash, flex),
+    switch to ``eager`` for the call and restore it afterwards. ``sdpa`` and ``eager``
+    are captured as they are."""
+    config = getattr(model, "config", None)
+    impl = getattr(config, "_attn_implementation", None)
+    switch = impl not in (None, "eager", "sdpa") and hasattr(model, "set_attn_implementation")
+    if switch:
+        model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if switch:
+            model.set_attn_implementation(impl)
+
+
+def _probe_fn(model: nn.Module, run: Forward, x: torch.Tensor, forward: Forward | None) -> Callable:
+    key = ("forward", id(forward)) if forward is not None else "model"
+    return lambda: probe(model, run, x, key=key)
+
+
+def _blocks_for_grid(model: nn.Module) -> list[Layer]:
+    lists = find_block_lists(model)
+    return [blk for _, blocks in lists for blk in blocks]
+
+
+# --------------------------------------------------------------------------------------
+# CAM family
+# --------------------------------------------------------------------------------------
+def cam(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: TargetSpec = None,
+    layers: LayerSpec = "auto",
+    method: str = "gradcam",
+    *,
+    forward: Forward | None = None,
+    batch_size: int = 32,
+    sign_correction: bool = False,
+) -> Explanation:
+    """Class-activation map of ``inputs`` ``[B, C, H, W]`` for ``targets``.
+
+    - ``method``: gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam, scorecam.
+    - ``targets``: None (predicted class), an int, one int per image, or a callable
+      ``output -> [B]`` (see :mod:`vizkit.targets`).
+    - ``layers``: see :mod:`vizkit.layers`; ViT tokens ``[B, N, C]`` are reshaped to
+      ``[B, C, h, w]`` using the measured patch grid and prefix-token count.
+    - ``forward``: what to call instead of ``model(x)`` (e.g. ``clip.encode_image``); hooks
+      still go on ``model``'s modules.
+    - ``batch_size``: masked images per forward pass for Score-CAM.
+    - ``sign_correction``: Eigen-CAM only, flip maps whose largest magnitude is negative.
+    """
+    x = _check_inputs(model, inputs)
+    spec = get_method(method)
+    run: Forward = forward if forward is not None else model
+    batch, image_hw = x.shape[0], (x.shape[-2], x.shape[-1])
+    with preserved_state(model):
+        layer_list = resolve_layers(model, layers, probe_fn=_probe_fn(model, run, x, forward))
+        names = [n for n, _ in layer_list]
+        embed = find_patch_embed(model, _blocks_for_grid(model))
+        grad_ctx = torch.enable_grad() if spec.uses_gradients else torch.no_grad()
+        with grad_ctx:
+            with ActivationCapture(layer_list, grad=spec.uses_gradients) as cap, \
+                    GridCapture(embed[1] if embed else None) as gc:
+                output = run(x)
+            missing = [n for n in names if n not in cap.tensors]
+            if missing:
+                raise CaptureError(f"layer(s) {', '.join(missing)} did not run in the forward pass")
+            target = as_target(targets, batch, output)
+            scores = _scores(target, output, batch)
+            tensors = [cap.tensors[n] for n in names]
+            grads = _grads(scores, tensors, names) if spec.uses_gradients else [None] * len(tensors)
+        layer_maps: dict[str, torch.Tensor] = {}
+        for name, act, grad in zip(names, tensors, grads):
+            a = _spatial(act.detach(), batch, gc.grid, image_hw, name)
+            if spec.name == "scorecam":
+                raw = _scorecam(a, x, run, target, batch, batch_size)
+            elif spec.name == "eigencam":
+                raw = spec.fn(a, sign_correction=sign_correction)
+            else:
+                raw = spec.fn(a, _spatial(grad.detach(), batch, gc.grid, image_hw, name))
+            layer_maps[name] = raw.float().clamp(min=0)
+    layer_heatmaps = {n: _to_input_size(m, image_hw) for n, m in layer_maps.items()}
+    heatmap = _minmax(torch.stack(list(layer_heatmaps.values()), 1).clamp(min=0).mean(1))
+    classes = getattr(target, "classes", None)
+    if classes is not None and classes.ndim == 0:
+        classes = classes.expand(batch)
+    return Explanation(heatmap=heatmap, layer_maps=layer_maps, layer_heatmaps=layer_heatmaps,
+                       scores=scores.detach(), layers=names, method=spec.name,
+                       targets=classes, output=_main_output(output))
+
+
+def _scorecam(acts: torch.Tensor, x: torch.Tensor, run: Forward, target: Target, batch: int, batch_size: int) -> torch.Tensor:
+    from .methods import scorecam
+
+    try:
+        target.take(torch.arange(batch))
+        takes = True
+    except NotImplementedError:
+        takes = False
+
+    def score_fn(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        out = run(images)
+        return (target.take(rows) if takes else target)(out)
+
+    # a plain callable scores whole batches in image order: one channel of every image per pass
+    return scorecam(acts, x, score_fn, batch_size=max(1, batch_size) if takes else batch)
+
+
+# --------------------------------------------------------------------------------------
+# attention
+# --------------------------------------------------------------------------------------
+def _attention_layers(model: nn.Module, layers: LayerSpec, run: Forward, x: torch.Tensor, forward: Forward | None) -> list[Layer]:
+    if isinstance(layers, str) and layers.strip().lower() == "auto":
+        layers = "all"
+    return resolve_layers(model, layers, probe_fn=_probe_fn(model, run, x, forward))
+
+
+def _layout(maps: dict[str, torch.Tensor], grid: tuple[int, int] | None, image_hw: tuple[int, int]) -> TokenLayout:
+    first = next(iter(maps.values()))
+    return infer_layout(first.shape[-1], grid, image_hw)
+
+
+def _require_maps(cap: AttentionCapture, names: Sequence[str], model: nn.Module) -> None:
+    missing = [n for n in names if n not in cap.maps]
+    if missing:
+        impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+        extra = f" (attention implementation {impl!r})" if impl else ""
+        raise CaptureError(
+            f"no attention probabilities were computed inside {', '.join(missing)}{extra}. Pass transformer "
+            "blocks (e.g. layers='all'); a custom attention must compute softmax, "
+            "F.scaled_dot_product_attention or nn.MultiheadAttention")
+
+
+def attention(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    layers: LayerSpec = "all",
+    *,
+    forward: Forward | None = None,
+) -> AttentionMaps:
+    """Post-softmax attention ``[B, heads, N, N]`` of each chosen transformer block for
+    ``inputs`` ``[B, C, H, W]``, from one forward pass without gradients."""
+    x = _check_inputs(model, inputs)
+    run: Forward = forward if forward is not None else model
+    with preserved_state(model), _attention_implementation(model):
+        layer_list = _attention_layers(model, layers, run, x, forward)
+        names = [n for n, _ in layer_list]
+        embed = find_patch_embed(model, layer_list)
+        with torch.no_grad(), AttentionCapture(layer_list) as cap, GridCapture(embed[1] if embed else None) as gc:
+            output = run(x)
+        _require_maps(cap, names, model)
+    maps = {n: (cap.maps[n] if cap.maps[n].ndim == 4 else cap.maps[n][:, None]) for n in names}
+    layout = _layout(maps, gc.grid, x.shape[-2:])
+    return AttentionMaps(maps=maps, layers=names, grid=layout.grid, prefix_tokens=layout.prefix,
+                         output=_main_output(output), image_size=(x.shape[-2], x.shape[-1]))
+
+
+def rollout(
+    attn: AttentionMaps | Sequence[torch.Tensor],
+    head_fusion: str = "mean",
+    discard_ratio: float = 0.0,
+    start_layer: int = 0,
+    *,
+    grid: tuple[int, int] | None = None,
+    prefix_tokens: int = 1,
+) -> torch.Tensor:
+    """Attention rollout: the CLS row of the rolled-out matrix over the patches, ``[B, h, w]``
+    (raw values, not normalised).
+
+    ``attn`` is an :class:`AttentionMaps` or a sequence of ``[B, H, N, N]`` maps in layer
+    order (then ``grid`` / ``prefix_tokens`` describe the tokens). Layers before
+    ``start_layer`` are skipped. See :func:`vizkit.attention_math.rollout_matrix`.
+    """
+    if isinstance(attn, AttentionMaps):
+        maps = [attn.maps[n] for n in attn.layers]
+        layout = attn.layout
+    else:
+        maps = list(attn)
+        if not maps:
+            raise VizkitError("rollout needs at least one attention map")
+        layout = infer_layout(maps[0].shape[-1], grid) if grid else TokenLayout(
+            infer_layout(maps[0].shape[-1] - prefix_tokens).grid, prefix_tokens)
+    if not 0 <= start_layer < len(maps):
+        raise VizkitError(f"start_layer {start_layer} is out of range for {len(maps)} layers")
+    r = am.rollout_matrix(maps[start_layer:], head_fusion, discard_ratio)
+    return patch_row_to_grid(r[:, 0], layout)
+
+
+def gradient_attention(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: TargetSpec = None,
+    layers: LayerSpec = "all",
+    head_fusion: str = "mean",
+    *,
+    forward: Forward | None = None,
+) -> Explanation:
+    """Gradient-weighted attention relevance (Chefer et al., ICCV 2021) for ``targets``.
+
+    Per chosen layer ``Ā = fuse_heads((∇A ⊙ A)⁺)``; ``R ← R + Ā R`` over the layers in
+    order; the map is the CLS row of ``R`` over the patches (the mean of all rows when the
+    model has no prefix token). ``layer_maps`` holds each layer's ``Ā`` CLS row ``[B, h, w]``.
+    """
+    x = _check_inputs(model, inputs)
+    if head_fusion not in am.HEAD_FUSIONS:
+        raise VizkitError(f"head_fusion must be one of {', '.join(am.HEAD_FUSIONS)}, got {head_fusion!r}")
+    run: Forward = forward if forward is not None else model
+    batch, image_hw = x.shape[0], (x.shape[-2], x.shape[-1])
+    with preserved_state(model), _attention_implementation(model):
+        layer_list = _attention_layers(model, layers, run, x, forward)
+        names = [n for n, _ in layer_list]
+        embed = find_patch_embed(model, layer_list)
+        with torch.enable_grad(), AttentionCapture(layer_list, grad=True) as cap, \
+                GridCapture(embed[1] if embed else None) as gc:
+            output = run(x)
+            _require_maps(cap, names, model)
+            target = as_target(targets, batch, output)
+            scores = _scores(target, output, batch)
+            attns = [cap.maps[n] for n in names]
+            grads = _grads(scores, attns, names)
+        attns = [a.detach() if a.ndim == 4 else a.detach()[:, None] for a in attns]
+        grads = [g if g.ndim == 4 else g[:, None] for g in grads]
+    layout = infer_layout(attns[0].shape[-1], gc.grid, image_hw)
+    r = am.relevance_matrix(attns, grads, head_fusion)
+
+    def row(m: torch.Tensor) -> torch.Tensor:
+        return patch_row_to_grid(m[:, 0] if layout.prefix else m.mean(1), layout)
+
+    relevance = row(r).clamp(min=0)
+    layer_maps = {n: row(am.fuse_heads((g * a).clamp(min=0), head_fusion)) for n, a, g in zip(names, attns, grads)}
+    classes = getattr(target, "classes", None)
+    if classes is not None and classes.ndim == 0:
+        classes = classes.expand(batch)
+    return Explanation(heatmap=_to_input_size(relevance, image_hw), layer_maps=layer_maps,
+                       layer_heatmaps={n: _to_input_size(m, image_hw) for n, m in layer_maps.items()},
+                       scores=scores.detach(), layers=names, method=f"gradient_attention[{head_fusion}]",
+                       targets=classes, output=_main_output(output))

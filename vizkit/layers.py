@@ -1,0 +1,283 @@
+"""Resolve a layer spec to modules of a model.
+
+Specs: a module name (``"encoder.layers.23"``, ``"blocks.-1.norm1"``: numeric parts may be
+negative), an int (an index over the transformer blocks, negative counts from the end),
+``"last"``, ``"last_4"`` (any ``last_K``), ``"all"``, ``"auto"``, a module object, or a list
+of any of these. A wrong name raises :class:`LayerNotFoundError` listing the closest names.
+
+``"auto"``:
+- CNN: the last stage with a spatial output — among the modules that produce the final
+  ``[B, C, H, W]`` feature map (H, W > 1), the outermost one that holds parameters and
+  downsamples its input at most once (``layer4`` of a ResNet, the last stage of a ConvNeXt,
+  the last convolutional block of an EfficientNet).
+- ViT: the last block, read at its input: the first LayerNorm inside the last block (the
+  tokens entering its attention). The last block's *output* is useless for a classifier
+  that reads only the CLS token: no patch token of that output reaches the score, so every
+  gradient there is zero. Ask for ``"last"`` to get the block's output anyway.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence, Union
+
+import torch
+from torch import nn
+
+from .errors import LayerNotFoundError, VizkitError
+
+LayerSpec = Union[str, int, nn.Module, Sequence[Union[str, int, nn.Module]]]
+Layer = tuple[str, nn.Module]
+
+_ATTN_NAME = re.compile(r"(attention|attn)", re.IGNORECASE)
+_LAST_K = re.compile(r"^last_(\d+)$")
+
+
+def get_module(model: nn.Module, name: str) -> nn.Module:
+    """The submodule at dotted ``name``; numeric parts may be negative (``blocks.-1``)."""
+    if name in ("", "."):
+        return model
+    module = model
+    for part in name.split("."):
+        if re.fullmatch(r"-?\d+", part) and isinstance(module, (nn.ModuleList, nn.Sequential)):
+            index = int(part)
+            if not -len(module) <= index < len(module):
+                raise LayerNotFoundError(
+                    f"layer {name!r}: index {index} is out of range for {len(module)} modules")
+            module = module[index]
+        else:
+            child = module._modules.get(part)
+            if child is None:
+                raise LayerNotFoundError(_unknown_name_message(model, name))
+            module = child
+    return module
+
+
+def canonical_name(model: nn.Module, module: nn.Module) -> str:
+    """The dotted name of ``module`` inside ``model``."""
+    for name, m in model.named_modules():
+        if m is module:
+            return name
+    raise LayerNotFoundError(f"module {type(module).__name__} is not part of this model")
+
+
+def _unknown_name_message(model: nn.Module, name: str) -> str:
+    names = [n for n, _ in model.named_modules() if n]
+    close = difflib.get_close_matches(name, names, n=6, cutoff=0.5)
+    if not close:
+        stem = name.rsplit(".", 1)[0]
+        close = [n for n in names if n.startswith(stem)][:6]
+    hint = ", ".join(repr(c) for c in close) if close else ", ".join(repr(n) for n in names[:6]) + ", ..."
+    return f"no layer named {name!r} in {type(model).__name__}. Closest valid names: {hint}"
+
+
+def _has_attention(module: nn.Module) -> bool:
+    for sub_name, sub in module.named_modules():
+        if isinstance(sub, nn.MultiheadAttention):
+            return True
+        if sub is not module and (_ATTN_NAME.search(type(sub).__name__) or _ATTN_NAME.search(sub_name.rsplit(".", 1)[-1])):
+            return True
+    return False
+
+
+def find_block_lists(model: nn.Module) -> list[tuple[str, list[Layer]]]:
+    """Every list of transformer blocks: ModuleList/Sequential children of one class holding attention."""
+    found: list[tuple[str, list[Layer]]] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.ModuleList, nn.Sequential)) or len(module) == 0:
+            continue
+        if any(name.startswith(outer + ".") for outer, _ in found):
+            continue  # lists nested inside a block belong to that block
+        children = list(module._modules.items())
+        if len({type(c) for _, c in children}) != 1 or not _has_attention(children[0][1]):
+            continue
+        prefix = f"{name}." if name else ""
+        found.append((name, [(prefix + k, c) for k, c in children]))
+    return found
+
+
+def find_blocks(model: nn.Module, executed: set[str] | None = None, prefer: str = "vision") -> list[Layer]:
+    """The transformer blocks of the model, in order (empty for a CNN).
+
+    When a model holds several block lists (CLIP's image and text towers, a VLM's vision
+    tower and language model), only lists executed by the forward pass count (when
+    ``executed`` is known); among those the one whose name contains ``prefer`` (``"vision"``
+    also matches ``"visual"``) wins, else the longest.
+    """
+    lists = find_block_lists(model)
+    if executed is not None:
+        lists = [(n, b) for n, b in lists if b[0][0] in executed]
+    if not lists:
+        return []
+    keys = ("vision", "visual") if prefer == "vision" else (prefer,)
+    preferred = [(n, b) for n, b in lists if any(k in n.lower() for k in keys)]
+    pool = preferred or lists
+    return max(pool, key=lambda nb: len(nb[1]))[1]
+
+
+def find_patch_embed(model: nn.Module, blocks: Sequence[Layer] = ()) -> Layer | None:
+    """The patch embedding: the first Conv2d with stride == kernel size > 1 outside the blocks."""
+    inside = tuple(n + "." for n, _ in blocks)
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and not name.startswith(inside):
+            if m.kernel_size == m.stride and max(m.kernel_size) > 1:
+                return name, m
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# probing: one batch-1 forward that records which modules ran and their output shapes
+# --------------------------------------------------------------------------------------
+@dataclass
+class Probe:
+    """What one forward pass did: executed module names and spatial outputs in firing order."""
+
+    executed: set[str] = field(default_factory=set)
+    # (name, input H, output H, output W, output tensor id, holds parameters)
+    spatial: list[tuple[str, int, int, int, int, bool]] = field(default_factory=list)
+
+
+_PROBES: "weakref.WeakKeyDictionary[nn.Module, dict[Any, Probe]]" = weakref.WeakKeyDictionary()
+
+
+def probe(model: nn.Module, run: Callable[[torch.Tensor], Any], example: torch.Tensor, key: Any = None) -> Probe:
+    """Run ``run(example[:1])`` once under no_grad with temporary hooks on every module.
+
+    Results are cached per model and ``(key, example shape)`` when ``key`` is given.
+    """
+    cache_key = (key, tuple(example.shape[1:])) if key is not None else None
+    if cache_key is not None and cache_key in _PROBES.get(model, {}):
+        return _PROBES[model][cache_key]
+    result = Probe()
+    has_params = {n: any(True for _ in m.parameters()) for n, m in model.named_modules()}
+    alive: list[torch.Tensor] = []  # keep outputs alive so that their ids stay unique
+
+    def make_hook(name: str):
+        def hook(module, inputs, output):
+            result.executed.add(name)
+            if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] > 1 and output.shape[-2] > 1:
+                first = next((i for i in inputs if isinstance(i, torch.Tensor)), None)
+                in_h = first.shape[-2] if first is not None and first.ndim == 4 else 10**9
+                alive.append(output)
+                result.spatial.append((name, in_h, output.shape[-2], output.shape[-1], id(output), has_params[name]))
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules() if n]
+    try:
+        with torch.no_grad():
+            run(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    if cache_key is not None:
+        _PROBES.setdefault(model, {})[cache_key] = result
+    return result
+
+
+def _auto_cnn(model: nn.Module, pr: Probe) -> Layer:
+    if not pr.spatial:
+        raise VizkitError(
+            f"cannot choose a layer automatically: no module of {type(model).__name__} produced a "
+            "spatial [B, C, H, W] output with H, W > 1. Pass layers='<module name>'.")
+    last_id = pr.spatial[-1][4]
+    group = [s for s in pr.spatial if s[4] == last_id]
+    good = [s for s in group if s[5] and s[1] <= 2 * s[2]]
+    pool = good or [s for s in group if s[5]] or group
+    name = min(pool, key=lambda s: s[0].count("."))[0]
+    return name, get_module(model, name)
+
+
+def _auto_vit(blocks: Sequence[Layer]) -> Layer:
+    name, block = blocks[-1]
+    for sub_name, sub in block.named_modules():
+        if isinstance(sub, nn.LayerNorm) or "norm" in type(sub).__name__.lower():
+            return f"{name}.{sub_name}", sub
+    return name, block
+
+
+def resolve_layers(
+    model: nn.Module,
+    spec: LayerSpec,
+    *,
+    probe_fn: Callable[[], Probe] | None = None,
+) -> list[Layer]:
+    """Turn a layer spec into ``[(name, module), ...]`` (see the module docstring).
+
+    ``probe_fn`` runs a probe forward when the spec needs one (``"auto"``, or a block spec
+    on a model with several block lists); without it the static structure is used.
+    """
+    specs = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    if not specs:
+        raise VizkitError("layers is empty: pass a layer name, an index, 'last', 'last_4', 'all' or 'auto'")
+    cached: dict[str, Any] = {}
+
+    def get_probe() -> Probe | None:
+        if "probe" not in cached:
+            cached["probe"] = probe_fn() if probe_fn is not None else None
+        return cached["probe"]
+
+    def blocks() -> list[Layer]:
+        if "blocks" not in cached:
+            lists = find_block_lists(model)
+            pr = get_probe() if len(lists) > 1 else None
+            cached["blocks"] = find_blocks(model, pr.executed if pr else None)
+        return cached["blocks"]
+
+    def need_blocks(what: str) -> list[Layer]:
+        b = blocks()
+        if not b:
+            raise VizkitError(
+                f"layers={what!r} selects transformer blocks, but {type(model).__name__} has none "
+                "(no list of modules holding attention). Use a module name or 'auto'.")
+        return b
+
+    out: list[Layer] = []
+    for s in specs:
+        if isinstance(s, nn.Module):
+            out.append((canonical_name(model, s), s))
+        elif isinstance(s, bool):
+            raise VizkitError(f"invalid layer spec {s!r}")
+        elif isinstance(s, int):
+            b = need_blocks(str(s))
+            if not -len(b) <= s < len(b):
+                raise LayerNotFoundError(
+                    f"layer index {s} is out of range: {type(model).__name__} has {len(b)} transformer "
+                    f"blocks (valid indices {-len(b)}..{len(b) - 1})")
+            out.append(b[s])
+        elif isinstance(s, str):
+            key = s.strip().lower()
+            if key == "auto":
+                b = blocks()
+                if b:
+                    out.append(_auto_vit(b))
+                else:
+                    pr = get_probe()
+                    if pr is None:
+                        raise VizkitError("layers='auto' on a CNN needs an example input to probe the model")
+                    out.append(_auto_cnn(model, pr))
+            elif key == "last":
+                out.append(need_blocks(s)[-1])
+            elif key == "all":
+                out.extend(need_blocks(s))
+            elif _LAST_K.match(key):
+                k = int(_LAST_K.match(key).group(1))
+                b = need_blocks(s)
+                if not 1 <= k <= len(b):
+                    raise LayerNotFoundError(f"layers={s!r}: the model has {len(b)} transformer blocks")
+                out.extend(b[-k:])
+            else:
+                module = get_module(model, s)
+                out.append((canonical_name(model, module), module))
+        else:
+            raise VizkitError(
+                f"invalid layer spec {s!r} of type {type(s).__name__}: use a module name, an int, "
+                "'last', 'last_4', 'all', 'auto' or a module")
+    seen: set[str] = set()
+    unique = []
+    for name, m in out:
+        if name not in seen:
+            seen.add(name)
+            unique.append((name, m))
+    return unique

@@ -1,0 +1,51 @@
+"""The CAM family as pure tensor functions of ``(activations, gradients)``, one file each."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import VizkitError
+from .eigencam import eigencam
+from .gradcam import gradcam
+from .gradcam_pp import gradcam_pp
+from .hirescam import hirescam
+from .layercam import layercam
+from .scorecam import channel_masks, scorecam
+from .xgradcam import xgradcam
+
+
+@dataclass(frozen=True)
+class Method:
+    """A CAM method: its map function and whether it needs gradients / extra forward passes."""
+
+    name: str
+    fn: Callable
+    uses_gradients: bool = True
+    uses_scores: bool = False
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("gradcam", gradcam),
+        Method("gradcam++", gradcam_pp),
+        Method("xgradcam", xgradcam),
+        Method("hirescam", hirescam),
+        Method("layercam", layercam),
+        Method("eigencam", eigencam, uses_gradients=False),
+        Method("scorecam", scorecam, uses_gradients=False, uses_scores=True),
+    )
+}
+_ALIASES = {"gradcampp": "gradcam++", "gradcam_pp": "gradcam++", "grad-cam": "gradcam", "grad-cam++": "gradcam++"}
+
+
+def get_method(name: str) -> Method:
+    """Look a method up by name (case-insensitive); unknown names list the valid ones."""
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in METHODS:
+        raise VizkitError(f"unknown CAM method {name!r}: choose one of {', '.join(METHODS)}")
+    return METHODS[key]
+
+
+__all__ = ["METHODS", "Method", "get_method", "gradcam", "gradcam_pp", "xgradcam", "hirescam",
+           "layercam", "eigencam", "scorecam", "channel_masks"]

@@ -1,0 +1,443 @@
+"""Rendering helpers: images, heatmaps, overlays, figures, token strips and videos.
+
+Conventions
+-----------
+* Images are always RGB (never BGR), returned as float32 ``H x W x 3`` in ``[0, 1]``
+  unless stated otherwise.
+* Heatmaps are 2-D ``H x W`` arrays (numpy or torch); torch tensors are accepted
+  everywhere without this module importing torch.
+* Files are written atomically: into a hidden temporary file next to the target,
+  then moved into place with :func:`os.replace`.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import cv2
+import imageio.v2 as imageio
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+__all__ = [
+    "Panel",
+    "bar_chart",
+    "colorize",
+    "figure_grid",
+    "figure_to_array",
+    "normalize_map",
+    "overlay",
+    "render_token_strip",
+    "save_figure",
+    "save_image",
+    "show_heatmap",
+    "show_overlay",
+    "to_numpy_image",
+    "token_colors",
+    "write_video",
+]
+
+PanelKind = Literal["overlay", "heatmap", "image"]
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def _as_array(x: Any) -> np.ndarray:
+    """Torch tensor (any device, grad or not) or array-like -> numpy array."""
+    if hasattr(x, "detach"):  # torch.Tensor, duck-typed so torch is not imported here
+        x = x.detach().cpu()
+        if x.is_floating_point() and x.element_size() < 4:  # float16 / bfloat16
+            x = x.float()
+        return x.numpy()
+    return np.asarray(x)
+
+
+def _as_heatmap(heatmap: Any) -> np.ndarray:
+    arr = _as_array(heatmap)
+    if arr.ndim != 2:
+        raise ValueError(f"heatmap must be 2-D [H, W], got shape {arr.shape}")
+    return arr
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] -> uint8 (rounded); uint8 passes through."""
+    if image.dtype == np.uint8:
+        return image
+    return (np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+
+
+def normalize_map(heatmap: Any) -> np.ndarray:
+    """Min-max scale an array of any shape to float32 in [0, 1].
+
+    A constant (or all non-finite) map gives zeros; NaN -> 0, +inf -> 1, -inf -> 0.
+    """
+    arr = _as_array(heatmap).astype(np.float64)
+    finite = np.isfinite(arr)
+    if not finite.any():
+        return np.zeros(arr.shape, np.float32)
+    lo, hi = arr[finite].min(), arr[finite].max()
+    if hi <= lo:
+        return np.zeros(arr.shape, np.float32)
+    out = np.nan_to_num((arr - lo) / (hi - lo), nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def to_numpy_image(image: Any) -> np.ndarray:
+    """Convert an image to float32 ``H x W x 3`` RGB in ``[0, 1]`` (always a new array).
+
+    Accepts:
+      * torch tensor ``[C, H, W]``, ``[1, C, H, W]`` or ``[H, W]`` (channel-first),
+      * numpy ``H x W`` or ``H x W x C`` (channel-last),
+      * PIL image (any mode).
+
+    ``C`` may be 1 (grey, replicated), 3 (RGB) or 4 (RGBA). uint8 / uint16 data is
+    divided by 255 / 65535; bool becomes 0/1; any other data is used as-is if it
+    lies in [0, 1] and is min-max scaled (over all colour channels together)
+    otherwise. RGBA is composited over **black** (``rgb * alpha``), so fully
+    transparent pixels become black.
+    """
+    if isinstance(image, Image.Image):
+        mode = image.mode
+        if not (mode in ("1", "L", "RGB", "RGBA", "I", "F") or mode.startswith("I;16")):
+            has_alpha = "A" in mode or "transparency" in image.info
+            image = image.convert("RGBA" if has_alpha else "RGB")
+        arr = np.asarray(image)
+    else:
+        is_tensor = hasattr(image, "detach")
+        arr = _as_array(image)
+        if is_tensor:
+            if arr.ndim == 4 and arr.shape[0] == 1:
+                arr = arr[0]
+            if arr.ndim == 3:
+                arr = np.moveaxis(arr, 0, -1)
+
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            "expected an image [H, W] or [H, W, C] (numpy/PIL) or [C, H, W] (torch) "
+            f"with C in (1, 3, 4); got shape {arr.shape}"
+        )
+
+    img = arr.astype(np.float32)
+    if arr.dtype.kind == "u" and arr.dtype.itemsize <= 2:
+        img /= np.iinfo(arr.dtype).max
+    rgb = img[..., :3] if arr.shape[-1] >= 3 else np.repeat(img, 3, axis=-1)
+    if not (np.isfinite(rgb).all() and rgb.min() >= 0.0 and rgb.max() <= 1.0):
+        rgb = normalize_map(rgb)
+    if arr.shape[-1] == 4:
+        rgb = rgb * np.clip(np.nan_to_num(img[..., 3:]), 0.0, 1.0)
+    return np.ascontiguousarray(rgb, dtype=np.float32)
+
+
+def colorize(heatmap: Any, cmap: str = "jet") -> np.ndarray:
+    """Map a 2-D heatmap with values in [0, 1] to float32 ``H x W x 3`` RGB.
+
+    Values are clipped to [0, 1] (not rescaled: call :func:`normalize_map` first
+    for raw scores). With ``"jet"``, 0 is dark blue and 1 is dark red.
+    """
+    hm = np.clip(_as_heatmap(heatmap).astype(np.float64), 0.0, 1.0)
+    colours = matplotlib.colormaps.get_cmap(cmap)(hm)  # H x W x 4 RGBA, float
+    return np.ascontiguousarray(colours[..., :3], dtype=np.float32)
+
+
+def overlay(image: Any, heatmap: Any, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
+    """Blend a colourised heatmap onto an image: ``(1 - alpha) * image + alpha * colour``.
+
+    ``image``: anything :func:`to_numpy_image` accepts (``H x W`` spatial size).
+    ``heatmap``: 2-D ``h x w``, resized bilinearly to ``H x W`` if needed, then
+    min-max normalised. Returns float32 ``H x W x 3`` in [0, 1].
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    hm = _as_heatmap(heatmap).astype(np.float32)
+    img = to_numpy_image(image)
+    height, width = img.shape[:2]
+    if hm.shape != (height, width):
+        hm = cv2.resize(hm, (width, height), interpolation=cv2.INTER_LINEAR)
+    colour = colorize(normalize_map(hm), cmap)
+    return np.clip((1.0 - alpha) * img + alpha * colour, 0.0, 1.0).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- axes
+
+
+def _finish_axes(ax: Axes, title: str | None) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+
+
+def show_heatmap(
+    ax: Axes,
+    heatmap: Any,
+    title: str | None = None,
+    cmap: str = "jet",
+    colorbar: bool = False,
+) -> Any:
+    """Draw a 2-D heatmap (raw values, colour-scaled by matplotlib) on ``ax``.
+
+    Returns the ``AxesImage``.
+    """
+    im = ax.imshow(_as_heatmap(heatmap), cmap=cmap)
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    _finish_axes(ax, title)
+    return im
+
+
+def show_overlay(
+    ax: Axes,
+    image: Any,
+    heatmap: Any,
+    title: str | None = None,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+) -> Any:
+    """Draw :func:`overlay` of ``heatmap`` on ``image`` on ``ax``; returns the ``AxesImage``."""
+    im = ax.imshow(overlay(image, heatmap, alpha=alpha, cmap=cmap))
+    _finish_axes(ax, title)
+    return im
+
+
+@dataclass
+class Panel:
+    """One cell of :func:`figure_grid`.
+
+    ``kind="overlay"`` needs ``image`` and ``heatmap``; ``"heatmap"`` needs
+    ``heatmap``; ``"image"`` needs ``image``.
+    """
+
+    image: Any = None
+    heatmap: Any = None
+    title: str = ""
+    kind: PanelKind = "overlay"
+    cmap: str = "jet"
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        needs = {"overlay": ("image", "heatmap"), "heatmap": ("heatmap",), "image": ("image",)}
+        if self.kind not in needs:
+            raise ValueError(f"Panel.kind must be one of {sorted(needs)}, got {self.kind!r}")
+        missing = [name for name in needs[self.kind] if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"Panel(kind={self.kind!r}) needs {' and '.join(missing)}")
+
+    def draw(self, ax: Axes) -> None:
+        """Draw this panel on ``ax``."""
+        if self.kind == "overlay":
+            show_overlay(ax, self.image, self.heatmap, self.title, self.alpha, self.cmap)
+        elif self.kind == "heatmap":
+            show_heatmap(ax, self.heatmap, self.title, self.cmap)
+        else:
+            ax.imshow(to_numpy_image(self.image))
+            _finish_axes(ax, self.title)
+
+
+def figure_grid(
+    panels: Sequence[Sequence[Panel | None]],
+    titles: Sequence[str] | None = None,
+    figsize: tuple[float, float] | None = None,
+    suptitle: str | None = None,
+) -> Figure:
+    """Lay out rows x cols of panels in one figure.
+
+    ``panels[r][c]`` is a :class:`Panel` or ``None`` (empty, axis-off cell); short
+    rows are padded with empty cells. ``titles`` are optional *row* labels, one
+    per row, written vertically at the left of each row. Drawn panels keep their
+    frame (ticks off); empty cells have the axis turned off entirely.
+    """
+    nrows = len(panels)
+    ncols = max((len(row) for row in panels), default=0)
+    if nrows == 0 or ncols == 0:
+        raise ValueError("figure_grid needs at least one row and one column")
+    if titles is not None and len(titles) != nrows:
+        raise ValueError(f"got {len(titles)} row titles for {nrows} rows")
+    if figsize is None:
+        figsize = (3.0 * ncols, 3.0 * nrows + (0.4 if suptitle else 0.0))
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, layout="constrained")
+    for r in range(nrows):
+        for c in range(ncols):
+            panel = panels[r][c] if c < len(panels[r]) else None
+            if panel is None:
+                axes[r, c].axis("off")
+            else:
+                panel.draw(axes[r, c])
+        if titles is not None and titles[r]:
+            axes[r, 0].text(-0.06, 0.5, titles[r], transform=axes[r, 0].transAxes,
+                            rotation=90, ha="right", va="center", fontsize="large")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def bar_chart(
+    ax: Axes,
+    labels: Sequence[str],
+    values: Sequence[float],
+    highlight: int | None = None,
+    title: str | None = None,
+    xlabel: str = "probability",
+    color: str = "tab:blue",
+    highlight_color: str = "tab:red",
+) -> Any:
+    """Horizontal bar chart, first label at the top, values printed at the bar ends.
+
+    Bar ``highlight`` (an index) is drawn in ``highlight_color``. Returns the
+    ``BarContainer``.
+    """
+    values = [float(v) for v in _as_array(values).reshape(-1)]
+    if len(labels) != len(values):
+        raise ValueError(f"got {len(labels)} labels for {len(values)} values")
+    if highlight is not None and not 0 <= highlight < len(values):
+        raise ValueError(f"highlight index {highlight} out of range for {len(values)} bars")
+    colours = [highlight_color if i == highlight else color for i in range(len(values))]
+    positions = np.arange(len(values))
+    bars = ax.barh(positions, values, color=colours)
+    ax.set_yticks(positions, [str(label) for label in labels])
+    ax.invert_yaxis()
+    ax.bar_label(bars, fmt="%.3f", padding=3)
+    ax.margins(x=0.15)
+    ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title)
+    return bars
+
+
+def token_colors(weights: Sequence[float], cmap: str = "Reds") -> list[tuple[float, float, float]]:
+    """RGB colour per token: weights are min-max normalised, then mapped through ``cmap``."""
+    w = normalize_map(_as_array(weights).astype(np.float64).reshape(-1))
+    colours = matplotlib.colormaps.get_cmap(cmap)(w.astype(np.float64))
+    return [(float(r), float(g), float(b)) for r, g, b, _ in colours]
+
+
+def render_token_strip(
+    ax: Axes,
+    tokens: Sequence[str],
+    weights: Sequence[float],
+    cmap: str = "Reds",
+    max_per_line: int = 12,
+    fontsize: float = 10,
+) -> list[Any]:
+    """Draw text tokens as boxes coloured by weight (e.g. attention over text tokens).
+
+    Tokens are placed on a fixed grid of ``max_per_line`` columns, wrapping to new
+    lines. Returns the list of ``Text`` artists (one per token).
+    """
+    if len(tokens) != len(weights):
+        raise ValueError(f"got {len(tokens)} tokens for {len(weights)} weights")
+    if max_per_line < 1:
+        raise ValueError(f"max_per_line must be >= 1, got {max_per_line}")
+    ax.axis("off")
+    nlines = max(1, -(-len(tokens) // max_per_line))
+    texts = []
+    for i, (token, rgb) in enumerate(zip(tokens, token_colors(weights, cmap))):
+        line, col = divmod(i, max_per_line)
+        luminance = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+        texts.append(ax.text(
+            (col + 0.5) / max_per_line, 1.0 - (line + 0.5) / nlines, str(token),
+            transform=ax.transAxes, ha="center", va="center", fontsize=fontsize,
+            color="white" if luminance < 0.5 else "black",
+            bbox={"boxstyle": "round,pad=0.3", "facecolor": rgb, "edgecolor": "none"},
+        ))
+    return texts
+
+
+def figure_to_array(fig: Figure) -> np.ndarray:
+    """Render ``fig`` with Agg and return uint8 ``H x W x 3`` RGB pixels.
+
+    A figure whose canvas is not Agg-based gets an Agg canvas attached.
+    """
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+# --------------------------------------------------------------------------- files
+
+
+@contextmanager
+def _atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temp path next to ``path`` (same suffix); move it onto ``path`` on success.
+
+    On any exception the temp file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
+    """Atomically save ``fig`` (format from the suffix, PNG if none), then close it."""
+    path = Path(path)
+    try:
+        with _atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix[1:].lower() or "png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def save_image(image: Any, path: str | os.PathLike[str]) -> Path:
+    """Atomically save an image (``H x W x 3`` float in [0, 1] or uint8, or anything
+    :func:`to_numpy_image` accepts) as 8-bit RGB; format from the suffix, PNG if none."""
+    path = Path(path)
+    arr = _to_uint8(to_numpy_image(image))  # uint8 input round-trips exactly
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    with _atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format=fmt)
+    return path
+
+
+def write_video(frames: Iterable[Any], path: str | os.PathLike[str], fps: int = 2) -> Path:
+    """Atomically write frames (each ``H x W x 3`` float [0, 1] or uint8) as H.264 MP4.
+
+    Uses imageio's ffmpeg backend (libx264, yuv420p). Frames are edge-padded at the
+    bottom/right to even height/width; all frames must have the same size. On any
+    error (including one raised by ``frames``) the temp file is removed and ``path``
+    is left untouched.
+    """
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    path = Path(path)
+    count = 0
+    with _atomic_path(path) as tmp:
+        writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                    pixelformat="yuv420p", macro_block_size=1,
+                                    ffmpeg_log_level="error")
+        try:  # not `with`: imageio's __exit__ skips close() on error, leaking ffmpeg
+            shape = None
+            for frame in frames:
+                img = _to_uint8(to_numpy_image(frame))
+                if shape is None:
+                    shape = img.shape
+                elif img.shape != shape:
+                    raise ValueError(f"frame {count} has shape {img.shape}, expected {shape}")
+                h, w = img.shape[:2]
+                img = np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+                writer.append_data(img)
+                count += 1
+        finally:
+            writer.close()
+        if count == 0:
+            raise ValueError("write_video needs at least one frame")
+    return path

@@ -1,0 +1,45 @@
+"""Save and restore model state around one explanation call.
+
+Every public entry point wraps its forward/backward passes in :func:`preserved_state`, so
+train/eval mode and ``requires_grad`` of every parameter are exactly as before, even when
+an exception is raised half-way.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch import nn
+
+
+@contextmanager
+def preserved_state(model: nn.Module, *, eval_mode: bool = True, freeze: bool = True) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode and freeze its parameters for the block; restore both after.
+
+    Freezing parameters means no parameter gradient is ever computed: backward passes stop
+    at the earliest captured tensor, which is what makes vizkit's CAMs cheap.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        if eval_mode:
+            model.eval()
+        if freeze:
+            for p, _ in flags:
+                p.requires_grad_(False)
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter or buffer (CPU for a parameter-free model)."""
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")

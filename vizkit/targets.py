@@ -1,0 +1,172 @@
+"""What is explained: a target maps the model's output to one score per image, ``[B]``.
+
+Any callable ``output -> Tensor[B]`` is a target. The classes here also know how to
+:meth:`Target.take` rows, which lets Score-CAM batch masked copies of different images.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from .errors import TargetError
+
+TargetFn = Callable[[Any], torch.Tensor]
+TargetSpec = Union[None, int, Sequence[int], torch.Tensor, TargetFn]
+
+
+def output_tensor(output: Any, *names: str) -> torch.Tensor:
+    """The main tensor of a model output: a tensor, an attribute/key in ``names`` (default
+    ``logits``), or the first tensor of a tuple/list/ModelOutput."""
+    names = names or ("logits",)
+    if isinstance(output, torch.Tensor):
+        return output
+    for n in names:
+        value = output.get(n) if isinstance(output, dict) else getattr(output, n, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    if isinstance(output, dict):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        for v in output:
+            if isinstance(v, torch.Tensor):
+                return v
+    raise TargetError(f"cannot find a {'/'.join(names)} tensor in a model output of type {type(output).__name__}")
+
+
+class Target:
+    """Base class: ``__call__(output) -> [B]`` and ``take(rows)`` for a batch of other rows."""
+
+    def __call__(self, output: Any) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def take(self, rows: torch.Tensor) -> "Target":
+        """The target for a batch whose row ``i`` belongs to original image ``rows[i]``."""
+        raise NotImplementedError
+
+
+class ClassLogit(Target):
+    """The logit of a class per image: ``classes`` is an int or ``[B]`` indices."""
+
+    def __init__(self, classes: Union[int, Sequence[int], torch.Tensor]):
+        self.classes = torch.as_tensor(classes, dtype=torch.long)
+
+    def _select(self, scores: torch.Tensor) -> torch.Tensor:
+        if scores.ndim != 2:
+            raise TargetError(f"expected class scores [B, classes], got shape {tuple(scores.shape)}")
+        idx = self.classes.to(scores.device)
+        if idx.ndim == 0:
+            idx = idx.expand(scores.shape[0])
+        if idx.shape[0] != scores.shape[0]:
+            raise TargetError(f"{idx.shape[0]} target classes for a batch of {scores.shape[0]} images")
+        bad = (idx < 0) | (idx >= scores.shape[1])
+        if bad.any():
+            raise TargetError(
+                f"target class {int(idx[bad][0])} is out of range: the model has {scores.shape[1]} classes "
+                f"(valid 0..{scores.shape[1] - 1})")
+        return scores.gather(1, idx[:, None])[:, 0]
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        return self._select(output_tensor(output))
+
+    def take(self, rows: torch.Tensor) -> "ClassLogit":
+        return type(self)(self.classes if self.classes.ndim == 0 else self.classes[rows.cpu()])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.classes.tolist()})"
+
+
+class ClassProbability(ClassLogit):
+    """The softmax probability of a class per image."""
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        return self._select(output_tensor(output).softmax(-1))
+
+
+class ImageTextSimilarity(Target):
+    """CLIP score of image ``b`` against text ``text_index[b]``: ``logit_scale * cos(image, text)``.
+
+    ``text_features`` is ``[T, D]`` (normalised or not); the model output is the image
+    embedding ``[B, D]`` (or an output holding ``image_embeds``). With ``probability=True``
+    the score is the softmax over all T texts instead.
+    """
+
+    def __init__(self, text_features: torch.Tensor, text_index: Union[int, Sequence[int], torch.Tensor],
+                 logit_scale: float | torch.Tensor = 100.0, probability: bool = False):
+        self.text = F.normalize(text_features.detach().float(), dim=-1)
+        self.index = torch.as_tensor(text_index, dtype=torch.long)
+        if ((self.index < 0) | (self.index >= self.text.shape[0])).any():
+            raise TargetError(f"text index {self.index.tolist()} is out of range for {self.text.shape[0]} texts")
+        self.scale = float(logit_scale)
+        self.probability = probability
+
+    def logits(self, output: Any) -> torch.Tensor:
+        """``[B, T]`` image-text logits."""
+        image = F.normalize(output_tensor(output, "image_embeds", "pooler_output").float(), dim=-1)
+        return self.scale * image @ self.text.to(image.device).T
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        logits = self.logits(output)
+        if self.probability:
+            logits = logits.softmax(-1)
+        idx = self.index.to(logits.device)
+        if idx.ndim == 0:
+            idx = idx.expand(logits.shape[0])
+        if idx.shape[0] != logits.shape[0]:
+            raise TargetError(f"{idx.shape[0]} text indices for a batch of {logits.shape[0]} images")
+        return logits.gather(1, idx[:, None])[:, 0]
+
+    def take(self, rows: torch.Tensor) -> "ImageTextSimilarity":
+        index = self.index if self.index.ndim == 0 else self.index[rows.cpu()]
+        t = ImageTextSimilarity.__new__(ImageTextSimilarity)
+        t.text, t.index, t.scale, t.probability = self.text, index, self.scale, self.probability
+        return t
+
+
+class _Callable(Target):
+    """A plain user callable; ``take`` is not available (Score-CAM then batches per channel)."""
+
+    def __init__(self, fn: TargetFn):
+        self.fn = fn
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        scores = self.fn(output)
+        if not isinstance(scores, torch.Tensor) or scores.ndim != 1:
+            raise TargetError(
+                f"a target callable must return one score per image, a [B] tensor; got "
+                f"{type(scores).__name__} {tuple(getattr(scores, 'shape', ()))}")
+        return scores
+
+
+def as_target(targets: TargetSpec, batch_size: int, output: Any = None) -> Target:
+    """Normalise a targets argument for a batch of ``batch_size`` images.
+
+    ``None`` -> the predicted class (needs ``output``); an int -> that class for every image;
+    a list / 1-D tensor of ints -> one class per image (its length must equal the batch,
+    never silently truncated); a callable -> itself.
+    """
+    if isinstance(targets, Target):
+        return targets
+    if targets is None:
+        if output is None:
+            raise TargetError("targets=None needs the model output to pick the predicted class")
+        return ClassLogit(output_tensor(output).argmax(-1).detach().cpu())
+    if isinstance(targets, bool):
+        raise TargetError("targets must be an int, a list of ints, a callable or None, not a bool")
+    if isinstance(targets, int):
+        return ClassLogit(targets)
+    if isinstance(targets, torch.Tensor) and targets.ndim == 0:
+        return ClassLogit(int(targets))
+    if callable(targets) and not isinstance(targets, (list, tuple, torch.Tensor)):
+        return _Callable(targets)
+    if isinstance(targets, (list, tuple, torch.Tensor)):
+        values = torch.as_tensor(targets)
+        if values.ndim != 1 or values.dtype.is_floating_point:
+            raise TargetError(f"targets must be a flat list of class indices, got {targets!r}")
+        if len(values) != batch_size:
+            raise TargetError(
+                f"{len(values)} targets for a batch of {batch_size} images: give one class per image "
+                "(or a single int for all)")
+        return ClassLogit(values.long())
+    raise TargetError(f"targets of type {type(targets).__name__} are not supported: use an int, a list of ints or a callable")
