@@ -178,7 +178,7 @@ def _attention_implementation(model: nn.Module) -> Iterator[None]:
 
 
 def _probe_fn(model: nn.Module, run: Forward, x: torch.Tensor, forward: Forward | None) -> Callable:
-    key = ("forward", id(forward)) if forward is not None else "model"
+    key = ("forward", forward) if forward is not None else "model"
     return lambda: probe(model, run, x, key=key)
 
 

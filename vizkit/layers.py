@@ -140,14 +140,21 @@ class Probe:
 
 
 _PROBES: "weakref.WeakKeyDictionary[nn.Module, dict[Any, Probe]]" = weakref.WeakKeyDictionary()
+_PROBES_PER_MODEL = 8
 
 
 def probe(model: nn.Module, run: Callable[[torch.Tensor], Any], example: torch.Tensor, key: Any = None) -> Probe:
     """Run ``run(example[:1])`` once under no_grad with temporary hooks on every module.
 
-    Results are cached per model and ``(key, example shape)`` when ``key`` is given.
+    Results are cached per model and ``(key, example shape)`` when ``key`` is given (a few
+    entries per model; ``key`` must be hashable and compare equal for the same forward,
+    as bound methods do).
     """
     cache_key = (key, tuple(example.shape[1:])) if key is not None else None
+    try:
+        hash(cache_key)
+    except TypeError:
+        cache_key = None
     if cache_key is not None and cache_key in _PROBES.get(model, {}):
         return _PROBES[model][cache_key]
     result = Probe()
@@ -172,7 +179,10 @@ def probe(model: nn.Module, run: Callable[[torch.Tensor], Any], example: torch.T
         for h in handles:
             h.remove()
     if cache_key is not None:
-        _PROBES.setdefault(model, {})[cache_key] = result
+        entries = _PROBES.setdefault(model, {})
+        entries[cache_key] = result
+        while len(entries) > _PROBES_PER_MODEL:
+            entries.pop(next(iter(entries)))
     return result
 
 
@@ -218,10 +228,10 @@ def resolve_layers(
             cached["probe"] = probe_fn() if probe_fn is not None else None
         return cached["probe"]
 
-    def blocks() -> list[Layer]:
+    def blocks(always_probe: bool = False) -> list[Layer]:
         if "blocks" not in cached:
             lists = find_block_lists(model)
-            pr = get_probe() if len(lists) > 1 else None
+            pr = get_probe() if lists and (always_probe or len(lists) > 1) else None
             cached["blocks"] = find_blocks(model, pr.executed if pr else None)
         return cached["blocks"]
 
@@ -249,7 +259,7 @@ def resolve_layers(
         elif isinstance(s, str):
             key = s.strip().lower()
             if key == "auto":
-                b = blocks()
+                b = blocks(always_probe=True)
                 if b:
                     out.append(_auto_vit(b))
                 else:
