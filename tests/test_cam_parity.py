@@ -32,18 +32,18 @@ def cnn():
 
 @pytest.mark.parametrize("method", list(REFERENCE))
 def test_resnet18_layer4(cnn, method):
-    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    classes = [3, 7, 0]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    classes = [3, 7]
     ours = vizkit.cam(cnn, x, classes, layers="layer4", method=method, batch_size=64)
     ref = reference(cnn, cnn.layer4, x, classes, method)
-    assert ours.heatmap.shape == (3, 64, 64) and ours.heatmap.dtype == torch.float32
-    assert ours.layers == ["layer4"] and ours.layer_maps["layer4"].shape == (3, 2, 2)
+    assert ours.heatmap.shape == (2, 64, 64) and ours.heatmap.dtype == torch.float32
+    assert ours.layers == ["layer4"] and ours.layer_maps["layer4"].shape == (2, 2, 2)
     diff = np.abs(ours.heatmap.numpy() - ref).max()
     assert diff <= TOL.get(method, 1e-4), diff
     assert ours.heatmap.min() >= 0 and ours.heatmap.max() <= 1
     assert ours.targets.tolist() == classes
     logits = cnn(x).detach()
-    assert torch.allclose(ours.scores, logits[torch.arange(3), torch.tensor(classes)], atol=1e-5)
+    assert torch.allclose(ours.scores, logits[torch.arange(2), torch.tensor(classes)], atol=1e-5)
 
 
 @pytest.mark.parametrize("method", [m for m in REFERENCE if m != "eigencam"])

@@ -109,14 +109,26 @@ def test_callable_target_with_wrong_shape():
         vizkit.cam(resnet18(), torch.randn(2, 3, 64, 64), lambda out: out.sum(), layers="layer4")
 
 
+def small_cnn():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 6, 3, stride=2),
+                               torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(6, 6)).eval()
+
+
 def test_callable_target_and_score_cam_fallback():
-    model = resnet18()
-    x = torch.randn(2, 3, 64, 64)
+    model = small_cnn()
+    x = torch.randn(2, 3, 16, 16)
     fn = lambda out: out[:, 3] - out[:, 5]
-    a = vizkit.cam(model, x, fn, layers="layer4", method="scorecam")
+    a = vizkit.cam(model, x, fn, layers="2", method="scorecam")
     logits = model(x).detach()
     torch.testing.assert_close(a.scores, logits[:, 3] - logits[:, 5])
     assert a.targets is None
     # the same contrast through a plain target gives a different but valid map
-    b = vizkit.cam(model, x, 3, layers="layer4", method="scorecam")
+    b = vizkit.cam(model, x, 3, layers="2", method="scorecam")
     assert a.heatmap.shape == b.heatmap.shape and not torch.allclose(a.heatmap, b.heatmap)
+    # the fallback (one channel of every image per pass) equals the batched path on a take-able target
+    class Plain:
+        def __call__(self, out):
+            return out[:, 3]
+    c = vizkit.cam(model, x, Plain(), layers="2", method="scorecam")
+    torch.testing.assert_close(c.heatmap, b.heatmap, atol=1e-6, rtol=0)
