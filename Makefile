@@ -1,0 +1,72 @@
+# vizkit: `make demo`, `make test`. Everything runs offline (no model hub at runtime).
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export MPLBACKEND := Agg
+
+SHELL  := /bin/bash
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: .venv install test demo bench clean distclean
+
+# ---------------------------------------------------------------- environment
+# The stamp is newer than pyproject.toml once the venv is installed: re-runs are no-ops.
+.venv install: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# papermill and nbval start the kernel named "python3": register it inside the venv
+# (--sys-prefix), pointing at the venv's interpreter.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[notebooks,test]"
+	$(PY) -m ipykernel install --sys-prefix --name python3
+	touch $(STAMP)
+
+# ---------------------------------------------------------------- tests
+test: install
+	$(PY) -m pytest -q tests
+	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
+		sanitize=""; \
+		if [ -f notebooks/sanitize.cfg ]; then sanitize="--nbval-sanitize-with notebooks/sanitize.cfg"; fi; \
+		echo "$(PY) -m pytest -q --nbval-lax --nbval-kernel-name python3 $$sanitize notebooks/"; \
+		$(PY) -m pytest -q --nbval-lax --nbval-kernel-name python3 $$sanitize notebooks/; \
+	else \
+		echo "no notebooks/*.ipynb yet: skipping the notebook tests"; \
+	fi
+
+# ---------------------------------------------------------------- demo
+# Every run writes into a new runs/<timestamp>/ directory.
+demo: install
+	@set -euo pipefail; \
+	ts=$$(date +%Y%m%d-%H%M%S); out=runs/$$ts; n=1; \
+	while [ -e "$$out" ]; do out=runs/$$ts-$$n; n=$$((n + 1)); done; \
+	mkdir -p "$$out"; \
+	if ls notebooks/*.ipynb >/dev/null 2>&1; then \
+		for nb in notebooks/*.ipynb; do \
+			name=$$(basename "$$nb"); stem=$${name%.ipynb}; \
+			echo "$(VENV)/bin/papermill -k python3 $$nb $$out/$$name -p output_dir $(CURDIR)/$$out/$$stem"; \
+			$(VENV)/bin/papermill -k python3 "$$nb" "$$out/$$name" -p output_dir "$(CURDIR)/$$out/$$stem"; \
+		done; \
+		echo "executed notebooks and their outputs are in $(CURDIR)/$$out/"; \
+	else \
+		$(PY) -m vizkit.demo --output-dir "$$out"; \
+		echo "demo outputs are in $(CURDIR)/$$out/"; \
+	fi
+
+# ---------------------------------------------------------------- benchmarks
+bench: install
+	$(PY) benchmarks/bench_cam.py
+
+# ---------------------------------------------------------------- cleaning
+clean:
+	rm -rf runs
+	find . -path ./$(VENV) -prune -o -type d \
+		\( -name __pycache__ -o -name .pytest_cache -o -name .ipynb_checkpoints \) -print0 \
+		| xargs -0 rm -rf
+
+distclean: clean
+	rm -rf $(VENV)
