@@ -132,3 +132,21 @@ def test_callable_target_and_score_cam_fallback():
             return out[:, 3]
     c = vizkit.cam(model, x, Plain(), layers="2", method="scorecam")
     torch.testing.assert_close(c.heatmap, b.heatmap, atol=1e-6, rtol=0)
+
+
+def test_model_returning_a_tuple():
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = small_cnn()
+
+        def forward(self, x):
+            logits = self.body(x)
+            return logits, logits.softmax(-1)
+
+    model = TwoHeads().eval()
+    x = torch.randn(2, 3, 16, 16)
+    exp = vizkit.cam(model, x, [1, 2], layers="body.2")
+    ref = vizkit.cam(model.body, x, [1, 2], layers="2")
+    torch.testing.assert_close(exp.heatmap, ref.heatmap)
+    torch.testing.assert_close(exp.scores, model.body(x)[torch.arange(2), torch.tensor([1, 2])].detach())
