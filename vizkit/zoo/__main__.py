@@ -1,0 +1,44 @@
+"""``python -m vizkit.zoo build [NAME ...] [--quick] [--out DIR]`` and ``python -m vizkit.zoo list``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import entry, names
+from .common import data_root
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vizkit.zoo", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="retrain zoo models deterministically")
+    b.add_argument("names", nargs="*", help="models to build (default: all)")
+    b.add_argument("--quick", action="store_true", help="a tiny run that checks the pipeline end to end (for CI)")
+    b.add_argument("--out", type=Path, default=None, help="root folder for checkpoints (default: data/zoo)")
+    sub.add_parser("list", help="list the zoo models")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        for n in names():
+            print(f"{n:24s} {entry(n).description}")
+        return 0
+    todo = args.names or names()
+    unknown = [n for n in todo if n not in names()]
+    if unknown:
+        print(f"error: unknown zoo model(s) {', '.join(unknown)}; choose from {', '.join(names())}", file=sys.stderr)
+        return 2
+    out = args.out or data_root() / "zoo"
+    total = time.perf_counter()
+    for n in todo:
+        start = time.perf_counter()
+        print(f"== building {n} into {out / n}{' (quick)' if args.quick else ''}", flush=True)
+        metrics = entry(n).build(out_root=out, quick=args.quick)
+        print(f"== {n} done in {time.perf_counter() - start:.0f} s: {json.dumps(metrics, sort_keys=True)}", flush=True)
+    print(f"== all done in {time.perf_counter() - total:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Shared pieces of the zoo: where checkpoints live, the bundle and sample types, the registry."""
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import VizkitError
+
+
+def data_root() -> Path:
+    """The project's ``data/`` folder (``$VIZKIT_DATA`` overrides it)."""
+    env = os.environ.get("VIZKIT_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
+
+
+def zoo_dir(name: str, root: Path | None = None) -> Path:
+    """Where the checkpoint of zoo model ``name`` lives: ``data/zoo/<name>/``."""
+    return (root or data_root() / "zoo") / name
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return a torch generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+@dataclass
+class Sample:
+    """One zoo data sample. ``image`` is HxWx3 (or HxW for grey) uint8.
+
+    ``mask`` is the ground truth an explanation should point at (bool HxW): the ink of a
+    digit, the named object of a scene, the manipulated region of a fake face (all False
+    for a real face). ``masks`` holds one mask per object when a scene has several.
+    """
+
+    image: np.ndarray
+    label: int | None = None
+    mask: np.ndarray | None = None
+    masks: list[np.ndarray] = field(default_factory=list)
+    caption: str | None = None
+    question: str | None = None
+    answer: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Bundle:
+    """A ready-to-use zoo model: ``model`` in eval mode plus what it takes to feed it.
+
+    ``preprocess(image HxWx3 uint8 | PIL) -> [C, H, W]`` float tensor; ``tokenizer`` /
+    ``processor`` where the model reads text; ``class_names`` for classifiers; ``meta``
+    holds the config and the metrics measured at build time.
+    """
+
+    name: str
+    model: nn.Module
+    preprocess: Callable[[Any], torch.Tensor]
+    class_names: list[str] = field(default_factory=list)
+    tokenizer: Any = None
+    processor: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A zoo model: how to load it, its data, and how to rebuild it."""
+
+    name: str
+    description: str
+    load: Callable[..., Bundle]
+    dataset: Callable[[str], list[Sample]]
+    build: Callable[..., dict[str, Any]]
+
+
+REGISTRY: dict[str, Entry] = {}
+
+
+def register(entry: Entry) -> Entry:
+    REGISTRY[entry.name] = entry
+    return entry
+
+
+def missing_checkpoint(name: str, path: Path) -> VizkitError:
+    return VizkitError(
+        f"zoo model {name!r} has no checkpoint at {path}: rebuild it with `python -m vizkit.zoo build {name}`")
