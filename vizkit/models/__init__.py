@@ -1,0 +1,5 @@
+"""Model classes vizkit ships (for its zoo and for users' own checkpoints) and their loaders."""
+from .detector import ClipDetector
+from .vit import SimpleViT
+
+__all__ = ["SimpleViT", "ClipDetector"]
