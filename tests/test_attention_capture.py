@@ -176,3 +176,31 @@ def test_cls_attention_helpers():
     assert per_head.shape == (2, 2, 4, 4)
     torch.testing.assert_close(attn.cls_attention("blocks.1"), per_head.mean(1))
     assert attn.stacked().shape == (1, 2, 2, 17, 17)
+
+
+def test_fully_masked_query_row_gives_zeros_like_torch():
+    q, k, v = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 3, 8), torch.randn(1, 2, 3, 8)
+    mask = torch.ones(4, 3, dtype=torch.bool)
+    mask[0] = False
+    cap = AttentionCapture([])
+    cap._stack.append("x")
+    out = cap.sdpa(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), atol=1e-6, rtol=0)
+    assert not out.isnan().any() and (cap.maps["x"][:, :, 0] == 0).all()
+
+
+def test_probe_cache_does_not_keep_the_model_alive():
+    import gc
+    import weakref
+
+    from models import open_clip_resnet
+
+    model = open_clip_resnet()
+    ref = weakref.ref(model)
+    # a target on the image embedding: the similarity to a fixed random text feature
+    text = torch.randn(3, 16)
+    vizkit.cam(model, torch.randn(1, 3, 64, 64), vizkit.targets.ImageTextSimilarity(text, 1), layers="auto",
+               forward=model.encode_image)
+    del model
+    gc.collect()
+    assert ref() is None

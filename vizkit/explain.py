@@ -178,7 +178,14 @@ def _attention_implementation(model: nn.Module) -> Iterator[None]:
 
 
 def _probe_fn(model: nn.Module, run: Forward, x: torch.Tensor, forward: Forward | None) -> Callable:
-    key = ("forward", forward) if forward is not None else "model"
+    # cache the probe for model(x) and for the model's own methods (keyed by the function, so
+    # the cache never holds the model); other callables are probed on every call
+    if forward is None:
+        key: Any = "model"
+    elif getattr(forward, "__self__", None) is model:
+        key = ("method", forward.__func__)
+    else:
+        key = None
     return lambda: probe(model, run, x, key=key)
 
 

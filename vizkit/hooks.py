@@ -189,7 +189,7 @@ class AttentionCapture:
         if enable_gqa and key.ndim >= 3 and key.shape[-3] != query.shape[-3]:
             rep = query.shape[-3] // key.shape[-3]
             key, value = key.repeat_interleave(rep, -3), value.repeat_interleave(rep, -3)
-        scores = (query @ key.transpose(-2, -1)) * scale
+        scores = (query * scale) @ key.transpose(-2, -1)
         if is_causal:
             keep = torch.ones(n_q, n_k, dtype=torch.bool, device=query.device).tril()
             scores = scores.masked_fill(~keep, float("-inf"))
@@ -199,6 +199,8 @@ class AttentionCapture:
             else:
                 scores = scores + attn_mask
         probs = torch.softmax(scores, dim=-1)
+        # a fully masked query row attends to nothing (0, as torch's own kernel returns), not NaN
+        probs = probs.masked_fill(torch.isneginf(scores).all(-1, keepdim=True), 0.0)
         probs = self.record(probs) if probs.ndim == 4 else probs
         if dropout_p > 0.0:
             probs = F.dropout(probs, p=dropout_p, training=True)

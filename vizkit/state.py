@@ -20,20 +20,19 @@ def preserved_state(model: nn.Module, *, eval_mode: bool = True, freeze: bool = 
     Freezing parameters means no parameter gradient is ever computed: backward passes stop
     at the earliest captured tensor, which is what makes vizkit's CAMs cheap.
     """
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
+    training = [m for m in model.modules() if m.training] if eval_mode else []
+    trainable = [p for p in model.parameters() if p.requires_grad] if freeze else []
     try:
-        if eval_mode:
-            model.eval()
-        if freeze:
-            for p, _ in flags:
-                p.requires_grad_(False)
+        for m in training:
+            m.training = False
+        for p in trainable:
+            p.requires_grad_(False)
         yield model
     finally:
-        for m, training in modes:
-            m.training = training
-        for p, flag in flags:
-            p.requires_grad_(flag)
+        for m in training:
+            m.training = True
+        for p in trainable:
+            p.requires_grad_(True)
 
 
 def model_device(model: nn.Module) -> torch.device:
