@@ -1,0 +1,160 @@
+"""Scenario 2 plumbing: parameters, run folders, report, the visualizer and the widget explorer."""
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vizkit.attention_visualizer import (AttentionVisualizer, check_notebook_parameters, layer_summary, observations,
+                                         parse_index_list)
+from vizkit.models import SimpleViT
+from vizkit.notebook import ParameterError, baseline, run_folder
+from vizkit.report import Report, markdown_table
+
+DEFAULTS = dict(model="mnist_vit", model_config="", num_samples=8, selection="one_per_class", indices=[],
+                layers="all", heads="all", head_layer=-1, head_fusion="mean", output_dir="", overwrite=False,
+                interactive=True, seed=0, device="cpu")
+
+
+def namespace(**overrides):
+    ns = {"torch": torch, "vizkit": object()}
+    before = baseline(ns)
+    ns.update(DEFAULTS)
+    ns.update(overrides)
+    return ns, before
+
+
+def test_parameters_accept_the_defaults():
+    ns, before = namespace()
+    assert check_notebook_parameters(ns, before) == DEFAULTS
+
+
+def test_unknown_parameter_is_named_with_a_suggestion():
+    ns, before = namespace(num_sample=3)
+    with pytest.raises(ParameterError, match=r"unknown parameter 'num_sample' \(did you mean num_samples\?\)"):
+        check_notebook_parameters(ns, before)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"num_samples": 0}, "num_samples=0: must be positive"),
+    ({"num_samples": "3"}, "num_samples='3': expected int, got str"),
+    ({"head_fusion": "median"}, "head_fusion='median': choose one of 'mean', 'max', 'min'"),
+    ({"interactive": 1}, "interactive=1: expected bool, got int"),
+    ({"layers": "first"}, "layers='first': use 'all'"),
+    ({"selection": "indices"}, "needs a non-empty indices list"),
+    ({"model": "/tmp/my.pth"}, "also set model_config"),
+])
+def test_invalid_values(override, message):
+    ns, before = namespace(**override)
+    with pytest.raises(ParameterError, match=re.escape(message)):
+        check_notebook_parameters(ns, before)
+
+
+def test_every_problem_is_listed_at_once():
+    ns, before = namespace(num_samples=-1, head_fusion="sum", colour="red")
+    with pytest.raises(ParameterError) as err:
+        check_notebook_parameters(ns, before)
+    assert str(err.value).count("\n  - ") == 3
+
+
+def test_parse_index_list():
+    assert parse_index_list("0, 2,5") == [0, 2, 5]
+    assert parse_index_list("all") == "all" and parse_index_list("last_4") == "last_4"
+    assert parse_index_list([1, 3]) == [1, 3]
+
+
+def test_run_folder(tmp_path):
+    a = run_folder(None, "nb", root=tmp_path)
+    b = run_folder("", "nb", root=tmp_path)
+    assert a != b and a.parent == tmp_path and a.name.endswith("-nb") and a.is_dir()
+    (a / "x.png").write_text("x")
+    with pytest.raises(ParameterError, match="already holds an earlier run"):
+        run_folder(a, "nb")
+    assert run_folder(a, "nb", overwrite=True) == a and (a / "x.png").exists()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ParameterError, match="is a file"):
+        run_folder(tmp_path / "file", "nb")
+
+
+def test_report_markdown(tmp_path):
+    df = pd.DataFrame({"max": [0.5, 0.25], "entropy": [1.0, 2.0]}, index=pd.Index([1, 2], name="layer"))
+    assert markdown_table(df) == ("| layer | max | entropy |\n|---|---|---|\n"
+                                  "| 1 | 0.5000 | 1.0000 |\n| 2 | 0.2500 | 2.0000 |")
+    rep = Report("T").heading("Params").parameters({"seed": 0}).figure(tmp_path / "figs" / "a.png", "a", relative_to=tmp_path)
+    path = rep.write(tmp_path / "r.md")
+    text = path.read_text()
+    assert text.startswith("# T\n") and "| seed | 0 |" in text and "![a](figs/a.png)" in text
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def visualizer(tmp_path_factory):
+    torch.manual_seed(0)
+    v = AttentionVisualizer(SimpleViT().eval(), device="cpu", output_dir=tmp_path_factory.mktemp("run"))
+    v.analyze(v.get_test_samples(4))
+    return v
+
+
+def test_one_per_class_selection(visualizer):
+    from vizkit.zoo.mnist import load_mnist
+
+    _, labels = load_mnist("test")
+    assert [int(labels[i]) for i in visualizer.sample_indices] == [0, 1, 2, 3]
+    assert visualizer.sample_indices == [int(np.flatnonzero(labels == d)[0]) for d in range(4)]
+
+
+def test_cache_matches_attention_maps(visualizer):
+    c = visualizer.cache
+    attn = c.attn.maps["blocks.2"]  # [S, heads, 17, 17]
+    np.testing.assert_allclose(c.cls_map(1, 2, head=3), attn[1, 3, 0, 1:].reshape(4, 4).numpy())
+    np.testing.assert_allclose(c.cls_map(1, 2, head_fusion="max"), attn[1, :, 0, 1:].amax(0).reshape(4, 4).numpy())
+    assert c.relevance.shape == (4, 4, 4)
+
+
+def test_observations_are_computed_from_the_numbers(visualizer):
+    df = visualizer.statistics()
+    per_layer = layer_summary(df)
+    notes = observations(df, visualizer.cache)
+    lo = int(per_layer["entropy"].idxmin())
+    assert f"most concentrated in layer {lo} (mean entropy {per_layer.loc[lo, 'entropy']:.3f}" in notes[0]
+    per_head = df.groupby(["layer_index", "head"])["distance"].mean()
+    l, h = per_head.idxmin()
+    assert f"most local head is layer {l + 1}, head {h + 1} (mean attention distance {per_head.min():.2f}" in notes[2]
+
+
+def test_seed_api_files(visualizer):
+    image, label = visualizer.get_test_samples(4)[2]
+    visualizer.analyze(visualizer.get_test_samples(4))
+    out = visualizer.output_dir
+    paths = [visualizer.visualize_attention_patterns(image, label, 2),
+             visualizer.analyze_attention_heads(image, label, 2, heads=[0, 1]),
+             visualizer.create_layer_comparison(image, label, 2),
+             visualizer.create_attention_statistics()]
+    assert [p.name for p in paths] == ["attention_pattern_sample_2.png", "attention_heads_sample_2.png",
+                                       "layer_comparison_sample_2.png", "attention_statistics.png"]
+    assert all(p.parent == out and p.stat().st_size > 5000 for p in paths)
+
+
+def test_widget_explorer_redraws_from_cache_without_forward(visualizer):
+    from vizkit.widgets import AttentionExplorer
+
+    calls = []
+    handle = visualizer.model.register_forward_pre_hook(lambda *a: calls.append(1))
+    try:
+        ex = AttentionExplorer(visualizer.cache)
+        first = ex.drawn.copy()
+        ex.layer.value = 2
+        assert not np.allclose(ex.drawn, first)
+        np.testing.assert_allclose(ex.drawn, visualizer.cache.cls_map(0, 1))
+        ex.head.value = 3
+        np.testing.assert_allclose(ex.drawn, visualizer.cache.cls_map(0, 1, head=3))
+        ex.sample.value = 3
+        np.testing.assert_allclose(ex.drawn, visualizer.cache.cls_map(3, 1, head=3))
+        ex.view.value = "rollout"
+        ex.fusion.value = "min"
+        np.testing.assert_allclose(ex.drawn, visualizer.cache.rollout_map(3, "min"))
+        assert "sample 3" in ex.title() and ex.draws == 6
+    finally:
+        handle.remove()
+    assert calls == []
