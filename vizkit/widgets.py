@@ -64,10 +64,17 @@ class AttentionExplorer:
     def redraw(self) -> None:
         heat = self.current_map()
         image = self.cache.images[self.sample.value]
-        self.ax_raw.clear()
-        self.ax_overlay.clear()
-        render.show_heatmap(self.ax_raw, heat, title="attention", cmap=self.cmap)
-        render.show_overlay(self.ax_overlay, image, heat, title="overlay", cmap=self.cmap)
+        blended = render.overlay(image, heat, cmap=self.cmap)
+        if self.draws == 0:
+            self._raw = render.show_heatmap(self.ax_raw, heat, title="attention", cmap=self.cmap)
+            self._over = self.ax_overlay.imshow(blended)
+            self.ax_overlay.set_title("overlay")
+            self.ax_overlay.set_xticks([])
+            self.ax_overlay.set_yticks([])
+        else:  # update the artists in place: no new axes, no new images
+            self._raw.set_data(heat)
+            self._raw.set_clim(float(heat.min()), float(heat.max()))
+            self._over.set_data(blended)
         self.fig.suptitle(self.title(), fontsize=9)
         self.drawn = heat
         self.draws += 1
