@@ -1,0 +1,114 @@
+"""``vizkit`` command line. ``vizkit clip-gradcam --help`` lists the flags of seed 003's script."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+def _clip_gradcam_parser(sub: argparse._SubParsersAction) -> None:
+    from .methods import METHODS
+
+    p = sub.add_parser("clip-gradcam", help="Grad-CAM of a CLIP image encoder toward a text",
+                       description="Explain which image regions make a CLIP model match a text. Writes "
+                                   "clip_gradcam_<image>.png (image, heatmap, overlay, probabilities), "
+                                   "clip_gradcam_<image>_overlay.png and a .json sidecar per image.")
+    p.add_argument("--model", default=None, help="zoo model (default shapes_clip), an open_clip model name "
+                   "(with --model-path), or a Hugging Face CLIP directory")
+    p.add_argument("--model-path", default=None, help="weights file (open_clip name or custom two-tower model)")
+    p.add_argument("--image-path", required=True, nargs="+", help="an image, several images, or a folder")
+    texts = p.add_mutually_exclusive_group()
+    texts.add_argument("--class-texts", nargs="+", default=None, help="class texts")
+    texts.add_argument("--class-texts-file", default=None, help='JSON file {"name": "description", ...}')
+    p.add_argument("--target-text-idx", type=int, default=None, help="index of the text to explain (default: the most similar)")
+    p.add_argument("--method", default="gradcam", choices=list(METHODS), help="CAM method (default gradcam)")
+    p.add_argument("--target-layer", default="auto", help="layer name (default: chosen automatically)")
+    p.add_argument("--probability", action="store_true", help="explain the softmax probability instead of the similarity")
+    p.add_argument("--image-encoder", default=None, help="custom model: timm/torchvision backbone name")
+    p.add_argument("--text-encoder", default=None, help="custom model: local Hugging Face text encoder directory")
+    p.add_argument("--embed-dim", type=int, default=512, help="custom model: embedding size (default 512)")
+    p.add_argument("--img-size", type=int, default=224, help="custom model: input size (default 224)")
+    p.add_argument("--output-dir", default="clip_gradcam_results", help="output folder (default clip_gradcam_results)")
+    p.add_argument("--output-name", default=None, help="output file name (default clip_gradcam_<image name>)")
+    p.add_argument("--cpu", action="store_true", help="force the CPU")
+    p.set_defaults(run=_clip_gradcam)
+
+
+def image_files(paths: Sequence[str]) -> list[Path]:
+    """Files given directly, plus the images inside given folders (sorted)."""
+    from .errors import InputError
+
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise InputError(f"folder {raw!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InputError(f"image {raw!r} does not exist")
+    return files
+
+
+def _clip_gradcam(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .clip_gradcam import explain_clip, load_class_texts, load_image, output_stem, save_result
+    from .clip_models import load_clip_model
+    from .errors import InputError
+
+    if args.class_texts is None and args.class_texts_file is None:
+        raise InputError("give the class texts with --class-texts or --class-texts-file")
+    names, texts = load_class_texts(args.class_texts, args.class_texts_file)
+    if args.target_text_idx is not None and not 0 <= args.target_text_idx < len(texts):
+        raise InputError(f"--target-text-idx {args.target_text_idx} is out of range: there are {len(texts)} class "
+                         f"texts (valid 0..{len(texts) - 1})")
+    files = image_files(args.image_path)
+    images = [load_image(f) for f in files]  # every image is read before anything is written
+    device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
+    adapter = load_clip_model(args.model, args.model_path, image_encoder=args.image_encoder,
+                              text_encoder=args.text_encoder, embed_dim=args.embed_dim, img_size=args.img_size,
+                              device=device)
+    batch = len(files) > 1
+    first = True
+    for path, image in tqdm(list(zip(files, images)), desc="clip-gradcam", disable=not batch, unit="image"):
+        result = explain_clip(adapter, [image], names, texts, args.target_text_idx, args.method, args.target_layer,
+                              args.probability, [str(path)])[0]
+        if first:
+            print(f"model: {adapter.name} | method: {result.method} | layer: {', '.join(result.layers)} | "
+                  f"explained score: image-text {result.score}")
+            first = False
+        written = save_result(result, args.output_dir, output_stem(path, args.output_name, batch))
+        t = result.target
+        print(f"{path.name}: target ({result.target_chosen}) {names[t]!r} p={result.probs[t]:.3f} -> {written['figure']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vizkit", description="vizkit: explain vision models")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _clip_gradcam_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import VizkitError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except VizkitError as err:
+        print(f"vizkit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
