@@ -75,7 +75,7 @@ def adapt_open_clip(model: nn.Module, tokenizer: Callable, preprocess: Callable 
     def encode_text(texts: Sequence[str]) -> torch.Tensor:
         return model.encode_text(tokenizer(list(texts)).to(_device(model)))
 
-    return ClipAdapter(model, model.encode_image, encode_text, float(model.logit_scale.exp()),
+    return ClipAdapter(model, model.encode_image, encode_text, float(model.logit_scale.detach().exp()),
                        preprocess or default_preprocess(size), size, name)
 
 
@@ -98,7 +98,7 @@ def adapt_hf_clip(model: nn.Module, processor: Any, name: str = "hf_clip") -> Cl
             return image_processor(images=image, return_tensors="pt")["pixel_values"][0]
     else:
         preprocess = default_preprocess(size)
-    return ClipAdapter(model, encode_image, encode_text, float(model.logit_scale.exp()), preprocess, size, name)
+    return ClipAdapter(model, encode_image, encode_text, float(model.logit_scale.detach().exp()), preprocess, size, name)
 
 
 def adapt_custom(model: nn.Module, tokenizer: Callable | None = None, image_size: int = 224,
@@ -121,7 +121,7 @@ def adapt_custom(model: nn.Module, tokenizer: Callable | None = None, image_size
 
     if logit_scale is None:
         ls = getattr(model, "logit_scale", None)
-        logit_scale = float(ls.exp()) if isinstance(ls, torch.Tensor) else 100.0
+        logit_scale = float(ls.detach().exp()) if isinstance(ls, torch.Tensor) else 100.0
     return ClipAdapter(model, model.encode_image, encode_text, float(logit_scale),
                        preprocess or default_preprocess(image_size), image_size, name)
 
