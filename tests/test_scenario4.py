@@ -194,3 +194,60 @@ def test_cli_unreadable_image_in_a_folder(tmp_path, image, capsys):
                      "--output-dir", str(tmp_path / "out"), "--cpu"])
     assert code == 2 and "cannot read image" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ real model formats through the CLI
+def test_cli_hugging_face_clip_directory(tmp_path, image):
+    from test_loaders import _clip_dir
+
+    _clip_dir(tmp_path / "hf_clip")
+    out = tmp_path / "out"
+    code = cli.main(["clip-gradcam", "--model", str(tmp_path / "hf_clip"), "--image-path", str(image),
+                     "--class-texts", "a cat", "a dog", "--target-text-idx", "1", "--output-dir", str(out),
+                     "--output-name", "hf.png", "--cpu"])
+    assert code == 0
+    side = json.loads((out / "hf.json").read_text())
+    assert side["layers"] == ["vision_model.encoder.layers.1.layer_norm1"] and side["target"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["hf.json", "hf.png", "hf_overlay.png"]
+
+
+def chinese_text_encoder(path):
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    chars = sorted(set("正常异常病灶髋关节假体松动周围感染"))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + chars
+    path.mkdir()
+    (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=32)).save_pretrained(path)
+
+
+def test_cli_custom_two_tower_model_with_a_chinese_text_encoder(tmp_path, image):
+    from vizkit.models.dual_encoder import DualEncoderCLIP
+
+    chinese_text_encoder(tmp_path / "bert-tiny-chinese")
+    torch.manual_seed(0)
+    model = DualEncoderCLIP("resnet18", tmp_path / "bert-tiny-chinese", embed_dim=16, img_size=64)
+    torch.save(model.state_dict(), tmp_path / "clip_starnet_bert.pth")
+    out = tmp_path / "out"
+    args = ["clip-gradcam", "--model-path", str(tmp_path / "clip_starnet_bert.pth"), "--image-path", str(image),
+            "--class-texts", "正常", "异常", "病灶", "--target-text-idx", "2", "--image-encoder", "resnet18",
+            "--text-encoder", str(tmp_path / "bert-tiny-chinese"), "--img-size", "64", "--output-dir", str(out), "--cpu"]
+    assert cli.main(args + ["--embed-dim", "16"]) == 0
+    side = json.loads((out / "clip_gradcam_scene.json").read_text())
+    assert side["layers"] == ["image_encoder.layer4"] and side["target_name"] == "病灶"
+    # the same texts through the model directly give the same probabilities
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tmp_path / "bert-tiny-chinese")
+    model.eval()
+    x = torch.stack([__import__("vizkit.models.clip", fromlist=["x"]).default_preprocess(64)(load_image(image))])
+    with torch.no_grad():
+        logits = model(x, **{k: v for k, v in tok(["正常", "异常", "病灶"], padding=True, return_tensors="pt").items()
+                              if k != "token_type_ids"})
+    np.testing.assert_allclose(side["probs"], logits.softmax(-1)[0].numpy(), atol=1e-5)
+    # a checkpoint of another embedding size does not fit: one clear error, nothing written
+    code = cli.main(args[:-2] + [str(tmp_path / "out2"), "--cpu", "--embed-dim", "32"])
+    assert code == 2 and not (tmp_path / "out2").exists()

@@ -75,18 +75,15 @@ def _custom(model_path: str | None, image_encoder: str | None, text_encoder: str
     from transformers import AutoTokenizer
 
     from .models.dual_encoder import DualEncoderCLIP
-    from .models.loaders import load_checkpoint
+    from .models.load_common import load_checkpoint, load_strict
 
     if not (model_path and image_encoder and text_encoder):
         raise VizkitError("a custom two-tower CLIP needs --model-path (its state dict), --image-encoder (a timm or "
                           "torchvision name) and --text-encoder (a local Hugging Face directory)")
     model = DualEncoderCLIP(image_encoder, text_encoder, embed_dim, img_size)
-    state = load_checkpoint(model_path)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise VizkitError(f"{model_path}: the state dict does not fit DualEncoderCLIP({image_encoder!r}, "
-                          f"{str(text_encoder)!r}, embed_dim={embed_dim}): {len(missing)} missing keys "
-                          f"{missing[:4]}, {len(unexpected)} unexpected keys {unexpected[:4]}")
+    load_strict(model, load_checkpoint(model_path), model_path,
+                f"DualEncoderCLIP({image_encoder!r}, {Path(text_encoder).name!r}, embed_dim={embed_dim}, "
+                f"img_size={img_size})")
     tok = AutoTokenizer.from_pretrained(text_encoder, local_files_only=True)
 
     def tokenizer(texts: list[str]) -> Any:
