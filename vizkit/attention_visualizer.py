@@ -165,7 +165,7 @@ class AttentionVisualizer:
         from .zoo.mnist import load_mnist
 
         _, labels = load_mnist("test")
-        return float((self.test_predictions() == torch.as_tensor(labels)).float().mean())
+        return float((self.test_predictions() == torch.from_numpy(np.array(labels))).float().mean())
 
     def get_test_samples(self, num_samples: int = 8, selection: str = "one_per_class",
                          indices: Sequence[int] | None = None) -> list[tuple[np.ndarray, int]]:
@@ -197,7 +197,7 @@ class AttentionVisualizer:
         if selection == "one_per_class":
             firsts = {c: iter(np.flatnonzero(labels == c)) for c in range(int(labels.max()) + 1)}
             return [int(next(firsts[k % len(firsts)])) for k in range(num_samples)]
-        wrong = torch.nonzero(self.test_predictions() != torch.as_tensor(labels)).flatten().tolist()
+        wrong = torch.nonzero(self.test_predictions() != torch.from_numpy(np.array(labels))).flatten().tolist()
         right = [i for i in range(len(labels)) if i not in set(wrong)]
         return (wrong + right)[:num_samples]
 
