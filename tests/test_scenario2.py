@@ -69,7 +69,7 @@ def test_run_folder(tmp_path):
     b = run_folder("", "nb", root=tmp_path)
     assert a != b and a.parent == tmp_path and a.name.endswith("-nb") and a.is_dir()
     (a / "x.png").write_text("x")
-    with pytest.raises(ParameterError, match="already holds an earlier run"):
+    with pytest.raises(ParameterError, match="is not empty \(it holds an earlier run\)"):
         run_folder(a, "nb")
     assert run_folder(a, "nb", overwrite=True) == a and (a / "x.png").exists()
     (tmp_path / "file").write_text("")

@@ -219,3 +219,146 @@ def visualize_clip_gradcam(model: Any, image_path: str | os.PathLike, class_text
     stem = save_path.name[:-4] if save_path.name.lower().endswith(".png") else save_path.name
     save_result(result, save_path.parent, stem)
     return result
+
+
+def pointing_table(adapter: ClipAdapter, samples: Sequence[Any], texts: Sequence[str],
+                   methods: Sequence[str] = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam",
+                                             "scorecam"),
+                   layers: Any = "auto", batch_size: int = 50) -> "pd.DataFrame":
+    """Pointing game per CAM method on scenes with ground truth.
+
+    Each sample (a :class:`vizkit.zoo.Sample`) names its object: ``meta["text"]`` (one of
+    ``texts``) is the target and ``mask`` the object's pixels. A hit: the heatmap's maximum
+    lies inside the mask. Returns one row per method: layer, scenes, hits, accuracy and the
+    mean energy inside the mask.
+    """
+    import pandas as pd
+
+    from .metrics import energy_pointing_game, pointing_game
+
+    text = adapter.text_features(texts)
+    device = next(adapter.model.parameters()).device
+    rows = []
+    for method in methods:
+        hits, energy, layer = [], [], None
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start:start + batch_size]
+            x = torch.stack([adapter.preprocess(Image.fromarray(np.asarray(s.image))) for s in chunk]).to(device)
+            target = torch.tensor([list(texts).index(s.meta["text"]) for s in chunk])
+            exp = cam(adapter.model, x, ImageTextSimilarity(text, target, adapter.logit_scale), layers=layers,
+                      method=method, forward=adapter.encode_image)
+            masks = torch.from_numpy(np.stack([np.asarray(s.mask, dtype=bool) for s in chunk]))
+            if masks.shape[-2:] != exp.heatmap.shape[-2:]:
+                masks = torch.nn.functional.interpolate(masks[:, None].float(), size=exp.heatmap.shape[-2:],
+                                                        mode="nearest")[:, 0].bool()
+            hits.append(pointing_game(exp.heatmap.cpu(), masks))
+            energy.append(energy_pointing_game(exp.heatmap.cpu(), masks))
+            layer = ", ".join(exp.layers)
+        h = torch.cat(hits)
+        rows.append({"method": method, "layer": layer, "scenes": int(h.numel()), "hits": int(h.sum()),
+                     "pointing_accuracy": float(h.float().mean()), "energy_in_mask": float(torch.cat(energy).mean())})
+    return pd.DataFrame(rows)
+
+
+def text_maps(adapter: ClipAdapter, image: Image.Image, texts: Sequence[str], method: str = "gradcam",
+              layers: Any = "auto") -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The map of ``image`` toward EVERY text in one batched pass: ``([T, H, W] maps, [T] probs, layers)``."""
+    x = adapter.preprocess(image)[None].repeat(len(texts), 1, 1, 1).to(next(adapter.model.parameters()).device)
+    text = adapter.text_features(texts)
+    with torch.no_grad():
+        sims = adapter.logit_scale * torch.nn.functional.normalize(adapter.encode_image(x[:1]).float(), dim=-1) @ text.T
+    exp = cam(adapter.model, x, ImageTextSimilarity(text, torch.arange(len(texts)), adapter.logit_scale),
+              layers=layers, method=method, forward=adapter.encode_image)
+    return exp.heatmap.cpu().numpy(), sims.softmax(-1)[0].cpu().numpy(), exp.layers
+
+
+def text_maps_figure(display: np.ndarray, names: Sequence[str], maps: np.ndarray, probs: np.ndarray,
+                     columns: int = 6, title: str = "") -> plt.Figure:
+    """All texts' overlays side by side, each titled with its probability."""
+    panels = [render.Panel(image=display, heatmap=m, title=f"{n}\np={p:.3f}") for n, m, p in zip(names, maps, probs)]
+    rows = [panels[i:i + columns] for i in range(0, len(panels), columns)]
+    return render.figure_grid(rows, suptitle=title)
+
+
+def write_clip_report(out: Path, params: dict[str, Any], adapter: ClipAdapter, results: Sequence[ClipGradCAMResult],
+                      figures: Sequence[Path], table: Any = None) -> Path:
+    """``clip_gradcam_report.md``: parameters, model, per-image targets, pointing game, figures."""
+    from .report import Report
+
+    rep = Report("CLIP image-text Grad-CAM")
+    rep.heading("Run parameters").parameters(params)
+    r0 = results[0]
+    rep.heading("Model").bullets([f"model: `{adapter.name}`", f"layer: `{', '.join(r0.layers)}`",
+                                  f"method: {r0.method}", f"explained score: image-text {r0.score}"
+                                  + (" (logit scale x cosine)" if r0.score == "similarity" else " (softmax over the texts)")])
+    rep.heading("Targets")
+    rows = [f"`{Path(r.image_path).name or 'scene'}`: target ({r.target_chosen}) **{r.names[r.target]}**, "
+            f"p = {r.probs[r.target]:.3f}; most similar: {r.names[int(np.argmax(r.probs))]}" for r in results]
+    rep.bullets(rows)
+    if table is not None:
+        rep.heading("Pointing game on held-out scenes (named object)")
+        rep.table(table, index=False)
+        best = table.loc[table["pointing_accuracy"].idxmax()]
+        rep.paragraph(f"Best method: **{best['method']}** with {best['pointing_accuracy']:.1%} of "
+                      f"{int(best['scenes'])} scenes pointing inside the named object.")
+    rep.heading("Figures")
+    for f in figures:
+        rep.figure(f, Path(f).stem.replace("_", " "), relative_to=out)
+    return rep.write(out / "clip_gradcam_report.md")
+
+
+def notebook_parameters() -> list:
+    """The parameter spec of ``notebooks/04_clip_text_gradcam.ipynb``."""
+    from .methods import METHODS
+    from .notebook import Param, positive
+
+    def methods_ok(value: str) -> str | None:
+        bad = [m for m in value.split(",") if m.strip() and m.strip() not in METHODS]
+        return f"unknown method(s) {', '.join(bad)}: choose from {', '.join(METHODS)}" if bad else None
+
+    return [
+        Param("model", (str,)), Param("model_path", (str,)), Param("image_path", (str,)),
+        Param("class_texts", (list, tuple), check=lambda v: None if all(isinstance(t, str) and t.strip() for t in v)
+              else "a list of non-empty strings"),
+        Param("class_texts_file", (str,)),
+        Param("target_text_idx", (int,), check=lambda v: None if v >= -1 else "-1 (most similar) or a text index"),
+        Param("method", (str,), choices=tuple(METHODS)), Param("target_layer", (str,)), Param("probability", (bool,)),
+        Param("image_encoder", (str,)), Param("text_encoder", (str,)),
+        Param("embed_dim", (int,), check=positive), Param("img_size", (int,), check=positive),
+        Param("num_scenes", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
+        Param("table_methods", (str,), check=methods_ok),
+        Param("output_dir", (str,)), Param("overwrite", (bool,)), Param("interactive", (bool,)),
+        Param("seed", (int,)), Param("device", (str,), choices=("auto", "cpu", "cuda")),
+    ]
+
+
+def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:
+    """Validate the notebook's parameters, including the combinations (one text source, ...)."""
+    from .notebook import ParameterError, check_parameters
+
+    p = check_parameters(namespace, before, notebook_parameters())
+    if p["class_texts"] and p["class_texts_file"]:
+        raise ParameterError("give class_texts or class_texts_file, not both")
+    if p["class_texts_file"] and not Path(p["class_texts_file"]).is_file():
+        raise ParameterError(f"class_texts_file {p['class_texts_file']!r} does not exist")
+    if p["image_path"] and not Path(p["image_path"]).exists():
+        raise ParameterError(f"image_path {p['image_path']!r} does not exist")
+    if p["device"] == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("device='cuda' but no CUDA device is available: use 'auto' or 'cpu'")
+    return p
+
+
+def candidate_layers(adapter: ClipAdapter, image: Image.Image, count: int = 4) -> list[str]:
+    """Layers worth switching between: "auto", then the last transformer blocks (ViT towers) or
+    the last stages with a spatial output (CNN towers) that the image encoder runs."""
+    from .layers import find_blocks, probe
+
+    x = adapter.preprocess(image)[None].to(next(adapter.model.parameters()).device)
+    pr = probe(adapter.model, adapter.encode_image, x)
+    blocks = find_blocks(adapter.model, pr.executed)
+    if blocks:
+        names = [n for n, _ in blocks[-count:]]
+    else:
+        shallow = [s[0] for s in pr.spatial if s[5] and s[0].count(".") <= min(t[0].count(".") for t in pr.spatial) + 1]
+        names = list(dict.fromkeys(reversed(shallow)))[:count][::-1]
+    return ["auto"] + names

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from .errors import VizkitError
+
 # set before anything imports matplotlib / huggingface; explicit settings win
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -37,10 +39,6 @@ WEIGHTS_NOTE = ("random weights (seed 0): no pretrained weights are available of
                 "show how each method works, not what a trained model looks at")
 
 _TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "layercam": "LayerCAM", "eigencam": "Eigen-CAM"}
-
-
-class DemoError(Exception):
-    """A problem the user can fix (exit code 2)."""
 
 
 # --------------------------------------------------------------------------------------
@@ -193,17 +191,6 @@ def explain_vit(image, names: list[str]) -> tuple[dict[str, Any], list[tuple[str
 # --------------------------------------------------------------------------------------
 # output
 # --------------------------------------------------------------------------------------
-def prepare_output_dir(path: Path, overwrite: bool) -> Path:
-    if path.exists() and not path.is_dir():
-        raise DemoError(f"output path {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise DemoError(
-            f"output directory {path} already exists and is not empty; "
-            "choose a new directory or pass --overwrite")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def draw(image, cnn: dict, cnn_maps: list, vit: dict, vit_maps: list, out: Path) -> Path:
     from . import render
 
@@ -243,7 +230,9 @@ def write_json(data: dict, path: Path) -> Path:
 
 def run(output_dir: Path, overwrite: bool = False) -> dict[str, Path]:
     """Run the demo into ``output_dir``; returns the written paths."""
-    out = prepare_output_dir(Path(output_dir), overwrite)
+    from .notebook import run_folder
+
+    out = run_folder(Path(output_dir), "demo", overwrite=overwrite, overwrite_hint="pass --overwrite")
     start = time.perf_counter()
     image, source = load_image()
     names = class_names()
@@ -281,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = run(args.output_dir, args.overwrite)
-    except DemoError as exc:
+    except VizkitError as exc:
         print(f"vizkit.demo: error: {exc}", file=sys.stderr)
         return 2
     data = result["data"]

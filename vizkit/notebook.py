@@ -100,7 +100,8 @@ def runs_root() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "runs"
 
 
-def run_folder(output_dir: str | Path | None, notebook: str, overwrite: bool = False, root: str | Path | None = None) -> Path:
+def run_folder(output_dir: str | Path | None, notebook: str, overwrite: bool = False, root: str | Path | None = None,
+               overwrite_hint: str = "set overwrite=True") -> Path:
     """The folder a run writes into, created now.
 
     ``output_dir`` None or "" -> ``<root>/<timestamp>-<notebook>/`` (a new folder every run;
@@ -117,10 +118,10 @@ def run_folder(output_dir: str | Path | None, notebook: str, overwrite: bool = F
     else:
         path = Path(output_dir)
         if path.exists() and not path.is_dir():
-            raise ParameterError(f"output_dir {str(path)!r} is a file, not a folder")
+            raise ParameterError(f"output folder {str(path)!r} is a file, not a folder")
         if path.is_dir() and any(path.iterdir()) and not overwrite:
             raise ParameterError(
-                f"output_dir {str(path)!r} already holds an earlier run: choose another folder, leave output_dir "
-                "empty for a new timestamped one, or set overwrite=True")
+                f"output folder {str(path)!r} is not empty (it holds an earlier run): choose another folder, leave "
+                f"it empty for a new timestamped one, or {overwrite_hint}")
     path.mkdir(parents=True, exist_ok=True)
     return path

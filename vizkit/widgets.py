@@ -84,3 +84,53 @@ class AttentionExplorer:
 
     def _ipython_display_(self) -> None:
         display(self.widget)
+
+
+class ClipExplorer:
+    """Switch the target text, the CAM method and the layer of a CLIP explanation.
+
+    A new (text, method, layer) combination costs one forward and backward pass; combinations
+    already seen are redrawn from the cache.
+    """
+
+    def __init__(self, adapter: Any, image: Any, names: list[str], texts: list[str], methods: list[str],
+                 layers: list[str], cmap: str = "jet"):
+        from .clip_gradcam import display_crop, explain_clip
+
+        self._explain, self.adapter, self.image = explain_clip, adapter, image
+        self.names, self.texts, self.cmap = names, texts, cmap
+        self.display_image = display_crop(image, adapter.image_size)
+        self.text = W.Dropdown(options=[(n, i) for i, n in enumerate(names)], value=0, description="text")
+        self.method = W.Dropdown(options=methods, value=methods[0], description="method")
+        self.layer = W.Dropdown(options=layers, value=layers[0], description="layer")
+        self.output = W.Output()
+        self.widget = W.VBox([W.HBox([self.text, self.method, self.layer]), self.output])
+        self.cache: dict[tuple[int, str, str], Any] = {}
+        self.fig, (self.ax_map, self.ax_overlay) = plt.subplots(1, 2, figsize=(7, 3.4))
+        plt.close(self.fig)
+        self.drawn: np.ndarray | None = None
+        for control in (self.text, self.method, self.layer):
+            control.observe(lambda change: self.redraw(), names="value")
+        self.redraw()
+
+    def result(self) -> Any:
+        key = (self.text.value, self.method.value, self.layer.value)
+        if key not in self.cache:
+            self.cache[key] = self._explain(self.adapter, [self.image], self.names, self.texts, self.text.value,
+                                            self.method.value, self.layer.value)[0]
+        return self.cache[key]
+
+    def redraw(self) -> None:
+        res = self.result()
+        self.ax_map.clear()
+        self.ax_overlay.clear()
+        render.show_heatmap(self.ax_map, res.heatmap, title=f"{res.method} @ {res.layers[0]}", cmap=self.cmap)
+        render.show_overlay(self.ax_overlay, self.display_image, res.heatmap,
+                            title=f"{res.names[res.target]} (p={res.probs[res.target]:.3f})", cmap=self.cmap)
+        self.drawn = res.heatmap
+        with self.output:
+            self.output.clear_output(wait=True)
+            display(self.fig)
+
+    def _ipython_display_(self) -> None:
+        display(self.widget)
