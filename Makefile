@@ -48,8 +48,8 @@ demo: install
 	if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		for nb in notebooks/*.ipynb; do \
 			name=$$(basename "$$nb"); stem=$${name%.ipynb}; \
-			echo "$(VENV)/bin/papermill -k python3 $$nb $$out/$$name -p output_dir $(CURDIR)/$$out/$$stem"; \
-			$(VENV)/bin/papermill -k python3 "$$nb" "$$out/$$name" -p output_dir "$(CURDIR)/$$out/$$stem"; \
+			echo "$(VENV)/bin/papermill -k python3 $$nb $$out/$$name -p output_dir $(CURDIR)/$$out/$$stem -p interactive False"; \
+			$(VENV)/bin/papermill -k python3 "$$nb" "$$out/$$name" -p output_dir "$(CURDIR)/$$out/$$stem" -p interactive False; \
 		done; \
 		echo "executed notebooks and their outputs are in $(CURDIR)/$$out/"; \
 	else \
