@@ -8,9 +8,10 @@ from PIL import Image
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+import vizkit
 from vizkit import cli
 from vizkit.clip_gradcam import (explain_clip, load_class_texts, load_image, output_stem, save_result)
-from vizkit.errors import InputError
+from vizkit.errors import InputError, TargetError
 from vizkit.models.clip import adapt_clip
 from models import open_clip_resnet, open_clip_vit
 
@@ -111,6 +112,43 @@ def test_target_is_most_similar_text_and_matches_pytorch_grad_cam(rn_adapter, im
     with GradCAM(Logits(), [model.visual.layer4]) as ref:
         expected = ref(x, [ClassifierOutputTarget(res.target)])
     np.testing.assert_allclose(res.heatmap, expected[0], atol=1e-4)
+
+
+def test_most_similar_target_comes_from_the_explained_pass(rn_adapter, image):
+    """One image-encoder forward per explanation; the similarities equal a plain no-grad pass."""
+    texts = ["a red circle", "a blue square", "a green star"]
+    model = rn_adapter.model
+    calls = []
+    handle = model.visual.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        res = explain_clip(rn_adapter, [load_image(image)] * 2, texts, texts, method="gradcam")
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    x = rn_adapter.preprocess(load_image(image))[None]
+    with torch.no_grad():
+        feats = torch.nn.functional.normalize(rn_adapter.encode_image(x).float(), dim=-1)
+    expected = (rn_adapter.logit_scale * feats @ rn_adapter.text_features(texts).T)[0]
+    for r in res:
+        np.testing.assert_allclose(r.similarities, expected.numpy(), rtol=1e-5, atol=1e-5)
+        assert r.target == int(expected.argmax())
+    # Score-CAM runs many masked passes: the target text stays the one chosen on the clean image
+    sc = explain_clip(rn_adapter, [load_image(image)], texts, texts, method="scorecam")[0]
+    assert sc.target == int(expected.argmax())
+    np.testing.assert_allclose(sc.similarities, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_most_similar_target_function():
+    text = torch.eye(3)
+    target = vizkit.targets.ImageTextSimilarity(text, None, logit_scale=10.0)
+    out = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0]])
+    np.testing.assert_allclose(target(out).numpy(), [10 * 2 / 5 ** 0.5, 10.0], rtol=1e-6)
+    assert target.index.tolist() == [1, 0]
+    # later calls keep the chosen texts even when another text wins
+    np.testing.assert_allclose(target(torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])).numpy(), [0.0, 0.0])
+    np.testing.assert_allclose(target.observed.numpy(), 10 * torch.nn.functional.normalize(out, dim=-1).numpy())
+    with pytest.raises(TargetError, match="call the target on the full batch"):
+        vizkit.targets.ImageTextSimilarity(text, None).take(torch.tensor([0]))
 
 
 def test_given_target_and_probability_score(rn_adapter, image):

@@ -131,14 +131,13 @@ def explain_clip(adapter: ClipAdapter, images: Sequence[Image.Image], names: Seq
     device = next(model.parameters()).device
     x = torch.stack([adapter.preprocess(im) for im in images]).to(device)
     text = adapter.text_features(texts)
-    with torch.no_grad():
-        image_features = torch.nn.functional.normalize(adapter.encode_image(x).float(), dim=-1)
-    sims = adapter.logit_scale * image_features @ text.T  # [B, T]
-    probs = sims.softmax(-1)
     chosen = "given" if target_text_idx is not None else "most similar"
-    target = torch.full((len(images),), target_text_idx) if target_text_idx is not None else sims.argmax(-1).cpu()
-    explanation = cam(model, x, ImageTextSimilarity(text, target, adapter.logit_scale, probability=probability),
-                      layers=layers, method=method, forward=adapter.encode_image)
+    # one forward: the target reads every text's similarity from the explained pass itself
+    target_fn = ImageTextSimilarity(text, target_text_idx, adapter.logit_scale, probability=probability)
+    explanation = cam(model, x, target_fn, layers=layers, method=method, forward=adapter.encode_image)
+    sims = target_fn.observed.float().cpu()  # [B, T]
+    probs = sims.softmax(-1)
+    target = target_fn.index.expand(len(images)) if target_fn.index.ndim == 0 else target_fn.index
     paths = list(image_paths) if image_paths is not None else [""] * len(images)
     return [ClipGradCAMResult(paths[b], list(names), list(texts), probs[b].tolist(), sims[b].tolist(), int(target[b]),
                               chosen, "probability" if probability else "similarity", explanation.method,

@@ -89,17 +89,24 @@ class ImageTextSimilarity(Target):
 
     ``text_features`` is ``[T, D]`` (normalised or not); the model output is the image
     embedding ``[B, D]`` (or an output holding ``image_embeds``). With ``probability=True``
-    the score is the softmax over all T texts instead.
+    the score is the softmax over all T texts instead. ``text_index=None`` explains each
+    image's most similar text, chosen from the first output the target sees (the explained
+    forward pass itself, so no extra pass is needed) and kept for later calls.
+    After the first call, ``observed`` holds that output's ``[B, T]`` logits and ``index``
+    the ``[B]`` (or scalar) text indices.
     """
 
-    def __init__(self, text_features: torch.Tensor, text_index: Union[int, Sequence[int], torch.Tensor],
+    def __init__(self, text_features: torch.Tensor, text_index: Union[int, Sequence[int], torch.Tensor, None],
                  logit_scale: float | torch.Tensor = 100.0, probability: bool = False):
         self.text = F.normalize(text_features.detach().float(), dim=-1)
-        self.index = torch.as_tensor(text_index, dtype=torch.long)
-        if ((self.index < 0) | (self.index >= self.text.shape[0])).any():
-            raise TargetError(f"text index {self.index.tolist()} is out of range for {self.text.shape[0]} texts")
+        self.index: torch.Tensor | None = None
+        if text_index is not None:
+            self.index = torch.as_tensor(text_index, dtype=torch.long)
+            if ((self.index < 0) | (self.index >= self.text.shape[0])).any():
+                raise TargetError(f"text index {self.index.tolist()} is out of range for {self.text.shape[0]} texts")
         self.scale = float(logit_scale)
         self.probability = probability
+        self.observed: torch.Tensor | None = None
 
     def logits(self, output: Any) -> torch.Tensor:
         """``[B, T]`` image-text logits."""
@@ -108,6 +115,10 @@ class ImageTextSimilarity(Target):
 
     def __call__(self, output: Any) -> torch.Tensor:
         logits = self.logits(output)
+        if self.observed is None:
+            self.observed = logits.detach()
+        if self.index is None:
+            self.index = logits.detach().argmax(-1).cpu()
         if self.probability:
             logits = logits.softmax(-1)
         idx = self.index.to(logits.device)
@@ -118,9 +129,12 @@ class ImageTextSimilarity(Target):
         return logits.gather(1, idx[:, None])[:, 0]
 
     def take(self, rows: torch.Tensor) -> "ImageTextSimilarity":
+        if self.index is None:
+            raise TargetError("the most similar text is chosen on the first call: call the target on the full batch "
+                              "before taking rows")
         index = self.index if self.index.ndim == 0 else self.index[rows.cpu()]
         t = ImageTextSimilarity.__new__(ImageTextSimilarity)
-        t.text, t.index, t.scale, t.probability = self.text, index, self.scale, self.probability
+        t.text, t.index, t.scale, t.probability, t.observed = self.text, index, self.scale, self.probability, None
         return t
 
 
