@@ -199,8 +199,9 @@ class AttentionCapture:
             else:
                 scores = scores + attn_mask
         probs = torch.softmax(scores, dim=-1)
-        # a fully masked query row attends to nothing (0, as torch's own kernel returns), not NaN
-        probs = probs.masked_fill(torch.isneginf(scores).all(-1, keepdim=True), 0.0)
+        if is_causal or attn_mask is not None:
+            # a fully masked query row attends to nothing (0, as torch's own kernel returns), not NaN
+            probs = probs.masked_fill(torch.isneginf(scores).all(-1, keepdim=True), 0.0)
         probs = self.record(probs) if probs.ndim == 4 else probs
         if dropout_p > 0.0:
             probs = F.dropout(probs, p=dropout_p, training=True)
