@@ -37,6 +37,23 @@ def test_auto_layer_transformers_and_clip_towers():
     assert auto(ocr, torch.randn(1, 3, 64, 64), ocr.encode_image) == ["visual.layer4"]
 
 
+def test_auto_layer_vit_without_prefix_tokens_reads_the_last_block_output():
+    """No CLS token, pooled patch tokens: the last block's output reaches the score, so it is
+    the auto layer, and its patch-token gradients are not zero there (they are with a CLS head)."""
+    x = torch.randn(2, 3, 32, 32)
+    pooled = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=3, class_token=False,
+                               global_pool="avg", num_classes=5).eval()
+    assert pooled.num_prefix_tokens == 0
+    assert auto(pooled, x) == ["blocks.2"]
+    exp = vizkit.cam(pooled, x, [1, 3])
+    assert exp.layers == ["blocks.2"] and exp.layer_maps["blocks.2"].shape == (2, 4, 4)
+    assert float(exp.layer_maps["blocks.2"].abs().sum()) > 0
+    cls = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=3, num_classes=5).eval()
+    assert auto(cls, x) == ["blocks.2.norm1"]
+    # why a CLS model keeps the block input: at the block output no patch token reaches the score
+    assert float(vizkit.cam(cls, x, [1, 3], layers="blocks.2").layer_maps["blocks.2"].abs().sum()) == 0.0
+
+
 def test_block_specs():
     model = timm_vit(depth=6)
     names = lambda spec: [n for n, _ in resolve_layers(model, spec)]

@@ -14,6 +14,10 @@ of any of these. A wrong name raises :class:`LayerNotFoundError` listing the clo
   tokens entering its attention). The last block's *output* is useless for a classifier
   that reads only the CLS token: no patch token of that output reaches the score, so every
   gradient there is zero. Ask for ``"last"`` to get the block's output anyway.
+  A ViT that declares no prefix tokens (timm ``num_prefix_tokens == 0``: no CLS token, the
+  head pools the patch tokens) gets the last block's *output*: every patch token there
+  reaches the score, and its features are not LayerNorm-rescaled per token (on a LayerNorm
+  output every token, background included, has unit variance, which blurs the map).
 """
 from __future__ import annotations
 
@@ -199,8 +203,22 @@ def _auto_cnn(model: nn.Module, pr: Probe) -> Layer:
     return name, get_module(model, name)
 
 
-def _auto_vit(blocks: Sequence[Layer]) -> Layer:
+def _declares_no_prefix_tokens(model: nn.Module, block_name: str) -> bool:
+    """True when the nearest module above ``block_name`` that states ``num_prefix_tokens``
+    (timm's ViTs do) states 0."""
+    parts = block_name.split(".")
+    for i in range(len(parts) - 1, -1, -1):
+        owner = model.get_submodule(".".join(parts[:i])) if i else model
+        n = getattr(owner, "num_prefix_tokens", None)
+        if isinstance(n, int) and not isinstance(n, bool):
+            return n == 0
+    return False
+
+
+def _auto_vit(model: nn.Module, blocks: Sequence[Layer]) -> Layer:
     name, block = blocks[-1]
+    if _declares_no_prefix_tokens(model, name):
+        return name, block
     for sub_name, sub in block.named_modules():
         if isinstance(sub, nn.LayerNorm) or "norm" in type(sub).__name__.lower():
             return f"{name}.{sub_name}", sub
@@ -261,7 +279,7 @@ def resolve_layers(
             if key == "auto":
                 b = blocks(always_probe=True)
                 if b:
-                    out.append(_auto_vit(b))
+                    out.append(_auto_vit(model, b))
                 else:
                     pr = get_probe()
                     if pr is None:
