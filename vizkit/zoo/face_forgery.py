@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 from ..models import ClipDetector
 from . import faces
-from .common import Bundle, Entry, Sample, missing_checkpoint, register, seed_everything, write_json, zoo_dir
+from .common import (Bundle, Entry, Sample, missing_checkpoint, register, save_safetensors, seed_everything, write_json,
+                     zoo_dir)
 
 NAME = "face_forgery_detector"
 CLASS_NAMES = ["real", "fake"]
@@ -296,8 +297,6 @@ def train(quick: bool = False, log: bool = True, monitor: Any = None,
 
 def build(out_root: Path, quick: bool = False) -> dict[str, Any]:
     """Train, measure on the held-out test faces, write ``model.safetensors`` + ``config.json``."""
-    from safetensors.torch import save_file
-
     start = time.perf_counter()
     load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     model, cfg = train(quick=quick)
@@ -319,12 +318,7 @@ def build(out_root: Path, quick: bool = False) -> dict[str, Any]:
           f"gradient attention {metrics['explain']['pointing_gradient_attention']:.3f}", flush=True)
 
     folder = zoo_dir(NAME, out_root)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    tmp = folder / ".model.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt", "model": NAME})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, folder / "model.safetensors")
+    save_safetensors(model.state_dict(), folder / "model.safetensors", metadata={"model": NAME})
     config = {
         "name": NAME,
         "model_class": "vizkit.models.ClipDetector",

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from functools import lru_cache
@@ -30,7 +29,8 @@ from torch import nn
 
 from ..errors import VizkitError
 from ..models.vit import SimpleViT, ViTConfig
-from .common import Bundle, Entry, Sample, missing_checkpoint, register, seed_everything, write_json, zoo_dir
+from .common import (Bundle, Entry, Sample, missing_checkpoint, register, save_safetensors, seed_everything, write_json,
+                     zoo_dir)
 from .mnist import SPLITS, load_mnist
 
 NAME = "mnist_vit"
@@ -184,14 +184,7 @@ def train(opts: dict[str, Any], log=print) -> SimpleViT:
 
 def _save(model: nn.Module, folder: Path, meta: dict[str, Any]) -> None:
     """Write ``model.safetensors`` (fp32) and ``config.json`` atomically (temp file + rename)."""
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".model.safetensors.tmp"
-    save_file({k: v.detach().float().contiguous() for k, v in model.state_dict().items()}, str(tmp),
-              metadata={"format": "pt"})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, folder / "model.safetensors")
+    save_safetensors({k: v.float() for k, v in model.state_dict().items()}, folder / "model.safetensors")
     write_json(folder / "config.json", meta)
 
 
