@@ -166,8 +166,9 @@ other encoder: the last module with a spatial output). The explained score is th
 similarity (logit scale × cosine), or its softmax probability over the texts when
 `probability` is true.
 
-The default model is the zoo's `shapes_clip` (an open_clip ViT trained here on coloured-shape
-scenes with ground-truth masks), so the maps can be scored: the last section measures, per CAM
+The default model is the zoo's `shapes_clip` (an open_clip CLIP with a small hybrid ViT image
+tower — a convolutional stem, then transformer blocks over an 8 × 8 token grid — trained here on
+coloured-shape scenes with ground-truth masks; `shapes_clip_cnn` is its ResNet twin), so the maps can be scored: the last section measures, per CAM
 method, how often the map's maximum falls inside the named object on held-out scenes.
 The same flags exist on the command line: `vizkit clip-gradcam --help`.
 """),
@@ -218,10 +219,11 @@ device_name = ("cuda" if torch.cuda.is_available() else "cpu") if device == "aut
 adapter = load_clip_model(model, model_path or None, image_encoder=image_encoder or None,
                           text_encoder=text_encoder or None, embed_dim=embed_dim, img_size=img_size, device=device_name)
 zoo_model = adapter.name.startswith("zoo:")
+zoo_texts = zoo.load(adapter.name[4:]).class_names if zoo_model else None  # every prompt the zoo scenes use
 if class_texts or class_texts_file:
     names, texts = cg.load_class_texts(class_texts or None, class_texts_file or None)
 else:
-    names = texts = zoo.load(adapter.name[4:]).class_names if zoo_model else None
+    names = texts = zoo_texts
     if texts is None:
         raise ValueError("give class_texts or class_texts_file for a model outside the zoo")
 if image_path:
@@ -259,13 +261,13 @@ fig = cg.text_maps_figure(cg.display_crop(images[0], adapter.image_size), names,
 figures.append(render.save_figure(fig, run_dir / "clip_gradcam_all_texts.png"))
 display(ShowImage(filename=str(figures[-1])))
 """),
-    md("## Pointing game per CAM method\nOn held-out scenes of the zoo's shapes data, the target is the named object's text and the ground truth its mask."),
+    md("## Pointing game per CAM method\nOn held-out scenes of the zoo's shapes data, the target is the named object's text (from all of the zoo's colour × shape prompts, whatever `class_texts` holds) and the ground truth its mask."),
     code("""
 # NBVAL_CHECK_OUTPUT
 table = None
 if zoo_model and num_scenes > 0:
     held_out = zoo.dataset(adapter.name[4:], "test")[:num_scenes]
-    table = cg.pointing_table(adapter, held_out, texts, [m.strip() for m in table_methods.split(",") if m.strip()],
+    table = cg.pointing_table(adapter, held_out, zoo_texts, [m.strip() for m in table_methods.split(",") if m.strip()],
                               layers=target_layer)
     print(table[["method", "scenes", "hits", "pointing_accuracy"]].round(2).to_string(index=False))
 else:

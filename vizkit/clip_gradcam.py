@@ -235,6 +235,10 @@ def pointing_table(adapter: ClipAdapter, samples: Sequence[Any], texts: Sequence
 
     from .metrics import energy_pointing_game, pointing_game
 
+    missing = sorted({s.meta["text"] for s in samples} - set(texts))
+    if missing:
+        raise InputError(f"the scenes name objects that are not among the texts: {', '.join(map(repr, missing))}; "
+                         "pass every text the scenes use (for the zoo's shapes scenes, the model's class_names)")
     text = adapter.text_features(texts)
     device = next(adapter.model.parameters()).device
     rows = []
