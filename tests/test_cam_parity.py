@@ -144,3 +144,32 @@ def test_hf_model_output_and_predicted_class():
     logits = model(pixel_values=x).logits
     assert ours.targets.tolist() == logits.argmax(-1).tolist()
     assert torch.allclose(ours.scores, logits.max(-1).values, atol=1e-5)
+
+
+def test_timm_vit_eigencam_up_to_the_svd_sign():
+    """Eigen-CAM on ViT tokens. A singular vector's sign is arbitrary, and LAPACK (numpy, which
+    pytorch-grad-cam uses) and torch may pick opposite ones. So each of our per-layer maps must
+    equal ReLU(+p) or ReLU(-p) of the reference projection ``p`` (pytorch-grad-cam's
+    ``get_2d_projection`` on the same tokens), and where the signs agree the final heatmaps match."""
+    from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
+
+    model = timm_vit(global_pool="avg", depth=3, img_size=48)
+    x = torch.randn(2, 3, 48, 48, generator=torch.Generator().manual_seed(2))
+    ours = vizkit.cam(model, x, [1, 4], layers="last", method="eigencam")
+    assert ours.layers == ["blocks.2"] and ours.heatmap.std() > 0.05
+    tokens = {}
+    handle = model.blocks[-1].register_forward_hook(lambda m, i, out: tokens.setdefault("t", out.detach()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    proj = get_2d_projection(vit_reshape((6, 6))(tokens["t"]).numpy())  # [2, 6, 6]
+    maps = ours.layer_maps["blocks.2"].numpy()
+    ref = reference(model, model.blocks[-1], x, [1, 4], "eigencam", vit_reshape((6, 6)))
+    for b in range(2):
+        same = np.abs(maps[b] - np.maximum(proj[b], 0)).max()
+        flipped = np.abs(maps[b] - np.maximum(-proj[b], 0)).max()
+        assert min(same, flipped) <= 1e-4, (b, same, flipped)
+        if same <= 1e-4:
+            assert np.abs(ours.heatmap[b].numpy() - ref[b]).max() <= 1e-4
