@@ -30,6 +30,13 @@ def test_rollout_two_layers():
     torch.testing.assert_close(full.sum(-1), torch.ones(1, 3))  # rows renormalised (vit-explain #6)
 
 
+def test_rollout_without_prefix_tokens_averages_all_rows():
+    # A1 read as 3 patch tokens (a 1x3 grid, no CLS): (A1 + I)/2 columns averaged over the rows
+    # = [(.75+.1+.05)/3, (.125+.8+.15)/3, (.125+.1+.8)/3] = [.3, .358333, .341667]
+    out = vizkit.rollout([heads(A1)], grid=(1, 3), prefix_tokens=0)
+    torch.testing.assert_close(out, torch.tensor([[[0.3, 1.075 / 3, 1.025 / 3]]]))
+
+
 def test_rollout_start_layer_skips_layers():
     out = vizkit.rollout([heads(A2), heads(A1)], grid=(1, 2), start_layer=1)
     torch.testing.assert_close(out, torch.tensor([[[0.125, 0.125]]]))

@@ -336,7 +336,7 @@ def rollout(
     prefix_tokens: int = 1,
 ) -> torch.Tensor:
     """Attention rollout: the CLS row of the rolled-out matrix over the patches, ``[B, h, w]``
-    (raw values, not normalised).
+    (raw values, not normalised); the mean of all rows when the model has no prefix token.
 
     ``attn`` is an :class:`AttentionMaps` or a sequence of ``[B, H, N, N]`` maps in layer
     order (then ``grid`` / ``prefix_tokens`` describe the tokens). Layers before
@@ -354,7 +354,8 @@ def rollout(
     if not 0 <= start_layer < len(maps):
         raise VizkitError(f"start_layer {start_layer} is out of range for {len(maps)} layers")
     r = am.rollout_matrix(maps[start_layer:], head_fusion, discard_ratio)
-    return patch_row_to_grid(r[:, 0], layout)
+    # no CLS token (a model that pools its patch tokens): every token's row counts alike
+    return patch_row_to_grid(r[:, 0] if layout.prefix else r.mean(1), layout)
 
 
 def gradient_attention(
