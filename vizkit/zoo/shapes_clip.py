@@ -167,17 +167,6 @@ def _texts(sample: Sample) -> list[str]:
     return list(dict.fromkeys([sample.caption, *per_object]))
 
 
-def _soften_background(sample: Sample, contrast: float) -> np.ndarray:
-    """The scene with its background pulled toward its mean colour (``contrast`` 0 = flat, 1 = as rendered)."""
-    if contrast >= 1.0:
-        return sample.image
-    fg = np.any(sample.masks, axis=0)
-    img = sample.image.astype(np.float32)
-    mean = img[~fg].mean(0)
-    soft = mean + contrast * (img - mean)
-    return np.where(fg[..., None], img, soft).round().clip(0, 255).astype(np.uint8)
-
-
 # --------------------------------------------------------------------------------------
 # preprocessing and tokenizer
 # --------------------------------------------------------------------------------------
@@ -341,13 +330,11 @@ class TrainCfg:
     batch_size: int
     lr: float
     warmup: int
-    ramp: int  # background-contrast curriculum: texture fades in linearly over the first ``ramp`` steps
     weight_decay: float = 0.05
     seed: int = 0
     eval_single: int = 600
     eval_pointing: int = 300
     eval_red_circle: int = 100
-    text_freeze: int = 0  # the text tower stays at its random init for the first steps (avoids shape collapse)
     val_every: int = 0  # log the zero-shot accuracy on 200 val scenes every this many steps (0: never)
     aux_steps: int = 0  # steps with the auxiliary "which prompts are in the scene" loss (0: none)
     aux_weight: float = 1.0
@@ -367,16 +354,16 @@ SPECS: dict[str, Spec] = {
     "shapes_clip": Spec(
         "shapes_clip", VIT_MODEL,
         "open_clip CLIP (hybrid ViT 64px, 8x8 tokens, 3 blocks + 2-layer text) trained on synthetic coloured-shape scenes",
-        TrainCfg(steps=2000, batch_size=32, lr=1e-3, warmup=100, ramp=0, aux_steps=2000, aux_weight=20.0,
+        TrainCfg(steps=2000, batch_size=32, lr=1e-3, warmup=100, aux_steps=2000, aux_weight=20.0,
                  dense_weight=20.0),
-        TrainCfg(steps=4, batch_size=16, lr=1e-3, warmup=1, ramp=0, aux_steps=4, aux_weight=20.0, dense_weight=20.0,
+        TrainCfg(steps=4, batch_size=16, lr=1e-3, warmup=1, aux_steps=4, aux_weight=20.0, dense_weight=20.0,
                  eval_single=24,
                  eval_pointing=8, eval_red_circle=8)),
     "shapes_clip_cnn": Spec(
         "shapes_clip_cnn", RN_MODEL,
         "open_clip CLIP (small ResNet 64px + 2-layer text) trained on synthetic coloured-shape scenes",
-        TrainCfg(steps=1500, batch_size=32, lr=1e-3, warmup=50, ramp=0, aux_steps=1500, aux_weight=20.0),
-        TrainCfg(steps=3, batch_size=8, lr=1e-3, warmup=1, ramp=0, aux_steps=3, aux_weight=20.0, eval_single=16,
+        TrainCfg(steps=1500, batch_size=32, lr=1e-3, warmup=50, aux_steps=1500, aux_weight=20.0),
+        TrainCfg(steps=3, batch_size=8, lr=1e-3, warmup=1, aux_steps=3, aux_weight=20.0, eval_single=16,
                  eval_pointing=8, eval_red_circle=8)),
 }
 
@@ -431,7 +418,7 @@ def _train(spec: Spec, cfg: TrainCfg, preprocess: Preprocess, tokenizer, log) ->
     rows = torch.unique(torch.cat([torch.stack(list(token_cache.values())).flatten(), torch.tensor([0])]))
     full_embedding = model.token_embedding
     model.token_embedding = _RowEmbedding(full_embedding.weight, rows)
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}  # (text tower, decayed) -> parameters
     for n, p in model.named_parameters():
         text = not n.startswith("visual.") and n != "logit_scale"
         decay = not (p.ndim < 2 or "logit_scale" in n or "positional" in n or "class_embedding" in n)
@@ -439,9 +426,9 @@ def _train(spec: Spec, cfg: TrainCfg, preprocess: Preprocess, tokenizer, log) ->
     # auxiliary linear head (thrown away after training): multi-label "which of the 24 prompts
     # are in this scene" from the image embedding; it speeds up learning shape, not only colour
     aux_head = nn.Linear(OPEN_CLIP_CONFIGS[spec.open_clip_name]["embed_dim"], len(CLASS_NAMES))
-    param_groups = [{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "text": text}
-                    for (text, decay), ps in groups.items()]
-    param_groups.append({"params": list(aux_head.parameters()), "weight_decay": 0.0, "text": False})
+    param_groups = [{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0}
+                    for (_, decay), ps in groups.items()]
+    param_groups.append({"params": list(aux_head.parameters()), "weight_decay": 0.0})
     opt = torch.optim.AdamW(param_groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
 
     def lr_at(step: int) -> float:
@@ -454,8 +441,7 @@ def _train(spec: Spec, cfg: TrainCfg, preprocess: Preprocess, tokenizer, log) ->
     for step in range(cfg.steps):
         batch = [scene("train", step * cfg.batch_size + i) for i in range(cfg.batch_size)]
         flips = torch.randint(8, (cfg.batch_size,), generator=gen).tolist()
-        contrast = min(1.0, step / cfg.ramp) if cfg.ramp else 1.0
-        x = preprocess.batch(np.stack([_dihedral(_soften_background(s, contrast), k) for s, k in zip(batch, flips)]))
+        x = preprocess.batch(np.stack([_dihedral(s.image, k) for s, k in zip(batch, flips)]))
         texts = [_texts(s) for s in batch]
         batch_texts = list(dict.fromkeys(CLASS_NAMES + [t for ts in texts for t in ts]))
         missing = [t for t in batch_texts if t not in token_cache]
@@ -468,11 +454,9 @@ def _train(spec: Spec, cfg: TrainCfg, preprocess: Preprocess, tokenizer, log) ->
         for r, ts in enumerate(texts):
             positive[r, [col[t] for t in ts]] = True
         tokens = torch.stack([token_cache[t] for t in batch_texts])
-        text_frozen = step < cfg.text_freeze
         for group in opt.param_groups:
-            group["lr"] = 0.0 if group["text"] and text_frozen else lr_at(step)
-        with torch.set_grad_enabled(not text_frozen):
-            text_features_ = model.encode_text(tokens)
+            group["lr"] = lr_at(step)
+        text_features_ = model.encode_text(tokens)
         if cfg.dense_weight:
             image_features_, position_features = tower_outputs(model, x)
         else:
