@@ -1,0 +1,308 @@
+"""Training of the zoo's ``tiny_vlm`` (the model itself, its processor and its use live in
+:mod:`vizkit.zoo.tiny_vlm`).
+
+Two stages, deterministic for the seed:
+
+1. **Vision stage.** The CLIP tower and the projector learn, on the 64 image tokens the
+   decoder will read, what a question about the scene needs: per patch, the colour and the
+   shape of the object there; per object, its colour and shape from its tokens averaged with
+   the patch coverage as weights (what an attention head that selects the object reads);
+   the object count from all tokens; and an *attention probe*: one learned query per colour,
+   per shape and per colour x shape pair attends over the tokens (one softmax head, as in the
+   decoder) and must say whether such an object is there and, when it is the only one, its
+   other attribute. Linear heads, thrown away afterwards.
+2. **Decoder stage.** The tower is frozen, so its output is computed once per training image
+   and cached; the projector and the Llama decoder learn the solutions by teacher forcing
+   (cross-entropy on the solution tokens and ``</s>`` only), the cached features projected
+   and scattered into the image-token positions exactly as ``LlavaModel`` does (checked
+   against the model's own forward in the tests).
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import shapes, tiny_vlm, vlm_data
+from .common import Sample, seed_everything, zoo_dir
+
+MAX_OBJECTS = 3
+N_COLOURS, N_SHAPES = len(shapes.COLORS), len(shapes.SHAPES)
+
+TRAIN = dict(n_train=24000, batch_size=48, lr=1.5e-3, weight_decay=0.02, warmup=0.05, decoder_steps=1500,
+             pre_steps=3000, pre_batch_size=64, pre_lr=2e-3, attn_probe=1.0,
+             n_eval=400, max_new_tokens=32)
+#: the sample benchmark shipped in ``data/zoo/tiny_vlm/benchmark/``: test items 5000..5019
+BENCHMARK_START, BENCHMARK_SIZE = 5000, 20
+QUICK = dict(TRAIN, n_train=192, batch_size=32, decoder_steps=6, pre_steps=5, n_eval=32)
+
+
+def _schedule(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 0 (a multiplier of the peak learning rate)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+# --------------------------------------------------------------------------------------
+# vision stage
+# --------------------------------------------------------------------------------------
+def vision_targets(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """Vision-stage targets of a scene with ``n = 64`` patches.
+
+    Returns ``labels`` int64 ``[2n + 2*MAX_OBJECTS + 1]``: per patch the colour (0 = none,
+    1..6) and the shape (0 = none, 1..4) of the object covering most of it (at least a fifth);
+    per object slot its colour and shape (-100 for an empty slot); the object count - 1. And
+    ``cover`` float32 ``[MAX_OBJECTS, n]``: the fraction of each patch covered by each object.
+    """
+    gh, gw = tiny_vlm.GRID
+    n = gh * gw
+    colour, shape = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    best = np.full(n, 0.2)
+    obj = np.full((2, MAX_OBJECTS), -100, np.int64)
+    cover = np.zeros((MAX_OBJECTS, n), np.float32)
+    for k, (m, o) in enumerate(zip(sample.masks, sample.meta["objects"])):
+        cov = m.reshape(gh, m.shape[0] // gh, gw, m.shape[1] // gw).mean((1, 3)).reshape(-1)
+        win = cov >= best
+        best = np.where(win, cov, best)
+        c, s = list(shapes.COLORS).index(o["color"]), shapes.SHAPES.index(o["shape"])
+        colour[win], shape[win] = c + 1, s + 1
+        obj[:, k] = (c, s)
+        cover[k] = cov
+    count = np.array([len(sample.meta["objects"]) - 1], np.int64)
+    return np.concatenate([colour, shape, obj.reshape(-1), count]), cover
+
+
+class AttentionProbe(nn.Module):
+    """One softmax attention head with a learned query per colour, per shape and per colour x
+    shape pair over image tokens ``[B, 64, D]``; each pooled value is read by one linear layer
+    into (colour logits 6, shape logits 4, present logits 2)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        # unit-variance queries (as nn.Embedding): attention is selective from the start
+        self.queries = nn.Parameter(torch.randn(N_COLOURS + N_SHAPES + N_COLOURS * N_SHAPES, dim))
+        self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.out = nn.Linear(dim, N_COLOURS + N_SHAPES + 2)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, N, D]`` -> logits ``[B, Q, 12]``."""
+        k, v = self.k(tokens), self.v(tokens)
+        att = torch.softmax(torch.einsum("qd,bnd->bqn", self.queries, k) / k.shape[-1] ** 0.5, -1)
+        return self.out(att @ v)
+
+    @staticmethod
+    def targets(colours: torch.Tensor, shapes_: torch.Tensor) -> dict[str, torch.Tensor]:
+        """From per-object ``colours``/``shapes_`` ``[B, K]`` (-100 = no object): for each
+        colour the shape of its only object (-100 unless exactly one) and whether any is there;
+        the same per shape; per pair whether it is there."""
+        ar_c, ar_s = torch.arange(N_COLOURS), torch.arange(N_SHAPES)
+        out = {}
+        for name, key, other, ar in (("colour", colours, shapes_, ar_c), ("shape", shapes_, colours, ar_s)):
+            match = key[:, None, :] == ar[None, :, None]  # [B, Q, K]
+            n = match.sum(-1)
+            out[f"{name}_other"] = torch.where(n == 1, (other[:, None, :] * match).sum(-1), torch.full_like(n, -100))
+            out[f"{name}_present"] = (n > 0).long()
+        pc, ps = ar_c.repeat_interleave(N_SHAPES), ar_s.repeat(N_COLOURS)
+        out["pair_present"] = ((colours[:, None, :] == pc[None, :, None])
+                               & (shapes_[:, None, :] == ps[None, :, None])).any(-1).long()
+        return out
+
+    def loss(self, logits: torch.Tensor, colours: torch.Tensor, shapes_: torch.Tensor) -> torch.Tensor:
+        t = self.targets(colours, shapes_)
+        ce = nn.functional.cross_entropy
+        nc, ns = N_COLOURS, N_SHAPES
+        by_colour, by_shape, by_pair = logits[:, :nc], logits[:, nc:nc + ns], logits[:, nc + ns:]
+        present = slice(nc + ns, nc + ns + 2)
+        return (ce(by_colour[..., nc:nc + ns].reshape(-1, ns), t["colour_other"].reshape(-1))
+                + ce(by_colour[..., present].reshape(-1, 2), t["colour_present"].reshape(-1))
+                + ce(by_shape[..., :nc].reshape(-1, nc), t["shape_other"].reshape(-1))
+                + ce(by_shape[..., present].reshape(-1, 2), t["shape_present"].reshape(-1))
+                + ce(by_pair[..., present].reshape(-1, 2), t["pair_present"].reshape(-1)))
+
+
+def pretrain_vision(model, images: np.ndarray, labels: np.ndarray, cover: np.ndarray, opts: dict[str, Any],
+                    gen: torch.Generator, log: Callable[[str], None]) -> None:
+    """Stage 1 (see the module docstring) on uint8 ``images [N, 64, 64, 3]`` with the
+    :func:`vision_targets` ``labels [N, L]`` and ``cover [N, MAX_OBJECTS, 64]``."""
+    nc, ns, n = N_COLOURS, N_SHAPES, tiny_vlm.NUM_IMAGE_TOKENS
+    hidden = model.config.text_config.hidden_size
+    heads = nn.ModuleDict({"patch": nn.Linear(hidden, nc + 1 + ns + 1), "obj": nn.Linear(hidden, nc + ns),
+                           "count": nn.Linear(hidden, MAX_OBJECTS), "probe": AttentionProbe(hidden)})
+    params = list(model.model.vision_tower.parameters()) + list(model.model.multi_modal_projector.parameters())
+    opt = torch.optim.AdamW([*params, *heads.parameters()], lr=opts["pre_lr"], weight_decay=0.01)
+    steps, bs = opts["pre_steps"], opts["pre_batch_size"]
+    y_all, cover_all = torch.as_tensor(labels), torch.as_tensor(cover)
+    ce = nn.functional.cross_entropy
+    model.train()
+    t0, ema = time.perf_counter(), None
+    for step in range(steps):
+        idx = torch.randint(0, len(images), (bs,), generator=gen)
+        for g in opt.param_groups:
+            g["lr"] = opts["pre_lr"] * _schedule(step, steps, max(1, steps // 20))
+        y, cov = y_all[idx], cover_all[idx]
+        feats = torch.stack(list(model.model.get_image_features(tiny_vlm.to_pixels(images[idx.numpy()])).pooler_output))
+        p_col, p_sh = heads["patch"](feats).split([nc + 1, ns + 1], -1)
+        pooled = (cov / cov.sum(-1, keepdim=True).clamp_min(1e-6)) @ feats  # [B, K, D]
+        o_col, o_sh = heads["obj"](pooled).split([nc, ns], -1)
+        o_y = y[:, 2 * n:2 * n + 2 * MAX_OBJECTS].view(bs, 2, MAX_OBJECTS)
+        loss = (ce(p_col.reshape(-1, nc + 1), y[:, :n].reshape(-1)) + ce(p_sh.reshape(-1, ns + 1), y[:, n:2 * n].reshape(-1))
+                + ce(o_col.reshape(-1, nc), o_y[:, 0].reshape(-1)) + ce(o_sh.reshape(-1, ns), o_y[:, 1].reshape(-1))
+                + ce(heads["count"](feats.mean(1)), y[:, -1]))
+        if opts.get("attn_probe"):
+            loss = loss + opts["attn_probe"] * heads["probe"].loss(heads["probe"](feats), o_y[:, 0], o_y[:, 1])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if (step + 1) % 100 == 0 or step + 1 == steps:
+            with torch.no_grad():
+                valid = o_y[:, 0] >= 0
+                acc = [float((o_col.argmax(-1) == o_y[:, 0])[valid].float().mean()),
+                       float((o_sh.argmax(-1) == o_y[:, 1])[valid].float().mean())]
+            log(f"[tiny_vlm] vision stage step {step + 1}/{steps} loss {ema:.4f} object colour/shape acc "
+                f"{acc[0]:.3f}/{acc[1]:.3f} ({time.perf_counter() - t0:.0f} s)")
+
+
+# --------------------------------------------------------------------------------------
+# decoder stage
+# --------------------------------------------------------------------------------------
+@torch.no_grad()
+def tower_features(model, pixel_values: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The CLIP tower's output that ``LlavaModel.get_image_features`` feeds the projector:
+    hidden states of ``vision_feature_layer`` without the CLS token, ``[N, 64, D_vision]``."""
+    cfg = model.config
+    if not isinstance(cfg.vision_feature_layer, int) or cfg.vision_feature_select_strategy != "default":
+        raise NotImplementedError("tower_features expects one vision_feature_layer and the 'default' strategy")
+    out = []
+    for i in range(0, len(pixel_values), batch_size):
+        hs = model.model.vision_tower(pixel_values[i:i + batch_size], output_hidden_states=True).hidden_states
+        out.append(hs[cfg.vision_feature_layer][:, 1:])
+    return torch.cat(out)
+
+
+def embeds_from_features(model, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """``inputs_embeds [B, T, D]``: token embeddings with the projected tower ``features
+    [B, 64, D_vision]`` scattered into the ``<image>`` positions, as ``LlavaModel.forward`` does."""
+    embeds = model.get_input_embeddings()(input_ids)
+    image = model.model.multi_modal_projector(features).to(embeds.dtype)
+    mask = (input_ids == model.config.image_token_id)[..., None].expand_as(embeds)
+    return embeds.masked_scatter(mask, image.reshape(-1, image.shape[-1]))
+
+
+def train(opts: dict[str, Any], log: Callable[[str], None] = print):
+    """Train a fresh model; returns ``(model, tokenizer, processor)``."""
+    gen = seed_everything(tiny_vlm.SEED)
+    tokenizer = tiny_vlm.build_tokenizer(vlm_data.corpus(template=tiny_vlm.PROMPT_FORMAT + " {solution}"))
+    processor = tiny_vlm.build_processor(tokenizer)
+    model = tiny_vlm.build_model(tokenizer)
+    enc = tiny_vlm.Encoder(tokenizer)
+    n = opts["n_train"]
+    t0 = time.perf_counter()
+    images = np.empty((n, tiny_vlm.IMAGE_SIZE, tiny_vlm.IMAGE_SIZE, 3), np.uint8)
+    labels = np.empty((n, 2 * tiny_vlm.NUM_IMAGE_TOKENS + 2 * MAX_OBJECTS + 1), np.int64)
+    cover = np.empty((n, MAX_OBJECTS, tiny_vlm.NUM_IMAGE_TOKENS), np.float32)
+    prompts, sols = [], []
+    for i in range(n):
+        s = vlm_data.item("train", i, masks=True)
+        images[i] = s.image
+        labels[i], cover[i] = vision_targets(s)
+        prompts.append(enc.prompt_ids(s.question))
+        sols.append(enc.solution_ids(s.meta["solution"]))
+    log(f"[tiny_vlm] {n} training questions rendered in {time.perf_counter() - t0:.1f} s; vocab {len(tokenizer)}, "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+    if opts["pre_steps"]:
+        pretrain_vision(model, images, labels, cover, opts, gen, log)
+    tower = model.model.vision_tower
+    tower.requires_grad_(False)
+    tower.eval()
+    feats = tower_features(model, tiny_vlm.to_pixels(images))
+    named = [(nm, p) for nm, p in model.named_parameters() if p.requires_grad]
+    decay = [p for nm, p in named if p.ndim >= 2 and "embed" not in nm]
+    no_decay = [p for nm, p in named if not (p.ndim >= 2 and "embed" not in nm)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": opts["weight_decay"]},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=opts["lr"], betas=(0.9, 0.98))
+    bs, total = opts["batch_size"], opts["decoder_steps"]
+    warmup = max(1, int(opts["warmup"] * total))
+    order = np.concatenate([torch.randperm(n, generator=gen).numpy() for _ in range(total * bs // n + 1)])
+    model.model.language_model.train()
+    model.model.multi_modal_projector.train()
+    t0, ema = time.perf_counter(), None
+    for step in range(total):
+        idx = order[step * bs:(step + 1) * bs]
+        ids, att, lab = enc.batch([prompts[i] for i in idx], [sols[i] for i in idx])
+        for g in opt.param_groups:
+            g["lr"] = opts["lr"] * _schedule(step, total, warmup)
+        embeds = embeds_from_features(model, ids, feats[torch.as_tensor(idx)])
+        loss = model(inputs_embeds=embeds, attention_mask=att, labels=lab).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)
+        opt.step()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        if (step + 1) % 50 == 0 or step + 1 == total:
+            log(f"[tiny_vlm] decoder step {step + 1}/{total} loss {ema:.4f} ({time.perf_counter() - t0:.0f} s)")
+    model.requires_grad_(True)
+    model.eval()
+    return model, tokenizer, processor
+
+
+# --------------------------------------------------------------------------------------
+# build
+# --------------------------------------------------------------------------------------
+def _save(model, processor, folder: Path, extra: dict[str, Any]) -> None:
+    """``save_pretrained`` into a temp folder next to ``folder``, then swap it in."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    old = folder.with_name(f".{folder.name}.old")
+    try:
+        model.config.vizkit = extra
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        vlm_data.write_benchmark(vlm_data.dataset("test", n=BENCHMARK_SIZE, start=BENCHMARK_START, masks=False),
+                                 tmp / "benchmark" / "sample.json")
+        os.chmod(tmp, 0o755)
+        if old.exists():
+            shutil.rmtree(old)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build(out_root: Path | None = None, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train deterministically, measure on held-out test scenes, save to ``out_root/tiny_vlm``."""
+    opts = dict(QUICK if quick else TRAIN)
+    start = time.perf_counter()
+    model, tokenizer, processor = train(opts, log=log)
+    train_time = time.perf_counter() - start
+    test = vlm_data.dataset("test", n=opts["n_eval"], masks=False)
+    res = tiny_vlm.evaluate(model, tokenizer, test, opts["max_new_tokens"])
+    metrics = {"accuracy": res["accuracy"], "accuracy_per_kind": res["accuracy_per_kind"],
+               "solution_exact_match": res["solution_exact_match"], "n_eval": res["n"], "eval_split": "test",
+               "train_time_s": round(train_time, 1), "build_time_s": round(time.perf_counter() - start, 1),
+               "threads": torch.get_num_threads()}
+    t = tiny_vlm
+    extra = {"name": t.NAME, "quick": quick, "train": opts, "model": t.MODEL, "metrics": metrics,
+             "prompt_format": t.PROMPT_FORMAT, "image_token": t.IMAGE_TOKEN,
+             "image_token_id": tokenizer.convert_tokens_to_ids(t.IMAGE_TOKEN),
+             "num_image_tokens": t.NUM_IMAGE_TOKENS, "grid": list(t.GRID), "image_offset": t.image_offset(tokenizer),
+             "image_size": t.IMAGE_SIZE, "patch_size": t.PATCH_SIZE, "image_mean": t.IMAGE_MEAN,
+             "image_std": t.IMAGE_STD, "seed": t.SEED, "torch": torch.__version__}
+    folder = zoo_dir(t.NAME, Path(out_root) if out_root is not None else None)
+    _save(model, processor, folder, extra)
+    log(f"[tiny_vlm] accuracy {metrics['accuracy']:.3f} on {res['n']} test questions "
+        f"{metrics['accuracy_per_kind']}; saved to {folder} ({metrics['build_time_s']:.0f} s)")
+    return metrics
