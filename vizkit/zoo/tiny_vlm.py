@@ -297,6 +297,11 @@ def explain_answer_attention(model, tokenizer, samples: Sequence[Sample], layers
     (``query="answer"``). Its attention over the image tokens, averaged over heads and layers,
     is reshaped to the 8x8 grid and upsampled bilinearly to 64x64.
 
+    Measured on the shipped model: this map's peak falls on the asked-about object for 15 % of
+    questions (a random pixel: 5 %). The model looks the object up earlier, at the reasoning
+    token ("The star is" -> "red"), and the answer after "Answer:" copies it from the text, so
+    attention per generated token is the faithful view.
+
     Returns ``maps`` (layer -> ``[B, heads, T, T]``), ``input_ids``, ``attention_mask``,
     ``query_positions`` ``[B]``, ``grid_maps`` ``[B, 8, 8]`` and ``heatmaps`` ``[B, 64, 64]``.
     """
