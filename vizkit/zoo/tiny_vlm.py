@@ -224,15 +224,8 @@ def image_offset(tokenizer) -> int:
 def answer(model: nn.Module, tokenizer, images: np.ndarray | Sequence[np.ndarray], problems: Sequence[str],
            max_new_tokens: int = 32, batch_size: int = 64) -> list[str]:
     """Greedy solutions (decoded text) for ``problems`` about ``images`` (uint8 HxWx3 each)."""
-    enc = Encoder(tokenizer)
-    out: list[str] = []
-    for i in range(0, len(problems), batch_size):
-        px = torch.stack([preprocess(im) for im in images[i:i + batch_size]])
-        ids, att, _ = enc.batch([enc.prompt_ids(p) for p in problems[i:i + batch_size]], left=True)
-        gen = model.generate(input_ids=ids, attention_mask=att, pixel_values=px, max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=enc.eos, pad_token_id=enc.pad)
-        out += tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
-    return out
+    ids = generate_ids(model, tokenizer, images, problems, max_new_tokens, batch_size)
+    return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
 
 def evaluate(model: nn.Module, tokenizer, samples: Sequence[Sample], max_new_tokens: int = 32) -> dict[str, Any]:
@@ -255,23 +248,18 @@ def decoder_layer_names(model) -> list[str]:
     return [f"model.language_model.layers.{i}" for i in range(model.config.text_config.num_hidden_layers)]
 
 
-def vision_layer_names(model) -> list[str]:
-    """``model.vision_tower.encoder.layers.<i>``: the CLIP tower's blocks."""
-    return [f"model.vision_tower.encoder.layers.{i}" for i in range(model.config.vision_config.num_hidden_layers)]
-
-
 @torch.no_grad()
 def generate_ids(model, tokenizer, images: Sequence[np.ndarray], problems: Sequence[str],
-                 max_new_tokens: int = 32) -> list[list[int]]:
-    """Greedy solution token ids per question (up to and including ``</s>``)."""
+                 max_new_tokens: int = 32, batch_size: int = 64) -> list[list[int]]:
+    """Greedy solution token ids per question (up to and including ``</s>``), in batches."""
     enc = Encoder(tokenizer)
-    px = torch.stack([preprocess(im) for im in images])
-    ids, att, _ = enc.batch([enc.prompt_ids(p) for p in problems], left=True)
-    gen = model.generate(input_ids=ids, attention_mask=att, pixel_values=px, max_new_tokens=max_new_tokens,
-                         do_sample=False, eos_token_id=enc.eos, pad_token_id=enc.pad)[:, ids.shape[1]:]
-    out = []
-    for row in gen.tolist():
-        out.append(row[:row.index(enc.eos) + 1] if enc.eos in row else row)
+    out: list[list[int]] = []
+    for i in range(0, len(problems), batch_size):
+        px = torch.stack([preprocess(im) for im in images[i:i + batch_size]])
+        ids, att, _ = enc.batch([enc.prompt_ids(p) for p in problems[i:i + batch_size]], left=True)
+        gen = model.generate(input_ids=ids, attention_mask=att, pixel_values=px, max_new_tokens=max_new_tokens,
+                             do_sample=False, eos_token_id=enc.eos, pad_token_id=enc.pad)[:, ids.shape[1]:]
+        out += [row[:row.index(enc.eos) + 1] if enc.eos in row else row for row in gen.tolist()]
     return out
 
 
