@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,12 +32,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or data_root() / "zoo"
     total = time.perf_counter()
-    for n in todo:
-        start = time.perf_counter()
+    if len(todo) == 1:
+        n = todo[0]
         print(f"== building {n} into {out / n}{' (quick)' if args.quick else ''}", flush=True)
         metrics = entry(n).build(out_root=out, quick=args.quick)
-        print(f"== {n} done in {time.perf_counter() - start:.0f} s: {json.dumps(metrics, sort_keys=True)}", flush=True)
-    print(f"== all done in {time.perf_counter() - total:.0f} s")
+        print(f"== {n} done in {time.perf_counter() - total:.0f} s: {json.dumps(metrics, sort_keys=True)}", flush=True)
+        return 0
+    # several: one fresh interpreter per model, so that a model comes out the same whether it is
+    # built alone or with the others (no RNG, allocator or backend state carried over)
+    seconds = {}
+    for n in todo:
+        start = time.perf_counter()
+        cmd = [sys.executable, "-m", "vizkit.zoo", "build", n, "--out", str(out), *(["--quick"] if args.quick else [])]
+        code = subprocess.run(cmd, check=False).returncode
+        if code != 0:
+            print(f"error: building {n} failed (exit code {code}); the models before it are saved; rerun it alone "
+                  f"with: python -m vizkit.zoo build {n}{' --quick' if args.quick else ''} --out {out}", file=sys.stderr)
+            return code
+        seconds[n] = time.perf_counter() - start
+    print(f"== all {len(todo)} done in {time.perf_counter() - total:.0f} s ("
+          + ", ".join(f"{n} {s:.0f} s" for n, s in seconds.items()) + ")", flush=True)
     return 0
 
 

@@ -1,0 +1,52 @@
+"""``python -m vizkit.zoo``: argument handling and how several builds are run."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+from vizkit.zoo import __main__ as cli
+from vizkit.zoo import names
+
+
+def test_unknown_name_is_refused_with_the_valid_names(capsys):
+    assert cli.main(["build", "mnist_vt"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown zoo model(s) mnist_vt" in err and "mnist_vit" in err
+
+
+def test_several_models_are_built_one_fresh_interpreter_each(monkeypatch, tmp_path, capsys):
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd) or SimpleNamespace(returncode=0))
+    assert cli.main(["build", "mnist_vit", "tiny_vlm", "--quick", "--out", str(tmp_path)]) == 0
+    assert calls == [[sys.executable, "-m", "vizkit.zoo", "build", n, "--out", str(tmp_path), "--quick"]
+                     for n in ("mnist_vit", "tiny_vlm")]
+    assert "== all 2 done in" in capsys.readouterr().out
+
+
+def test_no_names_builds_every_model_in_order(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd) or SimpleNamespace(returncode=0))
+    assert cli.main(["build", "--out", str(tmp_path)]) == 0
+    assert [c[4] for c in calls] == names() and all("--quick" not in c for c in calls)
+
+
+def test_a_failed_build_stops_the_rest_and_says_how_to_rerun_it(monkeypatch, tmp_path, capsys):
+    calls = []
+
+    def run(cmd, check):
+        calls.append(cmd[4])
+        return SimpleNamespace(returncode=3 if cmd[4] == "shapes_clip" else 0)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    assert cli.main(["build", "mnist_vit", "shapes_clip", "tiny_vlm", "--out", str(tmp_path)]) == 3
+    assert calls == ["mnist_vit", "shapes_clip"]
+    err = capsys.readouterr().err
+    assert "building shapes_clip failed (exit code 3)" in err
+    assert f"python -m vizkit.zoo build shapes_clip --out {tmp_path}" in err
+
+
+def test_list_names_every_model(capsys):
+    assert cli.main(["list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == names()
