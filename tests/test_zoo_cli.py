@@ -19,7 +19,7 @@ def test_several_models_are_built_one_fresh_interpreter_each(monkeypatch, tmp_pa
     calls = []
     monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd) or SimpleNamespace(returncode=0))
     assert cli.main(["build", "mnist_vit", "tiny_vlm", "--quick", "--out", str(tmp_path)]) == 0
-    assert calls == [[sys.executable, "-m", "vizkit.zoo", "build", n, "--out", str(tmp_path), "--quick"]
+    assert calls == [[sys.executable, "-m", "vizkit.zoo", "build", n, "--out", str(tmp_path), "--threads", "2", "--quick"]
                      for n in ("mnist_vit", "tiny_vlm")]
     assert "== all 2 done in" in capsys.readouterr().out
 
@@ -43,7 +43,16 @@ def test_a_failed_build_stops_the_rest_and_says_how_to_rerun_it(monkeypatch, tmp
     assert calls == ["mnist_vit", "shapes_clip"]
     err = capsys.readouterr().err
     assert "building shapes_clip failed (exit code 3)" in err
-    assert f"python -m vizkit.zoo build shapes_clip --out {tmp_path}" in err
+    assert f"python -m vizkit.zoo build shapes_clip --out {tmp_path} --threads 2" in err
+
+
+def test_thread_count_is_passed_on_and_checked(monkeypatch, tmp_path, capsys):
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd) or SimpleNamespace(returncode=0))
+    assert cli.main(["build", "mnist_vit", "shapes_clip", "--threads", "1", "--out", str(tmp_path)]) == 0
+    assert all(c[c.index("--threads") + 1] == "1" for c in calls) and len(calls) == 2
+    assert cli.main(["build", "mnist_vit", "--threads", "0"]) == 2
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_list_names_every_model(capsys):
