@@ -200,6 +200,14 @@ def embeds_from_features(model, input_ids: torch.Tensor, features: torch.Tensor)
 
 def train(opts: dict[str, Any], log: Callable[[str], None] = print):
     """Train a fresh model; returns ``(model, tokenizer, processor)``."""
+    model, tokenizer, processor, data, gen = train_vision(opts, log)
+    train_decoder(model, data, opts, gen, log)
+    return model, tokenizer, processor
+
+
+def train_vision(opts: dict[str, Any], log: Callable[[str], None] = print):
+    """Render the training questions, build the model and run the vision stage; returns
+    ``(model, tokenizer, processor, data, gen)`` for :func:`train_decoder`."""
     gen = seed_everything(tiny_vlm.SEED)
     tokenizer = tiny_vlm.build_tokenizer(vlm_data.corpus(template=tiny_vlm.PROMPT_FORMAT + " {solution}"))
     processor = tiny_vlm.build_processor(tokenizer)
@@ -221,6 +229,15 @@ def train(opts: dict[str, Any], log: Callable[[str], None] = print):
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
     if opts["pre_steps"]:
         pretrain_vision(model, images, labels, cover, opts, gen, log)
+    data = {"images": images, "prompts": prompts, "solutions": sols, "encoder": enc}
+    return model, tokenizer, processor, data, gen
+
+
+def train_decoder(model, data: dict[str, Any], opts: dict[str, Any], gen: torch.Generator,
+                  log: Callable[[str], None] = print) -> None:
+    """The decoder stage on the frozen tower (see the module docstring); leaves ``model`` in eval mode."""
+    images, prompts, sols, enc = data["images"], data["prompts"], data["solutions"], data["encoder"]
+    n = len(images)
     tower = model.model.vision_tower
     tower.requires_grad_(False)
     tower.eval()
@@ -252,7 +269,6 @@ def train(opts: dict[str, Any], log: Callable[[str], None] = print):
             log(f"[tiny_vlm] decoder step {step + 1}/{total} loss {ema:.4f} ({time.perf_counter() - t0:.0f} s)")
     model.requires_grad_(True)
     model.eval()
-    return model, tokenizer, processor
 
 
 # --------------------------------------------------------------------------------------
