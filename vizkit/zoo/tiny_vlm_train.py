@@ -25,7 +25,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -198,49 +198,6 @@ def embeds_from_features(model, input_ids: torch.Tensor, features: torch.Tensor)
     return embeds.masked_scatter(mask, image.reshape(-1, image.shape[-1]))
 
 
-def pack_shared_prefix(groups: Sequence[Sequence[tuple[list[int], list[int]]]], prefix_len: int, pad_id: int
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Several questions about one image in one row, the image paid for once.
-
-    ``groups[b]`` lists ``(prompt_ids, solution_ids)`` pairs whose prompts share their first
-    ``prefix_len`` ids (``<s> USER:`` and the image tokens). Row ``b`` holds that prefix once,
-    then each question's rest of prompt + solution; a question's tokens see the prefix and
-    their own earlier tokens only, at the positions they would have alone. The logits at
-    every labelled position are those of the questions as separate sequences (causal
-    attention: the prefix never sees what follows it), so the loss is the same for fewer
-    FLOPs. Returns ``input_ids [B, L]``, an additive ``attention_mask [B, 1, L, L]`` (0 or the
-    float32 minimum), ``position_ids [B, L]`` and ``labels [B, L]`` (-100 off the solutions).
-    """
-    rows = []
-    for group in groups:
-        prefix = list(group[0][0][:prefix_len])
-        ids, pos, lab, seg = list(prefix), list(range(prefix_len)), [-100] * prefix_len, [0] * prefix_len
-        for j, (prompt, solution) in enumerate(group, 1):
-            if list(prompt[:prefix_len]) != prefix:
-                raise ValueError("the questions of a row must share their first prefix_len prompt ids (one image)")
-            rest = list(prompt[prefix_len:]) + list(solution)
-            ids += rest
-            pos += range(prefix_len, prefix_len + len(rest))
-            lab += [-100] * (len(prompt) - prefix_len) + list(solution)
-            seg += [j] * len(rest)
-        rows.append((ids, pos, lab, seg))
-    b, n = len(rows), max(len(r[0]) for r in rows)
-    input_ids = torch.full((b, n), pad_id, dtype=torch.long)
-    position_ids = torch.zeros((b, n), dtype=torch.long)
-    labels = torch.full((b, n), -100, dtype=torch.long)
-    segment = torch.full((b, n), -1, dtype=torch.long)  # -1: padding, 0: shared prefix, j: question j
-    for i, (ids, pos, lab, seg) in enumerate(rows):
-        input_ids[i, :len(ids)] = torch.tensor(ids)
-        position_ids[i, :len(ids)] = torch.tensor(pos)
-        labels[i, :len(ids)] = torch.tensor(lab)
-        segment[i, :len(ids)] = torch.tensor(seg)
-    q, k = segment[:, :, None], segment[:, None, :]
-    allowed = torch.ones(n, n, dtype=torch.bool).tril() & ((k == 0) | (k == q)) & (k >= 0) & (q >= 0)
-    allowed |= torch.eye(n, dtype=torch.bool) & (q < 0)  # padding sees itself (no empty softmax row)
-    mask = torch.zeros(allowed.shape, dtype=torch.float32).masked_fill_(~allowed, torch.finfo(torch.float32).min)
-    return input_ids, mask[:, None], position_ids, labels
-
-
 def train(opts: dict[str, Any], log: Callable[[str], None] = print):
     """Train a fresh model; returns ``(model, tokenizer, processor)``."""
     model, tokenizer, processor, data, gen = train_vision(opts, log)
@@ -261,22 +218,18 @@ def train_vision(opts: dict[str, Any], log: Callable[[str], None] = print):
     images = np.empty((n, tiny_vlm.IMAGE_SIZE, tiny_vlm.IMAGE_SIZE, 3), np.uint8)
     labels = np.empty((n, 2 * tiny_vlm.NUM_IMAGE_TOKENS + 2 * MAX_OBJECTS + 1), np.int64)
     cover = np.empty((n, MAX_OBJECTS, tiny_vlm.NUM_IMAGE_TOKENS), np.float32)
-    prompts, sols, extra = [], [], []
-    k_more = opts.get("questions_per_scene", 1) - 1
+    prompts, sols = [], []
     for i in range(n):
         s = vlm_data.item("train", i, masks=True)
         images[i] = s.image
         labels[i], cover[i] = vision_targets(s)
         prompts.append(enc.prompt_ids(s.question))
         sols.append(enc.solution_ids(s.meta["solution"]))
-        if k_more > 0:
-            extra.append([(enc.prompt_ids(q.problem), enc.solution_ids(q.solution))
-                          for q in vlm_data.more_questions(s, k_more)])
     log(f"[tiny_vlm] {n} training questions rendered in {time.perf_counter() - t0:.1f} s; vocab {len(tokenizer)}, "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
     if opts["pre_steps"]:
         pretrain_vision(model, images, labels, cover, opts, gen, log)
-    data = {"images": images, "prompts": prompts, "solutions": sols, "extra": extra, "encoder": enc}
+    data = {"images": images, "prompts": prompts, "solutions": sols, "encoder": enc}
     return model, tokenizer, processor, data, gen
 
 
@@ -295,10 +248,6 @@ def train_decoder(model, data: dict[str, Any], opts: dict[str, Any], gen: torch.
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": opts["weight_decay"]},
                              {"params": no_decay, "weight_decay": 0.0}], lr=opts["lr"], betas=(0.9, 0.98))
     bs, total = opts["batch_size"], opts["decoder_steps"]
-    per_scene = opts.get("questions_per_scene", 1)
-    if per_scene > 1:  # bs questions a step: bs // per_scene scenes, each row one image (pack_shared_prefix)
-        bs //= per_scene
-        prefix_len = tiny_vlm.image_offset(enc.tok) + tiny_vlm.NUM_IMAGE_TOKENS
     warmup = max(1, int(opts["warmup"] * total))
     order = np.concatenate([torch.randperm(n, generator=gen).numpy() for _ in range(total * bs // n + 1)])
     model.model.language_model.train()
@@ -306,15 +255,11 @@ def train_decoder(model, data: dict[str, Any], opts: dict[str, Any], gen: torch.
     t0, ema = time.perf_counter(), None
     for step in range(total):
         idx = order[step * bs:(step + 1) * bs]
+        ids, att, lab = enc.batch([prompts[i] for i in idx], [sols[i] for i in idx])
         for g in opt.param_groups:
             g["lr"] = opts["lr"] * _schedule(step, total, warmup)
-        if per_scene > 1:
-            ids, att, pos, lab = pack_shared_prefix([[(prompts[i], sols[i]), *data["extra"][i]] for i in idx],
-                                                    prefix_len, enc.pad)
-        else:
-            (ids, att, lab), pos = enc.batch([prompts[i] for i in idx], [sols[i] for i in idx]), None
         embeds = embeds_from_features(model, ids, feats[torch.as_tensor(idx)])
-        loss = model(inputs_embeds=embeds, attention_mask=att, position_ids=pos, labels=lab).loss
+        loss = model(inputs_embeds=embeds, attention_mask=att, labels=lab).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0)

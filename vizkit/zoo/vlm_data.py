@@ -167,20 +167,6 @@ def item(split: str, index: int, masks: bool = True) -> Sample:
                           for o in objects]})
 
 
-def more_questions(sample: Sample, k: int) -> list[Question]:
-    """``k`` further questions about the scene of ``sample`` (an :func:`item`), each drawn with
-    its own generator ``[SEED, split_id, index, j]`` (``j = 1..k``): deterministic, and the
-    item itself is unchanged. Kinds are uniform, as in :func:`item`."""
-    meta = sample.meta
-    objects = [shapes.ShapeObject(o["shape"], o["color"], tuple(o["center"]), o["radius"], np.zeros((0, 0), bool))
-               for o in meta["objects"]]
-    out = []
-    for j in range(1, k + 1):
-        rng = np.random.default_rng([SEED, SPLIT_IDS[meta["split"]], int(meta["index"]), j])
-        out.append(make_question(rng, objects, KINDS[int(rng.integers(len(KINDS)))]))
-    return out
-
-
 def dataset(split: str, n: int | None = None, start: int = 0, masks: bool = True) -> list[Sample]:
     """Samples ``start .. start+n-1`` of ``split`` (``n`` defaults to ``DEFAULT_SIZES[split]``).
 
