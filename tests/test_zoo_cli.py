@@ -5,6 +5,8 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import torch
+
 from vizkit.zoo import __main__ as cli
 from vizkit.zoo import names
 
@@ -21,7 +23,9 @@ def test_several_models_are_built_one_fresh_interpreter_each(monkeypatch, tmp_pa
     assert cli.main(["build", "mnist_vit", "tiny_vlm", "--quick", "--out", str(tmp_path)]) == 0
     assert calls == [[sys.executable, "-m", "vizkit.zoo", "build", n, "--out", str(tmp_path), "--threads", "2", "--quick"]
                      for n in ("mnist_vit", "tiny_vlm")]
-    assert "== all 2 done in" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "== building 2 models, one interpreter each, 2 torch thread(s); this machine's sgemm" in out
+    assert "== all 2 done in" in out
 
 
 def test_no_names_builds_every_model_in_order(monkeypatch, tmp_path):
@@ -49,7 +53,9 @@ def test_a_failed_build_stops_the_rest_and_says_how_to_rerun_it(monkeypatch, tmp
 def test_thread_count_is_passed_on_and_checked(monkeypatch, tmp_path, capsys):
     calls = []
     monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd) or SimpleNamespace(returncode=0))
+    threads = torch.get_num_threads()
     assert cli.main(["build", "mnist_vit", "shapes_clip", "--threads", "1", "--out", str(tmp_path)]) == 0
+    assert torch.get_num_threads() == threads  # the parent keeps its thread count
     assert all(c[c.index("--threads") + 1] == "1" for c in calls) and len(calls) == 2
     assert cli.main(["build", "mnist_vit", "--threads", "0"]) == 2
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
@@ -59,3 +65,10 @@ def test_list_names_every_model(capsys):
     assert cli.main(["list"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
     assert listed == names()
+
+
+def test_machine_yardstick_leaves_random_states_alone():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    assert cli.sgemm_gflops(size=64, seconds=0.05) > 0
+    assert torch.equal(torch.get_rng_state(), before)

@@ -13,8 +13,24 @@ import torch
 from . import entry, names
 from .common import data_root
 
-#: torch threads of a build: fixed, so that a rebuild gives the shipped bytes on any core count
+#: torch threads of a build: fixed rather than the core count, because the float sums (and so
+#: the model) depend on it; each checkpoint's config.json records the count it was built with
 BUILD_THREADS = 2
+
+
+def sgemm_gflops(size: int = 512, seconds: float = 0.3) -> float:
+    """This machine's float32 matrix-multiply speed at the current torch thread count, in
+    GFLOPS: the yardstick for comparing build times across machines (the builds are
+    matmul-bound). Leaves every global random state untouched."""
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.rand(size, size, generator=gen), torch.rand(size, size, generator=gen)
+    for _ in range(3):
+        a @ b
+    n, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        a @ b
+        n += 1
+    return 2 * size**3 * n / elapsed / 1e9
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--quick", action="store_true", help="a tiny run that checks the pipeline end to end (for CI)")
     b.add_argument("--out", type=Path, default=None, help="root folder for checkpoints (default: data/zoo)")
     b.add_argument("--threads", type=int, default=BUILD_THREADS,
-                   help=f"torch threads (default {BUILD_THREADS}, as the shipped checkpoints were built; another "
-                        "count gives a slightly different model, float sums being split differently)")
+                   help=f"torch threads (default {BUILD_THREADS}); a build is bit-reproducible for a given count, another "
+                        "count gives a slightly different model of the same quality")
     sub.add_parser("list", help="list the zoo models")
     args = parser.parse_args(argv)
     if args.command == "list":
@@ -46,12 +62,20 @@ def main(argv: list[str] | None = None) -> int:
     if len(todo) == 1:
         n = todo[0]
         torch.set_num_threads(args.threads)
-        print(f"== building {n} into {out / n}{' (quick)' if args.quick else ''}", flush=True)
+        print(f"== building {n} into {out / n}{' (quick)' if args.quick else ''}; {args.threads} torch thread(s), "
+              f"this machine's sgemm {sgemm_gflops():.0f} GFLOPS", flush=True)
         metrics = entry(n).build(out_root=out, quick=args.quick)
         print(f"== {n} done in {time.perf_counter() - total:.0f} s: {json.dumps(metrics, sort_keys=True)}", flush=True)
         return 0
     # several: one fresh interpreter per model, so that a model comes out the same whether it is
     # built alone or with the others (no RNG, allocator or backend state carried over)
+    threads, _ = torch.get_num_threads(), torch.set_num_threads(args.threads)
+    try:  # measured at the builds' thread count; this process keeps its own
+        gflops = sgemm_gflops()
+    finally:
+        torch.set_num_threads(threads)
+    print(f"== building {len(todo)} models, one interpreter each, {args.threads} torch thread(s); this machine's "
+          f"sgemm {gflops:.0f} GFLOPS (build times scale with it)", flush=True)
     seconds = {}
     for n in todo:
         start = time.perf_counter()
