@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--out", type=Path, default=None, help="root folder for checkpoints (default: data/zoo)")
     b.add_argument("--threads", type=int, default=BUILD_THREADS,
                    help=f"torch threads (default {BUILD_THREADS}); a build is bit-reproducible for a given count, another "
-                        "count gives a slightly different model of the same quality")
+                        "count gives a slightly different model (see the README)")
     sub.add_parser("list", help="list the zoo models")
     args = parser.parse_args(argv)
     if args.command == "list":
