@@ -21,7 +21,8 @@ def test_several_models_are_built_one_fresh_interpreter_each(monkeypatch, tmp_pa
     calls = []
     monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd) or SimpleNamespace(returncode=0))
     assert cli.main(["build", "mnist_vit", "tiny_vlm", "--quick", "--out", str(tmp_path)]) == 0
-    assert calls == [[sys.executable, "-m", "vizkit.zoo", "build", n, "--out", str(tmp_path), "--threads", "2", "--quick"]
+    assert calls == [[sys.executable, "-m", "vizkit.zoo", "build", n, "--out", str(tmp_path), "--threads", "2",
+                      "--quick"]
                      for n in ("mnist_vit", "tiny_vlm")]
     out = capsys.readouterr().out
     assert "== building 2 models, one interpreter each, 2 torch thread(s); this machine's sgemm" in out
@@ -72,3 +73,12 @@ def test_machine_yardstick_leaves_random_states_alone():
     before = torch.get_rng_state()
     assert cli.sgemm_gflops(size=64, seconds=0.05) > 0
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_an_unwritable_output_folder_is_refused_before_any_build(monkeypatch, tmp_path, capsys):
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd) or SimpleNamespace(returncode=0))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert cli.main(["build", "mnist_vit", "shapes_clip", "--out", str(blocker / "zoo")]) == 2
+    assert calls == [] and f"cannot write checkpoints to {blocker / 'zoo'}" in capsys.readouterr().err

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -45,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--quick", action="store_true", help="a tiny run that checks the pipeline end to end (for CI)")
     b.add_argument("--out", type=Path, default=None, help="root folder for checkpoints (default: data/zoo)")
     b.add_argument("--threads", type=int, default=BUILD_THREADS,
-                   help=f"torch threads (default {BUILD_THREADS}); a build is bit-reproducible for a given count, another "
-                        "count gives a slightly different model (see the README)")
+                   help=f"torch threads (default {BUILD_THREADS}); a build is bit-reproducible for a given "
+                        "count, another count gives a slightly different model (see the README)")
     sub.add_parser("list", help="list the zoo models")
     args = parser.parse_args(argv)
     if args.command == "list":
@@ -62,6 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --threads must be at least 1, got {args.threads}", file=sys.stderr)
         return 2
     out = args.out or data_root() / "zoo"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise PermissionError("not writable")
+    except OSError as e:
+        print(f"error: cannot write checkpoints to {out} ({e.strerror or e}); choose a writable folder with --out DIR",
+              file=sys.stderr)
+        return 2
     total = time.perf_counter()
     if len(todo) == 1:
         n = todo[0]
@@ -83,12 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     seconds = {}
     for n in todo:
         start = time.perf_counter()
-        cmd = [sys.executable, "-m", "vizkit.zoo", "build", n, "--out", str(out), "--threads", str(args.threads), *(["--quick"] if args.quick else [])]
-        code = subprocess.run(cmd, check=False).returncode
+        flags = ["--out", str(out), "--threads", str(args.threads), *(["--quick"] if args.quick else [])]
+        code = subprocess.run([sys.executable, "-m", "vizkit.zoo", "build", n, *flags], check=False).returncode
         if code != 0:
             print(f"error: building {n} failed (exit code {code}); the models before it are saved; rerun it alone "
-                  f"with: python -m vizkit.zoo build {n}{' --quick' if args.quick else ''} --out {out} --threads {args.threads}",
-                  file=sys.stderr)
+                  f"with: python -m vizkit.zoo build {n} {' '.join(flags)}", file=sys.stderr)
             return code
         seconds[n] = time.perf_counter() - start
     print(f"== all {len(todo)} done in {time.perf_counter() - total:.0f} s ("
