@@ -54,7 +54,7 @@ VISION_CONFIG: dict[str, Any] = {
 MEAN = [0.48145466, 0.4578275, 0.40821073]
 STD = [0.26862954, 0.26130258, 0.27577711]
 SPLIT_SIZES = {"train": 4000, "val": 400, "test": 600}
-TRAIN = {"epochs": 14, "samples_per_epoch": 3000, "batch_size": 64, "lr": 8e-4, "weight_decay": 0.05,
+TRAIN = {"epochs": 10, "samples_per_epoch": 3000, "batch_size": 64, "lr": 8e-4, "weight_decay": 0.05,
          "warmup_steps": 50, "label_smoothing": 0.0, "patch_weight": 1.0,
          "patch_pos_weight": 4.0, "patch_layers": [-2], "start_strength": 2.0,
          "curriculum_epochs": 4, "patch_init": "whiten", "whiten_eps": 1e-4, "seed": 0}

@@ -3,7 +3,7 @@
 
 Two stages, deterministic for the seed:
 
-1. **Vision stage.** The CLIP tower and the projector learn, on the 64 image tokens the
+1. **Vision stage.** The CLIP tower and the projector learn, on the 36 image tokens the
    decoder will read, what a question about the scene needs: per patch, the colour and the
    shape of the object there; per object, its colour and shape from its tokens averaged with
    the patch coverage as weights (what an attention head that selects the object reads);
@@ -56,7 +56,7 @@ def _schedule(step: int, total: int, warmup: int) -> float:
 # vision stage
 # --------------------------------------------------------------------------------------
 def vision_targets(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
-    """Vision-stage targets of a scene with ``n = 64`` patches.
+    """Vision-stage targets of a scene with ``n = 36`` patches.
 
     Returns ``labels`` int64 ``[2n + 2*MAX_OBJECTS + 1]``: per patch the colour (0 = none,
     1..6) and the shape (0 = none, 1..4) of the object covering most of it (at least a fifth);
@@ -83,7 +83,7 @@ def vision_targets(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
 
 class AttentionProbe(nn.Module):
     """One softmax attention head with a learned query per colour, per shape and per colour x
-    shape pair over image tokens ``[B, 64, D]``; each pooled value is read by one linear layer
+    shape pair over image tokens ``[B, 36, D]``; each pooled value is read by one linear layer
     into (colour logits 6, shape logits 4, present logits 2)."""
 
     def __init__(self, dim: int):
@@ -131,8 +131,8 @@ class AttentionProbe(nn.Module):
 
 def pretrain_vision(model, images: np.ndarray, labels: np.ndarray, cover: np.ndarray, opts: dict[str, Any],
                     gen: torch.Generator, log: Callable[[str], None]) -> None:
-    """Stage 1 (see the module docstring) on uint8 ``images [N, 64, 64, 3]`` with the
-    :func:`vision_targets` ``labels [N, L]`` and ``cover [N, MAX_OBJECTS, 64]``."""
+    """Stage 1 (see the module docstring) on uint8 ``images [N, 48, 48, 3]`` with the
+    :func:`vision_targets` ``labels [N, L]`` and ``cover [N, MAX_OBJECTS, 36]``."""
     nc, ns, n = N_COLOURS, N_SHAPES, tiny_vlm.NUM_IMAGE_TOKENS
     hidden = model.config.text_config.hidden_size
     heads = nn.ModuleDict({"patch": nn.Linear(hidden, nc + 1 + ns + 1), "obj": nn.Linear(hidden, nc + ns),
@@ -178,7 +178,7 @@ def pretrain_vision(model, images: np.ndarray, labels: np.ndarray, cover: np.nda
 @torch.no_grad()
 def tower_features(model, pixel_values: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """The CLIP tower's output that ``LlavaModel.get_image_features`` feeds the projector:
-    hidden states of ``vision_feature_layer`` without the CLS token, ``[N, 64, D_vision]``."""
+    hidden states of ``vision_feature_layer`` without the CLS token, ``[N, 36, D_vision]``."""
     cfg = model.config
     if not isinstance(cfg.vision_feature_layer, int) or cfg.vision_feature_select_strategy != "default":
         raise NotImplementedError("tower_features expects one vision_feature_layer and the 'default' strategy")
@@ -191,7 +191,7 @@ def tower_features(model, pixel_values: torch.Tensor, batch_size: int = 256) -> 
 
 def embeds_from_features(model, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
     """``inputs_embeds [B, T, D]``: token embeddings with the projected tower ``features
-    [B, 64, D_vision]`` scattered into the ``<image>`` positions, as ``LlavaModel.forward`` does."""
+    [B, 36, D_vision]`` scattered into the ``<image>`` positions, as ``LlavaModel.forward`` does."""
     embeds = model.get_input_embeddings()(input_ids)
     image = model.model.multi_modal_projector(features).to(embeds.dtype)
     mask = (input_ids == model.config.image_token_id)[..., None].expand_as(embeds)

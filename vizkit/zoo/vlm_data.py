@@ -1,7 +1,7 @@
 """Visual questions about synthetic shape scenes, for the zoo's ``tiny_vlm``; and a reader for
 benchmarks in the same JSON format.
 
-Scenes come from :func:`vizkit.zoo.shapes.render_scene` (64 x 64, 1-3 shapes). Every scene
+Scenes come from :func:`vizkit.zoo.shapes.render_scene` (48 x 48, 1-3 shapes). Every scene
 gets one question of four kinds (answers are one word):
 
 =========  =================================  ===================================
@@ -53,7 +53,7 @@ SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 #: how many samples ``dataset(split)`` returns by default (``n=`` asks for more or fewer)
 DEFAULT_SIZES = {"train": 2000, "val": 300, "test": 500}
 KINDS: tuple[str, ...] = ("colour", "count", "shape", "exists")
-IMAGE_SIZE = 64
+IMAGE_SIZE = 48
 PREFIX = "Based on the following requirements"
 BENCHMARK_KEYS = ("id", "image", "problem", "solution", "answer")
 
