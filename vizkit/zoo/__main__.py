@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--quick", action="store_true", help="a tiny run that checks the pipeline end to end (for CI)")
     b.add_argument("--out", type=Path, default=None, help="root folder for checkpoints (default: data/zoo)")
     b.add_argument("--threads", type=int, default=BUILD_THREADS,
-                   help=f"torch threads (default {BUILD_THREADS}); a build is bit-reproducible for a given "
-                        "count, another count gives a slightly different model (see the README)")
+                   help=f"torch threads (default {BUILD_THREADS}); the float sums, and so the model, depend on "
+                        "the count: rebuild at the count in the checkpoint's config.json (see the README)")
     sub.add_parser("list", help="list the zoo models")
     args = parser.parse_args(argv)
     if args.command == "list":
