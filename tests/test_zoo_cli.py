@@ -1,14 +1,30 @@
-"""``python -m vizkit.zoo``: argument handling and how several builds are run."""
+"""``python -m vizkit.zoo``: argument handling and how several builds are run (fresh interpreters,
+at most ``--jobs`` at a time, longest first)."""
 from __future__ import annotations
 
-import subprocess
 import sys
-from types import SimpleNamespace
+import time
 
+import pytest
 import torch
 
 from vizkit.zoo import __main__ as cli
 from vizkit.zoo import names
+
+
+def fake_builds(monkeypatch, body: str, calls: list | None = None):
+    """Replace each model's build by a small real child process running ``body`` (``name`` and
+    ``flags`` are defined in it)."""
+    def command(name, flags):
+        if calls is not None:
+            calls.append((name, list(flags)))
+        return [sys.executable, "-c", f"import sys, time, pathlib\nname, flags = {name!r}, {flags!r}\n{body}"]
+    monkeypatch.setattr(cli, "build_command", command)
+
+
+def test_the_build_command_is_a_fresh_interpreter_per_model():
+    assert cli.build_command("tiny_vlm", ["--out", "z", "--threads", "1"]) == \
+        [sys.executable, "-m", "vizkit.zoo", "build", "tiny_vlm", "--out", "z", "--threads", "1"]
 
 
 def test_unknown_name_is_refused_with_the_valid_names(capsys):
@@ -17,49 +33,97 @@ def test_unknown_name_is_refused_with_the_valid_names(capsys):
     assert "unknown zoo model(s) mnist_vt" in err and "mnist_vit" in err
 
 
-def test_several_models_are_built_one_fresh_interpreter_each(monkeypatch, tmp_path, capsys):
+def test_several_models_each_get_the_flags_and_their_output_is_tagged(monkeypatch, tmp_path, capsys):
     calls = []
-    monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd) or SimpleNamespace(returncode=0))
-    assert cli.main(["build", "mnist_vit", "tiny_vlm", "--quick", "--out", str(tmp_path)]) == 0
-    assert calls == [[sys.executable, "-m", "vizkit.zoo", "build", n, "--out", str(tmp_path), "--threads", "2",
-                      "--quick"]
-                     for n in ("mnist_vit", "tiny_vlm")]
+    fake_builds(monkeypatch, "print('hello from', name)\nprint(f'[{name}] step 1')", calls)
+    assert cli.main(["build", "mnist_vit", "tiny_vlm", "--quick", "--out", str(tmp_path), "--jobs", "1"]) == 0
+    flags = ["--out", str(tmp_path), "--threads", str(cli.BUILD_THREADS), "--quick"]
+    assert calls == [("tiny_vlm", flags), ("mnist_vit", flags)]  # the longest first
     out = capsys.readouterr().out
-    assert "== building 2 models, one interpreter each, 2 torch thread(s); this machine's sgemm" in out
+    assert "== building 2 models, one interpreter each, 1 at a time" in out and "this machine's sgemm" in out
+    lines = out.splitlines()
+    assert "[tiny_vlm] hello from tiny_vlm" in lines and "[mnist_vit] hello from mnist_vit" in lines
+    assert "[tiny_vlm] step 1" in lines  # a line already tagged is not tagged twice
     assert "== all 2 done in" in out
 
 
-def test_no_names_builds_every_model_in_order(monkeypatch, tmp_path):
+def test_no_names_builds_every_model_longest_first(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd) or SimpleNamespace(returncode=0))
+    fake_builds(monkeypatch, "pass", calls)
     assert cli.main(["build", "--out", str(tmp_path)]) == 0
-    assert [c[4] for c in calls] == names() and all("--quick" not in c for c in calls)
+    order = [n for n, _ in calls]
+    assert sorted(order) == names() and order == cli.longest_first(names())
+    assert order[0] == "tiny_vlm" and order[-1] == "face_forgery_detector"
+    assert all("--quick" not in f for _, f in calls)
 
 
-def test_a_failed_build_stops_the_rest_and_says_how_to_rerun_it(monkeypatch, tmp_path, capsys):
-    calls = []
+# each child marks itself running, looks (twice, 0.4 s apart) how many are running, then unmarks
+OVERLAP = """
+run, seen = pathlib.Path(flags[1]) / 'running', pathlib.Path(flags[1]) / 'seen'
+run.mkdir(exist_ok=True); seen.mkdir(exist_ok=True)
+(run / name).touch()
+counts = []
+for _ in range(2):
+    time.sleep(0.4)
+    counts.append(len(list(run.iterdir())))
+(seen / name).write_text(str(max(counts)))
+(run / name).unlink()
+"""
 
-    def run(cmd, check):
-        calls.append(cmd[4])
-        return SimpleNamespace(returncode=3 if cmd[4] == "shapes_clip" else 0)
 
-    monkeypatch.setattr(subprocess, "run", run)
-    assert cli.main(["build", "mnist_vit", "shapes_clip", "tiny_vlm", "--out", str(tmp_path)]) == 3
-    assert calls == ["mnist_vit", "shapes_clip"]
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_at_most_jobs_builds_run_at_once_and_that_many_do(monkeypatch, tmp_path, jobs):
+    fake_builds(monkeypatch, OVERLAP)
+    todo = ["mnist_vit", "shapes_clip", "shapes_clip_cnn"]
+    assert cli.main(["build", *todo, "--out", str(tmp_path), "--jobs", str(jobs)]) == 0
+    seen = {p.name: int(p.read_text()) for p in (tmp_path / "seen").iterdir()}
+    assert sorted(seen) == sorted(todo) and max(seen.values()) == jobs
+
+
+def test_a_failed_build_starts_no_more_lets_the_running_finish_and_says_how_to_rerun(monkeypatch, tmp_path, capsys):
+    body = """
+if name == 'shapes_clip':
+    sys.exit(3)
+time.sleep(1.0)
+(pathlib.Path(flags[1]) / name).write_text('built')
+"""
+    fake_builds(monkeypatch, body)
+    # longest first: tiny_vlm and shapes_clip start; shapes_clip fails; tiny_vlm finishes; mnist_vit never starts
+    assert cli.main(["build", "mnist_vit", "shapes_clip", "tiny_vlm", "--out", str(tmp_path), "--jobs", "2"]) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny_vlm"]
     err = capsys.readouterr().err
     assert "building shapes_clip failed (exit code 3)" in err
-    assert f"python -m vizkit.zoo build shapes_clip --out {tmp_path} --threads 2" in err
+    assert f"python -m vizkit.zoo build shapes_clip --out {tmp_path} --threads {cli.BUILD_THREADS}" in err
+    assert "not started after the failure: mnist_vit" in err and "the models built are saved: tiny_vlm" in err
 
 
-def test_thread_count_is_passed_on_and_checked(monkeypatch, tmp_path, capsys):
+def test_an_interrupt_stops_the_running_builds(monkeypatch, tmp_path):
+    fake_builds(monkeypatch, "time.sleep(30)\n(pathlib.Path(flags[1]) / name).write_text('built')")
+    real_sleep = time.sleep
+
+    def interrupted(seconds):
+        real_sleep(0.3)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.time, "sleep", interrupted)
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(["build", "mnist_vit", "tiny_vlm", "--out", str(tmp_path), "--jobs", "2"])
+    assert time.perf_counter() - start < 10 and list(tmp_path.iterdir()) == []
+
+
+def test_thread_and_job_counts_are_passed_on_and_checked(monkeypatch, tmp_path, capsys):
     calls = []
-    monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd) or SimpleNamespace(returncode=0))
+    fake_builds(monkeypatch, "pass", calls)
     threads = torch.get_num_threads()
-    assert cli.main(["build", "mnist_vit", "shapes_clip", "--threads", "1", "--out", str(tmp_path)]) == 0
+    assert cli.main(["build", "mnist_vit", "shapes_clip", "--threads", "2", "--jobs", "1", "--out", str(tmp_path)]) == 0
     assert torch.get_num_threads() == threads  # the parent keeps its thread count
-    assert all(c[c.index("--threads") + 1] == "1" for c in calls) and len(calls) == 2
+    assert [f[f.index("--threads") + 1] for _, f in calls] == ["2", "2"]
+    assert "1 at a time, 2 torch thread(s) each" in capsys.readouterr().out
     assert cli.main(["build", "mnist_vit", "--threads", "0"]) == 2
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
+    assert cli.main(["build", "mnist_vit", "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_list_names_every_model(capsys):
@@ -77,7 +141,7 @@ def test_machine_yardstick_leaves_random_states_alone():
 
 def test_an_unwritable_output_folder_is_refused_before_any_build(monkeypatch, tmp_path, capsys):
     calls = []
-    monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd) or SimpleNamespace(returncode=0))
+    fake_builds(monkeypatch, "pass", calls)
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     assert cli.main(["build", "mnist_vit", "shapes_clip", "--out", str(blocker / "zoo")]) == 2
