@@ -101,7 +101,19 @@ def test_pointing_table_matches_a_direct_computation_and_rejects_missing_texts()
     for method, row in zip(("gradcam", "layercam"), table.itertuples()):
         exp = vizkit.cam(model, x, ImageTextSimilarity(text, [s.label for s in scenes], model.logit_scale.exp().item()),
                          method=method, forward=model.encode_image)
-        hits = pointing_game(exp.heatmap, torch.from_numpy(np.stack([s.mask for s in scenes])))
-        assert row.hits == int(hits.sum()) and row.layer == "visual.trunk.layer4"
+        masks = torch.from_numpy(np.stack([s.mask for s in scenes]))
+        hits = pointing_game(exp.heatmap, masks)
+        # the table runs batches of 7, this one batch of 30: the heatmaps differ by float
+        # rounding (~2e-6), which can flip the argmax where pixels tie at the maximum (measured:
+        # scene 18, 0.99999988 vs 0.99999982, one inside the mask, one outside). So a scene
+        # counts as a sure hit when every pixel within 1e-5 of its maximum is in the mask and
+        # as a possible hit when any is (21 and 24 of the 30 for Grad-CAM); without ties the
+        # two counts are equal.
+        near_max = exp.heatmap.flatten(1) >= exp.heatmap.flatten(1).amax(1, keepdim=True) - 1e-5
+        inside = masks.flatten(1)
+        sure = int((near_max <= inside).all(1).sum())
+        possible = int((near_max & inside).any(1).sum())
+        assert sure <= int(hits.sum()) <= possible and possible - sure <= 5
+        assert sure <= row.hits <= possible and row.layer == "visual.trunk.layer4"
     with pytest.raises(InputError, match="not among the texts"):
         pointing_table(adapter, scenes, ["a red circle"], ["gradcam"])
