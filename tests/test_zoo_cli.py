@@ -37,10 +37,13 @@ def test_several_models_each_get_the_flags_and_their_output_is_tagged(monkeypatc
     calls = []
     fake_builds(monkeypatch, "print('hello from', name)\nprint(f'[{name}] step 1')", calls)
     assert cli.main(["build", "mnist_vit", "tiny_vlm", "--quick", "--out", str(tmp_path), "--jobs", "1"]) == 0
-    flags = ["--out", str(tmp_path), "--threads", str(cli.BUILD_THREADS), "--quick"]
-    assert calls == [("tiny_vlm", flags), ("mnist_vit", flags)]  # the longest first
+    flags = ["--out", str(tmp_path), "--threads", "{}", "--quick"]
+    # the longest first, each at the thread count of its shipped checkpoint
+    assert cli.BUILD_THREADS == 1 and cli.MODEL_THREADS == {"tiny_vlm": 2}
+    assert calls == [("tiny_vlm", [f.format(2) for f in flags]), ("mnist_vit", [f.format(1) for f in flags])]
     out = capsys.readouterr().out
-    assert "== building 2 models, one interpreter each, 1 at a time" in out and "this machine's sgemm" in out
+    assert "== building 2 models, one interpreter each, 1 at a time, 1 (tiny_vlm 2) torch thread(s)" in out
+    assert "this machine's sgemm" in out
     lines = out.splitlines()
     assert "[tiny_vlm] hello from tiny_vlm" in lines and "[mnist_vit] hello from mnist_vit" in lines
     assert "[tiny_vlm] step 1" in lines  # a line already tagged is not tagged twice
