@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vizkit.zoo import __main__ as cli
-from vizkit.zoo import names
+from vizkit.zoo import entry, names
 
 
 def fake_builds(monkeypatch, body: str, calls: list | None = None):
@@ -39,7 +39,7 @@ def test_several_models_each_get_the_flags_and_their_output_is_tagged(monkeypatc
     assert cli.main(["build", "mnist_vit", "tiny_vlm", "--quick", "--out", str(tmp_path), "--jobs", "1"]) == 0
     flags = ["--out", str(tmp_path), "--threads", "{}", "--quick"]
     # the longest first, each at the thread count of its shipped checkpoint
-    assert cli.BUILD_THREADS == 1 and cli.MODEL_THREADS == {"tiny_vlm": 2}
+    assert [entry(n).build_threads for n in ("tiny_vlm", "mnist_vit")] == [2, 1]
     assert calls == [("tiny_vlm", [f.format(2) for f in flags]), ("mnist_vit", [f.format(1) for f in flags])]
     out = capsys.readouterr().out
     assert "== building 2 models, one interpreter each, 1 at a time, 1 (tiny_vlm 2) torch thread(s)" in out
@@ -96,7 +96,7 @@ time.sleep(1.0)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny_vlm"]
     err = capsys.readouterr().err
     assert "building shapes_clip failed (exit code 3)" in err
-    assert f"python -m vizkit.zoo build shapes_clip --out {tmp_path} --threads {cli.BUILD_THREADS}" in err
+    assert f"python -m vizkit.zoo build shapes_clip --out {tmp_path} --threads 1" in err
     assert "not started after the failure: mnist_vit" in err and "the models built are saved: tiny_vlm" in err
 
 
@@ -131,8 +131,9 @@ def test_thread_and_job_counts_are_passed_on_and_checked(monkeypatch, tmp_path, 
 
 def test_list_names_every_model(capsys):
     assert cli.main(["list"]) == 0
-    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
-    assert listed == names()
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == names()
+    assert [int(line.split()[1]) for line in lines] == [entry(n).build_threads for n in names()]
 
 
 def test_machine_yardstick_leaves_random_states_alone():

@@ -16,29 +16,12 @@ import torch
 from . import entry, names
 from .common import data_root
 
-#: torch threads of a build: fixed rather than the core count, because the float sums (and so
-#: the model) depend on it; each checkpoint's config.json records the count it was built with
-BUILD_THREADS = 1
-
-#: models whose shipped checkpoint was built, and whose recipe is checked, at another count:
-#: tiny_vlm reaches its bar at 2 threads (95.5 %) but not at 1 (85.25 %, shape questions 61 %)
-MODEL_THREADS = {"tiny_vlm": 2}
-
-
-def default_threads(name: str) -> int:
-    """The torch thread count a build of ``name`` uses unless ``--threads`` says otherwise."""
-    return MODEL_THREADS.get(name, BUILD_THREADS)
-
 #: builds run at the same time by default, one per core: these models are too small for a
 #: second thread to double a build's speed (measured on 2 cores: a training step at 1 thread
 #: took 1.45-1.72x as long as at 2, not 2x), so two 1-thread builds side by side finish a full
-#: rebuild sooner than one 2-thread build after another
+#: rebuild sooner than one 2-thread build after another. Each build's torch thread count is its
+#: model's ``Entry.build_threads`` (the float sums, and so the model, depend on it)
 BUILD_JOBS = 2
-
-#: build seconds per model, measured 2026-12-02 (README; only the order matters): builds start
-#: longest first so that the parallel jobs finish close together
-BUILD_COST = {"tiny_vlm": 1292.0, "shapes_clip_cnn": 907.0, "shapes_clip": 615.0, "mnist_vit": 448.0,
-              "face_forgery_detector": 273.0}
 
 
 def sgemm_gflops(size: int = 512, seconds: float = 0.5) -> float:
@@ -68,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--quick", action="store_true", help="a tiny run that checks the pipeline end to end (for CI)")
     b.add_argument("--out", type=Path, default=None, help="root folder for checkpoints (default: data/zoo)")
     b.add_argument("--threads", type=int, default=None,
-                   help=f"torch threads of every build (default {BUILD_THREADS}, tiny_vlm 2: the counts of the shipped "
-                        "checkpoints); the float sums, and so the model, depend on the count (see the README)")
+                   help="torch threads of every build (default: each model's shipped checkpoint's count, "
+                        "see `list`); the float sums, and so the model, depend on the count (see the README)")
     b.add_argument("--jobs", type=int, default=BUILD_JOBS,
                    help=f"models built at the same time, each in its own interpreter with --threads threads "
                         f"(default {BUILD_JOBS}); does not change the models")
@@ -77,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "list":
         for n in names():
-            print(f"{n:24s} {entry(n).description}")
+            print(f"{n:24s} {entry(n).build_threads} thread(s)  {entry(n).description}")
         return 0
     todo = args.names or names()
     unknown = [n for n in todo if n not in names()]
@@ -99,31 +82,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot write checkpoints to {out} ({e.strerror or e}); choose a writable folder with --out DIR",
               file=sys.stderr)
         return 2
+    threads = {n: args.threads or entry(n).build_threads for n in todo}
     total = time.perf_counter()
     if len(todo) == 1:
         n = todo[0]
-        threads = args.threads or default_threads(n)
-        torch.set_num_threads(threads)
-        print(f"== building {n} into {out / n}{' (quick)' if args.quick else ''}; {threads} torch thread(s), "
+        torch.set_num_threads(threads[n])
+        print(f"== building {n} into {out / n}{' (quick)' if args.quick else ''}; {threads[n]} torch thread(s), "
               f"this machine's sgemm {sgemm_gflops():.0f} GFLOPS", flush=True)
         metrics = entry(n).build(out_root=out, quick=args.quick)
         print(f"== {n} done in {time.perf_counter() - total:.0f} s: {json.dumps(metrics, sort_keys=True)}", flush=True)
         return 0
     # several: one fresh interpreter per model, so that a model comes out the same whether it is
     # built alone or with the others (no RNG, allocator or backend state carried over)
-    threads, _ = torch.get_num_threads(), torch.set_num_threads(args.threads or BUILD_THREADS)
-    try:  # measured at the builds' thread count; this process keeps its own
+    common = max(threads.values(), key=list(threads.values()).count)  # the most frequent count
+    mine, _ = torch.get_num_threads(), torch.set_num_threads(common)
+    try:  # measured at the builds' (usual) thread count; this process keeps its own
         gflops = sgemm_gflops()
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(mine)
     jobs = min(args.jobs, len(todo))
-    others = [f"{n} {t}" for n, t in MODEL_THREADS.items() if n in todo and not args.threads]
-    per_build = f"{args.threads or BUILD_THREADS}" + (f" ({', '.join(others)})" if others else "")
+    others = [f"{n} {t}" for n, t in threads.items() if t != common]
+    per_build = f"{common}" + (f" ({', '.join(others)})" if others else "")
     print(f"== building {len(todo)} models, one interpreter each, {jobs} at a time, {per_build} torch thread(s) "
-          f"each; this machine's sgemm {gflops:.0f} GFLOPS at {args.threads or BUILD_THREADS} (build times scale "
-          "with it)", flush=True)
-    flags = {n: ["--out", str(out), "--threads", str(args.threads or default_threads(n)),
-                 *(["--quick"] if args.quick else [])] for n in todo}
+          f"each; this machine's sgemm {gflops:.0f} GFLOPS at {common} (build times scale with it)", flush=True)
+    flags = {n: ["--out", str(out), "--threads", str(threads[n]), *(["--quick"] if args.quick else [])]
+             for n in todo}
     seconds, failed = _run_builds(longest_first(todo), flags, jobs)
     if failed:
         for n, code in failed.items():
@@ -141,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def longest_first(todo: list[str]) -> list[str]:
-    """``todo`` in the order the builds start: the longest first (:data:`BUILD_COST`), so that
-    parallel jobs finish close together; ties and unknown names keep their order."""
-    return sorted(todo, key=lambda n: -BUILD_COST.get(n, 0.0))
+    """``todo`` in the order the builds start: the longest first (``Entry.build_seconds``), so
+    that parallel jobs finish close together; ties keep their order."""
+    return sorted(todo, key=lambda n: -entry(n).build_seconds)
 
 
 def build_command(name: str, flags: list[str]) -> list[str]:

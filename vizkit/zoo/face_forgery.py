@@ -343,4 +343,5 @@ register(Entry(
     load=load,
     dataset=dataset,
     build=build,
+    build_seconds=273.0,
 ))

@@ -236,6 +236,7 @@ register(Entry(
     load=load,
     dataset=dataset,
     build=build,
+    build_seconds=448.0,
 ))
 
 __all__ = ["load", "dataset", "build", "preprocess", "to_tensor", "evaluate", "augment",

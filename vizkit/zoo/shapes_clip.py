@@ -350,6 +350,7 @@ class Spec:
     description: str
     train: TrainCfg
     quick: TrainCfg
+    build_seconds: float = 0.0  # measured at 1 thread (README)
 
 
 SPECS: dict[str, Spec] = {
@@ -360,14 +361,16 @@ SPECS: dict[str, Spec] = {
                  dense_weight=20.0),
         TrainCfg(steps=4, batch_size=16, lr=1e-3, warmup=1, aux_steps=4, aux_weight=20.0, dense_weight=20.0,
                  eval_single=24,
-                 eval_pointing=8, eval_red_circle=8)),
+                 eval_pointing=8, eval_red_circle=8),
+        build_seconds=615.0),
     "shapes_clip_cnn": Spec(
         "shapes_clip_cnn", RN_MODEL,
         "open_clip CLIP (small ResNet 64px + 2-layer text) trained on synthetic coloured-shape scenes",
         TrainCfg(steps=1200, batch_size=32, lr=1e-3, warmup=50, aux_steps=1200, aux_weight=20.0,
                  dense_weight=5.0),
         TrainCfg(steps=3, batch_size=8, lr=1e-3, warmup=1, aux_steps=3, aux_weight=20.0, eval_single=16,
-                 eval_pointing=8, eval_red_circle=8)),
+                 eval_pointing=8, eval_red_circle=8),
+        build_seconds=907.0),
 }
 
 
@@ -567,7 +570,7 @@ def _entry(spec: Spec) -> Entry:
     def build(out_root: Path, quick: bool = False) -> dict[str, Any]:
         return _build(spec, Path(out_root), quick)
 
-    return Entry(spec.name, spec.description, load, dataset, build)
+    return Entry(spec.name, spec.description, load, dataset, build, build_seconds=spec.build_seconds)
 
 
 register_open_clip_configs()
