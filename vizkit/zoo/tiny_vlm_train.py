@@ -157,8 +157,9 @@ def pretrain_vision(model, images: np.ndarray, labels: np.ndarray, cover: np.nda
         loss = (ce(p_col.reshape(-1, nc + 1), y[:, :n].reshape(-1)) + ce(p_sh.reshape(-1, ns + 1), y[:, n:2 * n].reshape(-1))
                 + ce(o_col.reshape(-1, nc), o_y[:, 0].reshape(-1)) + ce(o_sh.reshape(-1, ns), o_y[:, 1].reshape(-1))
                 + ce(heads["count"](feats.mean(1)), y[:, -1]))
-        if opts.get("attn_probe"):
-            loss = loss + opts["attn_probe"] * heads["probe"].loss(heads["probe"](feats), o_y[:, 0], o_y[:, 1])
+        probe_logits = heads["probe"](feats) if opts.get("attn_probe") else None
+        if probe_logits is not None:
+            loss = loss + opts["attn_probe"] * heads["probe"].loss(probe_logits, o_y[:, 0], o_y[:, 1])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -168,8 +169,15 @@ def pretrain_vision(model, images: np.ndarray, labels: np.ndarray, cover: np.nda
                 valid = o_y[:, 0] >= 0
                 acc = [float((o_col.argmax(-1) == o_y[:, 0])[valid].float().mean()),
                        float((o_sh.argmax(-1) == o_y[:, 1])[valid].float().mean())]
+                probe = ""
+                if probe_logits is not None:  # the probe's "shape of the only <colour> object" / "colour of the only <shape> object"
+                    t = heads["probe"].targets(o_y[:, 0], o_y[:, 1])
+                    by_c, by_s = probe_logits[:, :nc, nc:nc + ns].argmax(-1), probe_logits[:, nc:nc + ns, :nc].argmax(-1)
+                    vc, vs = t["colour_other"] >= 0, t["shape_other"] >= 0
+                    probe = (f", probe shape-of-colour/colour-of-shape {float((by_c == t['colour_other'])[vc].float().mean()):.3f}"
+                             f"/{float((by_s == t['shape_other'])[vs].float().mean()):.3f}")
             log(f"[tiny_vlm] vision stage step {step + 1}/{steps} loss {ema:.4f} object colour/shape acc "
-                f"{acc[0]:.3f}/{acc[1]:.3f} ({time.perf_counter() - t0:.0f} s)")
+                f"{acc[0]:.3f}/{acc[1]:.3f}{probe} ({time.perf_counter() - t0:.0f} s)")
 
 
 # --------------------------------------------------------------------------------------
