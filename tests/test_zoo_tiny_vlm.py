@@ -252,6 +252,18 @@ def test_vision_targets_and_attention_probe_targets_by_hand():
     pairs = t["pair_present"][0].view(6, 4)
     assert pairs.nonzero().tolist() == [[0, 1], [0, 3], [2, 3]]
 
+    # the probe's logits [1, 34, 12]: queries 0-5 colours, 6-9 shapes, 10-33 pairs; outputs 0-5
+    # colour logits, 6-9 shape logits, 10-11 present logits
+    logits = torch.zeros(1, 34, 12)
+    parts = tt.AttentionProbe.split(logits)
+    assert {k: tuple(v.shape) for k, v in parts.items()} == {
+        "colour_other": (1, 6, 4), "colour_present": (1, 6, 2), "shape_other": (1, 4, 6),
+        "shape_present": (1, 4, 2), "pair_present": (1, 24, 2)}
+    logits[0, 2, 6 + 3] = 1.0  # blue's query says star: right (the only defined colour_other)
+    logits[0, 6 + 1, 2] = 1.0  # square's query says blue: wrong (red)
+    assert tt.AttentionProbe.split(logits)["colour_other"][0, 2].argmax() == 3
+    assert tt.AttentionProbe(8).accuracy(logits, c, s) == (1.0, 0.0)
+
 
 def test_the_whole_zoo_is_listed_and_fits_in_40_mb():
     assert zoo.names() == ["face_forgery_detector", "mnist_vit", "shapes_clip", "shapes_clip_cnn", "tiny_vlm"]

@@ -116,17 +116,33 @@ class AttentionProbe(nn.Module):
                                & (shapes_[:, None, :] == ps[None, :, None])).any(-1).long()
         return out
 
-    def loss(self, logits: torch.Tensor, colours: torch.Tensor, shapes_: torch.Tensor) -> torch.Tensor:
-        t = self.targets(colours, shapes_)
-        ce = nn.functional.cross_entropy
+    @staticmethod
+    def split(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The probe's logits ``[B, Q, 12]`` by the :meth:`targets` they answer: ``colour_other``
+        ``[B, 6, 4]`` (shape logits of each colour's query), ``shape_other`` ``[B, 4, 6]``, and the
+        ``*_present`` ``[B, q, 2]`` of the colour, shape and pair queries."""
         nc, ns = N_COLOURS, N_SHAPES
         by_colour, by_shape, by_pair = logits[:, :nc], logits[:, nc:nc + ns], logits[:, nc + ns:]
         present = slice(nc + ns, nc + ns + 2)
-        return (ce(by_colour[..., nc:nc + ns].reshape(-1, ns), t["colour_other"].reshape(-1))
-                + ce(by_colour[..., present].reshape(-1, 2), t["colour_present"].reshape(-1))
-                + ce(by_shape[..., :nc].reshape(-1, nc), t["shape_other"].reshape(-1))
-                + ce(by_shape[..., present].reshape(-1, 2), t["shape_present"].reshape(-1))
-                + ce(by_pair[..., present].reshape(-1, 2), t["pair_present"].reshape(-1)))
+        return {"colour_other": by_colour[..., nc:nc + ns], "colour_present": by_colour[..., present],
+                "shape_other": by_shape[..., :nc], "shape_present": by_shape[..., present],
+                "pair_present": by_pair[..., present]}
+
+    def loss(self, logits: torch.Tensor, colours: torch.Tensor, shapes_: torch.Tensor) -> torch.Tensor:
+        t, parts = self.targets(colours, shapes_), self.split(logits)
+        ce = nn.functional.cross_entropy
+        return sum(ce(parts[k].reshape(-1, parts[k].shape[-1]), t[k].reshape(-1))
+                   for k in ("colour_other", "colour_present", "shape_other", "shape_present", "pair_present"))
+
+    def accuracy(self, logits: torch.Tensor, colours: torch.Tensor, shapes_: torch.Tensor) -> tuple[float, float]:
+        """Argmax accuracy of the shape of each colour's only object and of the colour of each
+        shape's only object (the lookups the decoder has to learn); NaN when the batch has none."""
+        t, parts = self.targets(colours, shapes_), self.split(logits)
+        out = []
+        for k in ("colour_other", "shape_other"):
+            valid = t[k] >= 0
+            out.append(float((parts[k].argmax(-1) == t[k])[valid].float().mean()))
+        return out[0], out[1]
 
 
 def pretrain_vision(model, images: np.ndarray, labels: np.ndarray, cover: np.ndarray, opts: dict[str, Any],
@@ -170,12 +186,9 @@ def pretrain_vision(model, images: np.ndarray, labels: np.ndarray, cover: np.nda
                 acc = [float((o_col.argmax(-1) == o_y[:, 0])[valid].float().mean()),
                        float((o_sh.argmax(-1) == o_y[:, 1])[valid].float().mean())]
                 probe = ""
-                if probe_logits is not None:  # the probe's "shape of the only <colour> object" / "colour of the only <shape> object"
-                    t = heads["probe"].targets(o_y[:, 0], o_y[:, 1])
-                    by_c, by_s = probe_logits[:, :nc, nc:nc + ns].argmax(-1), probe_logits[:, nc:nc + ns, :nc].argmax(-1)
-                    vc, vs = t["colour_other"] >= 0, t["shape_other"] >= 0
-                    probe = (f", probe shape-of-colour/colour-of-shape {float((by_c == t['colour_other'])[vc].float().mean()):.3f}"
-                             f"/{float((by_s == t['shape_other'])[vs].float().mean()):.3f}")
+                if probe_logits is not None:
+                    probe = ", probe shape-of-colour/colour-of-shape {:.3f}/{:.3f}".format(
+                        *heads["probe"].accuracy(probe_logits, o_y[:, 0], o_y[:, 1]))
             log(f"[tiny_vlm] vision stage step {step + 1}/{steps} loss {ema:.4f} object colour/shape acc "
                 f"{acc[0]:.3f}/{acc[1]:.3f}{probe} ({time.perf_counter() - t0:.0f} s)")
 
