@@ -1,7 +1,8 @@
 """``python -m vizkit.zoo``: argument handling and how several builds are run (fresh interpreters,
-at most ``--jobs`` at a time, longest first)."""
+in ``--jobs`` lanes balanced by the measured build times)."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
@@ -10,6 +11,7 @@ import torch
 
 from vizkit.zoo import __main__ as cli
 from vizkit.zoo import entry, names
+from vizkit.zoo.common import REGISTRY
 
 
 def fake_builds(monkeypatch, body: str, calls: list | None = None):
@@ -36,9 +38,12 @@ def test_unknown_name_is_refused_with_the_valid_names(capsys):
 def test_several_models_each_get_the_flags_and_their_output_is_tagged(monkeypatch, tmp_path, capsys):
     calls = []
     fake_builds(monkeypatch, "print('hello from', name)\nprint(f'[{name}] step 1')", calls)
+    # a model whose checkpoint was built at 2 threads is rebuilt at 2, the others at theirs (1)
+    monkeypatch.setitem(REGISTRY, "tiny_vlm", dataclasses.replace(entry("tiny_vlm"), build_threads=2))
     assert cli.main(["build", "mnist_vit", "tiny_vlm", "--quick", "--out", str(tmp_path), "--jobs", "1"]) == 0
     flags = ["--out", str(tmp_path), "--threads", "{}", "--quick"]
     # the longest first, each at the thread count of its shipped checkpoint
+    assert entry("tiny_vlm").build_seconds > entry("mnist_vit").build_seconds
     assert [entry(n).build_threads for n in ("tiny_vlm", "mnist_vit")] == [2, 1]
     assert calls == [("tiny_vlm", [f.format(2) for f in flags]), ("mnist_vit", [f.format(1) for f in flags])]
     out = capsys.readouterr().out
@@ -50,14 +55,37 @@ def test_several_models_each_get_the_flags_and_their_output_is_tagged(monkeypatc
     assert "== all 2 done in" in out
 
 
-def test_no_names_builds_every_model_longest_first(monkeypatch, tmp_path):
+def test_no_names_builds_every_model_in_balanced_lanes(monkeypatch, tmp_path, capsys):
     calls = []
     fake_builds(monkeypatch, "pass", calls)
     assert cli.main(["build", "--out", str(tmp_path)]) == 0
     order = [n for n, _ in calls]
-    assert sorted(order) == names() and order == cli.longest_first(names())
-    assert order[0] == "tiny_vlm" and order[-1] == "face_forgery_detector"
+    lanes = cli.plan_lanes({n: entry(n).build_seconds for n in names()}, cli.BUILD_JOBS)
+    assert sorted(order) == names() and len(lanes) == 2
+    for lane in lanes:  # each lane's builds start in the lane's order
+        assert [n for n in order if n in lane] == lane
+    assert order[:2] == [lanes[0][0], lanes[1][0]]  # the lanes start together
     assert all("--quick" not in f for _, f in calls)
+    assert "== lanes (measured build times): " + " + ".join(lanes[0]) in capsys.readouterr().out
+
+
+def test_lanes_minimise_the_longest_by_hand():
+    # the greedy (each build to the lane free first, longest first) gives 1010+448+273 = 1731
+    # against 907+615 = 1522; the best split is 1010+615 = 1625 against 907+448+273 = 1628
+    s = {"a": 1010.0, "b": 907.0, "c": 615.0, "d": 448.0, "e": 273.0}
+    assert cli.plan_lanes(s, 2) == [["a", "c"], ["b", "d", "e"]]
+    assert cli.plan_lanes(s, 1) == [["a", "b", "c", "d", "e"]]
+    # more jobs than builds: one lane per build; none empty
+    assert cli.plan_lanes({"x": 1.0, "y": 2.0}, 4) == [["y"], ["x"]]
+    # 3 lanes: a and b apart, c with neither (>= 1522); c+d = 1063 leaves e to b (1180) or a
+    # (1283); c+e = 888 leaves d to b (1355); c+d+e = 1336: the best is a | b+e | c+d
+    assert cli.plan_lanes(s, 3) == [["a"], ["b", "e"], ["c", "d"]]
+    # many builds: the greedy, still balanced and complete
+    many = {f"m{i:02d}": float(i % 7 + 1) for i in range(30)}
+    lanes = cli.plan_lanes(many, 4)
+    assert sorted(n for lane in lanes for n in lane) == sorted(many)
+    loads = [sum(many[n] for n in lane) for lane in lanes]
+    assert max(loads) - min(loads) <= 7
 
 
 # each child marks itself running, looks (twice, 0.4 s apart) how many are running, then unmarks

@@ -159,6 +159,10 @@ def test_quick_build_writes_a_loadable_checkpoint(tmp_path):
     assert len(vlm_data.load_benchmark(folder / "benchmark" / "sample.json")) == 20
     b = tv.load(root=tmp_path)
     assert not b.model.training and b.meta["num_image_tokens"] == 36
+    # the decoder stage trains with eager attention for its attention supervision, and the
+    # saved model keeps the default implementation
+    assert cfg["vizkit"]["train"]["attn_sup"] > 0
+    assert cfg.get("_attn_implementation") in (None, "sdpa") and b.model.config._attn_implementation == "sdpa"
 
 
 def test_decoder_attention_over_image_tokens(bundle):
@@ -263,6 +267,38 @@ def test_vision_targets_and_attention_probe_targets_by_hand():
     logits[0, 6 + 1, 2] = 1.0  # square's query says blue: wrong (red)
     assert tt.AttentionProbe.split(logits)["colour_other"][0, 2].argmax() == 3
     assert tt.AttentionProbe(8).accuracy(logits, c, s) == (1.0, 0.0)
+
+
+def test_attention_supervision_targets_and_loss_by_hand():
+    """The decoder's auxiliary loss: head attention [B, T, K] against the asked-about object's
+    normalised patch coverage, averaged over supervised solution positions only."""
+    from vizkit.zoo import tiny_vlm_train as tt
+
+    cover = np.zeros((3, 4), np.float32)
+    cover[0] = [1.0, 0.5, 0.5, 0.0]
+    cover[1] = [0.0, 0.0, 0.0, 0.25]
+    assert tt.target_attention(cover, 0).tolist() == [0.5, 0.25, 0.25, 0.0]
+    assert tt.target_attention(cover, 1).tolist() == [0.0, 0.0, 0.0, 1.0]
+    assert tt.target_attention(cover, None).tolist() == [0.0] * 4  # "how many shapes": no target
+    assert tt.target_attention(cover, 2).tolist() == [0.0] * 4  # an empty slot is not supervised
+
+    attn = torch.tensor([[[0.5, 0.25, 0.25, 0.0], [0.1, 0.1, 0.1, 0.7], [1.0, 0.0, 0.0, 0.0]],
+                         [[0.25, 0.25, 0.25, 0.25], [0.0, 0.0, 0.0, 1.0], [0.4, 0.2, 0.2, 0.2]]])
+    target = torch.tensor([[0.5, 0.25, 0.25, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    positions = torch.tensor([[True, True, False], [True, True, True]])
+    got = tt.attention_supervision_loss(attn, target, positions)  # eps 1e-6: no log(0)
+    # row 0 at t = 0: -(0.5 ln 0.5 + 0.5 ln 0.25); at t = 1: -(0.5 ln 0.1 + 0.5 ln 0.1);
+    # t = 2 is not a supervised position and row 1 has no target
+    want = (-(0.5 * np.log(0.5) + 0.5 * np.log(0.25)) - np.log(0.1)) / 2
+    assert abs(float(got) - want) < 1e-5
+    # its gradient reaches the attention only where supervised
+    a = attn.clone().requires_grad_(True)
+    tt.attention_supervision_loss(a, target, positions).backward()
+    assert torch.all(a.grad[0, 2] == 0) and torch.all(a.grad[1] == 0)
+    torch.testing.assert_close(a.grad[0, 0], torch.tensor([-0.5 / 0.5, -0.25 / 0.25, -0.25 / 0.25, 0.0]) / 2, atol=1e-5, rtol=1e-5)
+    # nothing supervised: 0, still differentiable
+    none = tt.attention_supervision_loss(a, torch.zeros(2, 4), positions)
+    assert float(none) == 0.0 and none.requires_grad
 
 
 def test_the_whole_zoo_is_listed_and_fits_in_40_mb():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -107,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
           f"each; this machine's sgemm {gflops:.0f} GFLOPS at {common} (build times scale with it)", flush=True)
     flags = {n: ["--out", str(out), "--threads", str(threads[n]), *(["--quick"] if args.quick else [])]
              for n in todo}
-    seconds, failed = _run_builds(longest_first(todo), flags, jobs)
+    lanes = plan_lanes({n: entry(n).build_seconds for n in todo}, jobs)
+    if jobs > 1:
+        print("== lanes (measured build times): " + " | ".join(
+            " + ".join(lane) + f" (~{sum(entry(n).build_seconds for n in lane):.0f} s)" for lane in lanes), flush=True)
+    seconds, failed = _run_builds(lanes, flags)
     if failed:
         for n, code in failed.items():
             print(f"error: building {n} failed (exit code {code}); rerun it alone with: "
@@ -123,10 +128,41 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def longest_first(todo: list[str]) -> list[str]:
-    """``todo`` in the order the builds start: the longest first (``Entry.build_seconds``), so
-    that parallel jobs finish close together; ties keep their order."""
-    return sorted(todo, key=lambda n: -entry(n).build_seconds)
+def plan_lanes(seconds: dict[str, float], jobs: int) -> list[list[str]]:
+    """Split the builds into ``jobs`` lanes, each run one after the other, so that the longest
+    lane (by the measured ``seconds``) is as short as possible: an exhaustive search for the few
+    models of the zoo (the longest-first greedy can be a few minutes worse), the greedy beyond.
+    Each lane is longest first; lanes are ordered by their first build; no lane is empty."""
+    names_ = sorted(seconds, key=lambda n: -seconds[n])  # stable: ties keep their order
+    jobs = max(1, min(jobs, len(names_)))
+    best: list[int] = []
+    if jobs ** len(names_) <= 200_000:
+        best_span = math.inf
+
+        def search(i: int, loads: list[float], lane_of: list[int]) -> None:
+            nonlocal best, best_span
+            if max(loads) >= best_span:
+                return
+            if i == len(names_):
+                if all(loads):
+                    best, best_span = list(lane_of), max(loads)
+                return
+            used = max(lane_of, default=-1) + 1  # symmetric lanes: open at most one new lane
+            for k in range(min(jobs, used + 1)):
+                loads[k] += seconds[names_[i]]
+                lane_of.append(k)
+                search(i + 1, loads, lane_of)
+                lane_of.pop()
+                loads[k] -= seconds[names_[i]]
+
+        search(0, [0.0] * jobs, [])
+    if not best:  # greedy: each build to the lane that is free first
+        loads = [0.0] * jobs
+        for n in names_:
+            k = loads.index(min(loads))
+            best.append(k)
+            loads[k] += seconds[n]
+    return [[n for n, k in zip(names_, best) if k == lane] for lane in range(jobs)]
 
 
 def build_command(name: str, flags: list[str]) -> list[str]:
@@ -141,16 +177,22 @@ def _relay(name: str, stream: IO[str]) -> None:
         print(line.rstrip("\n") if line.startswith(tag) else f"{tag} {line.rstrip()}", flush=True)
 
 
-def _run_builds(todo: list[str], flags: dict[str, list[str]], jobs: int) -> tuple[dict[str, float], dict[str, int]]:
-    """Build ``todo`` in order, at most ``jobs`` at a time; after a failure start no more but let
-    the running ones finish. Returns (seconds per built model, exit code per failed model)."""
-    pending, running = list(todo), {}
+def _run_builds(lanes: list[list[str]], flags: dict[str, list[str]]) -> tuple[dict[str, float], dict[str, int]]:
+    """Build each lane's models one after the other, the lanes side by side; after a failure
+    start no more but let the running ones finish. Returns (seconds per built model, exit code
+    per failed model)."""
+    pending = [list(lane) for lane in lanes]
+    running: dict[str, tuple[subprocess.Popen, threading.Thread, float]] = {}
+    lane_of = {n: k for k, lane in enumerate(lanes) for n in lane}
     seconds: dict[str, float] = {}
     failed: dict[str, int] = {}
     try:
-        while pending or running:
-            while pending and len(running) < jobs and not failed:
-                n = pending.pop(0)
+        while any(pending) or running:
+            busy = {lane_of[n] for n in running}
+            for k, queue in enumerate(pending):
+                if not queue or k in busy or failed:
+                    continue
+                n = queue.pop(0)
                 proc = subprocess.Popen(build_command(n, flags[n]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         text=True, bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
                 relay = threading.Thread(target=_relay, args=(n, proc.stdout), daemon=True)

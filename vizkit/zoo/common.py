@@ -109,7 +109,7 @@ class Entry:
     #: torch threads of the shipped checkpoint's build, the count its recipe is checked at (the
     #: float sums, and so the model, depend on it); ``python -m vizkit.zoo build`` uses it
     build_threads: int = 1
-    #: seconds a build took (measured 2026-12-02, README); the CLI starts the longest first
+    #: seconds a build took (measured, README); the CLI balances its parallel lanes with it
     build_seconds: float = 0.0
 
 
