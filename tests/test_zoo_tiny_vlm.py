@@ -168,10 +168,12 @@ def test_quick_build_writes_a_loadable_checkpoint(tmp_path):
 def test_decoder_attention_over_image_tokens(bundle):
     """vizkit.attention on the language model's decoder layers for (prompt + generated
     solution): [B, heads, T, T] maps, rows summing to 1, the image tokens where the processor
-    puts them; the answer's attention over the 6 x 6 image tokens, upsampled, plays the
-    pointing game against the asked-about object: above a random pixel, though weak from the
-    ":" that predicts the answer, because the object is looked up earlier, in the reasoning,
-    and the answer copies it; clearer from the answer token itself."""
+    puts them; the answer's attention over the 6 x 6 image tokens, averaged over heads and
+    layers and upsampled, plays the pointing game against the asked-about object, from the ":"
+    that predicts the answer and from the answer token. The decoder was trained with one head
+    supervised to look at that object (tiny_vlm_train.attention_supervision_loss), so the
+    average points at it far above a random pixel's rate; before that supervision the same
+    test measured 0.104 and 0.354."""
     model, tok = bundle.model, bundle.tokenizer
     samples = [s for s in vlm_data.dataset("test", n=240, start=2000) if s.mask is not None][:96]
     res = tv.explain_answer_attention(model, tok, samples)
@@ -201,9 +203,10 @@ def test_decoder_attention_over_image_tokens(bundle):
     print(f"tiny_vlm: attention pointing game on {b} questions: from the ':' {rate:.3f}, "
           f"from the answer token {rate_answer:.3f} (chance {chance:.3f})")
     assert hits.shape == (b,)
-    # measured on these 96: 0.104 and 0.354 against a chance of 0.049 (2.1x and 7.2x)
-    assert rate >= 1.5 * chance
-    assert rate_answer >= 4 * chance
+    # measured on these 96: 0.844 and 0.927 against a chance of 0.049
+    assert chance < 0.1
+    assert rate >= 0.8
+    assert rate_answer >= 0.85
 
 
 def test_cached_tower_features_give_the_models_own_forward():
@@ -298,7 +301,7 @@ def test_attention_supervision_targets_and_loss_by_hand():
     torch.testing.assert_close(a.grad[0, 0], torch.tensor([-0.5 / 0.5, -0.25 / 0.25, -0.25 / 0.25, 0.0]) / 2, atol=1e-5, rtol=1e-5)
     # nothing supervised: 0, still differentiable
     none = tt.attention_supervision_loss(a, torch.zeros(2, 4), positions)
-    assert float(none) == 0.0 and none.requires_grad
+    assert float(none.detach()) == 0.0 and none.requires_grad
 
 
 def test_the_whole_zoo_is_listed_and_fits_in_40_mb():

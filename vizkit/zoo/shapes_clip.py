@@ -362,7 +362,7 @@ SPECS: dict[str, Spec] = {
         TrainCfg(steps=4, batch_size=16, lr=1e-3, warmup=1, aux_steps=4, aux_weight=20.0, dense_weight=20.0,
                  eval_single=24,
                  eval_pointing=8, eval_red_circle=8),
-        build_seconds=615.0),
+        build_seconds=547.0),
     "shapes_clip_cnn": Spec(
         "shapes_clip_cnn", RN_MODEL,
         "open_clip CLIP (small ResNet 64px + 2-layer text) trained on synthetic coloured-shape scenes",
@@ -370,7 +370,7 @@ SPECS: dict[str, Spec] = {
                  dense_weight=5.0),
         TrainCfg(steps=3, batch_size=8, lr=1e-3, warmup=1, aux_steps=3, aux_weight=20.0, eval_single=16,
                  eval_pointing=8, eval_red_circle=8),
-        build_seconds=907.0),
+        build_seconds=813.0),
 }
 
 
