@@ -80,6 +80,10 @@ def test_lanes_minimise_the_longest_by_hand():
     # 3 lanes: a and b apart, c with neither (>= 1522); c+d = 1063 leaves e to b (1180) or a
     # (1283); c+e = 888 leaves d to b (1355); c+d+e = 1336: the best is a | b+e | c+d
     assert cli.plan_lanes(s, 3) == [["a"], ["b", "e"], ["c", "d"]]
+    # no measured times (an entry without build_seconds): still every lane used
+    zero = cli.plan_lanes({"x": 0.0, "y": 0.0, "z": 0.0}, 2)
+    assert len(zero) == 2 and all(zero) and sorted(sum(zero, [])) == ["x", "y", "z"]
+    assert sorted(map(len, cli.plan_lanes({f"m{i}": 0.0 for i in range(30)}, 3))) == [10, 10, 10]
     # many builds: the greedy, still balanced and complete
     many = {f"m{i:02d}": float(i % 7 + 1) for i in range(30)}
     lanes = cli.plan_lanes(many, 4)

@@ -144,7 +144,7 @@ def plan_lanes(seconds: dict[str, float], jobs: int) -> list[list[str]]:
             if max(loads) >= best_span:
                 return
             if i == len(names_):
-                if all(loads):
+                if len(set(lane_of)) == jobs:
                     best, best_span = list(lane_of), max(loads)
                 return
             used = max(lane_of, default=-1) + 1  # symmetric lanes: open at most one new lane
@@ -156,12 +156,13 @@ def plan_lanes(seconds: dict[str, float], jobs: int) -> list[list[str]]:
                 loads[k] -= seconds[names_[i]]
 
         search(0, [0.0] * jobs, [])
-    if not best:  # greedy: each build to the lane that is free first
-        loads = [0.0] * jobs
+    if not best:  # greedy: each build to the lane that is free first (the emptiest on a tie)
+        loads, counts = [0.0] * jobs, [0] * jobs
         for n in names_:
-            k = loads.index(min(loads))
+            k = min(range(jobs), key=lambda j: (loads[j], counts[j]))
             best.append(k)
             loads[k] += seconds[n]
+            counts[k] += 1
     return [[n for n, k in zip(names_, best) if k == lane] for lane in range(jobs)]
 
 
