@@ -304,6 +304,7 @@ def train_decoder(model, data: dict[str, Any], opts: dict[str, Any], gen: torch.
     order = np.concatenate([torch.randperm(n, generator=gen).numpy() for _ in range(total * bs // n + 1)])
     sup, layer = float(opts.get("attn_sup", 0.0)), int(opts.get("attn_sup_layer", 1))
     targets = torch.as_tensor(data["attn_target"]) if sup else None
+    # the batches are right-padded, so the image tokens sit at off .. off + k - 1 in every row
     off, k = tiny_vlm.image_offset(enc.tok), tiny_vlm.NUM_IMAGE_TOKENS
     impl = model.config._attn_implementation
     if sup:
@@ -322,7 +323,7 @@ def train_decoder(model, data: dict[str, Any], opts: dict[str, Any], gen: torch.
             loss = out.loss
             if sup:
                 aux = attention_supervision_loss(out.attentions[layer][:, 0, :, off:off + k],
-                                                 targets[torch.as_tensor(idx)], lab != -100)
+                                                 targets[torch.as_tensor(idx)], lab != -100)  # solution positions
                 loss = loss + sup * aux
                 ema_aux = aux.item() if ema_aux is None else 0.95 * ema_aux + 0.05 * aux.item()
             opt.zero_grad(set_to_none=True)
