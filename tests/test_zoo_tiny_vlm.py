@@ -298,7 +298,8 @@ def test_attention_supervision_targets_and_loss_by_hand():
     a = attn.clone().requires_grad_(True)
     tt.attention_supervision_loss(a, target, positions).backward()
     assert torch.all(a.grad[0, 2] == 0) and torch.all(a.grad[1] == 0)
-    torch.testing.assert_close(a.grad[0, 0], torch.tensor([-0.5 / 0.5, -0.25 / 0.25, -0.25 / 0.25, 0.0]) / 2, atol=1e-5, rtol=1e-5)
+    want_grad = torch.tensor([-0.5 / 0.5, -0.25 / 0.25, -0.25 / 0.25, 0.0]) / 2  # -target / attn / 2 positions
+    torch.testing.assert_close(a.grad[0, 0], want_grad, atol=1e-5, rtol=1e-5)
     # nothing supervised: 0, still differentiable
     none = tt.attention_supervision_loss(a, torch.zeros(2, 4), positions)
     assert float(none.detach()) == 0.0 and none.requires_grad
