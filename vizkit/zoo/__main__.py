@@ -108,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
           f"each; this machine's sgemm {gflops:.0f} GFLOPS at {common} (build times scale with it)", flush=True)
     flags = {n: ["--out", str(out), "--threads", str(threads[n]), *(["--quick"] if args.quick else [])]
              for n in todo}
-    lanes = plan_lanes({n: entry(n).build_seconds for n in todo}, jobs)
+    estimate = {n: entry(n).build_seconds for n in todo}
+    lanes = plan_lanes(estimate, jobs)
     if jobs > 1:
         print("== lanes (measured build times): " + " | ".join(
-            " + ".join(lane) + f" (~{sum(entry(n).build_seconds for n in lane):.0f} s)" for lane in lanes), flush=True)
+            " + ".join(lane) + f" (~{sum(estimate[n] for n in lane):.0f} s)" for lane in lanes), flush=True)
     seconds, failed = _run_builds(lanes, flags)
     if failed:
         for n, code in failed.items():

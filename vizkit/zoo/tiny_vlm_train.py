@@ -315,15 +315,16 @@ def train_decoder(model, data: dict[str, Any], opts: dict[str, Any], gen: torch.
     try:
         for step in range(total):
             idx = order[step * bs:(step + 1) * bs]
+            rows = torch.as_tensor(idx)
             ids, att, lab = enc.batch([prompts[i] for i in idx], [sols[i] for i in idx])
             for g in opt.param_groups:
                 g["lr"] = opts["lr"] * _schedule(step, total, warmup)
-            embeds = embeds_from_features(model, ids, feats[torch.as_tensor(idx)])
+            embeds = embeds_from_features(model, ids, feats[rows])
             out = model(inputs_embeds=embeds, attention_mask=att, labels=lab, output_attentions=bool(sup))
             loss = out.loss
             if sup:
                 aux = attention_supervision_loss(out.attentions[layer][:, 0, :, off:off + k],
-                                                 targets[torch.as_tensor(idx)], lab != -100)  # solution positions
+                                                 targets[rows], lab != -100)  # solution positions
                 loss = loss + sup * aux
                 ema_aux = aux.item() if ema_aux is None else 0.95 * ema_aux + 0.05 * aux.item()
             opt.zero_grad(set_to_none=True)
