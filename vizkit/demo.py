@@ -15,7 +15,6 @@ at. Trained models come later (the model zoo).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import VizkitError
+from .io import write_json
 
 # set before anything imports matplotlib / huggingface; explicit settings win
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -218,19 +218,9 @@ def draw(image, cnn: dict, cnn_maps: list, vit: dict, vit_maps: list, out: Path)
     return render.save_figure(fig, out / FIGURE_NAME)
 
 
-def write_json(data: dict, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def run(output_dir: Path, overwrite: bool = False) -> dict[str, Path]:
     """Run the demo into ``output_dir``; returns the written paths."""
-    from .notebook import run_folder
+    from .runs import run_folder
 
     out = run_folder(Path(output_dir), "demo", overwrite=overwrite, overwrite_hint="pass --overwrite")
     start = time.perf_counter()
@@ -256,7 +246,7 @@ def run(output_dir: Path, overwrite: bool = False) -> dict[str, Path]:
         "figure": FIGURE_NAME,
         "seconds": round(time.perf_counter() - start, 2),
     }
-    return {"figure": figure, "summary": write_json(summary, out / SUMMARY_NAME), "data": summary}
+    return {"figure": figure, "summary": write_json(out / SUMMARY_NAME, summary), "data": summary}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,3 +23,7 @@ class InputError(VizkitError):
 
 class CaptureError(VizkitError, RuntimeError):
     """A forward pass did not produce what was to be captured (no attention, no gradient)."""
+
+
+class ParameterError(VizkitError):
+    """A notebook / CLI parameter with an unknown name or an invalid value."""

@@ -1,4 +1,5 @@
-"""Notebook plumbing shared by every scenario notebook: parameter validation and run folders.
+"""Notebook plumbing shared by every scenario notebook: parameter validation (run folders are
+:mod:`vizkit.runs`; ``run_folder`` is re-exported here).
 
 The notebook convention (see CONTRIBUTING.md): the first code cell imports and records
 ``_before = baseline(globals())``; the next cell, tagged ``parameters``, assigns the
@@ -9,18 +10,13 @@ values before any work is done.
 from __future__ import annotations
 
 import difflib
-import os
-import re
-import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from .errors import VizkitError
+from .errors import ParameterError
+from .runs import run_folder, runs_root
 
-
-class ParameterError(VizkitError):
-    """A notebook / CLI parameter with an unknown name or an invalid value."""
+__all__ = ["Param", "ParameterError", "baseline", "check_parameters", "validate", "positive", "run_folder", "runs_root"]
 
 
 @dataclass(frozen=True)
@@ -91,37 +87,3 @@ def _type_names(types: tuple[type, ...]) -> str:
 
 def positive(value: Any) -> str | None:
     return None if value > 0 else "must be positive"
-
-
-def runs_root() -> Path:
-    """Where new run folders go: ``$VIZKIT_RUNS``, else ``runs/`` at the project root (never
-    beside the notebook)."""
-    env = os.environ.get("VIZKIT_RUNS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "runs"
-
-
-def run_folder(output_dir: str | Path | None, notebook: str, overwrite: bool = False, root: str | Path | None = None,
-               overwrite_hint: str = "set overwrite=True") -> Path:
-    """The folder a run writes into, created now.
-
-    ``output_dir`` None or "" -> ``<root>/<timestamp>-<notebook>/`` (a new folder every run;
-    ``root`` defaults to :func:`runs_root`). An
-    explicit folder that exists and is not empty is refused unless ``overwrite``, so a
-    re-run never silently replaces an earlier run.
-    """
-    if output_dir is None or str(output_dir) == "":
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = Path(root or runs_root()) / f"{stamp}-{re.sub(r'[^A-Za-z0-9_.-]', '_', notebook)}"
-        path, n = base, 1
-        while path.exists():
-            path, n = Path(f"{base}-{n}"), n + 1
-    else:
-        path = Path(output_dir)
-        if path.exists() and not path.is_dir():
-            raise ParameterError(f"output folder {str(path)!r} is a file, not a folder")
-        if path.is_dir() and any(path.iterdir()) and not overwrite:
-            raise ParameterError(
-                f"output folder {str(path)!r} is not empty (it holds an earlier run): choose another folder, leave "
-                f"it empty for a new timestamped one, or {overwrite_hint}")
-    path.mkdir(parents=True, exist_ok=True)
-    return path

@@ -7,15 +7,13 @@ Conventions
 * Heatmaps are 2-D ``H x W`` arrays (numpy or torch); torch tensors are accepted
   everywhere without this module importing torch.
 * Files are written atomically: into a hidden temporary file next to the target,
-  then moved into place with :func:`os.replace`.
+  then moved into place with :func:`os.replace` (:mod:`vizkit.io`).
 """
 
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +27,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
+
+from .io import atomic_path
 
 # Fonts for CJK class texts (seed 003's users label classes in Chinese): when a CJK font is
 # installed (e.g. Debian's fonts-noto-cjk or fonts-wqy-microhei), matplotlib falls back to it
@@ -391,28 +391,11 @@ def figure_to_array(fig: Figure) -> np.ndarray:
 # --------------------------------------------------------------------------- files
 
 
-@contextmanager
-def _atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temp path next to ``path`` (same suffix); move it onto ``path`` on success.
-
-    On any exception the temp file is removed and ``path`` is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
     """Atomically save ``fig`` (format from the suffix, PNG if none), then close it."""
     path = Path(path)
     try:
-        with _atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix[1:].lower() or "png")
     finally:
         plt.close(fig)
@@ -425,7 +408,7 @@ def save_image(image: Any, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     arr = _to_uint8(to_numpy_image(image))  # uint8 input round-trips exactly
     fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format=fmt)
     return path
 
@@ -442,7 +425,7 @@ def write_video(frames: Iterable[Any], path: str | os.PathLike[str], fps: int = 
         raise ValueError(f"fps must be positive, got {fps}")
     path = Path(path)
     count = 0
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
                                     pixelformat="yuv420p", macro_block_size=1,
                                     ffmpeg_log_level="error")

@@ -7,6 +7,8 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from .io import write_text
+
 
 class Report:
     """Build a markdown document in memory; :meth:`write` it atomically.
@@ -48,12 +50,7 @@ class Report:
         return "\n".join(self.parts).rstrip() + "\n"
 
     def write(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.text(), encoding="utf-8")
-        os.replace(tmp, path)
-        return path
+        return write_text(path, self.text())
 
 
 def markdown_table(df: pd.DataFrame, index: bool = True, floatfmt: str = ".4f") -> str:

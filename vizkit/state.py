@@ -6,9 +6,11 @@ an exception is raised half-way.
 """
 from __future__ import annotations
 
+import random
 from contextlib import contextmanager
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,3 +44,11 @@ def model_device(model: nn.Module) -> torch.device:
     for t in model.buffers():
         return t.device
     return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return a torch generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)

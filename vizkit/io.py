@@ -1,0 +1,81 @@
+"""File I/O: atomic writing (the one implementation every module uses) and input image listing.
+
+A file is written into a hidden temporary file beside its target, then moved into place
+with :func:`os.replace`, so a reader (or a crash) never sees a half-written file: the target
+is either the old file or the complete new one. On any error the temporary file is removed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .errors import InputError
+
+__all__ = ["atomic_path", "write_text", "write_json", "save_safetensors", "image_files", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str], mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix); move it onto ``path`` on success.
+
+    ``mode``: permission bits to set before the move (e.g. ``0o644``). On any exception the
+    temporary file is removed and ``path`` is left untouched. Parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.tmp{path.suffix}")
+    try:
+        yield tmp
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) atomically; return the path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_json(path: str | os.PathLike[str], obj: Any, *, sort_keys: bool = False) -> Path:
+    """Write ``obj`` as indented UTF-8 JSON (non-ASCII kept as is, trailing newline) atomically."""
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n")
+
+
+def save_safetensors(state: dict[str, Any], path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> Path:
+    """Write a state dict of tensors as safetensors atomically (readable by all: mode 0o644)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    with atomic_path(path, mode=0o644) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp),
+                  metadata={"format": "pt", **(metadata or {})})
+    return path
+
+
+def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Files given directly, plus the images inside given folders (sorted)."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise InputError(f"folder {str(raw)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InputError(f"image {str(raw)!r} does not exist")
+    return files
