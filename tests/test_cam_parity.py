@@ -173,3 +173,23 @@ def test_timm_vit_eigencam_up_to_the_svd_sign():
         assert min(same, flipped) <= 1e-4, (b, same, flipped)
         if same <= 1e-4:
             assert np.abs(ours.heatmap[b].numpy() - ref[b]).max() <= 1e-4
+
+
+def test_method_flags_drive_dispatch():
+    """cam() calls each method by its flags: a method registered under a new name with the
+    flags of Score-CAM / Eigen-CAM behaves like them (no dispatch on names)."""
+    from dataclasses import replace
+
+    from vizkit.methods import METHODS
+
+    model, x = resnet18(), torch.rand(2, 3, 32, 32)
+    for name in ("scorecam", "eigencam", "gradcam"):
+        alias = replace(METHODS[name], name=f"renamed-{name}")
+        METHODS[alias.name] = alias
+        try:
+            a = vizkit.cam(model, x, targets=1, layers="layer4", method=name, sign_correction=True, batch_size=128)
+            b = vizkit.cam(model, x, targets=1, layers="layer4", method=alias.name, sign_correction=True, batch_size=128)
+        finally:
+            del METHODS[alias.name]
+        assert torch.allclose(a.heatmap, b.heatmap, atol=1e-6), name
+    assert METHODS["eigencam"].options == ("sign_correction",) and METHODS["scorecam"].uses_scores

@@ -21,7 +21,7 @@ from . import attention_math as am
 from .errors import CaptureError, InputError, TargetError, VizkitError
 from .hooks import ActivationCapture, AttentionCapture, GridCapture
 from .layers import Layer, LayerSpec, find_block_lists, find_blocks, find_patch_embed, probe, resolve_layers
-from .methods import get_method
+from .methods import Method, get_method
 from .state import model_device, preserved_state
 from .targets import Target, TargetSpec, as_target, output_tensor
 from .tokens import TokenLayout, infer_layout, patch_row_to_grid, to_batch_first, tokens_to_grid
@@ -222,6 +222,7 @@ def cam(
     """
     x = _check_inputs(model, inputs)
     spec = get_method(method)
+    options = {"sign_correction": sign_correction}
     run: Forward = forward if forward is not None else model
     batch, image_hw = x.shape[0], (x.shape[-2], x.shape[-1])
     with preserved_state(model):
@@ -243,10 +244,10 @@ def cam(
         layer_maps: dict[str, torch.Tensor] = {}
         for name, act, grad in zip(names, tensors, grads):
             a = _spatial(act.detach(), batch, gc.grid, image_hw, name)
-            if spec.name == "scorecam":
-                raw = _scorecam(a, x, run, target, batch, batch_size)
-            elif spec.name == "eigencam":
-                raw = spec.fn(a, sign_correction=sign_correction)
+            if spec.uses_scores:
+                raw = _score_method(spec, a, x, run, target, batch, batch_size)
+            elif not spec.uses_gradients:
+                raw = spec.fn(a, **{k: options[k] for k in spec.options})
             else:
                 raw = spec.fn(a, _spatial(grad.detach(), batch, gc.grid, image_hw, name))
             layer_maps[name] = raw.float().clamp(min=0)
@@ -260,9 +261,8 @@ def cam(
                        targets=classes, output=_main_output(output))
 
 
-def _scorecam(acts: torch.Tensor, x: torch.Tensor, run: Forward, target: Target, batch: int, batch_size: int) -> torch.Tensor:
-    from .methods import scorecam
-
+def _score_method(spec: Method, acts: torch.Tensor, x: torch.Tensor, run: Forward, target: Target, batch: int,
+              batch_size: int) -> torch.Tensor:
     try:
         target.take(torch.arange(batch))
         takes = True
@@ -274,7 +274,7 @@ def _scorecam(acts: torch.Tensor, x: torch.Tensor, run: Forward, target: Target,
         return (target.take(rows) if takes else target)(out)
 
     # a plain callable scores whole batches in image order: one channel of every image per pass
-    return scorecam(acts, x, score_fn, batch_size=max(1, batch_size) if takes else batch)
+    return spec.fn(acts, x, score_fn, batch_size=max(1, batch_size) if takes else batch)
 
 
 # --------------------------------------------------------------------------------------

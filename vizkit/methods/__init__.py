@@ -16,12 +16,19 @@ from .xgradcam import xgradcam
 
 @dataclass(frozen=True)
 class Method:
-    """A CAM method: its map function and whether it needs gradients / extra forward passes."""
+    """A CAM method: its map function and the flags that drive how :func:`vizkit.cam` calls it.
+
+    - ``uses_gradients``: ``fn(activations, gradients)``; else ``fn(activations, **options)``.
+    - ``uses_scores``: the method scores masked copies of the input (extra forward passes):
+      ``fn(activations, inputs, score_fn, batch_size=...)``.
+    - ``options``: keyword arguments of :func:`vizkit.cam` the method reads.
+    """
 
     name: str
     fn: Callable
     uses_gradients: bool = True
     uses_scores: bool = False
+    options: tuple[str, ...] = ()
 
 
 METHODS: dict[str, Method] = {
@@ -32,7 +39,7 @@ METHODS: dict[str, Method] = {
         Method("xgradcam", xgradcam),
         Method("hirescam", hirescam),
         Method("layercam", layercam),
-        Method("eigencam", eigencam, uses_gradients=False),
+        Method("eigencam", eigencam, uses_gradients=False, options=("sign_correction",)),
         Method("scorecam", scorecam, uses_gradients=False, uses_scores=True),
     )
 }
