@@ -23,9 +23,8 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=60)
     args = parser.parse_args()
 
-    from vizkit.attention_visualizer import AttentionVisualizer
+    from vizkit.scenarios.vit_mnist_attention import AttentionExplorer, AttentionVisualizer
     from vizkit.models import SimpleViT
-    from vizkit.widgets import AttentionExplorer
 
     torch.manual_seed(0)
     try:

@@ -54,9 +54,10 @@ import torch
 from IPython.display import Image, Markdown, display
 
 import vizkit
-from vizkit.attention_visualizer import AttentionVisualizer, check_notebook_parameters, parse_index_list
-from vizkit.notebook import baseline, run_folder
-from vizkit.zoo.common import seed_everything
+from vizkit.notebook import baseline
+from vizkit.runs import run_folder
+from vizkit.scenarios import vit_mnist_attention as vma
+from vizkit.state import seed_everything
 
 _before = baseline(globals())
 """),
@@ -77,13 +78,13 @@ seed: int = 0  # seed for every random source
 device: str = "cpu"  # cpu | cuda | auto
 """, "parameters"),
     code("""
-params = check_notebook_parameters(globals(), _before)  # unknown names or bad values stop here, before any work
+params = vma.check_notebook_parameters(globals(), _before)  # unknown names or bad values stop here, before any work
 seed_everything(seed)
 torch.use_deterministic_algorithms(True, warn_only=True)
 run_dir = run_folder(output_dir or None, "02_vit_mnist_attention", overwrite=overwrite)
 device_name = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-visualizer = AttentionVisualizer(model if model != "mnist_vit" else None, config=model_config or None,
-                                 device=device_name, output_dir=run_dir, head_fusion=head_fusion)
+visualizer = vma.AttentionVisualizer(model if model != "mnist_vit" else None, config=model_config or None,
+                                     device=device_name, output_dir=run_dir, head_fusion=head_fusion)
 print("run folder:", run_dir)
 """),
     md("## The model\nThe zoo model by default; its accuracy is measured here on the 10,000 MNIST test images."),
@@ -97,14 +98,14 @@ print(f"test accuracy: {visualizer.test_accuracy():.2%}")
     code("""
 # NBVAL_CHECK_OUTPUT
 samples = visualizer.get_test_samples(num_samples, selection, indices)
-cache = visualizer.analyze(samples, layers=parse_index_list(layers, ("all",)))
+cache = visualizer.analyze(samples, layers=vma.parse_index_list(layers, ("all",)))
 print("test-set indices:", visualizer.sample_indices)
 print("labels:     ", cache.labels.tolist())
 print("predictions:", cache.preds.tolist())
 print("layers:", cache.layers, "| grid:", cache.attn.grid, "| prefix tokens:", cache.attn.prefix_tokens)
 """),
     code("""
-head_list = None if str(heads).strip().lower() == "all" else parse_index_list(heads)
+head_list = None if str(heads).strip().lower() == "all" else vma.parse_index_list(heads)
 figures = []
 for i, (image, label) in enumerate(samples):
     figures.append(visualizer.visualize_attention_patterns(image, label, i))
@@ -118,7 +119,7 @@ for path in figures[:3]:  # the first sample here; all samples are in the run fo
 # NBVAL_CHECK_OUTPUT
 figures.append(visualizer.create_attention_statistics())
 statistics = visualizer.statistics()
-per_layer = vizkit.attention_visualizer.layer_summary(statistics)
+per_layer = vma.layer_summary(statistics)
 print("mean entropy of the CLS row per layer (nats):", per_layer["entropy"].round(2).tolist())
 print("mean attention distance per layer (patches):", per_layer["distance"].round(2).tolist())
 """),
@@ -129,10 +130,9 @@ per_layer.round(4)
     md("## Report\nThe observations are sentences generated from the statistics above."),
     code("""
 from vizkit import stats
-from vizkit.attention_visualizer import observations, write_report
 
-notes = observations(statistics, cache, head_fusion)
-report = write_report(run_dir, params, visualizer.model_info, visualizer.test_accuracy(),
+notes = vma.observations(statistics, cache, head_fusion)
+report = vma.write_report(run_dir, params, visualizer.model_info, visualizer.test_accuracy(),
                       float((cache.preds == cache.labels).float().mean()), statistics, stats.summarize(statistics),
                       notes, figures, visualizer.sample_indices, cache)
 display(Markdown("\\n".join(f"- {n}" for n in notes)))
@@ -141,9 +141,7 @@ print("report:", report)
     md("## Explore\nMove the sliders: the maps are redrawn from the cached attention, without another forward pass."),
     code("""
 if interactive:
-    from vizkit.widgets import AttentionExplorer
-
-    explorer = AttentionExplorer(cache, head_fusion=head_fusion)
+    explorer = vma.AttentionExplorer(cache, head_fusion=head_fusion)
     display(explorer)
 """, "nbval-ignore-output"),
     code("""
@@ -181,11 +179,12 @@ from IPython.display import Image as ShowImage, Markdown, display
 from PIL import Image
 
 import vizkit
-from vizkit import clip_gradcam as cg, render, zoo
-from vizkit.cli import image_files
-from vizkit.clip_models import load_clip_model
-from vizkit.notebook import baseline, run_folder
-from vizkit.zoo.common import seed_everything
+from vizkit import render, zoo
+from vizkit.io import image_files
+from vizkit.notebook import baseline
+from vizkit.runs import run_folder
+from vizkit.scenarios import clip_text_gradcam as cg
+from vizkit.state import seed_everything
 
 _before = baseline(globals())
 """),
@@ -216,8 +215,8 @@ params = cg.check_notebook_parameters(globals(), _before)  # unknown names or ba
 seed_everything(seed)
 run_dir = run_folder(output_dir or None, "04_clip_text_gradcam", overwrite=overwrite)
 device_name = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-adapter = load_clip_model(model, model_path or None, image_encoder=image_encoder or None,
-                          text_encoder=text_encoder or None, embed_dim=embed_dim, img_size=img_size, device=device_name)
+adapter = cg.load_clip_model(model, model_path or None, image_encoder=image_encoder or None,
+                             text_encoder=text_encoder or None, embed_dim=embed_dim, img_size=img_size, device=device_name)
 zoo_model = adapter.name.startswith("zoo:")
 zoo_texts = zoo.load(adapter.name[4:]).class_names if zoo_model else None  # every prompt the zoo scenes use
 if class_texts or class_texts_file:
@@ -280,9 +279,7 @@ print("report:", report)
     md("## Explore\nSwitch the target text, the method and the layer (a new combination costs one forward and backward pass)."),
     code("""
 if interactive:
-    from vizkit.widgets import ClipExplorer
-
-    explorer = ClipExplorer(adapter, images[0], names, texts, list(vizkit.METHODS),
+    explorer = cg.ClipExplorer(adapter, images[0], names, texts, list(vizkit.METHODS),
                             cg.candidate_layers(adapter, images[0]))
     display(explorer)
 """, "nbval-ignore-output"),

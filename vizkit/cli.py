@@ -3,11 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Sequence
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
-
 
 def _clip_gradcam_parser(sub: argparse._SubParsersAction) -> None:
     from .methods import METHODS
@@ -37,32 +33,14 @@ def _clip_gradcam_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_clip_gradcam)
 
 
-def image_files(paths: Sequence[str]) -> list[Path]:
-    """Files given directly, plus the images inside given folders (sorted)."""
-    from .errors import InputError
-
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise InputError(f"folder {raw!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise InputError(f"image {raw!r} does not exist")
-    return files
-
-
 def _clip_gradcam(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from .clip_gradcam import explain_clip, load_class_texts, load_image, output_stem, save_result
-    from .clip_models import load_clip_model
+    from .scenarios.clip_text_gradcam import (explain_clip, load_class_texts, load_clip_model, load_image,
+                                              output_stem, save_result)
     from .errors import InputError
+    from .io import image_files
 
     if args.class_texts is None and args.class_texts_file is None:
         raise InputError("give the class texts with --class-texts or --class-texts-file")

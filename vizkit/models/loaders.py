@@ -7,6 +7,7 @@ name asked for offline. Implementations live in ``load_*.py``.
 """
 from .load_common import CheckpointError, Loaded, fit_report, load_checkpoint, read_checkpoint, unwrap_state_dict
 from .load_deepfakebench import infer_clip_vision_config, load_deepfakebench_clip
+from .load_clip import load_clip
 from .load_hf import load_hf
 from .load_openclip import load_open_clip
 from .load_vision import load_timm, load_torchvision, load_vit_checkpoint
@@ -14,5 +15,5 @@ from .load_vision import load_timm, load_torchvision, load_vit_checkpoint
 __all__ = [
     "CheckpointError", "Loaded", "load_checkpoint", "read_checkpoint", "unwrap_state_dict", "fit_report",
     "load_open_clip", "load_hf", "load_deepfakebench_clip", "infer_clip_vision_config",
-    "load_timm", "load_torchvision", "load_vit_checkpoint",
+    "load_timm", "load_torchvision", "load_vit_checkpoint", "load_clip",
 ]

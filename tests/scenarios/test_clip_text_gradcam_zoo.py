@@ -48,7 +48,7 @@ def test_cli_zoo_models_with_list_and_json_texts(tmp_path, capsys, model, layer)
 
 
 def test_visualize_clip_gradcam_python_api(tmp_path):
-    from vizkit.clip_gradcam import visualize_clip_gradcam
+    from vizkit.scenarios.clip_text_gradcam import visualize_clip_gradcam
 
     save_scene(tmp_path / "scene.png")
     res = visualize_clip_gradcam("shapes_clip", tmp_path / "scene.png", ["a red circle", "a green star"],
@@ -83,8 +83,8 @@ def test_pointing_table_matches_a_direct_computation_and_rejects_missing_texts()
 
     import vizkit
     from vizkit import zoo
-    from vizkit.clip_gradcam import pointing_table
-    from vizkit.clip_models import load_clip_model
+    from vizkit.scenarios.clip_text_gradcam import pointing_table
+    from vizkit.scenarios.clip_text_gradcam import load_clip_model
     from vizkit.errors import InputError
     from vizkit.metrics import pointing_game
     from vizkit.targets import ImageTextSimilarity

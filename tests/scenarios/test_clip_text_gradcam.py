@@ -10,7 +10,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import vizkit
 from vizkit import cli
-from vizkit.clip_gradcam import (explain_clip, load_class_texts, load_image, output_stem, save_result)
+from vizkit.scenarios.clip_text_gradcam import (explain_clip, load_class_texts, load_image, output_stem, save_result)
 from vizkit.errors import InputError, TargetError
 from vizkit.models.clip import adapt_clip
 from models import open_clip_resnet, open_clip_vit

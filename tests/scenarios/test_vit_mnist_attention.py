@@ -6,10 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-from vizkit.attention_visualizer import (AttentionVisualizer, check_notebook_parameters, layer_summary, observations,
+from vizkit.scenarios.vit_mnist_attention import (AttentionVisualizer, check_notebook_parameters, layer_summary, observations,
                                          parse_index_list)
 from vizkit.models import SimpleViT
-from vizkit.notebook import ParameterError, baseline, run_folder
+from vizkit.notebook import ParameterError, baseline
+from vizkit.runs import run_folder
 from vizkit.report import Report, markdown_table
 
 DEFAULTS = dict(model="mnist_vit", model_config="", num_samples=8, selection="one_per_class", indices=[],
@@ -137,7 +138,7 @@ def test_seed_api_files(visualizer):
 
 
 def test_widget_explorer_redraws_from_cache_without_forward(visualizer):
-    from vizkit.widgets import AttentionExplorer
+    from vizkit.scenarios.vit_mnist_attention import AttentionExplorer
 
     calls = []
     handle = visualizer.model.register_forward_pre_hook(lambda *a: calls.append(1))

@@ -1,0 +1,62 @@
+"""vizkit.scenarios: one module per notebook, lazy public names, deprecated shims that warn."""
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import vizkit.scenarios as scenarios
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_scenario_module_has_a_notebook_and_a_test():
+    modules = sorted(p.stem for p in (ROOT / "vizkit" / "scenarios").glob("*.py") if p.stem != "__init__")
+    assert modules == sorted(scenarios.MODULES)
+    notebooks = {p.stem.split("_", 1)[1] for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    tests = {p.stem[len("test_"):] for p in (ROOT / "tests" / "scenarios").glob("test_*.py")}
+    assert notebooks <= set(modules), f"notebooks without a scenario module: {notebooks - set(modules)}"
+    for stem in notebooks:
+        assert stem in tests, f"scenario {stem} has no tests/scenarios/test_{stem}.py"
+
+
+def test_public_names_resolve_to_their_module():
+    for name in scenarios.__all__:
+        obj = getattr(scenarios, name)
+        if name in scenarios.MODULES:
+            assert obj.__name__ == f"vizkit.scenarios.{name}"
+        else:
+            module = importlib.import_module(f"vizkit.scenarios.{scenarios._WHERE[name]}")
+            assert obj is getattr(module, name) and name in module.__all__
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        scenarios.nope  # noqa: B018
+
+
+def test_scenario_docstrings_name_the_score_and_give_an_example():
+    for stem in scenarios.MODULES:
+        doc = importlib.import_module(f"vizkit.scenarios.{stem}").__doc__ or ""
+        assert doc.startswith("Scenario "), stem
+        if stem != "vlm_attention_video":  # in progress (issue 19)
+            assert "Example::" in doc, stem
+
+
+def test_import_vizkit_stays_light_and_scenarios_load_lazily():
+    code = ("import sys, vizkit, vizkit.scenarios as s; heavy = ('matplotlib', 'transformers', 'open_clip', "
+            "'ipywidgets', 'vizkit.scenarios.clip_text_gradcam'); print([m for m in heavy if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("old, new, name", [
+    ("vizkit.attention_visualizer", "vizkit.scenarios.vit_mnist_attention", "AttentionVisualizer"),
+    ("vizkit.clip_gradcam", "vizkit.scenarios.clip_text_gradcam", "visualize_clip_gradcam"),
+    ("vizkit.clip_models", "vizkit.scenarios.clip_text_gradcam", "load_clip_model"),
+])
+def test_old_paths_warn_and_re_export(old, new, name):
+    sys.modules.pop(old, None)
+    with pytest.warns(FutureWarning, match="moved"):
+        shim = importlib.import_module(old)
+    assert getattr(shim, name) is getattr(importlib.import_module(new), name)

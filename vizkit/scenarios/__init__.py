@@ -1,0 +1,44 @@
+"""The scenarios: one module per notebook, same stem (``notebooks/NN_<stem>.ipynb``).
+
+=============================  ====================================================  =========
+module                         what it explains                                      notebook
+=============================  ====================================================  =========
+``vit_mnist_attention``        a ViT digit classifier's CLS attention (seed 001)     02
+``clip_text_gradcam``          CLIP image-text similarity by Grad-CAM (seed 003)     04
+``vlm_attention_video``        a VLM's per-token attention (seed 004, in progress)   05
+=============================  ====================================================  =========
+
+Names load lazily: ``from vizkit.scenarios import AttentionVisualizer`` imports only the
+module that defines it. Notebooks import from ``vizkit`` and ``vizkit.scenarios`` only.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "vit_mnist_attention": (
+        "AttentionVisualizer", "AttentionCache", "AnalysisResult", "AttentionExplorer", "observations",
+        "layer_summary", "write_report", "mnist_preprocess", "parse_index_list"),
+    "clip_text_gradcam": (
+        "ClipGradCAMResult", "ClipExplorer", "load_clip_model", "load_class_texts", "load_image", "display_crop",
+        "explain_clip", "save_result", "output_stem", "visualize_clip_gradcam", "pointing_table", "text_maps",
+        "text_maps_figure", "write_clip_report", "candidate_layers"),
+    "vlm_attention_video": ("explain_answer_attention",),
+}
+MODULES = tuple(_EXPORTS)
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = [*MODULES, *_WHERE]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
