@@ -29,3 +29,15 @@ class ClipDetector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+class LinearHeadClassifier(nn.Module):
+    """A feature backbone (HF ``CLIPVisionModel`` / CLIP ``vision_model``: ``pooler_output``
+    ``[B, D]``) followed by a linear head: ``[B, 3, H, W]`` -> logits ``[B, C]``."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Linear):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(pixel_values=x).pooler_output)
