@@ -12,6 +12,9 @@ import torch
 from .errors import VizkitError
 
 HEAD_FUSIONS = ("mean", "max", "min")
+#: how per-layer gradient-weighted attention is combined: Chefer's relevance propagation, or
+#: the plain mean over the layers that scripts like seed 000's compute
+AGGREGATIONS = ("relevance", "mean")
 
 
 def fuse_heads(attn: torch.Tensor, head_fusion: str = "mean") -> torch.Tensor:
@@ -66,17 +69,44 @@ def rollout_matrix(attentions: Sequence[torch.Tensor], head_fusion: str = "mean"
     return result
 
 
+def gradient_weighted(attn: torch.Tensor, grad: torch.Tensor, head_fusion: str = "mean") -> torch.Tensor:
+    """One layer's gradient-weighted attention ``Ā = fuse_heads((∇A ⊙ A)⁺)``: ``[B, H, N, N]``
+    attention and its gradient -> ``[B, N, N]``."""
+    return fuse_heads((grad.float() * attn.float()).clamp(min=0), head_fusion)
+
+
+def _check_pairs(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor]) -> None:
+    if len(attentions) != len(gradients) or not attentions:
+        raise VizkitError("relevance needs one gradient per attention map (and at least one)")
+
+
 def relevance_matrix(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor], head_fusion: str = "mean") -> torch.Tensor:
     """Gradient-weighted attention relevance (Chefer et al., ICCV 2021), layers in order.
 
     Per layer ``Ā = fuse_heads((∇A ⊙ A)⁺)`` and ``R ← R + Ā R`` starting from ``R = I``.
     Inputs are ``[B, H, N, N]`` each; returns ``[B, N, N]``.
     """
-    if len(attentions) != len(gradients) or not attentions:
-        raise VizkitError("relevance needs one gradient per attention map (and at least one)")
+    _check_pairs(attentions, gradients)
     b, _, n, _ = attentions[0].shape
     r = torch.eye(n, device=attentions[0].device).expand(b, n, n).clone()
     for attn, grad in zip(attentions, gradients):
-        a = fuse_heads((grad.float() * attn.float()).clamp(min=0), head_fusion)
-        r = r + a @ r
+        r = r + gradient_weighted(attn, grad, head_fusion) @ r
     return r
+
+
+def mean_relevance_matrix(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor],
+                          head_fusion: str = "mean") -> torch.Tensor:
+    """The plain aggregation: the mean over layers of ``Ā = fuse_heads((∇A ⊙ A)⁺)`` (no
+    propagation through the layers). Inputs ``[B, H, N, N]`` each; returns ``[B, N, N]``."""
+    _check_pairs(attentions, gradients)
+    return torch.stack([gradient_weighted(a, g, head_fusion) for a, g in zip(attentions, gradients)]).mean(0)
+
+
+def aggregate(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor], head_fusion: str = "mean",
+              aggregation: str = "relevance") -> torch.Tensor:
+    """``[B, N, N]`` by :func:`relevance_matrix` (``"relevance"``) or :func:`mean_relevance_matrix` (``"mean"``)."""
+    if aggregation == "relevance":
+        return relevance_matrix(attentions, gradients, head_fusion)
+    if aggregation == "mean":
+        return mean_relevance_matrix(attentions, gradients, head_fusion)
+    raise VizkitError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")

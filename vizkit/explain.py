@@ -407,3 +407,120 @@ def gradient_attention(
                        layer_heatmaps={n: _to_input_size(m, image_hw) for n, m in layer_maps.items()},
                        scores=scores.detach(), layers=names, method=f"gradient_attention[{head_fusion}]",
                        targets=classes, output=_main_output(output))
+
+
+# --------------------------------------------------------------------------------------
+# attention and its gradients for several targets, from one forward pass
+# --------------------------------------------------------------------------------------
+@dataclass
+class AttentionGradients:
+    """Post-softmax attention of each layer and its gradient for each of several targets,
+    captured in ONE forward pass (one ``autograd.grad`` per target from the same graph).
+
+    - ``attentions[layer]``: ``[B, H, N, N]``; ``gradients[t][layer]``: ``[B, H, N, N]`` for
+      target ``t``; ``scores[t]``: ``[B]``; ``classes[t]``: ``[B]`` class indices or None.
+    - ``grid`` / ``prefix_tokens`` say how the N tokens map onto the image.
+
+    Every map is computed from these cached tensors: choosing other layers, another head
+    fusion or the other aggregation costs no forward or backward pass.
+    """
+
+    attentions: dict[str, torch.Tensor]
+    gradients: list[dict[str, torch.Tensor]]
+    scores: list[torch.Tensor]
+    classes: list[torch.Tensor | None]
+    layers: list[str]
+    grid: tuple[int, int]
+    prefix_tokens: int
+    image_size: tuple[int, int]
+    output: torch.Tensor | None = None
+
+    @property
+    def layout(self) -> TokenLayout:
+        return TokenLayout(self.grid, self.prefix_tokens)
+
+    def _layers(self, layers: Sequence[str] | None) -> list[str]:
+        if layers is None:
+            return list(self.layers)
+        unknown = [n for n in layers if n not in self.attentions]
+        if unknown:
+            raise VizkitError(f"layer(s) {', '.join(unknown)} were not captured; captured: {', '.join(self.layers)}")
+        return [n for n in self.layers if n in set(layers)]  # always in forward order
+
+    def _row(self, m: torch.Tensor) -> torch.Tensor:
+        """``[B, N, N]`` -> the CLS row over the patches ``[B, h, w]`` (the mean of all rows
+        when the model has no prefix token)."""
+        return patch_row_to_grid(m[:, 0] if self.prefix_tokens else m.mean(1), self.layout)
+
+    def relevance(self, target: int = 0, head_fusion: str = "mean", layers: Sequence[str] | None = None,
+                  aggregation: str = "relevance") -> torch.Tensor:
+        """``[B, h, w]`` map of target ``target`` over ``layers`` (default all captured), by
+        :func:`vizkit.attention_math.aggregate`; clamped at 0, not normalised."""
+        names = self._layers(layers)
+        m = am.aggregate([self.attentions[n] for n in names], [self.gradients[target][n] for n in names],
+                         head_fusion, aggregation)
+        return self._row(m).clamp(min=0)
+
+    def layer_map(self, target: int, layer: str, head_fusion: str = "mean") -> torch.Tensor:
+        """One layer's ``Ā`` CLS row ``[B, h, w]`` for target ``target``."""
+        (name,) = self._layers([layer])
+        return self._row(am.gradient_weighted(self.attentions[name], self.gradients[target][name], head_fusion))
+
+    def explanation(self, target: int = 0, head_fusion: str = "mean", layers: Sequence[str] | None = None,
+                    aggregation: str = "relevance") -> Explanation:
+        """An :class:`Explanation` of target ``target`` (heatmap at the input size, per-layer ``Ā`` maps)."""
+        if head_fusion not in am.HEAD_FUSIONS:
+            raise VizkitError(f"head_fusion must be one of {', '.join(am.HEAD_FUSIONS)}, got {head_fusion!r}")
+        names = self._layers(layers)
+        raw = self.relevance(target, head_fusion, names, aggregation)
+        layer_maps = {n: self.layer_map(target, n, head_fusion) for n in names}
+        suffix = "" if aggregation == "relevance" else f", {aggregation}"
+        return Explanation(heatmap=_to_input_size(raw, self.image_size), layer_maps=layer_maps,
+                           layer_heatmaps={n: _to_input_size(m, self.image_size) for n, m in layer_maps.items()},
+                           scores=self.scores[target], layers=names,
+                           method=f"gradient_attention[{head_fusion}{suffix}]", targets=self.classes[target],
+                           output=self.output)
+
+
+def attention_gradients(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: Sequence[TargetSpec],
+    layers: LayerSpec = "all",
+    *,
+    forward: Forward | None = None,
+) -> AttentionGradients:
+    """Attention ``[B, H, N, N]`` of the chosen blocks and its gradient for EACH of ``targets``
+    (each anything :func:`cam` accepts as ``targets``) from one forward pass of ``inputs``
+    ``[B, C, H, W]``: e.g. the real and the fake class of a detector, ``targets=[0, 1]``."""
+    x = _check_inputs(model, inputs)
+    if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence) or len(targets) == 0:
+        raise TargetError("targets must be a non-empty list, one entry per explained target (e.g. [0, 1])")
+    run: Forward = forward if forward is not None else model
+    batch, image_hw = x.shape[0], (x.shape[-2], x.shape[-1])
+    with preserved_state(model), _attention_implementation(model):
+        layer_list = _attention_layers(model, layers, run, x, forward)
+        names = [n for n, _ in layer_list]
+        embed = find_patch_embed(model, layer_list)
+        with torch.enable_grad(), AttentionCapture(layer_list, grad=True) as cap, \
+                GridCapture(embed[1] if embed else None) as gc:
+            output = run(x)
+            _require_maps(cap, names, model)
+            attns = [cap.maps[n] for n in names]
+            scores, grads, classes = [], [], []
+            for i, spec in enumerate(targets):
+                target = as_target(spec, batch, output)
+                s = _scores(target, output, batch)
+                if not s.requires_grad:
+                    raise CaptureError(f"target {i} does not depend on the attention of {', '.join(names)}")
+                g = torch.autograd.grad(s.sum(), attns, allow_unused=True, retain_graph=i < len(targets) - 1)
+                grads.append({n: (gi if gi is not None else torch.zeros_like(a)) for n, a, gi in zip(names, attns, g)})
+                scores.append(s.detach())
+                c = getattr(target, "classes", None)
+                classes.append(c.expand(batch) if c is not None and c.ndim == 0 else c)
+    four = {n: (a.detach() if a.ndim == 4 else a.detach()[:, None]) for n, a in zip(names, attns)}
+    grads = [{n: (g if g.ndim == 4 else g[:, None]) for n, g in gd.items()} for gd in grads]
+    layout = infer_layout(next(iter(four.values())).shape[-1], gc.grid, image_hw)
+    return AttentionGradients(attentions=four, gradients=grads, scores=scores, classes=classes, layers=names,
+                              grid=layout.grid, prefix_tokens=layout.prefix, image_size=image_hw,
+                              output=_main_output(output))
