@@ -250,3 +250,29 @@ def test_randomization_sanity_check_errors():
         randomization_sanity_check(_grad_x_input, model, [])
     with pytest.raises(ValueError, match=r"\[B, H, W\]"):
         randomization_sanity_check(lambda m: _grad_x_input(m)[0], model, ["6"])
+
+
+def test_top_region_iou_by_hand():
+    from vizkit.metrics import top_region_iou
+
+    a = torch.arange(10.0).reshape(1, 2, 5)          # top 20 % = the 2 largest: pixels 8, 9
+    b = torch.tensor([[[0., 0, 0, 0, 0], [0, 0, 5, 9, 8]]])  # top 2: pixels 8 (9) and 9 (8)
+    c = torch.tensor([[[9., 8, 0, 0, 0], [0, 0, 0, 0, 0]]])  # top 2: pixels 0, 1 (ties at 0 are below)
+    assert top_region_iou(a, b).tolist() == [1.0]
+    assert top_region_iou(a, c).tolist() == [0.0]
+    d = torch.tensor([[[0., 0, 0, 0, 0], [0, 0, 0, 1, 9]]])  # top 2: pixels 8, 9 -> with a: 2 / 2
+    e = torch.tensor([[[0., 0, 0, 0, 0], [0, 0, 7, 9, 0]]])  # top 2: pixels 7, 8 -> with a: 1 / 3
+    assert top_region_iou(a, e).tolist() == pytest.approx([1 / 3])
+    assert top_region_iou(torch.cat([a, a]), torch.cat([d, e])).tolist() == pytest.approx([1.0, 1 / 3])
+    with pytest.raises(ValueError, match="one shape"):
+        top_region_iou(a, a[:, :1])
+
+
+def test_region_means_by_hand():
+    from vizkit.metrics import region_means
+
+    m = torch.arange(36.0).reshape(1, 6, 6)
+    out = region_means(m)
+    # 2x2 blocks: top-left (0, 1, 6, 7) -> 3.5; centre (14, 15, 20, 21) -> 17.5; bottom-right -> 31.5
+    assert out.shape == (1, 3, 3)
+    assert out[0, 0, 0] == 3.5 and out[0, 1, 1] == 17.5 and out[0, 2, 2] == 31.5

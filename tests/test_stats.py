@@ -190,3 +190,15 @@ def test_errors_empty_maps_and_distance_mismatch():
         mean_attention_distance(torch.rand(1, 1, 5, 5), (2, 2), prefix_tokens=0)
     with pytest.raises(ValueError, match="missing"):
         summarize(pd.DataFrame({"layer": ["a"]}))
+
+
+def test_map_entropy_by_hand():
+    import math
+
+    from vizkit.stats import map_entropy
+
+    maps = torch.stack([torch.ones(2, 2), torch.tensor([[4.0, 0.0], [0.0, 0.0]]),
+                        torch.tensor([[1.0, 1.0], [0.0, 0.0]]), torch.zeros(2, 2)])
+    out = map_entropy(maps)
+    assert out[:3].tolist() == pytest.approx([math.log(4), 0.0, math.log(2)])
+    assert math.isnan(out[3])

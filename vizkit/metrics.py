@@ -26,6 +26,8 @@ __all__ = [
     "deletion_auc",
     "insertion_auc",
     "randomization_sanity_check",
+    "top_region_iou",
+    "region_means",
 ]
 
 
@@ -163,6 +165,31 @@ def insertion_auc(
     baseline (e.g. a blurred or constant image).
     """
     return _perturbation_curve(score_fn, images, heatmaps, steps, baseline, batch_size, return_curves, insertion=True)
+
+
+def top_region_iou(a: Tensor, b: Tensor, fraction: float = 0.2) -> Tensor:
+    """IoU of the top ``fraction`` regions of two maps ``[B, H, W]`` (per image: the pixels at or
+    above the map's ``1 - fraction`` quantile). Returns ``[B]`` in [0, 1]."""
+    if a.shape != b.shape or a.ndim != 3:
+        raise ValueError(f"expected two maps [B, H, W] of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+
+    def top(m: Tensor) -> Tensor:
+        flat = m.flatten(1).float()
+        return flat >= torch.quantile(flat, 1.0 - fraction, dim=1, keepdim=True)
+
+    ta, tb = top(a), top(b)
+    inter, union = (ta & tb).sum(1).float(), (ta | tb).sum(1).float()
+    return inter / union.clamp(min=1)
+
+
+def region_means(maps: Tensor, rows: int = 3, cols: int = 3) -> Tensor:
+    """Mean of each map ``[B, H, W]`` over a ``rows x cols`` grid of (nearly) equal regions
+    (adaptive average pooling): ``[B, rows, cols]``."""
+    if maps.ndim != 3:
+        raise ValueError(f"expected maps [B, H, W], got shape {tuple(maps.shape)}")
+    return F.adaptive_avg_pool2d(maps[:, None].float(), (rows, cols))[:, 0]
 
 
 def _randomize_(module: nn.Module) -> None:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "map_entropy",
     "row_entropy",
     "mean_attention_distance",
     "attention_statistics",
@@ -41,6 +42,19 @@ def _check_attention(attn: Tensor, grid: tuple[int, int], prefix_tokens: int, na
             f"{name} has N={attn.shape[-1]} tokens but prefix_tokens + h*w = {prefix_tokens} + {h}*{w} "
             f"= {prefix_tokens + h * w}"
         )
+
+
+def map_entropy(maps: Tensor) -> Tensor:
+    """Entropy (nats) of each non-negative map ``[B, h, w]`` read as a distribution over its
+    pixels: ``-sum p log p`` with ``p = m / sum(m)``. A uniform map gives ``log(h*w)``, a
+    one-hot map 0; an all-zero map has no distribution and gives NaN. Returns ``[B]``."""
+    if maps.ndim != 3:
+        raise ValueError(f"expected maps [B, h, w], got shape {tuple(maps.shape)}")
+    flat = maps.flatten(1).double().clamp(min=0)
+    total = flat.sum(1, keepdim=True)
+    p = flat / total
+    ent = -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(1)
+    return torch.where(total[:, 0] > 0, ent, torch.full_like(ent, float("nan"))).float()
 
 
 def row_entropy(attn: Tensor) -> Tensor:

@@ -36,10 +36,14 @@ class HeatmapPane:
         self.draws = 0
 
     def draw(self, heat: Any, image: Any, *, map_title: str = "map", overlay_title: str = "overlay",
-             suptitle: str | None = None) -> None:
-        """Show ``heat`` ``[h, w]`` and its overlay on ``image`` (anything :mod:`vizkit.render` reads)."""
+             suptitle: str | None = None, diverging: bool = False) -> None:
+        """Show ``heat`` ``[h, w]`` and its overlay on ``image`` (anything :mod:`vizkit.render` reads).
+
+        ``diverging``: a signed map, drawn with a diverging colormap centred at 0.
+        """
         heat = np.asarray(heat)
-        blended = render.overlay(image, heat, cmap=self.cmap)
+        cmap = "RdBu_r" if diverging else self.cmap
+        blended = render.overlay(image, np.abs(heat) if diverging else heat, cmap=self.cmap)
         if self._map is None:
             self._map = render.show_heatmap(self.ax_map, heat, title=map_title, cmap=self.cmap)
             self._over = self.ax_overlay.imshow(blended)
@@ -49,7 +53,12 @@ class HeatmapPane:
             self._map.set_data(heat)
             self._map.set_extent((-0.5, heat.shape[1] - 0.5, heat.shape[0] - 0.5, -0.5))
             self._over.set_data(blended)
-        self._map.set_clim(float(heat.min()), float(heat.max()))
+        self._map.set_cmap(cmap)
+        if diverging:
+            bound = float(np.abs(heat).max()) or 1.0
+            self._map.set_clim(-bound, bound)
+        else:
+            self._map.set_clim(float(heat.min()), float(heat.max()))
         self.ax_map.set_title(map_title)
         self.ax_overlay.set_title(overlay_title)
         if suptitle is not None:
