@@ -13,9 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import numpy as np
+
 from .errors import InputError
 
-__all__ = ["atomic_path", "write_text", "write_json", "save_safetensors", "image_files", "IMAGE_SUFFIXES"]
+__all__ = ["atomic_path", "write_text", "write_json", "save_safetensors", "image_files", "load_image", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -79,3 +81,31 @@ def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
         else:
             raise InputError(f"image {str(raw)!r} does not exist")
     return files
+
+
+def load_image(path: str | os.PathLike[str]) -> Any:
+    """An RGB PIL image; grey, RGBA, palette and 16-bit images are converted, not rejected."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image {str(path)!r} does not exist")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            image = im.copy()
+    except (UnidentifiedImageError, OSError) as err:
+        raise InputError(f"cannot read image {str(path)!r}: {err}") from err
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        a = np.asarray(image, dtype=np.float64)
+        hi = 65535.0 if a.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(a / hi * 255.0, 0, 255).astype(np.uint8), "L")
+    elif image.mode == "F":
+        a = np.asarray(image, dtype=np.float64)
+        a = (a - a.min()) / (a.max() - a.min() + 1e-12)
+        image = Image.fromarray((a * 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "P", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")

@@ -27,11 +27,11 @@ from typing import Any, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .. import render
 from ..evaluate import localization
-from ..io import write_json
+from ..io import load_image, write_json
 from ..errors import InputError, VizkitError
 from ..explain import cam
 from ..methods import get_method
@@ -136,32 +136,6 @@ def load_class_texts(class_texts: Sequence[str] | None = None, class_texts_file:
     if not data:
         raise InputError(f"class texts file {str(path)!r} holds no class texts")
     return list(data), list(data.values())
-
-
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """An RGB PIL image; grey, RGBA, palette and 16-bit images are converted, not rejected."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"image {str(path)!r} does not exist")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            image = im.copy()
-    except (UnidentifiedImageError, OSError) as err:
-        raise InputError(f"cannot read image {str(path)!r}: {err}") from err
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(image, dtype=np.float64)
-        hi = 65535.0 if a.max() > 255 else 255.0
-        image = Image.fromarray(np.clip(a / hi * 255.0, 0, 255).astype(np.uint8), "L")
-    elif image.mode == "F":
-        a = np.asarray(image, dtype=np.float64)
-        a = (a - a.min()) / (a.max() - a.min() + 1e-12)
-        image = Image.fromarray((a * 255).astype(np.uint8), "L")
-    if image.mode in ("RGBA", "LA", "P", "PA"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
 
 
 def display_crop(image: Image.Image, size: int) -> np.ndarray:
