@@ -264,6 +264,11 @@ def test_top_region_iou_by_hand():
     e = torch.tensor([[[0., 0, 0, 0, 0], [0, 0, 7, 9, 0]]])  # top 2: pixels 7, 8 -> with a: 1 / 3
     assert top_region_iou(a, e).tolist() == pytest.approx([1 / 3])
     assert top_region_iou(torch.cat([a, a]), torch.cat([d, e])).tolist() == pytest.approx([1.0, 1 / 3])
+    # a map that is 0 outside a small blob: its top region is the blob, not the zero plateau
+    blob1, blob2 = torch.zeros(1, 6, 6), torch.zeros(1, 6, 6)
+    blob1[0, :2, :2], blob2[0, 1:3, 1:3] = 1.0, 1.0   # 4 pixels each, 1 shared
+    assert top_region_iou(blob1, blob2).tolist() == pytest.approx([1 / 7])
+    assert top_region_iou(torch.ones(1, 3, 3), torch.ones(1, 3, 3)).tolist() == [1.0]
     with pytest.raises(ValueError, match="one shape"):
         top_region_iou(a, a[:, :1])
 

@@ -169,7 +169,8 @@ def insertion_auc(
 
 def top_region_iou(a: Tensor, b: Tensor, fraction: float = 0.2) -> Tensor:
     """IoU of the top ``fraction`` regions of two maps ``[B, H, W]`` (per image: the pixels at or
-    above the map's ``1 - fraction`` quantile). Returns ``[B]`` in [0, 1]."""
+    above the map's ``1 - fraction`` quantile; when that quantile is the map's minimum, the
+    pixels above it). Returns ``[B]`` in [0, 1]."""
     if a.shape != b.shape or a.ndim != 3:
         raise ValueError(f"expected two maps [B, H, W] of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
     if not 0.0 < fraction <= 1.0:
@@ -177,7 +178,11 @@ def top_region_iou(a: Tensor, b: Tensor, fraction: float = 0.2) -> Tensor:
 
     def top(m: Tensor) -> Tensor:
         flat = m.flatten(1).float()
-        return flat >= torch.quantile(flat, 1.0 - fraction, dim=1, keepdim=True)
+        q = torch.quantile(flat, 1.0 - fraction, dim=1, keepdim=True)
+        # a plateau at the minimum (e.g. a map that is 0 outside a blob) is never "top" unless the
+        # whole map is constant
+        at_floor = (q <= flat.amin(1, keepdim=True)) & (flat.amax(1, keepdim=True) > q)
+        return torch.where(at_floor, flat > q, flat >= q)
 
     ta, tb = top(a), top(b)
     inter, union = (ta & tb).sum(1).float(), (ta | tb).sum(1).float()

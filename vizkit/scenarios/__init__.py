@@ -3,6 +3,8 @@
 =============================  ====================================================  =========
 module                         what it explains                                      notebook
 =============================  ====================================================  =========
+``clip_detector_attention``    a detector's real/fake gradient-weighted attention    01
+                               (seed 000)
 ``vit_mnist_attention``        a ViT digit classifier's CLS attention (seed 001)     02
 ``clip_text_gradcam``          CLIP image-text similarity by Grad-CAM (seed 003)     04
 ``vlm_attention_video``        a VLM's per-token attention (seed 004, in progress)   05
@@ -17,6 +19,10 @@ import importlib
 from typing import Any
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
+    "clip_detector_attention": (
+        "CLIPViTGradCAM", "DetectorAttention", "DetectorModel", "ImageResult", "DetectorAttentionExplorer",
+        "load_detector_model", "analyze_single_image", "analyze_images", "faithfulness_table",
+        "faithfulness_observations", "write_attention_report"),
     "vit_mnist_attention": (
         "AttentionVisualizer", "AttentionCache", "AnalysisResult", "AttentionExplorer", "observations",
         "layer_summary", "write_report", "mnist_preprocess", "parse_index_list"),

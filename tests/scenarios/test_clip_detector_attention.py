@@ -1,0 +1,252 @@
+"""Scenario 1: gradient-weighted attention of a deepfake detector (API, files, CLI, explorer)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import vizkit
+from vizkit import zoo
+from vizkit.errors import CaptureError, VizkitError
+from vizkit.metrics import pointing_game
+from vizkit.models import ClipDetector
+from vizkit.scenarios import clip_detector_attention as cda
+from models import all_hooks, resnet18, timm_vit
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"}
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return cda.load_detector_model()
+
+
+@pytest.fixture(scope="module")
+def faces():
+    test = zoo.dataset("face_forgery_detector", "test")
+    return [s for s in test if s.label == 1][:6], [s for s in test if s.label == 0][:6]
+
+
+def _dfb_checkpoint(folder: Path, layers: int = 6) -> tuple[Path, Path, ClipDetector]:
+    from transformers import CLIPVisionConfig
+
+    torch.manual_seed(0)
+    model = ClipDetector(CLIPVisionConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=layers,
+                                          num_attention_heads=2, image_size=32, patch_size=8)).eval()
+    sd = {k.replace("backbone.vision_model.", "backbone."): v for k, v in model.state_dict().items()}
+    torch.save(sd, folder / "det.pth")
+    (folder / "clip.yaml").write_text(yaml.safe_dump({"model_name": "clip", "resolution": 32, "mean": [0.5] * 3,
+                                                      "std": [0.5] * 3, "log_dir": "/somewhere"}))
+    return folder / "clip.yaml", folder / "det.pth", model
+
+
+def test_comparison_numbers_and_sentence_by_hand():
+    real = torch.zeros(6, 6)
+    fake = torch.zeros(6, 6)
+    fake[:2, :2] = 1.0          # fake map: upper-left 2x2 block
+    real[4:, 4:] = 1.0          # real map: lower-right 2x2 block
+    n = cda.comparison_numbers(real, fake)
+    assert n["top20_iou"] == 0.0 and n["overlap_mean"] == 0.0 and n["difference_mean"] == 0.0
+    cells = np.array(n["difference_by_region"])
+    assert cells[0, 0] == 1.0 and cells[2, 2] == -1.0 and np.abs(cells).sum() == 2.0
+    assert cda.where_they_differ(n) == ("The fake-class map is stronger in the upper left (+1.00), the real-class map "
+                                       "in the lower right (-1.00); their top-20 % regions overlap with IoU 0.00.")
+    same = cda.comparison_numbers(real, real)
+    assert same["top20_iou"] == 1.0
+    assert cda.where_they_differ(same).startswith("The two maps agree")
+
+
+def test_both_classes_from_one_pass_equal_gradient_attention(detector, faces):
+    x = torch.stack([detector.preprocess(s.image) for s in faces[0][:3] + faces[1][:2]])
+    calls = []
+    h = detector.model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        res = cda.CLIPViTGradCAM(detector.model, "all", "max", class_names=detector.class_names).explain(x)
+    finally:
+        h.remove()
+    assert len(calls) == 1
+    for k in (0, 1):
+        ref = vizkit.gradient_attention(detector.model, x, targets=k, head_fusion="max")
+        raw = res.raw(k)
+        torch.testing.assert_close(raw, ref.layer_maps and vizkit.explain.attention_gradients(
+            detector.model, x, [k]).relevance(0, "max"))
+        torch.testing.assert_close(res.heatmap(k), ref.heatmap, atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(res.probs, detector.model(x).softmax(-1))
+    # the last-layer mode equals gradient attention over the last block alone, for both aggregations
+    last = res.layer_names[-1:]
+    for agg in ("relevance", "mean"):
+        torch.testing.assert_close(res.heatmap(1, "mean", "last_layer", agg),
+                                   vizkit.gradient_attention(detector.model, x, 1, layers=last).heatmap,
+                                   atol=1e-6, rtol=1e-5)
+
+
+def test_seed_call_and_target_layers(detector, faces):
+    x = torch.stack([detector.preprocess(s.image) for s in faces[0][:2]])
+    g = cda.CLIPViTGradCAM(detector.model, [-2, -1])
+    assert g.target_layers == g.layer_names[-2:]
+    m = g(x, class_idx=1)
+    ref = vizkit.gradient_attention(detector.model, x, 1, layers=g.layer_names[-2:]).heatmap
+    torch.testing.assert_close(m, ref, atol=1e-6, rtol=1e-5)
+    with pytest.raises(VizkitError, match="head_fusion must be one of mean, max, min"):
+        cda.CLIPViTGradCAM(detector.model, head_fusion="median")
+    with pytest.raises(VizkitError):
+        cda.CLIPViTGradCAM(detector.model, [7])
+
+
+def test_not_tied_to_clip_or_two_classes():
+    model = timm_vit(depth=3, num_classes=3)
+    x = torch.rand(2, 3, 32, 32)
+    res = cda.CLIPViTGradCAM(model, "last_4").explain(x)
+    assert res.class_names == ["class 0", "class 1", "class 2"] and res.probs.shape == (2, 3)
+    for k in range(3):
+        torch.testing.assert_close(res.heatmap(k), vizkit.gradient_attention(model, x, k).heatmap, atol=1e-6,
+                                   rtol=1e-5)
+
+
+def test_no_attention_names_the_model():
+    with pytest.raises(CaptureError, match="No attention weights found: ResNet has no transformer blocks"):
+        cda.CLIPViTGradCAM(resnet18())
+
+
+def test_failing_call_restores_state(detector):
+    model = timm_vit(depth=2, num_classes=2).train()
+    g = cda.CLIPViTGradCAM(model, "all")
+    with pytest.raises(VizkitError):
+        g.explain(torch.rand(1, 3, 32, 32), classes=[0, 5])
+    assert model.training and all(p.requires_grad for p in model.parameters()) and all_hooks(model) == 0
+
+
+def test_analyze_images_files_and_sidecar(tmp_path, detector, faces):
+    paths = []
+    for i, s in enumerate(faces[0][:2]):
+        Image.fromarray(s.image).save(tmp_path / f"face{i}.png")
+        paths.append(tmp_path / f"face{i}.png")
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    results, failures = cda.analyze_images(detector, paths + [tmp_path / "broken.png"], out, "last_4", "min",
+                                           multi_layer=True)
+    assert [r.stem for r in results] == ["face0", "face1"] and [f[0] for f in failures] == ["broken"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"face{i}{suffix}" for i in range(2) for suffix in
+                           (".json", "_real_attention.png", "_fake_attention.png", "_comparison.png", "_layers.png"))
+    side = json.loads((out / "face0.json").read_text())
+    assert side["head_fusion"] == "min" and side["aggregation"] == "relevance" and len(side["layers"]) == 4
+    x = detector.preprocess(np.array(Image.open(paths[0]).convert("RGB")))[None]
+    with torch.no_grad():
+        assert side["probabilities"] == pytest.approx(detector.model(x).softmax(-1)[0].tolist(), abs=1e-6)
+    real = cda.CLIPViTGradCAM(detector.model, "last_4", "min").explain(x)
+    n = cda.comparison_numbers(real.heatmap(0)[0], real.heatmap(1)[0])
+    assert side["comparison"]["top20_iou"] == pytest.approx(n["top20_iou"])
+    assert side["where_they_differ"] == cda.where_they_differ(n)
+
+
+def test_faithfulness_table_matches_direct_computation(detector, faces):
+    fakes, reals = faces
+    table = cda.faithfulness_table(detector, fakes, reals, head_fusions=["mean"], layer_modes=["last_layer"],
+                                   aggregations=["relevance"], deletion_steps=4, sanity_samples=3, sanity_blocks=1)
+    assert len(table) == 1
+    x = torch.stack([detector.preprocess(s.image) for s in fakes])
+    maps = cda.CLIPViTGradCAM(detector.model, "all").explain(x).heatmap(1, "mean", "last_layer")
+    masks = torch.stack([torch.from_numpy(s.mask) for s in fakes])
+    assert table.loc[0, "pointing"] == pytest.approx(float(pointing_game(maps, masks).float().mean()))
+    assert table.loc[0, "layers"] == 1 and -1.0 <= table.loc[0, "sanity_spearman"] <= 1.0
+    assert 0 <= table.attrs["deletion_auc_random_order"] <= 1
+    notes = cda.faithfulness_observations(table)
+    assert any("entropy" in n for n in notes) and len(notes) == 4  # no aggregation comparison with one
+
+
+def test_explorer_redraws_from_the_cache(detector, faces):
+    pytest.importorskip("ipywidgets")
+    x = torch.stack([detector.preprocess(s.image) for s in faces[0][:3]])
+    res = cda.CLIPViTGradCAM(detector.model, "all").explain(x)
+    calls = []
+    h = detector.model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        ex = cda.DetectorAttentionExplorer(res, [s.image for s in faces[0][:3]])
+        first = ex.drawn.copy()
+        np.testing.assert_allclose(first, res.heatmap(1, "mean", "last_4_layers")[0].numpy())
+        ex.image.value = 2
+        ex.klass.value = "difference"
+        diff = (res.heatmap(1, "mean", "last_4_layers") - res.heatmap(0, "mean", "last_4_layers"))[2].numpy()
+        np.testing.assert_allclose(ex.drawn, diff)
+        ex.layers.value = f"layer 0: {res.layer_names[0]}"
+        ex.fusion.value = "max"
+        ex.klass.value = "real"
+        np.testing.assert_allclose(ex.drawn, res.layer_heatmap(0, res.layer_names[0], "max")[2].numpy())
+        ex.aggregation.value = "mean"
+    finally:
+        h.remove()
+    assert calls == []
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "vizkit.cli", "detector-attention", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, env=ENV, timeout=300)
+
+
+def test_cli_on_a_deepfakebench_checkpoint_of_another_depth(tmp_path):
+    cfg, weights, model = _dfb_checkpoint(tmp_path, layers=6)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(imgs / f"im{i}.png")
+    r = _cli("--model-config", cfg, "--weights", weights, "--image-path", imgs, "--output-dir", tmp_path / "o",
+             "--target-layers", "-4", "-3", "-2", "-1", "--head-fusion", "max", "--multi-layer", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    side = json.loads((tmp_path / "o" / "im1.json").read_text())
+    assert side["layers"] == [f"backbone.encoder.layers.{i}" for i in range(2, 6)] and side["head_fusion"] == "max"
+    assert (tmp_path / "o" / "im2_layers.png").is_file() and (tmp_path / "o" / "attention_report.md").is_file()
+    # one unreadable image: reported, skipped, the others written, exit code 1
+    (imgs / "zz_broken.png").write_bytes(b"x")
+    r = _cli("--model-config", cfg, "--weights", weights, "--image-path", imgs, "--output-dir", tmp_path / "o2",
+             cwd=tmp_path)
+    assert r.returncode == 1 and "skipped zz_broken" in r.stderr and "Traceback" not in r.stderr
+    assert len(list((tmp_path / "o2").glob("im*_comparison.png"))) == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--weights", "missing.pth"], "detector weights not found"),
+    (["--model-config", "missing.yaml", "--weights", "det.pth"], "detector config (YAML) not found"),
+    (["--target-layers", "-9"], "out of range"),
+    (["--target-layers", "encoder.layers.99"], "encoder.layers"),
+])
+def test_cli_bad_input(tmp_path, args, message):
+    _dfb_checkpoint(tmp_path, layers=2)
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a.png")
+    r = _cli("--image-path", tmp_path / "a.png", "--output-dir", tmp_path / "o", *args, cwd=tmp_path)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_cli_refuses_a_folder_with_an_earlier_run(tmp_path):
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "old.txt").write_text("x")
+    r = _cli("--image-path", tmp_path / "a.png", "--output-dir", tmp_path / "o", cwd=tmp_path)
+    assert r.returncode == 2 and "not empty" in r.stderr and "--overwrite" in r.stderr
+
+
+def test_notebook_parameters_are_checked():
+    from vizkit.notebook import ParameterError, baseline
+
+    ns = {}
+    before = baseline(ns)
+    ns.update(model="face_forgery_detector", model_config="", images="", num_images=2, target_layers="last_4",
+              head_fusion="mean", aggregation="relevance", layer_modes="last_layer", faithfulness_samples=0,
+              output_dir="", overwrite=False, interactive=False, seed=0, device="cpu")
+    assert cda.check_notebook_parameters(ns, before)["num_images"] == 2
+    for bad, msg in [({"head_fusion": "median"}, "choose one of"), ({"layer_modes": "first"}, "unknown layer mode"),
+                     ({"model": "nope.pth"}, "neither a zoo detector"), ({"images": "nope/"}, "images not found"),
+                     ({"target_layer": "last"}, "did you mean target_layers")]:
+        with pytest.raises(ParameterError, match=msg):
+            cda.check_notebook_parameters({**ns, **bad}, before)
