@@ -25,19 +25,20 @@ The exit code is 0 whether targets are met or not (a crash still exits non-zero)
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any, Callable
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import MEM_ENV, measure_memory as _measure_memory, peak_memory, print_worker_result  # noqa: E402
 
 TARGET_CAM_VS_FORWARD = 1.15   # vizkit Grad-CAM time / forward time, at most
 TARGET_SPEEDUP_VS_PGC = 2.8    # pytorch-grad-cam time / vizkit Grad-CAM time, at least
@@ -125,73 +126,20 @@ def make_runners(model, x, classes, layer, reshape_transform) -> dict[str, Calla
 # --------------------------------------------------------------------------------------
 # peak memory: one fresh process per method
 # --------------------------------------------------------------------------------------
-# In the worker: glibc is told (env) to serve every allocation >= 64 KiB with its own mmap
-# and to unmap it on free, so resident memory follows the live tensors instead of
-# malloc's retained free lists. After model creation and a batch-1 warm-up of the same
-# method (lazy library initialisation), parameter gradients are dropped, the kernel's
-# peak-RSS counter is reset (`echo 5 > /proc/self/clear_refs`), the current RSS is the
-# baseline; the method runs once on the full batch and the peak is VmHWM from
-# /proc/self/status (getrusage's ru_maxrss if the reset is not allowed). Reported:
-# peak - baseline = the extra memory the call needed on top of model + input.
-MEM_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536", "MALLOC_TOP_PAD_": "0"}
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+# Per method, in a fresh process: see benchlib.peak_memory (the extra memory the call needed on
+# top of model + input, after a batch-1 warm-up of the same method).
 
 
 def _mem_worker(args: argparse.Namespace) -> None:
-    import resource
-
     model, x, classes, layer, rt = build(args)
-    runners = make_runners(model, x, classes, layer, rt)
-    run = runners[args.mem_worker]
-    run(x[:1])  # warm-up: lazy initialisation of oneDNN / autograd / cv2, small batch
-    for p in model.parameters():
-        p.grad = None
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-    reset = _reset_peak()
-    base_kb = _status_kb("VmRSS")
-    ru_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    out = run(x)
-    peak_kb = _status_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    del out
-    print(json.dumps({"method": args.mem_worker, "base_mb": base_kb / 1024, "peak_mb": peak_kb / 1024,
-                      "delta_mb": (peak_kb - base_kb) / 1024, "reset": reset,
-                      "ru_maxrss_before_mb": ru_before / 1024}))
+    run = make_runners(model, x, classes, layer, rt)[args.mem_worker]
+    result = peak_memory(lambda: run(x), lambda: run(x[:1]), model)
+    print_worker_result(args.mem_worker, result)
 
 
 def measure_memory(args: argparse.Namespace) -> dict[str, dict]:
-    results: dict[str, dict] = {}
-    env = {**os.environ, **MEM_ENV}
-    base_cmd = [sys.executable, os.path.abspath(__file__), "--model", args.model, "--batch", str(args.batch),
-                "--size", str(args.size), "--threads", str(args.threads)]
-    for m in METHODS:
-        proc = subprocess.run(base_cmd + ["--_mem-worker", m], env=env, capture_output=True, text=True)
-        line = next((l for l in reversed(proc.stdout.splitlines()) if l.startswith("{")), None)
-        if proc.returncode != 0 or line is None:
-            err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            results[m] = {"error": f"worker exit {proc.returncode}: {err}"}
-        else:
-            results[m] = json.loads(line)
-    return results
+    return _measure_memory(__file__, ["--model", args.model, "--batch", str(args.batch), "--size", str(args.size),
+                                      "--threads", str(args.threads)], METHODS)
 
 
 # --------------------------------------------------------------------------------------

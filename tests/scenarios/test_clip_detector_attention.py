@@ -250,3 +250,31 @@ def test_notebook_parameters_are_checked():
                      ({"target_layer": "last"}, "did you mean target_layers")]:
         with pytest.raises(ParameterError, match=msg):
             cda.check_notebook_parameters({**ns, **bad}, before)
+
+
+def test_notebook_01_with_non_default_parameters(tmp_path, faces):
+    from test_notebooks import NOTEBOOKS, run
+
+    before = sorted(p.name for p in NOTEBOOKS.iterdir())
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i, s in enumerate(faces[0][:2] + faces[1][:1]):
+        Image.fromarray(s.image).save(imgs / f"face_{i}.png")
+    run_dir = tmp_path / "run"
+    nb = run("01_clip_detector_attention", tmp_path, images=str(imgs), head_fusion="max", target_layers="-2,-1",
+             aggregation="mean", layer_modes="last_layer,all_layers", faithfulness_samples=8, interactive=False,
+             output_dir=str(run_dir))
+    names = sorted(p.name for p in run_dir.iterdir())
+    per_image = {f"face_{i}{x}" for i in range(3) for x in (".json", "_real_attention.png", "_fake_attention.png",
+                                                            "_comparison.png", "_layers.png")}
+    assert set(names) == per_image | {"attention_report.md"}
+    side = json.loads((run_dir / "face_1.json").read_text())
+    assert side["head_fusion"] == "max" and side["aggregation"] == "mean"
+    assert side["layers"] == ["backbone.encoder.layers.2", "backbone.encoder.layers.3"]
+    report = (run_dir / "attention_report.md").read_text()
+    assert "| head_fusion | 'max' |" in report and "the plain per-layer mean" in report
+    assert "| max | all_layers | relevance |" in report and "last_4_layers" not in report.split("Faithfulness")[1]
+    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "target layers: ['backbone.encoder.layers.2', 'backbone.encoder.layers.3']" in outputs
+    assert "DetectorAttentionExplorer" not in outputs and "VBox" not in outputs
+    assert sorted(p.name for p in NOTEBOOKS.iterdir()) == before
