@@ -13,7 +13,7 @@ from IPython.display import display
 
 from . import render
 
-__all__ = ["HeatmapPane", "observe_all"]
+__all__ = ["HeatmapPane", "observe_all", "describe_controls"]
 
 
 class HeatmapPane:
@@ -68,6 +68,20 @@ class HeatmapPane:
         with self.output:
             self.output.clear_output(wait=True)
             display(self.fig)
+
+
+def describe_controls(controls: Iterable[Any]) -> list[tuple[str, str]]:
+    """``(label, kind)`` of each control as a person sees it in the page: kind ``slider``,
+    ``dropdown`` or ``toggle`` (what the browser test moves)."""
+    kinds = {"IntSlider": "slider", "FloatSlider": "slider", "SelectionSlider": "slider", "Dropdown": "dropdown",
+             "ToggleButtons": "toggle"}
+    out = []
+    for c in controls:
+        kind = kinds.get(type(c).__name__)
+        if kind is None:
+            raise TypeError(f"no browser-test kind for a {type(c).__name__} control")
+        out.append((c.description, kind))
+    return out
 
 
 def observe_all(controls: Iterable[W.ValueWidget], callback: Callable[[], None]) -> None:

@@ -172,6 +172,9 @@ def test_explorer_redraws_from_the_cache(detector, faces):
     h = detector.model.register_forward_hook(lambda *a: calls.append(1))
     try:
         ex = cda.DetectorAttentionExplorer(res, [s.image for s in faces[0][:3]])
+        from vizkit.widgets import describe_controls
+
+        assert describe_controls(ex.controls) == list(ex.CONTROLS)
         first = ex.drawn.copy()
         np.testing.assert_allclose(first, res.heatmap(1, "mean", "last_4_layers")[0].numpy())
         ex.image.value = 2

@@ -117,3 +117,32 @@ def test_pointing_table_matches_a_direct_computation_and_rejects_missing_texts()
         assert sure <= row.hits <= possible and row.layer == "visual.trunk.layer4"
     with pytest.raises(InputError, match="not among the texts"):
         pointing_table(adapter, scenes, ["a red circle"], ["gradcam"])
+
+
+def test_clip_explorer_redraws_and_caches():
+    pytest.importorskip("ipywidgets")
+    import numpy as np
+    from PIL import Image
+
+    from vizkit import zoo
+    from vizkit.scenarios.clip_text_gradcam import ClipExplorer, explain_clip, load_clip_model
+    from vizkit.widgets import describe_controls
+
+    adapter = load_clip_model("shapes_clip")
+    image = Image.fromarray(zoo.dataset("shapes_clip", "test")[0].image)
+    names = ["a red circle", "a blue square", "a green star"]
+    ex = ClipExplorer(adapter, image, names, names, ["gradcam", "layercam"], ["auto", "visual.trunk.blocks.1"])
+    assert describe_controls(ex.controls) == list(ex.CONTROLS)
+    np.testing.assert_allclose(ex.drawn, explain_clip(adapter, [image], names, names, 0)[0].heatmap, atol=1e-6)
+    ex.text.value = 2
+    ex.method.value = "layercam"
+    np.testing.assert_allclose(ex.drawn, explain_clip(adapter, [image], names, names, 2, "layercam")[0].heatmap,
+                               atol=1e-6)
+    calls = []
+    h = adapter.model.visual.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        ex.text.value = 0      # (0, layercam, auto): new -> one forward
+        ex.method.value = "gradcam"   # (0, gradcam, auto): cached
+    finally:
+        h.remove()
+    assert len(calls) == 1 and len(ex.cache) == 4  # (0|2, gradcam|layercam, auto)

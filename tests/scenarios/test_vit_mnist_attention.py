@@ -144,6 +144,10 @@ def test_widget_explorer_redraws_from_cache_without_forward(visualizer):
     handle = visualizer.model.register_forward_pre_hook(lambda *a: calls.append(1))
     try:
         ex = AttentionExplorer(visualizer.cache)
+        from vizkit.widgets import describe_controls
+
+        assert describe_controls(ex.controls) == list(ex.CONTROLS)
+        assert ex.head.label == "fused"  # shown as "fused", not as an empty box
         first = ex.drawn.copy()
         ex.layer.value = 2
         assert not np.allclose(ex.drawn, first)

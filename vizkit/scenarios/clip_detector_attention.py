@@ -653,6 +653,9 @@ class DetectorAttentionExplorer:
     backward pass when a control moves). Needs ipywidgets."""
 
     CLASSES = ("real", "fake", "difference")
+    #: the controls as the page shows them (label, kind): read by the notebook build and the browser test
+    CONTROLS = (("image", "slider"), ("class", "toggle"), ("heads", "dropdown"), ("layers", "dropdown"),
+                ("combine", "toggle"))
 
     def __init__(self, result: DetectorAttention, images: Sequence[np.ndarray], names: Sequence[str] | None = None,
                  real_idx: int = 0, fake_idx: int = 1, cmap: str = "jet"):
@@ -675,7 +678,8 @@ class DetectorAttentionExplorer:
         self.fig = self.pane.fig
         self.widget = W.VBox([W.HBox([self.image, self.klass]), W.HBox([self.fusion, self.layers]), self.aggregation,
                               self.pane.output])
-        observe_all((self.image, self.klass, self.fusion, self.layers, self.aggregation), self.redraw)
+        self.controls = (self.image, self.klass, self.fusion, self.layers, self.aggregation)
+        observe_all(self.controls, self.redraw)
         self.redraw()
 
     @property

@@ -395,6 +395,9 @@ class ClipExplorer:
     already seen are redrawn from the cache.
     """
 
+    #: the controls as the page shows them (label, kind): read by the notebook build and the browser test
+    CONTROLS = (("text", "dropdown"), ("method", "dropdown"), ("layer", "dropdown"))
+
     def __init__(self, adapter: ClipAdapter, image: Image.Image, names: list[str], texts: list[str],
                  methods: list[str], layers: list[str], cmap: str = "jet"):
         import ipywidgets as W
@@ -410,7 +413,8 @@ class ClipExplorer:
         self.fig = self.pane.fig
         self.widget = W.VBox([W.HBox([self.text, self.method, self.layer]), self.pane.output])
         self.cache: dict[tuple[int, str, str], ClipGradCAMResult] = {}
-        observe_all((self.text, self.method, self.layer), self.redraw)
+        self.controls = (self.text, self.method, self.layer)
+        observe_all(self.controls, self.redraw)
         self.redraw()
 
     @property

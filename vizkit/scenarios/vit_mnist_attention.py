@@ -482,15 +482,20 @@ def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- explorer
 VIEWS = ("CLS attention", "rollout", "gradient-weighted")
+FUSED = -1  # the head dropdown's value for "all heads, fused"
 
 
 class AttentionExplorer:
     """Sample x layer x head explorer over an :class:`AttentionCache` (needs ipywidgets).
 
-    Controls: ``sample``, ``layer`` (1-based), ``head`` (None = fused), ``fusion``
+    Controls: ``sample``, ``layer`` (1-based), ``head`` (-1 = fused), ``fusion``
     (mean/max/min) and ``view`` (CLS attention of the layer, rollout, gradient-weighted).
     ``drawn`` holds the ``[h, w]`` map on screen; ``draws`` counts redraws.
     """
+
+    #: the controls as the page shows them (label, kind): read by the notebook build and the browser test
+    CONTROLS = (("sample", "slider"), ("layer", "slider"), ("head", "dropdown"), ("fusion", "dropdown"),
+                ("view", "toggle"))
 
     def __init__(self, cache: AttentionCache, head_fusion: str = "mean", cmap: str = "jet"):
         import ipywidgets as W
@@ -502,8 +507,9 @@ class AttentionExplorer:
         style = {"description_width": "70px"}
         self.sample = W.IntSlider(0, 0, n_samples - 1, description="sample", style=style)
         self.layer = W.IntSlider(n_layers, 1, n_layers, description="layer", style=style)
-        self.head = W.Dropdown(options=[("fused", None)] + [(f"head {h + 1}", h) for h in range(cache.num_heads)],
-                               value=None, description="head", style=style)
+        # "fused" is -1, not None: a Dropdown shows a None value as an empty box
+        self.head = W.Dropdown(options=[("fused", FUSED)] + [(f"head {h + 1}", h) for h in range(cache.num_heads)],
+                               value=FUSED, description="head", style=style)
         self.fusion = W.Dropdown(options=list(HEAD_FUSIONS), value=head_fusion, description="fusion", style=style)
         views = list(VIEWS) if cache.relevance is not None else list(VIEWS[:2])
         self.view = W.ToggleButtons(options=views, value=views[0], description="view", style=style)
@@ -511,7 +517,8 @@ class AttentionExplorer:
         self.fig = self.pane.fig
         self.widget = W.VBox([W.HBox([self.sample, self.layer]), W.HBox([self.head, self.fusion]), self.view,
                               self.pane.output])
-        observe_all((self.sample, self.layer, self.head, self.fusion, self.view), self.redraw)
+        self.controls = (self.sample, self.layer, self.head, self.fusion, self.view)
+        observe_all(self.controls, self.redraw)
         self.redraw()
 
     @property
@@ -529,13 +536,14 @@ class AttentionExplorer:
             return self.cache.rollout_map(s, self.fusion.value)
         if view == "gradient-weighted":
             return self.cache.relevance[s].numpy()
-        return self.cache.cls_map(s, self.layer.value - 1, self.head.value, self.fusion.value)
+        head = None if self.head.value in (FUSED, None) else self.head.value
+        return self.cache.cls_map(s, self.layer.value - 1, head, self.fusion.value)
 
     def title(self) -> str:
         s, view = self.sample.value, self.view.value
         label, pred = int(self.cache.labels[s]), int(self.cache.preds[s])
         what = view if view != "CLS attention" else (
-            f"layer {self.layer.value}, " + (f"head {self.head.value + 1}" if self.head.value is not None
+            f"layer {self.layer.value}, " + (f"head {self.head.value + 1}" if self.head.value not in (FUSED, None)
                                              else f"{self.fusion.value} of heads"))
         return f"sample {s} (label {label}, predicted {pred}): {what}"
 
