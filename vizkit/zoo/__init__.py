@@ -3,7 +3,9 @@
 - ``names()`` lists the zoo; ``load(name)`` returns a :class:`Bundle` (model in eval mode,
   preprocess, tokenizer/processor, class names); ``dataset(name, split)`` returns
   :class:`Sample` objects with images, labels or captions/questions/answers, and masks.
-- ``python -m vizkit.zoo build [NAME ...] [--quick]`` retrains deterministically.
+- ``python -m vizkit.zoo build [NAME ...] [--quick]`` retrains deterministically with the
+  recipes of :mod:`vizkit.zoo.train` (each :class:`Entry` names its recipe as a
+  ``"module:function"`` string; this runtime package never imports them).
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -10,10 +11,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Callable
 
 import torch
 
+from ..errors import VizkitError
 from . import entry, names
 from .common import data_root
 
@@ -23,6 +25,24 @@ from .common import data_root
 #: rebuild sooner than one 2-thread build after another. Each build's torch thread count is its
 #: model's ``Entry.build_threads`` (the float sums, and so the model, depend on it)
 BUILD_JOBS = 2
+
+
+def resolve_build(spec: str) -> Callable[..., dict[str, Any]]:
+    """The training recipe an :attr:`Entry.build <vizkit.zoo.common.Entry.build>` string names:
+    ``"package.module:function"`` (e.g. ``"vizkit.zoo.train.mnist_vit:build"``), imported."""
+    module, sep, function = spec.partition(":")
+    if not sep or not module or not function:
+        raise VizkitError(f"a zoo build recipe is named 'module:function', got {spec!r}")
+    recipe = getattr(importlib.import_module(module), function, None)
+    if not callable(recipe):
+        raise VizkitError(f"zoo build recipe {spec!r}: {module} has no function {function!r}")
+    return recipe
+
+
+def build_function(name: str) -> Callable[..., dict[str, Any]]:
+    """The recipe that rebuilds zoo model ``name``: ``build_function(name)(out_root=DIR, quick=False)``
+    trains it, writes ``DIR/<name>/`` and returns the metrics."""
+    return resolve_build(entry(name).build)
 
 
 def sgemm_gflops(size: int = 512, seconds: float = 0.5) -> float:
@@ -90,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads[n])
         print(f"== building {n} into {out / n}{' (quick)' if args.quick else ''}; {threads[n]} torch thread(s), "
               f"this machine's sgemm {sgemm_gflops():.0f} GFLOPS", flush=True)
-        metrics = entry(n).build(out_root=out, quick=args.quick)
+        metrics = build_function(n)(out_root=out, quick=args.quick)
         print(f"== {n} done in {time.perf_counter() - total:.0f} s: {json.dumps(metrics, sort_keys=True)}", flush=True)
         return 0
     # several: one fresh interpreter per model, so that a model comes out the same whether it is

@@ -1,9 +1,7 @@
 """Shared pieces of the zoo: where checkpoints live, the bundle and sample types, the registry."""
 from __future__ import annotations
 
-import json
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -24,40 +22,6 @@ def data_root() -> Path:
 def zoo_dir(name: str, root: Path | None = None) -> Path:
     """Where the checkpoint of zoo model ``name`` lives: ``data/zoo/<name>/``."""
     return (root or data_root() / "zoo") / name
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed python, numpy and torch; return a torch generator seeded the same way."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def save_safetensors(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> Path:
-    """Write a state dict as safetensors atomically (temp file + rename; readable by all)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp),
-                  metadata={"format": "pt", **(metadata or {})})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -99,13 +63,18 @@ class Bundle:
 
 @dataclass(frozen=True)
 class Entry:
-    """A zoo model: how to load it, its data, and how to rebuild it."""
+    """A zoo model: how to load it, its data, and how to rebuild it.
+
+    ``build`` names the training recipe as ``"module:function"`` (e.g.
+    ``"vizkit.zoo.train.mnist_vit:build"``, called as ``function(out_root=..., quick=...)`` and
+    returning the metrics): ``python -m vizkit.zoo build`` imports it, the runtime zoo never does.
+    """
 
     name: str
     description: str
     load: Callable[..., Bundle]
     dataset: Callable[[str], list[Sample]]
-    build: Callable[..., dict[str, Any]]
+    build: str
     #: torch threads of the shipped checkpoint's build, the count its recipe is checked at (the
     #: float sums, and so the model, depend on it); ``python -m vizkit.zoo build`` uses it
     build_threads: int = 1

@@ -27,13 +27,16 @@ reasoning (:mod:`vizkit.zoo.vlm_data`).
   The model continues with the solution, e.g. " Based on the following requirements, I look
   for the star. The star is red. Answer: red</s>"; :func:`vizkit.zoo.vlm_data.parse_answer`
   reads the answer after "Answer:".
-- Training (:mod:`vizkit.zoo.tiny_vlm_train`): a supervised vision stage on the image tokens,
-  then teacher forcing of the solutions with the tower frozen.
+- Training (:mod:`vizkit.zoo.train.tiny_vlm`, which also builds the tokenizer, the processor
+  and the model and measures the answer accuracy): a supervised vision stage on the image
+  tokens, then teacher forcing of the solutions with the tower frozen.
+- The decoder's attention over the image tokens per answer: scenario 5,
+  :func:`vizkit.scenarios.vlm_attention_video.explain_answer_attention`.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +44,7 @@ from torch import nn
 
 from ..errors import VizkitError
 from . import vlm_data
-from .common import Bundle, Entry, Sample, missing_checkpoint, register, zoo_dir
+from .common import Bundle, Entry, missing_checkpoint, register, zoo_dir
 
 NAME = "tiny_vlm"
 SEED = 4
@@ -79,65 +82,8 @@ MAX_NEW_TOKENS = 32
 
 
 # --------------------------------------------------------------------------------------
-# tokenizer, processor, model
+# prompt and preprocessing
 # --------------------------------------------------------------------------------------
-def build_tokenizer(texts: Sequence[str], vocab_size: int = 512):
-    """A byte-level BPE trained on ``texts``, as a ``PreTrainedTokenizerFast`` (prepends ``<s>``)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(list(texts), trainer=trainer)
-    bos = tok.token_to_id("<s>")
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   extra_special_tokens={"image_token": IMAGE_TOKEN}, model_max_length=MODEL["max_positions"])
-    fast.padding_side = "left"  # for batched generation
-    return fast
-
-
-def build_processor(tokenizer):
-    from transformers import CLIPImageProcessor, LlavaProcessor
-
-    image_processor = CLIPImageProcessor(
-        do_resize=True, size={"shortest_edge": IMAGE_SIZE}, do_center_crop=True,
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_rescale=True, rescale_factor=1 / 255,
-        do_normalize=True, image_mean=IMAGE_MEAN, image_std=IMAGE_STD, do_convert_rgb=True)
-    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
-                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                          chat_template=CHAT_TEMPLATE, image_token=IMAGE_TOKEN)
-
-
-def build_model(tokenizer, opts: dict[str, Any] = MODEL):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-
-    vision = CLIPVisionConfig(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, num_channels=3,
-                              hidden_size=opts["vision_hidden"], intermediate_size=opts["vision_mlp"],
-                              num_hidden_layers=opts["vision_layers"], num_attention_heads=opts["vision_heads"],
-                              projection_dim=opts["vision_hidden"])
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=opts["text_hidden"], intermediate_size=opts["text_mlp"],
-                       num_hidden_layers=opts["text_layers"], num_attention_heads=opts["text_heads"],
-                       num_key_value_heads=opts["text_heads"], max_position_embeddings=opts["max_positions"],
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    config = LlavaConfig(vision_config=vision, text_config=text,
-                         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-                         vision_feature_select_strategy="default", vision_feature_layer=opts["vision_feature_layer"],
-                         image_seq_length=NUM_IMAGE_TOKENS, projector_hidden_act="gelu")
-    config.pad_token_id = tokenizer.pad_token_id
-    config.bos_token_id = tokenizer.bos_token_id
-    config.eos_token_id = tokenizer.eos_token_id
-    model = LlavaForConditionalGeneration(config)
-    gc = model.generation_config
-    gc.bos_token_id, gc.eos_token_id, gc.pad_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
-    gc.do_sample, gc.max_new_tokens = False, MAX_NEW_TOKENS
-    return model
-
-
 def prompt(problem: str) -> str:
     """The prompt for ``problem`` (before the processor expands ``<image>``)."""
     return PROMPT_FORMAT.format(problem=problem)
@@ -218,7 +164,7 @@ def image_offset(tokenizer) -> int:
 
 
 # --------------------------------------------------------------------------------------
-# generation and evaluation
+# generation
 # --------------------------------------------------------------------------------------
 @torch.no_grad()
 def answer(model: nn.Module, tokenizer, images: np.ndarray | Sequence[np.ndarray], problems: Sequence[str],
@@ -226,21 +172,6 @@ def answer(model: nn.Module, tokenizer, images: np.ndarray | Sequence[np.ndarray
     """Greedy solutions (decoded text) for ``problems`` about ``images`` (uint8 HxWx3 each)."""
     ids = generate_ids(model, tokenizer, images, problems, max_new_tokens, batch_size)
     return tokenizer.batch_decode(ids, skip_special_tokens=True)
-
-
-def evaluate(model: nn.Module, tokenizer, samples: Sequence[Sample], max_new_tokens: int = 32) -> dict[str, Any]:
-    """Exact-match answer accuracy (overall and per question kind) of greedy generation."""
-    model.eval()
-    texts = answer(model, tokenizer, [s.image for s in samples], [s.question for s in samples], max_new_tokens)
-    hits = [vlm_data.parse_answer(t) == vlm_data.normalize_answer(s.answer) for t, s in zip(texts, samples)]
-    per_kind: dict[str, list[bool]] = {}
-    for s, h in zip(samples, hits):
-        per_kind.setdefault(s.meta.get("kind", "?"), []).append(h)
-    exact = [t.strip() == s.meta.get("solution") for t, s in zip(texts, samples)]
-    return {"accuracy": float(np.mean(hits)), "n": len(samples),
-            "solution_exact_match": float(np.mean(exact)),
-            "accuracy_per_kind": {k: float(np.mean(v)) for k, v in sorted(per_kind.items())},
-            "texts": texts}
 
 
 def decoder_layer_names(model) -> list[str]:
@@ -273,56 +204,6 @@ def answer_position(tokenizer, solution_ids: Sequence[int]) -> int | None:
     return None
 
 
-def explain_answer_attention(model, tokenizer, samples: Sequence[Sample], layers: Sequence[str] | None = None,
-                             query: str = "predict", max_new_tokens: int = 32) -> dict[str, Any]:
-    """The decoder's attention from the answer over the image tokens, as heatmaps.
-
-    Generates each solution greedily, then runs ONE forward pass on (prompt + solution) with
-    ``vizkit.attention`` hooked on the decoder ``layers`` (default: all), with the model's
-    attention implementation left as it is. Sequences are right-padded, so the 36 image
-    tokens sit at ``image_offset .. +35`` in every row. The query row is the token that
-    predicts the answer (``query="predict"``: the ":" of "Answer:") or the answer token itself
-    (``query="answer"``). Its attention over the image tokens, averaged over heads and layers,
-    is reshaped to the 6x6 grid and upsampled bilinearly to 48x48.
-
-    Measured on the shipped model (96 test questions): this map's peak falls on the
-    asked-about object for 10 % of questions from the ":" and 35 % from the answer token (a
-    random pixel: 5 %). The model looks the object up earlier, at the reasoning token ("The
-    star is" -> "red"), and the answer after "Answer:" copies it from the text, so attention
-    per generated token is the faithful view.
-
-    Returns ``maps`` (layer -> ``[B, heads, T, T]``), ``input_ids``, ``attention_mask``,
-    ``query_positions`` ``[B]``, ``grid_maps`` ``[B, 6, 6]`` and ``heatmaps`` ``[B, 48, 48]``.
-    """
-    import vizkit
-
-    enc = Encoder(tokenizer)
-    layers = list(layers) if layers is not None else decoder_layer_names(model)
-    images = [s.image for s in samples]
-    sols = generate_ids(model, tokenizer, images, [s.question for s in samples], max_new_tokens)
-    prompts = [enc.prompt_ids(s.question) for s in samples]
-    ids, att, _ = enc.batch(prompts, sols)
-    qpos = []
-    for p, sol in zip(prompts, sols):
-        k = answer_position(tokenizer, sol)
-        if k is None:
-            k = len(sol) - 1  # no "Answer:" generated: fall back to the last token
-        qpos.append(len(p) + k - (1 if query == "predict" else 0))
-    px = torch.stack([preprocess(im) for im in images])
-    model.eval()
-    attn = vizkit.attention(model, px, layers=layers,
-                            forward=lambda x: model(input_ids=ids, attention_mask=att, pixel_values=x))
-    off = image_offset(tokenizer)
-    rows = torch.stack([attn.maps[n] for n in layers]).mean((0, 2))  # [B, T, T] (layers, heads averaged)
-    q = torch.tensor(qpos)
-    over_image = rows[torch.arange(len(q)), q, off:off + NUM_IMAGE_TOKENS]
-    grid_maps = over_image.reshape(-1, *GRID)
-    heat = torch.nn.functional.interpolate(grid_maps[:, None], size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear",
-                                           align_corners=False)[:, 0]
-    return {"maps": attn.maps, "input_ids": ids, "attention_mask": att, "query_positions": q,
-            "grid_maps": grid_maps, "heatmaps": heat, "solutions": tokenizer.batch_decode(sols, skip_special_tokens=True)}
-
-
 # --------------------------------------------------------------------------------------
 # load
 # --------------------------------------------------------------------------------------
@@ -343,17 +224,9 @@ def load(root: Path | None = None, device: str | torch.device = "cpu") -> Bundle
                   processor=processor, meta=meta)
 
 
-def build(out_root: Path | None = None, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train deterministically (see :mod:`vizkit.zoo.tiny_vlm_train`), measure on held-out test
-    scenes, save to ``out_root/tiny_vlm``; returns the metrics."""
-    from . import tiny_vlm_train
-
-    return tiny_vlm_train.build(out_root, quick, log=(lambda m: print(m, flush=True)) if log is print else log)
-
-
 register(Entry(
     name=NAME,
     description="LLaVA (CLIP 48px/8 + Llama, from scratch) answering questions about shape scenes with reasoning",
-    load=load, dataset=vlm_data.dataset, build=build,
-    # at 1 thread the decoder needs its attention supervision (tiny_vlm_train) to reach the bar
+    load=load, dataset=vlm_data.dataset, build="vizkit.zoo.train.tiny_vlm:build",
+    # at 1 thread the decoder needs its attention supervision (zoo.train.tiny_vlm) to reach the bar
     build_threads=1, build_seconds=1024.0))

@@ -45,6 +45,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import VizkitError
+from ..io import write_text
 from . import shapes
 from .common import Sample
 
@@ -242,10 +243,7 @@ def write_benchmark(samples: Sequence[Sample], json_path: str | Path, image_subd
         Image.fromarray(s.image).save(json_path.parent / rel)
         records.append({"id": sid, "image": [rel], "problem": s.question, "solution": s.meta["solution"],
                         "answer": s.answer})
-    tmp = json_path.with_name(f".{json_path.name}.tmp")
-    tmp.write_text(json.dumps(records, indent=1) + "\n")
-    tmp.replace(json_path)
-    return json_path
+    return write_text(json_path, json.dumps(records, indent=1) + "\n")
 
 
 def load_benchmark(json_path: str | Path, image_dir: str | Path | None = None) -> list[Sample]:

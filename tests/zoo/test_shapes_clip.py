@@ -15,6 +15,8 @@ from vizkit.metrics import pointing_game
 from vizkit.targets import ImageTextSimilarity
 from vizkit.zoo import shapes
 from vizkit.zoo import shapes_clip as sc
+from vizkit.zoo.__main__ import build_function
+from vizkit.zoo.train import shapes_clip as train_sc
 
 NAMES = ("shapes_clip", "shapes_clip_cnn")
 AUTO_LAYER = {"shapes_clip": "visual.trunk.blocks.2", "shapes_clip_cnn": "visual.trunk.layer4"}
@@ -63,13 +65,13 @@ def test_tower_outputs_match_encode_image_and_dense_targets():
         torch.manual_seed(0)
         model = sc._create(name).eval()
         x = torch.randn(3, 3, 64, 64)
-        image, positions = sc.tower_outputs(model, x)
+        image, positions = train_sc.tower_outputs(model, x)
         assert positions.shape == (3, grid * grid, 64)
         torch.testing.assert_close(image, model.encode_image(x), rtol=0, atol=0)
     mask = np.zeros((64, 64), bool)
     mask[0:8, 0:4] = True  # half of cell (0, 0)
     mask[60:64, 56:64] = True  # half of the last cell
-    cover = sc._coverage([mask], 8)
+    cover = train_sc._coverage([mask], 8)
     assert cover.shape == (1, 64) and cover[0, 0] == 0.5 and cover[0, 63] == 0.5 and cover[0, 1:63].sum() == 0
 
 
@@ -93,7 +95,7 @@ def test_bundle_loads_fast_and_is_complete(bundle):
 
 def test_zero_shot_accuracy_on_held_out_single_object_scenes(bundle):
     samples = sc.single_object_scenes("test", 500)
-    acc = sc.zero_shot_accuracy(bundle.model, bundle.preprocess, bundle.tokenizer, samples, bundle.class_names)
+    acc = train_sc.zero_shot_accuracy(bundle.model, bundle.preprocess, bundle.tokenizer, samples, bundle.class_names)
     print(f"{bundle.name}: zero-shot accuracy {acc:.3f} on {len(samples)} scenes")
     assert acc >= 0.90
 
@@ -119,7 +121,7 @@ def test_gradcam_points_at_the_red_circle(bundle):
 
 def test_pointing_game_named_object_generic_scenes(bundle):
     samples = zoo.dataset(bundle.name, "test")[:300]  # the 300 scenes the build reports on
-    hits, layers = sc.pointing(bundle.model, bundle.preprocess, bundle.tokenizer, samples, bundle.class_names)
+    hits, layers = train_sc.pointing(bundle.model, bundle.preprocess, bundle.tokenizer, samples, bundle.class_names)
     print(f"{bundle.name}: pointing game {hits.float().mean():.3f} on {len(samples)} generic scenes ({layers})")
     assert hits.float().mean() >= 0.80
     # the shipped checkpoint is the one the build measured (same scenes, same layer)
@@ -149,7 +151,7 @@ def test_dataset_deterministic_with_masks_and_disjoint_splits():
 
 def test_quick_build_writes_a_loadable_checkpoint(tmp_path):
     for name in NAMES:
-        metrics = zoo.entry(name).build(tmp_path, quick=True)
+        metrics = build_function(name)(tmp_path, quick=True)
         assert 0.0 <= metrics["zero_shot_accuracy"] <= 1.0 and metrics["quick"] is True
         assert (tmp_path / name / "model.safetensors").is_file() and (tmp_path / name / "config.json").is_file()
         assert not list((tmp_path / name).glob(".*tmp"))

@@ -15,6 +15,7 @@ from vizkit.errors import VizkitError
 from vizkit.metrics import energy_pointing_game
 from vizkit.zoo import dataset, entry, load, names
 from vizkit.zoo import mnist_vit
+from vizkit.zoo.__main__ import build_function
 from vizkit.zoo.mnist import IMAGES_MAGIC, LABELS_MAGIC, load_mnist, read_idx
 
 
@@ -137,7 +138,7 @@ def test_idx_reader_validates_headers(tmp_path):
 
 
 def test_quick_build_end_to_end_is_deterministic(tmp_path):
-    metrics = entry("mnist_vit").build(out_root=tmp_path / "a", quick=True)
+    metrics = build_function("mnist_vit")(out_root=tmp_path / "a", quick=True)
     assert metrics["quick"] is True and 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["build_seconds"] < 60
     folder = tmp_path / "a" / "mnist_vit"
@@ -150,7 +151,7 @@ def test_quick_build_end_to_end_is_deterministic(tmp_path):
     with torch.no_grad():
         assert b.model(x).shape == (8, 10)
     # same seed, same data -> the same weights
-    entry("mnist_vit").build(out_root=tmp_path / "b", quick=True)
+    build_function("mnist_vit")(out_root=tmp_path / "b", quick=True)
     w1, w2 = load_file(str(folder / "model.safetensors")), load_file(str(tmp_path / "b/mnist_vit/model.safetensors"))
     assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
 

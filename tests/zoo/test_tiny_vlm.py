@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-import vizkit
 from vizkit import zoo
 from vizkit.errors import VizkitError
 from vizkit.metrics import pointing_game
+from vizkit.scenarios.vlm_attention_video import explain_answer_attention
 from vizkit.zoo import tiny_vlm as tv
 from vizkit.zoo import vlm_data
+from vizkit.zoo.__main__ import build_function
 
 FOLDER = zoo.zoo_dir("tiny_vlm")
 BENCHMARK = FOLDER / "benchmark" / "sample.json"
@@ -80,8 +80,10 @@ def test_folder_loads_like_any_local_hf_model(bundle):
 
 
 def test_answer_accuracy_on_held_out_questions(bundle):
+    from vizkit.zoo.train import tiny_vlm as tt
+
     samples = vlm_data.dataset("test", n=240, start=1000, masks=False)
-    res = tv.evaluate(bundle.model, bundle.tokenizer, samples)
+    res = tt.evaluate(bundle.model, bundle.tokenizer, samples)
     print(f"tiny_vlm: accuracy {res['accuracy']:.3f} on {res['n']} held-out questions {res['accuracy_per_kind']}")
     assert res["n"] == 240
     assert res["accuracy"] >= 0.90
@@ -149,7 +151,7 @@ def test_dataset_is_deterministic_with_masks_and_disjoint_splits():
 
 def test_quick_build_writes_a_loadable_checkpoint(tmp_path):
     start = time.perf_counter()
-    metrics = zoo.entry("tiny_vlm").build(tmp_path, quick=True)
+    metrics = build_function("tiny_vlm")(tmp_path, quick=True)
     assert time.perf_counter() - start < 60
     folder = tmp_path / "tiny_vlm"
     assert (folder / "model.safetensors").is_file() and (folder / "config.json").is_file()
@@ -171,12 +173,12 @@ def test_decoder_attention_over_image_tokens(bundle):
     puts them; the answer's attention over the 6 x 6 image tokens, averaged over heads and
     layers and upsampled, plays the pointing game against the asked-about object, from the ":"
     that predicts the answer and from the answer token. The decoder was trained with one head
-    supervised to look at that object (tiny_vlm_train.attention_supervision_loss), so the
+    supervised to look at that object (vizkit.zoo.train.tiny_vlm.attention_supervision_loss), so the
     average points at it far above a random pixel's rate; before that supervision the same
     test measured 0.104 and 0.354."""
     model, tok = bundle.model, bundle.tokenizer
     samples = [s for s in vlm_data.dataset("test", n=240, start=2000) if s.mask is not None][:96]
-    res = tv.explain_answer_attention(model, tok, samples)
+    res = explain_answer_attention(model, tok, samples)
     maps, ids, att = res["maps"], res["input_ids"], res["attention_mask"]
     names = [f"model.language_model.layers.{i}" for i in range(model.config.text_config.num_hidden_layers)]
     assert list(maps) == names
@@ -197,7 +199,7 @@ def test_decoder_attention_over_image_tokens(bundle):
     masks = torch.as_tensor(np.stack([s.mask for s in samples]))
     hits = pointing_game(heat, masks)
     rate, chance = float(hits.float().mean()), float(masks.float().mean())  # chance: a random pixel's hit rate
-    answer = tv.explain_answer_attention(model, tok, samples, query="answer")
+    answer = explain_answer_attention(model, tok, samples, query="answer")
     assert answer["query_positions"].tolist() == (res["query_positions"] + 1).tolist()
     rate_answer = float(pointing_game(answer["heatmaps"], masks).float().mean())
     print(f"tiny_vlm: attention pointing game on {b} questions: from the ':' {rate:.3f}, "
@@ -212,11 +214,11 @@ def test_decoder_attention_over_image_tokens(bundle):
 def test_cached_tower_features_give_the_models_own_forward():
     """The decoder stage trains on cached tower outputs scattered into the image positions;
     that must be exactly what ``LlavaForConditionalGeneration`` computes from pixels."""
-    from vizkit.zoo import tiny_vlm_train as tt
+    from vizkit.zoo.train import tiny_vlm as tt
 
     torch.manual_seed(0)
-    tok = tv.build_tokenizer(vlm_data.corpus(n_per_kind=20, template=tv.PROMPT_FORMAT + " {solution}"))
-    model = tv.build_model(tok).eval()
+    tok = tt.build_tokenizer(vlm_data.corpus(n_per_kind=20, template=tv.PROMPT_FORMAT + " {solution}"))
+    model = tt.build_model(tok).eval()
     samples = vlm_data.dataset("val", n=3, masks=False)
     enc = tv.Encoder(tok)
     ids, att, _ = enc.batch([enc.prompt_ids(s.question) for s in samples], [enc.solution_ids(s.meta["solution"]) for s in samples])
@@ -230,7 +232,7 @@ def test_cached_tower_features_give_the_models_own_forward():
 
 
 def test_vision_targets_and_attention_probe_targets_by_hand():
-    from vizkit.zoo import tiny_vlm_train as tt
+    from vizkit.zoo.train import tiny_vlm as tt
     from vizkit.zoo.common import Sample
 
     m1 = np.zeros((48, 48), bool)  # a 6 x 6 grid of 8 px patches
@@ -275,7 +277,7 @@ def test_vision_targets_and_attention_probe_targets_by_hand():
 def test_attention_supervision_targets_and_loss_by_hand():
     """The decoder's auxiliary loss: head attention [B, T, K] against the asked-about object's
     normalised patch coverage, averaged over supervised solution positions only."""
-    from vizkit.zoo import tiny_vlm_train as tt
+    from vizkit.zoo.train import tiny_vlm as tt
 
     cover = np.zeros((3, 4), np.float32)
     cover[0] = [1.0, 0.5, 0.5, 0.0]

@@ -3,12 +3,15 @@ in ``--jobs`` lanes balanced by the measured build times)."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import subprocess
 import sys
 import time
 
 import pytest
 import torch
 
+from vizkit.errors import VizkitError
 from vizkit.zoo import __main__ as cli
 from vizkit.zoo import entry, names
 from vizkit.zoo.common import REGISTRY
@@ -182,3 +185,31 @@ def test_an_unwritable_output_folder_is_refused_before_any_build(monkeypatch, tm
     blocker.write_text("")
     assert cli.main(["build", "mnist_vit", "shapes_clip", "--out", str(blocker / "zoo")]) == 2
     assert calls == [] and f"cannot write checkpoints to {blocker / 'zoo'}" in capsys.readouterr().err
+
+
+def test_every_entry_names_a_recipe_in_zoo_train_that_imports():
+    """The fast check that every training recipe imports: each registry entry's ``build`` is a
+    ``"module:function"`` string in ``vizkit.zoo.train`` that resolves to a callable taking
+    ``out_root`` and ``quick``."""
+    assert sorted(REGISTRY) == names()
+    for n in names():
+        spec = entry(n).build
+        assert isinstance(spec, str) and spec.startswith("vizkit.zoo.train."), (n, spec)
+        recipe = cli.resolve_build(spec)
+        assert callable(recipe) and recipe is cli.build_function(n)
+        assert recipe.__module__ == spec.split(":")[0]
+        assert {"out_root", "quick"} <= set(inspect.signature(recipe).parameters), (n, spec)
+    with pytest.raises(VizkitError, match="module:function"):
+        cli.resolve_build("vizkit.zoo.train.mnist_vit")
+    with pytest.raises(VizkitError, match="has no function 'nope'"):
+        cli.resolve_build("vizkit.zoo.train.mnist_vit:nope")
+
+
+def test_loading_the_zoo_imports_no_recipe():
+    """The runtime zoo (registry, loading, data) never imports ``vizkit.zoo.train``, nor what
+    only the builds use (scikit-learn, ``vizkit.evaluate``)."""
+    code = ("import sys\nfrom vizkit import zoo\nfor n in zoo.names():\n    zoo.load(n)\n"
+            "zoo.dataset('face_forgery_detector', 'val')\n"
+            "print([m for m in sys.modules if m.startswith(('vizkit.zoo.train', 'sklearn', 'vizkit.evaluate'))])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -1,5 +1,7 @@
-"""Training of the zoo's ``tiny_vlm`` (the model itself, its processor and its use live in
-:mod:`vizkit.zoo.tiny_vlm`).
+"""Training recipe of the zoo's ``tiny_vlm`` (the model's prompt format, preprocessing,
+generation and loading live in :mod:`vizkit.zoo.tiny_vlm`): the tokenizer, processor and
+model construction, the two training stages, the answer accuracy measured at build time,
+and :func:`build` (what ``python -m vizkit.zoo build tiny_vlm`` runs).
 
 Two stages, deterministic for the seed:
 
@@ -30,14 +32,17 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import shapes, tiny_vlm, vlm_data
-from .common import Sample, seed_everything, zoo_dir
+from ...state import seed_everything
+from .. import shapes, tiny_vlm, vlm_data
+from ..common import Sample, zoo_dir
+from ..tiny_vlm import (CHAT_TEMPLATE, IMAGE_MEAN, IMAGE_SIZE, IMAGE_STD, IMAGE_TOKEN, MAX_NEW_TOKENS, MODEL,
+                        NUM_IMAGE_TOKENS, PATCH_SIZE, SPECIAL_TOKENS, answer)
 
 MAX_OBJECTS = 3
 N_COLOURS, N_SHAPES = len(shapes.COLORS), len(shapes.SHAPES)
@@ -50,11 +55,93 @@ BENCHMARK_START, BENCHMARK_SIZE = 5000, 20
 QUICK = dict(TRAIN, n_train=192, batch_size=32, decoder_steps=6, pre_steps=5, n_eval=32)
 
 
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
 def _schedule(step: int, total: int, warmup: int) -> float:
     """Linear warm-up, then cosine decay to 0 (a multiplier of the peak learning rate)."""
     if step < warmup:
         return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+# --------------------------------------------------------------------------------------
+# tokenizer, processor, model
+# --------------------------------------------------------------------------------------
+def build_tokenizer(texts: Sequence[str], vocab_size: int = 512):
+    """A byte-level BPE trained on ``texts``, as a ``PreTrainedTokenizerFast`` (prepends ``<s>``)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(list(texts), trainer=trainer)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   extra_special_tokens={"image_token": IMAGE_TOKEN}, model_max_length=MODEL["max_positions"])
+    fast.padding_side = "left"  # for batched generation
+    return fast
+
+
+def build_processor(tokenizer):
+    from transformers import CLIPImageProcessor, LlavaProcessor
+
+    image_processor = CLIPImageProcessor(
+        do_resize=True, size={"shortest_edge": IMAGE_SIZE}, do_center_crop=True,
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_rescale=True, rescale_factor=1 / 255,
+        do_normalize=True, image_mean=IMAGE_MEAN, image_std=IMAGE_STD, do_convert_rgb=True)
+    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                          chat_template=CHAT_TEMPLATE, image_token=IMAGE_TOKEN)
+
+
+def build_model(tokenizer, opts: dict[str, Any] = MODEL):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    vision = CLIPVisionConfig(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, num_channels=3,
+                              hidden_size=opts["vision_hidden"], intermediate_size=opts["vision_mlp"],
+                              num_hidden_layers=opts["vision_layers"], num_attention_heads=opts["vision_heads"],
+                              projection_dim=opts["vision_hidden"])
+    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=opts["text_hidden"], intermediate_size=opts["text_mlp"],
+                       num_hidden_layers=opts["text_layers"], num_attention_heads=opts["text_heads"],
+                       num_key_value_heads=opts["text_heads"], max_position_embeddings=opts["max_positions"],
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    config = LlavaConfig(vision_config=vision, text_config=text,
+                         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                         vision_feature_select_strategy="default", vision_feature_layer=opts["vision_feature_layer"],
+                         image_seq_length=NUM_IMAGE_TOKENS, projector_hidden_act="gelu")
+    config.pad_token_id = tokenizer.pad_token_id
+    config.bos_token_id = tokenizer.bos_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    model = LlavaForConditionalGeneration(config)
+    gc = model.generation_config
+    gc.bos_token_id, gc.eos_token_id, gc.pad_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    gc.do_sample, gc.max_new_tokens = False, MAX_NEW_TOKENS
+    return model
+
+
+# --------------------------------------------------------------------------------------
+# evaluation at build time
+# --------------------------------------------------------------------------------------
+def evaluate(model: nn.Module, tokenizer, samples: Sequence[Sample], max_new_tokens: int = 32) -> dict[str, Any]:
+    """Exact-match answer accuracy (overall and per question kind) of greedy generation."""
+    model.eval()
+    texts = answer(model, tokenizer, [s.image for s in samples], [s.question for s in samples], max_new_tokens)
+    hits = [vlm_data.parse_answer(t) == vlm_data.normalize_answer(s.answer) for t, s in zip(texts, samples)]
+    per_kind: dict[str, list[bool]] = {}
+    for s, h in zip(samples, hits):
+        per_kind.setdefault(s.meta.get("kind", "?"), []).append(h)
+    exact = [t.strip() == s.meta.get("solution") for t, s in zip(texts, samples)]
+    return {"accuracy": float(np.mean(hits)), "n": len(samples),
+            "solution_exact_match": float(np.mean(exact)),
+            "accuracy_per_kind": {k: float(np.mean(v)) for k, v in sorted(per_kind.items())},
+            "texts": texts}
 
 
 # --------------------------------------------------------------------------------------
@@ -259,9 +346,9 @@ def train_vision(opts: dict[str, Any], log: Callable[[str], None] = print):
     """Render the training questions, build the model and run the vision stage; returns
     ``(model, tokenizer, processor, data, gen)`` for :func:`train_decoder`."""
     gen = seed_everything(tiny_vlm.SEED)
-    tokenizer = tiny_vlm.build_tokenizer(vlm_data.corpus(template=tiny_vlm.PROMPT_FORMAT + " {solution}"))
-    processor = tiny_vlm.build_processor(tokenizer)
-    model = tiny_vlm.build_model(tokenizer)
+    tokenizer = build_tokenizer(vlm_data.corpus(template=tiny_vlm.PROMPT_FORMAT + " {solution}"))
+    processor = build_processor(tokenizer)
+    model = build_model(tokenizer)
     enc = tiny_vlm.Encoder(tokenizer)
     n = opts["n_train"]
     t0 = time.perf_counter()
@@ -370,14 +457,14 @@ def _save(model, processor, folder: Path, extra: dict[str, Any]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def build(out_root: Path | None = None, quick: bool = False, log: Callable[[str], None] = print) -> dict[str, Any]:
+def build(out_root: Path | None = None, quick: bool = False, log: Callable[[str], None] = _log) -> dict[str, Any]:
     """Train deterministically, measure on held-out test scenes, save to ``out_root/tiny_vlm``."""
     opts = dict(QUICK if quick else TRAIN)
     start = time.perf_counter()
     model, tokenizer, processor = train(opts, log=log)
     train_time = time.perf_counter() - start
     test = vlm_data.dataset("test", n=opts["n_eval"], masks=False)
-    res = tiny_vlm.evaluate(model, tokenizer, test, opts["max_new_tokens"])
+    res = evaluate(model, tokenizer, test, opts["max_new_tokens"])
     metrics = {"accuracy": res["accuracy"], "accuracy_per_kind": res["accuracy_per_kind"],
                "solution_exact_match": res["solution_exact_match"], "n_eval": res["n"], "eval_split": "test",
                "train_time_s": round(train_time, 1), "build_time_s": round(time.perf_counter() - start, 1),

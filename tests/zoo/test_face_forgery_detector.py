@@ -12,9 +12,10 @@ from sklearn.metrics import roc_auc_score
 import vizkit
 from vizkit.metrics import pointing_game
 from vizkit.models import ClipDetector
-from vizkit.zoo import dataset, entry, load, zoo_dir
+from vizkit.zoo import dataset, load, zoo_dir
 from vizkit.zoo import face_forgery as ff
 from vizkit.zoo import faces
+from vizkit.zoo.__main__ import build_function
 
 NAME = "face_forgery_detector"
 N_EVAL = 400  # held-out test samples for the AUC (balanced: 200 fakes)
@@ -148,7 +149,7 @@ def test_explanations_point_at_the_manipulation(bundle, held_out, held_out_batch
 
 
 def test_quick_build_end_to_end(tmp_path):
-    metrics = entry(NAME).build(tmp_path, quick=True)
+    metrics = build_function(NAME)(tmp_path, quick=True)
     folder = tmp_path / NAME
     assert (folder / "model.safetensors").exists() and (folder / "config.json").exists()
     assert not list(folder.glob(".*.tmp"))
