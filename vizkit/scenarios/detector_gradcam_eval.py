@@ -1,0 +1,950 @@
+"""Scenario 3: Grad-CAM / Grad-CAM++ of a CLIP deepfake detector on named transformer layers,
+and an evaluation over a test set that explains its mistakes (seed 002; notebook
+``03_detector_gradcam_eval.ipynb``, CLIs ``vizkit detector-gradcam`` and ``vizkit evaluate``).
+
+What is explained: the logit of the explained class of a real/fake detector
+(``[B, 3, H, W] -> [B, 2]``, class 1 = fake) — in the evaluation by default the fake class, the
+score the metrics rank by (``target="fake"``; ``"predicted"``, ``"real"`` or ``"label"``
+otherwise; the seed's ``generate_gradcam`` explains the predicted class) — by Grad-CAM (Selvaraju et al.,
+ICCV 2017) or Grad-CAM++ (Chattopadhay et al., WACV 2018) at each requested layer, all layers
+from ONE forward and ONE ``torch.autograd.grad`` (:func:`vizkit.cam`: gradients only from the
+score down to the earliest requested layer, no parameter gradients).
+
+Layer names are the seed's Hugging Face names relative to the vision model:
+``encoder.layers.N`` (a block's output; N < 0 counts from the end) or a submodule of it such as
+``encoder.layers.N.layer_norm1`` (the block's input, layer-normed), found in the detector by
+suffix match (``backbone.encoder.layers.N`` or ``backbone.vision_model.encoder.layers.N``
+depending on the transformers version). The LAST block's output is zero for a CLS-pooled
+classifier (no patch token of it reaches the score), so the default layers are the block
+INPUTS: the seed's blocks 23, 20, 15, 10 on a 24-layer model, else the last four blocks.
+
+The evaluation (:func:`run_evaluation`) processes the test set in fixed chunks of
+``batch_size`` samples; each chunk's predictions, per-layer maps and localisation scores are
+written atomically to ``chunks/NNNNN.json`` + ``.npz`` by :func:`evaluate_chunk`, a pure
+function of (arguments, chunk index), so an interrupted run resumes where it stopped. Metrics
+(AUC, accuracy, EER, AP, video AUC; scikit-learn) come from all chunk files at the end.
+
+Example::
+
+    from vizkit.scenarios import run_evaluation
+    summary = run_evaluation(output_dir="eval_out", gradcam_enabled=True, gradcam_samples=10,
+                             max_samples=100)          # the zoo detector on its test faces
+    summary.metrics["auc"], summary.localization      # AUC, pointing game per layer x method
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import render
+from ..errors import InputError, LayerNotFoundError, ParameterError, VizkitError
+from ..evaluate import batched, localization
+from ..explain import cam
+from ..io import atomic_path, image_files, load_image, write_json, write_text
+from ..layers import find_blocks, get_module
+from ..methods import get_method
+from ..report import Report
+from ..runs import clear_complete, is_complete, mark_complete, run_folder
+from ..state import model_device
+from .detector_data import ZOO_DATASET, EvalDataset, resolve_dataset
+
+__all__ = ["Detector", "LayerInfo", "load_eval_detector", "resolve_gradcam_layers", "default_layers", "layer_table",
+           "EvalArgs", "EvalSummary", "evaluate_chunk", "run_evaluation", "detector_metrics", "metrics_table",
+           "metadata_text", "select_samples", "gradcam_demo", "CLIPDetectorWithGradCAM", "DetectorGradCAMExplorer",
+           "load_run", "notebook_parameters", "check_notebook_parameters", "SEED_LAYERS", "TARGETS", "CAM_METHODS",
+           "resolve_dataset", "EvalDataset"]  # the last two live in detector_data (the dataset readers)
+
+SEED_LAYERS = ("encoder.layers.23", "encoder.layers.20", "encoder.layers.15", "encoder.layers.10")
+CAM_METHODS = ("gradcam", "gradcam++")
+TARGETS = ("predicted", "fake", "real", "label")
+LABEL_NAMES = {0: "Real", 1: "Fake"}
+_SEED_NAME = re.compile(r"^(?:.*\.)?encoder\.layers\.(-?\d+)((?:\.[A-Za-z0-9_]+)*)$")
+_DISPLAY_MIN = 224  # overlays of small models are upscaled to this size for legibility
+
+
+# --------------------------------------------------------------------------------------
+# the detector
+# --------------------------------------------------------------------------------------
+@dataclass
+class Detector:
+    """A detector ready to evaluate: ``model`` ``[B, 3, H, W] -> [B, 2]`` logits (real, fake),
+    ``preprocess`` (uint8 image -> ``[3, S, S]``), ``size`` S, ``config`` (the YAML's other keys:
+    ``gradcam_*``, ``dataset_json_folder`` ...) and ``source``."""
+
+    model: nn.Module
+    preprocess: Callable[[Any], torch.Tensor]
+    size: int
+    class_names: list[str]
+    source: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fake_index(self) -> int:
+        names = [n.lower() for n in self.class_names]
+        return names.index("fake") if "fake" in names else len(names) - 1
+
+
+def load_eval_detector(config: str | os.PathLike | None = None, weights: str | os.PathLike | None = None, *,
+                       device: str | torch.device = "cpu") -> Detector:
+    """The zoo's ``face_forgery_detector`` when neither is given; else a DeepfakeBench detector YAML +
+    ``.pth`` (or a HF directory / timm classifier) through :func:`vizkit.models.load_detector`."""
+    if not config and not weights:
+        from .. import zoo
+
+        bundle = zoo.load("face_forgery_detector", device=device)
+        size = int(bundle.meta["preprocess"]["size"])
+        return Detector(bundle.model, bundle.preprocess, size, list(bundle.class_names), "zoo:face_forgery_detector")
+    from ..models.load_detector import load_detector, read_detector_config
+
+    cfg = read_detector_config(config) if config else None
+    loaded = load_detector(cfg, weights, device=device)
+    names = list(loaded.meta["class_names"])
+    if len(names) != 2:
+        raise VizkitError(f"the detector has {len(names)} outputs ({', '.join(names)}); a real/fake detector has 2")
+    probe = loaded.preprocess(np.zeros((8, 8, 3), np.uint8))
+    return Detector(loaded.model.eval(), loaded.preprocess, int(probe.shape[-1]), names,
+                    str(weights or (cfg.pretrained if cfg else "")), dict(cfg.extra) if cfg else {})
+
+
+# --------------------------------------------------------------------------------------
+# layers
+# --------------------------------------------------------------------------------------
+@dataclass
+class LayerInfo:
+    """A requested layer: ``name`` as the user wrote it (negative index made positive),
+    ``module`` the module name in the detector, ``note`` what it reads."""
+
+    name: str
+    module: str
+    note: str
+
+
+def _block_list(model: nn.Module) -> tuple[str, int]:
+    blocks = find_blocks(model)
+    if not blocks:
+        raise LayerNotFoundError(f"{type(model).__name__} has no transformer blocks: scenario 3 explains ViT "
+                                 "detectors whose blocks are named encoder.layers.N")
+    prefix = blocks[0][0].rsplit(".", 1)[0]
+    return prefix, len(blocks)
+
+
+def _closest_blocks(index: int, depth: int, rest: str) -> str:
+    near = sorted(range(depth), key=lambda i: (abs(i - index), -i))[:3]
+    return ", ".join(f"encoder.layers.{i}{rest}" for i in near)
+
+
+def resolve_gradcam_layers(model: nn.Module, names: Sequence[str | int]) -> list[LayerInfo]:
+    """Map the seed's layer names to modules of ``model``, before any work; an unknown name raises
+    :class:`LayerNotFoundError` with the closest valid names (``encoder.layers.23`` on a 12-layer
+    model suggests ``encoder.layers.11``). An int N means ``encoder.layers.N``."""
+    if isinstance(names, (str, int)):
+        names = [names]
+    if not names:
+        raise ParameterError("give at least one layer (e.g. encoder.layers.-1.layer_norm1)")
+    prefix, depth = _block_list(model)
+    modules = dict(model.named_modules())
+    out: list[LayerInfo] = []
+    for raw in names:
+        text = f"encoder.layers.{raw}" if isinstance(raw, int) or re.fullmatch(r"-?\d+", str(raw).strip()) \
+            else str(raw).strip()
+        m = _SEED_NAME.match(text)
+        if m:
+            index, rest = int(m.group(1)), m.group(2)
+            if not -depth <= index < depth:
+                raise LayerNotFoundError(
+                    f"no layer {text!r}: this detector has {depth} transformer blocks (encoder.layers.0 .. "
+                    f"encoder.layers.{depth - 1}; negative indices count from the end). Closest valid names: "
+                    f"{_closest_blocks(index if index >= 0 else depth + index, depth, rest)}")
+            index %= depth
+            module = f"{prefix}.{index}{rest}"
+            get_module(model, module)  # an unknown submodule -> LayerNotFoundError with close names
+            name = f"encoder.layers.{index}{rest}"
+        elif text in modules:
+            module = name = text
+        else:
+            hits = [n for n in modules if n.endswith("." + text)]
+            if len(hits) != 1:
+                get_module(model, text)  # raises with the closest names
+                raise LayerNotFoundError(f"layer {text!r} matches {len(hits)} modules: {', '.join(hits[:4])}")
+            module, name = hits[0], text
+        out.append(LayerInfo(name, module, _layer_note(model, module, prefix, depth)))
+    if len({i.module for i in out}) != len(out):
+        raise ParameterError(f"layers {', '.join(i.name for i in out)} name the same module twice")
+    return out
+
+
+def _layer_note(model: nn.Module, module: str, prefix: str, depth: int) -> str:
+    m = re.fullmatch(re.escape(prefix) + r"\.(\d+)(.*)", module)
+    if not m:
+        return f"module {module}"
+    i, rest = int(m.group(1)), m.group(2)
+    if rest == "":
+        if i == depth - 1:
+            return (f"output of the last block ({i}): zero for a CLS-pooled classifier, no patch token of it reaches "
+                    f"the score; read encoder.layers.{i}.layer_norm1 instead")
+        return f"output of block {i} = input of block {i + 1}"
+    if rest == ".layer_norm1":
+        return f"input of block {i}, layer-normed (the tokens its attention reads)"
+    return f"{rest[1:]} inside block {i}"
+
+
+def default_layers(model: nn.Module) -> list[str]:
+    """The block inputs ``encoder.layers.N.layer_norm1`` of the seed's blocks (23, 20, 15, 10) when
+    the detector has 24 or more, else of its last four blocks (shallow to deep)."""
+    _, depth = _block_list(model)
+    idx = [10, 15, 20, 23] if depth >= 24 else list(range(max(0, depth - 4), depth))
+    return [f"encoder.layers.{i}.layer_norm1" for i in idx]
+
+
+def layer_table(layers: Sequence[LayerInfo]) -> pd.DataFrame:
+    """Which module each requested name maps to, and what it reads."""
+    return pd.DataFrame([{"layer": i.name, "module": i.module, "reads": i.note} for i in layers])
+
+
+# --------------------------------------------------------------------------------------
+# metrics (scikit-learn)
+# --------------------------------------------------------------------------------------
+def detector_metrics(labels: Sequence[int], probs: Sequence[float], preds: Sequence[int] | None = None,
+                     videos: Sequence[str | None] | None = None) -> dict[str, Any]:
+    """AUC, accuracy, EER, AP (scikit-learn) of fake probabilities ``probs`` against ``labels``
+    (1 = fake), plus the video-level AUC (mean probability per video, as DeepfakeBench) when
+    frames carry video names. EER as DeepfakeBench: the false-positive rate at the ROC point
+    where it is closest to the false-negative rate. One-class sets give None for the AUCs/EER."""
+    from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix, roc_auc_score, roc_curve
+
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(probs, dtype=float)
+    pred = np.asarray(preds, dtype=int) if preds is not None else (p >= 0.5).astype(int)
+    if len(y) == 0:
+        raise InputError("no predictions to score (every image failed?)")
+    two = len(set(y.tolist())) == 2
+    out: dict[str, Any] = {"samples": int(len(y)), "real": int((y == 0).sum()), "fake": int((y == 1).sum()),
+                           "accuracy": float(accuracy_score(y, pred))}
+    if two:
+        fpr, tpr, _ = roc_curve(y, p)
+        out.update(auc=float(roc_auc_score(y, p)), eer=float(fpr[np.nanargmin(np.abs((1 - tpr) - fpr))]),
+                   ap=float(average_precision_score(y, p)))
+    else:
+        out.update(auc=None, eer=None, ap=float(average_precision_score(y, p)) if y.any() else None)
+    cm = confusion_matrix(y, pred, labels=[0, 1])
+    out["confusion"] = {"true_real_pred_real": int(cm[0, 0]), "true_real_pred_fake": int(cm[0, 1]),
+                        "true_fake_pred_real": int(cm[1, 0]), "true_fake_pred_fake": int(cm[1, 1])}
+    out["video_auc"], out["videos"] = None, 0
+    if videos is not None and any(v for v in videos):
+        frame = pd.DataFrame({"video": [v or f"__frame{i}" for i, v in enumerate(videos)], "y": y, "p": p})
+        per = frame.groupby("video", sort=True).agg(y=("y", "max"), p=("p", "mean"))
+        out["videos"] = int(len(per))
+        if per["y"].nunique() == 2:
+            out["video_auc"] = float(roc_auc_score(per["y"], per["p"]))
+    return out
+
+
+def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
+    """The headline metrics as a one-column table (None shown as n/a)."""
+    keys = [("AUC", "auc"), ("accuracy", "accuracy"), ("EER", "eer"), ("AP", "ap"), ("video AUC", "video_auc"),
+            ("samples", "samples"), ("videos", "videos")]
+    return pd.DataFrame({"metric": [k for k, _ in keys],
+                         "value": ["n/a" if metrics.get(v) is None else (round(metrics[v], 4) if isinstance(
+                             metrics[v], float) else metrics[v]) for _, v in keys]})
+
+
+# --------------------------------------------------------------------------------------
+# one chunk: a pure function of (arguments, chunk index)
+# --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalArgs:
+    """Everything that determines a run's results (its manifest)."""
+
+    detector_path: str | None = None
+    weights_path: str | None = None
+    test_dataset: str = ZOO_DATASET
+    max_samples: int = 0
+    gradcam_enabled: bool = True
+    layers: tuple[str, ...] = ()
+    method: str = "gradcam"
+    table_methods: tuple[str, ...] = CAM_METHODS
+    target: str = "fake"
+    batch_size: int = 32
+    gradcam_samples: int = 50
+    save_all_predictions: bool = False
+
+    def manifest(self, dataset: EvalDataset, layers: Sequence[LayerInfo]) -> dict[str, Any]:
+        d = asdict(self)
+        d["layers"] = [i.name for i in layers]
+        d["dataset"] = {"name": dataset.name, "source": dataset.source, "samples": len(dataset)}
+        for key in ("detector_path", "weights_path"):
+            if d[key]:
+                p = Path(d[key])
+                d[key] = str(p.resolve())
+                if p.is_file():
+                    d[key + "_size"] = p.stat().st_size
+        return d
+
+
+@dataclass
+class _Context:
+    args: EvalArgs
+    detector: Detector
+    dataset: EvalDataset
+    layers: list[LayerInfo]
+    methods: list[str]
+    device: torch.device
+
+
+def _methods(args: EvalArgs, dataset: EvalDataset) -> list[str]:
+    if not args.gradcam_enabled:
+        return []
+    extra = list(args.table_methods) if dataset.has_masks else []
+    return list(dict.fromkeys([get_method(args.method).name] + [get_method(m).name for m in extra]))
+
+
+def _targets(args: EvalArgs, labels: torch.Tensor, fake: int) -> Any:
+    if args.target == "predicted":
+        return None
+    if args.target == "fake":
+        return fake
+    if args.target == "real":
+        return 1 - fake
+    return torch.where(labels == 1, fake, 1 - fake)
+
+
+def chunk_count(n: int, batch_size: int) -> int:
+    return (n + batch_size - 1) // batch_size
+
+
+def evaluate_chunk(ctx: _Context, k: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Chunk ``k`` (samples ``k*B .. (k+1)*B - 1``): predictions, unreadable images, and with
+    Grad-CAM the raw per-layer maps of every method (``{"<method>|<layer>": [n, h, w]}``) and the
+    localisation scores of the fakes with masks. A pure function of (arguments, chunk index)."""
+    a, det = ctx.args, ctx.detector
+    start = k * a.batch_size
+    indices = list(range(start, min(start + a.batch_size, len(ctx.dataset))))
+    images, ok, errors = [], [], []
+    for i in indices:
+        try:
+            images.append(ctx.dataset.image(i))
+            ok.append(i)
+        except VizkitError as err:
+            errors.append({"index": i, "path": ctx.dataset.items[i].path, "error": str(err)})
+    result: dict[str, Any] = {"chunk": k, "indices": ok, "errors": errors, "predictions": [], "localization": {}}
+    arrays: dict[str, np.ndarray] = {"index": np.asarray(ok, dtype=np.int64)}
+    if not ok:
+        return result, arrays
+    x = torch.stack([det.preprocess(im) for im in images]).to(ctx.device)
+    labels = torch.tensor([ctx.dataset.items[i].label for i in ok])
+    explanations = {}
+    if ctx.methods:
+        for method in ctx.methods:
+            explanations[method] = cam(det.model, x, _targets(a, labels, det.fake_index),
+                                       layers=[i.module for i in ctx.layers], method=method)
+        logits = explanations[ctx.methods[0]].output
+    else:
+        with torch.inference_mode():
+            logits = det.model(x)
+    probs = torch.softmax(logits.float(), -1)[:, det.fake_index].cpu()
+    preds = (logits.argmax(-1).cpu() == det.fake_index).long()
+    for j, i in enumerate(ok):
+        item = ctx.dataset.items[i]
+        result["predictions"].append({"index": i, "path": item.path, "label": int(item.label),
+                                      "prob": float(probs[j]), "pred": int(preds[j]),
+                                      "correct": bool(int(preds[j]) == int(item.label)), "video": item.video})
+    names = {i.module: i.name for i in ctx.layers}
+    for method, exp in explanations.items():
+        for module, m in exp.layer_maps.items():
+            arrays[f"{method}|{names[module]}"] = m.detach().float().cpu().numpy()
+    if explanations and ctx.dataset.has_masks:
+        size = tuple(x.shape[-2:])
+        fakes = [(j, i) for j, i in enumerate(ok) if ctx.dataset.items[i].label == 1]
+        masks = {i: ctx.dataset.mask(i, size) for _, i in fakes}
+        fakes = [(j, i) for j, i in fakes if masks[i] is not None and masks[i].any()]
+        if fakes:
+            rows = torch.tensor([j for j, _ in fakes])
+            for method, exp in explanations.items():
+                heats = {names[mod]: h for mod, h in exp.layer_heatmaps.items()}
+                heats["all layers"] = exp.heatmap
+                result["localization"][method] = {}
+                for layer, heat in heats.items():
+                    res = localization(fakes, inputs=lambda c: x[:0], explain=lambda _x, c, h=heat: h[rows].cpu(),
+                                       mask=lambda s: masks[s[1]], tolerances=(0, 1), batch_size=None)
+                    result["localization"][method][layer] = {
+                        "index": [i for _, i in fakes], "hit": res.hits[0].tolist(), "hit_tol1": res.hits[1].tolist(),
+                        "energy": [round(float(e), 6) for e in res.energy]}
+    return result, arrays
+
+
+def _chunk_paths(run: Path, k: int) -> tuple[Path, Path]:
+    return run / "chunks" / f"{k:05d}.json", run / "chunks" / f"{k:05d}.npz"
+
+
+def _write_chunk(run: Path, k: int, result: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    js, npz = _chunk_paths(run, k)
+    with atomic_path(npz) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    write_json(js, result)  # written last: its presence marks the chunk complete
+
+
+def _read_chunks(run: Path, n: int) -> list[dict[str, Any]]:
+    return [json.loads(_chunk_paths(run, k)[0].read_text(encoding="utf-8")) for k in range(n)]
+
+
+def _read_maps(run: Path, n: int) -> dict[str, dict[int, np.ndarray]]:
+    """``{"<method>|<layer>": {dataset index: [h, w] raw map}}`` from every chunk."""
+    out: dict[str, dict[int, np.ndarray]] = {}
+    for k in range(n):
+        with np.load(_chunk_paths(run, k)[1]) as z:
+            index = z["index"]
+            for key in z.files:
+                if key != "index":
+                    out.setdefault(key, {}).update({int(i): z[key][j] for j, i in enumerate(index)})
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# the evaluation
+# --------------------------------------------------------------------------------------
+@dataclass
+class EvalSummary:
+    """What a finished run holds: ``metrics`` (also metrics.json), ``predictions`` (one row per
+    image), ``errors`` (unreadable images), ``localization`` (pointing game / energy per layer x
+    method, or None), ``samples`` (the saved sample folders), ``layers`` and ``run_dir``."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    predictions: pd.DataFrame
+    errors: pd.DataFrame
+    localization: pd.DataFrame | None
+    samples: pd.DataFrame
+    layers: list[LayerInfo]
+    methods: list[str]
+    report: Path | None = None
+
+
+def _prepare(args: EvalArgs, device: str | torch.device, detector: Detector | None = None,
+             dataset: EvalDataset | None = None) -> _Context:
+    if args.batch_size < 1:
+        raise ParameterError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.gradcam_samples <= 0:
+        raise ParameterError(f"--gradcam_samples must be positive, got {args.gradcam_samples}")
+    if args.target not in TARGETS:
+        raise ParameterError(f"target {args.target!r}: choose one of {', '.join(TARGETS)}")
+    for m in (args.method, *args.table_methods):
+        if m not in CAM_METHODS:
+            raise ParameterError(f"method {m!r}: scenario 3 compares {' and '.join(CAM_METHODS)}")
+    det = detector or load_eval_detector(args.detector_path, args.weights_path, device=device)
+    layers = resolve_gradcam_layers(det.model, list(args.layers) or default_layers(det.model))
+    ds = dataset or resolve_dataset(args.test_dataset, det.config, args.max_samples or None)
+    return _Context(args, det, ds, layers, _methods(args, ds), model_device(det.model))
+
+
+def _open_run(output_dir: str | os.PathLike | None, manifest: dict[str, Any], overwrite: bool) -> tuple[Path, bool]:
+    """The run folder; ``(folder, resuming)``. A folder holding a different run is refused unless
+    ``overwrite`` (then its previous outputs are removed)."""
+    if output_dir:
+        out = Path(output_dir)
+        old = out / "manifest.json"
+        if old.is_file():
+            try:
+                same = json.loads(old.read_text(encoding="utf-8")) == manifest
+            except json.JSONDecodeError:
+                same = False
+            if same:
+                return out, True
+            if not overwrite:
+                raise ParameterError(f"output folder {str(out)!r} holds a different run (another model, dataset or "
+                                     "arguments; see its manifest.json): choose another folder or pass --overwrite")
+        if overwrite and out.is_dir():
+            for child in out.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    out = run_folder(output_dir or None, "detector-gradcam-eval", overwrite=overwrite, overwrite_hint="pass --overwrite")
+    write_json(out / "manifest.json", manifest)
+    return out, False
+
+
+def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path: str | None = None,
+                   weights_path: str | None = None, test_dataset: str | None = None, max_samples: int = 0,
+                   gradcam_enabled: bool = True, layers: Sequence[str] | None = None, method: str = "gradcam",
+                   table_methods: Sequence[str] = CAM_METHODS, target: str = "fake", batch_size: int = 32,
+                   gradcam_samples: int = 50, save_all_predictions: bool = False, overwrite: bool = False,
+                   progress: bool = False, device: str | torch.device = "cpu", detector: Detector | None = None,
+                   report: bool = True) -> EvalSummary:
+    """Evaluate a detector on a test set (see the module docstring); resumable. Returns the
+    summary of the finished run (also when it was already complete)."""
+    args = EvalArgs(detector_path and str(detector_path), weights_path and str(weights_path),
+                    str(test_dataset or ZOO_DATASET), int(max_samples or 0), bool(gradcam_enabled),
+                    tuple(str(x) for x in (layers or ())), method, tuple(table_methods), target, int(batch_size),
+                    int(gradcam_samples), bool(save_all_predictions))
+    ctx = _prepare(args, device, detector)
+    run, resuming = _open_run(output_dir, args.manifest(ctx.dataset, ctx.layers), overwrite)
+    n = chunk_count(len(ctx.dataset), args.batch_size)
+    if resuming and is_complete(run):
+        return load_run(run)
+    clear_complete(run)
+    todo = [k for k in range(n) if not _chunk_paths(run, k)[0].is_file()]
+    for _, ks in batched(todo, 1, progress="evaluate" if progress else False, unit="batch"):
+        result, arrays = evaluate_chunk(ctx, ks[0])
+        _write_chunk(run, ks[0], result, arrays)
+    return _finalize(ctx, run, n, report)
+
+
+def _localization_table(chunks: Sequence[dict[str, Any]]) -> pd.DataFrame | None:
+    acc: dict[tuple[str, str], dict[str, list]] = {}
+    for c in chunks:
+        for method, by_layer in c["localization"].items():
+            for layer, r in by_layer.items():
+                d = acc.setdefault((layer, method), {"hit": [], "hit_tol1": [], "energy": []})
+                for key in d:
+                    d[key] += r[key]
+    if not acc:
+        return None
+    rows = [{"layer": layer, "method": method, "fakes": len(d["hit"]), "pointing_game": float(np.mean(d["hit"])),
+             "pointing_game_tol1": float(np.mean(d["hit_tol1"])), "energy_in_mask": float(np.mean(d["energy"]))}
+            for (layer, method), d in acc.items()]
+    return pd.DataFrame(rows)
+
+
+def select_samples(predictions: pd.DataFrame, count: int, save_all: bool = False) -> pd.DataFrame:
+    """The samples whose maps are saved: the first ``count`` wrong predictions in dataset order (the
+    first ``count`` predictions of any kind with ``save_all``)."""
+    rows = predictions if save_all else predictions[~predictions["correct"].astype(bool)]
+    return rows.sort_values("index").head(count).reset_index(drop=True)
+
+
+def metadata_text(label: int, pred: int, confidence: float, dataset: str) -> str:
+    """The seed's ``sample{i}_metadata.txt``: true and predicted label, the predicted class's
+    probability (4 decimals), whether it is correct, the dataset."""
+    return (f"True Label: {label} ({LABEL_NAMES[label]})\nPredicted Label: {pred} ({LABEL_NAMES[pred]})\n"
+            f"Confidence: {confidence:.4f}\nCorrect: {label == pred}\nDataset: {dataset}\n")
+
+
+def _display(image: np.ndarray, size: int) -> np.ndarray:
+    """The image as the model sees it (resized to its input size), upscaled for legibility."""
+    import cv2
+
+    im = cv2.resize(np.asarray(image, np.uint8), (size, size), interpolation=cv2.INTER_AREA)
+    if size < _DISPLAY_MIN:
+        im = cv2.resize(im, (_DISPLAY_MIN, _DISPLAY_MIN), interpolation=cv2.INTER_CUBIC)
+    return im
+
+
+def combined_map(layer_maps: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """The layers' raw maps combined as :func:`vizkit.cam` does: each normalised and resized, the
+    mean normalised again: ``[size, size]`` in [0, 1]."""
+    import cv2
+
+    ups = [cv2.resize(render.normalize_map(m), (size, size), interpolation=cv2.INTER_LINEAR) for m in layer_maps]
+    return render.normalize_map(np.mean(ups, 0))
+
+
+def _title(row: Mapping[str, Any]) -> str:
+    conf = row["prob"] if row["pred"] == 1 else 1 - row["prob"]
+    verdict = "correct" if row["correct"] else "WRONG"
+    return (f"true {LABEL_NAMES[int(row['label'])]}, predicted {LABEL_NAMES[int(row['pred'])]} "
+            f"(p = {conf:.3f}, {verdict})")
+
+
+def comparison_figure(display: np.ndarray, maps: Mapping[str, np.ndarray], title: str, method: str) -> plt.Figure:
+    """The image, one overlay per layer and the layers combined, the prediction in the title."""
+    panels = [render.Panel(image=display, kind="image", title="input")]
+    panels += [render.Panel(image=display, heatmap=m, title=layer) for layer, m in maps.items()]
+    if len(maps) > 1:
+        panels.append(render.Panel(image=display, heatmap=combined_map(list(maps.values()), display.shape[0]),
+                                   title="layers combined"))
+    return render.figure_grid([panels], suptitle=f"{method}: {title}")
+
+
+def _save_sample(run: Path, i: int, row: Mapping[str, Any], display: np.ndarray, maps: Mapping[str, np.ndarray],
+                 method: str, dataset: str) -> Path:
+    folder = run / f"sample{i}"
+    meta = folder / f"sample{i}_metadata.txt"
+    for layer, m in maps.items():
+        render.save_image(render.overlay(display, m), folder / f"gradcam_{layer}_sample{i}.png")
+    render.save_figure(comparison_figure(display, maps, _title(row), method), folder / "gradcam_comparison.png")
+    conf = row["prob"] if row["pred"] == 1 else 1 - row["prob"]
+    write_text(meta, metadata_text(int(row["label"]), int(row["pred"]), float(conf), dataset))  # last: marks it done
+    return folder
+
+
+def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False)
+    return write_text(path, buf.getvalue())
+
+
+def _finalize(ctx: _Context, run: Path, n: int, report: bool) -> EvalSummary:
+    chunks = _read_chunks(run, n)
+    preds = pd.DataFrame([p for c in chunks for p in c["predictions"]],
+                         columns=["index", "path", "label", "prob", "pred", "correct", "video"])
+    errors = pd.DataFrame([e for c in chunks for e in c["errors"]], columns=["index", "path", "error"])
+    metrics = detector_metrics(preds["label"], preds["prob"], preds["pred"],
+                               preds["video"].tolist() if ctx.dataset.has_videos else None)
+    metrics.update(dataset=ctx.dataset.name, unreadable=int(len(errors)), model=ctx.detector.source,
+                   method=ctx.args.method if ctx.methods else None, target=ctx.args.target,
+                   layers=[i.name for i in ctx.layers] if ctx.methods else [], input_size=ctx.detector.size)
+    write_json(run / "metrics.json", metrics)
+    _write_csv(run / "predictions.csv", preds[["path", "label", "prob", "pred", "correct"]].rename(
+        columns={"prob": "fake_probability", "pred": "prediction"}).assign(
+        fake_probability=lambda d: d["fake_probability"].round(6)))
+    _write_csv(run / "errors.csv", errors)
+    loc = _localization_table(chunks)
+    if loc is not None:
+        _write_csv(run / "localization.csv", loc.round(6))
+    samples = pd.DataFrame(columns=["sample", "index", "path", "label", "pred", "prob", "correct"])
+    if ctx.methods:
+        chosen = select_samples(preds, ctx.args.gradcam_samples, ctx.args.save_all_predictions)
+        maps = _read_maps(run, n)
+        method = ctx.methods[0]
+        for i, row in chosen.iterrows():
+            if not (run / f"sample{i}" / f"sample{i}_metadata.txt").is_file():
+                display = _display(ctx.dataset.image(int(row["index"])), ctx.detector.size)
+                layer_maps = {li.name: maps[f"{method}|{li.name}"][int(row["index"])] for li in ctx.layers}
+                _save_sample(run, i, row, display, layer_maps, method, ctx.dataset.name)
+        samples = chosen.assign(sample=[f"sample{i}" for i in range(len(chosen))])[samples.columns]
+        _write_csv(run / "samples.csv", samples)
+    summary = EvalSummary(run, metrics, preds, errors, loc, samples, ctx.layers, ctx.methods)
+    if report:
+        summary.report = write_report(summary, ctx)
+    mark_complete(run, {"samples": int(len(preds)), "unreadable": int(len(errors))})
+    return summary
+
+
+def load_run(run_dir: str | os.PathLike) -> EvalSummary:
+    """A finished run read back from its folder (metrics, predictions, samples, localisation)."""
+    run = Path(run_dir)
+    if not is_complete(run):
+        raise InputError(f"{str(run)!r} holds no finished evaluation (no completion marker): run it (again) to finish")
+    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
+    n = len(list((run / "chunks").glob("*.json")))
+    chunks = _read_chunks(run, n)
+    preds = pd.DataFrame([p for c in chunks for p in c["predictions"]],
+                         columns=["index", "path", "label", "prob", "pred", "correct", "video"])
+    errors = pd.DataFrame([e for c in chunks for e in c["errors"]], columns=["index", "path", "error"])
+    samples = pd.read_csv(run / "samples.csv") if (run / "samples.csv").is_file() else pd.DataFrame()
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    layers = [LayerInfo(n_, "", "") for n_ in manifest["layers"]] if metrics.get("layers") else []
+    methods: list[str] = []
+    if n:
+        with np.load(_chunk_paths(run, 0)[1]) as z:
+            methods = list(dict.fromkeys(k.split("|")[0] for k in z.files if "|" in k))
+    report = run / "report.md"
+    return EvalSummary(run, metrics, preds, errors, _localization_table(chunks), samples, layers, methods,
+                       report if report.is_file() else None)
+
+
+# --------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------
+def score_distribution_figure(preds: pd.DataFrame) -> plt.Figure:
+    """Seaborn histogram of the fake probability per true class."""
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    frame = preds.assign(true=preds["label"].map({0: "real", 1: "fake"}))
+    sns.histplot(frame, x="prob", hue="true", hue_order=["real", "fake"], bins=25, binrange=(0, 1),
+                 stat="count", element="step", common_norm=False, ax=ax)
+    ax.axvline(0.5, color="grey", ls="--", lw=1)
+    ax.set_xlabel("fake probability")
+    ax.set_title("score distribution per true class")
+    fig.tight_layout()
+    return fig
+
+
+def worst_mistakes_figure(summary: EvalSummary, dataset: EvalDataset, size: int, count: int = 8) -> plt.Figure | None:
+    """The ``count`` most confident wrong predictions, each with its layers-combined map."""
+    wrong = summary.predictions[~summary.predictions["correct"].astype(bool)].copy()
+    if wrong.empty or not summary.methods:
+        return None
+    wrong["confidence"] = np.where(wrong["pred"] == 1, wrong["prob"], 1 - wrong["prob"])
+    wrong = wrong.sort_values(["confidence", "index"], ascending=[False, True]).head(count)
+    maps = _read_maps(summary.run_dir, len(list((summary.run_dir / "chunks").glob("*.json"))))
+    method = summary.methods[0]
+    panels = []
+    for _, row in wrong.iterrows():
+        display = _display(dataset.image(int(row["index"])), size)
+        heat = combined_map([maps[f"{method}|{li.name}"][int(row["index"])] for li in summary.layers], display.shape[0])
+        panels.append(render.Panel(image=display, heatmap=heat,
+                                   title=f"#{int(row['index'])} {LABEL_NAMES[int(row['label'])]}->"
+                                         f"{LABEL_NAMES[int(row['pred'])]} p={row['confidence']:.2f}"))
+    rows = [panels[i:i + 4] for i in range(0, len(panels), 4)]
+    return render.figure_grid(rows, suptitle=f"worst mistakes ({method}, layers combined)")
+
+
+def write_report(summary: EvalSummary, ctx: _Context) -> Path:
+    """``report.md``: metrics, confusion matrix, score distributions, layer mapping, localisation
+    table per layer x method, worst mistakes, the saved samples."""
+    run, m = summary.run_dir, summary.metrics
+    rep = Report("Deepfake detector evaluation with Grad-CAM")
+    rep.heading("Run").bullets([f"model: `{ctx.detector.source}`", f"test set: `{ctx.dataset.name}` ({ctx.dataset.source})",
+                                f"images: {m['samples']} scored, {m['unreadable']} unreadable (errors.csv)",
+                                f"Grad-CAM: {', '.join(summary.methods) if summary.methods else 'off'}; explained "
+                                f"class: {ctx.args.target}"])
+    rep.heading("Metrics").table(metrics_table(m), index=False)
+    c = m["confusion"]
+    rep.heading("Confusion matrix").table(pd.DataFrame(
+        {"true \\ predicted": ["real", "fake"], "real": [c["true_real_pred_real"], c["true_fake_pred_real"]],
+         "fake": [c["true_real_pred_fake"], c["true_fake_pred_fake"]]}), index=False)
+    fig_dir = run / "figures"
+    rep.figure(render.save_figure(score_distribution_figure(summary.predictions), fig_dir / "score_distribution.png"),
+               "fake probability per true class", relative_to=run)
+    if summary.methods:
+        rep.heading("Layers").table(layer_table(ctx.layers), index=False)
+    if summary.localization is not None:
+        rep.heading("Does the map find the manipulation? (fakes with masks)")
+        rep.paragraph("Pointing game: the map's maximum lies inside the manipulated region (tol1: within 1 px); energy: "
+                      "the share of the map inside it. One row per layer and method, plus the layers combined.")
+        rep.table(summary.localization, index=False)
+        best = summary.localization.loc[summary.localization["pointing_game"].idxmax()]
+        rep.paragraph(f"Best: **{best['layer']}** with {best['method']}, pointing game {best['pointing_game']:.1%} "
+                      f"of {int(best['fakes'])} fakes.")
+    worst = worst_mistakes_figure(summary, ctx.dataset, ctx.detector.size)
+    if worst is not None:
+        rep.heading("Worst mistakes")
+        rep.figure(render.save_figure(worst, fig_dir / "worst_mistakes.png"), "most confident wrong predictions",
+                   relative_to=run)
+    if len(summary.samples):
+        rep.heading("Saved samples")
+        rep.paragraph(f"{len(summary.samples)} sample folder(s) with one overlay per layer, gradcam_comparison.png and "
+                      "the metadata; samples.csv maps each to its image.")
+    return rep.write(run / "report.md")
+
+
+# --------------------------------------------------------------------------------------
+# the seed's one-image demo
+# --------------------------------------------------------------------------------------
+def gradcam_demo(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output: str | os.PathLike,
+                 config: str | None = None, weights: str | None = None, layers: Sequence[str] | None = None,
+                 method: str = "gradcam", target: str = "predicted", overwrite: bool = False,
+                 progress: bool = False, device: str | torch.device = "cpu") -> tuple[list[dict[str, Any]], list]:
+    """Per image: ``gradcam_{layer}_{stem}.png`` per layer, ``{stem}_comparison.png`` (prediction in
+    the title) and ``{stem}.json``. Returns (results, failures)."""
+    if method not in CAM_METHODS:
+        raise ParameterError(f"method {method!r}: choose {' or '.join(CAM_METHODS)}")
+    files = image_files([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
+    det = load_eval_detector(config, weights, device=device)
+    infos = resolve_gradcam_layers(det.model, list(layers or det.config.get("gradcam_layers") or default_layers(det.model)))
+    out = run_folder(output, "detector-gradcam", overwrite=overwrite, overwrite_hint="pass --overwrite")
+    results, failures = [], []
+    bar = "detector-gradcam" if progress and len(files) > 1 else False  # a bar for a batch only
+    for _, chunk in batched(files, 1, progress=bar, unit="image"):
+        path = chunk[0]
+        try:
+            image = np.array(load_image(path), np.uint8)
+        except VizkitError as err:
+            failures.append((path.name, str(err)))
+            continue
+        x = det.preprocess(image)[None].to(model_device(det.model))
+        targets = _targets(EvalArgs(target=target), torch.tensor([1]), det.fake_index)
+        exp = cam(det.model, x, targets if target != "label" else None, layers=[i.module for i in infos], method=method)
+        prob = float(torch.softmax(exp.output.float(), -1)[0, det.fake_index])
+        pred = int(prob >= 0.5) if det.fake_index == 1 else int(exp.output.argmax(-1)[0] == det.fake_index)
+        display = _display(image, det.size)
+        maps = {i.name: exp.layer_maps[i.module][0].cpu().numpy() for i in infos}
+        for name, m in maps.items():
+            render.save_image(render.overlay(display, m), out / f"gradcam_{name}_{path.stem}.png")
+        conf = prob if pred == 1 else 1 - prob
+        title = f"{path.name}: predicted {LABEL_NAMES[pred]} (p = {conf:.3f})"
+        render.save_figure(comparison_figure(display, maps, title, exp.method), out / f"{path.stem}_comparison.png")
+        res = {"image": str(path), "fake_probability": prob, "prediction": LABEL_NAMES[pred], "method": exp.method,
+               "target": target, "layers": {i.name: i.module for i in infos}}
+        write_json(out / f"{path.stem}.json", res)
+        results.append(res)
+    return results, failures
+
+
+# --------------------------------------------------------------------------------------
+# the seed's Python API
+# --------------------------------------------------------------------------------------
+class CLIPDetectorWithGradCAM(nn.Module):
+    """Seed 002's detector wrapper: DeepfakeBench's ``forward(data_dict)`` (``{"cls", "prob"}``) and
+    Grad-CAM on demand.
+
+    ``config``: the seed's keys ``gradcam_enabled`` (default False), ``gradcam_layers``,
+    ``gradcam_save_dir``, ``gradcam_method``; a detector comes from ``model`` (an ``nn.Module``
+    ``[B, 3, H, W] -> [B, 2]``), else ``config["pretrained"]`` / ``config["detector_path"]``,
+    else the zoo detector. No hook is ever left on the model: :meth:`generate_gradcam` hooks the
+    layers for its own call only, so disabled means no hooks and no stored activations.
+    """
+
+    def __init__(self, config: Mapping[str, Any] | None = None, model: nn.Module | None = None):
+        super().__init__()
+        self.config = dict(config or {})
+        if model is None:
+            det = load_eval_detector(self.config.get("detector_path"), self.config.get("pretrained"))
+            model = det.model
+        self.model = model
+        self.gradcam_enabled = bool(self.config.get("gradcam_enabled", False))
+        self.gradcam_layers = resolve_gradcam_layers(model, list(self.config.get("gradcam_layers")
+                                                                 or default_layers(model)))
+        self.gradcam_save_dir = Path(self.config.get("gradcam_save_dir", "./gradcam_visualizations"))
+        self.gradcam_method = self.config.get("gradcam_method", "gradcam")
+
+    def forward(self, data_dict: Mapping[str, Any], inference: bool = False) -> dict[str, torch.Tensor]:
+        logits = self.model(data_dict["image"])
+        return {"cls": logits, "prob": torch.softmax(logits, -1)[:, 1]}
+
+    def enable_gradcam(self) -> None:
+        self.gradcam_enabled = True
+
+    def disable_gradcam(self) -> None:
+        self.gradcam_enabled = False
+
+    @contextmanager
+    def gradcam(self) -> Iterator["CLIPDetectorWithGradCAM"]:
+        """Enable Grad-CAM inside a ``with`` block (e.g. a few validation batches), then restore."""
+        before = self.gradcam_enabled
+        self.gradcam_enabled = True
+        try:
+            yield self
+        finally:
+            self.gradcam_enabled = before
+
+    def generate_gradcam(self, data_dict: Mapping[str, Any], save_visualizations: bool = True,
+                         filename_prefix: str = "gradcam", target_class: int | None = None,
+                         method: str | None = None) -> dict[str, torch.Tensor]:
+        """``{layer: [B, H, W]}`` maps in [0, 1] of ``data_dict["image"]`` for ``target_class``
+        (None: the predicted class), all layers from one backward; with ``save_visualizations``
+        writes ``{prefix}_{layer}_sample{b}.png`` per layer and ``{prefix}_comparison_sample{b}.png``
+        into ``gradcam_save_dir`` (the image shown is the input de-normalised per image)."""
+        if not self.gradcam_enabled:
+            raise VizkitError("Grad-CAM is disabled: call enable_gradcam() or use `with model.gradcam():`")
+        x = data_dict["image"]
+        exp = cam(self.model, x, target_class, layers=[i.module for i in self.gradcam_layers],
+                  method=method or self.gradcam_method)
+        maps = {i.name: exp.layer_heatmaps[i.module] for i in self.gradcam_layers}
+        if save_visualizations:
+            for b in range(x.shape[0]):
+                display = render.to_numpy_image(x[b].detach().cpu())  # min-max scaled for display
+                per = {n: m[b].cpu().numpy() for n, m in maps.items()}
+                for n, m in per.items():
+                    render.save_image(render.overlay(display, m), self.gradcam_save_dir / f"{filename_prefix}_{n}_sample{b}.png")
+                p = float(torch.softmax(exp.output[b].float(), -1)[1])
+                render.save_figure(comparison_figure(display, per, f"p(fake) = {p:.3f}", exp.method),
+                                   self.gradcam_save_dir / f"{filename_prefix}_comparison_sample{b}.png")
+        return maps
+
+
+# --------------------------------------------------------------------------------------
+# explorer (reads the saved run, never recomputes)
+# --------------------------------------------------------------------------------------
+class DetectorGradCAMExplorer:
+    """Browse a finished run: sample x layer x method, optionally wrong predictions only. Every map
+    comes from the run's chunk files; nothing is recomputed (needs ipywidgets)."""
+
+    CONTROLS = (("show", "toggle"), ("sample", "dropdown"), ("layer", "dropdown"), ("method", "dropdown"))
+
+    def __init__(self, run_dir: str | os.PathLike, dataset: EvalDataset | None = None, size: int | None = None,
+                 cmap: str = "jet"):
+        import ipywidgets as W
+
+        from ..widgets import HeatmapPane, observe_all
+
+        self.summary = load_run(run_dir)
+        if not self.summary.methods:
+            raise InputError(f"{str(run_dir)!r} was evaluated without Grad-CAM: nothing to explore")
+        manifest = json.loads((self.summary.run_dir / "manifest.json").read_text(encoding="utf-8"))
+        self.dataset = dataset or resolve_dataset(manifest["test_dataset"], None, manifest["max_samples"] or None)
+        self.maps = _read_maps(self.summary.run_dir, len(list((self.summary.run_dir / "chunks").glob("*.json"))))
+        self.size = int(size or self.summary.metrics.get("input_size") or _DISPLAY_MIN)
+        self.layer_names = [li.name for li in self.summary.layers]
+        self.show = W.ToggleButtons(options=["all", "wrong only"], value="all", description="show")
+        self.sample = W.Dropdown(options=self._options(), description="sample")
+        self.layer = W.Dropdown(options=self.layer_names + ["layers combined"], value=self.layer_names[-1],
+                                description="layer")
+        self.method = W.Dropdown(options=self.summary.methods, value=self.summary.methods[0], description="method")
+        self.pane = HeatmapPane(figsize=(7, 3.4), cmap=cmap)
+        self.controls = (self.show, self.sample, self.layer, self.method)
+        self.show.observe(lambda change: self._refilter(), names="value")
+        observe_all(self.controls[1:], self.redraw)
+        self.widget = W.VBox([W.HBox([self.show, self.sample]), W.HBox([self.layer, self.method]), self.pane.output])
+        self.redraw()
+
+    def _options(self) -> list[tuple[str, int]]:
+        p = self.summary.predictions
+        if getattr(self, "show", None) is not None and self.show.value == "wrong only":
+            p = p[~p["correct"].astype(bool)]
+        return [(f"#{int(r.index)} {LABEL_NAMES[int(r.label)]}->{LABEL_NAMES[int(r.pred)]} p(fake)={r.prob:.2f}",
+                 int(r.index)) for r in p.itertuples()]
+
+    def _refilter(self) -> None:
+        options = self._options()
+        if options:
+            self.sample.options = options
+            self.sample.value = options[0][1]
+        self.redraw()
+
+    @property
+    def drawn(self) -> np.ndarray | None:
+        return self.pane.drawn
+
+    def current_map(self) -> np.ndarray:
+        i, method = self.sample.value, self.method.value
+        if self.layer.value == "layers combined":
+            return combined_map([self.maps[f"{method}|{n}"][i] for n in self.layer_names], self.size)
+        return self.maps[f"{method}|{self.layer.value}"][i]
+
+    def redraw(self) -> None:
+        if self.sample.value is None:
+            return
+        i = self.sample.value
+        row = self.summary.predictions.set_index("index").loc[i]
+        display = _display(self.dataset.image(i), self.size)
+        self.pane.draw(self.current_map(), display, map_title=f"{self.method.value} @ {self.layer.value}",
+                       overlay_title=_title({**row.to_dict(), "index": i}))
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+# --------------------------------------------------------------------------------------
+# notebook parameters
+# --------------------------------------------------------------------------------------
+def notebook_parameters() -> list:
+    """The parameter spec of ``notebooks/03_detector_gradcam_eval.ipynb``."""
+    from ..notebook import Param, positive
+
+    def methods_ok(value: str) -> str | None:
+        bad = [m for m in value.split(",") if m.strip() and m.strip() not in CAM_METHODS]
+        return f"unknown method(s) {', '.join(bad)}: choose from {', '.join(CAM_METHODS)}" if bad else None
+
+    return [
+        Param("detector_path", (str,)), Param("weights_path", (str,)), Param("test_dataset", (str,)),
+        Param("max_samples", (int,), check=lambda v: None if v >= 0 else "must be >= 0 (0 means all)"),
+        Param("layers", (str,)), Param("method", (str,), choices=CAM_METHODS),
+        Param("table_methods", (str,), check=methods_ok), Param("target", (str,), choices=TARGETS),
+        Param("gradcam_samples", (int,), check=positive), Param("save_all_predictions", (bool,)),
+        Param("num_compare", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
+        Param("batch_size", (int,), check=positive),
+        Param("output_dir", (str,)), Param("overwrite", (bool,)), Param("interactive", (bool,)),
+        Param("seed", (int,)), Param("device", (str,), choices=("auto", "cpu", "cuda")),
+    ]
+
+
+def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:
+    """Validate the notebook's parameters, including the combinations."""
+    from ..notebook import check_parameters
+
+    p = check_parameters(namespace, before, notebook_parameters())
+    for key in ("detector_path", "weights_path"):
+        if p[key] and not Path(p[key]).exists():
+            raise ParameterError(f"{key} {p[key]!r} does not exist")
+    if p["detector_path"] and not p["weights_path"]:
+        raise ParameterError("detector_path needs weights_path (the .pth the config describes)")
+    if p["device"] == "cuda" and not torch.cuda.is_available():
+        raise ParameterError("device='cuda' but no CUDA device is available: use 'auto' or 'cpu'")
+    return p
