@@ -124,11 +124,117 @@ def _detector_attention(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _detector_gradcam_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("detector-gradcam", help="Grad-CAM / Grad-CAM++ of a deepfake detector on named layers",
+                       description="Seed 002's gradcam_demo: per image one overlay per layer "
+                                   "(gradcam_{layer}_{image}.png), a comparison across layers with the prediction in "
+                                   "the title ({image}_comparison.png) and {image}.json. Without --config/--weights: "
+                                   "the zoo's face_forgery_detector.")
+    p.add_argument("--input", required=True, nargs="+", help="an image, several images, or a folder")
+    p.add_argument("--output", default="gradcam_results", help="output folder (default gradcam_results)")
+    p.add_argument("--config", default=None, help="DeepfakeBench detector YAML (its gradcam_layers are the default)")
+    p.add_argument("--weights", default=None, help="detector weights (.pth) or a Hugging Face directory")
+    p.add_argument("--layers", nargs="+", default=None, help="e.g. encoder.layers.23 encoder.layers.20 (negative "
+                   "indices count from the end; default: the inputs of the seed's blocks or of the last four)")
+    p.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++"], help="CAM method (default gradcam)")
+    p.add_argument("--target", default="predicted", choices=["predicted", "fake", "real"],
+                   help="explained class (default: the predicted one)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    p.add_argument("--cpu", action="store_true", help="force the CPU")
+    p.set_defaults(run=_detector_gradcam)
+
+
+def _detector_gradcam(args: argparse.Namespace) -> int:
+    import torch
+
+    from .scenarios.detector_gradcam_eval import gradcam_demo
+
+    device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
+    results, failures = gradcam_demo(args.input, args.output, args.config, args.weights, args.layers, args.method,
+                                     args.target, overwrite=args.overwrite, progress=True, device=device)
+    for r in results:
+        print(f"{r['image']}: predicted {r['prediction']} (p(fake) = {r['fake_probability']:.4f}); "
+              f"layers {', '.join(r['layers'])}")
+    for name, err in failures:
+        print(f"vizkit detector-gradcam: skipped {name}: {err}", file=sys.stderr)
+    print(f"{len(results)} image(s) explained into {args.output}")
+    return 1 if failures else 0
+
+
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="evaluate a deepfake detector on a test set, with Grad-CAM of its mistakes",
+                       description="Seed 002's test_with_gradcam: AUC, accuracy, EER, AP (and video AUC) over the test "
+                                   "set into metrics.json, every prediction into predictions.csv, Grad-CAM maps of the "
+                                   "first --gradcam_samples wrong predictions into sample{i}/, and report.md. "
+                                   "Resumable: rerun the same command after an interruption. Without model flags: the "
+                                   "zoo detector on its test faces.")
+    p.add_argument("--detector_path", "--detector-path", default=None, help="DeepfakeBench detector YAML")
+    p.add_argument("--weights_path", "--weights-path", default=None, help="detector weights (.pth)")
+    p.add_argument("--test_dataset", "--test-dataset", default=None,
+                   help="zoo:face_forgery (default), a folder with real/ and fake/, a CSV / JSON list, a DeepfakeBench "
+                        "dataset JSON, or a NAME under the config's dataset_json_folder")
+    p.add_argument("--gradcam_enabled", "--gradcam-enabled", action="store_true", default=None,
+                   help="compute Grad-CAM maps (default: the config's gradcam_enabled, else off)")
+    p.add_argument("--gradcam_samples", "--gradcam-samples", type=int, default=50,
+                   help="how many wrong predictions get sample folders (default 50)")
+    p.add_argument("--gradcam_output_dir", "--gradcam-output-dir", "--output-dir", default=None,
+                   help="run folder (default: the config's gradcam_save_dir, else gradcam_evaluation)")
+    p.add_argument("--save_all_predictions", "--save-all-predictions", action="store_true",
+                   help="sample folders for all predictions, not only the wrong ones")
+    p.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++"], help="CAM method (default gradcam)")
+    p.add_argument("--layers", nargs="+", default=None, help="layer names (default: the config's gradcam_layers, else "
+                   "the inputs of the seed's blocks or of the last four)")
+    p.add_argument("--target", default="fake", choices=["fake", "predicted", "real", "label"],
+                   help="explained class (default fake: the score the metrics rank by)")
+    p.add_argument("--table-methods", default="gradcam,gradcam++",
+                   help="methods of the localisation table (when the set has masks; default gradcam,gradcam++)")
+    p.add_argument("--batch-size", "--batch_size", type=int, default=32, help="images per chunk (default 32)")
+    p.add_argument("--max-samples", "--max_samples", type=int, default=0, help="only the first N images (0: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace a different run in the output folder")
+    p.add_argument("--cpu", action="store_true", help="force the CPU")
+    p.set_defaults(run=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from .scenarios.detector_gradcam_eval import metrics_table, run_evaluation
+
+    extra: dict = {}
+    if args.detector_path:
+        from .models.load_detector import read_detector_config
+
+        extra = read_detector_config(args.detector_path).extra
+    dataset = args.test_dataset
+    if dataset is None and isinstance(extra.get("test_dataset"), (list, str)) and extra["test_dataset"]:
+        dataset = extra["test_dataset"] if isinstance(extra["test_dataset"], str) else extra["test_dataset"][0]
+    enabled = args.gradcam_enabled if args.gradcam_enabled is not None else bool(extra.get("gradcam_enabled", False))
+    out = args.gradcam_output_dir or extra.get("gradcam_save_dir") or "gradcam_evaluation"
+    device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
+    summary = run_evaluation(out, detector_path=args.detector_path, weights_path=args.weights_path,
+                             test_dataset=dataset, max_samples=args.max_samples, gradcam_enabled=enabled,
+                             layers=args.layers or extra.get("gradcam_layers") or None, method=args.method,
+                             table_methods=[m.strip() for m in args.table_methods.split(",") if m.strip()],
+                             target=args.target, batch_size=args.batch_size, gradcam_samples=args.gradcam_samples,
+                             save_all_predictions=args.save_all_predictions, overwrite=args.overwrite, progress=True,
+                             device=device)
+    print(metrics_table(summary.metrics).to_string(index=False))
+    if summary.localization is not None:
+        print(summary.localization.round(4).to_string(index=False))
+    for row in summary.errors.itertuples():
+        print(f"vizkit evaluate: skipped unreadable {row.path}: {row.error}", file=sys.stderr)
+    print(f"{summary.metrics['samples']} image(s) evaluated into {summary.run_dir}; "
+          f"{len(summary.samples)} sample folder(s); report: {summary.report}")
+    return 1 if len(summary.errors) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vizkit", description="vizkit: explain vision models")
     sub = parser.add_subparsers(dest="command", required=True)
     _clip_gradcam_parser(sub)
     _detector_attention_parser(sub)
+    _detector_gradcam_parser(sub)
+    _evaluate_parser(sub)
     return parser
 
 

@@ -223,7 +223,9 @@ def detector_metrics(labels: Sequence[int], probs: Sequence[float], preds: Seque
     """AUC, accuracy, EER, AP (scikit-learn) of fake probabilities ``probs`` against ``labels``
     (1 = fake), plus the video-level AUC (mean probability per video, as DeepfakeBench) when
     frames carry video names. EER as DeepfakeBench: the false-positive rate at the ROC point
-    where it is closest to the false-negative rate. One-class sets give None for the AUCs/EER."""
+    where it is closest to the false-negative rate, over every threshold (DeepfakeBench's
+    ``roc_curve`` drops collinear points, one of which can be the crossing). One-class sets give
+    None for the AUCs/EER."""
     from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix, roc_auc_score, roc_curve
 
     y = np.asarray(labels, dtype=int)
@@ -235,7 +237,7 @@ def detector_metrics(labels: Sequence[int], probs: Sequence[float], preds: Seque
     out: dict[str, Any] = {"samples": int(len(y)), "real": int((y == 0).sum()), "fake": int((y == 1).sum()),
                            "accuracy": float(accuracy_score(y, pred))}
     if two:
-        fpr, tpr, _ = roc_curve(y, p)
+        fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)  # every threshold: a dropped point can be the EER
         out.update(auc=float(roc_auc_score(y, p)), eer=float(fpr[np.nanargmin(np.abs((1 - tpr) - fpr))]),
                    ap=float(average_precision_score(y, p)))
     else:
@@ -292,7 +294,7 @@ class EvalArgs:
                 d[key] = str(p.resolve())
                 if p.is_file():
                     d[key + "_size"] = p.stat().st_size
-        return d
+        return json.loads(json.dumps(d))  # as stored: tuples become lists
 
 
 @dataclass
