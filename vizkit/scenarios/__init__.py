@@ -6,6 +6,8 @@ module                         what it explains                                 
 ``clip_detector_attention``    a detector's real/fake gradient-weighted attention    01
                                (seed 000)
 ``vit_mnist_attention``        a ViT digit classifier's CLS attention (seed 001)     02
+``detector_gradcam_eval``      a detector's Grad-CAM on named layers, evaluation     03
+                               explaining its mistakes (seed 002; + detector_data)
 ``clip_text_gradcam``          CLIP image-text similarity by Grad-CAM (seed 003)     04
 ``vlm_attention_video``        a VLM's per-token attention (seed 004, in progress)   05
 =============================  ====================================================  =========
@@ -26,6 +28,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "vit_mnist_attention": (
         "AttentionVisualizer", "AttentionCache", "AnalysisResult", "AttentionExplorer", "observations",
         "layer_summary", "write_report", "mnist_preprocess", "parse_index_list"),
+    "detector_gradcam_eval": (
+        "CLIPDetectorWithGradCAM", "DetectorGradCAMExplorer", "run_evaluation", "evaluate_chunk", "gradcam_demo",
+        "detector_metrics", "metrics_table", "metadata_text", "select_samples", "resolve_gradcam_layers",
+        "default_layers", "load_eval_detector", "load_run", "EvalSummary", "resolve_dataset", "EvalDataset"),
     "clip_text_gradcam": (
         "ClipGradCAMResult", "ClipExplorer", "load_clip_model", "load_class_texts", "load_image", "display_crop",
         "explain_clip", "save_result", "output_stem", "visualize_clip_gradcam", "pointing_table", "text_maps",
