@@ -283,6 +283,9 @@ class EvalArgs:
     batch_size: int = 32
     gradcam_samples: int = 50
     save_all_predictions: bool = False
+    #: images per Grad-CAM forward/backward inside a chunk: the activations kept for the backward
+    #: scale with it (a ViT-B/16 x 24 at 224 px keeps ~115 MiB per image down to block 10)
+    cam_batch_size: int = 2
 
     def manifest(self, dataset: EvalDataset, layers: Sequence[LayerInfo]) -> dict[str, Any]:
         d = asdict(self)
@@ -351,8 +354,8 @@ def evaluate_chunk(ctx: _Context, k: int) -> tuple[dict[str, Any], dict[str, np.
     explanations = {}
     if ctx.methods:
         for method in ctx.methods:
-            explanations[method] = cam(det.model, x, _targets(a, labels, det.fake_index),
-                                       layers=[i.module for i in ctx.layers], method=method)
+            explanations[method] = _cam_in_parts(det.model, x, _targets(a, labels, det.fake_index),
+                                                 [i.module for i in ctx.layers], method, a.cam_batch_size)
         logits = explanations[ctx.methods[0]].output
     else:
         with torch.inference_mode():
@@ -386,6 +389,23 @@ def evaluate_chunk(ctx: _Context, k: int) -> tuple[dict[str, Any], dict[str, np.
                         "index": [i for _, i in fakes], "hit": res.hits[0].tolist(), "hit_tol1": res.hits[1].tolist(),
                         "energy": [round(float(e), 6) for e in res.energy]}
     return result, arrays
+
+
+def _cam_in_parts(model: nn.Module, x: torch.Tensor, targets: Any, layers: list[str], method: str, part: int) -> Any:
+    """:func:`vizkit.cam` over ``x`` in parts of ``part`` images (bounded memory for the backward),
+    the parts' results concatenated (the combined heatmap is per image, so the same as in one call)."""
+    from types import SimpleNamespace
+
+    exps = []
+    for s in range(0, x.shape[0], max(1, part)):
+        t = targets[s:s + part] if isinstance(targets, torch.Tensor) and targets.ndim else targets
+        exps.append(cam(model, x[s:s + part], t, layers=layers, method=method))
+    if len(exps) == 1:
+        return exps[0]
+    cat = lambda get: torch.cat([get(e) for e in exps])  # noqa: E731
+    return SimpleNamespace(heatmap=cat(lambda e: e.heatmap), output=cat(lambda e: e.output), method=exps[0].method,
+                           layer_maps={n: cat(lambda e, n=n: e.layer_maps[n]) for n in exps[0].layer_maps},
+                           layer_heatmaps={n: cat(lambda e, n=n: e.layer_heatmaps[n]) for n in exps[0].layer_heatmaps})
 
 
 def _chunk_paths(run: Path, k: int) -> tuple[Path, Path]:
