@@ -31,7 +31,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "detector_gradcam_eval": (
         "CLIPDetectorWithGradCAM", "DetectorGradCAMExplorer", "run_evaluation", "evaluate_chunk", "gradcam_demo",
         "detector_metrics", "metrics_table", "metadata_text", "select_samples", "resolve_gradcam_layers",
-        "default_layers", "load_eval_detector", "load_run", "EvalSummary", "resolve_dataset", "EvalDataset"),
+        "default_layers", "load_eval_detector", "load_run", "EvalSummary"),
+    "detector_data": ("resolve_dataset", "EvalDataset", "parse_label"),
     "clip_text_gradcam": (
         "ClipGradCAMResult", "ClipExplorer", "load_clip_model", "load_class_texts", "load_image", "display_crop",
         "explain_clip", "save_result", "output_stem", "visualize_clip_gradcam", "pointing_table", "text_maps",

@@ -1,5 +1,12 @@
-"""Test sets for scenario 3 (:mod:`vizkit.scenarios.detector_gradcam_eval`): where a deepfake
-detector's evaluation reads its images and labels (label 0 = real, 1 = fake).
+"""Scenario 3's test sets (the dataset readers of :mod:`vizkit.scenarios.detector_gradcam_eval`,
+notebook 03): where a deepfake detector's evaluation reads its images and labels (label 0 = real,
+1 = fake). Nothing is explained here; the scores are the detector's fake probabilities.
+
+Example::
+
+    from vizkit.scenarios import resolve_dataset
+    ds = resolve_dataset("zoo:face_forgery", max_samples=10)    # or a folder, a CSV, a DeepfakeBench JSON
+    ds.image(0), ds.items[0].label, ds.mask(1)                  # uint8 HxWx3, 0/1, bool HxW or None
 
 :func:`resolve_dataset` accepts
 
