@@ -547,12 +547,41 @@ NOTEBOOK_CELLS = {"01_clip_detector_attention": NB01, "02_vit_mnist_attention": 
                   "03_detector_gradcam_eval": NB03, "04_clip_text_gradcam": NB04}
 
 
+# each notebook's explorer widget: the browser test (tests/ui) reads its controls from the notebook metadata
+NOTEBOOK_EXPLORERS = {
+    "01_clip_detector_attention": "vizkit.scenarios.clip_detector_attention:DetectorAttentionExplorer",
+    "02_vit_mnist_attention": "vizkit.scenarios.vit_mnist_attention:AttentionExplorer",
+    "03_detector_gradcam_eval": "vizkit.scenarios.detector_gradcam_eval:DetectorGradCAMExplorer",
+    "04_clip_text_gradcam": "vizkit.scenarios.clip_text_gradcam:ClipExplorer",
+}
+
+
+def vizkit_metadata(name: str) -> dict:
+    """``metadata.vizkit``: the explorer class and its controls (label, kind) as declared by the class."""
+    import importlib
+
+    module, cls = NOTEBOOK_EXPLORERS[name].split(":")
+    controls = getattr(importlib.import_module(module), cls).CONTROLS
+    return {"explorer": {"class": NOTEBOOK_EXPLORERS[name],
+                         "controls": [{"label": label, "kind": kind} for label, kind in controls]}}
+
+
 def build(name: str) -> Path:
     nb = nbf.v4.new_notebook()
     nb.cells = NOTEBOOK_CELLS[name]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata["vizkit"] = vizkit_metadata(name)
     path = NOTEBOOKS / f"{name}.ipynb"
+    nbf.write(nb, path)
+    return path
+
+
+def update_metadata(name: str) -> Path:
+    """Rewrite only ``metadata.vizkit`` of an executed notebook (outputs kept)."""
+    path = NOTEBOOKS / f"{name}.ipynb"
+    nb = nbf.read(path, as_version=4)
+    nb.metadata["vizkit"] = vizkit_metadata(name)
     nbf.write(nb, path)
     return path
 
@@ -561,8 +590,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", default=list(NOTEBOOK_CELLS))
     parser.add_argument("--execute", action="store_true")
+    parser.add_argument("--metadata-only", action="store_true", help="only refresh metadata.vizkit, keep the outputs")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.metadata_only:
+        for name in args.names:
+            print("updated", update_metadata(name))
+        return 0
     for name in args.names:
         path = build(name)
         print("wrote", path)
