@@ -32,7 +32,7 @@ def load_clip(model: str, model_path: str | None = None, *, image_encoder: str |
     spec = model
     path = Path(spec)
     if path.is_dir():
-        from .loaders import load_hf
+        from .load_hf import load_hf
 
         loaded = load_hf(path)
         if type(loaded.model).__name__ != "CLIPModel":
@@ -45,7 +45,7 @@ def load_clip(model: str, model_path: str | None = None, *, image_encoder: str |
         if model_path is None:
             raise VizkitError(f"open_clip model {spec!r} needs its weights on disk: pass --model-path /path/to/weights "
                               "(.pt, .bin or .safetensors); nothing is downloaded")
-        from .loaders import load_open_clip
+        from .load_openclip import load_open_clip
 
         loaded = load_open_clip(spec, model_path, device=str(device))
         return adapt_open_clip(loaded.model.eval(), loaded.tokenizer, loaded.preprocess, name=f"open_clip:{spec}")
