@@ -95,6 +95,9 @@ def load_detector_model(model: str | nn.Module | None = None, model_config: str 
     spec = str(model) if model else ""
     spec = spec[4:] if spec.startswith("zoo:") else spec
     if not weights and not model_config and spec in ("", *ZOO_DETECTORS):
+        if head:
+            raise InputError(f"--head {head} applies to a Hugging Face CLIPVisionModel directory given with "
+                             f"--weights; the zoo detector {spec or ZOO_DETECTORS[0]} has its own head")
         from .. import zoo
 
         bundle = zoo.load(spec or ZOO_DETECTORS[0], device=device)
