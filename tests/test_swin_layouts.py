@@ -242,3 +242,30 @@ def test_convnets_are_unchanged(x):
     assert e.layer_maps[e.layers[0]].shape == (2, 2, 2)
     ref = reference(convnext, get_module(convnext, e.layers[0]), x, "gradcam", None)
     assert np.abs(e.heatmap.numpy() - ref).max() <= 1e-4
+
+
+def test_the_detector_gradcam_cli_takes_layout(tmp_path):
+    """A timm Swin detector from a YAML + weights file: ``--layout nhwc`` equals the decided
+    layout, ``--layout nchw`` (wrong for Swin) is obeyed and gives another map."""
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from vizkit.cli import main
+
+    model = timm_swin()
+    model.reset_classifier(2)
+    save_file(model.state_dict(), tmp_path / "swin.safetensors")
+    kwargs = "{img_size: 64, window_size: 4, embed_dim: 16, depths: [1, 1, 2, 1], num_heads: [1, 1, 2, 2], num_classes: 2}"
+    (tmp_path / "cfg.yaml").write_text(f"model_name: timm:swin_tiny_patch4_window7_224\nmodel_kwargs: {kwargs}\n"
+                                       "resolution: 64\nmean: [0.5, 0.5, 0.5]\nstd: [0.5, 0.5, 0.5]\n")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "face.png")
+    pngs = {}
+    for layout in (None, "nhwc", "nchw"):
+        out = tmp_path / f"out-{layout}"
+        argv = ["detector-gradcam", "--input", str(tmp_path / "face.png"), "--output", str(out), "--config",
+                str(tmp_path / "cfg.yaml"), "--weights", str(tmp_path / "swin.safetensors"), "--layers",
+                "layers.2.blocks.0", "--cpu"] + (["--layout", layout] if layout else [])
+        assert main(argv) == 0
+        pngs[layout] = (out / "gradcam_layers.2.blocks.0_face.png").read_bytes()
+    assert pngs["nhwc"] == pngs[None] and pngs["nchw"] != pngs[None]

@@ -5,6 +5,12 @@ import argparse
 import sys
 from typing import Sequence
 
+def _layout_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layout", default=None, choices=["nchw", "nhwc", "tokens"],
+                   help="where the target layers' channels are: nchw [B, C, h, w], nhwc [B, h, w, C] (Swin) or "
+                        "tokens [B, N, C] (default: decided per layer; an ambiguous layer asks for this flag)")
+
+
 def _clip_gradcam_parser(sub: argparse._SubParsersAction) -> None:
     from .methods import METHODS
 
@@ -23,6 +29,7 @@ def _clip_gradcam_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="gradcam", choices=list(METHODS), help="CAM method (default gradcam)")
     p.add_argument("--target-layer", default="auto", help="layer name (default: chosen automatically)")
     p.add_argument("--probability", action="store_true", help="explain the softmax probability instead of the similarity")
+    _layout_argument(p)
     p.add_argument("--image-encoder", default=None, help="custom model: timm/torchvision backbone name")
     p.add_argument("--text-encoder", default=None, help="custom model: local Hugging Face text encoder directory")
     p.add_argument("--embed-dim", type=int, default=512, help="custom model: embedding size (default 512)")
@@ -58,7 +65,7 @@ def _clip_gradcam(args: argparse.Namespace) -> int:
     first = True
     for path, image in tqdm(list(zip(files, images)), desc="clip-gradcam", disable=not batch, unit="image"):
         result = explain_clip(adapter, [image], names, texts, args.target_text_idx, args.method, args.target_layer,
-                              args.probability, [str(path)])[0]
+                              args.probability, [str(path)], layout=args.layout)[0]
         if first:
             print(f"model: {adapter.name} | method: {result.method} | layer: {', '.join(result.layers)} | "
                   f"explained score: image-text {result.score}")
@@ -139,6 +146,7 @@ def _detector_gradcam_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++"], help="CAM method (default gradcam)")
     p.add_argument("--target", default="predicted", choices=["predicted", "fake", "real"],
                    help="explained class (default: the predicted one)")
+    _layout_argument(p)
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     p.add_argument("--cpu", action="store_true", help="force the CPU")
     p.set_defaults(run=_detector_gradcam)
@@ -151,7 +159,8 @@ def _detector_gradcam(args: argparse.Namespace) -> int:
 
     device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
     results, failures = gradcam_demo(args.input, args.output, args.config, args.weights, args.layers, args.method,
-                                     args.target, overwrite=args.overwrite, progress=True, device=device)
+                                     args.target, overwrite=args.overwrite, progress=True, device=device,
+                                     layout=args.layout)
     for r in results:
         print(f"{r['image']}: predicted {r['prediction']} (p(fake) = {r['fake_probability']:.4f}); "
               f"layers {', '.join(r['layers'])}")

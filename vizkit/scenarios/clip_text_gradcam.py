@@ -150,8 +150,10 @@ def display_crop(image: Image.Image, size: int) -> np.ndarray:
 
 def explain_clip(adapter: ClipAdapter, images: Sequence[Image.Image], names: Sequence[str], texts: Sequence[str],
                  target_text_idx: int | None = None, method: str = "gradcam", layers: Any = "auto",
-                 probability: bool = False, image_paths: Sequence[str] | None = None) -> list[ClipGradCAMResult]:
-    """Grad-CAM of each image toward its target text; one batched forward and backward."""
+                 probability: bool = False, image_paths: Sequence[str] | None = None,
+                 layout: Any = None) -> list[ClipGradCAMResult]:
+    """Grad-CAM of each image toward its target text; one batched forward and backward.
+    ``layout``: where the target layer's channels are (see :func:`vizkit.cam`)."""
     get_method(method)
     if target_text_idx is not None and not 0 <= target_text_idx < len(texts):
         raise InputError(f"target text index {target_text_idx} is out of range: there are {len(texts)} class texts "
@@ -163,7 +165,7 @@ def explain_clip(adapter: ClipAdapter, images: Sequence[Image.Image], names: Seq
     chosen = "given" if target_text_idx is not None else "most similar"
     # one forward: the target reads every text's similarity from the explained pass itself
     target_fn = ImageTextSimilarity(text, target_text_idx, adapter.logit_scale, probability=probability)
-    explanation = cam(model, x, target_fn, layers=layers, method=method, forward=adapter.encode_image)
+    explanation = cam(model, x, target_fn, layers=layers, method=method, forward=adapter.encode_image, layout=layout)
     sims = target_fn.observed.float().cpu()  # [B, T]
     probs = sims.softmax(-1)
     target = target_fn.index.expand(len(images)) if target_fn.index.ndim == 0 else target_fn.index

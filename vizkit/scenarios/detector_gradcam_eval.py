@@ -750,9 +750,11 @@ def write_report(summary: EvalSummary, ctx: _Context) -> Path:
 def gradcam_demo(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output: str | os.PathLike,
                  config: str | None = None, weights: str | None = None, layers: Sequence[str] | None = None,
                  method: str = "gradcam", target: str = "predicted", overwrite: bool = False,
-                 progress: bool = False, device: str | torch.device = "cpu") -> tuple[list[dict[str, Any]], list]:
+                 progress: bool = False, device: str | torch.device = "cpu",
+                 layout: Any = None) -> tuple[list[dict[str, Any]], list]:
     """Per image: ``gradcam_{layer}_{stem}.png`` per layer, ``{stem}_comparison.png`` (prediction in
-    the title) and ``{stem}.json``. Returns (results, failures)."""
+    the title) and ``{stem}.json``. Returns (results, failures). ``layout``: where the layers'
+    channels are (see :func:`vizkit.cam`)."""
     if method not in CAM_METHODS:
         raise ParameterError(f"method {method!r}: choose {' or '.join(CAM_METHODS)}")
     files = image_files([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
@@ -770,7 +772,8 @@ def gradcam_demo(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
             continue
         x = det.preprocess(image)[None].to(model_device(det.model))
         targets = _targets(EvalArgs(target=target), torch.tensor([1]), det.fake_index)
-        exp = cam(det.model, x, targets if target != "label" else None, layers=[i.module for i in infos], method=method)
+        exp = cam(det.model, x, targets if target != "label" else None, layers=[i.module for i in infos], method=method,
+                  layout=layout)
         prob = float(torch.softmax(exp.output.float(), -1)[0, det.fake_index])
         pred = int(prob >= 0.5) if det.fake_index == 1 else int(exp.output.argmax(-1)[0] == det.fake_index)
         display = _display(image, det.size)
