@@ -53,10 +53,8 @@ from IPython.display import Image, Markdown, display
 
 import vizkit
 from vizkit import render
-from vizkit.notebook import baseline
-from vizkit.runs import run_folder
+from vizkit.scenarios import baseline, run_folder, seed_everything
 from vizkit.scenarios import clip_detector_attention as cda
-from vizkit.state import seed_everything
 
 _before = baseline(globals())
 """),
@@ -182,10 +180,8 @@ import torch
 from IPython.display import Image, Markdown, display
 
 import vizkit
-from vizkit.notebook import baseline
-from vizkit.runs import run_folder
+from vizkit.scenarios import baseline, run_folder, seed_everything
 from vizkit.scenarios import vit_mnist_attention as vma
-from vizkit.state import seed_everything
 
 _before = baseline(globals())
 """),
@@ -305,11 +301,8 @@ from pathlib import Path
 import torch
 from IPython.display import Image, Markdown, display
 
-from vizkit.notebook import baseline
-from vizkit.report import markdown_table
-from vizkit.runs import run_folder
+from vizkit.scenarios import baseline, markdown_table, run_folder, seed_everything
 from vizkit.scenarios import detector_gradcam_eval as dge
-from vizkit.state import seed_everything
 
 _before = baseline(globals())
 """),
@@ -433,11 +426,8 @@ from PIL import Image
 
 import vizkit
 from vizkit import render, zoo
-from vizkit.io import image_files
-from vizkit.notebook import baseline
-from vizkit.runs import run_folder
+from vizkit.scenarios import baseline, image_files, run_folder, seed_everything
 from vizkit.scenarios import clip_text_gradcam as cg
-from vizkit.state import seed_everything
 
 _before = baseline(globals())
 """),

@@ -13,7 +13,9 @@ module                         what it explains                                 
 =============================  ====================================================  =========
 
 Names load lazily: ``from vizkit.scenarios import AttentionVisualizer`` imports only the
-module that defines it. Notebooks import from ``vizkit`` and ``vizkit.scenarios`` only.
+module that defines it. Notebooks import from ``vizkit`` and ``vizkit.scenarios`` only: the
+helpers every notebook uses (``baseline``, ``run_folder``, ``seed_everything``, ...) are
+re-exported here from their one home (:data:`NOTEBOOK_HELPERS`).
 """
 from __future__ import annotations
 
@@ -41,8 +43,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
 }
 MODULES = tuple(_EXPORTS)
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+# what the notebooks need besides their scenario module: name -> the module that defines it
+NOTEBOOK_HELPERS: dict[str, str] = {
+    "baseline": "vizkit.notebook", "run_folder": "vizkit.runs", "seed_everything": "vizkit.state",
+    "markdown_table": "vizkit.report", "image_files": "vizkit.io",
+}
 
-__all__ = [*MODULES, *_WHERE]
+__all__ = [*MODULES, *_WHERE, *NOTEBOOK_HELPERS]
 
 
 def __getattr__(name: str) -> Any:
@@ -50,6 +57,8 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"{__name__}.{name}")
     if name in _WHERE:
         return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    if name in NOTEBOOK_HELPERS:
+        return getattr(importlib.import_module(NOTEBOOK_HELPERS[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
