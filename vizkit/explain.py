@@ -233,12 +233,14 @@ def _scores(target: Target, output: Any, batch: int) -> torch.Tensor:
     return scores
 
 
-def _grads(scores: torch.Tensor, tensors: Sequence[torch.Tensor], names: Sequence[str]) -> list[torch.Tensor]:
+def _grads(scores: torch.Tensor, tensors: Sequence[torch.Tensor], names: Sequence[str],
+           retain_graph: bool = False) -> list[torch.Tensor]:
+    """d(sum of ``scores``)/d``tensors``; a layer the score does not reach gets zeros and a warning."""
     if not scores.requires_grad:
         raise CaptureError(
             f"the target score does not depend on layer(s) {', '.join(names)}: choose layers that run "
             "before the output the target reads")
-    grads = torch.autograd.grad(scores.sum(), list(tensors), allow_unused=True)
+    grads = torch.autograd.grad(scores.sum(), list(tensors), allow_unused=True, retain_graph=retain_graph)
     out = []
     for name, t, g in zip(names, tensors, grads):
         if g is None:
@@ -477,40 +479,9 @@ def gradient_attention(
     order; the map is the CLS row of ``R`` over the patches (the mean of all rows when the
     model has no prefix token). ``layer_maps`` holds each layer's ``Ā`` CLS row ``[B, h, w]``.
     """
-    x = _check_inputs(model, inputs)
     if head_fusion not in am.HEAD_FUSIONS:
         raise VizkitError(f"head_fusion must be one of {', '.join(am.HEAD_FUSIONS)}, got {head_fusion!r}")
-    run: Forward = forward if forward is not None else model
-    batch, image_hw = x.shape[0], (x.shape[-2], x.shape[-1])
-    with preserved_state(model), _attention_implementation(model):
-        layer_list = _attention_layers(model, layers, run, x, forward)
-        names = [n for n, _ in layer_list]
-        embed = find_patch_embed(model, layer_list)
-        with torch.enable_grad(), AttentionCapture(layer_list, grad=True) as cap, \
-                GridCapture(embed[1] if embed else None) as gc:
-            output = run(x)
-            _require_maps(cap, names, model)
-            target = as_target(targets, batch, output)
-            scores = _scores(target, output, batch)
-            attns = [cap.maps[n] for n in names]
-            grads = _grads(scores, attns, names)
-        attns = [a.detach() if a.ndim == 4 else a.detach()[:, None] for a in attns]
-        grads = [g if g.ndim == 4 else g[:, None] for g in grads]
-    layout = infer_layout(attns[0].shape[-1], gc.grid, image_hw)
-    r = am.relevance_matrix(attns, grads, head_fusion)
-
-    def row(m: torch.Tensor) -> torch.Tensor:
-        return patch_row_to_grid(m[:, 0] if layout.prefix else m.mean(1), layout)
-
-    relevance = row(r).clamp(min=0)
-    layer_maps = {n: row(am.fuse_heads((g * a).clamp(min=0), head_fusion)) for n, a, g in zip(names, attns, grads)}
-    classes = getattr(target, "classes", None)
-    if classes is not None and classes.ndim == 0:
-        classes = classes.expand(batch)
-    return Explanation(heatmap=_to_input_size(relevance, image_hw), layer_maps=layer_maps,
-                       layer_heatmaps={n: _to_input_size(m, image_hw) for n, m in layer_maps.items()},
-                       scores=scores.detach(), layers=names, method=f"gradient_attention[{head_fusion}]",
-                       targets=classes, output=_main_output(output))
+    return attention_gradients(model, inputs, [targets], layers, forward=forward).explanation(0, head_fusion)
 
 
 # --------------------------------------------------------------------------------------
@@ -616,10 +587,8 @@ def attention_gradients(
             for i, spec in enumerate(targets):
                 target = as_target(spec, batch, output)
                 s = _scores(target, output, batch)
-                if not s.requires_grad:
-                    raise CaptureError(f"target {i} does not depend on the attention of {', '.join(names)}")
-                g = torch.autograd.grad(s.sum(), attns, allow_unused=True, retain_graph=i < len(targets) - 1)
-                grads.append({n: (gi if gi is not None else torch.zeros_like(a)) for n, a, gi in zip(names, attns, g)})
+                g = _grads(s, attns, names, retain_graph=i < len(targets) - 1)
+                grads.append(dict(zip(names, g)))
                 scores.append(s.detach())
                 c = getattr(target, "classes", None)
                 classes.append(c.expand(batch) if c is not None and c.ndim == 0 else c)

@@ -131,6 +131,19 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
+# the explorer's images, fetched as bytes (data: and blob: URLs alike) and hashed in the page
+_DIGEST_JS = """async (root) => {
+  const imgs = [...root.querySelectorAll('img')];
+  if (!imgs.length || imgs.some(i => !i.src)) return '';
+  const parts = await Promise.all(imgs.map(async i => new Uint8Array(await (await fetch(i.src)).arrayBuffer())));
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length + 1, 0));
+  let k = 0;
+  for (const p of parts) { all.set(p, k); k += p.length + 1; }
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', all));
+  return [...digest].map(b => b.toString(16).padStart(2, '0')).join('');
+}"""
+
+
 @dataclass
 class Move:
     control: str
@@ -224,16 +237,17 @@ class NotebookSession:
             has=self.page.locator(f"label.widget-label:text-is('{first}')")).last
         root.wait_for(state="visible", timeout=30_000)
         root.scroll_into_view_if_needed()
-        root.locator(".widget-output img").first.wait_for(timeout=30_000)
+        root.locator("img").first.wait_for(timeout=30_000)
         return root
 
-    def image_src(self, root: Any) -> str:
-        return root.locator(".widget-output img").first.get_attribute("src") or ""
+    def image_digest(self, root: Any) -> str:
+        """SHA-256 of the bytes of every image the explorer shows, as the page has them."""
+        return root.evaluate(_DIGEST_JS)
 
     def move(self, root: Any, control: dict[str, str], timeout: float = 30.0) -> Move:
-        """Change one control in the page; wait for the explorer's image to change; time it."""
+        """Change one control in the page; wait until the bytes of the explorer's images change; time it."""
         label, kind = control["label"], control["kind"]
-        old = self.image_src(root)
+        old = self.image_digest(root)
         box = root.locator(f".jupyter-widgets:has(> label.widget-label:text-is('{label}')), "
                            f".widget-toggle-buttons:has(> label.widget-label:text-is('{label}'))").first
         if kind == "slider":
@@ -263,7 +277,7 @@ class NotebookSession:
             raise AssertionError(f"unknown control kind {kind!r} for {label!r}")
         try:
             self.page.wait_for_function(
-                "([root, old]) => { const i = root.querySelector('.widget-output img'); return i && i.src && i.src !== old; }",
+                f"async ([root, old]) => {{ const d = await ({_DIGEST_JS})(root); return d && d !== old; }}",
                 arg=[root.element_handle(), old], polling=5, timeout=timeout * 1000)
         except Exception as err:  # playwright's TimeoutError
             raise AssertionError(f"{self.name}: moving {kind} {label!r} to {value!r} did not change the figure within "

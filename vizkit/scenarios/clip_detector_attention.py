@@ -678,7 +678,6 @@ class DetectorAttentionExplorer:
         self.aggregation = W.ToggleButtons(options=list(AGGREGATIONS), value=result.aggregation,
                                            description="combine", style=style)
         self.pane = HeatmapPane(figsize=(7, 3.4), cmap=cmap)
-        self.fig = self.pane.fig
         self.widget = W.VBox([W.HBox([self.image, self.klass]), W.HBox([self.fusion, self.layers]), self.aggregation,
                               self.pane.output])
         self.controls = (self.image, self.klass, self.fusion, self.layers, self.aggregation)

@@ -412,7 +412,6 @@ class ClipExplorer:
         self.method = W.Dropdown(options=methods, value=methods[0], description="method")
         self.layer = W.Dropdown(options=layers, value=layers[0], description="layer")
         self.pane = HeatmapPane(figsize=(7, 3.4), cmap=cmap)
-        self.fig = self.pane.fig
         self.widget = W.VBox([W.HBox([self.text, self.method, self.layer]), self.pane.output])
         self.cache: dict[tuple[int, str, str], ClipGradCAMResult] = {}
         self.controls = (self.text, self.method, self.layer)
