@@ -546,14 +546,26 @@ NOTEBOOK_EXPLORERS = {
 }
 
 
+# parameters the browser test (tests/ui) runs a notebook with, injected after its parameters
+# cell as papermill does: the widgets are what it tests, so the long evaluation tables that
+# nbval and `make demo` already run in full are made small or skipped
+UI_PARAMETERS = {
+    "01_clip_detector_attention": {"faithfulness_samples": 0},
+    "03_detector_gradcam_eval": {"max_samples": 100, "table_methods": "gradcam"},
+    "04_clip_text_gradcam": {"num_scenes": 0},
+}
+
+
 def vizkit_metadata(name: str) -> dict:
-    """``metadata.vizkit``: the explorer class and its controls (label, kind) as declared by the class."""
+    """``metadata.vizkit``: the explorer class and its controls (label, kind) as declared by the
+    class, and the parameters of the browser test (``ui_parameters``)."""
     import importlib
 
     module, cls = NOTEBOOK_EXPLORERS[name].split(":")
     controls = getattr(importlib.import_module(module), cls).CONTROLS
     return {"explorer": {"class": NOTEBOOK_EXPLORERS[name],
-                         "controls": [{"label": label, "kind": kind} for label, kind in controls]}}
+                         "controls": [{"label": label, "kind": kind} for label, kind in controls]},
+            "ui_parameters": UI_PARAMETERS.get(name, {})}
 
 
 def build(name: str) -> Path:

@@ -34,6 +34,7 @@ CHROMIUM = os.environ.get("VIZKIT_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
+ACTIVE = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook on screen
 WIDGET_PROBLEMS = ("Error displaying widget", "Loading widget...", "Loading widget…")
 SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
@@ -57,6 +58,22 @@ def explorer_controls(name: str) -> list[dict[str, str]]:
                              "tools/build_notebooks.py") from None
 
 
+def inject_ui_parameters(path: Path) -> dict[str, Any]:
+    """Add the notebook's ``metadata.vizkit.ui_parameters`` as an ``injected-parameters`` cell
+    right after its ``parameters`` cell (as papermill does); the notebook's own validation
+    then checks them. Returns what was injected."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    params = nb["metadata"].get("vizkit", {}).get("ui_parameters") or {}
+    if params:
+        at = next(i for i, c in enumerate(nb["cells"]) if "parameters" in c.get("metadata", {}).get("tags", []))
+        source = "# Parameters of the browser test\n" + "".join(f"{k} = {v!r}\n" for k, v in params.items())
+        nb["cells"].insert(at + 1, {"cell_type": "code", "id": "injected-ui-parameters", "execution_count": None,
+                                    "outputs": [], "source": source,
+                                    "metadata": {"tags": ["injected-parameters"]}})
+        path.write_text(json.dumps(nb, indent=1), encoding="utf-8")
+    return params
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -77,6 +94,8 @@ def jupyterlab(workdir: Path, timeout: float = 90.0) -> Iterator[Server]:
     """A JupyterLab server on 127.0.0.1 serving a copy of ``notebooks/`` in ``workdir``."""
     root, settings, runs = workdir / "notebooks", workdir / "settings", workdir / "runs"
     shutil.copytree(NOTEBOOKS, root)
+    for path in root.glob("[0-9][0-9]_*.ipynb"):
+        inject_ui_parameters(path)
     for rel, value in SETTINGS.items():
         path = settings / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,8 +191,9 @@ class NotebookSession:
         self.page.on("request", lambda r: self.requests.append(r.url))
         self.page.on("requestfailed", lambda r: self.failed_requests.append(f"{r.url} ({r.failure})"))
         self.page.on("console", lambda m: self.console.append(f"[{m.type}] {m.text}"))
-        self.page.goto(f"{self.server.url}/lab/tree/{self.name}?token={self.server.token}")
-        self.page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
+        # ?reset: a fresh workspace, so only this notebook is open (no tab restored from an earlier one)
+        self.page.goto(f"{self.server.url}/lab/tree/{self.name}?reset&token={self.server.token}")
+        self.page.wait_for_selector(f"{ACTIVE} .jp-Notebook .jp-Cell", timeout=90_000)
         # the kernel is started and connected: the status bar says "<kernel> | Idle" (before that it
         # says "No Kernel | Initializing", and a Run All then clears the prompts without running anything)
         self.page.wait_for_function(
@@ -182,7 +202,15 @@ class NotebookSession:
         return self
 
     def close(self) -> None:
-        if self.page is not None:
+        """Shut the notebook's kernel down (its models leave memory) and close the page."""
+        if self.page is None:
+            return
+        try:
+            auth = {"Authorization": f"token {self.server.token}"}
+            for sess in self.page.request.get(f"{self.server.url}/api/sessions", headers=auth).json():
+                if sess.get("path", "").endswith(self.name):
+                    self.page.request.delete(f"{self.server.url}/api/sessions/{sess['id']}", headers=auth)
+        finally:
             self.page.close()
 
     def screenshot(self, label: str) -> Path:
@@ -197,7 +225,7 @@ class NotebookSession:
         self.page.locator("li[data-command='runmenu:run-all']").click()
         t0 = time.monotonic()
         while True:
-            prompts = self.page.eval_on_selector_all(".jp-CodeCell .jp-InputArea-prompt",
+            prompts = self.page.eval_on_selector_all(f"{ACTIVE} .jp-CodeCell .jp-InputArea-prompt",
                                                      "els => els.map(e => e.textContent.trim())")
             done = prompts and all(p.startswith("[") and p[1:-2].strip().isdigit() for p in prompts)
             idle = self.page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() > 0
@@ -211,10 +239,10 @@ class NotebookSession:
     def problems(self) -> list[str]:
         """Cell errors and widgets that failed to render, as shown in the page."""
         errors = self.page.eval_on_selector_all(
-            ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
+            f"{ACTIVE} .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
             "els => els.map(e => e.textContent)")
         found = [f"cell error: {e[:800]}" for e in errors if "Traceback" in e or "Error" in e.split("\n", 2)[0]]
-        text = self.page.inner_text(".jp-Notebook")
+        text = self.page.inner_text(f"{ACTIVE} .jp-Notebook")
         found += [f"widget problem: {w!r} shown" for w in WIDGET_PROBLEMS if w in text]
         return found
 
@@ -233,7 +261,7 @@ class NotebookSession:
     def explorer(self, controls: list[dict[str, str]]) -> Any:
         """The explorer widget: the top-level widget box holding the first declared control."""
         first = controls[0]["label"]
-        root = self.page.locator(".jp-OutputArea-output .widget-vbox").filter(
+        root = self.page.locator(f"{ACTIVE} .jp-OutputArea-output .widget-vbox").filter(
             has=self.page.locator(f"label.widget-label:text-is('{first}')")).last
         root.wait_for(state="visible", timeout=30_000)
         root.scroll_into_view_if_needed()
