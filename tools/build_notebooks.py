@@ -553,6 +553,7 @@ NOTEBOOK_EXPLORERS = {
     "02_vit_mnist_attention": "vizkit.scenarios.vit_mnist_attention:AttentionExplorer",
     "03_detector_gradcam_eval": "vizkit.scenarios.detector_gradcam_eval:DetectorGradCAMExplorer",
     "04_clip_text_gradcam": "vizkit.scenarios.clip_text_gradcam:ClipExplorer",
+    "05_vlm_attention_video": "vizkit.scenarios.vlm_attention_video:VLMAttentionExplorer",
 }
 
 

@@ -9,7 +9,7 @@ module                         what it explains                                 
 ``detector_gradcam_eval``      a detector's Grad-CAM on named layers, evaluation     03
                                explaining its mistakes (seed 002; + detector_data)
 ``clip_text_gradcam``          CLIP image-text similarity by Grad-CAM (seed 003)     04
-``vlm_attention_video``        a VLM's per-token attention video (seed 004)     05
+``vlm_attention_video``        a VLM's per-token attention video (seed 004)          05
 =============================  ====================================================  =========
 
 Names load lazily: ``from vizkit.scenarios import AttentionVisualizer`` imports only the

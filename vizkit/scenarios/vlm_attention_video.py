@@ -33,6 +33,16 @@ Pieces (all in this module):
 :func:`explain_answer_attention` (one teacher-forced forward with :func:`vizkit.attention`
 hooked on the decoder layers) gives every layer's full ``[B, heads, T, T]`` maps for a batch of
 zoo samples; :func:`ground_truth_table` builds on it.
+
+Example::
+
+    from vizkit.scenarios.vlm_attention_video import AttentionVisualizer
+    viz = AttentionVisualizer("path/to/Qwen2-VL-folder", max_image_num=2)   # None: the zoo's tiny_vlm
+    sample, images = viz.load_sample_data("test.json", "images/", sample_idx=0)
+    mp4 = viz.create_attention_visualization_for_sample(sample, images, layer_idx=20,
+                                                        start_phrase="Based on the following requirements")
+
+or ``vizkit vlm-video --model_path DIR --benchmark_json FILE --image_dir DIR --layers 10 20``.
 """
 from __future__ import annotations
 
@@ -652,8 +662,8 @@ def trace_sample(vlm: VLM, problem: str, images: Sequence[Any], layers: Sequence
         raise InputError(f"the model generated no text (it ended at once) for problem {problem!r}")
     positions = cap.positions()
     keep = (positions >= L - 1) & (positions < L - 1 + len(gen))
-    rows = {i: cap.rows(i)[keep] for i in cap.layers}
     ids = np.asarray(inputs["input_ids"][0].tolist() + gen, dtype=np.int64)
+    rows = {i: cap.rows(i)[keep][..., :len(ids) - 1] for i in cap.layers}
     pmap = position_map(model.config, ids[:L], inputs.get("image_grid_thw"), prompt_len=L).extend(len(ids))
     special = np.isin(ids, list(tok.all_special_ids))
     pieces = token_pieces(tok, ids)
@@ -1292,3 +1302,56 @@ def run_video(model_path: str | Path | None = None, benchmark_json: str | Path |
     return create_video(vlm, sample, images, layer_idx=layer_idx, layers=layers, start_phrase=start_phrase,
                         heads=heads, max_new_tokens=max_new_tokens, mode=mode, output_dir=output_dir,
                         overwrite=overwrite, fps=fps, ground_truth=ground_truth, notes=notes)
+
+
+class VLMAttentionExplorer:
+    """Token x layer x head explorer over a :class:`Trace` (needs ipywidgets).
+
+    Controls: ``token`` (answer token, from the start phrase on), ``layer`` (the captured
+    decoder layers) and ``head`` (mean / max / one head). Moving one redraws both panels --
+    the text and the image grids, the same frame the video shows -- from the captured rows;
+    no model runs. ``drawn`` holds the frame on screen; ``draws`` counts redraws.
+    """
+
+    #: the controls as the page shows them (label, kind): read by the notebook build and the browser test
+    CONTROLS = (("token", "slider"), ("layer", "dropdown"), ("head", "dropdown"))
+
+    def __init__(self, trace: Trace, head: Any = "mean"):
+        import ipywidgets as W
+
+        from ..widgets import observe_all
+
+        self.trace = trace
+        style = {"description_width": "50px"}
+        tokens = trace.frame_tokens
+        self.token = W.IntSlider(tokens.start, tokens.start, tokens.stop - 1, description="token", style=style)
+        self.layer = W.Dropdown(options=sorted(trace.rows), value=sorted(trace.rows)[0], description="layer",
+                                style=style)
+        n_heads = next(iter(trace.rows.values())).shape[1] if trace.heads == "all" else 0
+        self.head = W.Dropdown(options=[("mean", "mean"), ("max", "max")] + [(f"head {h}", h) for h in range(n_heads)], value=head,
+                               description="head", style=style)
+        self.image = W.Image(format="png")
+        self.controls = (self.token, self.layer, self.head)
+        self.widget = W.VBox([W.HBox(list(self.controls)), self.image])
+        self._renderers: dict[tuple[int, Any], FrameRenderer] = {}
+        self.drawn: np.ndarray | None = None
+        self.draws = 0
+        observe_all(self.controls, self.redraw)
+        self.redraw()
+
+    def renderer(self) -> FrameRenderer:
+        key = (self.layer.value, self.head.value)
+        if key not in self._renderers:
+            self._renderers[key] = FrameRenderer(self.trace, *key)
+        return self._renderers[key]
+
+    def redraw(self) -> None:
+        import io
+
+        from PIL import Image
+
+        self.drawn = self.renderer().frame(self.token.value)
+        buf = io.BytesIO()
+        Image.fromarray(self.drawn).save(buf, format="PNG")
+        self.image.value = buf.getvalue()
+        self.draws += 1
