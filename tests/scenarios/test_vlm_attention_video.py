@@ -82,7 +82,8 @@ def test_solution_mode_rows_equal_eager_forward(vlm_dirs):
     with torch.no_grad():
         att = vlm.model(**full, output_attentions=True).attentions[0][0].mean(0)  # [T, T], heads averaged
     L = trace.prompt_len
-    np.testing.assert_allclose(trace.rows[0][:, 0], att[L - 1:-1].numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(trace.rows[0][:, 0], att[L - 1:-1, :-1].numpy(), atol=1e-5, rtol=0)
+    assert np.all(att[L - 1:-1, -1].numpy() == 0)  # the last position is never a key of a kept row
     assert trace.text.startswith(" Based") or trace.text.startswith("Based")
     # the video starts at the token where "the star" begins
     assert "".join(trace.pieces[L + trace.start:]).lstrip().startswith("the star")
