@@ -1211,8 +1211,9 @@ def create_video(vlm: VLM, sample: dict[str, Any], images: Sequence[Any], *, lay
 
     gt = None
     is_zoo = Path(vlm.path).resolve() == (Path(default_benchmark()[1]).parent).resolve()
-    if ground_truth or (ground_truth is None and is_zoo):
-        gt = ground_truth_table()
+    if ground_truth or (ground_truth is None and is_zoo):  # an int: how many test items to draw (default 200)
+        drawn = ground_truth if isinstance(ground_truth, int) and not isinstance(ground_truth, bool) else 200
+        gt = ground_truth_table(n=drawn)
     out = run_folder(output_dir, "vlm-video", overwrite=overwrite, overwrite_hint="pass --overwrite")
     written: dict[str, Any] = {}
     for i in layer_list:
@@ -1302,6 +1303,32 @@ def run_video(model_path: str | Path | None = None, benchmark_json: str | Path |
     return create_video(vlm, sample, images, layer_idx=layer_idx, layers=layers, start_phrase=start_phrase,
                         heads=heads, max_new_tokens=max_new_tokens, mode=mode, output_dir=output_dir,
                         overwrite=overwrite, fps=fps, ground_truth=ground_truth, notes=notes)
+
+
+def notebook_parameters() -> list[Any]:
+    """The parameters of ``notebooks/05_vlm_attention_video.ipynb``."""
+    from ..notebook import Param, positive
+
+    return [
+        Param("model_path", (str,), help="local VLM folder; empty: tiny_vlm"),
+        Param("benchmark_json", (str,)), Param("image_dir", (str,)),
+        Param("sample_idx", (int,)), Param("layer_idx", (int,), help="-1: the seed's 20 or the last layer"),
+        Param("layers", (list,), check=lambda v: None if all(isinstance(i, int) for i in v) else "must hold ints"),
+        Param("start_phrase", (str,)),
+        Param("heads", (str, int), check=lambda v: None if isinstance(v, int) or v in ("mean", "max")
+              else "use mean, max or a head index"),
+        Param("max_image_num", (int,), check=positive), Param("max_new_tokens", (int,), check=positive),
+        Param("mode", (str,), choices=("generate", "solution")), Param("fps", (int,), check=positive),
+        Param("ground_truth_questions", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
+        Param("output_dir", (str,)), Param("overwrite", (bool,)), Param("interactive", (bool,)), Param("seed", (int,)),
+    ]
+
+
+def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:
+    """Validate the notebook's parameters (names, types, values) before any work."""
+    from ..notebook import check_parameters
+
+    return check_parameters(namespace, before, notebook_parameters())
 
 
 class VLMAttentionExplorer:
