@@ -237,6 +237,54 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 1 if len(summary.errors) else 0
 
 
+def _vlm_video_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("vlm-video", help="per-token attention of a VLM over text and image patches, as an mp4",
+                       description="Seed 004: while a vision-language model (LLaVA, Qwen2-VL, Qwen2.5-VL folder) "
+                                   "writes its answer, the attention of each new token over the earlier text and the "
+                                   "image patches, side by side in combined_attention_visualization_layer{idx}.mp4 "
+                                   "(one per layer), with contact_sheet_layer{idx}.png, attention.npz and report.md. "
+                                   "Without model flags: the zoo's tiny_vlm on its sample benchmark.")
+    p.add_argument("--model_path", "--model-path", default=None, help="a local VLM folder (default: the zoo's tiny_vlm)")
+    p.add_argument("--benchmark_json", "--benchmark-json", default=None,
+                   help="JSON list of {image, problem, solution} (default: tiny_vlm's sample benchmark)")
+    p.add_argument("--image_dir", "--image-dir", default=None, help="folder the image paths are relative to "
+                   "(default: the JSON's folder)")
+    p.add_argument("--sample_idx", "--sample-idx", type=int, default=0, help="which sample (default 0)")
+    p.add_argument("--layer_idx", "--layer-idx", type=int, default=None,
+                   help="decoder layer (default 20, or the last layer of a model with 20 or fewer)")
+    p.add_argument("--layers", type=int, nargs="+", default=None, help="several decoder layers: one video each")
+    p.add_argument("--start_phrase", "--start-phrase", default=DEFAULT_VLM_START,
+                   help=f"the video starts where this phrase begins ('' = first token; default {DEFAULT_VLM_START!r})")
+    p.add_argument("--heads", default="mean", help="mean (default), max, or a head index")
+    p.add_argument("--max_image_num", "--max-image-num", type=int, default=2, help="use at most N images (default 2)")
+    p.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=128, help="generation length (default 128)")
+    p.add_argument("--mode", default="generate", choices=["generate", "solution"],
+                   help="generate (default) or teacher-force the sample's solution")
+    p.add_argument("--fps", type=int, default=4, help="video frames per second (default 4)")
+    p.add_argument("--output-dir", "--output_dir", default=None, help="run folder (default runs/<time>-vlm-video)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    p.set_defaults(run=_vlm_video)
+
+
+DEFAULT_VLM_START = "Based on the following requirements"
+
+
+def _vlm_video(args: argparse.Namespace) -> int:
+    from .scenarios.vlm_attention_video import run_video
+
+    res = run_video(args.model_path, args.benchmark_json, args.image_dir, args.sample_idx, args.layer_idx,
+                    args.start_phrase, args.layers, args.heads, args.max_image_num, args.max_new_tokens, args.mode,
+                    args.output_dir, args.overwrite, args.fps)
+    for note in res["notes"]:
+        print(f"vizkit vlm-video: {note}", file=sys.stderr)
+    t = res["trace"]
+    print(f"answer ({t.num_answer_tokens} tokens): {t.text.strip()}")
+    for name, path in res["outputs"].items():
+        print(f"{name}: {path}")
+    print(f"{len(t.frame_tokens)} frame(s) per video into {res['folder']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vizkit", description="vizkit: explain vision models")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -244,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     _detector_attention_parser(sub)
     _detector_gradcam_parser(sub)
     _evaluate_parser(sub)
+    _vlm_video_parser(sub)
     return parser
 
 

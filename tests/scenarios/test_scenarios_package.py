@@ -62,8 +62,7 @@ def test_scenario_docstrings_name_the_score_and_give_an_example():
     for stem in scenarios.MODULES:
         doc = importlib.import_module(f"vizkit.scenarios.{stem}").__doc__ or ""
         assert doc.startswith("Scenario "), stem
-        if stem != "vlm_attention_video":  # in progress (issue 19)
-            assert "Example::" in doc, stem
+        assert "Example::" in doc, stem
 
 
 def test_import_vizkit_stays_light_and_scenarios_load_lazily():

@@ -9,7 +9,7 @@ module                         what it explains                                 
 ``detector_gradcam_eval``      a detector's Grad-CAM on named layers, evaluation     03
                                explaining its mistakes (seed 002; + detector_data)
 ``clip_text_gradcam``          CLIP image-text similarity by Grad-CAM (seed 003)     04
-``vlm_attention_video``        a VLM's per-token attention (seed 004, in progress)   05
+``vlm_attention_video``        a VLM's per-token attention video (seed 004)          05
 =============================  ====================================================  =========
 
 Names load lazily: ``from vizkit.scenarios import AttentionVisualizer`` imports only the
@@ -39,7 +39,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ClipGradCAMResult", "ClipExplorer", "load_clip_model", "load_class_texts", "load_image", "display_crop",
         "explain_clip", "save_result", "output_stem", "visualize_clip_gradcam", "pointing_table", "text_maps",
         "text_maps_figure", "write_clip_report", "candidate_layers"),
-    "vlm_attention_video": ("explain_answer_attention",),
+    "vlm_attention_video": (
+        "explain_answer_attention", "VLMAttentionVisualizer", "VLMAttentionExplorer", "RowCapture", "PositionMap",
+        "position_map", "load_vlm", "trace_sample", "run_video", "ground_truth_table", "save_random_vlm"),
 }
 MODULES = tuple(_EXPORTS)
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
