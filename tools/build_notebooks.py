@@ -560,9 +560,8 @@ import numpy as np
 from IPython.display import Image as ShowImage, Markdown, Video, display
 
 from vizkit import render
-from vizkit.notebook import baseline
+from vizkit.scenarios import baseline, seed_everything
 from vizkit.scenarios import vlm_attention_video as va
-from vizkit.state import seed_everything
 
 _before = baseline(globals())
 """),
@@ -678,6 +677,7 @@ UI_PARAMETERS = {
     "01_clip_detector_attention": {"faithfulness_samples": 0},
     "03_detector_gradcam_eval": {"max_samples": 100, "table_methods": "gradcam"},
     "04_clip_text_gradcam": {"num_scenes": 0},
+    "05_vlm_attention_video": {"ground_truth_questions": 0},
 }
 
 
