@@ -18,7 +18,6 @@ Example::
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from PIL import Image
 
 from .. import render
 from ..evaluate import localization
-from ..io import load_image, write_json
+from ..io import load_image, read_json, write_json
 from ..errors import InputError, VizkitError
 from ..explain import cam
 from ..methods import get_method
@@ -124,12 +123,7 @@ def load_class_texts(class_texts: Sequence[str] | None = None, class_texts_file:
             raise InputError("a class text is empty")
         return texts, texts
     path = Path(class_texts_file)
-    if not path.is_file():
-        raise InputError(f"class texts file {str(path)!r} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"class texts file {str(path)!r} is not valid JSON: {err}") from err
+    data = read_json(path, "class texts file")
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise InputError(f"class texts file {str(path)!r} must hold one JSON object "
                          '{"name": "description", ...} with string names and descriptions')

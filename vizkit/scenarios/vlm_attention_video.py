@@ -975,15 +975,10 @@ def load_sample(benchmark_json: str | Path, image_dir: str | Path | None, sample
     file, ``sample_idx`` out of range (with the number of samples), an entry without
     ``image`` / ``problem``, an image file missing under ``image_dir``.
     """
-    from ..io import load_image
+    from ..io import load_image, read_json
 
     path = Path(benchmark_json)
-    if not path.is_file():
-        raise InputError(f"benchmark file {str(path)!r} does not exist")
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"benchmark file {str(path)!r} is not valid JSON: {err}") from None
+    records = read_json(path, "benchmark file")
     if not isinstance(records, list) or not records:
         raise InputError(f"benchmark file {str(path)!r} must hold a non-empty JSON list of samples")
     if max_image_num < 1:
