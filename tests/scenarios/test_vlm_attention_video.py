@@ -7,6 +7,7 @@ Random tiny LLaVA / Qwen2-VL / Qwen2.5-VL models are built in-process and saved 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import shutil
 
 import imageio.v2 as imageio
@@ -209,15 +210,37 @@ def _cli(capsys, *args):
     return code, captured.out, captured.err
 
 
-def test_cli_on_a_qwen2_vl_folder(vlm_dirs, benchmark, tmp_path, capsys):
+@pytest.mark.parametrize("arch, mode", [("qwen2_vl", "solution"), ("qwen2_5_vl", "generate"), ("llava", "generate")])
+def test_cli_on_each_vlm_folder(vlm_dirs, benchmark, tmp_path, capsys, arch, mode):
     json_path, image_dir = benchmark
-    code, out, err = _cli(capsys, "--model_path", str(vlm_dirs["qwen2_vl"]), "--benchmark_json", str(json_path),
-                          "--image_dir", str(image_dir), "--layers", "0", "2", "--heads", "1", "--mode", "solution",
-                          "--start_phrase", "", "--output-dir", str(tmp_path / "q"))
+    code, out, err = _cli(capsys, "--model_path", str(vlm_dirs[arch]), "--benchmark_json", str(json_path),
+                          "--image_dir", str(image_dir), "--layers", "0", "2", "--heads", "1", "--mode", mode,
+                          "--max_new_tokens", "12", "--start_phrase", "", "--output-dir", str(tmp_path / "q"))
     assert code == 0, err
-    assert (tmp_path / "q" / "combined_attention_visualization_layer0.mp4").is_file()
-    assert (tmp_path / "q" / "combined_attention_visualization_layer2.mp4").is_file()
+    for layer in (0, 2):
+        video = tmp_path / "q" / f"combined_attention_visualization_layer{layer}.mp4"
+        assert video.is_file() and video.read_bytes()[4:8] == b"ftyp"  # an MP4 container
     assert "Ground truth" not in (tmp_path / "q" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "llava"])
+def test_notebook_on_each_vlm_folder(vlm_dirs, benchmark, tmp_path, arch):
+    """Notebook 05 run headless by papermill on a model folder from disk."""
+    import os
+
+    import papermill as pm
+
+    json_path, image_dir = benchmark
+    root = Path(__file__).resolve().parents[2]
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    pm.execute_notebook(str(root / "notebooks" / "05_vlm_attention_video.ipynb"), str(tmp_path / "out.ipynb"),
+                        parameters={"model_path": str(vlm_dirs[arch]), "benchmark_json": str(json_path),
+                                    "image_dir": str(image_dir), "layers": [1], "max_new_tokens": 10,
+                                    "start_phrase": "", "output_dir": str(tmp_path / "run"), "interactive": False,
+                                    "ground_truth_questions": 0},
+                        kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+    assert (tmp_path / "run" / "combined_attention_visualization_layer1.mp4").is_file()
+    assert (tmp_path / "run" / "report.md").is_file()
 
 
 def test_bad_inputs_one_message_exit_2_no_video(vlm_dirs, benchmark, tmp_path, capsys):
