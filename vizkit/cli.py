@@ -228,6 +228,59 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 1 if len(summary.errors) else 0
 
 
+def _run_parser(sub: argparse._SubParsersAction) -> None:
+    from .distributed.cluster import add_cluster_flags
+
+    p = sub.add_parser("run", help="run a notebook headless (papermill), or a parameter sweep on Dask",
+                       description="Validate the parameters against the notebook's parameters cell, then execute "
+                                   "it with papermill: one run, or one run per point of --grid, in parallel on a "
+                                   "Dask cluster. Each run writes into <output-dir>/<run name>/; index.csv and "
+                                   "index.md list every run. Rerunning skips complete runs (--force reruns them). "
+                                   "Exit code 1 when a run failed, 2 on bad input, 130 on Ctrl-C.")
+    p.add_argument("notebook", help="the notebook, e.g. notebooks/02_vit_mnist_attention.ipynb")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="set a parameter (repeatable); VALUE is read as the parameter's type")
+    p.add_argument("-f", "--parameters-file", default=None, metavar="params.yaml", help="YAML mapping of parameters")
+    p.add_argument("--grid", default=None, metavar="grid.yaml",
+                   help="YAML mapping of parameter -> list of values (cartesian product) or a list of mappings")
+    p.add_argument("--output-dir", default="runs/sweep", help="folder of the run folders and the index "
+                   "(default runs/sweep)")
+    p.add_argument("--force", action="store_true", help="rerun runs whose folders are already complete")
+    p.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
+    add_cluster_flags(p, retries=True)
+    p.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .distributed.params import load_grid, load_yaml_mapping, read_notebook
+    from .distributed.sweep import SweepInterrupted, run_sweep
+    from .errors import InputError
+
+    spec = read_notebook(args.notebook)
+    params: dict = {}
+    if args.parameters_file:
+        loaded = load_yaml_mapping(args.parameters_file)
+        if not isinstance(loaded, dict):
+            raise InputError(f"parameter file {args.parameters_file!r} must be a mapping of name -> value")
+        params.update(loaded)
+    for name, raw in args.parameter:
+        params[name] = spec.parse_value(name, raw)
+    grid = load_grid(args.grid) if args.grid else None
+    try:
+        result = run_sweep(args.notebook, params, grid, output_dir=args.output_dir, workers=args.workers,
+                           scheduler=args.scheduler, retries=args.retries, force=args.force, kernel_name=args.kernel)
+    except SweepInterrupted as stop:
+        counts = stop.result.counts()
+        print(f"vizkit run: interrupted: {counts.get('cancelled', 0)} run(s) cancelled, {counts.get('done', 0)} "
+              f"done; index: {stop.result.index_md}", file=sys.stderr)
+        return 130
+    for rec in result.failed:
+        print(f"vizkit run: {rec.name} failed: {rec.error}", file=sys.stderr)
+    counts = result.counts()
+    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; index: {result.index_md}")
+    return 1 if result.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vizkit", description="vizkit: explain vision models")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -235,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     _detector_attention_parser(sub)
     _detector_gradcam_parser(sub)
     _evaluate_parser(sub)
+    _run_parser(sub)
     return parser
 
 
