@@ -192,6 +192,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-samples", "--max_samples", type=int, default=0, help="only the first N images (0: all)")
     p.add_argument("--overwrite", action="store_true", help="replace a different run in the output folder")
     p.add_argument("--cpu", action="store_true", help="force the CPU")
+    _cluster_flags(p)
     p.set_defaults(run=_evaluate)
 
 
@@ -211,13 +212,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     enabled = args.gradcam_enabled if args.gradcam_enabled is not None else bool(extra.get("gradcam_enabled", False))
     out = args.gradcam_output_dir or extra.get("gradcam_save_dir") or "gradcam_evaluation"
     device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
+    mapper = _cluster(args, "evaluation")
     summary = run_evaluation(out, detector_path=args.detector_path, weights_path=args.weights_path,
                              test_dataset=dataset, max_samples=args.max_samples, gradcam_enabled=enabled,
                              layers=args.layers or extra.get("gradcam_layers") or None, method=args.method,
                              table_methods=[m.strip() for m in args.table_methods.split(",") if m.strip()],
                              target=args.target, batch_size=args.batch_size, gradcam_samples=args.gradcam_samples,
                              save_all_predictions=args.save_all_predictions, overwrite=args.overwrite, progress=True,
-                             device=device)
+                             device=device, map_chunks=mapper)
     print(metrics_table(summary.metrics).to_string(index=False))
     if summary.localization is not None:
         print(summary.localization.round(4).to_string(index=False))
@@ -226,6 +228,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"{summary.metrics['samples']} image(s) evaluated into {summary.run_dir}; "
           f"{len(summary.samples)} sample folder(s); report: {summary.report}")
     return 1 if len(summary.errors) else 0
+
+
+def _cluster_flags(p: argparse.ArgumentParser) -> None:
+    """The shared ``--workers N | --scheduler ADDRESS`` of the batch commands (vizkit.distributed)."""
+    from .distributed.cluster import add_cluster_flags
+
+    add_cluster_flags(p)
+
+
+def _cluster(args: argparse.Namespace, what: str):
+    """None (single process), or the cluster options / evaluation mapper of ``--workers/--scheduler``."""
+    from .distributed.cluster import cluster_requested
+
+    if not cluster_requested(args):
+        return None
+    from .distributed import chunks
+
+    if what == "evaluation":
+        return chunks.EvaluationMapper(args.workers, args.scheduler, progress=True)
+    return chunks.ClusterOptions(args.workers, args.scheduler)
 
 
 def _run_parser(sub: argparse._SubParsersAction) -> None:

@@ -42,7 +42,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -63,9 +63,10 @@ from ..state import model_device
 from .detector_data import ZOO_DATASET, EvalDataset, resolve_dataset
 
 __all__ = ["Detector", "LayerInfo", "load_eval_detector", "resolve_gradcam_layers", "default_layers", "layer_table",
-           "EvalArgs", "EvalSummary", "evaluate_chunk", "run_evaluation", "detector_metrics", "metrics_table",
-           "metadata_text", "select_samples", "gradcam_demo", "CLIPDetectorWithGradCAM", "DetectorGradCAMExplorer",
-           "load_run", "notebook_parameters", "check_notebook_parameters", "SEED_LAYERS", "TARGETS", "CAM_METHODS",
+           "EvalArgs", "EvalSummary", "evaluate_chunk", "evaluation_context", "run_evaluation", "detector_metrics",
+           "metrics_table", "metadata_text", "select_samples", "gradcam_demo", "CLIPDetectorWithGradCAM",
+           "DetectorGradCAMExplorer", "load_run", "notebook_parameters", "check_notebook_parameters", "SEED_LAYERS",
+           "TARGETS", "CAM_METHODS",
            "resolve_dataset", "EvalDataset"]  # the last two live in detector_data (the dataset readers)
 
 SEED_LAYERS = ("encoder.layers.23", "encoder.layers.20", "encoder.layers.15", "encoder.layers.10")
@@ -391,6 +392,10 @@ def evaluate_chunk(ctx: _Context, k: int) -> tuple[dict[str, Any], dict[str, np.
     return result, arrays
 
 
+#: ``map_chunks(args, device, todo) -> iterable of (k, result, arrays)`` (see :func:`run_evaluation`)
+ChunkMapper = Callable[[EvalArgs, str, Sequence[int]], Iterable[tuple[int, dict, dict]]]
+
+
 def _cam_in_parts(model: nn.Module, x: torch.Tensor, targets: Any, layers: list[str], method: str, part: int) -> Any:
     """:func:`vizkit.cam` over ``x`` in parts of ``part`` images (bounded memory for the backward),
     the parts' results concatenated (the combined heatmap is per image, so the same as in one call)."""
@@ -503,9 +508,13 @@ def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path
                    table_methods: Sequence[str] = CAM_METHODS, target: str = "fake", batch_size: int = 32,
                    gradcam_samples: int = 50, save_all_predictions: bool = False, overwrite: bool = False,
                    progress: bool = False, device: str | torch.device = "cpu", detector: Detector | None = None,
-                   report: bool = True) -> EvalSummary:
+                   report: bool = True, map_chunks: ChunkMapper | None = None) -> EvalSummary:
     """Evaluate a detector on a test set (see the module docstring); resumable. Returns the
-    summary of the finished run (also when it was already complete)."""
+    summary of the finished run (also when it was already complete).
+
+    ``map_chunks(args, device, todo)``: computes the chunks ``todo`` elsewhere (e.g. on a Dask
+    cluster, :mod:`vizkit.distributed.chunks`), yielding ``(k, result, arrays)`` of
+    :func:`evaluate_chunk` in any order as they finish; each is written here as it arrives."""
     args = EvalArgs(detector_path and str(detector_path), weights_path and str(weights_path),
                     str(test_dataset or ZOO_DATASET), int(max_samples or 0), bool(gradcam_enabled),
                     tuple(str(x) for x in (layers or ())), method, tuple(table_methods), target, int(batch_size),
@@ -517,10 +526,20 @@ def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path
         return load_run(run)
     clear_complete(run)
     todo = [k for k in range(n) if not _chunk_paths(run, k)[0].is_file()]
-    for _, ks in batched(todo, 1, progress="evaluate" if progress else False, unit="batch"):
+    if map_chunks is not None and todo:
+        for k, result, arrays in map_chunks(args, str(ctx.device), todo):
+            _write_chunk(run, k, result, arrays)
+    for _, ks in batched(todo if map_chunks is None else [], 1, progress="evaluate" if progress else False,
+                         unit="batch"):
         result, arrays = evaluate_chunk(ctx, ks[0])
         _write_chunk(run, ks[0], result, arrays)
     return _finalize(ctx, run, n, report)
+
+
+def evaluation_context(args: EvalArgs, device: str | torch.device = "cpu") -> _Context:
+    """What :func:`evaluate_chunk` needs for ``args`` (the detector loaded, the dataset resolved):
+    a process that computes chunks elsewhere builds it once from the picklable ``args``."""
+    return _prepare(args, device)
 
 
 def _localization_table(chunks: Sequence[dict[str, Any]]) -> pd.DataFrame | None:
