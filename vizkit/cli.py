@@ -30,6 +30,7 @@ def _clip_gradcam_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", default="clip_gradcam_results", help="output folder (default clip_gradcam_results)")
     p.add_argument("--output-name", default=None, help="output file name (default clip_gradcam_<image name>)")
     p.add_argument("--cpu", action="store_true", help="force the CPU")
+    _cluster_flags(p)
     p.set_defaults(run=_clip_gradcam)
 
 
@@ -55,6 +56,22 @@ def _clip_gradcam(args: argparse.Namespace) -> int:
                               text_encoder=args.text_encoder, embed_dim=args.embed_dim, img_size=args.img_size,
                               device=device)
     batch = len(files) > 1
+    opts = _cluster(args, "batch")
+    if opts is not None:
+        from .distributed.chunks import clip_gradcam_task, map_tasks
+
+        model_kwargs = dict(model=args.model, model_path=args.model_path, image_encoder=args.image_encoder,
+                            text_encoder=args.text_encoder, embed_dim=args.embed_dim, img_size=args.img_size,
+                            device=device)
+        rows = map_tasks(opts, clip_gradcam_task, [(str(f), output_stem(f, args.output_name, batch)) for f in files],
+                         args.output_dir, model_kwargs, names, texts, args.target_text_idx, args.method,
+                         args.target_layer, args.probability, progress="clip-gradcam", unit="image")
+        r0 = rows[0]
+        print(f"model: {r0['model']} | method: {r0['method']} | layer: {', '.join(r0['layers'])} | "
+              f"explained score: image-text {r0['score']}")
+        for path, r in zip(files, rows):
+            print(f"{path.name}: target ({r['target_chosen']}) {names[r['target']]!r} p={r['prob']:.3f} -> {r['figure']}")
+        return 0
     first = True
     for path, image in tqdm(list(zip(files, images)), desc="clip-gradcam", disable=not batch, unit="image"):
         result = explain_clip(adapter, [image], names, texts, args.target_text_idx, args.method, args.target_layer,
@@ -90,6 +107,7 @@ def _detector_attention_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     p.add_argument("--debug", action="store_true", help="print the captured layers and keys")
     p.add_argument("--cpu", action="store_true", help="force the CPU")
+    _cluster_flags(p)
     p.set_defaults(run=_detector_attention)
 
 
@@ -110,9 +128,24 @@ def _detector_attention(args: argparse.Namespace) -> int:
     detector = s.load_detector_model(None, args.model_config, args.weights, head=args.head, device=device)
     s.CLIPViTGradCAM(detector.model, layers, args.head_fusion, args.aggregation, detector.class_names)  # checks
     out = run_folder(args.output_dir, "detector-attention", overwrite=args.overwrite, overwrite_hint="pass --overwrite")
-    results, failures = s.analyze_images(detector, files, out, layers, args.head_fusion, args.aggregation,
-                                         multi_layer=args.multi_layer, batch_size=args.batch_size,
-                                         progress=len(files) > 1, debug=args.debug)
+    opts = _cluster(args, "batch")
+    if opts is not None:  # batches of images on the cluster, the report here
+        import math
+
+        from .distributed.chunks import detector_attention_task, map_tasks
+
+        pairs = list(zip(map(str, files), s._stems(files)))
+        size = max(1, min(args.batch_size, math.ceil(len(pairs) / 8)))
+        parts = map_tasks(opts, detector_attention_task, [pairs[i:i + size] for i in range(0, len(pairs), size)],
+                          str(out), args.model_config, args.weights, args.head, layers, args.head_fusion,
+                          args.aggregation, args.multi_layer, args.batch_size, device,
+                          progress="detector-attention", unit="batch")
+        results = [r for res, _ in parts for r in res]
+        failures = [f for _, fails in parts for f in fails]
+    else:
+        results, failures = s.analyze_images(detector, files, out, layers, args.head_fusion, args.aggregation,
+                                             multi_layer=args.multi_layer, batch_size=args.batch_size,
+                                             progress=len(files) > 1, debug=args.debug)
     params = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
     report = s.write_attention_report(out, params, detector, results, failures=failures)
     for r in results:
@@ -141,6 +174,7 @@ def _detector_gradcam_parser(sub: argparse._SubParsersAction) -> None:
                    help="explained class (default: the predicted one)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     p.add_argument("--cpu", action="store_true", help="force the CPU")
+    _cluster_flags(p)
     p.set_defaults(run=_detector_gradcam)
 
 
@@ -150,8 +184,15 @@ def _detector_gradcam(args: argparse.Namespace) -> int:
     from .scenarios.detector_gradcam_eval import gradcam_demo
 
     device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
+    opts = _cluster(args, "batch")
+    mapper = None
+    if opts is not None:
+        from .distributed.chunks import detector_gradcam_mapper
+
+        mapper = detector_gradcam_mapper(opts, args.config, args.weights, args.method, args.target, device)
     results, failures = gradcam_demo(args.input, args.output, args.config, args.weights, args.layers, args.method,
-                                     args.target, overwrite=args.overwrite, progress=True, device=device)
+                                     args.target, overwrite=args.overwrite, progress=True, device=device,
+                                     map_images=mapper)
     for r in results:
         print(f"{r['image']}: predicted {r['prediction']} (p(fake) = {r['fake_probability']:.4f}); "
               f"layers {', '.join(r['layers'])}")

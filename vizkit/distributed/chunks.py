@@ -130,3 +130,80 @@ class EvaluationMapper:
             yield k, result, arrays
             if self.on_chunk is not None:
                 self.on_chunk(k)
+
+
+# ------------------------------------------------------------------------------------ the batch CLIs
+def _setup_worker() -> None:
+    from .cluster import worker_threads
+    from .worker import set_torch_threads
+
+    set_torch_threads(worker_threads())
+
+
+def detector_gradcam_task(path: Any, out: str, config: str | None, weights: str | None, layer_names: list[str],
+                          method: str, target: str, device: str) -> Any:
+    """One image of ``vizkit detector-gradcam`` on a worker (the detector loaded once per worker)."""
+    from pathlib import Path
+
+    from ..errors import VizkitError
+    from ..scenarios import detector_gradcam_eval as dge
+    from .worker import cached
+
+    _setup_worker()
+    det, infos = cached(("detector-gradcam", config, weights, tuple(layer_names), device), lambda: _gc_model(
+        config, weights, layer_names, device))
+    try:
+        return dge.gradcam_image(det, infos, Path(path), Path(out), method, target)
+    except VizkitError as err:
+        return (Path(path).name, str(err))
+
+
+def _gc_model(config: str | None, weights: str | None, layer_names: list[str], device: str) -> tuple[Any, Any]:
+    from ..scenarios import detector_gradcam_eval as dge
+
+    det = dge.load_eval_detector(config, weights, device=device)
+    return det, dge.resolve_gradcam_layers(det.model, layer_names)
+
+
+def detector_gradcam_mapper(options: ClusterOptions, config: str | None, weights: str | None, method: str,
+                            target: str, device: str) -> Callable[[list, Any, list[str]], list[Any]]:
+    """``map_images`` for :func:`vizkit.scenarios.detector_gradcam_eval.gradcam_demo`."""
+    def run(files: list, out: Any, layer_names: list[str]) -> list[Any]:
+        return map_tasks(options, detector_gradcam_task, [str(f) for f in files], str(out), config, weights,
+                         layer_names, method, target, device, progress="detector-gradcam", unit="image")
+    return run
+
+
+def detector_attention_task(chunk: list[tuple[str, str]], out: str, model_config: str | None, weights: str | None,
+                            head: str | None, layers: Any, head_fusion: str, aggregation: str, multi_layer: bool,
+                            batch_size: int, device: str) -> tuple[list, list]:
+    """A batch of images of ``vizkit detector-attention`` on a worker: ``(results, failures)``."""
+    from pathlib import Path
+
+    from ..scenarios import clip_detector_attention as s
+    from .worker import cached
+
+    _setup_worker()
+    detector = cached(("detector-attention", model_config, weights, head, device),
+                      lambda: s.load_detector_model(None, model_config, weights, head=head, device=device))
+    return s.analyze_images(detector, [Path(p) for p, _ in chunk], Path(out), layers, head_fusion, aggregation,
+                            multi_layer=multi_layer, stems=[st for _, st in chunk], batch_size=batch_size)
+
+
+def clip_gradcam_task(item: tuple[str, str], out: str, model_kwargs: dict[str, Any], names: list[str],
+                      texts: list[str], target_text_idx: int | None, method: str, target_layer: Any,
+                      probability: bool) -> dict[str, Any]:
+    """One image of ``vizkit clip-gradcam`` on a worker: what the CLI prints about it."""
+    from ..scenarios import clip_text_gradcam as cg
+    from .worker import cached
+
+    _setup_worker()
+    path, stem = item
+    adapter = cached(("clip-gradcam", tuple(sorted(model_kwargs.items()))), lambda: cg.load_clip_model(**model_kwargs))
+    result = cg.explain_clip(adapter, [cg.load_image(path)], names, texts, target_text_idx, method, target_layer,
+                             probability, [path])[0]
+    written = cg.save_result(result, out, stem)
+    t = result.target
+    return {"model": adapter.name, "method": result.method, "layers": list(result.layers), "score": result.score,
+            "target": t, "target_chosen": result.target_chosen, "prob": float(result.probs[t]),
+            "figure": str(written["figure"])}

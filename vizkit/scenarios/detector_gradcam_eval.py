@@ -64,10 +64,10 @@ from .detector_data import ZOO_DATASET, EvalDataset, resolve_dataset
 
 __all__ = ["Detector", "LayerInfo", "load_eval_detector", "resolve_gradcam_layers", "default_layers", "layer_table",
            "EvalArgs", "EvalSummary", "evaluate_chunk", "evaluation_context", "run_evaluation", "detector_metrics",
-           "metrics_table", "metadata_text", "select_samples", "gradcam_demo", "CLIPDetectorWithGradCAM",
-           "DetectorGradCAMExplorer", "load_run", "notebook_parameters", "check_notebook_parameters", "SEED_LAYERS",
-           "TARGETS", "CAM_METHODS",
-           "resolve_dataset", "EvalDataset"]  # the last two live in detector_data (the dataset readers)
+           "metrics_table", "metadata_text", "select_samples", "gradcam_demo", "gradcam_image",
+           "CLIPDetectorWithGradCAM", "DetectorGradCAMExplorer", "load_run", "notebook_parameters",
+           "check_notebook_parameters", "SEED_LAYERS", "TARGETS", "CAM_METHODS", "resolve_dataset",
+           "EvalDataset"]  # the last two live in detector_data (the dataset readers)
 
 SEED_LAYERS = ("encoder.layers.23", "encoder.layers.20", "encoder.layers.15", "encoder.layers.10")
 CAM_METHODS = ("gradcam", "gradcam++")
@@ -769,41 +769,55 @@ def write_report(summary: EvalSummary, ctx: _Context) -> Path:
 def gradcam_demo(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output: str | os.PathLike,
                  config: str | None = None, weights: str | None = None, layers: Sequence[str] | None = None,
                  method: str = "gradcam", target: str = "predicted", overwrite: bool = False,
-                 progress: bool = False, device: str | torch.device = "cpu") -> tuple[list[dict[str, Any]], list]:
+                 progress: bool = False, device: str | torch.device = "cpu",
+                 map_images: Callable[[list[Path], Path, list[str]], list[Any]] | None = None
+                 ) -> tuple[list[dict[str, Any]], list]:
     """Per image: ``gradcam_{layer}_{stem}.png`` per layer, ``{stem}_comparison.png`` (prediction in
-    the title) and ``{stem}.json``. Returns (results, failures)."""
+    the title) and ``{stem}.json``. Returns (results, failures).
+
+    ``map_images(files, out, layer_names)``: explains the files elsewhere (e.g. on a Dask cluster,
+    :mod:`vizkit.distributed.chunks`), returning per file what :func:`gradcam_image` returns or
+    ``(name, error)`` for an unreadable one, in the files' order."""
     if method not in CAM_METHODS:
         raise ParameterError(f"method {method!r}: choose {' or '.join(CAM_METHODS)}")
     files = image_files([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     det = load_eval_detector(config, weights, device=device)
     infos = resolve_gradcam_layers(det.model, list(layers or det.config.get("gradcam_layers") or default_layers(det.model)))
     out = run_folder(output, "detector-gradcam", overwrite=overwrite, overwrite_hint="pass --overwrite")
+    if map_images is not None:
+        done = map_images(files, out, [i.name for i in infos])
+        return [r for r in done if isinstance(r, dict)], [r for r in done if isinstance(r, tuple)]
     results, failures = [], []
     bar = "detector-gradcam" if progress and len(files) > 1 else False  # a bar for a batch only
     for _, chunk in batched(files, 1, progress=bar, unit="image"):
-        path = chunk[0]
         try:
-            image = np.array(load_image(path), np.uint8)
+            results.append(gradcam_image(det, infos, chunk[0], out, method, target))
         except VizkitError as err:
-            failures.append((path.name, str(err)))
-            continue
-        x = det.preprocess(image)[None].to(model_device(det.model))
-        targets = _targets(EvalArgs(target=target), torch.tensor([1]), det.fake_index)
-        exp = cam(det.model, x, targets if target != "label" else None, layers=[i.module for i in infos], method=method)
-        prob = float(torch.softmax(exp.output.float(), -1)[0, det.fake_index])
-        pred = int(prob >= 0.5) if det.fake_index == 1 else int(exp.output.argmax(-1)[0] == det.fake_index)
-        display = _display(image, det.size)
-        maps = {i.name: exp.layer_maps[i.module][0].cpu().numpy() for i in infos}
-        for name, m in maps.items():
-            render.save_image(render.overlay(display, m), out / f"gradcam_{name}_{path.stem}.png")
-        conf = prob if pred == 1 else 1 - prob
-        title = f"{path.name}: predicted {LABEL_NAMES[pred]} (p = {conf:.3f})"
-        render.save_figure(comparison_figure(display, maps, title, exp.method), out / f"{path.stem}_comparison.png")
-        res = {"image": str(path), "fake_probability": prob, "prediction": LABEL_NAMES[pred], "method": exp.method,
-               "target": target, "layers": {i.name: i.module for i in infos}}
-        write_json(out / f"{path.stem}.json", res)
-        results.append(res)
+            failures.append((chunk[0].name, str(err)))
     return results, failures
+
+
+def gradcam_image(det: Detector, infos: Sequence[LayerInfo], path: Path, out: Path, method: str = "gradcam",
+                  target: str = "predicted") -> dict[str, Any]:
+    """One image of :func:`gradcam_demo`: its files written into ``out``; its JSON sidecar returned
+    (a :class:`VizkitError` when the image cannot be read, nothing written then)."""
+    image = np.array(load_image(path), np.uint8)
+    x = det.preprocess(image)[None].to(model_device(det.model))
+    targets = _targets(EvalArgs(target=target), torch.tensor([1]), det.fake_index)
+    exp = cam(det.model, x, targets if target != "label" else None, layers=[i.module for i in infos], method=method)
+    prob = float(torch.softmax(exp.output.float(), -1)[0, det.fake_index])
+    pred = int(prob >= 0.5) if det.fake_index == 1 else int(exp.output.argmax(-1)[0] == det.fake_index)
+    display = _display(image, det.size)
+    maps = {i.name: exp.layer_maps[i.module][0].cpu().numpy() for i in infos}
+    for name, m in maps.items():
+        render.save_image(render.overlay(display, m), out / f"gradcam_{name}_{path.stem}.png")
+    conf = prob if pred == 1 else 1 - prob
+    title = f"{path.name}: predicted {LABEL_NAMES[pred]} (p = {conf:.3f})"
+    render.save_figure(comparison_figure(display, maps, title, exp.method), out / f"{path.stem}_comparison.png")
+    res = {"image": str(path), "fake_probability": prob, "prediction": LABEL_NAMES[pred], "method": exp.method,
+           "target": target, "layers": {i.name: i.module for i in infos}}
+    write_json(out / f"{path.stem}.json", res)
+    return res
 
 
 # --------------------------------------------------------------------------------------
