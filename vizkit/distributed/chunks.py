@@ -73,6 +73,7 @@ def map_tasks(options: ClusterOptions, task: Callable[..., Any], items: Sequence
         out: list[Any] = [None] * len(items)
         for fut in _as_completed(client, futures, progress, unit):
             out[order[fut.key]] = fut.result()
+            fut.release()
         return out
 
 
@@ -125,6 +126,7 @@ class EvaluationMapper:
                                       key=f"vizkit-evaluate-chunk-{k}-{os.urandom(4).hex()}") for k in todo]
         for fut in _as_completed(self.client, futures, "evaluate" if self.progress else False, "batch"):
             k, result, arrays, info = fut.result()
+            fut.release()  # written by the caller: a worker lost later must not make Dask recompute it
             self.chunks[info["pid"]].append(k)
             self.loads[info["pid"]] = info["loads"]
             yield k, result, arrays

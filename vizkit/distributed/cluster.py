@@ -96,7 +96,9 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None, *, 
         setup = WorkerSetup(1, {})
     else:
         n = workers or os.cpu_count() or 1
-        config = {"distributed.worker.daemon": False, "distributed.scheduler.work-stealing": True,
+        # worker-saturation 1.0: a worker holds only the task it runs (none queued behind it), so a worker
+        # that dies takes only that task down (Dask counts every task on it towards allowed-failures)
+        config = {"distributed.worker.daemon": False, "distributed.scheduler.worker-saturation": 1.0,
                   "distributed.admin.system-monitor.gil.enabled": False}
         if allowed_failures is not None:
             config["distributed.scheduler.allowed-failures"] = int(allowed_failures)

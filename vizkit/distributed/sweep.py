@@ -272,6 +272,7 @@ def run_sweep(notebook: str | os.PathLike, params: Mapping[str, Any] | None = No
                     rec.status, rec.attempts = "failed", retries + 1
                     rec.error = _task_error(err, retries)
                     rec.notebook = Path(notebook).name if (Path(output_dir) / rec.name / Path(notebook).name).is_file() else ""
+                fut.release()  # the result is recorded: a worker lost later must not make Dask recompute it
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix_str(f"{rec.name}: {rec.status}")
@@ -282,10 +283,14 @@ def run_sweep(notebook: str | os.PathLike, params: Mapping[str, Any] | None = No
         finally:
             if bar is not None:
                 bar.close()
-    if interrupted:
-        for rec in records:
+    if interrupted:  # the workers are stopped now: a run that finished meanwhile has its marker
+        for plan, rec in todo:
             if rec.status in ("running", "pending"):
-                rec.status = "cancelled"
+                info = _completed(plan)
+                rec.status = "cancelled" if info is None else "done"
+                if info is not None:
+                    rec.duration, rec.report = info.get("duration"), info.get("report", "")
+                    rec.notebook, rec.attempts = Path(notebook).name, 1
         write_index(out, records, param_names, nb_label)
         raise SweepInterrupted(result)
     return result
