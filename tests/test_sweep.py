@@ -18,7 +18,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from daskcluster import ROOT, scheduler_and_worker, subprocess_env
+from daskcluster import ROOT, subprocess_env
 from vizkit.cli import main
 from vizkit.distributed.params import expand_grid, read_notebook, run_name
 from vizkit.errors import InputError
@@ -199,17 +199,17 @@ def _group_alive(pgid: int) -> list[str]:
     return [line.strip() for line in out.splitlines() if line.split()[1:2] != ["Z"] and line.split()[1:2][0][0] != "Z"]
 
 
-def test_sweep_on_an_existing_scheduler(tmp_path):
+def test_sweep_on_an_existing_scheduler(tmp_path, dask_scheduler):
     nb = toy_notebook(tmp_path / "toy.ipynb")
     grid = tmp_path / "grid.yaml"
     grid.write_text("x: [1, 2]\nmode: [a, b]\n")
     params = tmp_path / "params.yaml"
     params.write_text("sleep: 0.1\n")
     out = tmp_path / "sweep"
-    with scheduler_and_worker(workers=2) as address:
-        proc = subprocess.run([sys.executable, "-m", "vizkit.cli", "run", str(nb), "--grid", str(grid), "-f",
-                               str(params), "--output-dir", str(out), "--scheduler", address],
-                              env=subprocess_env(), capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    address = dask_scheduler
+    proc = subprocess.run([sys.executable, "-m", "vizkit.cli", "run", str(nb), "--grid", str(grid), "-f",
+                           str(params), "--output-dir", str(out), "--scheduler", address],
+                          env=subprocess_env(), capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"connected to the Dask scheduler {address} (2 worker(s))" in proc.stderr
     rows = index_rows(out)
