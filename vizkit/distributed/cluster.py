@@ -105,7 +105,7 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None, *, 
         with dask.config.set(config):
             cluster = distributed.LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address="127.0.0.1:0" if dashboard else None, worker_dashboard_address=None,
+                dashboard_address="127.0.0.1:0", worker_dashboard_address=None,  # None would mean :8787
                 silence_logs=logging.CRITICAL)
             client = distributed.Client(cluster, set_as_default=False)
         link = client.dashboard_link if dashboard else None
