@@ -365,6 +365,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VizkitError as err:
         print(f"vizkit {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # finished chunks / runs are kept: rerun the same command to resume
+        print(f"vizkit {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
