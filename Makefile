@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: .venv install test demo bench clean distclean
+.PHONY: .venv install test ui-test demo bench clean distclean
 
 # ---------------------------------------------------------------- environment
 # The stamp is newer than pyproject.toml once the venv is installed: re-runs are no-ops.
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml | $(PY)
 
 # ---------------------------------------------------------------- tests
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests --ignore=tests/ui
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		sanitize=""; \
 		if [ -f notebooks/sanitize.cfg ]; then sanitize="--nbval-sanitize-with notebooks/sanitize.cfg"; fi; \
@@ -37,6 +37,18 @@ test: install
 	else \
 		echo "no notebooks/*.ipynb yet: skipping the notebook tests"; \
 	fi
+	$(MAKE) ui-test
+
+# The notebooks in JupyterLab, in Debian's Chromium driven by playwright (no browser download:
+# playwright's own fetch cannot work offline). Chromium comes from apt when it is missing.
+CHROMIUM ?= /usr/bin/chromium
+ui-test: install
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		echo "installing Debian's chromium (apt-get install -y chromium)"; \
+		SUDO=""; if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+	fi
+	VIZKIT_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -s tests/ui
 
 # ---------------------------------------------------------------- demo
 # Every run writes into a new runs/<timestamp>/ directory.

@@ -4,13 +4,13 @@ the first computation, with no forward pass).
     .venv/bin/python benchmarks/bench_widgets.py [--samples 8] [--moves 60]
 
 Prints the time of the one batched forward (the first computation) and the median / max time
-of a redraw after moving a control, rendering the figure to PNG each time as the notebook's
-inline backend does, plus the number of forward passes during the moves (must be 0).
+of a redraw after moving a control (the map and its overlay encoded as the two PNGs the page
+shows), plus the number of forward passes during the moves (must be 0). The time until the
+browser shows them is measured by benchmarks/bench_ui_latency.py.
 """
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import time
 
@@ -51,8 +51,7 @@ def main() -> None:
         control, values = controls[k % len(controls)]
         value = values[(values.index(control.value) + 1) % len(values)]
         t = time.perf_counter()
-        control.value = value  # redraws through the observer
-        explorer.fig.savefig(io.BytesIO(), format="png")  # what the inline backend renders
+        control.value = value  # redraws through the observer: the map and overlay PNGs the page shows
         times.append(time.perf_counter() - t)
     med, worst = statistics.median(times) * 1e3, max(times) * 1e3
     print(f"model: {source}; {len(samples)} samples, {len(cache.layers)} layers x {cache.num_heads} heads")

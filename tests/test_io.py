@@ -60,3 +60,16 @@ def test_image_files(tmp_path):
         image_files([tmp_path / "empty"])
     with pytest.raises(InputError, match="does not exist"):
         image_files([tmp_path / "nope.png"])
+
+
+def test_read_json_names_what_and_where(tmp_path):
+    from vizkit.errors import InputError
+    from vizkit.io import read_json
+
+    (tmp_path / "ok.json").write_text('{"a": [1, 2]}', encoding="utf-8")
+    assert read_json(tmp_path / "ok.json") == {"a": [1, 2]}
+    with pytest.raises(InputError, match=r"^class texts file '.*nope.json' does not exist$"):
+        read_json(tmp_path / "nope.json", "class texts file")
+    (tmp_path / "bad.json").write_text('{"a": ', encoding="utf-8")
+    with pytest.raises(InputError, match=r"^benchmark file '.*bad.json' is not valid JSON: Expecting value: line 1"):
+        read_json(tmp_path / "bad.json", "benchmark file")

@@ -53,10 +53,8 @@ from IPython.display import Image, Markdown, display
 
 import vizkit
 from vizkit import render
-from vizkit.notebook import baseline
-from vizkit.runs import run_folder
+from vizkit.scenarios import baseline, run_folder, seed_everything
 from vizkit.scenarios import clip_detector_attention as cda
-from vizkit.state import seed_everything
 
 _before = baseline(globals())
 """),
@@ -182,10 +180,8 @@ import torch
 from IPython.display import Image, Markdown, display
 
 import vizkit
-from vizkit.notebook import baseline
-from vizkit.runs import run_folder
+from vizkit.scenarios import baseline, run_folder, seed_everything
 from vizkit.scenarios import vit_mnist_attention as vma
-from vizkit.state import seed_everything
 
 _before = baseline(globals())
 """),
@@ -305,11 +301,8 @@ from pathlib import Path
 import torch
 from IPython.display import Image, Markdown, display
 
-from vizkit.notebook import baseline
-from vizkit.report import markdown_table
-from vizkit.runs import run_folder
+from vizkit.scenarios import baseline, markdown_table, run_folder, seed_everything
 from vizkit.scenarios import detector_gradcam_eval as dge
-from vizkit.state import seed_everything
 
 _before = baseline(globals())
 """),
@@ -433,11 +426,8 @@ from PIL import Image
 
 import vizkit
 from vizkit import render, zoo
-from vizkit.io import image_files
-from vizkit.notebook import baseline
-from vizkit.runs import run_folder
+from vizkit.scenarios import baseline, image_files, run_folder, seed_everything
 from vizkit.scenarios import clip_text_gradcam as cg
-from vizkit.state import seed_everything
 
 _before = baseline(globals())
 """),
@@ -543,8 +533,131 @@ for p in sorted(run_dir.iterdir()):
 """, "nbval-ignore-output"),
 ]
 
+NB05 = [
+    md("""
+# Scenario 5 — a VLM's per-token attention over text and image, as a video
+
+While a vision-language model writes its answer, where does it look? For every answer token this
+notebook shows the attention row of the step that produced it — over the earlier text and over
+each image's patch grid — and renders the rows into an mp4 that starts at a phrase such as
+"Based on the following requirements" (seed 004: a Reason-RFT user with a Qwen2-VL model).
+
+The rows are captured on the fly during `generate` (KV cache on): only the decoder layers asked
+for, only the new query row per step; those layers alone switch, for the call, to an attention
+function that computes the eager softmax row and then runs the layer's own kernel, so the answer
+is the same as without capture. Positions are mapped to text / image *k* patch (r, c) /
+generated for LLaVA and Qwen2-VL / Qwen2.5-VL (vision spans, `image_grid_thw`, 2×2 merge).
+
+The default model is the zoo's `tiny_vlm` (a Hugging Face `LlavaForConditionalGeneration`
+trained here on shape scenes, one decoder head supervised to look at the asked-about object),
+on its sample benchmark; `model_path` takes a local LLaVA / Qwen2-VL / Qwen2.5-VL folder.
+The same flags exist on the command line: `vizkit vlm-video --help`.
+"""),
+    code("""
+from pathlib import Path
+
+import numpy as np
+from IPython.display import Image as ShowImage, Markdown, Video, display
+
+from vizkit import render
+from vizkit.scenarios import baseline, seed_everything
+from vizkit.scenarios import vlm_attention_video as va
+
+_before = baseline(globals())
+"""),
+    code("""
+model_path: str = ""  # a local LLaVA / Qwen2-VL / Qwen2.5-VL folder; empty means the zoo's tiny_vlm
+benchmark_json: str = ""  # JSON list of {image, problem, solution}; empty means tiny_vlm's sample benchmark
+image_dir: str = ""  # folder the image paths are relative to; empty means the JSON's folder
+sample_idx: int = 1  # which sample
+layer_idx: int = -1  # decoder layer; -1 means the seed's 20, or the last layer of a smaller model
+layers: list = [1, 2]  # several decoder layers (one video each); empty means [layer_idx]
+start_phrase: str = "Based on the following requirements"  # the video starts where this phrase begins; empty means the first token
+heads: str = "mean"  # mean, max, or a head index (int)
+max_image_num: int = 2  # use at most this many images per sample
+max_new_tokens: int = 64  # generation length
+mode: str = "generate"  # generate, or solution (teacher-force the sample's reference solution)
+fps: int = 4  # video frames per second
+ground_truth_questions: int = 200  # tiny_vlm: test items drawn for the layer x head table (0 skips it)
+output_dir: str = ""  # run folder; empty means a new runs/<timestamp>-vlm-video/
+overwrite: bool = False  # allow writing into a non-empty output_dir
+interactive: bool = True  # embed the video and show the widget explorer (files are always written)
+seed: int = 0  # seed for every random source
+""", "parameters"),
+    code("""
+params = va.check_notebook_parameters(globals(), _before)  # unknown names or bad values stop here
+seed_everything(seed)
+if benchmark_json:
+    json_path, images_root = Path(benchmark_json), image_dir or None
+else:
+    json_path, images_root = va.default_benchmark()
+sample, images, notes = va.load_sample(json_path, images_root, sample_idx, max_image_num)  # bad input stops here
+viz = va.AttentionVisualizer(model_path or None, max_image_num=max_image_num)
+for note in notes:
+    print("note:", note)
+print(f"model: {viz.vlm.name} ({viz.vlm.model_type}, {viz.vlm.num_layers} decoder layers x {viz.vlm.num_heads} heads)")
+print("problem:", sample["problem"])
+fig = render.figure_grid([[render.Panel(image=np.asarray(im), title=f"image {k}", kind="image")
+                          for k, im in enumerate(images)]], figsize=(2.8 * len(images), 2.8))
+display(fig)
+"""),
+    md("## The video\\nGenerate (or teacher-force) the answer with the rows of the chosen layers captured, then write one video per layer, a contact sheet, `attention.npz` and `report.md` into the run folder."),
+    code("""
+# NBVAL_CHECK_OUTPUT
+mp4 = viz.create_attention_visualization_for_sample(
+    sample, images, layer_idx=None if layer_idx < 0 else layer_idx, start_phrase=start_phrase, layers=layers or None,
+    heads=heads, max_new_tokens=max_new_tokens, mode=mode, output_dir=output_dir or None, overwrite=overwrite, fps=fps,
+    ground_truth=ground_truth_questions if ground_truth_questions > 0 else False)
+run, trace = viz.last["folder"], viz.last["trace"]
+print(f"answer ({trace.num_answer_tokens} tokens): {trace.text.strip()}")
+print(f"video from token {trace.start}: {len(trace.frame_tokens)} frames per layer, layers {sorted(trace.rows)}")
+"""),
+    code("""
+print("run folder:", run)
+if interactive:
+    display(Video(mp4, embed=True, width=800))
+else:
+    display(Markdown(f"[the video]({mp4})"))
+""", "nbval-ignore-output"),
+    md("## Contact sheet\\nEvenly spaced frames of the first layer's video: the text so far (red = low, green = high attention of the current token, blue = the current token) and each image's patch grid."),
+    code("""
+first = sorted(trace.rows)[0]
+display(ShowImage(filename=str(run / f"contact_sheet_layer{first}.png")))
+"""),
+    md("## Where the answer looks, token by token\\nThe share of each row on the image tokens, the prompt text and the earlier answer tokens, and the entropy of its distribution over the image patches."),
+    code("""
+# NBVAL_CHECK_OUTPUT
+shares = viz.last["shares"]
+display(ShowImage(filename=str(run / "attention_shares.png")))
+print(shares.groupby("layer")[["image", "question", "answer", "image_entropy"]].mean().round(3).to_string())
+"""),
+    md("## Ground truth (tiny_vlm)\\nHow often the answer token's attention over the image peaks inside the mask of the object the question names, per decoder layer and head, over held-out questions — next to a random pixel. Layer 1, head 0 was trained with attention supervision; the other heads were not."),
+    code("""
+# NBVAL_CHECK_OUTPUT
+gt = viz.last["ground_truth"]
+if gt is not None:
+    table, info = gt
+    print(f"{info['questions']} questions; random pixel: {info['random_pixel']:.3f}")
+    print(table.round(3).to_string(index=False))
+else:
+    print("ground-truth table skipped (tiny_vlm only, ground_truth_questions > 0)")
+"""),
+    md("## Explore\\nMove the token slider, switch the layer and the head: both panels are redrawn from the captured rows (no model runs)."),
+    code("""
+if interactive:
+    explorer = va.VLMAttentionExplorer(trace, head=heads if heads in ("mean", "max") else int(heads))
+    display(explorer.widget)
+""", "nbval-ignore-output"),
+    code("""
+print("report:", run / "report.md")
+for p in sorted(run.iterdir()):
+    print("  ", p.name)
+""", "nbval-ignore-output"),
+]
+
 NOTEBOOK_CELLS = {"01_clip_detector_attention": NB01, "02_vit_mnist_attention": NB02,
-                  "03_detector_gradcam_eval": NB03, "04_clip_text_gradcam": NB04}
+                  "03_detector_gradcam_eval": NB03, "04_clip_text_gradcam": NB04,
+                  "05_vlm_attention_video": NB05}
 
 
 # each notebook's explorer widget: the browser test (tests/ui) reads its controls from the notebook metadata
@@ -553,17 +666,31 @@ NOTEBOOK_EXPLORERS = {
     "02_vit_mnist_attention": "vizkit.scenarios.vit_mnist_attention:AttentionExplorer",
     "03_detector_gradcam_eval": "vizkit.scenarios.detector_gradcam_eval:DetectorGradCAMExplorer",
     "04_clip_text_gradcam": "vizkit.scenarios.clip_text_gradcam:ClipExplorer",
+    "05_vlm_attention_video": "vizkit.scenarios.vlm_attention_video:VLMAttentionExplorer",
+}
+
+
+# parameters the browser test (tests/ui) runs a notebook with, injected after its parameters
+# cell as papermill does: the widgets are what it tests, so the long evaluation tables that
+# nbval and `make demo` already run in full are made small or skipped
+UI_PARAMETERS = {
+    "01_clip_detector_attention": {"faithfulness_samples": 0},
+    "03_detector_gradcam_eval": {"max_samples": 100, "table_methods": "gradcam"},
+    "04_clip_text_gradcam": {"num_scenes": 0},
+    "05_vlm_attention_video": {"ground_truth_questions": 0},
 }
 
 
 def vizkit_metadata(name: str) -> dict:
-    """``metadata.vizkit``: the explorer class and its controls (label, kind) as declared by the class."""
+    """``metadata.vizkit``: the explorer class and its controls (label, kind) as declared by the
+    class, and the parameters of the browser test (``ui_parameters``)."""
     import importlib
 
     module, cls = NOTEBOOK_EXPLORERS[name].split(":")
     controls = getattr(importlib.import_module(module), cls).CONTROLS
     return {"explorer": {"class": NOTEBOOK_EXPLORERS[name],
-                         "controls": [{"label": label, "kind": kind} for label, kind in controls]}}
+                         "controls": [{"label": label, "kind": kind} for label, kind in controls]},
+            "ui_parameters": UI_PARAMETERS.get(name, {})}
 
 
 def build(name: str) -> Path:

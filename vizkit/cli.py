@@ -5,6 +5,12 @@ import argparse
 import sys
 from typing import Sequence
 
+def _layout_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layout", default=None, choices=["nchw", "nhwc", "tokens"],
+                   help="where the target layers' channels are: nchw [B, C, h, w], nhwc [B, h, w, C] (Swin) or "
+                        "tokens [B, N, C] (default: decided per layer; an ambiguous layer asks for this flag)")
+
+
 def _clip_gradcam_parser(sub: argparse._SubParsersAction) -> None:
     from .methods import METHODS
 
@@ -23,6 +29,7 @@ def _clip_gradcam_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="gradcam", choices=list(METHODS), help="CAM method (default gradcam)")
     p.add_argument("--target-layer", default="auto", help="layer name (default: chosen automatically)")
     p.add_argument("--probability", action="store_true", help="explain the softmax probability instead of the similarity")
+    _layout_argument(p)
     p.add_argument("--image-encoder", default=None, help="custom model: timm/torchvision backbone name")
     p.add_argument("--text-encoder", default=None, help="custom model: local Hugging Face text encoder directory")
     p.add_argument("--embed-dim", type=int, default=512, help="custom model: embedding size (default 512)")
@@ -65,7 +72,7 @@ def _clip_gradcam(args: argparse.Namespace) -> int:
                             device=device)
         rows = map_tasks(opts, clip_gradcam_task, [(str(f), output_stem(f, args.output_name, batch)) for f in files],
                          args.output_dir, model_kwargs, names, texts, args.target_text_idx, args.method,
-                         args.target_layer, args.probability, progress="clip-gradcam", unit="image")
+                         args.target_layer, args.probability, args.layout, progress="clip-gradcam", unit="image")
         r0 = rows[0]
         print(f"model: {r0['model']} | method: {r0['method']} | layer: {', '.join(r0['layers'])} | "
               f"explained score: image-text {r0['score']}")
@@ -75,7 +82,7 @@ def _clip_gradcam(args: argparse.Namespace) -> int:
     first = True
     for path, image in tqdm(list(zip(files, images)), desc="clip-gradcam", disable=not batch, unit="image"):
         result = explain_clip(adapter, [image], names, texts, args.target_text_idx, args.method, args.target_layer,
-                              args.probability, [str(path)])[0]
+                              args.probability, [str(path)], layout=args.layout)[0]
         if first:
             print(f"model: {adapter.name} | method: {result.method} | layer: {', '.join(result.layers)} | "
                   f"explained score: image-text {result.score}")
@@ -172,6 +179,7 @@ def _detector_gradcam_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++"], help="CAM method (default gradcam)")
     p.add_argument("--target", default="predicted", choices=["predicted", "fake", "real"],
                    help="explained class (default: the predicted one)")
+    _layout_argument(p)
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     p.add_argument("--cpu", action="store_true", help="force the CPU")
     _cluster_flags(p)
@@ -189,10 +197,11 @@ def _detector_gradcam(args: argparse.Namespace) -> int:
     if opts is not None:
         from .distributed.chunks import detector_gradcam_mapper
 
-        mapper = detector_gradcam_mapper(opts, args.config, args.weights, args.method, args.target, device)
+        mapper = detector_gradcam_mapper(opts, args.config, args.weights, args.method, args.target, device,
+                                         args.layout)
     results, failures = gradcam_demo(args.input, args.output, args.config, args.weights, args.layers, args.method,
                                      args.target, overwrite=args.overwrite, progress=True, device=device,
-                                     map_images=mapper)
+                                     layout=args.layout, map_images=mapper)
     for r in results:
         print(f"{r['image']}: predicted {r['prediction']} (p(fake) = {r['fake_probability']:.4f}); "
               f"layers {', '.join(r['layers'])}")
@@ -344,6 +353,54 @@ def _run(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
+def _vlm_video_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("vlm-video", help="per-token attention of a VLM over text and image patches, as an mp4",
+                       description="Seed 004: while a vision-language model (LLaVA, Qwen2-VL, Qwen2.5-VL folder) "
+                                   "writes its answer, the attention of each new token over the earlier text and the "
+                                   "image patches, side by side in combined_attention_visualization_layer{idx}.mp4 "
+                                   "(one per layer), with contact_sheet_layer{idx}.png, attention.npz and report.md. "
+                                   "Without model flags: the zoo's tiny_vlm on its sample benchmark.")
+    p.add_argument("--model_path", "--model-path", default=None, help="a local VLM folder (default: the zoo's tiny_vlm)")
+    p.add_argument("--benchmark_json", "--benchmark-json", default=None,
+                   help="JSON list of {image, problem, solution} (default: tiny_vlm's sample benchmark)")
+    p.add_argument("--image_dir", "--image-dir", default=None, help="folder the image paths are relative to "
+                   "(default: the JSON's folder)")
+    p.add_argument("--sample_idx", "--sample-idx", type=int, default=0, help="which sample (default 0)")
+    p.add_argument("--layer_idx", "--layer-idx", type=int, default=None,
+                   help="decoder layer (default 20, or the last layer of a model with 20 or fewer)")
+    p.add_argument("--layers", type=int, nargs="+", default=None, help="several decoder layers: one video each")
+    p.add_argument("--start_phrase", "--start-phrase", default=DEFAULT_VLM_START,
+                   help=f"the video starts where this phrase begins ('' = first token; default {DEFAULT_VLM_START!r})")
+    p.add_argument("--heads", default="mean", help="mean (default), max, or a head index")
+    p.add_argument("--max_image_num", "--max-image-num", type=int, default=2, help="use at most N images (default 2)")
+    p.add_argument("--max_new_tokens", "--max-new-tokens", type=int, default=128, help="generation length (default 128)")
+    p.add_argument("--mode", default="generate", choices=["generate", "solution"],
+                   help="generate (default) or teacher-force the sample's solution")
+    p.add_argument("--fps", type=int, default=4, help="video frames per second (default 4)")
+    p.add_argument("--output-dir", "--output_dir", default=None, help="run folder (default runs/<time>-vlm-video)")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    p.set_defaults(run=_vlm_video)
+
+
+DEFAULT_VLM_START = "Based on the following requirements"
+
+
+def _vlm_video(args: argparse.Namespace) -> int:
+    from .scenarios.vlm_attention_video import run_video
+
+    res = run_video(args.model_path, args.benchmark_json, args.image_dir, args.sample_idx, args.layer_idx,
+                    args.start_phrase, args.layers, args.heads, args.max_image_num, args.max_new_tokens, args.mode,
+                    args.output_dir, args.overwrite, args.fps)
+    for note in res["notes"]:
+        print(f"vizkit vlm-video: {note}", file=sys.stderr)
+    t = res["trace"]
+    print(f"answer ({t.num_answer_tokens} tokens): {t.text.strip()}")
+    for name, path in res["outputs"].items():
+        print(f"{name}: {path}")
+    print(f"{len(t.frame_tokens)} frame(s) per video into {res['folder']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vizkit", description="vizkit: explain vision models")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -352,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     _detector_gradcam_parser(sub)
     _evaluate_parser(sub)
     _run_parser(sub)
+    _vlm_video_parser(sub)
     return parser
 
 

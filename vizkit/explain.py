@@ -8,6 +8,8 @@ tensor. Works inside ``torch.no_grad()``.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -20,11 +22,13 @@ from torch import nn
 from . import attention_math as am
 from .errors import CaptureError, InputError, TargetError, VizkitError
 from .hooks import ActivationCapture, AttentionCapture, GridCapture
-from .layers import Layer, LayerSpec, find_block_lists, find_blocks, find_patch_embed, probe, resolve_layers
+from .layers import Layer, LayerSpec, _has_attention, attention_modules, find_block_lists, find_blocks, \
+    find_patch_embed, get_module, no_attention_message, probe, resolve_layers
 from .methods import Method, get_method
 from .state import model_device, preserved_state
 from .targets import Target, TargetSpec, as_target, output_tensor
-from .tokens import TokenLayout, infer_layout, patch_row_to_grid, to_batch_first, tokens_to_grid
+from .tokens import LayoutSpec, TokenLayout, check_layout, feature_layout, infer_layout, patch_row_to_grid, \
+    to_batch_first, tokens_to_grid
 
 Forward = Callable[[torch.Tensor], Any]
 
@@ -105,11 +109,58 @@ def _check_inputs(model: nn.Module, inputs: Any) -> torch.Tensor:
     return x if x.is_floating_point() else x.float()
 
 
+def _needs_gradients(fn: Callable, args: tuple, kwargs: dict) -> bool:
+    if fn.__name__ == "attention":
+        return False
+    if fn.__name__ == "cam":
+        method = inspect.signature(fn).bind_partial(None, None, *args, **kwargs).arguments.get("method", "gradcam")
+        return get_method(method).uses_gradients
+    return True
+
+
+def _outside_inference_mode(fn: Callable) -> Callable:
+    """Run an entry point outside ``torch.inference_mode()``: the call leaves inference mode
+    (``torch.inference_mode(False)``) and re-creates the input as a normal tensor; the caller's
+    mode is unchanged afterwards. A model whose parameters are inference tensors (created or
+    loaded inside inference mode) cannot be differentiated: a call that needs gradients raises
+    one clear error (attention capture, Eigen-CAM and Score-CAM still run)."""
+
+    @functools.wraps(fn)
+    def wrapper(model: nn.Module, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        if not torch.is_inference_mode_enabled():
+            return fn(model, inputs, *args, **kwargs)
+        if isinstance(model, nn.Module) and any(t.is_inference() for t in (*model.parameters(), *model.buffers())):
+            if not _needs_gradients(fn, args, kwargs):
+                return fn(model, inputs, *args, **kwargs)  # no autograd needed: stay in inference mode
+            raise InputError(
+                f"the parameters of {type(model).__name__} are inference tensors (the model was created or "
+                f"loaded inside torch.inference_mode()), which autograd cannot use; create or load the model "
+                f"outside inference_mode (calling vizkit inside it is fine), or use a gradient-free method "
+                f"(attention, eigencam, scorecam)")
+        with torch.inference_mode(False):
+            if isinstance(inputs, torch.Tensor):
+                inputs = inputs.clone()  # a normal tensor: inference tensors cannot enter autograd
+            return fn(model, inputs, *args, **kwargs)
+
+    return wrapper
+
+
 def _minmax(x: torch.Tensor) -> torch.Tensor:
-    """Per image ``[B, h, w]``: subtract the min, divide by the max (+1e-7)."""
+    """Per image ``[B, h, w]``: subtract the min, divide by ``range + eps`` with
+    ``eps = min(1e-7, 1e-4 * range)``.
+
+    For maps whose range is at least 1e-3 this is exactly pytorch-grad-cam's
+    ``(x - min) / (1e-7 + max)``; below that the epsilon stays relative to the range, so a map
+    of tiny values (max 1e-9) keeps its shape (max >= 0.9999) instead of being blanked. A
+    constant map (range within float rounding of its magnitude, or not finite) becomes 0."""
     flat = x.flatten(1)
-    x = x - flat.amin(1)[:, None, None]
-    return x / (1e-7 + x.flatten(1).amax(1)[:, None, None])
+    lo, hi = flat.amin(1), flat.amax(1)
+    rng = hi - lo
+    magnitude = torch.maximum(lo.abs(), hi.abs())
+    constant = ~(rng > 8 * torch.finfo(x.dtype).eps * magnitude) | ~torch.isfinite(rng)
+    scale = torch.where(constant, torch.ones_like(rng), rng + torch.clamp(1e-4 * rng, max=1e-7))
+    out = (x - lo[:, None, None]) / scale[:, None, None]
+    return torch.where(constant[:, None, None], torch.zeros_like(out), out)
 
 
 def _to_input_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -121,14 +172,51 @@ def _to_input_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
 
 
-def _spatial(t: torch.Tensor, batch: int, grid: tuple[int, int] | None, image_hw: tuple[int, int], name: str) -> torch.Tensor:
-    """A captured activation as ``[B, C, h, w]``: CNN maps pass, ViT tokens are reshaped."""
-    if t.ndim == 4:
-        return t
+def _enclosing_classes(model: nn.Module, name: str) -> list[str]:
+    """Class names of the module at ``name`` and of every module enclosing it (model first)."""
+    classes, module = [type(model).__name__], model
+    for part in name.split(".") if name else []:
+        module = module._modules[part]
+        classes.append(type(module).__name__)
+    return classes
+
+
+def _layer_layout(t: torch.Tensor, layout: LayoutSpec, image_hw: tuple[int, int], name: str, model: nn.Module,
+                  module: nn.Module) -> LayoutSpec:
+    """The layout of layer ``name``'s captured tensor: the caller's, or decided by the rules of
+    :func:`vizkit.tokens.feature_layout` for 4-D tensors (tokens for 3-D ones)."""
+    if callable(layout):
+        return layout
     if t.ndim == 3:
-        tokens = to_batch_first(t, batch)
-        return tokens_to_grid(tokens, infer_layout(tokens.shape[1], grid, image_hw))
-    raise CaptureError(f"layer {name!r} output has shape {tuple(t.shape)}: expected [B, C, h, w] or tokens [B, N, C]")
+        if layout in ("nchw", "nhwc"):
+            raise InputError(f"layer {name!r} outputs tokens {tuple(t.shape)} [B, N, C], not a 4-D map: "
+                             f"layout={layout!r} does not apply (use layout='tokens' or None)")
+        return "tokens"
+    if t.ndim == 4:
+        if layout == "tokens":
+            raise InputError(f"layer {name!r} outputs a 4-D map {tuple(t.shape)}, not tokens: use layout='nchw' "
+                             "or 'nhwc' (or None to decide per layer)")
+        return layout or feature_layout(t.shape, image_hw, name, module, _enclosing_classes(model, name))
+    raise CaptureError(f"layer {name!r} output has shape {tuple(t.shape)}: expected [B, C, h, w], [B, h, w, C] "
+                       "or tokens [B, N, C]; pass layout=<callable returning [B, C, h, w]>")
+
+
+def _spatial(t: torch.Tensor, batch: int, grid: tuple[int, int] | None, image_hw: tuple[int, int], name: str,
+             layout: LayoutSpec = "nchw") -> torch.Tensor:
+    """A captured activation as ``[B, C, h, w]`` by its (decided) layout: NCHW maps pass,
+    NHWC maps are permuted, tokens are reshaped onto the measured grid, a callable is applied."""
+    if callable(layout):
+        out = layout(t)
+        if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != batch:
+            raise InputError(f"layout callable returned {tuple(getattr(out, 'shape', ()))} for layer {name!r}'s "
+                             f"{tuple(t.shape)} tensor: it must return [B, C, h, w] with B = {batch}")
+        return out
+    if layout == "nhwc":
+        return t.permute(0, 3, 1, 2)
+    if layout == "nchw":
+        return t
+    tokens = to_batch_first(t, batch)
+    return tokens_to_grid(tokens, infer_layout(tokens.shape[1], grid, image_hw))
 
 
 def _main_output(output: Any) -> torch.Tensor | None:
@@ -145,12 +233,14 @@ def _scores(target: Target, output: Any, batch: int) -> torch.Tensor:
     return scores
 
 
-def _grads(scores: torch.Tensor, tensors: Sequence[torch.Tensor], names: Sequence[str]) -> list[torch.Tensor]:
+def _grads(scores: torch.Tensor, tensors: Sequence[torch.Tensor], names: Sequence[str],
+           retain_graph: bool = False) -> list[torch.Tensor]:
+    """d(sum of ``scores``)/d``tensors``; a layer the score does not reach gets zeros and a warning."""
     if not scores.requires_grad:
         raise CaptureError(
             f"the target score does not depend on layer(s) {', '.join(names)}: choose layers that run "
             "before the output the target reads")
-    grads = torch.autograd.grad(scores.sum(), list(tensors), allow_unused=True)
+    grads = torch.autograd.grad(scores.sum(), list(tensors), allow_unused=True, retain_graph=retain_graph)
     out = []
     for name, t, g in zip(names, tensors, grads):
         if g is None:
@@ -197,6 +287,7 @@ def _blocks_for_grid(model: nn.Module) -> list[Layer]:
 # --------------------------------------------------------------------------------------
 # CAM family
 # --------------------------------------------------------------------------------------
+@_outside_inference_mode
 def cam(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -207,6 +298,7 @@ def cam(
     forward: Forward | None = None,
     batch_size: int = 32,
     sign_correction: bool = False,
+    layout: LayoutSpec = None,
 ) -> Explanation:
     """Class-activation map of ``inputs`` ``[B, C, H, W]`` for ``targets``.
 
@@ -219,7 +311,13 @@ def cam(
       still go on ``model``'s modules.
     - ``batch_size``: masked images per forward pass for Score-CAM.
     - ``sign_correction``: Eigen-CAM only, flip maps whose largest magnitude is negative.
+    - ``layout``: where the channels of the layers' outputs are: None (decided per layer by
+      the rules of :func:`vizkit.tokens.feature_layout`; an undecidable layer raises),
+      ``"nchw"``, ``"nhwc"`` (timm / torchvision Swin), ``"tokens"`` ``[B, N, C]``, or a
+      callable ``tensor -> [B, C, h, w]`` (pytorch-grad-cam's ``reshape_transform``), applied
+      to activations and gradients alike.
     """
+    layout = check_layout(layout)
     x = _check_inputs(model, inputs)
     spec = get_method(method)
     options = {"sign_correction": sign_correction}
@@ -242,14 +340,15 @@ def cam(
             tensors = [cap.tensors[n] for n in names]
             grads = _grads(scores, tensors, names) if spec.uses_gradients else [None] * len(tensors)
         layer_maps: dict[str, torch.Tensor] = {}
-        for name, act, grad in zip(names, tensors, grads):
-            a = _spatial(act.detach(), batch, gc.grid, image_hw, name)
+        for (name, module), act, grad in zip(layer_list, tensors, grads):
+            lay = _layer_layout(act, layout, image_hw, name, model, module)
+            a = _spatial(act.detach(), batch, gc.grid, image_hw, name, lay)
             if spec.uses_scores:
                 raw = _score_method(spec, a, x, run, target, batch, batch_size)
             elif not spec.uses_gradients:
                 raw = spec.fn(a, **{k: options[k] for k in spec.options})
             else:
-                raw = spec.fn(a, _spatial(grad.detach(), batch, gc.grid, image_hw, name))
+                raw = spec.fn(a, _spatial(grad.detach(), batch, gc.grid, image_hw, name, lay))
             layer_maps[name] = raw.float().clamp(min=0)
     layer_heatmaps = {n: _to_input_size(m, image_hw) for n, m in layer_maps.items()}
     heatmap = _minmax(torch.stack(list(layer_heatmaps.values()), 1).clamp(min=0).mean(1))
@@ -283,7 +382,7 @@ def _score_method(spec: Method, acts: torch.Tensor, x: torch.Tensor, run: Forwar
 def _attention_layers(model: nn.Module, layers: LayerSpec, run: Forward, x: torch.Tensor, forward: Forward | None) -> list[Layer]:
     if isinstance(layers, str) and layers.strip().lower() == "auto":
         layers = "all"
-    return resolve_layers(model, layers, probe_fn=_probe_fn(model, run, x, forward))
+    return resolve_layers(model, layers, probe_fn=_probe_fn(model, run, x, forward), for_attention=True)
 
 
 def _layout(maps: dict[str, torch.Tensor], grid: tuple[int, int] | None, image_hw: tuple[int, int]) -> TokenLayout:
@@ -293,6 +392,11 @@ def _layout(maps: dict[str, torch.Tensor], grid: tuple[int, int] | None, image_h
 
 def _require_maps(cap: AttentionCapture, names: Sequence[str], model: nn.Module) -> None:
     missing = [n for n in names if n not in cap.maps]
+    holders = attention_modules(model)
+    not_attention = [n for n in missing if n not in holders and not _has_attention(get_module(model, n))]
+    if not_attention:
+        kinds = ", ".join(f"{n!r} is a {type(get_module(model, n)).__name__}" for n in not_attention)
+        raise CaptureError(no_attention_message(model, f"{kinds}, not an attention module or a block holding one;"))
     if missing:
         impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
         extra = f" (attention implementation {impl!r})" if impl else ""
@@ -302,6 +406,7 @@ def _require_maps(cap: AttentionCapture, names: Sequence[str], model: nn.Module)
             "F.scaled_dot_product_attention or nn.MultiheadAttention")
 
 
+@_outside_inference_mode
 def attention(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -358,6 +463,7 @@ def rollout(
     return patch_row_to_grid(r[:, 0] if layout.prefix else r.mean(1), layout)
 
 
+@_outside_inference_mode
 def gradient_attention(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -373,40 +479,9 @@ def gradient_attention(
     order; the map is the CLS row of ``R`` over the patches (the mean of all rows when the
     model has no prefix token). ``layer_maps`` holds each layer's ``Ā`` CLS row ``[B, h, w]``.
     """
-    x = _check_inputs(model, inputs)
     if head_fusion not in am.HEAD_FUSIONS:
         raise VizkitError(f"head_fusion must be one of {', '.join(am.HEAD_FUSIONS)}, got {head_fusion!r}")
-    run: Forward = forward if forward is not None else model
-    batch, image_hw = x.shape[0], (x.shape[-2], x.shape[-1])
-    with preserved_state(model), _attention_implementation(model):
-        layer_list = _attention_layers(model, layers, run, x, forward)
-        names = [n for n, _ in layer_list]
-        embed = find_patch_embed(model, layer_list)
-        with torch.enable_grad(), AttentionCapture(layer_list, grad=True) as cap, \
-                GridCapture(embed[1] if embed else None) as gc:
-            output = run(x)
-            _require_maps(cap, names, model)
-            target = as_target(targets, batch, output)
-            scores = _scores(target, output, batch)
-            attns = [cap.maps[n] for n in names]
-            grads = _grads(scores, attns, names)
-        attns = [a.detach() if a.ndim == 4 else a.detach()[:, None] for a in attns]
-        grads = [g if g.ndim == 4 else g[:, None] for g in grads]
-    layout = infer_layout(attns[0].shape[-1], gc.grid, image_hw)
-    r = am.relevance_matrix(attns, grads, head_fusion)
-
-    def row(m: torch.Tensor) -> torch.Tensor:
-        return patch_row_to_grid(m[:, 0] if layout.prefix else m.mean(1), layout)
-
-    relevance = row(r).clamp(min=0)
-    layer_maps = {n: row(am.fuse_heads((g * a).clamp(min=0), head_fusion)) for n, a, g in zip(names, attns, grads)}
-    classes = getattr(target, "classes", None)
-    if classes is not None and classes.ndim == 0:
-        classes = classes.expand(batch)
-    return Explanation(heatmap=_to_input_size(relevance, image_hw), layer_maps=layer_maps,
-                       layer_heatmaps={n: _to_input_size(m, image_hw) for n, m in layer_maps.items()},
-                       scores=scores.detach(), layers=names, method=f"gradient_attention[{head_fusion}]",
-                       targets=classes, output=_main_output(output))
+    return attention_gradients(model, inputs, [targets], layers, forward=forward).explanation(0, head_fusion)
 
 
 # --------------------------------------------------------------------------------------
@@ -482,6 +557,7 @@ class AttentionGradients:
                            output=self.output)
 
 
+@_outside_inference_mode
 def attention_gradients(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -511,10 +587,8 @@ def attention_gradients(
             for i, spec in enumerate(targets):
                 target = as_target(spec, batch, output)
                 s = _scores(target, output, batch)
-                if not s.requires_grad:
-                    raise CaptureError(f"target {i} does not depend on the attention of {', '.join(names)}")
-                g = torch.autograd.grad(s.sum(), attns, allow_unused=True, retain_graph=i < len(targets) - 1)
-                grads.append({n: (gi if gi is not None else torch.zeros_like(a)) for n, a, gi in zip(names, attns, g)})
+                g = _grads(s, attns, names, retain_graph=i < len(targets) - 1)
+                grads.append(dict(zip(names, g)))
                 scores.append(s.detach())
                 c = getattr(target, "classes", None)
                 classes.append(c.expand(batch) if c is not None and c.ndim == 0 else c)

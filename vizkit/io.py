@@ -55,6 +55,18 @@ def write_json(path: str | os.PathLike[str], obj: Any, *, sort_keys: bool = Fals
     return write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n")
 
 
+def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
+    """The JSON document at ``path``; a missing file or invalid JSON is one :class:`InputError`
+    naming ``what`` and the path."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} {str(p)!r} does not exist")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{what} {str(p)!r} is not valid JSON: {err}") from None
+
+
 def save_safetensors(state: dict[str, Any], path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> Path:
     """Write a state dict of tensors as safetensors atomically (readable by all: mode 0o644)."""
     from safetensors.torch import save_file

@@ -18,6 +18,9 @@ of any of these. A wrong name raises :class:`LayerNotFoundError` listing the clo
   head pools the patch tokens) gets the last block's *output*: every patch token there
   reaches the score, and its features are not LayerNorm-rescaled per token (on a LayerNorm
   output every token, background included, has unit variance, which blurs the map).
+- Hierarchical transformers (Swin: timm, torchvision, Hugging Face): the stages' block lists
+  count as one list, and ``"auto"`` is the *output* of the last stage's last block (these
+  models pool every token, so every position reaches the score; there is no CLS token).
 """
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ from typing import Any, Callable, Sequence, Union
 import torch
 from torch import nn
 
-from .errors import LayerNotFoundError, VizkitError
+from .errors import CaptureError, LayerNotFoundError, VizkitError
 
 LayerSpec = Union[str, int, nn.Module, Sequence[Union[str, int, nn.Module]]]
 Layer = tuple[str, nn.Module]
@@ -86,25 +89,71 @@ def _has_attention(module: nn.Module) -> bool:
     return False
 
 
+def _is_block_list(module: nn.Module) -> bool:
+    """A non-empty ModuleList/Sequential whose children are all of one class holding attention."""
+    if not isinstance(module, (nn.ModuleList, nn.Sequential)) or len(module) == 0:
+        return False
+    children = list(module._modules.values())
+    return len({type(c) for c in children}) == 1 and _has_attention(children[0])
+
+
+def _is_stage_list(module: nn.Module) -> bool:
+    """A block list whose items are *stages* (each holds its own block list: timm Swin's
+    ``layers``, HF Swin's ``encoder.layers``); its inner lists are the blocks."""
+    return all(any(_is_block_list(m) for m in stage.modules() if m is not stage)
+               for stage in module._modules.values())
+
+
 def find_block_lists(model: nn.Module) -> list[tuple[str, list[Layer]]]:
-    """Every list of transformer blocks: ModuleList/Sequential children of one class holding attention."""
+    """Every list of transformer blocks: ModuleList/Sequential children of one class holding
+    attention. In a hierarchical model (Swin) each stage's list is one entry, in order."""
     found: list[tuple[str, list[Layer]]] = []
     for name, module in model.named_modules():
-        if not isinstance(module, (nn.ModuleList, nn.Sequential)) or len(module) == 0:
+        if not _is_block_list(module) or _is_stage_list(module):
             continue
         if any(name.startswith(outer + ".") for outer, _ in found):
             continue  # lists nested inside a block belong to that block
-        children = list(module._modules.items())
-        if len({type(c) for _, c in children}) != 1 or not _has_attention(children[0][1]):
-            continue
         prefix = f"{name}." if name else ""
-        found.append((name, [(prefix + k, c) for k, c in children]))
+        found.append((name, [(prefix + k, c) for k, c in module._modules.items()]))
     return found
+
+
+_INDEX_PART = re.compile(r"(?<![^.])\d+(?![^.])")
+
+
+def _stacks(lists: list[tuple[str, list[Layer]]]) -> list[tuple[str, list[Layer]]]:
+    """Group the stage lists of one hierarchical model into one stack of blocks.
+
+    Lists whose names differ only in one numeric part (``layers.0.blocks``, ``layers.1.blocks``;
+    torchvision's ``features.1``, ``features.3``) and whose blocks share a class are the
+    stages of one tower: their blocks are concatenated in order. Towers with different names
+    (CLIP's ``vision_model`` / ``text_model``) stay apart."""
+    groups: dict[tuple[str, type], list[tuple[str, list[Layer]]]] = {}
+    for name, blocks in lists:
+        parts = _INDEX_PART.findall(name)
+        key_name = _INDEX_PART.sub("*", name) if len(parts) >= 1 else name
+        groups.setdefault((key_name, type(blocks[0][1])), []).append((name, blocks))
+    out = []
+    for (key_name, _), members in groups.items():
+        if len(members) > 1 and "*" in key_name:
+            out.append((key_name, [blk for _, b in members for blk in b]))
+        else:
+            out.extend(members)
+    return out
+
+
+def is_hierarchical(model: nn.Module, blocks: Sequence[Layer]) -> bool:
+    """True when ``blocks`` span several stage lists (a Swin-like model whose token grid shrinks)."""
+    if not blocks:
+        return False
+    owners = {name.rsplit(".", 1)[0] if "." in name else "" for name, _ in blocks}
+    return len(owners) > 1
 
 
 def find_blocks(model: nn.Module, executed: set[str] | None = None, prefer: str = "vision") -> list[Layer]:
     """The transformer blocks of the model, in order (empty for a CNN).
 
+    The stages of a hierarchical model (Swin) count as one list: their blocks in order.
     When a model holds several block lists (CLIP's image and text towers, a VLM's vision
     tower and language model), only lists executed by the forward pass count (when
     ``executed`` is known); among those the one whose name contains ``prefer`` (``"vision"``
@@ -113,12 +162,27 @@ def find_blocks(model: nn.Module, executed: set[str] | None = None, prefer: str 
     lists = find_block_lists(model)
     if executed is not None:
         lists = [(n, b) for n, b in lists if b[0][0] in executed]
+    lists = _stacks(lists)
     if not lists:
         return []
     keys = ("vision", "visual") if prefer == "vision" else (prefer,)
     preferred = [(n, b) for n, b in lists if any(k in n.lower() for k in keys)]
     pool = preferred or lists
     return max(pool, key=lambda nb: len(nb[1]))[1]
+
+
+def attention_modules(model: nn.Module, limit: int = 5) -> list[str]:
+    """Up to ``limit`` names of modules that compute attention: the transformer blocks, else
+    the outermost modules whose class or name says attention (or ``nn.MultiheadAttention``)."""
+    names = [n for _, blocks in find_block_lists(model) for n, _ in blocks]
+    if not names:
+        for name, m in model.named_modules():
+            if not name or any(name.startswith(o + ".") for o in names):
+                continue
+            if isinstance(m, nn.MultiheadAttention) or _ATTN_NAME.search(type(m).__name__) \
+                    or _ATTN_NAME.search(name.rsplit(".", 1)[-1]):
+                names.append(name)
+    return names[:limit]
 
 
 def find_patch_embed(model: nn.Module, blocks: Sequence[Layer] = ()) -> Layer | None:
@@ -217,7 +281,7 @@ def _declares_no_prefix_tokens(model: nn.Module, block_name: str) -> bool:
 
 def _auto_vit(model: nn.Module, blocks: Sequence[Layer]) -> Layer:
     name, block = blocks[-1]
-    if _declares_no_prefix_tokens(model, name):
+    if is_hierarchical(model, blocks) or _declares_no_prefix_tokens(model, name):
         return name, block
     for sub_name, sub in block.named_modules():
         if isinstance(sub, nn.LayerNorm) or "norm" in type(sub).__name__.lower():
@@ -225,16 +289,33 @@ def _auto_vit(model: nn.Module, blocks: Sequence[Layer]) -> Layer:
     return name, block
 
 
+def no_attention_message(model: nn.Module, lead: str) -> str:
+    """``lead`` + where the attention of ``model`` is: up to five module names, or none."""
+    holders = attention_modules(model, limit=10**6)
+    cls = type(model).__name__
+    if holders:
+        more = f" (first 5 of {len(holders)})" if len(holders) > 5 else ""
+        blocks = " or 'all'" if find_block_lists(model) else ""
+        return (f"{lead} modules of {cls} that hold attention{more}: {', '.join(map(repr, holders[:5]))}; "
+                f"pass one of them{blocks} as layers=")
+    return (f"{lead} {cls} has no attention module at all (no transformer block, no module named "
+            f"attention/attn, no nn.MultiheadAttention): attention maps need a transformer; for a CNN use "
+            f"vizkit.cam(...)")
+
+
 def resolve_layers(
     model: nn.Module,
     spec: LayerSpec,
     *,
     probe_fn: Callable[[], Probe] | None = None,
+    for_attention: bool = False,
 ) -> list[Layer]:
     """Turn a layer spec into ``[(name, module), ...]`` (see the module docstring).
 
     ``probe_fn`` runs a probe forward when the spec needs one (``"auto"``, or a block spec
     on a model with several block lists); without it the static structure is used.
+    ``for_attention``: the layers are for attention capture (a model without transformer
+    blocks then gets :func:`no_attention_message`).
     """
     specs = list(spec) if isinstance(spec, (list, tuple)) else [spec]
     if not specs:
@@ -255,6 +336,8 @@ def resolve_layers(
 
     def need_blocks(what: str) -> list[Layer]:
         b = blocks()
+        if not b and for_attention:
+            raise CaptureError(no_attention_message(model, f"layers={what!r} selects transformer blocks, but"))
         if not b:
             raise VizkitError(
                 f"layers={what!r} selects transformer blocks, but {type(model).__name__} has none "

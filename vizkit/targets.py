@@ -35,6 +35,38 @@ def output_tensor(output: Any, *names: str) -> torch.Tensor:
     raise TargetError(f"cannot find a {'/'.join(names)} tensor in a model output of type {type(output).__name__}")
 
 
+def describe_output(output: Any, depth: int = 0) -> str:
+    """A short description of a model output: its type and the shapes of its tensors."""
+    if isinstance(output, torch.Tensor):
+        return f"Tensor{list(output.shape)}"
+    if depth > 1:
+        return type(output).__name__
+    if isinstance(output, dict) or (hasattr(output, "keys") and hasattr(output, "__getitem__")):
+        items = [f"{k}: {describe_output(output[k], depth + 1)}" for k in list(output.keys())[:6]]
+        more = ", ..." if len(output.keys()) > 6 else ""
+        return f"{type(output).__name__}({', '.join(items)}{more})"
+    if isinstance(output, (tuple, list)):
+        items = [describe_output(v, depth + 1) for v in output[:6]]
+        return f"{type(output).__name__} of {len(output)} ({', '.join(items)}{', ...' if len(output) > 6 else ''})"
+    return type(output).__name__
+
+
+def predicted_class_logits(output: Any, batch_size: int) -> torch.Tensor:
+    """The ``[B, classes]`` logits ``targets=None`` picks the predicted class from: the output
+    itself when it is such a tensor, else its ``logits`` (attribute or key). Anything else
+    (embeddings, a tuple, a dict or ModelOutput without logits) raises :class:`TargetError`
+    saying what the model returned and how to name the score."""
+    logits = output if isinstance(output, torch.Tensor) else (
+        output.get("logits") if isinstance(output, dict) else getattr(output, "logits", None))
+    if isinstance(logits, torch.Tensor) and logits.ndim == 2 and logits.shape[0] == batch_size:
+        return logits
+    raise TargetError(
+        f"targets=None explains the predicted class, which needs class logits [B={batch_size}, classes] (a tensor "
+        f"or an output with .logits), but the model returned {describe_output(output)}; pass a callable target "
+        f"that returns one score per image, e.g. targets=lambda out: out[\"score\"] (or "
+        f"lambda out: out[0][:, 3], or vizkit.targets.ImageTextSimilarity for embeddings)")
+
+
 class Target:
     """Base class: ``__call__(output) -> [B]`` and ``take(rows)`` for a batch of other rows."""
 
@@ -67,8 +99,16 @@ class ClassLogit(Target):
                 f"(valid 0..{scores.shape[1] - 1})")
         return scores.gather(1, idx[:, None])[:, 0]
 
+    def _logits(self, output: Any) -> torch.Tensor:
+        scores = output_tensor(output)
+        if scores.ndim != 2:
+            raise TargetError(
+                f"class targets need class logits [B, classes], but the model returned {describe_output(output)}; "
+                f"pass a callable target that returns one score per image, e.g. targets=lambda out: out[\"score\"]")
+        return scores
+
     def __call__(self, output: Any) -> torch.Tensor:
-        return self._select(output_tensor(output))
+        return self._select(self._logits(output))
 
     def take(self, rows: torch.Tensor) -> "ClassLogit":
         return type(self)(self.classes if self.classes.ndim == 0 else self.classes[rows.cpu()])
@@ -81,7 +121,7 @@ class ClassProbability(ClassLogit):
     """The softmax probability of a class per image."""
 
     def __call__(self, output: Any) -> torch.Tensor:
-        return self._select(output_tensor(output).softmax(-1))
+        return self._select(self._logits(output).softmax(-1))
 
 
 class ImageTextSimilarity(Target):
@@ -165,7 +205,7 @@ def as_target(targets: TargetSpec, batch_size: int, output: Any = None) -> Targe
     if targets is None:
         if output is None:
             raise TargetError("targets=None needs the model output to pick the predicted class")
-        return ClassLogit(output_tensor(output).argmax(-1).detach().cpu())
+        return ClassLogit(predicted_class_logits(output, batch_size).argmax(-1).detach().cpu())
     if isinstance(targets, bool):
         raise TargetError("targets must be an int, a list of ints, a callable or None, not a bool")
     if isinstance(targets, int):

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
+import html
+from functools import lru_cache
+
+import cv2
 import ipywidgets as W
-import matplotlib.pyplot as plt
 import numpy as np
-from IPython.display import display
 
 from . import render
 
@@ -17,57 +19,75 @@ __all__ = ["HeatmapPane", "observe_all", "describe_controls"]
 
 
 class HeatmapPane:
-    """A figure with the raw map (left) and its overlay on the image (right), shown in an
-    ``ipywidgets.Output``.
+    """The raw map (left) and its overlay on the image (right) as two ``ipywidgets.Image``
+    PNGs with their titles, in one box (:attr:`output`).
 
-    :meth:`draw` updates the two images in place (no new axes or artists after the first draw)
-    and re-displays the figure. ``drawn`` holds the ``[h, w]`` map on screen; ``draws`` counts
-    redraws.
+    A redraw colours the map with a colormap lookup table, blends the overlay with
+    :func:`vizkit.render.overlay` and PNG-encodes both with OpenCV: a few milliseconds, and
+    the browser swaps two small images (no matplotlib figure is rendered per move). ``drawn``
+    holds the ``[h, w]`` map on screen; ``draws`` counts redraws; ``png`` holds the two PNGs.
     """
 
-    def __init__(self, figsize: tuple[float, float] = (6.5, 3.2), cmap: str = "jet"):
+    def __init__(self, figsize: tuple[float, float] = (6.5, 3.2), cmap: str = "jet", size: int = 0):
         self.cmap = cmap
-        self.output = W.Output()
-        self.fig, (self.ax_map, self.ax_overlay) = plt.subplots(1, 2, figsize=figsize)
-        plt.close(self.fig)  # drawn into the Output widget only
-        self._map: Any = None
-        self._over: Any = None
+        self.size = int(size or figsize[0] * 100 / 2)  # each panel's width in pixels
+        self.suptitle = W.HTML()
+        self.map_title, self.overlay_title = W.HTML(), W.HTML()
+        self.map_image = W.Image(format="png", width=self.size)
+        self.overlay_image = W.Image(format="png", width=self.size)
+        self.output = W.VBox([self.suptitle, W.HBox([W.VBox([self.map_title, self.map_image]),
+                                                     W.VBox([self.overlay_title, self.overlay_image])])])
         self.drawn: np.ndarray | None = None
         self.draws = 0
+        self.png: tuple[bytes, bytes] = (b"", b"")
+
+    def _panel(self, heat: np.ndarray, diverging: bool) -> np.ndarray:
+        """``[h, w]`` -> RGB uint8 at the panel size (nearest-neighbour: one block per cell)."""
+        if diverging:
+            bound = float(np.abs(heat).max()) or 1.0
+            unit = (heat / bound + 1.0) / 2.0
+        else:
+            lo, hi = float(heat.min()), float(heat.max())
+            unit = (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
+        rgb = _lut("RdBu_r" if diverging else self.cmap)[np.clip((unit * 255).round(), 0, 255).astype(np.intp)]
+        h, w = heat.shape
+        scale = max(1, self.size // max(h, w))
+        return cv2.resize(rgb, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
 
     def draw(self, heat: Any, image: Any, *, map_title: str = "map", overlay_title: str = "overlay",
              suptitle: str | None = None, diverging: bool = False) -> None:
         """Show ``heat`` ``[h, w]`` and its overlay on ``image`` (anything :mod:`vizkit.render` reads).
 
-        ``diverging``: a signed map, drawn with a diverging colormap centred at 0.
+        ``diverging``: a signed map, drawn with a diverging colormap centred at 0 (the overlay
+        shows its magnitude).
         """
-        heat = np.asarray(heat)
-        cmap = "RdBu_r" if diverging else self.cmap
+        heat = np.asarray(heat, dtype=np.float32)
         blended = render.overlay(image, np.abs(heat) if diverging else heat, cmap=self.cmap)
-        if self._map is None:
-            self._map = render.show_heatmap(self.ax_map, heat, title=map_title, cmap=self.cmap)
-            self._over = self.ax_overlay.imshow(blended)
-            self.ax_overlay.set_xticks([])
-            self.ax_overlay.set_yticks([])
-        else:
-            self._map.set_data(heat)
-            self._map.set_extent((-0.5, heat.shape[1] - 0.5, heat.shape[0] - 0.5, -0.5))
-            self._over.set_data(blended)
-        self._map.set_cmap(cmap)
-        if diverging:
-            bound = float(np.abs(heat).max()) or 1.0
-            self._map.set_clim(-bound, bound)
-        else:
-            self._map.set_clim(float(heat.min()), float(heat.max()))
-        self.ax_map.set_title(map_title)
-        self.ax_overlay.set_title(overlay_title)
+        over = cv2.cvtColor((blended * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
+        side = self.size / max(over.shape[:2])
+        if side < 1:
+            over = cv2.resize(over, (round(over.shape[1] * side), round(over.shape[0] * side)),
+                              interpolation=cv2.INTER_AREA)
+        png_map = cv2.imencode(".png", cv2.cvtColor(self._panel(heat, diverging), cv2.COLOR_RGB2BGR))[1].tobytes()
+        png_over = cv2.imencode(".png", over)[1].tobytes()
+        rng = f"{float(heat.min()):.3g} .. {float(heat.max()):.3g}"
+        self.map_title.value = f"<b>{html.escape(map_title)}</b> <small>({rng})</small>"
+        self.overlay_title.value = f"<b>{html.escape(overlay_title)}</b>"
         if suptitle is not None:
-            self.fig.suptitle(suptitle, fontsize=9)
+            self.suptitle.value = f"<small>{html.escape(suptitle)}</small>"
+        with self.map_image.hold_sync(), self.overlay_image.hold_sync():
+            self.map_image.value, self.overlay_image.value = png_map, png_over
+        self.png = (png_map, png_over)
         self.drawn = heat
         self.draws += 1
-        with self.output:
-            self.output.clear_output(wait=True)
-            display(self.fig)
+
+
+@lru_cache(maxsize=16)
+def _lut(cmap: str) -> np.ndarray:
+    """``[256, 3]`` uint8 RGB lookup table of a matplotlib colormap."""
+    import matplotlib
+
+    return (matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
 
 
 def describe_controls(controls: Iterable[Any]) -> list[tuple[str, str]]:

@@ -28,6 +28,8 @@ def test_public_names_resolve_to_their_module():
         obj = getattr(scenarios, name)
         if name in scenarios.MODULES:
             assert obj.__name__ == f"vizkit.scenarios.{name}"
+        elif name in scenarios.NOTEBOOK_HELPERS:
+            assert obj is getattr(importlib.import_module(scenarios.NOTEBOOK_HELPERS[name]), name)
         else:
             module = importlib.import_module(f"vizkit.scenarios.{scenarios._WHERE[name]}")
             assert obj is getattr(module, name) and name in module.__all__
@@ -35,12 +37,32 @@ def test_public_names_resolve_to_their_module():
         scenarios.nope  # noqa: B018
 
 
+def test_notebooks_import_only_from_vizkit_and_vizkit_scenarios():
+    """``from vizkit import <submodule>`` or ``from vizkit.scenarios import ...``; nothing deeper."""
+    import ast
+    import json
+
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        for cell in cells:
+            if cell["cell_type"] != "code":
+                continue
+            source = "".join(cell["source"])
+            tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vizkit"):
+                    assert node.module in ("vizkit", "vizkit.scenarios"), f"{path.name}: from {node.module} import"
+                if isinstance(node, ast.Import):
+                    for alias in node.names:
+                        assert not alias.name.startswith("vizkit.") or alias.name == "vizkit.scenarios", \
+                            f"{path.name}: import {alias.name}"
+
+
 def test_scenario_docstrings_name_the_score_and_give_an_example():
     for stem in scenarios.MODULES:
         doc = importlib.import_module(f"vizkit.scenarios.{stem}").__doc__ or ""
         assert doc.startswith("Scenario "), stem
-        if stem != "vlm_attention_video":  # in progress (issue 19)
-            assert "Example::" in doc, stem
+        assert "Example::" in doc, stem
 
 
 def test_import_vizkit_stays_light_and_scenarios_load_lazily():

@@ -143,7 +143,7 @@ def _setup_worker() -> None:
 
 
 def detector_gradcam_task(path: Any, out: str, config: str | None, weights: str | None, layer_names: list[str],
-                          method: str, target: str, device: str) -> Any:
+                          method: str, target: str, device: str, layout: Any = None) -> Any:
     """One image of ``vizkit detector-gradcam`` on a worker (the detector loaded once per worker)."""
     from pathlib import Path
 
@@ -155,7 +155,7 @@ def detector_gradcam_task(path: Any, out: str, config: str | None, weights: str 
     det, infos = cached(("detector-gradcam", config, weights, tuple(layer_names), device), lambda: _gc_model(
         config, weights, layer_names, device))
     try:
-        return dge.gradcam_image(det, infos, Path(path), Path(out), method, target)
+        return dge.gradcam_image(det, infos, Path(path), Path(out), method, target, layout)
     except VizkitError as err:
         return (Path(path).name, str(err))
 
@@ -168,11 +168,11 @@ def _gc_model(config: str | None, weights: str | None, layer_names: list[str], d
 
 
 def detector_gradcam_mapper(options: ClusterOptions, config: str | None, weights: str | None, method: str,
-                            target: str, device: str) -> Callable[[list, Any, list[str]], list[Any]]:
+                            target: str, device: str, layout: Any = None) -> Callable[[list, Any, list[str]], list[Any]]:
     """``map_images`` for :func:`vizkit.scenarios.detector_gradcam_eval.gradcam_demo`."""
     def run(files: list, out: Any, layer_names: list[str]) -> list[Any]:
         return map_tasks(options, detector_gradcam_task, [str(f) for f in files], str(out), config, weights,
-                         layer_names, method, target, device, progress="detector-gradcam", unit="image")
+                         layer_names, method, target, device, layout, progress="detector-gradcam", unit="image")
     return run
 
 
@@ -194,7 +194,7 @@ def detector_attention_task(chunk: list[tuple[str, str]], out: str, model_config
 
 def clip_gradcam_task(item: tuple[str, str], out: str, model_kwargs: dict[str, Any], names: list[str],
                       texts: list[str], target_text_idx: int | None, method: str, target_layer: Any,
-                      probability: bool) -> dict[str, Any]:
+                      probability: bool, layout: Any = None) -> dict[str, Any]:
     """One image of ``vizkit clip-gradcam`` on a worker: what the CLI prints about it."""
     from ..scenarios import clip_text_gradcam as cg
     from .worker import cached
@@ -203,7 +203,7 @@ def clip_gradcam_task(item: tuple[str, str], out: str, model_kwargs: dict[str, A
     path, stem = item
     adapter = cached(("clip-gradcam", tuple(sorted(model_kwargs.items()))), lambda: cg.load_clip_model(**model_kwargs))
     result = cg.explain_clip(adapter, [cg.load_image(path)], names, texts, target_text_idx, method, target_layer,
-                             probability, [path])[0]
+                             probability, [path], layout=layout)[0]
     written = cg.save_result(result, out, stem)
     t = result.target
     return {"model": adapter.name, "method": result.method, "layers": list(result.layers), "score": result.score,

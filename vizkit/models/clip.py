@@ -80,15 +80,26 @@ def adapt_open_clip(model: nn.Module, tokenizer: Callable, preprocess: Callable 
 
 
 def adapt_hf_clip(model: nn.Module, processor: Any, name: str = "hf_clip") -> ClipAdapter:
-    """A Hugging Face ``CLIPModel`` with its ``CLIPProcessor``."""
+    """A Hugging Face ``CLIPModel`` with its ``CLIPProcessor`` (or a tokenizer; the image
+    preprocessing then follows the config: image size, CLIP's mean / std)."""
     size = int(model.config.vision_config.image_size)
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None and processor is not None and hasattr(processor, "tokenize"):
+        tokenizer = processor
+    if tokenizer is None:
+        where = getattr(model.config, "_name_or_path", "") or "its model folder"
+        raise VizkitError(
+            f"the Hugging Face CLIPModel from {where} has no tokenizer: the folder must hold config.json, the "
+            f"weights (model.safetensors or pytorch_model.bin), a tokenizer (tokenizer.json, or vocab.json + "
+            f"merges.txt, with tokenizer_config.json) and, optionally, preprocessor_config.json; save them with "
+            f"`CLIPProcessor.from_pretrained(<original model>).save_pretrained(<folder>)`")
 
     def encode_image(pixel_values: torch.Tensor) -> torch.Tensor:
         out = model.get_image_features(pixel_values=pixel_values)
         return out if isinstance(out, torch.Tensor) else out.pooler_output
 
     def encode_text(texts: Sequence[str]) -> torch.Tensor:
-        tokens = processor.tokenizer(list(texts), padding=True, return_tensors="pt").to(_device(model))
+        tokens = tokenizer(list(texts), padding=True, return_tensors="pt").to(_device(model))
         out = model.get_text_features(**tokens)
         return out if isinstance(out, torch.Tensor) else out.pooler_output
 

@@ -166,6 +166,9 @@ def load_detector(config: PathLike | DetectorConfig | None = None, weights: Path
     w = existing(weights, "detector weights", kind="any")
     if w.is_dir():
         return _hf_detector(w, head, cfg, device)
+    if head is not None:
+        raise CheckpointError(f"a separate head ({head}) applies to a Hugging Face CLIPVisionModel directory; {w} is a "
+                              "weights file that holds its own head: drop the head argument")
     if w.suffix.lower() not in _WEIGHT_SUFFIXES:
         raise CheckpointError(f"{w} is not a weights file: expected one of {', '.join(_WEIGHT_SUFFIXES)} or a Hugging "
                               "Face model directory")

@@ -110,6 +110,37 @@ def _no_processor(directory: Path, reason: str) -> Callable[[Any], torch.Tensor]
     return preprocess
 
 
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json + merges.txt")
+
+
+def _clip_processor_from_config(model: Any, path: Path, found: Any) -> Any:
+    """A ``CLIPProcessor`` for a CLIP folder saved without ``preprocessor_config.json``: the
+    tokenizer from the folder, the image preprocessing from ``config.json`` (the vision
+    tower's image size; CLIP's mean / std, resize of the short side and centre crop). None
+    (with a warning naming the missing files) when the folder has no tokenizer either."""
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPProcessor
+
+    tokenizer = found if found is not None and hasattr(found, "tokenize") else getattr(found, "tokenizer", None)
+    has_files = (path / "tokenizer.json").is_file() or ((path / "vocab.json").is_file() and (path / "merges.txt").is_file())
+    if tokenizer is None and has_files:  # without its files AutoTokenizer builds an empty vocabulary
+        try:
+            with hub_offline():
+                tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        except (OSError, ValueError, KeyError, TypeError):
+            tokenizer = None
+    if tokenizer is None:
+        warnings.warn(f"{path} has neither a processor (preprocessor_config.json) nor a tokenizer "
+                      f"({' or '.join(TOKENIZER_FILES)}, with tokenizer_config.json): a CLIP model needs the "
+                      f"tokenizer for its texts; save it with `tokenizer.save_pretrained({str(path)!r})`",
+                      stacklevel=3)
+        return None
+    size = int(model.config.vision_config.image_size)
+    warnings.warn(f"{path} has no preprocessor_config.json: images are preprocessed from config.json (resize the "
+                  f"short side to {size}, centre crop {size}x{size}, CLIP's mean / std)", stacklevel=3)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
 def load_hf(directory: PathLike, *, architecture: str | None = None, dtype: torch.dtype | str | None = torch.float32,
             device: str | torch.device = "cpu", **kwargs: Any) -> Loaded:
     """A Hugging Face model from a local directory (``local_files_only=True``, no remote code).
@@ -117,7 +148,10 @@ def load_hf(directory: PathLike, *, architecture: str | None = None, dtype: torc
     Dispatches on ``config.architectures[0]`` (else ``model_type``) to one of :data:`SUPPORTED`;
     missing, unexpected or mis-shaped weights raise :class:`CheckpointError`. ``processor`` is
     ``AutoProcessor`` (or ``AutoImageProcessor``) from the same directory; when there is none,
-    ``processor`` is None, a warning says so and ``preprocess`` raises the explanation.
+    ``processor`` is None, a warning says so and ``preprocess`` raises the explanation. A
+    ``CLIPModel`` folder with a tokenizer but no ``preprocessor_config.json`` gets a
+    ``CLIPProcessor`` of that tokenizer and an image processor built from ``config.json``
+    (image size; CLIP's mean / std), with a warning.
     ``kwargs`` go to ``from_pretrained`` (e.g. ``attn_implementation="eager"``).
     """
     import transformers
@@ -173,6 +207,9 @@ def load_hf(directory: PathLike, *, architecture: str | None = None, dtype: torc
             except (OSError, ValueError, KeyError, TypeError) as err:
                 reason = str(err).splitlines()[0][:200]
     ip = _image_processor(processor) if processor is not None else None
+    if ip is None and arch == "CLIPModel":
+        processor = _clip_processor_from_config(model, path, processor)
+        ip = _image_processor(processor) if processor is not None else None
     if ip is None:
         preprocess = _no_processor(path, reason or "the processor found has no image part")
         warnings.warn(preprocess.message, stacklevel=2)  # type: ignore[attr-defined]

@@ -9,11 +9,13 @@ module                         what it explains                                 
 ``detector_gradcam_eval``      a detector's Grad-CAM on named layers, evaluation     03
                                explaining its mistakes (seed 002; + detector_data)
 ``clip_text_gradcam``          CLIP image-text similarity by Grad-CAM (seed 003)     04
-``vlm_attention_video``        a VLM's per-token attention (seed 004, in progress)   05
+``vlm_attention_video``        a VLM's per-token attention video (seed 004)          05
 =============================  ====================================================  =========
 
 Names load lazily: ``from vizkit.scenarios import AttentionVisualizer`` imports only the
-module that defines it. Notebooks import from ``vizkit`` and ``vizkit.scenarios`` only.
+module that defines it. Notebooks import from ``vizkit`` and ``vizkit.scenarios`` only: the
+helpers every notebook uses (``baseline``, ``run_folder``, ``seed_everything``, ...) are
+re-exported here from their one home (:data:`NOTEBOOK_HELPERS`).
 """
 from __future__ import annotations
 
@@ -37,12 +39,19 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ClipGradCAMResult", "ClipExplorer", "load_clip_model", "load_class_texts", "load_image", "display_crop",
         "explain_clip", "save_result", "output_stem", "visualize_clip_gradcam", "pointing_table", "text_maps",
         "text_maps_figure", "write_clip_report", "candidate_layers"),
-    "vlm_attention_video": ("explain_answer_attention",),
+    "vlm_attention_video": (
+        "explain_answer_attention", "VLMAttentionVisualizer", "VLMAttentionExplorer", "RowCapture", "PositionMap",
+        "position_map", "load_vlm", "trace_sample", "run_video", "ground_truth_table", "save_random_vlm"),
 }
 MODULES = tuple(_EXPORTS)
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+# what the notebooks need besides their scenario module: name -> the module that defines it
+NOTEBOOK_HELPERS: dict[str, str] = {
+    "baseline": "vizkit.notebook", "run_folder": "vizkit.runs", "seed_everything": "vizkit.state",
+    "markdown_table": "vizkit.report", "image_files": "vizkit.io",
+}
 
-__all__ = [*MODULES, *_WHERE]
+__all__ = [*MODULES, *_WHERE, *NOTEBOOK_HELPERS]
 
 
 def __getattr__(name: str) -> Any:
@@ -50,6 +59,8 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"{__name__}.{name}")
     if name in _WHERE:
         return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    if name in NOTEBOOK_HELPERS:
+        return getattr(importlib.import_module(NOTEBOOK_HELPERS[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

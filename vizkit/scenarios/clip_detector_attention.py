@@ -95,6 +95,9 @@ def load_detector_model(model: str | nn.Module | None = None, model_config: str 
     spec = str(model) if model else ""
     spec = spec[4:] if spec.startswith("zoo:") else spec
     if not weights and not model_config and spec in ("", *ZOO_DETECTORS):
+        if head:
+            raise InputError(f"--head {head} applies to a Hugging Face CLIPVisionModel directory given with "
+                             f"--weights; the zoo detector {spec or ZOO_DETECTORS[0]} has its own head")
         from .. import zoo
 
         bundle = zoo.load(spec or ZOO_DETECTORS[0], device=device)
@@ -675,7 +678,6 @@ class DetectorAttentionExplorer:
         self.aggregation = W.ToggleButtons(options=list(AGGREGATIONS), value=result.aggregation,
                                            description="combine", style=style)
         self.pane = HeatmapPane(figsize=(7, 3.4), cmap=cmap)
-        self.fig = self.pane.fig
         self.widget = W.VBox([W.HBox([self.image, self.klass]), W.HBox([self.fusion, self.layers]), self.aggregation,
                               self.pane.output])
         self.controls = (self.image, self.klass, self.fusion, self.layers, self.aggregation)

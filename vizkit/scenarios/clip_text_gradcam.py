@@ -18,7 +18,6 @@ Example::
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from PIL import Image
 
 from .. import render
 from ..evaluate import localization
-from ..io import load_image, write_json
+from ..io import load_image, read_json, write_json
 from ..errors import InputError, VizkitError
 from ..explain import cam
 from ..methods import get_method
@@ -124,12 +123,7 @@ def load_class_texts(class_texts: Sequence[str] | None = None, class_texts_file:
             raise InputError("a class text is empty")
         return texts, texts
     path = Path(class_texts_file)
-    if not path.is_file():
-        raise InputError(f"class texts file {str(path)!r} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"class texts file {str(path)!r} is not valid JSON: {err}") from err
+    data = read_json(path, "class texts file")
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise InputError(f"class texts file {str(path)!r} must hold one JSON object "
                          '{"name": "description", ...} with string names and descriptions')
@@ -150,8 +144,10 @@ def display_crop(image: Image.Image, size: int) -> np.ndarray:
 
 def explain_clip(adapter: ClipAdapter, images: Sequence[Image.Image], names: Sequence[str], texts: Sequence[str],
                  target_text_idx: int | None = None, method: str = "gradcam", layers: Any = "auto",
-                 probability: bool = False, image_paths: Sequence[str] | None = None) -> list[ClipGradCAMResult]:
-    """Grad-CAM of each image toward its target text; one batched forward and backward."""
+                 probability: bool = False, image_paths: Sequence[str] | None = None,
+                 layout: Any = None) -> list[ClipGradCAMResult]:
+    """Grad-CAM of each image toward its target text; one batched forward and backward.
+    ``layout``: where the target layer's channels are (see :func:`vizkit.cam`)."""
     get_method(method)
     if target_text_idx is not None and not 0 <= target_text_idx < len(texts):
         raise InputError(f"target text index {target_text_idx} is out of range: there are {len(texts)} class texts "
@@ -163,7 +159,7 @@ def explain_clip(adapter: ClipAdapter, images: Sequence[Image.Image], names: Seq
     chosen = "given" if target_text_idx is not None else "most similar"
     # one forward: the target reads every text's similarity from the explained pass itself
     target_fn = ImageTextSimilarity(text, target_text_idx, adapter.logit_scale, probability=probability)
-    explanation = cam(model, x, target_fn, layers=layers, method=method, forward=adapter.encode_image)
+    explanation = cam(model, x, target_fn, layers=layers, method=method, forward=adapter.encode_image, layout=layout)
     sims = target_fn.observed.float().cpu()  # [B, T]
     probs = sims.softmax(-1)
     target = target_fn.index.expand(len(images)) if target_fn.index.ndim == 0 else target_fn.index
@@ -410,7 +406,6 @@ class ClipExplorer:
         self.method = W.Dropdown(options=methods, value=methods[0], description="method")
         self.layer = W.Dropdown(options=layers, value=layers[0], description="layer")
         self.pane = HeatmapPane(figsize=(7, 3.4), cmap=cmap)
-        self.fig = self.pane.fig
         self.widget = W.VBox([W.HBox([self.text, self.method, self.layer]), self.pane.output])
         self.cache: dict[tuple[int, str, str], ClipGradCAMResult] = {}
         self.controls = (self.text, self.method, self.layer)

@@ -32,7 +32,6 @@ reported by the evaluation and skipped, not fatal here.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..io import IMAGE_SUFFIXES, load_image
+from ..io import IMAGE_SUFFIXES, load_image, read_json
 
 __all__ = ["Item", "EvalDataset", "resolve_dataset", "parse_label", "ZOO_DATASET", "read_list", "read_deepfakebench_json"]
 
@@ -208,17 +207,10 @@ def read_list(path: str | os.PathLike) -> EvalDataset:
         except UnicodeDecodeError as err:
             raise InputError(f"CSV {str(p)!r} is not UTF-8 text: {err}") from None
         return EvalDataset(p.stem, _rows_to_items(rows, p, "CSV"), f"CSV {p}")
-    data = _read_json(p)
+    data = read_json(p, "dataset JSON")
     if isinstance(data, list):
         return EvalDataset(p.stem, _rows_to_items(data, p, "JSON list"), f"JSON list {p}")
     return read_deepfakebench_json(p, data=data)
-
-
-def _read_json(p: Path) -> Any:
-    try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"dataset JSON {str(p)!r} is not valid JSON: {err}") from None
 
 
 def _is_video(entry: Any) -> bool:
@@ -242,7 +234,7 @@ def read_deepfakebench_json(path: str | os.PathLike, name: str | None = None, co
                             data: Any = None, split: str = "test") -> EvalDataset:
     """DeepfakeBench's dataset JSON (see the module docstring), the ``split`` frames of every label."""
     p = Path(path)
-    data = _read_json(p) if data is None else data
+    data = read_json(p, "dataset JSON") if data is None else data
     config = dict(config or {})
     if not isinstance(data, Mapping) or not data:
         raise InputError(f"dataset JSON {str(p)!r} is neither a list of (path, label) objects nor DeepfakeBench's "

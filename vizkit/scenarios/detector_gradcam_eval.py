@@ -770,10 +770,11 @@ def gradcam_demo(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
                  config: str | None = None, weights: str | None = None, layers: Sequence[str] | None = None,
                  method: str = "gradcam", target: str = "predicted", overwrite: bool = False,
                  progress: bool = False, device: str | torch.device = "cpu",
-                 map_images: Callable[[list[Path], Path, list[str]], list[Any]] | None = None
+                 layout: Any = None, map_images: Callable[[list[Path], Path, list[str]], list[Any]] | None = None
                  ) -> tuple[list[dict[str, Any]], list]:
     """Per image: ``gradcam_{layer}_{stem}.png`` per layer, ``{stem}_comparison.png`` (prediction in
-    the title) and ``{stem}.json``. Returns (results, failures).
+    the title) and ``{stem}.json``. Returns (results, failures). ``layout``: where the layers'
+    channels are (see :func:`vizkit.cam`).
 
     ``map_images(files, out, layer_names)``: explains the files elsewhere (e.g. on a Dask cluster,
     :mod:`vizkit.distributed.chunks`), returning per file what :func:`gradcam_image` returns or
@@ -791,20 +792,21 @@ def gradcam_demo(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
     bar = "detector-gradcam" if progress and len(files) > 1 else False  # a bar for a batch only
     for _, chunk in batched(files, 1, progress=bar, unit="image"):
         try:
-            results.append(gradcam_image(det, infos, chunk[0], out, method, target))
+            results.append(gradcam_image(det, infos, chunk[0], out, method, target, layout))
         except VizkitError as err:
             failures.append((chunk[0].name, str(err)))
     return results, failures
 
 
 def gradcam_image(det: Detector, infos: Sequence[LayerInfo], path: Path, out: Path, method: str = "gradcam",
-                  target: str = "predicted") -> dict[str, Any]:
+                  target: str = "predicted", layout: Any = None) -> dict[str, Any]:
     """One image of :func:`gradcam_demo`: its files written into ``out``; its JSON sidecar returned
     (a :class:`VizkitError` when the image cannot be read, nothing written then)."""
     image = np.array(load_image(path), np.uint8)
     x = det.preprocess(image)[None].to(model_device(det.model))
     targets = _targets(EvalArgs(target=target), torch.tensor([1]), det.fake_index)
-    exp = cam(det.model, x, targets if target != "label" else None, layers=[i.module for i in infos], method=method)
+    exp = cam(det.model, x, targets if target != "label" else None, layers=[i.module for i in infos], method=method,
+              layout=layout)
     prob = float(torch.softmax(exp.output.float(), -1)[0, det.fake_index])
     pred = int(prob >= 0.5) if det.fake_index == 1 else int(exp.output.argmax(-1)[0] == det.fake_index)
     display = _display(image, det.size)

@@ -514,7 +514,6 @@ class AttentionExplorer:
         views = list(VIEWS) if cache.relevance is not None else list(VIEWS[:2])
         self.view = W.ToggleButtons(options=views, value=views[0], description="view", style=style)
         self.pane = HeatmapPane(cmap=cmap)
-        self.fig = self.pane.fig
         self.widget = W.VBox([W.HBox([self.sample, self.layer]), W.HBox([self.head, self.fusion]), self.view,
                               self.pane.output])
         self.controls = (self.sample, self.layer, self.head, self.fusion, self.view)

@@ -1,0 +1,266 @@
+"""Scenario 5 (vizkit.scenarios.vlm_attention_video): capture parity against eager
+``output_attentions``, the position map, frames, the CLI and its bad inputs.
+
+Random tiny LLaVA / Qwen2-VL / Qwen2.5-VL models are built in-process and saved to temp dirs
+(tokenizer: the zoo's tiny_vlm BPE); nothing comes from a hub.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vizkit import cli
+from vizkit.errors import CaptureError, InputError, ParameterError
+from vizkit.scenarios import vlm_attention_video as V
+
+PROBLEM = "What colour is the star?"
+
+
+def _images(n: int = 2):
+    rng = np.random.default_rng(0)
+    shapes = [(56, 84), (112, 56)]  # non-square: Qwen grids (4, 6) -> (2, 3) and (8, 4) -> (4, 2)
+    return [Image.fromarray(rng.integers(0, 255, (*shapes[k], 3), dtype=np.uint8)) for k in range(n)]
+
+
+@pytest.fixture(scope="module")
+def vlm_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vlms")
+    return {arch: V.save_random_vlm(root / arch, arch, layers=3) for arch in ("llava", "qwen2_vl", "qwen2_5_vl")}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return V.load_vlm(None)
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    return V.default_benchmark()
+
+
+@pytest.mark.parametrize("arch", ["llava", "qwen2_vl", "qwen2_5_vl"])
+def test_captured_rows_equal_eager_output_attentions(vlm_dirs, arch):
+    vlm = V.load_vlm(vlm_dirs[arch])
+    assert V.attention_implementations(vlm.model) == ["sdpa"] * 3
+    images = _images(2)
+    trace = V.trace_sample(vlm, PROBLEM, images, [1, 2], max_new_tokens=6, start_phrase=None)
+    # the capture ran only inside the call: every layer is back on sdpa
+    assert V.attention_implementations(vlm.model) == ["sdpa"] * 3
+    vlm.model.set_attn_implementation("eager")
+    inputs, _ = V.build_inputs(vlm, PROBLEM, images)
+    out = vlm.model.generate(**inputs, max_new_tokens=6, do_sample=False, output_attentions=True,
+                             return_dict_in_generate=True, pad_token_id=0)
+    L = inputs["input_ids"].shape[1]
+    n = trace.num_answer_tokens
+    assert out.sequences[0, L:L + n].tolist() == trace.input_ids[L:].tolist()  # capture does not change the text
+    for layer in (1, 2):
+        assert trace.rows[layer].shape[:2] == (n, 4)
+        for j in range(n):
+            ref = out.attentions[j][layer][0, :, -1, :].numpy()  # the step that produced token j
+            got = trace.rows[layer][j]
+            np.testing.assert_allclose(got[:, :ref.shape[-1]], ref, atol=1e-5, rtol=0)
+            assert np.all(got[:, ref.shape[-1]:] == 0)
+            np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
+
+
+def test_solution_mode_rows_equal_eager_forward(vlm_dirs):
+    vlm = V.load_vlm(vlm_dirs["qwen2_vl"])
+    solution = "Based on the following requirements, the star is red."
+    trace = V.trace_sample(vlm, PROBLEM, _images(1), [0], mode="solution", solution=solution, heads="mean",
+                           start_phrase="the star")
+    vlm.model.set_attn_implementation("eager")
+    inputs, _ = V.build_inputs(vlm, PROBLEM, _images(1))
+    ids = torch.as_tensor(trace.input_ids)[None]
+    full = dict(inputs, input_ids=ids, attention_mask=torch.ones_like(ids),
+                mm_token_type_ids=torch.nn.functional.pad(inputs["mm_token_type_ids"], (0, ids.shape[1] - trace.prompt_len)))
+    with torch.no_grad():
+        att = vlm.model(**full, output_attentions=True).attentions[0][0].mean(0)  # [T, T], heads averaged
+    L = trace.prompt_len
+    np.testing.assert_allclose(trace.rows[0][:, 0], att[L - 1:-1, :-1].numpy(), atol=1e-5, rtol=0)
+    assert np.all(att[L - 1:-1, -1].numpy() == 0)  # the last position is never a key of a kept row
+    assert trace.text.startswith(" Based") or trace.text.startswith("Based")
+    # the video starts at the token where "the star" begins
+    assert "".join(trace.pieces[L + trace.start:]).lstrip().startswith("the star")
+    assert "the star" not in "".join(trace.pieces[L:L + trace.start])
+
+
+def test_position_map_llava_one_and_two_images(vlm_dirs):
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(vlm_dirs["llava"])
+    img = cfg.image_token_id
+    one = [1, 10, *[img] * 36, 12, 13]
+    pm = V.position_map(cfg, one + [20, 21], prompt_len=len(one))
+    assert pm.grids == [(6, 6)]
+    assert [pm.label(t) for t in (0, 2, 3, 9, 37, 38, 40, 41)] == [
+        "text", "image 0 (0, 0)", "image 0 (0, 1)", "image 0 (1, 1)", "image 0 (5, 5)", "text", "generated",
+        "generated"]
+    two = [1, 10, *[img] * 36, 11, *[img] * 36, 12]  # separated by a text token
+    pm = V.position_map(cfg, two)
+    assert pm.grids == [(6, 6), (6, 6)] and [len(p) for p in pm.image_positions] == [36, 36]
+    assert pm.label(38) == "text" and pm.label(39) == "image 1 (0, 0)" and pm.label(39 + 13) == "image 1 (2, 1)"
+    adjacent = [1, *[img] * 72, 12]  # "<image><image>": one run, split by the tower's grid
+    pm = V.position_map(cfg, adjacent)
+    assert pm.label(36) == "image 0 (5, 5)" and pm.label(37) == "image 1 (0, 0)"
+
+
+def test_position_map_qwen_spans_merge_and_non_square_grids(vlm_dirs):
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(vlm_dirs["qwen2_vl"])
+    s, e, p = cfg.vision_start_token_id, cfg.vision_end_token_id, cfg.image_token_id
+    ids = [1, 10, s, *[p] * 6, e, s, *[p] * 8, e, 11, 12]
+    thw = torch.tensor([[1, 4, 6], [1, 8, 4]])  # patches; 2x2 merge -> grids (2, 3) and (4, 2)
+    pm = V.position_map(cfg, ids, thw)
+    assert pm.grids == [(2, 3), (4, 2)]
+    assert pm.label(2) == "text" and pm.label(3) == "image 0 (0, 0)" and pm.label(3 + 4) == "image 0 (1, 1)"
+    assert pm.label(9) == "text" and pm.label(10) == "text" and pm.label(11) == "image 1 (0, 0)"
+    assert pm.label(11 + 5) == "image 1 (2, 1)" and pm.label(18) == "image 1 (3, 1)" and pm.label(19) == "text"
+    assert (pm.kind == V.IMAGE).sum() == 14
+    with pytest.raises(InputError, match="2 image span"):
+        V.position_map(cfg, ids, thw[:1])
+    # the processor's real prompt agrees
+    vlm = V.load_vlm(vlm_dirs["qwen2_vl"])
+    inputs, _ = V.build_inputs(vlm, PROBLEM, _images(2))
+    pm = V.position_map(vlm.model.config, inputs["input_ids"][0], inputs["image_grid_thw"])
+    assert pm.grids == [(2, 3), (4, 2)]
+
+
+def test_capture_restores_attention_implementation_after_a_failing_call(vlm_dirs):
+    vlm = V.load_vlm(vlm_dirs["llava"])
+    inputs, _ = V.build_inputs(vlm, PROBLEM, _images(1))
+    bad = dict(inputs, pixel_values=inputs["pixel_values"][:, :, :20])  # wrong image size: the tower fails
+    with pytest.raises(Exception):
+        with V.RowCapture(vlm.model, [0, 2]):
+            assert V.attention_implementations(vlm.model) == [V._IMPL, "sdpa", V._IMPL]
+            vlm.model.generate(**bad, max_new_tokens=3)
+    assert V.attention_implementations(vlm.model) == ["sdpa"] * 3
+    assert not any(hasattr(b.self_attn, "_vizkit_row_capture") for b in V.decoder_layers(vlm.model))
+    with pytest.raises(ParameterError, match="3 decoder layers"):
+        V.RowCapture(vlm.model, [3])
+    with pytest.raises(CaptureError, match="no attention was captured"):
+        with V.RowCapture(vlm.model, [1]) as cap:
+            pass
+        cap.rows(1)
+
+
+def test_video_frames_npz_report_and_explorer(tiny, benchmark, tmp_path):
+    json_path, image_dir = benchmark
+    sample, images, notes = V.load_sample(json_path, image_dir, 0)
+    assert notes == []
+    res = V.create_video(tiny, sample, images, layers=[1, 2], start_phrase="I count", mode="solution",
+                         heads="mean", output_dir=tmp_path / "run", ground_truth=False)
+    t = res["trace"]
+    # hand count: the solution's tokens from the one where "I count" begins
+    solution_ids = tiny.tokenizer(" " + sample["solution"], add_special_tokens=False)["input_ids"]
+    before = tiny.tokenizer(" Based on the following requirements,", add_special_tokens=False)["input_ids"]
+    assert solution_ids[:len(before)] == before
+    assert t.num_answer_tokens == len(solution_ids) and t.start == len(before)
+    for layer in (1, 2):
+        video = res["outputs"][f"video_layer{layer}"]
+        assert video.name == f"combined_attention_visualization_layer{layer}.mp4"
+        frames = imageio.mimread(video, memtest=False)
+        assert len(frames) == len(solution_ids) - len(before) == len(t.frame_tokens)
+    with np.load(res["outputs"]["attention"]) as z:
+        assert z["rows_layer1"].shape == (len(solution_ids), 4, len(t.input_ids) - 1)
+        np.testing.assert_allclose(z["rows_layer1"].sum(-1), 1.0, atol=1e-5)
+        assert int(z["prompt_len"]) == t.prompt_len and list(z["grids"][0]) == [6, 6]
+        assert (z["kind"] == V.IMAGE).sum() == 36
+    shares = res["shares"]
+    np.testing.assert_allclose(shares[["image", "question", "answer"]].sum(1), 1.0, atol=1e-5)
+    assert (shares["image_entropy"] <= np.log(36) + 1e-9).all()
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "attention_shares.png" in report and (tmp_path / "run" / "contact_sheet_layer2.png").is_file()
+    assert (tmp_path / "run" / ".complete.json").is_file()
+    ex = V.VLMAttentionExplorer(t)
+    first = ex.drawn.copy()
+    ex.token.value = ex.token.max
+    ex.head.value = 0
+    assert ex.draws == 3 and not np.array_equal(first, ex.drawn)
+    assert ex.drawn.shape == V.FrameRenderer(t, 1, 0).frame(ex.token.max).shape
+    np.testing.assert_array_equal(ex.drawn, V.FrameRenderer(t, 1, 0).frame(ex.token.max))
+
+
+def test_render_speed_png_fallback_and_cjk(vlm_dirs, tmp_path, monkeypatch):
+    import time
+
+    vlm = V.load_vlm(vlm_dirs["qwen2_vl"])
+    trace = V.trace_sample(vlm, "星星是什么颜色？ What colour?", _images(2), [1], max_new_tokens=40, start_phrase=None)
+    r = V.FrameRenderer(trace, 1, "max")
+    t0 = time.perf_counter()
+    frames = [r.frame(j) for j in trace.frame_tokens]
+    fps = len(frames) / (time.perf_counter() - t0)
+    assert fps >= 20, fps
+    monkeypatch.setattr(V, "ffmpeg_problem", lambda: "no ffmpeg here")
+    out, why = V.write_attention_video(r, tmp_path / "v.mp4")
+    assert "no ffmpeg here" in why and not (tmp_path / "v.mp4").exists()
+    assert len(list(out.glob("frame_*.png"))) == len(frames)
+
+
+def _cli(capsys, *args):
+    code = cli.main(["vlm-video", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_on_a_qwen2_vl_folder(vlm_dirs, benchmark, tmp_path, capsys):
+    json_path, image_dir = benchmark
+    code, out, err = _cli(capsys, "--model_path", str(vlm_dirs["qwen2_vl"]), "--benchmark_json", str(json_path),
+                          "--image_dir", str(image_dir), "--layers", "0", "2", "--heads", "1", "--mode", "solution",
+                          "--start_phrase", "", "--output-dir", str(tmp_path / "q"))
+    assert code == 0, err
+    assert (tmp_path / "q" / "combined_attention_visualization_layer0.mp4").is_file()
+    assert (tmp_path / "q" / "combined_attention_visualization_layer2.mp4").is_file()
+    assert "Ground truth" not in (tmp_path / "q" / "report.md").read_text()
+
+
+def test_bad_inputs_one_message_exit_2_no_video(vlm_dirs, benchmark, tmp_path, capsys):
+    json_path, image_dir = benchmark
+    records = json.loads(json_path.read_text())
+    out = tmp_path / "out"
+    base = ["--benchmark_json", str(json_path), "--output-dir", str(out)]
+
+    def fails(args, *expected):
+        code, _, err = _cli(capsys, *args)
+        assert code == 2, err
+        assert "Traceback" not in err and err.count("error:") == 1
+        for e in expected:
+            assert e in err, err
+        assert not out.exists() or not any(out.iterdir())
+
+    fails([*base, "--sample_idx", "20"], "sample_idx 20 is out of range", "holds 20 samples")
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps([{k: v for k, v in records[0].items() if k != "problem"}]))
+    fails(["--benchmark_json", str(broken), "--image_dir", str(image_dir), "--output-dir", str(out)],
+          "sample 0 (id 'test-05000')", "no 'problem' key")
+    broken.write_text(json.dumps([{k: v for k, v in records[0].items() if k != "image"}]))
+    fails(["--benchmark_json", str(broken), "--image_dir", str(image_dir), "--output-dir", str(out)], "no 'image' key")
+    fails([*base, "--image_dir", str(tmp_path)], "image 'images/test-05000.png' not found under image_dir")
+    fails([*base, "--layer_idx", "3"], "layer index 3 is out of range", "3 decoder layers")
+    fails([*base, "--start_phrase", "Once upon a time"], "'Once upon a time' is not in the generated text",
+          "Based on the following requirements")
+    fails([*base, "--heads", "7"], "head 7 is out of range")
+    notvlm = tmp_path / "bert"
+    notvlm.mkdir()
+    (notvlm / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
+    fails([*base, "--model_path", str(notvlm)], "not a supported VLM", "Qwen2VLForConditionalGeneration")
+    # more images than max_image_num: the first N are used, and said so
+    many = tmp_path / "many.json"
+    many.write_text(json.dumps([dict(records[0], image=[records[0]["image"][0]] * 3)]))
+    sample, images, notes = V.load_sample(many, image_dir, 0, max_image_num=2)
+    assert len(images) == 2 and notes == ["sample 0 (id 'test-05000') has 3 images; using the first 2 (max_image_num)"]
+
+
+def test_ground_truth_supervised_head_beats_random_pixel():
+    table, info = V.ground_truth_table(n=40)
+    assert info["questions"] >= 20 and 0 < info["random_pixel"] < 0.2
+    sup = table[(table.layer == 1) & (table["head"] == 0)].iloc[0]
+    assert sup["trained with attention supervision"] == "yes"
+    assert sup["answer token"] > 0.7 > info["random_pixel"] * 5
+    assert len(table) == 12
