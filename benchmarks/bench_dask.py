@@ -134,6 +134,7 @@ def bench_sweep(repeats: int, work: Path) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {"sequential papermill": [], "vizkit run --workers 2": []}
     for r in range(repeats):
         seq = work / f"seq{r}"
+        seq.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         for i, p in enumerate(points):
             pm.execute_notebook(str(NB02), str(seq / f"run{i}.ipynb"), kernel_name="python3", progress_bar=False,
