@@ -77,7 +77,8 @@ def _clip_gradcam(args: argparse.Namespace) -> int:
         print(f"model: {r0['model']} | method: {r0['method']} | layer: {', '.join(r0['layers'])} | "
               f"explained score: image-text {r0['score']}")
         for path, r in zip(files, rows):
-            print(f"{path.name}: target ({r['target_chosen']}) {names[r['target']]!r} p={r['prob']:.3f} -> {r['figure']}")
+            print(f"{path.name}: target ({r['target_chosen']}) {names[r['target']]!r} p={r['prob']:.3f} -> "
+                  f"{r['figure']}")
         return 0
     first = True
     for path, image in tqdm(list(zip(files, images)), desc="clip-gradcam", disable=not batch, unit="image"):

@@ -168,7 +168,8 @@ def _gc_model(config: str | None, weights: str | None, layer_names: list[str], d
 
 
 def detector_gradcam_mapper(options: ClusterOptions, config: str | None, weights: str | None, method: str,
-                            target: str, device: str, layout: Any = None) -> Callable[[list, Any, list[str]], list[Any]]:
+                            target: str, device: str,
+                            layout: Any = None) -> Callable[[list, Any, list[str]], list[Any]]:
     """``map_images`` for :func:`vizkit.scenarios.detector_gradcam_eval.gradcam_demo`."""
     def run(files: list, out: Any, layer_names: list[str]) -> list[Any]:
         return map_tasks(options, detector_gradcam_task, [str(f) for f in files], str(out), config, weights,

@@ -68,7 +68,8 @@ class NotebookSpec:
         for name in overrides:
             if name not in self.defaults:
                 close = difflib.get_close_matches(name, list(self.defaults), n=3)
-                problems.append(f"unknown parameter {name!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                problems.append(f"unknown parameter {name!r}{hint}")
             else:
                 types, value = self.types.get(name), overrides[name]
                 if types and (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)):

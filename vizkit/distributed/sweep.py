@@ -271,7 +271,8 @@ def run_sweep(notebook: str | os.PathLike, params: Mapping[str, Any] | None = No
                 except Exception as err:  # noqa: BLE001 - the worker died (KilledWorker) or the kernel crashed
                     rec.status, rec.attempts = "failed", retries + 1
                     rec.error = _task_error(err, retries)
-                    rec.notebook = Path(notebook).name if (Path(output_dir) / rec.name / Path(notebook).name).is_file() else ""
+                    executed = Path(output_dir) / rec.name / Path(notebook).name
+                    rec.notebook = executed.name if executed.is_file() else ""
                 fut.release()  # the result is recorded: a worker lost later must not make Dask recompute it
                 if bar is not None:
                     bar.update(1)
