@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..errors import InputError, ParameterError
+from ..errors import ParameterError
 from ..io import write_text
 from ..runs import COMPLETE_MARKER, clear_complete, is_complete, mark_complete
 from .params import RESERVED, NotebookSpec, expand_grid, read_notebook, run_name
