@@ -70,6 +70,7 @@ def test_local_cluster_gives_identical_files_and_loads_the_model_once_per_worker
     assert summary.metrics["samples"] == 16
     assert sorted(k for ks in mapper.chunks.values() for k in ks) == list(range(CHUNKS))
     assert len(mapper.chunks) == 2 and set(mapper.loads.values()) == {1}  # both workers worked, one load each
+    assert set(mapper.threads.values()) == {1}  # torch.set_num_threads(1): one thread per worker process
     # a second evaluation on the same workers: no new load (the per-process cache), the same files
     with EvaluationMapper(scheduler=local_cluster.scheduler.address, quiet=True) as mapper:
         dge.run_evaluation(tmp_path / "again", **KW, map_chunks=mapper)

@@ -89,14 +89,18 @@ def evaluate_chunk_task(args: Any, device: str, k: int) -> tuple[int, dict, dict
     key = ("scenario3", args, device)
     ctx = cached(key, lambda: evaluation_context(args, device))
     result, arrays = evaluate_chunk(ctx, k)
-    return k, result, arrays, {"pid": os.getpid(), "loads": cache_loads().get(repr(key), 0)}
+    import torch
+
+    return k, result, arrays, {"pid": os.getpid(), "loads": cache_loads().get(repr(key), 0),
+                               "threads": torch.get_num_threads()}
 
 
 class EvaluationMapper:
     """``map_chunks`` for :func:`vizkit.scenarios.detector_gradcam_eval.run_evaluation` on a Dask
     cluster (a context manager: the cluster lives as long as the ``with`` block, so one cluster
     can serve several evaluations). ``info`` collects, per worker pid, the chunks it computed and
-    its model loads. ``on_chunk(k)`` is called after each chunk arrives (tests use it)."""
+    its model loads, ``threads`` their torch threads. ``on_chunk(k)`` is called after each chunk
+    arrives (tests use it)."""
 
     def __init__(self, workers: int | None = None, scheduler: str | None = None, *, progress: bool = False,
                  allowed_failures: int = 3, quiet: bool = False, on_chunk: Callable[[int], None] | None = None):
@@ -104,6 +108,7 @@ class EvaluationMapper:
         self.progress, self.on_chunk = progress, on_chunk
         self.chunks: dict[int, list[int]] = defaultdict(list)
         self.loads: dict[int, int] = {}
+        self.threads: dict[int, int] = {}
         self.client: Any = None
         self._stack: ExitStack | None = None
 
@@ -129,6 +134,7 @@ class EvaluationMapper:
             fut.release()  # written by the caller: a worker lost later must not make Dask recompute it
             self.chunks[info["pid"]].append(k)
             self.loads[info["pid"]] = info["loads"]
+            self.threads[info["pid"]] = info["threads"]
             yield k, result, arrays
             if self.on_chunk is not None:
                 self.on_chunk(k)
