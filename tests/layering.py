@@ -236,6 +236,7 @@ VIZKIT_RULES: list[tuple[str, str]] = [
     *_layer("leaf", "zoo.train", "zoo.train.*", "zoo.__main__"),  # before "zoo.*": first match wins
     *_layer("zoo", "zoo", "zoo.*"),
     *_layer("scenarios", "scenarios", "scenarios.*"),
+    *_layer("runner", "distributed", "distributed.*"),  # Dask runs used by the cli; scenarios don't import it
     *_layer("leaf", "cli", "demo", "__main__", "attention_visualizer", "clip_gradcam", "clip_models"),
 ]
 _BELOW_SCENARIOS = {"base", "core", "math", "io", "shared", "presentation", "models", "zoo"}
@@ -249,5 +250,6 @@ VIZKIT_ALLOWED: dict[str, frozenset[str]] = {  # each layer may also import itse
     "models": frozenset({"core", "math", "io", "base"}),
     "zoo": frozenset({"core", "math", "io", "base", "models"}),
     "scenarios": frozenset(_BELOW_SCENARIOS),
-    "leaf": frozenset(_BELOW_SCENARIOS | {"scenarios"}),
+    "runner": frozenset(_BELOW_SCENARIOS | {"scenarios"}),
+    "leaf": frozenset(_BELOW_SCENARIOS | {"scenarios", "runner"}),
 }

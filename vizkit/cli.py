@@ -37,6 +37,7 @@ def _clip_gradcam_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", default="clip_gradcam_results", help="output folder (default clip_gradcam_results)")
     p.add_argument("--output-name", default=None, help="output file name (default clip_gradcam_<image name>)")
     p.add_argument("--cpu", action="store_true", help="force the CPU")
+    _cluster_flags(p)
     p.set_defaults(run=_clip_gradcam)
 
 
@@ -62,6 +63,23 @@ def _clip_gradcam(args: argparse.Namespace) -> int:
                               text_encoder=args.text_encoder, embed_dim=args.embed_dim, img_size=args.img_size,
                               device=device)
     batch = len(files) > 1
+    opts = _cluster(args, "batch")
+    if opts is not None:
+        from .distributed.chunks import clip_gradcam_task, map_tasks
+
+        model_kwargs = dict(model=args.model, model_path=args.model_path, image_encoder=args.image_encoder,
+                            text_encoder=args.text_encoder, embed_dim=args.embed_dim, img_size=args.img_size,
+                            device=device)
+        rows = map_tasks(opts, clip_gradcam_task, [(str(f), output_stem(f, args.output_name, batch)) for f in files],
+                         args.output_dir, model_kwargs, names, texts, args.target_text_idx, args.method,
+                         args.target_layer, args.probability, args.layout, progress="clip-gradcam", unit="image")
+        r0 = rows[0]
+        print(f"model: {r0['model']} | method: {r0['method']} | layer: {', '.join(r0['layers'])} | "
+              f"explained score: image-text {r0['score']}")
+        for path, r in zip(files, rows):
+            print(f"{path.name}: target ({r['target_chosen']}) {names[r['target']]!r} p={r['prob']:.3f} -> "
+                  f"{r['figure']}")
+        return 0
     first = True
     for path, image in tqdm(list(zip(files, images)), desc="clip-gradcam", disable=not batch, unit="image"):
         result = explain_clip(adapter, [image], names, texts, args.target_text_idx, args.method, args.target_layer,
@@ -97,6 +115,7 @@ def _detector_attention_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     p.add_argument("--debug", action="store_true", help="print the captured layers and keys")
     p.add_argument("--cpu", action="store_true", help="force the CPU")
+    _cluster_flags(p)
     p.set_defaults(run=_detector_attention)
 
 
@@ -117,9 +136,24 @@ def _detector_attention(args: argparse.Namespace) -> int:
     detector = s.load_detector_model(None, args.model_config, args.weights, head=args.head, device=device)
     s.CLIPViTGradCAM(detector.model, layers, args.head_fusion, args.aggregation, detector.class_names)  # checks
     out = run_folder(args.output_dir, "detector-attention", overwrite=args.overwrite, overwrite_hint="pass --overwrite")
-    results, failures = s.analyze_images(detector, files, out, layers, args.head_fusion, args.aggregation,
-                                         multi_layer=args.multi_layer, batch_size=args.batch_size,
-                                         progress=len(files) > 1, debug=args.debug)
+    opts = _cluster(args, "batch")
+    if opts is not None:  # batches of images on the cluster, the report here
+        import math
+
+        from .distributed.chunks import detector_attention_task, map_tasks
+
+        pairs = list(zip(map(str, files), s._stems(files)))
+        size = max(1, min(args.batch_size, math.ceil(len(pairs) / 8)))
+        parts = map_tasks(opts, detector_attention_task, [pairs[i:i + size] for i in range(0, len(pairs), size)],
+                          str(out), args.model_config, args.weights, args.head, layers, args.head_fusion,
+                          args.aggregation, args.multi_layer, args.batch_size, device,
+                          progress="detector-attention", unit="batch")
+        results = [r for res, _ in parts for r in res]
+        failures = [f for _, fails in parts for f in fails]
+    else:
+        results, failures = s.analyze_images(detector, files, out, layers, args.head_fusion, args.aggregation,
+                                             multi_layer=args.multi_layer, batch_size=args.batch_size,
+                                             progress=len(files) > 1, debug=args.debug)
     params = {k: v for k, v in vars(args).items() if k not in ("run", "command")}
     report = s.write_attention_report(out, params, detector, results, failures=failures)
     for r in results:
@@ -149,6 +183,7 @@ def _detector_gradcam_parser(sub: argparse._SubParsersAction) -> None:
     _layout_argument(p)
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     p.add_argument("--cpu", action="store_true", help="force the CPU")
+    _cluster_flags(p)
     p.set_defaults(run=_detector_gradcam)
 
 
@@ -158,9 +193,16 @@ def _detector_gradcam(args: argparse.Namespace) -> int:
     from .scenarios.detector_gradcam_eval import gradcam_demo
 
     device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
+    opts = _cluster(args, "batch")
+    mapper = None
+    if opts is not None:
+        from .distributed.chunks import detector_gradcam_mapper
+
+        mapper = detector_gradcam_mapper(opts, args.config, args.weights, args.method, args.target, device,
+                                         args.layout)
     results, failures = gradcam_demo(args.input, args.output, args.config, args.weights, args.layers, args.method,
                                      args.target, overwrite=args.overwrite, progress=True, device=device,
-                                     layout=args.layout)
+                                     layout=args.layout, map_images=mapper)
     for r in results:
         print(f"{r['image']}: predicted {r['prediction']} (p(fake) = {r['fake_probability']:.4f}); "
               f"layers {', '.join(r['layers'])}")
@@ -201,6 +243,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-samples", "--max_samples", type=int, default=0, help="only the first N images (0: all)")
     p.add_argument("--overwrite", action="store_true", help="replace a different run in the output folder")
     p.add_argument("--cpu", action="store_true", help="force the CPU")
+    _cluster_flags(p)
     p.set_defaults(run=_evaluate)
 
 
@@ -220,13 +263,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     enabled = args.gradcam_enabled if args.gradcam_enabled is not None else bool(extra.get("gradcam_enabled", False))
     out = args.gradcam_output_dir or extra.get("gradcam_save_dir") or "gradcam_evaluation"
     device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
+    mapper = _cluster(args, "evaluation")
     summary = run_evaluation(out, detector_path=args.detector_path, weights_path=args.weights_path,
                              test_dataset=dataset, max_samples=args.max_samples, gradcam_enabled=enabled,
                              layers=args.layers or extra.get("gradcam_layers") or None, method=args.method,
                              table_methods=[m.strip() for m in args.table_methods.split(",") if m.strip()],
                              target=args.target, batch_size=args.batch_size, gradcam_samples=args.gradcam_samples,
                              save_all_predictions=args.save_all_predictions, overwrite=args.overwrite, progress=True,
-                             device=device)
+                             device=device, map_chunks=mapper)
     print(metrics_table(summary.metrics).to_string(index=False))
     if summary.localization is not None:
         print(summary.localization.round(4).to_string(index=False))
@@ -235,6 +279,79 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"{summary.metrics['samples']} image(s) evaluated into {summary.run_dir}; "
           f"{len(summary.samples)} sample folder(s); report: {summary.report}")
     return 1 if len(summary.errors) else 0
+
+
+def _cluster_flags(p: argparse.ArgumentParser) -> None:
+    """The shared ``--workers N | --scheduler ADDRESS`` of the batch commands (vizkit.distributed)."""
+    from .distributed.cluster import add_cluster_flags
+
+    add_cluster_flags(p)
+
+
+def _cluster(args: argparse.Namespace, what: str):
+    """None (single process), or the cluster options / evaluation mapper of ``--workers/--scheduler``."""
+    from .distributed.cluster import cluster_requested
+
+    if not cluster_requested(args):
+        return None
+    from .distributed import chunks
+
+    if what == "evaluation":
+        return chunks.EvaluationMapper(args.workers, args.scheduler, progress=True)
+    return chunks.ClusterOptions(args.workers, args.scheduler)
+
+
+def _run_parser(sub: argparse._SubParsersAction) -> None:
+    from .distributed.cluster import add_cluster_flags
+
+    p = sub.add_parser("run", help="run a notebook headless (papermill), or a parameter sweep on Dask",
+                       description="Validate the parameters against the notebook's parameters cell, then execute "
+                                   "it with papermill: one run, or one run per point of --grid, in parallel on a "
+                                   "Dask cluster. Each run writes into <output-dir>/<run name>/; index.csv and "
+                                   "index.md list every run. Rerunning skips complete runs (--force reruns them). "
+                                   "Exit code 1 when a run failed, 2 on bad input, 130 on Ctrl-C.")
+    p.add_argument("notebook", help="the notebook, e.g. notebooks/02_vit_mnist_attention.ipynb")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                   help="set a parameter (repeatable); VALUE is read as the parameter's type")
+    p.add_argument("-f", "--parameters-file", default=None, metavar="params.yaml", help="YAML mapping of parameters")
+    p.add_argument("--grid", default=None, metavar="grid.yaml",
+                   help="YAML mapping of parameter -> list of values (cartesian product) or a list of mappings")
+    p.add_argument("--output-dir", default="runs/sweep", help="folder of the run folders and the index "
+                   "(default runs/sweep)")
+    p.add_argument("--force", action="store_true", help="rerun runs whose folders are already complete")
+    p.add_argument("--kernel", default="python3", help="Jupyter kernel name (default python3)")
+    add_cluster_flags(p, retries=True)
+    p.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .distributed.params import load_grid, load_yaml_mapping, read_notebook
+    from .distributed.sweep import SweepInterrupted, run_sweep
+    from .errors import InputError
+
+    spec = read_notebook(args.notebook)
+    params: dict = {}
+    if args.parameters_file:
+        loaded = load_yaml_mapping(args.parameters_file)
+        if not isinstance(loaded, dict):
+            raise InputError(f"parameter file {args.parameters_file!r} must be a mapping of name -> value")
+        params.update(loaded)
+    for name, raw in args.parameter:
+        params[name] = spec.parse_value(name, raw)
+    grid = load_grid(args.grid) if args.grid else None
+    try:
+        result = run_sweep(args.notebook, params, grid, output_dir=args.output_dir, workers=args.workers,
+                           scheduler=args.scheduler, retries=args.retries, force=args.force, kernel_name=args.kernel)
+    except SweepInterrupted as stop:
+        counts = stop.result.counts()
+        print(f"vizkit run: interrupted: {counts.get('cancelled', 0)} run(s) cancelled, {counts.get('done', 0)} "
+              f"done; index: {stop.result.index_md}", file=sys.stderr)
+        return 130
+    for rec in result.failed:
+        print(f"vizkit run: {rec.name} failed: {rec.error}", file=sys.stderr)
+    counts = result.counts()
+    print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; index: {result.index_md}")
+    return 1 if result.failed else 0
 
 
 def _vlm_video_parser(sub: argparse._SubParsersAction) -> None:
@@ -292,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     _detector_attention_parser(sub)
     _detector_gradcam_parser(sub)
     _evaluate_parser(sub)
+    _run_parser(sub)
     _vlm_video_parser(sub)
     return parser
 
@@ -306,6 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VizkitError as err:
         print(f"vizkit {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # finished chunks / runs are kept: rerun the same command to resume
+        print(f"vizkit {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

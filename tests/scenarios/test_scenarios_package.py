@@ -67,7 +67,8 @@ def test_scenario_docstrings_name_the_score_and_give_an_example():
 
 def test_import_vizkit_stays_light_and_scenarios_load_lazily():
     code = ("import sys, vizkit, vizkit.scenarios as s; heavy = ('matplotlib', 'transformers', 'open_clip', "
-            "'ipywidgets', 'vizkit.scenarios.clip_text_gradcam'); print([m for m in heavy if m in sys.modules])")
+            "'ipywidgets', 'vizkit.scenarios.clip_text_gradcam', 'dask', 'distributed', 'vizkit.distributed'); "
+            "print([m for m in heavy if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
 

@@ -42,7 +42,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -63,10 +63,11 @@ from ..state import model_device
 from .detector_data import ZOO_DATASET, EvalDataset, resolve_dataset
 
 __all__ = ["Detector", "LayerInfo", "load_eval_detector", "resolve_gradcam_layers", "default_layers", "layer_table",
-           "EvalArgs", "EvalSummary", "evaluate_chunk", "run_evaluation", "detector_metrics", "metrics_table",
-           "metadata_text", "select_samples", "gradcam_demo", "CLIPDetectorWithGradCAM", "DetectorGradCAMExplorer",
-           "load_run", "notebook_parameters", "check_notebook_parameters", "SEED_LAYERS", "TARGETS", "CAM_METHODS",
-           "resolve_dataset", "EvalDataset"]  # the last two live in detector_data (the dataset readers)
+           "EvalArgs", "EvalSummary", "evaluate_chunk", "evaluation_context", "run_evaluation", "detector_metrics",
+           "metrics_table", "metadata_text", "select_samples", "gradcam_demo", "gradcam_image",
+           "CLIPDetectorWithGradCAM", "DetectorGradCAMExplorer", "load_run", "notebook_parameters",
+           "check_notebook_parameters", "SEED_LAYERS", "TARGETS", "CAM_METHODS", "resolve_dataset",
+           "EvalDataset"]  # the last two live in detector_data (the dataset readers)
 
 SEED_LAYERS = ("encoder.layers.23", "encoder.layers.20", "encoder.layers.15", "encoder.layers.10")
 CAM_METHODS = ("gradcam", "gradcam++")
@@ -391,6 +392,10 @@ def evaluate_chunk(ctx: _Context, k: int) -> tuple[dict[str, Any], dict[str, np.
     return result, arrays
 
 
+#: ``map_chunks(args, device, todo) -> iterable of (k, result, arrays)`` (see :func:`run_evaluation`)
+ChunkMapper = Callable[[EvalArgs, str, Sequence[int]], Iterable[tuple[int, dict, dict]]]
+
+
 def _cam_in_parts(model: nn.Module, x: torch.Tensor, targets: Any, layers: list[str], method: str, part: int) -> Any:
     """:func:`vizkit.cam` over ``x`` in parts of ``part`` images (bounded memory for the backward),
     the parts' results concatenated (the combined heatmap is per image, so the same as in one call)."""
@@ -503,9 +508,13 @@ def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path
                    table_methods: Sequence[str] = CAM_METHODS, target: str = "fake", batch_size: int = 32,
                    gradcam_samples: int = 50, save_all_predictions: bool = False, overwrite: bool = False,
                    progress: bool = False, device: str | torch.device = "cpu", detector: Detector | None = None,
-                   report: bool = True) -> EvalSummary:
+                   report: bool = True, map_chunks: ChunkMapper | None = None) -> EvalSummary:
     """Evaluate a detector on a test set (see the module docstring); resumable. Returns the
-    summary of the finished run (also when it was already complete)."""
+    summary of the finished run (also when it was already complete).
+
+    ``map_chunks(args, device, todo)``: computes the chunks ``todo`` elsewhere (e.g. on a Dask
+    cluster, :mod:`vizkit.distributed.chunks`), yielding ``(k, result, arrays)`` of
+    :func:`evaluate_chunk` in any order as they finish; each is written here as it arrives."""
     args = EvalArgs(detector_path and str(detector_path), weights_path and str(weights_path),
                     str(test_dataset or ZOO_DATASET), int(max_samples or 0), bool(gradcam_enabled),
                     tuple(str(x) for x in (layers or ())), method, tuple(table_methods), target, int(batch_size),
@@ -517,10 +526,20 @@ def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path
         return load_run(run)
     clear_complete(run)
     todo = [k for k in range(n) if not _chunk_paths(run, k)[0].is_file()]
-    for _, ks in batched(todo, 1, progress="evaluate" if progress else False, unit="batch"):
+    if map_chunks is not None and todo:
+        for k, result, arrays in map_chunks(args, str(ctx.device), todo):
+            _write_chunk(run, k, result, arrays)
+    for _, ks in batched(todo if map_chunks is None else [], 1, progress="evaluate" if progress else False,
+                         unit="batch"):
         result, arrays = evaluate_chunk(ctx, ks[0])
         _write_chunk(run, ks[0], result, arrays)
     return _finalize(ctx, run, n, report)
+
+
+def evaluation_context(args: EvalArgs, device: str | torch.device = "cpu") -> _Context:
+    """What :func:`evaluate_chunk` needs for ``args`` (the detector loaded, the dataset resolved):
+    a process that computes chunks elsewhere builds it once from the picklable ``args``."""
+    return _prepare(args, device)
 
 
 def _localization_table(chunks: Sequence[dict[str, Any]]) -> pd.DataFrame | None:
@@ -751,43 +770,56 @@ def gradcam_demo(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
                  config: str | None = None, weights: str | None = None, layers: Sequence[str] | None = None,
                  method: str = "gradcam", target: str = "predicted", overwrite: bool = False,
                  progress: bool = False, device: str | torch.device = "cpu",
-                 layout: Any = None) -> tuple[list[dict[str, Any]], list]:
+                 layout: Any = None, map_images: Callable[[list[Path], Path, list[str]], list[Any]] | None = None
+                 ) -> tuple[list[dict[str, Any]], list]:
     """Per image: ``gradcam_{layer}_{stem}.png`` per layer, ``{stem}_comparison.png`` (prediction in
     the title) and ``{stem}.json``. Returns (results, failures). ``layout``: where the layers'
-    channels are (see :func:`vizkit.cam`)."""
+    channels are (see :func:`vizkit.cam`).
+
+    ``map_images(files, out, layer_names)``: explains the files elsewhere (e.g. on a Dask cluster,
+    :mod:`vizkit.distributed.chunks`), returning per file what :func:`gradcam_image` returns or
+    ``(name, error)`` for an unreadable one, in the files' order."""
     if method not in CAM_METHODS:
         raise ParameterError(f"method {method!r}: choose {' or '.join(CAM_METHODS)}")
     files = image_files([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     det = load_eval_detector(config, weights, device=device)
     infos = resolve_gradcam_layers(det.model, list(layers or det.config.get("gradcam_layers") or default_layers(det.model)))
     out = run_folder(output, "detector-gradcam", overwrite=overwrite, overwrite_hint="pass --overwrite")
+    if map_images is not None:
+        done = map_images(files, out, [i.name for i in infos])
+        return [r for r in done if isinstance(r, dict)], [r for r in done if isinstance(r, tuple)]
     results, failures = [], []
     bar = "detector-gradcam" if progress and len(files) > 1 else False  # a bar for a batch only
     for _, chunk in batched(files, 1, progress=bar, unit="image"):
-        path = chunk[0]
         try:
-            image = np.array(load_image(path), np.uint8)
+            results.append(gradcam_image(det, infos, chunk[0], out, method, target, layout))
         except VizkitError as err:
-            failures.append((path.name, str(err)))
-            continue
-        x = det.preprocess(image)[None].to(model_device(det.model))
-        targets = _targets(EvalArgs(target=target), torch.tensor([1]), det.fake_index)
-        exp = cam(det.model, x, targets if target != "label" else None, layers=[i.module for i in infos], method=method,
-                  layout=layout)
-        prob = float(torch.softmax(exp.output.float(), -1)[0, det.fake_index])
-        pred = int(prob >= 0.5) if det.fake_index == 1 else int(exp.output.argmax(-1)[0] == det.fake_index)
-        display = _display(image, det.size)
-        maps = {i.name: exp.layer_maps[i.module][0].cpu().numpy() for i in infos}
-        for name, m in maps.items():
-            render.save_image(render.overlay(display, m), out / f"gradcam_{name}_{path.stem}.png")
-        conf = prob if pred == 1 else 1 - prob
-        title = f"{path.name}: predicted {LABEL_NAMES[pred]} (p = {conf:.3f})"
-        render.save_figure(comparison_figure(display, maps, title, exp.method), out / f"{path.stem}_comparison.png")
-        res = {"image": str(path), "fake_probability": prob, "prediction": LABEL_NAMES[pred], "method": exp.method,
-               "target": target, "layers": {i.name: i.module for i in infos}}
-        write_json(out / f"{path.stem}.json", res)
-        results.append(res)
+            failures.append((chunk[0].name, str(err)))
     return results, failures
+
+
+def gradcam_image(det: Detector, infos: Sequence[LayerInfo], path: Path, out: Path, method: str = "gradcam",
+                  target: str = "predicted", layout: Any = None) -> dict[str, Any]:
+    """One image of :func:`gradcam_demo`: its files written into ``out``; its JSON sidecar returned
+    (a :class:`VizkitError` when the image cannot be read, nothing written then)."""
+    image = np.array(load_image(path), np.uint8)
+    x = det.preprocess(image)[None].to(model_device(det.model))
+    targets = _targets(EvalArgs(target=target), torch.tensor([1]), det.fake_index)
+    exp = cam(det.model, x, targets if target != "label" else None, layers=[i.module for i in infos], method=method,
+              layout=layout)
+    prob = float(torch.softmax(exp.output.float(), -1)[0, det.fake_index])
+    pred = int(prob >= 0.5) if det.fake_index == 1 else int(exp.output.argmax(-1)[0] == det.fake_index)
+    display = _display(image, det.size)
+    maps = {i.name: exp.layer_maps[i.module][0].cpu().numpy() for i in infos}
+    for name, m in maps.items():
+        render.save_image(render.overlay(display, m), out / f"gradcam_{name}_{path.stem}.png")
+    conf = prob if pred == 1 else 1 - prob
+    title = f"{path.name}: predicted {LABEL_NAMES[pred]} (p = {conf:.3f})"
+    render.save_figure(comparison_figure(display, maps, title, exp.method), out / f"{path.stem}_comparison.png")
+    res = {"image": str(path), "fake_probability": prob, "prediction": LABEL_NAMES[pred], "method": exp.method,
+           "target": target, "layers": {i.name: i.module for i in infos}}
+    write_json(out / f"{path.stem}.json", res)
+    return res
 
 
 # --------------------------------------------------------------------------------------
