@@ -269,3 +269,38 @@ def test_the_detector_gradcam_cli_takes_layout(tmp_path):
         assert main(argv) == 0
         pngs[layout] = (out / "gradcam_layers.2.blocks.0_face.png").read_bytes()
     assert pngs["nhwc"] == pngs[None] and pngs["nchw"] != pngs[None]
+
+
+def test_the_evaluate_cli_takes_layout(tmp_path):
+    """`vizkit evaluate --layout` reaches cam() in every chunk: on a Swin detector `nhwc` gives the
+    decided maps, `nchw` other ones (and the manifest records it)."""
+    import json
+
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from vizkit.cli import main
+
+    model = timm_swin()
+    model.reset_classifier(2)
+    save_file(model.state_dict(), tmp_path / "swin.safetensors")
+    kwargs = "{img_size: 64, window_size: 4, embed_dim: 16, depths: [1, 1, 2, 1], num_heads: [1, 1, 2, 2], num_classes: 2}"
+    (tmp_path / "cfg.yaml").write_text(f"model_name: timm:swin_tiny_patch4_window7_224\nmodel_kwargs: {kwargs}\n"
+                                       "resolution: 64\nmean: [0.5, 0.5, 0.5]\nstd: [0.5, 0.5, 0.5]\n")
+    rng = np.random.default_rng(0)
+    for label in ("real", "fake"):
+        (tmp_path / "set" / label).mkdir(parents=True)
+        for k in range(2):
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "set" / label / f"{k}.png")
+    maps = {}
+    for layout in (None, "nhwc", "nchw"):
+        out = tmp_path / f"eval-{layout}"
+        argv = ["evaluate", "--detector_path", str(tmp_path / "cfg.yaml"), "--weights_path",
+                str(tmp_path / "swin.safetensors"), "--test_dataset", str(tmp_path / "set"), "--gradcam_enabled",
+                "--save_all_predictions", "--gradcam_samples", "4", "--layers", "layers.2.blocks.0",
+                "--table-methods", "gradcam", "--gradcam_output_dir", str(out), "--cpu"]
+        assert main(argv + (["--layout", layout] if layout else [])) in (0, 1)
+        assert json.loads((out / "manifest.json").read_text())["layout"] == layout
+        maps[layout] = sorted(p.read_bytes() for p in out.rglob("*.png") if "layers.2.blocks.0" in p.name)
+        assert maps[layout]
+    assert maps["nhwc"] == maps[None] and maps["nchw"] != maps[None]

@@ -239,6 +239,7 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
                    help="explained class (default fake: the score the metrics rank by)")
     p.add_argument("--table-methods", default="gradcam,gradcam++",
                    help="methods of the localisation table (when the set has masks; default gradcam,gradcam++)")
+    _layout_argument(p)
     p.add_argument("--batch-size", "--batch_size", type=int, default=32, help="images per chunk (default 32)")
     p.add_argument("--max-samples", "--max_samples", type=int, default=0, help="only the first N images (0: all)")
     p.add_argument("--overwrite", action="store_true", help="replace a different run in the output folder")
@@ -270,7 +271,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                              table_methods=[m.strip() for m in args.table_methods.split(",") if m.strip()],
                              target=args.target, batch_size=args.batch_size, gradcam_samples=args.gradcam_samples,
                              save_all_predictions=args.save_all_predictions, overwrite=args.overwrite, progress=True,
-                             device=device, map_chunks=mapper)
+                             device=device, map_chunks=mapper, layout=args.layout)
     print(metrics_table(summary.metrics).to_string(index=False))
     if summary.localization is not None:
         print(summary.localization.round(4).to_string(index=False))

@@ -287,6 +287,8 @@ class EvalArgs:
     #: images per Grad-CAM forward/backward inside a chunk: the activations kept for the backward
     #: scale with it (a ViT-B/16 x 24 at 224 px keeps ~115 MiB per image down to block 10)
     cam_batch_size: int = 2
+    #: where the Grad-CAM layers' channels are (None: decided per layer; see :func:`vizkit.cam`)
+    layout: str | None = None
 
     def manifest(self, dataset: EvalDataset, layers: Sequence[LayerInfo]) -> dict[str, Any]:
         d = asdict(self)
@@ -356,7 +358,7 @@ def evaluate_chunk(ctx: _Context, k: int) -> tuple[dict[str, Any], dict[str, np.
     if ctx.methods:
         for method in ctx.methods:
             explanations[method] = _cam_in_parts(det.model, x, _targets(a, labels, det.fake_index),
-                                                 [i.module for i in ctx.layers], method, a.cam_batch_size)
+                                                 [i.module for i in ctx.layers], method, a.cam_batch_size, a.layout)
         logits = explanations[ctx.methods[0]].output
     else:
         with torch.inference_mode():
@@ -396,7 +398,8 @@ def evaluate_chunk(ctx: _Context, k: int) -> tuple[dict[str, Any], dict[str, np.
 ChunkMapper = Callable[[EvalArgs, str, Sequence[int]], Iterable[tuple[int, dict, dict]]]
 
 
-def _cam_in_parts(model: nn.Module, x: torch.Tensor, targets: Any, layers: list[str], method: str, part: int) -> Any:
+def _cam_in_parts(model: nn.Module, x: torch.Tensor, targets: Any, layers: list[str], method: str, part: int,
+                  layout: str | None = None) -> Any:
     """:func:`vizkit.cam` over ``x`` in parts of ``part`` images (bounded memory for the backward),
     the parts' results concatenated (the combined heatmap is per image, so the same as in one call)."""
     from types import SimpleNamespace
@@ -404,7 +407,7 @@ def _cam_in_parts(model: nn.Module, x: torch.Tensor, targets: Any, layers: list[
     exps = []
     for s in range(0, x.shape[0], max(1, part)):
         t = targets[s:s + part] if isinstance(targets, torch.Tensor) and targets.ndim else targets
-        exps.append(cam(model, x[s:s + part], t, layers=layers, method=method))
+        exps.append(cam(model, x[s:s + part], t, layers=layers, method=method, layout=layout))
     if len(exps) == 1:
         return exps[0]
     cat = lambda get: torch.cat([get(e) for e in exps])  # noqa: E731
@@ -508,9 +511,11 @@ def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path
                    table_methods: Sequence[str] = CAM_METHODS, target: str = "fake", batch_size: int = 32,
                    gradcam_samples: int = 50, save_all_predictions: bool = False, overwrite: bool = False,
                    progress: bool = False, device: str | torch.device = "cpu", detector: Detector | None = None,
-                   report: bool = True, map_chunks: ChunkMapper | None = None) -> EvalSummary:
+                   report: bool = True, map_chunks: ChunkMapper | None = None,
+                   layout: str | None = None) -> EvalSummary:
     """Evaluate a detector on a test set (see the module docstring); resumable. Returns the
-    summary of the finished run (also when it was already complete).
+    summary of the finished run (also when it was already complete). ``layout``: where the
+    Grad-CAM layers' channels are (see :func:`vizkit.cam`).
 
     ``map_chunks(args, device, todo)``: computes the chunks ``todo`` elsewhere (e.g. on a Dask
     cluster, :mod:`vizkit.distributed.chunks`), yielding ``(k, result, arrays)`` of
@@ -518,7 +523,7 @@ def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path
     args = EvalArgs(detector_path and str(detector_path), weights_path and str(weights_path),
                     str(test_dataset or ZOO_DATASET), int(max_samples or 0), bool(gradcam_enabled),
                     tuple(str(x) for x in (layers or ())), method, tuple(table_methods), target, int(batch_size),
-                    int(gradcam_samples), bool(save_all_predictions))
+                    int(gradcam_samples), bool(save_all_predictions), layout=layout)
     ctx = _prepare(args, device, detector)
     run, resuming = _open_run(output_dir, args.manifest(ctx.dataset, ctx.layers), overwrite)
     n = chunk_count(len(ctx.dataset), args.batch_size)
