@@ -244,20 +244,27 @@ def test_convnets_are_unchanged(x):
     assert np.abs(e.heatmap.numpy() - ref).max() <= 1e-4
 
 
+def save_swin_detector(folder):
+    """A two-class timm Swin as a user's detector: ``swin.safetensors`` and ``cfg.yaml``
+    (``model_name: timm:...`` with its kwargs, resolution, mean, std) in ``folder``."""
+    from safetensors.torch import save_file
+
+    model = timm_swin()
+    model.reset_classifier(2)
+    save_file(model.state_dict(), folder / "swin.safetensors")
+    kwargs = "{img_size: 64, window_size: 4, embed_dim: 16, depths: [1, 1, 2, 1], num_heads: [1, 1, 2, 2], num_classes: 2}"
+    (folder / "cfg.yaml").write_text(f"model_name: timm:swin_tiny_patch4_window7_224\nmodel_kwargs: {kwargs}\n"
+                                     "resolution: 64\nmean: [0.5, 0.5, 0.5]\nstd: [0.5, 0.5, 0.5]\n")
+
+
 def test_the_detector_gradcam_cli_takes_layout(tmp_path):
     """A timm Swin detector from a YAML + weights file: ``--layout nhwc`` equals the decided
     layout, ``--layout nchw`` (wrong for Swin) is obeyed and gives another map."""
     from PIL import Image
-    from safetensors.torch import save_file
 
     from vizkit.cli import main
 
-    model = timm_swin()
-    model.reset_classifier(2)
-    save_file(model.state_dict(), tmp_path / "swin.safetensors")
-    kwargs = "{img_size: 64, window_size: 4, embed_dim: 16, depths: [1, 1, 2, 1], num_heads: [1, 1, 2, 2], num_classes: 2}"
-    (tmp_path / "cfg.yaml").write_text(f"model_name: timm:swin_tiny_patch4_window7_224\nmodel_kwargs: {kwargs}\n"
-                                       "resolution: 64\nmean: [0.5, 0.5, 0.5]\nstd: [0.5, 0.5, 0.5]\n")
+    save_swin_detector(tmp_path)
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "face.png")
     pngs = {}
@@ -277,16 +284,10 @@ def test_the_evaluate_cli_takes_layout(tmp_path):
     import json
 
     from PIL import Image
-    from safetensors.torch import save_file
 
     from vizkit.cli import main
 
-    model = timm_swin()
-    model.reset_classifier(2)
-    save_file(model.state_dict(), tmp_path / "swin.safetensors")
-    kwargs = "{img_size: 64, window_size: 4, embed_dim: 16, depths: [1, 1, 2, 1], num_heads: [1, 1, 2, 2], num_classes: 2}"
-    (tmp_path / "cfg.yaml").write_text(f"model_name: timm:swin_tiny_patch4_window7_224\nmodel_kwargs: {kwargs}\n"
-                                       "resolution: 64\nmean: [0.5, 0.5, 0.5]\nstd: [0.5, 0.5, 0.5]\n")
+    save_swin_detector(tmp_path)
     rng = np.random.default_rng(0)
     for label in ("real", "fake"):
         (tmp_path / "set" / label).mkdir(parents=True)
