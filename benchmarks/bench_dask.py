@@ -59,7 +59,7 @@ def load() -> str:
 def bench_eval(samples: int, batch_size: int, repeats: int, work: Path) -> dict[str, list[float]]:
     import torch
 
-    from vizkit.distributed.chunks import EvaluationMapper
+    from vizkit.scenarios.cluster_tasks import EvaluationMapper
     from vizkit.distributed.cluster import cluster_client
     from vizkit.scenarios import detector_gradcam_eval as dge
 

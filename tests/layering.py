@@ -230,13 +230,12 @@ VIZKIT_RULES: list[tuple[str, str]] = [
     *_layer("core", "", "state", "layers", "hooks", "targets", "tokens", "explain"),
     *_layer("math", "methods", "methods.*", "attention_math", "stats", "metrics"),
     *_layer("io", "io"),
-    *_layer("shared", "evaluate", "runs"),
+    *_layer("shared", "evaluate", "runs", "distributed", "distributed.*"),  # runs, sweeps, Dask: no scenario
     *_layer("presentation", "render", "report", "notebook", "widgets"),
     *_layer("models", "models", "models.*"),
     *_layer("leaf", "zoo.train", "zoo.train.*", "zoo.__main__"),  # before "zoo.*": first match wins
     *_layer("zoo", "zoo", "zoo.*"),
     *_layer("scenarios", "scenarios", "scenarios.*"),
-    *_layer("runner", "distributed", "distributed.*"),  # Dask runs used by the cli; scenarios don't import it
     *_layer("leaf", "cli", "demo", "__main__", "attention_visualizer", "clip_gradcam", "clip_models"),
 ]
 _BELOW_SCENARIOS = {"base", "core", "math", "io", "shared", "presentation", "models", "zoo"}
@@ -250,6 +249,5 @@ VIZKIT_ALLOWED: dict[str, frozenset[str]] = {  # each layer may also import itse
     "models": frozenset({"core", "math", "io", "base"}),
     "zoo": frozenset({"core", "math", "io", "base", "models"}),
     "scenarios": frozenset(_BELOW_SCENARIOS),
-    "runner": frozenset(_BELOW_SCENARIOS | {"scenarios"}),
-    "leaf": frozenset(_BELOW_SCENARIOS | {"scenarios", "runner"}),
+    "leaf": frozenset(_BELOW_SCENARIOS | {"scenarios"}),
 }

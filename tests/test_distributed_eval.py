@@ -15,7 +15,7 @@ import pytest
 
 from daskcluster import subprocess_env
 from vizkit.cli import main
-from vizkit.distributed.chunks import EvaluationMapper
+from vizkit.scenarios.cluster_tasks import EvaluationMapper
 from vizkit.scenarios import detector_gradcam_eval as dge
 
 KW = dict(max_samples=16, batch_size=4, gradcam_samples=2)  # 4 chunks, maps of every sample, 2 sample folders

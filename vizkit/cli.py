@@ -65,7 +65,8 @@ def _clip_gradcam(args: argparse.Namespace) -> int:
     batch = len(files) > 1
     opts = _cluster(args, "batch")
     if opts is not None:
-        from .distributed.chunks import clip_gradcam_task, map_tasks
+        from .distributed.chunks import map_tasks
+        from .scenarios.cluster_tasks import clip_gradcam_task
 
         model_kwargs = dict(model=args.model, model_path=args.model_path, image_encoder=args.image_encoder,
                             text_encoder=args.text_encoder, embed_dim=args.embed_dim, img_size=args.img_size,
@@ -140,7 +141,8 @@ def _detector_attention(args: argparse.Namespace) -> int:
     if opts is not None:  # batches of images on the cluster, the report here
         import math
 
-        from .distributed.chunks import detector_attention_task, map_tasks
+        from .distributed.chunks import map_tasks
+        from .scenarios.cluster_tasks import detector_attention_task
 
         pairs = list(zip(map(str, files), s._stems(files)))
         size = max(1, min(args.batch_size, math.ceil(len(pairs) / 8)))
@@ -196,7 +198,7 @@ def _detector_gradcam(args: argparse.Namespace) -> int:
     opts = _cluster(args, "batch")
     mapper = None
     if opts is not None:
-        from .distributed.chunks import detector_gradcam_mapper
+        from .scenarios.cluster_tasks import detector_gradcam_mapper
 
         mapper = detector_gradcam_mapper(opts, args.config, args.weights, args.method, args.target, device,
                                          args.layout)
@@ -296,9 +298,10 @@ def _cluster(args: argparse.Namespace, what: str):
     if not cluster_requested(args):
         return None
     from .distributed import chunks
+    from .scenarios import cluster_tasks
 
     if what == "evaluation":
-        return chunks.EvaluationMapper(args.workers, args.scheduler, progress=True)
+        return cluster_tasks.EvaluationMapper(args.workers, args.scheduler, progress=True)
     return chunks.ClusterOptions(args.workers, args.scheduler)
 
 

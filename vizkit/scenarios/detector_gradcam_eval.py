@@ -518,7 +518,7 @@ def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path
     Grad-CAM layers' channels are (see :func:`vizkit.cam`).
 
     ``map_chunks(args, device, todo)``: computes the chunks ``todo`` elsewhere (e.g. on a Dask
-    cluster, :mod:`vizkit.distributed.chunks`), yielding ``(k, result, arrays)`` of
+    cluster, :mod:`vizkit.scenarios.cluster_tasks`), yielding ``(k, result, arrays)`` of
     :func:`evaluate_chunk` in any order as they finish; each is written here as it arrives."""
     args = EvalArgs(detector_path and str(detector_path), weights_path and str(weights_path),
                     str(test_dataset or ZOO_DATASET), int(max_samples or 0), bool(gradcam_enabled),
@@ -782,7 +782,7 @@ def gradcam_demo(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
     channels are (see :func:`vizkit.cam`).
 
     ``map_images(files, out, layer_names)``: explains the files elsewhere (e.g. on a Dask cluster,
-    :mod:`vizkit.distributed.chunks`), returning per file what :func:`gradcam_image` returns or
+    :mod:`vizkit.scenarios.cluster_tasks`), returning per file what :func:`gradcam_image` returns or
     ``(name, error)`` for an unreadable one, in the files' order."""
     if method not in CAM_METHODS:
         raise ParameterError(f"method {method!r}: choose {' or '.join(CAM_METHODS)}")
