@@ -109,28 +109,25 @@ def _check_inputs(model: nn.Module, inputs: Any) -> torch.Tensor:
     return x if x.is_floating_point() else x.float()
 
 
-def _needs_gradients(fn: Callable, args: tuple, kwargs: dict) -> bool:
-    if fn.__name__ == "attention":
-        return False
-    if fn.__name__ == "cam":
-        method = inspect.signature(fn).bind_partial(None, None, *args, **kwargs).arguments.get("method", "gradcam")
-        return get_method(method).uses_gradients
-    return True
+def _outside_inference_mode(needs_gradients: Callable[[dict[str, Any]], bool] = lambda arguments: True) -> Callable:
+    """Decorator: run an entry point outside ``torch.inference_mode()``: the call leaves inference
+    mode (``torch.inference_mode(False)``) and re-creates the input as a normal tensor; the
+    caller's mode is unchanged afterwards. A model whose parameters are inference tensors
+    (created or loaded inside inference mode) cannot be differentiated: a call for which
+    ``needs_gradients(bound arguments)`` is true raises one clear error; the others (attention
+    capture, Eigen-CAM, Score-CAM) run in inference mode."""
+    return functools.partial(_wrap_outside_inference_mode, needs_gradients=needs_gradients)
 
 
-def _outside_inference_mode(fn: Callable) -> Callable:
-    """Run an entry point outside ``torch.inference_mode()``: the call leaves inference mode
-    (``torch.inference_mode(False)``) and re-creates the input as a normal tensor; the caller's
-    mode is unchanged afterwards. A model whose parameters are inference tensors (created or
-    loaded inside inference mode) cannot be differentiated: a call that needs gradients raises
-    one clear error (attention capture, Eigen-CAM and Score-CAM still run)."""
-
+def _wrap_outside_inference_mode(fn: Callable, needs_gradients: Callable[[dict[str, Any]], bool]) -> Callable:
     @functools.wraps(fn)
     def wrapper(model: nn.Module, inputs: Any, *args: Any, **kwargs: Any) -> Any:
         if not torch.is_inference_mode_enabled():
             return fn(model, inputs, *args, **kwargs)
         if isinstance(model, nn.Module) and any(t.is_inference() for t in (*model.parameters(), *model.buffers())):
-            if not _needs_gradients(fn, args, kwargs):
+            bound = inspect.signature(fn).bind(model, inputs, *args, **kwargs)
+            bound.apply_defaults()
+            if not needs_gradients(bound.arguments):
                 return fn(model, inputs, *args, **kwargs)  # no autograd needed: stay in inference mode
             raise InputError(
                 f"the parameters of {type(model).__name__} are inference tensors (the model was created or "
@@ -287,7 +284,7 @@ def _blocks_for_grid(model: nn.Module) -> list[Layer]:
 # --------------------------------------------------------------------------------------
 # CAM family
 # --------------------------------------------------------------------------------------
-@_outside_inference_mode
+@_outside_inference_mode(lambda arguments: get_method(arguments["method"]).uses_gradients)
 def cam(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -406,7 +403,7 @@ def _require_maps(cap: AttentionCapture, names: Sequence[str], model: nn.Module)
             "F.scaled_dot_product_attention or nn.MultiheadAttention")
 
 
-@_outside_inference_mode
+@_outside_inference_mode(lambda arguments: False)
 def attention(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -463,7 +460,6 @@ def rollout(
     return patch_row_to_grid(r[:, 0] if layout.prefix else r.mean(1), layout)
 
 
-@_outside_inference_mode
 def gradient_attention(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -557,7 +553,7 @@ class AttentionGradients:
                            output=self.output)
 
 
-@_outside_inference_mode
+@_outside_inference_mode()
 def attention_gradients(
     model: nn.Module,
     inputs: torch.Tensor,
