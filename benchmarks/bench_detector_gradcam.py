@@ -61,10 +61,11 @@ def parse_args() -> argparse.Namespace:
 def build(args: argparse.Namespace):
     from transformers import CLIPVisionConfig
 
-    from vizkit.models import ClipDetector
-    from vizkit.models.load_common import resize_normalize
+    from vizkit.datasets import EvalDataset, Item
+    from vizkit.io import read_image_opencv
+    from vizkit.models import ClipDetector, Detector
+    from vizkit.models.preprocess import CvResizeNormalize
     from vizkit.scenarios import detector_gradcam_eval as dge
-    from vizkit.scenarios.detector_data import EvalDataset, Item
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -78,7 +79,8 @@ def build(args: argparse.Namespace):
                for i in range(batch)]
     dataset = EvalDataset("random", [Item(f"random/{i}", s.label) for i, s in enumerate(samples)], "random images",
                           zoo_samples=samples)
-    det = dge.Detector(model, resize_normalize(size, (0.5,) * 3, (0.5,) * 3), size, ["real", "fake"], "random")
+    det = Detector(model, CvResizeNormalize(size, (0.5,) * 3, (0.5,) * 3), read_image_opencv, ["real", "fake"], size,
+                   "random", "deepfakebench:clip", "deepfakebench")
     layers = dge.resolve_gradcam_layers(model, list(dge.SEED_LAYERS))
 
     def ctx(enabled: bool):

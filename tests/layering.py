@@ -235,10 +235,11 @@ VIZKIT_RULES: list[tuple[str, str]] = [
     *_layer("models", "models", "models.*"),
     *_layer("leaf", "zoo.train", "zoo.train.*", "zoo.__main__"),  # before "zoo.*": first match wins
     *_layer("zoo", "zoo", "zoo.*"),
+    *_layer("datasets", "datasets"),  # test-set readers (DeepfakeBench JSON ...): below the scenarios
     *_layer("scenarios", "scenarios", "scenarios.*"),
     *_layer("leaf", "cli", "demo", "__main__", "attention_visualizer", "clip_gradcam", "clip_models"),
 ]
-_BELOW_SCENARIOS = {"base", "core", "math", "io", "shared", "presentation", "models", "zoo"}
+_BELOW_SCENARIOS = {"base", "core", "math", "io", "shared", "presentation", "models", "zoo", "datasets"}
 VIZKIT_ALLOWED: dict[str, frozenset[str]] = {  # each layer may also import itself
     "base": frozenset(),
     "core": frozenset({"math", "io", "base"}),
@@ -248,6 +249,7 @@ VIZKIT_ALLOWED: dict[str, frozenset[str]] = {  # each layer may also import itse
     "presentation": frozenset({"core", "math", "io", "shared", "base"}),
     "models": frozenset({"core", "math", "io", "base"}),
     "zoo": frozenset({"core", "math", "io", "base", "models"}),
+    "datasets": frozenset({"core", "math", "io", "base", "shared", "models", "zoo"}),
     "scenarios": frozenset(_BELOW_SCENARIOS),
     "leaf": frozenset(_BELOW_SCENARIOS | {"scenarios"}),
 }

@@ -24,6 +24,7 @@ def test_vizkit_rules_assign_the_target_layout() -> None:
         "vizkit.zoo.train.tiny_vlm": "leaf", "vizkit.zoo.__main__": "leaf", "vizkit.scenarios": "scenarios",
         "vizkit.scenarios.clip_text_gradcam": "scenarios", "vizkit.cli": "leaf", "vizkit.__main__": "leaf",
         "vizkit.clip_models": "leaf", "vizkit.distributed": "shared", "vizkit.distributed.sweep": "shared",
+        "vizkit.datasets": "datasets",
         "vizkit.something_new": None,
     }
     assert {m: layer_of(m, VIZKIT_RULES) for m in expected} == expected

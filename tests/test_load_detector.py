@@ -1,4 +1,5 @@
-"""vizkit.models.load_detector: DeepfakeBench YAML + .pth, HF directories with a head, timm; errors."""
+"""vizkit.models.load_detector: DeepfakeBench YAML + .pth, HF directories with a head, timm, the zoo
+folder; head counts; pipelines; errors."""
 from __future__ import annotations
 
 import numpy as np
@@ -56,41 +57,110 @@ def test_bad_configs(tmp_path, text, match):
         read_detector_config(tmp_path / "missing.yaml")
 
 
-def test_deepfakebench_yaml_and_pth(tmp_path, image):
-    model = _detector(hidden=128, layers=3, image=32, patch=8)
-    torch.save(_dfb_state(model), tmp_path / "det.pth")
-    cfg = _yaml(tmp_path / "clip.yaml", model_name="clip", resolution=32, mean=[0.4, 0.5, 0.6], std=[0.2, 0.3, 0.4])
-    loaded = load_detector(cfg, tmp_path / "det.pth")
-    assert loaded.meta["class_names"] == ["real", "fake"] and loaded.meta["config"]["num_hidden_layers"] == 3
-    x = loaded.preprocess(image)
-    # resize to 32 px, then (x - mean) / std with the config's values
-    from PIL import Image
+def _cv2_reference(image, size, mean, std):
+    """DeepfakeBench's test transform written out: cv2 INTER_CUBIC resize, ToTensor, Normalize."""
+    import cv2
 
-    ref = np.asarray(Image.fromarray(image).resize((32, 32), Image.BILINEAR), np.float32) / 255.0
-    ref = (torch.from_numpy(ref.transpose(2, 0, 1)) - torch.tensor([0.4, 0.5, 0.6])[:, None, None]) \
-        / torch.tensor([0.2, 0.3, 0.4])[:, None, None]
-    torch.testing.assert_close(x, ref)
+    a = cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC)
+    x = torch.from_numpy(a.transpose(2, 0, 1).copy()).float() / 255.0
+    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+def test_deepfakebench_yaml_and_pth(tmp_path, image):
+    model = _detector(hidden=128, layers=3, image=32, patch=8, heads=2)
+    torch.save(_dfb_state(model), tmp_path / "det.pth")
+    cfg = _yaml(tmp_path / "clip.yaml", model_name="clip", resolution=32, mean=[0.4, 0.5, 0.6], std=[0.2, 0.3, 0.4],
+                num_heads=2)
+    det = load_detector(cfg, tmp_path / "det.pth")
+    assert det.class_names == ["real", "fake"] and det.meta["vision_config"]["num_hidden_layers"] == 3
+    assert (det.family, det.pipeline, det.size) == ("deepfakebench:clip", "deepfakebench", 32)
+    x = det.preprocess(image)
+    torch.testing.assert_close(x, _cv2_reference(image, 32, [0.4, 0.5, 0.6], [0.2, 0.3, 0.4]), rtol=0, atol=1e-6)
     with torch.no_grad():
-        torch.testing.assert_close(loaded.model(x[None]), model(x[None]))
-    # the config's `pretrained` path stands in for missing weights
-    loaded2 = load_detector(_yaml(tmp_path / "c2.yaml", pretrained="det.pth", class_names=["genuine", "forged"]))
-    assert loaded2.meta["class_names"] == ["genuine", "forged"]
+        torch.testing.assert_close(det.model(x[None]), model(x[None]))
+    # the head count from the argument wins over none in the YAML; a wrong count is refused or changes the output
+    det2 = load_detector(_yaml(tmp_path / "c.yaml", resolution=32), tmp_path / "det.pth", num_heads=2)
+    with torch.no_grad():
+        torch.testing.assert_close(det2.model(x[None]), model(x[None]))
+    # a non-DeepfakeBench config's `pretrained` path stands in for missing weights
+    det3 = load_detector(_yaml(tmp_path / "c2.yaml", pretrained="det.pth", class_names=["genuine", "forged"],
+                               num_heads=2))
+    assert det3.class_names == ["genuine", "forged"]
+
+
+def test_head_count_known_widths_given_or_refused(tmp_path):
+    from vizkit.models.load_deepfakebench import CLIP_HEADS_BY_WIDTH, head_count, infer_clip_vision_config
+
+    assert [head_count(w) for w in (768, 1024, 1280, 1408, 1664)] == [12, 16, 16, 16, 16]
+    assert CLIP_HEADS_BY_WIDTH[1280] == 16 and 1280 // 16 == 80  # ViT-H/14: heads of 80, not 64
+    assert head_count(96, 3) == 3
+    with pytest.raises(CheckpointError, match="cannot tell the number of attention heads: hidden size 96 .*num_heads"):
+        head_count(96)
+    with pytest.raises(CheckpointError, match="num_heads 5 does not divide the hidden size 96"):
+        head_count(96, 5)
+    # a ViT-H/14-width state dict (meta tensors: no memory) gets 16 heads without being told
+    sd = {"backbone.embeddings.patch_embedding.weight": torch.empty(1280, 3, 14, 14, device="meta"),
+          "backbone.embeddings.position_embedding.weight": torch.empty(257, 1280, device="meta"),
+          "backbone.encoder.layers.0.mlp.fc1.weight": torch.empty(5120, 1280, device="meta")}
+    assert infer_clip_vision_config(sd)["num_attention_heads"] == 16
+    # the width-128 detector without a count: one clear error naming both ways to give it
+    model = _detector(hidden=128, heads=2)
+    torch.save(_dfb_state(model), tmp_path / "det.pth")
+    with pytest.raises(CheckpointError, match="`num_heads: N` in the detector YAML, --num-heads N"):
+        load_detector(_yaml(tmp_path / "c.yaml", resolution=32), tmp_path / "det.pth")
+    with pytest.raises(CheckpointError, match="'num_heads' must be a positive integer"):
+        read_detector_config(_yaml(tmp_path / "bad.yaml", num_heads="two"))
+
+
+def test_wrong_head_count_changes_the_probabilities(tmp_path, image):
+    """Why the count matters: the same weights split into 4 heads instead of 2 give other logits."""
+    model = _detector(hidden=128, heads=2)
+    torch.save(_dfb_state(model), tmp_path / "det.pth")
+    right = load_detector(None, tmp_path / "det.pth", num_heads=2)
+    wrong = load_detector(None, tmp_path / "det.pth", num_heads=4)
+    x = right.preprocess(image)[None]
+    with torch.no_grad():
+        assert (right.model(x) - wrong.model(x)).abs().max() > 1e-3
 
 
 def test_deepfakebench_errors(tmp_path):
     model = _detector(image=32, patch=8)
     torch.save(_dfb_state(model), tmp_path / "det.pth")
     with pytest.raises(CheckpointError, match="resolution 224 does not fit .* 32x32 images: set resolution: 32"):
-        load_detector(_yaml(tmp_path / "c.yaml", resolution=224), tmp_path / "det.pth")
+        load_detector(_yaml(tmp_path / "c.yaml", resolution=224, num_heads=2), tmp_path / "det.pth")
     with pytest.raises(CheckpointError, match="no detector weights given and .* has no 'pretrained'"):
         load_detector(_yaml(tmp_path / "c2.yaml", resolution=32))
+    with pytest.raises(CheckpointError, match="DeepfakeBench config, whose 'pretrained' is the backbone's"):
+        load_detector(_yaml(tmp_path / "c4.yaml", model_name="clip", pretrained="det.pth"))
     with pytest.raises(CheckpointError, match="detector weights not found"):
         load_detector(None, tmp_path / "nope.pth")
     (tmp_path / "w.txt").write_text("x")
     with pytest.raises(CheckpointError, match="is not a weights file"):
         load_detector(None, tmp_path / "w.txt")
     with pytest.raises(CheckpointError, match="names 3 classes .* has 2 outputs"):
-        load_detector(_yaml(tmp_path / "c3.yaml", class_names=["a", "b", "c"]), tmp_path / "det.pth")
+        load_detector(_yaml(tmp_path / "c3.yaml", class_names=["a", "b", "c"], num_heads=2), tmp_path / "det.pth")
+    (tmp_path / "random.pth").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(CheckpointError, match="random.pth is not a PyTorch checkpoint") as err:
+        load_detector(None, tmp_path / "random.pth")
+    assert "pickled" not in str(err.value) and "weights_only=False" not in str(err.value)
+
+
+def test_zoo_detector_is_a_detector_folder(tmp_path, image):
+    from vizkit import zoo
+
+    det = load_detector()  # nothing given: the zoo's face_forgery_detector
+    assert (det.source, det.pipeline, det.size, det.class_names) == (
+        "zoo:face_forgery_detector", "zoo", 64, ["real", "fake"])
+    bundle = zoo.load("face_forgery_detector")
+    torch.testing.assert_close(det.preprocess(image), bundle.preprocess(image), rtol=0, atol=0)
+    x = det.preprocess(image)[None]
+    with torch.no_grad():
+        torch.testing.assert_close(det.model(x), bundle.model(x), rtol=0, atol=0)
+    assert load_detector(None, "zoo:face_forgery_detector").source == "zoo:face_forgery_detector"
+    with pytest.raises(CheckpointError, match="unknown zoo detector 'zoo:nope'"):
+        load_detector(None, "zoo:nope")
+    with pytest.raises(CheckpointError, match="has its own head"):
+        load_detector(None, "zoo:face_forgery_detector", head=tmp_path / "h.pth")
 
 
 def test_hf_clip_vision_directory_with_head(tmp_path, image):
@@ -102,10 +172,12 @@ def test_hf_clip_vision_directory_with_head(tmp_path, image):
     torch.save({"head.weight": det.head.weight, "head.bias": det.head.bias}, tmp_path / "hf" / "head.pth")
     cfg = _yaml(tmp_path / "c.yaml", resolution=32, mean=[0.5] * 3, std=[0.5] * 3)
     loaded = load_detector(cfg, tmp_path / "hf")
+    assert (loaded.pipeline, loaded.family) == ("deepfakebench", "hf:CLIPVisionModel")  # a YAML's resolution/mean/std
     x = loaded.preprocess(image)[None]
+    torch.testing.assert_close(x[0], _cv2_reference(image, 32, [0.5] * 3, [0.5] * 3), rtol=0, atol=1e-6)
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), det(x))
-    assert loaded.meta["class_names"] == ["real", "fake"]
+    assert loaded.class_names == ["real", "fake"]
     torch.save({"weight": torch.zeros(3, 16)}, tmp_path / "bad_head.pth")
     with pytest.raises(CheckpointError, match=r"head's weight is \(3, 16\) .* 32 dimensions"):
         load_detector(cfg, tmp_path / "hf", head=tmp_path / "bad_head.pth")
@@ -121,7 +193,7 @@ def test_hf_vit_classifier_directory_names_its_classes(tmp_path, image):
     vit.save_pretrained(tmp_path / "vit")
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
     loaded = load_detector(None, tmp_path / "vit")
-    assert loaded.meta["class_names"] == ["cat", "dog", "owl"]
+    assert loaded.class_names == ["cat", "dog", "owl"] and loaded.pipeline == "processor"
     x = loaded.preprocess(image)[None]
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x).logits, vit(pixel_values=x).logits)
@@ -137,7 +209,7 @@ def test_timm_classifier_from_config(tmp_path, image):
                 mean=[0.5] * 3, std=[0.5] * 3, class_names=["a", "b", "c"])
     loaded = load_detector(cfg, tmp_path / "vit.pth")
     x = loaded.preprocess(image)[None]
-    assert x.shape == (1, 3, 32, 32) and loaded.meta["class_names"] == ["a", "b", "c"]
+    assert x.shape == (1, 3, 32, 32) and loaded.class_names == ["a", "b", "c"]
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), m(x))
     with pytest.raises(CheckpointError, match="do not fit timm model .*missing key"):

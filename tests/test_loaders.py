@@ -211,7 +211,7 @@ def test_deepfakebench_round_trips_all_layouts(tmp_path, image):
     }
     for name, obj in layouts.items():
         torch.save(obj, tmp_path / name)
-        loaded = load_deepfakebench_clip(tmp_path / name)
+        loaded = load_deepfakebench_clip(tmp_path / name, num_heads=2)  # width 128: no CLIP tower, so say it
         assert loaded.meta["config"] == {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2,
                                          "num_attention_heads": 2, "num_channels": 3, "patch_size": 8,
                                          "image_size": 32}, name
@@ -255,7 +255,7 @@ def test_deepfakebench_errors(tmp_path):
     sd = _detector(64, 1, 32, 8).state_dict()
     torch.save({**sd, "head.weight": torch.zeros(5, 64), "head.bias": torch.zeros(5)}, tmp_path / "h.pth")
     with pytest.raises(CheckpointError, match=r"head.weight of shape \(2, 64\) .*found head.weight of shape \(5, 64\)"):
-        load_deepfakebench_clip(tmp_path / "h.pth")
+        load_deepfakebench_clip(tmp_path / "h.pth", num_heads=1)
     torch.save(nn.Linear(2, 2).state_dict(), tmp_path / "lin.pth")
     with pytest.raises(CheckpointError, match="lin.pth is not a DeepfakeBench CLIP detector: expected keys "
                                               "'backbone.embeddings.patch_embedding.weight'"):
@@ -266,7 +266,7 @@ def test_deepfakebench_errors(tmp_path):
     torch.save(bad, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match=r"1 missing key\(s\) \(backbone.(vision_model.)?post_layernorm.weight\); "
                                               r"1 unexpected key\(s\) \(backbone.(vision_model.)?extra\)"):
-        load_deepfakebench_clip(tmp_path / "bad.pth")
+        load_deepfakebench_clip(tmp_path / "bad.pth", num_heads=1)
     with pytest.raises(CheckpointError, match="DeepfakeBench checkpoint not found"):
         load_deepfakebench_clip(tmp_path / "missing.pth")
 

@@ -104,10 +104,12 @@ def _detector_attention_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-config", default=None, help="DeepfakeBench detector YAML (resolution, mean, std, ...)")
     p.add_argument("--weights", default=None, help="detector weights (.pth / .safetensors) or a Hugging Face directory")
     p.add_argument("--head", default=None, help="linear head weights for a HF CLIPVisionModel directory")
+    _num_heads_argument(p)
     p.add_argument("--image-path", required=True, nargs="+", help="an image, several images, or a folder")
     p.add_argument("--output-dir", default="attention_results", help="output folder (default attention_results)")
-    p.add_argument("--target-layers", nargs="+", default=["-4", "-3", "-2", "-1"],
-                   help="block indices or names, or last / last_4 / all (default: -4 -3 -2 -1)")
+    p.add_argument("--target-layers", nargs="+", default=None,
+                   help="block indices or names, or last / last_4 / all (default: -4 -3 -2 -1, all blocks on a "
+                        "detector with fewer than 4)")
     p.add_argument("--head-fusion", default="mean", choices=["mean", "max", "min"], help="head fusion (default mean)")
     p.add_argument("--aggregation", default="relevance", choices=["relevance", "mean"],
                    help="combine layers by Chefer relevance propagation (default) or the plain per-layer mean")
@@ -132,10 +134,13 @@ def _detector_attention(args: argparse.Namespace) -> int:
         from .errors import InputError
 
         raise InputError(f"--batch-size must be positive, got {args.batch_size}")
-    layers = s.parse_layers(",".join(args.target_layers))
+    layers = s.parse_layers(",".join(args.target_layers)) if args.target_layers else None
     device = "cpu" if args.cpu or not torch.cuda.is_available() else "cuda"
-    detector = s.load_detector_model(None, args.model_config, args.weights, head=args.head, device=device)
-    s.CLIPViTGradCAM(detector.model, layers, args.head_fusion, args.aggregation, detector.class_names)  # checks
+    detector = s.load_detector_model(None, args.model_config, args.weights, head=args.head, num_heads=args.num_heads,
+                                     device=device)
+    checked = s.CLIPViTGradCAM(detector.model, layers, args.head_fusion, args.aggregation, detector.class_names)
+    if checked.note:
+        print(f"vizkit detector-attention: {checked.note}", file=sys.stderr)
     out = run_folder(args.output_dir, "detector-attention", overwrite=args.overwrite, overwrite_hint="pass --overwrite")
     opts = _cluster(args, "batch")
     if opts is not None:  # batches of images on the cluster, the report here
@@ -148,7 +153,7 @@ def _detector_attention(args: argparse.Namespace) -> int:
         size = max(1, min(args.batch_size, math.ceil(len(pairs) / 8)))
         parts = map_tasks(opts, detector_attention_task, [pairs[i:i + size] for i in range(0, len(pairs), size)],
                           str(out), args.model_config, args.weights, args.head, layers, args.head_fusion,
-                          args.aggregation, args.multi_layer, args.batch_size, device,
+                          args.aggregation, args.multi_layer, args.batch_size, device, args.num_heads,
                           progress="detector-attention", unit="batch")
         results = [r for res, _ in parts for r in res]
         failures = [f for _, fails in parts for f in fails]
@@ -177,6 +182,7 @@ def _detector_gradcam_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", default="gradcam_results", help="output folder (default gradcam_results)")
     p.add_argument("--config", default=None, help="DeepfakeBench detector YAML (its gradcam_layers are the default)")
     p.add_argument("--weights", default=None, help="detector weights (.pth) or a Hugging Face directory")
+    _num_heads_argument(p)
     p.add_argument("--layers", nargs="+", default=None, help="e.g. encoder.layers.23 encoder.layers.20 (negative "
                    "indices count from the end; default: the inputs of the seed's blocks or of the last four)")
     p.add_argument("--method", default="gradcam", choices=["gradcam", "gradcam++"], help="CAM method (default gradcam)")
@@ -201,10 +207,10 @@ def _detector_gradcam(args: argparse.Namespace) -> int:
         from .scenarios.cluster_tasks import detector_gradcam_mapper
 
         mapper = detector_gradcam_mapper(opts, args.config, args.weights, args.method, args.target, device,
-                                         args.layout)
+                                         args.layout, args.num_heads)
     results, failures = gradcam_demo(args.input, args.output, args.config, args.weights, args.layers, args.method,
                                      args.target, overwrite=args.overwrite, progress=True, device=device,
-                                     layout=args.layout, map_images=mapper)
+                                     layout=args.layout, map_images=mapper, num_heads=args.num_heads)
     for r in results:
         print(f"{r['image']}: predicted {r['prediction']} (p(fake) = {r['fake_probability']:.4f}); "
               f"layers {', '.join(r['layers'])}")
@@ -223,6 +229,11 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
                                    "zoo detector on its test faces.")
     p.add_argument("--detector_path", "--detector-path", default=None, help="DeepfakeBench detector YAML")
     p.add_argument("--weights_path", "--weights-path", default=None, help="detector weights (.pth)")
+    p.add_argument("--test_config", "--test-config", default=None,
+                   help="DeepfakeBench's test_config.yaml (rgb_dir, dataset_json_folder, label_dict), merged over the "
+                        "detector YAML as its test.py does (default: training/config/test_config.yaml under the "
+                        "working directory when --detector_path is given and that file exists)")
+    _num_heads_argument(p)
     p.add_argument("--test_dataset", "--test-dataset", default=None,
                    help="zoo:face_forgery (default), a folder with real/ and fake/, a CSV / JSON list, a DeepfakeBench "
                         "dataset JSON, or a NAME under the config's dataset_json_folder")
@@ -256,10 +267,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .scenarios.detector_gradcam_eval import metrics_table, run_evaluation
 
     extra: dict = {}
+    test_config = args.test_config
     if args.detector_path:
+        from pathlib import Path
+
         from .models.load_detector import read_detector_config
 
-        extra = read_detector_config(args.detector_path).extra
+        default = Path("training/config/test_config.yaml")  # DeepfakeBench's test.py reads it from its root
+        if test_config is None and default.is_file():
+            test_config = str(default.resolve())
+        extra = read_detector_config(args.detector_path, test_config).extra
+    elif test_config:
+        from .models.load_detector import read_detector_config
+
+        extra = read_detector_config(test_config).extra
     dataset = args.test_dataset
     if dataset is None and isinstance(extra.get("test_dataset"), (list, str)) and extra["test_dataset"]:
         dataset = extra["test_dataset"] if isinstance(extra["test_dataset"], str) else extra["test_dataset"][0]
@@ -273,7 +294,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                              table_methods=[m.strip() for m in args.table_methods.split(",") if m.strip()],
                              target=args.target, batch_size=args.batch_size, gradcam_samples=args.gradcam_samples,
                              save_all_predictions=args.save_all_predictions, overwrite=args.overwrite, progress=True,
-                             device=device, map_chunks=mapper, layout=args.layout)
+                             device=device, map_chunks=mapper, layout=args.layout, num_heads=args.num_heads,
+                             test_config=test_config)
     print(metrics_table(summary.metrics).to_string(index=False))
     if summary.localization is not None:
         print(summary.localization.round(4).to_string(index=False))
@@ -282,6 +304,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(f"{summary.metrics['samples']} image(s) evaluated into {summary.run_dir}; "
           f"{len(summary.samples)} sample folder(s); report: {summary.report}")
     return 1 if len(summary.errors) else 0
+
+
+def _num_heads_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-heads", "--num_heads", type=int, default=None,
+                   help="attention heads per layer of a CLIP detector whose width is not a known CLIP tower (a state "
+                        "dict does not record it; default: the YAML's num_heads, else the CLIP tower of that width)")
 
 
 def _cluster_flags(p: argparse.ArgumentParser) -> None:

@@ -1,7 +1,8 @@
 """Explanations scored over a dataset: the one loop every scenario and the zoo use.
 
 :func:`batched` is the shared loop over samples (chunks, optional progress bar);
-:func:`localization` runs an explanation over samples with ground-truth masks and scores
+:func:`binary_metrics` scores a binary (real/fake) classifier's probabilities as DeepfakeBench
+does (AUC, accuracy, EER, AP, video-level AUC); :func:`localization` runs an explanation over samples with ground-truth masks and scores
 every map with :mod:`vizkit.metrics` (pointing game at one or more pixel tolerances, energy
 inside the mask and, given a score function, the deletion AUC).
 
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 from .errors import InputError
 from .metrics import deletion_auc, energy_pointing_game, pointing_game
 
-__all__ = ["batched", "Localization", "localization", "masks_like"]
+__all__ = ["batched", "Localization", "localization", "masks_like", "binary_metrics"]
 
 S = TypeVar("S")
 
@@ -133,3 +134,42 @@ def localization(
             deletion.append(deletion_auc(score, x, heat.to(x.device), steps=deletion_steps).cpu())
     return Localization(hits={t: torch.cat(h) for t, h in hits.items()}, energy=torch.cat(energy), layers=layers,
                         deletion=torch.cat(deletion) if deletion else None)
+
+
+def binary_metrics(labels: Sequence[int], probs: Sequence[float], preds: Sequence[int] | None = None,
+                   videos: Sequence[str | None] | None = None) -> dict[str, Any]:
+    """AUC, accuracy, EER, AP (scikit-learn) of positive-class probabilities ``probs`` against
+    ``labels`` (1 = positive, e.g. fake), the confusion matrix, and the video-level AUC (mean
+    probability per video, as DeepfakeBench) when frames carry video names. ``preds`` default to
+    ``probs >= 0.5``. EER as DeepfakeBench: the false-positive rate at the ROC point where it is
+    closest to the false-negative rate, over every threshold (DeepfakeBench's ``roc_curve`` drops
+    collinear points, one of which can be the crossing). One-class sets give None for the
+    AUCs / EER (and AP without positives)."""
+    import pandas as pd
+    from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix, roc_auc_score, roc_curve
+
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(probs, dtype=float)
+    pred = np.asarray(preds, dtype=int) if preds is not None else (p >= 0.5).astype(int)
+    if len(y) == 0:
+        raise InputError("no predictions to score: every image failed to load (see the errors listed for them)")
+    two = len(set(y.tolist())) == 2
+    out: dict[str, Any] = {"samples": int(len(y)), "real": int((y == 0).sum()), "fake": int((y == 1).sum()),
+                           "accuracy": float(accuracy_score(y, pred))}
+    if two:
+        fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)  # every threshold: a dropped point can be the EER
+        out.update(auc=float(roc_auc_score(y, p)), eer=float(fpr[np.nanargmin(np.abs((1 - tpr) - fpr))]),
+                   ap=float(average_precision_score(y, p)))
+    else:
+        out.update(auc=None, eer=None, ap=float(average_precision_score(y, p)) if y.any() else None)
+    cm = confusion_matrix(y, pred, labels=[0, 1])
+    out["confusion"] = {"true_real_pred_real": int(cm[0, 0]), "true_real_pred_fake": int(cm[0, 1]),
+                        "true_fake_pred_real": int(cm[1, 0]), "true_fake_pred_fake": int(cm[1, 1])}
+    out["video_auc"], out["videos"] = None, 0
+    if videos is not None and any(v for v in videos):
+        frame = pd.DataFrame({"video": [v or f"__frame{i}" for i, v in enumerate(videos)], "y": y, "p": p})
+        per = frame.groupby("video", sort=True).agg(y=("y", "max"), p=("p", "mean"))
+        out["videos"] = int(len(per))
+        if per["y"].nunique() == 2:
+            out["video_auc"] = float(roc_auc_score(per["y"], per["p"]))
+    return out

@@ -17,7 +17,15 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["atomic_path", "write_text", "write_json", "save_safetensors", "image_files", "load_image", "IMAGE_SUFFIXES"]
+__all__ = ["atomic_path", "write_text", "write_json", "save_safetensors", "image_files", "load_image",
+           "read_image_opencv", "data_root", "IMAGE_SUFFIXES"]
+
+
+def data_root() -> Path:
+    """The project's ``data/`` folder (``$VIZKIT_DATA`` overrides it): the zoo's checkpoints live in
+    ``data/zoo/<name>/``."""
+    env = os.environ.get("VIZKIT_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -121,3 +129,20 @@ def load_image(path: str | os.PathLike[str]) -> Any:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     return image.convert("RGB")
+
+
+def read_image_opencv(path: str | os.PathLike[str]) -> np.ndarray:
+    """An image file as uint8 ``H x W x 3`` RGB, decoded exactly as ``cv2.imread(path)`` does
+    (``IMREAD_COLOR``: grey is replicated to 3 channels, an alpha channel is dropped, not
+    composited, 16-bit images are scaled to 8 bits), then ``cv2.cvtColor(BGR2RGB)``: the way
+    DeepfakeBench reads its frames. An unreadable file raises :class:`InputError`."""
+    import cv2
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"image {str(path)!r} does not exist")
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InputError(f"cannot read image {str(path)!r}: OpenCV could not decode it (not an image, or a format "
+                         "OpenCV was built without)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

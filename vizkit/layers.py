@@ -5,6 +5,13 @@ negative), an int (an index over the transformer blocks, negative counts from th
 ``"last"``, ``"last_4"`` (any ``last_K``), ``"all"``, ``"auto"``, a module object, or a list
 of any of these. A wrong name raises :class:`LayerNotFoundError` listing the closest names.
 
+Names need not start at the model's root (:func:`resolve_name`): a name that is not a module
+of the model is read by the *alias rule* — ``<list>.N[.sub]`` where ``<list>`` is the tail of a
+block list's full name (seed 002's ``encoder.layers.23.layer_norm1`` means
+``backbone.encoder.layers.23.layer_norm1`` or ``backbone.vision_model.encoder.layers.23...``,
+whichever the transformers version built; N < 0 counts from the end; an N past the end is an
+error naming the closest valid blocks), else the one module whose full name ends with it.
+
 ``"auto"``:
 - CNN: the last stage with a spatial output — among the modules that produce the final
   ``[B, C, H, W]`` feature map (H, W > 1), the outermost one that holds parameters and
@@ -60,6 +67,47 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
                 raise LayerNotFoundError(_unknown_name_message(model, name))
             module = child
     return module
+
+
+_INDEXED = re.compile(r"^(?P<head>(?:[A-Za-z_]\w*\.)+)(?P<index>-?\d+)(?P<rest>(?:\.[A-Za-z0-9_]+)*)$")
+
+
+def resolve_name(model: nn.Module, name: str) -> str:
+    """The full module name ``name`` stands for (see the module docstring's alias rule).
+
+    Raises :class:`LayerNotFoundError` with the closest valid names: for a block index past the
+    end, the nearest blocks (``encoder.layers.23`` on a 12-block model suggests
+    ``encoder.layers.11``); for a name matching several modules, some of them.
+    """
+    name = name.strip()
+    try:
+        return canonical_name(model, get_module(model, name))
+    except LayerNotFoundError as err:
+        first = err
+    m = _INDEXED.match(name)
+    if m:
+        head = m.group("head")[:-1]
+        for list_name, blocks in find_block_lists(model):
+            if list_name != head and not list_name.endswith("." + head):
+                continue
+            index, rest, n = int(m.group("index")), m.group("rest"), len(blocks)
+            if not -n <= index < n:
+                pos = index if index >= 0 else n + index
+                near = sorted(range(n), key=lambda i: (abs(i - pos), -i))[:3]
+                raise LayerNotFoundError(
+                    f"no layer {name!r}: {type(model).__name__} has {n} transformer blocks in {list_name} ({head}.0 .. "
+                    f"{head}.{n - 1}; negative indices count from the end). Closest valid names: "
+                    f"{', '.join(f'{head}.{i}{rest}' for i in near)}")
+            full = f"{list_name}.{index % n}{rest}"
+            get_module(model, full)  # an unknown submodule: the closest names
+            return full
+    hits = [n for n, _ in model.named_modules() if n.endswith("." + name)]
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        raise LayerNotFoundError(f"layer {name!r} matches {len(hits)} modules of {type(model).__name__}: "
+                                 f"{', '.join(hits[:4])}: give the full name")
+    raise first
 
 
 def canonical_name(model: nn.Module, module: nn.Module) -> str:
@@ -379,8 +427,8 @@ def resolve_layers(
                     raise LayerNotFoundError(f"layers={s!r}: the model has {len(b)} transformer blocks")
                 out.extend(b[-k:])
             else:
-                module = get_module(model, s)
-                out.append((canonical_name(model, module), module))
+                full = resolve_name(model, s)
+                out.append((full, get_module(model, full)))
         else:
             raise VizkitError(
                 f"invalid layer spec {s!r} of type {type(s).__name__}: use a module name, an int, "

@@ -44,7 +44,7 @@ def _dfb_checkpoint(folder: Path, layers: int = 6) -> tuple[Path, Path, ClipDete
     sd = {k.replace("backbone.vision_model.", "backbone."): v for k, v in model.state_dict().items()}
     torch.save(sd, folder / "det.pth")
     (folder / "clip.yaml").write_text(yaml.safe_dump({"model_name": "clip", "resolution": 32, "mean": [0.5] * 3,
-                                                      "std": [0.5] * 3, "log_dir": "/somewhere"}))
+                                                      "std": [0.5] * 3, "log_dir": "/somewhere", "num_heads": 2}))
     return folder / "clip.yaml", folder / "det.pth", model
 
 

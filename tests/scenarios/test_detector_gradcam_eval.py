@@ -36,7 +36,8 @@ def dfb(tmp_path_factory):
     torch.save({k.replace("backbone.vision_model.", "backbone."): v for k, v in model.state_dict().items()},
                root / "clip.pth")
     (root / "clip.yaml").write_text(yaml.safe_dump({"model_name": "clip", "resolution": 32, "mean": [0.5] * 3,
-                                                    "std": [0.5] * 3, "gradcam_layers": ["encoder.layers.5.layer_norm1",
+                                                    "std": [0.5] * 3, "num_heads": 2,  # width 128: say the count
+                                                    "gradcam_layers": ["encoder.layers.5.layer_norm1",
                                                                                          "encoder.layers.-3"],
                                                     "dataset_json_folder": str(root / "json")}))
     rng = np.random.default_rng(0)
@@ -271,7 +272,7 @@ def test_bad_input(dfb, tmp_path, capsys, case, match):
         (tmp_path / "bad.pth").write_bytes(b"garbage")
         weights = str(tmp_path / "bad.pth")
     elif case == "weights_do_not_fit":
-        (tmp_path / "c.yaml").write_text(yaml.safe_dump({"model_name": "clip", "resolution": 64}))
+        (tmp_path / "c.yaml").write_text(yaml.safe_dump({"model_name": "clip", "resolution": 64, "num_heads": 2}))
         cfg = str(tmp_path / "c.yaml")
     elif case == "unknown_layer":
         extra = ["--gradcam_enabled", "--layers", "encoder.layers.23"]

@@ -182,7 +182,9 @@ def read_checkpoint(path: PathLike) -> Any:
             warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive")
             return torch.load(str(p), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err) or "Unsupported global" in str(err):
+        # weights_only refuses both pickled classes ("Unsupported global") and bytes that are no
+        # pickle at all ("Unsupported operand", "invalid load key"): only the first is code
+        if "Unsupported global" in str(err) or _unsafe_globals(p):
             raise _pickled_code_error(p, err) from None
         raise _not_a_checkpoint(p, err) from None
     except RuntimeError as err:
@@ -198,10 +200,16 @@ def read_checkpoint(path: PathLike) -> Any:
 def _not_a_checkpoint(p: Path, err: Exception) -> CheckpointError:
     try:
         text = p.read_bytes()[:64].decode("utf-8")
-        what = f"it looks like text ({text[:30].strip()!r}...)" if text.isprintable() or "\n" in text else ""
+        printable = sum(c.isprintable() or c in "\n\r\t" for c in text) / max(1, len(text))
+        what = f"it looks like text ({text[:30].strip()!r}...)" if printable > 0.95 else ""
     except UnicodeDecodeError:
         what = ""
-    reason = what or f"{type(err).__name__}: {str(err)[:120]}"
+    if isinstance(err, pickle.UnpicklingError):
+        detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(err))
+        text = f"its bytes are neither a zip archive nor a pickle of tensors ({detail.group(1).strip() if detail else err})"
+    else:
+        text = f"{type(err).__name__}: {str(err).split('. ')[0][:120]}"
+    reason = what or text
     return CheckpointError(f"{p} is not a PyTorch checkpoint ({reason}); expected a state dict saved with "
                            f"torch.save(model.state_dict(), path) or safetensors.torch.save_file")
 

@@ -16,12 +16,16 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .detector import ClipDetector
-from .load_common import CheckpointError, Loaded, PathLike, existing, load_strict, read_checkpoint, \
-    resize_normalize, unwrap_state_dict
+from .load_common import CheckpointError, Loaded, PathLike, existing, load_strict, read_checkpoint, unwrap_state_dict
+from .preprocess import CvResizeNormalize
 
 _NESTED = "backbone.vision_model."  # CLIPVisionModel keys in transformers 4.x
 _FLAT = "backbone."  # DeepfakeBench (CLIPModel.vision_model) and CLIPVisionModel in transformers 5.x
 _EMB = "embeddings.patch_embedding.weight"
+#: attention heads of the CLIP vision towers people train on, by width (OpenAI and OpenCLIP):
+#: S 384/6, M 512/8, B 768/12, L 1024/16, H 1280/16 (head size 80), g 1408/16 (88),
+#: bigG 1664/16 (104), e 1792/16 (112). A state dict records the width, never the head count.
+CLIP_HEADS_BY_WIDTH = {384: 6, 512: 8, 768: 12, 1024: 16, 1280: 16, 1408: 16, 1664: 16, 1792: 16}
 # DeepfakeBench's clip.yaml normalises with mean = std = 0.5 at resolution 224.
 DFB_MEAN = (0.5, 0.5, 0.5)
 DFB_STD = (0.5, 0.5, 0.5)
@@ -52,7 +56,9 @@ def infer_clip_vision_config(sd: Mapping[str, torch.Tensor], num_heads: int | No
 
     hidden / channels / patch from the patch embedding ``[hidden, C, p, p]``; image size from the
     position-embedding count ``(image/p)^2 + 1``; depth from ``encoder.layers.N``; MLP width from
-    ``fc1``; heads = hidden / 64 as in every CLIP ViT (pass ``num_heads`` for other head sizes).
+    ``fc1``; heads: ``num_heads`` when given, else the known CLIP tower of that width
+    (:data:`CLIP_HEADS_BY_WIDTH`); any other width without ``num_heads`` is an error, since
+    the weights cannot tell the head count and a guess gives wrong probabilities silently.
     """
     sd = to_flat_layout(sd)
     try:
@@ -69,12 +75,28 @@ def infer_clip_vision_config(sd: Mapping[str, torch.Tensor], num_heads: int | No
     depth = max(layer_ids) + 1 if layer_ids else 0
     if sorted(layer_ids) != list(range(depth)) or depth == 0:
         raise CheckpointError(f"encoder layers {sorted(layer_ids)} are not numbered 0..N-1")
-    heads = num_heads or max(1, hidden // 64)
-    if hidden % heads:
-        raise CheckpointError(f"hidden size {hidden} is not a multiple of num_heads {heads}")
+    heads = head_count(hidden, num_heads)
     return {"hidden_size": hidden, "intermediate_size": int(inter), "num_hidden_layers": depth,
             "num_attention_heads": heads, "num_channels": channels, "patch_size": patch,
             "image_size": side * patch}
+
+
+def head_count(hidden: int, num_heads: int | None = None) -> int:
+    """Attention heads of a CLIP vision tower of width ``hidden`` (see :func:`infer_clip_vision_config`)."""
+    if num_heads is not None:
+        if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+            raise CheckpointError(f"num_heads must be a positive integer, got {num_heads!r}")
+        if hidden % num_heads:
+            raise CheckpointError(f"num_heads {num_heads} does not divide the hidden size {hidden} of these weights: "
+                                  f"give the head count the model was trained with")
+        return num_heads
+    if hidden in CLIP_HEADS_BY_WIDTH:
+        return CLIP_HEADS_BY_WIDTH[hidden]
+    known = ", ".join(f"{w} -> {h}" for w, h in CLIP_HEADS_BY_WIDTH.items())
+    raise CheckpointError(
+        f"the weights cannot tell the number of attention heads: hidden size {hidden} is not the width of a CLIP "
+        f"vision tower vizkit knows ({known}). Give it: `num_heads: N` in the detector YAML, --num-heads N on the "
+        f"command line, or num_heads=N in Python")
 
 
 def load_deepfakebench_clip(path: PathLike, *, num_heads: int | None = None,
@@ -83,8 +105,8 @@ def load_deepfakebench_clip(path: PathLike, *, num_heads: int | None = None,
     """A DeepfakeBench CLIP detector ``.pth`` as :class:`ClipDetector` (logits [real, fake]).
 
     The config is inferred from the weights (:func:`infer_clip_vision_config`) and the weights are
-    loaded strictly. ``preprocess`` resizes to the inferred image size and normalises with
-    DeepfakeBench's mean/std (0.5) unless given.
+    loaded strictly. ``preprocess`` is DeepfakeBench's test pipeline: ``cv2.resize`` with
+    ``INTER_CUBIC`` to the inferred image size, ``/255``, its mean/std (0.5) unless given.
     """
     from transformers import CLIPVisionConfig
 
@@ -99,6 +121,6 @@ def load_deepfakebench_clip(path: PathLike, *, num_heads: int | None = None,
     model = ClipDetector(CLIPVisionConfig(**cfg))
     load_strict(model, _to_model_layout(sd, model), p, f"ClipDetector({cfg})")
     model.eval().to(device)
-    return Loaded(model=model, preprocess=resize_normalize(cfg["image_size"], mean, std),
+    return Loaded(model=model, preprocess=CvResizeNormalize(cfg["image_size"], mean, std, "cubic"),
                   meta={"family": "deepfakebench_clip", "source": str(p), "config": cfg,
                         "class_names": ["real", "fake"], "mean": list(mean), "std": list(std)})

@@ -7,7 +7,7 @@ module                         what it explains                                 
                                (seed 000)
 ``vit_mnist_attention``        a ViT digit classifier's CLS attention (seed 001)     02
 ``detector_gradcam_eval``      a detector's Grad-CAM on named layers, evaluation     03
-                               explaining its mistakes (seed 002; + detector_data)
+                               explaining its mistakes (seed 002)
 ``clip_text_gradcam``          CLIP image-text similarity by Grad-CAM (seed 003)     04
 ``cluster_tasks``              scenarios 1, 3, 4 on a Dask cluster (tasks,           -
                                evaluation chunks; used by the CLIs' --workers)
@@ -35,10 +35,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "detector_gradcam_eval": (
         "CLIPDetectorWithGradCAM", "DetectorGradCAMExplorer", "run_evaluation", "evaluate_chunk", "gradcam_demo",
         "detector_metrics", "metrics_table", "metadata_text", "select_samples", "resolve_gradcam_layers",
-        "default_layers", "load_eval_detector", "load_run", "EvalSummary"),
+        "default_layers", "load_eval_detector", "load_run", "EvalSummary", "resolve_dataset", "EvalDataset",
+        "parse_label"),
     "cluster_tasks": ("EvaluationMapper", "evaluate_chunk_task", "detector_gradcam_task", "detector_gradcam_mapper",
                       "detector_attention_task", "clip_gradcam_task"),
-    "detector_data": ("resolve_dataset", "EvalDataset", "parse_label"),
     "clip_text_gradcam": (
         "ClipGradCAMResult", "ClipExplorer", "load_clip_model", "load_class_texts", "load_image", "display_crop",
         "explain_clip", "save_result", "output_stem", "visualize_clip_gradcam", "pointing_table", "text_maps",

@@ -39,8 +39,10 @@ from ..attention_math import AGGREGATIONS, HEAD_FUSIONS
 from ..errors import CaptureError, InputError, VizkitError
 from ..evaluate import batched, localization
 from ..explain import AttentionGradients, _to_input_size, attention_gradients
-from ..io import image_files, load_image, write_json
+from ..io import image_files, write_json
 from ..layers import find_blocks, resolve_layers
+from ..models import Detector, load_detector
+from ..models.load_detector import ZOO_DETECTORS
 from ..metrics import deletion_auc, randomization_sanity_check, region_means, top_region_iou
 from ..report import Report
 from ..state import model_device
@@ -49,9 +51,9 @@ from ..stats import map_entropy
 __all__ = ["CLIPViTGradCAM", "DetectorAttention", "DetectorModel", "ImageResult", "LAYER_MODES",
            "load_detector_model", "analyze_single_image", "analyze_images", "comparison_numbers",
            "where_they_differ", "faithfulness_table", "faithfulness_observations", "write_attention_report",
-           "DetectorAttentionExplorer", "notebook_parameters", "check_notebook_parameters", "ZOO_DETECTORS"]
+           "DetectorAttentionExplorer", "notebook_parameters", "check_notebook_parameters", "ZOO_DETECTORS",
+           "DEFAULT_TARGET_LAYERS"]
 
-ZOO_DETECTORS = ("face_forgery_detector",)
 #: the seed's three layer modes ("y" to its multi-layer question) and their layer specs
 LAYER_MODES: dict[str, str] = {"last_layer": "last", "last_4_layers": "last_4", "all_layers": "all"}
 REGIONS = (("upper left", "upper centre", "upper right"), ("centre left", "centre", "centre right"),
@@ -61,56 +63,25 @@ REGIONS = (("upper left", "upper centre", "upper right"), ("centre left", "centr
 # --------------------------------------------------------------------------------------
 # the model
 # --------------------------------------------------------------------------------------
-@dataclass
-class DetectorModel:
-    """A detector ready to explain: ``model`` ``[B, 3, H, W] -> [B, C]`` logits, ``preprocess``
-    (image -> ``[3, H, W]``), ``class_names`` (C names) and where it came from."""
-
-    model: nn.Module
-    preprocess: Callable[[Any], torch.Tensor]
-    class_names: list[str]
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def fake_index(self) -> int:
-        """The class whose map is "the fake-class map": ``fake`` when named so, else the last."""
-        names = [n.lower() for n in self.class_names]
-        return names.index("fake") if "fake" in names else len(names) - 1
-
-    @property
-    def real_index(self) -> int:
-        names = [n.lower() for n in self.class_names]
-        return names.index("real") if "real" in names else 0
+DetectorModel = Detector  # seed 000's name for the one detector type (vizkit.models.Detector)
+#: seed 000's default layers: the last four blocks (all of them on a detector with fewer)
+DEFAULT_TARGET_LAYERS = (-4, -3, -2, -1)
 
 
 def load_detector_model(model: str | nn.Module | None = None, model_config: str | os.PathLike | None = None,
                         weights: str | os.PathLike | None = None, *, head: str | None = None,
-                        device: str | torch.device = "cpu") -> DetectorModel:
-    """The detector to explain: the zoo's ``face_forgery_detector`` (default), or a user's files
-    through :func:`vizkit.models.load_detector.load_detector` (a DeepfakeBench YAML + ``.pth``, a
-    Hugging Face directory, a timm classifier). ``model`` may also be a path (weights file or
-    model directory) or an ``nn.Module`` (then ``preprocess`` must come from elsewhere)."""
+                        num_heads: int | None = None, device: str | torch.device = "cpu") -> Detector:
+    """The detector to explain, by :func:`vizkit.models.load_detector`: the zoo's
+    ``face_forgery_detector`` (default), or a user's files (a DeepfakeBench YAML + ``.pth``, a
+    Hugging Face directory + head, a timm classifier). ``model`` may also be a zoo name, a path
+    (weights file or model directory) or an ``nn.Module`` (then preprocess the images yourself)."""
     if isinstance(model, nn.Module):
-        return DetectorModel(model.to(device).eval(), _no_preprocess, ["real", "fake"], {"source": type(model).__name__})
+        return Detector(model.to(device).eval(), _no_preprocess, _no_preprocess, ["real", "fake"], 0,
+                        type(model).__name__, "module", "none")
     spec = str(model) if model else ""
-    spec = spec[4:] if spec.startswith("zoo:") else spec
-    if not weights and not model_config and spec in ("", *ZOO_DETECTORS):
-        if head:
-            raise InputError(f"--head {head} applies to a Hugging Face CLIPVisionModel directory given with "
-                             f"--weights; the zoo detector {spec or ZOO_DETECTORS[0]} has its own head")
-        from .. import zoo
-
-        bundle = zoo.load(spec or ZOO_DETECTORS[0], device=device)
-        return DetectorModel(bundle.model, bundle.preprocess, list(bundle.class_names),
-                             {"source": f"zoo:{bundle.name}", **{k: bundle.meta[k] for k in ("metrics",)
-                                                                  if k in bundle.meta}})
-    from ..models.load_detector import load_detector
-
-    if spec and spec not in ZOO_DETECTORS and not weights:
-        weights = spec  # `model` given as a path
-    loaded = load_detector(model_config, weights, head=head, device=device)
-    return DetectorModel(loaded.model, loaded.preprocess, list(loaded.meta["class_names"]),
-                         {"source": loaded.meta.get("source", str(weights)), "family": loaded.meta.get("family")})
+    if spec and not weights:
+        weights = spec if spec.startswith("zoo:") or spec not in ZOO_DETECTORS else f"zoo:{spec}"
+    return load_detector(model_config, weights, head=head, num_heads=num_heads, device=device)
 
 
 def _no_preprocess(image: Any) -> torch.Tensor:
@@ -137,6 +108,8 @@ class DetectorAttention:
     target_layers: list[str]
     head_fusion: str = "mean"
     aggregation: str = "relevance"
+    #: why the target layers differ from what was asked (a detector shallower than the default)
+    note: str | None = None
     _memo: dict[tuple, torch.Tensor] = field(default_factory=dict, repr=False)
 
     @property
@@ -183,12 +156,13 @@ class CLIPViTGradCAM:
     """Seed 000's class: gradient-weighted attention of a ViT classifier over ``target_layers``.
 
     ``target_layers``: block indices (``[-4, -3, -2, -1]``: the last four), names, or
-    ``"last"`` / ``"last_4"`` / ``"all"``; ``head_fusion``: mean / max / min; ``aggregation``:
+    ``"last"`` / ``"last_4"`` / ``"all"``; None (default): the seed's last four blocks, or all
+    of them on a detector with fewer (``note`` says so); ``head_fusion``: mean / max / min; ``aggregation``:
     ``"relevance"`` (Chefer) or ``"mean"``. Works on any ViT classifier whose blocks vizkit finds
     (HF CLIP / ViT, timm, open_clip); the class count is the model's.
     """
 
-    def __init__(self, model: nn.Module, target_layers: Any = (-4, -3, -2, -1), head_fusion: str = "mean",
+    def __init__(self, model: nn.Module, target_layers: Any = None, head_fusion: str = "mean",
                  aggregation: str = "relevance", class_names: Sequence[str] | None = None, debug: bool = False):
         if head_fusion not in HEAD_FUSIONS:
             raise VizkitError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)}, got {head_fusion!r}")
@@ -200,6 +174,13 @@ class CLIPViTGradCAM:
             raise CaptureError(f"No attention weights found: {type(model).__name__} has no transformer blocks with "
                                "attention (scenario 1 explains ViT / CLIP-ViT detectors; for a CNN use vizkit.cam)")
         self.layer_names = [n for n, _ in blocks]
+        self.note: str | None = None
+        if target_layers is None:
+            n = len(self.layer_names)
+            target_layers = "last_4"
+            if n < 4:
+                self.note = (f"the detector has {n} transformer block(s), fewer than the default's 4 "
+                             f"(-4 -3 -2 -1): the maps combine all {n}")
         spec = list(target_layers) if isinstance(target_layers, (list, tuple)) else target_layers
         last_k = re.fullmatch(r"last_(\d+)", spec.strip().lower()) if isinstance(spec, str) else None
         if last_k:  # "last_4" on a model with fewer blocks means all of them, as the layer modes do
@@ -236,7 +217,7 @@ class CLIPViTGradCAM:
         if classes != list(range(len(classes))):
             cache = _reindex(cache, classes)  # gradients[k] belong to class k
         result = DetectorAttention(cache, logits.float().softmax(-1).cpu(), names, list(cache.layers),
-                                   list(self.target_layers), self.head_fusion, self.aggregation)
+                                   list(self.target_layers), self.head_fusion, self.aggregation, self.note)
         if self.debug:
             print(self._debug_info(result))
         return result
@@ -312,11 +293,13 @@ class ImageResult:
     head_fusion: str
     aggregation: str
     files: dict[str, Path] = field(default_factory=dict)
+    layers_note: str | None = None
 
     def sidecar(self) -> dict[str, Any]:
         return {"image": self.stem, "class_names": self.class_names, "probabilities": self.probs,
                 "predicted_class": self.class_names[self.predicted], "predicted_index": self.predicted,
-                "layers": self.layers, "head_fusion": self.head_fusion, "aggregation": self.aggregation,
+                "layers": self.layers, **({"layers_note": self.layers_note} if self.layers_note else {}),
+                "head_fusion": self.head_fusion, "aggregation": self.aggregation,
                 "comparison": self.numbers, "where_they_differ": self.sentence,
                 "files": {k: v.name for k, v in self.files.items()}}
 
@@ -385,7 +368,7 @@ def image_result(result: DetectorAttention, index: int, image: np.ndarray, stem:
     probs = result.probs[index].tolist()
     return ImageResult(stem, image, probs, int(np.argmax(probs)), list(result.class_names), real.numpy(), fake.numpy(),
                        numbers, where_they_differ(numbers, (result.class_names[real_idx], result.class_names[fake_idx])),
-                       list(result.target_layers), result.head_fusion, result.aggregation)
+                       list(result.target_layers), result.head_fusion, result.aggregation, layers_note=result.note)
 
 
 def save_image_result(res: ImageResult, result: DetectorAttention, index: int, output_dir: Path,
@@ -423,8 +406,8 @@ def _stems(paths: Sequence[Path]) -> list[str]:
     return out
 
 
-def analyze_images(detector: DetectorModel, images: Sequence[Any], output_dir: str | os.PathLike,
-                   target_layers: Any = (-4, -3, -2, -1), head_fusion: str = "mean", aggregation: str = "relevance",
+def analyze_images(detector: Detector, images: Sequence[Any], output_dir: str | os.PathLike,
+                   target_layers: Any = None, head_fusion: str = "mean", aggregation: str = "relevance",
                    multi_layer: bool = True, stems: Sequence[str] | None = None, batch_size: int = 16,
                    progress: bool = False, debug: bool = False) -> tuple[list[ImageResult], list[tuple[str, str]]]:
     """Explain images (paths or arrays) in batches, writing the seed's files for each.
@@ -440,7 +423,7 @@ def analyze_images(detector: DetectorModel, images: Sequence[Any], output_dir: s
     loaded, failures = [], []
     for name, p, item in zip(names, paths, images):
         try:
-            loaded.append((name, np.array(load_image(p)) if p is not None else np.asarray(item)))
+            loaded.append((name, detector.read(p) if p is not None else np.asarray(item)))
         except VizkitError as err:
             failures.append((name, str(err)))
     results = []
@@ -457,7 +440,7 @@ def analyze_images(detector: DetectorModel, images: Sequence[Any], output_dir: s
 
 def analyze_single_image(config_path: str | os.PathLike | None, weights_path: str | os.PathLike | None,
                          image_path: str | os.PathLike, output_dir: str | os.PathLike = "attention_results",
-                         target_layers: Any = (-4, -3, -2, -1), head_fusion: str = "mean",
+                         target_layers: Any = None, head_fusion: str = "mean",
                          multi_layer: bool = True) -> ImageResult:
     """Seed 000's function: explain one image with the detector of ``config_path`` +
     ``weights_path`` (both None: the zoo detector) and write the seed's files to ``output_dir``."""
@@ -487,7 +470,7 @@ def _maps_over(gradcam: CLIPViTGradCAM, x: torch.Tensor, class_idx: int, combos:
     return {c: torch.cat(v) for c, v in out.items()}
 
 
-def faithfulness_table(detector: DetectorModel, fakes: Sequence[Any], reals: Sequence[Any],
+def faithfulness_table(detector: Detector, fakes: Sequence[Any], reals: Sequence[Any],
                        head_fusions: Sequence[str] = HEAD_FUSIONS, layer_modes: Sequence[str] = tuple(LAYER_MODES),
                        aggregations: Sequence[str] = AGGREGATIONS, deletion_steps: int = 10,
                        sanity_samples: int = 16, sanity_blocks: int = 2, batch_size: int = 50) -> pd.DataFrame:
@@ -546,7 +529,7 @@ def faithfulness_table(detector: DetectorModel, fakes: Sequence[Any], reals: Seq
     return table
 
 
-def _sanity(detector: DetectorModel, gradcam: CLIPViTGradCAM, x: torch.Tensor, class_idx: int,
+def _sanity(detector: Detector, gradcam: CLIPViTGradCAM, x: torch.Tensor, class_idx: int,
             combos: Sequence[tuple], blocks: int) -> list[float]:
     """Per combo: the mean Spearman correlation between the maps of the trained model and of a
     copy whose last ``blocks`` transformer blocks are re-initialised (cascading, top-down)."""
@@ -608,13 +591,14 @@ def faithfulness_observations(table: pd.DataFrame) -> list[str]:
 # --------------------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------------------
-def write_attention_report(out: Path, params: dict[str, Any], detector: DetectorModel, results: Sequence[ImageResult],
+def write_attention_report(out: Path, params: dict[str, Any], detector: Detector, results: Sequence[ImageResult],
                            table: pd.DataFrame | None = None, notes: Sequence[str] = (),
                            failures: Sequence[tuple[str, str]] = (), figures: Sequence[Path] = ()) -> Path:
     """``attention_report.md``: parameters, model, per-image predictions, faithfulness table."""
     rep = Report("Gradient-weighted attention of a deepfake detector")
     rep.heading("Run parameters").parameters(params)
     rep.heading("Model").bullets([f"source: `{detector.info.get('source')}`",
+                                  f"input pipeline: {detector.pipeline}",
                                   f"classes: {', '.join(detector.class_names)}",
                                   f"transformer blocks: {len(find_blocks(detector.model))}"])
     if results:
@@ -623,7 +607,8 @@ def write_attention_report(out: Path, params: dict[str, Any], detector: Detector
             f"Per layer, gradient-weighted attention Ā = fuse_heads((∇A ⊙ A)⁺) with heads fused by "
             f"**{r0.head_fusion}**; the per-image figures combine {len(r0.layers)} layer(s) "
             f"({', '.join(r0.layers)}) by **{'Chefer relevance propagation' if r0.aggregation == 'relevance' else 'the plain per-layer mean'}** "
-            "(aggregation). Real and fake maps come from one forward pass.")
+            "(aggregation). Real and fake maps come from one forward pass."
+            + (f" Note: {r0.layers_note}." if r0.layers_note else ""))
         rep.heading("Predictions")
         rows = pd.DataFrame([{"image": r.stem, "predicted": r.class_names[r.predicted],
                               **{f"p({n})": p for n, p in zip(r.class_names, r.probs)},

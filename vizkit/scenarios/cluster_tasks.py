@@ -92,7 +92,8 @@ class EvaluationMapper:
 
 # ------------------------------------------------------------------------------------ the batch CLIs
 def detector_gradcam_task(path: Any, out: str, config: str | None, weights: str | None, layer_names: list[str],
-                          method: str, target: str, device: str, layout: Any = None) -> Any:
+                          method: str, target: str, device: str, layout: Any = None,
+                          num_heads: int | None = None) -> Any:
     """One image of ``vizkit detector-gradcam`` on a worker (the detector loaded once per worker)."""
     from pathlib import Path
 
@@ -100,33 +101,34 @@ def detector_gradcam_task(path: Any, out: str, config: str | None, weights: str 
     from ..distributed.worker import cached
 
     setup_worker()
-    det, infos = cached(("detector-gradcam", config, weights, tuple(layer_names), device), lambda: _gc_model(
-        config, weights, layer_names, device))
+    det, infos = cached(("detector-gradcam", config, weights, tuple(layer_names), device, num_heads),
+                        lambda: _gc_model(config, weights, layer_names, device, num_heads))
     try:
         return dge.gradcam_image(det, infos, Path(path), Path(out), method, target, layout)
     except VizkitError as err:
         return (Path(path).name, str(err))
 
 
-def _gc_model(config: str | None, weights: str | None, layer_names: list[str], device: str) -> tuple[Any, Any]:
-
-    det = dge.load_eval_detector(config, weights, device=device)
-    return det, dge.resolve_gradcam_layers(det.model, layer_names)
+def _gc_model(config: str | None, weights: str | None, layer_names: list[str], device: str,
+              num_heads: int | None = None) -> tuple[Any, Any]:
+    det = dge.load_eval_detector(config, weights, num_heads=num_heads, device=device)
+    return det, dge.resolve_gradcam_layers(det.model, layer_names, det.size)
 
 
 def detector_gradcam_mapper(options: ClusterOptions, config: str | None, weights: str | None, method: str,
-                            target: str, device: str,
-                            layout: Any = None) -> Callable[[list, Any, list[str]], list[Any]]:
+                            target: str, device: str, layout: Any = None,
+                            num_heads: int | None = None) -> Callable[[list, Any, list[str]], list[Any]]:
     """``map_images`` for :func:`vizkit.scenarios.detector_gradcam_eval.gradcam_demo`."""
     def run(files: list, out: Any, layer_names: list[str]) -> list[Any]:
         return map_tasks(options, detector_gradcam_task, [str(f) for f in files], str(out), config, weights,
-                         layer_names, method, target, device, layout, progress="detector-gradcam", unit="image")
+                         layer_names, method, target, device, layout, num_heads, progress="detector-gradcam",
+                         unit="image")
     return run
 
 
 def detector_attention_task(chunk: list[tuple[str, str]], out: str, model_config: str | None, weights: str | None,
                             head: str | None, layers: Any, head_fusion: str, aggregation: str, multi_layer: bool,
-                            batch_size: int, device: str) -> tuple[list, list]:
+                            batch_size: int, device: str, num_heads: int | None = None) -> tuple[list, list]:
     """A batch of images of ``vizkit detector-attention`` on a worker: ``(results, failures)``."""
     from pathlib import Path
 
@@ -134,8 +136,9 @@ def detector_attention_task(chunk: list[tuple[str, str]], out: str, model_config
     from ..distributed.worker import cached
 
     setup_worker()
-    detector = cached(("detector-attention", model_config, weights, head, device),
-                      lambda: s.load_detector_model(None, model_config, weights, head=head, device=device))
+    detector = cached(("detector-attention", model_config, weights, head, device, num_heads),
+                      lambda: s.load_detector_model(None, model_config, weights, head=head, num_heads=num_heads,
+                                                    device=device))
     return s.analyze_images(detector, [Path(p) for p, _ in chunk], Path(out), layers, head_fusion, aggregation,
                             multi_layer=multi_layer, stems=[st for _, st in chunk], batch_size=batch_size)
 

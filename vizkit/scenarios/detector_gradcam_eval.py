@@ -52,73 +52,44 @@ from torch import nn
 
 from .. import render
 from ..errors import InputError, LayerNotFoundError, ParameterError, VizkitError
-from ..evaluate import batched, localization
+from ..datasets import ZOO_DATASET, EvalDataset, parse_label, resolve_dataset
+from ..evaluate import batched, binary_metrics, localization
 from ..explain import cam
-from ..io import atomic_path, image_files, load_image, write_json, write_text
-from ..layers import find_blocks, get_module
+from ..io import atomic_path, image_files, write_json, write_text
+from ..layers import find_blocks, probe, resolve_layers
 from ..methods import get_method
+from ..models import Detector, load_detector
 from ..report import Report
 from ..runs import clear_complete, is_complete, mark_complete, run_folder
 from ..state import model_device
-from .detector_data import ZOO_DATASET, EvalDataset, resolve_dataset
 
 __all__ = ["Detector", "LayerInfo", "load_eval_detector", "resolve_gradcam_layers", "default_layers", "layer_table",
            "EvalArgs", "EvalSummary", "evaluate_chunk", "evaluation_context", "run_evaluation", "detector_metrics",
            "metrics_table", "metadata_text", "select_samples", "gradcam_demo", "gradcam_image",
            "CLIPDetectorWithGradCAM", "DetectorGradCAMExplorer", "load_run", "notebook_parameters",
            "check_notebook_parameters", "SEED_LAYERS", "TARGETS", "CAM_METHODS", "resolve_dataset",
-           "EvalDataset"]  # the last two live in detector_data (the dataset readers)
+           "EvalDataset", "parse_label"]  # Detector lives in vizkit.models; the last three in vizkit.datasets
 
 SEED_LAYERS = ("encoder.layers.23", "encoder.layers.20", "encoder.layers.15", "encoder.layers.10")
 CAM_METHODS = ("gradcam", "gradcam++")
 TARGETS = ("predicted", "fake", "real", "label")
 LABEL_NAMES = {0: "Real", 1: "Fake"}
-_SEED_NAME = re.compile(r"^(?:.*\.)?encoder\.layers\.(-?\d+)((?:\.[A-Za-z0-9_]+)*)$")
 _DISPLAY_MIN = 224  # overlays of small models are upscaled to this size for legibility
 
 
 # --------------------------------------------------------------------------------------
-# the detector
+# the detector: vizkit.models.Detector, loaded by vizkit.models.load_detector
 # --------------------------------------------------------------------------------------
-@dataclass
-class Detector:
-    """A detector ready to evaluate: ``model`` ``[B, 3, H, W] -> [B, 2]`` logits (real, fake),
-    ``preprocess`` (uint8 image -> ``[3, S, S]``), ``size`` S, ``config`` (the YAML's other keys:
-    ``gradcam_*``, ``dataset_json_folder`` ...) and ``source``."""
-
-    model: nn.Module
-    preprocess: Callable[[Any], torch.Tensor]
-    size: int
-    class_names: list[str]
-    source: str
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def fake_index(self) -> int:
-        names = [n.lower() for n in self.class_names]
-        return names.index("fake") if "fake" in names else len(names) - 1
-
-
 def load_eval_detector(config: str | os.PathLike | None = None, weights: str | os.PathLike | None = None, *,
+                       num_heads: int | None = None, test_config: str | os.PathLike | None = None,
                        device: str | torch.device = "cpu") -> Detector:
-    """The zoo's ``face_forgery_detector`` when neither is given; else a DeepfakeBench detector YAML +
-    ``.pth`` (or a HF directory / timm classifier) through :func:`vizkit.models.load_detector`."""
-    if not config and not weights:
-        from .. import zoo
-
-        bundle = zoo.load("face_forgery_detector", device=device)
-        size = int(bundle.meta["preprocess"]["size"])
-        return Detector(bundle.model, bundle.preprocess, size, list(bundle.class_names), "zoo:face_forgery_detector")
-    from ..models.load_detector import load_detector, read_detector_config
-
-    cfg = read_detector_config(config) if config else None
-    loaded = load_detector(cfg, weights, device=device)
-    names = list(loaded.meta["class_names"])
-    if len(names) != 2:
-        raise VizkitError(f"the detector has {len(names)} outputs ({', '.join(names)}); a real/fake detector has 2")
-    probe = loaded.preprocess(np.zeros((8, 8, 3), np.uint8))
-    return Detector(loaded.model.eval(), loaded.preprocess, int(probe.shape[-1]), names,
-                    str(weights or (cfg.pretrained if cfg else "")), dict(cfg.extra) if cfg else {})
+    """:func:`vizkit.models.load_detector` (the zoo's ``face_forgery_detector`` when neither is
+    given), checked to be a two-class real/fake detector."""
+    det = load_detector(config or None, weights or None, num_heads=num_heads, test_config=test_config, device=device)
+    if len(det.class_names) != 2:
+        raise VizkitError(f"the detector has {len(det.class_names)} outputs ({', '.join(det.class_names)}); a "
+                          "real/fake detector has 2")
+    return det
 
 
 # --------------------------------------------------------------------------------------
@@ -134,62 +105,45 @@ class LayerInfo:
     note: str
 
 
-def _block_list(model: nn.Module) -> tuple[str, int]:
+def _blocks(model: nn.Module) -> tuple[str, int]:
+    """The transformer block list's name and length (``("", 0)`` for a CNN)."""
     blocks = find_blocks(model)
-    if not blocks:
-        raise LayerNotFoundError(f"{type(model).__name__} has no transformer blocks: scenario 3 explains ViT "
-                                 "detectors whose blocks are named encoder.layers.N")
-    prefix = blocks[0][0].rsplit(".", 1)[0]
-    return prefix, len(blocks)
+    return (blocks[0][0].rsplit(".", 1)[0], len(blocks)) if blocks else ("", 0)
 
 
-def _closest_blocks(index: int, depth: int, rest: str) -> str:
-    near = sorted(range(depth), key=lambda i: (abs(i - index), -i))[:3]
-    return ", ".join(f"encoder.layers.{i}{rest}" for i in near)
+def _example(model: nn.Module, size: int | None) -> torch.Tensor:
+    return torch.zeros(1, 3, size or 224, size or 224, device=model_device(model))
 
 
-def resolve_gradcam_layers(model: nn.Module, names: Sequence[str | int]) -> list[LayerInfo]:
-    """Map the seed's layer names to modules of ``model``, before any work; an unknown name raises
-    :class:`LayerNotFoundError` with the closest valid names (``encoder.layers.23`` on a 12-layer
-    model suggests ``encoder.layers.11``). An int N means ``encoder.layers.N``."""
+def resolve_gradcam_layers(model: nn.Module, names: Sequence[str | int], size: int | None = None) -> list[LayerInfo]:
+    """Map the seed's layer names to modules of ``model`` (:func:`vizkit.layers.resolve_layers`:
+    ``encoder.layers.N[.sub]`` by the alias rule, N < 0 from the end; an int N means block N;
+    ``"auto"`` the model's automatic layer — on a CNN detector its last convolutional block,
+    found by a probe forward at ``size`` px), before any work. An unknown name raises
+    :class:`LayerNotFoundError` with the closest valid names."""
     if isinstance(names, (str, int)):
         names = [names]
     if not names:
         raise ParameterError("give at least one layer (e.g. encoder.layers.-1.layer_norm1)")
-    prefix, depth = _block_list(model)
-    modules = dict(model.named_modules())
+    prefix, depth = _blocks(model)
     out: list[LayerInfo] = []
     for raw in names:
-        text = f"encoder.layers.{raw}" if isinstance(raw, int) or re.fullmatch(r"-?\d+", str(raw).strip()) \
+        spec: str | int = int(raw) if isinstance(raw, int) or re.fullmatch(r"-?\d+", str(raw).strip()) \
             else str(raw).strip()
-        m = _SEED_NAME.match(text)
-        if m:
-            index, rest = int(m.group(1)), m.group(2)
-            if not -depth <= index < depth:
-                raise LayerNotFoundError(
-                    f"no layer {text!r}: this detector has {depth} transformer blocks (encoder.layers.0 .. "
-                    f"encoder.layers.{depth - 1}; negative indices count from the end). Closest valid names: "
-                    f"{_closest_blocks(index if index >= 0 else depth + index, depth, rest)}")
-            index %= depth
-            module = f"{prefix}.{index}{rest}"
-            get_module(model, module)  # an unknown submodule -> LayerNotFoundError with close names
-            name = f"encoder.layers.{index}{rest}"
-        elif text in modules:
-            module = name = text
-        else:
-            hits = [n for n in modules if n.endswith("." + text)]
-            if len(hits) != 1:
-                get_module(model, text)  # raises with the closest names
-                raise LayerNotFoundError(f"layer {text!r} matches {len(hits)} modules: {', '.join(hits[:4])}")
-            module, name = hits[0], text
-        out.append(LayerInfo(name, module, _layer_note(model, module, prefix, depth)))
+        example = _example(model, size) if spec == "auto" else None
+        (module, _), = resolve_layers(model, spec, probe_fn=(lambda: probe(model, model, example))
+                                      if example is not None else None)
+        m = re.fullmatch(re.escape(prefix) + r"\.(\d+)(.*)", module) if prefix else None
+        name = f"encoder.layers.{m.group(1)}{m.group(2)}" if m and prefix.endswith("encoder.layers") else module
+        note = _layer_note(module, prefix, depth)
+        out.append(LayerInfo(name, module, f"last convolutional block (auto): {note}" if spec == "auto" else note))
     if len({i.module for i in out}) != len(out):
         raise ParameterError(f"layers {', '.join(i.name for i in out)} name the same module twice")
     return out
 
 
-def _layer_note(model: nn.Module, module: str, prefix: str, depth: int) -> str:
-    m = re.fullmatch(re.escape(prefix) + r"\.(\d+)(.*)", module)
+def _layer_note(module: str, prefix: str, depth: int) -> str:
+    m = re.fullmatch(re.escape(prefix) + r"\.(\d+)(.*)", module) if prefix else None
     if not m:
         return f"module {module}"
     i, rest = int(m.group(1)), m.group(2)
@@ -204,9 +158,13 @@ def _layer_note(model: nn.Module, module: str, prefix: str, depth: int) -> str:
 
 
 def default_layers(model: nn.Module) -> list[str]:
-    """The block inputs ``encoder.layers.N.layer_norm1`` of the seed's blocks (23, 20, 15, 10) when
-    the detector has 24 or more, else of its last four blocks (shallow to deep)."""
-    _, depth = _block_list(model)
+    """ViT detectors: the block inputs ``encoder.layers.N.layer_norm1`` of the seed's blocks
+    (23, 20, 15, 10) when the detector has 24 or more, else of its last four blocks (all of them
+    when it has fewer), shallow to deep. CNN detectors (no transformer blocks): ``["auto"]``,
+    the last convolutional block."""
+    _, depth = _blocks(model)
+    if not depth:
+        return ["auto"]
     idx = [10, 15, 20, 23] if depth >= 24 else list(range(max(0, depth - 4), depth))
     return [f"encoder.layers.{i}.layer_norm1" for i in idx]
 
@@ -217,43 +175,9 @@ def layer_table(layers: Sequence[LayerInfo]) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------
-# metrics (scikit-learn)
+# metrics: vizkit.evaluate.binary_metrics (AUC, accuracy, EER, AP, video AUC)
 # --------------------------------------------------------------------------------------
-def detector_metrics(labels: Sequence[int], probs: Sequence[float], preds: Sequence[int] | None = None,
-                     videos: Sequence[str | None] | None = None) -> dict[str, Any]:
-    """AUC, accuracy, EER, AP (scikit-learn) of fake probabilities ``probs`` against ``labels``
-    (1 = fake), plus the video-level AUC (mean probability per video, as DeepfakeBench) when
-    frames carry video names. EER as DeepfakeBench: the false-positive rate at the ROC point
-    where it is closest to the false-negative rate, over every threshold (DeepfakeBench's
-    ``roc_curve`` drops collinear points, one of which can be the crossing). One-class sets give
-    None for the AUCs/EER."""
-    from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix, roc_auc_score, roc_curve
-
-    y = np.asarray(labels, dtype=int)
-    p = np.asarray(probs, dtype=float)
-    pred = np.asarray(preds, dtype=int) if preds is not None else (p >= 0.5).astype(int)
-    if len(y) == 0:
-        raise InputError("no predictions to score (every image failed?)")
-    two = len(set(y.tolist())) == 2
-    out: dict[str, Any] = {"samples": int(len(y)), "real": int((y == 0).sum()), "fake": int((y == 1).sum()),
-                           "accuracy": float(accuracy_score(y, pred))}
-    if two:
-        fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)  # every threshold: a dropped point can be the EER
-        out.update(auc=float(roc_auc_score(y, p)), eer=float(fpr[np.nanargmin(np.abs((1 - tpr) - fpr))]),
-                   ap=float(average_precision_score(y, p)))
-    else:
-        out.update(auc=None, eer=None, ap=float(average_precision_score(y, p)) if y.any() else None)
-    cm = confusion_matrix(y, pred, labels=[0, 1])
-    out["confusion"] = {"true_real_pred_real": int(cm[0, 0]), "true_real_pred_fake": int(cm[0, 1]),
-                        "true_fake_pred_real": int(cm[1, 0]), "true_fake_pred_fake": int(cm[1, 1])}
-    out["video_auc"], out["videos"] = None, 0
-    if videos is not None and any(v for v in videos):
-        frame = pd.DataFrame({"video": [v or f"__frame{i}" for i, v in enumerate(videos)], "y": y, "p": p})
-        per = frame.groupby("video", sort=True).agg(y=("y", "max"), p=("p", "mean"))
-        out["videos"] = int(len(per))
-        if per["y"].nunique() == 2:
-            out["video_auc"] = float(roc_auc_score(per["y"], per["p"]))
-    return out
+detector_metrics = binary_metrics  # seed 002's name
 
 
 def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
@@ -289,12 +213,16 @@ class EvalArgs:
     cam_batch_size: int = 2
     #: where the Grad-CAM layers' channels are (None: decided per layer; see :func:`vizkit.cam`)
     layout: str | None = None
+    #: attention heads per layer of a CLIP detector whose width is not a known CLIP tower
+    num_heads: int | None = None
+    #: DeepfakeBench's test_config.yaml merged over the detector YAML (rgb_dir, label_dict, ...)
+    test_config: str | None = None
 
     def manifest(self, dataset: EvalDataset, layers: Sequence[LayerInfo]) -> dict[str, Any]:
         d = asdict(self)
         d["layers"] = [i.name for i in layers]
         d["dataset"] = {"name": dataset.name, "source": dataset.source, "samples": len(dataset)}
-        for key in ("detector_path", "weights_path"):
+        for key in ("detector_path", "weights_path", "test_config"):
             if d[key]:
                 p = Path(d[key])
                 d[key] = str(p.resolve())
@@ -344,7 +272,7 @@ def evaluate_chunk(ctx: _Context, k: int) -> tuple[dict[str, Any], dict[str, np.
     images, ok, errors = [], [], []
     for i in indices:
         try:
-            images.append(ctx.dataset.image(i))
+            images.append(ctx.dataset.image(i, det.read))
             ok.append(i)
         except VizkitError as err:
             errors.append({"index": i, "path": ctx.dataset.items[i].path, "error": str(err)})
@@ -475,34 +403,48 @@ def _prepare(args: EvalArgs, device: str | torch.device, detector: Detector | No
     for m in (args.method, *args.table_methods):
         if m not in CAM_METHODS:
             raise ParameterError(f"method {m!r}: scenario 3 compares {' and '.join(CAM_METHODS)}")
-    det = detector or load_eval_detector(args.detector_path, args.weights_path, device=device)
-    layers = resolve_gradcam_layers(det.model, list(args.layers) or default_layers(det.model))
+    det = detector or load_eval_detector(args.detector_path, args.weights_path, num_heads=args.num_heads,
+                                         test_config=args.test_config, device=device)
+    layers = resolve_gradcam_layers(det.model, list(args.layers) or default_layers(det.model), det.size)
     ds = dataset or resolve_dataset(args.test_dataset, det.config, args.max_samples or None)
     return _Context(args, det, ds, layers, _methods(args, ds), model_device(det.model))
 
 
 def _open_run(output_dir: str | os.PathLike | None, manifest: dict[str, Any], overwrite: bool) -> tuple[Path, bool]:
-    """The run folder; ``(folder, resuming)``. A folder holding a different run is refused unless
-    ``overwrite`` (then its previous outputs are removed)."""
+    """The run folder; ``(folder, resuming)``. The same run is resumed; ``overwrite`` starts it
+    afresh (its previous outputs removed, also when the manifest is the same); a folder holding
+    a different run is refused without ``overwrite``."""
     if output_dir:
         out = Path(output_dir)
         old = out / "manifest.json"
-        if old.is_file():
+        if old.is_file() and not overwrite:
             try:
                 same = json.loads(old.read_text(encoding="utf-8")) == manifest
             except json.JSONDecodeError:
                 same = False
             if same:
                 return out, True
-            if not overwrite:
-                raise ParameterError(f"output folder {str(out)!r} holds a different run (another model, dataset or "
-                                     "arguments; see its manifest.json): choose another folder or pass --overwrite")
+            raise ParameterError(f"output folder {str(out)!r} holds a different run (another model, dataset or "
+                                 "arguments; see its manifest.json): choose another folder or pass --overwrite")
         if overwrite and out.is_dir():
             for child in out.iterdir():
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
     out = run_folder(output_dir or None, "detector-gradcam-eval", overwrite=overwrite, overwrite_hint="pass --overwrite")
     write_json(out / "manifest.json", manifest)
     return out, False
+
+
+def _chunk_done(run: Path, k: int) -> bool:
+    """Chunk ``k`` is recorded and complete: its files exist and none of its images failed (a
+    chunk with unreadable images is computed again on the next run, so frames added since are
+    read; a chunk that raised is never written at all)."""
+    js, npz = _chunk_paths(run, k)
+    if not (js.is_file() and npz.is_file()):
+        return False
+    try:
+        return not json.loads(js.read_text(encoding="utf-8")).get("errors")
+    except json.JSONDecodeError:
+        return False
 
 
 def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path: str | None = None,
@@ -512,10 +454,15 @@ def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path
                    gradcam_samples: int = 50, save_all_predictions: bool = False, overwrite: bool = False,
                    progress: bool = False, device: str | torch.device = "cpu", detector: Detector | None = None,
                    report: bool = True, map_chunks: ChunkMapper | None = None,
-                   layout: str | None = None) -> EvalSummary:
+                   layout: str | None = None, num_heads: int | None = None,
+                   test_config: str | os.PathLike | None = None) -> EvalSummary:
     """Evaluate a detector on a test set (see the module docstring); resumable. Returns the
     summary of the finished run (also when it was already complete). ``layout``: where the
-    Grad-CAM layers' channels are (see :func:`vizkit.cam`).
+    Grad-CAM layers' channels are (see :func:`vizkit.cam`); ``num_heads``: a CLIP detector's
+    heads when its width is not a known CLIP tower; ``test_config``: DeepfakeBench's
+    ``test_config.yaml`` (dataset keys) merged over the detector YAML. A run whose images were
+    partly unreadable is finished with them listed in ``errors.csv``; running it again reads
+    those chunks again (add the missing frames first); ``overwrite`` starts afresh.
 
     ``map_chunks(args, device, todo)``: computes the chunks ``todo`` elsewhere (e.g. on a Dask
     cluster, :mod:`vizkit.scenarios.cluster_tasks`), yielding ``(k, result, arrays)`` of
@@ -523,14 +470,19 @@ def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path
     args = EvalArgs(detector_path and str(detector_path), weights_path and str(weights_path),
                     str(test_dataset or ZOO_DATASET), int(max_samples or 0), bool(gradcam_enabled),
                     tuple(str(x) for x in (layers or ())), method, tuple(table_methods), target, int(batch_size),
-                    int(gradcam_samples), bool(save_all_predictions), layout=layout)
+                    int(gradcam_samples), bool(save_all_predictions), layout=layout, num_heads=num_heads,
+                    test_config=str(test_config) if test_config else None)
     ctx = _prepare(args, device, detector)
     run, resuming = _open_run(output_dir, args.manifest(ctx.dataset, ctx.layers), overwrite)
     n = chunk_count(len(ctx.dataset), args.batch_size)
-    if resuming and is_complete(run):
+    todo = [k for k in range(n) if not _chunk_done(run, k)]
+    if resuming and is_complete(run) and not todo:
         return load_run(run)
     clear_complete(run)
-    todo = [k for k in range(n) if not _chunk_paths(run, k)[0].is_file()]
+    if any(_chunk_paths(run, k)[0].is_file() for k in todo):  # chunks read again: the samples may change
+        for folder in run.glob("sample*"):
+            if folder.is_dir():
+                shutil.rmtree(folder)
     if map_chunks is not None and todo:
         for k, result, arrays in map_chunks(args, str(ctx.device), todo):
             _write_chunk(run, k, result, arrays)
@@ -656,7 +608,7 @@ def _finalize(ctx: _Context, run: Path, n: int, report: bool) -> EvalSummary:
         method = ctx.methods[0]
         for i, row in chosen.iterrows():
             if not (run / f"sample{i}" / f"sample{i}_metadata.txt").is_file():
-                display = _display(ctx.dataset.image(int(row["index"])), ctx.detector.size)
+                display = _display(ctx.dataset.image(int(row["index"]), ctx.detector.read), ctx.detector.size)
                 layer_maps = {li.name: maps[f"{method}|{li.name}"][int(row["index"])] for li in ctx.layers}
                 _save_sample(run, i, row, display, layer_maps, method, ctx.dataset.name)
         samples = chosen.assign(sample=[f"sample{i}" for i in range(len(chosen))])[samples.columns]
@@ -775,8 +727,8 @@ def gradcam_demo(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
                  config: str | None = None, weights: str | None = None, layers: Sequence[str] | None = None,
                  method: str = "gradcam", target: str = "predicted", overwrite: bool = False,
                  progress: bool = False, device: str | torch.device = "cpu",
-                 layout: Any = None, map_images: Callable[[list[Path], Path, list[str]], list[Any]] | None = None
-                 ) -> tuple[list[dict[str, Any]], list]:
+                 layout: Any = None, map_images: Callable[[list[Path], Path, list[str]], list[Any]] | None = None,
+                 num_heads: int | None = None) -> tuple[list[dict[str, Any]], list]:
     """Per image: ``gradcam_{layer}_{stem}.png`` per layer, ``{stem}_comparison.png`` (prediction in
     the title) and ``{stem}.json``. Returns (results, failures). ``layout``: where the layers'
     channels are (see :func:`vizkit.cam`).
@@ -787,8 +739,9 @@ def gradcam_demo(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
     if method not in CAM_METHODS:
         raise ParameterError(f"method {method!r}: choose {' or '.join(CAM_METHODS)}")
     files = image_files([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
-    det = load_eval_detector(config, weights, device=device)
-    infos = resolve_gradcam_layers(det.model, list(layers or det.config.get("gradcam_layers") or default_layers(det.model)))
+    det = load_eval_detector(config, weights, num_heads=num_heads, device=device)
+    infos = resolve_gradcam_layers(det.model, list(layers or det.config.get("gradcam_layers") or default_layers(det.model)),
+                                   det.size)
     out = run_folder(output, "detector-gradcam", overwrite=overwrite, overwrite_hint="pass --overwrite")
     if map_images is not None:
         done = map_images(files, out, [i.name for i in infos])
@@ -807,7 +760,7 @@ def gradcam_image(det: Detector, infos: Sequence[LayerInfo], path: Path, out: Pa
                   target: str = "predicted", layout: Any = None) -> dict[str, Any]:
     """One image of :func:`gradcam_demo`: its files written into ``out``; its JSON sidecar returned
     (a :class:`VizkitError` when the image cannot be read, nothing written then)."""
-    image = np.array(load_image(path), np.uint8)
+    image = det.read(path)
     x = det.preprocess(image)[None].to(model_device(det.model))
     targets = _targets(EvalArgs(target=target), torch.tensor([1]), det.fake_index)
     exp = cam(det.model, x, targets if target != "label" else None, layers=[i.module for i in infos], method=method,

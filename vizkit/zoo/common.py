@@ -1,7 +1,6 @@
 """Shared pieces of the zoo: where checkpoints live, the bundle and sample types, the registry."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -11,12 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import VizkitError
-
-
-def data_root() -> Path:
-    """The project's ``data/`` folder (``$VIZKIT_DATA`` overrides it)."""
-    env = os.environ.get("VIZKIT_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
+from ..io import data_root
 
 
 def zoo_dir(name: str, root: Path | None = None) -> Path:

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models import ClipDetector
+from ..models import ClipDetector, load_detector
+from ..models.preprocess import CvResizeNormalize
 from . import faces
 from .common import Bundle, Entry, Sample, missing_checkpoint, register, zoo_dir
 
@@ -55,33 +56,10 @@ SPLIT_SIZES = {"train": 4000, "val": 400, "test": 600}
 # --------------------------------------------------------------------------------------
 # preprocessing
 # --------------------------------------------------------------------------------------
-class Preprocess:
-    """``uint8 HxWx3`` (or HxW grey, or a PIL image) -> normalised float ``[3, S, S]``."""
-
-    def __init__(self, size: int, mean: list[float], std: list[float]):
-        self.size = size
-        self.mean = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-        self.std = torch.tensor(std, dtype=torch.float32)[:, None, None]
-
-    def __call__(self, image: Any) -> torch.Tensor:
-        import cv2
-
-        arr = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
-        if arr.ndim == 2:
-            arr = np.repeat(arr[..., None], 3, axis=2)
-        if arr.shape[-1] == 4:
-            arr = arr[..., :3]
-        if arr.dtype != np.uint8:
-            arr = np.clip(arr * 255.0 if arr.max() <= 1.0 else arr, 0, 255).astype(np.uint8)
-        if arr.shape[:2] != (self.size, self.size):
-            arr = cv2.resize(arr, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 255.0
-        return (x - self.mean) / self.std
-
-    def batch(self, images: np.ndarray | list[np.ndarray]) -> torch.Tensor:
-        """``[N, S, S, 3]`` uint8 at the model size -> ``[N, 3, S, S]`` (vectorised)."""
-        x = torch.from_numpy(np.ascontiguousarray(np.stack(list(images)))).permute(0, 3, 1, 2).float() / 255.0
-        return (x - self.mean) / self.std
+def Preprocess(size: int, mean: list[float], std: list[float]) -> CvResizeNormalize:
+    """``uint8 HxWx3`` (or HxW grey, or a PIL image) -> normalised float ``[3, S, S]``
+    (``cv2.resize`` ``INTER_AREA`` when the size differs); ``.batch`` for images at the size."""
+    return CvResizeNormalize(size, mean, std, "area")
 
 
 def stack(samples: list[Sample], preprocess: Preprocess) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -118,23 +96,14 @@ def fake_probabilities(model: torch.nn.Module, x: torch.Tensor, batch_size: int 
 # load
 # --------------------------------------------------------------------------------------
 def load(root: Path | None = None, device: str | torch.device = "cpu") -> Bundle:
-    """The shipped detector (eval mode) from ``data/zoo/face_forgery_detector/``."""
-    import json
-
-    from safetensors.torch import load_file
-
+    """The shipped detector (eval mode) from ``data/zoo/face_forgery_detector/``, loaded by
+    :func:`vizkit.models.load_detector` (the one detector loader)."""
     folder = zoo_dir(NAME, root)
-    weights, config_path = folder / "model.safetensors", folder / "config.json"
-    if not weights.exists() or not config_path.exists():
-        raise missing_checkpoint(NAME, weights)
-    config = json.loads(config_path.read_text())
-    model = make_model(config["vision_config"])
-    state = {k: v.float() for k, v in load_file(str(weights)).items()}
-    model.load_state_dict(state)
-    model.to(device).eval()
-    pre = config["preprocess"]
-    return Bundle(name=NAME, model=model, preprocess=Preprocess(pre["size"], pre["mean"], pre["std"]),
-                  class_names=list(config["class_names"]), meta=config)
+    if not (folder / "model.safetensors").exists() or not (folder / "config.json").exists():
+        raise missing_checkpoint(NAME, folder / "model.safetensors")
+    det = load_detector(weights=folder, device=device)
+    return Bundle(name=NAME, model=det.model, preprocess=det.preprocess, class_names=det.class_names,
+                  meta=det.meta["config"])
 
 
 register(Entry(

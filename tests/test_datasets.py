@@ -1,14 +1,16 @@
-"""Scenario 3's test-set readers (vizkit.scenarios.detector_data): every source, hand-written files."""
+"""The test-set readers (vizkit.datasets): every source, hand-written files. DeepfakeBench's own
+layout, rule by rule, is in test_datasets_deepfakebench.py."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from vizkit.errors import InputError
-from vizkit.scenarios.detector_data import ZOO_DATASET, parse_label, resolve_dataset
+from vizkit.datasets import ZOO_DATASET, parse_label, resolve_dataset
 
 
 def _png(path, value=100, size=16):
@@ -88,8 +90,10 @@ def _dfb_json(root, name="MiniDF"):
     return data
 
 
-def test_deepfakebench_json_by_name_and_file(tmp_path):
+def test_deepfakebench_json_by_name_and_file(tmp_path, monkeypatch):
     _dfb_json(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
     config = {"dataset_json_folder": str(tmp_path / "json"), "rgb_dir": str(tmp_path / "rgb"),
               "label_dict": {"MiniDF_real": 0, "MiniDF_fake": 1}}
     ds = resolve_dataset("MiniDF", config)
@@ -98,11 +102,16 @@ def test_deepfakebench_json_by_name_and_file(tmp_path):
     assert ds.items[4].video == "MiniDF_fake_000" and ds.items[0].video == "MiniDF_real_000"
     assert ds.items[4].mask == str(tmp_path / "rgb" / "fake" / "masks" / "000" / "0.png") and ds.items[5].mask is None
     assert ds.image(4)[0, 0, 0] == 200
-    # the file directly: paths relative to its folder without rgb_dir -> the frames are not there, read lazily
-    direct = resolve_dataset(tmp_path / "json" / "MiniDF.json")
-    assert len(direct) == 8 and [it.label for it in direct.items] == [0] * 4 + [1] * 4  # labels by "real" in the name
-    with pytest.raises(InputError):
-        direct.image(0)
+    # the file directly: the config applies as for the name
+    direct = resolve_dataset(tmp_path / "json" / "MiniDF.json", config)
+    assert [(it.path, it.label, it.video, it.mask) for it in direct.items] == [
+        (it.path, it.label, it.video, it.mask) for it in ds.items]
+    # without a config: labels by "real" in the name, frames under the working directory (not the JSON's folder)
+    nodict = resolve_dataset(tmp_path / "json" / "MiniDF.json", {"rgb_dir": str(tmp_path / "rgb")})
+    assert [it.label for it in nodict.items] == [0] * 4 + [1] * 4
+    with pytest.raises(InputError, match=r"none of the 8 frames of dataset 'MiniDF' .* \(tried "
+                                         + re.escape(str(tmp_path / "elsewhere" / "real" / "frames" / "000" / "0.png"))):
+        resolve_dataset(tmp_path / "json" / "MiniDF.json")
 
 
 def test_dataset_name_that_resolves_to_nothing(tmp_path):
