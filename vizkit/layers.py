@@ -95,7 +95,8 @@ def resolve_name(model: nn.Module, name: str) -> str:
                 pos = index if index >= 0 else n + index
                 near = sorted(range(n), key=lambda i: (abs(i - pos), -i))[:3]
                 raise LayerNotFoundError(
-                    f"no layer {name!r}: {type(model).__name__} has {n} transformer blocks in {list_name} ({head}.0 .. "
+                    f"no layer {name!r}: index {index} is out of range, {type(model).__name__} has {n} transformer "
+                    f"blocks in {list_name} ({head}.0 .. "
                     f"{head}.{n - 1}; negative indices count from the end). Closest valid names: "
                     f"{', '.join(f'{head}.{i}{rest}' for i in near)}")
             full = f"{list_name}.{index % n}{rest}"

@@ -441,10 +441,10 @@ def analyze_images(detector: Detector, images: Sequence[Any], output_dir: str | 
 def analyze_single_image(config_path: str | os.PathLike | None, weights_path: str | os.PathLike | None,
                          image_path: str | os.PathLike, output_dir: str | os.PathLike = "attention_results",
                          target_layers: Any = None, head_fusion: str = "mean",
-                         multi_layer: bool = True) -> ImageResult:
+                         multi_layer: bool = True, num_heads: int | None = None) -> ImageResult:
     """Seed 000's function: explain one image with the detector of ``config_path`` +
     ``weights_path`` (both None: the zoo detector) and write the seed's files to ``output_dir``."""
-    detector = load_detector_model(None, config_path, weights_path)
+    detector = load_detector_model(None, config_path, weights_path, num_heads=num_heads)
     results, failures = analyze_images(detector, [Path(image_path)], output_dir, target_layers, head_fusion,
                                        multi_layer=multi_layer)
     if failures:

@@ -798,7 +798,8 @@ class CLIPDetectorWithGradCAM(nn.Module):
         super().__init__()
         self.config = dict(config or {})
         if model is None:
-            det = load_eval_detector(self.config.get("detector_path"), self.config.get("pretrained"))
+            det = load_eval_detector(self.config.get("detector_path"), self.config.get("pretrained"),
+                                     num_heads=self.config.get("num_heads"))
             model = det.model
         self.model = model
         self.gradcam_enabled = bool(self.config.get("gradcam_enabled", False))
@@ -871,7 +872,8 @@ class DetectorGradCAMExplorer:
         if not self.summary.methods:
             raise InputError(f"{str(run_dir)!r} was evaluated without Grad-CAM: nothing to explore")
         manifest = json.loads((self.summary.run_dir / "manifest.json").read_text(encoding="utf-8"))
-        self.dataset = dataset or resolve_dataset(manifest["test_dataset"], None, manifest["max_samples"] or None)
+        self.dataset = dataset or resolve_dataset(manifest["test_dataset"], _manifest_config(manifest),
+                                                  manifest["max_samples"] or None)
         self.maps = _read_maps(self.summary.run_dir, len(list((self.summary.run_dir / "chunks").glob("*.json"))))
         self.size = int(size or self.summary.metrics.get("input_size") or _DISPLAY_MIN)
         self.layer_names = [li.name for li in self.summary.layers]
@@ -924,6 +926,17 @@ class DetectorGradCAMExplorer:
         from IPython.display import display
 
         display(self.widget)
+
+
+def _manifest_config(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The dataset keys a run was evaluated with (its detector YAML + test config), to read its
+    test set again as it was read."""
+    from ..models.load_detector import read_detector_config
+
+    det, test = manifest.get("detector_path"), manifest.get("test_config")
+    if det and Path(det).is_file():
+        return read_detector_config(det, test if test and Path(test).is_file() else None).extra
+    return read_detector_config(test).extra if test and Path(test).is_file() else {}
 
 
 # --------------------------------------------------------------------------------------
