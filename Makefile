@@ -22,7 +22,7 @@ $(PY):
 # (--sys-prefix), pointing at the venv's interpreter.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[notebooks,test]"
+	$(PY) -m pip install -e ".[notebooks,test,vlm]"
 	$(PY) -m ipykernel install --sys-prefix --name python3
 	touch $(STAMP)
 

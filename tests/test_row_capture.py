@@ -40,15 +40,17 @@ def models(tmp_path_factory):
     """name -> (model, inputs of a batch of one)."""
     from PIL import Image
 
-    from vizkit.scenarios.vlm_attention_video import save_random_vlm
+    import vlm_folders as VF
 
     out = {"llama": (tiny_llama(), {"input_ids": torch.randint(3, 100, (1, 9), generator=torch.Generator().manual_seed(1)),
                                     "attention_mask": torch.ones(1, 9, dtype=torch.long)})}
     root = tmp_path_factory.mktemp("row_capture_vlms")
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (56, 84, 3), dtype=np.uint8))
-    for arch, cls, tag in (("llava", T.LlavaForConditionalGeneration, "<image>\n"),
-                           ("qwen2_vl", T.Qwen2VLForConditionalGeneration, "<|vision_start|><|image_pad|><|vision_end|>")):
-        folder = save_random_vlm(root / arch, arch, layers=3)
+    for arch, cls, tag, save in (
+            ("llava", T.LlavaForConditionalGeneration, "<image>\n", VF.save_random_llava),
+            ("qwen2_vl", T.Qwen2VLForConditionalGeneration, "<|vision_start|><|image_pad|><|vision_end|>",
+             VF.save_random_qwen2_vl)):
+        folder = save(root / arch, layers=3)
         model = cls.from_pretrained(folder, dtype=torch.float32, local_files_only=True).eval()
         proc = T.AutoProcessor.from_pretrained(folder, local_files_only=True)
         inputs = proc(text=[f"USER: {tag}{PROMPT} ASSISTANT:"], images=[image], return_tensors="pt")

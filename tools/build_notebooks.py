@@ -566,7 +566,7 @@ from vizkit.scenarios import vlm_attention_video as va
 _before = baseline(globals())
 """),
     code("""
-model_path: str = ""  # a local LLaVA / Qwen2-VL / Qwen2.5-VL folder; empty means the zoo's tiny_vlm
+model_path: str = ""  # a local VLM folder of a supported family (README); empty means the zoo's tiny_vlm
 benchmark_json: str = ""  # JSON list of {image, problem, solution}; empty means tiny_vlm's sample benchmark
 image_dir: str = ""  # folder the image paths are relative to; empty means the JSON's folder
 sample_idx: int = 1  # which sample
@@ -578,6 +578,7 @@ max_image_num: int = 2  # use at most this many images per sample
 max_new_tokens: int = 64  # generation length
 mode: str = "generate"  # generate, or solution (teacher-force the sample's reference solution)
 fps: int = 4  # video frames per second
+sinks: str = "keep"  # keep the attention sinks in the video, or mask them (rows renormalised over the rest)
 ground_truth_questions: int = 200  # tiny_vlm: test items drawn for the layer x head table (0 skips it)
 output_dir: str = ""  # run folder; empty means a new runs/<timestamp>-vlm-video/
 overwrite: bool = False  # allow writing into a non-empty output_dir
@@ -607,7 +608,7 @@ display(fig)
 mp4 = viz.create_attention_visualization_for_sample(
     sample, images, layer_idx=None if layer_idx < 0 else layer_idx, start_phrase=start_phrase, layers=layers or None,
     heads=heads, max_new_tokens=max_new_tokens, mode=mode, output_dir=output_dir or None, overwrite=overwrite, fps=fps,
-    ground_truth=ground_truth_questions if ground_truth_questions > 0 else False)
+    ground_truth=ground_truth_questions if ground_truth_questions > 0 else False, sinks=sinks)
 run, trace = viz.last["folder"], viz.last["trace"]
 print(f"answer ({trace.num_answer_tokens} tokens): {trace.text.strip()}")
 print(f"video from token {trace.start}: {len(trace.frame_tokens)} frames per layer, layers {sorted(trace.rows)}")
@@ -629,7 +630,15 @@ display(ShowImage(filename=str(run / f"contact_sheet_layer{first}.png")))
 # NBVAL_CHECK_OUTPUT
 shares = viz.last["shares"]
 display(ShowImage(filename=str(run / "attention_shares.png")))
-print(shares.groupby("layer")[["image", "question", "answer", "image_entropy"]].mean().round(3).to_string())
+print(shares.groupby("layer")[["image", "question", "special", "answer", "image_entropy"]].mean().round(3).to_string())
+"""),
+    md("## Attention sinks\nSome positions take a large share of every row whatever the token is — the first token, a few image patches. A sink here is position 0 plus the prompt positions whose received attention (averaged over the answer rows and heads) is an outlier, above Q3 + 3 IQR. With `sinks = \"mask\"` the video hides them and shows the rest of the distribution.\n\nAn outlier rule cannot tell a sink from a real look-up: when the answer keeps returning to the asked-about object, those patches are outliers too. Read the list with the image: a sink sits on the same few positions whatever the question; a look-up moves with it."),
+    code("""
+# NBVAL_CHECK_OUTPUT
+for layer in sorted(trace.rows):
+    where = ", ".join(f"{int(t)} ({trace.pmap.label(int(t))})" for t in trace.sinks(layer))
+    share = trace.sink_share(layer)
+    print(f"layer {layer}: sinks {where}; share of each row on them: mean {share.mean():.3f}, max {share.max():.3f}")
 """),
     md("## Ground truth (tiny_vlm)\\nHow often the answer token's attention over the image peaks inside the mask of the object the question names, per decoder layer and head, over held-out questions — next to a random pixel. Layer 1, head 0 was trained with attention supervision; the other heads were not."),
     code("""
@@ -645,7 +654,7 @@ else:
     md("## Explore\\nMove the token slider, switch the layer and the head: both panels are redrawn from the captured rows (no model runs)."),
     code("""
 if interactive:
-    explorer = va.VLMAttentionExplorer(trace, head=heads if heads in ("mean", "max") else int(heads))
+    explorer = va.VLMAttentionExplorer(trace, head=heads if heads in ("mean", "max") else int(heads), sinks=sinks)
     display(explorer.widget)
 """, "nbval-ignore-output"),
     code("""

@@ -388,7 +388,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _vlm_video_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("vlm-video", help="per-token attention of a VLM over text and image patches, as an mp4",
-                       description="Seed 004: while a vision-language model (LLaVA, Qwen2-VL, Qwen2.5-VL folder) "
+                       description="Seed 004: while a vision-language model (a local folder of a supported family: README) "
                                    "writes its answer, the attention of each new token over the earlier text and the "
                                    "image patches, side by side in combined_attention_visualization_layer{idx}.mp4 "
                                    "(one per layer), with contact_sheet_layer{idx}.png, attention.npz and report.md. "
@@ -410,6 +410,9 @@ def _vlm_video_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", default="generate", choices=["generate", "solution"],
                    help="generate (default) or teacher-force the sample's solution")
     p.add_argument("--fps", type=int, default=4, help="video frames per second (default 4)")
+    p.add_argument("--sinks", choices=("keep", "mask"), default="keep",
+                   help="keep the attention sinks in the video (default) or mask them, rows renormalised over the "
+                        "rest (README: Attention sinks)")
     p.add_argument("--output-dir", "--output_dir", default=None, help="run folder (default runs/<time>-vlm-video)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     p.set_defaults(run=_vlm_video)
@@ -423,7 +426,7 @@ def _vlm_video(args: argparse.Namespace) -> int:
 
     res = run_video(args.model_path, args.benchmark_json, args.image_dir, args.sample_idx, args.layer_idx,
                     args.start_phrase, args.layers, args.heads, args.max_image_num, args.max_new_tokens, args.mode,
-                    args.output_dir, args.overwrite, args.fps)
+                    args.output_dir, args.overwrite, args.fps, sinks=args.sinks)
     for note in res["notes"]:
         print(f"vizkit vlm-video: {note}", file=sys.stderr)
     t = res["trace"]

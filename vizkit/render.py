@@ -33,7 +33,7 @@ from .io import atomic_path
 # Fonts for CJK class texts (seed 003's users label classes in Chinese): when a CJK font is
 # installed (e.g. Debian's fonts-noto-cjk or fonts-wqy-microhei), matplotlib falls back to it
 # for glyphs DejaVu Sans lacks; without one, such labels render as boxes.
-_CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
               "Source Han Sans SC", "SimHei", "Microsoft YaHei", "PingFang SC", "AR PL UMing CN")
 
 
@@ -42,7 +42,7 @@ def use_cjk_fallback() -> list[str]:
     from matplotlib import font_manager
 
     installed = {f.name for f in font_manager.fontManager.ttflist}
-    found = [name for name in _CJK_FONTS if name in installed]
+    found = [name for name in CJK_FONTS if name in installed]
     if found:
         family = list(matplotlib.rcParams["font.family"])
         base = family if family != ["sans-serif"] else ["DejaVu Sans"]

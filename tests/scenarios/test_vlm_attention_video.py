@@ -1,8 +1,9 @@
 """Scenario 5 (vizkit.scenarios.vlm_attention_video): capture parity against eager
 ``output_attentions``, the position map, frames, the CLI and its bad inputs.
 
-Random tiny LLaVA / Qwen2-VL / Qwen2.5-VL models are built in-process and saved to temp dirs
-(tokenizer: the zoo's tiny_vlm BPE); nothing comes from a hub.
+Random tiny LLaVA / Qwen2-VL / Qwen2.5-VL folders are saved by each family's own model and
+processor classes (tests/vlm_folders.py; tokenizer: the zoo's tiny_vlm BPE); nothing comes from a
+hub. Every other family's capture and CLI run is in tests/test_vlm_families_capture.py.
 """
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ import pytest
 import torch
 from PIL import Image
 
-from vizkit import cli
-from vizkit.errors import CaptureError, InputError, ParameterError
+import vlm_folders as VF
+from vizkit import cli, token_video
+from vizkit.errors import InputError, ParameterError
+from vizkit.models.vlm import family_for
+from vizkit.models.vlm.trace import attention_implementations, build_inputs
+from vizkit.positions import IMAGE
 from vizkit.scenarios import vlm_attention_video as V
 
 PROBLEM = "What colour is the star?"
@@ -32,7 +37,9 @@ def _images(n: int = 2):
 @pytest.fixture(scope="module")
 def vlm_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("vlms")
-    return {arch: V.save_random_vlm(root / arch, arch, layers=3) for arch in ("llava", "qwen2_vl", "qwen2_5_vl")}
+    build = {"llava": VF.save_random_llava, "qwen2_vl": VF.save_random_qwen2_vl,
+             "qwen2_5_vl": VF.save_random_qwen2_5_vl}
+    return {arch: save(root / arch, layers=3) for arch, save in build.items()}
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +52,22 @@ def benchmark():
     return V.default_benchmark()
 
 
+def _inputs(vlm, images):
+    inputs, prompt = build_inputs(vlm, PROBLEM, images)
+    inputs.pop("original_sizes")
+    return inputs, prompt
+
+
 @pytest.mark.parametrize("arch", ["llava", "qwen2_vl", "qwen2_5_vl"])
 def test_captured_rows_equal_eager_output_attentions(vlm_dirs, arch):
     vlm = V.load_vlm(vlm_dirs[arch])
-    assert V.attention_implementations(vlm.model) == ["sdpa"] * 3
+    assert attention_implementations(vlm.model) == ["sdpa"] * 3
     images = _images(2)
     trace = V.trace_sample(vlm, PROBLEM, images, [1, 2], max_new_tokens=6, start_phrase=None)
     # the capture ran only inside the call: every layer is back on sdpa
-    assert V.attention_implementations(vlm.model) == ["sdpa"] * 3
+    assert attention_implementations(vlm.model) == ["sdpa"] * 3
     vlm.model.set_attn_implementation("eager")
-    inputs, _ = V.build_inputs(vlm, PROBLEM, images)
+    inputs, _ = _inputs(vlm, images)
     out = vlm.model.generate(**inputs, max_new_tokens=6, do_sample=False, output_attentions=True,
                              return_dict_in_generate=True, pad_token_id=0)
     L = inputs["input_ids"].shape[1]
@@ -76,7 +89,7 @@ def test_solution_mode_rows_equal_eager_forward(vlm_dirs):
     trace = V.trace_sample(vlm, PROBLEM, _images(1), [0], mode="solution", solution=solution, heads="mean",
                            start_phrase="the star")
     vlm.model.set_attn_implementation("eager")
-    inputs, _ = V.build_inputs(vlm, PROBLEM, _images(1))
+    inputs, _ = _inputs(vlm, _images(1))
     ids = torch.as_tensor(trace.input_ids)[None]
     full = dict(inputs, input_ids=ids, attention_mask=torch.ones_like(ids),
                 mm_token_type_ids=torch.nn.functional.pad(inputs["mm_token_type_ids"], (0, ids.shape[1] - trace.prompt_len)))
@@ -96,18 +109,19 @@ def test_position_map_llava_one_and_two_images(vlm_dirs):
 
     cfg = AutoConfig.from_pretrained(vlm_dirs["llava"])
     img = cfg.image_token_id
+    llava = family_for("llava")
     one = [1, 10, *[img] * 36, 12, 13]
-    pm = V.position_map(cfg, one + [20, 21], prompt_len=len(one))
+    pm = llava.position_map(cfg, {"input_ids": one + [20, 21]}, prompt_len=len(one))
     assert pm.grids == [(6, 6)]
     assert [pm.label(t) for t in (0, 2, 3, 9, 37, 38, 40, 41)] == [
         "text", "image 0 (0, 0)", "image 0 (0, 1)", "image 0 (1, 1)", "image 0 (5, 5)", "text", "generated",
         "generated"]
     two = [1, 10, *[img] * 36, 11, *[img] * 36, 12]  # separated by a text token
-    pm = V.position_map(cfg, two)
+    pm = llava.position_map(cfg, {"input_ids": two})
     assert pm.grids == [(6, 6), (6, 6)] and [len(p) for p in pm.image_positions] == [36, 36]
     assert pm.label(38) == "text" and pm.label(39) == "image 1 (0, 0)" and pm.label(39 + 13) == "image 1 (2, 1)"
     adjacent = [1, *[img] * 72, 12]  # "<image><image>": one run, split by the tower's grid
-    pm = V.position_map(cfg, adjacent)
+    pm = llava.position_map(cfg, {"input_ids": adjacent})
     assert pm.label(36) == "image 0 (5, 5)" and pm.label(37) == "image 1 (0, 0)"
 
 
@@ -118,37 +132,65 @@ def test_position_map_qwen_spans_merge_and_non_square_grids(vlm_dirs):
     s, e, p = cfg.vision_start_token_id, cfg.vision_end_token_id, cfg.image_token_id
     ids = [1, 10, s, *[p] * 6, e, s, *[p] * 8, e, 11, 12]
     thw = torch.tensor([[1, 4, 6], [1, 8, 4]])  # patches; 2x2 merge -> grids (2, 3) and (4, 2)
-    pm = V.position_map(cfg, ids, thw)
+    qwen = family_for("qwen2_vl")
+    pm = qwen.position_map(cfg, {"input_ids": ids, "image_grid_thw": thw})
     assert pm.grids == [(2, 3), (4, 2)]
-    assert pm.label(2) == "text" and pm.label(3) == "image 0 (0, 0)" and pm.label(3 + 4) == "image 0 (1, 1)"
-    assert pm.label(9) == "text" and pm.label(10) == "text" and pm.label(11) == "image 1 (0, 0)"
-    assert pm.label(11 + 5) == "image 1 (2, 1)" and pm.label(18) == "image 1 (3, 1)" and pm.label(19) == "text"
-    assert (pm.kind == V.IMAGE).sum() == 14
+    assert pm.label(2) == "special" and pm.label(3) == "image 0 (0, 0)" and pm.label(3 + 4) == "image 0 (1, 1)"
+    assert pm.label(9) == "special" and pm.label(10) == "special" and pm.label(11) == "image 1 (0, 0)"
+    assert pm.label(11 + 5) == "image 1 (2, 1)" and pm.label(18) == "image 1 (3, 1)" and pm.label(19) == "special"
+    assert pm.label(20) == "text"
+    assert (pm.kind == IMAGE).sum() == 14
     with pytest.raises(InputError, match="2 image span"):
-        V.position_map(cfg, ids, thw[:1])
+        qwen.position_map(cfg, {"input_ids": ids, "image_grid_thw": thw[:1]})
     # the processor's real prompt agrees
     vlm = V.load_vlm(vlm_dirs["qwen2_vl"])
-    inputs, _ = V.build_inputs(vlm, PROBLEM, _images(2))
-    pm = V.position_map(vlm.model.config, inputs["input_ids"][0], inputs["image_grid_thw"])
+    inputs, _ = _inputs(vlm, _images(2))
+    pm = vlm.position_map(inputs)
     assert pm.grids == [(2, 3), (4, 2)]
 
 
-def test_capture_restores_attention_implementation_after_a_failing_call(vlm_dirs):
+def test_failing_trace_leaves_no_hooks_and_the_same_state(vlm_dirs, monkeypatch):
     vlm = V.load_vlm(vlm_dirs["llava"])
-    inputs, _ = V.build_inputs(vlm, PROBLEM, _images(1))
-    bad = dict(inputs, pixel_values=inputs["pixel_values"][:, :, :20])  # wrong image size: the tower fails
-    with pytest.raises(Exception):
-        with V.RowCapture(vlm.model, [0, 2]):
-            assert V.attention_implementations(vlm.model) == [V._IMPL, "sdpa", V._IMPL]
-            vlm.model.generate(**bad, max_new_tokens=3)
-    assert V.attention_implementations(vlm.model) == ["sdpa"] * 3
-    assert not any(hasattr(b.self_attn, "_vizkit_row_capture") for b in V.decoder_layers(vlm.model))
+    layers = vlm.decoder_layers
+    before = [(len(b._forward_hooks), len(b._forward_pre_hooks)) for b in layers]
+
+    def broken(*args, **kwargs):  # the tower fails mid-generate, inside the capture
+        raise RuntimeError("vision tower failed")
+
+    monkeypatch.setattr(vlm.model.model.vision_tower, "forward", broken)
+    with pytest.raises(RuntimeError, match="vision tower failed"):
+        V.trace_sample(vlm, PROBLEM, _images(1), [0, 2], max_new_tokens=3, start_phrase=None)
+    assert [(len(b._forward_hooks), len(b._forward_pre_hooks)) for b in layers] == before
+    assert attention_implementations(vlm.model) == ["sdpa"] * 3 and not vlm.model.training
     with pytest.raises(ParameterError, match="3 decoder layers"):
-        V.RowCapture(vlm.model, [3])
-    with pytest.raises(CaptureError, match="no attention was captured"):
-        with V.RowCapture(vlm.model, [1]) as cap:
-            pass
-        cap.rows(1)
+        V.resolve_layers(vlm.num_layers, 3)
+
+
+def test_sinks_masked_rows_and_report(tiny, benchmark, tmp_path):
+    """Sinks: position 0 plus outliers of the received attention; --sinks mask zeroes them and
+    renormalises each row; the report's table gives each layer's share on them."""
+    json_path, image_dir = benchmark
+    sample, images, _ = V.load_sample(json_path, image_dir, 0)
+    res = V.create_video(tiny, sample, images, layers=[1], start_phrase="", mode="solution", heads="mean",
+                         output_dir=tmp_path / "run", ground_truth=False, sinks="mask")
+    t = res["trace"]
+    rows = t.rows[1].mean(1)  # [N, K]
+    L = t.prompt_len
+    received = np.array([rows[np.arange(len(rows)) + L > k, k].mean() for k in range(L)])  # by hand, per key
+    q1, q3 = np.percentile(received, [25, 75])
+    expect = [0] + [int(k) for k in np.argsort(-received, kind="stable") if received[k] > q3 + 3 * (q3 - q1) and k]
+    assert t.sinks(1).tolist() == expect[:5]
+    masked = t.head_rows(1, "mean", sinks="mask")
+    keep = rows.copy()
+    keep[:, expect[:5]] = 0
+    np.testing.assert_allclose(masked, keep / keep.sum(1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(res["shares"]["sinks"], rows[:, expect[:5]].sum(1), atol=1e-6)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "Attention sinks" in report and "masks them" in report
+    with np.load(res["outputs"]["attention"]) as z:
+        assert z["sinks_layer1"].tolist() == expect[:5]
+    with pytest.raises(ParameterError, match="sinks='drop'"):
+        V.create_video(tiny, sample, images, layers=[1], sinks="drop", output_dir=tmp_path / "bad")
 
 
 def test_video_frames_npz_report_and_explorer(tiny, benchmark, tmp_path):
@@ -172,9 +214,9 @@ def test_video_frames_npz_report_and_explorer(tiny, benchmark, tmp_path):
         assert z["rows_layer1"].shape == (len(solution_ids), 4, len(t.input_ids) - 1)
         np.testing.assert_allclose(z["rows_layer1"].sum(-1), 1.0, atol=1e-5)
         assert int(z["prompt_len"]) == t.prompt_len and list(z["grids"][0]) == [6, 6]
-        assert (z["kind"] == V.IMAGE).sum() == 36
+        assert (z["kind"] == IMAGE).sum() == 36
     shares = res["shares"]
-    np.testing.assert_allclose(shares[["image", "question", "answer"]].sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(shares[["image", "question", "special", "answer"]].sum(1), 1.0, atol=1e-5)
     assert (shares["image_entropy"] <= np.log(36) + 1e-9).all()
     report = (tmp_path / "run" / "report.md").read_text()
     assert "attention_shares.png" in report and (tmp_path / "run" / "contact_sheet_layer2.png").is_file()
@@ -198,8 +240,8 @@ def test_render_speed_png_fallback_and_cjk(vlm_dirs, tmp_path, monkeypatch):
     frames = [r.frame(j) for j in trace.frame_tokens]
     fps = len(frames) / (time.perf_counter() - t0)
     assert fps >= 20, fps
-    monkeypatch.setattr(V, "ffmpeg_problem", lambda: "no ffmpeg here")
-    out, why = V.write_attention_video(r, tmp_path / "v.mp4")
+    monkeypatch.setattr(token_video, "ffmpeg_problem", lambda: "no ffmpeg here")
+    out, why = token_video.write_token_video(r, tmp_path / "v.mp4")
     assert "no ffmpeg here" in why and not (tmp_path / "v.mp4").exists()
     assert len(list(out.glob("frame_*.png"))) == len(frames)
 
@@ -272,7 +314,7 @@ def test_bad_inputs_one_message_exit_2_no_video(vlm_dirs, benchmark, tmp_path, c
     notvlm = tmp_path / "bert"
     notvlm.mkdir()
     (notvlm / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
-    fails([*base, "--model_path", str(notvlm)], "not a supported VLM", "Qwen2VLForConditionalGeneration")
+    fails([*base, "--model_path", str(notvlm)], "this is a bert model (BertModel)", "supported are", "Qwen2-VL")
     # more images than max_image_num: the first N are used, and said so
     many = tmp_path / "many.json"
     many.write_text(json.dumps([dict(records[0], image=[records[0]["image"][0]] * 3)]))

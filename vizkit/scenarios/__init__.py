@@ -44,8 +44,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "explain_clip", "save_result", "output_stem", "visualize_clip_gradcam", "pointing_table", "text_maps",
         "text_maps_figure", "write_clip_report", "candidate_layers"),
     "vlm_attention_video": (
-        "explain_answer_attention", "VLMAttentionVisualizer", "VLMAttentionExplorer", "RowCapture", "PositionMap",
-        "position_map", "load_vlm", "trace_sample", "run_video", "ground_truth_table", "save_random_vlm"),
+        "explain_answer_attention", "VLMAttentionVisualizer", "VLMAttentionExplorer", "PositionMap", "Trace",
+        "load_vlm", "trace_sample", "run_video", "create_video", "ground_truth_table"),
 }
 MODULES = tuple(_EXPORTS)
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -1,0 +1,242 @@
+"""Per-token attention frames of a :class:`vizkit.positions.Trace`, as an mp4 and a contact sheet.
+
+Frames are composed with PIL / numpy (no matplotlib per frame): on the left the text so far,
+each earlier token's background red -> green by the current step's attention, the current token
+blue; on the right each image with its high-resolution patch mosaic coloured by the attention
+over its patches (tiles already stitched by the family adapter), and -- for tiled families -- the
+global thumbnail view as its own panel.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .positions import GENERATED, IMAGE, SPECIAL, TEXT, Trace
+from .render import CJK_FONTS, save_image, write_video
+
+__all__ = ["red_green", "load_font", "FrameRenderer", "write_token_video", "ffmpeg_problem", "contact_sheet"]
+
+_LOW, _HIGH = np.array([229.0, 57.0, 53.0]), np.array([67.0, 160.0, 71.0])  # red (low) -> green (high)
+_CURRENT = (30, 100, 230)  # the current token: blue
+
+
+def red_green(w: np.ndarray) -> np.ndarray:
+    """uint8 RGB ``[..., 3]`` for weights in [0, 1]: red (0) -> green (1)."""
+    w = np.clip(np.asarray(w, dtype=np.float64), 0, 1)[..., None]
+    return ((1 - w) * _LOW + w * _HIGH).round().astype(np.uint8)
+
+
+def _has_cjk(text: str) -> bool:
+    return any("\u2e80" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af" or "\uf900" <= ch <= "\ufaff"
+               or "\u3040" <= ch <= "\u30ff" for ch in text)
+
+
+def load_font(size: int = 14, cjk: bool = False):
+    """A TrueType font: a CJK font (the render layer's list) when asked and installed, else
+    DejaVu Sans (shipped with matplotlib); PIL's built-in font as a last resort. Missing glyphs
+    draw as boxes, never an error."""
+    from matplotlib import font_manager
+    from PIL import ImageFont
+
+    paths = []
+    if cjk:
+        installed = {f.name: f.fname for f in font_manager.fontManager.ttflist}
+        paths += [installed[n] for n in CJK_FONTS if n in installed]
+    paths.append(font_manager.findfont("DejaVu Sans"))
+    for p in paths:
+        try:
+            return ImageFont.truetype(p, size)
+        except OSError:
+            continue
+    return ImageFont.load_default()
+
+
+def _to_rgb(image: Any) -> Any:
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    a = np.asarray(image)
+    if a.dtype != np.uint8:
+        a = (np.clip(a, 0, 1) * 255).round().astype(np.uint8)
+    return Image.fromarray(a).convert("RGB")
+
+
+def _overlay(picture: np.ndarray, weights: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """``picture`` ``[h, w, 3]`` float blended with the ``grid`` cells coloured by ``weights``
+    (row-major, in [0, 1]), cell borders white."""
+    import cv2
+
+    gh, gw = grid
+    h, w = picture.shape[:2]
+    cells = red_green(weights.reshape(gh, gw)).astype(np.float32)
+    blend = 0.45 * picture + 0.55 * cv2.resize(cells, (w, h), interpolation=cv2.INTER_NEAREST)
+    if gh <= h // 3 and gw <= w // 3:  # borders only while cells stay visible
+        blend[np.linspace(0, h, gh + 1).round().astype(int).clip(0, h - 1), :] = 255
+        blend[:, np.linspace(0, w, gw + 1).round().astype(int).clip(0, w - 1)] = 255
+    return blend.round().clip(0, 255).astype(np.uint8)
+
+
+class FrameRenderer:
+    """The frames of one trace for one ``layer``, ``head`` (``mean`` / ``max`` / index) and
+    ``sinks`` choice (``keep``, or ``mask``: the layer's sink positions removed and each row
+    renormalised, :meth:`Trace.head_rows`).
+
+    ``frame(j)`` (``j`` an answer-token index) is a uint8 ``[H, W, 3]`` image. Text tokens are
+    scaled by the largest weight among the shown text tokens; image cells by the largest weight
+    over every image position (mosaics and thumbnails), so panels compare.
+    """
+
+    def __init__(self, trace: Trace, layer: int, head: Any = "mean", sinks: str = "keep", text_width: int = 520,
+                 image_height: int = 300, font_size: int = 14):
+        self.trace, self.layer, self.head, self.sinks = trace, layer, head, sinks
+        self.rows = trace.head_rows(layer, head, sinks=sinks)
+        self.font = load_font(font_size, cjk=_has_cjk("".join(trace.pieces)))
+        self.small = load_font(max(10, font_size - 3))
+        self.text_w, self.line_h = text_width, font_size + 8
+        self.header_h = 2 * self.line_h + 6
+        pm = trace.pmap
+        # panels: (image index, "mosaic" | "thumbnail", picture, x offset)
+        self.panels: list[tuple[int, str, np.ndarray, int]] = []
+        x = text_width + 16
+        for k in range(pm.num_images):
+            im = _to_rgb(trace.images[k]) if k < len(trace.images) else _to_rgb(np.full((64, 64, 3), 128, np.uint8))
+            w = max(32, round(im.width * image_height / im.height))
+            pic = np.asarray(im.resize((w, image_height)), dtype=np.float32)
+            views = ["mosaic"] + (["thumbnail"] if pm.thumbnail_grids[k] is not None else [])
+            for view in views:
+                self.panels.append((k, view, pic, x))
+                x += w + 12
+        self.width = max(x, text_width + 40)
+        self.height = max(self.header_h + image_height + 2 * self.line_h + 8, 420)
+        self._layout()
+
+    def _layout(self) -> None:
+        """Where each shown item goes: (position, text, x, y, width, is_chip)."""
+        t, pm = self.trace, self.trace.pmap
+        items: list[tuple[int, str, bool]] = []
+        for p in range(len(t.input_ids)):
+            if pm.kind[p] == IMAGE:
+                first = pm.image_positions[pm.image[p]]
+                if len(first) and p == int(first.min()):
+                    items.append((p, f"[image {int(pm.image[p])}]", True))
+                continue
+            if p < t.prompt_len and (t.special[p] or pm.kind[p] == SPECIAL):
+                continue
+            items.append((p, t.pieces[p], False))
+        x, y, left, right = 8, 0, 8, self.text_w - 8
+        self.items = []
+        for p, text, chip in items:
+            parts = text.split("\n")
+            for n, part in enumerate(parts):
+                if n > 0:
+                    x, y = left, y + self.line_h
+                if not part and not (chip or len(parts) == 1):
+                    continue
+                shown = part if part.strip() or not part else part.replace(" ", "\u00a0")
+                w = max(4, int(math.ceil(self.font.getlength(shown))))
+                if x + w > right and x > left:
+                    x, y = left, y + self.line_h
+                self.items.append((p, shown, x, y, w, chip))
+                x += w
+
+    def frame(self, j: int) -> np.ndarray:
+        from PIL import Image, ImageDraw
+
+        t, pm = self.trace, self.trace.pmap
+        p = t.prompt_len + j  # the produced token's position; its row covers positions < p
+        row = self.rows[j]
+        canvas = Image.new("RGB", (self.width, self.height), (255, 255, 255))
+        d = ImageDraw.Draw(canvas)
+        head = self.head if self.head in ("mean", "max") else f"head {self.head}"
+        masked = " | sinks masked" if self.sinks == "mask" else ""
+        d.text((8, 4), f"layer {self.layer} | {head}{masked} | token {j + 1}/{t.num_answer_tokens}: {t.pieces[p]!r}",
+               fill=(0, 0, 0), font=self.font)
+        kinds, r = pm.kind[:p], row[:p]
+        d.text((8, 4 + self.line_h), f"image {r[kinds == IMAGE].sum():.2f} | text {r[kinds == TEXT].sum():.2f} | "
+               f"special {r[kinds == SPECIAL].sum():.2f} | answer {r[kinds == GENERATED].sum():.2f}",
+               fill=(60, 60, 60), font=self.small)
+        shown = [it for it in self.items if it[0] <= p]
+        text_pos = np.array([it[0] for it in shown if it[0] < p and not it[5]], dtype=np.int64)
+        cur_y = shown[-1][3] if shown else 0
+        top = max(0, cur_y + self.line_h - (self.height - self.header_h - 4))
+        scale = float(row[text_pos].max()) if len(text_pos) else 1.0
+        for pos, text, x, y, w, chip in shown:
+            yy = self.header_h + y - top
+            if yy < self.header_h - 2:
+                continue
+            if pos == p:
+                fill, ink = _CURRENT, (255, 255, 255)
+            elif chip:
+                fill, ink = (200, 200, 200), (0, 0, 0)
+            else:
+                fill, ink = tuple(int(v) for v in red_green(row[pos] / scale if scale > 0 else 0.0)), (0, 0, 0)
+            d.rectangle((x, yy, x + w, yy + self.line_h - 2), fill=fill)
+            d.text((x, yy + 2), text, fill=ink, font=self.font)
+        out = np.asarray(canvas).copy()
+        weights = {}
+        for k, view, _, _ in self.panels:
+            pos = pm.image_positions[k] if view == "mosaic" else pm.thumbnail_positions[k]
+            weights[k, view] = row[pos] if len(pos) and pos.max() < p else np.zeros(len(pos))
+        peak = max((float(w.max()) for w in weights.values() if len(w)), default=0.0) or 1.0
+        y0 = self.header_h
+        for k, view, pic, x0 in self.panels:
+            grid = pm.grids[k] if view == "mosaic" else pm.thumbnail_grids[k]
+            h, w = pic.shape[:2]
+            out[y0:y0 + h, x0:x0 + w] = _overlay(pic, weights[k, view] / peak, grid)
+        canvas = Image.fromarray(out)
+        d = ImageDraw.Draw(canvas)
+        for k, view, pic, x0 in self.panels:
+            grid = pm.grids[k] if view == "mosaic" else pm.thumbnail_grids[k]
+            what = f"image {k}" if view == "mosaic" else f"image {k}, global view"
+            d.text((x0, y0 + pic.shape[0] + 4), f"{what} ({grid[0]}x{grid[1]}): {float(weights[k, view].sum()):.2f}",
+                   fill=(0, 0, 0), font=self.small)
+        return np.asarray(canvas)
+
+    def frames(self) -> Iterator[np.ndarray]:
+        for j in self.trace.frame_tokens:
+            yield self.frame(j)
+
+
+def ffmpeg_problem() -> str | None:
+    """Why an mp4 cannot be written (None when imageio-ffmpeg finds an ffmpeg binary)."""
+    try:
+        import imageio_ffmpeg
+
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError) as err:
+        return f"imageio-ffmpeg found no ffmpeg ({err})"
+    return None if exe and Path(exe).exists() else f"the ffmpeg binary {exe!r} does not exist"
+
+
+def write_token_video(renderer: FrameRenderer, path: str | Path, fps: int = 4) -> tuple[Path, str | None]:
+    """The renderer's frames as an mp4 at ``path`` (atomically, :func:`vizkit.render.write_video`);
+    without ffmpeg, PNG frames in ``<stem>_frames/``. Returns ``(what was written, why not an mp4)``."""
+    path = Path(path)
+    problem = ffmpeg_problem()
+    if problem is None:
+        return write_video(renderer.frames(), path, fps=fps), None
+    folder = path.with_name(path.stem + "_frames")
+    folder.mkdir(parents=True, exist_ok=True)
+    for n, frame in enumerate(renderer.frames()):
+        save_image(frame, folder / f"frame_{n:05d}.png")
+    return folder, f"{problem}: wrote the frames as PNGs into {folder} instead of {path.name}"
+
+
+def contact_sheet(renderer: FrameRenderer, count: int = 8, columns: int = 4, scale: float = 0.5) -> np.ndarray:
+    """``count`` evenly spaced frames tiled ``columns`` wide, each scaled by ``scale``: ``[H, W, 3]`` uint8."""
+    import cv2
+
+    tokens = list(renderer.trace.frame_tokens)
+    pick = sorted({tokens[int(round(i))] for i in np.linspace(0, len(tokens) - 1, min(count, len(tokens)))})
+    thumbs = [cv2.resize(renderer.frame(j), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for j in pick]
+    h, w = thumbs[0].shape[:2]
+    rows = -(-len(thumbs) // columns)
+    sheet = np.full((rows * (h + 4), min(columns, len(thumbs)) * (w + 4), 3), 255, np.uint8)
+    for n, th in enumerate(thumbs):
+        r, c = divmod(n, columns)
+        sheet[r * (h + 4):r * (h + 4) + h, c * (w + 4):c * (w + 4) + w] = th
+    return sheet
