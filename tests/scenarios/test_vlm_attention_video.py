@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 import vlm_folders as VF
+import vlm_folders_more as VM
 from vizkit import cli, token_video
 from vizkit.errors import InputError, ParameterError
 from vizkit.models.vlm import family_for
@@ -38,7 +39,7 @@ def _images(n: int = 2):
 def vlm_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("vlms")
     build = {"llava": VF.save_random_llava, "qwen2_vl": VF.save_random_qwen2_vl,
-             "qwen2_5_vl": VF.save_random_qwen2_5_vl}
+             "qwen2_5_vl": VF.save_random_qwen2_5_vl, "idefics3": VM.save_random_idefics3}
     return {arch: save(root / arch, layers=3) for arch, save in build.items()}
 
 
@@ -265,7 +266,7 @@ def test_cli_on_each_vlm_folder(vlm_dirs, benchmark, tmp_path, capsys, arch, mod
     assert "Ground truth" not in (tmp_path / "q" / "report.md").read_text()
 
 
-@pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "llava"])
+@pytest.mark.parametrize("arch", ["qwen2_vl", "llava", "idefics3"])  # idefics3: tiles + a global view
 def test_notebook_on_each_vlm_folder(vlm_dirs, benchmark, tmp_path, arch):
     """Notebook 05 run headless by papermill on a model folder from disk."""
     import os
@@ -283,6 +284,9 @@ def test_notebook_on_each_vlm_folder(vlm_dirs, benchmark, tmp_path, arch):
                         kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
     assert (tmp_path / "run" / "combined_attention_visualization_layer1.mp4").is_file()
     assert (tmp_path / "run" / "report.md").is_file()
+    with np.load(tmp_path / "run" / "attention.npz") as z:
+        tiled = arch == "idefics3"  # 3 x 3 tiles stitched into one mosaic, and the global image on its own grid
+        assert bool((z["thumbnail_grids"] > 0).all()) == tiled and bool((z["tile"] > 0).any()) == tiled
 
 
 def test_bad_inputs_one_message_exit_2_no_video(vlm_dirs, benchmark, tmp_path, capsys):
