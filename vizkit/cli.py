@@ -398,7 +398,9 @@ def _vlm_video_parser(sub: argparse._SubParsersAction) -> None:
                    help="JSON list of {image, problem, solution} (default: tiny_vlm's sample benchmark)")
     p.add_argument("--image_dir", "--image-dir", default=None, help="folder the image paths are relative to "
                    "(default: the JSON's folder)")
-    p.add_argument("--sample_idx", "--sample-idx", type=int, default=0, help="which sample (default 0)")
+    p.add_argument("--sample_idx", "--sample-idx", default="0",
+                   help="which sample: an index (default 0), a list 0,2,5, a range 1-4, or all; several samples go "
+                        "into sample_<idx>/ folders with an index.md, and a rerun into the same folder resumes")
     p.add_argument("--layer_idx", "--layer-idx", type=int, default=None,
                    help="decoder layer (default 20, or the last layer of a model with 20 or fewer)")
     p.add_argument("--layers", type=int, nargs="+", default=None, help="several decoder layers: one video each")
@@ -415,6 +417,7 @@ def _vlm_video_parser(sub: argparse._SubParsersAction) -> None:
                         "rest (README: Attention sinks)")
     p.add_argument("--output-dir", "--output_dir", default=None, help="run folder (default runs/<time>-vlm-video)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    _cluster_flags(p)
     p.set_defaults(run=_vlm_video)
 
 
@@ -424,9 +427,17 @@ DEFAULT_VLM_START = "Based on the following requirements"
 def _vlm_video(args: argparse.Namespace) -> int:
     from .scenarios.vlm_attention_video import run_video
 
-    res = run_video(args.model_path, args.benchmark_json, args.image_dir, args.sample_idx, args.layer_idx,
+    spec = args.sample_idx.strip()
+    one = spec.lstrip("-").isdigit()
+    res = run_video(args.model_path, args.benchmark_json, args.image_dir, int(spec) if one else spec, args.layer_idx,
                     args.start_phrase, args.layers, args.heads, args.max_image_num, args.max_new_tokens, args.mode,
-                    args.output_dir, args.overwrite, args.fps, sinks=args.sinks)
+                    args.output_dir, args.overwrite, args.fps, sinks=args.sinks, cluster=_cluster(args, "batch"))
+    if not one:
+        for row in res["samples"]:
+            print(f"sample {row['sample']}: {row['status']}" + (f" ({row['error']})" if row["error"] else ""))
+        print(f"{len(res['samples'])} sample(s) into {res['folder']} ({res['skipped']} complete from an earlier run); "
+              f"index: {res['index']}")
+        return 1 if res["failed"] else 0
     for note in res["notes"]:
         print(f"vizkit vlm-video: {note}", file=sys.stderr)
     t = res["trace"]

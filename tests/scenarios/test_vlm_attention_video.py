@@ -333,3 +333,51 @@ def test_ground_truth_supervised_head_beats_random_pixel():
     assert sup["trained with attention supervision"] == "yes"
     assert sup["answer token"] > 0.7 > info["random_pixel"] * 5
     assert len(table) == 12
+
+
+def test_sample_indices_forms():
+    assert V.sample_indices("all", 4) == [0, 1, 2, 3]
+    assert V.sample_indices("0,2, 3", 5) == [0, 2, 3] and V.sample_indices("1-3", 5) == [1, 2, 3]
+    assert V.sample_indices([-1, 0, 4], 5) == [4, 0]
+    with pytest.raises(InputError, match="sample_idx 7 is out of range: the benchmark holds 5 samples"):
+        V.sample_indices("1,7", 5)
+    with pytest.raises(ParameterError, match="use an index, a list"):
+        V.sample_indices("first", 5)
+
+
+def test_many_samples_resume_failures_and_dask(benchmark, tmp_path, capsys):
+    """--sample_idx list / range: one sample_<idx>/ run folder each and index.md; a rerun into the
+    folder skips the complete samples; a failing sample is reported (exit 1) and redone next time;
+    --workers runs the same samples on a Dask LocalCluster with the same numbers."""
+    json_path, image_dir = benchmark
+    records = json.loads(json_path.read_text())
+    bench = tmp_path / "bench.json"
+    broken = [dict(r) for r in records[:4]]
+    broken[1]["image"] = ["images/missing.png"]
+    bench.write_text(json.dumps(broken))
+    out = tmp_path / "many"
+    common = ["--benchmark_json", str(bench), "--image_dir", str(image_dir), "--layers", "1", "--mode", "solution",
+              "--start_phrase", "", "--output-dir", str(out)]
+    code, stdout, err = _cli(capsys, *common, "--sample_idx", "0,2")
+    assert code == 0, err
+    assert sorted(p.name for p in out.glob("sample_*")) == ["sample_0", "sample_2"]
+    first = (out / "sample_0" / "attention.npz").stat().st_mtime_ns
+    code, stdout, err = _cli(capsys, *common, "--sample_idx", "0-3")
+    assert code == 1  # sample 1's image is missing
+    assert "sample 1: failed (InputError" in stdout and "missing.png" in stdout and "2 complete from an earlier run" in stdout
+    assert (out / "sample_0" / "attention.npz").stat().st_mtime_ns == first  # skipped, not redone
+    assert (out / "sample_3" / ".complete.json").is_file() and not (out / "sample_1" / ".complete.json").exists()
+    index = (out / "index.md").read_text()
+    assert "failed" in index and "done (earlier run)" in index
+    bench.write_text(json.dumps([dict(r) for r in records[:4]]))  # fixed: only sample 1 is redone
+    code, stdout, err = _cli(capsys, *common, "--sample_idx", "all")
+    assert code == 0, err
+    assert "3 complete from an earlier run" in stdout and (out / ".complete.json").is_file()
+    # the same samples on a Dask LocalCluster: the same rows
+    dask_out = tmp_path / "dask"
+    code, stdout, err = _cli(capsys, *common[:-1], str(dask_out), "--sample_idx", "0,3", "--workers", "2")
+    assert code == 0, err
+    for i in (0, 3):
+        with np.load(out / f"sample_{i}" / "attention.npz") as a, np.load(dask_out / f"sample_{i}" / "attention.npz") as b:
+            np.testing.assert_allclose(a["rows_layer1"], b["rows_layer1"], atol=1e-6)
+            np.testing.assert_array_equal(a["input_ids"], b["input_ids"])

@@ -52,7 +52,8 @@ from ..zoo.tiny_vlm import (GRID, IMAGE_SIZE, NUM_IMAGE_TOKENS, Encoder, answer_
 
 __all__ = ["explain_answer_attention", "VLM", "load_vlm", "PositionMap", "Trace", "trace_sample", "resolve_layers",
            "FrameRenderer", "contact_sheet", "load_sample", "create_video", "AttentionVisualizer",
-           "VLMAttentionVisualizer", "VLMAttentionExplorer", "run_video", "write_report", "token_shares",
+           "VLMAttentionVisualizer", "VLMAttentionExplorer", "run_video", "run_many", "sample_indices", "write_report",
+           "token_shares",
            "ground_truth_table", "DEFAULT_START_PHRASE"]
 
 
@@ -419,23 +420,132 @@ class AttentionVisualizer:
 VLMAttentionVisualizer = AttentionVisualizer
 
 
+def sample_indices(spec: Any, count: int) -> list[int]:
+    """``--sample_idx`` as indices into a benchmark of ``count`` samples: an int, a list of ints,
+    ``"all"``, or a string like ``"3"`` / ``"0,2,5"`` / ``"1-4"`` (inclusive). Negative indices
+    count from the end; out of range is one :class:`InputError` naming the count."""
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text == "all":
+            return list(range(count))
+        parts: list[int] = []
+        for piece in text.replace(" ", ",").split(","):
+            if not piece:
+                continue
+            lo, dash, hi = piece.partition("-") if not piece.startswith("-") else (piece, "", "")
+            try:
+                parts += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
+            except ValueError:
+                raise ParameterError(f"sample_idx={spec!r}: use an index, a list (0,2,5), a range (1-4) or all") \
+                    from None
+        spec = parts
+    items = [spec] if isinstance(spec, (int, np.integer)) else list(spec)
+    if not items:
+        raise ParameterError("sample_idx selects no sample")
+    out = []
+    for i in items:
+        if not isinstance(i, (int, np.integer)) or not -count <= int(i) < count:
+            raise InputError(f"sample_idx {i} is out of range: the benchmark holds {count} samples (0..{count - 1})")
+        if int(i) % count not in out:
+            out.append(int(i) % count)
+    return out
+
+
 def run_video(model_path: str | Path | None = None, benchmark_json: str | Path | None = None,
-              image_dir: str | Path | None = None, sample_idx: int = 0, layer_idx: int | None = None,
+              image_dir: str | Path | None = None, sample_idx: Any = 0, layer_idx: int | None = None,
               start_phrase: str | None = DEFAULT_START_PHRASE, layers: Sequence[int] | None = None,
               heads: Any = "mean", max_image_num: int = 2, max_new_tokens: int = 128, mode: str = "generate",
               output_dir: str | Path | None = None, overwrite: bool = False, fps: int = 4,
-              ground_truth: bool | None = None, sinks: str = "keep") -> dict[str, Any]:
-    """``vizkit vlm-video``: load the sample first (bad input fails before the model loads),
-    then the model, then :func:`create_video`. No ``model_path``: tiny_vlm; no
-    ``benchmark_json``: its sample benchmark."""
+              ground_truth: bool | None = None, sinks: str = "keep", cluster: Any = None) -> dict[str, Any]:
+    """``vizkit vlm-video``. One sample (an int): load it first (bad input fails before the model
+    loads), then the model, then :func:`create_video` into the run folder. Several
+    (:func:`sample_indices`: a list, a range, ``"all"``): :func:`run_many`. No ``model_path``:
+    tiny_vlm; no ``benchmark_json``: its sample benchmark."""
     if benchmark_json in (None, ""):
         benchmark_json, default_dir = default_benchmark()
         image_dir = image_dir or default_dir
+    kw = dict(layer_idx=layer_idx, layers=layers, start_phrase=start_phrase, heads=heads,
+              max_new_tokens=max_new_tokens, mode=mode, fps=fps, ground_truth=ground_truth, sinks=sinks)
+    if not isinstance(sample_idx, (int, np.integer)):
+        from ..io import read_json
+
+        records = read_json(Path(benchmark_json), "benchmark file")
+        count = len(records) if isinstance(records, list) else 0
+        return run_many(model_path, benchmark_json, image_dir, sample_indices(sample_idx, count), max_image_num,
+                        output_dir, overwrite, cluster, **kw)
     sample, images, notes = load_sample(benchmark_json, image_dir, sample_idx, max_image_num)
     vlm = load_vlm(model_path)
-    return create_video(vlm, sample, images, layer_idx=layer_idx, layers=layers, start_phrase=start_phrase,
-                        heads=heads, max_new_tokens=max_new_tokens, mode=mode, output_dir=output_dir,
-                        overwrite=overwrite, fps=fps, ground_truth=ground_truth, notes=notes, sinks=sinks)
+    return create_video(vlm, sample, images, output_dir=output_dir, overwrite=overwrite, notes=notes, **kw)
+
+
+def sample_video_task(index: int, folder: str, model_path: str | None, benchmark_json: str, image_dir: str | None,
+                      max_image_num: int, kw: dict[str, Any]) -> dict[str, Any]:
+    """One sample of a many-sample run, in ``folder`` (its own run folder), on this process or a
+    Dask worker (the model loaded once per process): a summary row, or the error as text."""
+    from ..distributed.worker import cached
+
+    try:
+        sample, images, notes = load_sample(benchmark_json, image_dir, index, max_image_num)
+        vlm = cached(("vlm-video", model_path), lambda: load_vlm(model_path))
+        res = create_video(vlm, sample, images, output_dir=folder, overwrite=True, notes=notes, **kw)
+    except Exception as err:  # one failing sample is reported, the others go on
+        return {"sample": index, "folder": folder, "status": "failed", "error": f"{type(err).__name__}: {err}"}
+    t = res["trace"]
+    return {"sample": index, "id": str(sample.get("id", index)), "folder": folder, "status": "done",
+            "answer_tokens": t.num_answer_tokens, "frames": len(t.frame_tokens), "answer": t.text.strip()[:80]}
+
+
+def run_many(model_path: str | Path | None, benchmark_json: str | Path, image_dir: str | Path | None,
+             indices: Sequence[int], max_image_num: int = 2, output_dir: str | Path | None = None,
+             overwrite: bool = False, cluster: Any = None, **kw: Any) -> dict[str, Any]:
+    """Several samples into one run folder: ``sample_<idx>/`` each (the files of a one-sample run)
+    and ``index.md``. Resumable: a rerun into the same folder skips the samples marked complete
+    and redoes the rest (``overwrite`` redoes all). ``cluster``: a
+    :class:`vizkit.distributed.chunks.ClusterOptions` (``--workers`` / ``--scheduler``), the same
+    runner as the other batch commands."""
+    from ..distributed.chunks import map_tasks
+    from ..distributed.worker import cached
+    from ..report import Report
+    from ..runs import is_complete, mark_complete, run_folder
+
+    if cluster is None:  # a bad folder, layer or head stops here, once, before any output
+        vlm = cached(("vlm-video", str(model_path) if model_path else None), lambda: load_vlm(model_path))
+        resolve_layers(vlm.num_layers, kw.get("layer_idx"), kw.get("layers"))
+        check_head(kw.get("heads", "mean"), vlm.num_heads)
+    out = Path(output_dir) if output_dir not in (None, "") else run_folder(None, "vlm-video")
+    resuming = out.is_dir() and any(out.glob("sample_*"))
+    out = run_folder(out, "vlm-video", overwrite=True) if (resuming or overwrite) else \
+        run_folder(out, "vlm-video", overwrite=False, overwrite_hint="pass --overwrite (or rerun into it to resume)")
+    folders = {i: out / f"sample_{i}" for i in indices}
+    todo = [i for i in indices if overwrite or not is_complete(folders[i])]
+    args = (str(model_path) if model_path else None, str(benchmark_json), str(image_dir) if image_dir else None,
+            max_image_num, dict(kw))
+    if cluster is not None:
+        rows = map_tasks(cluster, _task_for, todo, folders, *args, progress="vlm-video", unit="sample")
+    else:
+        rows = [_task_for(i, folders, *args) for i in todo]
+    done = {r["sample"]: r for r in rows}
+    table = []
+    for i in indices:
+        row = done.get(i) or {"sample": i, "folder": str(folders[i]), "status": "done (earlier run)"}
+        table.append({k: row.get(k, "") for k in ("sample", "status", "answer_tokens", "frames", "answer", "error")})
+    import pandas as pd
+
+    frame = pd.DataFrame(table)
+    rep = Report("VLM per-token attention videos")
+    rep.paragraph(f"{len(indices)} sample(s) of {Path(benchmark_json).name}; each sample_<idx>/ holds its videos, "
+                  f"contact sheets, attention.npz and report.md. {len(indices) - len(todo)} were complete from an "
+                  f"earlier run and skipped.")
+    rep.table(frame, index=False)
+    index = rep.write(out / "index.md")
+    failed = [r for r in table if r["status"] == "failed"]
+    if not failed:
+        mark_complete(out, {"samples": list(indices)})
+    return {"folder": out, "index": index, "samples": table, "failed": failed, "skipped": len(indices) - len(todo)}
+
+
+def _task_for(index: int, folders: dict[int, Path], *args: Any) -> dict[str, Any]:
+    return sample_video_task(index, str(folders[index]), *args)
 
 
 def notebook_parameters() -> list[Any]:
