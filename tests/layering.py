@@ -235,7 +235,7 @@ VIZKIT_RULES: list[tuple[str, str]] = [
     *_layer("models", "models", "models.*"),
     *_layer("leaf", "zoo.train", "zoo.train.*", "zoo.__main__"),  # before "zoo.*": first match wins
     *_layer("zoo", "zoo", "zoo.*"),
-    *_layer("datasets", "datasets"),  # test-set readers (DeepfakeBench JSON ...): below the scenarios
+    *_layer("datasets", "datasets", "vlm_benchmarks"),  # test-set readers (DeepfakeBench JSON ...): below the scenarios
     *_layer("scenarios", "scenarios", "scenarios.*"),
     *_layer("leaf", "cli", "demo", "__main__", "attention_visualizer", "clip_gradcam", "clip_models"),
 ]

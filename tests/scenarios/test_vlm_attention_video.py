@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-import shutil
 
 import imageio.v2 as imageio
 import numpy as np

@@ -1,0 +1,70 @@
+"""Reason-RFT style VLM benchmarks (seed 004): a JSON list of ``{id, image, problem, solution}``
+whose image paths are relative to an image folder; :func:`load_sample` reads one entry and its
+images with one clear error per problem; :func:`default_benchmark` is the zoo's ``tiny_vlm`` one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, ParameterError
+
+__all__ = ["default_benchmark", "load_sample"]
+
+
+def default_benchmark() -> tuple[Path, Path]:
+    """The zoo's ``tiny_vlm`` sample benchmark: ``(json, image folder)``."""
+    from .zoo.common import zoo_dir
+
+    folder = zoo_dir("tiny_vlm") / "benchmark"
+    return folder / "sample.json", folder
+
+
+def load_sample(benchmark_json: str | Path, image_dir: str | Path | None, sample_idx: int,
+                max_image_num: int = 2) -> tuple[dict[str, Any], list[Any], list[str]]:
+    """Entry ``sample_idx`` of a Reason-RFT style benchmark JSON list and its images (RGB PIL).
+
+    Returns ``(sample, images, notes)``; ``notes`` says when only the first ``max_image_num``
+    images are used. Raises :class:`InputError` naming the problem: a missing or unreadable
+    file, ``sample_idx`` out of range (with the number of samples), an entry without
+    ``image`` / ``problem``, an image file missing under ``image_dir``.
+    """
+    from .io import load_image, read_json
+
+    path = Path(benchmark_json)
+    records = read_json(path, "benchmark file")
+    if not isinstance(records, list) or not records:
+        raise InputError(f"benchmark file {str(path)!r} must hold a non-empty JSON list of samples")
+    if max_image_num < 1:
+        raise ParameterError(f"max_image_num must be at least 1, got {max_image_num}")
+    n = len(records)
+    if not isinstance(sample_idx, (int, np.integer)) or not -n <= int(sample_idx) < n:
+        raise InputError(f"sample_idx {sample_idx} is out of range: {path.name} holds {n} samples (0..{n - 1})")
+    sample = records[int(sample_idx)]
+    where = f"sample {int(sample_idx)}" + (f" (id {sample.get('id')!r})" if isinstance(sample, dict) and "id" in sample
+                                          else "")
+    if not isinstance(sample, dict):
+        raise InputError(f"{where} of {path.name} is a {type(sample).__name__}, not an object with 'image' and "
+                         f"'problem'")
+    for key in ("image", "problem"):
+        if key not in sample:
+            raise InputError(f"{where} of {path.name} has no {key!r} key (it has: {', '.join(sorted(sample)) or 'none'})")
+    paths = [sample["image"]] if isinstance(sample["image"], str) else sample["image"]
+    if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+        raise InputError(f"{where}: 'image' must be a path or a non-empty list of paths, got {sample['image']!r}")
+    if not isinstance(sample["problem"], str):
+        raise InputError(f"{where}: 'problem' must be a string, got {type(sample['problem']).__name__}")
+    notes = []
+    if len(paths) > max_image_num:
+        notes.append(f"{where} has {len(paths)} images; using the first {max_image_num} (max_image_num)")
+        paths = paths[:max_image_num]
+    root = Path(image_dir) if image_dir not in (None, "") else path.parent
+    images = []
+    for p in paths:
+        full = Path(p) if Path(p).is_absolute() else root / p
+        if not full.is_file():
+            raise InputError(f"{where}: image {p!r} not found under image_dir {str(root)!r} (looked for {full})")
+        images.append(load_image(full))
+    return dict(sample), images, notes
