@@ -65,9 +65,11 @@ def _to_rgb(image: Any) -> Any:
     return Image.fromarray(a).convert("RGB")
 
 
-def _overlay(picture: np.ndarray, weights: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+def _overlay(picture: np.ndarray, weights: np.ndarray, grid: tuple[int, int],
+             tiles: np.ndarray | None = None) -> np.ndarray:
     """``picture`` ``[h, w, 3]`` float blended with the ``grid`` cells coloured by ``weights``
-    (row-major, in [0, 1]), cell borders white."""
+    (row-major, in [0, 1]), cell borders white; where ``tiles`` (the tile index of each cell,
+    row-major) changes between neighbouring cells, a dark line: the seams of a stitched mosaic."""
     import cv2
 
     gh, gw = grid
@@ -77,6 +79,13 @@ def _overlay(picture: np.ndarray, weights: np.ndarray, grid: tuple[int, int]) ->
     if gh <= h // 3 and gw <= w // 3:  # borders only while cells stay visible
         blend[np.linspace(0, h, gh + 1).round().astype(int).clip(0, h - 1), :] = 255
         blend[:, np.linspace(0, w, gw + 1).round().astype(int).clip(0, w - 1)] = 255
+    if tiles is not None and len(np.unique(tiles)) > 1:
+        t = np.asarray(tiles).reshape(gh, gw)
+        ys, xs = np.linspace(0, h, gh + 1).round().astype(int), np.linspace(0, w, gw + 1).round().astype(int)
+        for i in np.flatnonzero(np.any(t[1:] != t[:-1], axis=1)) + 1:
+            blend[max(0, ys[i] - 1):ys[i] + 1, :] = 30
+        for j in np.flatnonzero(np.any(t[:, 1:] != t[:, :-1], axis=0)) + 1:
+            blend[:, max(0, xs[j] - 1):xs[j] + 1] = 30
     return blend.round().clip(0, 255).astype(np.uint8)
 
 
@@ -186,7 +195,8 @@ class FrameRenderer:
         for k, view, pic, x0 in self.panels:
             grid = pm.grids[k] if view == "mosaic" else pm.thumbnail_grids[k]
             h, w = pic.shape[:2]
-            out[y0:y0 + h, x0:x0 + w] = _overlay(pic, weights[k, view] / peak, grid)
+            tiles = pm.tile[pm.image_positions[k]] if view == "mosaic" else None
+            out[y0:y0 + h, x0:x0 + w] = _overlay(pic, weights[k, view] / peak, grid, tiles)
         canvas = Image.fromarray(out)
         d = ImageDraw.Draw(canvas)
         for k, view, pic, x0 in self.panels:

@@ -1,0 +1,73 @@
+"""vizkit.token_video on a hand-built trace (no model): a tiled image's mosaic is one picture
+with dark seams between tiles, its thumbnail its own panel, each cell coloured by its own
+position's weight; masked sinks; the contact sheet."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vizkit.positions import IMAGE, SPECIAL, PositionMap, Trace
+from vizkit.token_video import FrameRenderer, contact_sheet, red_green
+
+
+def _trace() -> Trace:
+    """Prompt: text, special, a 4 x 4 mosaic of 2 x 2 tiles (positions 2..17, tile-major order as
+    tiled families emit them), a 2 x 2 thumbnail (18..21), text; then 3 answer tokens."""
+    prompt_len, total = 24, 27
+    pm = PositionMap.empty(prompt_len, prompt_len)
+    mosaic = np.zeros((4, 4), np.int64)
+    tiles = np.zeros((4, 4), np.int64)
+    pos = 2
+    for t, (r0, c0) in enumerate([(0, 0), (0, 2), (2, 0), (2, 2)]):  # each tile's 2 x 2 cells, row-major
+        for r in range(2):
+            for c in range(2):
+                mosaic[r0 + r, c0 + c], tiles[r0 + r, c0 + c] = pos, t
+                pos += 1
+    pm.add_image(mosaic, tiles=tiles, thumbnail=np.arange(18, 22).reshape(2, 2))
+    pm.mark_special([1])
+    pm = pm.extend(total)
+    rows = np.zeros((3, 2, total - 1), np.float32)
+    for j in range(3):
+        rows[j, :, :prompt_len + j] = 0.01
+        rows[j, :, int(mosaic[3, 0])] = 0.5  # bottom-left cell of tile 2: the peak
+        rows[j] /= rows[j].sum(-1, keepdims=True)
+    pieces = ["USER:", "<m>"] + [""] * 20 + [" what", "?", " red", " star", "."]
+    image = np.full((40, 40, 3), 128, np.uint8)
+    return Trace(np.arange(total), prompt_len, pieces, pm, {0: rows}, " red star.", "generate", "all", [image],
+                 special=np.zeros(total, bool))
+
+
+def test_mosaic_seams_thumbnail_panel_and_cell_colours():
+    t = _trace()
+    assert t.pmap.kind[1] == SPECIAL and (t.pmap.kind == IMAGE).sum() == 20
+    r = FrameRenderer(t, 0, "mean", image_height=80, font_size=12)
+    assert [(k, view) for k, view, _, _ in r.panels] == [(0, "mosaic"), (0, "thumbnail")]
+    frame = r.frame(1)
+    _, _, pic, x0 = r.panels[0]
+    y0 = r.header_h
+    h, w = pic.shape[:2]
+    panel = frame[y0:y0 + h, x0:x0 + w].astype(int)
+    assert np.all(panel[h // 2, :] == 30) and np.all(panel[:, w // 2] == 30)  # the seams between the 2 x 2 tiles
+    assert not np.any(np.all(panel[h // 4, :] == 30))  # a row inside a tile: no seam
+    cell = lambda rr, cc: panel[int((rr + 0.5) * h / 4), int((cc + 0.5) * w / 4)]  # noqa: E731
+    expect_peak = np.round(0.45 * 128 + 0.55 * red_green(1.0).astype(float))
+    np.testing.assert_array_equal(cell(3, 0), expect_peak)  # the peak lands on ITS cell of the stitched mosaic
+    low = 0.01 / 0.5
+    np.testing.assert_allclose(cell(0, 3), np.round(0.45 * 128 + 0.55 * red_green(low).astype(float)), atol=1)
+    _, _, pic2, x1 = r.panels[1]  # the thumbnail: its own panel, right of the mosaic
+    assert x1 >= x0 + w and pic2.shape == pic.shape
+
+
+def test_masked_sinks_and_contact_sheet():
+    t = _trace()
+    sinks = t.sinks(0)
+    assert sinks.tolist() == [0, 12]  # position 0 and the peak cell, mosaic (3, 0) (an outlier of received attention)
+    masked = t.head_rows(0, "mean", sinks="mask")
+    assert np.all(masked[:, sinks] == 0)
+    np.testing.assert_allclose(masked[:, :t.prompt_len].sum(1)[0], 1.0, atol=1e-6)
+    keep, hide = FrameRenderer(t, 0, sinks="keep").frame(0), FrameRenderer(t, 0, sinks="mask").frame(0)
+    assert not np.array_equal(keep, hide)
+    sheet = contact_sheet(FrameRenderer(t, 0), count=3, columns=2, scale=0.5)
+    assert sheet.shape[0] > keep.shape[0] * 0.5 * 2 and sheet.dtype == np.uint8
+    with pytest.raises(ValueError, match="sinks='drop'"):
+        t.head_rows(0, sinks="drop")
