@@ -12,6 +12,7 @@ module                         what it explains                                 
 ``cluster_tasks``              scenarios 1, 3, 4 on a Dask cluster (tasks,           -
                                evaluation chunks; used by the CLIs' --workers)
 ``vlm_attention_video``        a VLM's per-token attention video (seed 004)          05
+``vlm_ground_truth``           tiny_vlm: does the answer look at the named object?   05
 =============================  ====================================================  =========
 
 Names load lazily: ``from vizkit.scenarios import AttentionVisualizer`` imports only the
@@ -44,8 +45,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "explain_clip", "save_result", "output_stem", "visualize_clip_gradcam", "pointing_table", "text_maps",
         "text_maps_figure", "write_clip_report", "candidate_layers"),
     "vlm_attention_video": (
-        "explain_answer_attention", "VLMAttentionVisualizer", "VLMAttentionExplorer", "PositionMap", "Trace",
-        "load_vlm", "trace_sample", "run_video", "create_video", "ground_truth_table"),
+        "VLMAttentionVisualizer", "VLMAttentionExplorer", "PositionMap", "Trace", "load_vlm", "trace_sample",
+        "run_video", "create_video"),
+    "vlm_ground_truth": ("explain_answer_attention", "ground_truth_table"),
 }
 MODULES = tuple(_EXPORTS)
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
