@@ -13,7 +13,7 @@ import inspect
 import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -109,6 +109,19 @@ def _check_inputs(model: nn.Module, inputs: Any) -> torch.Tensor:
     return x if x.is_floating_point() else x.float()
 
 
+def _check_sequence_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """Keyword inputs of a token-sequence model (``input_ids [B, T]``, ``pixel_values``, ...)
+    moved to the model's device, and the batch size ``B`` read from ``input_ids``."""
+    ids = inputs.get("input_ids")
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 2:
+        raise InputError("keyword inputs (a mapping) must hold input_ids, a [B, T] tensor, as a processor returns "
+                         f"them; got keys {', '.join(map(str, inputs)) or 'none'}")
+    if ids.shape[0] == 0 or ids.shape[1] == 0:
+        raise InputError(f"input_ids is empty (shape {tuple(ids.shape)})")
+    device = model_device(model)
+    return {k: (v.detach().to(device) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}, ids.shape[0]
+
+
 def _outside_inference_mode(needs_gradients: Callable[[dict[str, Any]], bool] = lambda arguments: True) -> Callable:
     """Decorator: run an entry point outside ``torch.inference_mode()``: the call leaves inference
     mode (``torch.inference_mode(False)``) and re-creates the input as a normal tensor; the
@@ -137,6 +150,8 @@ def _wrap_outside_inference_mode(fn: Callable, needs_gradients: Callable[[dict[s
         with torch.inference_mode(False):
             if isinstance(inputs, torch.Tensor):
                 inputs = inputs.clone()  # a normal tensor: inference tensors cannot enter autograd
+            elif isinstance(inputs, Mapping):
+                inputs = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
             return fn(model, inputs, *args, **kwargs)
 
     return wrapper
@@ -490,7 +505,9 @@ class AttentionGradients:
 
     - ``attentions[layer]``: ``[B, H, N, N]``; ``gradients[t][layer]``: ``[B, H, N, N]`` for
       target ``t``; ``scores[t]``: ``[B]``; ``classes[t]``: ``[B]`` class indices or None.
-    - ``grid`` / ``prefix_tokens`` say how the N tokens map onto the image.
+    - ``grid`` / ``prefix_tokens`` say how the N tokens map onto the image; both are None / 0
+      for keyword inputs of a token-sequence model (a VLM), whose positions only its family
+      adapter can place: read rows with :meth:`matrix` / :meth:`token_relevance`.
 
     Every map is computed from these cached tensors: choosing other layers, another head
     fusion or the other aggregation costs no forward or backward pass.
@@ -501,14 +518,38 @@ class AttentionGradients:
     scores: list[torch.Tensor]
     classes: list[torch.Tensor | None]
     layers: list[str]
-    grid: tuple[int, int]
+    grid: tuple[int, int] | None
     prefix_tokens: int
-    image_size: tuple[int, int]
+    image_size: tuple[int, int] | None
     output: torch.Tensor | None = None
 
     @property
     def layout(self) -> TokenLayout:
+        if self.grid is None:
+            raise VizkitError("these attentions come from keyword inputs of a token-sequence model: they have no image "
+                              "grid; read rows over the positions with matrix() or token_relevance(query=...)")
         return TokenLayout(self.grid, self.prefix_tokens)
+
+    def matrix(self, target: int = 0, head_fusion: str = "mean", layers: Sequence[str] | None = None,
+               aggregation: str = "relevance") -> torch.Tensor:
+        """``[B, N, N]`` the aggregated relevance matrix of target ``target`` over ``layers``
+        (:func:`vizkit.attention_math.aggregate`; row ``q``: how much each position contributes
+        to position ``q``), not clamped."""
+        if head_fusion not in am.HEAD_FUSIONS:
+            raise VizkitError(f"head_fusion must be one of {', '.join(am.HEAD_FUSIONS)}, got {head_fusion!r}")
+        names = self._layers(layers)
+        return am.aggregate([self.attentions[n] for n in names], [self.gradients[target][n] for n in names],
+                            head_fusion, aggregation)
+
+    def token_relevance(self, query: int, target: int = 0, head_fusion: str = "mean",
+                        layers: Sequence[str] | None = None, aggregation: str = "relevance") -> torch.Tensor:
+        """``[B, N]`` row ``query`` of :meth:`matrix` clamped at 0: the relevance of every
+        position for the target read at position ``query`` (negative counts from the end), e.g.
+        a VLM's next-token logit read at the last position (Chefer et al. 2021, self-attention rule)."""
+        n = next(iter(self.attentions.values())).shape[-1]
+        if not -n <= query < n:
+            raise VizkitError(f"query position {query} is out of range for {n} positions")
+        return self.matrix(target, head_fusion, layers, aggregation)[:, query].clamp(min=0)
 
     def _layers(self, layers: Sequence[str] | None) -> list[str]:
         if layers is None:
@@ -556,7 +597,7 @@ class AttentionGradients:
 @_outside_inference_mode()
 def attention_gradients(
     model: nn.Module,
-    inputs: torch.Tensor,
+    inputs: torch.Tensor | Mapping[str, Any],
     targets: Sequence[TargetSpec],
     layers: LayerSpec = "all",
     *,
@@ -564,16 +605,28 @@ def attention_gradients(
 ) -> AttentionGradients:
     """Attention ``[B, H, N, N]`` of the chosen blocks and its gradient for EACH of ``targets``
     (each anything :func:`cam` accepts as ``targets``) from one forward pass of ``inputs``
-    ``[B, C, H, W]``: e.g. the real and the fake class of a detector, ``targets=[0, 1]``."""
-    x = _check_inputs(model, inputs)
+    ``[B, C, H, W]``: e.g. the real and the fake class of a detector, ``targets=[0, 1]``.
+
+    ``inputs`` may also be the keyword inputs of a token-sequence model (a mapping with
+    ``input_ids [B, T]``, e.g. a VLM processor's output; the model is called as
+    ``model(**inputs)`` unless ``forward`` is given): ``N = T``, no image grid is inferred
+    (``grid`` None), and a target is then usually a callable such as
+    ``lambda out: out.logits[:, -1, token_id]``."""
+    sequence = isinstance(inputs, Mapping)
+    if sequence:
+        x, batch = _check_sequence_inputs(model, inputs)
+        image_hw = None
+        run: Forward = forward if forward is not None else (lambda kw: model(**kw))
+    else:
+        x = _check_inputs(model, inputs)
+        batch, image_hw = x.shape[0], (x.shape[-2], x.shape[-1])
+        run = forward if forward is not None else model
     if isinstance(targets, (str, bytes)) or not isinstance(targets, Sequence) or len(targets) == 0:
         raise TargetError("targets must be a non-empty list, one entry per explained target (e.g. [0, 1])")
-    run: Forward = forward if forward is not None else model
-    batch, image_hw = x.shape[0], (x.shape[-2], x.shape[-1])
     with preserved_state(model), _attention_implementation(model):
         layer_list = _attention_layers(model, layers, run, x, forward)
         names = [n for n, _ in layer_list]
-        embed = find_patch_embed(model, layer_list)
+        embed = None if sequence else find_patch_embed(model, layer_list)
         with torch.enable_grad(), AttentionCapture(layer_list, grad=True) as cap, \
                 GridCapture(embed[1] if embed else None) as gc:
             output = run(x)
@@ -590,7 +643,10 @@ def attention_gradients(
                 classes.append(c.expand(batch) if c is not None and c.ndim == 0 else c)
     four = {n: (a.detach() if a.ndim == 4 else a.detach()[:, None]) for n, a in zip(names, attns)}
     grads = [{n: (g if g.ndim == 4 else g[:, None]) for n, g in gd.items()} for gd in grads]
-    layout = infer_layout(next(iter(four.values())).shape[-1], gc.grid, image_hw)
+    if sequence:
+        grid, prefix = None, 0
+    else:
+        layout = infer_layout(next(iter(four.values())).shape[-1], gc.grid, image_hw)
+        grid, prefix = layout.grid, layout.prefix
     return AttentionGradients(attentions=four, gradients=grads, scores=scores, classes=classes, layers=names,
-                              grid=layout.grid, prefix_tokens=layout.prefix, image_size=image_hw,
-                              output=_main_output(output))
+                              grid=grid, prefix_tokens=prefix, image_size=image_hw, output=_main_output(output))

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["atomic_path", "write_text", "write_json", "save_safetensors", "image_files", "load_image",
+__all__ = ["atomic_path", "write_text", "write_json", "save_npz", "save_safetensors", "image_files", "load_image",
            "read_image_opencv", "data_root", "IMAGE_SUFFIXES"]
 
 
@@ -73,6 +73,15 @@ def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
         return json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{what} {str(p)!r} is not valid JSON: {err}") from None
+
+
+def save_npz(path: str | os.PathLike[str], arrays: dict[str, Any]) -> Path:
+    """Write ``arrays`` (name -> array) as a compressed ``.npz`` atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    return path
 
 
 def save_safetensors(state: dict[str, Any], path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> Path:

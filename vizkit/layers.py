@@ -260,14 +260,16 @@ _PROBES: "weakref.WeakKeyDictionary[nn.Module, dict[Any, Probe]]" = weakref.Weak
 _PROBES_PER_MODEL = 8
 
 
-def probe(model: nn.Module, run: Callable[[torch.Tensor], Any], example: torch.Tensor, key: Any = None) -> Probe:
-    """Run ``run(example[:1])`` once under no_grad with temporary hooks on every module.
+def probe(model: nn.Module, run: Callable[[Any], Any], example: Any, key: Any = None) -> Probe:
+    """Run ``run(example[:1])`` (a mapping of keyword inputs: ``run(example)``) once under
+    no_grad with temporary hooks on every module.
 
     Results are cached per model and ``(key, example shape)`` when ``key`` is given (a few
     entries per model; ``key`` must be hashable and compare equal for the same forward,
     as bound methods do).
     """
-    cache_key = (key, tuple(example.shape[1:])) if key is not None else None
+    is_tensor = isinstance(example, torch.Tensor)
+    cache_key = (key, tuple(example.shape[1:])) if key is not None and is_tensor else None
     try:
         hash(cache_key)
     except TypeError:
@@ -291,7 +293,7 @@ def probe(model: nn.Module, run: Callable[[torch.Tensor], Any], example: torch.T
     handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules() if n]
     try:
         with torch.no_grad():
-            run(example[:1])
+            run(example[:1] if is_tensor else example)  # keyword inputs (a token-sequence model) run whole
     finally:
         for h in handles:
             h.remove()

@@ -126,6 +126,19 @@ class PositionMap:
                            pad(self.row, -1), pad(self.col, -1), list(self.grids), list(self.image_positions),
                            self.prompt_len, list(self.thumbnail_grids), list(self.thumbnail_positions))
 
+    def image_grid(self, values: np.ndarray, k: int, thumbnail: bool = False) -> np.ndarray:
+        """``[rows, cols]``: ``values`` ``[K]`` (one per position, e.g. an attention or relevance
+        row; ``K`` must cover the image's positions) laid out on image ``k``'s mosaic, or on its
+        thumbnail grid."""
+        grid = self.thumbnail_grids[k] if thumbnail else self.grids[k]
+        if grid is None:
+            raise ValueError(f"image {k} has no thumbnail view")
+        pos = self.thumbnail_positions[k] if thumbnail else self.image_positions[k]
+        values = np.asarray(values)
+        if len(values) <= int(pos.max(initial=-1)):
+            raise ValueError(f"{len(values)} values do not reach image {k}'s last position {int(pos.max())}")
+        return values[pos].reshape(grid)
+
     def text_mask(self) -> np.ndarray:
         return self.kind == TEXT
 
@@ -238,10 +251,6 @@ class Trace:
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`arrays` as a compressed ``.npz`` at ``path``, atomically."""
-        from .io import atomic_path
+        from .io import save_npz
 
-        path = Path(path)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **self.arrays())
-        return path
+        return save_npz(path, self.arrays())

@@ -17,7 +17,8 @@ import numpy as np
 from .positions import GENERATED, IMAGE, SPECIAL, TEXT, Trace
 from .render import CJK_FONTS, save_image, write_video
 
-__all__ = ["red_green", "load_font", "FrameRenderer", "write_token_video", "ffmpeg_problem", "contact_sheet"]
+__all__ = ["red_green", "load_font", "FrameRenderer", "write_token_video", "ffmpeg_problem", "contact_sheet",
+           "image_views", "image_share", "relevance_figure"]
 
 _LOW, _HIGH = np.array([229.0, 57.0, 53.0]), np.array([67.0, 160.0, 71.0])  # red (low) -> green (high)
 _CURRENT = (30, 100, 230)  # the current token: blue
@@ -250,3 +251,51 @@ def contact_sheet(renderer: FrameRenderer, count: int = 8, columns: int = 4, sca
         r, c = divmod(n, columns)
         sheet[r * (h + 4):r * (h + 4) + h, c * (w + 4):c * (w + 4) + w] = th
     return sheet
+
+
+def image_views(trace: Trace, values: np.ndarray) -> list[tuple[int, str, np.ndarray]]:
+    """``values`` ``[K]`` (one per position) on every image view: ``(image, "mosaic" |
+    "thumbnail", [rows, cols])`` in image order, the thumbnail after its mosaic."""
+    pm = trace.pmap
+    out = []
+    for k in range(pm.num_images):
+        out.append((k, "mosaic", pm.image_grid(values, k)))
+        if pm.thumbnail_grids[k] is not None:
+            out.append((k, "thumbnail", pm.image_grid(values, k, thumbnail=True)))
+    return out
+
+
+def image_share(trace: Trace, values: np.ndarray) -> float:
+    """The share of ``values`` ``[K]`` on image positions, among positions ``0 .. K - 2`` (the
+    query's own entry, last, left out: relevance starts from the identity there)."""
+    v = np.asarray(values, np.float64)[:-1]
+    total = v.sum()
+    return float(v[trace.pmap.kind[:len(v)] == IMAGE].sum() / total) if total > 0 else 0.0
+
+
+def relevance_figure(trace: Trace, attention: np.ndarray, relevance: np.ndarray, token: int,
+                     attention_title: str = "attention", relevance_title: str = "relevance"):
+    """A figure, one row per image view: the image, ``attention`` ``[K]`` and ``relevance``
+    ``[K]`` on its patch cells (nearest upsampling, each panel min-max scaled; the column
+    titles give each map's share on image positions, :func:`image_share`), for answer token
+    ``token``."""
+    import cv2
+
+    from .render import Panel, figure_grid
+
+    piece = trace.pieces[trace.prompt_len + token].strip() or repr(trace.pieces[trace.prompt_len + token])
+    rows, labels = [], []
+    att_views, rel_views = image_views(trace, attention), image_views(trace, relevance)
+    for (k, view, a), (_, _, r) in zip(att_views, rel_views):
+        im = _to_rgb(trace.images[k]) if k < len(trace.images) else _to_rgb(np.full((64, 64, 3), 128, np.uint8))
+        pic = np.asarray(im, np.float32) / 255.0
+        up = lambda g: cv2.resize(g.astype(np.float32), (pic.shape[1], pic.shape[0]),  # noqa: E731
+                                  interpolation=cv2.INTER_NEAREST)
+        rows.append([Panel(image=pic, kind="image", title=f"image {k}" + (" (global view)" if view == "thumbnail"
+                                                                           else "")),
+                     Panel(image=pic, heatmap=up(a), title=f"{attention_title}\n{image_share(trace, attention):.0%} "
+                                                            f"on image positions", cmap="inferno", alpha=0.6),
+                     Panel(image=pic, heatmap=up(r), title=f"{relevance_title}\n{image_share(trace, relevance):.0%} "
+                                                            f"on image positions", cmap="inferno", alpha=0.6)])
+        labels.append("")
+    return figure_grid(rows, suptitle=f"answer token {token}: {piece!r}")

@@ -1,6 +1,7 @@
 """Reason-RFT style VLM benchmarks (seed 004): a JSON list of ``{id, image, problem, solution}``
 whose image paths are relative to an image folder; :func:`load_sample` reads one entry and its
-images with one clear error per problem; :func:`default_benchmark` is the zoo's ``tiny_vlm`` one.
+images with one clear error per problem; :func:`sample_indices` reads a selection of samples (``--sample_idx``);
+:func:`default_benchmark` is the zoo's ``tiny_vlm`` one.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from .errors import InputError, ParameterError
 
-__all__ = ["default_benchmark", "load_sample"]
+__all__ = ["default_benchmark", "load_sample", "sample_indices"]
 
 
 def default_benchmark() -> tuple[Path, Path]:
@@ -68,3 +69,34 @@ def load_sample(benchmark_json: str | Path, image_dir: str | Path | None, sample
             raise InputError(f"{where}: image {p!r} not found under image_dir {str(root)!r} (looked for {full})")
         images.append(load_image(full))
     return dict(sample), images, notes
+
+
+def sample_indices(spec: Any, count: int) -> list[int]:
+    """``--sample_idx`` as indices into a benchmark of ``count`` samples: an int, a list of ints,
+    ``"all"``, or a string like ``"3"`` / ``"0,2,5"`` / ``"1-4"`` (inclusive). Negative indices
+    count from the end; out of range is one :class:`InputError` naming the count."""
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text == "all":
+            return list(range(count))
+        parts: list[int] = []
+        for piece in text.replace(" ", ",").split(","):
+            if not piece:
+                continue
+            lo, dash, hi = piece.partition("-") if not piece.startswith("-") else (piece, "", "")
+            try:
+                parts += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
+            except ValueError:
+                raise ParameterError(f"sample_idx={spec!r}: use an index, a list (0,2,5), a range (1-4) or all") \
+                    from None
+        spec = parts
+    items = [spec] if isinstance(spec, (int, np.integer)) else list(spec)
+    if not items:
+        raise ParameterError("sample_idx selects no sample")
+    out = []
+    for i in items:
+        if not isinstance(i, (int, np.integer)) or not -count <= int(i) < count:
+            raise InputError(f"sample_idx {i} is out of range: the benchmark holds {count} samples (0..{count - 1})")
+        if int(i) % count not in out:
+            out.append(int(i) % count)
+    return out

@@ -40,16 +40,19 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ParameterError
+from ..io import save_npz
 from ..models.vlm import VLM, load_vlm
+from ..models.vlm.relevance import TokenRelevance, answer_relevance
 from ..models.vlm.trace import DEFAULT_START_PHRASE, check_head, resolve_layers, trace_sample
 from ..positions import GENERATED, IMAGE, SINK_MODES, SPECIAL, TEXT, PositionMap, Trace
-from ..token_video import FrameRenderer, contact_sheet, write_token_video
-from ..vlm_benchmarks import default_benchmark, load_sample
+from ..token_video import FrameRenderer, contact_sheet, image_share, relevance_figure, write_token_video
+from ..vlm_benchmarks import default_benchmark, load_sample, sample_indices
 from .vlm_ground_truth import explain_answer_attention, ground_truth_table
 
 __all__ = ["explain_answer_attention", "VLM", "load_vlm", "PositionMap", "Trace", "trace_sample", "resolve_layers",
            "FrameRenderer", "contact_sheet", "load_sample", "create_video", "AttentionVisualizer",
            "VLMAttentionVisualizer", "VLMAttentionExplorer", "run_video", "run_many", "sample_indices", "write_report",
+           "answer_relevance",
            "token_shares",
            "ground_truth_table", "DEFAULT_START_PHRASE"]
 
@@ -100,9 +103,10 @@ def shares_figure(frames: Any, path: str | Path) -> Path:
 
 
 def write_report(folder: str | Path, trace: Trace, sample: dict[str, Any], params: dict[str, Any],
-                 outputs: dict[str, Any], shares: Any, ground_truth: tuple[Any, dict[str, Any]] | None = None) -> Path:
-    """``report.md``: the sample, the answer, the share / entropy plot, per-layer means and the
-    ground-truth layer x head table (tiny_vlm)."""
+                 outputs: dict[str, Any], shares: Any, ground_truth: tuple[Any, dict[str, Any]] | None = None,
+                 relevance: TokenRelevance | None = None) -> Path:
+    """``report.md``: the sample, the answer, the share / entropy plot, per-layer means, the
+    chosen token's relevance and the ground-truth layer x head table (tiny_vlm)."""
     from ..report import Report
 
     folder = Path(folder)
@@ -141,6 +145,18 @@ def write_report(folder: str | Path, trace: Trace, sample: dict[str, Any], param
     import pandas as pd
 
     rep.table(pd.DataFrame(sink_rows), index=False, floatfmt=".3f")
+    if relevance is not None:
+        r = relevance
+        rep.heading(f"Why answer token {r.token} ({r.piece.strip()!r}): relevance beside attention")
+        rep.paragraph(
+            f"Attention says where one layer looked; relevance says what moved the answer. For the logit of "
+            f"{r.piece.strip()!r} ({r.score:.3f}) read at position {r.query}, each decoder layer's attention is "
+            f"weighted by its gradient and kept where positive (dscore/dA * A, heads fused by {r.head_fusion}), and "
+            f"the layers {r.layers[0]}..{r.layers[-1]} are chained (Chefer et al. 2021; {r.aggregation}). Share on "
+            f"image positions: attention (layer {r.attention_layer}) {image_share(trace, r.attention):.1%}, "
+            f"relevance {image_share(trace, r.relevance):.1%}.")
+        rep.figure(Path(outputs["relevance_figure"]), "the image, the attention row and the relevance row on its "
+                   "patches", relative_to=folder)
     if ground_truth is not None:
         table, info = ground_truth
         rep.heading("Ground truth: does the answer look at the asked-about object? (tiny_vlm)")
@@ -160,10 +176,15 @@ def create_video(vlm: VLM, sample: dict[str, Any], images: Sequence[Any], *, lay
                  layers: Sequence[int] | None = None, start_phrase: str | None = DEFAULT_START_PHRASE,
                  heads: Any = "mean", max_new_tokens: int = 128, mode: str = "generate",
                  output_dir: str | Path | None = None, overwrite: bool = False, fps: int = 4,
-                 ground_truth: bool | None = None, notes: Sequence[str] = (), sinks: str = "keep") -> dict[str, Any]:
+                 ground_truth: bool | None = None, notes: Sequence[str] = (), sinks: str = "keep",
+                 explain_token: int | str | None = None, relevance_layers: Sequence[int] | None = None
+                 ) -> dict[str, Any]:
     """Trace one sample and write the run folder: one video per layer, contact sheets,
-    ``attention.npz``, ``report.md``. Every check runs before the folder is created."""
-    from ..render import save_image
+    ``attention.npz``, ``report.md``; with ``explain_token`` (an answer-token index or word) its
+    relevance beside the plain attention (:func:`~vizkit.models.vlm.relevance.answer_relevance`
+    over ``relevance_layers``, default all): ``relevance_token<j>.png`` and ``relevance.npz``.
+    Every check runs before the folder is created."""
+    from ..render import save_figure, save_image
     from ..runs import mark_complete, run_folder
 
     layer_list = resolve_layers(vlm.num_layers, layer_idx, layers)
@@ -175,6 +196,9 @@ def create_video(vlm: VLM, sample: dict[str, Any], images: Sequence[Any], *, lay
     trace = trace_sample(vlm, sample["problem"], images, layer_list, mode=mode, solution=sample.get("solution"),
                          max_new_tokens=max_new_tokens, heads="all", start_phrase=start_phrase)
     trace.notes = list(notes)
+    rel = None if explain_token in (None, "") else answer_relevance(
+        vlm, trace, explain_token, layers=relevance_layers, attention_layer=layer_list[0],
+        head_fusion=head if head in ("mean", "max") else "mean")
     import pandas as pd
 
     gt = None
@@ -192,16 +216,21 @@ def create_video(vlm: VLM, sample: dict[str, Any], images: Sequence[Any], *, lay
             trace.notes.append(why)
         written[f"contact_sheet_layer{i}"] = save_image(contact_sheet(r), out / f"contact_sheet_layer{i}.png")
     written["attention"] = trace.save(out / "attention.npz")
+    if rel is not None:
+        fig = relevance_figure(trace, rel.attention, rel.relevance, rel.token, f"attention (layer {rel.attention_layer})",
+                               f"relevance ({len(rel.layers)} layers)")
+        written["relevance_figure"] = save_figure(fig, out / f"relevance_token{rel.token}.png")
+        written["relevance"] = save_npz(out / "relevance.npz", rel.arrays())
     shares = pd.concat([token_shares(trace, i, head) for i in layer_list], ignore_index=True)
     if gt is not None:
         written["ground_truth"] = "report.md (table)"
     params = {"model": vlm.path, "sample": sample.get("id", "?"), "layers": layer_list, "heads": head,
               "start_phrase": start_phrase, "mode": mode, "max_new_tokens": max_new_tokens, "fps": fps,
-              "sinks": sinks}
-    written["report"] = write_report(out, trace, sample, params, dict(written), shares, gt)
+              "sinks": sinks, **({"explain_token": rel.token, "relevance_layers": rel.layers} if rel else {})}
+    written["report"] = write_report(out, trace, sample, params, dict(written), shares, gt, rel)
     mark_complete(out, {"layers": layer_list, "frames": len(trace.frame_tokens)})
     return {"folder": out, "outputs": written, "trace": trace, "notes": trace.notes, "shares": shares,
-            "ground_truth": gt}
+            "ground_truth": gt, "relevance": rel}
 
 
 class AttentionVisualizer:
@@ -256,43 +285,13 @@ class AttentionVisualizer:
 VLMAttentionVisualizer = AttentionVisualizer
 
 
-def sample_indices(spec: Any, count: int) -> list[int]:
-    """``--sample_idx`` as indices into a benchmark of ``count`` samples: an int, a list of ints,
-    ``"all"``, or a string like ``"3"`` / ``"0,2,5"`` / ``"1-4"`` (inclusive). Negative indices
-    count from the end; out of range is one :class:`InputError` naming the count."""
-    if isinstance(spec, str):
-        text = spec.strip()
-        if text == "all":
-            return list(range(count))
-        parts: list[int] = []
-        for piece in text.replace(" ", ",").split(","):
-            if not piece:
-                continue
-            lo, dash, hi = piece.partition("-") if not piece.startswith("-") else (piece, "", "")
-            try:
-                parts += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
-            except ValueError:
-                raise ParameterError(f"sample_idx={spec!r}: use an index, a list (0,2,5), a range (1-4) or all") \
-                    from None
-        spec = parts
-    items = [spec] if isinstance(spec, (int, np.integer)) else list(spec)
-    if not items:
-        raise ParameterError("sample_idx selects no sample")
-    out = []
-    for i in items:
-        if not isinstance(i, (int, np.integer)) or not -count <= int(i) < count:
-            raise InputError(f"sample_idx {i} is out of range: the benchmark holds {count} samples (0..{count - 1})")
-        if int(i) % count not in out:
-            out.append(int(i) % count)
-    return out
-
-
 def run_video(model_path: str | Path | None = None, benchmark_json: str | Path | None = None,
               image_dir: str | Path | None = None, sample_idx: Any = 0, layer_idx: int | None = None,
               start_phrase: str | None = DEFAULT_START_PHRASE, layers: Sequence[int] | None = None,
               heads: Any = "mean", max_image_num: int = 2, max_new_tokens: int = 128, mode: str = "generate",
               output_dir: str | Path | None = None, overwrite: bool = False, fps: int = 4,
-              ground_truth: bool | None = None, sinks: str = "keep", cluster: Any = None) -> dict[str, Any]:
+              ground_truth: bool | None = None, sinks: str = "keep", cluster: Any = None,
+              explain_token: int | str | None = None, relevance_layers: Sequence[int] | None = None) -> dict[str, Any]:
     """``vizkit vlm-video``. One sample (an int): load it first (bad input fails before the model
     loads), then the model, then :func:`create_video` into the run folder. Several
     (:func:`sample_indices`: a list, a range, ``"all"``): :func:`run_many`. No ``model_path``:
@@ -301,7 +300,8 @@ def run_video(model_path: str | Path | None = None, benchmark_json: str | Path |
         benchmark_json, default_dir = default_benchmark()
         image_dir = image_dir or default_dir
     kw = dict(layer_idx=layer_idx, layers=layers, start_phrase=start_phrase, heads=heads,
-              max_new_tokens=max_new_tokens, mode=mode, fps=fps, ground_truth=ground_truth, sinks=sinks)
+              max_new_tokens=max_new_tokens, mode=mode, fps=fps, ground_truth=ground_truth, sinks=sinks,
+              explain_token=explain_token, relevance_layers=relevance_layers)
     if not isinstance(sample_idx, (int, np.integer)):
         from ..io import read_json
 

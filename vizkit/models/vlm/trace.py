@@ -15,7 +15,7 @@ from ...hooks import RowAttentionCapture
 from ...positions import IMAGE, Trace
 from . import VLM
 
-__all__ = ["build_inputs", "token_pieces", "resolve_layers", "check_head", "trace_sample", "find_start",
+__all__ = ["build_inputs", "extend_inputs", "token_pieces", "resolve_layers", "check_head", "trace_sample", "find_start",
            "attention_implementations", "to_pil", "DEFAULT_START_PHRASE"]
 
 DEFAULT_START_PHRASE = "Based on the following requirements"
@@ -115,6 +115,22 @@ def attention_implementations(model: Any) -> list[str]:
     return [blk.self_attn.config._attn_implementation for blk in layers]
 
 
+def extend_inputs(inputs: dict[str, torch.Tensor], tokens: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The processor's ``inputs`` (batch of one, prompt of ``T`` tokens) followed by ``tokens``:
+    every per-token input ``[1, T]`` grows -- ``input_ids`` by the tokens, ``attention_mask`` by
+    ones, the others (token-type ids) by zeros; image inputs are unchanged."""
+    ids = inputs["input_ids"]
+    T = int(ids.shape[1])
+    extra = torch.tensor([list(tokens)], dtype=ids.dtype, device=ids.device)
+    full = dict(inputs)
+    for key, value in inputs.items():
+        if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == T:
+            pad = extra if key == "input_ids" else (torch.ones_like(extra) if key == "attention_mask"
+                                                    else torch.zeros_like(extra))
+            full[key] = torch.cat([value, pad.to(value.dtype)], 1)
+    return full
+
+
 def _eos_ids(vlm: VLM) -> set[int]:
     eos = vlm.model.generation_config.eos_token_id
     ids = set(eos if isinstance(eos, list) else [eos]) - {None}
@@ -158,13 +174,7 @@ def trace_sample(vlm: VLM, problem: str, images: Sequence[Any], layers: Sequence
         gen = tok(sep + solution, add_special_tokens=False)["input_ids"]
         if not gen:
             raise InputError("the solution text is empty")
-        extra = torch.tensor([gen], device=model.device)
-        full = dict(inputs)
-        for key, value in inputs.items():  # per-token inputs grow with the solution
-            if value.dim() == 2 and value.shape[1] == L:
-                pad = extra if key == "input_ids" else (torch.ones_like(extra) if key == "attention_mask"
-                                                        else torch.zeros_like(extra))
-                full[key] = torch.cat([value, pad.to(value.dtype)], 1)
+        full = extend_inputs(inputs, gen)
         with RowAttentionCapture(named, rows="all", heads=heads) as cap:
             model(**full, use_cache=False)
     if not gen:
