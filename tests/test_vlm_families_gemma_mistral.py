@@ -205,6 +205,28 @@ def test_gemma3_pan_and_scan_crops_stitched_with_the_whole_image_as_thumbnail(vl
     _forward(v, inputs)
 
 
+def test_gemma3_saved_pan_and_scan_takes_effect_in_vizkit_prompts(vlm):
+    from vizkit.models.vlm.trace import build_inputs, trace_sample
+
+    images = [_image(640, 480, 0, "y"), _image(300, 600, 1, "x")]
+    v = vlm("gemma3_pas")
+    s, cfg = 4, v.model.config
+    # the processor called with its own defaults ignores the saved flag: one span per image
+    assert len(_spans(_ids(_inputs(v, images)), cfg.boi_token_id, s * s)) == 2
+    inputs, _ = build_inputs(v, "What colour is the star?", images)
+    assert len(_spans(_ids(inputs), cfg.boi_token_id, s * s)) == 2 + 4  # the whole images + 2 crops each
+    pm = v.position_map(inputs)
+    assert pm.grids == [(2 * s, s), (s, 2 * s)] and pm.thumbnail_grids == [(s, s), (s, s)]
+    _check_cover(pm, _ids(inputs), cfg.image_token_id)
+    trace = trace_sample(v, "What colour is the star?", images, [0], max_new_tokens=3, start_phrase=None)
+    assert trace.pmap.grids == pm.grids
+    # a folder saved without pan-and-scan gets no crops
+    plain = vlm("gemma3")
+    inputs, _ = build_inputs(plain, "What colour is the star?", images)
+    assert len(_spans(_ids(inputs), cfg.boi_token_id, s * s)) == 2
+    assert plain.family.processor_kwargs(plain.processor) == {}
+
+
 def test_gemma3_pan_and_scan_with_other_settings_needs_num_crops(vlm):
     v = vlm("gemma3_pas")
     cfg = v.model.config

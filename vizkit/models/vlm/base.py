@@ -44,6 +44,11 @@ class VLMFamily:
     def check(self, config: Any) -> None:
         """Refuse a variant of the family the adapter cannot place (one clear :class:`InputError`)."""
 
+    def processor_kwargs(self, processor: Any) -> dict[str, Any]:
+        """Keyword arguments the processor call needs so that a saved setting takes effect (a
+        processor whose call-time defaults override its image processor's saved ones)."""
+        return {}
+
     def position_map(self, config: Any, inputs: Mapping[str, Any], prompt_len: int | None = None,
                      processor: Any = None) -> PositionMap:
         """The :class:`PositionMap` of one prompt: ``inputs`` are the processor's outputs for it

@@ -65,6 +65,20 @@ def _count(pixel_values: Any) -> int | None:
     return int(shape[0]) if shape is not None and len(shape) == 4 else None
 
 
+def saved_pan_and_scan(processor: Any) -> dict[str, Any]:
+    """The image processor's saved pan-and-scan settings as processor-call kwargs (``{}`` when its
+    ``do_pan_and_scan`` is off). Gemma3Processor passes its own call defaults (pan-and-scan off)
+    over the image processor's saved settings; passing these makes the saved ones take effect."""
+    from transformers.models.gemma3.processing_gemma3 import Gemma3Processor
+
+    ip = getattr(processor, "image_processor", None)
+    if not getattr(ip, "do_pan_and_scan", False):
+        return {}
+    defaults = Gemma3Processor.images_kwargs
+    return {"do_pan_and_scan": True, **{k: (getattr(ip, k, None) if getattr(ip, k, None) is not None
+                                            else defaults[k]) for k in PAN_AND_SCAN_KEYS}}
+
+
 def pan_and_scan_crops(processor: Any, height: int, width: int) -> int:
     """How many pan-and-scan crops Gemma 3's image processor cuts from a ``height x width`` image with
     the processor's settings (its own ``pan_and_scan`` code, run on a zero-stride stand-in image)."""
@@ -73,8 +87,9 @@ def pan_and_scan_crops(processor: Any, height: int, width: int) -> int:
 
     ip = getattr(processor, "image_processor", None)
     defaults = getattr(processor, "images_kwargs", None) or Gemma3Processor.images_kwargs
-    settings = {}
-    for key in PAN_AND_SCAN_KEYS:
+    saved = saved_pan_and_scan(processor)
+    settings = {k: saved[k] for k in PAN_AND_SCAN_KEYS} if saved else {}
+    for key in () if saved else PAN_AND_SCAN_KEYS:
         value = defaults.get(key)
         settings[key] = value if value is not None else getattr(ip, key, None)
         if settings[key] is None:
@@ -102,7 +117,7 @@ class Gemma3(VLMFamily):
     limits = ("batch size 1; sliding-window layers are captured as they run (their mask holds the window); "
               "<start_of_image> / <end_of_image> are special positions; pan-and-scan needs the "
               "original sizes in the inputs (num_crops too when the crop settings differ from the "
-              "processor's); crops are drawn as equal tiles (the last crop may be narrower in the picture)")
+              "saved ones); vizkit's prompts pass the saved pan-and-scan settings to the processor; crops are drawn as equal tiles (the last crop may be narrower in the picture)")
 
     @staticmethod
     def side(config: Any) -> int:
@@ -122,6 +137,10 @@ class Gemma3(VLMFamily):
 
     def check(self, config: Any) -> None:
         self.side(config)
+
+    def processor_kwargs(self, processor: Any) -> dict[str, Any]:
+        """The saved pan-and-scan settings (:func:`saved_pan_and_scan`)."""
+        return saved_pan_and_scan(processor)
 
     def position_map(self, config: Any, inputs: Mapping[str, Any], prompt_len: int | None = None,
                      processor: Any = None) -> PositionMap:

@@ -37,7 +37,8 @@ def build_inputs(vlm: VLM, problem: str, images: Sequence[Any]) -> tuple[dict[st
     """The processor's inputs (batch of one) and the prompt text for ``problem`` about ``images``.
 
     The prompt is the processor's chat template (one image part per image, then the text, then
-    the generation prompt); a processor without a template is refused. ``inputs["original_sizes"]``
+    the generation prompt; the family's :meth:`~.base.VLMFamily.processor_kwargs` make saved settings
+    take effect); a processor without a template is refused. ``inputs["original_sizes"]``
     ``[n_images, 2]`` holds each image's (height, width) before the processor (adapters that
     re-derive a tiling from it read it; the model never sees it).
     """
@@ -48,7 +49,8 @@ def build_inputs(vlm: VLM, problem: str, images: Sequence[Any]) -> tuple[dict[st
     content = [{"type": "image"} for _ in images] + [{"type": "text", "text": problem}]
     prompt = proc.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
     pil = [to_pil(im) for im in images]
-    out = proc(text=[prompt], images=pil or None, return_tensors="pt")
+    out = proc(text=[prompt], images=pil or None, return_tensors="pt", **(vlm.family.processor_kwargs(proc) if pil
+                                                                           else {}))
     inputs = {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
     inputs["original_sizes"] = torch.tensor([[im.height, im.width] for im in pil], dtype=torch.long).reshape(-1, 2)
     return inputs, prompt
