@@ -58,11 +58,7 @@ demo: install
 	while [ -e "$$out" ]; do out=runs/$$ts-$$n; n=$$((n + 1)); done; \
 	mkdir -p "$$out"; \
 	if ls notebooks/*.ipynb >/dev/null 2>&1; then \
-		for nb in notebooks/*.ipynb; do \
-			name=$$(basename "$$nb"); stem=$${name%.ipynb}; \
-			echo "$(VENV)/bin/papermill -k python3 $$nb $$out/$$name -p output_dir $(CURDIR)/$$out/$$stem -p interactive False"; \
-			$(VENV)/bin/papermill -k python3 "$$nb" "$$out/$$name" -p output_dir "$(CURDIR)/$$out/$$stem" -p interactive False; \
-		done; \
+		$(PY) -m vizkit.demo --output-dir "$$out" --notebooks notebooks/*.ipynb; \
 		echo "executed notebooks and their outputs are in $(CURDIR)/$$out/"; \
 	else \
 		$(PY) -m vizkit.demo --output-dir "$$out"; \

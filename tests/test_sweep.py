@@ -111,6 +111,7 @@ def test_missing_notebook_and_unreachable_scheduler(tmp_path, capsys):
     assert proc.returncode == 2 and elapsed < 10, (elapsed, proc.stderr)
     assert proc.stderr.strip().splitlines()[-1].startswith("vizkit run: error: cannot reach the Dask scheduler at")
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()  # a refused sweep writes nothing (no index listing runs as pending)
 
 
 # ------------------------------------------------------------------ sweeps on a real LocalCluster
@@ -225,3 +226,43 @@ def test_grid_helpers_reject_bad_shapes():
         expand_grid({"a": []})
     with pytest.raises(InputError, match="got str"):
         expand_grid("a")
+
+
+def test_kernels_start_on_ipc_without_the_tcp_warning(tmp_path, capfd):
+    """vizkit's notebook runs start the kernel on IPC sockets: no port, and no 'running over TCP
+    without encryption' line; papermill's default (TCP) prints it, so the check can fail."""
+    import papermill as pm
+
+    from vizkit.distributed.execute import execute_notebook
+
+    nb = toy_notebook(tmp_path / "toy.ipynb")
+    out = tmp_path / "ran"
+    executed = execute_notebook(nb, tmp_path / "ran.ipynb", {"x": 7, "output_dir": str(out)})
+    assert (out / "report.md").read_text().startswith("x=7 mode=a")
+    assert executed.metadata.papermill.parameters["x"] == 7
+    assert "without encryption" not in capfd.readouterr().err
+    pm.execute_notebook(str(nb), str(tmp_path / "tcp.ipynb"), parameters={"output_dir": str(out)},
+                        kernel_name="python3", progress_bar=False)
+    assert "Kernel is running over TCP without encryption" in capfd.readouterr().err
+
+
+def test_make_demo_runner_executes_each_notebook_once_quietly(tmp_path):
+    """``make demo``'s runner (python -m vizkit.demo --notebooks): one line per notebook, each run folder
+    filled, a failing notebook reported (exit 1) while the next still runs, no kernel TCP warning."""
+    good = toy_notebook(tmp_path / "a_good.ipynb")
+    bad = nbformat.read(good, as_version=4)
+    bad.cells[1].source = bad.cells[1].source.replace("fail: bool = False", "fail: bool = True")
+    nbformat.write(bad, tmp_path / "b_bad.ipynb")
+    toy_notebook(tmp_path / "c_good.ipynb")
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "vizkit.demo", "--output-dir", str(out), "--notebooks",
+                           str(tmp_path / "a_good.ipynb"), str(tmp_path / "b_bad.ipynb"), str(tmp_path / "c_good.ipynb")],
+                          env=subprocess_env(), capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["a_good.ipynb", "c_good.ipynb"]
+    assert "b_bad.ipynb failed in cell" in proc.stderr and "failing on purpose x=1" in proc.stderr
+    assert "without encryption" not in proc.stderr + proc.stdout
+    for stem in ("a_good", "c_good"):
+        assert (out / stem / "report.md").read_text().startswith("x=1 mode=a")
+        assert (out / f"{stem}.ipynb").is_file()

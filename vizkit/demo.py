@@ -249,6 +249,31 @@ def run(output_dir: Path, overwrite: bool = False) -> dict[str, Path]:
     return {"figure": figure, "summary": write_json(out / SUMMARY_NAME, summary), "data": summary}
 
 
+def run_notebooks(notebooks: Sequence[Path], output_dir: Path) -> int:
+    """``make demo``: execute each notebook into ``output_dir`` (the executed copy beside its run
+    folder ``output_dir/<stem>``); one line per notebook; 1 if one failed (the others still run)."""
+    from papermill.exceptions import PapermillExecutionError
+
+    from .distributed.execute import execute_notebook
+
+    output_dir = Path(output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for nb in notebooks:
+        nb = Path(nb).resolve()
+        start = time.perf_counter()
+        try:
+            execute_notebook(nb, output_dir / nb.name, {"output_dir": str(output_dir / nb.stem), "interactive": False},
+                             cwd=nb.parent)
+        except PapermillExecutionError as err:
+            failed += 1
+            print(f"vizkit.demo: {nb.name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}",
+                  file=sys.stderr)
+            continue
+        print(f"{nb.name}: executed in {time.perf_counter() - start:.0f} s -> {output_dir / nb.stem}/")
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vizkit.demo",
@@ -257,7 +282,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output-dir", required=True, type=Path, help="directory to write into (created)")
     parser.add_argument("--overwrite", action="store_true",
                         help="allow a non-empty output directory (its demo files are replaced)")
+    parser.add_argument("--notebooks", nargs="+", type=Path, default=None,
+                        help="instead: execute these notebooks (papermill, kernel on IPC sockets) into the output "
+                             "directory, each with output_dir=<output dir>/<stem> and interactive=False")
     args = parser.parse_args(argv)
+    if args.notebooks:
+        return run_notebooks(args.notebooks, args.output_dir)
     try:
         result = run(args.output_dir, args.overwrite)
     except VizkitError as exc:

@@ -128,8 +128,9 @@ def execute_run(notebook: str, folder: str, params: dict[str, Any], *, kernel_na
                 has_output_dir: bool = True, cwd: str | None = None) -> dict[str, Any]:
     """Execute one papermill run into ``folder`` (on a worker). A notebook exception is returned
     as ``status="failed"`` with its error cell; a dead kernel raises (so Dask retries it)."""
-    import papermill as pm
     from papermill.exceptions import PapermillExecutionError
+
+    from .execute import execute_notebook
 
     run = Path(folder)
     clear_complete(run)
@@ -144,8 +145,7 @@ def execute_run(notebook: str, folder: str, params: dict[str, Any], *, kernel_na
     start = time.perf_counter()
     record: dict[str, Any] = {"notebook": executed.name, "pid": os.getpid()}
     try:
-        pm.execute_notebook(notebook, str(executed), parameters=parameters, kernel_name=kernel_name,
-                            progress_bar=False, log_output=False, cwd=cwd if cwd and Path(cwd).is_dir() else None)
+        execute_notebook(notebook, executed, parameters, kernel_name=kernel_name, cwd=cwd)
     except PapermillExecutionError as err:
         record.update(status="failed", duration=time.perf_counter() - start,
                       error=f"cell {err.exec_count}: {err.ename}: {err.evalue}".strip())
@@ -230,20 +230,24 @@ def run_sweep(notebook: str | os.PathLike, params: Mapping[str, Any] | None = No
             rec.notebook, rec.report = Path(notebook).name, info.get("report", "")
         else:
             todo.append((plan, rec))
-    out.mkdir(parents=True, exist_ok=True)
     result = SweepResult(records, out, out / "index.csv", out / "index.md")
     nb_label = str(notebook)
-    write_index(out, records, param_names, nb_label)
     if not todo:
+        out.mkdir(parents=True, exist_ok=True)
+        write_index(out, records, param_names, nb_label)
         return result
 
     from .cluster import DEFAULT_CONNECT_TIMEOUT, cluster_client
 
     interrupted = False
+    # the index is written once the cluster is there: a refused sweep (no scheduler) writes nothing
     with cluster_client(workers if workers is not None or scheduler else min(len(todo), os.cpu_count() or 1),
                         scheduler, allowed_failures=retries,
                         timeout=connect_timeout or DEFAULT_CONNECT_TIMEOUT) as client:
         from distributed import as_completed
+
+        out.mkdir(parents=True, exist_ok=True)
+        write_index(out, records, param_names, nb_label)
 
         nb_abs = str(Path(notebook).resolve())
         futures = {}

@@ -1,0 +1,54 @@
+"""Execute a notebook headless with papermill, its kernel on IPC sockets.
+
+A kernel started over TCP (jupyter_client's default) logs "Kernel is running over TCP without
+encryption" at every start, once per notebook of ``make demo`` or ``vizkit run``. The kernels
+vizkit starts talk to it over Unix-domain sockets instead (``transport="ipc"``, files in
+Jupyter's runtime folder): nothing listens on a port at all, and the user sees only the
+notebook's own lines.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["IPCKernelManager", "execute_notebook"]
+
+
+def _manager_class() -> type:
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        """An ``AsyncKernelManager`` whose kernels use the ``ipc`` transport."""
+
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
+
+    return IPCKernelManager
+
+
+IPCKernelManager: type | None = None
+
+
+def ipc_kernel_manager() -> type:
+    """The :class:`IPCKernelManager` class (built on first use: jupyter_client is imported lazily)."""
+    global IPCKernelManager
+    if IPCKernelManager is None:
+        IPCKernelManager = _manager_class()
+    return IPCKernelManager
+
+
+def execute_notebook(notebook: str | os.PathLike[str], output: str | os.PathLike[str],
+                     parameters: Mapping[str, Any] | None = None, *, kernel_name: str = "python3",
+                     cwd: str | os.PathLike[str] | None = None, log_output: bool = False,
+                     progress_bar: bool = False) -> Any:
+    """``papermill.execute_notebook`` with the kernel on IPC sockets (see the module docstring);
+    returns the executed notebook. A failing cell raises papermill's ``PapermillExecutionError``."""
+    import papermill as pm
+
+    return pm.execute_notebook(str(notebook), str(output), parameters=dict(parameters or {}),
+                               kernel_name=kernel_name, progress_bar=progress_bar, log_output=log_output,
+                               cwd=str(cwd) if cwd is not None and Path(cwd).is_dir() else None,
+                               kernel_manager_class=ipc_kernel_manager())
