@@ -289,8 +289,11 @@ def relevance_figure(trace: Trace, attention: np.ndarray, relevance: np.ndarray,
     for (k, view, a), (_, _, r) in zip(att_views, rel_views):
         im = _to_rgb(trace.images[k]) if k < len(trace.images) else _to_rgb(np.full((64, 64, 3), 128, np.uint8))
         pic = np.asarray(im, np.float32) / 255.0
-        up = lambda g: cv2.resize(g.astype(np.float32), (pic.shape[1], pic.shape[0]),  # noqa: E731
-                                  interpolation=cv2.INTER_NEAREST)
+        size = (pic.shape[1], pic.shape[0])
+
+        def up(g: np.ndarray, size: tuple[int, int] = size) -> np.ndarray:
+            return cv2.resize(g.astype(np.float32), size, interpolation=cv2.INTER_NEAREST)
+
         rows.append([Panel(image=pic, kind="image", title=f"image {k}" + (" (global view)" if view == "thumbnail"
                                                                            else "")),
                      Panel(image=pic, heatmap=up(a), title=f"{attention_title}\n{image_share(trace, attention):.0%} "

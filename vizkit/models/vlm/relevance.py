@@ -12,7 +12,7 @@ in order (``aggregation="relevance"``), or the mean of the ``Ā`` (``"mean"``); 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
