@@ -42,7 +42,9 @@ def test_stems_and_numbers_match_the_notebooks() -> None:
     assert [s.number for s in SPECS] == list(range(1, len(SPECS) + 1))
     for spec in SPECS:
         assert spec.notebook_stem == Path(spec.notebook).stem and (NOTEBOOKS / f"{spec.notebook_stem}.py").is_file()
-        cells = json.loads((NOTEBOOKS / spec.notebook).read_text(encoding="utf-8"))["cells"]
+        nb = json.loads((NOTEBOOKS / spec.notebook).read_text(encoding="utf-8"))
+        assert "vizkit" not in nb["metadata"], f"{spec.notebook}: the registry, not the notebook, holds the explorer"
+        cells = nb["cells"]
         assert "".join(cells[0]["source"]).startswith(f"# Scenario {spec.number} — "), spec.notebook
         code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         assert f".{spec.explorer}(" in code, f"{spec.notebook} does not show {spec.explorer}"
