@@ -48,7 +48,7 @@ def test_stems_and_numbers_match_the_notebooks() -> None:
         assert "".join(cells[0]["source"]).startswith(f"# Scenario {spec.number} — "), spec.notebook
         code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
         assert f".{spec.explorer}(" in code, f"{spec.notebook} does not show {spec.explorer}"
-        assert f".check_notebook_parameters(globals(), _before)" in code, spec.notebook
+        assert ".check_notebook_parameters(globals(), _before)" in code, spec.notebook
 
 
 def test_explorer_controls_are_the_class_controls() -> None:
