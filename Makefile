@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: .venv install test ui-test demo bench clean distclean
+.PHONY: .venv install test ui-test demo sync-notebooks bench clean distclean
 
 # ---------------------------------------------------------------- environment
 # The stamp is newer than pyproject.toml once the venv is installed: re-runs are no-ops.
@@ -64,6 +64,12 @@ demo: install
 		$(PY) -m vizkit.demo --output-dir "$$out"; \
 		echo "demo outputs are in $(CURDIR)/$$out/"; \
 	fi
+
+# ---------------------------------------------------------------- notebooks
+# notebooks/NN_<stem>.ipynb and NN_<stem>.py are jupytext pairs (notebooks/jupytext.toml): after editing
+# either one, bring the other up to date (the newer file's cells win; the .ipynb keeps its outputs).
+sync-notebooks: install
+	$(VENV)/bin/jupytext --sync notebooks/*.ipynb
 
 # ---------------------------------------------------------------- benchmarks
 bench: install

@@ -22,6 +22,8 @@ from daskcluster import ROOT, subprocess_env
 from vizkit.cli import main
 from vizkit.distributed.params import expand_grid, read_notebook, run_name
 from vizkit.errors import InputError
+from vizkit.scenarios import vit_mnist_attention
+from vizkit.scenarios.registry import notebook_validator
 
 NB02 = ROOT / "notebooks" / "02_vit_mnist_attention.ipynb"
 
@@ -58,8 +60,8 @@ def worker_env(monkeypatch):
 
 # ------------------------------------------------------------------ validation (nothing runs)
 def test_parameters_cell_and_the_notebooks_own_check_are_read():
-    spec = read_notebook(NB02)
-    assert spec.validator == "vizkit.scenarios.vit_mnist_attention:check_notebook_parameters"
+    spec = read_notebook(NB02, notebook_validator)  # the scenario registry's, by the notebook's stem
+    assert spec.validator is vit_mnist_attention.check_notebook_parameters
     assert spec.defaults["num_samples"] == 8 and spec.types["num_samples"] == (int,)
     assert spec.parse_value("num_samples", "4") == 4 and spec.parse_value("head_fusion", "max") == "max"
     assert spec.parse_value("indices", "[1, 2]") == [1, 2] and spec.parse_value("model", "123") == "123"

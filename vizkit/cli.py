@@ -360,8 +360,9 @@ def _run(args: argparse.Namespace) -> int:
     from .distributed.params import load_grid, load_yaml_mapping, read_notebook
     from .distributed.sweep import SweepInterrupted, run_sweep
     from .errors import InputError
+    from .scenarios.registry import notebook_validator
 
-    spec = read_notebook(args.notebook)
+    spec = read_notebook(args.notebook, notebook_validator)  # a registered notebook's own check, by its stem
     params: dict = {}
     if args.parameters_file:
         loaded = load_yaml_mapping(args.parameters_file)
@@ -372,7 +373,7 @@ def _run(args: argparse.Namespace) -> int:
         params[name] = spec.parse_value(name, raw)
     grid = load_grid(args.grid) if args.grid else None
     try:
-        result = run_sweep(args.notebook, params, grid, output_dir=args.output_dir, workers=args.workers,
+        result = run_sweep(spec, params, grid, output_dir=args.output_dir, workers=args.workers,
                            scheduler=args.scheduler, retries=args.retries, force=args.force, kernel_name=args.kernel)
     except SweepInterrupted as stop:
         counts = stop.result.counts()

@@ -1,13 +1,14 @@
 """Drive the scenario notebooks in JupyterLab as a person does, in a real browser.
 
 - :func:`jupyterlab` starts ``jupyter lab`` from this interpreter's environment on 127.0.0.1 with
-  a free port and a random token, serving a temp copy of ``notebooks/`` (windowing off so every
-  cell is in the page, news and update checks off, run folders under a temp ``$VIZKIT_RUNS``);
-  it is stopped in a ``finally``.
+  a free port and a random token, serving a temp copy of the ``.ipynb`` files of ``notebooks/``
+  (without their jupytext ``.py`` pairs, so the notebook opened is the executed one as committed;
+  windowing off so every cell is in the page, news and update checks off, run folders under a
+  temp ``$VIZKIT_RUNS``); it is stopped in a ``finally``.
 - :func:`chromium` launches Debian's ``chromium`` headless through playwright (``executable_path``:
   playwright's own browser download cannot work offline).
 - :class:`NotebookSession` opens one notebook, runs all cells, checks for errors, and moves
-  the controls of its explorer (declared in the notebook's ``metadata.vizkit.explorer``),
+  the controls of its explorer (as the scenario registry declares them, from the class's ``CONTROLS``),
   timing each move from the change to the new image in the page.
 
 Used by ``tests/ui/test_notebooks_in_browser.py`` and ``benchmarks/bench_ui_latency.py``.
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlparse
+
+from vizkit.scenarios.registry import get_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -49,21 +52,19 @@ def notebook_names() -> list[str]:
 
 
 def explorer_controls(name: str) -> list[dict[str, str]]:
-    """The explorer controls a notebook declares (``metadata.vizkit.explorer.controls``)."""
-    meta = json.loads((NOTEBOOKS / name).read_text(encoding="utf-8"))["metadata"]
-    try:
-        return list(meta["vizkit"]["explorer"]["controls"])
-    except KeyError:
-        raise AssertionError(f"{name} declares no explorer controls in metadata.vizkit.explorer: build it with "
-                             "tools/build_notebooks.py") from None
+    """The controls (``{"label", "kind"}``) of the notebook's explorer, from the scenario registry
+    (:mod:`vizkit.scenarios.registry`: the explorer class's ``CONTROLS``); an unregistered notebook
+    fails with the list of the registered ones."""
+    return get_scenario(name).controls
 
 
 def inject_ui_parameters(path: Path) -> dict[str, Any]:
-    """Add the notebook's ``metadata.vizkit.ui_parameters`` as an ``injected-parameters`` cell
-    right after its ``parameters`` cell (as papermill does); the notebook's own validation
-    then checks them. Returns what was injected."""
+    """Add the browser-test parameters the scenario registry declares for the notebook
+    (``ScenarioSpec.ui_parameters``) as an ``injected-parameters`` cell right after its
+    ``parameters`` cell (as papermill does); the notebook's own validation then checks them.
+    Returns what was injected."""
     nb = json.loads(path.read_text(encoding="utf-8"))
-    params = nb["metadata"].get("vizkit", {}).get("ui_parameters") or {}
+    params = dict(get_scenario(path).ui_parameters)
     if params:
         at = next(i for i, c in enumerate(nb["cells"]) if "parameters" in c.get("metadata", {}).get("tags", []))
         source = "# Parameters of the browser test\n" + "".join(f"{k} = {v!r}\n" for k, v in params.items())
@@ -93,7 +94,7 @@ class Server:
 def jupyterlab(workdir: Path, timeout: float = 90.0) -> Iterator[Server]:
     """A JupyterLab server on 127.0.0.1 serving a copy of ``notebooks/`` in ``workdir``."""
     root, settings, runs = workdir / "notebooks", workdir / "settings", workdir / "runs"
-    shutil.copytree(NOTEBOOKS, root)
+    shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns("*.py", "jupytext.toml"))
     for path in root.glob("[0-9][0-9]_*.ipynb"):
         inject_ui_parameters(path)
     for rel, value in SETTINGS.items():

@@ -2,10 +2,13 @@
 
 The cell assigns literals with type annotations (``num_samples: int = 8  # comment``); the cell
 after it calls the scenario's ``check_notebook_parameters(globals(), _before)``. :func:`read_notebook`
-parses both (``ast``, nothing executed) and :meth:`NotebookSpec.validate` calls that same
-function on the defaults merged with the overrides, so the rule lives in one place: an unknown
-name suggests the closest valid one, a bad value says what is allowed. A notebook without such
-a call is checked against the annotations of its parameters cell.
+parses the parameters cell (``ast``, nothing executed) and takes the notebook's validator from a
+lookup by the notebook's stem: the caller passes the scenario registry's
+(:func:`vizkit.scenarios.registry.notebook_validator`; this layer does not import the scenarios).
+:meth:`NotebookSpec.validate` then calls that same function on the defaults merged with the
+overrides, so the rule lives in one place: an unknown name suggests the closest valid one, a bad
+value says what is allowed. A notebook the lookup does not know (or read without one) is checked
+against the annotations of its parameters cell.
 
 Grids (``--grid grid.yaml``): a mapping ``name: [values...]`` (the cartesian product) or a list
 of mappings (explicit runs). No dask here: this module is imported by the CLI before any cluster.
@@ -15,18 +18,23 @@ from __future__ import annotations
 import ast
 import difflib
 import hashlib
-import importlib
 import itertools
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..errors import InputError, ParameterError
 
-__all__ = ["NotebookSpec", "read_notebook", "parse_value", "load_yaml_mapping", "load_grid", "expand_grid",
-           "run_name", "RESERVED"]
+__all__ = ["NotebookSpec", "Validator", "ValidatorLookup", "read_notebook", "parse_value", "load_yaml_mapping",
+           "load_grid", "expand_grid", "run_name", "RESERVED"]
+
+#: a notebook's own check, ``check(namespace, names_defined_before_the_parameters_cell) -> parameters``, which
+#: raises :class:`ParameterError` listing every problem (a scenario module's ``check_notebook_parameters``)
+Validator = Callable[[Mapping[str, Any], Iterable[str]], dict[str, Any]]
+#: notebook stem (``02_vit_mnist_attention``) -> its validator, or None for a notebook it does not know
+ValidatorLookup = Callable[[str], "Validator | None"]
 
 #: parameters ``vizkit run`` sets itself: each run writes into its own folder, without widgets
 RESERVED = ("output_dir",)
@@ -37,14 +45,14 @@ _TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (f
 @dataclass
 class NotebookSpec:
     """``defaults`` (name -> value, in cell order), ``types`` (name -> accepted types from the
-    annotation, or None), ``comments`` (the trailing comments) and ``validator``
-    (``"module:function"`` of the notebook's own check, or None)."""
+    annotation, or None), ``comments`` (the trailing comments) and ``validator`` (the notebook's
+    own check, or None: the annotations are checked)."""
 
     path: Path
     defaults: dict[str, Any]
     types: dict[str, tuple[type, ...] | None]
     comments: dict[str, str] = field(default_factory=dict)
-    validator: str | None = None
+    validator: Validator | None = None
 
     @property
     def stem(self) -> str:
@@ -59,10 +67,8 @@ class NotebookSpec:
         """All parameters (defaults + ``overrides``) once the notebook's own check accepts them;
         else one :class:`ParameterError` listing every problem."""
         namespace = {**self.defaults, **dict(overrides)}
-        if self.validator:
-            module, _, func = self.validator.partition(":")
-            check: Callable[..., Any] = getattr(importlib.import_module(module), func)
-            check(namespace, frozenset())
+        if self.validator is not None:
+            self.validator(namespace, frozenset())
             return namespace
         problems = []
         for name in overrides:
@@ -82,6 +88,7 @@ class NotebookSpec:
 
 
 def parse_value(raw: str, types: tuple[type, ...] | None = None) -> Any:
+    """``raw`` as the given types: kept as text when ``str`` is one of them, else read as YAML."""
     if types and str in types:
         return raw
     import yaml
@@ -97,8 +104,10 @@ def _code(cell: Mapping[str, Any]) -> str:
     return "".join(src) if isinstance(src, list) else str(src)
 
 
-def read_notebook(path: str | Path) -> NotebookSpec:
-    """The parameters of the notebook at ``path`` (see the module docstring)."""
+def read_notebook(path: str | Path, validator_for: ValidatorLookup | None = None) -> NotebookSpec:
+    """The parameters of the notebook at ``path``, with the validator ``validator_for`` gives for the
+    notebook's stem (see the module docstring): ``vizkit run`` passes the scenario registry's
+    :func:`~vizkit.scenarios.registry.notebook_validator`."""
     path = Path(path)
     if not path.is_file():
         hint = ""
@@ -137,35 +146,8 @@ def read_notebook(path: str | Path) -> NotebookSpec:
         types[target.id] = _TYPES.get(ann)
         line = lines[node.lineno - 1]
         comments[target.id] = line.split("#", 1)[1].strip() if "#" in line else ""
-    return NotebookSpec(path, defaults, types, comments, _find_validator(cells, where))
-
-
-def _find_validator(cells: Sequence[Mapping[str, Any]], where: int) -> str | None:
-    """``"module:check_notebook_parameters"`` when a cell after the parameters calls it."""
-    aliases: dict[str, str] = {}
-    for cell in cells[:where]:
-        try:
-            tree = ast.parse(_code(cell))
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                for a in node.names:
-                    aliases[a.asname or a.name] = f"{node.module}.{a.name}"
-            elif isinstance(node, ast.Import):
-                for a in node.names:
-                    aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
-    for cell in cells[where + 1:where + 3]:
-        try:
-            tree = ast.parse(_code(cell))
-        except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "check_notebook_parameters" and isinstance(node.func.value, ast.Name)
-                    and node.func.value.id in aliases):
-                return f"{aliases[node.func.value.id]}:check_notebook_parameters"
-    return None
+    validator = validator_for(path.stem) if validator_for is not None else None
+    return NotebookSpec(path, defaults, types, comments, validator)
 
 
 def load_yaml_mapping(path: str | Path, what: str = "parameter file") -> Any:

@@ -1,7 +1,9 @@
 """``vizkit run``: validated, parallel, resumable papermill runs of a notebook on Dask.
 
 :func:`plan_sweep` reads the notebook's parameters and validates every run (``-p``/``-f``
-overrides merged with each grid point) with the notebook's own check before anything runs;
+overrides merged with each grid point) with the notebook's own check before anything runs (pass
+the :class:`NotebookSpec` read with the scenario registry's validator lookup, as ``vizkit run``
+does; a bare path is checked against its parameters cell's annotations);
 :func:`run_sweep` executes the runs as independent papermill executions on the cluster, each in
 its own folder ``<output_dir>/<run name>/`` (the executed notebook ``<stem>.ipynb`` and the
 notebook's outputs in ``outputs/``), and rewrites ``index.csv`` and ``index.md`` (parameters,
@@ -84,11 +86,12 @@ class SweepInterrupted(Exception):
         self.result = result
 
 
-def plan_sweep(notebook: str | os.PathLike, params: Mapping[str, Any] | None = None,
+def plan_sweep(notebook: str | os.PathLike | NotebookSpec, params: Mapping[str, Any] | None = None,
                grid: Any = None, output_dir: str | os.PathLike = "runs/sweep") -> tuple[NotebookSpec, list[RunPlan]]:
     """The notebook's spec and its runs, every one validated (a :class:`ParameterError` naming
-    the run otherwise). ``grid``: None, a mapping of lists or a list of mappings."""
-    spec = read_notebook(notebook)
+    the run otherwise). ``notebook``: a path or a :class:`NotebookSpec` (:func:`read_notebook`);
+    ``grid``: None, a mapping of lists or a list of mappings."""
+    spec = notebook if isinstance(notebook, NotebookSpec) else read_notebook(notebook)
     params = dict(params or {})
     points = expand_grid(grid, "--grid") if grid is not None else [{}]
     grid_keys = list(dict.fromkeys(k for p in points for k in p))
@@ -210,15 +213,16 @@ def _cell(v: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------- the sweep
-def run_sweep(notebook: str | os.PathLike, params: Mapping[str, Any] | None = None, grid: Any = None, *,
-              output_dir: str | os.PathLike = "runs/sweep", workers: int | None = None, scheduler: str | None = None,
-              retries: int = 1, force: bool = False, progress: bool = True, kernel_name: str = "python3",
-              connect_timeout: float | None = None) -> SweepResult:
+def run_sweep(notebook: str | os.PathLike | NotebookSpec, params: Mapping[str, Any] | None = None,
+              grid: Any = None, *, output_dir: str | os.PathLike = "runs/sweep", workers: int | None = None,
+              scheduler: str | None = None, retries: int = 1, force: bool = False, progress: bool = True,
+              kernel_name: str = "python3", connect_timeout: float | None = None) -> SweepResult:
     """Validate, then run the sweep on Dask (see the module docstring). Raises
     :class:`SweepInterrupted` on Ctrl-C; failed runs are in ``result.failed``."""
     if retries < 0:
         raise ParameterError(f"--retries must be >= 0, got {retries}")
     spec, plans = plan_sweep(notebook, params, grid, output_dir)  # every run validated before any starts
+    notebook = spec.path  # a path from here on
     out = Path(output_dir)
     param_names = list(dict.fromkeys(k for p in plans for k in p.params))
     records = [RunRecord(p.name, p.params) for p in plans]

@@ -15,6 +15,9 @@ module                         what it explains                                 
 ``vlm_ground_truth``           tiny_vlm: does the answer look at the named object?   05
 =============================  ====================================================  =========
 
+Each notebook's scenario is declared once in :mod:`vizkit.scenarios.registry` (notebook, title,
+explorer, parameters, validator; not a scenario itself, so not listed here).
+
 Names load lazily: ``from vizkit.scenarios import AttentionVisualizer`` imports only the
 module that defines it. Notebooks import from ``vizkit`` and ``vizkit.scenarios`` only: the
 helpers every notebook uses (``baseline``, ``run_folder``, ``seed_everything``, ...) are

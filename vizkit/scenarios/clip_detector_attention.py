@@ -735,6 +735,7 @@ def _modes_ok(value: str) -> str | None:
 def notebook_parameters() -> list:
     """The parameter spec of ``notebooks/01_clip_detector_attention.ipynb``."""
     from ..notebook import Param, positive
+    from .registry import common_parameters
 
     return [
         Param("model", (str,), help="face_forgery_detector (the zoo) or a weights file / HF directory"),
@@ -746,9 +747,7 @@ def notebook_parameters() -> list:
         Param("aggregation", (str,), choices=AGGREGATIONS),
         Param("layer_modes", (str,), check=_modes_ok),
         Param("faithfulness_samples", (int,), check=lambda v: None if v >= 0 else "must be >= 0 (0 skips the table)"),
-        Param("output_dir", (str,)), Param("overwrite", (bool,)), Param("interactive", (bool,)),
-        Param("seed", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
-        Param("device", (str,), choices=("auto", "cpu", "cuda")),
+        *common_parameters("output_dir", "overwrite", "interactive", "seed", "device"),
     ]
 
 

@@ -330,6 +330,7 @@ def notebook_parameters() -> list:
     """The parameter spec of ``notebooks/04_clip_text_gradcam.ipynb``."""
     from ..methods import METHODS
     from ..notebook import Param, positive
+    from .registry import common_parameters
 
     def methods_ok(value: str) -> str | None:
         bad = [m for m in value.split(",") if m.strip() and m.strip() not in METHODS]
@@ -346,8 +347,7 @@ def notebook_parameters() -> list:
         Param("embed_dim", (int,), check=positive), Param("img_size", (int,), check=positive),
         Param("num_scenes", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
         Param("table_methods", (str,), check=methods_ok),
-        Param("output_dir", (str,)), Param("overwrite", (bool,)), Param("interactive", (bool,)),
-        Param("seed", (int,)), Param("device", (str,), choices=("auto", "cpu", "cuda")),
+        *common_parameters("output_dir", "overwrite", "interactive", "seed", "device"),
     ]
 
 

@@ -945,6 +945,7 @@ def _manifest_config(manifest: Mapping[str, Any]) -> dict[str, Any]:
 def notebook_parameters() -> list:
     """The parameter spec of ``notebooks/03_detector_gradcam_eval.ipynb``."""
     from ..notebook import Param, positive
+    from .registry import common_parameters
 
     def methods_ok(value: str) -> str | None:
         bad = [m for m in value.split(",") if m.strip() and m.strip() not in CAM_METHODS]
@@ -958,8 +959,7 @@ def notebook_parameters() -> list:
         Param("gradcam_samples", (int,), check=positive), Param("save_all_predictions", (bool,)),
         Param("num_compare", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
         Param("batch_size", (int,), check=positive),
-        Param("output_dir", (str,)), Param("overwrite", (bool,)), Param("interactive", (bool,)),
-        Param("seed", (int,)), Param("device", (str,), choices=("auto", "cpu", "cuda")),
+        *common_parameters("output_dir", "overwrite", "interactive", "seed", "device"),
     ]
 
 

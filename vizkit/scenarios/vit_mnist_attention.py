@@ -446,6 +446,7 @@ def parse_index_list(value: Any, keywords: tuple[str, ...] = ("all",)) -> Any:
 def notebook_parameters() -> list:
     """The parameter spec of ``notebooks/02_vit_mnist_attention.ipynb`` (and its checks)."""
     from ..notebook import Param, positive
+    from .registry import common_parameters
 
     return [
         Param("model", (str,), help="'mnist_vit' (the zoo model) or the path of a ViT checkpoint"),
@@ -458,11 +459,7 @@ def notebook_parameters() -> list:
         Param("heads", (str, list, tuple), check=_heads_ok),
         Param("head_layer", (int,)),
         Param("head_fusion", (str,), choices=HEAD_FUSIONS),
-        Param("output_dir", (str,)),
-        Param("overwrite", (bool,)),
-        Param("interactive", (bool,)),
-        Param("seed", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
-        Param("device", (str,), choices=("auto", "cpu", "cuda")),
+        *common_parameters("output_dir", "overwrite", "interactive", "seed", "device"),
     ]
 
 

@@ -387,6 +387,7 @@ def _task_for(index: int, folders: dict[int, Path], *args: Any) -> dict[str, Any
 def notebook_parameters() -> list[Any]:
     """The parameters of ``notebooks/05_vlm_attention_video.ipynb``."""
     from ..notebook import Param, positive
+    from .registry import common_parameters
 
     return [
         Param("model_path", (str,), help="local VLM folder; empty: tiny_vlm"),
@@ -400,7 +401,7 @@ def notebook_parameters() -> list[Any]:
         Param("mode", (str,), choices=("generate", "solution")), Param("fps", (int,), check=positive),
         Param("sinks", (str,), choices=SINK_MODES),
         Param("ground_truth_questions", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
-        Param("output_dir", (str,)), Param("overwrite", (bool,)), Param("interactive", (bool,)), Param("seed", (int,)),
+        *common_parameters("output_dir", "overwrite", "interactive", "seed"),
     ]
 
 

@@ -1,0 +1,157 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -papermill,-execution
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Scenario 5 — a VLM's per-token attention over text and image, as a video
+#
+# While a vision-language model writes its answer, where does it look? For every answer token this
+# notebook shows the attention row of the step that produced it — over the earlier text and over
+# each image's patch grid — and renders the rows into an mp4 that starts at a phrase such as
+# "Based on the following requirements" (seed 004: a Reason-RFT user with a Qwen2-VL model).
+#
+# The rows are captured on the fly during `generate` (KV cache on): only the decoder layers asked
+# for, only the new query row per step; those layers alone switch, for the call, to an attention
+# function that computes the eager softmax row and then runs the layer's own kernel, so the answer
+# is the same as without capture. Positions are mapped to text / image *k* patch (r, c) /
+# generated for LLaVA and Qwen2-VL / Qwen2.5-VL (vision spans, `image_grid_thw`, 2×2 merge).
+#
+# The default model is the zoo's `tiny_vlm` (a Hugging Face `LlavaForConditionalGeneration`
+# trained here on shape scenes, one decoder head supervised to look at the asked-about object),
+# on its sample benchmark; `model_path` takes a local LLaVA / Qwen2-VL / Qwen2.5-VL folder.
+# The same flags exist on the command line: `vizkit vlm-video --help`.
+
+# %%
+from pathlib import Path
+
+import numpy as np
+from IPython.display import Image as ShowImage, Markdown, Video, display
+
+from vizkit import render
+from vizkit.scenarios import baseline, seed_everything
+from vizkit.scenarios import vlm_attention_video as va
+
+_before = baseline(globals())
+
+# %% tags=["parameters"]
+model_path: str = ""  # a local VLM folder of a supported family (README); empty means the zoo's tiny_vlm
+benchmark_json: str = ""  # JSON list of {image, problem, solution}; empty means tiny_vlm's sample benchmark
+image_dir: str = ""  # folder the image paths are relative to; empty means the JSON's folder
+sample_idx: int = 1  # which sample
+layer_idx: int = -1  # decoder layer; -1 means the seed's 20, or the last layer of a smaller model
+layers: list = [1, 2]  # several decoder layers (one video each); empty means [layer_idx]
+start_phrase: str = "Based on the following requirements"  # the video starts where this phrase begins; empty means the first token
+heads: str = "mean"  # mean, max, or a head index (int)
+max_image_num: int = 2  # use at most this many images per sample
+max_new_tokens: int = 64  # generation length
+mode: str = "generate"  # generate, or solution (teacher-force the sample's reference solution)
+fps: int = 4  # video frames per second
+sinks: str = "keep"  # keep the attention sinks in the video, or mask them (rows renormalised over the rest)
+ground_truth_questions: int = 200  # tiny_vlm: test items drawn for the layer x head table (0 skips it)
+output_dir: str = ""  # run folder; empty means a new runs/<timestamp>-vlm-video/
+overwrite: bool = False  # allow writing into a non-empty output_dir
+interactive: bool = True  # embed the video and show the widget explorer (files are always written)
+seed: int = 0  # seed for every random source
+
+# %%
+params = va.check_notebook_parameters(globals(), _before)  # unknown names or bad values stop here
+seed_everything(seed)
+if benchmark_json:
+    json_path, images_root = Path(benchmark_json), image_dir or None
+else:
+    json_path, images_root = va.default_benchmark()
+sample, images, notes = va.load_sample(json_path, images_root, sample_idx, max_image_num)  # bad input stops here
+viz = va.AttentionVisualizer(model_path or None, max_image_num=max_image_num)
+for note in notes:
+    print("note:", note)
+print(f"model: {viz.vlm.name} ({viz.vlm.model_type}, {viz.vlm.num_layers} decoder layers x {viz.vlm.num_heads} heads)")
+print("problem:", sample["problem"])
+fig = render.figure_grid([[render.Panel(image=np.asarray(im), title=f"image {k}", kind="image")
+                          for k, im in enumerate(images)]], figsize=(2.8 * len(images), 2.8))
+display(fig)
+
+# %% [markdown]
+# ## The video\nGenerate (or teacher-force) the answer with the rows of the chosen layers captured, then write one video per layer, a contact sheet, `attention.npz` and `report.md` into the run folder.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+mp4 = viz.create_attention_visualization_for_sample(
+    sample, images, layer_idx=None if layer_idx < 0 else layer_idx, start_phrase=start_phrase, layers=layers or None,
+    heads=heads, max_new_tokens=max_new_tokens, mode=mode, output_dir=output_dir or None, overwrite=overwrite, fps=fps,
+    ground_truth=ground_truth_questions if ground_truth_questions > 0 else False, sinks=sinks)
+run, trace = viz.last["folder"], viz.last["trace"]
+print(f"answer ({trace.num_answer_tokens} tokens): {trace.text.strip()}")
+print(f"video from token {trace.start}: {len(trace.frame_tokens)} frames per layer, layers {sorted(trace.rows)}")
+
+# %% tags=["nbval-ignore-output"]
+print("run folder:", run)
+if interactive:
+    display(Video(mp4, embed=True, width=800))
+else:
+    display(Markdown(f"[the video]({mp4})"))
+
+# %% [markdown]
+# ## Contact sheet\nEvenly spaced frames of the first layer's video: the text so far (red = low, green = high attention of the current token, blue = the current token) and each image's patch grid.
+
+# %%
+first = sorted(trace.rows)[0]
+display(ShowImage(filename=str(run / f"contact_sheet_layer{first}.png")))
+
+# %% [markdown]
+# ## Where the answer looks, token by token\nThe share of each row on the image tokens, the prompt text and the earlier answer tokens, and the entropy of its distribution over the image patches.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+shares = viz.last["shares"]
+display(ShowImage(filename=str(run / "attention_shares.png")))
+print(shares.groupby("layer")[["image", "question", "special", "answer", "image_entropy"]].mean().round(3).to_string())
+
+# %% [markdown]
+# ## Attention sinks
+# Some positions take a large share of every row whatever the token is — the first token, a few image patches. A sink here is position 0 plus the prompt positions whose received attention (averaged over the answer rows and heads) is an outlier, above Q3 + 3 IQR. With `sinks = "mask"` the video hides them and shows the rest of the distribution.
+#
+# An outlier rule cannot tell a sink from a real look-up: when the answer keeps returning to the asked-about object, those patches are outliers too. Read the list with the image: a sink sits on the same few positions whatever the question; a look-up moves with it.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+for layer in sorted(trace.rows):
+    where = ", ".join(f"{int(t)} ({trace.pmap.label(int(t))})" for t in trace.sinks(layer))
+    share = trace.sink_share(layer)
+    print(f"layer {layer}: sinks {where}; share of each row on them: mean {share.mean():.3f}, max {share.max():.3f}")
+
+# %% [markdown]
+# ## Ground truth (tiny_vlm)\nHow often the answer token's attention over the image peaks inside the mask of the object the question names, per decoder layer and head, over held-out questions — next to a random pixel. Layer 1, head 0 was trained with attention supervision; the other heads were not.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+gt = viz.last["ground_truth"]
+if gt is not None:
+    table, info = gt
+    print(f"{info['questions']} questions; random pixel: {info['random_pixel']:.3f}")
+    print(table.round(3).to_string(index=False))
+else:
+    print("ground-truth table skipped (tiny_vlm only, ground_truth_questions > 0)")
+
+# %% [markdown]
+# ## Explore\nMove the token slider, switch the layer and the head: both panels are redrawn from the captured rows (no model runs).
+
+# %% tags=["nbval-ignore-output"]
+if interactive:
+    explorer = va.VLMAttentionExplorer(trace, head=heads if heads in ("mean", "max") else int(heads), sinks=sinks)
+    display(explorer.widget)
+
+# %% tags=["nbval-ignore-output"]
+print("report:", run / "report.md")
+for p in sorted(run.iterdir()):
+    print("  ", p.name)
