@@ -24,12 +24,19 @@
 # The rows are captured on the fly during `generate` (KV cache on): only the decoder layers asked
 # for, only the new query row per step; those layers alone switch, for the call, to an attention
 # function that computes the eager softmax row and then runs the layer's own kernel, so the answer
-# is the same as without capture. Positions are mapped to text / image *k* patch (r, c) /
-# generated for LLaVA and Qwen2-VL / Qwen2.5-VL (vision spans, `image_grid_thw`, 2×2 merge).
+# is the same as without capture. Each position is placed by the model family's adapter: text,
+# a special marker, or image *k*'s patch (r, c) — tiles stitched back into one picture, a global
+# thumbnail view on its own (README, "VLM families": LLaVA, LLaVA-NeXT / OneVision, Qwen2/2.5/3-VL,
+# Idefics3 / SmolVLM, Gemma 3, PaliGemma, Mistral 3, InternVL).
+#
+# Attention shows where a layer looked, not what made the model say a word. For one answer token
+# (`explain_token`) the notebook also computes its *relevance* — each layer's attention weighted by
+# the gradient of that token's logit, chained over the layers (Chefer et al. 2021) — and shows it
+# beside the attention.
 #
 # The default model is the zoo's `tiny_vlm` (a Hugging Face `LlavaForConditionalGeneration`
 # trained here on shape scenes, one decoder head supervised to look at the asked-about object),
-# on its sample benchmark; `model_path` takes a local LLaVA / Qwen2-VL / Qwen2.5-VL folder.
+# on its sample benchmark; `model_path` takes a local folder of any family above.
 # The same flags exist on the command line: `vizkit vlm-video --help`.
 
 # %%
@@ -59,6 +66,8 @@ mode: str = "generate"  # generate, or solution (teacher-force the sample's refe
 fps: int = 4  # video frames per second
 sinks: str = "keep"  # keep the attention sinks in the video, or mask them (rows renormalised over the rest)
 ground_truth_questions: int = 200  # tiny_vlm: test items drawn for the layer x head table (0 skips it)
+explain_token: str = "-1"  # answer token to explain by relevance, an index (negative from the end) or a word; empty skips it
+relevance_layers: list = []  # decoder layers the relevance runs over; empty means all
 output_dir: str = ""  # run folder; empty means a new runs/<timestamp>-vlm-video/
 overwrite: bool = False  # allow writing into a non-empty output_dir
 interactive: bool = True  # embed the video and show the widget explorer (files are always written)
@@ -82,14 +91,17 @@ fig = render.figure_grid([[render.Panel(image=np.asarray(im), title=f"image {k}"
 display(fig)
 
 # %% [markdown]
-# ## The video\nGenerate (or teacher-force) the answer with the rows of the chosen layers captured, then write one video per layer, a contact sheet, `attention.npz` and `report.md` into the run folder.
+# ## The video
+#
+# Generate (or teacher-force) the answer with the rows of the chosen layers captured, then write one video per layer, a contact sheet, `attention.npz` and `report.md` into the run folder.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 mp4 = viz.create_attention_visualization_for_sample(
     sample, images, layer_idx=None if layer_idx < 0 else layer_idx, start_phrase=start_phrase, layers=layers or None,
     heads=heads, max_new_tokens=max_new_tokens, mode=mode, output_dir=output_dir or None, overwrite=overwrite, fps=fps,
-    ground_truth=ground_truth_questions if ground_truth_questions > 0 else False, sinks=sinks)
+    ground_truth=ground_truth_questions if ground_truth_questions > 0 else False, sinks=sinks,
+    explain_token=explain_token or None, relevance_layers=relevance_layers or None)
 run, trace = viz.last["folder"], viz.last["trace"]
 print(f"answer ({trace.num_answer_tokens} tokens): {trace.text.strip()}")
 print(f"video from token {trace.start}: {len(trace.frame_tokens)} frames per layer, layers {sorted(trace.rows)}")
@@ -102,14 +114,18 @@ else:
     display(Markdown(f"[the video]({mp4})"))
 
 # %% [markdown]
-# ## Contact sheet\nEvenly spaced frames of the first layer's video: the text so far (red = low, green = high attention of the current token, blue = the current token) and each image's patch grid.
+# ## Contact sheet
+#
+# Evenly spaced frames of the first layer's video: the text so far (red = low, green = high attention of the current token, blue = the current token) and each image's patch grid.
 
 # %%
 first = sorted(trace.rows)[0]
 display(ShowImage(filename=str(run / f"contact_sheet_layer{first}.png")))
 
 # %% [markdown]
-# ## Where the answer looks, token by token\nThe share of each row on the image tokens, the prompt text and the earlier answer tokens, and the entropy of its distribution over the image patches.
+# ## Where the answer looks, token by token
+#
+# The share of each row on the image tokens, the prompt text and the earlier answer tokens, and the entropy of its distribution over the image patches.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -131,7 +147,33 @@ for layer in sorted(trace.rows):
     print(f"layer {layer}: sinks {where}; share of each row on them: mean {share.mean():.3f}, max {share.max():.3f}")
 
 # %% [markdown]
-# ## Ground truth (tiny_vlm)\nHow often the answer token's attention over the image peaks inside the mask of the object the question names, per decoder layer and head, over held-out questions — next to a random pixel. Layer 1, head 0 was trained with attention supervision; the other heads were not.
+# ## Why this word? Relevance beside attention
+#
+# The video shows attention: how one layer's query row spreads over the earlier positions. A high
+# weight is not a reason — a head can look at a patch and ignore what it finds. *Relevance* asks the
+# model: the score is the logit of the chosen answer token where it was predicted; every decoder
+# layer's attention is multiplied by the gradient of that score with respect to it, negative
+# contributions dropped (∂s/∂A ⊙ A, heads averaged), and the layers are chained from the first to the
+# last (R ← R + Ā R, Chefer et al. 2021). Left: the image; middle: the attention of the first video
+# layer for that token; right: its relevance. Each panel is scaled to its own maximum; the titles give
+# each map's share on the image positions. When relevance concentrates on the object the answer names
+# while attention is spread out, the attention map alone would have misled you.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+rel = viz.last["relevance"]
+if rel is not None:
+    display(ShowImage(filename=str(run / f"relevance_token{rel.token}.png")))
+    print(f"answer token {rel.token} ({rel.piece.strip()!r}), logit {rel.score:.2f}, relevance over layers {rel.layers}")
+    print(f"share on image positions: attention (layer {rel.attention_layer}) "
+          f"{va.image_share(trace, rel.attention):.3f}, relevance {va.image_share(trace, rel.relevance):.3f}")
+else:
+    print("no token explained (explain_token is empty)")
+
+# %% [markdown]
+# ## Ground truth (tiny_vlm)
+#
+# How often the answer token's attention over the image peaks inside the mask of the object the question names, per decoder layer and head, over held-out questions — next to a random pixel. Layer 1, head 0 was trained with attention supervision; the other heads were not.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -144,7 +186,9 @@ else:
     print("ground-truth table skipped (tiny_vlm only, ground_truth_questions > 0)")
 
 # %% [markdown]
-# ## Explore\nMove the token slider, switch the layer and the head: both panels are redrawn from the captured rows (no model runs).
+# ## Explore
+#
+# Move the token slider, switch the layer and the head: both panels are redrawn from the captured rows (no model runs).
 
 # %% tags=["nbval-ignore-output"]
 if interactive:

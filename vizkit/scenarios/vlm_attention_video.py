@@ -52,7 +52,7 @@ from .vlm_ground_truth import explain_answer_attention, ground_truth_table
 __all__ = ["explain_answer_attention", "VLM", "load_vlm", "PositionMap", "Trace", "trace_sample", "resolve_layers",
            "FrameRenderer", "contact_sheet", "load_sample", "create_video", "AttentionVisualizer",
            "VLMAttentionVisualizer", "VLMAttentionExplorer", "run_video", "run_many", "sample_indices", "write_report",
-           "answer_relevance",
+           "answer_relevance", "image_share",
            "token_shares",
            "ground_truth_table", "DEFAULT_START_PHRASE"]
 
@@ -267,7 +267,8 @@ class AttentionVisualizer:
                                                   max_new_tokens: int = 128, mode: str = "generate",
                                                   output_dir: str | Path | None = None, overwrite: bool = False,
                                                   fps: int = 4, ground_truth: bool | None = None,
-                                                  sinks: str = "keep") -> str:
+                                                  sinks: str = "keep", explain_token: int | str | None = None,
+                                                  relevance_layers: Sequence[int] | None = None) -> str:
         images = list(images)
         if len(images) > self.max_image_num:
             self.notes.append(f"{len(images)} images given; using the first {self.max_image_num} (max_image_num)")
@@ -277,7 +278,8 @@ class AttentionVisualizer:
         self.last = create_video(self.vlm, sample, images, layer_idx=layer_idx, layers=layers,
                                  start_phrase=start_phrase, heads=heads, max_new_tokens=max_new_tokens, mode=mode,
                                  output_dir=output_dir, overwrite=overwrite, fps=fps, ground_truth=ground_truth,
-                                 notes=self.notes, sinks=sinks)
+                                 notes=self.notes, sinks=sinks, explain_token=explain_token,
+                                 relevance_layers=relevance_layers)
         first = resolve_layers(self.vlm.num_layers, layer_idx, layers)[0]
         return str(self.last["outputs"][f"video_layer{first}"])
 
@@ -401,6 +403,9 @@ def notebook_parameters() -> list[Any]:
         Param("mode", (str,), choices=("generate", "solution")), Param("fps", (int,), check=positive),
         Param("sinks", (str,), choices=SINK_MODES),
         Param("ground_truth_questions", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
+        Param("explain_token", (str, int), help="answer token (index or word) to explain by relevance; empty: none"),
+        Param("relevance_layers", (list,), check=lambda v: None if all(isinstance(i, int) for i in v)
+              else "must hold ints"),
         *common_parameters("output_dir", "overwrite", "interactive", "seed"),
     ]
 
