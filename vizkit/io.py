@@ -17,8 +17,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["atomic_path", "write_text", "write_json", "save_safetensors", "image_files", "load_image",
-           "read_image_opencv", "data_root", "IMAGE_SUFFIXES"]
+__all__ = ["atomic_path", "write_text", "write_json", "save_safetensors", "image_files", "unique_stems",
+           "load_image", "read_image_opencv", "data_root", "IMAGE_SUFFIXES"]
 
 
 def data_root() -> Path:
@@ -101,6 +101,18 @@ def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
         else:
             raise InputError(f"image {str(raw)!r} does not exist")
     return files
+
+
+def unique_stems(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Output stems of ``paths``: the file stems, made unique (``a``, ``a_2``) when two share one."""
+    seen: dict[str, int] = {}
+    out = []
+    for raw in paths:
+        stem = Path(raw).stem
+        n = seen.get(stem, 0) + 1
+        seen[stem] = n
+        out.append(stem if n == 1 else f"{stem}_{n}")
+    return out
 
 
 def load_image(path: str | os.PathLike[str]) -> Any:

@@ -39,13 +39,13 @@ from ..attention_math import AGGREGATIONS, HEAD_FUSIONS
 from ..errors import CaptureError, InputError, VizkitError
 from ..evaluate import batched, localization
 from ..explain import AttentionGradients, _to_input_size, attention_gradients
-from ..io import image_files, write_json
+from ..io import image_files, unique_stems, write_json
 from ..layers import find_blocks, resolve_layers
 from ..models import Detector, load_detector
 from ..models.load_detector import ZOO_DETECTORS
 from ..metrics import deletion_auc, randomization_sanity_check, region_means, top_region_iou
 from ..report import Report
-from ..state import model_device
+from ..state import DEVICES, model_device, resolve_device
 from ..stats import map_entropy
 
 __all__ = ["CLIPViTGradCAM", "DetectorAttention", "DetectorModel", "ImageResult", "LAYER_MODES",
@@ -395,17 +395,6 @@ def save_image_result(res: ImageResult, result: DetectorAttention, index: int, o
 # --------------------------------------------------------------------------------------
 # one image, many images
 # --------------------------------------------------------------------------------------
-def _stems(paths: Sequence[Path]) -> list[str]:
-    """Output stems: the file stems, made unique (``a``, ``a_2``) when two images share one."""
-    seen: dict[str, int] = {}
-    out = []
-    for p in paths:
-        n = seen.get(p.stem, 0) + 1
-        seen[p.stem] = n
-        out.append(p.stem if n == 1 else f"{p.stem}_{n}")
-    return out
-
-
 def analyze_images(detector: Detector, images: Sequence[Any], output_dir: str | os.PathLike,
                    target_layers: Any = None, head_fusion: str = "mean", aggregation: str = "relevance",
                    multi_layer: bool = True, stems: Sequence[str] | None = None, batch_size: int = 16,
@@ -419,7 +408,7 @@ def analyze_images(detector: Detector, images: Sequence[Any], output_dir: str | 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [Path(p) if isinstance(p, (str, os.PathLike)) else None for p in images]
-    names = list(stems) if stems is not None else _stems([p or Path(f"image_{i}") for i, p in enumerate(paths)])
+    names = list(stems) if stems is not None else unique_stems([p or f"image_{i}" for i, p in enumerate(paths)])
     loaded, failures = [], []
     for name, p, item in zip(names, paths, images):
         try:
@@ -748,7 +737,7 @@ def notebook_parameters() -> list:
         Param("faithfulness_samples", (int,), check=lambda v: None if v >= 0 else "must be >= 0 (0 skips the table)"),
         Param("output_dir", (str,)), Param("overwrite", (bool,)), Param("interactive", (bool,)),
         Param("seed", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
-        Param("device", (str,), choices=("auto", "cpu", "cuda")),
+        Param("device", (str,), choices=DEVICES),
     ]
 
 
@@ -768,8 +757,7 @@ def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:
     missing = [q for q in paths if not Path(q).exists()]
     if missing:
         raise ParameterError(f"images not found: {', '.join(map(repr, missing))}")
-    if p["device"] == "cuda" and not torch.cuda.is_available():
-        raise ParameterError("device='cuda' but no CUDA device is available: use 'auto' or 'cpu'")
+    resolve_device(p["device"])  # cuda without a GPU: one clear error
     return p
 
 
@@ -778,7 +766,7 @@ def notebook_images(images: Any, num_images: int, seed: int = 0) -> tuple[list[A
     ``num_images`` zoo test faces alternating real and fake (samples carry labels and masks)."""
     if images:
         files = image_files([images] if isinstance(images, (str, os.PathLike)) else list(images))
-        return list(files), _stems(files), [None] * len(files)
+        return list(files), unique_stems(files), [None] * len(files)
     from .. import zoo
 
     test = zoo.dataset("face_forgery_detector", "test")
@@ -788,4 +776,4 @@ def notebook_images(images: Any, num_images: int, seed: int = 0) -> tuple[list[A
     ri, fi = rng.permutation(len(reals)), rng.permutation(len(fakes))
     chosen = [(fakes[fi[k // 2]] if k % 2 == 0 else reals[ri[k // 2]]) for k in range(num_images)]
     names = [f"{'fake' if s.label else 'real'}_{s.meta.get('index', k)}" for k, s in enumerate(chosen)]
-    return [s.image for s in chosen], _stems([Path(n) for n in names]), chosen
+    return [s.image for s in chosen], unique_stems(names), chosen

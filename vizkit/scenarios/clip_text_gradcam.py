@@ -36,7 +36,7 @@ from ..explain import cam
 from ..methods import get_method
 from ..models.clip import ClipAdapter
 from ..models.load_clip import load_clip
-from ..state import model_device
+from ..state import DEVICES, model_device, resolve_device
 from ..targets import ImageTextSimilarity
 
 __all__ = ["ClipGradCAMResult", "ClipExplorer", "load_clip_model", "load_class_texts", "load_image", "display_crop",
@@ -347,7 +347,7 @@ def notebook_parameters() -> list:
         Param("num_scenes", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
         Param("table_methods", (str,), check=methods_ok),
         Param("output_dir", (str,)), Param("overwrite", (bool,)), Param("interactive", (bool,)),
-        Param("seed", (int,)), Param("device", (str,), choices=("auto", "cpu", "cuda")),
+        Param("seed", (int,)), Param("device", (str,), choices=DEVICES),
     ]
 
 
@@ -362,8 +362,7 @@ def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:
         raise ParameterError(f"class_texts_file {p['class_texts_file']!r} does not exist")
     if p["image_path"] and not Path(p["image_path"]).exists():
         raise ParameterError(f"image_path {p['image_path']!r} does not exist")
-    if p["device"] == "cuda" and not torch.cuda.is_available():
-        raise ParameterError("device='cuda' but no CUDA device is available: use 'auto' or 'cpu'")
+    resolve_device(p["device"])  # cuda without a GPU: one clear error
     return p
 
 

@@ -61,7 +61,7 @@ from ..methods import get_method
 from ..models import Detector, load_detector
 from ..report import Report
 from ..runs import clear_complete, is_complete, mark_complete, run_folder
-from ..state import model_device
+from ..state import DEVICES, model_device, resolve_device
 
 __all__ = ["Detector", "LayerInfo", "load_eval_detector", "resolve_gradcam_layers", "default_layers", "layer_table",
            "EvalArgs", "EvalSummary", "evaluate_chunk", "evaluation_context", "run_evaluation", "detector_metrics",
@@ -959,7 +959,7 @@ def notebook_parameters() -> list:
         Param("num_compare", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
         Param("batch_size", (int,), check=positive),
         Param("output_dir", (str,)), Param("overwrite", (bool,)), Param("interactive", (bool,)),
-        Param("seed", (int,)), Param("device", (str,), choices=("auto", "cpu", "cuda")),
+        Param("seed", (int,)), Param("device", (str,), choices=DEVICES),
     ]
 
 
@@ -973,6 +973,5 @@ def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:
             raise ParameterError(f"{key} {p[key]!r} does not exist")
     if p["detector_path"] and not p["weights_path"]:
         raise ParameterError("detector_path needs weights_path (the .pth the config describes)")
-    if p["device"] == "cuda" and not torch.cuda.is_available():
-        raise ParameterError("device='cuda' but no CUDA device is available: use 'auto' or 'cpu'")
+    resolve_device(p["device"])  # cuda without a GPU: one clear error
     return p
