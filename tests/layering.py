@@ -237,7 +237,7 @@ VIZKIT_RULES: list[tuple[str, str]] = [
     *_layer("zoo", "zoo", "zoo.*"),
     *_layer("datasets", "datasets", "vlm_benchmarks"),  # test-set readers (DeepfakeBench JSON ...): below the scenarios
     *_layer("scenarios", "scenarios", "scenarios.*"),
-    *_layer("leaf", "cli", "demo", "__main__", "attention_visualizer", "clip_gradcam", "clip_models"),
+    *_layer("leaf", "cli", "cli.*", "demo", "__main__", "attention_visualizer", "clip_gradcam", "clip_models"),
 ]
 _BELOW_SCENARIOS = {"base", "core", "math", "io", "shared", "presentation", "models", "zoo", "datasets"}
 VIZKIT_ALLOWED: dict[str, frozenset[str]] = {  # each layer may also import itself

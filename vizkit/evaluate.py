@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from .errors import InputError
 from .metrics import deletion_auc, energy_pointing_game, pointing_game
 
-__all__ = ["batched", "Localization", "localization", "masks_like", "binary_metrics"]
+__all__ = ["batched", "Localization", "localization", "masks_like", "binary_metrics", "binary_metrics_table"]
 
 S = TypeVar("S")
 
@@ -173,3 +173,14 @@ def binary_metrics(labels: Sequence[int], probs: Sequence[float], preds: Sequenc
         if per["y"].nunique() == 2:
             out["video_auc"] = float(roc_auc_score(per["y"], per["p"]))
     return out
+
+
+def binary_metrics_table(metrics: dict[str, Any]) -> Any:
+    """The headline metrics of :func:`binary_metrics` as a one-column pandas table (None: n/a)."""
+    import pandas as pd
+
+    keys = [("AUC", "auc"), ("accuracy", "accuracy"), ("EER", "eer"), ("AP", "ap"), ("video AUC", "video_auc"),
+            ("samples", "samples"), ("videos", "videos")]
+    return pd.DataFrame({"metric": [k for k, _ in keys],
+                         "value": ["n/a" if metrics.get(v) is None else (round(metrics[v], 4) if isinstance(
+                             metrics[v], float) else metrics[v]) for _, v in keys]})

@@ -6,6 +6,7 @@ is either the old file or the complete new one. On any error the temporary file 
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import uuid
@@ -17,8 +18,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["atomic_path", "write_text", "write_json", "save_npz", "save_safetensors", "image_files", "load_image",
-           "read_image_opencv", "data_root", "IMAGE_SUFFIXES"]
+__all__ = ["atomic_path", "write_text", "write_csv", "write_json", "save_npz", "save_safetensors", "image_files",
+           "unique_stems", "load_image", "read_image_opencv", "data_root", "IMAGE_SUFFIXES"]
 
 
 def data_root() -> Path:
@@ -56,6 +57,13 @@ def write_text(path: str | os.PathLike[str], text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
+
+
+def write_csv(path: str | os.PathLike[str], frame: Any) -> Path:
+    """Write a pandas DataFrame as CSV (no index column) atomically; return the path."""
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False)
+    return write_text(path, buf.getvalue())
 
 
 def write_json(path: str | os.PathLike[str], obj: Any, *, sort_keys: bool = False) -> Path:
@@ -110,6 +118,18 @@ def image_files(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
         else:
             raise InputError(f"image {str(raw)!r} does not exist")
     return files
+
+
+def unique_stems(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Output stems of ``paths``: the file stems, made unique (``a``, ``a_2``) when two share one."""
+    seen: dict[str, int] = {}
+    out = []
+    for raw in paths:
+        stem = Path(raw).stem
+        n = seen.get(stem, 0) + 1
+        seen[stem] = n
+        out.append(stem if n == 1 else f"{stem}_{n}")
+    return out
 
 
 def load_image(path: str | os.PathLike[str]) -> Any:

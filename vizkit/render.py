@@ -56,6 +56,9 @@ __all__ = [
     "Panel",
     "bar_chart",
     "colorize",
+    "combined_map",
+    "display_crop",
+    "display_image",
     "figure_grid",
     "figure_to_array",
     "normalize_map",
@@ -114,6 +117,33 @@ def normalize_map(heatmap: Any) -> np.ndarray:
         return np.zeros(arr.shape, np.float32)
     out = np.nan_to_num((arr - lo) / (hi - lo), nan=0.0, posinf=1.0, neginf=0.0)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def combined_map(layer_maps: Sequence[np.ndarray], size: int) -> np.ndarray:
+    """Per-layer raw maps combined as :func:`vizkit.cam` does: each normalised and resized, the
+    mean normalised again: ``[size, size]`` in [0, 1]."""
+    ups = [cv2.resize(normalize_map(m), (size, size), interpolation=cv2.INTER_LINEAR) for m in layer_maps]
+    return normalize_map(np.mean(ups, 0))
+
+
+def display_crop(image: Image.Image, size: int) -> np.ndarray:
+    """The region a CLIP-style preprocessing sees, for display: short side resized to ``size``,
+    centre crop; HxWx3 float in [0, 1]."""
+    w, h = image.size
+    scale = size / min(w, h)
+    im = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+    w, h = im.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
+
+
+def display_image(image: np.ndarray, size: int, min_size: int = 224) -> np.ndarray:
+    """The image as a model of input ``size`` sees it (resized), upscaled to ``min_size`` when
+    smaller, for legibility."""
+    im = cv2.resize(np.asarray(image, np.uint8), (size, size), interpolation=cv2.INTER_AREA)
+    if size < min_size:
+        im = cv2.resize(im, (min_size, min_size), interpolation=cv2.INTER_CUBIC)
+    return im
 
 
 def to_numpy_image(image: Any) -> np.ndarray:

@@ -4,19 +4,29 @@ A run writes everything into one folder (:func:`run_folder`). When it has writte
 files it calls :func:`mark_complete`; a resumable caller (a sweep, an evaluation) skips a
 folder for which :func:`is_complete` is true and redoes one that is not, so an interrupted
 run is never mistaken for a finished one.
+
+A chunked run (scenario 3's evaluation) resumes chunk by chunk: :func:`open_resumable_run`
+reopens the folder of the same run (same ``manifest.json``), each chunk is written atomically
+to ``chunks/NNNNN.json`` + ``.npz`` (:func:`write_chunk`; the JSON last, so it marks the chunk
+written) and :func:`chunk_done` tells which chunks a rerun can skip.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ParameterError
-from .io import write_json
+import numpy as np
 
-__all__ = ["runs_root", "run_folder", "mark_complete", "is_complete", "clear_complete", "COMPLETE_MARKER"]
+from .errors import ParameterError
+from .io import atomic_path, write_json
+
+__all__ = ["runs_root", "run_folder", "mark_complete", "is_complete", "clear_complete", "COMPLETE_MARKER",
+           "open_resumable_run", "chunk_paths", "write_chunk", "chunk_done", "read_chunks", "read_chunk_arrays"]
 
 COMPLETE_MARKER = ".complete.json"
 
@@ -68,3 +78,74 @@ def is_complete(folder: str | Path) -> bool:
 def clear_complete(folder: str | Path) -> None:
     """Remove the completion marker (before a run rewrites the folder)."""
     (Path(folder) / COMPLETE_MARKER).unlink(missing_ok=True)
+
+
+def open_resumable_run(output_dir: str | os.PathLike | None, name: str, manifest: dict[str, Any],
+                       overwrite: bool) -> tuple[Path, bool]:
+    """The run folder of a resumable run; ``(folder, resuming)``. The same run (an equal
+    ``manifest.json``) is resumed; ``overwrite`` starts it afresh (its previous outputs removed,
+    also when the manifest is the same); a folder holding a different run is refused without
+    ``overwrite``. No ``output_dir``: a new timestamped folder named after ``name``."""
+    if output_dir:
+        out = Path(output_dir)
+        old = out / "manifest.json"
+        if old.is_file() and not overwrite:
+            try:
+                same = json.loads(old.read_text(encoding="utf-8")) == manifest
+            except json.JSONDecodeError:
+                same = False
+            if same:
+                return out, True
+            raise ParameterError(f"output folder {str(out)!r} holds a different run (another model, dataset or "
+                                 "arguments; see its manifest.json): choose another folder or pass --overwrite")
+        if overwrite and out.is_dir():
+            for child in out.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    out = run_folder(output_dir or None, name, overwrite=overwrite, overwrite_hint="pass --overwrite")
+    write_json(out / "manifest.json", manifest)
+    return out, False
+
+
+def chunk_paths(run: Path, k: int) -> tuple[Path, Path]:
+    """``chunks/NNNNN.json`` (the chunk's results) and ``chunks/NNNNN.npz`` (its arrays)."""
+    return run / "chunks" / f"{k:05d}.json", run / "chunks" / f"{k:05d}.npz"
+
+
+def write_chunk(run: Path, k: int, result: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Chunk ``k``'s arrays, then its results (atomically; the JSON's presence marks it written)."""
+    js, npz = chunk_paths(run, k)
+    with atomic_path(npz) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    write_json(js, result)
+
+
+def chunk_done(run: Path, k: int) -> bool:
+    """Chunk ``k`` is recorded and complete: its files exist and its results list no ``errors``
+    (a chunk with failed items is computed again on the next run, so inputs fixed since are read;
+    a chunk that raised is never written at all)."""
+    js, npz = chunk_paths(run, k)
+    if not (js.is_file() and npz.is_file()):
+        return False
+    try:
+        return not json.loads(js.read_text(encoding="utf-8")).get("errors")
+    except json.JSONDecodeError:
+        return False
+
+
+def read_chunks(run: Path, n: int) -> list[dict[str, Any]]:
+    """The results of chunks ``0 .. n-1``."""
+    return [json.loads(chunk_paths(run, k)[0].read_text(encoding="utf-8")) for k in range(n)]
+
+
+def read_chunk_arrays(run: Path, n: int) -> dict[str, dict[int, np.ndarray]]:
+    """``{array name: {item index: array}}`` from the ``.npz`` of chunks ``0 .. n-1``; each holds an
+    ``index`` array (the items' indices) and arrays whose rows belong to those items."""
+    out: dict[str, dict[int, np.ndarray]] = {}
+    for k in range(n):
+        with np.load(chunk_paths(run, k)[1]) as z:
+            index = z["index"]
+            for key in z.files:
+                if key != "index":
+                    out.setdefault(key, {}).update({int(i): z[key][j] for j, i in enumerate(index)})
+    return out

@@ -14,6 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import ParameterError
+
+#: what :func:`resolve_device` accepts
+DEVICES = ("auto", "cpu", "cuda")
 
 @contextmanager
 def preserved_state(model: nn.Module, *, eval_mode: bool = True, freeze: bool = True) -> Iterator[nn.Module]:
@@ -52,3 +56,19 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """The one device choice of the CLIs and notebooks: ``"auto"`` (or None) -> CUDA when a GPU is
+    available, else the CPU; ``"cpu"``; ``"cuda"`` (or ``"cuda:N"``) -> that GPU, and one clear
+    :class:`~vizkit.errors.ParameterError` naming the fix when there is none."""
+    spec = "auto" if name is None else str(name).strip().lower()
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "cuda" or spec.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ParameterError(f"device={spec!r} but no CUDA device is available: use 'auto' or 'cpu'")
+        return torch.device(spec)
+    raise ParameterError(f"device {name!r} is not a device: use {', '.join(map(repr, DEVICES))}")

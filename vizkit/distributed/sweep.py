@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..errors import ParameterError
+from ..errors import InputError, ParameterError
 from ..io import write_text
 from ..runs import COMPLETE_MARKER, clear_complete, is_complete, mark_complete
-from .params import RESERVED, NotebookSpec, expand_grid, read_notebook, run_name
+from .params import RESERVED, NotebookSpec, expand_grid, load_grid, load_yaml_mapping, read_notebook, run_name
 
 __all__ = ["RunPlan", "RunRecord", "SweepResult", "SweepInterrupted", "plan_sweep", "run_sweep", "execute_run",
-           "write_index"]
+           "write_index", "sweep_from_files"]
 
 OUTPUTS = "outputs"  # the notebook's output_dir inside a run folder
 
@@ -311,3 +311,22 @@ def _task_error(err: BaseException, retries: int) -> str:
         return (f"the worker running it died {retries + 1} time(s) (KilledWorker: out of memory or killed?); "
                 "see the worker logs")
     return f"{name}: {err}".strip()
+
+
+def sweep_from_files(notebook: str | os.PathLike, parameters: Sequence[tuple[str, str]] = (),
+                     parameters_file: str | os.PathLike | None = None, grid_file: str | os.PathLike | None = None,
+                     validator_for: Any = None, **options: Any) -> SweepResult:
+    """``vizkit run``: the parameters of ``parameters_file`` (a YAML mapping), then the ``(NAME,
+    VALUE)`` pairs of ``parameters`` (each VALUE read as the notebook's parameter type), the grid
+    of ``grid_file`` (YAML), then :func:`run_sweep` with ``options``. ``validator_for``: the
+    notebook's check by its stem (:func:`read_notebook`; the CLI passes the scenario registry's)."""
+    spec = read_notebook(notebook, validator_for)
+    params: dict[str, Any] = {}
+    if parameters_file:
+        loaded = load_yaml_mapping(parameters_file)
+        if not isinstance(loaded, dict):
+            raise InputError(f"parameter file {str(parameters_file)!r} must be a mapping of name -> value")
+        params.update(loaded)
+    for name, raw in parameters:
+        params[name] = spec.parse_value(name, raw)
+    return run_sweep(spec, params, load_grid(grid_file) if grid_file else None, **options)

@@ -9,8 +9,8 @@ module                         what it explains                                 
 ``detector_gradcam_eval``      a detector's Grad-CAM on named layers, evaluation     03
                                explaining its mistakes (seed 002)
 ``clip_text_gradcam``          CLIP image-text similarity by Grad-CAM (seed 003)     04
-``cluster_tasks``              scenarios 1, 3, 4 on a Dask cluster (tasks,           -
-                               evaluation chunks; used by the CLIs' --workers)
+``cluster_tasks``              scenarios 1, 3, 4 on a Dask cluster: their tasks      -
+                               collected, the evaluation's chunk mapper
 ``vlm_attention_video``        a VLM's per-token attention video (seed 004)          05
 ``vlm_ground_truth``           tiny_vlm: does the answer look at the named object?   05
 =============================  ====================================================  =========
@@ -31,13 +31,15 @@ from typing import Any
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "clip_detector_attention": (
         "CLIPViTGradCAM", "DetectorAttention", "DetectorModel", "ImageResult", "DetectorAttentionExplorer",
-        "load_detector_model", "analyze_single_image", "analyze_images", "faithfulness_table",
+        "load_detector_model", "check_attention_options", "run_detector_attention", "AttentionRun",
+        "analyze_single_image", "analyze_images", "faithfulness_table",
         "faithfulness_observations", "write_attention_report"),
     "vit_mnist_attention": (
         "AttentionVisualizer", "AttentionCache", "AnalysisResult", "AttentionExplorer", "observations",
         "layer_summary", "write_report", "mnist_preprocess", "parse_index_list"),
     "detector_gradcam_eval": (
-        "CLIPDetectorWithGradCAM", "DetectorGradCAMExplorer", "run_evaluation", "evaluate_chunk", "gradcam_demo",
+        "CLIPDetectorWithGradCAM", "DetectorGradCAMExplorer", "run_evaluation", "evaluate_detector",
+        "config_defaults", "ConfigDefaults", "evaluate_chunk", "gradcam_demo",
         "detector_metrics", "metrics_table", "metadata_text", "select_samples", "resolve_gradcam_layers",
         "default_layers", "load_eval_detector", "load_run", "EvalSummary", "resolve_dataset", "EvalDataset",
         "parse_label"),
@@ -45,6 +47,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
                       "detector_attention_task", "clip_gradcam_task"),
     "clip_text_gradcam": (
         "ClipGradCAMResult", "ClipExplorer", "load_clip_model", "load_class_texts", "load_image", "display_crop",
+        "run_clip_gradcam", "ClipBatchRun",
         "explain_clip", "save_result", "output_stem", "visualize_clip_gradcam", "pointing_table", "text_maps",
         "text_maps_figure", "write_clip_report", "candidate_layers"),
     "vlm_attention_video": (

@@ -26,7 +26,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -39,16 +39,20 @@ from ..attention_math import AGGREGATIONS, HEAD_FUSIONS
 from ..errors import CaptureError, InputError, VizkitError
 from ..evaluate import batched, localization
 from ..explain import AttentionGradients, _to_input_size, attention_gradients
-from ..io import image_files, write_json
+from ..io import image_files, unique_stems, write_json
 from ..layers import find_blocks, resolve_layers
 from ..models import Detector, load_detector
 from ..models.load_detector import ZOO_DETECTORS
 from ..metrics import deletion_auc, randomization_sanity_check, region_means, top_region_iou
 from ..report import Report
-from ..state import model_device
+from ..state import model_device, resolve_device
 from ..stats import map_entropy
 
-__all__ = ["CLIPViTGradCAM", "DetectorAttention", "DetectorModel", "ImageResult", "LAYER_MODES",
+if TYPE_CHECKING:
+    from ..distributed.chunks import ClusterOptions
+
+__all__ = ["CLIPViTGradCAM", "check_attention_options", "run_detector_attention", "AttentionRun",
+           "detector_attention_task", "DetectorAttention", "DetectorModel", "ImageResult", "LAYER_MODES",
            "load_detector_model", "analyze_single_image", "analyze_images", "comparison_numbers",
            "where_they_differ", "faithfulness_table", "faithfulness_observations", "write_attention_report",
            "DetectorAttentionExplorer", "notebook_parameters", "check_notebook_parameters", "ZOO_DETECTORS",
@@ -152,6 +156,40 @@ class DetectorAttention:
         return _to_input_size(m, self.cache.image_size)
 
 
+def check_attention_options(model: nn.Module, target_layers: Any = None, head_fusion: str = "mean",
+                            aggregation: str = "relevance") -> tuple[list[str], list[str], str | None]:
+    """Check the options of :class:`CLIPViTGradCAM` on ``model`` before any image is read:
+    ``(block names, target layers, note)``; ``note`` says why the target layers differ from the
+    default (a detector with fewer than 4 blocks). A :class:`VizkitError` names what is wrong."""
+    if head_fusion not in HEAD_FUSIONS:
+        raise VizkitError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)}, got {head_fusion!r}")
+    if aggregation not in AGGREGATIONS:
+        raise VizkitError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
+    blocks = find_blocks(model)
+    if not blocks:
+        raise CaptureError(f"No attention weights found: {type(model).__name__} has no transformer blocks with "
+                           "attention (scenario 1 explains ViT / CLIP-ViT detectors; for a CNN use vizkit.cam)")
+    layer_names = [n for n, _ in blocks]
+    note: str | None = None
+    if target_layers is None:
+        n = len(layer_names)
+        target_layers = "last_4"
+        if n < 4:
+            note = (f"the detector has {n} transformer block(s), fewer than the default's 4 "
+                    f"(-4 -3 -2 -1): the maps combine all {n}")
+    spec = list(target_layers) if isinstance(target_layers, (list, tuple)) else target_layers
+    last_k = re.fullmatch(r"last_(\d+)", spec.strip().lower()) if isinstance(spec, str) else None
+    if last_k:  # "last_4" on a model with fewer blocks means all of them, as the layer modes do
+        targets = layer_names[-min(int(last_k.group(1)), len(layer_names)):]
+    else:
+        targets = [n for n, _ in resolve_layers(model, spec)]
+    outside = [n for n in targets if n not in layer_names]
+    if outside:
+        raise VizkitError(f"target layer(s) {', '.join(outside)} are not transformer blocks of "
+                          f"{type(model).__name__}; blocks: {layer_names[0]} .. {layer_names[-1]}")
+    return layer_names, targets, note
+
+
 class CLIPViTGradCAM:
     """Seed 000's class: gradient-weighted attention of a ViT classifier over ``target_layers``.
 
@@ -164,33 +202,9 @@ class CLIPViTGradCAM:
 
     def __init__(self, model: nn.Module, target_layers: Any = None, head_fusion: str = "mean",
                  aggregation: str = "relevance", class_names: Sequence[str] | None = None, debug: bool = False):
-        if head_fusion not in HEAD_FUSIONS:
-            raise VizkitError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)}, got {head_fusion!r}")
-        if aggregation not in AGGREGATIONS:
-            raise VizkitError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
         self.model, self.head_fusion, self.aggregation, self.debug = model, head_fusion, aggregation, debug
-        blocks = find_blocks(model)
-        if not blocks:
-            raise CaptureError(f"No attention weights found: {type(model).__name__} has no transformer blocks with "
-                               "attention (scenario 1 explains ViT / CLIP-ViT detectors; for a CNN use vizkit.cam)")
-        self.layer_names = [n for n, _ in blocks]
-        self.note: str | None = None
-        if target_layers is None:
-            n = len(self.layer_names)
-            target_layers = "last_4"
-            if n < 4:
-                self.note = (f"the detector has {n} transformer block(s), fewer than the default's 4 "
-                             f"(-4 -3 -2 -1): the maps combine all {n}")
-        spec = list(target_layers) if isinstance(target_layers, (list, tuple)) else target_layers
-        last_k = re.fullmatch(r"last_(\d+)", spec.strip().lower()) if isinstance(spec, str) else None
-        if last_k:  # "last_4" on a model with fewer blocks means all of them, as the layer modes do
-            self.target_layers = self.layer_names[-min(int(last_k.group(1)), len(self.layer_names)):]
-        else:
-            self.target_layers = [n for n, _ in resolve_layers(model, spec)]
-        outside = [n for n in self.target_layers if n not in self.layer_names]
-        if outside:
-            raise VizkitError(f"target layer(s) {', '.join(outside)} are not transformer blocks of "
-                              f"{type(model).__name__}; blocks: {self.layer_names[0]} .. {self.layer_names[-1]}")
+        self.layer_names, self.target_layers, self.note = check_attention_options(model, target_layers, head_fusion,
+                                                                                  aggregation)
         self.class_names = list(class_names) if class_names else None
 
     def _debug_info(self, result: DetectorAttention) -> str:
@@ -395,17 +409,6 @@ def save_image_result(res: ImageResult, result: DetectorAttention, index: int, o
 # --------------------------------------------------------------------------------------
 # one image, many images
 # --------------------------------------------------------------------------------------
-def _stems(paths: Sequence[Path]) -> list[str]:
-    """Output stems: the file stems, made unique (``a``, ``a_2``) when two images share one."""
-    seen: dict[str, int] = {}
-    out = []
-    for p in paths:
-        n = seen.get(p.stem, 0) + 1
-        seen[p.stem] = n
-        out.append(p.stem if n == 1 else f"{p.stem}_{n}")
-    return out
-
-
 def analyze_images(detector: Detector, images: Sequence[Any], output_dir: str | os.PathLike,
                    target_layers: Any = None, head_fusion: str = "mean", aggregation: str = "relevance",
                    multi_layer: bool = True, stems: Sequence[str] | None = None, batch_size: int = 16,
@@ -419,7 +422,7 @@ def analyze_images(detector: Detector, images: Sequence[Any], output_dir: str | 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [Path(p) if isinstance(p, (str, os.PathLike)) else None for p in images]
-    names = list(stems) if stems is not None else _stems([p or Path(f"image_{i}") for i, p in enumerate(paths)])
+    names = list(stems) if stems is not None else unique_stems([p or f"image_{i}" for i, p in enumerate(paths)])
     loaded, failures = [], []
     for name, p, item in zip(names, paths, images):
         try:
@@ -436,6 +439,79 @@ def analyze_images(detector: Detector, images: Sequence[Any], output_dir: str | 
             save_image_result(res, result, i, out, multi_layer)
             results.append(res)
     return results, failures
+
+
+@dataclass
+class AttentionRun:
+    """What :func:`run_detector_attention` did: per-image results, the images that could not be
+    read ``(name, error)``, the run folder, its report, the fake class index and notes (e.g.
+    fewer layers than the default)."""
+
+    results: list[ImageResult]
+    failures: list[tuple[str, str]]
+    folder: Path
+    report: Path
+    fake_index: int
+    notes: list[str]
+
+
+def detector_attention_task(chunk: list[tuple[str, str]], out: str, model_config: str | None, weights: str | None,
+                            head: str | None, layers: Any, head_fusion: str, aggregation: str, multi_layer: bool,
+                            batch_size: int, device: str, num_heads: int | None = None) -> tuple[list, list]:
+    """A batch of ``(path, stem)`` images of :func:`run_detector_attention` on a Dask worker (the
+    detector loaded once per worker): ``(results, failures)``."""
+    from ..distributed.chunks import setup_worker
+    from ..distributed.worker import cached
+
+    setup_worker()
+    detector = cached(("detector-attention", model_config, weights, head, device, num_heads),
+                      lambda: load_detector_model(None, model_config, weights, head=head, num_heads=num_heads,
+                                                  device=device))
+    return analyze_images(detector, [Path(p) for p, _ in chunk], Path(out), layers, head_fusion, aggregation,
+                          multi_layer=multi_layer, stems=[st for _, st in chunk], batch_size=batch_size)
+
+
+def run_detector_attention(image_paths: Sequence[str | os.PathLike], output_dir: str | os.PathLike, *,
+                           model_config: str | None = None, weights: str | None = None, head: str | None = None,
+                           num_heads: int | None = None, target_layers: Any = None, head_fusion: str = "mean",
+                           aggregation: str = "relevance", multi_layer: bool = False, batch_size: int = 16,
+                           overwrite: bool = False, debug: bool = False, device: str | torch.device = "auto",
+                           cluster: ClusterOptions | None = None, params: dict[str, Any] | None = None,
+                           progress: bool = True) -> AttentionRun:
+    """``vizkit detector-attention``: explain the images (files or folders) with the detector of
+    ``model_config`` + ``weights`` (none: the zoo's), writing the seed's files per image and
+    ``attention_report.md`` (``params``: its parameter table). The options are checked
+    (:func:`check_attention_options`) before the output folder is made; an unreadable image is
+    reported in ``failures`` and skipped. ``target_layers``: block indices or names, or
+    last / last_4 / all (a list is joined as one spec); ``device`` by
+    :func:`vizkit.state.resolve_device`; ``cluster``: batches of images on a Dask cluster."""
+    from ..runs import run_folder
+
+    files = image_files(image_paths)
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be positive, got {batch_size}")
+    layers = parse_layers(",".join(map(str, target_layers)) if isinstance(target_layers, (list, tuple))
+                          else target_layers) if target_layers else None
+    dev = str(resolve_device(device))
+    detector = load_detector_model(None, model_config, weights, head=head, num_heads=num_heads, device=dev)
+    note = check_attention_options(detector.model, layers, head_fusion, aggregation)[2]
+    out = run_folder(output_dir, "detector-attention", overwrite=overwrite, overwrite_hint="pass --overwrite")
+    if cluster is not None:  # batches of images on the cluster, the report here
+        from ..distributed.chunks import map_tasks
+
+        pairs = list(zip(map(str, files), unique_stems(files)))
+        size = max(1, min(batch_size, -(-len(pairs) // 8)))
+        parts = map_tasks(cluster, detector_attention_task, [pairs[i:i + size] for i in range(0, len(pairs), size)],
+                          str(out), model_config, weights, head, layers, head_fusion, aggregation, multi_layer,
+                          batch_size, dev, num_heads, progress="detector-attention", unit="batch")
+        results = [r for res, _ in parts for r in res]
+        failures = [f for _, fails in parts for f in fails]
+    else:
+        results, failures = analyze_images(detector, files, out, layers, head_fusion, aggregation,
+                                           multi_layer=multi_layer, batch_size=batch_size,
+                                           progress=progress and len(files) > 1, debug=debug)
+    report = write_attention_report(out, dict(params or {}), detector, results, failures=failures)
+    return AttentionRun(results, failures, out, report, detector.fake_index, [note] if note else [])
 
 
 def analyze_single_image(config_path: str | os.PathLike | None, weights_path: str | os.PathLike | None,
@@ -767,8 +843,7 @@ def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:
     missing = [q for q in paths if not Path(q).exists()]
     if missing:
         raise ParameterError(f"images not found: {', '.join(map(repr, missing))}")
-    if p["device"] == "cuda" and not torch.cuda.is_available():
-        raise ParameterError("device='cuda' but no CUDA device is available: use 'auto' or 'cpu'")
+    resolve_device(p["device"])  # cuda without a GPU: one clear error
     return p
 
 
@@ -777,7 +852,7 @@ def notebook_images(images: Any, num_images: int, seed: int = 0) -> tuple[list[A
     ``num_images`` zoo test faces alternating real and fake (samples carry labels and masks)."""
     if images:
         files = image_files([images] if isinstance(images, (str, os.PathLike)) else list(images))
-        return list(files), _stems(files), [None] * len(files)
+        return list(files), unique_stems(files), [None] * len(files)
     from .. import zoo
 
     test = zoo.dataset("face_forgery_detector", "test")
@@ -787,4 +862,4 @@ def notebook_images(images: Any, num_images: int, seed: int = 0) -> tuple[list[A
     ri, fi = rng.permutation(len(reals)), rng.permutation(len(fakes))
     chosen = [(fakes[fi[k // 2]] if k % 2 == 0 else reals[ri[k // 2]]) for k in range(num_images)]
     names = [f"{'fake' if s.label else 'real'}_{s.meta.get('index', k)}" for k, s in enumerate(chosen)]
-    return [s.image for s in chosen], _stems([Path(n) for n in names]), chosen
+    return [s.image for s in chosen], unique_stems(names), chosen

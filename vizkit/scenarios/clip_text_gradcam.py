@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -29,18 +29,25 @@ import torch
 from PIL import Image
 
 from .. import render
+from ..render import display_crop
 from ..evaluate import localization
-from ..io import load_image, read_json, write_json
+from ..io import image_files, load_image, read_json, write_json
 from ..errors import InputError, VizkitError
 from ..explain import cam
 from ..methods import get_method
 from ..models.clip import ClipAdapter
 from ..models.load_clip import load_clip
-from ..state import model_device
+from ..state import model_device, resolve_device
 from ..targets import ImageTextSimilarity
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..distributed.chunks import ClusterOptions
+
 __all__ = ["ClipGradCAMResult", "ClipExplorer", "load_clip_model", "load_class_texts", "load_image", "display_crop",
-           "explain_clip", "figure", "save_result", "output_stem", "visualize_clip_gradcam", "pointing_table",
+           "explain_clip", "figure", "save_result", "output_stem", "run_clip_gradcam", "ClipBatchRun", "explain_file",
+           "clip_gradcam_task", "visualize_clip_gradcam", "pointing_table",
            "text_maps", "text_maps_figure", "write_clip_report", "notebook_parameters", "check_notebook_parameters",
            "candidate_layers", "ZOO_CLIPS"]
 
@@ -132,16 +139,6 @@ def load_class_texts(class_texts: Sequence[str] | None = None, class_texts_file:
     return list(data), list(data.values())
 
 
-def display_crop(image: Image.Image, size: int) -> np.ndarray:
-    """The region the model sees, for display: short side resized to ``size``, centre crop; HxWx3 float."""
-    w, h = image.size
-    scale = size / min(w, h)
-    im = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-    w, h = im.size
-    left, top = (w - size) // 2, (h - size) // 2
-    return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
-
-
 def explain_clip(adapter: ClipAdapter, images: Sequence[Image.Image], names: Sequence[str], texts: Sequence[str],
                  target_text_idx: int | None = None, method: str = "gradcam", layers: Any = "auto",
                  probability: bool = False, image_paths: Sequence[str] | None = None,
@@ -210,6 +207,91 @@ def output_stem(image_path: str | os.PathLike, output_name: str | None, batch: b
     name = Path(output_name).name
     name = name[:-4] if name.lower().endswith(".png") else name
     return f"{name}_{image_stem}" if batch else name
+
+
+@dataclass
+class ClipBatchRun:
+    """What :func:`run_clip_gradcam` did: the model, method, layers and explained score (of the first
+    image), the text names, and one row per image: ``image`` (file name), ``target``,
+    ``target_chosen``, ``prob`` (the target's probability) and ``figure`` (the written figure)."""
+
+    model: str
+    method: str
+    layers: list[str]
+    score: str
+    names: list[str]
+    rows: list[dict[str, Any]]
+
+
+def explain_file(adapter: ClipAdapter, image: Image.Image, path: str, stem: str, output_dir: str | os.PathLike,
+                 names: Sequence[str], texts: Sequence[str], target_text_idx: int | None = None,
+                 method: str = "gradcam", target_layer: Any = "auto", probability: bool = False,
+                 layout: Any = None) -> dict[str, Any]:
+    """One image of :func:`run_clip_gradcam`: explained, its files written as ``stem`` into
+    ``output_dir``; its row (see :class:`ClipBatchRun`)."""
+    result = explain_clip(adapter, [image], names, texts, target_text_idx, method, target_layer, probability,
+                          [str(path)], layout=layout)[0]
+    written = save_result(result, output_dir, stem)
+    t = result.target
+    return {"image": Path(path).name, "model": adapter.name, "method": result.method, "layers": list(result.layers),
+            "score": result.score, "target": t, "target_chosen": result.target_chosen,
+            "prob": float(result.probs[t]), "figure": str(written["figure"])}
+
+
+def clip_gradcam_task(item: tuple[str, str], out: str, model_kwargs: dict[str, Any], names: list[str],
+                      texts: list[str], target_text_idx: int | None, method: str, target_layer: Any,
+                      probability: bool, layout: Any = None) -> dict[str, Any]:
+    """One image ``(path, stem)`` of :func:`run_clip_gradcam` on a Dask worker (the model loaded once
+    per worker): its row."""
+    from ..distributed.chunks import setup_worker
+    from ..distributed.worker import cached
+
+    setup_worker()
+    path, stem = item
+    adapter = cached(("clip-gradcam", tuple(sorted(model_kwargs.items()))), lambda: load_clip_model(**model_kwargs))
+    return explain_file(adapter, load_image(path), path, stem, out, names, texts, target_text_idx, method,
+                        target_layer, probability, layout)
+
+
+def run_clip_gradcam(image_paths: Sequence[str | os.PathLike], class_texts: Sequence[str] | None = None,
+                     class_texts_file: str | os.PathLike | None = None, *, model: str | None = None,
+                     model_path: str | None = None, image_encoder: str | None = None, text_encoder: str | None = None,
+                     embed_dim: int = 512, img_size: int = 224, target_text_idx: int | None = None,
+                     method: str = "gradcam", target_layer: Any = "auto", probability: bool = False,
+                     layout: Any = None, output_dir: str | os.PathLike = "clip_gradcam_results",
+                     output_name: str | None = None, device: str | torch.device = "auto",
+                     cluster: ClusterOptions | None = None, progress: bool = True) -> ClipBatchRun:
+    """``vizkit clip-gradcam``: explain each image (files or folders) toward its target text and write
+    ``<stem>.png``, ``<stem>_overlay.png`` and ``<stem>.json`` per image (:func:`output_stem`).
+    Bad input (texts, target index, an unreadable image, the model) fails before anything is
+    written. ``device`` by :func:`vizkit.state.resolve_device`; ``cluster``: the images on a Dask
+    cluster (:func:`clip_gradcam_task`), the same files as without it."""
+    from tqdm import tqdm
+
+    if class_texts is None and class_texts_file is None:
+        raise InputError("give the class texts with --class-texts or --class-texts-file")
+    names, texts = load_class_texts(class_texts, class_texts_file)
+    if target_text_idx is not None and not 0 <= target_text_idx < len(texts):
+        raise InputError(f"--target-text-idx {target_text_idx} is out of range: there are {len(texts)} class "
+                         f"texts (valid 0..{len(texts) - 1})")
+    files = image_files(image_paths)
+    images = [load_image(f) for f in files]  # every image is read before anything is written
+    model_kwargs = dict(model=model, model_path=model_path, image_encoder=image_encoder, text_encoder=text_encoder,
+                        embed_dim=embed_dim, img_size=img_size, device=str(resolve_device(device)))
+    adapter = load_clip_model(**model_kwargs)
+    batch = len(files) > 1
+    items = [(str(f), output_stem(f, output_name, batch)) for f in files]
+    args = (names, texts, target_text_idx, method, target_layer, probability, layout)
+    if cluster is not None:
+        from ..distributed.chunks import map_tasks
+
+        rows = map_tasks(cluster, clip_gradcam_task, items, str(output_dir), model_kwargs, *args,
+                         progress="clip-gradcam", unit="image")
+    else:
+        rows = [explain_file(adapter, image, path, stem, output_dir, *args) for (path, stem), image in
+                tqdm(list(zip(items, images)), desc="clip-gradcam", disable=not (batch and progress), unit="image")]
+    first = rows[0]
+    return ClipBatchRun(first["model"], first["method"], first["layers"], first["score"], list(names), rows)
 
 
 def visualize_clip_gradcam(model: Any, image_path: str | os.PathLike, class_texts: Sequence[str] | None,
@@ -362,8 +444,7 @@ def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:
         raise ParameterError(f"class_texts_file {p['class_texts_file']!r} does not exist")
     if p["image_path"] and not Path(p["image_path"]).exists():
         raise ParameterError(f"image_path {p['image_path']!r} does not exist")
-    if p["device"] == "cuda" and not torch.cuda.is_available():
-        raise ParameterError("device='cuda' but no CUDA device is available: use 'auto' or 'cpu'")
+    resolve_device(p["device"])  # cuda without a GPU: one clear error
     return p
 
 

@@ -33,16 +33,14 @@ Example::
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
 import shutil
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -51,20 +49,27 @@ import torch
 from torch import nn
 
 from .. import render
-from ..errors import InputError, LayerNotFoundError, ParameterError, VizkitError
+from ..render import combined_map, display_image
+from ..errors import InputError, ParameterError, VizkitError
 from ..datasets import ZOO_DATASET, EvalDataset, parse_label, resolve_dataset
 from ..evaluate import batched, binary_metrics, localization
+from ..evaluate import binary_metrics_table as metrics_table
 from ..explain import cam
-from ..io import atomic_path, image_files, write_json, write_text
+from ..io import image_files, write_csv, write_json, write_text
 from ..layers import find_blocks, probe, resolve_layers
 from ..methods import get_method
 from ..models import Detector, load_detector
 from ..report import Report
-from ..runs import clear_complete, is_complete, mark_complete, run_folder
-from ..state import model_device
+from ..runs import (chunk_done, chunk_paths, clear_complete, is_complete, mark_complete, open_resumable_run,
+                    read_chunk_arrays, read_chunks, run_folder, write_chunk)
+from ..state import model_device, resolve_device
+
+if TYPE_CHECKING:
+    from ..distributed.chunks import ClusterOptions
 
 __all__ = ["Detector", "LayerInfo", "load_eval_detector", "resolve_gradcam_layers", "default_layers", "layer_table",
-           "EvalArgs", "EvalSummary", "evaluate_chunk", "evaluation_context", "run_evaluation", "detector_metrics",
+           "EvalArgs", "EvalSummary", "evaluate_chunk", "evaluation_context", "run_evaluation", "evaluate_detector",
+           "config_defaults", "ConfigDefaults", "evaluate_chunk_task", "detector_gradcam_task", "detector_metrics",
            "metrics_table", "metadata_text", "select_samples", "gradcam_demo", "gradcam_image",
            "CLIPDetectorWithGradCAM", "DetectorGradCAMExplorer", "load_run", "notebook_parameters",
            "check_notebook_parameters", "SEED_LAYERS", "TARGETS", "CAM_METHODS", "resolve_dataset",
@@ -74,7 +79,7 @@ SEED_LAYERS = ("encoder.layers.23", "encoder.layers.20", "encoder.layers.15", "e
 CAM_METHODS = ("gradcam", "gradcam++")
 TARGETS = ("predicted", "fake", "real", "label")
 LABEL_NAMES = {0: "Real", 1: "Fake"}
-_DISPLAY_MIN = 224  # overlays of small models are upscaled to this size for legibility
+_DISPLAY_MIN = 224  # overlays of small models are upscaled to this size for legibility (render.display_image)
 
 
 # --------------------------------------------------------------------------------------
@@ -178,15 +183,6 @@ def layer_table(layers: Sequence[LayerInfo]) -> pd.DataFrame:
 # metrics: vizkit.evaluate.binary_metrics (AUC, accuracy, EER, AP, video AUC)
 # --------------------------------------------------------------------------------------
 detector_metrics = binary_metrics  # seed 002's name
-
-
-def metrics_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """The headline metrics as a one-column table (None shown as n/a)."""
-    keys = [("AUC", "auc"), ("accuracy", "accuracy"), ("EER", "eer"), ("AP", "ap"), ("video AUC", "video_auc"),
-            ("samples", "samples"), ("videos", "videos")]
-    return pd.DataFrame({"metric": [k for k, _ in keys],
-                         "value": ["n/a" if metrics.get(v) is None else (round(metrics[v], 4) if isinstance(
-                             metrics[v], float) else metrics[v]) for _, v in keys]})
 
 
 # --------------------------------------------------------------------------------------
@@ -344,34 +340,6 @@ def _cam_in_parts(model: nn.Module, x: torch.Tensor, targets: Any, layers: list[
                            layer_heatmaps={n: cat(lambda e, n=n: e.layer_heatmaps[n]) for n in exps[0].layer_heatmaps})
 
 
-def _chunk_paths(run: Path, k: int) -> tuple[Path, Path]:
-    return run / "chunks" / f"{k:05d}.json", run / "chunks" / f"{k:05d}.npz"
-
-
-def _write_chunk(run: Path, k: int, result: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    js, npz = _chunk_paths(run, k)
-    with atomic_path(npz) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-    write_json(js, result)  # written last: its presence marks the chunk complete
-
-
-def _read_chunks(run: Path, n: int) -> list[dict[str, Any]]:
-    return [json.loads(_chunk_paths(run, k)[0].read_text(encoding="utf-8")) for k in range(n)]
-
-
-def _read_maps(run: Path, n: int) -> dict[str, dict[int, np.ndarray]]:
-    """``{"<method>|<layer>": {dataset index: [h, w] raw map}}`` from every chunk."""
-    out: dict[str, dict[int, np.ndarray]] = {}
-    for k in range(n):
-        with np.load(_chunk_paths(run, k)[1]) as z:
-            index = z["index"]
-            for key in z.files:
-                if key != "index":
-                    out.setdefault(key, {}).update({int(i): z[key][j] for j, i in enumerate(index)})
-    return out
-
-
 # --------------------------------------------------------------------------------------
 # the evaluation
 # --------------------------------------------------------------------------------------
@@ -391,6 +359,11 @@ class EvalSummary:
     methods: list[str]
     report: Path | None = None
 
+    def text(self) -> str:
+        """The metrics table, and the localisation table when the set has masks, as text."""
+        tables = [metrics_table(self.metrics)] + ([self.localization.round(4)] if self.localization is not None else [])
+        return "\n".join(t.to_string(index=False) for t in tables)
+
 
 def _prepare(args: EvalArgs, device: str | torch.device, detector: Detector | None = None,
              dataset: EvalDataset | None = None) -> _Context:
@@ -408,43 +381,6 @@ def _prepare(args: EvalArgs, device: str | torch.device, detector: Detector | No
     layers = resolve_gradcam_layers(det.model, list(args.layers) or default_layers(det.model), det.size)
     ds = dataset or resolve_dataset(args.test_dataset, det.config, args.max_samples or None)
     return _Context(args, det, ds, layers, _methods(args, ds), model_device(det.model))
-
-
-def _open_run(output_dir: str | os.PathLike | None, manifest: dict[str, Any], overwrite: bool) -> tuple[Path, bool]:
-    """The run folder; ``(folder, resuming)``. The same run is resumed; ``overwrite`` starts it
-    afresh (its previous outputs removed, also when the manifest is the same); a folder holding
-    a different run is refused without ``overwrite``."""
-    if output_dir:
-        out = Path(output_dir)
-        old = out / "manifest.json"
-        if old.is_file() and not overwrite:
-            try:
-                same = json.loads(old.read_text(encoding="utf-8")) == manifest
-            except json.JSONDecodeError:
-                same = False
-            if same:
-                return out, True
-            raise ParameterError(f"output folder {str(out)!r} holds a different run (another model, dataset or "
-                                 "arguments; see its manifest.json): choose another folder or pass --overwrite")
-        if overwrite and out.is_dir():
-            for child in out.iterdir():
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-    out = run_folder(output_dir or None, "detector-gradcam-eval", overwrite=overwrite, overwrite_hint="pass --overwrite")
-    write_json(out / "manifest.json", manifest)
-    return out, False
-
-
-def _chunk_done(run: Path, k: int) -> bool:
-    """Chunk ``k`` is recorded and complete: its files exist and none of its images failed (a
-    chunk with unreadable images is computed again on the next run, so frames added since are
-    read; a chunk that raised is never written at all)."""
-    js, npz = _chunk_paths(run, k)
-    if not (js.is_file() and npz.is_file()):
-        return False
-    try:
-        return not json.loads(js.read_text(encoding="utf-8")).get("errors")
-    except json.JSONDecodeError:
-        return False
 
 
 def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path: str | None = None,
@@ -473,23 +409,24 @@ def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path
                     int(gradcam_samples), bool(save_all_predictions), layout=layout, num_heads=num_heads,
                     test_config=str(test_config) if test_config else None)
     ctx = _prepare(args, device, detector)
-    run, resuming = _open_run(output_dir, args.manifest(ctx.dataset, ctx.layers), overwrite)
+    manifest = args.manifest(ctx.dataset, ctx.layers)
+    run, resuming = open_resumable_run(output_dir, "detector-gradcam-eval", manifest, overwrite)
     n = chunk_count(len(ctx.dataset), args.batch_size)
-    todo = [k for k in range(n) if not _chunk_done(run, k)]
+    todo = [k for k in range(n) if not chunk_done(run, k)]
     if resuming and is_complete(run) and not todo:
         return load_run(run)
     clear_complete(run)
-    if any(_chunk_paths(run, k)[0].is_file() for k in todo):  # chunks read again: the samples may change
+    if any(chunk_paths(run, k)[0].is_file() for k in todo):  # chunks read again: the samples may change
         for folder in run.glob("sample*"):
             if folder.is_dir():
                 shutil.rmtree(folder)
     if map_chunks is not None and todo:
         for k, result, arrays in map_chunks(args, str(ctx.device), todo):
-            _write_chunk(run, k, result, arrays)
+            write_chunk(run, k, result, arrays)
     for _, ks in batched(todo if map_chunks is None else [], 1, progress="evaluate" if progress else False,
                          unit="batch"):
         result, arrays = evaluate_chunk(ctx, ks[0])
-        _write_chunk(run, ks[0], result, arrays)
+        write_chunk(run, ks[0], result, arrays)
     return _finalize(ctx, run, n, report)
 
 
@@ -497,6 +434,83 @@ def evaluation_context(args: EvalArgs, device: str | torch.device = "cpu") -> _C
     """What :func:`evaluate_chunk` needs for ``args`` (the detector loaded, the dataset resolved):
     a process that computes chunks elsewhere builds it once from the picklable ``args``."""
     return _prepare(args, device)
+
+
+def evaluate_chunk_task(args: EvalArgs, device: str, k: int) -> tuple[int, dict, dict, dict]:
+    """Chunk ``k`` of the evaluation ``args`` on a Dask worker: ``(k, result, arrays, info)``;
+    ``info``: the worker's pid, how many times it loaded this evaluation's model, its torch threads."""
+    from ..distributed.chunks import setup_worker
+    from ..distributed.worker import cache_loads, cached
+
+    setup_worker()
+    key = ("scenario3", args, device)
+    ctx = cached(key, lambda: evaluation_context(args, device))
+    result, arrays = evaluate_chunk(ctx, k)
+    return k, result, arrays, {"pid": os.getpid(), "loads": cache_loads().get(repr(key), 0),
+                               "threads": torch.get_num_threads()}
+
+
+@dataclass
+class ConfigDefaults:
+    """What DeepfakeBench's configs decide when the caller does not (:func:`config_defaults`)."""
+
+    test_config: str | None
+    test_dataset: str | None
+    gradcam_enabled: bool
+    output_dir: str
+    layers: list[str] | None
+
+
+def config_defaults(detector_path: str | None = None, test_config: str | None = None, *,
+                    test_dataset: str | None = None, gradcam_enabled: bool | None = None,
+                    output_dir: str | None = None, layers: Sequence[str] | None = None) -> ConfigDefaults:
+    """The values given, else the configs' as DeepfakeBench's test.py reads them: with a
+    ``detector_path``, ``test_config`` defaults to ``training/config/test_config.yaml`` under the
+    working directory when that file exists, merged over the detector YAML; the merged config's
+    ``test_dataset`` (its first when a list), ``gradcam_enabled`` (else off), ``gradcam_save_dir``
+    (else ``gradcam_evaluation``) and ``gradcam_layers`` fill what is None."""
+    from ..models.load_detector import read_detector_config
+
+    extra: dict[str, Any] = {}
+    if detector_path:
+        default = Path("training/config/test_config.yaml")
+        if test_config is None and default.is_file():
+            test_config = str(default.resolve())
+        extra = read_detector_config(detector_path, test_config).extra
+    elif test_config:
+        extra = read_detector_config(test_config).extra
+    named = extra.get("test_dataset")
+    if test_dataset is None and isinstance(named, (list, str)) and named:
+        test_dataset = named if isinstance(named, str) else named[0]
+    return ConfigDefaults(test_config, test_dataset,
+                          gradcam_enabled if gradcam_enabled is not None else bool(extra.get("gradcam_enabled", False)),
+                          output_dir or extra.get("gradcam_save_dir") or "gradcam_evaluation",
+                          list(layers or ()) or extra.get("gradcam_layers") or None)
+
+
+def evaluate_detector(output_dir: str | None = None, *, detector_path: str | None = None,
+                      weights_path: str | None = None, test_config: str | None = None,
+                      test_dataset: str | None = None, gradcam_enabled: bool | None = None,
+                      layers: Sequence[str] | None = None, table_methods: str | Sequence[str] = CAM_METHODS,
+                      cluster: ClusterOptions | None = None, device: str | torch.device = "auto",
+                      **options: Any) -> EvalSummary:
+    """``vizkit evaluate``: :func:`run_evaluation` with what is not given taken from the
+    DeepfakeBench configs (:func:`config_defaults`), ``table_methods`` also as ``"a,b"``,
+    ``device`` by :func:`vizkit.state.resolve_device` and the chunks on a Dask cluster when
+    ``cluster`` is given. ``options``: the other keywords of :func:`run_evaluation`."""
+    d = config_defaults(detector_path, test_config, test_dataset=test_dataset, gradcam_enabled=gradcam_enabled,
+                        output_dir=output_dir, layers=layers)
+    if isinstance(table_methods, str):
+        table_methods = [m.strip() for m in table_methods.split(",") if m.strip()]
+    mapper = None
+    if cluster is not None:
+        from ..distributed.chunks import ClusterChunkMapper
+
+        mapper = ClusterChunkMapper(evaluate_chunk_task, cluster, name="evaluate", progress=options.get("progress"))
+    return run_evaluation(d.output_dir, detector_path=detector_path, weights_path=weights_path,
+                          test_dataset=d.test_dataset, gradcam_enabled=d.gradcam_enabled, layers=d.layers,
+                          table_methods=table_methods, device=resolve_device(device), map_chunks=mapper,
+                          test_config=d.test_config, **options)
 
 
 def _localization_table(chunks: Sequence[dict[str, Any]]) -> pd.DataFrame | None:
@@ -529,25 +543,6 @@ def metadata_text(label: int, pred: int, confidence: float, dataset: str) -> str
             f"Confidence: {confidence:.4f}\nCorrect: {label == pred}\nDataset: {dataset}\n")
 
 
-def _display(image: np.ndarray, size: int) -> np.ndarray:
-    """The image as the model sees it (resized to its input size), upscaled for legibility."""
-    import cv2
-
-    im = cv2.resize(np.asarray(image, np.uint8), (size, size), interpolation=cv2.INTER_AREA)
-    if size < _DISPLAY_MIN:
-        im = cv2.resize(im, (_DISPLAY_MIN, _DISPLAY_MIN), interpolation=cv2.INTER_CUBIC)
-    return im
-
-
-def combined_map(layer_maps: Sequence[np.ndarray], size: int) -> np.ndarray:
-    """The layers' raw maps combined as :func:`vizkit.cam` does: each normalised and resized, the
-    mean normalised again: ``[size, size]`` in [0, 1]."""
-    import cv2
-
-    ups = [cv2.resize(render.normalize_map(m), (size, size), interpolation=cv2.INTER_LINEAR) for m in layer_maps]
-    return render.normalize_map(np.mean(ups, 0))
-
-
 def _title(row: Mapping[str, Any]) -> str:
     conf = row["prob"] if row["pred"] == 1 else 1 - row["prob"]
     verdict = "correct" if row["correct"] else "WRONG"
@@ -577,14 +572,8 @@ def _save_sample(run: Path, i: int, row: Mapping[str, Any], display: np.ndarray,
     return folder
 
 
-def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
-    buf = io.StringIO()
-    frame.to_csv(buf, index=False)
-    return write_text(path, buf.getvalue())
-
-
 def _finalize(ctx: _Context, run: Path, n: int, report: bool) -> EvalSummary:
-    chunks = _read_chunks(run, n)
+    chunks = read_chunks(run, n)
     preds = pd.DataFrame([p for c in chunks for p in c["predictions"]],
                          columns=["index", "path", "label", "prob", "pred", "correct", "video"])
     errors = pd.DataFrame([e for c in chunks for e in c["errors"]], columns=["index", "path", "error"])
@@ -594,25 +583,25 @@ def _finalize(ctx: _Context, run: Path, n: int, report: bool) -> EvalSummary:
                    method=ctx.args.method if ctx.methods else None, target=ctx.args.target,
                    layers=[i.name for i in ctx.layers] if ctx.methods else [], input_size=ctx.detector.size)
     write_json(run / "metrics.json", metrics)
-    _write_csv(run / "predictions.csv", preds[["path", "label", "prob", "pred", "correct"]].rename(
+    write_csv(run / "predictions.csv", preds[["path", "label", "prob", "pred", "correct"]].rename(
         columns={"prob": "fake_probability", "pred": "prediction"}).assign(
         fake_probability=lambda d: d["fake_probability"].round(6)))
-    _write_csv(run / "errors.csv", errors)
+    write_csv(run / "errors.csv", errors)
     loc = _localization_table(chunks)
     if loc is not None:
-        _write_csv(run / "localization.csv", loc.round(6))
+        write_csv(run / "localization.csv", loc.round(6))
     samples = pd.DataFrame(columns=["sample", "index", "path", "label", "pred", "prob", "correct"])
     if ctx.methods:
         chosen = select_samples(preds, ctx.args.gradcam_samples, ctx.args.save_all_predictions)
-        maps = _read_maps(run, n)
+        maps = read_chunk_arrays(run, n)
         method = ctx.methods[0]
         for i, row in chosen.iterrows():
             if not (run / f"sample{i}" / f"sample{i}_metadata.txt").is_file():
-                display = _display(ctx.dataset.image(int(row["index"]), ctx.detector.read), ctx.detector.size)
+                display = display_image(ctx.dataset.image(int(row["index"]), ctx.detector.read), ctx.detector.size)
                 layer_maps = {li.name: maps[f"{method}|{li.name}"][int(row["index"])] for li in ctx.layers}
                 _save_sample(run, i, row, display, layer_maps, method, ctx.dataset.name)
         samples = chosen.assign(sample=[f"sample{i}" for i in range(len(chosen))])[samples.columns]
-        _write_csv(run / "samples.csv", samples)
+        write_csv(run / "samples.csv", samples)
     summary = EvalSummary(run, metrics, preds, errors, loc, samples, ctx.layers, ctx.methods)
     if report:
         summary.report = write_report(summary, ctx)
@@ -627,7 +616,7 @@ def load_run(run_dir: str | os.PathLike) -> EvalSummary:
         raise InputError(f"{str(run)!r} holds no finished evaluation (no completion marker): run it (again) to finish")
     manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
     n = len(list((run / "chunks").glob("*.json")))
-    chunks = _read_chunks(run, n)
+    chunks = read_chunks(run, n)
     preds = pd.DataFrame([p for c in chunks for p in c["predictions"]],
                          columns=["index", "path", "label", "prob", "pred", "correct", "video"])
     errors = pd.DataFrame([e for c in chunks for e in c["errors"]], columns=["index", "path", "error"])
@@ -636,7 +625,7 @@ def load_run(run_dir: str | os.PathLike) -> EvalSummary:
     layers = [LayerInfo(n_, "", "") for n_ in manifest["layers"]] if metrics.get("layers") else []
     methods: list[str] = []
     if n:
-        with np.load(_chunk_paths(run, 0)[1]) as z:
+        with np.load(chunk_paths(run, 0)[1]) as z:
             methods = list(dict.fromkeys(k.split("|")[0] for k in z.files if "|" in k))
     report = run / "report.md"
     return EvalSummary(run, metrics, preds, errors, _localization_table(chunks), samples, layers, methods,
@@ -668,11 +657,11 @@ def worst_mistakes_figure(summary: EvalSummary, dataset: EvalDataset, size: int,
         return None
     wrong["confidence"] = np.where(wrong["pred"] == 1, wrong["prob"], 1 - wrong["prob"])
     wrong = wrong.sort_values(["confidence", "index"], ascending=[False, True]).head(count)
-    maps = _read_maps(summary.run_dir, len(list((summary.run_dir / "chunks").glob("*.json"))))
+    maps = read_chunk_arrays(summary.run_dir, len(list((summary.run_dir / "chunks").glob("*.json"))))
     method = summary.methods[0]
     panels = []
     for _, row in wrong.iterrows():
-        display = _display(dataset.image(int(row["index"])), size)
+        display = display_image(dataset.image(int(row["index"])), size)
         heat = combined_map([maps[f"{method}|{li.name}"][int(row["index"])] for li in summary.layers], display.shape[0])
         panels.append(render.Panel(image=display, heatmap=heat,
                                    title=f"#{int(row['index'])} {LABEL_NAMES[int(row['label'])]}->"
@@ -728,16 +717,24 @@ def gradcam_demo(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
                  method: str = "gradcam", target: str = "predicted", overwrite: bool = False,
                  progress: bool = False, device: str | torch.device = "cpu",
                  layout: Any = None, map_images: Callable[[list[Path], Path, list[str]], list[Any]] | None = None,
-                 num_heads: int | None = None) -> tuple[list[dict[str, Any]], list]:
+                 num_heads: int | None = None,
+                 cluster: ClusterOptions | None = None) -> tuple[list[dict[str, Any]], list]:
     """Per image: ``gradcam_{layer}_{stem}.png`` per layer, ``{stem}_comparison.png`` (prediction in
     the title) and ``{stem}.json``. Returns (results, failures). ``layout``: where the layers'
     channels are (see :func:`vizkit.cam`).
 
-    ``map_images(files, out, layer_names)``: explains the files elsewhere (e.g. on a Dask cluster,
-    :mod:`vizkit.scenarios.cluster_tasks`), returning per file what :func:`gradcam_image` returns or
-    ``(name, error)`` for an unreadable one, in the files' order."""
+    ``map_images(files, out, layer_names)``: explains the files elsewhere, returning per file what
+    :func:`gradcam_image` returns or ``(name, error)`` for an unreadable one, in the files' order;
+    ``cluster``: the files on a Dask cluster (:func:`detector_gradcam_task` per image)."""
     if method not in CAM_METHODS:
         raise ParameterError(f"method {method!r}: choose {' or '.join(CAM_METHODS)}")
+    if cluster is not None and map_images is None:
+        def map_images(files: list[Path], out: Path, layer_names: list[str]) -> list[Any]:
+            from ..distributed.chunks import map_tasks
+
+            return map_tasks(cluster, detector_gradcam_task, [str(f) for f in files], str(out), config, weights,
+                             layer_names, method, target, str(device), layout, num_heads,
+                             progress="detector-gradcam", unit="image")
     files = image_files([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     det = load_eval_detector(config, weights, num_heads=num_heads, device=device)
     infos = resolve_gradcam_layers(det.model, list(layers or det.config.get("gradcam_layers") or default_layers(det.model)),
@@ -767,7 +764,7 @@ def gradcam_image(det: Detector, infos: Sequence[LayerInfo], path: Path, out: Pa
               layout=layout)
     prob = float(torch.softmax(exp.output.float(), -1)[0, det.fake_index])
     pred = int(prob >= 0.5) if det.fake_index == 1 else int(exp.output.argmax(-1)[0] == det.fake_index)
-    display = _display(image, det.size)
+    display = display_image(image, det.size)
     maps = {i.name: exp.layer_maps[i.module][0].cpu().numpy() for i in infos}
     for name, m in maps.items():
         render.save_image(render.overlay(display, m), out / f"gradcam_{name}_{path.stem}.png")
@@ -778,6 +775,29 @@ def gradcam_image(det: Detector, infos: Sequence[LayerInfo], path: Path, out: Pa
            "target": target, "layers": {i.name: i.module for i in infos}}
     write_json(out / f"{path.stem}.json", res)
     return res
+
+
+def detector_gradcam_task(path: Any, out: str, config: str | None, weights: str | None, layer_names: list[str],
+                          method: str, target: str, device: str, layout: Any = None,
+                          num_heads: int | None = None) -> Any:
+    """One image of ``vizkit detector-gradcam`` on a Dask worker (the detector loaded once per
+    worker): what :func:`gradcam_image` returns, or ``(name, error)`` for an unreadable image."""
+    from ..distributed.chunks import setup_worker
+    from ..distributed.worker import cached
+
+    setup_worker()
+    det, infos = cached(("detector-gradcam", config, weights, tuple(layer_names), device, num_heads),
+                        lambda: _gradcam_model(config, weights, layer_names, device, num_heads))
+    try:
+        return gradcam_image(det, infos, Path(path), Path(out), method, target, layout)
+    except VizkitError as err:
+        return (Path(path).name, str(err))
+
+
+def _gradcam_model(config: str | None, weights: str | None, layer_names: list[str], device: str,
+                   num_heads: int | None = None) -> tuple[Detector, list[LayerInfo]]:
+    det = load_eval_detector(config, weights, num_heads=num_heads, device=device)
+    return det, resolve_gradcam_layers(det.model, layer_names, det.size)
 
 
 # --------------------------------------------------------------------------------------
@@ -874,7 +894,7 @@ class DetectorGradCAMExplorer:
         manifest = json.loads((self.summary.run_dir / "manifest.json").read_text(encoding="utf-8"))
         self.dataset = dataset or resolve_dataset(manifest["test_dataset"], _manifest_config(manifest),
                                                   manifest["max_samples"] or None)
-        self.maps = _read_maps(self.summary.run_dir, len(list((self.summary.run_dir / "chunks").glob("*.json"))))
+        self.maps = read_chunk_arrays(self.summary.run_dir, len(list((self.summary.run_dir / "chunks").glob("*.json"))))
         self.size = int(size or self.summary.metrics.get("input_size") or _DISPLAY_MIN)
         self.layer_names = [li.name for li in self.summary.layers]
         self.show = W.ToggleButtons(options=["all", "wrong only"], value="all", description="show")
@@ -918,7 +938,7 @@ class DetectorGradCAMExplorer:
             return
         i = self.sample.value
         row = self.summary.predictions.set_index("index").loc[i]
-        display = _display(self.dataset.image(i), self.size)
+        display = display_image(self.dataset.image(i), self.size)
         self.pane.draw(self.current_map(), display, map_title=f"{self.method.value} @ {self.layer.value}",
                        overlay_title=_title({**row.to_dict(), "index": i}))
 
@@ -973,6 +993,5 @@ def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:
             raise ParameterError(f"{key} {p[key]!r} does not exist")
     if p["detector_path"] and not p["weights_path"]:
         raise ParameterError("detector_path needs weights_path (the .pth the config describes)")
-    if p["device"] == "cuda" and not torch.cuda.is_available():
-        raise ParameterError("device='cuda' but no CUDA device is available: use 'auto' or 'cpu'")
+    resolve_device(p["device"])  # cuda without a GPU: one clear error
     return p

@@ -33,13 +33,13 @@ from typing import Any, Callable, Iterable, Mapping
 
 from ..errors import InputError
 from ..notebook import Param
+from ..state import DEVICES
 
 __all__ = ["ScenarioSpec", "SCENARIOS", "COMMON_PARAMETERS", "DEVICES", "UnknownScenarioError", "Validator",
            "common_parameters", "get_scenario", "find_scenario", "notebook_validator"]
 
 #: a notebook's check: ``check(namespace, names_defined_before_the_parameters_cell) -> parameters``
 Validator = Callable[[Mapping[str, Any], Iterable[str]], dict[str, Any]]
-DEVICES = ("auto", "cpu", "cuda")
 
 
 def _non_negative(value: int) -> str | None:

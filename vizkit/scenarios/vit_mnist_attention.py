@@ -37,7 +37,7 @@ from ..errors import VizkitError
 from ..evaluate import batched
 from ..explain import AttentionMaps, attention, gradient_attention, rollout
 from ..report import Report, markdown_table
-from ..state import model_device
+from ..state import model_device, resolve_device
 
 __all__ = ["AttentionVisualizer", "AttentionCache", "AnalysisResult", "AttentionExplorer", "observations",
            "layer_summary", "write_report", "mnist_preprocess", "markdown_table", "notebook_parameters",
@@ -120,7 +120,7 @@ class AttentionVisualizer:
     def __init__(self, model: Any = None, config: Any = None, device: str | None = None,
                  output_dir: str | Path = "attention_analysis", head_fusion: str = "mean", cmap: str = "jet"):
         self.model_spec, self.config = model, config
-        self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device or "auto")
         self.output_dir = Path(output_dir)
         if head_fusion not in HEAD_FUSIONS:
             raise VizkitError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)}, got {head_fusion!r}")
@@ -472,8 +472,7 @@ def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:
         raise ParameterError("selection='indices' needs a non-empty indices list, e.g. indices=[0, 7, 42]")
     if p["model"] not in ("mnist_vit", "zoo:mnist_vit") and not p["model_config"]:
         raise ParameterError(f"model={p['model']!r} is a checkpoint path: also set model_config to its JSON config")
-    if p["device"] == "cuda" and not torch.cuda.is_available():
-        raise ParameterError("device='cuda' but no CUDA device is available: use 'auto' or 'cpu'")
+    resolve_device(p["device"])  # cuda without a GPU: one clear error
     return p
 
 

@@ -39,7 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..errors import InputError, ParameterError
+from ..errors import ParameterError
 from ..io import save_npz
 from ..models.vlm import VLM, load_vlm
 from ..models.vlm.relevance import TokenRelevance, answer_relevance

@@ -1,0 +1,6 @@
+"""``python -m vizkit.cli``: the same as the installed ``vizkit`` command."""
+import sys
+
+from . import main
+
+sys.exit(main())
