@@ -156,8 +156,14 @@ for layer in sorted(trace.rows):
 # contributions dropped (∂s/∂A ⊙ A, heads averaged), and the layers are chained from the first to the
 # last (R ← R + Ā R, Chefer et al. 2021). Left: the image; middle: the attention of the first video
 # layer for that token; right: its relevance. Each panel is scaled to its own maximum; the titles give
-# each map's share on the image positions. When relevance concentrates on the object the answer names
-# while attention is spread out, the attention map alone would have misled you.
+# each map's share on the image positions, and the list below names the positions that mattered most.
+#
+# Read the two together. Here the explained token is the last word of the answer, the object's name.
+# Attention puts about half its weight on the image; relevance, inside the image, lands on the same
+# object, but most of it goes to earlier *text*: by the time the model writes "Answer: triangle" it
+# repeats its own earlier words, and the image mattered earlier, when it first named the object. The
+# attention map alone would have told you the image decided this word. Try `explain_token = "triangle"`
+# (the first mention) or another word of the answer.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -167,6 +173,9 @@ if rel is not None:
     print(f"answer token {rel.token} ({rel.piece.strip()!r}), logit {rel.score:.2f}, relevance over layers {rel.layers}")
     print(f"share on image positions: attention (layer {rel.attention_layer}) "
           f"{va.image_share(trace, rel.attention):.3f}, relevance {va.image_share(trace, rel.relevance):.3f}")
+    print("most relevant positions:")
+    for pos, label, text, value in trace.top_positions(rel.relevance, 5):
+        print(f"  {pos:4d}  {label:16s} {text.strip()!r:14s} {value:.4f}")
 else:
     print("no token explained (explain_token is empty)")
 

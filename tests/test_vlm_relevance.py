@@ -180,6 +180,12 @@ def test_image_grid_and_share_by_hand():
     # image positions 2..6 of 0..7 (the query, position 8, left out): (2+3+4+5+6) / (0+...+7)
     assert image_share(T, values) == pytest.approx(20 / 28)
     views = image_views(T, values)
+    from vizkit.positions import Trace
+
+    tr = Trace(np.arange(9), 8, [f"w{i}" for i in range(9)], pm, {}, "", "generate", "all", [])
+    # position 8 (the query) is left out; ties keep position order
+    assert tr.top_positions(np.array([0, 5, 1, 3, 3, 0, 0, 2, 9.]), 3) == [
+        (1, "text", "w1", 5.0), (3, "image 0 (0, 1)", "w3", 3.0), (4, "image 0 (1, 0)", "w4", 3.0)]
     assert [(k, v) for k, v, _ in views] == [(0, "mosaic"), (0, "thumbnail")]
 
 
@@ -199,3 +205,24 @@ def test_run_folder_with_relevance(tmp_path):
     with pytest.raises(ParameterError, match="out of range: the answer has"):
         run_video(None, output_dir=tmp_path / "bad", explain_token=500, max_new_tokens=8, ground_truth=False)
     assert not (tmp_path / "bad").exists()  # checked before the folder is made
+
+
+def test_cli_explain_token_by_word_on_a_qwen_folder(tmp_path, capsys):
+    from vizkit.cli import main
+
+    folder = VF.save_random_qwen2_vl(tmp_path / "qwen", layers=3)
+    bench = tmp_path / "bench.json"
+    _images(1)[0].save(tmp_path / "a.png")
+    bench.write_text('[{"id": "s0", "image": ["a.png"], "problem": "What colour is the star?", "solution": "red"}]')
+    out = tmp_path / "run"
+    code = main(["vlm-video", "--model_path", str(folder), "--benchmark_json", str(bench), "--start_phrase", "",
+                 "--max_new_tokens", "5", "--layers", "0", "2", "--explain_token", "-2", "--relevance_layers", "1",
+                 "2", "--output-dir", str(out)])
+    assert code == 0, capsys.readouterr().err
+    saved = np.load(out / "relevance.npz")
+    j = int(saved["token"])
+    assert list(saved["layers"]) == [1, 2] and int(saved["attention_layer"]) == 0
+    assert (out / f"relevance_token{j}.png").is_file() and "relevance_figure" in capsys.readouterr().out
+    # the saved row is what answer_relevance gives for the same trace and options
+    trace_ids = np.load(out / "attention.npz")["input_ids"]
+    assert j == len(trace_ids) - int(np.load(out / "attention.npz")["prompt_len"]) - 2

@@ -237,6 +237,14 @@ class Trace:
         """``[N]``: the share of each answer row that lands on the layer's sinks."""
         return self.head_rows(layer, head)[:, self.sinks(layer)].sum(1)
 
+    def top_positions(self, values: np.ndarray, k: int = 5) -> list[tuple[int, str, str, float]]:
+        """The ``k`` positions with the largest ``values`` ``[K]`` (a row over positions ``0 .. K -
+        1``; the last, the query itself, left out), largest first: ``(position, label, text, value)``
+        with the position map's label (``text`` / ``image 0 (2, 3)`` / ...) and the token's text."""
+        v = np.asarray(values, np.float64)[:-1]
+        order = np.argsort(-v, kind="stable")[:k]
+        return [(int(t), self.pmap.label(int(t)), self.pieces[int(t)], float(v[t])) for t in order]
+
     def arrays(self) -> dict[str, np.ndarray]:
         """The ``attention.npz`` arrays (README, "attention.npz")."""
         out = {f"rows_layer{i}": r for i, r in self.rows.items()}

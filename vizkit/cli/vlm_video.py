@@ -8,6 +8,7 @@ from .common import cluster_flags, cluster_options, say
 
 DEFAULT_VLM_START = "Based on the following requirements"
 
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("vlm-video", help="per-token attention of a VLM over text and image patches, as an mp4",
                        description="Seed 004: while a vision-language model (a local folder of a supported family: "
@@ -40,6 +41,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sinks", choices=("keep", "mask"), default="keep",
                    help="keep the attention sinks in the video (default) or mask them, rows renormalised over the "
                         "rest (README: Attention sinks)")
+    p.add_argument("--explain_token", "--explain-token", default=None,
+                   help="also explain one answer token (an index, negative from the end, or a word): its relevance "
+                        "(gradient-weighted attention over all layers) beside the attention, relevance_token<j>.png "
+                        "and relevance.npz (README: Per-token relevance)")
+    p.add_argument("--relevance_layers", "--relevance-layers", type=int, nargs="+", default=None,
+                   help="decoder layers the relevance runs over (default all)")
     p.add_argument("--output-dir", "--output_dir", default=None, help="run folder (default runs/<time>-vlm-video)")
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     cluster_flags(p)
@@ -53,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     one = spec.lstrip("-").isdigit()
     res = run_video(args.model_path, args.benchmark_json, args.image_dir, int(spec) if one else spec, args.layer_idx,
                     args.start_phrase, args.layers, args.heads, args.max_image_num, args.max_new_tokens, args.mode,
-                    args.output_dir, args.overwrite, args.fps, sinks=args.sinks, cluster=cluster_options(args))
+                    args.output_dir, args.overwrite, args.fps, sinks=args.sinks, cluster=cluster_options(args),
+                    explain_token=args.explain_token, relevance_layers=args.relevance_layers)
     if not one:
         for row in res["samples"]:
             print(f"sample {row['sample']}: {row['status']}" + (f" ({row['error']})" if row["error"] else ""))
