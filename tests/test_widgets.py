@@ -54,3 +54,174 @@ def test_describe_controls_names_what_the_browser_moves():
     controls = [W.IntSlider(description="layer"), W.Dropdown(options=["a"], description="head"),
                 W.ToggleButtons(options=["x", "y"], description="class")]
     assert describe_controls(controls) == [("layer", "slider"), ("head", "dropdown"), ("class", "toggle")]
+
+
+# ---------------------------------------------------------------- the Explorer base, on a tiny subclass
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from vizkit.widgets import Control, Explorer, FrameView, HeatmapView, StaticControl  # noqa: E402
+
+
+class Tiny(Explorer):
+    """A row offset x a scale (the computed part, cached) x a sign (cheap, not cached)."""
+
+    CONTROLS = (("row", "slider"), ("scale", "dropdown"), ("sign", "toggle"))
+    LAYOUT = (("row", "scale"), ("sign",))
+
+    def __init__(self, interactive: bool = True):
+        self.computed: list[tuple[int, float]] = []
+        self.picture = np.linspace(0, 1, 8 * 8 * 3, dtype=np.float32).reshape(8, 8, 3)
+        super().__init__(interactive=interactive, cmap="viridis", figsize=(4, 2))
+
+    def control_specs(self):
+        return [Control("row", "slider", "row", min=0, max=2, value=1),
+                Control("scale", "dropdown", "scale", [("one", 1.0), ("two", 2.0)]),
+                Control("sign", "toggle", "sign", ["+", "-"])]
+
+    def heat(self, row: int, scale: float) -> np.ndarray:
+        self.computed.append((row, scale))
+        heat = np.zeros((3, 4), np.float32)
+        heat[row] = scale * np.arange(1, 5)
+        return heat
+
+    def render(self, state):
+        heat = self.cached((state["row"], state["scale"]), lambda: self.heat(state["row"], state["scale"]))
+        minus = state["sign"] == "-"
+        return HeatmapView(-heat if minus else heat, self.picture, map_title=f"row {state['row']}",
+                           suptitle=f"x{state['scale']}", diverging=minus)
+
+
+def test_explorer_builds_its_declared_controls_and_layout():
+    import ipywidgets as W
+
+    ex = Tiny()
+    assert describe_controls(ex.controls) == list(Tiny.CONTROLS)
+    assert [type(c) for c in ex.controls] == [W.IntSlider, W.Dropdown, W.ToggleButtons]
+    assert (ex.row, ex.scale, ex.sign) == ex.controls
+    assert (ex.row.min, ex.row.max) == (0, 2) and ex.scale.label == "one"
+    assert ex.state == {"row": 1, "scale": 1.0, "sign": "+"}  # declared value, else min / first option
+    top, sign, output = ex.widget.children
+    assert list(top.children) == [ex.row, ex.scale] and sign is ex.sign and output is ex.pane.output
+    assert ex.draws == 1 and np.array_equal(ex.drawn, ex.heat(1, 1.0)) and ex.pane.draws == 1
+
+
+def test_explorer_redraws_once_per_change_and_computes_each_key_once():
+    ex = Tiny()
+    ex.row.value = 2
+    ex.scale.value = 2.0
+    ex.sign.value = "-"
+    assert ex.draws == 4 and ex.pane.draws == 4
+    expected = np.zeros((3, 4), np.float32)
+    expected[2] = -2.0 * np.arange(1, 5)
+    np.testing.assert_array_equal(ex.drawn, expected)
+    ex.row.value = 2  # not a change: no redraw
+    assert ex.draws == 4
+    ex.row.value, ex.scale.value, ex.sign.value = 1, 1.0, "+"  # back to cached combinations
+    ex.scale.value = 2.0
+    assert ex.draws == 8 and ex.computed == [(1, 1.0), (2, 1.0), (2, 2.0), (1, 2.0)]
+    assert set(ex.view_cache) == {(1, 1.0), (2, 1.0), (2, 2.0), (1, 2.0)}
+    assert ex.cached((1, 1.0), lambda: pytest.fail("a cache hit must not compute")) is ex.view_cache[(1, 1.0)]
+
+
+def test_static_fallback_shows_what_the_widget_shows():
+    ex, st = Tiny(), Tiny(interactive=False)
+    assert st.widget is None and st.pane is None and not st.interactive
+    assert all(isinstance(c, StaticControl) for c in st.controls) and st.state == ex.state
+    assert describe_controls(st.controls) == list(Tiny.CONTROLS)
+    for label, value in (("row", 0), ("sign", "-"), ("scale", 2.0)):
+        ex.control(label).value = value
+        st.control(label).value = value
+        np.testing.assert_array_equal(st.drawn, ex.drawn)
+        view = st.static()
+        assert view.pngs == ex.pane.png == ex.static().pngs  # the same PNG bytes the page shows
+        assert view.title == "x" + str(st.state["scale"])
+    assert st.draws == ex.draws == 4
+    assert view.captions[0].startswith("row 0 (-8 .. ") and view.captions[1] == "overlay"
+    html = view._repr_html_()
+    assert html.count("<img") == 2 and "x2.0" in html
+    import base64
+
+    assert base64.b64encode(view.pngs[1]).decode() in view.markdown()
+    st.row.value = 9  # a slider clamps like IntSlider
+    assert st.row.value == 2
+    with pytest.raises(ValueError, match="not one of the options"):
+        st.scale.value = 3.0
+
+
+def test_on_change_may_move_other_controls_and_still_redraws_once():
+    class Linked(Tiny):
+        def on_change(self, label):
+            if label == "sign":
+                self.row.value = 0
+
+    for interactive in (True, False):
+        ex = Linked(interactive=interactive)
+        ex.sign.value = "-"
+        assert ex.draws == 2 and ex.state == {"row": 0, "scale": 1.0, "sign": "-"}, interactive
+        assert ex.computed == [(1, 1.0), (0, 1.0)]
+
+
+def test_controls_must_match_their_declaration():
+    class Wrong(Tiny):
+        CONTROLS = (("row", "slider"), ("scale", "toggle"), ("sign", "toggle"))
+
+    with pytest.raises(TypeError, match="CONTROLS declares"):
+        Wrong()
+
+    class Hidden(Tiny):
+        LAYOUT = (("row", "scale"),)
+
+    with pytest.raises(TypeError, match="each control once"):
+        Hidden()
+
+
+def test_frame_views_show_as_one_png():
+    class Frames(Explorer):
+        CONTROLS = (("shade", "slider"),)
+        VIEW = FrameView
+
+        def __init__(self, interactive=True):
+            super().__init__(interactive=interactive)
+
+        def control_specs(self):
+            return [Control("shade", "slider", "shade", min=0, max=255)]
+
+        def render(self, state):
+            return FrameView(np.full((4, 6, 3), state["shade"], np.uint8), f"shade {state['shade']}")
+
+    ex, st = Frames(), Frames(interactive=False)
+    ex.shade.value = st.shade.value = 200
+    assert decode(ex.output.value)[0, 0].tolist() == [200, 200, 200]
+    assert st.static().pngs == (ex.output.value,) and st.static().captions == ("shade 200",)
+
+
+def test_without_ipywidgets_an_explorer_is_static():
+    """ipywidgets made unimportable in a fresh interpreter: the explorer still builds, with static controls."""
+    code = """
+import sys
+sys.modules["ipywidgets"] = None  # `import ipywidgets` now raises ImportError
+import numpy as np
+from vizkit.widgets import Control, Explorer, HeatmapView, ipywidgets_module
+
+class One(Explorer):
+    CONTROLS = (("k", "dropdown"),)
+    def __init__(self):
+        super().__init__()
+    def control_specs(self):
+        return [Control("k", "dropdown", "k", [1, 2])]
+    def render(self, state):
+        return HeatmapView(np.eye(3) * state["k"], np.zeros((6, 6, 3)))
+
+assert ipywidgets_module() is None
+ex = One()
+ex.k.value = 2
+print(ex.widget, type(ex.k).__name__, ex.draws, float(ex.drawn.max()), len(ex.static().pngs))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["None", "StaticControl", "2", "2.0", "2"]
