@@ -225,3 +225,109 @@ print(ex.widget, type(ex.k).__name__, ex.draws, float(ex.drawn.max()), len(ex.st
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["None", "StaticControl", "2", "2.0", "2"]
+
+
+# ---------------------------------------------------------------- the five scenario explorers
+def _other_value(control):
+    """A value of ``control`` other than its current one (a slider's far end; the next option)."""
+    if describe_controls([control])[0][1] == "slider":
+        return control.max if control.value != control.max else control.min
+    values = [o[1] if isinstance(o, tuple) else o for o in control.options]
+    return next(v for v in values[values.index(control.value) + 1:] + values if v != control.value)
+
+
+def _explore(make, **values):
+    """Build the explorer with widgets and without; move each declared control away from its default (to
+    ``values[label]`` or :func:`_other_value`) and back, in both: one redraw per move, a new map, the first map
+    again, and the static explorer shows the widget's pixels. Returns the explorer and the map after each move."""
+    ex, st = make(True), make(False)
+    assert isinstance(ex, Explorer) and isinstance(st, Explorer) and ex.widget is not None and st.widget is None
+    assert describe_controls(ex.controls) == describe_controls(st.controls) == list(type(ex).CONTROLS)
+    assert ex.state == st.state and ex.draws == st.draws == 1
+    first, moved = ex.drawn.copy(), {}
+    for control in ex.controls:
+        label, default = control.description, control.value
+        for value in (values.get(label, _other_value(control)), default):
+            draws = ex.draws
+            control.value = value
+            st.control(label).value = value
+            assert ex.draws == st.draws == draws + 1, label
+            assert ex.state == st.state, label
+            np.testing.assert_array_equal(st.drawn, ex.drawn)
+            assert st.static().pngs == (ex.pane.png if ex.pane is not None else (ex.output.value,)), label
+            if value != default:
+                assert not np.array_equal(ex.drawn, first), f"moving {label!r} did not change the map"
+                moved[label] = ex.drawn.copy()
+        np.testing.assert_array_equal(ex.drawn, first)
+    return ex, moved
+
+
+def test_detector_attention_explorer_is_an_explorer():
+    import torch
+
+    from vizkit import zoo
+    from vizkit.scenarios import clip_detector_attention as cda
+
+    detector = cda.load_detector_model()
+    faces = [s.image for s in zoo.dataset("face_forgery_detector", "test")][:3]
+    result = cda.CLIPViTGradCAM(detector.model, "all").explain(torch.stack([detector.preprocess(im) for im in faces]))
+    first = f"layer 0: {result.layer_names[0]}"  # the zoo detector has 4 blocks: all_layers == last_4_layers
+    ex, moved = _explore(lambda on: cda.DetectorAttentionExplorer(result, faces, interactive=on), layers=first)
+    np.testing.assert_allclose(moved["layers"], result.layer_heatmap(1, result.layer_names[0], "mean")[0].numpy())
+    diff = result.heatmap(1, "mean", "last_4_layers") - result.heatmap(0, "mean", "last_4_layers")
+    np.testing.assert_allclose(moved["class"], diff[0].numpy())
+
+
+def test_vit_attention_explorer_is_an_explorer(tmp_path):
+    from vizkit.models import SimpleViT
+    from vizkit.scenarios.vit_mnist_attention import AttentionExplorer, AttentionVisualizer
+
+    v = AttentionVisualizer(SimpleViT().eval(), device="cpu", output_dir=tmp_path / "run")
+    v.analyze(v.get_test_samples(3))
+    ex, moved = _explore(lambda on: AttentionExplorer(v.cache, interactive=on))
+    np.testing.assert_allclose(moved["view"], v.cache.rollout_map(0, "mean"))
+    np.testing.assert_allclose(moved["head"], v.cache.cls_map(0, len(v.cache.layers) - 1, 0, "mean"))
+
+
+def test_detector_gradcam_explorer_is_an_explorer(tmp_path):
+    from vizkit.scenarios import detector_gradcam_eval as dge
+
+    # the zoo detector's last block gives sample 0 an all-zero map: end the layers at block 2
+    layers = ["encoder.layers.1.layer_norm1", "encoder.layers.2.layer_norm1"]
+    dge.run_evaluation(tmp_path / "run", max_samples=20, batch_size=10, gradcam_samples=2, layers=layers)
+    ex, moved = _explore(lambda on: dge.DetectorGradCAMExplorer(tmp_path / "run", interactive=on))
+    wrong = ex.summary.predictions.loc[~ex.summary.predictions["correct"], "index"].tolist()
+    layer = ex.layer_names[-1]
+    np.testing.assert_array_equal(moved["show"], ex.maps[f"gradcam|{layer}"][wrong[0]])
+    np.testing.assert_array_equal(moved["method"], ex.maps[f"gradcam++|{layer}"][ex.sample.options[0][1]])
+
+
+def test_clip_explorer_is_an_explorer():
+    from PIL import Image
+
+    from vizkit import zoo
+    from vizkit.scenarios.clip_text_gradcam import ClipExplorer, explain_clip, load_clip_model
+
+    adapter = load_clip_model("shapes_clip")
+    image = Image.fromarray(zoo.dataset("shapes_clip", "test")[0].image)
+    names = ["a red circle", "a blue square", "a green star"]
+    ex, moved = _explore(lambda on: ClipExplorer(adapter, image, names, names, ["gradcam", "layercam"],
+                                                 ["auto", "visual.trunk.blocks.1"], interactive=on))
+    np.testing.assert_allclose(moved["layer"], explain_clip(adapter, [image], names, names, 0, "gradcam",
+                                                            "visual.trunk.blocks.1")[0].heatmap, atol=1e-6)
+    assert sorted(ex.cache) == [(0, "gradcam", "auto"), (0, "gradcam", "visual.trunk.blocks.1"),
+                                (0, "layercam", "auto"), (1, "gradcam", "auto")]  # one explanation per combination
+
+
+def test_vlm_attention_explorer_is_an_explorer():
+    from vizkit.models.vlm.trace import trace_sample
+    from vizkit.scenarios import vlm_attention_video as V
+
+    vlm = V.load_vlm(None)
+    json_path, image_dir = V.default_benchmark()
+    sample, images, _ = V.load_sample(json_path, image_dir, 0)
+    trace = trace_sample(vlm, sample["problem"], images, [1, 2], mode="solution", solution=sample["solution"],
+                         start_phrase="I count")
+    ex, moved = _explore(lambda on: V.VLMAttentionExplorer(trace, interactive=on))
+    np.testing.assert_array_equal(moved["token"], V.FrameRenderer(trace, 1, "mean").frame(trace.frame_tokens.stop - 1))
+    np.testing.assert_array_equal(moved["head"], V.FrameRenderer(trace, 1, "max").frame(trace.frame_tokens.start))
