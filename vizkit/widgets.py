@@ -321,6 +321,21 @@ class Explorer:
     :meth:`redraw` calls :meth:`render` with :attr:`state` and passes the view to :meth:`draw`; :attr:`drawn`
     holds the drawn array, :attr:`draws` counts redraws, :meth:`cached` keeps what a view needs per key, and
     :meth:`static` is the current view as PNGs (what a notebook shows without widgets).
+
+    Example::
+
+        class Shades(Explorer):
+            CONTROLS = (("shade", "slider"),)
+            VIEW = FrameView
+
+            def control_specs(self):
+                return [Control("shade", "slider", "shade", min=0, max=255)]
+
+            def render(self, state):
+                return FrameView(np.full((32, 32, 3), state["shade"], np.uint8), f"shade {state['shade']}")
+
+        Shades()  # in a notebook: the slider above the image, redrawn as it moves
+        Shades(interactive=False).static()  # the same PNG, no widgets
     """
 
     CONTROLS: ClassVar[tuple[tuple[str, str], ...]] = ()
