@@ -54,3 +54,280 @@ def test_describe_controls_names_what_the_browser_moves():
     controls = [W.IntSlider(description="layer"), W.Dropdown(options=["a"], description="head"),
                 W.ToggleButtons(options=["x", "y"], description="class")]
     assert describe_controls(controls) == [("layer", "slider"), ("head", "dropdown"), ("class", "toggle")]
+
+
+# ---------------------------------------------------------------- the Explorer base, on a tiny subclass
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from vizkit.widgets import Control, Explorer, FrameView, HeatmapView, StaticControl  # noqa: E402
+
+
+class Tiny(Explorer):
+    """A row offset x a scale (the computed part, cached) x a sign (cheap, not cached)."""
+
+    CONTROLS = (("row", "slider"), ("scale", "dropdown"), ("sign", "toggle"))
+    LAYOUT = (("row", "scale"), ("sign",))
+
+    def __init__(self, interactive: bool = True):
+        self.computed: list[tuple[int, float]] = []
+        self.picture = np.linspace(0, 1, 8 * 8 * 3, dtype=np.float32).reshape(8, 8, 3)
+        super().__init__(interactive=interactive, cmap="viridis", figsize=(4, 2))
+
+    def control_specs(self):
+        return [Control("row", "slider", "row", min=0, max=2, value=1),
+                Control("scale", "dropdown", "scale", [("one", 1.0), ("two", 2.0)]),
+                Control("sign", "toggle", "sign", ["+", "-"])]
+
+    def heat(self, row: int, scale: float) -> np.ndarray:
+        self.computed.append((row, scale))
+        heat = np.zeros((3, 4), np.float32)
+        heat[row] = scale * np.arange(1, 5)
+        return heat
+
+    def render(self, state):
+        heat = self.cached((state["row"], state["scale"]), lambda: self.heat(state["row"], state["scale"]))
+        minus = state["sign"] == "-"
+        return HeatmapView(-heat if minus else heat, self.picture, map_title=f"row {state['row']}",
+                           suptitle=f"x{state['scale']}", diverging=minus)
+
+
+def test_explorer_builds_its_declared_controls_and_layout():
+    import ipywidgets as W
+
+    ex = Tiny()
+    assert describe_controls(ex.controls) == list(Tiny.CONTROLS)
+    assert [type(c) for c in ex.controls] == [W.IntSlider, W.Dropdown, W.ToggleButtons]
+    assert (ex.row, ex.scale, ex.sign) == ex.controls
+    assert (ex.row.min, ex.row.max) == (0, 2) and ex.scale.label == "one"
+    assert ex.state == {"row": 1, "scale": 1.0, "sign": "+"}  # declared value, else min / first option
+    top, sign, output = ex.widget.children
+    assert list(top.children) == [ex.row, ex.scale] and sign is ex.sign and output is ex.pane.output
+    assert ex.draws == 1 and np.array_equal(ex.drawn, ex.heat(1, 1.0)) and ex.pane.draws == 1
+
+
+def test_explorer_redraws_once_per_change_and_computes_each_key_once():
+    ex = Tiny()
+    ex.row.value = 2
+    ex.scale.value = 2.0
+    ex.sign.value = "-"
+    assert ex.draws == 4 and ex.pane.draws == 4
+    expected = np.zeros((3, 4), np.float32)
+    expected[2] = -2.0 * np.arange(1, 5)
+    np.testing.assert_array_equal(ex.drawn, expected)
+    ex.row.value = 2  # not a change: no redraw
+    assert ex.draws == 4
+    ex.row.value, ex.scale.value, ex.sign.value = 1, 1.0, "+"  # back to cached combinations
+    ex.scale.value = 2.0
+    assert ex.draws == 8 and ex.computed == [(1, 1.0), (2, 1.0), (2, 2.0), (1, 2.0)]
+    assert set(ex.view_cache) == {(1, 1.0), (2, 1.0), (2, 2.0), (1, 2.0)}
+    assert ex.cached((1, 1.0), lambda: pytest.fail("a cache hit must not compute")) is ex.view_cache[(1, 1.0)]
+
+
+def test_static_fallback_shows_what_the_widget_shows():
+    ex, st = Tiny(), Tiny(interactive=False)
+    assert st.widget is None and st.pane is None and not st.interactive
+    assert all(isinstance(c, StaticControl) for c in st.controls) and st.state == ex.state
+    assert describe_controls(st.controls) == list(Tiny.CONTROLS)
+    for label, value in (("row", 0), ("sign", "-"), ("scale", 2.0)):
+        ex.control(label).value = value
+        st.control(label).value = value
+        np.testing.assert_array_equal(st.drawn, ex.drawn)
+        view = st.static()
+        assert view.pngs == ex.pane.png == ex.static().pngs  # the same PNG bytes the page shows
+        assert view.title == "x" + str(st.state["scale"])
+    assert st.draws == ex.draws == 4
+    assert view.captions[0].startswith("row 0 (-8 .. ") and view.captions[1] == "overlay"
+    html = view._repr_html_()
+    assert html.count("<img") == 2 and "x2.0" in html
+    import base64
+
+    assert base64.b64encode(view.pngs[1]).decode() in view.markdown()
+    st.row.value = 9  # a slider clamps like IntSlider
+    assert st.row.value == 2
+    with pytest.raises(ValueError, match="not one of the options"):
+        st.scale.value = 3.0
+
+
+def test_on_change_may_move_other_controls_and_still_redraws_once():
+    class Linked(Tiny):
+        def on_change(self, label):
+            if label == "sign":
+                self.row.value = 0
+
+    for interactive in (True, False):
+        ex = Linked(interactive=interactive)
+        ex.sign.value = "-"
+        assert ex.draws == 2 and ex.state == {"row": 0, "scale": 1.0, "sign": "-"}, interactive
+        assert ex.computed == [(1, 1.0), (0, 1.0)]
+
+
+def test_controls_must_match_their_declaration():
+    class Wrong(Tiny):
+        CONTROLS = (("row", "slider"), ("scale", "toggle"), ("sign", "toggle"))
+
+    with pytest.raises(TypeError, match="CONTROLS declares"):
+        Wrong()
+
+    class Hidden(Tiny):
+        LAYOUT = (("row", "scale"),)
+
+    with pytest.raises(TypeError, match="each control once"):
+        Hidden()
+
+
+def test_frame_views_show_as_one_png():
+    class Frames(Explorer):
+        CONTROLS = (("shade", "slider"),)
+        VIEW = FrameView
+
+        def __init__(self, interactive=True):
+            super().__init__(interactive=interactive)
+
+        def control_specs(self):
+            return [Control("shade", "slider", "shade", min=0, max=255)]
+
+        def render(self, state):
+            return FrameView(np.full((4, 6, 3), state["shade"], np.uint8), f"shade {state['shade']}")
+
+    ex, st = Frames(), Frames(interactive=False)
+    ex.shade.value = st.shade.value = 200
+    assert decode(ex.output.value)[0, 0].tolist() == [200, 200, 200]
+    assert st.static().pngs == (ex.output.value,) and st.static().captions == ("shade 200",)
+
+
+def test_without_ipywidgets_an_explorer_is_static():
+    """ipywidgets made unimportable in a fresh interpreter: the explorer still builds, with static controls."""
+    code = """
+import sys
+sys.modules["ipywidgets"] = None  # `import ipywidgets` now raises ImportError
+import numpy as np
+from vizkit.widgets import Control, Explorer, HeatmapView, ipywidgets_module
+
+class One(Explorer):
+    CONTROLS = (("k", "dropdown"),)
+    def __init__(self):
+        super().__init__()
+    def control_specs(self):
+        return [Control("k", "dropdown", "k", [1, 2])]
+    def render(self, state):
+        return HeatmapView(np.eye(3) * state["k"], np.zeros((6, 6, 3)))
+
+assert ipywidgets_module() is None
+ex = One()
+ex.k.value = 2
+print(ex.widget, type(ex.k).__name__, ex.draws, float(ex.drawn.max()), len(ex.static().pngs))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["None", "StaticControl", "2", "2.0", "2"]
+
+
+# ---------------------------------------------------------------- the five scenario explorers
+def _other_value(control):
+    """A value of ``control`` other than its current one (a slider's far end; the next option)."""
+    if describe_controls([control])[0][1] == "slider":
+        return control.max if control.value != control.max else control.min
+    values = [o[1] if isinstance(o, tuple) else o for o in control.options]
+    return next(v for v in values[values.index(control.value) + 1:] + values if v != control.value)
+
+
+def _explore(make, **values):
+    """Build the explorer with widgets and without; move each declared control away from its default (to
+    ``values[label]`` or :func:`_other_value`) and back, in both: one redraw per move, a new map, the first map
+    again, and the static explorer shows the widget's pixels. Returns the explorer and the map after each move."""
+    ex, st = make(True), make(False)
+    assert isinstance(ex, Explorer) and isinstance(st, Explorer) and ex.widget is not None and st.widget is None
+    assert describe_controls(ex.controls) == describe_controls(st.controls) == list(type(ex).CONTROLS)
+    assert ex.state == st.state and ex.draws == st.draws == 1
+    first, moved = ex.drawn.copy(), {}
+    for control in ex.controls:
+        label, default = control.description, control.value
+        for value in (values.get(label, _other_value(control)), default):
+            draws = ex.draws
+            control.value = value
+            st.control(label).value = value
+            assert ex.draws == st.draws == draws + 1, label
+            assert ex.state == st.state, label
+            np.testing.assert_array_equal(st.drawn, ex.drawn)
+            assert st.static().pngs == (ex.pane.png if ex.pane is not None else (ex.output.value,)), label
+            if value != default:
+                assert not np.array_equal(ex.drawn, first), f"moving {label!r} did not change the map"
+                moved[label] = ex.drawn.copy()
+        np.testing.assert_array_equal(ex.drawn, first)
+    return ex, moved
+
+
+def test_detector_attention_explorer_is_an_explorer():
+    import torch
+
+    from vizkit import zoo
+    from vizkit.scenarios import clip_detector_attention as cda
+
+    detector = cda.load_detector_model()
+    faces = [s.image for s in zoo.dataset("face_forgery_detector", "test")][:3]
+    result = cda.CLIPViTGradCAM(detector.model, "all").explain(torch.stack([detector.preprocess(im) for im in faces]))
+    first = f"layer 0: {result.layer_names[0]}"  # the zoo detector has 4 blocks: all_layers == last_4_layers
+    ex, moved = _explore(lambda on: cda.DetectorAttentionExplorer(result, faces, interactive=on), layers=first)
+    np.testing.assert_allclose(moved["layers"], result.layer_heatmap(1, result.layer_names[0], "mean")[0].numpy())
+    diff = result.heatmap(1, "mean", "last_4_layers") - result.heatmap(0, "mean", "last_4_layers")
+    np.testing.assert_allclose(moved["class"], diff[0].numpy())
+
+
+def test_vit_attention_explorer_is_an_explorer(tmp_path):
+    from vizkit.models import SimpleViT
+    from vizkit.scenarios.vit_mnist_attention import AttentionExplorer, AttentionVisualizer
+
+    v = AttentionVisualizer(SimpleViT().eval(), device="cpu", output_dir=tmp_path / "run")
+    v.analyze(v.get_test_samples(3))
+    ex, moved = _explore(lambda on: AttentionExplorer(v.cache, interactive=on))
+    np.testing.assert_allclose(moved["view"], v.cache.rollout_map(0, "mean"))
+    np.testing.assert_allclose(moved["head"], v.cache.cls_map(0, len(v.cache.layers) - 1, 0, "mean"))
+
+
+def test_detector_gradcam_explorer_is_an_explorer(tmp_path):
+    from vizkit.scenarios import detector_gradcam_eval as dge
+
+    # the zoo detector's last block gives sample 0 an all-zero map: end the layers at block 2
+    layers = ["encoder.layers.1.layer_norm1", "encoder.layers.2.layer_norm1"]
+    dge.run_evaluation(tmp_path / "run", max_samples=20, batch_size=10, gradcam_samples=2, layers=layers)
+    ex, moved = _explore(lambda on: dge.DetectorGradCAMExplorer(tmp_path / "run", interactive=on))
+    wrong = ex.summary.predictions.loc[~ex.summary.predictions["correct"], "index"].tolist()
+    layer = ex.layer_names[-1]
+    np.testing.assert_array_equal(moved["show"], ex.maps[f"gradcam|{layer}"][wrong[0]])
+    np.testing.assert_array_equal(moved["method"], ex.maps[f"gradcam++|{layer}"][ex.sample.options[0][1]])
+
+
+def test_clip_explorer_is_an_explorer():
+    from PIL import Image
+
+    from vizkit import zoo
+    from vizkit.scenarios.clip_text_gradcam import ClipExplorer, explain_clip, load_clip_model
+
+    adapter = load_clip_model("shapes_clip")
+    image = Image.fromarray(zoo.dataset("shapes_clip", "test")[0].image)
+    names = ["a red circle", "a blue square", "a green star"]
+    ex, moved = _explore(lambda on: ClipExplorer(adapter, image, names, names, ["gradcam", "layercam"],
+                                                 ["auto", "visual.trunk.blocks.1"], interactive=on))
+    np.testing.assert_allclose(moved["layer"], explain_clip(adapter, [image], names, names, 0, "gradcam",
+                                                            "visual.trunk.blocks.1")[0].heatmap, atol=1e-6)
+    assert sorted(ex.cache) == [(0, "gradcam", "auto"), (0, "gradcam", "visual.trunk.blocks.1"),
+                                (0, "layercam", "auto"), (1, "gradcam", "auto")]  # one explanation per combination
+
+
+def test_vlm_attention_explorer_is_an_explorer():
+    from vizkit.models.vlm.trace import trace_sample
+    from vizkit.scenarios import vlm_attention_video as V
+
+    vlm = V.load_vlm(None)
+    json_path, image_dir = V.default_benchmark()
+    sample, images, _ = V.load_sample(json_path, image_dir, 0)
+    trace = trace_sample(vlm, sample["problem"], images, [1, 2], mode="solution", solution=sample["solution"],
+                         start_phrase="I count")
+    ex, moved = _explore(lambda on: V.VLMAttentionExplorer(trace, interactive=on))
+    np.testing.assert_array_equal(moved["token"], V.FrameRenderer(trace, 1, "mean").frame(trace.frame_tokens.stop - 1))
+    np.testing.assert_array_equal(moved["head"], V.FrameRenderer(trace, 1, "max").frame(trace.frame_tokens.start))

@@ -32,11 +32,29 @@ def test_public_names_resolve_to_their_module():
             assert obj.__name__ == f"vizkit.scenarios.{name}"
         elif name in scenarios.NOTEBOOK_HELPERS:
             assert obj is getattr(importlib.import_module(scenarios.NOTEBOOK_HELPERS[name]), name)
+        elif name in scenarios.ALIASES:
+            module, defined = scenarios.ALIASES[name]
+            module = importlib.import_module(f"vizkit.scenarios.{module}")
+            assert obj is getattr(module, defined) and defined in module.__all__
         else:
             module = importlib.import_module(f"vizkit.scenarios.{scenarios._WHERE[name]}")
             assert obj is getattr(module, name) and name in module.__all__
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         scenarios.nope  # noqa: B018
+
+
+def test_each_public_name_is_exported_once_and_the_two_attention_visualizers_are_apart():
+    from vizkit.scenarios import vit_mnist_attention, vlm_attention_video
+
+    listed = [*scenarios.MODULES, *(n for names in scenarios._EXPORTS.values() for n in names),
+              *scenarios.ALIASES, *scenarios.NOTEBOOK_HELPERS]
+    assert sorted(n for n in set(listed) if listed.count(n) > 1) == []
+    assert scenarios.AttentionVisualizer is scenarios.ViTAttentionVisualizer is vit_mnist_attention.AttentionVisualizer
+    assert scenarios.VLMAttentionVisualizer is vlm_attention_video.AttentionVisualizer  # the seed's name there
+    assert scenarios.AttentionVisualizer is not scenarios.VLMAttentionVisualizer
+    for name in ("ViTAttentionVisualizer", "VLMAttentionVisualizer", "vit_mnist_attention.AttentionVisualizer",
+                 "vlm_attention_video.AttentionVisualizer"):
+        assert name in scenarios.__doc__, name
 
 
 def test_notebooks_import_only_from_vizkit_and_vizkit_scenarios():

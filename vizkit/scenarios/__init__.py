@@ -19,7 +19,18 @@ Each notebook's scenario is declared once in :mod:`vizkit.scenarios.registry` (n
 explorer, parameters, validator; not a scenario itself, so not listed here).
 
 Names load lazily: ``from vizkit.scenarios import AttentionVisualizer`` imports only the
-module that defines it. Notebooks import from ``vizkit`` and ``vizkit.scenarios`` only: the
+module that defines it. Each public name here belongs to one module (:data:`_EXPORTS`; no name is
+listed twice). Two scenario classes share the seed name ``AttentionVisualizer``; here they are:
+
+* ``AttentionVisualizer``, also ``ViTAttentionVisualizer`` (:data:`ALIASES`):
+  ``vit_mnist_attention.AttentionVisualizer``, scenario 2's ViT digit classifier (seed 001);
+* ``VLMAttentionVisualizer``: ``vlm_attention_video.AttentionVisualizer``, scenario 5's seed API
+  (seed 004, which calls it ``AttentionVisualizer``: import it under that name from its module).
+
+The explorers (``DetectorAttentionExplorer``, ``AttentionExplorer``, ``DetectorGradCAMExplorer``,
+``ClipExplorer``, ``VLMAttentionExplorer``) all extend :class:`vizkit.widgets.Explorer`.
+
+Notebooks import from ``vizkit`` and ``vizkit.scenarios`` only: the
 helpers every notebook uses (``baseline``, ``run_folder``, ``seed_everything``, ...) are
 re-exported here from their one home (:data:`NOTEBOOK_HELPERS`).
 """
@@ -55,6 +66,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "run_video", "create_video"),
     "vlm_ground_truth": ("explain_answer_attention", "ground_truth_table"),
 }
+#: unambiguous second names: alias -> (module, the name it defines there)
+ALIASES: dict[str, tuple[str, str]] = {"ViTAttentionVisualizer": ("vit_mnist_attention", "AttentionVisualizer")}
 MODULES = tuple(_EXPORTS)
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 # what the notebooks need besides their scenario module: name -> the module that defines it
@@ -63,7 +76,7 @@ NOTEBOOK_HELPERS: dict[str, str] = {
     "markdown_table": "vizkit.report", "image_files": "vizkit.io",
 }
 
-__all__ = [*MODULES, *_WHERE, *NOTEBOOK_HELPERS]
+__all__ = [*MODULES, *_WHERE, *ALIASES, *NOTEBOOK_HELPERS]
 
 
 def __getattr__(name: str) -> Any:
@@ -71,6 +84,9 @@ def __getattr__(name: str) -> Any:
         return importlib.import_module(f"{__name__}.{name}")
     if name in _WHERE:
         return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    if name in ALIASES:
+        module, defined = ALIASES[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), defined)
     if name in NOTEBOOK_HELPERS:
         return getattr(importlib.import_module(NOTEBOOK_HELPERS[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

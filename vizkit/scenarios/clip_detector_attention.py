@@ -26,7 +26,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -47,6 +47,7 @@ from ..metrics import deletion_auc, randomization_sanity_check, region_means, to
 from ..report import Report
 from ..state import model_device, resolve_device
 from ..stats import map_entropy
+from ..widgets import Control, Explorer, HeatmapView
 
 if TYPE_CHECKING:
     from ..distributed.chunks import ClusterOptions
@@ -711,70 +712,59 @@ def write_attention_report(out: Path, params: dict[str, Any], detector: Detector
 # --------------------------------------------------------------------------------------
 # explorer
 # --------------------------------------------------------------------------------------
-class DetectorAttentionExplorer:
+class DetectorAttentionExplorer(Explorer):
     """Image x class (real / fake / difference) x head fusion x layers x aggregation, redrawn
     from the cached attention and gradients of one :class:`DetectorAttention` (no forward or
-    backward pass when a control moves). Needs ipywidgets."""
+    backward pass when a control moves). A :class:`vizkit.widgets.Explorer`: ``interactive=False`` (or no
+    ipywidgets) displays :meth:`static` instead of widgets."""
 
     CLASSES = ("real", "fake", "difference")
     #: the controls as the page shows them (label, kind): read by the notebook build and the browser test
     CONTROLS = (("image", "slider"), ("class", "toggle"), ("heads", "dropdown"), ("layers", "dropdown"),
                 ("combine", "toggle"))
+    LAYOUT = (("image", "class"), ("heads", "layers"), ("combine",))
+    DESCRIPTION_WIDTH = "80px"
 
     def __init__(self, result: DetectorAttention, images: Sequence[np.ndarray], names: Sequence[str] | None = None,
-                 real_idx: int = 0, fake_idx: int = 1, cmap: str = "jet"):
-        import ipywidgets as W
-
-        from ..widgets import HeatmapPane, observe_all
-
+                 real_idx: int = 0, fake_idx: int = 1, cmap: str = "jet", *, interactive: bool = True):
         self.result, self.images = result, [np.asarray(im) for im in images]
         self.names = list(names) if names else [f"image {i}" for i in range(len(self.images))]
         self.real_idx, self.fake_idx = real_idx, fake_idx
-        style = {"description_width": "80px"}
-        layer_options = list(LAYER_MODES) + [f"layer {i}: {n}" for i, n in enumerate(result.layer_names)]
-        self.image = W.IntSlider(0, 0, len(self.images) - 1, description="image", style=style)
-        self.klass = W.ToggleButtons(options=list(self.CLASSES), value="fake", description="class", style=style)
-        self.fusion = W.Dropdown(options=list(HEAD_FUSIONS), value=result.head_fusion, description="heads", style=style)
-        self.layers = W.Dropdown(options=layer_options, value="last_4_layers", description="layers", style=style)
-        self.aggregation = W.ToggleButtons(options=list(AGGREGATIONS), value=result.aggregation,
-                                           description="combine", style=style)
-        self.pane = HeatmapPane(figsize=(7, 3.4), cmap=cmap)
-        self.widget = W.VBox([W.HBox([self.image, self.klass]), W.HBox([self.fusion, self.layers]), self.aggregation,
-                              self.pane.output])
-        self.controls = (self.image, self.klass, self.fusion, self.layers, self.aggregation)
-        observe_all(self.controls, self.redraw)
-        self.redraw()
+        super().__init__(interactive=interactive, cmap=cmap, figsize=(7, 3.4))
 
-    @property
-    def drawn(self) -> np.ndarray | None:
-        return self.pane.drawn
+    def control_specs(self) -> list[Control]:
+        """image, class, heads (fusion), layers (a mode or one layer), combine (aggregation)."""
+        r = self.result
+        layer_options = list(LAYER_MODES) + [f"layer {i}: {n}" for i, n in enumerate(r.layer_names)]
+        return [Control("image", "slider", "image", min=0, max=len(self.images) - 1, value=0),
+                Control("class", "toggle", "klass", list(self.CLASSES), "fake"),
+                Control("heads", "dropdown", "fusion", list(HEAD_FUSIONS), r.head_fusion),
+                Control("layers", "dropdown", "layers", layer_options, "last_4_layers"),
+                Control("combine", "toggle", "aggregation", list(AGGREGATIONS), r.aggregation)]
 
-    def _map(self, class_idx: int) -> torch.Tensor:
-        r, i, sel = self.result, self.image.value, self.layers.value
+    def _map(self, state: Mapping[str, Any], class_idx: int) -> torch.Tensor:
+        r, i, sel = self.result, state["image"], state["layers"]
         if sel.startswith("layer "):
             name = sel.split(": ", 1)[1]
-            return r.layer_heatmap(class_idx, name, self.fusion.value)[i]
-        return r.heatmap(class_idx, self.fusion.value, sel, self.aggregation.value)[i]
+            return r.layer_heatmap(class_idx, name, state["heads"])[i]
+        return r.heatmap(class_idx, state["heads"], sel, state["combine"])[i]
 
-    def current_map(self) -> np.ndarray:
-        """The ``[H, W]`` map the controls select (the difference is fake - real, signed)."""
-        k = self.klass.value
+    def current_map(self, state: Mapping[str, Any] | None = None) -> np.ndarray:
+        """The ``[H, W]`` map the controls (or ``state``) select (the difference is fake - real, signed)."""
+        st = self.state if state is None else state
+        k = st["class"]
         if k == "difference":
-            return (self._map(self.fake_idx) - self._map(self.real_idx)).numpy()
-        return self._map(self.fake_idx if k == "fake" else self.real_idx).numpy()
+            return (self._map(st, self.fake_idx) - self._map(st, self.real_idx)).numpy()
+        return self._map(st, self.fake_idx if k == "fake" else self.real_idx).numpy()
 
-    def redraw(self) -> None:
-        i, k = self.image.value, self.klass.value
+    def render(self, state: Mapping[str, Any]) -> HeatmapView:
+        """The selected class map over the image, titled with the image's probabilities and the selection."""
+        i, k = state["image"], state["class"]
         probs = self.result.probs[i]
         title = (f"{self.names[i]}: p(real) {probs[self.real_idx]:.3f}, p(fake) {probs[self.fake_idx]:.3f} | "
-                 f"{k}, {self.layers.value}, heads {self.fusion.value}, {self.aggregation.value}")
-        self.pane.draw(self.current_map(), self.images[i], map_title=f"{k} map", suptitle=title,
-                       diverging=k == "difference")
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+                 f"{k}, {state['layers']}, heads {state['heads']}, {state['combine']}")
+        return HeatmapView(self.current_map(state), self.images[i], map_title=f"{k} map", suptitle=title,
+                           diverging=k == "difference")
 
 
 # --------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -39,6 +39,7 @@ from ..models.clip import ClipAdapter
 from ..models.load_clip import load_clip
 from ..state import model_device, resolve_device
 from ..targets import ImageTextSimilarity
+from ..widgets import Control, Explorer, HeatmapView
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -465,8 +466,9 @@ def candidate_layers(adapter: ClipAdapter, image: Image.Image, count: int = 4) -
 
 
 # ---------------------------------------------------------------- explorer
-class ClipExplorer:
-    """Switch the target text, the CAM method and the layer of a CLIP explanation (needs ipywidgets).
+class ClipExplorer(Explorer):
+    """Switch the target text, the CAM method and the layer of a CLIP explanation (a
+    :class:`vizkit.widgets.Explorer`; ``interactive=False`` or no ipywidgets: :meth:`static` instead of widgets).
 
     A new (text, method, layer) combination costs one forward and backward pass; combinations
     already seen are redrawn from the cache.
@@ -476,40 +478,31 @@ class ClipExplorer:
     CONTROLS = (("text", "dropdown"), ("method", "dropdown"), ("layer", "dropdown"))
 
     def __init__(self, adapter: ClipAdapter, image: Image.Image, names: list[str], texts: list[str],
-                 methods: list[str], layers: list[str], cmap: str = "jet"):
-        import ipywidgets as W
-
-        from ..widgets import HeatmapPane, observe_all
-
+                 methods: list[str], layers: list[str], cmap: str = "jet", *, interactive: bool = True):
         self.adapter, self.image, self.names, self.texts = adapter, image, names, texts
+        self.methods, self.layers = list(methods), list(layers)
         self.display_image = display_crop(image, adapter.image_size)
-        self.text = W.Dropdown(options=[(n, i) for i, n in enumerate(names)], value=0, description="text")
-        self.method = W.Dropdown(options=methods, value=methods[0], description="method")
-        self.layer = W.Dropdown(options=layers, value=layers[0], description="layer")
-        self.pane = HeatmapPane(figsize=(7, 3.4), cmap=cmap)
-        self.widget = W.VBox([W.HBox([self.text, self.method, self.layer]), self.pane.output])
-        self.cache: dict[tuple[int, str, str], ClipGradCAMResult] = {}
-        self.controls = (self.text, self.method, self.layer)
-        observe_all(self.controls, self.redraw)
-        self.redraw()
+        super().__init__(interactive=interactive, cmap=cmap, figsize=(7, 3.4))
+
+    def control_specs(self) -> list[Control]:
+        """text (by index), method, layer."""
+        return [Control("text", "dropdown", "text", [(n, i) for i, n in enumerate(self.names)], 0),
+                Control("method", "dropdown", "method", self.methods, self.methods[0]),
+                Control("layer", "dropdown", "layer", self.layers, self.layers[0])]
 
     @property
-    def drawn(self) -> np.ndarray | None:
-        return self.pane.drawn
+    def cache(self) -> dict[Any, Any]:
+        """The explanations computed so far, by (text index, method, layer)."""
+        return self.view_cache
 
-    def result(self) -> ClipGradCAMResult:
-        key = (self.text.value, self.method.value, self.layer.value)
-        if key not in self.cache:
-            self.cache[key] = explain_clip(self.adapter, [self.image], self.names, self.texts, self.text.value,
-                                           self.method.value, self.layer.value)[0]
-        return self.cache[key]
+    def result(self, state: Mapping[str, Any] | None = None) -> ClipGradCAMResult:
+        """The explanation of the selected (or ``state``'s) text, method and layer, computed once."""
+        st = self.state if state is None else state
+        key = (st["text"], st["method"], st["layer"])
+        return self.cached(key, lambda: explain_clip(self.adapter, [self.image], self.names, self.texts, *key)[0])
 
-    def redraw(self) -> None:
-        res = self.result()
-        self.pane.draw(res.heatmap, self.display_image, map_title=f"{res.method} @ {res.layers[0]}",
-                       overlay_title=f"{res.names[res.target]} (p={res.probs[res.target]:.3f})")
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+    def render(self, state: Mapping[str, Any]) -> HeatmapView:
+        """The explanation's map over the displayed crop, titled with the text's probability."""
+        res = self.result(state)
+        return HeatmapView(res.heatmap, self.display_image, map_title=f"{res.method} @ {res.layers[0]}",
+                           overlay_title=f"{res.names[res.target]} (p={res.probs[res.target]:.3f})")

@@ -63,6 +63,7 @@ from ..report import Report
 from ..runs import (chunk_done, chunk_paths, clear_complete, is_complete, mark_complete, open_resumable_run,
                     read_chunk_arrays, read_chunks, run_folder, write_chunk)
 from ..state import model_device, resolve_device
+from ..widgets import Control, Explorer, HeatmapView
 
 if TYPE_CHECKING:
     from ..distributed.chunks import ClusterOptions
@@ -876,18 +877,16 @@ class CLIPDetectorWithGradCAM(nn.Module):
 # --------------------------------------------------------------------------------------
 # explorer (reads the saved run, never recomputes)
 # --------------------------------------------------------------------------------------
-class DetectorGradCAMExplorer:
+class DetectorGradCAMExplorer(Explorer):
     """Browse a finished run: sample x layer x method, optionally wrong predictions only. Every map
-    comes from the run's chunk files; nothing is recomputed (needs ipywidgets)."""
+    comes from the run's chunk files; nothing is recomputed (a :class:`vizkit.widgets.Explorer`:
+    ``interactive=False`` or no ipywidgets displays :meth:`static` instead of widgets)."""
 
     CONTROLS = (("show", "toggle"), ("sample", "dropdown"), ("layer", "dropdown"), ("method", "dropdown"))
+    LAYOUT = (("show", "sample"), ("layer", "method"))
 
     def __init__(self, run_dir: str | os.PathLike, dataset: EvalDataset | None = None, size: int | None = None,
-                 cmap: str = "jet"):
-        import ipywidgets as W
-
-        from ..widgets import HeatmapPane, observe_all
-
+                 cmap: str = "jet", *, interactive: bool = True):
         self.summary = load_run(run_dir)
         if not self.summary.methods:
             raise InputError(f"{str(run_dir)!r} was evaluated without Grad-CAM: nothing to explore")
@@ -897,55 +896,48 @@ class DetectorGradCAMExplorer:
         self.maps = read_chunk_arrays(self.summary.run_dir, len(list((self.summary.run_dir / "chunks").glob("*.json"))))
         self.size = int(size or self.summary.metrics.get("input_size") or _DISPLAY_MIN)
         self.layer_names = [li.name for li in self.summary.layers]
-        self.show = W.ToggleButtons(options=["all", "wrong only"], value="all", description="show")
-        self.sample = W.Dropdown(options=self._options(), description="sample")
-        self.layer = W.Dropdown(options=self.layer_names + ["layers combined"], value=self.layer_names[-1],
-                                description="layer")
-        self.method = W.Dropdown(options=self.summary.methods, value=self.summary.methods[0], description="method")
-        self.pane = HeatmapPane(figsize=(7, 3.4), cmap=cmap)
-        self.controls = (self.show, self.sample, self.layer, self.method)
-        self.show.observe(lambda change: self._refilter(), names="value")
-        observe_all(self.controls[1:], self.redraw)
-        self.widget = W.VBox([W.HBox([self.show, self.sample]), W.HBox([self.layer, self.method]), self.pane.output])
-        self.redraw()
+        super().__init__(interactive=interactive, cmap=cmap, figsize=(7, 3.4))
 
-    def _options(self) -> list[tuple[str, int]]:
+    def control_specs(self) -> list[Control]:
+        """show (all / wrong only), sample, layer (one or combined), method."""
+        methods = self.summary.methods
+        return [Control("show", "toggle", "show", ["all", "wrong only"], "all"),
+                Control("sample", "dropdown", "sample", self._options("all")),
+                Control("layer", "dropdown", "layer", self.layer_names + ["layers combined"], self.layer_names[-1]),
+                Control("method", "dropdown", "method", methods, methods[0])]
+
+    def _options(self, show: str) -> list[tuple[str, int]]:
         p = self.summary.predictions
-        if getattr(self, "show", None) is not None and self.show.value == "wrong only":
+        if show == "wrong only":
             p = p[~p["correct"].astype(bool)]
         return [(f"#{int(r.index)} {LABEL_NAMES[int(r.label)]}->{LABEL_NAMES[int(r.pred)]} p(fake)={r.prob:.2f}",
                  int(r.index)) for r in p.itertuples()]
 
-    def _refilter(self) -> None:
-        options = self._options()
-        if options:
-            self.sample.options = options
-            self.sample.value = options[0][1]
-        self.redraw()
+    def on_change(self, label: str) -> None:
+        """``show`` refilters the samples (keeping the list when no sample is wrong)."""
+        if label == "show":
+            options = self._options(self.show.value)
+            if options:
+                self.sample.options = options
+                self.sample.value = options[0][1]
 
-    @property
-    def drawn(self) -> np.ndarray | None:
-        return self.pane.drawn
-
-    def current_map(self) -> np.ndarray:
-        i, method = self.sample.value, self.method.value
-        if self.layer.value == "layers combined":
+    def current_map(self, state: Mapping[str, Any] | None = None) -> np.ndarray:
+        """The selected sample's map of the selected layer (or all layers combined) and method."""
+        st = self.state if state is None else state
+        i, method, layer = st["sample"], st["method"], st["layer"]
+        if layer == "layers combined":
             return combined_map([self.maps[f"{method}|{n}"][i] for n in self.layer_names], self.size)
-        return self.maps[f"{method}|{self.layer.value}"][i]
+        return self.maps[f"{method}|{layer}"][i]
 
-    def redraw(self) -> None:
-        if self.sample.value is None:
-            return
-        i = self.sample.value
+    def render(self, state: Mapping[str, Any]) -> HeatmapView | None:
+        """The map over the sample's image, titled with its label and prediction (None: no sample)."""
+        i = state["sample"]
+        if i is None:
+            return None
         row = self.summary.predictions.set_index("index").loc[i]
         display = display_image(self.dataset.image(i), self.size)
-        self.pane.draw(self.current_map(), display, map_title=f"{self.method.value} @ {self.layer.value}",
-                       overlay_title=_title({**row.to_dict(), "index": i}))
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+        return HeatmapView(self.current_map(state), display, map_title=f"{state['method']} @ {state['layer']}",
+                           overlay_title=_title({**row.to_dict(), "index": i}))
 
 
 def _manifest_config(manifest: Mapping[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -38,6 +38,7 @@ from ..evaluate import batched
 from ..explain import AttentionMaps, attention, gradient_attention, rollout
 from ..report import Report, markdown_table
 from ..state import model_device, resolve_device
+from ..widgets import Control, Explorer, HeatmapView
 
 __all__ = ["AttentionVisualizer", "AttentionCache", "AnalysisResult", "AttentionExplorer", "observations",
            "layer_summary", "write_report", "mnist_preprocess", "markdown_table", "notebook_parameters",
@@ -481,72 +482,61 @@ VIEWS = ("CLS attention", "rollout", "gradient-weighted")
 FUSED = -1  # the head dropdown's value for "all heads, fused"
 
 
-class AttentionExplorer:
-    """Sample x layer x head explorer over an :class:`AttentionCache` (needs ipywidgets).
+class AttentionExplorer(Explorer):
+    """Sample x layer x head explorer over an :class:`AttentionCache` (a :class:`vizkit.widgets.Explorer`).
 
     Controls: ``sample``, ``layer`` (1-based), ``head`` (-1 = fused), ``fusion``
     (mean/max/min) and ``view`` (CLS attention of the layer, rollout, gradient-weighted).
-    ``drawn`` holds the ``[h, w]`` map on screen; ``draws`` counts redraws.
+    ``drawn`` holds the ``[h, w]`` map on screen; ``draws`` counts redraws. ``interactive=False`` (or no
+    ipywidgets): no widgets, the explorer displays :meth:`static`.
     """
 
     #: the controls as the page shows them (label, kind): read by the notebook build and the browser test
     CONTROLS = (("sample", "slider"), ("layer", "slider"), ("head", "dropdown"), ("fusion", "dropdown"),
                 ("view", "toggle"))
+    LAYOUT = (("sample", "layer"), ("head", "fusion"), ("view",))
+    DESCRIPTION_WIDTH = "70px"
 
-    def __init__(self, cache: AttentionCache, head_fusion: str = "mean", cmap: str = "jet"):
-        import ipywidgets as W
+    def __init__(self, cache: AttentionCache, head_fusion: str = "mean", cmap: str = "jet", *,
+                 interactive: bool = True):
+        self.cache, self.head_fusion = cache, head_fusion
+        super().__init__(interactive=interactive, cmap=cmap)
 
-        from ..widgets import HeatmapPane, observe_all
-
-        self.cache = cache
+    def control_specs(self) -> list[Control]:
+        """sample, layer (1-based, starting at the last), head (fused or one), fusion, view."""
+        cache = self.cache
         n_samples, n_layers = len(cache.images), len(cache.layers)
-        style = {"description_width": "70px"}
-        self.sample = W.IntSlider(0, 0, n_samples - 1, description="sample", style=style)
-        self.layer = W.IntSlider(n_layers, 1, n_layers, description="layer", style=style)
-        # "fused" is -1, not None: a Dropdown shows a None value as an empty box
-        self.head = W.Dropdown(options=[("fused", FUSED)] + [(f"head {h + 1}", h) for h in range(cache.num_heads)],
-                               value=FUSED, description="head", style=style)
-        self.fusion = W.Dropdown(options=list(HEAD_FUSIONS), value=head_fusion, description="fusion", style=style)
         views = list(VIEWS) if cache.relevance is not None else list(VIEWS[:2])
-        self.view = W.ToggleButtons(options=views, value=views[0], description="view", style=style)
-        self.pane = HeatmapPane(cmap=cmap)
-        self.widget = W.VBox([W.HBox([self.sample, self.layer]), W.HBox([self.head, self.fusion]), self.view,
-                              self.pane.output])
-        self.controls = (self.sample, self.layer, self.head, self.fusion, self.view)
-        observe_all(self.controls, self.redraw)
-        self.redraw()
+        # "fused" is -1, not None: a Dropdown shows a None value as an empty box
+        heads = [("fused", FUSED)] + [(f"head {h + 1}", h) for h in range(cache.num_heads)]
+        return [Control("sample", "slider", "sample", min=0, max=n_samples - 1, value=0),
+                Control("layer", "slider", "layer", min=1, max=n_layers, value=n_layers),
+                Control("head", "dropdown", "head", heads, FUSED),
+                Control("fusion", "dropdown", "fusion", list(HEAD_FUSIONS), self.head_fusion),
+                Control("view", "toggle", "view", views, views[0])]
 
-    @property
-    def drawn(self) -> np.ndarray | None:
-        return self.pane.drawn
-
-    @property
-    def draws(self) -> int:
-        return self.pane.draws
-
-    def current_map(self) -> np.ndarray:
-        """The ``[h, w]`` map the controls select, read from the cache."""
-        s, view = self.sample.value, self.view.value
+    def current_map(self, state: Mapping[str, Any] | None = None) -> np.ndarray:
+        """The ``[h, w]`` map the controls (or ``state``) select, read from the cache."""
+        st = self.state if state is None else state
+        s, view = st["sample"], st["view"]
         if view == "rollout":
-            return self.cache.rollout_map(s, self.fusion.value)
+            return self.cache.rollout_map(s, st["fusion"])
         if view == "gradient-weighted":
             return self.cache.relevance[s].numpy()
-        head = None if self.head.value in (FUSED, None) else self.head.value
-        return self.cache.cls_map(s, self.layer.value - 1, head, self.fusion.value)
+        head = None if st["head"] in (FUSED, None) else st["head"]
+        return self.cache.cls_map(s, st["layer"] - 1, head, st["fusion"])
 
-    def title(self) -> str:
-        s, view = self.sample.value, self.view.value
+    def title(self, state: Mapping[str, Any] | None = None) -> str:
+        """The view's title: sample, label, prediction and what is shown."""
+        st = self.state if state is None else state
+        s, view, head = st["sample"], st["view"], st["head"]
         label, pred = int(self.cache.labels[s]), int(self.cache.preds[s])
         what = view if view != "CLS attention" else (
-            f"layer {self.layer.value}, " + (f"head {self.head.value + 1}" if self.head.value not in (FUSED, None)
-                                             else f"{self.fusion.value} of heads"))
+            f"layer {st['layer']}, " + (f"head {head + 1}" if head not in (FUSED, None)
+                                        else f"{st['fusion']} of heads"))
         return f"sample {s} (label {label}, predicted {pred}): {what}"
 
-    def redraw(self) -> None:
-        self.pane.draw(self.current_map(), self.cache.images[self.sample.value], map_title="attention",
-                       suptitle=self.title())
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+    def render(self, state: Mapping[str, Any]) -> HeatmapView:
+        """The selected map over the sample's image."""
+        return HeatmapView(self.current_map(state), self.cache.images[state["sample"]], map_title="attention",
+                           suptitle=self.title(state))

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from ..models.vlm.trace import DEFAULT_START_PHRASE, check_head, resolve_layers,
 from ..positions import GENERATED, IMAGE, SINK_MODES, SPECIAL, TEXT, PositionMap, Trace
 from ..token_video import FrameRenderer, contact_sheet, image_share, relevance_figure, write_token_video
 from ..vlm_benchmarks import default_benchmark, load_sample, sample_indices
+from ..widgets import Control, Explorer, FrameView
 from .vlm_ground_truth import explain_answer_attention, ground_truth_table
 
 __all__ = ["explain_answer_attention", "VLM", "load_vlm", "PositionMap", "Trace", "trace_sample", "resolve_layers",
@@ -417,54 +418,42 @@ def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:
     return check_parameters(namespace, before, notebook_parameters())
 
 
-class VLMAttentionExplorer:
-    """Token x layer x head explorer over a :class:`Trace` (needs ipywidgets).
+class VLMAttentionExplorer(Explorer):
+    """Token x layer x head explorer over a :class:`Trace` (a :class:`vizkit.widgets.Explorer`).
 
     Controls: ``token`` (answer token, from the start phrase on), ``layer`` (the captured
     decoder layers) and ``head`` (mean / max / one head). Moving one redraws both panels --
     the text and the image grids, the same frame the video shows -- from the captured rows;
-    no model runs. ``drawn`` holds the frame on screen; ``draws`` counts redraws.
+    no model runs. ``drawn`` holds the frame on screen; ``draws`` counts redraws. ``interactive=False``
+    (or no ipywidgets): no widgets, the explorer displays :meth:`static`.
     """
 
     #: the controls as the page shows them (label, kind): read by the notebook build and the browser test
     CONTROLS = (("token", "slider"), ("layer", "dropdown"), ("head", "dropdown"))
+    DESCRIPTION_WIDTH = "50px"
+    VIEW = FrameView
 
-    def __init__(self, trace: Trace, head: Any = "mean", sinks: str = "keep"):
-        import ipywidgets as W
+    def __init__(self, trace: Trace, head: Any = "mean", sinks: str = "keep", *, interactive: bool = True):
+        self.trace, self.sinks, self.initial_head = trace, sinks, head
+        super().__init__(interactive=interactive)
 
-        from ..widgets import observe_all
-
-        self.trace, self.sinks = trace, sinks
-        style = {"description_width": "50px"}
-        tokens = trace.frame_tokens
-        self.token = W.IntSlider(tokens.start, tokens.start, tokens.stop - 1, description="token", style=style)
-        self.layer = W.Dropdown(options=sorted(trace.rows), value=sorted(trace.rows)[0], description="layer",
-                                style=style)
+    def control_specs(self) -> list[Control]:
+        """token (the answer tokens with frames), layer (the captured ones), head (mean, max, or one head)."""
+        trace, tokens, layers = self.trace, self.trace.frame_tokens, sorted(self.trace.rows)
         n_heads = next(iter(trace.rows.values())).shape[1] if trace.heads == "all" else 0
-        self.head = W.Dropdown(options=[("mean", "mean"), ("max", "max")] + [(f"head {h}", h) for h in range(n_heads)], value=head,
-                               description="head", style=style)
-        self.image = W.Image(format="png")
-        self.controls = (self.token, self.layer, self.head)
-        self.widget = W.VBox([W.HBox(list(self.controls)), self.image])
-        self._renderers: dict[tuple[int, Any], FrameRenderer] = {}
-        self.drawn: np.ndarray | None = None
-        self.draws = 0
-        observe_all(self.controls, self.redraw)
-        self.redraw()
+        heads = [("mean", "mean"), ("max", "max")] + [(f"head {h}", h) for h in range(n_heads)]
+        return [Control("token", "slider", "token", min=tokens.start, max=tokens.stop - 1, value=tokens.start),
+                Control("layer", "dropdown", "layer", layers, layers[0]),
+                Control("head", "dropdown", "head", heads, self.initial_head)]
 
-    def renderer(self) -> FrameRenderer:
-        key = (self.layer.value, self.head.value)
-        if key not in self._renderers:
-            self._renderers[key] = FrameRenderer(self.trace, *key, sinks=self.sinks)
-        return self._renderers[key]
+    def renderer(self, state: Mapping[str, Any] | None = None) -> FrameRenderer:
+        """The frame renderer of the selected (or ``state``'s) layer and head, built once per pair."""
+        st = self.state if state is None else state
+        key = (st["layer"], st["head"])
+        return self.cached(key, lambda: FrameRenderer(self.trace, *key, sinks=self.sinks))
 
-    def redraw(self) -> None:
-        import io
-
-        from PIL import Image
-
-        self.drawn = self.renderer().frame(self.token.value)
-        buf = io.BytesIO()
-        Image.fromarray(self.drawn).save(buf, format="PNG")
-        self.image.value = buf.getvalue()
-        self.draws += 1
+    def render(self, state: Mapping[str, Any]) -> FrameView:
+        """The frame of the selected token."""
+        renderer = self.renderer(state)
+        return FrameView(renderer.frame(state["token"]),
+                         f"token {state['token']}, layer {state['layer']}, head {state['head']}")
