@@ -79,7 +79,7 @@ def road_curves(
     noise: float = 0.01,
     seed: int = 0,
     batch_size: int = 64,
-    tol: float = 1e-3,
+    tol: float = 1e-4,
 ) -> dict[str, Tensor]:
     """Per-percentile ROAD score changes: ``{order: [B, P]}`` for each of ``orders`` ("morf", "lerf").
 
@@ -88,8 +88,8 @@ def road_curves(
     :func:`road`). Imputation and forward passes run in chunks of at most ``batch_size`` images
     (whole copies of the batch; at least one). A plain callable target is called once per
     percentile on the outputs of a batch aligned with ``inputs``; class targets are batched freely.
-    ``tol``: relative residual at which the imputation's solver stops (1e-3 keeps the scores within
-    ~1e-4 of an exact sparse solve).
+    ``tol``: relative residual at which the imputation's solver stops (1e-4 kept resnet18 scores at
+    224 px within ~1e-4 of scipy's exact solve; 1e-3 within ~1e-3).
     """
     maps = _check(inputs, maps)
     bad = [o for o in orders if o not in ("morf", "lerf")]
@@ -135,7 +135,7 @@ def road(
     noise: float = 0.01,
     seed: int = 0,
     batch_size: int = 64,
-    tol: float = 1e-3,
+    tol: float = 1e-4,
 ) -> Tensor:
     """ROAD, RemOve And Debias (Rong et al., ICML 2022), as pytorch-grad-cam defines it: ``[B]``.
 
