@@ -228,7 +228,7 @@ def _layer(layer: str, *names: str) -> list[tuple[str, str]]:
 VIZKIT_RULES: list[tuple[str, str]] = [
     *_layer("base", "errors"),
     *_layer("core", "", "state", "layers", "hooks", "targets", "tokens", "positions", "explain"),
-    *_layer("math", "methods", "methods.*", "attention_math", "stats", "metrics"),
+    *_layer("math", "methods", "methods.*", "attention_math", "stats", "metrics", "metrics.*"),
     *_layer("io", "io"),
     *_layer("shared", "evaluate", "runs", "distributed", "distributed.*"),  # runs, sweeps, Dask: no scenario
     *_layer("presentation", "render", "token_video", "report", "notebook", "widgets"),

@@ -1,0 +1,37 @@
+"""Quality metrics for saliency / explanation maps.
+
+- localisation (:mod:`.maps`): :func:`pointing_game`, :func:`energy_pointing_game`,
+  :func:`top_region_iou`, :func:`region_means`
+- faithfulness (:mod:`.perturbation`): :func:`deletion_auc`, :func:`insertion_auc`
+- faithfulness by imputation (:mod:`.road`): :func:`road` (Rong et al., 2022), :func:`confidence_change`,
+  :func:`random_map_baseline` (the chance level of any of them)
+- sanity (:mod:`.randomisation`): :func:`parameter_randomisation`, :func:`randomization_sanity_check`
+  (Adebayo et al., 2018)
+
+Heatmaps are ``[B, H, W]`` at image resolution; images are ``[B, C, H, W]``.
+"""
+
+from __future__ import annotations
+
+from .maps import energy_pointing_game, pointing_game, region_means, top_region_iou
+from .perturbation import deletion_auc, insertion_auc
+from .randomisation import map_similarity, parameter_randomisation, parameterised_layers, randomization_sanity_check
+from .road import ConfidenceChange, confidence_change, random_map_baseline, road, road_curves
+
+__all__ = [
+    "pointing_game",
+    "energy_pointing_game",
+    "deletion_auc",
+    "insertion_auc",
+    "randomization_sanity_check",
+    "parameter_randomisation",
+    "parameterised_layers",
+    "map_similarity",
+    "road",
+    "road_curves",
+    "confidence_change",
+    "ConfidenceChange",
+    "random_map_baseline",
+    "top_region_iou",
+    "region_means",
+]
