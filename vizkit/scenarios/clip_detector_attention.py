@@ -431,14 +431,22 @@ def analyze_images(detector: Detector, images: Sequence[Any], output_dir: str | 
             failures.append((name, str(err)))
     results = []
     for _, chunk in batched(loaded, batch_size, progress="detector-attention" if progress else False, unit="image"):
-        x = torch.stack([detector.preprocess(im) for _, im in chunk]).to(model_device(detector.model))
-        result = gradcam.explain(x)
-        for i, (name, im) in enumerate(chunk):
-            res = image_result(result, i, _display(im, result.cache.image_size), name, detector.real_index,
-                               detector.fake_index)
-            save_image_result(res, result, i, out, multi_layer)
-            results.append(res)
+        results += _explain_batch(detector, gradcam, chunk, out, multi_layer)
     return results, failures
+
+
+def _explain_batch(detector: Detector, gradcam: CLIPViTGradCAM, chunk: Sequence[tuple[str, Any]], out: Path,
+                   multi_layer: bool) -> list[ImageResult]:
+    """One forward pass over ``(stem, image)`` pairs; each image's files written."""
+    x = torch.stack([detector.preprocess(im) for _, im in chunk]).to(model_device(detector.model))
+    result = gradcam.explain(x)
+    results = []
+    for i, (name, im) in enumerate(chunk):
+        res = image_result(result, i, _display(im, result.cache.image_size), name, detector.real_index,
+                           detector.fake_index)
+        save_image_result(res, result, i, out, multi_layer)
+        results.append(res)
+    return results
 
 
 @dataclass
@@ -455,20 +463,36 @@ class AttentionRun:
     notes: list[str]
 
 
-def detector_attention_task(chunk: list[tuple[str, str]], out: str, model_config: str | None, weights: str | None,
-                            head: str | None, layers: Any, head_fusion: str, aggregation: str, multi_layer: bool,
-                            batch_size: int, device: str, num_heads: int | None = None) -> tuple[list, list]:
-    """A batch of ``(path, stem)`` images of :func:`run_detector_attention` on a Dask worker (the
-    detector loaded once per worker): ``(results, failures)``."""
-    from ..distributed.chunks import setup_worker
-    from ..distributed.worker import cached
+def _attention_units(detector: Detector, payloads: Sequence[tuple[str, str, dict]], out: Path) -> list[Any]:
+    """Images ``(path, stem, options)`` of :func:`run_detector_attention` in one forward pass: per
+    image its sidecar (files written) or the error that kept it from being read."""
+    opts = payloads[0][2]
+    gradcam = CLIPViTGradCAM(detector.model, opts["layers"], opts["head_fusion"], opts["aggregation"],
+                             detector.class_names, opts["debug"])
+    loaded, outcome = [], {}
+    for path, stem, _ in payloads:
+        try:
+            loaded.append((stem, detector.read(Path(path))))
+        except VizkitError as err:
+            outcome[stem] = err
+    if loaded:
+        for res in _explain_batch(detector, gradcam, loaded, out, opts["multi_layer"]):
+            outcome[res.stem] = res.sidecar()
+    return [outcome[stem] for _, stem, _ in payloads]
 
-    setup_worker()
-    detector = cached(("detector-attention", model_config, weights, head, device, num_heads),
-                      lambda: load_detector_model(None, model_config, weights, head=head, num_heads=num_heads,
-                                                  device=device))
-    return analyze_images(detector, [Path(p) for p, _ in chunk], Path(out), layers, head_fusion, aggregation,
-                          multi_layer=multi_layer, stems=[st for _, st in chunk], batch_size=batch_size)
+
+def _attention_model(spec: tuple) -> Detector:
+    model_config, weights, head, device, num_heads = spec
+    return load_detector_model(None, model_config, weights, head=head, num_heads=num_heads, device=device)
+
+
+def _from_sidecar(side: dict[str, Any], out: Path) -> ImageResult:
+    """An :class:`ImageResult` read back from an image's sidecar (its maps stay in the figures)."""
+    empty = np.zeros((0, 0), np.float32)
+    return ImageResult(side["image"], empty, side["probabilities"], side["predicted_index"], side["class_names"],
+                       empty, empty, side["comparison"], side["where_they_differ"], side["layers"],
+                       side["head_fusion"], side["aggregation"], {k: out / v for k, v in side["files"].items()},
+                       side.get("layers_note"))
 
 
 def run_detector_attention(image_paths: Sequence[str | os.PathLike], output_dir: str | os.PathLike, *,
@@ -485,7 +509,7 @@ def run_detector_attention(image_paths: Sequence[str | os.PathLike], output_dir:
     reported in ``failures`` and skipped. ``target_layers``: block indices or names, or
     last / last_4 / all (a list is joined as one spec); ``device`` by
     :func:`vizkit.state.resolve_device`; ``cluster``: batches of images on a Dask cluster."""
-    from ..runs import run_folder
+    from ..batch import BatchMapper, BatchRun, Job, Unit
 
     files = image_files(image_paths)
     if batch_size < 1:
@@ -495,21 +519,21 @@ def run_detector_attention(image_paths: Sequence[str | os.PathLike], output_dir:
     dev = str(resolve_device(device))
     detector = load_detector_model(None, model_config, weights, head=head, num_heads=num_heads, device=dev)
     note = check_attention_options(detector.model, layers, head_fusion, aggregation)[2]
-    out = run_folder(output_dir, "detector-attention", overwrite=overwrite, overwrite_hint="pass --overwrite")
-    if cluster is not None:  # batches of images on the cluster, the report here
-        from ..distributed.chunks import map_tasks
-
-        pairs = list(zip(map(str, files), unique_stems(files)))
-        size = max(1, min(batch_size, -(-len(pairs) // 8)))
-        parts = map_tasks(cluster, detector_attention_task, [pairs[i:i + size] for i in range(0, len(pairs), size)],
-                          str(out), model_config, weights, head, layers, head_fusion, aggregation, multi_layer,
-                          batch_size, dev, num_heads, progress="detector-attention", unit="batch")
-        results = [r for res, _ in parts for r in res]
-        failures = [f for _, fails in parts for f in fails]
-    else:
-        results, failures = analyze_images(detector, files, out, layers, head_fusion, aggregation,
-                                           multi_layer=multi_layer, batch_size=batch_size,
-                                           progress=progress and len(files) > 1, debug=debug)
+    absolute = (lambda p: str(Path(p).resolve()) if p else None)  # noqa: E731
+    manifest = {"command": "detector-attention", "model_config": absolute(model_config), "weights": absolute(weights),
+                "head": absolute(head), "num_heads": num_heads, "target_layers": layers, "head_fusion": head_fusion,
+                "aggregation": aggregation, "multi_layer": multi_layer}
+    batch = BatchRun.open(output_dir, "detector-attention", manifest, overwrite, protect=files)
+    out = batch.folder
+    opts = dict(layers=layers, head_fusion=head_fusion, aggregation=aggregation, multi_layer=multi_layer, debug=debug)
+    units = [Unit(stem, (str(f), stem, opts)) for f, stem in zip(files, unique_stems(files))]
+    job = Job(_attention_units, _attention_model, (model_config, weights, head, dev, num_heads),
+              None if cluster is not None else detector, grouped=True, catch=(VizkitError,), name="detector-attention")
+    todo = sum(not batch.done(u.key) for u in units)  # images per forward pass: at most batch_size, 8+ tasks
+    outcomes = batch.run(BatchMapper(cluster, progress=progress), job, units, group=min(batch_size, -(-todo // 8)))
+    results = [_from_sidecar(o.record, out) for o in outcomes if o.ok]
+    failures = [(u.key, o.error) for u, o in zip(units, outcomes) if not o.ok]
+    batch.write_index("Detector attention: units", "One unit per image.", ["predicted_class", "where_they_differ"])
     report = write_attention_report(out, dict(params or {}), detector, results, failures=failures)
     return AttentionRun(results, failures, out, report, detector.fake_index, [note] if note else [])
 
