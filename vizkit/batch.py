@@ -84,6 +84,16 @@ class Job:
     catch: tuple[type[BaseException], ...] = (Exception,)
     name: str = "batch"
 
+    def resolve(self) -> Any:
+        """The context in this process: :attr:`context`, else ``load(spec)``, built once per process."""
+        if self.context is not None:
+            return self.context
+        if self.load is None:
+            return None
+        from .distributed.worker import cached
+
+        return cached(self.context_key(), lambda: self.load(self.spec))
+
     def context_key(self) -> tuple[str, str]:
         """The per-process cache key of the context: the loader and the spec."""
         load = self.load
@@ -112,21 +122,13 @@ def _marker(folder: Path, key: str) -> Path:
     return folder / UNITS_DIR / f"{key}.json"
 
 
-def _context(job: Job) -> Any:
-    if job.context is not None:
-        return job.context
-    if job.load is None:
-        return None
-    from .distributed.worker import cached
-
-    return cached(job.context_key(), lambda: job.load(job.spec))
 
 
 def run_units(job: Job, units: Sequence[Unit], folder: str | os.PathLike) -> list[Outcome]:
     """Compute ``units`` here (in this process or on the Dask worker that runs this), writing
     each unit's marker after its files; the outcomes in the units' order."""
     folder = Path(folder)
-    ctx = _context(job)
+    ctx = job.resolve()
     results: list[Any]
     if job.grouped:
         try:
@@ -298,14 +300,13 @@ class BatchRun:
         (``done (earlier run)``, their records read from their markers); the outcomes in the
         units' order. A unit that raised one of ``job.catch`` is ``failed``; anything else
         stops the batch, the units finished so far keeping their markers."""
-        todo = []
-        for u in units:
-            if self.done(u.key):
-                self.outcomes[u.key] = Outcome(u.key, EARLIER, dict((self.marker(u.key) or {}).get("record") or {}))
-            else:
-                todo.append(u)
-        for outcome in mapper.map(job, todo, self.folder, group):
-            self.outcomes[outcome.key] = outcome
+        got = {u.key: Outcome(u.key, EARLIER, dict((self.marker(u.key) or {}).get("record") or {}))
+               for u in units if self.done(u.key)}
+        try:
+            for outcome in mapper.map(job, [u for u in units if u.key not in got], self.folder, group):
+                got[outcome.key] = outcome
+        finally:  # in the units' order, whatever order they finished in (an interrupted batch: those done)
+            self.outcomes.update((u.key, got[u.key]) for u in units if u.key in got)
         return [self.outcomes[u.key] for u in units]
 
     def write_index(self, title: str, intro: str = "", columns: Sequence[str] = ()) -> Path:
