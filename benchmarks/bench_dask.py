@@ -99,7 +99,8 @@ def bench_eval(samples: int, batch_size: int, repeats: int, work: Path) -> dict[
         m1 = Timed("dask 1 worker", ClusterOptions(scheduler=c1.scheduler.address, quiet=True))
         m2 = Timed("dask 2 workers", ClusterOptions(scheduler=c2.scheduler.address, quiet=True))
         with m1, m2:
-            runners = {w: (lambda m=m: dge.run_evaluation(fresh(), **kw, map_chunks=m)) for w, m in zip(ways, (m0, m1, m2))}
+            runners = {w: (lambda m=m: dge.run_evaluation(fresh(), **kw, map_chunks=m))
+                       for w, m in zip(ways, (m0, m1, m2))}
             times = time_round_robin(runners, repeats)
         print(f"  context loads per worker: 1 worker {dict(m1.loads)}, 2 workers {dict(m2.loads)}")
         print("  phases (what the one mapper runs: per-unit files written where the unit runs; the client's serial "

@@ -23,7 +23,7 @@ from vizkit.io import atomic_path, write_text
 MANIFEST = {"toy": 1, "scale": 3}
 
 
-def toy_context(spec: dict) -> dict:
+def toy_context(**spec: object) -> dict:
     """The toy job's context: its spec (a model would be loaded here, once per process)."""
     return dict(spec)
 

@@ -125,7 +125,8 @@ def test_batch_clis_share_the_cluster_flags(tmp_path, local_cluster, capsys):
     err = capsys.readouterr().err
     assert err.count("skipped broken.png") == 2  # the unreadable image is reported, the others explained
     single = sorted(p.name for p in (tmp_path / "single").iterdir() if p.name not in RUN_FILES)
-    assert len(single) == 3 * 6 and sorted([*single, *RUN_FILES]) == sorted(p.name for p in (tmp_path / "dask").iterdir())
+    dask = sorted(p.name for p in (tmp_path / "dask").iterdir())
+    assert len(single) == 3 * 6 and sorted([*single, *RUN_FILES]) == dask
     for name in single:  # overlays, comparison figures, sidecars: byte for byte
         assert filecmp.cmp(tmp_path / "single" / name, tmp_path / "dask" / name, shallow=False), name
     for cmd in ("clip-gradcam", "detector-attention", "detector-gradcam", "evaluate"):

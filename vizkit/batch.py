@@ -42,11 +42,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from .io import write_csv, write_json, write_text
+from .io import unique_stems, write_csv, write_json, write_text
 from .runs import open_resumable_run
 
-__all__ = ["Unit", "Job", "Outcome", "BatchRun", "BatchMapper", "run_units", "UNITS_DIR", "RUN_FILES",
-           "DONE", "EARLIER", "INCOMPLETE", "FAILED"]
+__all__ = ["Unit", "Job", "Outcome", "BatchRun", "BatchMapper", "run_units", "run_inputs", "resolved", "records",
+           "UNITS_DIR", "RUN_FILES", "DONE", "EARLIER", "INCOMPLETE", "FAILED"]
 
 UNITS_DIR = ".units"
 #: the runner's own files in a run folder (besides the units' files)
@@ -72,9 +72,10 @@ class Job:
     with a true ``"incomplete"`` entry keeps the unit's files but is computed again next time.
     With ``grouped``, ``fn(context, [payloads], folder)`` computes several units at once (e.g.
     one forward pass) and returns one record or exception per payload.
-    ``load(spec)`` builds the context (once per process); ``context``: an already built one,
-    used in this process only (never sent to a worker). ``catch``: the exceptions that make a
-    unit ``failed`` (others stop the batch). ``name``: the progress bar's label."""
+    ``load(spec)`` (``load(**spec)`` for a dict) builds the context (once per process);
+    ``context``: an already built one, used in this process only (never sent to a worker).
+    ``catch``: the exceptions that make a unit ``failed`` (others stop the batch). ``name``: the
+    progress bar's label."""
 
     fn: Callable[..., Any]
     load: Callable[[Any], Any] | None = None
@@ -85,14 +86,15 @@ class Job:
     name: str = "batch"
 
     def resolve(self) -> Any:
-        """The context in this process: :attr:`context`, else ``load(spec)``, built once per process."""
+        """The context in this process: :attr:`context`, else built by ``load`` once per process."""
         if self.context is not None:
             return self.context
         if self.load is None:
             return None
         from .distributed.worker import cached
 
-        return cached(self.context_key(), lambda: self.load(self.spec))
+        spec = self.spec
+        return cached(self.context_key(), lambda: self.load(**spec) if isinstance(spec, dict) else self.load(spec))
 
     def context_key(self) -> tuple[str, str]:
         """The per-process cache key of the context: the loader and the spec."""
@@ -331,3 +333,30 @@ class BatchRun:
     def failed(self) -> list[Outcome]:
         """The units that failed in this run."""
         return [o for o in self.outcomes.values() if o.status == FAILED]
+
+
+def run_inputs(output_dir: str | os.PathLike | None, name: str, manifest: Mapping[str, Any], files: Sequence[Path],
+               job: Job, payload: Callable[[Path, str], Any], *, overwrite: bool = False, cluster: Any = None,
+               progress: bool = False, group: Callable[[int], int] | int = 1,
+               columns: Sequence[str] = ()) -> tuple[BatchRun, list[Outcome]]:
+    """A batch of one unit per input file (key: its stem, made unique; ``payload(file, key)``):
+    the run folder opened (``overwrite`` never deletes the inputs), the units not done computed
+    (``group``: units per call of a grouped job, or a function of how many are left), the index
+    written. Returns the run and the outcomes in the files' order."""
+    batch = BatchRun.open(output_dir, name, manifest, overwrite, protect=files)
+    units = [Unit(key, payload(f, key)) for key, f in zip(unique_stems(files), files)]
+    size = group(sum(not batch.done(u.key) for u in units)) if callable(group) else group
+    outcomes = batch.run(BatchMapper(cluster, progress=progress), job, units, max(1, size))
+    batch.write_index(f"{name}: units", "One unit per input file.", columns)
+    return batch, outcomes
+
+
+def resolved(path: str | os.PathLike | None) -> str | None:
+    """A path as a manifest records it (absolute), None as None."""
+    return str(Path(path).resolve()) if path else None
+
+
+def records(frame: Any) -> list[dict[str, Any]]:
+    """A DataFrame's rows as dicts of plain Python values (exact, picklable: unit payloads)."""
+    return [{k: v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v for k, v in r.items()}
+            for r in frame.to_dict("records")]

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from ..distributed.chunks import ClusterOptions
 
 __all__ = ["CLIPViTGradCAM", "check_attention_options", "run_detector_attention", "AttentionRun",
-           "detector_attention_task", "DetectorAttention", "DetectorModel", "ImageResult", "LAYER_MODES",
+           "DetectorAttention", "DetectorModel", "ImageResult", "LAYER_MODES",
            "load_detector_model", "analyze_single_image", "analyze_images", "comparison_numbers",
            "where_they_differ", "faithfulness_table", "faithfulness_observations", "write_attention_report",
            "DetectorAttentionExplorer", "notebook_parameters", "check_notebook_parameters", "ZOO_DETECTORS",
@@ -431,22 +431,14 @@ def analyze_images(detector: Detector, images: Sequence[Any], output_dir: str | 
             failures.append((name, str(err)))
     results = []
     for _, chunk in batched(loaded, batch_size, progress="detector-attention" if progress else False, unit="image"):
-        results += _explain_batch(detector, gradcam, chunk, out, multi_layer)
+        x = torch.stack([detector.preprocess(im) for _, im in chunk]).to(model_device(detector.model))
+        result = gradcam.explain(x)
+        for i, (name, im) in enumerate(chunk):
+            res = image_result(result, i, _display(im, result.cache.image_size), name, detector.real_index,
+                               detector.fake_index)
+            save_image_result(res, result, i, out, multi_layer)
+            results.append(res)
     return results, failures
-
-
-def _explain_batch(detector: Detector, gradcam: CLIPViTGradCAM, chunk: Sequence[tuple[str, Any]], out: Path,
-                   multi_layer: bool) -> list[ImageResult]:
-    """One forward pass over ``(stem, image)`` pairs; each image's files written."""
-    x = torch.stack([detector.preprocess(im) for _, im in chunk]).to(model_device(detector.model))
-    result = gradcam.explain(x)
-    results = []
-    for i, (name, im) in enumerate(chunk):
-        res = image_result(result, i, _display(im, result.cache.image_size), name, detector.real_index,
-                           detector.fake_index)
-        save_image_result(res, result, i, out, multi_layer)
-        results.append(res)
-    return results
 
 
 @dataclass
@@ -464,35 +456,21 @@ class AttentionRun:
 
 
 def _attention_units(detector: Detector, payloads: Sequence[tuple[str, str, dict]], out: Path) -> list[Any]:
-    """Images ``(path, stem, options)`` of :func:`run_detector_attention` in one forward pass: per
-    image its sidecar (files written) or the error that kept it from being read."""
-    opts = payloads[0][2]
-    gradcam = CLIPViTGradCAM(detector.model, opts["layers"], opts["head_fusion"], opts["aggregation"],
-                             detector.class_names, opts["debug"])
-    loaded, outcome = [], {}
-    for path, stem, _ in payloads:
-        try:
-            loaded.append((stem, detector.read(Path(path))))
-        except VizkitError as err:
-            outcome[stem] = err
-    if loaded:
-        for res in _explain_batch(detector, gradcam, loaded, out, opts["multi_layer"]):
-            outcome[res.stem] = res.sidecar()
-    return [outcome[stem] for _, stem, _ in payloads]
-
-
-def _attention_model(spec: tuple) -> Detector:
-    model_config, weights, head, device, num_heads = spec
-    return load_detector_model(None, model_config, weights, head=head, num_heads=num_heads, device=device)
+    """Images ``(path, stem, options)`` in one forward pass: per image its sidecar, or its read error."""
+    o = payloads[0][2]
+    results, failures = analyze_images(detector, [Path(p) for p, _, _ in payloads], out, o["layers"], o["head_fusion"],
+                                       o["aggregation"], o["multi_layer"], [s for _, s, _ in payloads], len(payloads),
+                                       debug=o["debug"])
+    done = {**{r.stem: r.sidecar() for r in results}, **{name: VizkitError(err) for name, err in failures}}
+    return [done[stem] for _, stem, _ in payloads]
 
 
 def _from_sidecar(side: dict[str, Any], out: Path) -> ImageResult:
     """An :class:`ImageResult` read back from an image's sidecar (its maps stay in the figures)."""
-    empty = np.zeros((0, 0), np.float32)
-    return ImageResult(side["image"], empty, side["probabilities"], side["predicted_index"], side["class_names"],
-                       empty, empty, side["comparison"], side["where_they_differ"], side["layers"],
-                       side["head_fusion"], side["aggregation"], {k: out / v for k, v in side["files"].items()},
-                       side.get("layers_note"))
+    e = np.zeros((0, 0), np.float32)
+    return ImageResult(side["image"], e, side["probabilities"], side["predicted_index"], side["class_names"], e, e,
+                       side["comparison"], side["where_they_differ"], side["layers"], side["head_fusion"],
+                       side["aggregation"], {k: out / v for k, v in side["files"].items()}, side.get("layers_note"))
 
 
 def run_detector_attention(image_paths: Sequence[str | os.PathLike], output_dir: str | os.PathLike, *,
@@ -509,31 +487,29 @@ def run_detector_attention(image_paths: Sequence[str | os.PathLike], output_dir:
     reported in ``failures`` and skipped. ``target_layers``: block indices or names, or
     last / last_4 / all (a list is joined as one spec); ``device`` by
     :func:`vizkit.state.resolve_device`; ``cluster``: batches of images on a Dask cluster."""
-    from ..batch import BatchMapper, BatchRun, Job, Unit
+    from ..batch import Job, resolved, run_inputs
 
     files = image_files(image_paths)
     if batch_size < 1:
         raise InputError(f"--batch-size must be positive, got {batch_size}")
     layers = parse_layers(",".join(map(str, target_layers)) if isinstance(target_layers, (list, tuple))
                           else target_layers) if target_layers else None
-    dev = str(resolve_device(device))
-    detector = load_detector_model(None, model_config, weights, head=head, num_heads=num_heads, device=dev)
+    spec = dict(model_config=model_config, weights=weights, head=head, num_heads=num_heads,
+                device=str(resolve_device(device)))
+    detector = load_detector_model(**spec)
     note = check_attention_options(detector.model, layers, head_fusion, aggregation)[2]
-    absolute = (lambda p: str(Path(p).resolve()) if p else None)  # noqa: E731
-    manifest = {"command": "detector-attention", "model_config": absolute(model_config), "weights": absolute(weights),
-                "head": absolute(head), "num_heads": num_heads, "target_layers": layers, "head_fusion": head_fusion,
-                "aggregation": aggregation, "multi_layer": multi_layer}
-    batch = BatchRun.open(output_dir, "detector-attention", manifest, overwrite, protect=files)
-    out = batch.folder
+    manifest = {"command": "detector-attention", **{k: resolved(spec[k]) for k in ("model_config", "weights", "head")},
+                "num_heads": num_heads, "target_layers": layers, "head_fusion": head_fusion, "aggregation": aggregation,
+                "multi_layer": multi_layer}
     opts = dict(layers=layers, head_fusion=head_fusion, aggregation=aggregation, multi_layer=multi_layer, debug=debug)
-    units = [Unit(stem, (str(f), stem, opts)) for f, stem in zip(files, unique_stems(files))]
-    job = Job(_attention_units, _attention_model, (model_config, weights, head, dev, num_heads),
-              None if cluster is not None else detector, grouped=True, catch=(VizkitError,), name="detector-attention")
-    todo = sum(not batch.done(u.key) for u in units)  # images per forward pass: at most batch_size, 8+ tasks
-    outcomes = batch.run(BatchMapper(cluster, progress=progress), job, units, group=min(batch_size, -(-todo // 8)))
+    job = Job(_attention_units, load_detector_model, spec, None if cluster is not None else detector, grouped=True,
+              catch=(VizkitError,), name="detector-attention")
+    batch, outcomes = run_inputs(output_dir, "detector-attention", manifest, files, job, lambda f, stem: (str(f), stem,
+                                 opts), overwrite=overwrite, cluster=cluster, progress=progress,
+                                 group=lambda todo: min(batch_size, -(-todo // 8)),  # at most batch_size, 8+ tasks
+                                 columns=["predicted_class", "where_they_differ"])
+    out, failures = batch.folder, [(o.key, o.error) for o in outcomes if not o.ok]
     results = [_from_sidecar(o.record, out) for o in outcomes if o.ok]
-    failures = [(u.key, o.error) for u, o in zip(units, outcomes) if not o.ok]
-    batch.write_index("Detector attention: units", "One unit per image.", ["predicted_class", "where_they_differ"])
     report = write_attention_report(out, dict(params or {}), detector, results, failures=failures)
     return AttentionRun(results, failures, out, report, detector.fake_index, [note] if note else [])
 

@@ -244,10 +244,6 @@ def _clip_unit(adapter: ClipAdapter, payload: tuple, out: Path) -> dict[str, Any
     return explain_file(adapter, load_image(path), path, stem, out, *args)
 
 
-def _clip_model(spec: tuple[tuple[str, Any], ...]) -> ClipAdapter:
-    return load_clip_model(**dict(spec))
-
-
 def run_clip_gradcam(image_paths: Sequence[str | os.PathLike], class_texts: Sequence[str] | None = None,
                      class_texts_file: str | os.PathLike | None = None, *, model: str | None = None,
                      model_path: str | None = None, image_encoder: str | None = None, text_encoder: str | None = None,
@@ -263,8 +259,7 @@ def run_clip_gradcam(image_paths: Sequence[str | os.PathLike], class_texts: Sequ
     written. ``device`` by :func:`vizkit.state.resolve_device`. A batch of :mod:`vizkit.batch`
     (one unit per image; a rerun with the same model and texts resumes, ``overwrite`` starts
     afresh); ``cluster``: the images on a Dask cluster, the same files as without it."""
-    from ..batch import BatchMapper, BatchRun, Job, Unit
-    from ..io import unique_stems
+    from ..batch import Job, resolved, run_inputs
 
     if class_texts is None and class_texts_file is None:
         raise InputError("give the class texts with --class-texts or --class-texts-file")
@@ -278,21 +273,18 @@ def run_clip_gradcam(image_paths: Sequence[str | os.PathLike], class_texts: Sequ
     model_kwargs = dict(model=model, model_path=model_path, image_encoder=image_encoder, text_encoder=text_encoder,
                         embed_dim=embed_dim, img_size=img_size, device=str(resolve_device(device)))
     adapter = load_clip_model(**model_kwargs)
-    batch = len(files) > 1
     args = (names, texts, target_text_idx, method, target_layer, probability, layout)
     manifest = {"command": "clip-gradcam", **{k: v for k, v in model_kwargs.items() if k != "device"},
                 "names": names, "texts": texts, "target_text_idx": target_text_idx, "method": method,
                 "target_layer": str(target_layer), "probability": probability, "layout": layout,
                 "output_name": output_name}
-    for key in ("model", "model_path", "text_encoder"):
-        if manifest[key] and Path(manifest[key]).exists():
-            manifest[key] = str(Path(manifest[key]).resolve())
-    run = BatchRun.open(output_dir, "clip-gradcam", manifest, overwrite, protect=files)
-    job = Job(_clip_unit, _clip_model, tuple(sorted(model_kwargs.items())), None if cluster else adapter,
-              catch=(), name="clip-gradcam")
-    units = [Unit(key, (str(f), output_stem(f, output_name, batch), args)) for key, f in zip(unique_stems(files), files)]
-    rows = [o.record for o in run.run(BatchMapper(cluster, progress=progress), job, units)]
-    run.write_index("CLIP image-text Grad-CAM: units", "One unit per image.", ["target", "prob", "figure"])
+    manifest.update({k: resolved(manifest[k]) for k in ("model", "model_path", "text_encoder")
+                     if manifest[k] and Path(manifest[k]).exists()})
+    job = Job(_clip_unit, load_clip_model, model_kwargs, None if cluster else adapter, catch=(), name="clip-gradcam")
+    _, outcomes = run_inputs(output_dir, "clip-gradcam", manifest, files, job, lambda f, _: (
+        str(f), output_stem(f, output_name, len(files) > 1), args), overwrite=overwrite, cluster=cluster,
+        progress=progress, columns=["target", "prob", "figure"])
+    rows = [o.record for o in outcomes]
     first = rows[0]
     return ClipBatchRun(first["model"], first["method"], first["layers"], first["score"], list(names), rows)
 

@@ -53,11 +53,11 @@ from .. import render
 from ..render import combined_map, display_image
 from ..errors import InputError, ParameterError, VizkitError
 from ..datasets import ZOO_DATASET, EvalDataset, parse_label, resolve_dataset
-from ..batch import BatchMapper, BatchRun, Job, Unit
+from ..batch import BatchMapper, BatchRun, Job, Unit, records, resolved, run_inputs
 from ..evaluate import binary_metrics, localization
 from ..evaluate import binary_metrics_table as metrics_table
 from ..explain import cam
-from ..io import image_files, unique_stems, write_csv, write_json, write_text
+from ..io import image_files, write_csv, write_json, write_text
 from ..layers import find_blocks, probe, resolve_layers
 from ..methods import get_method
 from ..models import Detector, load_detector
@@ -420,14 +420,10 @@ def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path
                 shutil.rmtree(folder)
     mapper = map_chunks or BatchMapper(progress=progress)
     with (mapper if mapper.distributed and mapper.client is None else nullcontext()):
-        job = Job(_chunk_unit, _eval_context, (args, str(ctx.device)), None if mapper.distributed else ctx,
+        job = Job(_chunk_unit, _prepare, dict(args=args, device=str(ctx.device)), None if mapper.distributed else ctx,
                   catch=(), name="evaluate")
         batch.run(mapper, job, units)
         return _finalize(ctx, batch, n, report, mapper, job)
-
-
-def _eval_context(spec: tuple[EvalArgs, str]) -> _Context:
-    return evaluation_context(*spec)
 
 
 def _chunk_unit(ctx: _Context, k: int, run: Path) -> dict[str, Any]:
@@ -585,11 +581,10 @@ def _finalize(ctx: _Context, batch: BatchRun, n: int, report: bool, mapper: Batc
         write_csv(run / "localization.csv", loc.round(6))
     samples = pd.DataFrame(columns=["sample", "index", "path", "label", "pred", "prob", "correct"])
     units = []  # the sample folders and the report's figures: units, rendered where the units run
-    rows = _records(preds)
+    rows = records(preds)
     if ctx.methods:
         chosen = select_samples(preds, ctx.args.gradcam_samples, ctx.args.save_all_predictions)
-        records = _records(chosen)
-        units += [Unit(f"sample{i}", ("sample", i, row, ctx.methods[0])) for i, row in enumerate(records)]
+        units += [Unit(f"sample{i}", ("sample", i, row, ctx.methods[0])) for i, row in enumerate(records(chosen))]
         samples = chosen.assign(sample=[f"sample{i}" for i in range(len(chosen))])[samples.columns]
         write_csv(run / "samples.csv", samples)
     if report:
@@ -605,11 +600,6 @@ def _finalize(ctx: _Context, batch: BatchRun, n: int, report: bool, mapper: Batc
                       "report figures.", columns=["samples", "unreadable"])
     mark_complete(run, {"samples": int(len(preds)), "unreadable": int(len(errors))})
     return summary
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """The rows as dicts of Python values (picklable, exact)."""
-    return [{k: v.item() if isinstance(v, np.generic) else v for k, v in r.items()} for r in frame.to_dict("records")]
 
 
 def _render_unit(ctx: _Context, payload: tuple[str, int, Any, str], run: Path) -> dict[str, Any]:
@@ -746,7 +736,8 @@ def gradcam_demo(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
                  config: str | None = None, weights: str | None = None, layers: Sequence[str] | None = None,
                  method: str = "gradcam", target: str = "predicted", overwrite: bool = False,
                  progress: bool = False, device: str | torch.device = "cpu", layout: Any = None,
-                 num_heads: int | None = None, cluster: ClusterOptions | None = None) -> tuple[list[dict[str, Any]], list]:
+                 num_heads: int | None = None, cluster: ClusterOptions | None = None
+                 ) -> tuple[list[dict[str, Any]], list]:
     """Per image: ``gradcam_{layer}_{stem}.png`` per layer, ``{stem}_comparison.png`` (prediction in
     the title) and ``{stem}.json``. Returns (results, failures). ``layout``: where the layers'
     channels are (see :func:`vizkit.cam`). A batch of :mod:`vizkit.batch` (one unit per image;
@@ -756,15 +747,13 @@ def gradcam_demo(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output
     infos = resolve_gradcam_layers(det.model, list(layers or det.config.get("gradcam_layers") or default_layers(det.model)),
                                    det.size)
     names = [i.name for i in infos]
-    manifest = {"command": "detector-gradcam", "config": config and str(Path(config).resolve()),
-                "weights": weights and str(Path(weights).resolve()), "num_heads": num_heads, "layers": names,
-                "method": method, "target": target, "layout": layout}
-    batch = BatchRun.open(output, "detector-gradcam", manifest, overwrite, protect=files)
+    manifest = {"command": "detector-gradcam", "config": resolved(config), "weights": resolved(weights),
+                "num_heads": num_heads, "layers": names, "method": method, "target": target, "layout": layout}
     job = Job(_gradcam_unit, _gradcam_model, (config, weights, tuple(names), str(device), num_heads),
               None if cluster is not None else (det, infos), catch=(VizkitError,), name="detector-gradcam")
-    units = [Unit(key, (str(f), method, target, layout)) for key, f in zip(unique_stems(files), files)]
-    outcomes = batch.run(BatchMapper(cluster, progress=progress), job, units)
-    batch.write_index("Detector Grad-CAM: units", "One unit per image.", ["prediction", "fake_probability"])
+    _, outcomes = run_inputs(output, "detector-gradcam", manifest, files, job, lambda f, _: (str(f), method, target,
+                             layout), overwrite=overwrite, cluster=cluster, progress=progress,
+                             columns=["prediction", "fake_probability"])
     return ([o.record for o in outcomes if o.ok],
             [(f.name, o.error) for f, o in zip(files, outcomes) if not o.ok])
 

@@ -324,36 +324,32 @@ def run_many(model_path: str | Path | None, benchmark_json: str | Path, image_di
     arguments into the same folder skips the samples done and redoes the rest (``overwrite``
     redoes all). ``cluster``: a :class:`vizkit.distributed.chunks.ClusterOptions`
     (``--workers`` / ``--scheduler``)."""
-    from ..batch import EARLIER, FAILED, BatchMapper, BatchRun, Job, Unit
+    from ..batch import EARLIER, FAILED, BatchMapper, BatchRun, Job, Unit, resolved
     from ..runs import mark_complete
 
     model = str(model_path) if model_path else None
-    job = Job(_sample_unit, _load_vlm, model, name="vlm-video")
+    job = Job(_sample_unit, load_vlm, {"model_name_or_path": model}, name="vlm-video")
     if cluster is None:  # a bad folder, layer or head stops here, once, before any output
         vlm = job.resolve()
         resolve_layers(vlm.num_layers, kw.get("layer_idx"), kw.get("layers"))
         check_head(kw.get("heads", "mean"), vlm.num_heads)
-    absolute = (lambda p: str(Path(p).resolve()) if p else None)  # noqa: E731
-    manifest = {"command": "vlm-video", "model_path": absolute(model), "benchmark_json": absolute(benchmark_json),
-                "image_dir": absolute(image_dir), "max_image_num": max_image_num, **kw}
+    manifest = {"command": "vlm-video", "model_path": resolved(model), "benchmark_json": resolved(benchmark_json),
+                "image_dir": resolved(image_dir), "max_image_num": max_image_num, **kw}
     batch = BatchRun.open(output_dir or None, "vlm-video", manifest, overwrite)
     payload = (str(benchmark_json), str(image_dir) if image_dir else None, max_image_num, dict(kw))
     units = [Unit(f"sample_{i}", (i, *payload)) for i in indices]
     outcomes = batch.run(BatchMapper(cluster, progress=cluster is not None), job, units)
-    table = [{"sample": i, "status": o.status, **{k: o.record.get(k, "") for k in ("answer_tokens", "frames", "answer")},
+    columns = ["answer_tokens", "frames", "answer"]
+    table = [{"sample": i, "status": o.status, **{k: o.record.get(k, "") for k in columns},
               "error": f"{o.error_type}: {o.error}" if o.status == FAILED else ""} for i, o in zip(indices, outcomes)]
     skipped = sum(o.status == EARLIER for o in outcomes)
     index = batch.write_index("VLM per-token attention videos", f"{len(indices)} sample(s) of "
                               f"{Path(benchmark_json).name}; each sample_<idx>/ holds its videos, contact sheets, "
-                              "attention.npz and report.md.", ["answer_tokens", "frames", "answer"])
+                              "attention.npz and report.md.", columns)
     failed = [r for r in table if r["status"] == FAILED]
     if not failed:
         mark_complete(batch.folder, {"samples": list(indices)})
     return {"folder": batch.folder, "index": index, "samples": table, "failed": failed, "skipped": skipped}
-
-
-def _load_vlm(model_path: str | None) -> VLM:
-    return load_vlm(model_path)
 
 
 def _sample_unit(vlm: VLM, payload: tuple, folder: Path) -> dict[str, Any]:
