@@ -1,6 +1,6 @@
-"""The batch commands on a Dask cluster: every one runs its units with the one batch runner,
-:class:`vizkit.batch.BatchMapper` (``clip-gradcam``, ``detector-attention``, ``detector-gradcam``,
-``evaluate``, ``vlm-video``). Each unit's function lives with its scenario and runs whole on the
+"""Scenario 1, 3, 4 and 5 batch commands on a Dask cluster: every one runs its units with the one
+batch runner, :class:`vizkit.batch.BatchMapper` (``clip-gradcam``, ``detector-attention``,
+``detector-gradcam``, ``evaluate``, ``vlm-video``). Each unit's function lives with its scenario and runs whole on the
 worker (model loaded once per worker process, files and marker written there).
 
 :class:`EvaluationMapper` is the name scenario 3's evaluation has used for its mapper: a
