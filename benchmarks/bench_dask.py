@@ -8,9 +8,11 @@
    ``plain`` (:func:`run_evaluation` in this process), ``dask 1 worker`` and ``dask 2 workers``
    (a LocalCluster started once, before the timing; one warm-up run each, so the workers hold
    their model, as they do from the second evaluation on). Round-robin, ``--repeats`` times.
-   Targets: 2 workers vs 1 worker >= 1.6x; dask 1 worker vs plain <= 1.10x (overhead <= 10 %).
-   Also printed: the same ratios for the chunk phase alone (what Dask maps); the client's serial
-   part (model + dataset preparation, sample folders, report figures) bounds the end-to-end ratio.
+   All three run the evaluation with the one batch runner (:class:`vizkit.batch.BatchMapper`: in
+   this process, or on the cluster, where each unit -- chunk, sample folder, report figure --
+   writes its own files). Targets: 2 workers vs 1 worker >= 1.6x; dask 1 worker vs plain <= 1.10x
+   (overhead <= 10 %). Also printed: the phases (chunks; sample folders + figures); the client's
+   serial part (model + dataset preparation, metrics, CSVs, report.md) bounds the end-to-end ratio.
 2. **Sweep** (``vizkit run``): notebook 02 over ``num_samples`` [2, 4, 6, 8] x ``head_fusion``
    [mean, max, min] (12 runs): sequential ``papermill.execute_notebook`` calls in this process (the
    kernels use torch's default threads) vs :func:`run_sweep` with ``workers=2`` (including the
@@ -59,7 +61,8 @@ def load() -> str:
 def bench_eval(samples: int, batch_size: int, repeats: int, work: Path) -> dict[str, list[float]]:
     import torch
 
-    from vizkit.scenarios.cluster_tasks import EvaluationMapper
+    from vizkit.batch import BatchMapper
+    from vizkit.distributed.chunks import ClusterOptions
     from vizkit.distributed.cluster import cluster_client
     from vizkit.scenarios import detector_gradcam_eval as dge
 
@@ -73,49 +76,41 @@ def bench_eval(samples: int, batch_size: int, repeats: int, work: Path) -> dict[
         shutil.rmtree(out, ignore_errors=True)
         return out
 
+    class Timed(BatchMapper):
+        """The one batch mapper, timing its phases: the chunks ("evaluate") and the sample folders +
+        report figures ("samples"), both mapped on the cluster (or run here, for "plain")."""
+
+        def __init__(self, name: str, cluster=None):
+            super().__init__(cluster)
+            self.name = name
+
+        def map(self, job, units, folder, group=1):
+            t = time.perf_counter()
+            yield from super().map(job, units, folder, group)
+            phase[job.name][self.name].append(time.perf_counter() - t)
+
     t0 = time.perf_counter()
     with cluster_client(workers=1, quiet=True, dashboard=False) as c1, \
             cluster_client(workers=2, quiet=True, dashboard=False) as c2:
         print(f"  two local clusters started in {time.perf_counter() - t0:.1f} s (not timed below)")
-        m1 = EvaluationMapper(scheduler=c1.scheduler.address, quiet=True)
-        m2 = EvaluationMapper(scheduler=c2.scheduler.address, quiet=True)
-        phase: dict[str, list[float]] = {"plain": [], "dask 1 worker": [], "dask 2 workers": []}
-        real_chunk = dge.evaluate_chunk
-
-        def plain() -> None:  # the chunk phase: every evaluate_chunk call, summed
-            spent = [0.0]
-
-            def timed(ctx, k):
-                t = time.perf_counter()
-                out = real_chunk(ctx, k)
-                spent[0] += time.perf_counter() - t
-                return out
-
-            dge.evaluate_chunk = timed
-            try:
-                dge.run_evaluation(fresh(), **kw)
-            finally:
-                dge.evaluate_chunk = real_chunk
-            phase["plain"].append(spent[0])
-
-        def on(mapper, name):
-            def mapped(args, device, todo):  # the chunk phase: from the first submit to the last chunk written
-                t = time.perf_counter()
-                yield from mapper(args, device, todo)
-                phase[name].append(time.perf_counter() - t)
-            return lambda: dge.run_evaluation(fresh(), **kw, map_chunks=mapped)
-
+        ways = ("plain", "dask 1 worker", "dask 2 workers")
+        phase: dict[str, dict[str, list[float]]] = {p: {w: [] for w in ways} for p in ("evaluate", "samples")}
+        m0 = Timed("plain")
+        m1 = Timed("dask 1 worker", ClusterOptions(scheduler=c1.scheduler.address, quiet=True))
+        m2 = Timed("dask 2 workers", ClusterOptions(scheduler=c2.scheduler.address, quiet=True))
         with m1, m2:
-            runners = {"plain": plain, "dask 1 worker": on(m1, "dask 1 worker"),
-                       "dask 2 workers": on(m2, "dask 2 workers")}
+            runners = {w: (lambda m=m: dge.run_evaluation(fresh(), **kw, map_chunks=m))
+                       for w, m in zip(ways, (m0, m1, m2))}
             times = time_round_robin(runners, repeats)
-        print(f"  model loads per worker: 1 worker {dict(m1.loads)}, 2 workers {dict(m2.loads)}")
-        print("  chunk phase only (what is mapped on the cluster; without model/dataset preparation and the sample "
-              "folders + report, which run in the client):")
-        for k, v in phase.items():
-            print(f"    {k:16s} {stats(v[1:])}")
-        med = {k: statistics.median(v[1:]) for k, v in phase.items()}
-        print(f"    speed-up 2 workers vs 1 worker: {med['dask 1 worker'] / med['dask 2 workers']:.2f}x; "
+        print(f"  context loads per worker: 1 worker {dict(m1.loads)}, 2 workers {dict(m2.loads)}")
+        print("  phases (what the one mapper runs: per-unit files written where the unit runs; the client's serial "
+              "part is the model + dataset preparation, metrics, CSVs and report.md):")
+        for p, label in (("evaluate", "chunks"), ("samples", "sample folders + report figures")):
+            print(f"   {label}:")
+            for k, v in phase[p].items():
+                print(f"    {k:16s} {stats(v[1:])}")
+        med = {k: statistics.median(v[1:]) for k, v in phase["evaluate"].items()}
+        print(f"    chunks: speed-up 2 workers vs 1 worker: {med['dask 1 worker'] / med['dask 2 workers']:.2f}x; "
               f"dask 1 worker vs plain: {med['dask 1 worker'] / med['plain']:.3f}x")
     ref = (work / "eval1" / "metrics.json").read_text()
     same = all((work / f"eval{i}" / "metrics.json").read_text() == ref for i in range(1, count[0] + 1))

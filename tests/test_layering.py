@@ -19,7 +19,7 @@ def test_vizkit_rules_assign_the_target_layout() -> None:
     expected = {
         "vizkit": "core", "vizkit.errors": "base", "vizkit.explain": "core", "vizkit.methods": "math",
         "vizkit.methods.gradcam": "math", "vizkit.stats": "math", "vizkit.metrics": "math",
-        "vizkit.metrics.road": "math", "vizkit.io": "io", "vizkit.runs": "shared",
+        "vizkit.metrics.road": "math", "vizkit.io": "io", "vizkit.runs": "shared", "vizkit.batch": "shared",
         "vizkit.widgets": "presentation", "vizkit.models": "models", "vizkit.models.clip": "models",
         "vizkit.zoo": "zoo", "vizkit.zoo.tiny_vlm": "zoo", "vizkit.zoo.train": "leaf",
         "vizkit.zoo.train.tiny_vlm": "leaf", "vizkit.zoo.__main__": "leaf", "vizkit.scenarios": "scenarios",

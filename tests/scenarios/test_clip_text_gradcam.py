@@ -10,6 +10,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import vizkit
 from vizkit import cli
+from vizkit.batch import RUN_FILES
 from vizkit.scenarios.clip_text_gradcam import (explain_clip, load_class_texts, load_image, output_stem, save_result)
 from vizkit.errors import InputError, TargetError
 from vizkit.models.clip import adapt_clip
@@ -246,7 +247,7 @@ def test_cli_hugging_face_clip_directory(tmp_path, image):
     assert code == 0
     side = json.loads((out / "hf.json").read_text())
     assert side["layers"] == ["vision_model.encoder.layers.1.layer_norm1"] and side["target"] == 1
-    assert sorted(p.name for p in out.iterdir()) == ["hf.json", "hf.png", "hf_overlay.png"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["hf.json", "hf.png", "hf_overlay.png", *RUN_FILES])
 
 
 def chinese_text_encoder(path):

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from vizkit import cli
+from vizkit.batch import RUN_FILES
 
 
 # ------------------------------------------------------------------ the zoo models end to end
@@ -29,8 +30,8 @@ def test_cli_zoo_models_with_list_and_json_texts(tmp_path, capsys, model, layer)
                      "--output-dir", str(out), "--cpu"]) == 0
     printed = capsys.readouterr().out
     assert f"layer: {layer}" in printed and "explained score: image-text similarity" in printed
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"clip_gradcam_{s}{x}" for s in "ab" for x in (".json", ".png", "_overlay.png"))
+    assert sorted(p.name for p in out.iterdir()) == sorted(  # the images' files and the batch runner's
+        [f"clip_gradcam_{s}{x}" for s in "ab" for x in (".json", ".png", "_overlay.png")] + list(RUN_FILES))
     a = json.loads((out / "clip_gradcam_a.json").read_text())
     b = json.loads((out / "clip_gradcam_b.json").read_text())
     assert a["target_chosen"] == "most similar" and a["layers"][0].startswith(layer)

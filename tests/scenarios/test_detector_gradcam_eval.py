@@ -13,6 +13,7 @@ import torch
 import yaml
 from PIL import Image
 
+from vizkit.batch import RUN_FILES
 from vizkit.cli import main
 from vizkit.errors import LayerNotFoundError, VizkitError
 from vizkit.models import ClipDetector
@@ -222,8 +223,8 @@ def test_detector_gradcam_cli_one_image(dfb, tmp_path, capsys):
                "--layers", "encoder.layers.-1.layer_norm1", "encoder.layers.1"])
     assert rc == 0, capsys.readouterr().err
     names = sorted(p.name for p in (tmp_path / "o").iterdir())
-    assert names == ["00.json", "00_comparison.png", "gradcam_encoder.layers.1_00.png",
-                     "gradcam_encoder.layers.5.layer_norm1_00.png"]
+    assert names == sorted(["00.json", "00_comparison.png", "gradcam_encoder.layers.1_00.png",
+                            "gradcam_encoder.layers.5.layer_norm1_00.png", *RUN_FILES])  # the image's + the runner's
     side = json.loads((tmp_path / "o" / "00.json").read_text())
     assert side["prediction"] in ("Real", "Fake") and 0 <= side["fake_probability"] <= 1
 

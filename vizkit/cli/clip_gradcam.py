@@ -34,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--img-size", type=int, default=224, help="custom model: input size (default 224)")
     p.add_argument("--output-dir", default="clip_gradcam_results", help="output folder (default clip_gradcam_results)")
     p.add_argument("--output-name", default=None, help="output file name (default clip_gradcam_<image name>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an output folder that holds another run (README: Batches and resuming)")
     cpu_argument(p)
     cluster_flags(p)
     p.set_defaults(run=run)
@@ -47,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
                            text_encoder=args.text_encoder, embed_dim=args.embed_dim, img_size=args.img_size,
                            target_text_idx=args.target_text_idx, method=args.method, target_layer=args.target_layer,
                            probability=args.probability, layout=args.layout, output_dir=args.output_dir,
-                           output_name=args.output_name, device=device(args), cluster=cluster_options(args))
+                           output_name=args.output_name, device=device(args), cluster=cluster_options(args),
+                           overwrite=args.overwrite)
     print(f"model: {res.model} | method: {res.method} | layer: {', '.join(res.layers)} | "
           f"explained score: image-text {res.score}")
     for r in res.rows:

@@ -9,8 +9,8 @@ module                         what it explains                                 
 ``detector_gradcam_eval``      a detector's Grad-CAM on named layers, evaluation     03
                                explaining its mistakes (seed 002)
 ``clip_text_gradcam``          CLIP image-text similarity by Grad-CAM (seed 003)     04
-``cluster_tasks``              scenarios 1, 3, 4 on a Dask cluster: their tasks      -
-                               collected, the evaluation's chunk mapper
+``cluster_tasks``              the batch commands on a Dask cluster (vizkit.batch):  -
+                               the evaluation's mapper
 ``vlm_attention_video``        a VLM's per-token attention video (seed 004)          05
 ``vlm_ground_truth``           tiny_vlm: does the answer look at the named object?   05
 =============================  ====================================================  =========
@@ -54,8 +54,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "detector_metrics", "metrics_table", "metadata_text", "select_samples", "resolve_gradcam_layers",
         "default_layers", "load_eval_detector", "load_run", "EvalSummary", "resolve_dataset", "EvalDataset",
         "parse_label"),
-    "cluster_tasks": ("EvaluationMapper", "evaluate_chunk_task", "detector_gradcam_task", "detector_gradcam_mapper",
-                      "detector_attention_task", "clip_gradcam_task"),
+    "cluster_tasks": ("EvaluationMapper",),
     "clip_text_gradcam": (
         "ClipGradCAMResult", "ClipExplorer", "load_clip_model", "load_class_texts", "load_image", "display_crop",
         "run_clip_gradcam", "ClipBatchRun",

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from ..distributed.chunks import ClusterOptions
 
 __all__ = ["CLIPViTGradCAM", "check_attention_options", "run_detector_attention", "AttentionRun",
-           "detector_attention_task", "DetectorAttention", "DetectorModel", "ImageResult", "LAYER_MODES",
+           "DetectorAttention", "DetectorModel", "ImageResult", "LAYER_MODES",
            "load_detector_model", "analyze_single_image", "analyze_images", "comparison_numbers",
            "where_they_differ", "faithfulness_table", "faithfulness_observations", "write_attention_report",
            "DetectorAttentionExplorer", "notebook_parameters", "check_notebook_parameters", "ZOO_DETECTORS",
@@ -456,20 +456,22 @@ class AttentionRun:
     notes: list[str]
 
 
-def detector_attention_task(chunk: list[tuple[str, str]], out: str, model_config: str | None, weights: str | None,
-                            head: str | None, layers: Any, head_fusion: str, aggregation: str, multi_layer: bool,
-                            batch_size: int, device: str, num_heads: int | None = None) -> tuple[list, list]:
-    """A batch of ``(path, stem)`` images of :func:`run_detector_attention` on a Dask worker (the
-    detector loaded once per worker): ``(results, failures)``."""
-    from ..distributed.chunks import setup_worker
-    from ..distributed.worker import cached
+def _attention_units(detector: Detector, payloads: Sequence[tuple[str, str, dict]], out: Path) -> list[Any]:
+    """Images ``(path, stem, options)`` in one forward pass: per image its sidecar, or its read error."""
+    o = payloads[0][2]
+    results, failures = analyze_images(detector, [Path(p) for p, _, _ in payloads], out, o["layers"], o["head_fusion"],
+                                       o["aggregation"], o["multi_layer"], [s for _, s, _ in payloads], len(payloads),
+                                       debug=o["debug"])
+    done = {**{r.stem: r.sidecar() for r in results}, **{name: VizkitError(err) for name, err in failures}}
+    return [done[stem] for _, stem, _ in payloads]
 
-    setup_worker()
-    detector = cached(("detector-attention", model_config, weights, head, device, num_heads),
-                      lambda: load_detector_model(None, model_config, weights, head=head, num_heads=num_heads,
-                                                  device=device))
-    return analyze_images(detector, [Path(p) for p, _ in chunk], Path(out), layers, head_fusion, aggregation,
-                          multi_layer=multi_layer, stems=[st for _, st in chunk], batch_size=batch_size)
+
+def _from_sidecar(side: dict[str, Any], out: Path) -> ImageResult:
+    """An :class:`ImageResult` read back from an image's sidecar (its maps stay in the figures)."""
+    e = np.zeros((0, 0), np.float32)
+    return ImageResult(side["image"], e, side["probabilities"], side["predicted_index"], side["class_names"], e, e,
+                       side["comparison"], side["where_they_differ"], side["layers"], side["head_fusion"],
+                       side["aggregation"], {k: out / v for k, v in side["files"].items()}, side.get("layers_note"))
 
 
 def run_detector_attention(image_paths: Sequence[str | os.PathLike], output_dir: str | os.PathLike, *,
@@ -486,31 +488,29 @@ def run_detector_attention(image_paths: Sequence[str | os.PathLike], output_dir:
     reported in ``failures`` and skipped. ``target_layers``: block indices or names, or
     last / last_4 / all (a list is joined as one spec); ``device`` by
     :func:`vizkit.state.resolve_device`; ``cluster``: batches of images on a Dask cluster."""
-    from ..runs import run_folder
+    from ..batch import Job, resolved, run_inputs
 
     files = image_files(image_paths)
     if batch_size < 1:
         raise InputError(f"--batch-size must be positive, got {batch_size}")
     layers = parse_layers(",".join(map(str, target_layers)) if isinstance(target_layers, (list, tuple))
                           else target_layers) if target_layers else None
-    dev = str(resolve_device(device))
-    detector = load_detector_model(None, model_config, weights, head=head, num_heads=num_heads, device=dev)
+    spec = dict(model_config=model_config, weights=weights, head=head, num_heads=num_heads,
+                device=str(resolve_device(device)))
+    detector = load_detector_model(**spec)
     note = check_attention_options(detector.model, layers, head_fusion, aggregation)[2]
-    out = run_folder(output_dir, "detector-attention", overwrite=overwrite, overwrite_hint="pass --overwrite")
-    if cluster is not None:  # batches of images on the cluster, the report here
-        from ..distributed.chunks import map_tasks
-
-        pairs = list(zip(map(str, files), unique_stems(files)))
-        size = max(1, min(batch_size, -(-len(pairs) // 8)))
-        parts = map_tasks(cluster, detector_attention_task, [pairs[i:i + size] for i in range(0, len(pairs), size)],
-                          str(out), model_config, weights, head, layers, head_fusion, aggregation, multi_layer,
-                          batch_size, dev, num_heads, progress="detector-attention", unit="batch")
-        results = [r for res, _ in parts for r in res]
-        failures = [f for _, fails in parts for f in fails]
-    else:
-        results, failures = analyze_images(detector, files, out, layers, head_fusion, aggregation,
-                                           multi_layer=multi_layer, batch_size=batch_size,
-                                           progress=progress and len(files) > 1, debug=debug)
+    manifest = {"command": "detector-attention", **{k: resolved(spec[k]) for k in ("model_config", "weights", "head")},
+                "num_heads": num_heads, "target_layers": layers, "head_fusion": head_fusion, "aggregation": aggregation,
+                "multi_layer": multi_layer}
+    opts = dict(layers=layers, head_fusion=head_fusion, aggregation=aggregation, multi_layer=multi_layer, debug=debug)
+    job = Job(_attention_units, load_detector_model, spec, None if cluster is not None else detector, grouped=True,
+              catch=(VizkitError,), name="detector-attention")
+    batch, outcomes = run_inputs(output_dir, "detector-attention", manifest, files, job, lambda f, stem: (str(f), stem,
+                                 opts), overwrite=overwrite, cluster=cluster, progress=progress,
+                                 group=lambda todo: min(batch_size, -(-todo // 8)),  # at most batch_size, 8+ tasks
+                                 columns=["predicted_class", "where_they_differ"])
+    out, failures = batch.folder, [(o.key, o.error) for o in outcomes if not o.ok]
+    results = [_from_sidecar(o.record, out) for o in outcomes if o.ok]
     report = write_attention_report(out, dict(params or {}), detector, results, failures=failures)
     return AttentionRun(results, failures, out, report, detector.fake_index, [note] if note else [])
 

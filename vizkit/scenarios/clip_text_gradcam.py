@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ClipGradCAMResult", "ClipExplorer", "load_clip_model", "load_class_texts", "load_image", "display_crop",
            "explain_clip", "figure", "save_result", "output_stem", "run_clip_gradcam", "ClipBatchRun", "explain_file",
-           "clip_gradcam_task", "visualize_clip_gradcam", "pointing_table",
+           "visualize_clip_gradcam", "pointing_table",
            "text_maps", "text_maps_figure", "write_clip_report", "notebook_parameters", "check_notebook_parameters",
            "candidate_layers", "ZOO_CLIPS"]
 
@@ -239,19 +239,10 @@ def explain_file(adapter: ClipAdapter, image: Image.Image, path: str, stem: str,
             "prob": float(result.probs[t]), "figure": str(written["figure"])}
 
 
-def clip_gradcam_task(item: tuple[str, str], out: str, model_kwargs: dict[str, Any], names: list[str],
-                      texts: list[str], target_text_idx: int | None, method: str, target_layer: Any,
-                      probability: bool, layout: Any = None) -> dict[str, Any]:
-    """One image ``(path, stem)`` of :func:`run_clip_gradcam` on a Dask worker (the model loaded once
-    per worker): its row."""
-    from ..distributed.chunks import setup_worker
-    from ..distributed.worker import cached
-
-    setup_worker()
-    path, stem = item
-    adapter = cached(("clip-gradcam", tuple(sorted(model_kwargs.items()))), lambda: load_clip_model(**model_kwargs))
-    return explain_file(adapter, load_image(path), path, stem, out, names, texts, target_text_idx, method,
-                        target_layer, probability, layout)
+def _clip_unit(adapter: ClipAdapter, payload: tuple, out: Path) -> dict[str, Any]:
+    """One image ``(path, stem, options)`` of :func:`run_clip_gradcam`: its files and row."""
+    path, stem, args = payload
+    return explain_file(adapter, load_image(path), path, stem, out, *args)
 
 
 def run_clip_gradcam(image_paths: Sequence[str | os.PathLike], class_texts: Sequence[str] | None = None,
@@ -261,13 +252,15 @@ def run_clip_gradcam(image_paths: Sequence[str | os.PathLike], class_texts: Sequ
                      method: str = "gradcam", target_layer: Any = "auto", probability: bool = False,
                      layout: Any = None, output_dir: str | os.PathLike = "clip_gradcam_results",
                      output_name: str | None = None, device: str | torch.device = "auto",
-                     cluster: ClusterOptions | None = None, progress: bool = True) -> ClipBatchRun:
+                     cluster: ClusterOptions | None = None, progress: bool = True,
+                     overwrite: bool = False) -> ClipBatchRun:
     """``vizkit clip-gradcam``: explain each image (files or folders) toward its target text and write
     ``<stem>.png``, ``<stem>_overlay.png`` and ``<stem>.json`` per image (:func:`output_stem`).
     Bad input (texts, target index, an unreadable image, the model) fails before anything is
-    written. ``device`` by :func:`vizkit.state.resolve_device`; ``cluster``: the images on a Dask
-    cluster (:func:`clip_gradcam_task`), the same files as without it."""
-    from tqdm import tqdm
+    written. ``device`` by :func:`vizkit.state.resolve_device`. A batch of :mod:`vizkit.batch`
+    (one unit per image; a rerun with the same model and texts resumes, ``overwrite`` starts
+    afresh); ``cluster``: the images on a Dask cluster, the same files as without it."""
+    from ..batch import Job, resolved, run_inputs
 
     if class_texts is None and class_texts_file is None:
         raise InputError("give the class texts with --class-texts or --class-texts-file")
@@ -276,21 +269,23 @@ def run_clip_gradcam(image_paths: Sequence[str | os.PathLike], class_texts: Sequ
         raise InputError(f"--target-text-idx {target_text_idx} is out of range: there are {len(texts)} class "
                          f"texts (valid 0..{len(texts) - 1})")
     files = image_files(image_paths)
-    images = [load_image(f) for f in files]  # every image is read before anything is written
+    for f in files:  # every image is read before anything is written
+        load_image(f)
     model_kwargs = dict(model=model, model_path=model_path, image_encoder=image_encoder, text_encoder=text_encoder,
                         embed_dim=embed_dim, img_size=img_size, device=str(resolve_device(device)))
     adapter = load_clip_model(**model_kwargs)
-    batch = len(files) > 1
-    items = [(str(f), output_stem(f, output_name, batch)) for f in files]
     args = (names, texts, target_text_idx, method, target_layer, probability, layout)
-    if cluster is not None:
-        from ..distributed.chunks import map_tasks
-
-        rows = map_tasks(cluster, clip_gradcam_task, items, str(output_dir), model_kwargs, *args,
-                         progress="clip-gradcam", unit="image")
-    else:
-        rows = [explain_file(adapter, image, path, stem, output_dir, *args) for (path, stem), image in
-                tqdm(list(zip(items, images)), desc="clip-gradcam", disable=not (batch and progress), unit="image")]
+    manifest = {"command": "clip-gradcam", **{k: v for k, v in model_kwargs.items() if k != "device"},
+                "names": names, "texts": texts, "target_text_idx": target_text_idx, "method": method,
+                "target_layer": str(target_layer), "probability": probability, "layout": layout,
+                "output_name": output_name}
+    manifest.update({k: resolved(manifest[k]) for k in ("model", "model_path", "text_encoder")
+                     if manifest[k] and Path(manifest[k]).exists()})
+    job = Job(_clip_unit, load_clip_model, model_kwargs, None if cluster else adapter, catch=(), name="clip-gradcam")
+    _, outcomes = run_inputs(output_dir, "clip-gradcam", manifest, files, job, lambda f, _: (
+        str(f), output_stem(f, output_name, len(files) > 1), args), overwrite=overwrite, cluster=cluster,
+        progress=progress, columns=["target", "prob", "figure"])
+    rows = [o.record for o in outcomes]
     first = rows[0]
     return ClipBatchRun(first["model"], first["method"], first["layers"], first["score"], list(names), rows)
 

@@ -18,11 +18,12 @@ depending on the transformers version). The LAST block's output is zero for a CL
 classifier (no patch token of it reaches the score), so the default layers are the block
 INPUTS: the seed's blocks 23, 20, 15, 10 on a 24-layer model, else the last four blocks.
 
-The evaluation (:func:`run_evaluation`) processes the test set in fixed chunks of
-``batch_size`` samples; each chunk's predictions, per-layer maps and localisation scores are
-written atomically to ``chunks/NNNNN.json`` + ``.npz`` by :func:`evaluate_chunk`, a pure
-function of (arguments, chunk index), so an interrupted run resumes where it stopped. Metrics
-(AUC, accuracy, EER, AP, video AUC; scikit-learn) come from all chunk files at the end.
+The evaluation (:func:`run_evaluation`) is a batch of :mod:`vizkit.batch`: the test set in fixed
+chunks of ``batch_size`` samples, each chunk's predictions, per-layer maps and localisation
+scores computed by :func:`evaluate_chunk` (a pure function of (arguments, chunk index)) and
+written atomically to ``chunks/NNNNN.json`` + ``.npz`` by its unit, so an interrupted run resumes
+where it stopped. Metrics (AUC, accuracy, EER, AP, video AUC; scikit-learn) come from all chunk
+files; the sample folders and the report's figures are units too (rendered where the units run).
 
 Example::
 
@@ -37,10 +38,10 @@ import json
 import os
 import re
 import shutil
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -52,7 +53,8 @@ from .. import render
 from ..render import combined_map, display_image
 from ..errors import InputError, ParameterError, VizkitError
 from ..datasets import ZOO_DATASET, EvalDataset, parse_label, resolve_dataset
-from ..evaluate import batched, binary_metrics, localization
+from ..batch import BatchMapper, BatchRun, Job, Unit, records, resolved, run_inputs
+from ..evaluate import binary_metrics, localization
 from ..evaluate import binary_metrics_table as metrics_table
 from ..explain import cam
 from ..io import image_files, write_csv, write_json, write_text
@@ -60,8 +62,8 @@ from ..layers import find_blocks, probe, resolve_layers
 from ..methods import get_method
 from ..models import Detector, load_detector
 from ..report import Report
-from ..runs import (chunk_done, chunk_paths, clear_complete, is_complete, mark_complete, open_resumable_run,
-                    read_chunk_arrays, read_chunks, run_folder, write_chunk)
+from ..runs import (chunk_paths, clear_complete, is_complete, mark_complete, read_chunk_arrays, read_chunks,
+                    write_chunk)
 from ..state import model_device, resolve_device
 from ..widgets import Control, Explorer, HeatmapView
 
@@ -70,7 +72,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Detector", "LayerInfo", "load_eval_detector", "resolve_gradcam_layers", "default_layers", "layer_table",
            "EvalArgs", "EvalSummary", "evaluate_chunk", "evaluation_context", "run_evaluation", "evaluate_detector",
-           "config_defaults", "ConfigDefaults", "evaluate_chunk_task", "detector_gradcam_task", "detector_metrics",
+           "config_defaults", "ConfigDefaults", "detector_metrics",
            "metrics_table", "metadata_text", "select_samples", "gradcam_demo", "gradcam_image",
            "CLIPDetectorWithGradCAM", "DetectorGradCAMExplorer", "load_run", "notebook_parameters",
            "check_notebook_parameters", "SEED_LAYERS", "TARGETS", "CAM_METHODS", "resolve_dataset",
@@ -319,10 +321,6 @@ def evaluate_chunk(ctx: _Context, k: int) -> tuple[dict[str, Any], dict[str, np.
     return result, arrays
 
 
-#: ``map_chunks(args, device, todo) -> iterable of (k, result, arrays)`` (see :func:`run_evaluation`)
-ChunkMapper = Callable[[EvalArgs, str, Sequence[int]], Iterable[tuple[int, dict, dict]]]
-
-
 def _cam_in_parts(model: nn.Module, x: torch.Tensor, targets: Any, layers: list[str], method: str, part: int,
                   layout: str | None = None) -> Any:
     """:func:`vizkit.cam` over ``x`` in parts of ``part`` images (bounded memory for the backward),
@@ -390,7 +388,7 @@ def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path
                    table_methods: Sequence[str] = CAM_METHODS, target: str = "fake", batch_size: int = 32,
                    gradcam_samples: int = 50, save_all_predictions: bool = False, overwrite: bool = False,
                    progress: bool = False, device: str | torch.device = "cpu", detector: Detector | None = None,
-                   report: bool = True, map_chunks: ChunkMapper | None = None,
+                   report: bool = True, map_chunks: BatchMapper | None = None,
                    layout: str | None = None, num_heads: int | None = None,
                    test_config: str | os.PathLike | None = None) -> EvalSummary:
     """Evaluate a detector on a test set (see the module docstring); resumable. Returns the
@@ -401,54 +399,47 @@ def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path
     partly unreadable is finished with them listed in ``errors.csv``; running it again reads
     those chunks again (add the missing frames first); ``overwrite`` starts afresh.
 
-    ``map_chunks(args, device, todo)``: computes the chunks ``todo`` elsewhere (e.g. on a Dask
-    cluster, :mod:`vizkit.scenarios.cluster_tasks`), yielding ``(k, result, arrays)`` of
-    :func:`evaluate_chunk` in any order as they finish; each is written here as it arrives."""
+    ``map_chunks``: the :class:`vizkit.batch.BatchMapper` the units (chunks, sample folders,
+    report figures) run on, e.g. on a Dask cluster (default: this process)."""
     args = EvalArgs(detector_path and str(detector_path), weights_path and str(weights_path),
                     str(test_dataset or ZOO_DATASET), int(max_samples or 0), bool(gradcam_enabled),
                     tuple(str(x) for x in (layers or ())), method, tuple(table_methods), target, int(batch_size),
                     int(gradcam_samples), bool(save_all_predictions), layout=layout, num_heads=num_heads,
                     test_config=str(test_config) if test_config else None)
     ctx = _prepare(args, device, detector)
-    manifest = args.manifest(ctx.dataset, ctx.layers)
-    run, resuming = open_resumable_run(output_dir, "detector-gradcam-eval", manifest, overwrite)
-    n = chunk_count(len(ctx.dataset), args.batch_size)
-    todo = [k for k in range(n) if not chunk_done(run, k)]
-    if resuming and is_complete(run) and not todo:
+    batch = BatchRun.open(output_dir, "detector-gradcam-eval", args.manifest(ctx.dataset, ctx.layers), overwrite)
+    run, n = batch.folder, chunk_count(len(ctx.dataset), args.batch_size)
+    units = [Unit(f"chunk-{k:05d}", k) for k in range(n)]
+    todo = [u for u in units if not batch.done(u.key)]
+    if batch.resuming and is_complete(run) and not todo:
         return load_run(run)
     clear_complete(run)
-    if any(chunk_paths(run, k)[0].is_file() for k in todo):  # chunks read again: the samples may change
+    if todo:  # chunks computed (again): the sample folders and figures may change
+        batch.forget([p.stem for p in (run / ".units").glob("*.json") if not p.stem.startswith("chunk-")])
         for folder in run.glob("sample*"):
             if folder.is_dir():
                 shutil.rmtree(folder)
-    if map_chunks is not None and todo:
-        for k, result, arrays in map_chunks(args, str(ctx.device), todo):
-            write_chunk(run, k, result, arrays)
-    for _, ks in batched(todo if map_chunks is None else [], 1, progress="evaluate" if progress else False,
-                         unit="batch"):
-        result, arrays = evaluate_chunk(ctx, ks[0])
-        write_chunk(run, ks[0], result, arrays)
-    return _finalize(ctx, run, n, report)
+    mapper = map_chunks or BatchMapper(progress=progress)
+    with (mapper if mapper.distributed and mapper.client is None else nullcontext()):
+        job = Job(_chunk_unit, _prepare, dict(args=args, device=str(ctx.device)), None if mapper.distributed else ctx,
+                  catch=(), name="evaluate")
+        batch.run(mapper, job, units)
+        return _finalize(ctx, batch, n, report, mapper, job)
+
+
+def _chunk_unit(ctx: _Context, k: int, run: Path) -> dict[str, Any]:
+    """The unit of chunk ``k``: :func:`evaluate_chunk`'s results and arrays written to its files."""
+    result, arrays = evaluate_chunk(ctx, k)
+    write_chunk(run, k, result, arrays)
+    bad = len(result["errors"])  # a chunk with unreadable images is read again by the next run
+    return {"chunk": k, "samples": len(result["indices"]), "unreadable": bad,
+            **({"incomplete": f"{bad} unreadable image(s)"} if bad else {})}
 
 
 def evaluation_context(args: EvalArgs, device: str | torch.device = "cpu") -> _Context:
     """What :func:`evaluate_chunk` needs for ``args`` (the detector loaded, the dataset resolved):
     a process that computes chunks elsewhere builds it once from the picklable ``args``."""
     return _prepare(args, device)
-
-
-def evaluate_chunk_task(args: EvalArgs, device: str, k: int) -> tuple[int, dict, dict, dict]:
-    """Chunk ``k`` of the evaluation ``args`` on a Dask worker: ``(k, result, arrays, info)``;
-    ``info``: the worker's pid, how many times it loaded this evaluation's model, its torch threads."""
-    from ..distributed.chunks import setup_worker
-    from ..distributed.worker import cache_loads, cached
-
-    setup_worker()
-    key = ("scenario3", args, device)
-    ctx = cached(key, lambda: evaluation_context(args, device))
-    result, arrays = evaluate_chunk(ctx, k)
-    return k, result, arrays, {"pid": os.getpid(), "loads": cache_loads().get(repr(key), 0),
-                               "threads": torch.get_num_threads()}
 
 
 @dataclass
@@ -497,21 +488,17 @@ def evaluate_detector(output_dir: str | None = None, *, detector_path: str | Non
                       **options: Any) -> EvalSummary:
     """``vizkit evaluate``: :func:`run_evaluation` with what is not given taken from the
     DeepfakeBench configs (:func:`config_defaults`), ``table_methods`` also as ``"a,b"``,
-    ``device`` by :func:`vizkit.state.resolve_device` and the chunks on a Dask cluster when
+    ``device`` by :func:`vizkit.state.resolve_device` and the units on a Dask cluster when
     ``cluster`` is given. ``options``: the other keywords of :func:`run_evaluation`."""
     d = config_defaults(detector_path, test_config, test_dataset=test_dataset, gradcam_enabled=gradcam_enabled,
                         output_dir=output_dir, layers=layers)
     if isinstance(table_methods, str):
         table_methods = [m.strip() for m in table_methods.split(",") if m.strip()]
-    mapper = None
-    if cluster is not None:
-        from ..distributed.chunks import ClusterChunkMapper
-
-        mapper = ClusterChunkMapper(evaluate_chunk_task, cluster, name="evaluate", progress=options.get("progress"))
-    return run_evaluation(d.output_dir, detector_path=detector_path, weights_path=weights_path,
-                          test_dataset=d.test_dataset, gradcam_enabled=d.gradcam_enabled, layers=d.layers,
-                          table_methods=table_methods, device=resolve_device(device), map_chunks=mapper,
-                          test_config=d.test_config, **options)
+    with BatchMapper(cluster, progress=bool(options.get("progress"))) as mapper:
+        return run_evaluation(d.output_dir, detector_path=detector_path, weights_path=weights_path,
+                              test_dataset=d.test_dataset, gradcam_enabled=d.gradcam_enabled, layers=d.layers,
+                              table_methods=table_methods, device=resolve_device(device), map_chunks=mapper,
+                              test_config=d.test_config, **options)
 
 
 def _localization_table(chunks: Sequence[dict[str, Any]]) -> pd.DataFrame | None:
@@ -573,7 +560,9 @@ def _save_sample(run: Path, i: int, row: Mapping[str, Any], display: np.ndarray,
     return folder
 
 
-def _finalize(ctx: _Context, run: Path, n: int, report: bool) -> EvalSummary:
+def _finalize(ctx: _Context, batch: BatchRun, n: int, report: bool, mapper: BatchMapper, chunk_job: Job
+              ) -> EvalSummary:
+    run = batch.folder
     chunks = read_chunks(run, n)
     preds = pd.DataFrame([p for c in chunks for p in c["predictions"]],
                          columns=["index", "path", "label", "prob", "pred", "correct", "video"])
@@ -592,22 +581,49 @@ def _finalize(ctx: _Context, run: Path, n: int, report: bool) -> EvalSummary:
     if loc is not None:
         write_csv(run / "localization.csv", loc.round(6))
     samples = pd.DataFrame(columns=["sample", "index", "path", "label", "pred", "prob", "correct"])
+    units = []  # the sample folders and the report's figures: units, rendered where the units run
+    rows = records(preds)
     if ctx.methods:
         chosen = select_samples(preds, ctx.args.gradcam_samples, ctx.args.save_all_predictions)
-        maps = read_chunk_arrays(run, n)
-        method = ctx.methods[0]
-        for i, row in chosen.iterrows():
-            if not (run / f"sample{i}" / f"sample{i}_metadata.txt").is_file():
-                display = display_image(ctx.dataset.image(int(row["index"]), ctx.detector.read), ctx.detector.size)
-                layer_maps = {li.name: maps[f"{method}|{li.name}"][int(row["index"])] for li in ctx.layers}
-                _save_sample(run, i, row, display, layer_maps, method, ctx.dataset.name)
+        units += [Unit(f"sample{i}", ("sample", i, row, ctx.methods[0])) for i, row in enumerate(records(chosen))]
         samples = chosen.assign(sample=[f"sample{i}" for i in range(len(chosen))])[samples.columns]
         write_csv(run / "samples.csv", samples)
+    if report:
+        units.append(Unit("figure-score_distribution", ("score_distribution", 0, rows, "")))
+        if ctx.methods and not preds["correct"].astype(bool).all():
+            units.append(Unit("figure-worst_mistakes", ("worst_mistakes", 0, rows, ",".join(ctx.methods))))
+    done = batch.run(mapper, replace(chunk_job, fn=_render_unit, name="samples"), units)
     summary = EvalSummary(run, metrics, preds, errors, loc, samples, ctx.layers, ctx.methods)
     if report:
-        summary.report = write_report(summary, ctx)
+        figures = {o.key.split("-", 1)[1]: run / o.record["figure"] for o in done if o.key.startswith("figure-")}
+        summary.report = write_report(summary, ctx, figures)
+    batch.write_index("Deepfake detector evaluation: units", "Chunks of the test set (chunks/), sample folders and "
+                      "report figures.", columns=["samples", "unreadable"])
     mark_complete(run, {"samples": int(len(preds)), "unreadable": int(len(errors))})
     return summary
+
+
+def _render_unit(ctx: _Context, payload: tuple[str, int, Any, str], run: Path) -> dict[str, Any]:
+    """A unit that renders from the written chunks: sample folder ``i`` (``row``: its prediction)
+    or one of the report's figures (``row``: all predictions)."""
+    kind, i, row, method = payload
+    if kind == "sample":
+        k = int(row["index"]) // ctx.args.batch_size
+        with np.load(chunk_paths(run, k)[1]) as z:
+            j = list(z["index"]).index(int(row["index"]))
+            layer_maps = {li.name: z[f"{method}|{li.name}"][j] for li in ctx.layers}
+        display = display_image(ctx.dataset.image(int(row["index"]), ctx.detector.read), ctx.detector.size)
+        _save_sample(run, i, row, display, layer_maps, method, ctx.dataset.name)
+        return {"samples": 1, "index": int(row["index"])}
+    preds = pd.DataFrame(row, columns=["index", "path", "label", "prob", "pred", "correct", "video"])
+    path = run / "figures" / f"{kind}.png"
+    if kind == "score_distribution":
+        render.save_figure(score_distribution_figure(preds), path)
+    else:
+        empty = pd.DataFrame()
+        summary = EvalSummary(run, {}, preds, empty, None, empty, ctx.layers, method.split(","))
+        render.save_figure(worst_mistakes_figure(summary, ctx.dataset, ctx.detector.size), path)
+    return {"figure": str(path.relative_to(run))}
 
 
 def load_run(run_dir: str | os.PathLike) -> EvalSummary:
@@ -671,9 +687,10 @@ def worst_mistakes_figure(summary: EvalSummary, dataset: EvalDataset, size: int,
     return render.figure_grid(rows, suptitle=f"worst mistakes ({method}, layers combined)")
 
 
-def write_report(summary: EvalSummary, ctx: _Context) -> Path:
+def write_report(summary: EvalSummary, ctx: _Context, figures: Mapping[str, Path] | None = None) -> Path:
     """``report.md``: metrics, confusion matrix, score distributions, layer mapping, localisation
-    table per layer x method, worst mistakes, the saved samples."""
+    table per layer x method, worst mistakes, the saved samples. ``figures``: the figures already
+    rendered (``score_distribution``, ``worst_mistakes``: their paths); None: rendered here."""
     run, m = summary.run_dir, summary.metrics
     rep = Report("Deepfake detector evaluation with Grad-CAM")
     rep.heading("Run").bullets([f"model: `{ctx.detector.source}`", f"test set: `{ctx.dataset.name}` ({ctx.dataset.source})",
@@ -686,8 +703,13 @@ def write_report(summary: EvalSummary, ctx: _Context) -> Path:
         {"true \\ predicted": ["real", "fake"], "real": [c["true_real_pred_real"], c["true_fake_pred_real"]],
          "fake": [c["true_real_pred_fake"], c["true_fake_pred_fake"]]}), index=False)
     fig_dir = run / "figures"
-    rep.figure(render.save_figure(score_distribution_figure(summary.predictions), fig_dir / "score_distribution.png"),
-               "fake probability per true class", relative_to=run)
+    if figures is None:
+        figures = {"score_distribution": render.save_figure(score_distribution_figure(summary.predictions),
+                                                            fig_dir / "score_distribution.png")}
+        worst = worst_mistakes_figure(summary, ctx.dataset, ctx.detector.size)
+        if worst is not None:
+            figures["worst_mistakes"] = render.save_figure(worst, fig_dir / "worst_mistakes.png")
+    rep.figure(figures["score_distribution"], "fake probability per true class", relative_to=run)
     if summary.methods:
         rep.heading("Layers").table(layer_table(ctx.layers), index=False)
     if summary.localization is not None:
@@ -698,11 +720,9 @@ def write_report(summary: EvalSummary, ctx: _Context) -> Path:
         best = summary.localization.loc[summary.localization["pointing_game"].idxmax()]
         rep.paragraph(f"Best: **{best['layer']}** with {best['method']}, pointing game {best['pointing_game']:.1%} "
                       f"of {int(best['fakes'])} fakes.")
-    worst = worst_mistakes_figure(summary, ctx.dataset, ctx.detector.size)
-    if worst is not None:
+    if figures.get("worst_mistakes") is not None:
         rep.heading("Worst mistakes")
-        rep.figure(render.save_figure(worst, fig_dir / "worst_mistakes.png"), "most confident wrong predictions",
-                   relative_to=run)
+        rep.figure(figures["worst_mistakes"], "most confident wrong predictions", relative_to=run)
     if len(summary.samples):
         rep.heading("Saved samples")
         rep.paragraph(f"{len(summary.samples)} sample folder(s) with one overlay per layer, gradcam_comparison.png and "
@@ -716,42 +736,27 @@ def write_report(summary: EvalSummary, ctx: _Context) -> Path:
 def gradcam_demo(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output: str | os.PathLike,
                  config: str | None = None, weights: str | None = None, layers: Sequence[str] | None = None,
                  method: str = "gradcam", target: str = "predicted", overwrite: bool = False,
-                 progress: bool = False, device: str | torch.device = "cpu",
-                 layout: Any = None, map_images: Callable[[list[Path], Path, list[str]], list[Any]] | None = None,
-                 num_heads: int | None = None,
-                 cluster: ClusterOptions | None = None) -> tuple[list[dict[str, Any]], list]:
+                 progress: bool = False, device: str | torch.device = "cpu", layout: Any = None,
+                 num_heads: int | None = None, cluster: ClusterOptions | None = None
+                 ) -> tuple[list[dict[str, Any]], list]:
     """Per image: ``gradcam_{layer}_{stem}.png`` per layer, ``{stem}_comparison.png`` (prediction in
     the title) and ``{stem}.json``. Returns (results, failures). ``layout``: where the layers'
-    channels are (see :func:`vizkit.cam`).
-
-    ``map_images(files, out, layer_names)``: explains the files elsewhere, returning per file what
-    :func:`gradcam_image` returns or ``(name, error)`` for an unreadable one, in the files' order;
-    ``cluster``: the files on a Dask cluster (:func:`detector_gradcam_task` per image)."""
-    if method not in CAM_METHODS:
-        raise ParameterError(f"method {method!r}: choose {' or '.join(CAM_METHODS)}")
-    if cluster is not None and map_images is None:
-        def map_images(files: list[Path], out: Path, layer_names: list[str]) -> list[Any]:
-            from ..distributed.chunks import map_tasks
-
-            return map_tasks(cluster, detector_gradcam_task, [str(f) for f in files], str(out), config, weights,
-                             layer_names, method, target, str(device), layout, num_heads,
-                             progress="detector-gradcam", unit="image")
+    channels are (see :func:`vizkit.cam`). A batch of :mod:`vizkit.batch` (one unit per image;
+    a rerun with the same arguments resumes); ``cluster``: the images on a Dask cluster."""
     files = image_files([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     det = load_eval_detector(config, weights, num_heads=num_heads, device=device)
     infos = resolve_gradcam_layers(det.model, list(layers or det.config.get("gradcam_layers") or default_layers(det.model)),
                                    det.size)
-    out = run_folder(output, "detector-gradcam", overwrite=overwrite, overwrite_hint="pass --overwrite")
-    if map_images is not None:
-        done = map_images(files, out, [i.name for i in infos])
-        return [r for r in done if isinstance(r, dict)], [r for r in done if isinstance(r, tuple)]
-    results, failures = [], []
-    bar = "detector-gradcam" if progress and len(files) > 1 else False  # a bar for a batch only
-    for _, chunk in batched(files, 1, progress=bar, unit="image"):
-        try:
-            results.append(gradcam_image(det, infos, chunk[0], out, method, target, layout))
-        except VizkitError as err:
-            failures.append((chunk[0].name, str(err)))
-    return results, failures
+    names = [i.name for i in infos]
+    manifest = {"command": "detector-gradcam", "config": resolved(config), "weights": resolved(weights),
+                "num_heads": num_heads, "layers": names, "method": method, "target": target, "layout": layout}
+    job = Job(_gradcam_unit, _gradcam_model, (config, weights, tuple(names), str(device), num_heads),
+              None if cluster is not None else (det, infos), catch=(VizkitError,), name="detector-gradcam")
+    _, outcomes = run_inputs(output, "detector-gradcam", manifest, files, job, lambda f, _: (str(f), method, target,
+                             layout), overwrite=overwrite, cluster=cluster, progress=progress,
+                             columns=["prediction", "fake_probability"])
+    return ([o.record for o in outcomes if o.ok],
+            [(f.name, o.error) for f, o in zip(files, outcomes) if not o.ok])
 
 
 def gradcam_image(det: Detector, infos: Sequence[LayerInfo], path: Path, out: Path, method: str = "gradcam",
@@ -778,27 +783,17 @@ def gradcam_image(det: Detector, infos: Sequence[LayerInfo], path: Path, out: Pa
     return res
 
 
-def detector_gradcam_task(path: Any, out: str, config: str | None, weights: str | None, layer_names: list[str],
-                          method: str, target: str, device: str, layout: Any = None,
-                          num_heads: int | None = None) -> Any:
-    """One image of ``vizkit detector-gradcam`` on a Dask worker (the detector loaded once per
-    worker): what :func:`gradcam_image` returns, or ``(name, error)`` for an unreadable image."""
-    from ..distributed.chunks import setup_worker
-    from ..distributed.worker import cached
-
-    setup_worker()
-    det, infos = cached(("detector-gradcam", config, weights, tuple(layer_names), device, num_heads),
-                        lambda: _gradcam_model(config, weights, layer_names, device, num_heads))
-    try:
-        return gradcam_image(det, infos, Path(path), Path(out), method, target, layout)
-    except VizkitError as err:
-        return (Path(path).name, str(err))
+def _gradcam_unit(ctx: tuple[Detector, list[LayerInfo]], payload: tuple[str, str, str, Any], out: Path
+                  ) -> dict[str, Any]:
+    path, method, target, layout = payload
+    return gradcam_image(*ctx, Path(path), out, method, target, layout)
 
 
-def _gradcam_model(config: str | None, weights: str | None, layer_names: list[str], device: str,
-                   num_heads: int | None = None) -> tuple[Detector, list[LayerInfo]]:
+def _gradcam_model(spec: tuple[str | None, str | None, tuple[str, ...], str, int | None]
+                   ) -> tuple[Detector, list[LayerInfo]]:
+    config, weights, layer_names, device, num_heads = spec
     det = load_eval_detector(config, weights, num_heads=num_heads, device=device)
-    return det, resolve_gradcam_layers(det.model, layer_names, det.size)
+    return det, resolve_gradcam_layers(det.model, list(layer_names), det.size)
 
 
 # --------------------------------------------------------------------------------------

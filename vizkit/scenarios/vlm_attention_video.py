@@ -317,74 +317,50 @@ def run_video(model_path: str | Path | None = None, benchmark_json: str | Path |
     return create_video(vlm, sample, images, output_dir=output_dir, overwrite=overwrite, notes=notes, **kw)
 
 
-def sample_video_task(index: int, folder: str, model_path: str | None, benchmark_json: str, image_dir: str | None,
-                      max_image_num: int, kw: dict[str, Any]) -> dict[str, Any]:
-    """One sample of a many-sample run, in ``folder`` (its own run folder), on this process or a
-    Dask worker (the model loaded once per process): a summary row, or the error as text."""
-    from ..distributed.worker import cached
-
-    try:
-        sample, images, notes = load_sample(benchmark_json, image_dir, index, max_image_num)
-        vlm = cached(("vlm-video", model_path), lambda: load_vlm(model_path))
-        res = create_video(vlm, sample, images, output_dir=folder, overwrite=True, notes=notes, **kw)
-    except Exception as err:  # one failing sample is reported, the others go on
-        return {"sample": index, "folder": folder, "status": "failed", "error": f"{type(err).__name__}: {err}"}
-    t = res["trace"]
-    return {"sample": index, "id": str(sample.get("id", index)), "folder": folder, "status": "done",
-            "answer_tokens": t.num_answer_tokens, "frames": len(t.frame_tokens), "answer": t.text.strip()[:80]}
-
-
 def run_many(model_path: str | Path | None, benchmark_json: str | Path, image_dir: str | Path | None,
              indices: Sequence[int], max_image_num: int = 2, output_dir: str | Path | None = None,
              overwrite: bool = False, cluster: Any = None, **kw: Any) -> dict[str, Any]:
     """Several samples into one run folder: ``sample_<idx>/`` each (the files of a one-sample run)
-    and ``index.md``. Resumable: a rerun into the same folder skips the samples marked complete
-    and redoes the rest (``overwrite`` redoes all). ``cluster``: a
-    :class:`vizkit.distributed.chunks.ClusterOptions` (``--workers`` / ``--scheduler``), the same
-    runner as the other batch commands."""
-    from ..distributed.chunks import map_tasks
-    from ..distributed.worker import cached
-    from ..report import Report
-    from ..runs import is_complete, mark_complete, run_folder
+    and ``index.md``. A batch of :mod:`vizkit.batch` (one unit per sample): a rerun with the same
+    arguments into the same folder skips the samples done and redoes the rest (``overwrite``
+    redoes all). ``cluster``: a :class:`vizkit.distributed.chunks.ClusterOptions`
+    (``--workers`` / ``--scheduler``)."""
+    from ..batch import EARLIER, FAILED, BatchMapper, BatchRun, Job, Unit, resolved
+    from ..runs import mark_complete
 
+    model = str(model_path) if model_path else None
+    job = Job(_sample_unit, load_vlm, {"model_name_or_path": model}, name="vlm-video")
     if cluster is None:  # a bad folder, layer or head stops here, once, before any output
-        vlm = cached(("vlm-video", str(model_path) if model_path else None), lambda: load_vlm(model_path))
+        vlm = job.resolve()
         resolve_layers(vlm.num_layers, kw.get("layer_idx"), kw.get("layers"))
         check_head(kw.get("heads", "mean"), vlm.num_heads)
-    out = Path(output_dir) if output_dir not in (None, "") else run_folder(None, "vlm-video")
-    resuming = out.is_dir() and any(out.glob("sample_*"))
-    out = run_folder(out, "vlm-video", overwrite=True) if (resuming or overwrite) else \
-        run_folder(out, "vlm-video", overwrite=False, overwrite_hint="pass --overwrite (or rerun into it to resume)")
-    folders = {i: out / f"sample_{i}" for i in indices}
-    todo = [i for i in indices if overwrite or not is_complete(folders[i])]
-    args = (str(model_path) if model_path else None, str(benchmark_json), str(image_dir) if image_dir else None,
-            max_image_num, dict(kw))
-    if cluster is not None:
-        rows = map_tasks(cluster, _task_for, todo, folders, *args, progress="vlm-video", unit="sample")
-    else:
-        rows = [_task_for(i, folders, *args) for i in todo]
-    done = {r["sample"]: r for r in rows}
-    table = []
-    for i in indices:
-        row = done.get(i) or {"sample": i, "folder": str(folders[i]), "status": "done (earlier run)"}
-        table.append({k: row.get(k, "") for k in ("sample", "status", "answer_tokens", "frames", "answer", "error")})
-    import pandas as pd
-
-    frame = pd.DataFrame(table)
-    rep = Report("VLM per-token attention videos")
-    rep.paragraph(f"{len(indices)} sample(s) of {Path(benchmark_json).name}; each sample_<idx>/ holds its videos, "
-                  f"contact sheets, attention.npz and report.md. {len(indices) - len(todo)} were complete from an "
-                  f"earlier run and skipped.")
-    rep.table(frame, index=False)
-    index = rep.write(out / "index.md")
-    failed = [r for r in table if r["status"] == "failed"]
+    manifest = {"command": "vlm-video", "model_path": resolved(model), "benchmark_json": resolved(benchmark_json),
+                "image_dir": resolved(image_dir), "max_image_num": max_image_num, **kw}
+    batch = BatchRun.open(output_dir or None, "vlm-video", manifest, overwrite)
+    payload = (str(benchmark_json), str(image_dir) if image_dir else None, max_image_num, dict(kw))
+    units = [Unit(f"sample_{i}", (i, *payload)) for i in indices]
+    outcomes = batch.run(BatchMapper(cluster, progress=cluster is not None), job, units)
+    columns = ["answer_tokens", "frames", "answer"]
+    table = [{"sample": i, "status": o.status, **{k: o.record.get(k, "") for k in columns},
+              "error": f"{o.error_type}: {o.error}" if o.status == FAILED else ""} for i, o in zip(indices, outcomes)]
+    skipped = sum(o.status == EARLIER for o in outcomes)
+    index = batch.write_index("VLM per-token attention videos", f"{len(indices)} sample(s) of "
+                              f"{Path(benchmark_json).name}; each sample_<idx>/ holds its videos, contact sheets, "
+                              "attention.npz and report.md.", columns)
+    failed = [r for r in table if r["status"] == FAILED]
     if not failed:
-        mark_complete(out, {"samples": list(indices)})
-    return {"folder": out, "index": index, "samples": table, "failed": failed, "skipped": len(indices) - len(todo)}
+        mark_complete(batch.folder, {"samples": list(indices)})
+    return {"folder": batch.folder, "index": index, "samples": table, "failed": failed, "skipped": skipped}
 
 
-def _task_for(index: int, folders: dict[int, Path], *args: Any) -> dict[str, Any]:
-    return sample_video_task(index, str(folders[index]), *args)
+def _sample_unit(vlm: VLM, payload: tuple, folder: Path) -> dict[str, Any]:
+    """One sample of :func:`run_many` into ``folder/sample_<idx>`` (its own run folder): its row."""
+    index, benchmark_json, image_dir, max_image_num, kw = payload
+    sample, images, notes = load_sample(benchmark_json, image_dir, index, max_image_num)
+    res = create_video(vlm, sample, images, output_dir=folder / f"sample_{index}", overwrite=True, notes=notes, **kw)
+    t = res["trace"]
+    return {"sample": index, "id": str(sample.get("id", index)), "answer_tokens": t.num_answer_tokens,
+            "frames": len(t.frame_tokens), "answer": t.text.strip()[:80]}
 
 
 def notebook_parameters() -> list[Any]:
