@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: .venv install test ui-test demo sync-notebooks bench clean distclean
+.PHONY: .venv install lint format test test-fast ui-test demo sync-notebooks bench clean distclean
 
 # ---------------------------------------------------------------- environment
 # The stamp is newer than pyproject.toml once the venv is installed: re-runs are no-ops.
@@ -26,8 +26,25 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m ipykernel install --sys-prefix --name python3
 	touch $(STAMP)
 
+# ---------------------------------------------------------------- lint
+# ruff (pyproject.toml [tool.ruff]: line length 120) over the package, the tests, the benchmarks and
+# the notebooks' jupytext pairs; `make format` rewrites them (then `make sync-notebooks`)
+LINTED := vizkit tests benchmarks notebooks/*.py
+lint: install
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+format: install
+	$(VENV)/bin/ruff check --fix $(LINTED)
+	$(VENV)/bin/ruff format $(LINTED)
+
 # ---------------------------------------------------------------- tests
-test: install
+# the unit tests alone, without the slow real-component tests (Dask clusters, papermill kernels,
+# VLM generation, subprocess CLIs, browser: tests/conftest.py marks them `slow`)
+test-fast: install
+	$(PY) -m pytest -q tests --ignore=tests/ui -m "not slow"
+
+test: install lint
 	$(PY) -m pytest -q tests --ignore=tests/ui
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		sanitize=""; \

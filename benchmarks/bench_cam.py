@@ -22,27 +22,29 @@ Usage::
 
 The exit code is 0 whether targets are met or not (a crash still exits non-zero).
 """
+
 from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import MEM_ENV, measure_memory as _measure_memory, peak_memory, print_worker_result  # noqa: E402
+from benchlib import MEM_ENV, peak_memory, print_worker_result  # noqa: E402
+from benchlib import measure_memory as _measure_memory
 
-TARGET_CAM_VS_FORWARD = 1.15   # vizkit Grad-CAM time / forward time, at most
-TARGET_SPEEDUP_VS_PGC = 2.8    # pytorch-grad-cam time / vizkit Grad-CAM time, at least
-TARGET_MAX_DIFF = 1e-4         # max |vizkit heatmap - pytorch-grad-cam heatmap|
+TARGET_CAM_VS_FORWARD = 1.15  # vizkit Grad-CAM time / forward time, at most
+TARGET_SPEEDUP_VS_PGC = 2.8  # pytorch-grad-cam time / vizkit Grad-CAM time, at least
+TARGET_MAX_DIFF = 1e-4  # max |vizkit heatmap - pytorch-grad-cam heatmap|
 TARGET_GRADATTN_VS_FORWARD = 2.5
 
 METHODS = ("forward", "vizkit_cam", "pgc_cam", "vizkit_gradattn", "vizkit_attn_rollout")
@@ -59,8 +61,9 @@ LABELS = {
 # setup shared by the main process and the memory workers
 # --------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default="vit_base_patch16_224", help="timm ViT name (random weights)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=224, help="input height = width")
@@ -97,9 +100,10 @@ def build(args: argparse.Namespace):
 
 
 def make_runners(model, x, classes, layer, reshape_transform) -> dict[str, Callable[[torch.Tensor], Any]]:
-    import vizkit
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    import vizkit
 
     def forward(inp):
         with torch.no_grad():
@@ -119,8 +123,13 @@ def make_runners(model, x, classes, layer, reshape_transform) -> dict[str, Calla
     def vizkit_attn_rollout(inp):
         return vizkit.rollout(vizkit.attention(model, inp, layers="all"))
 
-    return {"forward": forward, "vizkit_cam": vizkit_cam, "pgc_cam": pgc_cam,
-            "vizkit_gradattn": vizkit_gradattn, "vizkit_attn_rollout": vizkit_attn_rollout}
+    return {
+        "forward": forward,
+        "vizkit_cam": vizkit_cam,
+        "pgc_cam": pgc_cam,
+        "vizkit_gradattn": vizkit_gradattn,
+        "vizkit_attn_rollout": vizkit_attn_rollout,
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -138,8 +147,11 @@ def _mem_worker(args: argparse.Namespace) -> None:
 
 
 def measure_memory(args: argparse.Namespace) -> dict[str, dict]:
-    return _measure_memory(__file__, ["--model", args.model, "--batch", str(args.batch), "--size", str(args.size),
-                                      "--threads", str(args.threads)], METHODS)
+    return _measure_memory(
+        __file__,
+        ["--model", args.model, "--batch", str(args.batch), "--size", str(args.size), "--threads", str(args.threads)],
+        METHODS,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -156,8 +168,13 @@ def leftover_hooks(model: torch.nn.Module) -> list[str]:
             if n:
                 found.append(f"{name or '<model>'}.{d}={n}")
     import torch.nn.modules.module as mm
-    for g in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-              "_global_backward_pre_hooks"):
+
+    for g in (
+        "_global_forward_hooks",
+        "_global_forward_pre_hooks",
+        "_global_backward_hooks",
+        "_global_backward_pre_hooks",
+    ):
         n = len(getattr(mm, g, {}) or {})
         if n:
             found.append(f"global {g}={n}")
@@ -165,8 +182,10 @@ def leftover_hooks(model: torch.nn.Module) -> list[str]:
 
 
 def snapshot(model: torch.nn.Module) -> dict:
-    return {"requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
-            "training": {n: m.training for n, m in model.named_modules()}}
+    return {
+        "requires_grad": {n: p.requires_grad for n, p in model.named_parameters()},
+        "training": {n: m.training for n, m in model.named_modules()},
+    }
 
 
 def diff_state(before: dict, after: dict) -> list[str]:
@@ -249,8 +268,9 @@ def main() -> int:
         _mem_worker(args)
         return 0
 
-    import timm
     from importlib.metadata import version
+
+    import timm
 
     try:
         pgc_version = version("grad-cam")
@@ -258,16 +278,22 @@ def main() -> int:
         pgc_version = "?"
     load0 = os.getloadavg()
     print("=" * 78)
-    print(f"vizkit CAM benchmark  model={args.model}  batch={args.batch}  size={args.size}  "
-          f"threads={args.threads}  repeats={args.repeats}")
-    print(f"python {platform.python_version()}  torch {torch.__version__}  timm {timm.__version__}  "
-          f"grad-cam {pgc_version}  cpus={os.cpu_count()}  loadavg(1m)={load0[0]:.2f}")
+    print(
+        f"vizkit CAM benchmark  model={args.model}  batch={args.batch}  size={args.size}  "
+        f"threads={args.threads}  repeats={args.repeats}"
+    )
+    print(
+        f"python {platform.python_version()}  torch {torch.__version__}  timm {timm.__version__}  "
+        f"grad-cam {pgc_version}  cpus={os.cpu_count()}  loadavg(1m)={load0[0]:.2f}"
+    )
     print("=" * 78)
 
     model, x, classes, layer, rt = build(args)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params / 1e6:.1f} M parameters ({n_params * 4 / 2**20:.0f} MiB fp32), random weights, "
-          f"eval; layer blocks[-1].norm1; targets per image {classes}")
+    print(
+        f"model: {n_params / 1e6:.1f} M parameters ({n_params * 4 / 2**20:.0f} MiB fp32), random weights, "
+        f"eval; layer blocks[-1].norm1; targets per image {classes}"
+    )
     fastpath0 = torch.backends.mha.get_fastpath_enabled()
     state0 = snapshot(model)
     hooks0 = leftover_hooks(model)
@@ -327,62 +353,99 @@ def main() -> int:
         return f"{r['delta_mb']:8.0f} MiB"
 
     print()
-    print("1-4. wall time (median of %d after 1 warm-up), peak extra memory" % args.repeats)
+    print(f"1-4. wall time (median of {args.repeats} after 1 warm-up), peak extra memory")
     print("     spread = (max-min)/median of the wall times; cpu ÷ fwd = same ratio in process CPU time (info:")
     print("     less sensitive to other processes taking the cores, but counts OpenMP spin-waiting)")
     print(f"  {'method':32s} {'median':>12s} {'÷ forward':>10s} {'spread':>7s} {'cpu ÷ fwd':>10s} {'peak mem':>12s}")
     for m in METHODS:
-        print(f"  {LABELS[m]:32s} {fmt_ms(med[m]):>12s} {med[m] / f:9.2f}x {spread[m]:6.0%} "
-              f"{med_cpu[m] / med_cpu['forward']:9.2f}x {mem_str(m):>12s}")
+        print(
+            f"  {LABELS[m]:32s} {fmt_ms(med[m]):>12s} {med[m] / f:9.2f}x {spread[m]:6.0%} "
+            f"{med_cpu[m] / med_cpu['forward']:9.2f}x {mem_str(m):>12s}"
+        )
     print()
     print("2. Grad-CAM, blocks[-1].norm1, one class per image")
     print(f"  vizkit ÷ forward              = {r_cam:6.2f}x    (target <= {TARGET_CAM_VS_FORWARD}x)")
-    print(f"  vizkit ÷ pytorch-grad-cam     = {1 / speedup:6.3f}     -> vizkit is {speedup:.2f}x faster "
-          f"(target >= {TARGET_SPEEDUP_VS_PGC}x)")
-    print(f"  max |heatmap diff|            = {max_diff:.2e}   (target <= {TARGET_MAX_DIFF:.0e}; "
-          f"shapes {viz.shape} vs {ref.shape})")
+    print(
+        f"  vizkit ÷ pytorch-grad-cam     = {1 / speedup:6.3f}     -> vizkit is {speedup:.2f}x faster "
+        f"(target >= {TARGET_SPEEDUP_VS_PGC}x)"
+    )
+    print(
+        f"  max |heatmap diff|            = {max_diff:.2e}   (target <= {TARGET_MAX_DIFF:.0e}; "
+        f"shapes {viz.shape} vs {ref.shape})"
+    )
     if mem and "error" not in mem.get("vizkit_cam", {"error": 1}) and "error" not in mem.get("pgc_cam", {"error": 1}):
-        print(f"  peak extra memory             = vizkit {mem['vizkit_cam']['delta_mb']:.0f} MiB vs "
-              f"pytorch-grad-cam {mem['pgc_cam']['delta_mb']:.0f} MiB (forward alone "
-              f"{mem['forward']['delta_mb']:.0f} MiB)")
+        print(
+            f"  peak extra memory             = vizkit {mem['vizkit_cam']['delta_mb']:.0f} MiB vs "
+            f"pytorch-grad-cam {mem['pgc_cam']['delta_mb']:.0f} MiB (forward alone "
+            f"{mem['forward']['delta_mb']:.0f} MiB)"
+        )
     print("3. gradient_attention(layers='all')")
     print(f"  ÷ forward                     = {r_ga:6.2f}x    (target <= {TARGET_GRADATTN_VS_FORWARD}x)")
     print("4. attention(layers='all') + rollout")
     print(f"  ÷ forward                     = {r_ro:6.2f}x    (no target)")
     print("5. model state after all timed calls (vizkit and pytorch-grad-cam, eval model)")
     print(f"  requires_grad / train-eval    : {'unchanged' if not state_problems else '; '.join(state_problems)}")
-    print(f"  leftover module hooks         : {'none' if not hooks_after else ', '.join(hooks_after[:5])}"
-          + ("" if not hooks0 else f"  (already present before: {len(hooks0)})"))
+    print(
+        f"  leftover module hooks         : {'none' if not hooks_after else ', '.join(hooks_after[:5])}"
+        + ("" if not hooks0 else f"  (already present before: {len(hooks0)})")
+    )
     print(f"  global state (modes, flags)   : {'clean' if not global_problems else '; '.join(global_problems)}")
-    print(f"  parameter .grad after the run : {len(pgc_grads)} tensors "
-          f"({sum(p.numel() for p in pgc_grads) * 4 / 2**20:.0f} MiB) — left by pytorch-grad-cam's "
-          "loss.backward(); vizkit computes none (cleared before the next check)")
+    print(
+        f"  parameter .grad after the run : {len(pgc_grads)} tensors "
+        f"({sum(p.numel() for p in pgc_grads) * 4 / 2**20:.0f} MiB) — left by pytorch-grad-cam's "
+        "loss.backward(); vizkit computes none (cleared before the next check)"
+    )
     print("  strict vizkit check (train mode, blocks.1 in eval, patch_embed+blocks.0 frozen, batch 1):")
     print(f"    {'state, grads and hooks exactly restored' if not strict_problems else '; '.join(strict_problems)}")
     if mem:
         any_reset = all(r.get("reset") for r in mem.values() if "error" not in r)
         print()
-        print("memory method: one fresh subprocess per method; glibc env "
-              + " ".join(f"{k}={v}" for k, v in MEM_ENV.items()))
+        print(
+            "memory method: one fresh subprocess per method; glibc env "
+            + " ".join(f"{k}={v}" for k, v in MEM_ENV.items())
+        )
         print("  (each large tensor is its own mmap, unmapped on free); batch-1 warm-up of the same method;")
-        print("  then " + ("peak-RSS reset via /proc/self/clear_refs, peak = VmHWM" if any_reset
-                           else "peak = ru_maxrss (clear_refs not allowed: may include earlier peaks)")
-              + "; reported = peak - RSS before the call,")
+        print(
+            "  then "
+            + (
+                "peak-RSS reset via /proc/self/clear_refs, peak = VmHWM"
+                if any_reset
+                else "peak = ru_maxrss (clear_refs not allowed: may include earlier peaks)"
+            )
+            + "; reported = peak - RSS before the call,"
+        )
         print("  i.e. the memory the call needs on top of model + input. Timings are not affected.")
-    print(f"noise: {os.cpu_count()} CPUs, loadavg(1m) {load0[0]:.2f} at start, {load1[0]:.2f} at end; "
-          "other processes on the machine make times noisy, compare ratios measured in the same run.")
+    print(
+        f"noise: {os.cpu_count()} CPUs, loadavg(1m) {load0[0]:.2f} at start, {load1[0]:.2f} at end; "
+        "other processes on the machine make times noisy, compare ratios measured in the same run."
+    )
 
     rows = [
         ("vizkit cam ÷ forward", f"{r_cam:.2f}x", f"<= {TARGET_CAM_VS_FORWARD}x", r_cam <= TARGET_CAM_VS_FORWARD),
-        ("vizkit cam speed-up vs pytorch-grad-cam", f"{speedup:.2f}x", f">= {TARGET_SPEEDUP_VS_PGC}x",
-         speedup >= TARGET_SPEEDUP_VS_PGC),
-        ("max |vizkit - pytorch-grad-cam| heatmap", f"{max_diff:.1e}", f"<= {TARGET_MAX_DIFF:.0e}",
-         max_diff <= TARGET_MAX_DIFF),
-        ("gradient_attention ÷ forward", f"{r_ga:.2f}x", f"<= {TARGET_GRADATTN_VS_FORWARD}x",
-         r_ga <= TARGET_GRADATTN_VS_FORWARD),
-        ("state restored, no hooks left", "ok" if not (state_problems or hooks_after or global_problems
-                                                        or strict_problems) else "problems",
-         "unchanged", not (state_problems or hooks_after or global_problems or strict_problems)),
+        (
+            "vizkit cam speed-up vs pytorch-grad-cam",
+            f"{speedup:.2f}x",
+            f">= {TARGET_SPEEDUP_VS_PGC}x",
+            speedup >= TARGET_SPEEDUP_VS_PGC,
+        ),
+        (
+            "max |vizkit - pytorch-grad-cam| heatmap",
+            f"{max_diff:.1e}",
+            f"<= {TARGET_MAX_DIFF:.0e}",
+            max_diff <= TARGET_MAX_DIFF,
+        ),
+        (
+            "gradient_attention ÷ forward",
+            f"{r_ga:.2f}x",
+            f"<= {TARGET_GRADATTN_VS_FORWARD}x",
+            r_ga <= TARGET_GRADATTN_VS_FORWARD,
+        ),
+        (
+            "state restored, no hooks left",
+            "ok" if not (state_problems or hooks_after or global_problems or strict_problems) else "problems",
+            "unchanged",
+            not (state_problems or hooks_after or global_problems or strict_problems),
+        ),
     ]
     print()
     print(f"  {'check':42s} {'measured':>10s} {'target':>10s}  result")

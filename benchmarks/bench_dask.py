@@ -26,6 +26,7 @@ numbers: the load average is printed before and after.
     .venv/bin/python benchmarks/bench_dask.py --part eval --samples 200
     .venv/bin/python benchmarks/bench_dask.py --part sweep --repeats 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -90,8 +91,10 @@ def bench_eval(samples: int, batch_size: int, repeats: int, work: Path) -> dict[
             phase[job.name][self.name].append(time.perf_counter() - t)
 
     t0 = time.perf_counter()
-    with cluster_client(workers=1, quiet=True, dashboard=False) as c1, \
-            cluster_client(workers=2, quiet=True, dashboard=False) as c2:
+    with (
+        cluster_client(workers=1, quiet=True, dashboard=False) as c1,
+        cluster_client(workers=2, quiet=True, dashboard=False) as c2,
+    ):
         print(f"  two local clusters started in {time.perf_counter() - t0:.1f} s (not timed below)")
         ways = ("plain", "dask 1 worker", "dask 2 workers")
         phase: dict[str, dict[str, list[float]]] = {p: {w: [] for w in ways} for p in ("evaluate", "samples")}
@@ -99,19 +102,24 @@ def bench_eval(samples: int, batch_size: int, repeats: int, work: Path) -> dict[
         m1 = Timed("dask 1 worker", ClusterOptions(scheduler=c1.scheduler.address, quiet=True))
         m2 = Timed("dask 2 workers", ClusterOptions(scheduler=c2.scheduler.address, quiet=True))
         with m1, m2:
-            runners = {w: (lambda m=m: dge.run_evaluation(fresh(), **kw, map_chunks=m))
-                       for w, m in zip(ways, (m0, m1, m2))}
+            runners = {
+                w: (lambda m=m: dge.run_evaluation(fresh(), **kw, map_chunks=m)) for w, m in zip(ways, (m0, m1, m2))
+            }
             times = time_round_robin(runners, repeats)
         print(f"  context loads per worker: 1 worker {dict(m1.loads)}, 2 workers {dict(m2.loads)}")
-        print("  phases (what the one mapper runs: per-unit files written where the unit runs; the client's serial "
-              "part is the model + dataset preparation, metrics, CSVs and report.md):")
+        print(
+            "  phases (what the one mapper runs: per-unit files written where the unit runs; the client's serial "
+            "part is the model + dataset preparation, metrics, CSVs and report.md):"
+        )
         for p, label in (("evaluate", "chunks"), ("samples", "sample folders + report figures")):
             print(f"   {label}:")
             for k, v in phase[p].items():
                 print(f"    {k:16s} {stats(v[1:])}")
         med = {k: statistics.median(v[1:]) for k, v in phase["evaluate"].items()}
-        print(f"    chunks: speed-up 2 workers vs 1 worker: {med['dask 1 worker'] / med['dask 2 workers']:.2f}x; "
-              f"dask 1 worker vs plain: {med['dask 1 worker'] / med['plain']:.3f}x")
+        print(
+            f"    chunks: speed-up 2 workers vs 1 worker: {med['dask 1 worker'] / med['dask 2 workers']:.2f}x; "
+            f"dask 1 worker vs plain: {med['dask 1 worker'] / med['plain']:.3f}x"
+        )
     ref = (work / "eval1" / "metrics.json").read_text()
     same = all((work / f"eval{i}" / "metrics.json").read_text() == ref for i in range(1, count[0] + 1))
     print(f"  metrics.json identical across all {count[0]} runs: {same}")
@@ -132,15 +140,23 @@ def bench_sweep(repeats: int, work: Path) -> dict[str, list[float]]:
         seq.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         for i, p in enumerate(points):
-            pm.execute_notebook(str(NB02), str(seq / f"run{i}.ipynb"), kernel_name="python3", progress_bar=False,
-                                parameters={**p, "interactive": False, "output_dir": str(seq / f"out{i}")})
+            pm.execute_notebook(
+                str(NB02),
+                str(seq / f"run{i}.ipynb"),
+                kernel_name="python3",
+                progress_bar=False,
+                parameters={**p, "interactive": False, "output_dir": str(seq / f"out{i}")},
+            )
         times["sequential papermill"].append(time.perf_counter() - t0)
         print(f"  repeat {r + 1}: sequential {times['sequential papermill'][-1]:.1f} s (load {load()})", flush=True)
         t0 = time.perf_counter()
         result = run_sweep(NB02, grid=GRID, output_dir=work / f"sweep{r}", workers=2, force=True, progress=False)
         times["vizkit run --workers 2"].append(time.perf_counter() - t0)
-        print(f"  repeat {r + 1}: vizkit run --workers 2 {times['vizkit run --workers 2'][-1]:.1f} s, "
-              f"{result.counts()} (load {load()})", flush=True)
+        print(
+            f"  repeat {r + 1}: vizkit run --workers 2 {times['vizkit run --workers 2'][-1]:.1f} s, "
+            f"{result.counts()} (load {load()})",
+            flush=True,
+        )
     return times
 
 
@@ -155,14 +171,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_dask_") as tmp:
         work = Path(tmp)
         if args.part in ("all", "eval"):
-            print(f"== evaluation: {args.samples} zoo faces, chunks of {args.batch_size}, maps of every sample, "
-                  f"1 torch thread per process, {args.repeats} repeats (min / median / max)")
+            print(
+                f"== evaluation: {args.samples} zoo faces, chunks of {args.batch_size}, maps of every sample, "
+                f"1 torch thread per process, {args.repeats} repeats (min / median / max)"
+            )
             t = bench_eval(args.samples, args.batch_size, args.repeats, work)
             for k, v in t.items():
                 print(f"  {k:16s} {stats(v)}")
             med = {k: statistics.median(v) for k, v in t.items()}
-            print(f"  speed-up 2 workers vs 1 worker: {med['dask 1 worker'] / med['dask 2 workers']:.2f}x "
-                  "(target >= 1.6x)")
+            print(
+                f"  speed-up 2 workers vs 1 worker: {med['dask 1 worker'] / med['dask 2 workers']:.2f}x "
+                "(target >= 1.6x)"
+            )
             print(f"  dask 1 worker vs plain: {med['dask 1 worker'] / med['plain']:.3f}x (target <= 1.10x)")
             print(f"  load average now {load()}", flush=True)
         if args.part in ("all", "sweep"):

@@ -22,6 +22,7 @@ vizkit >= 2x faster than the baseline), the largest difference between the two m
     .venv/bin/python benchmarks/bench_detector_attention.py            # ViT-B/16, batch 8, 3 repeats
     .venv/bin/python benchmarks/bench_detector_attention.py --quick    # a small model, batch 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,11 +60,23 @@ def build(args: argparse.Namespace):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if args.quick:
-        cfg = CLIPVisionConfig(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3,
-                               image_size=112, patch_size=16)
+        cfg = CLIPVisionConfig(
+            hidden_size=192,
+            intermediate_size=768,
+            num_hidden_layers=4,
+            num_attention_heads=3,
+            image_size=112,
+            patch_size=16,
+        )
     else:
-        cfg = CLIPVisionConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                               image_size=224, patch_size=16)
+        cfg = CLIPVisionConfig(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            image_size=224,
+            patch_size=16,
+        )
     model = ClipDetector(cfg).eval()
     batch = 2 if args.quick else args.batch
     x = torch.randn(batch, 3, cfg.image_size, cfg.image_size)
@@ -125,9 +138,11 @@ def main() -> int:
         return 0
     cfg = model.backbone.config
     print("=" * 78)
-    print(f"scenario 1 benchmark: ClipDetector hidden {cfg.hidden_size}, {cfg.num_hidden_layers} layers, "
-          f"{cfg.num_attention_heads} heads, {cfg.image_size} px, batch {x.shape[0]}, threads {args.threads}, "
-          f"repeats {args.repeats}, loadavg {os.getloadavg()[0]:.2f}")
+    print(
+        f"scenario 1 benchmark: ClipDetector hidden {cfg.hidden_size}, {cfg.num_hidden_layers} layers, "
+        f"{cfg.num_attention_heads} heads, {cfg.image_size} px, batch {x.shape[0]}, threads {args.threads}, "
+        f"repeats {args.repeats}, loadavg {os.getloadavg()[0]:.2f}"
+    )
     print("=" * 78)
     viz = runners["vizkit"](x)
     base = runners["baseline"](x)
@@ -138,12 +153,18 @@ def main() -> int:
         print(f"  {m:<9} min / median / max = {summary(times[m])}")
     r_fwd = med["vizkit"] / med["forward"]
     speedup = med["baseline"] / med["vizkit"]
-    print(f"real + fake, all layers: vizkit ÷ forward = {r_fwd:.2f}x (target <= {TARGET_VS_FORWARD}x) "
-          f"{'PASS' if r_fwd <= TARGET_VS_FORWARD else 'MISS'}")
-    print(f"baseline ÷ vizkit = {speedup:.2f}x faster (target >= {TARGET_SPEEDUP}x) "
-          f"{'PASS' if speedup >= TARGET_SPEEDUP else 'MISS'}")
-    print(f"max |vizkit - baseline| over the relevance maps = {diff:.2e} (target <= {TARGET_DIFF:.0e}) "
-          f"{'PASS' if diff <= TARGET_DIFF else 'MISS'}")
+    print(
+        f"real + fake, all layers: vizkit ÷ forward = {r_fwd:.2f}x (target <= {TARGET_VS_FORWARD}x) "
+        f"{'PASS' if r_fwd <= TARGET_VS_FORWARD else 'MISS'}"
+    )
+    print(
+        f"baseline ÷ vizkit = {speedup:.2f}x faster (target >= {TARGET_SPEEDUP}x) "
+        f"{'PASS' if speedup >= TARGET_SPEEDUP else 'MISS'}"
+    )
+    print(
+        f"max |vizkit - baseline| over the relevance maps = {diff:.2e} (target <= {TARGET_DIFF:.0e}) "
+        f"{'PASS' if diff <= TARGET_DIFF else 'MISS'}"
+    )
     if not args.no_memory:
         flags = ["--batch", str(args.batch), "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
         mem = measure_memory(__file__, flags, METHODS)

@@ -25,6 +25,7 @@ the process's whole peak; target whole peak with / without <= 1.3x). Exit code 0
     .venv/bin/python benchmarks/bench_detector_gradcam.py            # ViT-B/16 x 24 layers, batch 8, 3 repeats
     .venv/bin/python benchmarks/bench_detector_gradcam.py --quick    # a small model, batch 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,17 +71,34 @@ def build(args: argparse.Namespace):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     hidden, size = (192, 64) if args.quick else (768, 224)
-    cfg = CLIPVisionConfig(hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=24,
-                           num_attention_heads=hidden // 64, image_size=size, patch_size=16)
+    cfg = CLIPVisionConfig(
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=24,
+        num_attention_heads=hidden // 64,
+        image_size=size,
+        patch_size=16,
+    )
     model = ClipDetector(cfg).eval()
     batch = 2 if args.quick else args.batch
     rng = np.random.default_rng(0)
-    samples = [SimpleNamespace(image=rng.integers(0, 256, (size, size, 3), dtype=np.uint8), label=i % 2, mask=None)
-               for i in range(batch)]
-    dataset = EvalDataset("random", [Item(f"random/{i}", s.label) for i, s in enumerate(samples)], "random images",
-                          zoo_samples=samples)
-    det = Detector(model, CvResizeNormalize(size, (0.5,) * 3, (0.5,) * 3), read_image_opencv, ["real", "fake"], size,
-                   "random", "deepfakebench:clip", "deepfakebench")
+    samples = [
+        SimpleNamespace(image=rng.integers(0, 256, (size, size, 3), dtype=np.uint8), label=i % 2, mask=None)
+        for i in range(batch)
+    ]
+    dataset = EvalDataset(
+        "random", [Item(f"random/{i}", s.label) for i, s in enumerate(samples)], "random images", zoo_samples=samples
+    )
+    det = Detector(
+        model,
+        CvResizeNormalize(size, (0.5,) * 3, (0.5,) * 3),
+        read_image_opencv,
+        ["real", "fake"],
+        size,
+        "random",
+        "deepfakebench:clip",
+        "deepfakebench",
+    )
     layers = dge.resolve_gradcam_layers(model, list(dge.SEED_LAYERS))
 
     def ctx(enabled: bool):
@@ -112,9 +130,11 @@ def make_runners(model, layers, with_ctx, without_ctx, x, size, method):
         with cls(model=model, target_layers=modules, reshape_transform=reshape) as c:
             return c(input_tensor=images, targets=[ClassifierOutputTarget(1)] * images.shape[0])
 
-    return {"without": lambda images: dge.evaluate_chunk(without_ctx, 0),
-            "with": lambda images: dge.evaluate_chunk(with_ctx, 0),
-            "pytorch-grad-cam": pgc}
+    return {
+        "without": lambda images: dge.evaluate_chunk(without_ctx, 0),
+        "with": lambda images: dge.evaluate_chunk(with_ctx, 0),
+        "pytorch-grad-cam": pgc,
+    }
 
 
 def main() -> int:
@@ -125,8 +145,10 @@ def main() -> int:
         run = runners[args.mem_worker]
         print_worker_result(args.mem_worker, peak_memory(lambda: run(x), lambda: run(x), model))
         return 0
-    print(f"model: ClipDetector (CLIPVisionModel hidden {model.head.in_features}, 24 layers, {size} px, random "
-          f"weights); batch {x.shape[0]}; {torch.get_num_threads()} threads; method {args.method}")
+    print(
+        f"model: ClipDetector (CLIPVisionModel hidden {model.head.in_features}, 24 layers, {size} px, random "
+        f"weights); batch {x.shape[0]}; {torch.get_num_threads()} threads; method {args.method}"
+    )
     print("layers: " + ", ".join(f"{i.name} -> {i.module}" for i in layers))
     times = time_round_robin({m: (lambda r=r: r(x)) for m, r in runners.items()}, args.repeats)
     print(f"{'':18s}{'min / median / max':>36s}")
@@ -134,32 +156,43 @@ def main() -> int:
         print(f"{m:18s}{summary(times[m])}")
     med = {m: statistics.median(t) for m, t in times.items()}
     r1, r2 = med["with"] / med["without"], med["pytorch-grad-cam"] / med["with"]
-    print(f"evaluation with maps / without:     {r1:5.2f}x  (target <= {TARGET_VS_WITHOUT}x: "
-          f"{'met' if r1 <= TARGET_VS_WITHOUT else 'NOT met'})")
-    print(f"pytorch-grad-cam / vizkit with maps: {r2:5.2f}x  (target >= {TARGET_SPEEDUP}x: "
-          f"{'met' if r2 >= TARGET_SPEEDUP else 'NOT met'})")
+    print(
+        f"evaluation with maps / without:     {r1:5.2f}x  (target <= {TARGET_VS_WITHOUT}x: "
+        f"{'met' if r1 <= TARGET_VS_WITHOUT else 'NOT met'})"
+    )
+    print(
+        f"pytorch-grad-cam / vizkit with maps: {r2:5.2f}x  (target >= {TARGET_SPEEDUP}x: "
+        f"{'met' if r2 >= TARGET_SPEEDUP else 'NOT met'})"
+    )
     from vizkit.explain import cam
 
     ours = cam(model, x, 1, layers=[i.module for i in layers], method=args.method).heatmap.numpy()
     theirs = runners["pytorch-grad-cam"](x)
     diff = float(np.abs(ours - theirs).max())
-    print(f"max |vizkit - pytorch-grad-cam| combined map: {diff:.2e}  (target <= {TARGET_DIFF:g}: "
-          f"{'met' if diff <= TARGET_DIFF else 'NOT met'})")
+    print(
+        f"max |vizkit - pytorch-grad-cam| combined map: {diff:.2e}  (target <= {TARGET_DIFF:g}: "
+        f"{'met' if diff <= TARGET_DIFF else 'NOT met'})"
+    )
     if not args.no_memory:
         flags = ["--batch", str(args.batch), "--threads", str(args.threads), "--method", args.method] + (
-            ["--quick"] if args.quick else [])
+            ["--quick"] if args.quick else []
+        )
         mem = measure_memory(__file__, flags, ("without", "with"))
         for m, r in mem.items():
             if "error" in r:
                 print(f"peak memory {m}: {r['error']}")
             else:
-                print(f"peak memory {m:8s}: +{r['delta_mb']:7.1f} MiB above model + input; whole process "
-                      f"{r['peak_mb']:7.1f} MiB")
+                print(
+                    f"peak memory {m:8s}: +{r['delta_mb']:7.1f} MiB above model + input; whole process "
+                    f"{r['peak_mb']:7.1f} MiB"
+                )
         if all("error" not in r for r in mem.values()):
             whole = mem["with"]["peak_mb"] / mem["without"]["peak_mb"]
             extra = mem["with"]["delta_mb"] / max(mem["without"]["delta_mb"], 1e-6)
-            print(f"peak memory with / without: {whole:5.2f}x whole process (target <= {TARGET_MEMORY}x: "
-                  f"{'met' if whole <= TARGET_MEMORY else 'NOT met'}); {extra:5.2f}x of the extra memory")
+            print(
+                f"peak memory with / without: {whole:5.2f}x whole process (target <= {TARGET_MEMORY}x: "
+                f"{'met' if whole <= TARGET_MEMORY else 'NOT met'}); {extra:5.2f}x of the extra memory"
+            )
     return 0
 
 

@@ -11,6 +11,7 @@ sparse system per image and percentile; vizkit solves all masks of a chunk toget
 (multigrid-preconditioned conjugate gradients) and forwards all imputed images in few passes.
 Everything is measured in one run; the exit code is 0 whatever the ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,9 @@ def main() -> None:
     model = torchvision.models.resnet18().eval()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=g)
-    maps = torch.nn.functional.interpolate(torch.rand(args.batch, 1, 7, 7, generator=g), size=args.size,
-                                           mode="bilinear")[:, 0]
+    maps = torch.nn.functional.interpolate(
+        torch.rand(args.batch, 1, 7, 7, generator=g), size=args.size, mode="bilinear"
+    )[:, 0]
     with torch.no_grad():
         classes = model(x).argmax(1).tolist()
     percentiles = [10, 20, 30, 40, 50, 60, 70, 80, 90]
@@ -52,13 +54,17 @@ def main() -> None:
 
     targets = [ClassifierOutputTarget(c) for c in classes]
     start = time.perf_counter()
-    theirs = {"morf": pgc_road.ROADMostRelevantFirstAverage(percentiles)(x, maps.numpy(), targets, model),
-              "lerf": pgc_road.ROADLeastRelevantFirstAverage(percentiles)(x, maps.numpy(), targets, model)}
+    theirs = {
+        "morf": pgc_road.ROADMostRelevantFirstAverage(percentiles)(x, maps.numpy(), targets, model),
+        "lerf": pgc_road.ROADLeastRelevantFirstAverage(percentiles)(x, maps.numpy(), targets, model),
+    }
     t_pgc = time.perf_counter() - start
 
     diff = max(float(np.abs(ours[o].numpy() - theirs[o]).max()) for o in ours)
-    print(f"ROAD MoRF + LeRF, resnet18, {args.batch} images at {args.size} px, {len(percentiles)} percentiles, "
-          f"noise 0, {args.threads} thread(s)")
+    print(
+        f"ROAD MoRF + LeRF, resnet18, {args.batch} images at {args.size} px, {len(percentiles)} percentiles, "
+        f"noise 0, {args.threads} thread(s)"
+    )
     print(f"  vizkit.metrics.road     {t_vizkit:8.2f} s")
     print(f"  pytorch-grad-cam ROAD   {t_pgc:8.2f} s")
     print(f"  speed-up                {t_pgc / t_vizkit:8.2f} x   (target >= 10x)")

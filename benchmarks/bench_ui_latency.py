@@ -10,6 +10,7 @@ Measured and printed, never asserted.
     .venv/bin/python benchmarks/bench_ui_latency.py                 # every notebook, 12 moves each
     .venv/bin/python benchmarks/bench_ui_latency.py --notebooks 02_vit_mnist_attention.ipynb --moves 20
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,10 @@ def main() -> int:
             per.setdefault(m["control"], []).append(m["ms"])
         detail = ", ".join(f"{c} {statistics.median(v):.0f}" for c, v in per.items())
         flag = "" if r["median_ms"] <= GOAL_MS else "  (above the goal)"
-        print(f"{r['notebook']:36s} {r['run_all_s']:7.1f}s {r['moves']:6d} {r['median_ms']:7.0f}ms "
-              f"{r['worst_ms']:7.0f}ms  {detail}{flag}")
+        print(
+            f"{r['notebook']:36s} {r['run_all_s']:7.1f}s {r['moves']:6d} {r['median_ms']:7.0f}ms "
+            f"{r['worst_ms']:7.0f}ms  {detail}{flag}"
+        )
         if r["problems"]:
             print(f"  problems shown in the page: {r['problems']}")
     if args.json:

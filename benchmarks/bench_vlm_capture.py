@@ -24,6 +24,7 @@ are the same. Exit code 0 whether targets are met or not.
     .venv/bin/python benchmarks/bench_vlm_capture.py --quick     # 3 layers, hidden 128, 224 px, 32 tokens
     .venv/bin/python benchmarks/bench_vlm_capture.py --family llava_next
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the fa
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
 from benchlib import measure_memory, peak_memory, print_worker_result, summary, time_round_robin  # noqa: E402
 
 METHODS = ("plain", "output_attentions", "vizkit")
@@ -68,16 +68,23 @@ def parse_args():
 
 
 def build(args):
+    import vlm_folders as VF
     from PIL import Image
 
-    import vlm_folders as VF
     from vizkit.models.vlm import load_vlm
     from vizkit.models.vlm.trace import build_inputs
 
     torch.set_num_threads(args.threads)
     folder = Path(tempfile.mkdtemp(prefix="bench_vlm_"))
-    common = dict(layers=args.layers, hidden=args.hidden, heads=8, kv_heads=4, vision_depth=4,
-                  vision_hidden=args.hidden // 2, seed=0)
+    common = dict(
+        layers=args.layers,
+        hidden=args.hidden,
+        heads=8,
+        kv_heads=4,
+        vision_depth=4,
+        vision_hidden=args.hidden // 2,
+        seed=0,
+    )
     if args.family == "qwen2_vl":
         VF.save_random_qwen2_vl(folder, max_pixels=args.image_size * args.image_size, **common)
     else:  # tiles of image_size / 2 from the anyres pinpoints + the base image
@@ -130,45 +137,76 @@ def main() -> int:
     L = inputs["input_ids"].shape[1]
     print("=" * 78)
     grids = vlm.position_map(inputs).grids
-    print(f"scenario 5 benchmark: random {vlm.family.name}, {args.layers} decoder layers, hidden {args.hidden}, 8 heads, "
-          f"2 images at {args.image_size} px (patch grids {grids}), prompt {L} tokens, "
-          f"{args.new_tokens} new tokens, capture layer {args.capture_layer}, threads {args.threads}, "
-          f"repeats {args.repeats}, loadavg {os.getloadavg()[0]:.2f}")
+    print(
+        f"scenario 5 benchmark: random {vlm.family.name}, {args.layers} decoder layers, hidden {args.hidden}, 8 heads, "
+        f"2 images at {args.image_size} px (patch grids {grids}), prompt {L} tokens, "
+        f"{args.new_tokens} new tokens, capture layer {args.capture_layer}, threads {args.threads}, "
+        f"repeats {args.repeats}, loadavg {os.getloadavg()[0]:.2f}"
+    )
     print("=" * 78)
     seq_plain = runners["plain"]()
     seq_viz, rows = runners["vizkit"]()
     ref = runners["output_attentions"]()
     same = torch.equal(seq_plain, seq_viz) and torch.equal(seq_plain, ref.sequences)
-    diff = max(float(np.abs(rows[j, :, :a[args.capture_layer].shape[-1]] - a[args.capture_layer][0, :, -1].numpy()).max())
-               for j, a in enumerate(ref.attentions))
+    diff = max(
+        float(np.abs(rows[j, :, : a[args.capture_layer].shape[-1]] - a[args.capture_layer][0, :, -1].numpy()).max())
+        for j, a in enumerate(ref.attentions)
+    )
     print(f"same generated tokens in all three: {same}; max |captured row - eager output_attentions row| = {diff:.1e}")
-    print(f"captured rows: {rows.shape} float32 = {rows.nbytes / 2**20:.1f} MiB; output_attentions keeps "
-          f"{sum(t.numel() for a in ref.attentions for t in a) * 4 / 2**20:.0f} MiB")
+    print(
+        f"captured rows: {rows.shape} float32 = {rows.nbytes / 2**20:.1f} MiB; output_attentions keeps "
+        f"{sum(t.numel() for a in ref.attentions for t in a) * 4 / 2**20:.0f} MiB"
+    )
     del ref
     times = time_round_robin(runners, args.repeats)
     med = {m: statistics.median(v) for m, v in times.items()}
     for m in METHODS:
         print(f"  {m:<18} min / median / max = {summary(times[m])}")
     r = med["vizkit"] / med["plain"]
-    print(f"time: vizkit / plain = {r:.2f}x (target <= {TARGET_TIME}x) {'PASS' if r <= TARGET_TIME else 'MISS'}; "
-          f"output_attentions / vizkit = {med['output_attentions'] / med['vizkit']:.2f}x")
+    print(
+        f"time: vizkit / plain = {r:.2f}x (target <= {TARGET_TIME}x) {'PASS' if r <= TARGET_TIME else 'MISS'}; "
+        f"output_attentions / vizkit = {med['output_attentions'] / med['vizkit']:.2f}x"
+    )
     if not args.no_memory:
-        flags = ["--family", args.family, "--layers", str(args.layers), "--hidden", str(args.hidden), "--image-size", str(args.image_size),
-                 "--new-tokens", str(args.new_tokens), "--capture-layer", str(args.capture_layer),
-                 "--threads", str(args.threads)]
+        flags = [
+            "--family",
+            args.family,
+            "--layers",
+            str(args.layers),
+            "--hidden",
+            str(args.hidden),
+            "--image-size",
+            str(args.image_size),
+            "--new-tokens",
+            str(args.new_tokens),
+            "--capture-layer",
+            str(args.capture_layer),
+            "--threads",
+            str(args.threads),
+        ]
         mem = measure_memory(__file__, flags, METHODS)
         for m in METHODS:
             res = mem[m]
-            print(f"  peak memory {m:<18}: " + (f"extra {res['delta_mb']:7.1f} MiB, total {res['peak_mb']:7.1f} MiB"
-                                                if "error" not in res else res["error"]))
+            print(
+                f"  peak memory {m:<18}: "
+                + (
+                    f"extra {res['delta_mb']:7.1f} MiB, total {res['peak_mb']:7.1f} MiB"
+                    if "error" not in res
+                    else res["error"]
+                )
+            )
         if all("error" not in mem[m] for m in METHODS):
             rt = mem["vizkit"]["peak_mb"] / mem["plain"]["peak_mb"]
-            print(f"memory (process peak): vizkit / plain = {rt:.3f}x (target <= {TARGET_MEMORY}x) "
-                  f"{'PASS' if rt <= TARGET_MEMORY else 'MISS'}; output_attentions / vizkit = "
-                  f"{mem['output_attentions']['peak_mb'] / mem['vizkit']['peak_mb']:.2f}x")
-            print(f"memory (extra above model + inputs): vizkit / plain = "
-                  f"{mem['vizkit']['delta_mb'] / max(mem['plain']['delta_mb'], 1e-9):.2f}x; output_attentions / "
-                  f"vizkit = {mem['output_attentions']['delta_mb'] / max(mem['vizkit']['delta_mb'], 1e-9):.2f}x")
+            print(
+                f"memory (process peak): vizkit / plain = {rt:.3f}x (target <= {TARGET_MEMORY}x) "
+                f"{'PASS' if rt <= TARGET_MEMORY else 'MISS'}; output_attentions / vizkit = "
+                f"{mem['output_attentions']['peak_mb'] / mem['vizkit']['peak_mb']:.2f}x"
+            )
+            print(
+                f"memory (extra above model + inputs): vizkit / plain = "
+                f"{mem['vizkit']['delta_mb'] / max(mem['plain']['delta_mb'], 1e-9):.2f}x; output_attentions / "
+                f"vizkit = {mem['output_attentions']['delta_mb'] / max(mem['vizkit']['delta_mb'], 1e-9):.2f}x"
+            )
     return 0
 
 

@@ -8,6 +8,7 @@ of a redraw after moving a control (the map and its overlay encoded as the two P
 shows), plus the number of forward passes during the moves (must be 0). The time until the
 browser shows them is measured by benchmarks/bench_ui_latency.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,8 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=60)
     args = parser.parse_args()
 
-    from vizkit.scenarios.vit_mnist_attention import AttentionExplorer, AttentionVisualizer
     from vizkit.models import SimpleViT
+    from vizkit.scenarios.vit_mnist_attention import AttentionExplorer, AttentionVisualizer
 
     torch.manual_seed(0)
     try:
@@ -42,10 +43,12 @@ def main() -> None:
     forwards = []
     visualizer.model.register_forward_pre_hook(lambda *a: forwards.append(1))
     explorer = AttentionExplorer(cache)
-    controls = [(explorer.layer, list(range(1, len(cache.layers) + 1))),
-                (explorer.head, [-1] + list(range(cache.num_heads))),
-                (explorer.sample, list(range(len(samples)))),
-                (explorer.fusion, ["mean", "max", "min"])]
+    controls = [
+        (explorer.layer, list(range(1, len(cache.layers) + 1))),
+        (explorer.head, [-1] + list(range(cache.num_heads))),
+        (explorer.sample, list(range(len(samples)))),
+        (explorer.fusion, ["mean", "max", "min"]),
+    ]
     times = []
     for k in range(args.moves):
         control, values = controls[k % len(controls)]
@@ -56,8 +59,10 @@ def main() -> None:
     med, worst = statistics.median(times) * 1e3, max(times) * 1e3
     print(f"model: {source}; {len(samples)} samples, {len(cache.layers)} layers x {cache.num_heads} heads")
     print(f"first computation (one batched forward + relevance): {first * 1e3:.0f} ms")
-    print(f"redraw after a slider move: median {med:.1f} ms, max {worst:.1f} ms over {args.moves} moves "
-          f"(target <= 100 ms: {'PASS' if med <= 100 else 'MISS'})")
+    print(
+        f"redraw after a slider move: median {med:.1f} ms, max {worst:.1f} ms over {args.moves} moves "
+        f"(target <= 100 ms: {'PASS' if med <= 100 else 'MISS'})"
+    )
     print(f"forward passes during the moves: {len(forwards)} (target 0: {'PASS' if not forwards else 'MISS'})")
 
 

@@ -10,6 +10,7 @@ runs once and the peak is VmHWM from /proc/self/status (getrusage's ru_maxrss if
 not allowed). Reported: peak - baseline = the extra memory the call needed on top of model +
 input.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -20,7 +21,8 @@ import statistics
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 MEM_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "65536", "MALLOC_TOP_PAD_": "0"}
 
@@ -60,18 +62,24 @@ def peak_memory(run: Callable[[], Any], warm_up: Callable[[], Any], model: Any =
     out = run()
     peak_kb = status_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     del out
-    return {"base_mb": base_kb / 1024, "peak_mb": peak_kb / 1024, "delta_mb": (peak_kb - base_kb) / 1024,
-            "reset": reset}
+    return {
+        "base_mb": base_kb / 1024,
+        "peak_mb": peak_kb / 1024,
+        "delta_mb": (peak_kb - base_kb) / 1024,
+        "reset": reset,
+    }
 
 
-def measure_memory(script: str, args: Sequence[str], methods: Sequence[str],
-                   flag: str = "--_mem-worker") -> dict[str, dict]:
+def measure_memory(
+    script: str, args: Sequence[str], methods: Sequence[str], flag: str = "--_mem-worker"
+) -> dict[str, dict]:
     """Run ``script args flag METHOD`` in a fresh process per method; each prints one JSON line."""
     results: dict[str, dict] = {}
     env = {**os.environ, **MEM_ENV}
     for m in methods:
-        proc = subprocess.run([sys.executable, os.path.abspath(script), *args, flag, m], env=env,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, os.path.abspath(script), *args, flag, m], env=env, capture_output=True, text=True
+        )
         line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("{")), None)
         if proc.returncode != 0 or line is None:
             err = (proc.stderr.strip().splitlines() or ["no output"])[-1]

@@ -34,8 +34,6 @@
 import torch
 from IPython.display import Image, Markdown, display
 
-import vizkit
-from vizkit import render
 from vizkit.scenarios import baseline, run_folder, seed_everything
 from vizkit.scenarios import clip_detector_attention as cda
 
@@ -46,7 +44,9 @@ model: str = "face_forgery_detector"  # the zoo detector, or a weights file (.pt
 model_config: str = ""  # DeepfakeBench detector YAML (resolution, mean, std, class_names)
 images: str = ""  # an image or a folder; empty means zoo test faces, fake and real alternating
 num_images: int = 6  # how many zoo test faces when images is empty
-target_layers: str = "last_4"  # blocks combined in the per-image maps: last, last_4, all, or indices such as -4,-3,-2,-1
+target_layers: str = (
+    "last_4"  # blocks combined in the per-image maps: last, last_4, all, or indices such as -4,-3,-2,-1
+)
 head_fusion: str = "mean"  # mean | max | min
 aggregation: str = "relevance"  # relevance (Chefer propagation) | mean (plain per-layer mean)
 layer_modes: str = "last_layer,last_4_layers,all_layers"  # layer modes compared in the multi-layer figures
@@ -83,11 +83,14 @@ print(f"{len(gradcam.layer_names)} transformer blocks; target layers: {gradcam.t
 # %%
 # NBVAL_CHECK_OUTPUT
 inputs, names, samples = cda.notebook_images(images, num_images, seed)
-results, failures = cda.analyze_images(detector, inputs, run_dir, layers, head_fusion, aggregation,
-                                       multi_layer=True, stems=names)
+results, failures = cda.analyze_images(
+    detector, inputs, run_dir, layers, head_fusion, aggregation, multi_layer=True, stems=names
+)
 for r in results:
-    print(f"{r.stem:>9}: predicted {r.class_names[r.predicted]:<4} p(fake) = {r.probs[detector.fake_index]:.3f}, "
-          f"top-20 % IoU {r.numbers['top20_iou']:.2f}")
+    print(
+        f"{r.stem:>9}: predicted {r.class_names[r.predicted]:<4} p(fake) = {r.probs[detector.fake_index]:.3f}, "
+        f"top-20 % IoU {r.numbers['top20_iou']:.2f}"
+    )
 for name, err in failures:
     print("skipped", name, err)
 
@@ -119,8 +122,11 @@ if faithfulness_samples:
     reals = [s for s in held_out if s.label == 0][:faithfulness_samples]
     table = cda.faithfulness_table(detector, fakes, reals, layer_modes=modes)
     notes = cda.faithfulness_observations(table)
-    print(table[["head_fusion", "layer_mode", "aggregation", "pointing", "energy_in_mask", "deletion_auc"]]
-          .round(3).to_string(index=False))
+    print(
+        table[["head_fusion", "layer_mode", "aggregation", "pointing", "energy_in_mask", "deletion_auc"]]
+        .round(3)
+        .to_string(index=False)
+    )
 
 # %%
 if table is not None:
@@ -143,8 +149,9 @@ print("report:", report)
 if interactive:
     x = torch.stack([detector.preprocess(im) for im in inputs[:8]])
     cached = gradcam.explain(x)
-    explorer = cda.DetectorAttentionExplorer(cached, [r.image for r in results[:8]], names[:8],
-                                             detector.real_index, detector.fake_index)
+    explorer = cda.DetectorAttentionExplorer(
+        cached, [r.image for r in results[:8]], names[:8], detector.real_index, detector.fake_index
+    )
     display(explorer)
 
 # %% tags=["nbval-ignore-output"]

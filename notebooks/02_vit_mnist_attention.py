@@ -36,7 +36,6 @@
 import torch
 from IPython.display import Image, Markdown, display
 
-import vizkit
 from vizkit.scenarios import baseline, run_folder, seed_everything
 from vizkit.scenarios import vit_mnist_attention as vma
 
@@ -64,8 +63,13 @@ seed_everything(seed)
 torch.use_deterministic_algorithms(True, warn_only=True)
 run_dir = run_folder(output_dir or None, "02_vit_mnist_attention", overwrite=overwrite)
 device_name = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-visualizer = vma.AttentionVisualizer(model if model != "mnist_vit" else None, config=model_config or None,
-                                     device=device_name, output_dir=run_dir, head_fusion=head_fusion)
+visualizer = vma.AttentionVisualizer(
+    model if model != "mnist_vit" else None,
+    config=model_config or None,
+    device=device_name,
+    output_dir=run_dir,
+    head_fusion=head_fusion,
+)
 print("run folder:", run_dir)
 
 # %% [markdown]
@@ -124,9 +128,19 @@ per_layer.round(4)
 from vizkit import stats
 
 notes = vma.observations(statistics, cache, head_fusion)
-report = vma.write_report(run_dir, params, visualizer.model_info, visualizer.test_accuracy(),
-                      float((cache.preds == cache.labels).float().mean()), statistics, stats.summarize(statistics),
-                      notes, figures, visualizer.sample_indices, cache)
+report = vma.write_report(
+    run_dir,
+    params,
+    visualizer.model_info,
+    visualizer.test_accuracy(),
+    float((cache.preds == cache.labels).float().mean()),
+    statistics,
+    stats.summarize(statistics),
+    notes,
+    figures,
+    visualizer.sample_indices,
+    cache,
+)
 display(Markdown("\n".join(f"- {n}" for n in notes)))
 print("report:", report)
 

@@ -75,19 +75,34 @@ layer_names = [n.strip() for n in layers.split(",") if n.strip()] or None
 
 # %%
 # NBVAL_CHECK_OUTPUT
-summary = dge.run_evaluation(run_dir, detector_path=detector_path or None, weights_path=weights_path or None,
-                             test_dataset=test_dataset, max_samples=max_samples, gradcam_enabled=True,
-                             layers=layer_names, method=method,
-                             table_methods=[m.strip() for m in table_methods.split(",") if m.strip()], target=target,
-                             batch_size=batch_size, gradcam_samples=gradcam_samples,
-                             save_all_predictions=save_all_predictions, overwrite=overwrite, device=device_name)
+summary = dge.run_evaluation(
+    run_dir,
+    detector_path=detector_path or None,
+    weights_path=weights_path or None,
+    test_dataset=test_dataset,
+    max_samples=max_samples,
+    gradcam_enabled=True,
+    layers=layer_names,
+    method=method,
+    table_methods=[m.strip() for m in table_methods.split(",") if m.strip()],
+    target=target,
+    batch_size=batch_size,
+    gradcam_samples=gradcam_samples,
+    save_all_predictions=save_all_predictions,
+    overwrite=overwrite,
+    device=device_name,
+)
 m = summary.metrics
-print(f"{m['model']} on {m['dataset']}: {m['samples']} images ({m['real']} real, {m['fake']} fake), "
-      f"{m['unreadable']} unreadable")
+print(
+    f"{m['model']} on {m['dataset']}: {m['samples']} images ({m['real']} real, {m['fake']} fake), "
+    f"{m['unreadable']} unreadable"
+)
 print(dge.metrics_table(m).to_string(index=False))
 c = m["confusion"]
-print(f"confusion (rows true real / fake, columns predicted real / fake): "
-      f"{c['true_real_pred_real']} {c['true_real_pred_fake']} / {c['true_fake_pred_real']} {c['true_fake_pred_fake']}")
+print(
+    f"confusion (rows true real / fake, columns predicted real / fake): "
+    f"{c['true_real_pred_real']} {c['true_real_pred_fake']} / {c['true_fake_pred_real']} {c['true_fake_pred_fake']}"
+)
 
 # %%
 display(Image(filename=str(summary.run_dir / "figures" / "score_distribution.png")))
@@ -98,9 +113,19 @@ display(Image(filename=str(summary.run_dir / "figures" / "score_distribution.png
 
 # %%
 # NBVAL_CHECK_OUTPUT
-display(Markdown(markdown_table(dge.layer_table(dge.resolve_gradcam_layers(
-    dge.load_eval_detector(detector_path or None, weights_path or None).model,
-    [li.name for li in summary.layers])), index=False)))
+display(
+    Markdown(
+        markdown_table(
+            dge.layer_table(
+                dge.resolve_gradcam_layers(
+                    dge.load_eval_detector(detector_path or None, weights_path or None).model,
+                    [li.name for li in summary.layers],
+                )
+            ),
+            index=False,
+        )
+    )
+)
 
 # %% [markdown]
 # ## Layer comparison

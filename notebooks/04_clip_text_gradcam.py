@@ -34,9 +34,9 @@
 # %%
 from pathlib import Path
 
-import numpy as np
 import torch
-from IPython.display import Image as ShowImage, Markdown, display
+from IPython.display import Image as ShowImage
+from IPython.display import display
 from PIL import Image
 
 import vizkit
@@ -47,7 +47,9 @@ from vizkit.scenarios import clip_text_gradcam as cg
 _before = baseline(globals())
 
 # %% tags=["parameters"]
-model: str = "shapes_clip"  # zoo model (shapes_clip, shapes_clip_cnn), an open_clip name with model_path, or a HF CLIP directory
+model: str = (
+    "shapes_clip"  # zoo model (shapes_clip, shapes_clip_cnn), an open_clip name with model_path, or a HF CLIP directory
+)
 model_path: str = ""  # weights file for an open_clip name or a custom two-tower model
 image_path: str = ""  # an image or a folder of images; empty means held-out shapes scenes from the zoo
 class_texts: list = []  # class texts; empty means every colour and shape prompt of the zoo scenes
@@ -73,8 +75,15 @@ params = cg.check_notebook_parameters(globals(), _before)  # unknown names or ba
 seed_everything(seed)
 run_dir = run_folder(output_dir or None, "04_clip_text_gradcam", overwrite=overwrite)
 device_name = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-adapter = cg.load_clip_model(model, model_path or None, image_encoder=image_encoder or None,
-                             text_encoder=text_encoder or None, embed_dim=embed_dim, img_size=img_size, device=device_name)
+adapter = cg.load_clip_model(
+    model,
+    model_path or None,
+    image_encoder=image_encoder or None,
+    text_encoder=text_encoder or None,
+    embed_dim=embed_dim,
+    img_size=img_size,
+    device=device_name,
+)
 zoo_model = adapter.name.startswith("zoo:")
 zoo_texts = zoo.load(adapter.name[4:]).class_names if zoo_model else None  # every prompt the zoo scenes use
 if class_texts or class_texts_file:
@@ -105,7 +114,9 @@ for path, image in zip(paths, images):
     written = cg.save_result(res, run_dir, cg.output_stem(path, None, False))
     results.append(res)
     figures.append(written["figure"])
-print(f"model {adapter.name} | method {results[0].method} | layer {results[0].layers[0]} | score: image-text {results[0].score}")
+print(
+    f"model {adapter.name} | method {results[0].method} | layer {results[0].layers[0]} | score: image-text {results[0].score}"
+)
 for res in results:
     t = res.target
     print(f"{Path(res.image_path).name}: target ({res.target_chosen}) {res.names[t]!r} p={res.probs[t]:.2f}")
@@ -119,8 +130,13 @@ display(ShowImage(filename=str(figures[0])))
 
 # %%
 maps, probs, used = cg.text_maps(adapter, images[0], texts, method, target_layer)
-fig = cg.text_maps_figure(cg.display_crop(images[0], adapter.image_size), names, maps, probs,
-                          title=f"{method} toward every text, layer {used[0]}")
+fig = cg.text_maps_figure(
+    cg.display_crop(images[0], adapter.image_size),
+    names,
+    maps,
+    probs,
+    title=f"{method} toward every text, layer {used[0]}",
+)
 figures.append(render.save_figure(fig, run_dir / "clip_gradcam_all_texts.png"))
 display(ShowImage(filename=str(figures[-1])))
 
@@ -133,8 +149,9 @@ display(ShowImage(filename=str(figures[-1])))
 table = None
 if zoo_model and num_scenes > 0:
     held_out = zoo.dataset(adapter.name[4:], "test")[:num_scenes]
-    table = cg.pointing_table(adapter, held_out, zoo_texts, [m.strip() for m in table_methods.split(",") if m.strip()],
-                              layers=target_layer)
+    table = cg.pointing_table(
+        adapter, held_out, zoo_texts, [m.strip() for m in table_methods.split(",") if m.strip()], layers=target_layer
+    )
     print(table[["method", "scenes", "hits", "pointing_accuracy"]].round(2).to_string(index=False))
 else:
     print("pointing game skipped (needs a zoo model with ground-truth masks)")
@@ -149,8 +166,9 @@ print("report:", report)
 
 # %% tags=["nbval-ignore-output"]
 if interactive:
-    explorer = cg.ClipExplorer(adapter, images[0], names, texts, list(vizkit.METHODS),
-                            cg.candidate_layers(adapter, images[0]))
+    explorer = cg.ClipExplorer(
+        adapter, images[0], names, texts, list(vizkit.METHODS), cg.candidate_layers(adapter, images[0])
+    )
     display(explorer)
 
 # %% tags=["nbval-ignore-output"]

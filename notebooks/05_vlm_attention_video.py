@@ -43,7 +43,8 @@
 from pathlib import Path
 
 import numpy as np
-from IPython.display import Image as ShowImage, Markdown, Video, display
+from IPython.display import Image as ShowImage
+from IPython.display import Markdown, Video, display
 
 from vizkit import render
 from vizkit.scenarios import baseline, seed_everything
@@ -58,7 +59,9 @@ image_dir: str = ""  # folder the image paths are relative to; empty means the J
 sample_idx: int = 1  # which sample
 layer_idx: int = -1  # decoder layer; -1 means the seed's 20, or the last layer of a smaller model
 layers: list = [1, 2]  # several decoder layers (one video each); empty means [layer_idx]
-start_phrase: str = "Based on the following requirements"  # the video starts where this phrase begins; empty means the first token
+start_phrase: str = (
+    "Based on the following requirements"  # the video starts where this phrase begins; empty means the first token
+)
 heads: str = "mean"  # mean, max, or a head index (int)
 max_image_num: int = 2  # use at most this many images per sample
 max_new_tokens: int = 64  # generation length
@@ -66,7 +69,9 @@ mode: str = "generate"  # generate, or solution (teacher-force the sample's refe
 fps: int = 4  # video frames per second
 sinks: str = "keep"  # keep the attention sinks in the video, or mask them (rows renormalised over the rest)
 ground_truth_questions: int = 200  # tiny_vlm: test items drawn for the layer x head table (0 skips it)
-explain_token: str = "-1"  # answer token to explain by relevance, an index (negative from the end) or a word; empty skips it
+explain_token: str = (
+    "-1"  # answer token to explain by relevance, an index (negative from the end) or a word; empty skips it
+)
 relevance_layers: list = []  # decoder layers the relevance runs over; empty means all
 output_dir: str = ""  # run folder; empty means a new runs/<timestamp>-vlm-video/
 overwrite: bool = False  # allow writing into a non-empty output_dir
@@ -86,8 +91,10 @@ for note in notes:
     print("note:", note)
 print(f"model: {viz.vlm.name} ({viz.vlm.model_type}, {viz.vlm.num_layers} decoder layers x {viz.vlm.num_heads} heads)")
 print("problem:", sample["problem"])
-fig = render.figure_grid([[render.Panel(image=np.asarray(im), title=f"image {k}", kind="image")
-                          for k, im in enumerate(images)]], figsize=(2.8 * len(images), 2.8))
+fig = render.figure_grid(
+    [[render.Panel(image=np.asarray(im), title=f"image {k}", kind="image") for k, im in enumerate(images)]],
+    figsize=(2.8 * len(images), 2.8),
+)
 display(fig)
 
 # %% [markdown]
@@ -98,10 +105,22 @@ display(fig)
 # %%
 # NBVAL_CHECK_OUTPUT
 mp4 = viz.create_attention_visualization_for_sample(
-    sample, images, layer_idx=None if layer_idx < 0 else layer_idx, start_phrase=start_phrase, layers=layers or None,
-    heads=heads, max_new_tokens=max_new_tokens, mode=mode, output_dir=output_dir or None, overwrite=overwrite, fps=fps,
-    ground_truth=ground_truth_questions if ground_truth_questions > 0 else False, sinks=sinks,
-    explain_token=explain_token or None, relevance_layers=relevance_layers or None)
+    sample,
+    images,
+    layer_idx=None if layer_idx < 0 else layer_idx,
+    start_phrase=start_phrase,
+    layers=layers or None,
+    heads=heads,
+    max_new_tokens=max_new_tokens,
+    mode=mode,
+    output_dir=output_dir or None,
+    overwrite=overwrite,
+    fps=fps,
+    ground_truth=ground_truth_questions if ground_truth_questions > 0 else False,
+    sinks=sinks,
+    explain_token=explain_token or None,
+    relevance_layers=relevance_layers or None,
+)
 run, trace = viz.last["folder"], viz.last["trace"]
 print(f"answer ({trace.num_answer_tokens} tokens): {trace.text.strip()}")
 print(f"video from token {trace.start}: {len(trace.frame_tokens)} frames per layer, layers {sorted(trace.rows)}")
@@ -170,9 +189,13 @@ for layer in sorted(trace.rows):
 rel = viz.last["relevance"]
 if rel is not None:
     display(ShowImage(filename=str(run / f"relevance_token{rel.token}.png")))
-    print(f"answer token {rel.token} ({rel.piece.strip()!r}), logit {rel.score:.2f}, relevance over layers {rel.layers}")
-    print(f"share on image positions: attention (layer {rel.attention_layer}) "
-          f"{va.image_share(trace, rel.attention):.3f}, relevance {va.image_share(trace, rel.relevance):.3f}")
+    print(
+        f"answer token {rel.token} ({rel.piece.strip()!r}), logit {rel.score:.2f}, relevance over layers {rel.layers}"
+    )
+    print(
+        f"share on image positions: attention (layer {rel.attention_layer}) "
+        f"{va.image_share(trace, rel.attention):.3f}, relevance {va.image_share(trace, rel.relevance):.3f}"
+    )
     print("most relevant positions:")
     for pos, label, text, value in trace.top_positions(rel.relevance, 5):
         print(f"  {pos:4d}  {label:16s} {text.strip()!r:14s} {value:.4f}")

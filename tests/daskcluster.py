@@ -1,6 +1,7 @@
 """Test helpers for the Dask tests: a real ``dask scheduler`` + ``dask worker`` started as
 subprocesses on 127.0.0.1 (free ports, no dashboard), stopped in ``finally``; the environment
 that makes worker and kernel subprocesses import the same vizkit as the test process."""
+
 from __future__ import annotations
 
 import os
@@ -9,9 +10,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,8 +21,14 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     """os.environ + PYTHONPATH starting with this checkout (and the test's sys.path)."""
     paths = [str(ROOT)] + [p for p in sys.path if p and Path(p).is_dir() and "site-packages" not in p]
     old = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths + ([old] if old else []))),
-            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg", **extra}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths + ([old] if old else []))),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "MPLBACKEND": "Agg",
+        **extra,
+    }
 
 
 def free_port() -> int:
@@ -51,12 +58,47 @@ def scheduler_and_worker(workers: int = 1, timeout: float = 60) -> Iterator[str]
     address = f"tcp://127.0.0.1:{port}"
     procs = []
     try:
-        procs.append(subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port",
-                                       str(port), "--no-dashboard"], env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, start_new_session=True))
-        procs.append(subprocess.Popen([sys.executable, "-m", "dask", "worker", address, "--host", "127.0.0.1",
-                                       "--nworkers", str(workers), "--nthreads", "1", "--no-dashboard"], env=env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "dask",
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--no-dashboard",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "dask",
+                    "worker",
+                    address,
+                    "--host",
+                    "127.0.0.1",
+                    "--nworkers",
+                    str(workers),
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
         from distributed import Client
 
         deadline = time.monotonic() + timeout
@@ -65,9 +107,9 @@ def scheduler_and_worker(workers: int = 1, timeout: float = 60) -> Iterator[str]
                 with Client(address, timeout="5s", set_as_default=False) as client:
                     client.wait_for_workers(workers, timeout=max(1.0, deadline - time.monotonic()))
                 break
-            except (OSError, TimeoutError):
+            except (OSError, TimeoutError) as err:
                 if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                    raise RuntimeError("the dask scheduler / worker subprocesses did not start")
+                    raise RuntimeError("the dask scheduler / worker subprocesses did not start") from err
                 time.sleep(0.5)
         yield address
     finally:

@@ -14,14 +14,16 @@ module its own small layer: ``vizkit.errors`` is layer "base", the only thing ``
 Cycles (strongly connected components with more than one module, or a self-import) are reported
 separately, whatever the layers.
 """
+
 from __future__ import annotations
 
 import ast
 from collections import deque
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Collection, Literal, Mapping, Sequence
+from typing import Literal
 
 Rules = Sequence[tuple[str, str]]
 
@@ -51,7 +53,8 @@ def _module_files(package_dir: Path, package_name: str) -> dict[str, tuple[Path,
 
 def _is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 class _Imports(ast.NodeVisitor):
@@ -174,8 +177,13 @@ def _shortest_cycle(graph: Mapping[str, Sequence[Edge]], component: list[str]) -
     raise AssertionError(f"no cycle through {start}")  # impossible for a real SCC
 
 
-def check(package_dir: Path, package_name: str, rules: Rules, allowed: Mapping[str, Collection[str]],
-          leaf_layers: Collection[str] = ("leaf",)) -> list[Violation]:
+def check(
+    package_dir: Path,
+    package_name: str,
+    rules: Rules,
+    allowed: Mapping[str, Collection[str]],
+    leaf_layers: Collection[str] = ("leaf",),
+) -> list[Violation]:
     """Layer, leaf, unassigned-module and cycle violations of the package at ``package_dir``."""
     graph = import_graph(package_dir, package_name)
     layers = {m: layer_of(m, rules) for m in graph}
@@ -192,13 +200,23 @@ def check(package_dir: Path, package_name: str, rules: Rules, allowed: Mapping[s
             if dst is None or dst == src:
                 continue
             if dst in leaf_layers and src not in leaf_layers:
-                out.append(Violation("layer", f"{e.file}:{e.lineno} {module} imports leaf module "
-                                     f"{e.target} (leaves are entry points: cli, demo, zoo/train, "
-                                     "shims; move the shared code down)"))
+                out.append(
+                    Violation(
+                        "layer",
+                        f"{e.file}:{e.lineno} {module} imports leaf module "
+                        f"{e.target} (leaves are entry points: cli, demo, zoo/train, "
+                        "shims; move the shared code down)",
+                    )
+                )
             elif dst not in ok:
                 names = ", ".join(sorted(ok - {src}, key=lambda x: (order.index(x) if x in order else 99, x)))
-                out.append(Violation("layer", f"{e.file}:{e.lineno} imports {e.target} (layer {src} "
-                                     f"may not import layer {dst}; allowed: {names or 'nothing'})"))
+                out.append(
+                    Violation(
+                        "layer",
+                        f"{e.file}:{e.lineno} imports {e.target} (layer {src} "
+                        f"may not import layer {dst}; allowed: {names or 'nothing'})",
+                    )
+                )
     for component in _sccs(graph):
         if len(component) == 1 and all(e.target != component[0] for e in graph[component[0]]):
             continue
@@ -216,8 +234,7 @@ def check(package_dir: Path, package_name: str, rules: Rules, allowed: Mapping[s
 def format_violations(violations: Sequence[Violation]) -> str:
     if not violations:
         return "no layering violations"
-    return f"{len(violations)} layering violation(s):\n" + "\n".join(
-        f"[{v.kind}] {v.message}" for v in violations)
+    return f"{len(violations)} layering violation(s):\n" + "\n".join(f"[{v.kind}] {v.message}" for v in violations)
 
 
 # --- the vizkit rules: "vizkit.errors" is its own "base" layer, the only vizkit module io may use --

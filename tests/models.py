@@ -1,4 +1,5 @@
 """Tiny random-weight models of the real classes, shared by the tests."""
+
 from __future__ import annotations
 
 import timm
@@ -14,17 +15,33 @@ def resnet18(num_classes: int = 10) -> nn.Module:
 
 def timm_vit(global_pool: str = "token", depth: int = 2, img_size: int = 32, num_classes: int = 5, **kw) -> nn.Module:
     torch.manual_seed(0)
-    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=img_size, patch_size=8,
-                             embed_dim=32, depth=depth, num_heads=2, num_classes=num_classes,
-                             global_pool=global_pool, **kw).eval()
+    return timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=img_size,
+        patch_size=8,
+        embed_dim=32,
+        depth=depth,
+        num_heads=2,
+        num_classes=num_classes,
+        global_pool=global_pool,
+        **kw,
+    ).eval()
 
 
 def hf_vit(num_labels: int = 3):
     from transformers import ViTConfig, ViTForImageClassification
 
     torch.manual_seed(0)
-    cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                    image_size=32, patch_size=8, num_labels=num_labels)
+    cfg = ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=num_labels,
+    )
     return ViTForImageClassification(cfg).eval()
 
 
@@ -33,11 +50,27 @@ def hf_clip():
 
     torch.manual_seed(0)
     cfg = CLIPConfig(
-        text_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                         vocab_size=100, max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1),
-        vision_config=dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-                           image_size=32, patch_size=8),
-        projection_dim=16)
+        text_config=dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+            vocab_size=100,
+            max_position_embeddings=16,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=64,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
     return CLIPModel(cfg).eval()
 
 
@@ -45,21 +78,30 @@ def open_clip_vit():
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
     torch.manual_seed(0)
-    return CLIP(embed_dim=16,
-                vision_cfg=CLIPVisionCfg(layers=2, width=32, head_width=8, patch_size=8, image_size=32),
-                text_cfg=CLIPTextCfg(context_length=8, vocab_size=100, width=32, heads=4, layers=2)).eval()
+    return CLIP(
+        embed_dim=16,
+        vision_cfg=CLIPVisionCfg(layers=2, width=32, head_width=8, patch_size=8, image_size=32),
+        text_cfg=CLIPTextCfg(context_length=8, vocab_size=100, width=32, heads=4, layers=2),
+    ).eval()
 
 
 def open_clip_resnet():
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
     torch.manual_seed(0)
-    return CLIP(embed_dim=16,
-                vision_cfg=CLIPVisionCfg(layers=(1, 1, 1, 1), width=16, image_size=64),
-                text_cfg=CLIPTextCfg(context_length=8, vocab_size=100, width=32, heads=4, layers=2)).eval()
+    return CLIP(
+        embed_dim=16,
+        vision_cfg=CLIPVisionCfg(layers=(1, 1, 1, 1), width=16, image_size=64),
+        text_cfg=CLIPTextCfg(context_length=8, vocab_size=100, width=32, heads=4, layers=2),
+    ).eval()
 
 
 def all_hooks(model: nn.Module) -> int:
     """How many forward/backward hooks of any kind remain on any module."""
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-               + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())
+    return sum(
+        len(m._forward_hooks)
+        + len(m._forward_pre_hooks)
+        + len(m._backward_hooks)
+        + len(getattr(m, "_backward_pre_hooks", {}))
+        for m in model.modules()
+    )

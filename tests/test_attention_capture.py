@@ -1,14 +1,14 @@
 """Attention capture equals each family's own attention, without changing the model."""
+
 import math
 
-import pytest
 import torch
 import torch.nn.functional as F
+from models import all_hooks, hf_clip, hf_vit, open_clip_vit, timm_vit
 from torch import nn
 
 import vizkit
 from vizkit.hooks import AttentionCapture
-from models import all_hooks, hf_clip, hf_vit, open_clip_vit, timm_vit
 
 
 def test_hf_vit_equals_eager_output_attentions_and_keeps_sdpa():
@@ -16,8 +16,9 @@ def test_hf_vit_equals_eager_output_attentions_and_keeps_sdpa():
     assert model.config._attn_implementation == "sdpa"  # transformers 5 default: empty attentions
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        assert model(pixel_values=x, output_attentions=True).attentions in (None, ()) or \
-            all(a is None for a in model(pixel_values=x, output_attentions=True).attentions)
+        assert model(pixel_values=x, output_attentions=True).attentions in (None, ()) or all(
+            a is None for a in model(pixel_values=x, output_attentions=True).attentions
+        )
     attn = vizkit.attention(model, x)
     assert model.config._attn_implementation == "sdpa"
     assert attn.layers == ["vit.layers.0", "vit.layers.1"]
@@ -103,8 +104,9 @@ def test_open_clip_equals_manual_softmax():
         h = torch.cat([v.class_embedding.expand(2, 1, -1), h], 1) + v.positional_embedding
         h = v.ln_pre(v.patch_dropout(h))
         for i, blk in enumerate(v.transformer.resblocks):
-            torch.testing.assert_close(attn.maps[f"visual.transformer.resblocks.{i}"], manual_mha(blk.attn, blk.ln_1(h)),
-                                       atol=1e-6, rtol=0)
+            torch.testing.assert_close(
+                attn.maps[f"visual.transformer.resblocks.{i}"], manual_mha(blk.attn, blk.ln_1(h)), atol=1e-6, rtol=0
+            )
             h = blk(h)
         torch.testing.assert_close(attn.output, model.encode_image(x), atol=1e-5, rtol=0)
 
@@ -199,8 +201,13 @@ def test_probe_cache_does_not_keep_the_model_alive():
     ref = weakref.ref(model)
     # a target on the image embedding: the similarity to a fixed random text feature
     text = torch.randn(3, 16)
-    vizkit.cam(model, torch.randn(1, 3, 64, 64), vizkit.targets.ImageTextSimilarity(text, 1), layers="auto",
-               forward=model.encode_image)
+    vizkit.cam(
+        model,
+        torch.randn(1, 3, 64, 64),
+        vizkit.targets.ImageTextSimilarity(text, 1),
+        layers="auto",
+        forward=model.encode_image,
+    )
     del model
     gc.collect()
     assert ref() is None

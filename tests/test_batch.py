@@ -1,6 +1,7 @@
 """vizkit.batch, the one resumable batch runner, on a toy unit function: resume, failures, a crash
 between a unit's files and its marker, overwrite, a refused manifest, and the same bytes in this
 process and on a real Dask LocalCluster."""
+
 from __future__ import annotations
 
 import filecmp
@@ -13,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from daskcluster import subprocess_env
 from PIL import Image
 
-from daskcluster import subprocess_env
 from vizkit.batch import DONE, EARLIER, FAILED, INCOMPLETE, RUN_FILES, BatchMapper, BatchRun, Job, Unit
 from vizkit.errors import ParameterError
 from vizkit.io import atomic_path, write_text
@@ -57,8 +58,9 @@ def job(flags: Path) -> Job:
 UNITS = [Unit(f"u{x}", x) for x in range(5)]
 
 
-def run(out: Path, flags: Path, mapper: BatchMapper | None = None, overwrite: bool = False,
-        manifest: dict = MANIFEST) -> tuple[BatchRun, list]:
+def run(
+    out: Path, flags: Path, mapper: BatchMapper | None = None, overwrite: bool = False, manifest: dict = MANIFEST
+) -> tuple[BatchRun, list]:
     batch = BatchRun.open(out, "toy", manifest, overwrite)
     outcomes = batch.run(mapper or BatchMapper(), job(flags), UNITS)
     batch.write_index("Toy", columns=["value"])
@@ -83,8 +85,9 @@ def test_resume_skips_done_units_and_a_failed_unit_is_redone(tmp_path, flags):
     assert index[0] == "unit,status,value,error" and index[3] == "u2,failed,,ValueError: unit 2 failed on purpose"
     assert "4 done, 1 failed" in (out / "index.md").read_text()
     assert json.loads((out / "manifest.json").read_text()) == MANIFEST
-    assert sorted(p.name for p in out.iterdir()) == sorted([*RUN_FILES, *(f"u{x}.{e}" for x in (0, 1, 3, 4)
-                                                                         for e in ("txt", "png"))])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*RUN_FILES, *(f"u{x}.{e}" for x in (0, 1, 3, 4) for e in ("txt", "png"))]
+    )
     # the same run again: the done units are skipped (their records read back), the failed one still fails
     batch, outcomes = run(out, flags)
     assert batch.resuming and calls(flags) == [0, 1, 2, 3, 4, 2]
@@ -120,8 +123,9 @@ def test_a_crash_between_the_files_and_the_marker_leaves_the_unit_not_done(tmp_p
         from test_batch import run
         run(Path({str(out)!r}), Path({str(flags)!r}))
         """)
-    proc = subprocess.run([sys.executable, "-c", script], env=subprocess_env(), capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=subprocess_env(), capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 3, proc.stderr  # the process died inside unit 2, after its files
     assert (out / "u2.txt").is_file() and (out / "u2.png").is_file()  # its files are written ...
     assert sorted(p.name for p in (out / ".units").iterdir()) == ["u0.json", "u1.json"]  # ... but not its marker
@@ -176,8 +180,9 @@ def test_in_process_and_dask_give_the_same_bytes(tmp_path, flags, local_cluster)
         _, remote = run(there, flags, mapper)
         assert mapper.distributed and len(mapper.units) == 2  # both workers computed units
         assert set(mapper.loads.values()) == {1}  # the context built once per worker process
-    assert [(o.key, o.status, o.record, o.error) for o in local] == [(o.key, o.status, o.record, o.error)
-                                                                     for o in remote]
+    assert [(o.key, o.status, o.record, o.error) for o in local] == [
+        (o.key, o.status, o.record, o.error) for o in remote
+    ]
     assert remote[3].status == FAILED and remote[3].error_type == "ValueError"
     files = sorted(p.relative_to(here) for p in here.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(there) for p in there.rglob("*") if p.is_file())

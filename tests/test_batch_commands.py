@@ -1,6 +1,7 @@
 """The five batch commands, each once in this process and once through the Dask path (``--workers 2``,
 a real LocalCluster) on its zoo / tiny default: the same files (byte for byte; the VLM's arrays to
 1e-6), every unit done, the runner's manifest, markers and index in both run folders."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from daskcluster import subprocess_env
 from PIL import Image
 
-from daskcluster import subprocess_env
 from vizkit.batch import RUN_FILES
 from vizkit.cli import main
 
@@ -33,15 +34,52 @@ def inputs(tmp_path_factory) -> Path:
 
 
 COMMANDS = {
-    "clip-gradcam": lambda inp, out: ["--image-path", str(inp / "scenes"), "--class-texts", "a red circle",
-                                      "a blue square", "a green star", "--output-dir", str(out), "--cpu"],
-    "detector-attention": lambda inp, out: ["--image-path", str(inp / "faces"), "--output-dir", str(out),
-                                            "--multi-layer", "--cpu"],
+    "clip-gradcam": lambda inp, out: [
+        "--image-path",
+        str(inp / "scenes"),
+        "--class-texts",
+        "a red circle",
+        "a blue square",
+        "a green star",
+        "--output-dir",
+        str(out),
+        "--cpu",
+    ],
+    "detector-attention": lambda inp, out: [
+        "--image-path",
+        str(inp / "faces"),
+        "--output-dir",
+        str(out),
+        "--multi-layer",
+        "--cpu",
+    ],
     "detector-gradcam": lambda inp, out: ["--input", str(inp / "faces"), "--output", str(out), "--cpu"],
-    "evaluate": lambda inp, out: ["--output-dir", str(out), "--max-samples", "12", "--batch-size", "4",
-                                  "--gradcam-enabled", "--gradcam-samples", "2", "--cpu"],
-    "vlm-video": lambda inp, out: ["--sample_idx", "0,1", "--layers", "1", "--mode", "solution", "--start_phrase", "",
-                                   "--max_new_tokens", "8", "--output-dir", str(out)],
+    "evaluate": lambda inp, out: [
+        "--output-dir",
+        str(out),
+        "--max-samples",
+        "12",
+        "--batch-size",
+        "4",
+        "--gradcam-enabled",
+        "--gradcam-samples",
+        "2",
+        "--cpu",
+    ],
+    "vlm-video": lambda inp, out: [
+        "--sample_idx",
+        "0,1",
+        "--layers",
+        "1",
+        "--mode",
+        "solution",
+        "--start_phrase",
+        "",
+        "--max_new_tokens",
+        "8",
+        "--output-dir",
+        str(out),
+    ],
 }
 UNITS = {"clip-gradcam": 3, "detector-attention": 3, "detector-gradcam": 3, "evaluate": None, "vlm-video": 2}
 

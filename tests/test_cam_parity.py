@@ -1,15 +1,23 @@
 """Parity with pytorch-grad-cam (the reference) for all seven methods."""
+
 import numpy as np
 import pytest
 import torch
+from models import resnet18, timm_vit
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import vizkit
-from models import resnet18, timm_vit
 
-REFERENCE = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM, "hirescam": HiResCAM,
-             "layercam": LayerCAM, "eigencam": EigenCAM, "scorecam": ScoreCAM}
+REFERENCE = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "xgradcam": XGradCAM,
+    "hirescam": HiResCAM,
+    "layercam": LayerCAM,
+    "eigencam": EigenCAM,
+    "scorecam": ScoreCAM,
+}
 TOL = {"scorecam": 1e-3}
 
 
@@ -22,6 +30,7 @@ def reference(model, layer, x, classes, method, reshape=None):
 def vit_reshape(grid):
     def reshape(t):
         return t[:, 1:, :].reshape(t.shape[0], *grid, t.shape[2]).permute(0, 3, 1, 2)
+
     return reshape
 
 
@@ -76,7 +85,7 @@ def test_timm_vit_eigencam_up_to_the_singular_vector_sign():
         sign = float(np.sign((ours_proj[b].numpy() * proj[b]).sum()))
         assert np.abs(ours_proj[b].numpy() - sign * proj[b]).max() <= 1e-4
         # the reference pipeline: per-layer scaling to the input size, then the aggregate's scaling
-        ref = scale_cam_image(scale_cam_image(np.maximum(sign * proj[b:b + 1], 0), (48, 48)))
+        ref = scale_cam_image(scale_cam_image(np.maximum(sign * proj[b : b + 1], 0), (48, 48)))
         assert np.abs(ours.heatmap[b].numpy() - ref[0]).max() <= 1e-4
 
 
@@ -109,7 +118,7 @@ def test_multi_layer_aggregate_matches_reference(cnn):
     assert np.abs(ours.heatmap.numpy() - r).max() <= 1e-4
     assert set(ours.layer_heatmaps) == {"layer3", "layer4"}
     mean = torch.stack([ours.layer_heatmaps["layer3"], ours.layer_heatmaps["layer4"]]).mean(0)
-    expected = (mean - mean.flatten(1).min(1).values[:, None, None])
+    expected = mean - mean.flatten(1).min(1).values[:, None, None]
     expected = expected / (expected.flatten(1).max(1).values[:, None, None] + 1e-7)
     assert torch.allclose(ours.heatmap, expected, atol=1e-6)
 
@@ -128,8 +137,10 @@ def test_register_tokens_are_dropped():
     x = torch.randn(1, 3, 32, 32)
     ours = vizkit.cam(model, x, 0, layers="last")
     assert ours.layer_maps["blocks.1"].shape == (1, 4, 4)
+
     def reshape(t):
         return t[:, 5:, :].reshape(1, 4, 4, t.shape[2]).permute(0, 3, 1, 2)
+
     ref = reference(model, model.blocks[-1], x, [0], "gradcam", reshape)
     assert np.abs(ours.heatmap.numpy() - ref).max() <= 1e-4
 
@@ -188,7 +199,9 @@ def test_method_flags_drive_dispatch():
         METHODS[alias.name] = alias
         try:
             a = vizkit.cam(model, x, targets=1, layers="layer4", method=name, sign_correction=True, batch_size=128)
-            b = vizkit.cam(model, x, targets=1, layers="layer4", method=alias.name, sign_correction=True, batch_size=128)
+            b = vizkit.cam(
+                model, x, targets=1, layers="layer4", method=alias.name, sign_correction=True, batch_size=128
+            )
         finally:
             del METHODS[alias.name]
         assert torch.allclose(a.heatmap, b.heatmap, atol=1e-6), name

@@ -6,19 +6,26 @@ True)``, clip-gradcam's ``--probability``) against pytorch-grad-cam's softmax ta
 A normalised heatmap hides a wrong scale (``mean`` -> ``sum`` in Grad-CAM's weights survives a heatmap
 comparison); these comparisons do not.
 """
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from models import resnet18, timm_vit
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 
 import vizkit
-from models import resnet18, timm_vit
 from vizkit.targets import ClassLogit, ClassProbability, ImageTextSimilarity
 
-REFERENCE = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "xgradcam": XGradCAM, "hirescam": HiResCAM,
-             "layercam": LayerCAM, "scorecam": ScoreCAM}
+REFERENCE = {
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "xgradcam": XGradCAM,
+    "hirescam": HiResCAM,
+    "layercam": LayerCAM,
+    "scorecam": ScoreCAM,
+}
 
 
 def raw_reference(model, layer, x, targets, method, reshape=None):
@@ -74,8 +81,9 @@ def test_class_probability_target_equals_the_softmax_target(cnn, method):
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
     ours = vizkit.cam(cnn, x, ClassProbability([2, 7]), layers="layer4", method=method)
     raw, heat = raw_reference(cnn, cnn.layer4, x, [ClassifierOutputSoftmaxTarget(c) for c in (2, 7)], method)
-    np.testing.assert_allclose(ours.layer_maps["layer4"].numpy(), raw, atol=1e-6 * float(np.abs(raw).max()) + 1e-9,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        ours.layer_maps["layer4"].numpy(), raw, atol=1e-6 * float(np.abs(raw).max()) + 1e-9, rtol=1e-5
+    )
     np.testing.assert_allclose(ours.heatmap.numpy(), heat, atol=1e-4)
     probs = cnn(x).detach().softmax(-1)[[0, 1], [2, 7]]
     torch.testing.assert_close(ours.scores, probs)
@@ -107,8 +115,9 @@ def test_image_text_target_equals_pytorch_grad_cam(cnn, probability):
     wrapped = Similarity(cnn, text, 20.0)
     ref_cls = ClassifierOutputSoftmaxTarget if probability else ClassifierOutputTarget
     raw, heat = raw_reference(wrapped, cnn.layer4, x, [ref_cls(1), ref_cls(3)], "gradcam")
-    np.testing.assert_allclose(ours.layer_maps["layer4"].numpy(), raw, atol=1e-6 * float(np.abs(raw).max()) + 1e-9,
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        ours.layer_maps["layer4"].numpy(), raw, atol=1e-6 * float(np.abs(raw).max()) + 1e-9, rtol=1e-5
+    )
     np.testing.assert_allclose(ours.heatmap.numpy(), heat, atol=1e-4)
     logits = wrapped(x).detach()
     want = (logits.softmax(-1) if probability else logits)[[0, 1], [1, 3]]

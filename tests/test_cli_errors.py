@@ -1,5 +1,6 @@
 """No CLI prints a Python traceback for a user error (issue 16, item 5), and a Hugging Face
 CLIP folder saved without ``preprocessor_config.json`` works from the CLI."""
+
 import argparse
 import json
 import os
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from test_loaders import _clip_dir
+
 from vizkit.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,13 +33,17 @@ def subcommands() -> dict[str, argparse.ArgumentParser]:
 
 
 def path_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    return [a for a in parser._actions if a.option_strings and a.nargs != 0 and a.type is None and not a.choices
-            and reads_a_path(a.dest)]
+    return [
+        a
+        for a in parser._actions
+        if a.option_strings and a.nargs != 0 and a.type is None and not a.choices and reads_a_path(a.dest)
+    ]
 
 
 def output_option(parser: argparse.ArgumentParser) -> str:
-    return next(a.option_strings[0] for a in parser._actions if a.option_strings and "output" in a.dest
-                and "name" not in a.dest)
+    return next(
+        a.option_strings[0] for a in parser._actions if a.option_strings and "output" in a.dest and "name" not in a.dest
+    )
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +85,7 @@ def test_each_path_option_with_a_wrong_path_is_one_clear_error(name, image, tmp_
             argv[argv.index(opt) + 1] = MISSING
         elif action.dest == "class_texts_file":  # exclusive with --class-texts
             i = argv.index("--class-texts")
-            argv[i:i + 3] = [opt, MISSING]
+            argv[i : i + 3] = [opt, MISSING]
         else:
             argv += [opt, MISSING]
         argv += [output_option(parser), str(out)]
@@ -102,10 +107,21 @@ def test_the_installed_command_prints_no_traceback(name, image, tmp_path):
         argv[argv.index(first) + 1] = MISSING
     else:
         argv += [first, MISSING]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg",
-           "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "vizkit.cli", *argv, output_option(parser), str(tmp_path / "o")],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "MPLBACKEND": "Agg",
+        "PYTHONPATH": str(ROOT),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "vizkit.cli", *argv, output_option(parser), str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and MISSING in proc.stderr, proc.stderr
 
@@ -115,8 +131,21 @@ def test_hf_clip_folder_without_a_processor_runs_from_the_cli(tmp_path, image, c
     assert not (tmp_path / "clip" / "preprocessor_config.json").exists()
     proc.tokenizer.save_pretrained(tmp_path / "clip")  # model + tokenizer files, no processor
     with pytest.warns(UserWarning, match="has no preprocessor_config.json: images are preprocessed from config.json"):
-        rc = main(["clip-gradcam", "--model", str(tmp_path / "clip"), "--image-path", str(image),
-                   "--class-texts", "a cat", "a dog", "--output-dir", str(tmp_path / "out"), "--cpu"])
+        rc = main(
+            [
+                "clip-gradcam",
+                "--model",
+                str(tmp_path / "clip"),
+                "--image-path",
+                str(image),
+                "--class-texts",
+                "a cat",
+                "a dog",
+                "--output-dir",
+                str(tmp_path / "out"),
+                "--cpu",
+            ]
+        )
     assert rc == 0, capsys.readouterr().err
     sidecar = json.loads((tmp_path / "out" / "clip_gradcam_face.json").read_text())
     # the probabilities equal the model's own, with the image preprocessed as the saved processor would
@@ -129,8 +158,20 @@ def test_hf_clip_folder_without_a_processor_runs_from_the_cli(tmp_path, image, c
 def test_hf_clip_folder_without_a_tokenizer_names_the_missing_files(tmp_path, image, capsys):
     _clip_dir(tmp_path / "clip", with_processor=False)  # weights and config only
     with pytest.warns(UserWarning):
-        rc = main(["clip-gradcam", "--model", str(tmp_path / "clip"), "--image-path", str(image),
-                   "--class-texts", "a cat", "a dog", "--output-dir", str(tmp_path / "out")])
+        rc = main(
+            [
+                "clip-gradcam",
+                "--model",
+                str(tmp_path / "clip"),
+                "--image-path",
+                str(image),
+                "--class-texts",
+                "a cat",
+                "a dog",
+                "--output-dir",
+                str(tmp_path / "out"),
+            ]
+        )
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     assert "tokenizer" in err and "tokenizer.json" in err and "preprocessor_config.json" in err, err

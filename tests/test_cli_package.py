@@ -1,5 +1,6 @@
 """The ``vizkit`` command line as a thin package (issue 27): ``--version``, every subcommand's
 parser and ``--help``, the one device choice, and the CLI modules' size and imports."""
+
 import ast
 import os
 import subprocess
@@ -18,8 +19,14 @@ from vizkit.state import resolve_device
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / "vizkit" / "cli"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
-COMMANDS = {"clip-gradcam": "clip_gradcam", "detector-attention": "detector_attention",
-            "detector-gradcam": "detector_gradcam", "evaluate": "evaluate", "run": "run", "vlm-video": "vlm_video"}
+COMMANDS = {
+    "clip-gradcam": "clip_gradcam",
+    "detector-attention": "detector_attention",
+    "detector-gradcam": "detector_gradcam",
+    "evaluate": "evaluate",
+    "run": "run",
+    "vlm-video": "vlm_video",
+}
 
 
 def test_version_prints_the_installed_version(capsys):
@@ -31,8 +38,9 @@ def test_version_prints_the_installed_version(capsys):
 
 
 def test_version_of_the_real_process():
-    proc = subprocess.run([sys.executable, "-m", "vizkit.cli", "--version"], capture_output=True, text=True,
-                          env=ENV, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vizkit.cli", "--version"], capture_output=True, text=True, env=ENV, timeout=120
+    )
     assert proc.returncode == 0 and proc.stdout == f"vizkit {version('vizkit')}\n", proc.stderr
 
 
@@ -117,20 +125,28 @@ def test_no_cli_module_imports_a_private_name():
                 if any(_private(part) for part in (node.module or "").split(".")):
                     found.append(f"{path.name}:{node.lineno} {node.module}")
             elif isinstance(node, ast.Import):
-                found += [f"{path.name}:{node.lineno} {a.name}" for a in node.names
-                          if any(_private(p) for p in a.name.split("."))]
-            elif (isinstance(node, ast.Attribute) and _private(node.attr)
-                  and not (isinstance(node.value, ast.Name) and node.value.id == "argparse")):
+                found += [
+                    f"{path.name}:{node.lineno} {a.name}"
+                    for a in node.names
+                    if any(_private(p) for p in a.name.split("."))
+                ]
+            elif (
+                isinstance(node, ast.Attribute)
+                and _private(node.attr)
+                and not (isinstance(node.value, ast.Name) and node.value.id == "argparse")
+            ):
                 found.append(f"{path.name}:{node.lineno} .{node.attr}")
     assert not found, found
 
 
 def test_the_checks_catch_a_private_import(tmp_path, monkeypatch):
     """The ast check above is not vacuous: a module with a private import is caught."""
-    (tmp_path / "bad.py").write_text("from __future__ import annotations\n"
-                                     "from vizkit.scenarios.clip_detector_attention import _reindex\n"
-                                     "import vizkit.scenarios._x\n"
-                                     "from vizkit.scenarios import clip_detector_attention as s\ns._stems([])\n")
+    (tmp_path / "bad.py").write_text(
+        "from __future__ import annotations\n"
+        "from vizkit.scenarios.clip_detector_attention import _reindex\n"
+        "import vizkit.scenarios._x\n"
+        "from vizkit.scenarios import clip_detector_attention as s\ns._stems([])\n"
+    )
     monkeypatch.setattr(sys.modules[__name__], "CLI", tmp_path)
     with pytest.raises(AssertionError) as err:
         test_no_cli_module_imports_a_private_name()

@@ -1,14 +1,15 @@
 """Issue 16, items 2-4 and 6: inference mode, targets on outputs without logits, attention on
 models / modules without attention, normalisation of tiny and constant maps."""
+
 import numpy as np
 import pytest
 import torch
+from models import hf_vit, resnet18, timm_vit
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 import vizkit
-from models import hf_vit, resnet18, timm_vit
 from vizkit.explain import _minmax
 
 
@@ -18,6 +19,7 @@ def x():
 
 
 # ----------------------------------------------------------------------------- inference mode
+
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "scorecam", "eigencam"])
 def test_cam_inside_inference_mode_equals_outside(x, method):
@@ -50,8 +52,11 @@ def test_a_model_created_inside_inference_mode_says_so(x):
     with torch.inference_mode():
         torch.manual_seed(0)
         model = resnet18()
-        with pytest.raises(vizkit.InputError, match=r"^the parameters of ResNet are inference tensors \(the model "
-                                                     r"was created or loaded inside torch.inference_mode\(\)\)"):
+        with pytest.raises(
+            vizkit.InputError,
+            match=r"^the parameters of ResNet are inference tensors \(the model "
+            r"was created or loaded inside torch.inference_mode\(\)\)",
+        ):
             vizkit.cam(model, x.clone(), 1, layers="layer4")
         # gradient-free methods need no autograd and still run
         eig = vizkit.cam(model, x.clone(), 1, layers="layer4", method="eigencam")
@@ -61,6 +66,7 @@ def test_a_model_created_inside_inference_mode_says_so(x):
 
 
 # ----------------------------------------------------------------------------- targets=None
+
 
 class Embeds(nn.Module):
     def __init__(self, kind):
@@ -79,15 +85,22 @@ class Embeds(nn.Module):
         return {"score": e[:, 2], "embedding": e}
 
 
-@pytest.mark.parametrize("kind, shown", [
-    ("embeddings", r"Tensor\[2, 6, 1\]"),
-    ("tuple", r"tuple of 2 \(Tensor\[2, 6\], Tensor\[2, 8, 32, 32\]\)"),
-    ("dict", r"dict\(score: Tensor\[2\], embedding: Tensor\[2, 6\]\)")])
+@pytest.mark.parametrize(
+    "kind, shown",
+    [
+        ("embeddings", r"Tensor\[2, 6, 1\]"),
+        ("tuple", r"tuple of 2 \(Tensor\[2, 6\], Tensor\[2, 8, 32, 32\]\)"),
+        ("dict", r"dict\(score: Tensor\[2\], embedding: Tensor\[2, 6\]\)"),
+    ],
+)
 def test_targets_none_without_logits_says_what_the_model_returned(x, kind, shown):
     torch.manual_seed(0)
     model = Embeds(kind).eval()
-    with pytest.raises(vizkit.TargetError, match=rf"the model returned {shown}; pass a callable target .*"
-                                                  r"targets=lambda out: out\[\"score\"\]"):
+    with pytest.raises(
+        vizkit.TargetError,
+        match=rf"the model returned {shown}; pass a callable target .*"
+        r"targets=lambda out: out\[\"score\"\]",
+    ):
         vizkit.cam(model, x, None, layers="features")
 
 
@@ -119,17 +132,24 @@ def test_hf_model_output_with_logits_is_accepted(x):
 
 # ----------------------------------------------------------------------------- attention errors
 
+
 def test_attention_on_a_cnn_names_the_class_and_says_there_is_none(x):
-    with pytest.raises(vizkit.CaptureError, match=r"ResNet has no attention module at all .* for a CNN use "
-                                                   r"vizkit.cam"):
+    with pytest.raises(
+        vizkit.CaptureError,
+        match=r"ResNet has no attention module at all .* for a CNN use "
+        r"vizkit.cam",
+    ):
         vizkit.attention(resnet18(), x)
 
 
 def test_attention_on_a_module_without_attention_lists_those_with_it(x):
     vit = timm_vit(depth=2)
-    with pytest.raises(vizkit.CaptureError, match=r"'head' is a Linear, not an attention module or a block holding "
-                                                   r"one; modules of VisionTransformer that hold attention: "
-                                                   r"'blocks.0', 'blocks.1'; pass one of them or 'all'"):
+    with pytest.raises(
+        vizkit.CaptureError,
+        match=r"'head' is a Linear, not an attention module or a block holding "
+        r"one; modules of VisionTransformer that hold attention: "
+        r"'blocks.0', 'blocks.1'; pass one of them or 'all'",
+    ):
         vizkit.attention(vit, x, layers="head")
     deep = timm_vit(depth=7)
     with pytest.raises(vizkit.CaptureError, match=r"\(first 5 of 7\): 'blocks.0', .*'blocks.4';"):
@@ -137,6 +157,7 @@ def test_attention_on_a_module_without_attention_lists_those_with_it(x):
 
 
 # ----------------------------------------------------------------------------- normalisation
+
 
 def test_tiny_maps_keep_their_shape_and_constant_maps_are_zero():
     shape = torch.tensor([[0.0, 0.25], [0.5, 1.0]])

@@ -1,5 +1,6 @@
 """The test-set readers (vizkit.datasets): every source, hand-written files. DeepfakeBench's own
 layout, rule by rule, is in test_datasets_deepfakebench.py."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vizkit.errors import InputError
 from vizkit.datasets import ZOO_DATASET, parse_label, resolve_dataset
+from vizkit.errors import InputError
 
 
 def _png(path, value=100, size=16):
@@ -20,7 +21,17 @@ def _png(path, value=100, size=16):
 
 
 def test_labels():
-    assert [parse_label(v, "x") for v in (0, 1, "0", "1", "Real", "FAKE", " fake ", True, 1.0)] == [0, 1, 0, 1, 0, 1, 1, 1, 1]
+    assert [parse_label(v, "x") for v in (0, 1, "0", "1", "Real", "FAKE", " fake ", True, 1.0)] == [
+        0,
+        1,
+        0,
+        1,
+        0,
+        1,
+        1,
+        1,
+        1,
+    ]
     with pytest.raises(InputError, match=r"row 3: label 'maybe' is not 0/1/real/fake"):
         parse_label("maybe", "row 3")
     with pytest.raises(InputError, match="label 2 is not"):
@@ -57,7 +68,9 @@ def test_csv_and_json_lists(tmp_path):
     ds = resolve_dataset(tmp_path / "list.csv")
     assert [(it.label, it.video) for it in ds.items] == [(0, "v1"), (1, "v2")]
     assert ds.items[0].path == str(tmp_path / "img" / "a.png") and ds.mask(1).all() and ds.mask(0) is None
-    (tmp_path / "list.json").write_text(json.dumps([{"path": "img/a.png", "label": "fake"}, {"path": "img/a.png", "label": 0}]))
+    (tmp_path / "list.json").write_text(
+        json.dumps([{"path": "img/a.png", "label": "fake"}, {"path": "img/a.png", "label": 0}])
+    )
     assert [it.label for it in resolve_dataset(tmp_path / "list.json").items] == [1, 0]
     (tmp_path / "nolabel.csv").write_text("path,video\nimg/a.png,v\n")
     with pytest.raises(InputError, match="has no 'label' column"):
@@ -80,11 +93,27 @@ def _dfb_json(root, name="MiniDF"):
             _png(root / "rgb" / "real" / "frames" / v / f"{f}.png")
             _png(root / "rgb" / "fake" / "frames" / v / f"{f}.png", 200)
     _png(root / "rgb" / "fake" / "masks" / "000" / "0.png", 255)
-    data = {name: {
-        f"{name}_real": {"train": {}, "test": {"c23": {v: {"label": f"{name}_real", "frames": [
-            f"real/frames/{v}/{f}.png" for f in range(2)]} for v in ("000", "001")}}},
-        f"{name}_fake": {"test": {"c23": {v: {"label": f"{name}_fake", "frames": [
-            f"fake/frames/{v}/{f}.png" for f in range(2)]} for v in ("000", "001")}}}}}
+    data = {
+        name: {
+            f"{name}_real": {
+                "train": {},
+                "test": {
+                    "c23": {
+                        v: {"label": f"{name}_real", "frames": [f"real/frames/{v}/{f}.png" for f in range(2)]}
+                        for v in ("000", "001")
+                    }
+                },
+            },
+            f"{name}_fake": {
+                "test": {
+                    "c23": {
+                        v: {"label": f"{name}_fake", "frames": [f"fake/frames/{v}/{f}.png" for f in range(2)]}
+                        for v in ("000", "001")
+                    }
+                }
+            },
+        }
+    }
     (root / "json").mkdir(parents=True, exist_ok=True)
     (root / "json" / f"{name}.json").write_text(json.dumps(data))
     return data
@@ -94,8 +123,11 @@ def test_deepfakebench_json_by_name_and_file(tmp_path, monkeypatch):
     _dfb_json(tmp_path)
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
-    config = {"dataset_json_folder": str(tmp_path / "json"), "rgb_dir": str(tmp_path / "rgb"),
-              "label_dict": {"MiniDF_real": 0, "MiniDF_fake": 1}}
+    config = {
+        "dataset_json_folder": str(tmp_path / "json"),
+        "rgb_dir": str(tmp_path / "rgb"),
+        "label_dict": {"MiniDF_real": 0, "MiniDF_fake": 1},
+    }
     ds = resolve_dataset("MiniDF", config)
     assert ds.name == "MiniDF" and len(ds) == 8
     assert [it.label for it in ds.items] == [0] * 4 + [1] * 4
@@ -105,18 +137,25 @@ def test_deepfakebench_json_by_name_and_file(tmp_path, monkeypatch):
     # the file directly: the config applies as for the name
     direct = resolve_dataset(tmp_path / "json" / "MiniDF.json", config)
     assert [(it.path, it.label, it.video, it.mask) for it in direct.items] == [
-        (it.path, it.label, it.video, it.mask) for it in ds.items]
+        (it.path, it.label, it.video, it.mask) for it in ds.items
+    ]
     # without a config: labels by "real" in the name, frames under the working directory (not the JSON's folder)
     nodict = resolve_dataset(tmp_path / "json" / "MiniDF.json", {"rgb_dir": str(tmp_path / "rgb")})
     assert [it.label for it in nodict.items] == [0] * 4 + [1] * 4
-    with pytest.raises(InputError, match=r"none of the 8 frames of dataset 'MiniDF' .* \(tried "
-                                         + re.escape(str(tmp_path / "elsewhere" / "real" / "frames" / "000" / "0.png"))):
+    with pytest.raises(
+        InputError,
+        match=r"none of the 8 frames of dataset 'MiniDF' .* \(tried "
+        + re.escape(str(tmp_path / "elsewhere" / "real" / "frames" / "000" / "0.png")),
+    ):
         resolve_dataset(tmp_path / "json" / "MiniDF.json")
 
 
 def test_dataset_name_that_resolves_to_nothing(tmp_path):
-    with pytest.raises(InputError, match=r"'Celeb-DF' resolves to nothing: looked for Celeb-DF \(no such file or "
-                                         r"folder\); .*Celeb-DF.json \(dataset_json_folder\)"):
+    with pytest.raises(
+        InputError,
+        match=r"'Celeb-DF' resolves to nothing: looked for Celeb-DF \(no such file or "
+        r"folder\); .*Celeb-DF.json \(dataset_json_folder\)",
+    ):
         resolve_dataset("Celeb-DF", {"dataset_json_folder": str(tmp_path)})
     with pytest.raises(InputError, match="no dataset_json_folder in the detector config"):
         resolve_dataset("Celeb-DF")

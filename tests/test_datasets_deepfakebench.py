@@ -2,6 +2,7 @@
 test mode), rule by rule, on a fake DeepfakeBench root built in tmp_path: real files, the real
 JSON nesting, a test_config.yaml-like config; the working directory is the root, as when
 DeepfakeBench runs. Every list is asserted exactly."""
+
 from __future__ import annotations
 
 import json
@@ -31,9 +32,11 @@ CONFIG = {  # as DeepfakeBench's test_config.yaml + a detector YAML
     "frame_num": {"train": 8, "test": 32},
 }
 # frame numbers of every test video, in the order the JSON lists them
-C23 = {("real", "000"): list(range(33, -1, -1)),          # 34 frames, reversed
-       ("real", "001"): [3, 0, 4, 1, 2],                    # 5 frames, shuffled
-       ("df", "000_003"): list(range(69, -1, -1))}          # 70 frames, reversed
+C23 = {
+    ("real", "000"): list(range(33, -1, -1)),  # 34 frames, reversed
+    ("real", "001"): [3, 0, 4, 1, 2],  # 5 frames, shuffled
+    ("df", "000_003"): list(range(69, -1, -1)),
+}  # 70 frames, reversed
 C40 = {("real", "000"): [2, 0, 1], ("real", "001"): [1, 0], ("df", "000_003"): [3, 1, 0, 2]}
 
 
@@ -52,6 +55,7 @@ def _video(label: str, paths: list[str], backslash: bool = False) -> dict:
 
 def _ff_data() -> dict:
     """FaceForensics++.json as preprocessing/rearrange.py writes it (Windows-made: backslashes)."""
+
     def split(frames_by_video, c, only=None):
         out = {"FF-real": {}, "FF-DF": {}}
         for (kind, v), numbers in frames_by_video.items():
@@ -60,12 +64,20 @@ def _ff_data() -> dict:
         return out
 
     test23, test40 = split(C23, "c23"), split(C40, "c40")
-    train = {"FF-real": {"100": _video("FF-real", [_rel("real", "c23", "100", f) for f in (0, 1)], True)},
-             "FF-DF": {"100_101": _video("FF-DF", [_rel("df", "c23", "100_101", f) for f in (0, 1)], True)}}
-    return {"FaceForensics++": {
-        label: {"train": {"c23": train[label], "c40": {}}, "val": {"c23": {}, "c40": {}},
-                "test": {"c23": test23[label], "c40": test40[label]}}
-        for label in ("FF-real", "FF-DF")}}
+    train = {
+        "FF-real": {"100": _video("FF-real", [_rel("real", "c23", "100", f) for f in (0, 1)], True)},
+        "FF-DF": {"100_101": _video("FF-DF", [_rel("df", "c23", "100_101", f) for f in (0, 1)], True)},
+    }
+    return {
+        "FaceForensics++": {
+            label: {
+                "train": {"c23": train[label], "c40": {}},
+                "val": {"c23": {}, "c40": {}},
+                "test": {"c23": test23[label], "c40": test40[label]},
+            }
+            for label in ("FF-real", "FF-DF")
+        }
+    }
 
 
 def _celeb_data(root: Path) -> dict:
@@ -73,13 +85,23 @@ def _celeb_data(root: Path) -> dict:
     video with paths from DeepfakeBench's root ('./...'), one with absolute paths and a frame name
     that holds no integer."""
     odd = [str(root / RGB / CELEB_FAKE.format(v="id2_id3_0001", f=f)) for f in ("3", "cover", "1")]
-    return {"Celeb-DF-v2": {
-        "CelebDFv2_real": {"train": {}, "test": {
-            "id0_0000": _video("CelebDFv2_real", [CELEB_REAL.format(f=f) for f in (2, 0, 1)])}},
-        "CelebDFv2_fake": {"train": {}, "test": {
-            "id0_id1_0000": _video("CelebDFv2_fake", [f"./{RGB}/" + CELEB_FAKE.format(v="id0_id1_0000", f=f)
-                                                      for f in (1, 0)]),
-            "id2_id3_0001": _video("CelebDFv2_fake", odd)}}}}
+    return {
+        "Celeb-DF-v2": {
+            "CelebDFv2_real": {
+                "train": {},
+                "test": {"id0_0000": _video("CelebDFv2_real", [CELEB_REAL.format(f=f) for f in (2, 0, 1)])},
+            },
+            "CelebDFv2_fake": {
+                "train": {},
+                "test": {
+                    "id0_id1_0000": _video(
+                        "CelebDFv2_fake", [f"./{RGB}/" + CELEB_FAKE.format(v="id0_id1_0000", f=f) for f in (1, 0)]
+                    ),
+                    "id2_id3_0001": _video("CelebDFv2_fake", odd),
+                },
+            },
+        }
+    }
 
 
 @pytest.fixture
@@ -149,9 +171,13 @@ def test_compression_from_config_and_from_the_c40_name(root: Path) -> None:
     del only_real["FaceForensics++"]["FF-DF"]
     (root / JSONS / "FaceForensics++_c40.json").write_text(json.dumps(only_real))
     assert _rows(resolve_dataset("FaceForensics++_c40", CONFIG)) == _expected_ff(
-        root, "c40", {k: n for k, n in C40_ALL.items() if k[0] == "real"})
-    with pytest.raises(InputError, match=r"FaceForensics\+\+ / FF-real / test holds compression levels c23, c40 "
-                                         r"but not 'raw': set the config's compression"):
+        root, "c40", {k: n for k, n in C40_ALL.items() if k[0] == "real"}
+    )
+    with pytest.raises(
+        InputError,
+        match=r"FaceForensics\+\+ / FF-real / test holds compression levels c23, c40 "
+        r"but not 'raw': set the config's compression",
+    ):
         resolve_dataset("FaceForensics++", {**CONFIG, "compression": "raw"})
 
 
@@ -163,7 +189,8 @@ def test_dataset_without_compression_levels_dot_and_absolute_paths(root: Path) -
         # './datasets/rgb/...': from the root, not joined onto rgb_dir
         *[(str(fake / "id0_id1_0000" / f"{f}.png"), 1, "CelebDFv2_fake_id0_id1_0000") for f in (0, 1)],
         # 'cover' holds no integer: this video keeps its JSON order
-        *[(str(fake / "id2_id3_0001" / f"{f}.png"), 1, "CelebDFv2_fake_id2_id3_0001") for f in ("3", "cover", "1")]]
+        *[(str(fake / "id2_id3_0001" / f"{f}.png"), 1, "CelebDFv2_fake_id2_id3_0001") for f in ("3", "cover", "1")],
+    ]
     assert not ds.has_masks
 
 
@@ -172,9 +199,12 @@ def test_label_dict_decides_the_labels(root: Path) -> None:
     assert _rows(resolve_dataset("FaceForensics++", swapped)) == _expected_ff(root, "c23", C23_32, labels=(1, 0))
     no_dict = {k: v for k, v in CONFIG.items() if k != "label_dict"}  # fallback: "real" in the name -> 0
     assert _rows(resolve_dataset("FaceForensics++", no_dict)) == _expected_ff(root, "c23", C23_32)
-    with pytest.raises(InputError, match=r"label 'FF-DF' of dataset 'FaceForensics\+\+' .* is not in the config's "
-                                         r"label_dict \(it has FF-real\): add FF-DF: 0 \(real\) or 1 \(fake\) to "
-                                         r"label_dict"):
+    with pytest.raises(
+        InputError,
+        match=r"label 'FF-DF' of dataset 'FaceForensics\+\+' .* is not in the config's "
+        r"label_dict \(it has FF-real\): add FF-DF: 0 \(real\) or 1 \(fake\) to "
+        r"label_dict",
+    ):
         resolve_dataset("FaceForensics++", {**CONFIG, "label_dict": {"FF-real": 0}})
 
 
@@ -186,7 +216,8 @@ def test_frame_num(root: Path) -> None:
     assert _rows(resolve_dataset("FaceForensics++", no_num)) == _expected_ff(root, "c23", everything)
     train = read_deepfakebench_json(root / JSONS / "FaceForensics++.json", config=CONFIG, split="train")
     assert _rows(train) == [(p, 0, "FF-real_100") for p in _frames(root, "real", "c23", "100", (0, 1))] + [
-        (p, 1, "FF-DF_100_101") for p in _frames(root, "df", "c23", "100_101", (0, 1))]
+        (p, 1, "FF-DF_100_101") for p in _frames(root, "df", "c23", "100_101", (0, 1))
+    ]
     with pytest.raises(InputError, match=r"frame_num \{'test': 0\} gives 0 frames for split 'test'"):
         resolve_dataset("FaceForensics++", {**CONFIG, "frame_num": {"test": 0}})
 
@@ -197,11 +228,15 @@ def test_relative_rgb_dir_and_json_folder_are_read_from_the_working_directory(ro
     monkeypatch.chdir(elsewhere)
     absolute_jsons = {**CONFIG, "dataset_json_folder": str(root / JSONS)}
     tried = ", ".join(str(elsewhere / RGB / _rel("real", "c23", "000", f)) for f in (0, 1, 2))
-    with pytest.raises(InputError, match=re.escape(
+    with pytest.raises(
+        InputError,
+        match=re.escape(
             f"none of the 69 frames of dataset 'FaceForensics++' ({root / JSONS / 'FaceForensics++.json'}) exists "
             f"(tried {tried}, ...): relative frame paths are read under the config's rgb_dir './datasets/rgb' "
-            f"(= {elsewhere / RGB}) and paths starting with '.' under DeepfakeBench's root {elsewhere}")
-            + ".*run from DeepfakeBench's root, or set rgb_dir to an absolute path, or pass root="):
+            f"(= {elsewhere / RGB}) and paths starting with '.' under DeepfakeBench's root {elsewhere}"
+        )
+        + ".*run from DeepfakeBench's root, or set rgb_dir to an absolute path, or pass root=",
+    ):
         resolve_dataset("FaceForensics++", absolute_jsons)
     looked = f"{elsewhere / JSONS / 'FaceForensics++.json'} (dataset_json_folder)"
     with pytest.raises(InputError, match=re.escape(looked)):
@@ -221,9 +256,11 @@ def test_json_given_by_path_honours_the_config(root: Path) -> None:
     shutil.copy(path, root / "FaceForensics++_c40.json")  # the file's stem names the compression too
     assert _rows(resolve_dataset("FaceForensics++_c40.json", CONFIG)) == _expected_ff(root, "c40", C40_ALL)
     # no config: no rgb_dir, so the frames are looked for under the root itself (where they are not)
-    with pytest.raises(InputError, match=re.escape(
-            f"(tried {root / _rel('real', 'c23', '000', 0)}, ")
-            + r".*under DeepfakeBench's root .* \(the config has no rgb_dir\)"):
+    with pytest.raises(
+        InputError,
+        match=re.escape(f"(tried {root / _rel('real', 'c23', '000', 0)}, ")
+        + r".*under DeepfakeBench's root .* \(the config has no rgb_dir\)",
+    ):
         resolve_dataset(path)
 
 
@@ -251,8 +288,10 @@ def test_image_reader(root: Path) -> None:
     with pytest.raises(InputError, match=r"reader <lambda> returned None"):
         ds.image(0, lambda p: None)
     with pytest.raises(InputError, match=r"with reader boom: OSError: disk gone"):
+
         def boom(p):
             raise OSError("disk gone")
+
         ds.image(0, boom)
     with pytest.raises(InputError, match=r"returned a float64 array of shape \(2, 2, 3\) .* must return uint8"):
         ds.image(0, lambda p: np.zeros((2, 2, 3)))

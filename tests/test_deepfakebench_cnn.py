@@ -1,11 +1,12 @@
 """DeepfakeBench Xception checkpoints on timm legacy_xception: key mapping, exact probabilities
 against an independent functional forward written from DeepfakeBench's key names, refusals
 (EfficientNet-B4, unsupported modes, YAML mismatches) and the Grad-CAM auto layer."""
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -16,8 +17,11 @@ from vizkit.models.deepfakebench_cnn import build_deepfakebench_cnn, deepfakeben
 from vizkit.models.load_common import CheckpointError
 
 # DeepfakeBench Xception blocks: (in, out, reps, stride, start_with_relu, grow_first)
-BLOCKS = [(64, 128, 2, 2, False, True), (128, 256, 2, 2, True, True), (256, 728, 2, 2, True, True)] + \
-         [(728, 728, 3, 1, True, True)] * 8 + [(728, 1024, 2, 2, True, False)]
+BLOCKS = (
+    [(64, 128, 2, 2, False, True), (128, 256, 2, 2, True, True), (256, 728, 2, 2, True, True)]
+    + [(728, 728, 3, 1, True, True)] * 8
+    + [(728, 1024, 2, 2, True, False)]
+)
 
 
 def rep_ops(cin: int, cout: int, reps: int, start_with_relu: bool, grow_first: bool) -> list[tuple]:
@@ -93,20 +97,28 @@ def random_deepfakebench_xception(dropout: bool = False, seed: int = 0) -> dict[
     return sd
 
 
-def reference_logits(sd: dict[str, torch.Tensor], x: torch.Tensor, final_relu: bool = True,
-                     fill_stats: Callable[[str, torch.Tensor], None] | None = None) -> torch.Tensor:
+def reference_logits(
+    sd: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    final_relu: bool = True,
+    fill_stats: Callable[[str, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
     """DeepfakeBench's Xception (mode original) written functionally from its key names:
     ``[B, 3, H, W] -> [B, num_classes]``. ``fill_stats(name, input)`` (used while building
     random weights) sets a BatchNorm's running statistics before it is applied."""
-    strip = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
-    w = {k[len("backbone."):]: v for k, v in strip.items()}
+    strip = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in sd.items()}
+    w = {k[len("backbone.") :]: v for k, v in strip.items()}
 
     def bn(t: torch.Tensor, p: str) -> torch.Tensor:
         if fill_stats is not None:
             fill_stats(p, t)
-            w[f"{p}.running_mean"], w[f"{p}.running_var"] = sd[f"backbone.{p}.running_mean"], sd[f"backbone.{p}.running_var"]
-        return F.batch_norm(t, w[f"{p}.running_mean"], w[f"{p}.running_var"], w[f"{p}.weight"], w[f"{p}.bias"],
-                            training=False, eps=1e-5)
+            w[f"{p}.running_mean"], w[f"{p}.running_var"] = (
+                sd[f"backbone.{p}.running_mean"],
+                sd[f"backbone.{p}.running_var"],
+            )
+        return F.batch_norm(
+            t, w[f"{p}.running_mean"], w[f"{p}.running_var"], w[f"{p}.weight"], w[f"{p}.bias"], training=False, eps=1e-5
+        )
 
     def sep(t: torch.Tensor, p: str) -> torch.Tensor:
         t = F.conv2d(t, w[f"{p}.conv1.weight"], stride=1, padding=1, groups=t.shape[1])
@@ -121,7 +133,9 @@ def reference_logits(sd: dict[str, torch.Tensor], x: torch.Tensor, final_relu: b
             y = F.relu(y) if op[0] == "relu" else sep(y, f"{p}.rep.{j}") if op[0] == "sep" else bn(y, f"{p}.rep.{j}")
         if stride != 1:
             y = F.max_pool2d(y, 3, stride, 1)
-        skip = bn(F.conv2d(t, w[f"{p}.skip.weight"], stride=stride), f"{p}.skipbn") if (cin != cout or stride != 1) else t
+        skip = (
+            bn(F.conv2d(t, w[f"{p}.skip.weight"], stride=stride), f"{p}.skipbn") if (cin != cout or stride != 1) else t
+        )
         t = y + skip
     t = F.relu(bn(sep(t, "conv3"), "bn3"))
     t = bn(sep(t, "conv4"), "bn4")  # DeepfakeBench's "features"
@@ -166,11 +180,18 @@ def _assert_matches(model: torch.nn.Module, sd: dict[str, torch.Tensor], inputs:
 def test_xception_matches_deepfakebench_forward(tmp_path, dfb_sd, inputs, prefix):
     sd = save_and_load({prefix + k: v for k, v in dfb_sd.items()}, tmp_path / "ckpt_best.pth")
     assert deepfakebench_cnn_kind(sd) == "xception"
-    model = build_deepfakebench_cnn(sd, model_name="xception", source=tmp_path / "ckpt_best.pth",
-                                    backbone_config={"mode": "original", "num_classes": 2, "inc": 3, "dropout": False})
+    model = build_deepfakebench_cnn(
+        sd,
+        model_name="xception",
+        source=tmp_path / "ckpt_best.pth",
+        backbone_config={"mode": "original", "num_classes": 2, "inc": 3, "dropout": False},
+    )
     assert not model.training
     assert sum(p.numel() for p in model.parameters()) == sum(
-        v.numel() for k, v in dfb_sd.items() if "adjust_channel" not in k and not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+        v.numel()
+        for k, v in dfb_sd.items()
+        if "adjust_channel" not in k and not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
     _assert_matches(model, sd, inputs)
 
 
@@ -222,24 +243,37 @@ def test_other_detector_on_xception_backbone(dfb_sd):
 
 
 def test_efficientnet_b4_is_recognised_and_refused():
-    sd = {"module.backbone.efficientnet._conv_stem.weight": torch.zeros(48, 3, 3, 3),
-          "module.backbone.efficientnet._bn0.weight": torch.ones(48),
-          "module.backbone.efficientnet._blocks.0._depthwise_conv.weight": torch.zeros(48, 1, 3, 3),
-          "module.backbone.last_layer.weight": torch.zeros(2, 1792),
-          "module.backbone.last_layer.bias": torch.zeros(2)}
+    sd = {
+        "module.backbone.efficientnet._conv_stem.weight": torch.zeros(48, 3, 3, 3),
+        "module.backbone.efficientnet._bn0.weight": torch.ones(48),
+        "module.backbone.efficientnet._blocks.0._depthwise_conv.weight": torch.zeros(48, 1, 3, 3),
+        "module.backbone.last_layer.weight": torch.zeros(2, 1792),
+        "module.backbone.last_layer.bias": torch.zeros(2),
+    }
     assert deepfakebench_cnn_kind(sd) == "efficientnetb4"
     with pytest.raises(CheckpointError) as err:
         build_deepfakebench_cnn(sd, model_name="efficientnetb4", source="effnb4.pth")
     text = str(err.value)
-    for part in ("effnb4.pth", "EfficientNet-B4", "unpadded nn.Conv2d(3, 48, 3, stride=2)", "380-px",
-                 "tf_efficientnet_b4", "torchvision", "127/63/32/16/8", "Supported DeepfakeBench CNN detector: xception"):
+    for part in (
+        "effnb4.pth",
+        "EfficientNet-B4",
+        "unpadded nn.Conv2d(3, 48, 3, stride=2)",
+        "380-px",
+        "tf_efficientnet_b4",
+        "torchvision",
+        "127/63/32/16/8",
+        "Supported DeepfakeBench CNN detector: xception",
+    ):
         assert part in text
 
 
 def test_clip_detector_keys_are_not_a_cnn():
-    sd = {"backbone.embeddings.patch_embedding.weight": torch.zeros(768, 3, 16, 16),
-          "backbone.embeddings.position_embedding.weight": torch.zeros(197, 768),
-          "head.weight": torch.zeros(2, 768), "head.bias": torch.zeros(2)}
+    sd = {
+        "backbone.embeddings.patch_embedding.weight": torch.zeros(768, 3, 16, 16),
+        "backbone.embeddings.position_embedding.weight": torch.zeros(197, 768),
+        "head.weight": torch.zeros(2, 768),
+        "head.bias": torch.zeros(2),
+    }
     assert deepfakebench_cnn_kind(sd) is None
     with pytest.raises(CheckpointError, match=r"not a DeepfakeBench Xception detector.*found backbone.embeddings"):
         build_deepfakebench_cnn(sd)

@@ -3,6 +3,7 @@
 ``label_dict``), its clip.yaml verbatim, a dataset NAME and a JSON in its own nesting with
 backslash paths; the frames and labels read, the probabilities (DeepfakeBench's forward, 1e-4),
 and a run that failed on missing frames completing once they are added."""
+
 from __future__ import annotations
 
 import csv
@@ -15,18 +16,23 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from test_deepfakebench_parity import CLIP_YAML, dfb_inputs, save_dfb_clip
+
 from vizkit.cli import main
 
 TEST_CONFIG = {  # DeepfakeBench's training/config/test_config.yaml, trimmed to the keys a test set needs
-    "mode": "test", "lmdb": False, "rgb_dir": "./datasets/rgb",
+    "mode": "test",
+    "lmdb": False,
+    "rgb_dir": "./datasets/rgb",
     "dataset_json_folder": "preprocessing/dataset_json",
     "label_dict": {"FF-DF": 1, "FF-F2F": 1, "FF-real": 0, "CelebDFv2_real": 0, "CelebDFv2_fake": 1},
 }
-VIDEOS = {("FF-real", "original_sequences/youtube", "000"): 3, ("FF-real", "original_sequences/youtube", "001"): 2,
-          ("FF-DF", "manipulated_sequences/Deepfakes", "000_003"): 34, ("FF-F2F", "manipulated_sequences/Face2Face",
-                                                                          "001_870"): 2}
+VIDEOS = {
+    ("FF-real", "original_sequences/youtube", "000"): 3,
+    ("FF-real", "original_sequences/youtube", "001"): 2,
+    ("FF-DF", "manipulated_sequences/Deepfakes", "000_003"): 34,
+    ("FF-F2F", "manipulated_sequences/Face2Face", "001_870"): 2,
+}
 
 
 def build_root(root: Path) -> tuple[dict[str, int], dict[str, str]]:
@@ -82,8 +88,19 @@ def dfb_root(tmp_path, monkeypatch):
 
 
 def argv(weights: Path, out: str, *extra: str) -> list[str]:
-    return ["evaluate", "--detector_path", "training/config/detector/clip.yaml", "--weights_path", str(weights),
-            "--gradcam_output_dir", out, "--batch-size", "8", "--cpu", *extra]
+    return [
+        "evaluate",
+        "--detector_path",
+        "training/config/detector/clip.yaml",
+        "--weights_path",
+        str(weights),
+        "--gradcam_output_dir",
+        out,
+        "--batch-size",
+        "8",
+        "--cpu",
+        *extra,
+    ]
 
 
 def test_deepfakebench_dataset_name_from_its_root(dfb_root, capsys):
@@ -140,9 +157,22 @@ def test_run_from_elsewhere_names_the_paths_tried(dfb_root, tmp_path, monkeypatc
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    rc = main(["evaluate", "--detector_path", str(root / "training/config/detector/clip.yaml"), "--weights_path",
-               str(weights), "--test_config", str(root / "training/config/test_config.yaml"), "--test_dataset",
-               str(root / "preprocessing/dataset_json/FaceForensics++.json"), "--gradcam_output_dir", "out", "--cpu"])
+    rc = main(
+        [
+            "evaluate",
+            "--detector_path",
+            str(root / "training/config/detector/clip.yaml"),
+            "--weights_path",
+            str(weights),
+            "--test_config",
+            str(root / "training/config/test_config.yaml"),
+            "--test_dataset",
+            str(root / "preprocessing/dataset_json/FaceForensics++.json"),
+            "--gradcam_output_dir",
+            "out",
+            "--cpu",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "datasets/rgb" in err.replace("\\", "/") and str(elsewhere) in err
     assert not (elsewhere / "out" / "predictions.csv").exists()

@@ -8,6 +8,7 @@ published (one key changed where a test needs it, said so); the state dicts are 
 ``CLIPDetector`` / ``XceptionDetector`` save them (``backbone.*`` + ``head.*`` /
 ``backbone.*``, with and without DataParallel's ``module.``), random weights.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,10 +32,20 @@ def clip_backbone(hidden: int, heads: int, layers: int = 1, patch: int = 16, ima
     """DeepfakeBench's backbone: ``CLIPModel(...).vision_model`` (its get_clip_visual), random."""
     from transformers import CLIPConfig, CLIPModel
 
-    cfg = CLIPConfig(vision_config=dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                                        num_attention_heads=heads, image_size=image, patch_size=patch),
-                     text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=2, vocab_size=64), projection_dim=16)
+    cfg = CLIPConfig(
+        vision_config=dict(
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            image_size=image,
+            patch_size=patch,
+        ),
+        text_config=dict(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, vocab_size=64
+        ),
+        projection_dim=16,
+    )
     return CLIPModel(cfg).vision_model.eval()
 
 
@@ -72,8 +83,12 @@ def write_frames(folder: Path, seed: int = 0) -> list[Path]:
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     out = []
-    for name, shape in (("frame256", (256, 256, 3)), ("frame224", (224, 224, 3)), ("grey256", (256, 256)),
-                        ("rgba256", (256, 256, 4))):
+    for name, shape in (
+        ("frame256", (256, 256, 3)),
+        ("frame224", (224, 224, 3)),
+        ("grey256", (256, 256)),
+        ("rgba256", (256, 256, 4)),
+    ):
         base = cv2.GaussianBlur(rng.integers(0, 256, shape, dtype=np.uint8), (0, 0), 3)
         img = np.clip(base.astype(np.int16) * 2 - 128 + rng.integers(-20, 21, shape), 0, 255).astype(np.uint8)
         if len(shape) == 3 and shape[2] == 4:
@@ -84,8 +99,9 @@ def write_frames(folder: Path, seed: int = 0) -> list[Path]:
     return out
 
 
-def save_dfb_clip(tmp_path: Path, hidden: int, heads: int, prefix: str = "", patch: int = 16,
-                  seed: int = 0) -> tuple[torch.nn.Module, Path]:
+def save_dfb_clip(
+    tmp_path: Path, hidden: int, heads: int, prefix: str = "", patch: int = 16, seed: int = 0
+) -> tuple[torch.nn.Module, Path]:
     torch.manual_seed(seed)
     det = DFBClipDetector(clip_backbone(hidden, heads, patch=patch), hidden).eval()
     sd = {f"{prefix}{k}": v for k, v in det.state_dict().items()}
@@ -141,15 +157,53 @@ def test_clip_b16_verbatim_yaml_three_clis(tmp_path, prefix):
     assert max(want.values()) - min(want.values()) > 1e-3  # the frames are told apart: the check can fail
     stems = [f.stem for f in frames]
 
-    run(["detector-attention", "--model-config", str(yaml_path), "--weights", str(weights), "--image-path",
-         str(tmp_path / "frames"), "--output-dir", str(tmp_path / "att"), "--cpu"])
+    run(
+        [
+            "detector-attention",
+            "--model-config",
+            str(yaml_path),
+            "--weights",
+            str(weights),
+            "--image-path",
+            str(tmp_path / "frames"),
+            "--output-dir",
+            str(tmp_path / "att"),
+            "--cpu",
+        ]
+    )
     assert_close(attention_probs(tmp_path / "att", stems), want)
-    run(["detector-gradcam", "--config", str(yaml_path), "--weights", str(weights), "--input",
-         str(tmp_path / "frames"), "--output", str(tmp_path / "gc"), "--cpu"])
+    run(
+        [
+            "detector-gradcam",
+            "--config",
+            str(yaml_path),
+            "--weights",
+            str(weights),
+            "--input",
+            str(tmp_path / "frames"),
+            "--output",
+            str(tmp_path / "gc"),
+            "--cpu",
+        ]
+    )
     assert_close(gradcam_probs(tmp_path / "gc", stems), want)
-    run(["evaluate", "--detector_path", str(yaml_path), "--weights_path", str(weights), "--test_dataset",
-         str(dataset_folder(tmp_path, frames)), "--gradcam_enabled", "--gradcam_samples", "2",
-         "--gradcam_output_dir", str(tmp_path / "eval"), "--cpu"])
+    run(
+        [
+            "evaluate",
+            "--detector_path",
+            str(yaml_path),
+            "--weights_path",
+            str(weights),
+            "--test_dataset",
+            str(dataset_folder(tmp_path, frames)),
+            "--gradcam_enabled",
+            "--gradcam_samples",
+            "2",
+            "--gradcam_output_dir",
+            str(tmp_path / "eval"),
+            "--cpu",
+        ]
+    )
     assert_close(evaluate_probs(tmp_path / "eval"), want)
 
 
@@ -162,21 +216,72 @@ def test_clip_non_64_head_size_needs_and_takes_the_count(tmp_path, capsys):
     frames = write_frames(tmp_path / "frames", seed=1)
     want = dfb_fake_probs(det, frames, 224)
     stems = [f.stem for f in frames]
-    rc = main(["detector-gradcam", "--config", str(yaml_path), "--weights", str(weights), "--input",
-               str(frames[0]), "--output", str(tmp_path / "no"), "--cpu"])
+    rc = main(
+        [
+            "detector-gradcam",
+            "--config",
+            str(yaml_path),
+            "--weights",
+            str(weights),
+            "--input",
+            str(frames[0]),
+            "--output",
+            str(tmp_path / "no"),
+            "--cpu",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "cannot tell the number of attention heads: hidden size 96" in err and "--num-heads" in err
     assert not (tmp_path / "no").exists()
-    run(["detector-gradcam", "--config", str(yaml_path), "--weights", str(weights), "--num-heads", "3", "--input",
-         str(tmp_path / "frames"), "--output", str(tmp_path / "gc"), "--cpu"])
+    run(
+        [
+            "detector-gradcam",
+            "--config",
+            str(yaml_path),
+            "--weights",
+            str(weights),
+            "--num-heads",
+            "3",
+            "--input",
+            str(tmp_path / "frames"),
+            "--output",
+            str(tmp_path / "gc"),
+            "--cpu",
+        ]
+    )
     assert_close(gradcam_probs(tmp_path / "gc", stems), want)
-    run(["detector-attention", "--model-config", str(yaml_path), "--weights", str(weights), "--num-heads", "3",
-         "--image-path", str(tmp_path / "frames"), "--output-dir", str(tmp_path / "att"), "--cpu"])
+    run(
+        [
+            "detector-attention",
+            "--model-config",
+            str(yaml_path),
+            "--weights",
+            str(weights),
+            "--num-heads",
+            "3",
+            "--image-path",
+            str(tmp_path / "frames"),
+            "--output-dir",
+            str(tmp_path / "att"),
+            "--cpu",
+        ]
+    )
     assert_close(attention_probs(tmp_path / "att", stems), want)
     (tmp_path / "clip3.yaml").write_text(CLIP_YAML + "num_heads: 3\n")
-    run(["evaluate", "--detector_path", str(tmp_path / "clip3.yaml"), "--weights_path", str(weights),
-         "--test_dataset", str(dataset_folder(tmp_path, frames)), "--gradcam_output_dir", str(tmp_path / "eval"),
-         "--cpu"])
+    run(
+        [
+            "evaluate",
+            "--detector_path",
+            str(tmp_path / "clip3.yaml"),
+            "--weights_path",
+            str(weights),
+            "--test_dataset",
+            str(dataset_folder(tmp_path, frames)),
+            "--gradcam_output_dir",
+            str(tmp_path / "eval"),
+            "--cpu",
+        ]
+    )
     assert_close(evaluate_probs(tmp_path / "eval"), want)
 
 
@@ -188,8 +293,20 @@ def test_clip_vit_h_width_gets_16_heads(tmp_path):
     frames = write_frames(tmp_path / "frames", seed=2)[:2]
     for f in write_frames(tmp_path / "frames", seed=2)[2:]:
         f.unlink()
-    run(["detector-gradcam", "--config", str(yaml_path), "--weights", str(weights), "--input",
-         str(tmp_path / "frames"), "--output", str(tmp_path / "gc"), "--cpu"])
+    run(
+        [
+            "detector-gradcam",
+            "--config",
+            str(yaml_path),
+            "--weights",
+            str(weights),
+            "--input",
+            str(tmp_path / "frames"),
+            "--output",
+            str(tmp_path / "gc"),
+            "--cpu",
+        ]
+    )
     assert_close(gradcam_probs(tmp_path / "gc", [f.stem for f in frames]), dfb_fake_probs(det, frames, 224))
 
 
@@ -200,14 +317,40 @@ def test_shallow_detector_default_layers_use_the_blocks_that_exist(tmp_path, cap
     yaml_path = tmp_path / "clip.yaml"
     yaml_path.write_text(CLIP_YAML)
     frames = write_frames(tmp_path / "frames", seed=3)[:1]
-    run(["detector-attention", "--model-config", str(yaml_path), "--weights", str(weights), "--image-path",
-         str(frames[0]), "--output-dir", str(tmp_path / "att"), "--cpu"])
+    run(
+        [
+            "detector-attention",
+            "--model-config",
+            str(yaml_path),
+            "--weights",
+            str(weights),
+            "--image-path",
+            str(frames[0]),
+            "--output-dir",
+            str(tmp_path / "att"),
+            "--cpu",
+        ]
+    )
     assert "has 1 transformer block(s), fewer than the default's 4" in capsys.readouterr().err
     side = json.loads((tmp_path / "att" / f"{frames[0].stem}.json").read_text())
     assert side["layers"] == ["backbone.encoder.layers.0"] and "fewer than the default's 4" in side["layers_note"]
     assert "fewer than the default's 4" in (tmp_path / "att" / "attention_report.md").read_text()
-    rc = main(["detector-attention", "--model-config", str(yaml_path), "--weights", str(weights), "--image-path",
-               str(frames[0]), "--output-dir", str(tmp_path / "att2"), "--target-layers", "-2", "--cpu"])
+    rc = main(
+        [
+            "detector-attention",
+            "--model-config",
+            str(yaml_path),
+            "--weights",
+            str(weights),
+            "--image-path",
+            str(frames[0]),
+            "--output-dir",
+            str(tmp_path / "att2"),
+            "--target-layers",
+            "-2",
+            "--cpu",
+        ]
+    )
     assert rc == 2
 
 
@@ -231,14 +374,40 @@ def test_xception_verbatim_yaml_detector_gradcam_and_evaluate(tmp_path):
     want = {f.stem: float(p) for f, p in zip(frames, probs)}
     assert max(want.values()) - min(want.values()) > 1e-3
     stems = [f.stem for f in frames]
-    run(["detector-gradcam", "--config", str(yaml_path), "--weights", str(weights), "--input",
-         str(tmp_path / "frames"), "--output", str(tmp_path / "gc"), "--cpu"])
+    run(
+        [
+            "detector-gradcam",
+            "--config",
+            str(yaml_path),
+            "--weights",
+            str(weights),
+            "--input",
+            str(tmp_path / "frames"),
+            "--output",
+            str(tmp_path / "gc"),
+            "--cpu",
+        ]
+    )
     assert_close(gradcam_probs(tmp_path / "gc", stems), want)
     side = json.loads((tmp_path / "gc" / f"{stems[0]}.json").read_text())
     assert side["layers"] == {"bn4": "bn4"}
-    run(["evaluate", "--detector_path", str(yaml_path), "--weights_path", str(weights), "--test_dataset",
-         str(dataset_folder(tmp_path, frames)), "--gradcam_enabled", "--gradcam_samples", "1",
-         "--gradcam_output_dir", str(tmp_path / "eval"), "--cpu"])
+    run(
+        [
+            "evaluate",
+            "--detector_path",
+            str(yaml_path),
+            "--weights_path",
+            str(weights),
+            "--test_dataset",
+            str(dataset_folder(tmp_path, frames)),
+            "--gradcam_enabled",
+            "--gradcam_samples",
+            "1",
+            "--gradcam_output_dir",
+            str(tmp_path / "eval"),
+            "--cpu",
+        ]
+    )
     assert_close(evaluate_probs(tmp_path / "eval"), want)
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["layers"] == ["bn4"]

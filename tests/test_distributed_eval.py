@@ -1,6 +1,7 @@
 """Scenario 3's evaluation and the batch CLIs on real Dask clusters: the same files as a single
 process, the model loaded once per worker, a worker killed mid-run (the run still completes with
 identical metrics), and ``--scheduler`` with ``dask scheduler`` / ``dask worker`` subprocesses."""
+
 from __future__ import annotations
 
 import filecmp
@@ -12,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from daskcluster import subprocess_env
+
 from vizkit.batch import RUN_FILES
 from vizkit.cli import main
-from vizkit.scenarios.cluster_tasks import EvaluationMapper
 from vizkit.scenarios import detector_gradcam_eval as dge
+from vizkit.scenarios.cluster_tasks import EvaluationMapper
 
 KW = dict(max_samples=16, batch_size=4, gradcam_samples=2)  # 4 chunks, maps of every sample, 2 sample folders
 CHUNKS = 4
@@ -63,8 +64,7 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert (b / ".complete.json").is_file()
 
 
-def test_local_cluster_gives_identical_files_and_loads_the_model_once_per_worker(tmp_path, reference,
-                                                                                 local_cluster):
+def test_local_cluster_gives_identical_files_and_loads_the_model_once_per_worker(tmp_path, reference, local_cluster):
     with EvaluationMapper(scheduler=local_cluster.scheduler.address, quiet=True) as mapper:
         summary = dge.run_evaluation(tmp_path / "run", **KW, map_chunks=mapper)
     assert_same_run(reference, tmp_path / "run")
@@ -99,10 +99,29 @@ def test_a_killed_worker_is_replaced_and_the_metrics_are_identical(tmp_path, ref
 
 def test_evaluate_cli_on_an_existing_scheduler(tmp_path, reference, dask_scheduler):
     address = dask_scheduler  # `dask scheduler` + `dask worker` subprocesses (conftest)
-    proc = subprocess.run([sys.executable, "-m", "vizkit.cli", "evaluate", "--output-dir", str(tmp_path / "run"),
-                           "--max-samples", "16", "--batch-size", "4", "--gradcam-samples", "2",
-                           "--gradcam-enabled", "--scheduler", address],
-                          env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vizkit.cli",
+            "evaluate",
+            "--output-dir",
+            str(tmp_path / "run"),
+            "--max-samples",
+            "16",
+            "--batch-size",
+            "4",
+            "--gradcam-samples",
+            "2",
+            "--gradcam-enabled",
+            "--scheduler",
+            address,
+        ],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"connected to the Dask scheduler {address} (2 worker(s))" in proc.stderr
     assert_same_run(reference, tmp_path / "run")
@@ -120,8 +139,20 @@ def test_batch_clis_share_the_cluster_flags(tmp_path, local_cluster, capsys):
     (faces / "broken.png").write_bytes(b"not an image")
     assert main(["detector-gradcam", "--input", str(faces), "--output", str(tmp_path / "single")]) == 1
     local_cluster.wait_for_workers(2, timeout=60)
-    assert main(["detector-gradcam", "--input", str(faces), "--output", str(tmp_path / "dask"), "--scheduler",
-                 local_cluster.scheduler.address]) == 1
+    assert (
+        main(
+            [
+                "detector-gradcam",
+                "--input",
+                str(faces),
+                "--output",
+                str(tmp_path / "dask"),
+                "--scheduler",
+                local_cluster.scheduler.address,
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.count("skipped broken.png") == 2  # the unreadable image is reported, the others explained
     single = sorted(p.name for p in (tmp_path / "single").iterdir() if p.name not in RUN_FILES)

@@ -1,12 +1,13 @@
 """Layer specs, automatic layers and bad input: one clear error each."""
+
 import pytest
 import timm
 import torch
 import torchvision
+from models import hf_clip, open_clip_resnet, open_clip_vit, resnet18, timm_vit
 
 import vizkit
 from vizkit.layers import probe, resolve_layers
-from models import hf_clip, open_clip_resnet, open_clip_vit, resnet18, timm_vit
 
 
 def auto(model, x, forward=None):
@@ -14,13 +15,16 @@ def auto(model, x, forward=None):
     return [n for n, _ in resolve_layers(model, "auto", probe_fn=lambda: probe(model, run, x))]
 
 
-@pytest.mark.parametrize("ctor, expected", [
-    (lambda: torchvision.models.resnet18(), ["layer4"]),
-    (lambda: torchvision.models.convnext_tiny(), ["features.7"]),
-    (lambda: torchvision.models.efficientnet_b0(), ["features.8"]),
-    (lambda: timm.create_model("resnet18"), ["layer4"]),
-    (lambda: timm.create_model("convnext_atto"), ["stages.3"]),
-])
+@pytest.mark.parametrize(
+    "ctor, expected",
+    [
+        (lambda: torchvision.models.resnet18(), ["layer4"]),
+        (lambda: torchvision.models.convnext_tiny(), ["features.7"]),
+        (lambda: torchvision.models.efficientnet_b0(), ["features.8"]),
+        (lambda: timm.create_model("resnet18"), ["layer4"]),
+        (lambda: timm.create_model("convnext_atto"), ["stages.3"]),
+    ],
+)
 def test_auto_layer_cnn(ctor, expected):
     assert auto(ctor().eval(), torch.randn(1, 3, 96, 96)) == expected
 
@@ -29,8 +33,9 @@ def test_auto_layer_transformers_and_clip_towers():
     assert auto(timm_vit(depth=3), torch.randn(1, 3, 32, 32)) == ["blocks.2.norm1"]
     clip = hf_clip()
     x = torch.randn(1, 3, 32, 32)
-    assert auto(clip, x, lambda t: clip.get_image_features(pixel_values=t)) == \
-        ["vision_model.encoder.layers.2.layer_norm1"]
+    assert auto(clip, x, lambda t: clip.get_image_features(pixel_values=t)) == [
+        "vision_model.encoder.layers.2.layer_norm1"
+    ]
     oc = open_clip_vit()
     assert auto(oc, x, oc.encode_image) == ["visual.transformer.resblocks.1.ln_1"]
     ocr = open_clip_resnet()
@@ -41,8 +46,9 @@ def test_auto_layer_vit_without_prefix_tokens_reads_the_last_block_output():
     """No CLS token, pooled patch tokens: the last block's output reaches the score, so it is
     the auto layer, and its patch-token gradients are not zero there (they are with a CLS head)."""
     x = torch.randn(2, 3, 32, 32)
-    pooled = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=3, class_token=False,
-                               global_pool="avg", num_classes=5).eval()
+    pooled = timm.create_model(
+        "vit_tiny_patch16_224", img_size=32, patch_size=8, depth=3, class_token=False, global_pool="avg", num_classes=5
+    ).eval()
     assert pooled.num_prefix_tokens == 0
     assert auto(pooled, x) == ["blocks.2"]
     exp = vizkit.cam(pooled, x, [1, 3])
@@ -56,7 +62,10 @@ def test_auto_layer_vit_without_prefix_tokens_reads_the_last_block_output():
 
 def test_block_specs():
     model = timm_vit(depth=6)
-    names = lambda spec: [n for n, _ in resolve_layers(model, spec)]
+
+    def names(spec):
+        return [n for n, _ in resolve_layers(model, spec)]
+
     assert names("last") == ["blocks.5"]
     assert names("last_4") == ["blocks.2", "blocks.3", "blocks.4", "blocks.5"]
     assert names("all") == [f"blocks.{i}" for i in range(6)]
@@ -80,7 +89,9 @@ def test_hf_style_name_on_a_different_model():
 
 def test_out_of_range_index():
     model = timm_vit(depth=2)
-    with pytest.raises(vizkit.LayerNotFoundError, match=r"layer index 5 is out of range.*2 transformer blocks \(valid indices -2..1\)"):
+    with pytest.raises(
+        vizkit.LayerNotFoundError, match=r"layer index 5 is out of range.*2 transformer blocks \(valid indices -2..1\)"
+    ):
         vizkit.cam(model, torch.randn(1, 3, 32, 32), 0, layers=5)
     with pytest.raises(vizkit.LayerNotFoundError, match="index -3 is out of range"):
         resolve_layers(model, "blocks.-3")
@@ -102,11 +113,14 @@ def test_target_class_out_of_range():
         vizkit.cam(resnet18(), torch.randn(1, 3, 64, 64), 10, layers="layer4")
 
 
-@pytest.mark.parametrize("bad, match", [
-    (torch.randn(3, 64, 64), r"4-D batch \[B, C, H, W\], got shape \(3, 64, 64\) \(add a batch dimension"),
-    (torch.randn(1, 1, 3, 64, 64), "got shape"),
-    ([[1.0]], "must be a torch.Tensor"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (torch.randn(3, 64, 64), r"4-D batch \[B, C, H, W\], got shape \(3, 64, 64\) \(add a batch dimension"),
+        (torch.randn(1, 1, 3, 64, 64), "got shape"),
+        ([[1.0]], "must be a torch.Tensor"),
+    ],
+)
 def test_non_4d_input(bad, match):
     with pytest.raises(vizkit.InputError, match=match):
         vizkit.cam(resnet18(), bad, 0, layers="layer4")
@@ -128,14 +142,24 @@ def test_callable_target_with_wrong_shape():
 
 def small_cnn():
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 6, 3, stride=2),
-                               torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(6, 6)).eval()
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 6, 3, stride=2),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6, 6),
+    ).eval()
 
 
 def test_callable_target_and_score_cam_fallback():
     model = small_cnn()
     x = torch.randn(2, 3, 16, 16)
-    fn = lambda out: out[:, 3] - out[:, 5]
+
+    def fn(out):
+        return out[:, 3] - out[:, 5]
+
     a = vizkit.cam(model, x, fn, layers="2", method="scorecam")
     logits = model(x).detach()
     torch.testing.assert_close(a.scores, logits[:, 3] - logits[:, 5])
@@ -143,10 +167,12 @@ def test_callable_target_and_score_cam_fallback():
     # the same contrast through a plain target gives a different but valid map
     b = vizkit.cam(model, x, 3, layers="2", method="scorecam")
     assert a.heatmap.shape == b.heatmap.shape and not torch.allclose(a.heatmap, b.heatmap)
+
     # the fallback (one channel of every image per pass) equals the batched path on a take-able target
     class Plain:
         def __call__(self, out):
             return out[:, 3]
+
     c = vizkit.cam(model, x, Plain(), layers="2", method="scorecam")
     torch.testing.assert_close(c.heatmap, b.heatmap, atol=1e-6, rtol=0)
 

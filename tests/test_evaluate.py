@@ -1,4 +1,5 @@
 """vizkit.evaluate: the shared loop over samples and localisation scoring, by hand."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -37,9 +38,11 @@ def _sample(peak: tuple[int, int], mask_box: tuple[slice, slice]) -> SimpleNames
 
 def test_localization_by_hand():
     # 3 samples, 4x4 maps: a single hot pixel at `peak` (value 3) over a floor of 1
-    samples = [_sample((0, 0), (slice(0, 2), slice(0, 2))),   # hit
-               _sample((3, 3), (slice(0, 1), slice(0, 1))),   # miss, 3 px (Chebyshev) away
-               _sample((1, 2), (slice(1, 2), slice(0, 2)))]   # miss by one pixel
+    samples = [
+        _sample((0, 0), (slice(0, 2), slice(0, 2))),  # hit
+        _sample((3, 3), (slice(0, 1), slice(0, 1))),  # miss, 3 px (Chebyshev) away
+        _sample((1, 2), (slice(1, 2), slice(0, 2))),
+    ]  # miss by one pixel
     calls = []
 
     def inputs(chunk):
@@ -60,8 +63,9 @@ def test_localization_by_hand():
     # energy: (mask sum) / (map sum); map sum = 15 * 1 + 3 = 18
     assert res.energy.tolist() == pytest.approx([(3 + 3) / 18, 1 / 18, 2 / 18])
     assert res.layers == ["blk"] and res.deletion is None
-    assert res.summary() == pytest.approx({"pointing": 1 / 3, "pointing_tol1": 2 / 3,
-                                           "energy_in_mask": float(res.energy.mean())})
+    assert res.summary() == pytest.approx(
+        {"pointing": 1 / 3, "pointing_tol1": 2 / 3, "energy_in_mask": float(res.energy.mean())}
+    )
 
 
 def test_localization_deletion_matches_metrics():
@@ -73,8 +77,14 @@ def test_localization_deletion_matches_metrics():
     def score(images):
         return images.flatten(1).mean(1)
 
-    res = localization(samples, lambda chunk: x[[s.i for s in chunk]], lambda xx, chunk: heat[[s.i for s in chunk]],
-                       score=score, deletion_steps=4, batch_size=2)
+    res = localization(
+        samples,
+        lambda chunk: x[[s.i for s in chunk]],
+        lambda xx, chunk: heat[[s.i for s in chunk]],
+        score=score,
+        deletion_steps=4,
+        batch_size=2,
+    )
     expected = deletion_auc(score, x, heat, steps=4)
     assert torch.allclose(res.deletion, expected)
     assert res.energy.tolist() == pytest.approx([1.0, 1.0, 1.0])

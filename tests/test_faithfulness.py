@@ -1,5 +1,6 @@
 """Faithfulness metrics (issue 29): ROAD and confidence change against pytorch-grad-cam, the imputation
 by hand, parameter randomisation on hand-built models, the random-map baseline."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,17 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from vizkit.errors import InputError
-from vizkit.metrics import (ConfidenceChange, confidence_change, map_similarity, parameter_randomisation,
-                            parameterised_layers, random_map_baseline, randomization_sanity_check, road, road_curves)
+from vizkit.metrics import (
+    ConfidenceChange,
+    confidence_change,
+    map_similarity,
+    parameter_randomisation,
+    parameterised_layers,
+    random_map_baseline,
+    randomization_sanity_check,
+    road,
+    road_curves,
+)
 from vizkit.metrics.imputation import noisy_linear_impute
 
 PERCENTILES = [10, 30, 50, 70, 90]
@@ -58,8 +68,12 @@ def test_road_matches_pytorch_grad_cam_on_resnet18_all_orders_and_target_kinds(e
     model, x, maps = _cnn_case(size=40, b=2)
     with torch.no_grad():
         predicted = model(x).argmax(1).tolist()
-    cases = [(None, predicted), (4, [4, 4]), ([1, 7], [1, 7]),
-             (lambda out: out[:, 2] - out[:, 5], [lambda o: o[2] - o[5]] * 2)]
+    cases = [
+        (None, predicted),
+        (4, [4, 4]),
+        ([1, 7], [1, 7]),
+        (lambda out: out[:, 2] - out[:, 5], [lambda o: o[2] - o[5]] * 2),
+    ]
     for targets, reference_targets in cases:
         ref = _pgc_road(model, x, maps, reference_targets)
         curves = road_curves(model, x, maps, targets, percentiles=PERCENTILES, noise=0)
@@ -316,8 +330,9 @@ def test_parameter_randomisation_passes_the_original_target_and_restores_state_o
     assert after.keys() == before.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert all(torch.equal(s, predicted) for s in seen)  # the original prediction at every step
     # a successful independent run restores the state too
-    parameter_randomisation(model, x, lambda m, inputs: m(inputs)[:, :9].view(2, 3, 3), cascade=False,
-                            layers=["fc", "layer4.1.bn2"])
+    parameter_randomisation(
+        model, x, lambda m, inputs: m(inputs)[:, :9].view(2, 3, 3), cascade=False, layers=["fc", "layer4.1.bn2"]
+    )
     assert all(torch.equal(before[k], model.state_dict()[k]) for k in before)
 
 

@@ -1,4 +1,5 @@
 """vizkit.io: the one atomic writer. A failed write leaves the old file and no temp file."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """vizkit.models.load_detector: DeepfakeBench YAML + .pth, HF directories with a head, timm, the zoo
 folder; head counts; pipelines; errors."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,16 @@ def _detector(hidden=128, layers=3, image=32, patch=8, heads=2):  # CLIP heads a
     from transformers import CLIPVisionConfig
 
     torch.manual_seed(0)
-    return ClipDetector(CLIPVisionConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                                         num_attention_heads=heads, image_size=image, patch_size=patch)).eval()
+    return ClipDetector(
+        CLIPVisionConfig(
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            image_size=image,
+            patch_size=patch,
+        )
+    ).eval()
 
 
 def _dfb_state(model):
@@ -35,20 +44,36 @@ def image():
 
 
 def test_read_config_keys_and_extra(tmp_path):
-    cfg = read_detector_config(_yaml(tmp_path / "clip.yaml", model_name="clip", resolution=224, mean=[0.5, 0.5, 0.5],
-                                     std=[0.5, 0.5, 0.5], pretrained="w/det.pth", gradcam_layers=["encoder.layers.23"],
-                                     log_dir="/x", train_dataset=["FaceForensics++"]))
+    cfg = read_detector_config(
+        _yaml(
+            tmp_path / "clip.yaml",
+            model_name="clip",
+            resolution=224,
+            mean=[0.5, 0.5, 0.5],
+            std=[0.5, 0.5, 0.5],
+            pretrained="w/det.pth",
+            gradcam_layers=["encoder.layers.23"],
+            log_dir="/x",
+            train_dataset=["FaceForensics++"],
+        )
+    )
     assert (cfg.model_name, cfg.resolution, cfg.mean, cfg.std) == ("clip", 224, (0.5,) * 3, (0.5,) * 3)
     assert cfg.pretrained == str(tmp_path / "w" / "det.pth")  # relative to the config's folder
     assert cfg.extra == {"gradcam_layers": ["encoder.layers.23"], "log_dir": "/x", "train_dataset": ["FaceForensics++"]}
     assert read_detector_config(_yaml(tmp_path / "empty.yaml")).resolution is None
 
 
-@pytest.mark.parametrize("text, match", [
-    ("a: [1, 2", "not valid YAML"), ("- 1\n- 2\n", "holds a YAML list"),
-    ("resolution: big\n", "'resolution' must be a positive integer"), ("mean: [0.5, 0.5]\n", "'mean' must be a list of 3"),
-    ("std: [0.5, 0, 0.5]\n", "'std' value must be positive"), ("class_names: []\n", "'class_names' must be a non-empty"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("a: [1, 2", "not valid YAML"),
+        ("- 1\n- 2\n", "holds a YAML list"),
+        ("resolution: big\n", "'resolution' must be a positive integer"),
+        ("mean: [0.5, 0.5]\n", "'mean' must be a list of 3"),
+        ("std: [0.5, 0, 0.5]\n", "'std' value must be positive"),
+        ("class_names: []\n", "'class_names' must be a non-empty"),
+    ],
+)
 def test_bad_configs(tmp_path, text, match):
     (tmp_path / "c.yaml").write_text(text)
     with pytest.raises(CheckpointError, match=match):
@@ -69,8 +94,9 @@ def _cv2_reference(image, size, mean, std):
 def test_deepfakebench_yaml_and_pth(tmp_path, image):
     model = _detector(hidden=128, layers=3, image=32, patch=8, heads=2)
     torch.save(_dfb_state(model), tmp_path / "det.pth")
-    cfg = _yaml(tmp_path / "clip.yaml", model_name="clip", resolution=32, mean=[0.4, 0.5, 0.6], std=[0.2, 0.3, 0.4],
-                num_heads=2)
+    cfg = _yaml(
+        tmp_path / "clip.yaml", model_name="clip", resolution=32, mean=[0.4, 0.5, 0.6], std=[0.2, 0.3, 0.4], num_heads=2
+    )
     det = load_detector(cfg, tmp_path / "det.pth")
     assert det.class_names == ["real", "fake"] and det.meta["vision_config"]["num_hidden_layers"] == 3
     assert (det.family, det.pipeline, det.size) == ("deepfakebench:clip", "deepfakebench", 32)
@@ -83,8 +109,9 @@ def test_deepfakebench_yaml_and_pth(tmp_path, image):
     with torch.no_grad():
         torch.testing.assert_close(det2.model(x[None]), model(x[None]))
     # a non-DeepfakeBench config's `pretrained` path stands in for missing weights
-    det3 = load_detector(_yaml(tmp_path / "c2.yaml", pretrained="det.pth", class_names=["genuine", "forged"],
-                               num_heads=2))
+    det3 = load_detector(
+        _yaml(tmp_path / "c2.yaml", pretrained="det.pth", class_names=["genuine", "forged"], num_heads=2)
+    )
     assert det3.class_names == ["genuine", "forged"]
 
 
@@ -99,9 +126,11 @@ def test_head_count_known_widths_given_or_refused(tmp_path):
     with pytest.raises(CheckpointError, match="num_heads 5 does not divide the hidden size 96"):
         head_count(96, 5)
     # a ViT-H/14-width state dict (meta tensors: no memory) gets 16 heads without being told
-    sd = {"backbone.embeddings.patch_embedding.weight": torch.empty(1280, 3, 14, 14, device="meta"),
-          "backbone.embeddings.position_embedding.weight": torch.empty(257, 1280, device="meta"),
-          "backbone.encoder.layers.0.mlp.fc1.weight": torch.empty(5120, 1280, device="meta")}
+    sd = {
+        "backbone.embeddings.patch_embedding.weight": torch.empty(1280, 3, 14, 14, device="meta"),
+        "backbone.embeddings.position_embedding.weight": torch.empty(257, 1280, device="meta"),
+        "backbone.encoder.layers.0.mlp.fc1.weight": torch.empty(5120, 1280, device="meta"),
+    }
     assert infer_clip_vision_config(sd)["num_attention_heads"] == 16
     # the width-128 detector without a count: one clear error naming both ways to give it
     model = _detector(hidden=128, heads=2)
@@ -150,7 +179,11 @@ def test_zoo_detector_is_a_detector_folder(tmp_path, image):
 
     det = load_detector()  # nothing given: the zoo's face_forgery_detector
     assert (det.source, det.pipeline, det.size, det.class_names) == (
-        "zoo:face_forgery_detector", "zoo", 64, ["real", "fake"])
+        "zoo:face_forgery_detector",
+        "zoo",
+        64,
+        ["real", "fake"],
+    )
     bundle = zoo.load("face_forgery_detector")
     torch.testing.assert_close(det.preprocess(image), bundle.preprocess(image), rtol=0, atol=0)
     x = det.preprocess(image)[None]
@@ -186,10 +219,19 @@ def test_hf_clip_vision_directory_with_head(tmp_path, image):
 def test_hf_vit_classifier_directory_names_its_classes(tmp_path, image):
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-    vit = ViTForImageClassification(ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                              num_attention_heads=2, image_size=32, patch_size=8, num_labels=3,
-                                              id2label={0: "cat", 1: "dog", 2: "owl"},
-                                              label2id={"cat": 0, "dog": 1, "owl": 2})).eval()
+    vit = ViTForImageClassification(
+        ViTConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            num_labels=3,
+            id2label={0: "cat", 1: "dog", 2: "owl"},
+            label2id={"cat": 0, "dog": 1, "owl": 2},
+        )
+    ).eval()
     vit.save_pretrained(tmp_path / "vit")
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
     loaded = load_detector(None, tmp_path / "vit")
@@ -205,8 +247,15 @@ def test_timm_classifier_from_config(tmp_path, image):
     m = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=3, img_size=32, depth=2).eval()
     torch.save(m.state_dict(), tmp_path / "vit.pth")
     kw = {"num_classes": 3, "img_size": 32, "depth": 2}
-    cfg = _yaml(tmp_path / "c.yaml", model_name="timm:vit_tiny_patch16_224", model_kwargs=kw, resolution=32,
-                mean=[0.5] * 3, std=[0.5] * 3, class_names=["a", "b", "c"])
+    cfg = _yaml(
+        tmp_path / "c.yaml",
+        model_name="timm:vit_tiny_patch16_224",
+        model_kwargs=kw,
+        resolution=32,
+        mean=[0.5] * 3,
+        std=[0.5] * 3,
+        class_names=["a", "b", "c"],
+    )
     loaded = load_detector(cfg, tmp_path / "vit.pth")
     x = loaded.preprocess(image)[None]
     assert x.shape == (1, 3, 32, 32) and loaded.class_names == ["a", "b", "c"]

@@ -1,5 +1,6 @@
 """Loaders for real on-disk checkpoints: tiny random-weight models of the real classes, saved in
 their real formats, loaded back with identical outputs; every bad case has its message checked."""
+
 import argparse
 import json
 import os
@@ -15,9 +16,17 @@ from torch import nn
 
 from vizkit.errors import VizkitError
 from vizkit.models import ClipDetector, SimpleViT
-from vizkit.models.loaders import (CheckpointError, infer_clip_vision_config, load_checkpoint,
-                                   load_deepfakebench_clip, load_hf, load_open_clip, load_timm, load_torchvision,
-                                   load_vit_checkpoint)
+from vizkit.models.loaders import (
+    CheckpointError,
+    infer_clip_vision_config,
+    load_checkpoint,
+    load_deepfakebench_clip,
+    load_hf,
+    load_open_clip,
+    load_timm,
+    load_torchvision,
+    load_vit_checkpoint,
+)
 
 torch.set_num_threads(1)
 
@@ -60,6 +69,7 @@ def _qwen_tokenizer(specials):
 
 
 # --------------------------------------------------------------------------- safe reader
+
 
 def test_load_checkpoint_formats_and_wrappers(tmp_path):
     sd = nn.Linear(3, 2).state_dict()
@@ -126,8 +136,17 @@ def test_bad_files(tmp_path):
 
 # --------------------------------------------------------------------------- SimpleViT (seed 001)
 
-VIT_CFG = dict(img_size=32, patch_size=8, in_channels=1, num_classes=10, embed_dim=32, num_heads=2,
-               num_layers=2, mlp_dim=64, dropout=0.1)
+VIT_CFG = dict(
+    img_size=32,
+    patch_size=8,
+    in_channels=1,
+    num_classes=10,
+    embed_dim=32,
+    num_heads=2,
+    num_layers=2,
+    mlp_dim=64,
+    dropout=0.1,
+)
 
 
 def test_vit_checkpoint_round_trips(tmp_path, image):
@@ -137,10 +156,12 @@ def test_vit_checkpoint_round_trips(tmp_path, image):
     save_file(model.state_dict(), str(tmp_path / "vit.safetensors"))
     (tmp_path / "config.json").write_text(json.dumps({**VIT_CFG, "lr": 1e-3}))
     torch.save({"model_state_dict": model.state_dict(), "config": VIT_CFG, "epoch": 5}, tmp_path / "ckpt.pt")
-    for loaded in (load_vit_checkpoint(VIT_CFG, tmp_path / "vit.safetensors"),
-                   load_vit_checkpoint(tmp_path / "config.json", tmp_path / "vit.safetensors"),
-                   load_vit_checkpoint(None, tmp_path / "ckpt.pt"),
-                   load_vit_checkpoint(VIT_CFG, model.state_dict())):
+    for loaded in (
+        load_vit_checkpoint(VIT_CFG, tmp_path / "vit.safetensors"),
+        load_vit_checkpoint(tmp_path / "config.json", tmp_path / "vit.safetensors"),
+        load_vit_checkpoint(None, tmp_path / "ckpt.pt"),
+        load_vit_checkpoint(VIT_CFG, model.state_dict()),
+    ):
         assert not loaded.model.training
         torch.testing.assert_close(loaded.model(x), ref)
         px = loaded.preprocess(image)
@@ -155,8 +176,10 @@ def test_vit_checkpoint_errors(tmp_path):
     model = SimpleViT(VIT_CFG)
     save_file(model.state_dict(), str(tmp_path / "vit.safetensors"))
     with pytest.raises(CheckpointError, match="missing num_heads, num_layers"):
-        load_vit_checkpoint({"img_size": 32, "patch_size": 8, "in_channels": 1, "num_classes": 10, "embed_dim": 32,
-                             "mlp_dim": 64}, tmp_path / "vit.safetensors")
+        load_vit_checkpoint(
+            {"img_size": 32, "patch_size": 8, "in_channels": 1, "num_classes": 10, "embed_dim": 32, "mlp_dim": 64},
+            tmp_path / "vit.safetensors",
+        )
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="bad.json is not valid JSON"):
         load_vit_checkpoint(tmp_path / "bad.json", tmp_path / "vit.safetensors")
@@ -167,8 +190,11 @@ def test_vit_checkpoint_errors(tmp_path):
         load_vit_checkpoint({**VIT_CFG, "num_layers": 3}, tmp_path / "vit.safetensors")
     with pytest.raises(CheckpointError, match=r"12 unexpected key\(s\) \(blocks.1.attn.in_proj_bias"):
         load_vit_checkpoint({**VIT_CFG, "num_layers": 1}, tmp_path / "vit.safetensors")
-    with pytest.raises(CheckpointError, match=r"shape mismatch\(es\) \(pos_embed: checkpoint \(1, 17, 32\) vs model "
-                                              r"\(1, 50, 32\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"shape mismatch\(es\) \(pos_embed: checkpoint \(1, 17, 32\) vs model "
+        r"\(1, 50, 32\)",
+    ):
         load_vit_checkpoint({**VIT_CFG, "img_size": 56}, tmp_path / "vit.safetensors")
     with pytest.raises(CheckpointError, match="carries no 'config' entry"):
         load_vit_checkpoint(None, tmp_path / "vit.safetensors")
@@ -176,12 +202,20 @@ def test_vit_checkpoint_errors(tmp_path):
 
 # --------------------------------------------------------------------------- DeepfakeBench CLIP
 
+
 def _detector(hidden, layers, image, patch, inter=None):
     from transformers import CLIPVisionConfig
 
-    return ClipDetector(CLIPVisionConfig(hidden_size=hidden, intermediate_size=inter or 4 * hidden,
-                                         num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64),
-                                         image_size=image, patch_size=patch)).eval()
+    return ClipDetector(
+        CLIPVisionConfig(
+            hidden_size=hidden,
+            intermediate_size=inter or 4 * hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=max(1, hidden // 64),
+            image_size=image,
+            patch_size=patch,
+        )
+    ).eval()
 
 
 def _dfb_layout(sd):
@@ -191,8 +225,10 @@ def _dfb_layout(sd):
 
 def _nested_layout(sd):
     """CLIPVisionModel keys as transformers 4.x writes them: backbone.vision_model.*"""
-    return {(k.replace("backbone.", "backbone.vision_model.", 1) if k.startswith("backbone.") else k): v
-            for k, v in _dfb_layout(sd).items()}
+    return {
+        (k.replace("backbone.", "backbone.vision_model.", 1) if k.startswith("backbone.") else k): v
+        for k, v in _dfb_layout(sd).items()
+    }
 
 
 def test_deepfakebench_round_trips_all_layouts(tmp_path, image):
@@ -212,9 +248,15 @@ def test_deepfakebench_round_trips_all_layouts(tmp_path, image):
     for name, obj in layouts.items():
         torch.save(obj, tmp_path / name)
         loaded = load_deepfakebench_clip(tmp_path / name, num_heads=2)  # width 128: no CLIP tower, so say it
-        assert loaded.meta["config"] == {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2,
-                                         "num_attention_heads": 2, "num_channels": 3, "patch_size": 8,
-                                         "image_size": 32}, name
+        assert loaded.meta["config"] == {
+            "hidden_size": 128,
+            "intermediate_size": 512,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_channels": 3,
+            "patch_size": 8,
+            "image_size": 32,
+        }, name
         with torch.no_grad():
             torch.testing.assert_close(loaded.model(x), ref)
         assert loaded.preprocess(image).shape == (3, 32, 32)
@@ -226,27 +268,49 @@ def test_deepfakebench_real_widths_one_layer(tmp_path, hidden, patch, heads):
     model = _detector(hidden, 1, 224, patch)
     torch.save(_dfb_layout(model.state_dict()), tmp_path / "det.pth")
     loaded = load_deepfakebench_clip(tmp_path / "det.pth")
-    assert loaded.meta["config"] == {"hidden_size": hidden, "intermediate_size": 4 * hidden, "num_hidden_layers": 1,
-                                     "num_attention_heads": heads, "num_channels": 3, "patch_size": patch,
-                                     "image_size": 224}
+    assert loaded.meta["config"] == {
+        "hidden_size": hidden,
+        "intermediate_size": 4 * hidden,
+        "num_hidden_layers": 1,
+        "num_attention_heads": heads,
+        "num_channels": 3,
+        "patch_size": patch,
+        "image_size": 224,
+    }
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(loaded.model(x), model(x))
 
 
-@pytest.mark.parametrize("name, hidden, layers, heads, patch, inter", [
-    ("ViT-B/16", 768, 12, 12, 16, 3072), ("ViT-L/14", 1024, 24, 16, 14, 4096)])
+@pytest.mark.parametrize(
+    "name, hidden, layers, heads, patch, inter",
+    [("ViT-B/16", 768, 12, 12, 16, 3072), ("ViT-L/14", 1024, 24, 16, 14, 4096)],
+)
 def test_infer_full_size_configs_on_meta_tensors(name, hidden, layers, heads, patch, inter):
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     with torch.device("meta"):
-        backbone = CLIPVisionModel(CLIPVisionConfig(hidden_size=hidden, intermediate_size=inter,
-                                                    num_hidden_layers=layers, num_attention_heads=heads,
-                                                    image_size=224, patch_size=patch))
+        backbone = CLIPVisionModel(
+            CLIPVisionConfig(
+                hidden_size=hidden,
+                intermediate_size=inter,
+                num_hidden_layers=layers,
+                num_attention_heads=heads,
+                image_size=224,
+                patch_size=patch,
+            )
+        )
     sd = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
     sd.update({"head.weight": torch.empty(2, hidden, device="meta"), "head.bias": torch.empty(2, device="meta")})
-    want = {"hidden_size": hidden, "intermediate_size": inter, "num_hidden_layers": layers,
-            "num_attention_heads": heads, "num_channels": 3, "patch_size": patch, "image_size": 224}
+    want = {
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_channels": 3,
+        "patch_size": patch,
+        "image_size": 224,
+    }
     assert infer_clip_vision_config(_dfb_layout(sd)) == want, name
     assert infer_clip_vision_config(_nested_layout(sd)) == want, name
 
@@ -257,15 +321,21 @@ def test_deepfakebench_errors(tmp_path):
     with pytest.raises(CheckpointError, match=r"head.weight of shape \(2, 64\) .*found head.weight of shape \(5, 64\)"):
         load_deepfakebench_clip(tmp_path / "h.pth", num_heads=1)
     torch.save(nn.Linear(2, 2).state_dict(), tmp_path / "lin.pth")
-    with pytest.raises(CheckpointError, match="lin.pth is not a DeepfakeBench CLIP detector: expected keys "
-                                              "'backbone.embeddings.patch_embedding.weight'"):
+    with pytest.raises(
+        CheckpointError,
+        match="lin.pth is not a DeepfakeBench CLIP detector: expected keys "
+        "'backbone.embeddings.patch_embedding.weight'",
+    ):
         load_deepfakebench_clip(tmp_path / "lin.pth")
     bad = _dfb_layout(sd)
     bad.pop("backbone.post_layernorm.weight")
     bad["backbone.extra"] = torch.zeros(1)
     torch.save(bad, tmp_path / "bad.pth")
-    with pytest.raises(CheckpointError, match=r"1 missing key\(s\) \(backbone.(vision_model.)?post_layernorm.weight\); "
-                                              r"1 unexpected key\(s\) \(backbone.(vision_model.)?extra\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"1 missing key\(s\) \(backbone.(vision_model.)?post_layernorm.weight\); "
+        r"1 unexpected key\(s\) \(backbone.(vision_model.)?extra\)",
+    ):
         load_deepfakebench_clip(tmp_path / "bad.pth", num_heads=1)
     with pytest.raises(CheckpointError, match="DeepfakeBench checkpoint not found"):
         load_deepfakebench_clip(tmp_path / "missing.pth")
@@ -306,8 +376,11 @@ def test_torchvision_round_trip_and_errors(tmp_path, image):
     x = torch.randn(1, 3, 32, 32)
     torch.testing.assert_close(loaded.model(x), model(x))
     assert loaded.preprocess(image).shape == (3, 224, 224)
-    with pytest.raises(CheckpointError, match=r"2 shape mismatch\(es\) \(fc.weight: checkpoint \(3, 512\) vs model "
-                                              r"\(1000, 512\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"2 shape mismatch\(es\) \(fc.weight: checkpoint \(3, 512\) vs model "
+        r"\(1000, 512\)",
+    ):
         load_torchvision("resnet18", tmp_path / "r18.pth")
     with pytest.raises(CheckpointError, match="unknown torchvision model 'resnet19'; close names: resnet18"):
         load_torchvision("resnet19", tmp_path / "r18.pth")
@@ -317,13 +390,22 @@ def test_torchvision_round_trip_and_errors(tmp_path, image):
 
 # --------------------------------------------------------------------------- open_clip
 
+
 def _register_open_clip(tmp_path, name, text_extra=None):
     import open_clip
 
-    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8,
-                                           "head_width": 16},
-           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2,
-                        **(text_extra or {})}}
+    cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {
+            "context_length": 16,
+            "vocab_size": 49408,
+            "width": 32,
+            "heads": 2,
+            "layers": 2,
+            **(text_extra or {}),
+        },
+    }
     (tmp_path / f"{name}.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(tmp_path / f"{name}.json")
     return cfg
@@ -345,9 +427,11 @@ def test_open_clip_round_trip(tmp_path, image):
     local.mkdir()
     (local / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
     torch.save(model.state_dict(), local / "open_clip_pytorch_model.bin")
-    for loaded in (load_open_clip("vizkit-test-tiny-clip", tmp_path / "clip.safetensors"),
-                   load_open_clip("vizkit-test-tiny-clip", str(local)),
-                   load_open_clip(f"local-dir:{local}")):
+    for loaded in (
+        load_open_clip("vizkit-test-tiny-clip", tmp_path / "clip.safetensors"),
+        load_open_clip("vizkit-test-tiny-clip", str(local)),
+        load_open_clip(f"local-dir:{local}"),
+    ):
         toks = loaded.tokenizer(["a photo of a dog", "a cat"])
         torch.testing.assert_close(toks, tokens)
         with torch.no_grad():
@@ -363,8 +447,15 @@ def test_open_clip_pretrained_tag(tmp_path, empty_hf_cache, monkeypatch, image):
     from open_clip.transformer import QuickGELU
 
     _register_open_clip(tmp_path, "vizkit-test-tiny-clip4")
-    tag = {"url": "", "hf_hub": "vizkit-test/tiny-openclip/", "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25),
-           "interpolation": "bicubic", "resize_mode": "shortest", "quick_gelu": True}
+    tag = {
+        "url": "",
+        "hf_hub": "vizkit-test/tiny-openclip/",
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.25, 0.25, 0.25),
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+        "quick_gelu": True,
+    }
     monkeypatch.setitem(open_clip.pretrained._PRETRAINED, "vizkit-test-tiny-clip4", {"mytag": tag})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -372,14 +463,18 @@ def test_open_clip_pretrained_tag(tmp_path, empty_hf_cache, monkeypatch, image):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         ref = model.encode_image(x)
-    with pytest.raises(CheckpointError, match="'mytag' is an open_clip pretrained tag .*hf download "
-                                              "vizkit-test/tiny-openclip --local-dir DIR"):
+    with pytest.raises(
+        CheckpointError,
+        match="'mytag' is an open_clip pretrained tag .*hf download vizkit-test/tiny-openclip --local-dir DIR",
+    ):
         load_open_clip("vizkit-test-tiny-clip4", "mytag")
     snap = _snapshot_dir(empty_hf_cache, "vizkit-test/tiny-openclip")
     snap.mkdir()
     save_file(model.state_dict(), str(snap / "open_clip_model.safetensors"))
-    for loaded in (load_open_clip("vizkit-test-tiny-clip4", "mytag"),
-                   load_open_clip("vizkit-test-tiny-clip4", snap / "open_clip_model.safetensors", tag="MyTag")):
+    for loaded in (
+        load_open_clip("vizkit-test-tiny-clip4", "mytag"),
+        load_open_clip("vizkit-test-tiny-clip4", snap / "open_clip_model.safetensors", tag="MyTag"),
+    ):
         assert any(isinstance(m, QuickGELU) for m in loaded.model.modules())
         assert loaded.meta["preprocess_cfg"]["std"] == (0.25, 0.25, 0.25)
         with torch.no_grad():
@@ -399,13 +494,19 @@ def test_open_clip_errors(tmp_path, empty_hf_cache):
     sd = model.state_dict()
     sd.pop("visual.proj")
     save_file(sd, str(tmp_path / "short.safetensors"))
-    with pytest.raises(CheckpointError, match=r"do not fit open_clip 'vizkit-test-tiny-clip2': 1 missing key\(s\) "
-                                              r"\(visual.proj\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"do not fit open_clip 'vizkit-test-tiny-clip2': 1 missing key\(s\) "
+        r"\(visual.proj\)",
+    ):
         load_open_clip("vizkit-test-tiny-clip2", tmp_path / "short.safetensors")
     t0 = time.perf_counter()
-    with pytest.raises(CheckpointError, match="'laion2b_s34b_b79k' is an open_clip pretrained tag of 'ViT-B-32'.*"
-                                              "loads weights from local files only.*hf download "
-                                              "laion/CLIP-ViT-B-32-laion2B-s34B-b79K --local-dir DIR"):
+    with pytest.raises(
+        CheckpointError,
+        match="'laion2b_s34b_b79k' is an open_clip pretrained tag of 'ViT-B-32'.*"
+        "loads weights from local files only.*hf download "
+        "laion/CLIP-ViT-B-32-laion2B-s34B-b79K --local-dir DIR",
+    ):
         load_open_clip("ViT-B-32", "laion2b_s34b_b79k")
     with pytest.raises(CheckpointError, match="names a hub repo; vizkit loads from disk only.*local-dir:DIR"):
         load_open_clip("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
@@ -427,8 +528,11 @@ def test_open_clip_hf_tokenizer_needs_local_files(tmp_path, empty_hf_cache):
         model = open_clip.create_model("vizkit-test-tiny-clip3", pretrained=None)
     save_file(model.state_dict(), str(tmp_path / "c.safetensors"))
     t0 = time.perf_counter()
-    with pytest.raises(CheckpointError, match="tokenizer of open_clip 'vizkit-test-tiny-clip3' is a Hugging Face "
-                                              "tokenizer that is not on disk.*tokenizer=<local directory"):
+    with pytest.raises(
+        CheckpointError,
+        match="tokenizer of open_clip 'vizkit-test-tiny-clip3' is a Hugging Face "
+        "tokenizer that is not on disk.*tokenizer=<local directory",
+    ):
         load_open_clip("vizkit-test-tiny-clip3", tmp_path / "c.safetensors")
     assert time.perf_counter() - t0 < 5
     assert load_open_clip("vizkit-test-tiny-clip3", tmp_path / "c.safetensors", tokenizer=False).tokenizer is None
@@ -439,6 +543,7 @@ def test_open_clip_hf_tokenizer_needs_local_files(tmp_path, empty_hf_cache):
 
 # --------------------------------------------------------------------------- Hugging Face
 
+
 def _clip_dir(path, with_processor=True):
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
@@ -447,16 +552,34 @@ def _clip_dir(path, with_processor=True):
     for s in ("<|startoftext|>", "<|endoftext|>"):
         vocab[s] = len(vocab)
     tok = CLIPTokenizer(vocab=vocab, merges=[])
-    cfg = CLIPConfig(text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                      num_attention_heads=2, max_position_embeddings=16,
-                                      bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
-                                      pad_token_id=vocab["<|endoftext|>"]),
-                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=2, image_size=32, patch_size=8), projection_dim=16)
+    cfg = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=vocab["<|endoftext|>"],
+            pad_token_id=vocab["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
     model = CLIPModel(cfg).eval()
     model.save_pretrained(path)
-    proc = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
-                                                            crop_size={"height": 32, "width": 32}), tokenizer=tok)
+    proc = CLIPProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tok,
+    )
     if with_processor:
         proc.save_pretrained(path)
     return model, proc
@@ -478,8 +601,10 @@ def test_hf_clip_round_trip_and_hub_cache(tmp_path, image, empty_hf_cache):
     vision = load_hf(tmp_path / "clip", architecture="CLIPVisionModel")
     assert vision.meta["unexpected_keys"]
     with torch.no_grad():
-        torch.testing.assert_close(vision.model(pixel_values=inp["pixel_values"]).pooler_output,
-                                   model.vision_model(pixel_values=inp["pixel_values"]).pooler_output)
+        torch.testing.assert_close(
+            vision.model(pixel_values=inp["pixel_values"]).pooler_output,
+            model.vision_model(pixel_values=inp["pixel_values"]).pooler_output,
+        )
     # a hub name that is already in the local HF cache (no network involved)
     (tmp_path / "clip").rename(_snapshot_dir(empty_hf_cache, "vizkit-test/tiny-clip"))
     cached = load_hf("vizkit-test/tiny-clip")
@@ -489,11 +614,18 @@ def test_hf_clip_round_trip_and_hub_cache(tmp_path, image, empty_hf_cache):
 
 
 def test_hf_vision_models_without_and_with_processor(tmp_path, image):
-    from transformers import CLIPVisionConfig, CLIPVisionModel, ViTConfig, ViTForImageClassification, \
-        ViTImageProcessor
+    from transformers import CLIPVisionConfig, CLIPVisionModel, ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-    vis = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                           num_attention_heads=2, image_size=32, patch_size=8)).eval()
+    vis = CLIPVisionModel(
+        CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        )
+    ).eval()
     vis.save_pretrained(tmp_path / "vis")
     with pytest.warns(UserWarning, match="has no image processor"):
         loaded = load_hf(tmp_path / "vis")
@@ -504,9 +636,17 @@ def test_hf_vision_models_without_and_with_processor(tmp_path, image):
     with pytest.raises(CheckpointError, match="vis has no image processor.*save_pretrained"):
         loaded.preprocess(image)
 
-    vit = ViTForImageClassification(ViTConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                              num_attention_heads=2, image_size=32, patch_size=8,
-                                              num_labels=4)).eval()
+    vit = ViTForImageClassification(
+        ViTConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            num_labels=4,
+        )
+    ).eval()
     vit.save_pretrained(tmp_path / "vit")
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
     loaded = load_hf(tmp_path / "vit")
@@ -521,17 +661,35 @@ def test_hf_llava_round_trip(tmp_path, image):
 
     tok = _qwen_tokenizer(["<image>"])
     cfg = LlavaConfig(
-        vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=2, image_size=32, patch_size=8),
-        text_config=dict(model_type="llama", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                         max_position_embeddings=128),
-        image_token_id=tok.convert_tokens_to_ids("<image>"))
+        vision_config=dict(
+            model_type="clip_vision_model",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        text_config=dict(
+            model_type="llama",
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=128,
+        ),
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+    )
     model = LlavaForConditionalGeneration(cfg).eval()
-    proc = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
-                                                             crop_size={"height": 32, "width": 32}),
-                          tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
-                          num_additional_image_tokens=1)
+    proc = LlavaProcessor(
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tok,
+        patch_size=8,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
     model.save_pretrained(tmp_path / "llava")
     proc.save_pretrained(tmp_path / "llava")
     loaded = load_hf(tmp_path / "llava")
@@ -548,22 +706,38 @@ def _qwen_dir(path, version):
     specials = ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
     tok = _qwen_tokenizer(specials)
     ids = {s: tok.convert_tokens_to_ids(s) for s in specials}
-    text = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-                rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0})
+    text = dict(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
+    )
     vision = dict(depth=2, hidden_size=32, num_heads=2, patch_size=8, spatial_merge_size=2, temporal_patch_size=2)
-    vision.update(dict(embed_dim=32, mlp_ratio=2) if version == 2 else
-                  dict(intermediate_size=64, out_hidden_size=32, window_size=16, fullatt_block_indexes=[1]))
+    vision.update(
+        dict(embed_dim=32, mlp_ratio=2)
+        if version == 2
+        else dict(intermediate_size=64, out_hidden_size=32, window_size=16, fullatt_block_indexes=[1])
+    )
     prefix = "Qwen2VL" if version == 2 else "Qwen2_5_VL"
     cfg = getattr(transformers, f"{prefix}Config")(
-        text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"])
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
     model = getattr(transformers, f"{prefix}ForConditionalGeneration")(cfg).eval()
     pix = dict(patch_size=8, merge_size=2, temporal_patch_size=2, min_pixels=32 * 32, max_pixels=32 * 32)
     proc = getattr(transformers, f"{prefix}Processor")(
-        image_processor=transformers.Qwen2VLImageProcessor(**pix), tokenizer=tok,
-        video_processor=transformers.Qwen2VLVideoProcessor(**pix))
+        image_processor=transformers.Qwen2VLImageProcessor(**pix),
+        tokenizer=tok,
+        video_processor=transformers.Qwen2VLVideoProcessor(**pix),
+    )
     model.save_pretrained(path)
     proc.save_pretrained(path)
     return model
@@ -573,8 +747,9 @@ def _qwen_dir(path, version):
 def test_hf_qwen_vl_round_trip(tmp_path, image, version):
     model = _qwen_dir(tmp_path / "qwen", version)
     loaded = load_hf(tmp_path / "qwen")
-    assert loaded.meta["architecture"] == ("Qwen2VLForConditionalGeneration" if version == 2
-                                           else "Qwen2_5_VLForConditionalGeneration")
+    assert loaded.meta["architecture"] == (
+        "Qwen2VLForConditionalGeneration" if version == 2 else "Qwen2_5_VLForConditionalGeneration"
+    )
     prompt = "<|vision_start|><|image_pad|><|vision_end|>what is it"
     inp = loaded.processor(images=[image], text=[prompt], return_tensors="pt")
     with torch.no_grad():
@@ -582,15 +757,19 @@ def test_hf_qwen_vl_round_trip(tmp_path, image, version):
     px = loaded.preprocess(image)
     assert px.shape == (3, 32, 32)
     ip = loaded.processor.image_processor
-    want = (torch.tensor(image).permute(2, 0, 1) / 255 - torch.tensor(ip.image_mean)[:, None, None]) \
-        / torch.tensor(ip.image_std)[:, None, None]
+    want = (torch.tensor(image).permute(2, 0, 1) / 255 - torch.tensor(ip.image_mean)[:, None, None]) / torch.tensor(
+        ip.image_std
+    )[:, None, None]
     torch.testing.assert_close(px, want.float(), atol=1e-4, rtol=0)
 
 
 def test_hf_errors(tmp_path, empty_hf_cache):
     t0 = time.perf_counter()
-    with pytest.raises(CheckpointError, match="no local directory 'openai/clip-vit-base-patch32'.*disk only.*"
-                                              "hf download openai/clip-vit-base-patch32 --local-dir DIR"):
+    with pytest.raises(
+        CheckpointError,
+        match="no local directory 'openai/clip-vit-base-patch32'.*disk only.*"
+        "hf download openai/clip-vit-base-patch32 --local-dir DIR",
+    ):
         load_hf("openai/clip-vit-base-patch32")
     assert time.perf_counter() - t0 < 5
     with pytest.raises(CheckpointError, match="directory not found: .*nowhere does not exist"):
@@ -598,8 +777,11 @@ def test_hf_errors(tmp_path, empty_hf_cache):
     d = tmp_path / "d"
     d.mkdir()
     (d / "weights.bin").write_bytes(b"x")
-    with pytest.raises(CheckpointError, match=r"d is not a Hugging Face model directory: no config.json \(found "
-                                              r"weights.bin\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"d is not a Hugging Face model directory: no config.json \(found "
+        r"weights.bin\)",
+    ):
         load_hf(d)
     (d / "config.json").write_text("not json")
     with pytest.raises(CheckpointError, match="config.json is not valid JSON"):
@@ -610,8 +792,9 @@ def test_hf_errors(tmp_path, empty_hf_cache):
     (d / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
     with pytest.raises(CheckpointError, match="architecture 'BertModel' is not supported; load_hf handles CLIPModel"):
         load_hf(d)
-    (d / "config.json").write_text(json.dumps({"model_type": "custom", "architectures": ["MyNet"],
-                                               "auto_map": {"AutoModel": "modeling.MyNet"}}))
+    (d / "config.json").write_text(
+        json.dumps({"model_type": "custom", "architectures": ["MyNet"], "auto_map": {"AutoModel": "modeling.MyNet"}})
+    )
     with pytest.raises(CheckpointError, match="never sets trust_remote_code"):
         load_hf(d)
     with pytest.raises(CheckpointError, match="trust_remote_code=True refused"):
@@ -625,7 +808,10 @@ def test_hf_errors(tmp_path, empty_hf_cache):
     sd.pop("vision_model.post_layernorm.weight")
     sd["vision_model.pre_layrnorm.bias"] = torch.zeros(7)
     save_file(sd, str(tmp_path / "clip2" / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(CheckpointError, match=r"do not fit CLIPModel built from its config.json: 1 missing key\(s\) "
-                                              r"\(vision_model.post_layernorm.weight\); 1 shape mismatch\(es\) "
-                                              r"\(vision_model.pre_layrnorm.bias: checkpoint \(7,\) vs model \(32,\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"do not fit CLIPModel built from its config.json: 1 missing key\(s\) "
+        r"\(vision_model.post_layernorm.weight\); 1 shape mismatch\(es\) "
+        r"\(vision_model.pre_layrnorm.bias: checkpoint \(7,\) vs model \(32,\)",
+    ):
         load_hf(tmp_path / "clip2")

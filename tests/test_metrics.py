@@ -255,18 +255,18 @@ def test_randomization_sanity_check_errors():
 def test_top_region_iou_by_hand():
     from vizkit.metrics import top_region_iou
 
-    a = torch.arange(10.0).reshape(1, 2, 5)          # top 20 % = the 2 largest: pixels 8, 9
-    b = torch.tensor([[[0., 0, 0, 0, 0], [0, 0, 5, 9, 8]]])  # top 2: pixels 8 (9) and 9 (8)
-    c = torch.tensor([[[9., 8, 0, 0, 0], [0, 0, 0, 0, 0]]])  # top 2: pixels 0, 1 (ties at 0 are below)
+    a = torch.arange(10.0).reshape(1, 2, 5)  # top 20 % = the 2 largest: pixels 8, 9
+    b = torch.tensor([[[0.0, 0, 0, 0, 0], [0, 0, 5, 9, 8]]])  # top 2: pixels 8 (9) and 9 (8)
+    c = torch.tensor([[[9.0, 8, 0, 0, 0], [0, 0, 0, 0, 0]]])  # top 2: pixels 0, 1 (ties at 0 are below)
     assert top_region_iou(a, b).tolist() == [1.0]
     assert top_region_iou(a, c).tolist() == [0.0]
-    d = torch.tensor([[[0., 0, 0, 0, 0], [0, 0, 0, 1, 9]]])  # top 2: pixels 8, 9 -> with a: 2 / 2
-    e = torch.tensor([[[0., 0, 0, 0, 0], [0, 0, 7, 9, 0]]])  # top 2: pixels 7, 8 -> with a: 1 / 3
+    d = torch.tensor([[[0.0, 0, 0, 0, 0], [0, 0, 0, 1, 9]]])  # top 2: pixels 8, 9 -> with a: 2 / 2
+    e = torch.tensor([[[0.0, 0, 0, 0, 0], [0, 0, 7, 9, 0]]])  # top 2: pixels 7, 8 -> with a: 1 / 3
     assert top_region_iou(a, e).tolist() == pytest.approx([1 / 3])
     assert top_region_iou(torch.cat([a, a]), torch.cat([d, e])).tolist() == pytest.approx([1.0, 1 / 3])
     # a map that is 0 outside a small blob: its top region is the blob, not the zero plateau
     blob1, blob2 = torch.zeros(1, 6, 6), torch.zeros(1, 6, 6)
-    blob1[0, :2, :2], blob2[0, 1:3, 1:3] = 1.0, 1.0   # 4 pixels each, 1 shared
+    blob1[0, :2, :2], blob2[0, 1:3, 1:3] = 1.0, 1.0  # 4 pixels each, 1 shared
     assert top_region_iou(blob1, blob2).tolist() == pytest.approx([1 / 7])
     assert top_region_iou(torch.ones(1, 3, 3), torch.ones(1, 3, 3)).tolist() == [1.0]
     with pytest.raises(ValueError, match="one shape"):

@@ -2,6 +2,7 @@
 ``notebooks/NN_<stem>.py`` (percent format, the cells as text), paired by ``notebooks/jupytext.toml``, and the
 two are in sync: the cells jupytext reads from the ``.py`` (type, source, tags) are the ``.ipynb``'s. After an
 edit of either, ``make sync-notebooks`` brings the other up to date."""
+
 from __future__ import annotations
 
 import difflib
@@ -31,8 +32,10 @@ def pair_differences(ipynb: Path, py: Path) -> list[str]:
         out.append(f"{py.name} has {len(right)} cells, {ipynb.name} {len(left)}")
     for i, (a, b) in enumerate(zip(left, right)):
         if a[0] != b[0] or a[2] != b[2]:
-            out.append(f"cell {i}: {ipynb.name} has a {a[0]} cell tagged {list(a[2])}, {py.name} a {b[0]} cell "
-                       f"tagged {list(b[2])}")
+            out.append(
+                f"cell {i}: {ipynb.name} has a {a[0]} cell tagged {list(a[2])}, {py.name} a {b[0]} cell "
+                f"tagged {list(b[2])}"
+            )
         if a[1] != b[1]:
             diff = difflib.unified_diff(a[1].splitlines(), b[1].splitlines(), ipynb.name, py.name, lineterm="", n=0)
             out.append(f"cell {i} source:\n" + "\n".join(diff))
@@ -40,9 +43,19 @@ def pair_differences(ipynb: Path, py: Path) -> list[str]:
 
 
 def test_every_notebook_has_its_percent_pair() -> None:
-    assert [p.name for p in IPYNBS] == [f"0{n}_{s}.ipynb" for n, s in enumerate(
-        ("clip_detector_attention", "vit_mnist_attention", "detector_gradcam_eval", "clip_text_gradcam",
-         "vlm_attention_video"), start=1)]
+    assert [p.name for p in IPYNBS] == [
+        f"0{n}_{s}.ipynb"
+        for n, s in enumerate(
+            (
+                "clip_detector_attention",
+                "vit_mnist_attention",
+                "detector_gradcam_eval",
+                "clip_text_gradcam",
+                "vlm_attention_video",
+            ),
+            start=1,
+        )
+    ]
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.py")) == [p.stem for p in IPYNBS]  # no orphan script either
     for ipynb in IPYNBS:
         assert load_jupytext_config(str(ipynb)).default_formats(str(ipynb)) == "ipynb,py:percent", ipynb.name
@@ -72,8 +85,10 @@ def test_a_one_line_edit_of_the_script_is_caught(tmp_path: Path) -> None:
     assert pair_differences(ipynb, ipynb.with_suffix(".py")) == []
     at = lines.index("num_samples: int = 8  # how many test digits to analyse\n")
     edited = tmp_path / ipynb.with_suffix(".py").name
-    edited.write_text("".join([*lines[:at], "num_samples: int = 9  # how many test digits to analyse\n",
-                               *lines[at + 1:]]), encoding="utf-8")
+    edited.write_text(
+        "".join([*lines[:at], "num_samples: int = 9  # how many test digits to analyse\n", *lines[at + 1 :]]),
+        encoding="utf-8",
+    )
     problems = pair_differences(ipynb, edited)
     assert len(problems) == 1 and problems[0].startswith("cell 2 source:")
     assert "-num_samples: int = 8" in problems[0] and "+num_samples: int = 9" in problems[0]

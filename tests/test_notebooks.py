@@ -1,4 +1,5 @@
 """The scenario notebooks run headless through papermill with non-default parameters."""
+
 from pathlib import Path
 
 import nbformat
@@ -10,19 +11,40 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 def run(name: str, tmp_path: Path, **parameters) -> nbformat.NotebookNode:
     out = tmp_path / f"{name}.out.ipynb"
-    pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), kernel_name="python3", cwd=str(NOTEBOOKS),
-                        parameters=parameters, progress_bar=False)
+    pm.execute_notebook(
+        str(NOTEBOOKS / f"{name}.ipynb"),
+        str(out),
+        kernel_name="python3",
+        cwd=str(NOTEBOOKS),
+        parameters=parameters,
+        progress_bar=False,
+    )
     return nbformat.read(out, as_version=4)
 
 
 def test_02_with_non_default_parameters(tmp_path):
     before = sorted(p.name for p in NOTEBOOKS.iterdir())
     run_dir = tmp_path / "run"
-    nb = run("02_vit_mnist_attention", tmp_path, num_samples=3, layers="0,3,5", heads="0,2", head_layer=1,
-             head_fusion="max", interactive=False, output_dir=str(run_dir))
+    nb = run(
+        "02_vit_mnist_attention",
+        tmp_path,
+        num_samples=3,
+        layers="0,3,5",
+        heads="0,2",
+        head_layer=1,
+        head_fusion="max",
+        interactive=False,
+        output_dir=str(run_dir),
+    )
     names = sorted(p.name for p in run_dir.iterdir())
-    expected = sorted([f"{kind}_sample_{i}.png" for kind in ("attention_pattern", "attention_heads", "layer_comparison")
-                       for i in range(3)] + ["attention_statistics.png", "attention_analysis_report.md"])
+    expected = sorted(
+        [
+            f"{kind}_sample_{i}.png"
+            for kind in ("attention_pattern", "attention_heads", "layer_comparison")
+            for i in range(3)
+        ]
+        + ["attention_statistics.png", "attention_analysis_report.md"]
+    )
     assert names == expected
     report = (run_dir / "attention_analysis_report.md").read_text()
     assert "| num_samples | 3 |" in report and "| layers | '0,3,5' |" in report and "| head_fusion | 'max' |" in report
@@ -38,6 +60,8 @@ def test_02_with_non_default_parameters(tmp_path):
 
 
 def test_02_rejects_an_unknown_parameter_before_any_work(tmp_path):
-    with pytest.raises(pm.PapermillExecutionError, match=r"unknown parameter 'num_sample' \(did you mean num_samples\?\)"):
+    with pytest.raises(
+        pm.PapermillExecutionError, match=r"unknown parameter 'num_sample' \(did you mean num_samples\?\)"
+    ):
         run("02_vit_mnist_attention", tmp_path, num_sample=3, output_dir=str(tmp_path / "run"))
     assert not (tmp_path / "run").exists()

@@ -80,8 +80,7 @@ def test_to_numpy_image_rejects_bad_shape():
 
 
 def test_normalize_map():
-    np.testing.assert_allclose(render.normalize_map(np.array([[1.0, 3.0], [2.0, 5.0]])),
-                               [[0.0, 0.5], [0.25, 1.0]])
+    np.testing.assert_allclose(render.normalize_map(np.array([[1.0, 3.0], [2.0, 5.0]])), [[0.0, 0.5], [0.25, 1.0]])
     const = render.normalize_map(np.full((3, 2), 7.0))
     assert const.shape == (3, 2) and (const == 0).all()
     assert render.normalize_map(torch.tensor([2.0, 4.0], requires_grad=True)).tolist() == [0, 1]

@@ -1,10 +1,11 @@
 """Rollout and gradient-weighted attention against hand-computed cases and a full-backward reference."""
+
 import pytest
 import torch
+from models import timm_vit
 
 import vizkit
 from vizkit import attention_math as am
-from models import timm_vit
 
 # one head, N = 3 tokens: CLS + a 1x2 patch grid; rows sum to 1
 A1 = torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.6, 0.2], [0.1, 0.3, 0.6]])
@@ -95,6 +96,7 @@ def chefer_reference(model, x, classes):
         def hook(module, inputs, output, i=i):
             attns[i] = output
             output.register_hook(lambda g, i=i: grads.__setitem__(i, g))
+
         handles.append(blk.attn.attn_drop.register_forward_hook(hook))
     try:
         logits = model(x)
@@ -123,7 +125,7 @@ def test_gradient_attention_equals_full_backward_reference():
     # compare before normalisation: rebuild the raw map from the same pipeline
     raw = vizkit.gradient_attention(model, x, [1, 3])
     expected = ref.clamp(min=0)
-    expected = (expected - expected.flatten(1).min(1).values[:, None, None])
+    expected = expected - expected.flatten(1).min(1).values[:, None, None]
     expected = expected / (expected.flatten(1).max(1).values[:, None, None] + 1e-7)
     up = torch.nn.functional.interpolate(expected[:, None], size=(32, 32), mode="bilinear", align_corners=False)[:, 0]
     torch.testing.assert_close(raw.heatmap, up, atol=1e-5, rtol=0)

@@ -7,17 +7,18 @@ Llama causal LM, LLaVA and Qwen2-VL from the scenario's ``save_random_vlm``; 4 q
 over 2 key/value heads, so grouped-query attention is always exercised); generation under the
 default sdpa must be bit-identical with and without the capture.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers as T
+from models import all_hooks
 from torch import nn
 from torch.overrides import _get_current_function_mode_stack
 
-import transformers as T
-from models import all_hooks
 from vizkit.errors import CaptureError, ParameterError
 from vizkit.hooks import RowAttentionCapture
 
@@ -29,27 +30,47 @@ NEW = 6  # generated tokens: one prefill call + NEW - 1 decoding calls
 # ----------------------------------------------------------------------------- models
 def tiny_llama() -> nn.Module:
     torch.manual_seed(0)
-    cfg = T.LlamaConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, bos_token_id=1,
-                        eos_token_id=2, pad_token_id=0)
+    cfg = T.LlamaConfig(
+        vocab_size=100,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     return T.LlamaForCausalLM(cfg).eval()
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """name -> (model, inputs of a batch of one)."""
+    import vlm_folders as VF
     from PIL import Image
 
-    import vlm_folders as VF
-
-    out = {"llama": (tiny_llama(), {"input_ids": torch.randint(3, 100, (1, 9), generator=torch.Generator().manual_seed(1)),
-                                    "attention_mask": torch.ones(1, 9, dtype=torch.long)})}
+    out = {
+        "llama": (
+            tiny_llama(),
+            {
+                "input_ids": torch.randint(3, 100, (1, 9), generator=torch.Generator().manual_seed(1)),
+                "attention_mask": torch.ones(1, 9, dtype=torch.long),
+            },
+        )
+    }
     root = tmp_path_factory.mktemp("row_capture_vlms")
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (56, 84, 3), dtype=np.uint8))
     for arch, cls, tag, save in (
-            ("llava", T.LlavaForConditionalGeneration, "<image>\n", VF.save_random_llava),
-            ("qwen2_vl", T.Qwen2VLForConditionalGeneration, "<|vision_start|><|image_pad|><|vision_end|>",
-             VF.save_random_qwen2_vl)):
+        ("llava", T.LlavaForConditionalGeneration, "<image>\n", VF.save_random_llava),
+        (
+            "qwen2_vl",
+            T.Qwen2VLForConditionalGeneration,
+            "<|vision_start|><|image_pad|><|vision_end|>",
+            VF.save_random_qwen2_vl,
+        ),
+    ):
         folder = save(root / arch, layers=3)
         model = cls.from_pretrained(folder, dtype=torch.float32, local_files_only=True).eval()
         proc = T.AutoProcessor.from_pretrained(folder, local_files_only=True)
@@ -69,8 +90,12 @@ def blocks(model: nn.Module, layers) -> list[tuple[str, nn.Module]]:
 
 def vizkit_hooks(model: nn.Module) -> int:
     """Hooks of vizkit's left on any module (HF installs output-recording hooks of its own on first use)."""
-    return sum(getattr(h, "__module__", "").startswith("vizkit") for m in model.modules()
-               for d in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks) for h in d.values())
+    return sum(
+        getattr(h, "__module__", "").startswith("vizkit")
+        for m in model.modules()
+        for d in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks)
+        for h in d.values()
+    )
 
 
 def implementations(model: nn.Module) -> list[str]:
@@ -78,15 +103,22 @@ def implementations(model: nn.Module) -> list[str]:
 
 
 def generate(model, inputs, **kw):
-    return model.generate(**inputs, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False, pad_token_id=0,
-                          return_dict_in_generate=True, output_scores=True, **kw)
+    return model.generate(
+        **inputs,
+        max_new_tokens=NEW,
+        min_new_tokens=NEW,
+        do_sample=False,
+        pad_token_id=0,
+        return_dict_in_generate=True,
+        output_scores=True,
+        **kw,
+    )
 
 
 def eager_attentions(model, inputs, sequences) -> tuple[torch.Tensor, ...]:
     """Eager ``output_attentions`` ``[B, H, T, T]`` per layer of one teacher-forced forward over ``sequences``."""
     extra = sequences.shape[1] - inputs["input_ids"].shape[1]
-    full = dict(inputs, input_ids=sequences,
-                attention_mask=F.pad(inputs["attention_mask"], (0, extra), value=1))
+    full = dict(inputs, input_ids=sequences, attention_mask=F.pad(inputs["attention_mask"], (0, extra), value=1))
     if "mm_token_type_ids" in inputs:
         full["mm_token_type_ids"] = F.pad(inputs["mm_token_type_ids"], (0, extra))
     impl = model.config._attn_implementation
@@ -107,7 +139,7 @@ def fuse(att: torch.Tensor, heads) -> torch.Tensor:
     if heads == "all":
         return att
     h = heads % att.shape[-2]
-    return att[..., h:h + 1, :]
+    return att[..., h : h + 1, :]
 
 
 def assert_rows_match(cap, att, layers, batch=0, heads="all"):
@@ -117,9 +149,9 @@ def assert_rows_match(cap, att, layers, batch=0, heads="all"):
         rows = cap.rows(bi, batch_index=batch)
         assert rows.dtype == torch.float32 and rows.shape[0] == len(pos)
         for j, p in enumerate(pos):
-            ref = fuse(att[layer][batch, :, p, :p + 1], heads)
-            torch.testing.assert_close(rows[j, :, :p + 1], ref, atol=ATOL, rtol=0)
-            assert (rows[j, :, p + 1:] == 0).all()
+            ref = fuse(att[layer][batch, :, p, : p + 1], heads)
+            torch.testing.assert_close(rows[j, :, : p + 1], ref, atol=ATOL, rtol=0)
+            assert (rows[j, :, p + 1 :] == 0).all()
 
 
 # ----------------------------------------------------------------------------- generate
@@ -219,8 +251,9 @@ class SDPA(nn.Module):
         return out
 
 
-@pytest.mark.parametrize("case", ["plain", "causal", "causal_q_shorter", "bool", "float", "broadcast", "scale",
-                                  "gqa", "fully_masked"])
+@pytest.mark.parametrize(
+    "case", ["plain", "causal", "causal_q_shorter", "bool", "float", "broadcast", "scale", "gqa", "fully_masked"]
+)
 def test_sdpa_rows_are_the_kernels_probabilities(case):
     """The rows recorded for any sdpa call multiply the values into the kernel's own output."""
     g = torch.Generator().manual_seed(0)
@@ -245,7 +278,11 @@ def test_sdpa_rows_are_the_kernels_probabilities(case):
     elif case == "fully_masked":
         kw = {"attn_mask": torch.ones(Lq, Lk, dtype=torch.bool)}
         kw["attn_mask"][1] = False
-    q, k, v = torch.randn(B, H, Lq, d, generator=g), torch.randn(B, Hk, Lk, d, generator=g), torch.randn(B, Hk, Lk, d, generator=g)
+    q, k, v = (
+        torch.randn(B, H, Lq, d, generator=g),
+        torch.randn(B, Hk, Lk, d, generator=g),
+        torch.randn(B, Hk, Lk, d, generator=g),
+    )
     block = SDPA()
     ref = F.scaled_dot_product_attention(q, k, v, **kw)
     with RowAttentionCapture([("b", block)], rows="all") as full, torch.no_grad():

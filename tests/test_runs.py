@@ -1,4 +1,5 @@
 """vizkit.runs: run folders and completion markers."""
+
 from __future__ import annotations
 
 import pytest

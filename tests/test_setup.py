@@ -1,5 +1,6 @@
 """The project setup: environment.yml agrees with pyproject.toml, pins, offline Makefile,
 the README's first commands, and `python -m vizkit.demo` end to end."""
+
 from __future__ import annotations
 
 import json
@@ -7,10 +8,10 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -69,12 +70,16 @@ def test_environment_yml_matches_pyproject(environment, pyproject):
         assert name in known, f"pip dependency {line!r} in environment.yml is not in pyproject.toml"
     assert len(project_lines) == 1, "the pip: section must install the project once (-e .[extras])"
     extras = {e.strip() for e in (project_lines[0]["extras"] or "").split(",") if e.strip()}
-    assert extras == extras_defined, f"environment.yml installs extras {sorted(extras)}, pyproject defines {sorted(extras_defined)}"
+    assert extras == extras_defined, (
+        f"environment.yml installs extras {sorted(extras)}, pyproject defines {sorted(extras_defined)}"
+    )
 
 
 def test_pyproject_pins_torch(pyproject):
-    pins = {canonicalize_name(Requirement(r).name): str(Requirement(r).specifier)
-            for r in pyproject["project"]["dependencies"]}
+    pins = {
+        canonicalize_name(Requirement(r).name): str(Requirement(r).specifier)
+        for r in pyproject["project"]["dependencies"]
+    }
     assert pins.get("torch") == "==2.14.1"
     assert pins.get("torchvision") == "==0.29.1"
 
@@ -96,8 +101,14 @@ def test_readme_opens_with_the_two_commands():
 # ------------------------------------------------------------------ the demo
 def _run_demo(out: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, **OFFLINE_ENV}
-    return subprocess.run([sys.executable, "-m", "vizkit.demo", "--output-dir", str(out)],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "vizkit.demo", "--output-dir", str(out)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,19 @@
 """Hooks are always removed and model state is always restored."""
+
 import pytest
 import torch
+from models import all_hooks, hf_vit, resnet18, timm_vit
 from torch import nn
 
 import vizkit
-from models import all_hooks, hf_vit, resnet18, timm_vit
 
 
 def snapshot(model):
-    return ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()],
-            getattr(getattr(model, "config", None), "_attn_implementation", None))
+    return (
+        [m.training for m in model.modules()],
+        [p.requires_grad for p in model.parameters()],
+        getattr(getattr(model, "config", None), "_attn_implementation", None),
+    )
 
 
 def mixed_state(model):
@@ -25,10 +29,12 @@ def test_two_hundred_calls_leave_nothing_behind():
     model = timm_vit(depth=2)
     before = mixed_state(model)
     x = torch.randn(1, 3, 32, 32)
-    calls = [lambda: vizkit.cam(model, x, 0, layers="auto"),
-             lambda: vizkit.cam(model, x, 1, layers="all", method="gradcam++"),
-             lambda: vizkit.gradient_attention(model, x, 0),
-             lambda: vizkit.attention(model, x)]
+    calls = [
+        lambda: vizkit.cam(model, x, 0, layers="auto"),
+        lambda: vizkit.cam(model, x, 1, layers="all", method="gradcam++"),
+        lambda: vizkit.gradient_attention(model, x, 0),
+        lambda: vizkit.attention(model, x),
+    ]
     for i in range(200):
         calls[i % 4]()
     assert all_hooks(model) == 0
@@ -71,6 +77,7 @@ def test_exception_mid_backward_in_gradient_attention():
     assert all_hooks(model) == 0 and snapshot(model) == before
     # the torch-function mode is gone: plain softmax is untouched afterwards
     from torch.overrides import _get_current_function_mode_stack
+
     assert not _get_current_function_mode_stack()
 
 
@@ -102,6 +109,7 @@ def test_in_place_ops_after_the_layer_do_not_corrupt_activations():
     x = torch.randn(1, 3, 64, 64)
     exp = vizkit.cam(model, x, 0, layers="layer4.1.bn2", method="hirescam")
     store = {}
+
     def keep(module, inputs, output):
         store["a"] = output.detach().clone()  # returns None: the output is not replaced
 
@@ -117,7 +125,7 @@ def test_in_place_ops_after_the_layer_do_not_corrupt_activations():
         stem = model.maxpool(model.relu(model.bn1(model.conv1(x))))
         identity = model.layer4[0](model.layer3(model.layer2(model.layer1(stem))))
     out = model.fc(torch.flatten(model.avgpool(torch.relu(a + identity)), 1))
-    g, = torch.autograd.grad(out[0, 0], a)
+    (g,) = torch.autograd.grad(out[0, 0], a)
     torch.testing.assert_close(exp.layer_maps["layer4.1.bn2"], (g * a).sum(1).clamp(min=0).detach(), atol=1e-5, rtol=0)
 
 

@@ -143,9 +143,7 @@ def test_attention_statistics_frame_cls():
     assert row["distance"] == pytest.approx(0.75)
 
     row = df.query("layer == 'z_first' and sample == 1 and head == 1").iloc[0]
-    assert (row["max"], row["mean"], row["entropy"], row["distance"]) == pytest.approx(
-        (1 / 3, 1 / 3, math.log(3), 0.5)
-    )
+    assert (row["max"], row["mean"], row["entropy"], row["distance"]) == pytest.approx((1 / 3, 1 / 3, math.log(3), 0.5))
 
 
 def test_attention_statistics_query_all():
@@ -197,8 +195,14 @@ def test_map_entropy_by_hand():
 
     from vizkit.stats import map_entropy
 
-    maps = torch.stack([torch.ones(2, 2), torch.tensor([[4.0, 0.0], [0.0, 0.0]]),
-                        torch.tensor([[1.0, 1.0], [0.0, 0.0]]), torch.zeros(2, 2)])
+    maps = torch.stack(
+        [
+            torch.ones(2, 2),
+            torch.tensor([[4.0, 0.0], [0.0, 0.0]]),
+            torch.tensor([[1.0, 1.0], [0.0, 0.0]]),
+            torch.zeros(2, 2),
+        ]
+    )
     out = map_entropy(maps)
     assert out[:3].tolist() == pytest.approx([math.log(4), 0.0, math.log(2)])
     assert math.isnan(out[3])

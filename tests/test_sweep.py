@@ -4,6 +4,7 @@ sweeps executed by real papermill kernels on a real Dask LocalCluster (process w
 dead workers recorded, resume / --force, Ctrl-C. The executed notebook is a small one written
 here (a kernel start and a few statements), so the sweep tests stay fast; notebook 02 is used
 for the validation messages (it is executed by benchmarks/bench_dask.py)."""
+
 from __future__ import annotations
 
 import csv
@@ -17,8 +18,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from daskcluster import ROOT, subprocess_env
+
 from vizkit.cli import main
 from vizkit.distributed.params import expand_grid, read_notebook, run_name
 from vizkit.errors import InputError
@@ -34,13 +35,17 @@ def toy_notebook(path: Path) -> Path:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.cells = [
         nbformat.v4.new_code_cell("import os, signal, time\n_before = set(globals())"),
-        nbformat.v4.new_code_cell('x: int = 1  # a number\nmode: str = "a"  # a | b\nfail: bool = False  # raise\n'
-                                  'die: bool = False  # kill the worker process\nsleep: float = 0.0  # seconds\n'
-                                  'output_dir: str = ""  # run folder', metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell(
-            'time.sleep(sleep)\nif die:\n    os.kill(os.getppid(), signal.SIGKILL)\n    time.sleep(60)\n'
+            'x: int = 1  # a number\nmode: str = "a"  # a | b\nfail: bool = False  # raise\n'
+            "die: bool = False  # kill the worker process\nsleep: float = 0.0  # seconds\n"
+            'output_dir: str = ""  # run folder',
+            metadata={"tags": ["parameters"]},
+        ),
+        nbformat.v4.new_code_cell(
+            "time.sleep(sleep)\nif die:\n    os.kill(os.getppid(), signal.SIGKILL)\n    time.sleep(60)\n"
             'if fail:\n    raise ValueError(f"failing on purpose x={x}")\nos.makedirs(output_dir, exist_ok=True)\n'
-            'open(os.path.join(output_dir, "report.md"), "w").write(f"x={x} mode={mode} pid={os.getpid()}")'),
+            'open(os.path.join(output_dir, "report.md"), "w").write(f"x={x} mode={mode} pid={os.getpid()}")'
+        ),
     ]
     nbformat.write(nb, path)
     return path
@@ -71,20 +76,28 @@ def test_parameters_cell_and_the_notebooks_own_check_are_read():
     assert len(run_name({"images": "x" * 300})) == 96
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["-p", "num_sample", "4"], "unknown parameter 'num_sample' (did you mean num_samples?)"),
-    (["-p", "head_fusion", "avg"], "head_fusion='avg': choose one of 'mean', 'max', 'min'"),
-    (["-p", "num_samples", "four"], "num_samples='four': expected int, got str"),
-    (["-p", "num_samples", "0"], "num_samples=0: must be positive"),
-    (["-p", "output_dir", "x"], "output_dir is set by vizkit run"),
-    (["--grid", "GRID:{num_samples: [2], head_fusoin: [mean, max]}"],
-     "--grid: invalid notebook parameters:\n  - unknown parameter 'head_fusoin' (did you mean head_fusion"),
-    (["--grid", "GRID:{num_samples: [2, -1]}"], "run num_samples=-1: invalid notebook parameters"),
-    (["--grid", "GRID:{num_samples: 2}"], "must be a mapping of parameter -> list of values: 'num_samples' is 2"),
-    (["--grid", "GRID:[1, 2]"], "must be a mapping of parameter -> list of values (or a list of mappings), got list"),
-    (["--grid", "missing.yaml"], "grid file 'missing.yaml' does not exist"),
-    (["-f", "PARAMS:[1]"], "must be a mapping of name -> value"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["-p", "num_sample", "4"], "unknown parameter 'num_sample' (did you mean num_samples?)"),
+        (["-p", "head_fusion", "avg"], "head_fusion='avg': choose one of 'mean', 'max', 'min'"),
+        (["-p", "num_samples", "four"], "num_samples='four': expected int, got str"),
+        (["-p", "num_samples", "0"], "num_samples=0: must be positive"),
+        (["-p", "output_dir", "x"], "output_dir is set by vizkit run"),
+        (
+            ["--grid", "GRID:{num_samples: [2], head_fusoin: [mean, max]}"],
+            "--grid: invalid notebook parameters:\n  - unknown parameter 'head_fusoin' (did you mean head_fusion",
+        ),
+        (["--grid", "GRID:{num_samples: [2, -1]}"], "run num_samples=-1: invalid notebook parameters"),
+        (["--grid", "GRID:{num_samples: 2}"], "must be a mapping of parameter -> list of values: 'num_samples' is 2"),
+        (
+            ["--grid", "GRID:[1, 2]"],
+            "must be a mapping of parameter -> list of values (or a list of mappings), got list",
+        ),
+        (["--grid", "missing.yaml"], "grid file 'missing.yaml' does not exist"),
+        (["-f", "PARAMS:[1]"], "must be a mapping of name -> value"),
+    ],
+)
 def test_bad_input_is_rejected_before_any_run(tmp_path, capsys, argv, message):
     argv = list(argv)
     for i, a in enumerate(argv):
@@ -106,9 +119,24 @@ def test_missing_notebook_and_unreachable_scheduler(tmp_path, capsys):
     from daskcluster import free_port
 
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "vizkit.cli", "run", str(toy_notebook(tmp_path / "toy.ipynb")),
-                           "--scheduler", f"tcp://127.0.0.1:{free_port()}", "--output-dir", str(tmp_path / "o")],
-                          env=subprocess_env(), capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vizkit.cli",
+            "run",
+            str(toy_notebook(tmp_path / "toy.ipynb")),
+            "--scheduler",
+            f"tcp://127.0.0.1:{free_port()}",
+            "--output-dir",
+            str(tmp_path / "o"),
+        ],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     elapsed = time.monotonic() - start
     assert proc.returncode == 2 and elapsed < 10, (elapsed, proc.stderr)
     assert proc.stderr.strip().splitlines()[-1].startswith("vizkit run: error: cannot reach the Dask scheduler at")
@@ -126,7 +154,12 @@ def test_sweep_failures_dead_worker_resume_and_force(tmp_path, capsys, worker_en
     assert main(argv) == 1  # a run failed: non-zero, the others done
     rows = index_rows(out)
     assert {k: r["status"] for k, r in rows.items()} == {
-        "x=1": "done", "x=2": "done", "x=3__fail=True": "failed", "x=4__die=True": "failed", "x=5__mode=b": "done"}
+        "x=1": "done",
+        "x=2": "done",
+        "x=3__fail=True": "failed",
+        "x=4__die=True": "failed",
+        "x=5__mode=b": "done",
+    }
     assert rows["x=3__fail=True"]["error"] == "cell 4: ValueError: failing on purpose x=3"
     assert "died 2 time(s)" in rows["x=4__die=True"]["error"] and rows["x=4__die=True"]["attempts"] == "2"
     assert rows["x=5__mode=b"]["report"] == "x=5__mode=b/outputs/report.md"
@@ -145,8 +178,12 @@ def test_sweep_failures_dead_worker_resume_and_force(tmp_path, capsys, worker_en
     first = (out / "x=1" / "outputs" / "report.md").read_text()
     assert main(argv) == 0
     rows = index_rows(out)
-    assert [rows[k]["status"] for k in ("x=1", "x=2", "x=3", "x=5__mode=b")] == ["skipped", "skipped", "done",
-                                                                              "skipped"]
+    assert [rows[k]["status"] for k in ("x=1", "x=2", "x=3", "x=5__mode=b")] == [
+        "skipped",
+        "skipped",
+        "done",
+        "skipped",
+    ]
     assert (out / "x=1" / "outputs" / "report.md").read_text() == first
     # --force reruns everything (a new kernel: another pid in the report)
     assert main([*argv, "--force"]) == 0
@@ -159,9 +196,27 @@ def test_ctrl_c_cancels_pending_runs_cleanly(tmp_path):
     grid = tmp_path / "grid.yaml"
     grid.write_text("x: [1, 2, 3, 4]\nsleep: [1.0]\n")
     out = tmp_path / "sweep"
-    proc = subprocess.Popen([sys.executable, "-m", "vizkit.cli", "run", str(nb), "--grid", str(grid), "--output-dir",
-                             str(out), "--workers", "1"], env=subprocess_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vizkit.cli",
+            "run",
+            str(nb),
+            "--grid",
+            str(grid),
+            "--output-dir",
+            str(out),
+            "--workers",
+            "1",
+        ],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd=tmp_path,
+    )
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not any(out.glob("*/.complete.json")):
@@ -189,9 +244,26 @@ def test_ctrl_c_cancels_pending_runs_cleanly(tmp_path):
     assert left == [], f"processes left in the group: {left}"
     # resuming finishes the cancelled runs only
     done_before = sum(s == "done" for s in statuses)
-    again = subprocess.run([sys.executable, "-m", "vizkit.cli", "run", str(nb), "--grid", str(grid), "--output-dir",
-                            str(out), "--workers", "1"], env=subprocess_env(), capture_output=True, text=True,
-                           timeout=180, cwd=tmp_path)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vizkit.cli",
+            "run",
+            str(nb),
+            "--grid",
+            str(grid),
+            "--output-dir",
+            str(out),
+            "--workers",
+            "1",
+        ],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
     assert again.returncode == 0, again.stderr
     assert f"{4 - done_before} done, {done_before} skipped" in again.stdout
 
@@ -210,9 +282,28 @@ def test_sweep_on_an_existing_scheduler(tmp_path, dask_scheduler):
     params.write_text("sleep: 0.1\n")
     out = tmp_path / "sweep"
     address = dask_scheduler
-    proc = subprocess.run([sys.executable, "-m", "vizkit.cli", "run", str(nb), "--grid", str(grid), "-f",
-                           str(params), "--output-dir", str(out), "--scheduler", address],
-                          env=subprocess_env(), capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vizkit.cli",
+            "run",
+            str(nb),
+            "--grid",
+            str(grid),
+            "-f",
+            str(params),
+            "--output-dir",
+            str(out),
+            "--scheduler",
+            address,
+        ],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"connected to the Dask scheduler {address} (2 worker(s))" in proc.stderr
     rows = index_rows(out)
@@ -243,8 +334,13 @@ def test_kernels_start_on_ipc_without_the_tcp_warning(tmp_path, capfd):
     assert (out / "report.md").read_text().startswith("x=7 mode=a")
     assert executed.metadata.papermill.parameters["x"] == 7
     assert "without encryption" not in capfd.readouterr().err
-    pm.execute_notebook(str(nb), str(tmp_path / "tcp.ipynb"), parameters={"output_dir": str(out)},
-                        kernel_name="python3", progress_bar=False)
+    pm.execute_notebook(
+        str(nb),
+        str(tmp_path / "tcp.ipynb"),
+        parameters={"output_dir": str(out)},
+        kernel_name="python3",
+        progress_bar=False,
+    )
     assert "Kernel is running over TCP without encryption" in capfd.readouterr().err
 
 
@@ -257,9 +353,24 @@ def test_make_demo_runner_executes_each_notebook_once_quietly(tmp_path):
     nbformat.write(bad, tmp_path / "b_bad.ipynb")
     toy_notebook(tmp_path / "c_good.ipynb")
     out = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "vizkit.demo", "--output-dir", str(out), "--notebooks",
-                           str(tmp_path / "a_good.ipynb"), str(tmp_path / "b_bad.ipynb"), str(tmp_path / "c_good.ipynb")],
-                          env=subprocess_env(), capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vizkit.demo",
+            "--output-dir",
+            str(out),
+            "--notebooks",
+            str(tmp_path / "a_good.ipynb"),
+            str(tmp_path / "b_bad.ipynb"),
+            str(tmp_path / "c_good.ipynb"),
+        ],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert [line.split(":")[0] for line in lines] == ["a_good.ipynb", "c_good.ipynb"]

@@ -1,16 +1,17 @@
 """Channels-last feature maps (issue 16, item 1): Swin from timm, torchvision (V1 and V2) and
 Hugging Face, against pytorch-grad-cam with the permuting / reshaping transform."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+from test_cam_parity import REFERENCE, TOL
 from torch import nn
 
 import vizkit
 from vizkit.layers import get_module
-from test_cam_parity import REFERENCE, TOL
 
 CLASSES = [1, 3]
 
@@ -46,8 +47,16 @@ def timm_swin():
     import timm
 
     torch.manual_seed(0)
-    return timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=64, window_size=4,
-                             embed_dim=16, depths=(1, 1, 2, 1), num_heads=(1, 1, 2, 2), num_classes=5).eval()
+    return timm.create_model(
+        "swin_tiny_patch4_window7_224",
+        pretrained=False,
+        img_size=64,
+        window_size=4,
+        embed_dim=16,
+        depths=(1, 1, 2, 1),
+        num_heads=(1, 1, 2, 2),
+        num_classes=5,
+    ).eval()
 
 
 def torchvision_swin(v2=False):
@@ -55,23 +64,39 @@ def torchvision_swin(v2=False):
 
     torch.manual_seed(0)
     extra = dict(block=SwinTransformerBlockV2, downsample_layer=PatchMergingV2) if v2 else {}
-    return SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[1, 1, 2, 1], num_heads=[1, 1, 2, 2],
-                           window_size=[4, 4], num_classes=5, **extra).eval()
+    return SwinTransformer(
+        patch_size=[4, 4],
+        embed_dim=16,
+        depths=[1, 1, 2, 1],
+        num_heads=[1, 1, 2, 2],
+        window_size=[4, 4],
+        num_classes=5,
+        **extra,
+    ).eval()
 
 
 def hf_swin():
     from transformers import SwinConfig, SwinForImageClassification
 
     torch.manual_seed(0)  # window 2: HF Swin breaks on a last stage smaller than its window
-    cfg = SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[1, 1, 2, 2], num_heads=[1, 1, 2, 2],
-                     window_size=2, num_labels=5)
+    cfg = SwinConfig(
+        image_size=64,
+        patch_size=4,
+        embed_dim=16,
+        depths=[1, 1, 2, 2],
+        num_heads=[1, 1, 2, 2],
+        window_size=2,
+        num_labels=5,
+    )
     return SwinForImageClassification(cfg).eval()
 
 
 # (build, what auto picks, an inner block whose output also feeds the next block's residual)
-SWINS = {"timm": (timm_swin, "layers.3.blocks.0", "layers.2.blocks.0"),
-         "torchvision": (torchvision_swin, "features.7.0", "features.5.0"),
-         "torchvision_v2": (lambda: torchvision_swin(v2=True), "features.7.0", "features.5.0")}
+SWINS = {
+    "timm": (timm_swin, "layers.3.blocks.0", "layers.2.blocks.0"),
+    "torchvision": (torchvision_swin, "features.7.0", "features.5.0"),
+    "torchvision_v2": (lambda: torchvision_swin(v2=True), "features.7.0", "features.5.0"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +191,7 @@ def test_hugging_face_swin_tokens_map_to_their_merged_grid(x):
     finally:
         handle.remove()
     acts = kept["t"]
-    grads, = torch.autograd.grad(logits[torch.arange(2), torch.tensor(CLASSES)].sum(), acts)
+    (grads,) = torch.autograd.grad(logits[torch.arange(2), torch.tensor(CLASSES)].sum(), acts)
     a, g = tokens_to_nchw(acts.detach()), tokens_to_nchw(grads)
     raw = (g.mean((2, 3), keepdim=True) * a).sum(1).clamp(min=0)
     up = torch.nn.functional.interpolate(raw[:, None], size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
@@ -203,8 +228,11 @@ def test_an_undecidable_layout_raises_and_names_the_argument():
     torch.manual_seed(1)
     model = Ambiguous().eval()
     x = torch.randn(2, 3, 64, 64)
-    with pytest.raises(vizkit.InputError, match=r"'features' output \(2, 8, 8, 8\) is ambiguous.*layout='nchw' or "
-                                                r"layout='nhwc'"):
+    with pytest.raises(
+        vizkit.InputError,
+        match=r"'features' output \(2, 8, 8, 8\) is ambiguous.*layout='nchw' or "
+        r"layout='nhwc'",
+    ):
         vizkit.cam(model, x, CLASSES, layers="features")
     ours = vizkit.cam(model, x, CLASSES, layers="features", layout="nchw")
     ref = reference(model, model.features, x, "gradcam", None)
@@ -230,7 +258,6 @@ def test_feature_layout_rules():
 def test_convnets_are_unchanged(x):
     """The rules never re-read an ordinary CNN's maps (ResNet stages, a ConvNeXt stage)."""
     import timm
-
     from models import resnet18
 
     cnn = resnet18()
@@ -252,9 +279,13 @@ def save_swin_detector(folder):
     model = timm_swin()
     model.reset_classifier(2)
     save_file(model.state_dict(), folder / "swin.safetensors")
-    kwargs = "{img_size: 64, window_size: 4, embed_dim: 16, depths: [1, 1, 2, 1], num_heads: [1, 1, 2, 2], num_classes: 2}"
-    (folder / "cfg.yaml").write_text(f"model_name: timm:swin_tiny_patch4_window7_224\nmodel_kwargs: {kwargs}\n"
-                                     "resolution: 64\nmean: [0.5, 0.5, 0.5]\nstd: [0.5, 0.5, 0.5]\n")
+    kwargs = (
+        "{img_size: 64, window_size: 4, embed_dim: 16, depths: [1, 1, 2, 1], num_heads: [1, 1, 2, 2], num_classes: 2}"
+    )
+    (folder / "cfg.yaml").write_text(
+        f"model_name: timm:swin_tiny_patch4_window7_224\nmodel_kwargs: {kwargs}\n"
+        "resolution: 64\nmean: [0.5, 0.5, 0.5]\nstd: [0.5, 0.5, 0.5]\n"
+    )
 
 
 def test_the_detector_gradcam_cli_takes_layout(tmp_path):
@@ -270,9 +301,20 @@ def test_the_detector_gradcam_cli_takes_layout(tmp_path):
     pngs = {}
     for layout in (None, "nhwc", "nchw"):
         out = tmp_path / f"out-{layout}"
-        argv = ["detector-gradcam", "--input", str(tmp_path / "face.png"), "--output", str(out), "--config",
-                str(tmp_path / "cfg.yaml"), "--weights", str(tmp_path / "swin.safetensors"), "--layers",
-                "layers.2.blocks.0", "--cpu"] + (["--layout", layout] if layout else [])
+        argv = [
+            "detector-gradcam",
+            "--input",
+            str(tmp_path / "face.png"),
+            "--output",
+            str(out),
+            "--config",
+            str(tmp_path / "cfg.yaml"),
+            "--weights",
+            str(tmp_path / "swin.safetensors"),
+            "--layers",
+            "layers.2.blocks.0",
+            "--cpu",
+        ] + (["--layout", layout] if layout else [])
         assert main(argv) == 0
         pngs[layout] = (out / "gradcam_layers.2.blocks.0_face.png").read_bytes()
     assert pngs["nhwc"] == pngs[None] and pngs["nchw"] != pngs[None]
@@ -292,14 +334,32 @@ def test_the_evaluate_cli_takes_layout(tmp_path):
     for label in ("real", "fake"):
         (tmp_path / "set" / label).mkdir(parents=True)
         for k in range(2):
-            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "set" / label / f"{k}.png")
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+                tmp_path / "set" / label / f"{k}.png"
+            )
     maps = {}
     for layout in (None, "nhwc", "nchw"):
         out = tmp_path / f"eval-{layout}"
-        argv = ["evaluate", "--detector_path", str(tmp_path / "cfg.yaml"), "--weights_path",
-                str(tmp_path / "swin.safetensors"), "--test_dataset", str(tmp_path / "set"), "--gradcam_enabled",
-                "--save_all_predictions", "--gradcam_samples", "4", "--layers", "layers.2.blocks.0",
-                "--table-methods", "gradcam", "--gradcam_output_dir", str(out), "--cpu"]
+        argv = [
+            "evaluate",
+            "--detector_path",
+            str(tmp_path / "cfg.yaml"),
+            "--weights_path",
+            str(tmp_path / "swin.safetensors"),
+            "--test_dataset",
+            str(tmp_path / "set"),
+            "--gradcam_enabled",
+            "--save_all_predictions",
+            "--gradcam_samples",
+            "4",
+            "--layers",
+            "layers.2.blocks.0",
+            "--table-methods",
+            "gradcam",
+            "--gradcam_output_dir",
+            str(out),
+            "--cpu",
+        ]
         assert main(argv + (["--layout", layout] if layout else [])) in (0, 1)
         assert json.loads((out / "manifest.json").read_text())["layout"] == layout
         maps[layout] = sorted(p.read_bytes() for p in out.rglob("*.png") if "layers.2.blocks.0" in p.name)

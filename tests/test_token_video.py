@@ -1,6 +1,7 @@
 """vizkit.token_video on a hand-built trace (no model): a tiled image's mosaic is one picture
 with dark seams between tiles, its thumbnail its own panel, each cell coloured by its own
 position's weight; masked sinks; the contact sheet."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,13 +29,23 @@ def _trace() -> Trace:
     pm = pm.extend(total)
     rows = np.zeros((3, 2, total - 1), np.float32)
     for j in range(3):
-        rows[j, :, :prompt_len + j] = 0.01
+        rows[j, :, : prompt_len + j] = 0.01
         rows[j, :, int(mosaic[3, 0])] = 0.5  # bottom-left cell of tile 2: the peak
         rows[j] /= rows[j].sum(-1, keepdims=True)
     pieces = ["USER:", "<m>"] + [""] * 20 + [" what", "?", " red", " star", "."]
     image = np.full((40, 40, 3), 128, np.uint8)
-    return Trace(np.arange(total), prompt_len, pieces, pm, {0: rows}, " red star.", "generate", "all", [image],
-                 special=np.zeros(total, bool))
+    return Trace(
+        np.arange(total),
+        prompt_len,
+        pieces,
+        pm,
+        {0: rows},
+        " red star.",
+        "generate",
+        "all",
+        [image],
+        special=np.zeros(total, bool),
+    )
 
 
 def test_mosaic_seams_thumbnail_panel_and_cell_colours():
@@ -46,7 +57,7 @@ def test_mosaic_seams_thumbnail_panel_and_cell_colours():
     _, _, pic, x0 = r.panels[0]
     y0 = r.header_h
     h, w = pic.shape[:2]
-    panel = frame[y0:y0 + h, x0:x0 + w].astype(int)
+    panel = frame[y0 : y0 + h, x0 : x0 + w].astype(int)
     assert np.all(panel[h // 2, :] == 30) and np.all(panel[:, w // 2] == 30)  # the seams between the 2 x 2 tiles
     assert not np.any(np.all(panel[h // 4, :] == 30))  # a row inside a tile: no seam
     cell = lambda rr, cc: panel[int((rr + 0.5) * h / 4), int((cc + 0.5) * w / 4)]  # noqa: E731
@@ -64,7 +75,7 @@ def test_masked_sinks_and_contact_sheet():
     assert sinks.tolist() == [0, 12]  # position 0 and the peak cell, mosaic (3, 0) (an outlier of received attention)
     masked = t.head_rows(0, "mean", sinks="mask")
     assert np.all(masked[:, sinks] == 0)
-    np.testing.assert_allclose(masked[:, :t.prompt_len].sum(1)[0], 1.0, atol=1e-6)
+    np.testing.assert_allclose(masked[:, : t.prompt_len].sum(1)[0], 1.0, atol=1e-6)
     keep, hide = FrameRenderer(t, 0, sinks="keep").frame(0), FrameRenderer(t, 0, sinks="mask").frame(0)
     assert not np.array_equal(keep, hide)
     sheet = contact_sheet(FrameRenderer(t, 0), count=3, columns=2, scale=0.5)

@@ -9,6 +9,7 @@ model and processor classes (tests/vlm_folders.py, tests/vlm_folders_more.py):
 
 Multi-image prompts on Qwen2-VL and LLaVA-NeXT (and every family that takes two images).
 """
+
 from __future__ import annotations
 
 import json
@@ -17,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 import vlm_folders as VF
 import vlm_folders_more as VM
+from PIL import Image
+
 from vizkit import cli
 from vizkit.models.vlm import IMAGE, family_table, load_vlm, supported
 from vizkit.models.vlm.trace import attention_implementations, build_inputs, trace_sample
@@ -91,8 +92,11 @@ def test_capture_is_exact_and_changes_nothing(folders, name):
     # the image positions are the processor's image tokens, each placed once, in as many images as given
     pm = trace.pmap
     ids = inputs["input_ids"][0].numpy()
-    image_token = vlm.model.config.image_token_id if hasattr(vlm.model.config, "image_token_id") else \
-        vlm.model.config.image_token_index
+    image_token = (
+        vlm.model.config.image_token_id
+        if hasattr(vlm.model.config, "image_token_id")
+        else vlm.model.config.image_token_index
+    )
     # every patch sits on an image-token position; the image tokens that carry no patch (LLaVA-NeXT's
     # newline features, LLaVA 'full''s CLS) are special, never text
     image_pos = np.flatnonzero(pm.kind[:L] == IMAGE)
@@ -110,14 +114,14 @@ def test_capture_is_exact_and_changes_nothing(folders, name):
             out = vlm.model.generate(**inputs, **kw, output_attentions=True, return_dict_in_generate=True)
     finally:
         vlm.model.set_attn_implementation(impl[0])
-    assert out.sequences[0, L:L + n].tolist() == trace.input_ids[L:].tolist()
+    assert out.sequences[0, L : L + n].tolist() == trace.input_ids[L:].tolist()
     for layer in layers:
         assert trace.rows[layer].shape[:2] == (n, vlm.num_heads)
         for j in range(n):
             ref = out.attentions[j][layer][0, :, -1, :].float().numpy()
             got = trace.rows[layer][j]
-            np.testing.assert_allclose(got[:, :ref.shape[-1]], ref, atol=1e-5, rtol=0)
-            assert np.all(got[:, ref.shape[-1]:] == 0)
+            np.testing.assert_allclose(got[:, : ref.shape[-1]], ref, atol=1e-5, rtol=0)
+            assert np.all(got[:, ref.shape[-1] :] == 0)
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -126,11 +130,37 @@ def test_cli_writes_an_mp4_per_layer(folders, name, tmp_path, capsys):
     for k, im in enumerate(images):
         im.save(tmp_path / f"im{k}.png")
     bench = tmp_path / "bench.json"
-    bench.write_text(json.dumps([{"id": "s0", "image": [f"im{k}.png" for k in range(len(images))],
-                                  "problem": PROBLEM, "solution": "The star is red."}]))
+    bench.write_text(
+        json.dumps(
+            [
+                {
+                    "id": "s0",
+                    "image": [f"im{k}.png" for k in range(len(images))],
+                    "problem": PROBLEM,
+                    "solution": "The star is red.",
+                }
+            ]
+        )
+    )
     out = tmp_path / "run"
-    code = cli.main(["vlm-video", "--model_path", str(folders(name)), "--benchmark_json", str(bench), "--layers", "0",
-                     "-1", "--max_new_tokens", "4", "--start_phrase", "", "--output-dir", str(out)])
+    code = cli.main(
+        [
+            "vlm-video",
+            "--model_path",
+            str(folders(name)),
+            "--benchmark_json",
+            str(bench),
+            "--layers",
+            "0",
+            "-1",
+            "--max_new_tokens",
+            "4",
+            "--start_phrase",
+            "",
+            "--output-dir",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err
     last = load_vlm(folders(name)).num_layers - 1

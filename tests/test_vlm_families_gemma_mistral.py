@@ -7,15 +7,16 @@ template with non-square (3:4, 1:2) images. Expected grids are computed here fro
 outputs (``image_sizes``, the image processor's ``num_crops``) and the config, or by hand, never
 through the adapters; the models' own ``get_image_features`` and forward pass check the folders.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 import transformers as T
+import vlm_folders_more as VM
 from PIL import Image
 
-import vlm_folders_more as VM
 from vizkit.errors import InputError
 from vizkit.models.vlm import IMAGE, MOSAIC, SPECIAL, TEXT, THUMBNAIL, family_for, load_vlm
 
@@ -103,7 +104,7 @@ def _siglip_patches_are_row_major(tower, pixel_values, patch):
     P = pixel_values.shape[-1] // patch
     for j in (1, P, P + 2, P * P - 1):
         i, c = divmod(j, P)
-        cut = pixel_values[:1, :, i * patch:(i + 1) * patch, c * patch:(c + 1) * patch]
+        cut = pixel_values[:1, :, i * patch : (i + 1) * patch, c * patch : (c + 1) * patch]
         want = (conv.weight * cut).sum((1, 2, 3)) + conv.bias
         torch.testing.assert_close(emb[j], want, atol=1e-5, rtol=1e-5)
 
@@ -118,7 +119,7 @@ def test_gemma3_one_pooled_square_per_image(vlm):
     cfg = v.model.config
     inputs = _inputs(v, [_image(64, 48), _image(48, 96, 1)])  # 3:4, 1:2: each squashed to the tower's square
     ids = _ids(inputs)
-    side = int(round(cfg.mm_tokens_per_image ** 0.5))
+    side = int(round(cfg.mm_tokens_per_image**0.5))
     patches = cfg.vision_config.image_size // cfg.vision_config.patch_size
     assert (side, patches, patches // side) == (4, 12, 3)  # 12 x 12 patches pooled by 3 x 3
     pm = v.position_map(inputs)
@@ -129,10 +130,15 @@ def test_gemma3_one_pooled_square_per_image(vlm):
         np.testing.assert_array_equal(pm.image_positions[k], span)
         a = span[0]
         assert [pm.label(t) for t in (a, a + 3, a + 4, a + 15)] == [
-            f"image {k} (0, 0)", f"image {k} (0, 3)", f"image {k} (1, 0)", f"image {k} (3, 3)"]
+            f"image {k} (0, 0)",
+            f"image {k} (0, 3)",
+            f"image {k} (1, 0)",
+            f"image {k} (3, 3)",
+        ]
         assert ids[a - 1] == cfg.boi_token_id and ids[a + 16] == cfg.eoi_token_id
-    np.testing.assert_array_equal(np.flatnonzero(pm.kind == SPECIAL),
-                                  np.flatnonzero(np.isin(ids, [cfg.boi_token_id, cfg.eoi_token_id])))
+    np.testing.assert_array_equal(
+        np.flatnonzero(pm.kind == SPECIAL), np.flatnonzero(np.isin(ids, [cfg.boi_token_id, cfg.eoi_token_id]))
+    )
     assert pm.kind[spans[0][0] - 2] == TEXT  # the processor's "\n\n" around each image is text
     assert int((pm.kind == IMAGE).sum()) == int(inputs["token_type_ids"].sum())  # the processor's image tokens
     feats = v.model.model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
@@ -155,7 +161,7 @@ def test_gemma3_pooled_tokens_are_row_major_over_the_patch_grid(vlm):
     proj = m.multi_modal_projector
     for j, p in enumerate(pm.image_positions[0]):  # prompt order == feature order
         r, c = int(pm.row[p]), int(pm.col[p])
-        pooled = hidden[3 * r:3 * r + 3, 3 * c:3 * c + 3].mean((0, 1))
+        pooled = hidden[3 * r : 3 * r + 3, 3 * c : 3 * c + 3].mean((0, 1))
         want = proj.mm_soft_emb_norm(pooled[None])[0] @ proj.mm_input_projection_weight
         torch.testing.assert_close(feats[j], want, atol=1e-5, rtol=1e-5)
 
@@ -185,10 +191,19 @@ def test_gemma3_pan_and_scan_crops_stitched_with_the_whole_image_as_thumbnail(vl
     np.testing.assert_array_equal(pm.thumbnail_positions[1], spans[3])
     np.testing.assert_array_equal(pm.image_positions[2], spans[6])
     assert [pm.label(t) for t in (spans[0][0], spans[1][0], spans[1][15], spans[2][0], spans[2][15])] == [
-        "image 0 thumbnail (0, 0)", "image 0 (0, 0)", "image 0 (3, 3)", "image 0 tile 1 (4, 0)",
-        "image 0 tile 1 (7, 3)"]
+        "image 0 thumbnail (0, 0)",
+        "image 0 (0, 0)",
+        "image 0 (3, 3)",
+        "image 0 tile 1 (4, 0)",
+        "image 0 tile 1 (7, 3)",
+    ]
     assert [pm.label(t) for t in (spans[4][0], spans[4][4], spans[5][0], spans[5][3], spans[5][4])] == [
-        "image 1 (0, 0)", "image 1 (1, 0)", "image 1 tile 1 (0, 4)", "image 1 tile 1 (0, 7)", "image 1 tile 1 (1, 4)"]
+        "image 1 (0, 0)",
+        "image 1 (1, 0)",
+        "image 1 tile 1 (0, 4)",
+        "image 1 tile 1 (0, 7)",
+        "image 1 tile 1 (1, 4)",
+    ]
     # the crops really sit there: image 0's red channel grows downwards, image 1's to the right
     red = inputs["pixel_values"][:, 0].mean((1, 2)).numpy()
     top, bottom = (red[q] for q in (1, 2))
@@ -198,8 +213,9 @@ def test_gemma3_pan_and_scan_crops_stitched_with_the_whole_image_as_thumbnail(vl
     assert pm.row[spans[2][0]] >= s and np.all(pm.tile[mosaic0] == pm.row[mosaic0] // s)  # lower tile = bottom crop
     mosaic1 = pm.image_positions[1]
     assert np.all(pm.tile[mosaic1] == pm.col[mosaic1] // s)  # right tile = right crop
-    np.testing.assert_array_equal(np.flatnonzero(pm.kind == SPECIAL),
-                                  np.flatnonzero(np.isin(ids, [cfg.boi_token_id, cfg.eoi_token_id])))
+    np.testing.assert_array_equal(
+        np.flatnonzero(pm.kind == SPECIAL), np.flatnonzero(np.isin(ids, [cfg.boi_token_id, cfg.eoi_token_id]))
+    )
     feats = v.model.model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
     assert int((pm.kind == IMAGE).sum()) == feats.shape[0] * feats.shape[1] == 7 * 16
     _forward(v, inputs)
@@ -246,17 +262,24 @@ def test_gemma3_pan_and_scan_with_other_settings_needs_num_crops(vlm):
         v.position_map({k: x for k, x in inputs.items() if k != "image_sizes"} | {"num_crops": crops})
     # a span that lost a token is refused, not placed as a shorter grid
     ids = _ids(inputs)
-    bad = dict(inputs, input_ids=torch.as_tensor(np.delete(ids, np.flatnonzero(ids == cfg.image_token_id)[5]))[None],
-               num_crops=crops)
+    bad = dict(
+        inputs,
+        input_ids=torch.as_tensor(np.delete(ids, np.flatnonzero(ids == cfg.image_token_id)[5]))[None],
+        num_crops=crops,
+    )
     with pytest.raises(InputError, match="not followed by 16 image soft tokens"):
         v.position_map(bad)
 
 
 def test_gemma3_refuses_a_pooling_that_is_not_a_square():
     fam = family_for("gemma3")
-    cfg = T.Gemma3Config(text_config=T.Gemma3TextConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1,
-                                                        num_attention_heads=2, num_key_value_heads=1, head_dim=8),
-                         vision_config=T.SiglipVisionConfig(image_size=48, patch_size=4), mm_tokens_per_image=12)
+    cfg = T.Gemma3Config(
+        text_config=T.Gemma3TextConfig(
+            vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=8
+        ),
+        vision_config=T.SiglipVisionConfig(image_size=48, patch_size=4),
+        mm_tokens_per_image=12,
+    )
     with pytest.raises(InputError, match="mm_tokens_per_image 12 .*not a square grid"):
         fam.check(cfg)
 
@@ -279,8 +302,16 @@ def test_paligemma_image_prefix_then_bos_and_text(vlm):
     assert pm.grids == [(8, 8), (8, 8)] and pm.thumbnail_grids == [None, None]
     _check_cover(pm, ids, img)
     assert [pm.label(t) for t in (0, 7, 8, 63, 64, 71, 72, 127, 128)] == [
-        "image 0 (0, 0)", "image 0 (0, 7)", "image 0 (1, 0)", "image 0 (7, 7)", "image 1 (0, 0)", "image 1 (0, 7)",
-        "image 1 (1, 0)", "image 1 (7, 7)", "text"]
+        "image 0 (0, 0)",
+        "image 0 (0, 7)",
+        "image 0 (1, 0)",
+        "image 0 (7, 7)",
+        "image 1 (0, 0)",
+        "image 1 (0, 7)",
+        "image 1 (1, 0)",
+        "image 1 (7, 7)",
+        "text",
+    ]
     assert not np.any(pm.kind == SPECIAL)
     m = v.model.model
     _siglip_patches_are_row_major(m.vision_tower, inputs["pixel_values"], vc.patch_size)
@@ -318,17 +349,26 @@ def test_mistral3_merged_rows_breaks_and_end(vlm):
     a = int(np.flatnonzero(ids == img)[0])
     assert ids[a + 6] == brk and pm.kind[a + 6] == SPECIAL
     assert [pm.label(t) for t in (a, a + 5, a + 7, a + 8 * 7 - 2)] == [
-        "image 0 (0, 0)", "image 0 (0, 5)", "image 0 (1, 0)", "image 0 (7, 5)"]
+        "image 0 (0, 0)",
+        "image 0 (0, 5)",
+        "image 0 (1, 0)",
+        "image 0 (7, 5)",
+    ]
     assert ids[a + 8 * 7 - 1] == end
     b = a + 8 * 7
     assert [pm.label(t) for t in (b, b + 7, b + 9, b + 4 * 9 - 2)] == [
-        "image 1 (0, 0)", "image 1 (0, 7)", "image 1 (1, 0)", "image 1 (3, 7)"]
+        "image 1 (0, 0)",
+        "image 1 (0, 7)",
+        "image 1 (1, 0)",
+        "image 1 (3, 7)",
+    ]
     specials = np.flatnonzero(pm.kind == SPECIAL)
     np.testing.assert_array_equal(specials, np.flatnonzero(np.isin(ids, [brk, end])))
     assert len(specials) == 8 + 4
     with torch.no_grad():
-        feats = v.model.model.get_image_features(pixel_values=inputs["pixel_values"], image_sizes=inputs["image_sizes"],
-                                                 vision_feature_layer=-1).pooler_output
+        feats = v.model.model.get_image_features(
+            pixel_values=inputs["pixel_values"], image_sizes=inputs["image_sizes"], vision_feature_layer=-1
+        ).pooler_output
     assert [len(f) for f in feats] == [len(p) for p in pm.image_positions] == [48, 32]
     _forward(v, inputs, drop=())
     # a row short of one [IMG] is refused, and so is a prompt without image_sizes
@@ -362,7 +402,7 @@ def test_mistral3_patch_merger_folds_blocks_in_row_major_order(vlm):
     merged = seen[0]  # [tokens, d * m * m]: channel-major, kernel offsets inside (unfold)
     at = 0
     for pos in pm.image_positions:
-        rows, cols = merged[at:at + len(pos), 0 * m * m], merged[at:at + len(pos), 1 * m * m]  # top-left patch
+        rows, cols = merged[at : at + len(pos), 0 * m * m], merged[at : at + len(pos), 1 * m * m]  # top-left patch
         np.testing.assert_array_equal(rows.numpy(), m * pm.row[pos])
         np.testing.assert_array_equal(cols.numpy(), m * pm.col[pos])
         at += len(pos)

@@ -10,19 +10,19 @@ naming each patch (tile, patch row, patch col) and the projector by a pass-throu
 run the model's own forward, and read back from the language model's ``inputs_embeds`` which patch
 landed on each position: the map must name the same tile and cell.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import vlm_folders_more as VM
 from PIL import Image
 
-import vlm_folders_more as VM
 from vizkit.errors import InputError
 from vizkit.models.vlm import IMAGE, MOSAIC, SPECIAL, TEXT, THUMBNAIL, family_for, load_vlm
 
-BUILDERS = {"idefics3": VM.save_random_idefics3, "smolvlm": VM.save_random_smolvlm,
-            "internvl": VM.save_random_internvl}
+BUILDERS = {"idefics3": VM.save_random_idefics3, "smolvlm": VM.save_random_smolvlm, "internvl": VM.save_random_internvl}
 TALL, HALF, WIDE, SMALL = (64, 48), (96, 48), (48, 96), (16, 16)  # (height, width): 3:4, 1:2, 2:1, square
 
 
@@ -125,15 +125,17 @@ def _landed(v, tower, projector_owner, projector_attr, language_model, inputs, c
     cfg = v.model.config
     grid = cfg.vision_config.image_size
     grid = (grid[0] if isinstance(grid, list) else grid) // (
-        cfg.vision_config.patch_size[0] if isinstance(cfg.vision_config.patch_size, list)
-        else cfg.vision_config.patch_size)
+        cfg.vision_config.patch_size[0]
+        if isinstance(cfg.vision_config.patch_size, list)
+        else cfg.vision_config.patch_size
+    )
 
     def codes(module, args, kwargs, out):
         n, t, d = out.last_hidden_state.shape
         q = torch.arange(grid * grid)
         fake = torch.zeros(n, t, d)
-        fake[:, t - grid * grid:, 0] = torch.arange(n, dtype=torch.float)[:, None]
-        fake[:, t - grid * grid:, 1], fake[:, t - grid * grid:, 2] = (q // grid).float(), (q % grid).float()
+        fake[:, t - grid * grid :, 0] = torch.arange(n, dtype=torch.float)[:, None]
+        fake[:, t - grid * grid :, 1], fake[:, t - grid * grid :, 2] = (q // grid).float(), (q % grid).float()
         if cls:
             assert t == grid * grid + 1
             fake[:, 0] = -1
@@ -143,15 +145,14 @@ def _landed(v, tower, projector_owner, projector_attr, language_model, inputs, c
     seen = {}
     setattr(projector_owner, projector_attr, _Codes(cfg.vision_config.hidden_size, cfg.text_config.hidden_size))
     h1 = tower.register_forward_hook(codes, with_kwargs=True)
-    h2 = language_model.register_forward_pre_hook(lambda m, a, kw: seen.update(e=kw["inputs_embeds"]),
-                                                  with_kwargs=True)
+    h2 = language_model.register_forward_pre_hook(lambda m, a, kw: seen.update(e=kw["inputs_embeds"]), with_kwargs=True)
     try:
         v.model(**inputs)
     finally:
         h1.remove()
         h2.remove()
     e = seen["e"][0].numpy()
-    return e[:, :(e.shape[1] // 3) * 3].reshape(e.shape[0], -1, 3)
+    return e[:, : (e.shape[1] // 3) * 3].reshape(e.shape[0], -1, 3)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -186,7 +187,7 @@ def test_idefics_tiles_stitched_into_a_mosaic_and_global_thumbnail(vlm, name):
         lo = globals_[k - 1] if k else 0  # image k's block: after image k-1's global image, up to its own
         for r in range(rows):
             for c in range(cols):
-                hits = np.flatnonzero(ids[lo:globals_[k]] == _tok(v, f"<row_{r + 1}_col_{c + 1}>"))
+                hits = np.flatnonzero(ids[lo : globals_[k]] == _tok(v, f"<row_{r + 1}_col_{c + 1}>"))
                 assert len(hits) == 1
                 m = lo + hits[0]
                 assert ids[m - 1] == fake and pm.kind[m] == SPECIAL and pm.kind[m - 1] == SPECIAL
@@ -194,10 +195,13 @@ def test_idefics_tiles_stitched_into_a_mosaic_and_global_thumbnail(vlm, name):
         g = globals_[k]
         assert pm.kind[g] == SPECIAL and pm.kind[g - 1] == SPECIAL and pm.kind[g + 1 + s * s] == SPECIAL
         assert [pm.label(t) for t in (g + 1, g + s, g + s + 1, g + s * s)] == [
-            f"image {k} thumbnail (0, 0)", f"image {k} thumbnail (0, {s - 1})", f"image {k} thumbnail (1, 0)",
-            f"image {k} thumbnail ({s - 1}, {s - 1})"]
+            f"image {k} thumbnail (0, 0)",
+            f"image {k} thumbnail (0, {s - 1})",
+            f"image {k} thumbnail (1, 0)",
+            f"image {k} thumbnail ({s - 1}, {s - 1})",
+        ]
     # image 1, 1:2 tall: 3 rows x 2 cols of tiles; the last tile (row 3, col 2) ends at the mosaic's corner
-    m = globals_[0] + np.flatnonzero(ids[globals_[0]:globals_[1]] == _tok(v, "<row_3_col_2>"))[0]
+    m = globals_[0] + np.flatnonzero(ids[globals_[0] : globals_[1]] == _tok(v, "<row_3_col_2>"))[0]
     assert [pm.label(t) for t in (m + 1, m + s * s)] == ["image 1 tile 5 (8, 4)", "image 1 tile 5 (11, 7)"]
     # every marker is special; inside an image block only the row-break newlines are special besides them
     markers = np.isin(ids, [fake, glob] + [_tok(v, f"<row_{r}_col_{c}>") for r in range(1, 4) for c in range(1, 4)])
@@ -223,8 +227,12 @@ def test_smolvlm_unsplit_images_are_the_global_image_only(vlm):
     for k in (0, 1):
         g = np.flatnonzero(ids == _tok(v, "<global-img>"))[k]
         assert [pm.label(t) for t in (g + 1, g + 4, g + 5, g + 16)] == [
-            f"image {k} (0, 0)", f"image {k} (0, 3)", f"image {k} (1, 0)", f"image {k} (3, 3)"]
-        assert np.all(pm.tile[g + 1:g + 17] == 0)
+            f"image {k} (0, 0)",
+            f"image {k} (0, 3)",
+            f"image {k} (1, 0)",
+            f"image {k} (3, 3)",
+        ]
+        assert np.all(pm.tile[g + 1 : g + 17] == 0)
     assert int((pm.kind == SPECIAL).sum()) == 2 * 3  # <fake><global-img> ... <fake> per image
     _generates(v, inputs)
 
@@ -248,7 +256,7 @@ def test_idefics_map_matches_where_the_model_puts_each_patch(vlm, name):
         thumb = pm.view[p] == THUMBNAIL
         ntiles = (pm.grids[k][0] // s) * (pm.grids[k][1] // s)
         want_tile = offsets[k] + (ntiles if thumb else pm.tile[p])
-        t, py, px = landed[p, :scale * scale].T
+        t, py, px = landed[p, : scale * scale].T
         assert np.all(t == want_tile), (p, t, want_tile)
         assert set(py // scale) == {pm.row[p] % s} and set(px // scale) == {pm.col[p] % s}, p
     # and the tiles sit where the map puts them in the picture: stitched by the map they rebuild the
@@ -261,9 +269,9 @@ def test_idefics_map_matches_where_the_model_puts_each_patch(vlm, name):
         for r in range(rows):
             for c in range(cols):
                 tile = int(pm.tile[pm.image_positions[k][(r * s) * gc + c * s]])
-                canvas[:, r * 32:(r + 1) * 32, c * 32:(c + 1) * 32] = pv[offsets[k] + tile]
+                canvas[:, r * 32 : (r + 1) * 32, c * 32 : (c + 1) * 32] = pv[offsets[k] + tile]
                 rr, cc = divmod(r * cols + c, rows)  # the same tiles laid out on the transposed grid
-                swapped[:, rr * 32:(rr + 1) * 32, cc * 32:(cc + 1) * 32] = pv[offsets[k] + tile]
+                swapped[:, rr * 32 : (rr + 1) * 32, cc * 32 : (cc + 1) * 32] = pv[offsets[k] + tile]
         glob = pv[offsets[k] + rows * cols]
         small = lambda x: torch.nn.functional.interpolate(x[None], (32, 32), mode="area")[0]  # noqa: E731
         good, bad = (small(canvas) - glob).abs().mean(), (small(swapped) - glob).abs().mean()
@@ -276,12 +284,17 @@ def test_idefics_refuses_prompts_that_do_not_match(vlm):
     ids, img = _ids(inputs), v.model.config.image_token_id
     g = np.flatnonzero(ids == _tok(v, "<global-img>"))[0]
     with pytest.raises(InputError, match=r"<row_3_col_2> at position \d+ is not followed by its image's global image"):
-        v.position_map(dict(inputs, input_ids=torch.as_tensor(ids[:g - 1])[None]))
+        v.position_map(dict(inputs, input_ids=torch.as_tensor(ids[: g - 1])[None]))
     with pytest.raises(InputError, match="a run of 15 <image> tokens at position .*not one tile of 16"):
         v.position_map(dict(inputs, input_ids=torch.as_tensor(np.delete(ids, g + 3))[None]))
     with pytest.raises(InputError, match=r"need 7 tile\(s\) but pixel_values holds 6"):
-        v.position_map(dict(inputs, pixel_values=inputs["pixel_values"][:, :6],
-                            pixel_attention_mask=inputs["pixel_attention_mask"][:, :6]))
+        v.position_map(
+            dict(
+                inputs,
+                pixel_values=inputs["pixel_values"][:, :6],
+                pixel_attention_mask=inputs["pixel_attention_mask"][:, :6],
+            )
+        )
     with pytest.raises(InputError, match="pass the model's processor"):
         family_for("idefics3").position_map(v.model.config, inputs)
     swapped = ids.copy()  # tiles in column-major order: not the processor's layout
@@ -320,7 +333,11 @@ def test_internvl_tiles_from_the_original_size_and_thumbnail_last(vlm):
         assert pm.kind[starts[k]] == SPECIAL and pm.kind[ends[k]] == SPECIAL
         if t is None:
             assert [pm.label(p) for p in (a, a + 3, a + 4, a + 15)] == [
-                f"image {k} (0, 0)", f"image {k} (0, 3)", f"image {k} (1, 0)", f"image {k} (3, 3)"]
+                f"image {k} (0, 0)",
+                f"image {k} (0, 3)",
+                f"image {k} (1, 0)",
+                f"image {k} (3, 3)",
+            ]
             continue
         rows, cols = t
         for r in range(rows):
@@ -329,7 +346,7 @@ def test_internvl_tiles_from_the_original_size_and_thumbnail_last(vlm):
         thumb = np.arange(a + rows * cols * s * s, ends[k])
         np.testing.assert_array_equal(thumb, pm.thumbnail_positions[k])
     assert int((pm.kind == SPECIAL).sum()) == 2 * 4
-    assert np.all(pm.kind[:starts[0]] == TEXT) and np.all(pm.kind[ends[-1] + 1:] == TEXT)
+    assert np.all(pm.kind[: starts[0]] == TEXT) and np.all(pm.kind[ends[-1] + 1 :] == TEXT)
     sizes = inputs.pop("original_sizes")
     _generates(v, inputs, original_sizes=sizes)
 
@@ -348,7 +365,7 @@ def test_internvl_map_matches_where_the_model_puts_each_patch(vlm):
         k = pm.image[p]
         ntiles = (pm.grids[k][0] // s) * (pm.grids[k][1] // s)
         want_tile = offsets[k] + (ntiles if pm.view[p] == THUMBNAIL else pm.tile[p])
-        t, py, px = landed[p, :scale * scale].T
+        t, py, px = landed[p, : scale * scale].T
         assert np.all(t == want_tile), (p, t, want_tile)
         assert set(py // scale) == {pm.row[p] % s} and set(px // scale) == {pm.col[p] % s}, p
     pv = inputs["pixel_values"]
@@ -358,7 +375,7 @@ def test_internvl_map_matches_where_the_model_puts_each_patch(vlm):
         for r in range(rows):
             for c in range(cols):
                 tile = int(pm.tile[pm.image_positions[k][(r * s) * gc + c * s]])
-                canvas[:, r * 32:(r + 1) * 32, c * 32:(c + 1) * 32] = pv[offsets[k] + tile]
+                canvas[:, r * 32 : (r + 1) * 32, c * 32 : (c + 1) * 32] = pv[offsets[k] + tile]
         glob = pv[offsets[k] + rows * cols]
         transposed = torch.nn.functional.interpolate(canvas.transpose(1, 2)[None], (32, 32), mode="area")[0]
         good = (torch.nn.functional.interpolate(canvas[None], (32, 32), mode="area")[0] - glob).abs().mean()
@@ -380,7 +397,7 @@ def test_internvl_refuses_what_it_cannot_place(vlm):
         v.position_map(dict(sized, original_sizes=_sizes(images[:1])))
     end = np.flatnonzero(ids == _tok(v, "</img>"))[0]
     with pytest.raises(InputError, match="is not closed by </img>: the prompt is cut"):
-        v.position_map(dict(sized, input_ids=torch.as_tensor(ids[:end - 5])[None]))
+        v.position_map(dict(sized, input_ids=torch.as_tensor(ids[: end - 5])[None]))
     with pytest.raises(InputError, match="111 <IMG_CONTEXT> tokens are not a whole number of tiles of 4 x 4"):
         v.position_map(dict(sized, input_ids=torch.as_tensor(np.delete(ids, end - 1))[None]))
     with pytest.raises(InputError, match=r"hold 8 tile\(s\) \(\[7, 1\]\) but pixel_values holds 7"):

@@ -6,6 +6,7 @@ Each folder is a tiny random model saved with the family's own model and process
 with non-square (3:4, 1:2) images. Expected grids are computed here from the processor's outputs
 (``image_sizes``, ``image_grid_thw``) and the config, or by hand, never through the adapters.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 import transformers as T
+import vlm_folders as VF
 from PIL import Image
 from transformers.image_processing_utils import select_best_resolution
 
-import vlm_folders as VF
 from vizkit.errors import InputError
 from vizkit.models.vlm import IMAGE, MOSAIC, SPECIAL, TEXT, THUMBNAIL, family_for, load_vlm
 
@@ -113,7 +114,13 @@ def test_llava_default_grid_from_the_tower(vlm):
     _check_cover(pm, ids, img, [(side, side)])
     a = _first(ids, img)
     assert [pm.label(t) for t in (a - 1, a, a + 5, a + 6, a + 35, a + 36)] == [
-        "text", "image 0 (0, 0)", "image 0 (0, 5)", "image 0 (1, 0)", "image 0 (5, 5)", "text"]
+        "text",
+        "image 0 (0, 0)",
+        "image 0 (0, 5)",
+        "image 0 (1, 0)",
+        "image 0 (5, 5)",
+        "text",
+    ]
     assert not np.any(pm.kind == SPECIAL)
     _generates(v, inputs)
 
@@ -129,7 +136,11 @@ def test_llava_full_strategy_keeps_cls_as_a_special_position(vlm):
         a = _first(ids, img, k)
         assert pm.kind[a] == SPECIAL and pm.image[a] == -1  # the CLS token: not a patch
         assert [pm.label(t) for t in (a + 1, a + 6, a + 7, a + 36)] == [
-            f"image {k} (0, 0)", f"image {k} (0, 5)", f"image {k} (1, 0)", f"image {k} (5, 5)"]
+            f"image {k} (0, 0)",
+            f"image {k} (0, 5)",
+            f"image {k} (1, 0)",
+            f"image {k} (5, 5)",
+        ]
     assert int((pm.kind == SPECIAL).sum()) == 2
     _generates(v, inputs)
 
@@ -150,11 +161,19 @@ def test_llava_pixtral_rows_breaks_and_end(vlm):
     a = _first(ids, img)
     assert ids[a + 6] == brk and pm.kind[a + 6] == SPECIAL
     assert [pm.label(t) for t in (a, a + 5, a + 7, a + 8 * 7 - 2)] == [
-        "image 0 (0, 0)", "image 0 (0, 5)", "image 0 (1, 0)", "image 0 (7, 5)"]
+        "image 0 (0, 0)",
+        "image 0 (0, 5)",
+        "image 0 (1, 0)",
+        "image 0 (7, 5)",
+    ]
     assert ids[a + 8 * 7 - 1] == end and pm.kind[a + 8 * 7 - 1] == SPECIAL
     b = a + 8 * 7  # the second image follows at once
     assert [pm.label(t) for t in (b, b + 7, b + 9, b + 4 * 9 - 2)] == [
-        "image 1 (0, 0)", "image 1 (0, 7)", "image 1 (1, 0)", "image 1 (3, 7)"]
+        "image 1 (0, 0)",
+        "image 1 (0, 7)",
+        "image 1 (1, 0)",
+        "image 1 (3, 7)",
+    ]
     specials = np.flatnonzero(pm.kind == SPECIAL)
     np.testing.assert_array_equal(specials, np.flatnonzero(np.isin(ids, [brk, end])))
     assert len(specials) == 8 + 4
@@ -169,13 +188,23 @@ def test_llava_refuses_what_it_cannot_place():
     fam = family_for("llava")
     text = T.LlamaConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
     with pytest.raises(InputError, match="pixtral tower .*'default' drops a real patch"):
-        fam.check(T.LlavaConfig(text_config=text, vision_config=T.PixtralVisionConfig(),
-                                vision_feature_select_strategy="default"))
+        fam.check(
+            T.LlavaConfig(
+                text_config=text, vision_config=T.PixtralVisionConfig(), vision_feature_select_strategy="default"
+            )
+        )
     with pytest.raises(InputError, match="siglip_vision_model tower"):
-        fam.check(T.LlavaConfig(text_config=text, vision_config=T.SiglipVisionConfig(),
-                                vision_feature_select_strategy="default"))
-    cfg = T.LlavaConfig(text_config=text, vision_config=T.CLIPVisionConfig(image_size=48, patch_size=8),
-                        image_token_index=5, vision_feature_select_strategy="default")
+        fam.check(
+            T.LlavaConfig(
+                text_config=text, vision_config=T.SiglipVisionConfig(), vision_feature_select_strategy="default"
+            )
+        )
+    cfg = T.LlavaConfig(
+        text_config=text,
+        vision_config=T.CLIPVisionConfig(image_size=48, patch_size=8),
+        image_token_index=5,
+        vision_feature_select_strategy="default",
+    )
     with pytest.raises(InputError, match="not a whole number of images of 36 tokens"):
         fam.position_map(cfg, {"input_ids": [1, *[5] * 37, 2]})
 
@@ -188,8 +217,10 @@ def _qwen_expected(v, inputs):
     return [(h // merge, w // merge) for t, h, w in inputs["image_grid_thw"].tolist()]
 
 
-@pytest.mark.parametrize("name,size,thw", [("qwen2_vl", (84, 112), [1, 6, 8]), ("qwen2_5_vl", (84, 112), [1, 6, 8]),
-                                           ("qwen3_vl", (96, 128), [1, 6, 8])])
+@pytest.mark.parametrize(
+    "name,size,thw",
+    [("qwen2_vl", (84, 112), [1, 6, 8]), ("qwen2_5_vl", (84, 112), [1, 6, 8]), ("qwen3_vl", (96, 128), [1, 6, 8])],
+)
 def test_qwen_one_image_grid_from_image_grid_thw(vlm, name, size, thw):
     v = vlm(name)
     inputs = _inputs(v, [_image(*size)])  # 3:4
@@ -202,7 +233,11 @@ def test_qwen_one_image_grid_from_image_grid_thw(vlm, name, size, thw):
     assert ids[a - 1] == cfg.vision_start_token_id and pm.kind[a - 1] == SPECIAL
     assert ids[a + 12] == cfg.vision_end_token_id and pm.kind[a + 12] == SPECIAL
     assert [pm.label(t) for t in (a, a + 3, a + 4, a + 11)] == [
-        "image 0 (0, 0)", "image 0 (0, 3)", "image 0 (1, 0)", "image 0 (2, 3)"]
+        "image 0 (0, 0)",
+        "image 0 (0, 3)",
+        "image 0 (1, 0)",
+        "image 0 (2, 3)",
+    ]
     assert int((pm.kind == IMAGE).sum()) == int(inputs["mm_token_type_ids"].sum())  # the processor's image tokens
     _generates(v, inputs)
 
@@ -235,7 +270,11 @@ def test_qwen2_vl_two_images(vlm):
     _check_cover(pm, ids, img, [(3, 4), (4, 2)])
     b = _first(ids, img, 1)
     assert [pm.label(t) for t in (b, b + 1, b + 2, b + 7)] == [
-        "image 1 (0, 0)", "image 1 (0, 1)", "image 1 (1, 0)", "image 1 (3, 1)"]
+        "image 1 (0, 0)",
+        "image 1 (0, 1)",
+        "image 1 (1, 0)",
+        "image 1 (3, 1)",
+    ]
     assert int((pm.kind == SPECIAL).sum()) == 4  # two vision start / end pairs
     _generates(v, inputs)
     with pytest.raises(InputError, match="image_grid_thw lists 1"):
@@ -250,8 +289,7 @@ def _anyres_expected(v, size):
     proc, vc = v.processor, v.model.config.vision_config
     side = vc.image_size // vc.patch_size
     bh, bw = select_best_resolution(list(size), v.model.config.image_grid_pinpoints)
-    unpadded, rows = proc._get_unpadded_features(size[0], size[1], side, side, bh // vc.image_size,
-                                                 bw // vc.image_size)
+    unpadded, rows = proc._get_unpadded_features(size[0], size[1], side, side, bh // vc.image_size, bw // vc.image_size)
     return (rows, unpadded // rows), side
 
 
@@ -268,15 +306,24 @@ def test_llava_next_base_then_unpadded_mosaic_with_newlines(vlm):
     assert int((ids == img).sum()) == (16 + 8 * 7) + (16 + 12 * 7)  # base + rows x (cols + newline)
     a = _first(ids, img)
     assert [pm.label(t) for t in (a, a + 15, a + 16, a + 16 + 3, a + 16 + 7, a + 16 + 4 * 7, a + 16 + 4 * 7 + 5)] == [
-        "image 0 thumbnail (0, 0)", "image 0 thumbnail (3, 3)", "image 0 (0, 0)", "image 0 tile 1 (0, 3)",
-        "image 0 (1, 0)", "image 0 tile 2 (4, 0)", "image 0 tile 3 (4, 5)"]
+        "image 0 thumbnail (0, 0)",
+        "image 0 thumbnail (3, 3)",
+        "image 0 (0, 0)",
+        "image 0 tile 1 (0, 3)",
+        "image 0 (1, 0)",
+        "image 0 tile 2 (4, 0)",
+        "image 0 tile 3 (4, 5)",
+    ]
     newlines = [a + 16 + 7 * r + 6 for r in range(8)]
     assert np.all(pm.kind[newlines] == SPECIAL) and np.all(ids[newlines] == img)
     b = _first(ids, img, 1)  # image 1: after image 0's last newline and the template's "\n"
     assert b == a + 16 + 8 * 7 + 1 and pm.kind[b - 1] == TEXT
     assert pm.view[b] == THUMBNAIL and pm.label(b + 16) == "image 1 (0, 0)"
     assert [pm.label(b + 16 + 7 * r + c) for r, c in ((4, 3), (8, 2), (11, 5))] == [
-        "image 1 tile 3 (4, 3)", "image 1 tile 4 (8, 2)", "image 1 tile 5 (11, 5)"]
+        "image 1 tile 3 (4, 3)",
+        "image 1 tile 4 (8, 2)",
+        "image 1 tile 5 (11, 5)",
+    ]
     assert int((pm.kind == SPECIAL).sum()) == 8 + 12
     _generates(v, inputs)
 
@@ -295,7 +342,8 @@ def test_llava_next_map_matches_the_models_own_feature_order(vlm):
     side, at = 4, 0
     for k, (tiles, pad_left) in enumerate([(4, 1), (6, 1)]):  # by hand: 2x2 / 3x2 tiles, one padding column cut
         proj = m.multi_modal_projector(
-            m.vision_tower(inputs["pixel_values"][k][:1 + tiles], output_hidden_states=True).hidden_states[-1][:, 1:])
+            m.vision_tower(inputs["pixel_values"][k][: 1 + tiles], output_hidden_states=True).hidden_states[-1][:, 1:]
+        )
         for j, f in enumerate(feats[k]):
             p = where[at + j]
             if pm.kind[p] == SPECIAL:
@@ -318,8 +366,11 @@ def test_llava_onevision_anyres_and_anyres_max_shrink(vlm):
     pm = v.position_map(inputs)
     _check_cover(pm, ids, img, [grid], [(side, side)])
     a = _first(ids, img)
-    assert [pm.label(t) for t in (a, a + 16, a + 16 + 7)] == ["image 0 thumbnail (0, 0)", "image 0 (0, 0)",
-                                                            "image 0 (1, 0)"]
+    assert [pm.label(t) for t in (a, a + 16, a + 16 + 7)] == [
+        "image 0 thumbnail (0, 0)",
+        "image 0 (0, 0)",
+        "image 0 (1, 0)",
+    ]
     assert pm.kind[a + 16 + 6] == SPECIAL
     _generates(v, inputs)
 
@@ -332,7 +383,11 @@ def test_llava_onevision_anyres_and_anyres_max_shrink(vlm):
     _check_cover(pm, ids, img, [(4, 3)], [(4, 4)])
     a = _first(ids, img)
     assert [pm.label(t) for t in (a + 16, a + 16 + 2, a + 16 + 4, a + 16 + 3 * 4 + 2)] == [
-        "image 0 (0, 0)", "image 0 tile 1 (0, 2)", "image 0 (1, 0)", "image 0 tile 3 (3, 2)"]
+        "image 0 (0, 0)",
+        "image 0 tile 1 (0, 2)",
+        "image 0 (1, 0)",
+        "image 0 tile 3 (3, 2)",
+    ]
     assert int((pm.kind == SPECIAL).sum()) == 4
     _generates(w, inputs)
 
@@ -348,8 +403,14 @@ def test_llava_onevision_several_images_in_one_sample_are_untiled(vlm):
     a, b = _first(ids, img), _first(ids, img, 1)
     assert b == a + 17 + 1  # base 16 + newline, then the template's "\n"
     assert [pm.label(t) for t in (a, a + 4, a + 15, a + 16, b, b + 15, b + 16)] == [
-        "image 0 (0, 0)", "image 0 (1, 0)", "image 0 (3, 3)", "special", "image 1 (0, 0)", "image 1 (3, 3)",
-        "special"]
+        "image 0 (0, 0)",
+        "image 0 (1, 0)",
+        "image 0 (3, 3)",
+        "special",
+        "image 1 (0, 0)",
+        "image 1 (3, 3)",
+        "special",
+    ]
     _generates(v, inputs)
 
 
@@ -358,11 +419,16 @@ def test_anyres_refuses_mismatches(vlm):
     inputs = _inputs(v, [_image(64, 48)])
     ids = _ids(inputs)
     with pytest.raises(InputError, match="need 72"):
-        v.position_map(dict(inputs, input_ids=torch.as_tensor(np.delete(ids, _first(ids, v.model.config.image_token_id)))[None]))
+        v.position_map(
+            dict(inputs, input_ids=torch.as_tensor(np.delete(ids, _first(ids, v.model.config.image_token_id)))[None])
+        )
     text = T.LlamaConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1, num_attention_heads=2)
     with pytest.raises(InputError, match="needs vision_feature_select_strategy 'default'"):
-        family_for("llava_next").check(T.LlavaNextConfig(text_config=text, vision_config=T.CLIPVisionConfig(),
-                                                         vision_feature_select_strategy="full"))
+        family_for("llava_next").check(
+            T.LlavaNextConfig(
+                text_config=text, vision_config=T.CLIPVisionConfig(), vision_feature_select_strategy="full"
+            )
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -380,6 +446,12 @@ def test_unknown_model_type_is_refused_with_the_supported_list(vlm, tmp_path):
     msg = str(err.value)
     assert msg.startswith("this is an instructblip model (InstructBlipForConditionalGeneration)")
     assert "supported are" in msg
-    for name in ("LLaVA (llava)", "Qwen2-VL (qwen2_vl)", "Qwen2.5-VL (qwen2_5_vl)", "Qwen3-VL (qwen3_vl)",
-                 "LLaVA-NeXT (llava_next)", "LLaVA-OneVision (llava_onevision)"):
+    for name in (
+        "LLaVA (llava)",
+        "Qwen2-VL (qwen2_vl)",
+        "Qwen2.5-VL (qwen2_5_vl)",
+        "Qwen3-VL (qwen3_vl)",
+        "LLaVA-NeXT (llava_next)",
+        "LLaVA-OneVision (llava_onevision)",
+    ):
         assert name in msg

@@ -2,14 +2,15 @@
 ``max`` and a head index ``k`` (fused after capture, :meth:`Trace.head_rows`, and selected at capture,
 ``RowAttentionCapture(heads=k)``), on a teacher-forced answer of a GQA model (Qwen2-VL) whose query
 heads share key/value heads -- a head index that is ignored, or a fusion that is swapped, shows."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import vlm_folders as VF
 from PIL import Image
 
-import vlm_folders as VF
 from vizkit.models.vlm import load_vlm
 from vizkit.models.vlm.trace import build_inputs, extend_inputs, trace_sample
 
@@ -34,7 +35,7 @@ def setup(tmp_path_factory):
         vlm.model.set_attn_implementation("sdpa")
     N = trace.num_answer_tokens
     # eager rows of the steps that produced the answer tokens: queries L-1 .. L-2+N, keys 0 .. L-2+N
-    eager = {i: att[i][0, :, L - 1:L - 1 + N, :L - 1 + N].numpy() for i in (0, 1)}  # [H, N, K]
+    eager = {i: att[i][0, :, L - 1 : L - 1 + N, : L - 1 + N].numpy() for i in (0, 1)}  # [H, N, K]
     return vlm, image, trace, eager
 
 
@@ -55,8 +56,7 @@ def test_mean_max_and_each_head_equal_eager(setup, layer):
 @pytest.mark.parametrize("head", [1, 3])
 def test_a_head_selected_at_capture_equals_eager(setup, head):
     vlm, image, trace, eager = setup
-    one = trace_sample(vlm, PROBLEM, [image], [0, 1], mode="solution", solution=SOLUTION, start_phrase=None,
-                       heads=head)
+    one = trace_sample(vlm, PROBLEM, [image], [0, 1], mode="solution", solution=SOLUTION, start_phrase=None, heads=head)
     for layer in (0, 1):
         assert one.rows[layer].shape[1] == 1
         np.testing.assert_allclose(one.head_rows(layer, head), eager[layer][head], atol=1e-5)

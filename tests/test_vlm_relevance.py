@@ -3,14 +3,15 @@ inputs, against an independent backward through the model's own eager ``output_a
 every option (head fusion, aggregation, layer subset, token by index / negative index / word), on
 a GQA family with two images (Qwen2-VL) and an anyres family (LLaVA-NeXT); the hand-computed core
 rows; the mosaic placement and the image share; the errors; the run folder."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+import vlm_folders as VF
 from PIL import Image
 
-import vlm_folders as VF
 from vizkit.errors import InputError, ParameterError, VizkitError
 from vizkit.explain import AttentionGradients, attention_gradients
 from vizkit.models.vlm import load_vlm
@@ -45,7 +46,7 @@ def _eager_reference(vlm, trace, j, layers, fusion, aggregation, attention_layer
     inputs, _ = build_inputs(vlm, trace.problem, trace.images)
     inputs.pop("original_sizes")
     L = trace.prompt_len
-    full = extend_inputs(inputs, trace.input_ids[L:L + j].tolist())
+    full = extend_inputs(inputs, trace.input_ids[L : L + j].tolist())
     model.set_attn_implementation("eager")
     try:
         with torch.enable_grad():
@@ -95,22 +96,23 @@ def test_relevance_equals_an_eager_backward_by_hand(traced, family, token, layer
     np.testing.assert_allclose(r.attention, attn, atol=1e-6)
     assert r.score == pytest.approx(score, abs=1e-4)
     # the image positions carry relevance (the image reaches the answer), and the model state is back
-    assert r.relevance[trace.pmap.kind[:len(r.relevance)] == IMAGE].sum() > 0
+    assert r.relevance[trace.pmap.kind[: len(r.relevance)] == IMAGE].sum() > 0
     assert attention_implementations(vlm.model) == impl and not vlm.model.training
     assert not any(p.requires_grad for p in vlm.model.parameters()) or all(
-        p.requires_grad for p in vlm.model.parameters())
+        p.requires_grad for p in vlm.model.parameters()
+    )
 
 
 def test_plain_attention_is_the_traced_row(traced):
     vlm, trace = traced["qwen2_vl"]
     for j in range(trace.num_answer_tokens):
         r = answer_relevance(vlm, trace, j, layers=[1])
-        np.testing.assert_allclose(r.attention, trace.head_rows(1, "mean")[j, :r.query + 1], atol=1e-5)
+        np.testing.assert_allclose(r.attention, trace.head_rows(1, "mean")[j, : r.query + 1], atol=1e-5)
 
 
 def test_token_by_word_and_errors(traced):
     vlm, trace = traced["qwen2_vl"]
-    pieces = trace.pieces[trace.prompt_len:]
+    pieces = trace.pieces[trace.prompt_len :]
     j = next(i for i, p in enumerate(pieces) if p.strip())
     assert answer_token_index(trace, pieces[j].strip()) == j
     assert answer_token_index(trace, "-1") == trace.num_answer_tokens - 1
@@ -128,23 +130,30 @@ def test_token_by_word_and_errors(traced):
 
 
 # one head, N = 3 tokens: the hand-computed rows of the core on a token sequence (no grid)
-A1 = torch.tensor([[1., 0., 0.], [.4, .6, 0.], [.1, .1, .8]])
-G1 = torch.tensor([[1., 1., 1.], [2., -1., 0.], [3., -2., 1.]])   # (G1*A1)+ = [[1,0,0],[.8,0,0],[.3,0,.8]]
-A2 = torch.tensor([[1., 0., 0.], [.5, .5, 0.], [.2, .3, .5]])
-G2 = torch.tensor([[0., 0., 0.], [1., 1., 0.], [1., 2., -1.]])    # (G2*A2)+ = [[0,0,0],[.5,.5,0],[.2,.6,0]]
+A1 = torch.tensor([[1.0, 0.0, 0.0], [0.4, 0.6, 0.0], [0.1, 0.1, 0.8]])
+G1 = torch.tensor([[1.0, 1.0, 1.0], [2.0, -1.0, 0.0], [3.0, -2.0, 1.0]])  # (G1*A1)+ = [[1,0,0],[.8,0,0],[.3,0,.8]]
+A2 = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+G2 = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [1.0, 2.0, -1.0]])  # (G2*A2)+ = [[0,0,0],[.5,.5,0],[.2,.6,0]]
 
 
 def test_token_relevance_by_hand():
-    c = AttentionGradients(attentions={"l1": A1[None, None], "l2": A2[None, None]},
-                           gradients=[{"l1": G1[None, None], "l2": G2[None, None]}], scores=[torch.zeros(1)],
-                           classes=[None], layers=["l1", "l2"], grid=None, prefix_tokens=0, image_size=None)
+    c = AttentionGradients(
+        attentions={"l1": A1[None, None], "l2": A2[None, None]},
+        gradients=[{"l1": G1[None, None], "l2": G2[None, None]}],
+        scores=[torch.zeros(1)],
+        classes=[None],
+        layers=["l1", "l2"],
+        grid=None,
+        prefix_tokens=0,
+        image_size=None,
+    )
     # R1 = I + Ā1; row 2 of R1 = [.3, 0, 1.8]; R2 = R1 + Ā2 R1: row 2 += .2 R1[0] + .6 R1[1]
     # R1[0] = [2, 0, 0], R1[1] = [.8, 1, 0] -> row 2 = [.3 + .4 + .48, .6, 1.8]
-    torch.testing.assert_close(c.token_relevance(2), torch.tensor([[1.18, .6, 1.8]]))
-    torch.testing.assert_close(c.token_relevance(-1, layers=["l1"]), torch.tensor([[.3, 0., 1.8]]))
+    torch.testing.assert_close(c.token_relevance(2), torch.tensor([[1.18, 0.6, 1.8]]))
+    torch.testing.assert_close(c.token_relevance(-1, layers=["l1"]), torch.tensor([[0.3, 0.0, 1.8]]))
     # mean aggregation: (Ā1 + Ā2) / 2, row 1 = [(.8 + .5) / 2, .25, 0]
-    torch.testing.assert_close(c.token_relevance(1, aggregation="mean"), torch.tensor([[.65, .25, 0.]]))
-    torch.testing.assert_close(c.matrix(0, "mean", ["l2"])[0, 2], torch.tensor([.2, .6, 1.]))
+    torch.testing.assert_close(c.token_relevance(1, aggregation="mean"), torch.tensor([[0.65, 0.25, 0.0]]))
+    torch.testing.assert_close(c.matrix(0, "mean", ["l2"])[0, 2], torch.tensor([0.2, 0.6, 1.0]))
     with pytest.raises(VizkitError, match="no image grid"):
         c.relevance(0)
     with pytest.raises(VizkitError, match="query position 3 is out of range for 3 positions"):
@@ -154,8 +163,12 @@ def test_token_relevance_by_hand():
 def test_attention_gradients_keyword_inputs_errors(traced):
     vlm, _ = traced["qwen2_vl"]
     with pytest.raises(InputError, match="must hold input_ids, a \\[B, T\\] tensor"):
-        attention_gradients(vlm.model, {"pixel_values": torch.zeros(1, 3)}, [lambda out: out.logits[:, -1, 0]],
-                            layers=[vlm.decoder_layers[0]])
+        attention_gradients(
+            vlm.model,
+            {"pixel_values": torch.zeros(1, 3)},
+            [lambda out: out.logits[:, -1, 0]],
+            layers=[vlm.decoder_layers[0]],
+        )
 
 
 def test_keyword_inputs_inside_inference_mode(traced):
@@ -177,6 +190,7 @@ def test_image_grid_and_share_by_hand():
 
     class T:
         pmap = pm
+
     # image positions 2..6 of 0..7 (the query, position 8, left out): (2+3+4+5+6) / (0+...+7)
     assert image_share(T, values) == pytest.approx(20 / 28)
     views = image_views(T, values)
@@ -184,16 +198,25 @@ def test_image_grid_and_share_by_hand():
 
     tr = Trace(np.arange(9), 8, [f"w{i}" for i in range(9)], pm, {}, "", "generate", "all", [])
     # position 8 (the query) is left out; ties keep position order
-    assert tr.top_positions(np.array([0, 5, 1, 3, 3, 0, 0, 2, 9.]), 3) == [
-        (1, "text", "w1", 5.0), (3, "image 0 (0, 1)", "w3", 3.0), (4, "image 0 (1, 0)", "w4", 3.0)]
+    assert tr.top_positions(np.array([0, 5, 1, 3, 3, 0, 0, 2, 9.0]), 3) == [
+        (1, "text", "w1", 5.0),
+        (3, "image 0 (0, 1)", "w3", 3.0),
+        (4, "image 0 (1, 0)", "w4", 3.0),
+    ]
     assert [(k, v) for k, v, _ in views] == [(0, "mosaic"), (0, "thumbnail")]
 
 
 def test_run_folder_with_relevance(tmp_path):
     from vizkit.scenarios.vlm_attention_video import run_video
 
-    res = run_video(None, output_dir=tmp_path / "run", explain_token=-1, relevance_layers=[1, 2], max_new_tokens=8,
-                    ground_truth=False)
+    res = run_video(
+        None,
+        output_dir=tmp_path / "run",
+        explain_token=-1,
+        relevance_layers=[1, 2],
+        max_new_tokens=8,
+        ground_truth=False,
+    )
     r = res["relevance"]
     saved = np.load(tmp_path / "run" / "relevance.npz")
     np.testing.assert_array_equal(saved["relevance"], r.relevance)
@@ -215,9 +238,29 @@ def test_cli_explain_token_by_word_on_a_qwen_folder(tmp_path, capsys):
     _images(1)[0].save(tmp_path / "a.png")
     bench.write_text('[{"id": "s0", "image": ["a.png"], "problem": "What colour is the star?", "solution": "red"}]')
     out = tmp_path / "run"
-    code = main(["vlm-video", "--model_path", str(folder), "--benchmark_json", str(bench), "--start_phrase", "",
-                 "--max_new_tokens", "5", "--layers", "0", "2", "--explain_token", "-2", "--relevance_layers", "1",
-                 "2", "--output-dir", str(out)])
+    code = main(
+        [
+            "vlm-video",
+            "--model_path",
+            str(folder),
+            "--benchmark_json",
+            str(bench),
+            "--start_phrase",
+            "",
+            "--max_new_tokens",
+            "5",
+            "--layers",
+            "0",
+            "2",
+            "--explain_token",
+            "-2",
+            "--relevance_layers",
+            "1",
+            "2",
+            "--output-dir",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     saved = np.load(out / "relevance.npz")
     j = int(saved["token"])

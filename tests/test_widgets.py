@@ -1,4 +1,5 @@
 """vizkit.widgets.HeatmapPane: the PNGs a redraw sends to the page hold the map's colours."""
+
 import cv2
 import matplotlib
 import numpy as np
@@ -51,8 +52,11 @@ def test_diverging_map_is_centred_at_zero_and_redraws_change_the_bytes():
 def test_describe_controls_names_what_the_browser_moves():
     import ipywidgets as W
 
-    controls = [W.IntSlider(description="layer"), W.Dropdown(options=["a"], description="head"),
-                W.ToggleButtons(options=["x", "y"], description="class")]
+    controls = [
+        W.IntSlider(description="layer"),
+        W.Dropdown(options=["a"], description="head"),
+        W.ToggleButtons(options=["x", "y"], description="class"),
+    ]
     assert describe_controls(controls) == [("layer", "slider"), ("head", "dropdown"), ("class", "toggle")]
 
 
@@ -78,9 +82,11 @@ class Tiny(Explorer):
         super().__init__(interactive=interactive, cmap="viridis", figsize=(4, 2))
 
     def control_specs(self):
-        return [Control("row", "slider", "row", min=0, max=2, value=1),
-                Control("scale", "dropdown", "scale", [("one", 1.0), ("two", 2.0)]),
-                Control("sign", "toggle", "sign", ["+", "-"])]
+        return [
+            Control("row", "slider", "row", min=0, max=2, value=1),
+            Control("scale", "dropdown", "scale", [("one", 1.0), ("two", 2.0)]),
+            Control("sign", "toggle", "sign", ["+", "-"]),
+        ]
 
     def heat(self, row: int, scale: float) -> np.ndarray:
         self.computed.append((row, scale))
@@ -91,8 +97,13 @@ class Tiny(Explorer):
     def render(self, state):
         heat = self.cached((state["row"], state["scale"]), lambda: self.heat(state["row"], state["scale"]))
         minus = state["sign"] == "-"
-        return HeatmapView(-heat if minus else heat, self.picture, map_title=f"row {state['row']}",
-                           suptitle=f"x{state['scale']}", diverging=minus)
+        return HeatmapView(
+            -heat if minus else heat,
+            self.picture,
+            map_title=f"row {state['row']}",
+            suptitle=f"x{state['scale']}",
+            diverging=minus,
+        )
 
 
 def test_explorer_builds_its_declared_controls_and_layout():
@@ -221,8 +232,9 @@ ex = One()
 ex.k.value = 2
 print(ex.widget, type(ex.k).__name__, ex.draws, float(ex.drawn.max()), len(ex.static().pngs))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["None", "StaticControl", "2", "2.0", "2"]
 
@@ -233,7 +245,7 @@ def _other_value(control):
     if describe_controls([control])[0][1] == "slider":
         return control.max if control.value != control.max else control.min
     values = [o[1] if isinstance(o, tuple) else o for o in control.options]
-    return next(v for v in values[values.index(control.value) + 1:] + values if v != control.value)
+    return next(v for v in values[values.index(control.value) + 1 :] + values if v != control.value)
 
 
 def _explore(make, **values):
@@ -311,12 +323,22 @@ def test_clip_explorer_is_an_explorer():
     adapter = load_clip_model("shapes_clip")
     image = Image.fromarray(zoo.dataset("shapes_clip", "test")[0].image)
     names = ["a red circle", "a blue square", "a green star"]
-    ex, moved = _explore(lambda on: ClipExplorer(adapter, image, names, names, ["gradcam", "layercam"],
-                                                 ["auto", "visual.trunk.blocks.1"], interactive=on))
-    np.testing.assert_allclose(moved["layer"], explain_clip(adapter, [image], names, names, 0, "gradcam",
-                                                            "visual.trunk.blocks.1")[0].heatmap, atol=1e-6)
-    assert sorted(ex.cache) == [(0, "gradcam", "auto"), (0, "gradcam", "visual.trunk.blocks.1"),
-                                (0, "layercam", "auto"), (1, "gradcam", "auto")]  # one explanation per combination
+    ex, moved = _explore(
+        lambda on: ClipExplorer(
+            adapter, image, names, names, ["gradcam", "layercam"], ["auto", "visual.trunk.blocks.1"], interactive=on
+        )
+    )
+    np.testing.assert_allclose(
+        moved["layer"],
+        explain_clip(adapter, [image], names, names, 0, "gradcam", "visual.trunk.blocks.1")[0].heatmap,
+        atol=1e-6,
+    )
+    assert sorted(ex.cache) == [
+        (0, "gradcam", "auto"),
+        (0, "gradcam", "visual.trunk.blocks.1"),
+        (0, "layercam", "auto"),
+        (1, "gradcam", "auto"),
+    ]  # one explanation per combination
 
 
 def test_vlm_attention_explorer_is_an_explorer():
@@ -326,8 +348,9 @@ def test_vlm_attention_explorer_is_an_explorer():
     vlm = V.load_vlm(None)
     json_path, image_dir = V.default_benchmark()
     sample, images, _ = V.load_sample(json_path, image_dir, 0)
-    trace = trace_sample(vlm, sample["problem"], images, [1, 2], mode="solution", solution=sample["solution"],
-                         start_phrase="I count")
+    trace = trace_sample(
+        vlm, sample["problem"], images, [1, 2], mode="solution", solution=sample["solution"], start_phrase="I count"
+    )
     ex, moved = _explore(lambda on: V.VLMAttentionExplorer(trace, interactive=on))
     np.testing.assert_array_equal(moved["token"], V.FrameRenderer(trace, 1, "mean").frame(trace.frame_tokens.stop - 1))
     np.testing.assert_array_equal(moved["head"], V.FrameRenderer(trace, 1, "max").frame(trace.frame_tokens.start))

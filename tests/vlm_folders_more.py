@@ -9,6 +9,7 @@ tokenizer is the zoo's ``tiny_vlm`` byte-level BPE (``data/zoo/tiny_vlm``: ``<pa
 ``</s>`` 2, ``<image>``) plus the special tokens each processor needs; nothing is downloaded.
 SmolVLM's processor needs the ``num2words`` package.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,16 +20,26 @@ import transformers as T
 
 from vizkit.zoo.common import zoo_dir
 
-__all__ = ["save_random_idefics3", "save_random_smolvlm", "save_random_gemma3", "save_random_paligemma",
-           "save_random_mistral3", "save_random_internvl", "template"]
+__all__ = [
+    "save_random_idefics3",
+    "save_random_smolvlm",
+    "save_random_gemma3",
+    "save_random_paligemma",
+    "save_random_mistral3",
+    "save_random_internvl",
+    "template",
+]
 
 
 def template(image: str) -> str:
     """A chat template like tiny_vlm's (``USER: ... ASSISTANT:``) whose image part is ``image``."""
-    return ("{% for m in messages %}{% if m['role'] == 'user' %}USER: {% if m['content'] is string %}"
-            "{{ m['content'] }}{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}"
-            + image + "{% elif p['type'] == 'text' %}{{ p['text'] }}{% endif %}"
-            "{% endfor %}{% endif %} {% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+    return (
+        "{% for m in messages %}{% if m['role'] == 'user' %}USER: {% if m['content'] is string %}"
+        "{{ m['content'] }}{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}"
+        + image
+        + "{% elif p['type'] == 'text' %}{{ p['text'] }}{% endif %}"
+        "{% endfor %}{% endif %} {% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    )
 
 
 def _tokenizer(extra: tuple[str, ...] = (), named: dict[str, str] | None = None) -> Any:
@@ -43,9 +54,19 @@ def _tokenizer(extra: tuple[str, ...] = (), named: dict[str, str] | None = None)
 
 
 def _text(tok: Any, layers: int, hidden: int, heads: int, kv_heads: int, **more: Any) -> dict[str, Any]:
-    return dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=8192,
-                bos_token_id=1, eos_token_id=2, pad_token_id=0, **more)
+    return dict(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=8192,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        **more,
+    )
 
 
 def _save(model: Any, proc: Any, folder: str | Path) -> Path:
@@ -63,17 +84,51 @@ def _save(model: Any, proc: Any, folder: str | Path) -> Path:
 ROW_COL = tuple(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7))
 
 
-def _idefics_parts(tok: Any, cfg_cls: Any, layers: int, hidden: int, heads: int, kv_heads: int,
-                   vision_hidden: int, vision_depth: int, tile: int, patch: int, scale: int) -> Any:
-    vision = dict(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, num_hidden_layers=vision_depth,
-                  num_attention_heads=2, image_size=tile, patch_size=patch)
-    return cfg_cls(text_config=T.LlamaConfig(**_text(tok, layers, hidden, heads, kv_heads)), vision_config=vision,
-                   image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=scale, pad_token_id=0)
+def _idefics_parts(
+    tok: Any,
+    cfg_cls: Any,
+    layers: int,
+    hidden: int,
+    heads: int,
+    kv_heads: int,
+    vision_hidden: int,
+    vision_depth: int,
+    tile: int,
+    patch: int,
+    scale: int,
+) -> Any:
+    vision = dict(
+        hidden_size=vision_hidden,
+        intermediate_size=2 * vision_hidden,
+        num_hidden_layers=vision_depth,
+        num_attention_heads=2,
+        image_size=tile,
+        patch_size=patch,
+    )
+    return cfg_cls(
+        text_config=T.LlamaConfig(**_text(tok, layers, hidden, heads, kv_heads)),
+        vision_config=vision,
+        image_token_id=tok.convert_tokens_to_ids("<image>"),
+        scale_factor=scale,
+        pad_token_id=0,
+    )
 
 
-def save_random_idefics3(folder: str | Path, *, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
-                         vision_hidden: int = 32, vision_depth: int = 2, tile: int = 32, patch: int = 4,
-                         scale: int = 2, longest_edge: int = 96, seed: int = 0) -> Path:
+def save_random_idefics3(
+    folder: str | Path,
+    *,
+    layers: int = 2,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    vision_hidden: int = 32,
+    vision_depth: int = 2,
+    tile: int = 32,
+    patch: int = 4,
+    scale: int = 2,
+    longest_edge: int = 96,
+    seed: int = 0,
+) -> Path:
     """Idefics3ForConditionalGeneration (vision tower ``tile`` / ``patch``, pixel shuffle ``scale``:
     ``(tile / patch / scale)**2`` tokens per tile, default 4 x 4 = 16) + Idefics3Processor
     (Idefics3ImageProcessor: the longest edge resized to ``longest_edge``, padded up to a multiple of
@@ -83,30 +138,58 @@ def save_random_idefics3(folder: str | Path, *, layers: int = 2, hidden: int = 6
     torch.manual_seed(seed)
     seq = (tile // patch // scale) ** 2
     proc = T.Idefics3Processor(
-        image_processor=T.Idefics3ImageProcessor(size={"longest_edge": longest_edge},
-                                                 max_image_size={"longest_edge": tile}),
-        tokenizer=tok, image_seq_len=seq, chat_template=template("<image>"))
-    cfg = _idefics_parts(tok, T.Idefics3Config, layers, hidden, heads, kv_heads, vision_hidden, vision_depth, tile,
-                         patch, scale)
+        image_processor=T.Idefics3ImageProcessor(
+            size={"longest_edge": longest_edge}, max_image_size={"longest_edge": tile}
+        ),
+        tokenizer=tok,
+        image_seq_len=seq,
+        chat_template=template("<image>"),
+    )
+    cfg = _idefics_parts(
+        tok, T.Idefics3Config, layers, hidden, heads, kv_heads, vision_hidden, vision_depth, tile, patch, scale
+    )
     return _save(T.Idefics3ForConditionalGeneration(cfg), proc, folder)
 
 
-def save_random_smolvlm(folder: str | Path, *, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
-                        vision_hidden: int = 32, vision_depth: int = 2, tile: int = 32, patch: int = 4, scale: int = 2,
-                        longest_edge: int = 96, seed: int = 0) -> Path:
+def save_random_smolvlm(
+    folder: str | Path,
+    *,
+    layers: int = 2,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    vision_hidden: int = 32,
+    vision_depth: int = 2,
+    tile: int = 32,
+    patch: int = 4,
+    scale: int = 2,
+    longest_edge: int = 96,
+    seed: int = 0,
+) -> Path:
     """SmolVLMForConditionalGeneration + SmolVLMProcessor (SmolVLMImageProcessor, SmolVLMVideoProcessor):
     the Idefics3 layout (see :func:`save_random_idefics3`), the tokens named on the tokenizer."""
-    tok = _tokenizer(("<global-img>", "<video>") + ROW_COL,
-                     named={"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
-                            "end_of_utterance_token": "<end_of_utterance>", "global_image_token": "<global-img>"})
+    tok = _tokenizer(
+        ("<global-img>", "<video>") + ROW_COL,
+        named={
+            "fake_image_token": "<fake_token_around_image>",
+            "image_token": "<image>",
+            "end_of_utterance_token": "<end_of_utterance>",
+            "global_image_token": "<global-img>",
+        },
+    )
     torch.manual_seed(seed)
     seq = (tile // patch // scale) ** 2
     kw = dict(size={"longest_edge": longest_edge}, max_image_size={"longest_edge": tile})
-    proc = T.SmolVLMProcessor(image_processor=T.SmolVLMImageProcessor(**kw), tokenizer=tok,
-                              video_processor=T.SmolVLMVideoProcessor(**kw), image_seq_len=seq,
-                              chat_template=template("<image>"))
-    cfg = _idefics_parts(tok, T.SmolVLMConfig, layers, hidden, heads, kv_heads, vision_hidden, vision_depth, tile,
-                         patch, scale)
+    proc = T.SmolVLMProcessor(
+        image_processor=T.SmolVLMImageProcessor(**kw),
+        tokenizer=tok,
+        video_processor=T.SmolVLMVideoProcessor(**kw),
+        image_seq_len=seq,
+        chat_template=template("<image>"),
+    )
+    cfg = _idefics_parts(
+        tok, T.SmolVLMConfig, layers, hidden, heads, kv_heads, vision_hidden, vision_depth, tile, patch, scale
+    )
     return _save(T.SmolVLMForConditionalGeneration(cfg), proc, folder)
 
 
@@ -114,25 +197,49 @@ def save_random_smolvlm(folder: str | Path, *, layers: int = 2, hidden: int = 64
 # Gemma3 (pooled square grid between <start_of_image> / <end_of_image>) and PaliGemma (prefix)
 # ----------------------------------------------------------------------------------------------
 def _siglip(hidden: int, depth: int, image_size: int, patch: int) -> T.SiglipVisionConfig:
-    return T.SiglipVisionConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=depth,
-                                num_attention_heads=2, image_size=image_size, patch_size=patch)
+    return T.SiglipVisionConfig(
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=depth,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=patch,
+    )
 
 
 #: pan-and-scan on, with Gemma3Processor's default crop settings (pass it to the processor call)
-GEMMA3_PAN_AND_SCAN = dict(do_pan_and_scan=True, pan_and_scan_min_crop_size=256, pan_and_scan_max_num_crops=4,
-                           pan_and_scan_min_ratio_to_activate=1.2)
+GEMMA3_PAN_AND_SCAN = dict(
+    do_pan_and_scan=True,
+    pan_and_scan_min_crop_size=256,
+    pan_and_scan_max_num_crops=4,
+    pan_and_scan_min_ratio_to_activate=1.2,
+)
 
 #: PaliGemma is not a chat model: its prompt is the images, then the text (the processor adds ``<s>`` and ``\n``)
-PALIGEMMA_TEMPLATE = ("{% for m in messages %}{% if m['content'] is not string %}{% for p in m['content'] %}"
-                      "{% if p['type'] == 'image' %}<image>{% endif %}{% endfor %}{% endif %}{% endfor %}"
-                      "{% for m in messages %}{% if m['role'] == 'user' %}{% if m['content'] is string %}"
-                      "{{ m['content'] }}{% else %}{% for p in m['content'] %}{% if p['type'] == 'text' %}"
-                      "{{ p['text'] }}{% endif %}{% endfor %}{% endif %}{% endif %}{% endfor %}")
+PALIGEMMA_TEMPLATE = (
+    "{% for m in messages %}{% if m['content'] is not string %}{% for p in m['content'] %}"
+    "{% if p['type'] == 'image' %}<image>{% endif %}{% endfor %}{% endif %}{% endfor %}"
+    "{% for m in messages %}{% if m['role'] == 'user' %}{% if m['content'] is string %}"
+    "{{ m['content'] }}{% else %}{% for p in m['content'] %}{% if p['type'] == 'text' %}"
+    "{{ p['text'] }}{% endif %}{% endfor %}{% endif %}{% endif %}{% endfor %}"
+)
 
 
-def save_random_gemma3(folder: str | Path, *, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
-                       vision_hidden: int = 32, vision_depth: int = 2, image_size: int = 48, patch: int = 4,
-                       tokens_per_image: int = 16, pan_and_scan: bool = False, seed: int = 0) -> Path:
+def save_random_gemma3(
+    folder: str | Path,
+    *,
+    layers: int = 2,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    vision_hidden: int = 32,
+    vision_depth: int = 2,
+    image_size: int = 48,
+    patch: int = 4,
+    tokens_per_image: int = 16,
+    pan_and_scan: bool = False,
+    seed: int = 0,
+) -> Path:
     """Gemma3ForConditionalGeneration (SigLIP tower ``image_size`` / ``patch``, average-pooled to
     ``tokens_per_image``, a square, default 4 x 4) + Gemma3Processor (Gemma3ImageProcessor squashing
     each image to ``image_size``; ``\\n\\n<start_of_image>`` + ``<image_soft_token>`` x N +
@@ -142,25 +249,49 @@ def save_random_gemma3(folder: str | Path, *, layers: int = 2, hidden: int = 64,
     defaults (``do_pan_and_scan=False``, 256, 4, 1.2) over the image processor's saved settings, so the
     PROCESSOR pans and scans only when called with ``do_pan_and_scan=True``; the image processor alone
     honours the saved flag and returns ``num_crops`` (which the processor drops from its outputs)."""
-    tok = _tokenizer(named={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
-                            "image_token": "<image_soft_token>"})
+    tok = _tokenizer(
+        named={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+    )
     torch.manual_seed(seed)
-    text = _text(tok, layers, hidden, heads, kv_heads, head_dim=hidden // heads, sliding_window=64,
-                 query_pre_attn_scalar=hidden // heads)
-    cfg = T.Gemma3Config(text_config=T.Gemma3TextConfig(**text),
-                         vision_config=_siglip(vision_hidden, vision_depth, image_size, patch),
-                         mm_tokens_per_image=tokens_per_image, boi_token_index=tok.boi_token_id,
-                         eoi_token_index=tok.eoi_token_id, image_token_index=tok.image_token_id)
+    text = _text(
+        tok,
+        layers,
+        hidden,
+        heads,
+        kv_heads,
+        head_dim=hidden // heads,
+        sliding_window=64,
+        query_pre_attn_scalar=hidden // heads,
+    )
+    cfg = T.Gemma3Config(
+        text_config=T.Gemma3TextConfig(**text),
+        vision_config=_siglip(vision_hidden, vision_depth, image_size, patch),
+        mm_tokens_per_image=tokens_per_image,
+        boi_token_index=tok.boi_token_id,
+        eoi_token_index=tok.eoi_token_id,
+        image_token_index=tok.image_token_id,
+    )
     pas = GEMMA3_PAN_AND_SCAN if pan_and_scan else {}
     ip = T.Gemma3ImageProcessor(size={"height": image_size, "width": image_size}, **pas)
-    proc = T.Gemma3Processor(image_processor=ip, tokenizer=tok, image_seq_length=tokens_per_image,
-                             chat_template=template("<start_of_image>"))
+    proc = T.Gemma3Processor(
+        image_processor=ip, tokenizer=tok, image_seq_length=tokens_per_image, chat_template=template("<start_of_image>")
+    )
     return _save(T.Gemma3ForConditionalGeneration(cfg), proc, folder)
 
 
-def save_random_paligemma(folder: str | Path, *, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 1,
-                          vision_hidden: int = 32, vision_depth: int = 2, image_size: int = 32, patch: int = 4,
-                          seed: int = 0) -> Path:
+def save_random_paligemma(
+    folder: str | Path,
+    *,
+    layers: int = 2,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 1,
+    vision_hidden: int = 32,
+    vision_depth: int = 2,
+    image_size: int = 32,
+    patch: int = 4,
+    seed: int = 0,
+) -> Path:
     """PaliGemmaForConditionalGeneration (SigLIP tower ``image_size`` / ``patch``: a square grid of
     ``(image_size / patch)**2`` tokens, default 8 x 8, with a Gemma decoder) + PaliGemmaProcessor
     (SiglipImageProcessor squashing each image to ``image_size``; the image tokens first, then
@@ -172,19 +303,34 @@ def save_random_paligemma(folder: str | Path, *, layers: int = 2, hidden: int = 
     proc = T.PaliGemmaProcessor(image_processor=ip, tokenizer=tok, chat_template=PALIGEMMA_TEMPLATE)
     torch.manual_seed(seed)
     text = _text(tok, layers, hidden, heads, kv_heads, head_dim=hidden // heads)
-    cfg = T.PaliGemmaConfig(text_config=T.GemmaConfig(**text),
-                            vision_config=_siglip(vision_hidden, vision_depth, image_size, patch),
-                            image_token_index=tok.convert_tokens_to_ids("<image>"), projection_dim=hidden,
-                            hidden_size=hidden, vocab_size=len(tok))
+    cfg = T.PaliGemmaConfig(
+        text_config=T.GemmaConfig(**text),
+        vision_config=_siglip(vision_hidden, vision_depth, image_size, patch),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        projection_dim=hidden,
+        hidden_size=hidden,
+        vocab_size=len(tok),
+    )
     return _save(T.PaliGemmaForConditionalGeneration(cfg), proc, folder)
 
 
 # ----------------------------------------------------------------------------------------------
 # Mistral3 (Pixtral tower, spatial merge, [IMG_BREAK] per row, [IMG_END])
 # ----------------------------------------------------------------------------------------------
-def save_random_mistral3(folder: str | Path, *, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
-                         vision_hidden: int = 32, vision_depth: int = 2, longest_edge: int = 64, patch: int = 4,
-                         merge: int = 2, seed: int = 0) -> Path:
+def save_random_mistral3(
+    folder: str | Path,
+    *,
+    layers: int = 2,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    vision_hidden: int = 32,
+    vision_depth: int = 2,
+    longest_edge: int = 64,
+    patch: int = 4,
+    merge: int = 2,
+    seed: int = 0,
+) -> Path:
     """Mistral3ForConditionalGeneration (Pixtral tower ``patch``, ``spatial_merge_size`` ``merge``,
     Mistral decoder) + PixtralProcessor (PixtralImageProcessor: the longest edge resized to at most
     ``longest_edge`` keeping the aspect ratio, each side rounded up to ``patch * merge``;
@@ -192,44 +338,90 @@ def save_random_mistral3(folder: str | Path, *, layers: int = 2, hidden: int = 6
     row, ``[IMG_END]`` after the last)."""
     tok = _tokenizer(("[IMG]", "[IMG_BREAK]", "[IMG_END]"))
     torch.manual_seed(seed)
-    vision = T.PixtralVisionConfig(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
-                                   num_hidden_layers=vision_depth, num_attention_heads=2, head_dim=vision_hidden // 2,
-                                   image_size=longest_edge, patch_size=patch)
-    cfg = T.Mistral3Config(text_config=T.MistralConfig(**_text(tok, layers, hidden, heads, kv_heads,
-                                                                head_dim=hidden // heads, sliding_window=None)),
-                           vision_config=vision, image_token_index=tok.convert_tokens_to_ids("[IMG]"),
-                           spatial_merge_size=merge, vision_feature_layer=-1)
+    vision = T.PixtralVisionConfig(
+        hidden_size=vision_hidden,
+        intermediate_size=2 * vision_hidden,
+        num_hidden_layers=vision_depth,
+        num_attention_heads=2,
+        head_dim=vision_hidden // 2,
+        image_size=longest_edge,
+        patch_size=patch,
+    )
+    cfg = T.Mistral3Config(
+        text_config=T.MistralConfig(
+            **_text(tok, layers, hidden, heads, kv_heads, head_dim=hidden // heads, sliding_window=None)
+        ),
+        vision_config=vision,
+        image_token_index=tok.convert_tokens_to_ids("[IMG]"),
+        spatial_merge_size=merge,
+        vision_feature_layer=-1,
+    )
     ip = T.PixtralImageProcessor(size={"longest_edge": longest_edge}, patch_size={"height": patch, "width": patch})
-    proc = T.PixtralProcessor(image_processor=ip, tokenizer=tok, patch_size=patch, spatial_merge_size=merge,
-                              chat_template=template("[IMG]"))
+    proc = T.PixtralProcessor(
+        image_processor=ip, tokenizer=tok, patch_size=patch, spatial_merge_size=merge, chat_template=template("[IMG]")
+    )
     return _save(T.Mistral3ForConditionalGeneration(cfg), proc, folder)
 
 
 # ----------------------------------------------------------------------------------------------
 # InternVL (transformers' own port): dynamic tiles + thumbnail, pixel shuffle
 # ----------------------------------------------------------------------------------------------
-def save_random_internvl(folder: str | Path, *, layers: int = 2, hidden: int = 64, heads: int = 4, kv_heads: int = 2,
-                         vision_hidden: int = 32, vision_depth: int = 2, tile: int = 32, patch: int = 4,
-                         downsample: float = 0.5, max_patches: int = 6, seed: int = 0) -> Path:
+def save_random_internvl(
+    folder: str | Path,
+    *,
+    layers: int = 2,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    vision_hidden: int = 32,
+    vision_depth: int = 2,
+    tile: int = 32,
+    patch: int = 4,
+    downsample: float = 0.5,
+    max_patches: int = 6,
+    seed: int = 0,
+) -> Path:
     """InternVLForConditionalGeneration (InternViT tower ``tile`` / ``patch`` with a CLS token
     dropped, pixel shuffle ``downsample``: ``(tile / patch * downsample)**2`` tokens per tile, default
     4 x 4, Qwen2 decoder) + InternVLProcessor (GotOcr2ImageProcessor ``crop_to_patches``: the
     aspect-ratio grid of at most ``max_patches`` tiles closest to the image's, then a thumbnail when
     there is more than one tile; ``<img>`` + ``<IMG_CONTEXT>`` x N + ``</img>`` per image)."""
-    tok = _tokenizer(named={"start_image_token": "<img>", "end_image_token": "</img>",
-                            "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"})
+    tok = _tokenizer(
+        named={
+            "start_image_token": "<img>",
+            "end_image_token": "</img>",
+            "context_image_token": "<IMG_CONTEXT>",
+            "video_token": "<video>",
+        }
+    )
     torch.manual_seed(seed)
     seq = int(tile // patch * downsample) ** 2
-    vision = T.InternVLVisionConfig(hidden_size=vision_hidden, intermediate_size=2 * vision_hidden,
-                                    num_hidden_layers=vision_depth, num_attention_heads=2, image_size=[tile, tile],
-                                    patch_size=[patch, patch])
-    cfg = T.InternVLConfig(text_config=T.Qwen2Config(**_text(tok, layers, hidden, heads, kv_heads)),
-                           vision_config=vision, image_token_id=tok.context_image_token_id, image_seq_length=seq,
-                           downsample_ratio=downsample, vision_feature_layer=-1,
-                           vision_feature_select_strategy="default")
-    ip = T.GotOcr2ImageProcessor(size={"height": tile, "width": tile}, crop_to_patches=True, min_patches=1,
-                                 max_patches=max_patches)
+    vision = T.InternVLVisionConfig(
+        hidden_size=vision_hidden,
+        intermediate_size=2 * vision_hidden,
+        num_hidden_layers=vision_depth,
+        num_attention_heads=2,
+        image_size=[tile, tile],
+        patch_size=[patch, patch],
+    )
+    cfg = T.InternVLConfig(
+        text_config=T.Qwen2Config(**_text(tok, layers, hidden, heads, kv_heads)),
+        vision_config=vision,
+        image_token_id=tok.context_image_token_id,
+        image_seq_length=seq,
+        downsample_ratio=downsample,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="default",
+    )
+    ip = T.GotOcr2ImageProcessor(
+        size={"height": tile, "width": tile}, crop_to_patches=True, min_patches=1, max_patches=max_patches
+    )
     vp = T.InternVLVideoProcessor(size={"height": tile, "width": tile})
-    proc = T.InternVLProcessor(image_processor=ip, tokenizer=tok, video_processor=vp, image_seq_length=seq,
-                               chat_template=template("<IMG_CONTEXT>"))
+    proc = T.InternVLProcessor(
+        image_processor=ip,
+        tokenizer=tok,
+        video_processor=vp,
+        image_seq_length=seq,
+        chat_template=template("<IMG_CONTEXT>"),
+    )
     return _save(T.InternVLForConditionalGeneration(cfg), proc, folder)

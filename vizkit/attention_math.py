@@ -3,9 +3,10 @@
 Conventions: attention ``[B, H, N, N]`` is post-softmax, row ``i`` = query token ``i``;
 token 0 is the CLS token.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -50,7 +51,9 @@ def discard_lowest(attn: torch.Tensor, ratio: float, keep_token: int = 0) -> tor
     return attn.reshape(b, n * n).scatter(1, lowest, 0.0).reshape(b, n, n)
 
 
-def rollout_matrix(attentions: Sequence[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0) -> torch.Tensor:
+def rollout_matrix(
+    attentions: Sequence[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0
+) -> torch.Tensor:
     """Attention rollout (Abnar & Zuidema, 2020) over ``[B, H, N, N]`` maps in layer order.
 
     Per layer: fuse heads, discard the lowest ``discard_ratio``, add the residual
@@ -80,7 +83,9 @@ def _check_pairs(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.T
         raise VizkitError("relevance needs one gradient per attention map (and at least one)")
 
 
-def relevance_matrix(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor], head_fusion: str = "mean") -> torch.Tensor:
+def relevance_matrix(
+    attentions: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor], head_fusion: str = "mean"
+) -> torch.Tensor:
     """Gradient-weighted attention relevance (Chefer et al., ICCV 2021), layers in order.
 
     Per layer ``Ā = fuse_heads((∇A ⊙ A)⁺)`` and ``R ← R + Ā R`` starting from ``R = I``.
@@ -94,16 +99,21 @@ def relevance_matrix(attentions: Sequence[torch.Tensor], gradients: Sequence[tor
     return r
 
 
-def mean_relevance_matrix(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor],
-                          head_fusion: str = "mean") -> torch.Tensor:
+def mean_relevance_matrix(
+    attentions: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor], head_fusion: str = "mean"
+) -> torch.Tensor:
     """The plain aggregation: the mean over layers of ``Ā = fuse_heads((∇A ⊙ A)⁺)`` (no
     propagation through the layers). Inputs ``[B, H, N, N]`` each; returns ``[B, N, N]``."""
     _check_pairs(attentions, gradients)
     return torch.stack([gradient_weighted(a, g, head_fusion) for a, g in zip(attentions, gradients)]).mean(0)
 
 
-def aggregate(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor], head_fusion: str = "mean",
-              aggregation: str = "relevance") -> torch.Tensor:
+def aggregate(
+    attentions: Sequence[torch.Tensor],
+    gradients: Sequence[torch.Tensor],
+    head_fusion: str = "mean",
+    aggregation: str = "relevance",
+) -> torch.Tensor:
     """``[B, N, N]`` by :func:`relevance_matrix` (``"relevance"``) or :func:`mean_relevance_matrix` (``"mean"``)."""
     if aggregation == "relevance":
         return relevance_matrix(attentions, gradients, head_fusion)

@@ -31,22 +31,39 @@ Example::
         outcomes = run.run(mapper, Job(square), [Unit(str(x), x) for x in range(4)])
     run.write_index("Squares", columns=["square"])
 """
+
 from __future__ import annotations
 
 import json
 import os
 import sys
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from .io import unique_stems, write_csv, write_json, write_text
 from .runs import open_resumable_run
 
-__all__ = ["Unit", "Job", "Outcome", "BatchRun", "BatchMapper", "run_units", "run_inputs", "resolved", "records",
-           "UNITS_DIR", "RUN_FILES", "DONE", "EARLIER", "INCOMPLETE", "FAILED"]
+__all__ = [
+    "Unit",
+    "Job",
+    "Outcome",
+    "BatchRun",
+    "BatchMapper",
+    "run_units",
+    "run_inputs",
+    "resolved",
+    "records",
+    "UNITS_DIR",
+    "RUN_FILES",
+    "DONE",
+    "EARLIER",
+    "INCOMPLETE",
+    "FAILED",
+]
 
 UNITS_DIR = ".units"
 #: the runner's own files in a run folder (besides the units' files)
@@ -124,8 +141,6 @@ def _marker(folder: Path, key: str) -> Path:
     return folder / UNITS_DIR / f"{key}.json"
 
 
-
-
 def run_units(job: Job, units: Sequence[Unit], folder: str | os.PathLike) -> list[Outcome]:
     """Compute ``units`` here (in this process or on the Dask worker that runs this), writing
     each unit's marker after its files; the outcomes in the units' order."""
@@ -168,8 +183,11 @@ def _worker_units(job: Job, units: Sequence[Unit], folder: str) -> tuple[list[Ou
 
     setup_worker()
     outcomes = run_units(job, units, folder)
-    return outcomes, {"pid": os.getpid(), "loads": cache_loads().get(repr(job.context_key()), 0),
-                      "threads": torch.get_num_threads()}
+    return outcomes, {
+        "pid": os.getpid(),
+        "loads": cache_loads().get(repr(job.context_key()), 0),
+        "threads": torch.get_num_threads(),
+    }
 
 
 class BatchMapper:
@@ -180,8 +198,9 @@ class BatchMapper:
     units computed (:attr:`units`), the context loads (:attr:`loads`) and torch threads
     (:attr:`threads`); ``on_unit(outcome)`` is called as each unit arrives (tests use it)."""
 
-    def __init__(self, cluster: Any = None, *, progress: bool = False,
-                 on_unit: Callable[[Outcome], None] | None = None):
+    def __init__(
+        self, cluster: Any = None, *, progress: bool = False, on_unit: Callable[[Outcome], None] | None = None
+    ):
         self.cluster, self.progress, self.on_unit = cluster, progress, on_unit
         self.units: dict[int, list[str]] = defaultdict(list)
         self.loads: dict[int, int] = {}
@@ -207,7 +226,7 @@ class BatchMapper:
 
     def map(self, job: Job, units: Sequence[Unit], folder: str | os.PathLike, group: int = 1) -> Iterator[Outcome]:
         """The outcomes of ``units`` (in groups of ``group`` per call of the job), as they finish."""
-        groups = [list(units[i:i + max(1, group)]) for i in range(0, len(units), max(1, group))]
+        groups = [list(units[i : i + max(1, group)]) for i in range(0, len(units), max(1, group))]
         if not groups:
             return
         if self.cluster is None:
@@ -221,8 +240,13 @@ class BatchMapper:
     def _local(self, job: Job, groups: list[list[Unit]], folder: Path) -> Iterator[Outcome]:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(map(len, groups)), desc=job.name, unit="unit", file=sys.stderr,
-                   disable=not (self.progress and sum(map(len, groups)) > 1))
+        bar = tqdm(
+            total=sum(map(len, groups)),
+            desc=job.name,
+            unit="unit",
+            file=sys.stderr,
+            disable=not (self.progress and sum(map(len, groups)) > 1),
+        )
         try:
             for units in groups:
                 for outcome in run_units(job, units, folder):
@@ -238,9 +262,17 @@ class BatchMapper:
         from .distributed.chunks import as_completed_with_progress
 
         remote = replace(job, context=None)  # a live model never travels; the worker builds its own
-        futures = [self.client.submit(_worker_units, remote, units, folder, pure=False,
-                                      key=f"vizkit-{job.name}-{units[0].key}-{os.urandom(4).hex()}")
-                   for units in groups]
+        futures = [
+            self.client.submit(
+                _worker_units,
+                remote,
+                units,
+                folder,
+                pure=False,
+                key=f"vizkit-{job.name}-{units[0].key}-{os.urandom(4).hex()}",
+            )
+            for units in groups
+        ]
         for fut in as_completed_with_progress(self.client, futures, job.name if self.progress else False, "unit"):
             outcomes, info = fut.result()
             fut.release()  # its files are written: a worker lost later must not make Dask compute it again
@@ -263,8 +295,14 @@ class BatchRun:
         self.outcomes: dict[str, Outcome] = {}
 
     @classmethod
-    def open(cls, output_dir: str | os.PathLike | None, name: str, manifest: Mapping[str, Any],
-             overwrite: bool = False, protect: Sequence[str | os.PathLike] = ()) -> "BatchRun":
+    def open(
+        cls,
+        output_dir: str | os.PathLike | None,
+        name: str,
+        manifest: Mapping[str, Any],
+        overwrite: bool = False,
+        protect: Sequence[str | os.PathLike] = (),
+    ) -> "BatchRun":
         """Open (or resume) the run folder ``output_dir`` (None: a new timestamped folder named after
         ``name``) for a run defined by ``manifest`` (JSON-able). ``protect``: input files that
         ``overwrite`` must not delete (an input inside the output folder is refused)."""
@@ -275,8 +313,10 @@ class BatchRun:
             root = Path(output_dir).resolve()
             inside = [str(p) for p in protect if root in Path(p).resolve().parents]
             if inside:
-                raise ParameterError(f"--overwrite would delete the inputs inside {str(output_dir)!r} "
-                                     f"({inside[0]}{', ...' if len(inside) > 1 else ''}): choose another output folder")
+                raise ParameterError(
+                    f"--overwrite would delete the inputs inside {str(output_dir)!r} "
+                    f"({inside[0]}{', ...' if len(inside) > 1 else ''}): choose another output folder"
+                )
         folder, resuming = open_resumable_run(output_dir, name, manifest, overwrite)
         return cls(folder, manifest, resuming)
 
@@ -302,8 +342,11 @@ class BatchRun:
         (``done (earlier run)``, their records read from their markers); the outcomes in the
         units' order. A unit that raised one of ``job.catch`` is ``failed``; anything else
         stops the batch, the units finished so far keeping their markers."""
-        got = {u.key: Outcome(u.key, EARLIER, dict((self.marker(u.key) or {}).get("record") or {}))
-               for u in units if self.done(u.key)}
+        got = {
+            u.key: Outcome(u.key, EARLIER, dict((self.marker(u.key) or {}).get("record") or {}))
+            for u in units
+            if self.done(u.key)
+        }
         try:
             for outcome in mapper.map(job, [u for u in units if u.key not in got], self.folder, group):
                 got[outcome.key] = outcome
@@ -316,15 +359,28 @@ class BatchRun:
         ``columns`` of its record and its error."""
         import pandas as pd
 
-        rows = [{"unit": o.key, "status": o.status, **{c: o.record.get(c, "") for c in columns},
-                 "error": f"{o.error_type}: {o.error}" if o.error_type else o.error}
-                for o in self.outcomes.values()]
+        rows = [
+            {
+                "unit": o.key,
+                "status": o.status,
+                **{c: o.record.get(c, "") for c in columns},
+                "error": f"{o.error_type}: {o.error}" if o.error_type else o.error,
+            }
+            for o in self.outcomes.values()
+        ]
         frame = pd.DataFrame(rows, columns=["unit", "status", *columns, "error"])
         write_csv(self.folder / "index.csv", frame)
         counts = frame["status"].value_counts()
         summary = ", ".join(f"{int(counts[s])} {s}" for s in (DONE, EARLIER, INCOMPLETE, FAILED) if s in counts)
-        about = " ".join(p for p in (intro, f"{len(frame)} unit(s): {summary or 'none'}. A rerun into this folder "
-                                            "skips the done units and computes the others.") if p)
+        about = " ".join(
+            p
+            for p in (
+                intro,
+                f"{len(frame)} unit(s): {summary or 'none'}. A rerun into this folder "
+                "skips the done units and computes the others.",
+            )
+            if p
+        )
         cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
         table = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
         table += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
@@ -335,10 +391,20 @@ class BatchRun:
         return [o for o in self.outcomes.values() if o.status == FAILED]
 
 
-def run_inputs(output_dir: str | os.PathLike | None, name: str, manifest: Mapping[str, Any], files: Sequence[Path],
-               job: Job, payload: Callable[[Path, str], Any], *, overwrite: bool = False, cluster: Any = None,
-               progress: bool = False, group: Callable[[int], int] | int = 1,
-               columns: Sequence[str] = ()) -> tuple[BatchRun, list[Outcome]]:
+def run_inputs(
+    output_dir: str | os.PathLike | None,
+    name: str,
+    manifest: Mapping[str, Any],
+    files: Sequence[Path],
+    job: Job,
+    payload: Callable[[Path, str], Any],
+    *,
+    overwrite: bool = False,
+    cluster: Any = None,
+    progress: bool = False,
+    group: Callable[[int], int] | int = 1,
+    columns: Sequence[str] = (),
+) -> tuple[BatchRun, list[Outcome]]:
     """A batch of one unit per input file (key: its stem, made unique; ``payload(file, key)``):
     the run folder opened (``overwrite`` never deletes the inputs), the units not done computed
     (``group``: units per call of a grouped job, or a function of how many are left), the index
@@ -358,5 +424,7 @@ def resolved(path: str | os.PathLike | None) -> str | None:
 
 def records(frame: Any) -> list[dict[str, Any]]:
     """A DataFrame's rows as dicts of plain Python values (exact, picklable: unit payloads)."""
-    return [{k: v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v for k, v in r.items()}
-            for r in frame.to_dict("records")]
+    return [
+        {k: v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v for k, v in r.items()}
+        for r in frame.to_dict("records")
+    ]

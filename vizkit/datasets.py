@@ -54,22 +54,31 @@ DeepfakeBench (github SCLBD/DeepfakeBench, ``training/dataset/abstract_dataset.p
 Unlike DeepfakeBench the frames are not shuffled: labels in JSON order, videos in JSON order,
 frames in frame-number order.
 """
+
 from __future__ import annotations
 
 import csv
 import os
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from .errors import InputError, VizkitError
 from .io import IMAGE_SUFFIXES, load_image, read_json
 
-__all__ = ["Item", "EvalDataset", "resolve_dataset", "parse_label", "ZOO_DATASET", "read_list",
-           "read_deepfakebench_json"]
+__all__ = [
+    "Item",
+    "EvalDataset",
+    "resolve_dataset",
+    "parse_label",
+    "ZOO_DATASET",
+    "read_list",
+    "read_deepfakebench_json",
+]
 
 ZOO_DATASET = "zoo:face_forgery"
 _ZOO_ALIASES = ("zoo:face_forgery", "zoo:face_forgery_detector", "zoo", "face_forgery")
@@ -139,8 +148,10 @@ class EvalDataset:
             raise InputError(f"cannot read image {path!r}: reader {name} returned None (missing or unreadable file)")
         arr = np.asarray(out)
         if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
-            raise InputError(f"reader {name} returned a {arr.dtype} array of shape {tuple(arr.shape)} for image "
-                             f"{path!r}; it must return uint8 H x W x 3 RGB")
+            raise InputError(
+                f"reader {name} returned a {arr.dtype} array of shape {tuple(arr.shape)} for image "
+                f"{path!r}; it must return uint8 H x W x 3 RGB"
+            )
         return arr
 
     def mask(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray | None:
@@ -167,8 +178,12 @@ class EvalDataset:
         """The first ``count`` items (all when None or 0), fakes and reals as they come."""
         if not count or count >= len(self.items):
             return self
-        return EvalDataset(self.name, self.items[:count], f"{self.source} (first {count})",
-                           self.zoo_samples[:count] if self.zoo_samples is not None else None)
+        return EvalDataset(
+            self.name,
+            self.items[:count],
+            f"{self.source} (first {count})",
+            self.zoo_samples[:count] if self.zoo_samples is not None else None,
+        )
 
 
 def parse_label(value: Any, where: str) -> int:
@@ -203,8 +218,10 @@ def _folder(root: Path) -> EvalDataset:
     subs = {name: root / name for name in ("real", "fake")}
     missing = [n for n, p in subs.items() if not p.is_dir()]
     if len(missing) == 2:
-        raise InputError(f"dataset folder {str(root)!r} needs real/ and fake/ subfolders (images of each class); "
-                         "or give a CSV / JSON list of (path, label)")
+        raise InputError(
+            f"dataset folder {str(root)!r} needs real/ and fake/ subfolders (images of each class); "
+            "or give a CSV / JSON list of (path, label)"
+        )
     items: list[Item] = []
     for label, name in ((0, "real"), (1, "fake")):
         sub = subs[name]
@@ -215,8 +232,9 @@ def _folder(root: Path) -> EvalDataset:
             video = f"{name}/{rel.parent.as_posix()}" if len(rel.parts) > 1 else None
             items.append(Item(str(p), label, video, None))
     if not items:
-        raise InputError(f"dataset folder {str(root)!r} holds no images under real/ or fake/ "
-                         f"({', '.join(IMAGE_SUFFIXES)})")
+        raise InputError(
+            f"dataset folder {str(root)!r} holds no images under real/ or fake/ ({', '.join(IMAGE_SUFFIXES)})"
+        )
     return EvalDataset(root.name, items, f"folder {root}")
 
 
@@ -238,14 +256,20 @@ def _rows_to_items(rows: Sequence[Mapping[str, Any]], source: Path, kind: str) -
                 raise InputError(f"{where}: missing column {col!r} (the columns are path, label[, video][, mask])")
         video = row.get("video")
         mask = row.get("mask")
-        items.append(Item(_resolve_path(row["path"], source.parent), parse_label(row["label"], where),
-                          str(video) if video not in (None, "") else None,
-                          _resolve_path(mask, source.parent) if mask not in (None, "") else None))
+        items.append(
+            Item(
+                _resolve_path(row["path"], source.parent),
+                parse_label(row["label"], where),
+                str(video) if video not in (None, "") else None,
+                _resolve_path(mask, source.parent) if mask not in (None, "") else None,
+            )
+        )
     return items
 
 
-def read_list(path: str | os.PathLike, config: Mapping[str, Any] | None = None,
-              root: str | os.PathLike | None = None) -> EvalDataset:
+def read_list(
+    path: str | os.PathLike, config: Mapping[str, Any] | None = None, root: str | os.PathLike | None = None
+) -> EvalDataset:
     """A CSV (header ``path,label[,video][,mask]``) or a JSON list of such objects (paths relative
     to the file's folder); a JSON that is not a list is DeepfakeBench's dataset JSON, read by
     :func:`read_deepfakebench_json` with ``config`` and ``root``."""
@@ -257,8 +281,10 @@ def read_list(path: str | os.PathLike, config: Mapping[str, Any] | None = None,
                 header = [h.strip() for h in (reader.fieldnames or [])]
                 missing = [c for c in ("path", "label") if c not in header]
                 if missing:
-                    raise InputError(f"CSV {str(p)!r} has no {' and no '.join(repr(c) for c in missing)} column "
-                                     f"(header: {', '.join(header) or 'empty'}; expected path, label[, video][, mask])")
+                    raise InputError(
+                        f"CSV {str(p)!r} has no {' and no '.join(repr(c) for c in missing)} column "
+                        f"(header: {', '.join(header) or 'empty'}; expected path, label[, video][, mask])"
+                    )
                 rows = [{k.strip(): v for k, v in r.items() if k is not None} for r in reader]
         except UnicodeDecodeError as err:
             raise InputError(f"CSV {str(p)!r} is not UTF-8 text: {err}") from None
@@ -336,8 +362,10 @@ def _frame_count(config: Mapping[str, Any], split: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InputError(f"the config's frame_num {config.get('frame_num')!r} gives {value!r} frames for split "
-                         f"{split!r}; set frame_num to a positive integer or {{{split}: N}}")
+        raise InputError(
+            f"the config's frame_num {config.get('frame_num')!r} gives {value!r} frames for split "
+            f"{split!r}; set frame_num to a positive integer or {{{split}: N}}"
+        )
     return int(value)
 
 
@@ -356,8 +384,11 @@ def _videos(node: Any, compression: str, where: str, c40_name: bool) -> Mapping[
     if not all(isinstance(v, Mapping) for v in node.values()):
         return {}
     if compression not in node:
-        how = ("name the dataset without _c40" if c40_name else
-               "set the config's compression to one of them (or name the dataset <NAME>_c40 for c40)")
+        how = (
+            "name the dataset without _c40"
+            if c40_name
+            else "set the config's compression to one of them (or name the dataset <NAME>_c40 for c40)"
+        )
         raise InputError(f"{where} holds compression levels {', '.join(map(str, node))} but not {compression!r}: {how}")
     level = node[compression]
     return level if isinstance(level, Mapping) else {}
@@ -367,20 +398,28 @@ def _label(video_label: Any, label_dict: Mapping[str, Any] | None, dataset: str,
     if not label_dict:
         return 0 if "real" in str(video_label).lower() else 1
     if video_label not in label_dict:
-        raise InputError(f"label {video_label!r} of dataset {dataset!r} ({source}) is not in the config's label_dict "
-                         f"(it has {', '.join(map(str, label_dict))}): add {video_label}: 0 (real) or 1 (fake) to "
-                         "label_dict")
+        raise InputError(
+            f"label {video_label!r} of dataset {dataset!r} ({source}) is not in the config's label_dict "
+            f"(it has {', '.join(map(str, label_dict))}): add {video_label}: 0 (real) or 1 (fake) to "
+            "label_dict"
+        )
     value = label_dict[video_label]
     try:
         return 1 if int(value) else 0
     except (TypeError, ValueError):
-        raise InputError(f"the config's label_dict maps {video_label!r} to {value!r}: use 0 (real) or a "
-                         "non-zero integer (fake)") from None
+        raise InputError(
+            f"the config's label_dict maps {video_label!r} to {value!r}: use 0 (real) or a non-zero integer (fake)"
+        ) from None
 
 
-def read_deepfakebench_json(path: str | os.PathLike, name: str | None = None, config: Mapping[str, Any] | None = None,
-                            data: Any = None, split: str = "test",
-                            root: str | os.PathLike | None = None) -> EvalDataset:
+def read_deepfakebench_json(
+    path: str | os.PathLike,
+    name: str | None = None,
+    config: Mapping[str, Any] | None = None,
+    data: Any = None,
+    split: str = "test",
+    root: str | os.PathLike | None = None,
+) -> EvalDataset:
     """DeepfakeBench's dataset JSON at ``path`` read as DeepfakeBench reads it (the rules in the
     module docstring): the ``split`` frames of every label, in one :class:`EvalDataset` named
     ``name``.
@@ -400,12 +439,14 @@ def read_deepfakebench_json(path: str | os.PathLike, name: str | None = None, co
     config = dict(config or {})
     base_dir = _root(root)
     if not isinstance(data, Mapping) or not data:
-        raise InputError(f"dataset JSON {str(p)!r} is neither a list of (path, label) objects nor DeepfakeBench's "
-                         "{dataset: {label: {split: {video: {label, frames}}}}} layout")
+        raise InputError(
+            f"dataset JSON {str(p)!r} is neither a list of (path, label) objects nor DeepfakeBench's "
+            "{dataset: {label: {split: {video: {label, frames}}}}} layout"
+        )
     requested = name if name is not None else p.stem
-    c40_name = requested.endswith(_C40) and requested[:-len(_C40)] in data
+    c40_name = requested.endswith(_C40) and requested[: -len(_C40)] in data
     if c40_name:
-        key = requested[:-len(_C40)]
+        key = requested[: -len(_C40)]
     elif requested in data:
         key = requested
     elif len(data) == 1:
@@ -415,8 +456,9 @@ def read_deepfakebench_json(path: str | os.PathLike, name: str | None = None, co
     compression = "c40" if c40_name else str(config.get("compression") or _DEFAULT_COMPRESSION)
     label_dict = config.get("label_dict") or None
     if label_dict is not None and not isinstance(label_dict, Mapping):
-        raise InputError(f"the config's label_dict is a {type(label_dict).__name__}: make it a mapping "
-                         "{label name: 0 or 1}")
+        raise InputError(
+            f"the config's label_dict is a {type(label_dict).__name__}: make it a mapping {{label name: 0 or 1}}"
+        )
     count = _frame_count(config, split)
     rgb_key, rgb_dir = _rgb_dir(config)
     rgb_base = base_dir / Path(os.path.expanduser(rgb_dir)) if rgb_dir else base_dir
@@ -432,26 +474,41 @@ def read_deepfakebench_json(path: str | os.PathLike, name: str | None = None, co
             label = _label(video_label, label_dict, str(requested), p)
             for raw in _select_frames(info.get("frames") or [], count):
                 frame = _frame_path(raw, rgb_base, base_dir)
-                mask = (_frame_path(str(raw).replace("frames", "masks"), rgb_base, base_dir)
-                        if "frames" in str(raw) else None)
-                items.append(Item(frame, label, f"{video_label}_{video}",
-                                  mask if mask and os.path.isfile(mask) else None))
+                mask = (
+                    _frame_path(str(raw).replace("frames", "masks"), rgb_base, base_dir)
+                    if "frames" in str(raw)
+                    else None
+                )
+                items.append(
+                    Item(frame, label, f"{video_label}_{video}", mask if mask and os.path.isfile(mask) else None)
+                )
     if not items:
-        raise InputError(f"dataset JSON {str(p)!r}: dataset {key!r} lists no {split!r} frames "
-                         f"(labels found: {', '.join(map(str, data[key] or {})) or 'none'})")
+        raise InputError(
+            f"dataset JSON {str(p)!r}: dataset {key!r} lists no {split!r} frames "
+            f"(labels found: {', '.join(map(str, data[key] or {})) or 'none'})"
+        )
     if not any(os.path.isfile(it.path) for it in items):
         tried = ", ".join(it.path for it in items[:3]) + (", ..." if len(items) > 3 else "")
-        rgb = (f"the config's {rgb_key} {rgb_dir!r} (= {rgb_base})" if rgb_key
-               else f"DeepfakeBench's root {base_dir} (the config has no rgb_dir)")
-        raise InputError(f"none of the {len(items)} frames of dataset {requested!r} ({p}) exists (tried {tried}): "
-                         f"relative frame paths are read under {rgb} and paths starting with '.' under DeepfakeBench's "
-                         f"root {base_dir} (the working directory unless root= is given); run from DeepfakeBench's "
-                         "root, or set rgb_dir to an absolute path, or pass root=")
+        rgb = (
+            f"the config's {rgb_key} {rgb_dir!r} (= {rgb_base})"
+            if rgb_key
+            else f"DeepfakeBench's root {base_dir} (the config has no rgb_dir)"
+        )
+        raise InputError(
+            f"none of the {len(items)} frames of dataset {requested!r} ({p}) exists (tried {tried}): "
+            f"relative frame paths are read under {rgb} and paths starting with '.' under DeepfakeBench's "
+            f"root {base_dir} (the working directory unless root= is given); run from DeepfakeBench's "
+            "root, or set rgb_dir to an absolute path, or pass root="
+        )
     return EvalDataset(str(requested), items, f"DeepfakeBench JSON {p}")
 
 
-def resolve_dataset(spec: str | os.PathLike | None = None, config: Mapping[str, Any] | None = None,
-                    max_samples: int | None = None, root: str | os.PathLike | None = None) -> EvalDataset:
+def resolve_dataset(
+    spec: str | os.PathLike | None = None,
+    config: Mapping[str, Any] | None = None,
+    max_samples: int | None = None,
+    root: str | os.PathLike | None = None,
+) -> EvalDataset:
     """The test set named by ``spec`` (see the module docstring), its first ``max_samples`` items
     (all when None or 0).
 
@@ -478,7 +535,7 @@ def resolve_dataset(spec: str | os.PathLike | None = None, config: Mapping[str, 
     folder = config.get("dataset_json_folder")
     if folder:
         json_dir = _root(root) / Path(os.path.expanduser(str(folder)))
-        names = [text] + ([text[:-len(_C40)]] if text.endswith(_C40) else [])
+        names = [text] + ([text[: -len(_C40)]] if text.endswith(_C40) else [])
         for stem in names:
             candidate = json_dir / f"{stem}.json"
             if candidate.is_file():
@@ -486,5 +543,8 @@ def resolve_dataset(spec: str | os.PathLike | None = None, config: Mapping[str, 
             looked.append(f"{candidate} (dataset_json_folder)")
     else:
         looked.append("no dataset_json_folder in the detector config")
-    raise InputError(f"test dataset {text!r} resolves to nothing: looked for " + "; ".join(looked)
-                     + f". Give a folder with real/ and fake/, a CSV / JSON list, a DeepfakeBench JSON, or {ZOO_DATASET}")
+    raise InputError(
+        f"test dataset {text!r} resolves to nothing: looked for "
+        + "; ".join(looked)
+        + f". Give a folder with real/ and fake/, a CSV / JSON list, a DeepfakeBench JSON, or {ZOO_DATASET}"
+    )

@@ -12,14 +12,16 @@ at. Trained models come later (the model zoo).
 - ViT-Tiny/16 (timm ``vit_tiny_patch16_224``, ``pretrained=False``):
   :func:`vizkit.gradient_attention` and :func:`vizkit.rollout` of :func:`vizkit.attention`.
 """
+
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import VizkitError
 from .io import write_json
@@ -35,8 +37,10 @@ SEED = 0
 CAM_METHODS = ("gradcam", "gradcam++", "layercam", "eigencam")
 FIGURE_NAME = "demo_explanations.png"
 SUMMARY_NAME = "summary.json"
-WEIGHTS_NOTE = ("random weights (seed 0): no pretrained weights are available offline, so these maps "
-                "show how each method works, not what a trained model looks at")
+WEIGHTS_NOTE = (
+    "random weights (seed 0): no pretrained weights are available offline, so these maps "
+    "show how each method works, not what a trained model looks at"
+)
 
 _TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "layercam": "LayerCAM", "eigencam": "Eigen-CAM"}
 
@@ -64,7 +68,7 @@ def load_image() -> tuple[Any, str]:
         h, w = arr.shape[:2]
         side = min(h, w)
         top, left = (h - side) // 2, (w - side) // 2
-        img = Image.fromarray(arr[top:top + side, left:left + side])
+        img = Image.fromarray(arr[top : top + side, left : left + side])
         source = "skimage.data.chelsea() (centre crop)"
     if img.size != (IMAGE_SIZE, IMAGE_SIZE):
         img = img.resize((IMAGE_SIZE, IMAGE_SIZE), Image.LANCZOS)
@@ -133,8 +137,9 @@ def explain_cnn(image, names: list[str]) -> tuple[dict[str, Any], list[tuple[str
         exp = vizkit.cam(model, x, targets=cls, layers="auto", method=method)
         heat = exp.heatmap[0]
         maps.append((method, heat))
-        results.append({"method": method, "layers": exp.layers, "score": round(float(exp.scores[0]), 6),
-                        "heatmap": _stats(heat)})
+        results.append(
+            {"method": method, "layers": exp.layers, "score": round(float(exp.scores[0]), 6), "heatmap": _stats(heat)}
+        )
     info = {
         "model": "torchvision resnet18(weights=None), torch.manual_seed(0)",
         "weights": "random",
@@ -169,12 +174,21 @@ def explain_vit(image, names: list[str]) -> tuple[dict[str, Any], list[tuple[str
     last_cls = _upsample01(attn.cls_attention(-1), size)[0]
     maps = [("gradient_attention", ga.heatmap[0]), ("rollout", roll), ("cls_attention_last", last_cls)]
     results = [
-        {"method": "gradient_attention", "head_fusion": "mean", "layers": ga.layers,
-         "score": round(float(ga.scores[0]), 6), "heatmap": _stats(ga.heatmap[0])},
-        {"method": "rollout", "head_fusion": "mean", "discard_ratio": 0.0, "layers": attn.layers,
-         "heatmap": _stats(roll)},
-        {"method": "cls_attention", "head_fusion": "mean", "layers": [attn.layers[-1]],
-         "heatmap": _stats(last_cls)},
+        {
+            "method": "gradient_attention",
+            "head_fusion": "mean",
+            "layers": ga.layers,
+            "score": round(float(ga.scores[0]), 6),
+            "heatmap": _stats(ga.heatmap[0]),
+        },
+        {
+            "method": "rollout",
+            "head_fusion": "mean",
+            "discard_ratio": 0.0,
+            "layers": attn.layers,
+            "heatmap": _stats(roll),
+        },
+        {"method": "cls_attention", "head_fusion": "mean", "layers": [attn.layers[-1]], "heatmap": _stats(last_cls)},
     ]
     info = {
         "model": "timm vit_tiny_patch16_224 (pretrained=False), torch.manual_seed(0)",
@@ -200,8 +214,9 @@ def draw(image, cnn: dict, cnn_maps: list, vit: dict, vit_maps: list, out: Path)
     c, v = cnn["predicted_class"], vit["predicted_class"]
     cnn_layers = {e["method"]: e["layers"] for e in cnn["explanations"]}
     cnn_row = [render.Panel(image=image, title=f"predicted {c['index']}:\n{c['name']}", kind="image")]
-    cnn_row += [render.Panel(image=image, heatmap=h, title=f"{_TITLES[m]}\n@ {short(cnn_layers[m])}")
-                for m, h in cnn_maps]
+    cnn_row += [
+        render.Panel(image=image, heatmap=h, title=f"{_TITLES[m]}\n@ {short(cnn_layers[m])}") for m, h in cnn_maps
+    ]
     vit_titles = {
         "gradient_attention": f"gradient-weighted attn\n@ {short(vit['explanations'][0]['layers'])}",
         "rollout": f"attention rollout\n@ {short(vit['explanations'][1]['layers'])}",
@@ -212,8 +227,10 @@ def draw(image, cnn: dict, cnn_maps: list, vit: dict, vit_maps: list, out: Path)
     fig = render.figure_grid(
         [cnn_row, vit_row],
         titles=["ResNet-18", "ViT-Tiny/16"],
-        suptitle=("vizkit demo - RANDOM weights (seed 0), no pretrained weights offline:\n"
-                  "the maps show how each method works, not what a trained model looks at"),
+        suptitle=(
+            "vizkit demo - RANDOM weights (seed 0), no pretrained weights offline:\n"
+            "the maps show how each method works, not what a trained model looks at"
+        ),
     )
     return render.save_figure(fig, out / FIGURE_NAME)
 
@@ -238,8 +255,11 @@ def run(output_dir: Path, overwrite: bool = False) -> dict[str, Path]:
         "vizkit_version": vizkit.__version__,
         "torch_version": torch.__version__,
         "note": WEIGHTS_NOTE,
-        "image": {"source": source, "size": [IMAGE_SIZE, IMAGE_SIZE],
-                  "origin": "scikit-image sample data 'chelsea' (CC0, photo by Stefan van der Walt)"},
+        "image": {
+            "source": source,
+            "size": [IMAGE_SIZE, IMAGE_SIZE],
+            "origin": "scikit-image sample data 'chelsea' (CC0, photo by Stefan van der Walt)",
+        },
         "heatmaps": "each heatmap is [224, 224] with values in [0, 1]",
         "cnn": cnn,
         "vit": vit,
@@ -263,12 +283,12 @@ def run_notebooks(notebooks: Sequence[Path], output_dir: Path) -> int:
         nb = Path(nb).resolve()
         start = time.perf_counter()
         try:
-            execute_notebook(nb, output_dir / nb.name, {"output_dir": str(output_dir / nb.stem), "interactive": False},
-                             cwd=nb.parent)
+            execute_notebook(
+                nb, output_dir / nb.name, {"output_dir": str(output_dir / nb.stem), "interactive": False}, cwd=nb.parent
+            )
         except PapermillExecutionError as err:
             failed += 1
-            print(f"vizkit.demo: {nb.name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}",
-                  file=sys.stderr)
+            print(f"vizkit.demo: {nb.name} failed in cell {err.exec_count}: {err.ename}: {err.evalue}", file=sys.stderr)
             continue
         print(f"{nb.name}: executed in {time.perf_counter() - start:.0f} s -> {output_dir / nb.stem}/")
     return 1 if failed else 0
@@ -278,13 +298,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vizkit.demo",
         description="Explain a bundled photo with a ResNet-18 (Grad-CAM family) and a ViT-Tiny "
-                    "(gradient-weighted attention, rollout). Models have random weights (offline).")
+        "(gradient-weighted attention, rollout). Models have random weights (offline).",
+    )
     parser.add_argument("--output-dir", required=True, type=Path, help="directory to write into (created)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="allow a non-empty output directory (its demo files are replaced)")
-    parser.add_argument("--notebooks", nargs="+", type=Path, default=None,
-                        help="instead: execute these notebooks (papermill, kernel on IPC sockets) into the output "
-                             "directory, each with output_dir=<output dir>/<stem> and interactive=False")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="allow a non-empty output directory (its demo files are replaced)"
+    )
+    parser.add_argument(
+        "--notebooks",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="instead: execute these notebooks (papermill, kernel on IPC sockets) into the output "
+        "directory, each with output_dir=<output dir>/<stem> and interactive=False",
+    )
     args = parser.parse_args(argv)
     if args.notebooks:
         return run_notebooks(args.notebooks, args.output_dir)
@@ -297,10 +324,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     c, v = data["cnn"]["predicted_class"], data["vit"]["predicted_class"]
     print(f"vizkit demo ({data['seconds']} s) on {data['image']['source']}")
     print(f"  NOTE: {WEIGHTS_NOTE}")
-    print(f"  ResNet-18 predicts {c['index']} '{c['name']}': "
-          + ", ".join(f"{e['method']} @ {','.join(e['layers'])}" for e in data["cnn"]["explanations"]))
-    print(f"  ViT-Tiny/16 predicts {v['index']} '{v['name']}': gradient_attention and rollout over "
-          f"{len(data['vit']['explanations'][1]['layers'])} blocks")
+    print(
+        f"  ResNet-18 predicts {c['index']} '{c['name']}': "
+        + ", ".join(f"{e['method']} @ {','.join(e['layers'])}" for e in data["cnn"]["explanations"])
+    )
+    print(
+        f"  ViT-Tiny/16 predicts {v['index']} '{v['name']}': gradient_attention and rollout over "
+        f"{len(data['vit']['explanations'][1]['layers'])} blocks"
+    )
     print(f"  figure:  {result['figure']}")
     print(f"  summary: {result['summary']}")
     return 0

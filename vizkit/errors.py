@@ -1,4 +1,5 @@
 """Exceptions raised by vizkit: one clear message that says what was wrong and how to fix it."""
+
 from __future__ import annotations
 
 

@@ -2,9 +2,9 @@
 
 :func:`batched` is the shared loop over samples (chunks, optional progress bar);
 :func:`binary_metrics` scores a binary (real/fake) classifier's probabilities as DeepfakeBench
-does (AUC, accuracy, EER, AP, video-level AUC); :func:`localization` runs an explanation over samples with ground-truth masks and scores
-every map with :mod:`vizkit.metrics` (pointing game at one or more pixel tolerances, energy
-inside the mask and, given a score function, the deletion AUC).
+does (AUC, accuracy, EER, AP, video-level AUC); :func:`localization` runs an explanation over
+samples with ground-truth masks and scores every map with :mod:`vizkit.metrics` (pointing game at one
+or more pixel tolerances, energy inside the mask and, given a score function, the deletion AUC).
 
 Example::
 
@@ -16,10 +16,12 @@ Example::
         explain=lambda x, chunk: cam(bundle.model, x, targets=1))
     res.pointing()          # fraction of maps whose peak lies inside the manipulated region
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -33,8 +35,9 @@ __all__ = ["batched", "Localization", "localization", "masks_like", "binary_metr
 S = TypeVar("S")
 
 
-def batched(items: Sequence[S], batch_size: int | None = None, *, progress: bool | str = False,
-            unit: str = "sample") -> Iterator[tuple[int, Sequence[S]]]:
+def batched(
+    items: Sequence[S], batch_size: int | None = None, *, progress: bool | str = False, unit: str = "sample"
+) -> Iterator[tuple[int, Sequence[S]]]:
     """Yield ``(start, chunk)`` over ``items`` in chunks of ``batch_size`` (None: one chunk).
 
     ``progress``: False, True or a description; draws a tqdm bar counted in ``unit``s.
@@ -50,7 +53,7 @@ def batched(items: Sequence[S], batch_size: int | None = None, *, progress: bool
         bar = tqdm(total=n, desc=progress if isinstance(progress, str) else None, unit=unit)
     try:
         for start in range(0, n, size):
-            chunk = items[start:start + size]
+            chunk = items[start : start + size]
             yield start, chunk
             if bar is not None:
                 bar.update(len(chunk))
@@ -61,8 +64,11 @@ def batched(items: Sequence[S], batch_size: int | None = None, *, progress: bool
 
 def masks_like(masks: Sequence[Any] | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Boolean masks ``[N, H, W]`` resized (nearest) to ``size`` when they differ."""
-    m = masks if isinstance(masks, torch.Tensor) else torch.from_numpy(
-        np.stack([np.asarray(k, dtype=bool) for k in masks]))
+    m = (
+        masks
+        if isinstance(masks, torch.Tensor)
+        else torch.from_numpy(np.stack([np.asarray(k, dtype=bool) for k in masks]))
+    )
     m = m.bool()
     if tuple(m.shape[-2:]) != tuple(size):
         m = F.interpolate(m[:, None].float(), size=tuple(size), mode="nearest")[:, 0] > 0
@@ -132,12 +138,20 @@ def localization(
         energy.append(energy_pointing_game(heat, masks))
         if score is not None:
             deletion.append(deletion_auc(score, x, heat.to(x.device), steps=deletion_steps).cpu())
-    return Localization(hits={t: torch.cat(h) for t, h in hits.items()}, energy=torch.cat(energy), layers=layers,
-                        deletion=torch.cat(deletion) if deletion else None)
+    return Localization(
+        hits={t: torch.cat(h) for t, h in hits.items()},
+        energy=torch.cat(energy),
+        layers=layers,
+        deletion=torch.cat(deletion) if deletion else None,
+    )
 
 
-def binary_metrics(labels: Sequence[int], probs: Sequence[float], preds: Sequence[int] | None = None,
-                   videos: Sequence[str | None] | None = None) -> dict[str, Any]:
+def binary_metrics(
+    labels: Sequence[int],
+    probs: Sequence[float],
+    preds: Sequence[int] | None = None,
+    videos: Sequence[str | None] | None = None,
+) -> dict[str, Any]:
     """AUC, accuracy, EER, AP (scikit-learn) of positive-class probabilities ``probs`` against
     ``labels`` (1 = positive, e.g. fake), the confusion matrix, and the video-level AUC (mean
     probability per video, as DeepfakeBench) when frames carry video names. ``preds`` default to
@@ -154,17 +168,28 @@ def binary_metrics(labels: Sequence[int], probs: Sequence[float], preds: Sequenc
     if len(y) == 0:
         raise InputError("no predictions to score: every image failed to load (see the errors listed for them)")
     two = len(set(y.tolist())) == 2
-    out: dict[str, Any] = {"samples": int(len(y)), "real": int((y == 0).sum()), "fake": int((y == 1).sum()),
-                           "accuracy": float(accuracy_score(y, pred))}
+    out: dict[str, Any] = {
+        "samples": int(len(y)),
+        "real": int((y == 0).sum()),
+        "fake": int((y == 1).sum()),
+        "accuracy": float(accuracy_score(y, pred)),
+    }
     if two:
         fpr, tpr, _ = roc_curve(y, p, drop_intermediate=False)  # every threshold: a dropped point can be the EER
-        out.update(auc=float(roc_auc_score(y, p)), eer=float(fpr[np.nanargmin(np.abs((1 - tpr) - fpr))]),
-                   ap=float(average_precision_score(y, p)))
+        out.update(
+            auc=float(roc_auc_score(y, p)),
+            eer=float(fpr[np.nanargmin(np.abs((1 - tpr) - fpr))]),
+            ap=float(average_precision_score(y, p)),
+        )
     else:
         out.update(auc=None, eer=None, ap=float(average_precision_score(y, p)) if y.any() else None)
     cm = confusion_matrix(y, pred, labels=[0, 1])
-    out["confusion"] = {"true_real_pred_real": int(cm[0, 0]), "true_real_pred_fake": int(cm[0, 1]),
-                        "true_fake_pred_real": int(cm[1, 0]), "true_fake_pred_fake": int(cm[1, 1])}
+    out["confusion"] = {
+        "true_real_pred_real": int(cm[0, 0]),
+        "true_real_pred_fake": int(cm[0, 1]),
+        "true_fake_pred_real": int(cm[1, 0]),
+        "true_fake_pred_fake": int(cm[1, 1]),
+    }
     out["video_auc"], out["videos"] = None, 0
     if videos is not None and any(v for v in videos):
         frame = pd.DataFrame({"video": [v or f"__frame{i}" for i, v in enumerate(videos)], "y": y, "p": p})
@@ -179,8 +204,23 @@ def binary_metrics_table(metrics: dict[str, Any]) -> Any:
     """The headline metrics of :func:`binary_metrics` as a one-column pandas table (None: n/a)."""
     import pandas as pd
 
-    keys = [("AUC", "auc"), ("accuracy", "accuracy"), ("EER", "eer"), ("AP", "ap"), ("video AUC", "video_auc"),
-            ("samples", "samples"), ("videos", "videos")]
-    return pd.DataFrame({"metric": [k for k, _ in keys],
-                         "value": ["n/a" if metrics.get(v) is None else (round(metrics[v], 4) if isinstance(
-                             metrics[v], float) else metrics[v]) for _, v in keys]})
+    keys = [
+        ("AUC", "auc"),
+        ("accuracy", "accuracy"),
+        ("EER", "eer"),
+        ("AP", "ap"),
+        ("video AUC", "video_auc"),
+        ("samples", "samples"),
+        ("videos", "videos"),
+    ]
+    return pd.DataFrame(
+        {
+            "metric": [k for k, _ in keys],
+            "value": [
+                "n/a"
+                if metrics.get(v) is None
+                else (round(metrics[v], 4) if isinstance(metrics[v], float) else metrics[v])
+                for _, v in keys
+            ],
+        }
+    )

@@ -6,14 +6,16 @@ frozen parameters, restored afterwards) run one forward pass with scoped capture
 needed, one ``torch.autograd.grad`` from the target score down to the earliest captured
 tensor. Works inside ``torch.no_grad()``.
 """
+
 from __future__ import annotations
 
 import functools
 import inspect
 import warnings
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,13 +24,31 @@ from torch import nn
 from . import attention_math as am
 from .errors import CaptureError, InputError, TargetError, VizkitError
 from .hooks import ActivationCapture, AttentionCapture, GridCapture
-from .layers import Layer, LayerSpec, _has_attention, attention_modules, find_block_lists, find_blocks, \
-    find_patch_embed, get_module, no_attention_message, probe, resolve_layers
+from .layers import (
+    Layer,
+    LayerSpec,
+    _has_attention,
+    attention_modules,
+    find_block_lists,
+    find_patch_embed,
+    get_module,
+    no_attention_message,
+    probe,
+    resolve_layers,
+)
 from .methods import Method, get_method
 from .state import model_device, preserved_state
 from .targets import Target, TargetSpec, as_target, output_tensor
-from .tokens import LayoutSpec, TokenLayout, check_layout, feature_layout, infer_layout, patch_row_to_grid, \
-    to_batch_first, tokens_to_grid
+from .tokens import (
+    LayoutSpec,
+    TokenLayout,
+    check_layout,
+    feature_layout,
+    infer_layout,
+    patch_row_to_grid,
+    to_batch_first,
+    tokens_to_grid,
+)
 
 Forward = Callable[[torch.Tensor], Any]
 
@@ -90,7 +110,7 @@ class AttentionMaps:
         attn = self.maps[name]
         if head_fusion is None:
             b, heads = attn.shape[:2]
-            return attn[:, :, 0, self.prefix_tokens:].reshape(b, heads, *self.grid)
+            return attn[:, :, 0, self.prefix_tokens :].reshape(b, heads, *self.grid)
         return patch_row_to_grid(am.fuse_heads(attn, head_fusion)[:, 0], self.layout)
 
 
@@ -114,8 +134,10 @@ def _check_sequence_inputs(model: nn.Module, inputs: Mapping[str, Any]) -> tuple
     moved to the model's device, and the batch size ``B`` read from ``input_ids``."""
     ids = inputs.get("input_ids")
     if not isinstance(ids, torch.Tensor) or ids.ndim != 2:
-        raise InputError("keyword inputs (a mapping) must hold input_ids, a [B, T] tensor, as a processor returns "
-                         f"them; got keys {', '.join(map(str, inputs)) or 'none'}")
+        raise InputError(
+            "keyword inputs (a mapping) must hold input_ids, a [B, T] tensor, as a processor returns "
+            f"them; got keys {', '.join(map(str, inputs)) or 'none'}"
+        )
     if ids.shape[0] == 0 or ids.shape[1] == 0:
         raise InputError(f"input_ids is empty (shape {tuple(ids.shape)})")
     device = model_device(model)
@@ -146,7 +168,8 @@ def _wrap_outside_inference_mode(fn: Callable, needs_gradients: Callable[[dict[s
                 f"the parameters of {type(model).__name__} are inference tensors (the model was created or "
                 f"loaded inside torch.inference_mode()), which autograd cannot use; create or load the model "
                 f"outside inference_mode (calling vizkit inside it is fine), or use a gradient-free method "
-                f"(attention, eigencam, scorecam)")
+                f"(attention, eigencam, scorecam)"
+            )
         with torch.inference_mode(False):
             if isinstance(inputs, torch.Tensor):
                 inputs = inputs.clone()  # a normal tensor: inference tensors cannot enter autograd
@@ -193,35 +216,50 @@ def _enclosing_classes(model: nn.Module, name: str) -> list[str]:
     return classes
 
 
-def _layer_layout(t: torch.Tensor, layout: LayoutSpec, image_hw: tuple[int, int], name: str, model: nn.Module,
-                  module: nn.Module) -> LayoutSpec:
+def _layer_layout(
+    t: torch.Tensor, layout: LayoutSpec, image_hw: tuple[int, int], name: str, model: nn.Module, module: nn.Module
+) -> LayoutSpec:
     """The layout of layer ``name``'s captured tensor: the caller's, or decided by the rules of
     :func:`vizkit.tokens.feature_layout` for 4-D tensors (tokens for 3-D ones)."""
     if callable(layout):
         return layout
     if t.ndim == 3:
         if layout in ("nchw", "nhwc"):
-            raise InputError(f"layer {name!r} outputs tokens {tuple(t.shape)} [B, N, C], not a 4-D map: "
-                             f"layout={layout!r} does not apply (use layout='tokens' or None)")
+            raise InputError(
+                f"layer {name!r} outputs tokens {tuple(t.shape)} [B, N, C], not a 4-D map: "
+                f"layout={layout!r} does not apply (use layout='tokens' or None)"
+            )
         return "tokens"
     if t.ndim == 4:
         if layout == "tokens":
-            raise InputError(f"layer {name!r} outputs a 4-D map {tuple(t.shape)}, not tokens: use layout='nchw' "
-                             "or 'nhwc' (or None to decide per layer)")
+            raise InputError(
+                f"layer {name!r} outputs a 4-D map {tuple(t.shape)}, not tokens: use layout='nchw' "
+                "or 'nhwc' (or None to decide per layer)"
+            )
         return layout or feature_layout(t.shape, image_hw, name, module, _enclosing_classes(model, name))
-    raise CaptureError(f"layer {name!r} output has shape {tuple(t.shape)}: expected [B, C, h, w], [B, h, w, C] "
-                       "or tokens [B, N, C]; pass layout=<callable returning [B, C, h, w]>")
+    raise CaptureError(
+        f"layer {name!r} output has shape {tuple(t.shape)}: expected [B, C, h, w], [B, h, w, C] "
+        "or tokens [B, N, C]; pass layout=<callable returning [B, C, h, w]>"
+    )
 
 
-def _spatial(t: torch.Tensor, batch: int, grid: tuple[int, int] | None, image_hw: tuple[int, int], name: str,
-             layout: LayoutSpec = "nchw") -> torch.Tensor:
+def _spatial(
+    t: torch.Tensor,
+    batch: int,
+    grid: tuple[int, int] | None,
+    image_hw: tuple[int, int],
+    name: str,
+    layout: LayoutSpec = "nchw",
+) -> torch.Tensor:
     """A captured activation as ``[B, C, h, w]`` by its (decided) layout: NCHW maps pass,
     NHWC maps are permuted, tokens are reshaped onto the measured grid, a callable is applied."""
     if callable(layout):
         out = layout(t)
         if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[0] != batch:
-            raise InputError(f"layout callable returned {tuple(getattr(out, 'shape', ()))} for layer {name!r}'s "
-                             f"{tuple(t.shape)} tensor: it must return [B, C, h, w] with B = {batch}")
+            raise InputError(
+                f"layout callable returned {tuple(getattr(out, 'shape', ()))} for layer {name!r}'s "
+                f"{tuple(t.shape)} tensor: it must return [B, C, h, w] with B = {batch}"
+            )
         return out
     if layout == "nhwc":
         return t.permute(0, 3, 1, 2)
@@ -245,13 +283,15 @@ def _scores(target: Target, output: Any, batch: int) -> torch.Tensor:
     return scores
 
 
-def _grads(scores: torch.Tensor, tensors: Sequence[torch.Tensor], names: Sequence[str],
-           retain_graph: bool = False) -> list[torch.Tensor]:
+def _grads(
+    scores: torch.Tensor, tensors: Sequence[torch.Tensor], names: Sequence[str], retain_graph: bool = False
+) -> list[torch.Tensor]:
     """d(sum of ``scores``)/d``tensors``; a layer the score does not reach gets zeros and a warning."""
     if not scores.requires_grad:
         raise CaptureError(
             f"the target score does not depend on layer(s) {', '.join(names)}: choose layers that run "
-            "before the output the target reads")
+            "before the output the target reads"
+        )
     grads = torch.autograd.grad(scores.sum(), list(tensors), allow_unused=True, retain_graph=retain_graph)
     out = []
     for name, t, g in zip(names, tensors, grads):
@@ -341,8 +381,10 @@ def cam(
         embed = find_patch_embed(model, _blocks_for_grid(model))
         grad_ctx = torch.enable_grad() if spec.uses_gradients else torch.no_grad()
         with grad_ctx:
-            with ActivationCapture(layer_list, grad=spec.uses_gradients) as cap, \
-                    GridCapture(embed[1] if embed else None) as gc:
+            with (
+                ActivationCapture(layer_list, grad=spec.uses_gradients) as cap,
+                GridCapture(embed[1] if embed else None) as gc,
+            ):
                 output = run(x)
             missing = [n for n in names if n not in cap.tensors]
             if missing:
@@ -367,13 +409,21 @@ def cam(
     classes = getattr(target, "classes", None)
     if classes is not None and classes.ndim == 0:
         classes = classes.expand(batch)
-    return Explanation(heatmap=heatmap, layer_maps=layer_maps, layer_heatmaps=layer_heatmaps,
-                       scores=scores.detach(), layers=names, method=spec.name,
-                       targets=classes, output=_main_output(output))
+    return Explanation(
+        heatmap=heatmap,
+        layer_maps=layer_maps,
+        layer_heatmaps=layer_heatmaps,
+        scores=scores.detach(),
+        layers=names,
+        method=spec.name,
+        targets=classes,
+        output=_main_output(output),
+    )
 
 
-def _score_method(spec: Method, acts: torch.Tensor, x: torch.Tensor, run: Forward, target: Target, batch: int,
-              batch_size: int) -> torch.Tensor:
+def _score_method(
+    spec: Method, acts: torch.Tensor, x: torch.Tensor, run: Forward, target: Target, batch: int, batch_size: int
+) -> torch.Tensor:
     try:
         target.take(torch.arange(batch))
         takes = True
@@ -391,7 +441,9 @@ def _score_method(spec: Method, acts: torch.Tensor, x: torch.Tensor, run: Forwar
 # --------------------------------------------------------------------------------------
 # attention
 # --------------------------------------------------------------------------------------
-def _attention_layers(model: nn.Module, layers: LayerSpec, run: Forward, x: torch.Tensor, forward: Forward | None) -> list[Layer]:
+def _attention_layers(
+    model: nn.Module, layers: LayerSpec, run: Forward, x: torch.Tensor, forward: Forward | None
+) -> list[Layer]:
     if isinstance(layers, str) and layers.strip().lower() == "auto":
         layers = "all"
     return resolve_layers(model, layers, probe_fn=_probe_fn(model, run, x, forward), for_attention=True)
@@ -415,7 +467,8 @@ def _require_maps(cap: AttentionCapture, names: Sequence[str], model: nn.Module)
         raise CaptureError(
             f"no attention probabilities were computed inside {', '.join(missing)}{extra}. Pass transformer "
             "blocks (e.g. layers='all'); a custom attention must compute softmax, "
-            "F.scaled_dot_product_attention or nn.MultiheadAttention")
+            "F.scaled_dot_product_attention or nn.MultiheadAttention"
+        )
 
 
 @_outside_inference_mode(lambda arguments: False)
@@ -439,8 +492,14 @@ def attention(
         _require_maps(cap, names, model)
     maps = {n: (cap.maps[n] if cap.maps[n].ndim == 4 else cap.maps[n][:, None]) for n in names}
     layout = _layout(maps, gc.grid, x.shape[-2:])
-    return AttentionMaps(maps=maps, layers=names, grid=layout.grid, prefix_tokens=layout.prefix,
-                         output=_main_output(output), image_size=(x.shape[-2], x.shape[-1]))
+    return AttentionMaps(
+        maps=maps,
+        layers=names,
+        grid=layout.grid,
+        prefix_tokens=layout.prefix,
+        output=_main_output(output),
+        image_size=(x.shape[-2], x.shape[-1]),
+    )
 
 
 def rollout(
@@ -466,8 +525,11 @@ def rollout(
         maps = list(attn)
         if not maps:
             raise VizkitError("rollout needs at least one attention map")
-        layout = infer_layout(maps[0].shape[-1], grid) if grid else TokenLayout(
-            infer_layout(maps[0].shape[-1] - prefix_tokens).grid, prefix_tokens)
+        layout = (
+            infer_layout(maps[0].shape[-1], grid)
+            if grid
+            else TokenLayout(infer_layout(maps[0].shape[-1] - prefix_tokens).grid, prefix_tokens)
+        )
     if not 0 <= start_layer < len(maps):
         raise VizkitError(f"start_layer {start_layer} is out of range for {len(maps)} layers")
     r = am.rollout_matrix(maps[start_layer:], head_fusion, discard_ratio)
@@ -526,23 +588,37 @@ class AttentionGradients:
     @property
     def layout(self) -> TokenLayout:
         if self.grid is None:
-            raise VizkitError("these attentions come from keyword inputs of a token-sequence model: they have no image "
-                              "grid; read rows over the positions with matrix() or token_relevance(query=...)")
+            raise VizkitError(
+                "these attentions come from keyword inputs of a token-sequence model: they have no image "
+                "grid; read rows over the positions with matrix() or token_relevance(query=...)"
+            )
         return TokenLayout(self.grid, self.prefix_tokens)
 
-    def matrix(self, target: int = 0, head_fusion: str = "mean", layers: Sequence[str] | None = None,
-               aggregation: str = "relevance") -> torch.Tensor:
+    def matrix(
+        self,
+        target: int = 0,
+        head_fusion: str = "mean",
+        layers: Sequence[str] | None = None,
+        aggregation: str = "relevance",
+    ) -> torch.Tensor:
         """``[B, N, N]`` the aggregated relevance matrix of target ``target`` over ``layers``
         (:func:`vizkit.attention_math.aggregate`; row ``q``: how much each position contributes
         to position ``q``), not clamped."""
         if head_fusion not in am.HEAD_FUSIONS:
             raise VizkitError(f"head_fusion must be one of {', '.join(am.HEAD_FUSIONS)}, got {head_fusion!r}")
         names = self._layers(layers)
-        return am.aggregate([self.attentions[n] for n in names], [self.gradients[target][n] for n in names],
-                            head_fusion, aggregation)
+        return am.aggregate(
+            [self.attentions[n] for n in names], [self.gradients[target][n] for n in names], head_fusion, aggregation
+        )
 
-    def token_relevance(self, query: int, target: int = 0, head_fusion: str = "mean",
-                        layers: Sequence[str] | None = None, aggregation: str = "relevance") -> torch.Tensor:
+    def token_relevance(
+        self,
+        query: int,
+        target: int = 0,
+        head_fusion: str = "mean",
+        layers: Sequence[str] | None = None,
+        aggregation: str = "relevance",
+    ) -> torch.Tensor:
         """``[B, N]`` row ``query`` of :meth:`matrix` clamped at 0: the relevance of every
         position for the target read at position ``query`` (negative counts from the end), e.g.
         a VLM's next-token logit read at the last position (Chefer et al. 2021, self-attention rule)."""
@@ -564,13 +640,19 @@ class AttentionGradients:
         when the model has no prefix token)."""
         return patch_row_to_grid(m[:, 0] if self.prefix_tokens else m.mean(1), self.layout)
 
-    def relevance(self, target: int = 0, head_fusion: str = "mean", layers: Sequence[str] | None = None,
-                  aggregation: str = "relevance") -> torch.Tensor:
+    def relevance(
+        self,
+        target: int = 0,
+        head_fusion: str = "mean",
+        layers: Sequence[str] | None = None,
+        aggregation: str = "relevance",
+    ) -> torch.Tensor:
         """``[B, h, w]`` map of target ``target`` over ``layers`` (default all captured), by
         :func:`vizkit.attention_math.aggregate`; clamped at 0, not normalised."""
         names = self._layers(layers)
-        m = am.aggregate([self.attentions[n] for n in names], [self.gradients[target][n] for n in names],
-                         head_fusion, aggregation)
+        m = am.aggregate(
+            [self.attentions[n] for n in names], [self.gradients[target][n] for n in names], head_fusion, aggregation
+        )
         return self._row(m).clamp(min=0)
 
     def layer_map(self, target: int, layer: str, head_fusion: str = "mean") -> torch.Tensor:
@@ -578,8 +660,13 @@ class AttentionGradients:
         (name,) = self._layers([layer])
         return self._row(am.gradient_weighted(self.attentions[name], self.gradients[target][name], head_fusion))
 
-    def explanation(self, target: int = 0, head_fusion: str = "mean", layers: Sequence[str] | None = None,
-                    aggregation: str = "relevance") -> Explanation:
+    def explanation(
+        self,
+        target: int = 0,
+        head_fusion: str = "mean",
+        layers: Sequence[str] | None = None,
+        aggregation: str = "relevance",
+    ) -> Explanation:
         """An :class:`Explanation` of target ``target`` (heatmap at the input size, per-layer ``Ā`` maps)."""
         if head_fusion not in am.HEAD_FUSIONS:
             raise VizkitError(f"head_fusion must be one of {', '.join(am.HEAD_FUSIONS)}, got {head_fusion!r}")
@@ -587,11 +674,16 @@ class AttentionGradients:
         raw = self.relevance(target, head_fusion, names, aggregation)
         layer_maps = {n: self.layer_map(target, n, head_fusion) for n in names}
         suffix = "" if aggregation == "relevance" else f", {aggregation}"
-        return Explanation(heatmap=_to_input_size(raw, self.image_size), layer_maps=layer_maps,
-                           layer_heatmaps={n: _to_input_size(m, self.image_size) for n, m in layer_maps.items()},
-                           scores=self.scores[target], layers=names,
-                           method=f"gradient_attention[{head_fusion}{suffix}]", targets=self.classes[target],
-                           output=self.output)
+        return Explanation(
+            heatmap=_to_input_size(raw, self.image_size),
+            layer_maps=layer_maps,
+            layer_heatmaps={n: _to_input_size(m, self.image_size) for n, m in layer_maps.items()},
+            scores=self.scores[target],
+            layers=names,
+            method=f"gradient_attention[{head_fusion}{suffix}]",
+            targets=self.classes[target],
+            output=self.output,
+        )
 
 
 @_outside_inference_mode()
@@ -627,8 +719,11 @@ def attention_gradients(
         layer_list = _attention_layers(model, layers, run, x, forward)
         names = [n for n, _ in layer_list]
         embed = None if sequence else find_patch_embed(model, layer_list)
-        with torch.enable_grad(), AttentionCapture(layer_list, grad=True) as cap, \
-                GridCapture(embed[1] if embed else None) as gc:
+        with (
+            torch.enable_grad(),
+            AttentionCapture(layer_list, grad=True) as cap,
+            GridCapture(embed[1] if embed else None) as gc,
+        ):
             output = run(x)
             _require_maps(cap, names, model)
             attns = [cap.maps[n] for n in names]
@@ -648,5 +743,14 @@ def attention_gradients(
     else:
         layout = infer_layout(next(iter(four.values())).shape[-1], gc.grid, image_hw)
         grid, prefix = layout.grid, layout.prefix
-    return AttentionGradients(attentions=four, gradients=grads, scores=scores, classes=classes, layers=names,
-                              grid=grid, prefix_tokens=prefix, image_size=image_hw, output=_main_output(output))
+    return AttentionGradients(
+        attentions=four,
+        gradients=grads,
+        scores=scores,
+        classes=classes,
+        layers=names,
+        grid=grid,
+        prefix_tokens=prefix,
+        image_size=image_hw,
+        output=_main_output(output),
+    )

@@ -24,11 +24,13 @@ The model's own configuration (attention implementation, fused flags) is never c
 ``generate`` with a KV cache): it keeps only chosen query rows of every call, and lets the
 block's own kernel compute its output, so the output is exactly that of an uncaptured run.
 """
+
 from __future__ import annotations
 
 import math
 import operator
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -80,17 +82,20 @@ class ActivationCapture:
             if t is None:
                 raise CaptureError(
                     f"layer {name!r} ({type(module).__name__}) returned {type(output).__name__}, not a tensor: "
-                    "choose a submodule whose output is a tensor")
+                    "choose a submodule whose output is a tensor"
+                )
             if name in self.tensors:
                 raise CaptureError(
                     f"layer {name!r} ran more than once in one forward pass (a shared module): "
-                    "choose a module that runs once")
+                    "choose a module that runs once"
+                )
             if not (self.grad and torch.is_grad_enabled()):
                 self.tensors[name] = t.detach()
                 return None
             t = _graph_entry(t)
             self.tensors[name] = t
             return _replace_first(output, t.clone())
+
         return hook
 
     def __enter__(self) -> "ActivationCapture":
@@ -119,10 +124,12 @@ class GridCapture:
 
     def __enter__(self) -> "GridCapture":
         if self.module is not None:
+
             def hook(module, inputs, output):
                 t = _first_tensor(output)
                 if t is not None and t.ndim == 4:
                     self.grid = (int(t.shape[-2]), int(t.shape[-1]))
+
             self._handle = self.module.register_forward_hook(hook)
         return self
 
@@ -217,16 +224,40 @@ class AttentionCapture:
             probs = F.dropout(probs, p=dropout_p, training=True)
         return probs @ value
 
-    def mha(self, query, key, value, embed_dim_to_check, num_heads, in_proj_weight, in_proj_bias,
-            bias_k, bias_v, add_zero_attn, dropout_p, out_proj_weight, out_proj_bias, training=True,
-            key_padding_mask=None, need_weights=True, attn_mask=None, use_separate_proj_weight=False,
-            q_proj_weight=None, k_proj_weight=None, v_proj_weight=None, static_k=None, static_v=None,
-            average_attn_weights=True, is_causal=False):
+    def mha(
+        self,
+        query,
+        key,
+        value,
+        embed_dim_to_check,
+        num_heads,
+        in_proj_weight,
+        in_proj_bias,
+        bias_k,
+        bias_v,
+        add_zero_attn,
+        dropout_p,
+        out_proj_weight,
+        out_proj_bias,
+        training=True,
+        key_padding_mask=None,
+        need_weights=True,
+        attn_mask=None,
+        use_separate_proj_weight=False,
+        q_proj_weight=None,
+        k_proj_weight=None,
+        v_proj_weight=None,
+        static_k=None,
+        static_v=None,
+        average_attn_weights=True,
+        is_causal=False,
+    ):
         """``F.multi_head_attention_forward`` (sequence-first inputs) written out."""
         if bias_k is not None or bias_v is not None or add_zero_attn or static_k is not None or static_v is not None:
             raise CaptureError(
                 "nn.MultiheadAttention with add_bias_kv, add_zero_attn or static keys is not supported "
-                "for attention capture")
+                "for attention capture"
+            )
         unbatched = query.ndim == 2
         if unbatched:
             query, key, value = query.unsqueeze(1), key.unsqueeze(1), value.unsqueeze(1)
@@ -284,12 +315,14 @@ class AttentionCapture:
     def _push(self, name: str):
         def pre_hook(module, args, kwargs):
             self._stack.append(name)
+
         return pre_hook
 
     def _pop(self, name: str):
         def hook(module, inputs, output):
             if self._stack and self._stack[-1] == name:
                 self._stack.pop()
+
         return hook
 
     def __exit__(self, *exc: Any) -> None:
@@ -406,6 +439,7 @@ class RowAttentionCapture(AttentionCapture):
                 mode = _AttentionMode(self)
                 mode.__enter__()
                 self._mode = mode
+
         return pre_hook
 
     def _pop(self, name: str):
@@ -418,6 +452,7 @@ class RowAttentionCapture(AttentionCapture):
             if not self._stack and self._mode is not None:
                 mode, self._mode = self._mode, None
                 mode.__exit__(None, None, None)
+
         return hook
 
     def _claim(self) -> _Call | None:
@@ -442,11 +477,12 @@ class RowAttentionCapture(AttentionCapture):
             n = probs.shape[1]
             if not -n <= h < n:
                 raise CaptureError(f"head {h} is out of range: block {name!r} has {n} heads (0..{n - 1})")
-            probs = probs[:, h % n:h % n + 1]
+            probs = probs[:, h % n : h % n + 1]
         device = "cpu" if self.keep_on_cpu else probs.device
         # copy=True: a slice of the model's own matrix must not keep that matrix alive
         self.records.setdefault(name, []).append(
-            (positions.to("cpu", torch.long, copy=True), probs.detach().to(device, torch.float32, copy=True)))
+            (positions.to("cpu", torch.long, copy=True), probs.detach().to(device, torch.float32, copy=True))
+        )
 
     def _kept(self, n_q: int, device) -> torch.Tensor:
         return torch.arange(n_q - 1 if self.keep == "last" else 0, n_q, device=device)
@@ -465,14 +501,28 @@ class RowAttentionCapture(AttentionCapture):
         """Record the kept rows of ``F.scaled_dot_product_attention``, then call it unchanged."""
         call = self._claim() if query.ndim == 4 and key.ndim == 4 else None
         if call is not None:
-            self._sdpa_rows(call, query.detach(), key.detach(),
-                            attn_mask.detach() if isinstance(attn_mask, torch.Tensor) else attn_mask,
-                            bool(is_causal), scale)
-        return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
-                                              is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
+            self._sdpa_rows(
+                call,
+                query.detach(),
+                key.detach(),
+                attn_mask.detach() if isinstance(attn_mask, torch.Tensor) else attn_mask,
+                bool(is_causal),
+                scale,
+            )
+        return F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=attn_mask,
+            dropout_p=dropout_p,
+            is_causal=is_causal,
+            scale=scale,
+            enable_gqa=enable_gqa,
+        )
 
-    def _sdpa_rows(self, call: _Call, q: torch.Tensor, k: torch.Tensor, mask: Any, is_causal: bool,
-                   scale: float | None) -> None:
+    def _sdpa_rows(
+        self, call: _Call, q: torch.Tensor, k: torch.Tensor, mask: Any, is_causal: bool, scale: float | None
+    ) -> None:
         batch, h_q, n_q, dim = q.shape
         if mask is not None and not isinstance(mask, torch.Tensor) and hasattr(mask, "_materialize"):
             mask = mask._materialize(q.device)  # torch.nn.attention.bias.CausalBias

@@ -4,22 +4,36 @@ A file is written into a hidden temporary file beside its target, then moved int
 with :func:`os.replace`, so a reader (or a crash) never sees a half-written file: the target
 is either the old file or the complete new one. On any error the temporary file is removed.
 """
+
 from __future__ import annotations
 
 import io
 import json
 import os
 import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from .errors import InputError
 
-__all__ = ["atomic_path", "write_text", "write_csv", "write_json", "save_npz", "save_safetensors", "image_files",
-           "unique_stems", "load_image", "read_image_opencv", "data_root", "IMAGE_SUFFIXES"]
+__all__ = [
+    "atomic_path",
+    "write_text",
+    "write_csv",
+    "write_json",
+    "save_npz",
+    "save_safetensors",
+    "image_files",
+    "unique_stems",
+    "load_image",
+    "read_image_opencv",
+    "data_root",
+    "IMAGE_SUFFIXES",
+]
 
 
 def data_root() -> Path:
@@ -27,6 +41,7 @@ def data_root() -> Path:
     ``data/zoo/<name>/``."""
     env = os.environ.get("VIZKIT_DATA")
     return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
+
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -92,14 +107,19 @@ def save_npz(path: str | os.PathLike[str], arrays: dict[str, Any]) -> Path:
     return path
 
 
-def save_safetensors(state: dict[str, Any], path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> Path:
+def save_safetensors(
+    state: dict[str, Any], path: str | os.PathLike[str], metadata: dict[str, str] | None = None
+) -> Path:
     """Write a state dict of tensors as safetensors atomically (readable by all: mode 0o644)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     with atomic_path(path, mode=0o644) as tmp:
-        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp),
-                  metadata={"format": "pt", **(metadata or {})})
+        save_file(
+            {k: v.detach().contiguous() for k, v in state.items()},
+            str(tmp),
+            metadata={"format": "pt", **(metadata or {})},
+        )
     return path
 
 
@@ -172,6 +192,8 @@ def read_image_opencv(path: str | os.PathLike[str]) -> np.ndarray:
         raise InputError(f"image {str(path)!r} does not exist")
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise InputError(f"cannot read image {str(path)!r}: OpenCV could not decode it (not an image, or a format "
-                         "OpenCV was built without)")
+        raise InputError(
+            f"cannot read image {str(path)!r}: OpenCV could not decode it (not an image, or a format "
+            "OpenCV was built without)"
+        )
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -29,20 +29,22 @@ error naming the closest valid blocks), else the one module whose full name ends
   count as one list, and ``"auto"`` is the *output* of the last stage's last block (these
   models pool every token, so every position reaches the score; there is no CLS token).
 """
+
 from __future__ import annotations
 
 import difflib
 import re
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, Union
+from typing import Any
 
 import torch
 from torch import nn
 
 from .errors import CaptureError, LayerNotFoundError, VizkitError
 
-LayerSpec = Union[str, int, nn.Module, Sequence[Union[str, int, nn.Module]]]
+LayerSpec = str | int | nn.Module | Sequence[str | int | nn.Module]
 Layer = tuple[str, nn.Module]
 
 _ATTN_NAME = re.compile(r"(attention|attn)", re.IGNORECASE)
@@ -58,8 +60,7 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
         if re.fullmatch(r"-?\d+", part) and isinstance(module, (nn.ModuleList, nn.Sequential)):
             index = int(part)
             if not -len(module) <= index < len(module):
-                raise LayerNotFoundError(
-                    f"layer {name!r}: index {index} is out of range for {len(module)} modules")
+                raise LayerNotFoundError(f"layer {name!r}: index {index} is out of range for {len(module)} modules")
             module = module[index]
         else:
             child = module._modules.get(part)
@@ -98,7 +99,8 @@ def resolve_name(model: nn.Module, name: str) -> str:
                     f"no layer {name!r}: index {index} is out of range, {type(model).__name__} has {n} transformer "
                     f"blocks in {list_name} ({head}.0 .. "
                     f"{head}.{n - 1}; negative indices count from the end). Closest valid names: "
-                    f"{', '.join(f'{head}.{i}{rest}' for i in near)}")
+                    f"{', '.join(f'{head}.{i}{rest}' for i in near)}"
+                )
             full = f"{list_name}.{index % n}{rest}"
             get_module(model, full)  # an unknown submodule: the closest names
             return full
@@ -106,8 +108,10 @@ def resolve_name(model: nn.Module, name: str) -> str:
     if len(hits) == 1:
         return hits[0]
     if hits:
-        raise LayerNotFoundError(f"layer {name!r} matches {len(hits)} modules of {type(model).__name__}: "
-                                 f"{', '.join(hits[:4])}: give the full name")
+        raise LayerNotFoundError(
+            f"layer {name!r} matches {len(hits)} modules of {type(model).__name__}: "
+            f"{', '.join(hits[:4])}: give the full name"
+        )
     raise first
 
 
@@ -133,7 +137,9 @@ def _has_attention(module: nn.Module) -> bool:
     for sub_name, sub in module.named_modules():
         if isinstance(sub, nn.MultiheadAttention):
             return True
-        if sub is not module and (_ATTN_NAME.search(type(sub).__name__) or _ATTN_NAME.search(sub_name.rsplit(".", 1)[-1])):
+        if sub is not module and (
+            _ATTN_NAME.search(type(sub).__name__) or _ATTN_NAME.search(sub_name.rsplit(".", 1)[-1])
+        ):
             return True
     return False
 
@@ -149,8 +155,7 @@ def _is_block_list(module: nn.Module) -> bool:
 def _is_stage_list(module: nn.Module) -> bool:
     """A block list whose items are *stages* (each holds its own block list: timm Swin's
     ``layers``, HF Swin's ``encoder.layers``); its inner lists are the blocks."""
-    return all(any(_is_block_list(m) for m in stage.modules() if m is not stage)
-               for stage in module._modules.values())
+    return all(any(_is_block_list(m) for m in stage.modules() if m is not stage) for stage in module._modules.values())
 
 
 def find_block_lists(model: nn.Module) -> list[tuple[str, list[Layer]]]:
@@ -228,8 +233,11 @@ def attention_modules(model: nn.Module, limit: int = 5) -> list[str]:
         for name, m in model.named_modules():
             if not name or any(name.startswith(o + ".") for o in names):
                 continue
-            if isinstance(m, nn.MultiheadAttention) or _ATTN_NAME.search(type(m).__name__) \
-                    or _ATTN_NAME.search(name.rsplit(".", 1)[-1]):
+            if (
+                isinstance(m, nn.MultiheadAttention)
+                or _ATTN_NAME.search(type(m).__name__)
+                or _ATTN_NAME.search(name.rsplit(".", 1)[-1])
+            ):
                 names.append(name)
     return names[:limit]
 
@@ -288,6 +296,7 @@ def probe(model: nn.Module, run: Callable[[Any], Any], example: Any, key: Any = 
                 in_h = first.shape[-2] if first is not None and first.ndim == 4 else 10**9
                 alive.append(output)
                 result.spatial.append((name, in_h, output.shape[-2], output.shape[-1], id(output), has_params[name]))
+
         return hook
 
     handles = [m.register_forward_hook(make_hook(n)) for n, m in model.named_modules() if n]
@@ -309,7 +318,8 @@ def _auto_cnn(model: nn.Module, pr: Probe) -> Layer:
     if not pr.spatial:
         raise VizkitError(
             f"cannot choose a layer automatically: no module of {type(model).__name__} produced a "
-            "spatial [B, C, H, W] output with H, W > 1. Pass layers='<module name>'.")
+            "spatial [B, C, H, W] output with H, W > 1. Pass layers='<module name>'."
+        )
     last_id = pr.spatial[-1][4]
     group = [s for s in pr.spatial if s[4] == last_id]
     good = [s for s in group if s[5] and s[1] <= 2 * s[2]]
@@ -347,11 +357,15 @@ def no_attention_message(model: nn.Module, lead: str) -> str:
     if holders:
         more = f" (first 5 of {len(holders)})" if len(holders) > 5 else ""
         blocks = " or 'all'" if find_block_lists(model) else ""
-        return (f"{lead} modules of {cls} that hold attention{more}: {', '.join(map(repr, holders[:5]))}; "
-                f"pass one of them{blocks} as layers=")
-    return (f"{lead} {cls} has no attention module at all (no transformer block, no module named "
-            f"attention/attn, no nn.MultiheadAttention): attention maps need a transformer; for a CNN use "
-            f"vizkit.cam(...)")
+        return (
+            f"{lead} modules of {cls} that hold attention{more}: {', '.join(map(repr, holders[:5]))}; "
+            f"pass one of them{blocks} as layers="
+        )
+    return (
+        f"{lead} {cls} has no attention module at all (no transformer block, no module named "
+        f"attention/attn, no nn.MultiheadAttention): attention maps need a transformer; for a CNN use "
+        f"vizkit.cam(...)"
+    )
 
 
 def resolve_layers(
@@ -392,7 +406,8 @@ def resolve_layers(
         if not b:
             raise VizkitError(
                 f"layers={what!r} selects transformer blocks, but {type(model).__name__} has none "
-                "(no list of modules holding attention). Use a module name or 'auto'.")
+                "(no list of modules holding attention). Use a module name or 'auto'."
+            )
         return b
 
     out: list[Layer] = []
@@ -406,7 +421,8 @@ def resolve_layers(
             if not -len(b) <= s < len(b):
                 raise LayerNotFoundError(
                     f"layer index {s} is out of range: {type(model).__name__} has {len(b)} transformer "
-                    f"blocks (valid indices {-len(b)}..{len(b) - 1})")
+                    f"blocks (valid indices {-len(b)}..{len(b) - 1})"
+                )
             out.append(b[s])
         elif isinstance(s, str):
             key = s.strip().lower()
@@ -435,7 +451,8 @@ def resolve_layers(
         else:
             raise VizkitError(
                 f"invalid layer spec {s!r} of type {type(s).__name__}: use a module name, an int, "
-                "'last', 'last_4', 'all', 'auto' or a module")
+                "'last', 'last_4', 'all', 'auto' or a module"
+            )
     seen: set[str] = set()
     unique = []
     for name, m in out:

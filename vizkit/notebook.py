@@ -7,11 +7,13 @@ parameters; papermill injects overrides after it; the cell after that calls
 ``check_parameters(globals(), _before, SPEC)``, which rejects unknown names and invalid
 values before any work is done.
 """
+
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from .errors import ParameterError
 from .runs import run_folder, runs_root
@@ -62,7 +64,9 @@ def check_parameters(namespace: Mapping[str, Any], before: Iterable[str], spec: 
             problems.append(problem)
     if problems:
         valid = ", ".join(spec)
-        raise ParameterError("invalid notebook parameters:\n  - " + "\n  - ".join(problems) + f"\nvalid parameters: {valid}")
+        raise ParameterError(
+            "invalid notebook parameters:\n  - " + "\n  - ".join(problems) + f"\nvalid parameters: {valid}"
+        )
     return values
 
 

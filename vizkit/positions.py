@@ -10,16 +10,28 @@ stitched into one ``grids[k] = (rows, cols)`` mosaic; ``THUMBNAIL`` 1 -- a globa
 tiled image (LLaVA-NeXT's base image, InternVL's and Idefics3's thumbnail), on its own
 ``thumbnail_grids[k]``; -1 for non-image positions.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["TEXT", "IMAGE", "GENERATED", "SPECIAL", "KIND_NAMES", "MOSAIC", "THUMBNAIL", "PositionMap", "Trace",
-           "SINK_MODES"]
+__all__ = [
+    "TEXT",
+    "IMAGE",
+    "GENERATED",
+    "SPECIAL",
+    "KIND_NAMES",
+    "MOSAIC",
+    "THUMBNAIL",
+    "PositionMap",
+    "Trace",
+    "SINK_MODES",
+]
 
 TEXT, IMAGE, GENERATED, SPECIAL = 0, 1, 2, 3
 KIND_NAMES = ("text", "image", "generated", "special")
@@ -72,13 +84,17 @@ class PositionMap:
     def label(self, t: int) -> str:
         k = int(self.kind[t])
         if k == IMAGE:
-            where = "thumbnail " if self.view[t] == THUMBNAIL else (f"tile {int(self.tile[t])} " if self.tile[t] > 0
-                                                                     else "")
+            where = (
+                "thumbnail "
+                if self.view[t] == THUMBNAIL
+                else (f"tile {int(self.tile[t])} " if self.tile[t] > 0 else "")
+            )
             return f"image {int(self.image[t])} {where}({int(self.row[t])}, {int(self.col[t])})"
         return KIND_NAMES[k]
 
-    def add_image(self, mosaic: np.ndarray, tiles: np.ndarray | None = None, thumbnail: np.ndarray | None = None
-                  ) -> int:
+    def add_image(
+        self, mosaic: np.ndarray, tiles: np.ndarray | None = None, thumbnail: np.ndarray | None = None
+    ) -> int:
         """Add an image: ``mosaic`` ``[rows, cols]`` of positions (row-major cells), ``tiles`` the
         tile index of each cell (default 0), ``thumbnail`` ``[r, c]`` of its thumbnail view's
         positions. Returns the image index."""
@@ -122,9 +138,19 @@ class PositionMap:
         if n < 0:
             raise ValueError(f"cannot shrink a position map of {len(self.kind)} positions to {total}")
         pad = lambda a, v: np.concatenate([a, np.full(n, v, a.dtype)])  # noqa: E731
-        return PositionMap(pad(self.kind, GENERATED), pad(self.image, -1), pad(self.tile, -1), pad(self.view, -1),
-                           pad(self.row, -1), pad(self.col, -1), list(self.grids), list(self.image_positions),
-                           self.prompt_len, list(self.thumbnail_grids), list(self.thumbnail_positions))
+        return PositionMap(
+            pad(self.kind, GENERATED),
+            pad(self.image, -1),
+            pad(self.tile, -1),
+            pad(self.view, -1),
+            pad(self.row, -1),
+            pad(self.col, -1),
+            list(self.grids),
+            list(self.image_positions),
+            self.prompt_len,
+            list(self.thumbnail_grids),
+            list(self.thumbnail_positions),
+        )
 
     def image_grid(self, values: np.ndarray, k: int, thumbnail: bool = False) -> np.ndarray:
         """``[rows, cols]``: ``values`` ``[K]`` (one per position, e.g. an attention or relevance
@@ -145,9 +171,16 @@ class PositionMap:
     def arrays(self) -> dict[str, np.ndarray]:
         """The map as plain arrays (the ``attention.npz`` keys, README)."""
         thumbs = [g if g is not None else (0, 0) for g in self.thumbnail_grids]
-        return {"kind": self.kind, "image": self.image, "tile": self.tile, "view": self.view, "row": self.row,
-                "col": self.col, "grids": np.array(self.grids, np.int64).reshape(-1, 2),
-                "thumbnail_grids": np.array(thumbs, np.int64).reshape(-1, 2)}
+        return {
+            "kind": self.kind,
+            "image": self.image,
+            "tile": self.tile,
+            "view": self.view,
+            "row": self.row,
+            "col": self.col,
+            "grids": np.array(self.grids, np.int64).reshape(-1, 2),
+            "thumbnail_grids": np.array(thumbs, np.int64).reshape(-1, 2),
+        }
 
 
 #: what ``--sinks`` accepts: keep the sink positions in the rows, or mask them (rows renormalised)
@@ -227,11 +260,11 @@ class Trace:
         the prompt positions whose received attention (:meth:`received`) is an outlier, above
         ``Q3 + 3 * IQR`` of all prompt positions' received attention -- at most ``max_sinks``,
         strongest first (position 0 always kept)."""
-        rec = self.received(layer)[:self.prompt_len]
+        rec = self.received(layer)[: self.prompt_len]
         q1, q3 = np.percentile(rec, [25, 75])
         outliers = np.flatnonzero(rec > q3 + 3 * (q3 - q1))
         order = [0] + [int(t) for t in outliers[np.argsort(-rec[outliers], kind="stable")] if t != 0]
-        return np.array(order[:max(1, max_sinks)], np.int64)
+        return np.array(order[: max(1, max_sinks)], np.int64)
 
     def sink_share(self, layer: int, head: Any = "mean") -> np.ndarray:
         """``[N]``: the share of each answer row that lands on the layer's sinks."""
@@ -249,10 +282,15 @@ class Trace:
         """The ``attention.npz`` arrays (README, "attention.npz")."""
         out = {f"rows_layer{i}": r for i, r in self.rows.items()}
         out.update(self.pmap.arrays())
-        out.update(layers=np.array(sorted(self.rows), np.int64), input_ids=self.input_ids,
-                   prompt_len=np.int64(self.prompt_len), start=np.int64(self.start),
-                   query_positions=np.arange(self.num_answer_tokens, dtype=np.int64) + self.prompt_len - 1,
-                   pieces=np.array(self.pieces, dtype=np.str_), heads=np.array(str(self.heads)))
+        out.update(
+            layers=np.array(sorted(self.rows), np.int64),
+            input_ids=self.input_ids,
+            prompt_len=np.int64(self.prompt_len),
+            start=np.int64(self.start),
+            query_positions=np.arange(self.num_answer_tokens, dtype=np.int64) + self.prompt_len - 1,
+            pieces=np.array(self.pieces, dtype=np.str_),
+            heads=np.array(str(self.heads)),
+        )
         for i in self.rows:
             out[f"sinks_layer{i}"] = self.sinks(i)
         return out

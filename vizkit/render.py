@@ -33,8 +33,18 @@ from .io import atomic_path
 # Fonts for CJK class texts (seed 003's users label classes in Chinese): when a CJK font is
 # installed (e.g. Debian's fonts-noto-cjk or fonts-wqy-microhei), matplotlib falls back to it
 # for glyphs DejaVu Sans lacks; without one, such labels render as boxes.
-CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei",
-              "Source Han Sans SC", "SimHei", "Microsoft YaHei", "PingFang SC", "AR PL UMing CN")
+CJK_FONTS = (
+    "Noto Sans CJK SC",
+    "Noto Sans CJK JP",
+    "Noto Sans SC",
+    "WenQuanYi Micro Hei",
+    "WenQuanYi Zen Hei",
+    "Source Han Sans SC",
+    "SimHei",
+    "Microsoft YaHei",
+    "PingFang SC",
+    "AR PL UMing CN",
+)
 
 
 def use_cjk_fallback() -> list[str]:
@@ -329,8 +339,16 @@ def figure_grid(
             else:
                 panel.draw(axes[r, c])
         if titles is not None and titles[r]:
-            axes[r, 0].text(-0.06, 0.5, titles[r], transform=axes[r, 0].transAxes,
-                            rotation=90, ha="right", va="center", fontsize="large")
+            axes[r, 0].text(
+                -0.06,
+                0.5,
+                titles[r],
+                transform=axes[r, 0].transAxes,
+                rotation=90,
+                ha="right",
+                va="center",
+                fontsize="large",
+            )
     if suptitle:
         fig.suptitle(suptitle)
     return fig
@@ -399,12 +417,19 @@ def render_token_strip(
     for i, (token, rgb) in enumerate(zip(tokens, token_colors(weights, cmap))):
         line, col = divmod(i, max_per_line)
         luminance = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
-        texts.append(ax.text(
-            (col + 0.5) / max_per_line, 1.0 - (line + 0.5) / nlines, str(token),
-            transform=ax.transAxes, ha="center", va="center", fontsize=fontsize,
-            color="white" if luminance < 0.5 else "black",
-            bbox={"boxstyle": "round,pad=0.3", "facecolor": rgb, "edgecolor": "none"},
-        ))
+        texts.append(
+            ax.text(
+                (col + 0.5) / max_per_line,
+                1.0 - (line + 0.5) / nlines,
+                str(token),
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="white" if luminance < 0.5 else "black",
+                bbox={"boxstyle": "round,pad=0.3", "facecolor": rgb, "edgecolor": "none"},
+            )
+        )
     return texts
 
 
@@ -456,9 +481,16 @@ def write_video(frames: Iterable[Any], path: str | os.PathLike[str], fps: int = 
     path = Path(path)
     count = 0
     with atomic_path(path) as tmp:
-        writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                                    pixelformat="yuv420p", macro_block_size=1,
-                                    ffmpeg_log_level="error")
+        writer = imageio.get_writer(
+            tmp,
+            format="FFMPEG",
+            mode="I",
+            fps=fps,
+            codec="libx264",
+            pixelformat="yuv420p",
+            macro_block_size=1,
+            ffmpeg_log_level="error",
+        )
         try:  # not `with`: imageio's __exit__ skips close() on error, leaking ffmpeg
             shape = None
             for frame in frames:

@@ -1,9 +1,11 @@
 """Markdown reports: headings, prose, parameter tables, data tables and linked figures."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import pandas as pd
 

@@ -10,6 +10,7 @@ reopens the folder of the same run (same ``manifest.json``), each chunk is writt
 to ``chunks/NNNNN.json`` + ``.npz`` (:func:`write_chunk`; the JSON last, so it marks the chunk
 written) and :func:`chunk_done` tells which chunks a rerun can skip.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,16 +18,29 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from .errors import ParameterError
 from .io import atomic_path, write_json
 
-__all__ = ["runs_root", "run_folder", "mark_complete", "is_complete", "clear_complete", "COMPLETE_MARKER",
-           "open_resumable_run", "chunk_paths", "write_chunk", "chunk_done", "read_chunks", "read_chunk_arrays"]
+__all__ = [
+    "runs_root",
+    "run_folder",
+    "mark_complete",
+    "is_complete",
+    "clear_complete",
+    "COMPLETE_MARKER",
+    "open_resumable_run",
+    "chunk_paths",
+    "write_chunk",
+    "chunk_done",
+    "read_chunks",
+    "read_chunk_arrays",
+]
 
 COMPLETE_MARKER = ".complete.json"
 
@@ -38,8 +52,13 @@ def runs_root() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "runs"
 
 
-def run_folder(output_dir: str | Path | None, notebook: str, overwrite: bool = False, root: str | Path | None = None,
-               overwrite_hint: str = "set overwrite=True") -> Path:
+def run_folder(
+    output_dir: str | Path | None,
+    notebook: str,
+    overwrite: bool = False,
+    root: str | Path | None = None,
+    overwrite_hint: str = "set overwrite=True",
+) -> Path:
     """The folder a run writes into, created now.
 
     ``output_dir`` None or "" -> ``<root>/<timestamp>-<notebook>/`` (a new folder every run;
@@ -59,15 +78,17 @@ def run_folder(output_dir: str | Path | None, notebook: str, overwrite: bool = F
         if path.is_dir() and any(path.iterdir()) and not overwrite:
             raise ParameterError(
                 f"output folder {str(path)!r} is not empty (it holds an earlier run): choose another folder, leave "
-                f"it empty for a new timestamped one, or {overwrite_hint}")
+                f"it empty for a new timestamped one, or {overwrite_hint}"
+            )
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def mark_complete(folder: str | Path, info: Mapping[str, Any] | None = None) -> Path:
     """Record that the run in ``folder`` finished (atomically, with ``info`` and the time)."""
-    return write_json(Path(folder) / COMPLETE_MARKER,
-                      {"completed": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **dict(info or {})})
+    return write_json(
+        Path(folder) / COMPLETE_MARKER, {"completed": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **dict(info or {})}
+    )
 
 
 def is_complete(folder: str | Path) -> bool:
@@ -80,8 +101,9 @@ def clear_complete(folder: str | Path) -> None:
     (Path(folder) / COMPLETE_MARKER).unlink(missing_ok=True)
 
 
-def open_resumable_run(output_dir: str | os.PathLike | None, name: str, manifest: dict[str, Any],
-                       overwrite: bool) -> tuple[Path, bool]:
+def open_resumable_run(
+    output_dir: str | os.PathLike | None, name: str, manifest: dict[str, Any], overwrite: bool
+) -> tuple[Path, bool]:
     """The run folder of a resumable run; ``(folder, resuming)``. The same run (an equal
     ``manifest.json``) is resumed; ``overwrite`` starts it afresh (its previous outputs removed,
     also when the manifest is the same); a folder holding a different run is refused without
@@ -96,8 +118,10 @@ def open_resumable_run(output_dir: str | os.PathLike | None, name: str, manifest
                 same = False
             if same:
                 return out, True
-            raise ParameterError(f"output folder {str(out)!r} holds a different run (another model, dataset or "
-                                 "arguments; see its manifest.json): choose another folder or pass --overwrite")
+            raise ParameterError(
+                f"output folder {str(out)!r} holds a different run (another model, dataset or "
+                "arguments; see its manifest.json): choose another folder or pass --overwrite"
+            )
         if overwrite and out.is_dir():
             for child in out.iterdir():
                 shutil.rmtree(child) if child.is_dir() else child.unlink()

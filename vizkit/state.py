@@ -4,11 +4,12 @@ Every public entry point wraps its forward/backward passes in :func:`preserved_s
 train/eval mode and ``requires_grad`` of every parameter are exactly as before, even when
 an exception is raised half-way.
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ from .errors import ParameterError
 
 #: what :func:`resolve_device` accepts
 DEVICES = ("auto", "cpu", "cuda")
+
 
 @contextmanager
 def preserved_state(model: nn.Module, *, eval_mode: bool = True, freeze: bool = True) -> Iterator[nn.Module]:

@@ -68,9 +68,7 @@ def row_entropy(attn: Tensor) -> Tensor:
     return -torch.special.xlogy(attn, attn).sum(dim=-1)
 
 
-def mean_attention_distance(
-    attn: Tensor, grid: tuple[int, int], prefix_tokens: int, patch_size: float = 1.0
-) -> Tensor:
+def mean_attention_distance(attn: Tensor, grid: tuple[int, int], prefix_tokens: int, patch_size: float = 1.0) -> Tensor:
     """Mean attention distance per head, ``[B, H, N, N] -> [B, H]``.
 
     Definition: let ``A`` be the patch-to-patch block ``attn[..., prefix:, prefix:]``

@@ -3,9 +3,11 @@
 Any callable ``output -> Tensor[B]`` is a target. The classes here also know how to
 :meth:`Target.take` rows, which lets Score-CAM batch masked copies of different images.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +15,7 @@ import torch.nn.functional as F
 from .errors import TargetError
 
 TargetFn = Callable[[Any], torch.Tensor]
-TargetSpec = Union[None, int, Sequence[int], torch.Tensor, TargetFn]
+TargetSpec = None | int | Sequence[int] | torch.Tensor | TargetFn
 
 
 def output_tensor(output: Any, *names: str) -> torch.Tensor:
@@ -56,15 +58,19 @@ def predicted_class_logits(output: Any, batch_size: int) -> torch.Tensor:
     itself when it is such a tensor, else its ``logits`` (attribute or key). Anything else
     (embeddings, a tuple, a dict or ModelOutput without logits) raises :class:`TargetError`
     saying what the model returned and how to name the score."""
-    logits = output if isinstance(output, torch.Tensor) else (
-        output.get("logits") if isinstance(output, dict) else getattr(output, "logits", None))
+    logits = (
+        output
+        if isinstance(output, torch.Tensor)
+        else (output.get("logits") if isinstance(output, dict) else getattr(output, "logits", None))
+    )
     if isinstance(logits, torch.Tensor) and logits.ndim == 2 and logits.shape[0] == batch_size:
         return logits
     raise TargetError(
         f"targets=None explains the predicted class, which needs class logits [B={batch_size}, classes] (a tensor "
         f"or an output with .logits), but the model returned {describe_output(output)}; pass a callable target "
-        f"that returns one score per image, e.g. targets=lambda out: out[\"score\"] (or "
-        f"lambda out: out[0][:, 3], or vizkit.targets.ImageTextSimilarity for embeddings)")
+        f'that returns one score per image, e.g. targets=lambda out: out["score"] (or '
+        f"lambda out: out[0][:, 3], or vizkit.targets.ImageTextSimilarity for embeddings)"
+    )
 
 
 class Target:
@@ -81,7 +87,7 @@ class Target:
 class ClassLogit(Target):
     """The logit of a class per image: ``classes`` is an int or ``[B]`` indices."""
 
-    def __init__(self, classes: Union[int, Sequence[int], torch.Tensor]):
+    def __init__(self, classes: int | Sequence[int] | torch.Tensor):
         self.classes = torch.as_tensor(classes, dtype=torch.long)
 
     def _select(self, scores: torch.Tensor) -> torch.Tensor:
@@ -96,7 +102,8 @@ class ClassLogit(Target):
         if bad.any():
             raise TargetError(
                 f"target class {int(idx[bad][0])} is out of range: the model has {scores.shape[1]} classes "
-                f"(valid 0..{scores.shape[1] - 1})")
+                f"(valid 0..{scores.shape[1] - 1})"
+            )
         return scores.gather(1, idx[:, None])[:, 0]
 
     def _logits(self, output: Any) -> torch.Tensor:
@@ -104,7 +111,8 @@ class ClassLogit(Target):
         if scores.ndim != 2:
             raise TargetError(
                 f"class targets need class logits [B, classes], but the model returned {describe_output(output)}; "
-                f"pass a callable target that returns one score per image, e.g. targets=lambda out: out[\"score\"]")
+                f'pass a callable target that returns one score per image, e.g. targets=lambda out: out["score"]'
+            )
         return scores
 
     def __call__(self, output: Any) -> torch.Tensor:
@@ -136,8 +144,13 @@ class ImageTextSimilarity(Target):
     the ``[B]`` (or scalar) text indices.
     """
 
-    def __init__(self, text_features: torch.Tensor, text_index: Union[int, Sequence[int], torch.Tensor, None],
-                 logit_scale: float | torch.Tensor = 100.0, probability: bool = False):
+    def __init__(
+        self,
+        text_features: torch.Tensor,
+        text_index: int | Sequence[int] | torch.Tensor | None,
+        logit_scale: float | torch.Tensor = 100.0,
+        probability: bool = False,
+    ):
         self.text = F.normalize(text_features.detach().float(), dim=-1)
         self.index: torch.Tensor | None = None
         if text_index is not None:
@@ -170,8 +183,10 @@ class ImageTextSimilarity(Target):
 
     def take(self, rows: torch.Tensor) -> "ImageTextSimilarity":
         if self.index is None:
-            raise TargetError("the most similar text is chosen on the first call: call the target on the full batch "
-                              "before taking rows")
+            raise TargetError(
+                "the most similar text is chosen on the first call: call the target on the full batch "
+                "before taking rows"
+            )
         index = self.index if self.index.ndim == 0 else self.index[rows.cpu()]
         t = ImageTextSimilarity.__new__(ImageTextSimilarity)
         t.text, t.index, t.scale, t.probability, t.observed = self.text, index, self.scale, self.probability, None
@@ -189,7 +204,8 @@ class _Callable(Target):
         if not isinstance(scores, torch.Tensor) or scores.ndim != 1:
             raise TargetError(
                 f"a target callable must return one score per image, a [B] tensor; got "
-                f"{type(scores).__name__} {tuple(getattr(scores, 'shape', ()))}")
+                f"{type(scores).__name__} {tuple(getattr(scores, 'shape', ()))}"
+            )
         return scores
 
 
@@ -221,6 +237,9 @@ def as_target(targets: TargetSpec, batch_size: int, output: Any = None) -> Targe
         if len(values) != batch_size:
             raise TargetError(
                 f"{len(values)} targets for a batch of {batch_size} images: give one class per image "
-                "(or a single int for all)")
+                "(or a single int for all)"
+            )
         return ClassLogit(values.long())
-    raise TargetError(f"targets of type {type(targets).__name__} are not supported: use an int, a list of ints or a callable")
+    raise TargetError(
+        f"targets of type {type(targets).__name__} are not supported: use an int, a list of ints or a callable"
+    )

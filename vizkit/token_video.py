@@ -6,19 +6,30 @@ blue; on the right each image with its high-resolution patch mosaic coloured by 
 over its patches (tiles already stitched by the family adapter), and -- for tiled families -- the
 global thumbnail view as its own panel.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from .positions import GENERATED, IMAGE, SPECIAL, TEXT, Trace
 from .render import CJK_FONTS, save_image, write_video
 
-__all__ = ["red_green", "load_font", "FrameRenderer", "write_token_video", "ffmpeg_problem", "contact_sheet",
-           "image_views", "image_share", "relevance_figure"]
+__all__ = [
+    "red_green",
+    "load_font",
+    "FrameRenderer",
+    "write_token_video",
+    "ffmpeg_problem",
+    "contact_sheet",
+    "image_views",
+    "image_share",
+    "relevance_figure",
+]
 
 _LOW, _HIGH = np.array([229.0, 57.0, 53.0]), np.array([67.0, 160.0, 71.0])  # red (low) -> green (high)
 _CURRENT = (30, 100, 230)  # the current token: blue
@@ -31,8 +42,13 @@ def red_green(w: np.ndarray) -> np.ndarray:
 
 
 def _has_cjk(text: str) -> bool:
-    return any("\u2e80" <= ch <= "\u9fff" or "\uac00" <= ch <= "\ud7af" or "\uf900" <= ch <= "\ufaff"
-               or "\u3040" <= ch <= "\u30ff" for ch in text)
+    return any(
+        "\u2e80" <= ch <= "\u9fff"
+        or "\uac00" <= ch <= "\ud7af"
+        or "\uf900" <= ch <= "\ufaff"
+        or "\u3040" <= ch <= "\u30ff"
+        for ch in text
+    )
 
 
 def load_font(size: int = 14, cjk: bool = False):
@@ -66,8 +82,9 @@ def _to_rgb(image: Any) -> Any:
     return Image.fromarray(a).convert("RGB")
 
 
-def _overlay(picture: np.ndarray, weights: np.ndarray, grid: tuple[int, int],
-             tiles: np.ndarray | None = None) -> np.ndarray:
+def _overlay(
+    picture: np.ndarray, weights: np.ndarray, grid: tuple[int, int], tiles: np.ndarray | None = None
+) -> np.ndarray:
     """``picture`` ``[h, w, 3]`` float blended with the ``grid`` cells coloured by ``weights``
     (row-major, in [0, 1]), cell borders white; where ``tiles`` (the tile index of each cell,
     row-major) changes between neighbouring cells, a dark line: the seams of a stitched mosaic."""
@@ -84,9 +101,9 @@ def _overlay(picture: np.ndarray, weights: np.ndarray, grid: tuple[int, int],
         t = np.asarray(tiles).reshape(gh, gw)
         ys, xs = np.linspace(0, h, gh + 1).round().astype(int), np.linspace(0, w, gw + 1).round().astype(int)
         for i in np.flatnonzero(np.any(t[1:] != t[:-1], axis=1)) + 1:
-            blend[max(0, ys[i] - 1):ys[i] + 1, :] = 30
+            blend[max(0, ys[i] - 1) : ys[i] + 1, :] = 30
         for j in np.flatnonzero(np.any(t[:, 1:] != t[:, :-1], axis=0)) + 1:
-            blend[:, max(0, xs[j] - 1):xs[j] + 1] = 30
+            blend[:, max(0, xs[j] - 1) : xs[j] + 1] = 30
     return blend.round().clip(0, 255).astype(np.uint8)
 
 
@@ -100,8 +117,16 @@ class FrameRenderer:
     over every image position (mosaics and thumbnails), so panels compare.
     """
 
-    def __init__(self, trace: Trace, layer: int, head: Any = "mean", sinks: str = "keep", text_width: int = 520,
-                 image_height: int = 300, font_size: int = 14):
+    def __init__(
+        self,
+        trace: Trace,
+        layer: int,
+        head: Any = "mean",
+        sinks: str = "keep",
+        text_width: int = 520,
+        image_height: int = 300,
+        font_size: int = 14,
+    ):
         self.trace, self.layer, self.head, self.sinks = trace, layer, head, sinks
         self.rows = trace.head_rows(layer, head, sinks=sinks)
         self.font = load_font(font_size, cjk=_has_cjk("".join(trace.pieces)))
@@ -163,12 +188,20 @@ class FrameRenderer:
         d = ImageDraw.Draw(canvas)
         head = self.head if self.head in ("mean", "max") else f"head {self.head}"
         masked = " | sinks masked" if self.sinks == "mask" else ""
-        d.text((8, 4), f"layer {self.layer} | {head}{masked} | token {j + 1}/{t.num_answer_tokens}: {t.pieces[p]!r}",
-               fill=(0, 0, 0), font=self.font)
+        d.text(
+            (8, 4),
+            f"layer {self.layer} | {head}{masked} | token {j + 1}/{t.num_answer_tokens}: {t.pieces[p]!r}",
+            fill=(0, 0, 0),
+            font=self.font,
+        )
         kinds, r = pm.kind[:p], row[:p]
-        d.text((8, 4 + self.line_h), f"image {r[kinds == IMAGE].sum():.2f} | text {r[kinds == TEXT].sum():.2f} | "
-               f"special {r[kinds == SPECIAL].sum():.2f} | answer {r[kinds == GENERATED].sum():.2f}",
-               fill=(60, 60, 60), font=self.small)
+        d.text(
+            (8, 4 + self.line_h),
+            f"image {r[kinds == IMAGE].sum():.2f} | text {r[kinds == TEXT].sum():.2f} | "
+            f"special {r[kinds == SPECIAL].sum():.2f} | answer {r[kinds == GENERATED].sum():.2f}",
+            fill=(60, 60, 60),
+            font=self.small,
+        )
         shown = [it for it in self.items if it[0] <= p]
         text_pos = np.array([it[0] for it in shown if it[0] < p and not it[5]], dtype=np.int64)
         cur_y = shown[-1][3] if shown else 0
@@ -197,14 +230,18 @@ class FrameRenderer:
             grid = pm.grids[k] if view == "mosaic" else pm.thumbnail_grids[k]
             h, w = pic.shape[:2]
             tiles = pm.tile[pm.image_positions[k]] if view == "mosaic" else None
-            out[y0:y0 + h, x0:x0 + w] = _overlay(pic, weights[k, view] / peak, grid, tiles)
+            out[y0 : y0 + h, x0 : x0 + w] = _overlay(pic, weights[k, view] / peak, grid, tiles)
         canvas = Image.fromarray(out)
         d = ImageDraw.Draw(canvas)
         for k, view, pic, x0 in self.panels:
             grid = pm.grids[k] if view == "mosaic" else pm.thumbnail_grids[k]
             what = f"image {k}" if view == "mosaic" else f"image {k}, global view"
-            d.text((x0, y0 + pic.shape[0] + 4), f"{what} ({grid[0]}x{grid[1]}): {float(weights[k, view].sum()):.2f}",
-                   fill=(0, 0, 0), font=self.small)
+            d.text(
+                (x0, y0 + pic.shape[0] + 4),
+                f"{what} ({grid[0]}x{grid[1]}): {float(weights[k, view].sum()):.2f}",
+                fill=(0, 0, 0),
+                font=self.small,
+            )
         return np.asarray(canvas)
 
     def frames(self) -> Iterator[np.ndarray]:
@@ -249,7 +286,7 @@ def contact_sheet(renderer: FrameRenderer, count: int = 8, columns: int = 4, sca
     sheet = np.full((rows * (h + 4), min(columns, len(thumbs)) * (w + 4), 3), 255, np.uint8)
     for n, th in enumerate(thumbs):
         r, c = divmod(n, columns)
-        sheet[r * (h + 4):r * (h + 4) + h, c * (w + 4):c * (w + 4) + w] = th
+        sheet[r * (h + 4) : r * (h + 4) + h, c * (w + 4) : c * (w + 4) + w] = th
     return sheet
 
 
@@ -270,11 +307,17 @@ def image_share(trace: Trace, values: np.ndarray) -> float:
     query's own entry, last, left out: relevance starts from the identity there)."""
     v = np.asarray(values, np.float64)[:-1]
     total = v.sum()
-    return float(v[trace.pmap.kind[:len(v)] == IMAGE].sum() / total) if total > 0 else 0.0
+    return float(v[trace.pmap.kind[: len(v)] == IMAGE].sum() / total) if total > 0 else 0.0
 
 
-def relevance_figure(trace: Trace, attention: np.ndarray, relevance: np.ndarray, token: int,
-                     attention_title: str = "attention", relevance_title: str = "relevance"):
+def relevance_figure(
+    trace: Trace,
+    attention: np.ndarray,
+    relevance: np.ndarray,
+    token: int,
+    attention_title: str = "attention",
+    relevance_title: str = "relevance",
+):
     """A figure, one row per image view: the image, ``attention`` ``[K]`` and ``relevance``
     ``[K]`` on its patch cells (nearest upsampling, each panel min-max scaled; the column
     titles give each map's share on image positions, :func:`image_share`), for answer token
@@ -294,11 +337,24 @@ def relevance_figure(trace: Trace, attention: np.ndarray, relevance: np.ndarray,
         def up(g: np.ndarray, size: tuple[int, int] = size) -> np.ndarray:
             return cv2.resize(g.astype(np.float32), size, interpolation=cv2.INTER_NEAREST)
 
-        rows.append([Panel(image=pic, kind="image", title=f"image {k}" + (" (global view)" if view == "thumbnail"
-                                                                           else "")),
-                     Panel(image=pic, heatmap=up(a), title=f"{attention_title}\n{image_share(trace, attention):.0%} "
-                                                            f"on image positions", cmap="inferno", alpha=0.6),
-                     Panel(image=pic, heatmap=up(r), title=f"{relevance_title}\n{image_share(trace, relevance):.0%} "
-                                                            f"on image positions", cmap="inferno", alpha=0.6)])
+        rows.append(
+            [
+                Panel(image=pic, kind="image", title=f"image {k}" + (" (global view)" if view == "thumbnail" else "")),
+                Panel(
+                    image=pic,
+                    heatmap=up(a),
+                    title=f"{attention_title}\n{image_share(trace, attention):.0%} on image positions",
+                    cmap="inferno",
+                    alpha=0.6,
+                ),
+                Panel(
+                    image=pic,
+                    heatmap=up(r),
+                    title=f"{relevance_title}\n{image_share(trace, relevance):.0%} on image positions",
+                    cmap="inferno",
+                    alpha=0.6,
+                ),
+            ]
+        )
         labels.append("")
     return figure_grid(rows, suptitle=f"answer token {token}: {piece!r}")

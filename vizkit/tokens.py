@@ -12,19 +12,20 @@ and torchvision Swin, timm's ``*Cl`` modules). :func:`feature_layout` decides wh
 documented rules below, and never guesses: an undecidable case raises and names the
 ``layout=`` argument that settles it.
 """
+
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence, Union
 
 import torch
 from torch import nn
 
 from .errors import InputError, VizkitError
 
-LayoutSpec = Union[None, str, Callable[[torch.Tensor], torch.Tensor]]
+LayoutSpec = None | str | Callable[[torch.Tensor], torch.Tensor]
 LAYOUTS = ("nchw", "nhwc", "tokens")
 
 # classes whose 4-D outputs are channels-last: timm's and torchvision's Swin / Swin V2
@@ -32,8 +33,10 @@ LAYOUTS = ("nchw", "nhwc", "tokens")
 # ``features.0`` Sequential inherits it), timm's channels-last modules (``...Cl``)
 _NHWC_FAMILY = re.compile(r"^(SwinTransformer\w*|PatchMerging(V2)?|\w+Cl)$")
 _NCHW_CLASS = re.compile(r"(Conv\w*[23]d|BatchNorm[23]d|\w*2d)$")
-_LAYOUT_HELP = ("pass layout='nchw' or layout='nhwc' to cam(...), or a callable "
-                "layout=lambda t: t.permute(0, 3, 1, 2) that returns [B, C, h, w]")
+_LAYOUT_HELP = (
+    "pass layout='nchw' or layout='nhwc' to cam(...), or a callable "
+    "layout=lambda t: t.permute(0, 3, 1, 2) that returns [B, C, h, w]"
+)
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,9 @@ class TokenLayout:
         return self.prefix + self.num_patches
 
 
-def infer_layout(num_tokens: int, grid: tuple[int, int] | None = None, image_hw: tuple[int, int] | None = None) -> TokenLayout:
+def infer_layout(
+    num_tokens: int, grid: tuple[int, int] | None = None, image_hw: tuple[int, int] | None = None
+) -> TokenLayout:
     """The layout of ``num_tokens`` tokens.
 
     With a measured ``grid`` the prefix is ``num_tokens - h*w``. Without one, the grid is
@@ -65,8 +70,10 @@ def infer_layout(num_tokens: int, grid: tuple[int, int] | None = None, image_hw:
         if prefix < 0:
             merged = merged_grid(num_tokens, (h, w))
             if merged is None:
-                raise VizkitError(f"{num_tokens} tokens cannot hold a {h}x{w} patch grid, nor that grid "
-                                  f"merged 2x, 4x, ... (a Swin stage): pass layout=<callable> to reshape them")
+                raise VizkitError(
+                    f"{num_tokens} tokens cannot hold a {h}x{w} patch grid, nor that grid "
+                    f"merged 2x, 4x, ... (a Swin stage): pass layout=<callable> to reshape them"
+                )
             return TokenLayout(merged, 0)
         return TokenLayout((h, w), prefix)
     ratio = (image_hw[1] / image_hw[0]) if image_hw else 1.0
@@ -75,8 +82,7 @@ def infer_layout(num_tokens: int, grid: tuple[int, int] | None = None, image_hw:
         h = round(math.sqrt(n / ratio))
         if h > 0 and n % h == 0 and abs(n // h / h - ratio) < 1e-6:
             return TokenLayout((h, n // h), prefix)
-    raise VizkitError(
-        f"cannot map {num_tokens} tokens to a patch grid: pass the grid explicitly (grid=(h, w))")
+    raise VizkitError(f"cannot map {num_tokens} tokens to a patch grid: pass the grid explicitly (grid=(h, w))")
 
 
 def merged_grid(num_tokens: int, grid: tuple[int, int]) -> tuple[int, int] | None:
@@ -124,15 +130,21 @@ def _content_rule(module: nn.Module | None) -> str | None:
         return None
     leaves = [m for m in module.modules() if not m._modules]
     conv = any(isinstance(m, (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm)) for m in leaves)
-    last_dim = any(isinstance(m, (nn.LayerNorm, nn.Linear)) and not _NCHW_CLASS.search(type(m).__name__)
-                   for m in leaves)
+    last_dim = any(
+        isinstance(m, (nn.LayerNorm, nn.Linear)) and not _NCHW_CLASS.search(type(m).__name__) for m in leaves
+    )
     if conv != last_dim:
         return "nchw" if conv else "nhwc"
     return None
 
 
-def feature_layout(shape: Sequence[int], image_hw: Sequence[int], name: str, module: nn.Module | None = None,
-                   classes: Sequence[str] = ()) -> str:
+def feature_layout(
+    shape: Sequence[int],
+    image_hw: Sequence[int],
+    name: str,
+    module: nn.Module | None = None,
+    classes: Sequence[str] = (),
+) -> str:
     """``"nchw"`` or ``"nhwc"`` for a 4-D activation of ``shape`` produced by ``module``
     (``classes``: the class names of the module and the modules enclosing it).
 
@@ -158,7 +170,8 @@ def feature_layout(shape: Sequence[int], image_hw: Sequence[int], name: str, mod
         if len(shape_says) == 1 and shape_says[0] != rule:
             raise InputError(
                 f"layer {name!r} output {tuple(shape)}: its module type says {rule.upper()} but its spatial "
-                f"dims only fit the {tuple(image_hw)} input as {shape_says[0].upper()}; {_LAYOUT_HELP}")
+                f"dims only fit the {tuple(image_hw)} input as {shape_says[0].upper()}; {_LAYOUT_HELP}"
+            )
         return rule
     if len(shape_says) == 1:
         return shape_says[0]
@@ -167,7 +180,8 @@ def feature_layout(shape: Sequence[int], image_hw: Sequence[int], name: str, mod
         return rule
     raise InputError(
         f"layer {name!r} output {tuple(shape)} is ambiguous: it reads as [B, C, h, w] and as [B, h, w, C] "
-        f"for a {tuple(image_hw)} input and no rule decides; {_LAYOUT_HELP}")
+        f"for a {tuple(image_hw)} input and no rule decides; {_LAYOUT_HELP}"
+    )
 
 
 def check_layout(layout: LayoutSpec) -> LayoutSpec:
@@ -176,8 +190,10 @@ def check_layout(layout: LayoutSpec) -> LayoutSpec:
         return layout
     if isinstance(layout, str) and layout.strip().lower() in LAYOUTS:
         return layout.strip().lower()
-    raise InputError(f"layout={layout!r} is not valid: use one of {', '.join(map(repr, LAYOUTS))}, None (decided "
-                     "per layer) or a callable tensor -> [B, C, h, w]")
+    raise InputError(
+        f"layout={layout!r} is not valid: use one of {', '.join(map(repr, LAYOUTS))}, None (decided "
+        "per layer) or a callable tensor -> [B, C, h, w]"
+    )
 
 
 def tokens_to_grid(tokens: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
@@ -188,14 +204,14 @@ def tokens_to_grid(tokens: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
     if n != layout.num_tokens:
         raise VizkitError(f"{n} tokens do not match the layout {layout} ({layout.num_tokens} tokens)")
     h, w = layout.grid
-    return tokens[:, layout.prefix:, :].reshape(b, h, w, c).permute(0, 3, 1, 2)
+    return tokens[:, layout.prefix :, :].reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 
 def patch_row_to_grid(row: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
     """``[B, N]`` values over tokens (e.g. the CLS attention row) -> ``[B, h, w]`` over patches."""
     if row.ndim != 2 or row.shape[1] != layout.num_tokens:
         raise VizkitError(f"expected [B, {layout.num_tokens}], got shape {tuple(row.shape)}")
-    return row[:, layout.prefix:].reshape(row.shape[0], *layout.grid)
+    return row[:, layout.prefix :].reshape(row.shape[0], *layout.grid)
 
 
 def to_batch_first(tokens: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -3,6 +3,7 @@ whose image paths are relative to an image folder; :func:`load_sample` reads one
 images with one clear error per problem; :func:`sample_indices` reads a selection of samples (``--sample_idx``);
 :func:`default_benchmark` is the zoo's ``tiny_vlm`` one.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,9 @@ def default_benchmark() -> tuple[Path, Path]:
     return folder / "sample.json", folder
 
 
-def load_sample(benchmark_json: str | Path, image_dir: str | Path | None, sample_idx: int,
-                max_image_num: int = 2) -> tuple[dict[str, Any], list[Any], list[str]]:
+def load_sample(
+    benchmark_json: str | Path, image_dir: str | Path | None, sample_idx: int, max_image_num: int = 2
+) -> tuple[dict[str, Any], list[Any], list[str]]:
     """Entry ``sample_idx`` of a Reason-RFT style benchmark JSON list and its images (RGB PIL).
 
     Returns ``(sample, images, notes)``; ``notes`` says when only the first ``max_image_num``
@@ -44,14 +46,18 @@ def load_sample(benchmark_json: str | Path, image_dir: str | Path | None, sample
     if not isinstance(sample_idx, (int, np.integer)) or not -n <= int(sample_idx) < n:
         raise InputError(f"sample_idx {sample_idx} is out of range: {path.name} holds {n} samples (0..{n - 1})")
     sample = records[int(sample_idx)]
-    where = f"sample {int(sample_idx)}" + (f" (id {sample.get('id')!r})" if isinstance(sample, dict) and "id" in sample
-                                          else "")
+    where = f"sample {int(sample_idx)}" + (
+        f" (id {sample.get('id')!r})" if isinstance(sample, dict) and "id" in sample else ""
+    )
     if not isinstance(sample, dict):
-        raise InputError(f"{where} of {path.name} is a {type(sample).__name__}, not an object with 'image' and "
-                         f"'problem'")
+        raise InputError(
+            f"{where} of {path.name} is a {type(sample).__name__}, not an object with 'image' and 'problem'"
+        )
     for key in ("image", "problem"):
         if key not in sample:
-            raise InputError(f"{where} of {path.name} has no {key!r} key (it has: {', '.join(sorted(sample)) or 'none'})")
+            raise InputError(
+                f"{where} of {path.name} has no {key!r} key (it has: {', '.join(sorted(sample)) or 'none'})"
+            )
     paths = [sample["image"]] if isinstance(sample["image"], str) else sample["image"]
     if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
         raise InputError(f"{where}: 'image' must be a path or a non-empty list of paths, got {sample['image']!r}")
@@ -87,8 +93,9 @@ def sample_indices(spec: Any, count: int) -> list[int]:
             try:
                 parts += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
             except ValueError:
-                raise ParameterError(f"sample_idx={spec!r}: use an index, a list (0,2,5), a range (1-4) or all") \
-                    from None
+                raise ParameterError(
+                    f"sample_idx={spec!r}: use an index, a list (0,2,5), a range (1-4) or all"
+                ) from None
         spec = parts
     items = [spec] if isinstance(spec, (int, np.integer)) else list(spec)
     if not items:

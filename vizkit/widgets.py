@@ -12,21 +12,35 @@ control back never reruns a model. Without ipywidgets, or with ``interactive=Fal
 
 Scenario-specific explorers live in :mod:`vizkit.scenarios`; ipywidgets is imported only when one is built.
 """
+
 from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, ClassVar, Hashable, Iterable, Literal, Mapping, Sequence, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import cv2
 import numpy as np
 
 from . import render
 
-__all__ = ["Explorer", "Control", "StaticControl", "HeatmapView", "FrameView", "StaticView", "HeatmapPane",
-           "heatmap_pngs", "frame_png", "ipywidgets_module", "observe_all", "describe_controls"]
+__all__ = [
+    "Explorer",
+    "Control",
+    "StaticControl",
+    "HeatmapView",
+    "FrameView",
+    "StaticView",
+    "HeatmapPane",
+    "heatmap_pngs",
+    "frame_png",
+    "ipywidgets_module",
+    "observe_all",
+    "describe_controls",
+]
 
 Kind = Literal["slider", "dropdown", "toggle"]
 KINDS: tuple[str, ...] = ("slider", "dropdown", "toggle")
@@ -109,8 +123,9 @@ def heatmap_pngs(view: HeatmapView, cmap: str = "jet", size: int = 325) -> tuple
     over = cv2.cvtColor((blended * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
     side = size / max(over.shape[:2])
     if side < 1:
-        over = cv2.resize(over, (round(over.shape[1] * side), round(over.shape[0] * side)),
-                          interpolation=cv2.INTER_AREA)
+        over = cv2.resize(
+            over, (round(over.shape[1] * side), round(over.shape[0] * side)), interpolation=cv2.INTER_AREA
+        )
     panel = cv2.cvtColor(_panel(heat, view.diverging, cmap, size), cv2.COLOR_RGB2BGR)
     return cv2.imencode(".png", panel)[1].tobytes(), cv2.imencode(".png", over)[1].tobytes()
 
@@ -144,8 +159,11 @@ class StaticView:
         return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
     def _repr_html_(self) -> str:
-        panels = "".join(f'<figure style="margin:0 8px"><figcaption><b>{html.escape(c)}</b></figcaption>'
-                         f'<img src="{self._uri(p)}"></figure>' for p, c in zip(self.pngs, self.captions))
+        panels = "".join(
+            f'<figure style="margin:0 8px"><figcaption><b>{html.escape(c)}</b></figcaption>'
+            f'<img src="{self._uri(p)}"></figure>'
+            for p, c in zip(self.pngs, self.captions)
+        )
         return f'<div><small>{html.escape(self.title)}</small><div style="display:flex">{panels}</div></div>'
 
     def markdown(self) -> str:
@@ -174,14 +192,26 @@ class HeatmapPane:
         self.map_title, self.overlay_title = W.HTML(), W.HTML()
         self.map_image = W.Image(format="png", width=self.size)
         self.overlay_image = W.Image(format="png", width=self.size)
-        self.output = W.VBox([self.suptitle, W.HBox([W.VBox([self.map_title, self.map_image]),
-                                                     W.VBox([self.overlay_title, self.overlay_image])])])
+        self.output = W.VBox(
+            [
+                self.suptitle,
+                W.HBox([W.VBox([self.map_title, self.map_image]), W.VBox([self.overlay_title, self.overlay_image])]),
+            ]
+        )
         self.drawn: np.ndarray | None = None
         self.draws = 0
         self.png: tuple[bytes, bytes] = (b"", b"")
 
-    def draw(self, heat: Any, image: Any, *, map_title: str = "map", overlay_title: str = "overlay",
-             suptitle: str | None = None, diverging: bool = False) -> None:
+    def draw(
+        self,
+        heat: Any,
+        image: Any,
+        *,
+        map_title: str = "map",
+        overlay_title: str = "overlay",
+        suptitle: str | None = None,
+        diverging: bool = False,
+    ) -> None:
         """Show ``heat`` ``[h, w]`` and its overlay on ``image`` (anything :mod:`vizkit.render` reads).
 
         ``diverging``: a signed map, drawn with a diverging colormap centred at 0 (the overlay
@@ -284,8 +314,13 @@ class StaticControl:
 def describe_controls(controls: Iterable[Any]) -> list[tuple[str, str]]:
     """``(label, kind)`` of each control as a person sees it in the page: kind ``slider``,
     ``dropdown`` or ``toggle`` (what the browser test moves)."""
-    kinds = {"IntSlider": "slider", "FloatSlider": "slider", "SelectionSlider": "slider", "Dropdown": "dropdown",
-             "ToggleButtons": "toggle"}
+    kinds = {
+        "IntSlider": "slider",
+        "FloatSlider": "slider",
+        "SelectionSlider": "slider",
+        "Dropdown": "dropdown",
+        "ToggleButtons": "toggle",
+    }
     out = []
     for c in controls:
         kind = c.kind if isinstance(c, StaticControl) else kinds.get(type(c).__name__)
@@ -343,13 +378,15 @@ class Explorer:
     DESCRIPTION_WIDTH: ClassVar[str | None] = None
     VIEW: ClassVar[type] = HeatmapView
 
-    def __init__(self, *, interactive: bool = True, cmap: str = "jet",
-                 figsize: tuple[float, float] = (6.5, 3.2)) -> None:
+    def __init__(
+        self, *, interactive: bool = True, cmap: str = "jet", figsize: tuple[float, float] = (6.5, 3.2)
+    ) -> None:
         specs = list(self.control_specs())
         declared = [(c.label, c.kind) for c in specs]
         if declared != [tuple(c) for c in self.CONTROLS]:
-            raise TypeError(f"{type(self).__name__}: control_specs() gives {declared}, but CONTROLS declares "
-                            f"{list(self.CONTROLS)}")
+            raise TypeError(
+                f"{type(self).__name__}: control_specs() gives {declared}, but CONTROLS declares {list(self.CONTROLS)}"
+            )
         layout = self.LAYOUT or (tuple(label for label, _ in self.CONTROLS),)
         if sorted(label for row in layout for label in row) != sorted(label for label, _ in self.CONTROLS):
             raise TypeError(f"{type(self).__name__}: LAYOUT {layout} must place each control once")
@@ -362,7 +399,8 @@ class Explorer:
         self.draws = 0
         self._changing = False
         self.controls: tuple[Any, ...] = tuple(
-            spec.widget(W, self.DESCRIPTION_WIDTH) if W is not None else StaticControl(spec) for spec in specs)
+            spec.widget(W, self.DESCRIPTION_WIDTH) if W is not None else StaticControl(spec) for spec in specs
+        )
         for spec, control in zip(specs, self.controls):
             if hasattr(self, spec.attr):
                 raise TypeError(f"{type(self).__name__}: control {spec.label!r} would replace .{spec.attr}")
@@ -377,8 +415,7 @@ class Explorer:
             else:
                 self.output = W.Image(format="png")
             by_label = dict(zip((label for label, _ in self.CONTROLS), self.controls))
-            rows = [by_label[row[0]] if len(row) == 1 else W.HBox([by_label[label] for label in row])
-                    for row in layout]
+            rows = [by_label[row[0]] if len(row) == 1 else W.HBox([by_label[label] for label in row]) for row in layout]
             self.widget = W.VBox([*rows, self.output])
         for control in self.controls:
             control.observe(lambda change, label=control.description: self._changed(label), names="value")
@@ -452,8 +489,9 @@ class Explorer:
         if view is None:
             return StaticView((), (), "nothing to show", None)
         if isinstance(view, HeatmapView):
-            return StaticView(heatmap_pngs(view, self.cmap, self.panel_size), view.captions(),
-                              view.suptitle or "", view.drawn)
+            return StaticView(
+                heatmap_pngs(view, self.cmap, self.panel_size), view.captions(), view.suptitle or "", view.drawn
+            )
         return StaticView((frame_png(view.frame),), (view.title,), view.title, view.drawn)
 
     def _ipython_display_(self) -> None:

@@ -1,4 +1,5 @@
 """Scenario 1: gradient-weighted attention of a deepfake detector (API, files, CLI, explorer)."""
+
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from models import all_hooks, resnet18, timm_vit
 from PIL import Image
 
 import vizkit
@@ -18,7 +20,6 @@ from vizkit.errors import CaptureError, VizkitError
 from vizkit.metrics import pointing_game
 from vizkit.models import ClipDetector
 from vizkit.scenarios import clip_detector_attention as cda
-from models import all_hooks, resnet18, timm_vit
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"}
@@ -39,26 +40,46 @@ def _dfb_checkpoint(folder: Path, layers: int = 6) -> tuple[Path, Path, ClipDete
     from transformers import CLIPVisionConfig
 
     torch.manual_seed(0)
-    model = ClipDetector(CLIPVisionConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=layers,
-                                          num_attention_heads=2, image_size=32, patch_size=8)).eval()
+    model = ClipDetector(
+        CLIPVisionConfig(
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        )
+    ).eval()
     sd = {k.replace("backbone.vision_model.", "backbone."): v for k, v in model.state_dict().items()}
     torch.save(sd, folder / "det.pth")
-    (folder / "clip.yaml").write_text(yaml.safe_dump({"model_name": "clip", "resolution": 32, "mean": [0.5] * 3,
-                                                      "std": [0.5] * 3, "log_dir": "/somewhere", "num_heads": 2}))
+    (folder / "clip.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model_name": "clip",
+                "resolution": 32,
+                "mean": [0.5] * 3,
+                "std": [0.5] * 3,
+                "log_dir": "/somewhere",
+                "num_heads": 2,
+            }
+        )
+    )
     return folder / "clip.yaml", folder / "det.pth", model
 
 
 def test_comparison_numbers_and_sentence_by_hand():
     real = torch.zeros(6, 6)
     fake = torch.zeros(6, 6)
-    fake[:2, :2] = 1.0          # fake map: upper-left 2x2 block
-    real[4:, 4:] = 1.0          # real map: lower-right 2x2 block
+    fake[:2, :2] = 1.0  # fake map: upper-left 2x2 block
+    real[4:, 4:] = 1.0  # real map: lower-right 2x2 block
     n = cda.comparison_numbers(real, fake)
     assert n["top20_iou"] == 0.0 and n["overlap_mean"] == 0.0 and n["difference_mean"] == 0.0
     cells = np.array(n["difference_by_region"])
     assert cells[0, 0] == 1.0 and cells[2, 2] == -1.0 and np.abs(cells).sum() == 2.0
-    assert cda.where_they_differ(n) == ("The fake-class map is stronger in the upper left (+1.00), the real-class map "
-                                       "in the lower right (-1.00); their top-20 % regions overlap with IoU 0.00.")
+    assert cda.where_they_differ(n) == (
+        "The fake-class map is stronger in the upper left (+1.00), the real-class map "
+        "in the lower right (-1.00); their top-20 % regions overlap with IoU 0.00."
+    )
     same = cda.comparison_numbers(real, real)
     assert same["top20_iou"] == 1.0
     assert cda.where_they_differ(same).startswith("The two maps agree")
@@ -76,17 +97,21 @@ def test_both_classes_from_one_pass_equal_gradient_attention(detector, faces):
     for k in (0, 1):
         ref = vizkit.gradient_attention(detector.model, x, targets=k, head_fusion="max")
         raw = res.raw(k)
-        torch.testing.assert_close(raw, ref.layer_maps and vizkit.explain.attention_gradients(
-            detector.model, x, [k]).relevance(0, "max"))
+        torch.testing.assert_close(
+            raw, ref.layer_maps and vizkit.explain.attention_gradients(detector.model, x, [k]).relevance(0, "max")
+        )
         torch.testing.assert_close(res.heatmap(k), ref.heatmap, atol=1e-6, rtol=1e-5)
     with torch.no_grad():
         torch.testing.assert_close(res.probs, detector.model(x).softmax(-1))
     # the last-layer mode equals gradient attention over the last block alone, for both aggregations
     last = res.layer_names[-1:]
     for agg in ("relevance", "mean"):
-        torch.testing.assert_close(res.heatmap(1, "mean", "last_layer", agg),
-                                   vizkit.gradient_attention(detector.model, x, 1, layers=last).heatmap,
-                                   atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(
+            res.heatmap(1, "mean", "last_layer", agg),
+            vizkit.gradient_attention(detector.model, x, 1, layers=last).heatmap,
+            atol=1e-6,
+            rtol=1e-5,
+        )
 
 
 def test_seed_call_and_target_layers(detector, faces):
@@ -108,8 +133,7 @@ def test_not_tied_to_clip_or_two_classes():
     res = cda.CLIPViTGradCAM(model, "last_4").explain(x)
     assert res.class_names == ["class 0", "class 1", "class 2"] and res.probs.shape == (2, 3)
     for k in range(3):
-        torch.testing.assert_close(res.heatmap(k), vizkit.gradient_attention(model, x, k).heatmap, atol=1e-6,
-                                   rtol=1e-5)
+        torch.testing.assert_close(res.heatmap(k), vizkit.gradient_attention(model, x, k).heatmap, atol=1e-6, rtol=1e-5)
 
 
 def test_no_attention_names_the_model():
@@ -132,12 +156,16 @@ def test_analyze_images_files_and_sidecar(tmp_path, detector, faces):
         paths.append(tmp_path / f"face{i}.png")
     (tmp_path / "broken.png").write_bytes(b"not an image")
     out = tmp_path / "out"
-    results, failures = cda.analyze_images(detector, paths + [tmp_path / "broken.png"], out, "last_4", "min",
-                                           multi_layer=True)
+    results, failures = cda.analyze_images(
+        detector, paths + [tmp_path / "broken.png"], out, "last_4", "min", multi_layer=True
+    )
     assert [r.stem for r in results] == ["face0", "face1"] and [f[0] for f in failures] == ["broken"]
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(f"face{i}{suffix}" for i in range(2) for suffix in
-                           (".json", "_real_attention.png", "_fake_attention.png", "_comparison.png", "_layers.png"))
+    assert names == sorted(
+        f"face{i}{suffix}"
+        for i in range(2)
+        for suffix in (".json", "_real_attention.png", "_fake_attention.png", "_comparison.png", "_layers.png")
+    )
     side = json.loads((out / "face0.json").read_text())
     assert side["head_fusion"] == "min" and side["aggregation"] == "relevance" and len(side["layers"]) == 4
     x = detector.preprocess(np.array(Image.open(paths[0]).convert("RGB")))[None]
@@ -151,8 +179,17 @@ def test_analyze_images_files_and_sidecar(tmp_path, detector, faces):
 
 def test_faithfulness_table_matches_direct_computation(detector, faces):
     fakes, reals = faces
-    table = cda.faithfulness_table(detector, fakes, reals, head_fusions=["mean"], layer_modes=["last_layer"],
-                                   aggregations=["relevance"], deletion_steps=4, sanity_samples=3, sanity_blocks=1)
+    table = cda.faithfulness_table(
+        detector,
+        fakes,
+        reals,
+        head_fusions=["mean"],
+        layer_modes=["last_layer"],
+        aggregations=["relevance"],
+        deletion_steps=4,
+        sanity_samples=3,
+        sanity_blocks=1,
+    )
     assert len(table) == 1
     x = torch.stack([detector.preprocess(s.image) for s in fakes])
     maps = cda.CLIPViTGradCAM(detector.model, "all").explain(x).heatmap(1, "mean", "last_layer")
@@ -192,8 +229,14 @@ def test_explorer_redraws_from_the_cache(detector, faces):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "vizkit.cli", "detector-attention", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, env=ENV, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "vizkit.cli", "detector-attention", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=ENV,
+        timeout=300,
+    )
 
 
 def test_cli_on_a_deepfakebench_checkpoint_of_another_depth(tmp_path):
@@ -203,26 +246,47 @@ def test_cli_on_a_deepfakebench_checkpoint_of_another_depth(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(3):
         Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(imgs / f"im{i}.png")
-    r = _cli("--model-config", cfg, "--weights", weights, "--image-path", imgs, "--output-dir", tmp_path / "o",
-             "--target-layers", "-4", "-3", "-2", "-1", "--head-fusion", "max", "--multi-layer", cwd=tmp_path)
+    r = _cli(
+        "--model-config",
+        cfg,
+        "--weights",
+        weights,
+        "--image-path",
+        imgs,
+        "--output-dir",
+        tmp_path / "o",
+        "--target-layers",
+        "-4",
+        "-3",
+        "-2",
+        "-1",
+        "--head-fusion",
+        "max",
+        "--multi-layer",
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     side = json.loads((tmp_path / "o" / "im1.json").read_text())
     assert side["layers"] == [f"backbone.encoder.layers.{i}" for i in range(2, 6)] and side["head_fusion"] == "max"
     assert (tmp_path / "o" / "im2_layers.png").is_file() and (tmp_path / "o" / "attention_report.md").is_file()
     # one unreadable image: reported, skipped, the others written, exit code 1
     (imgs / "zz_broken.png").write_bytes(b"x")
-    r = _cli("--model-config", cfg, "--weights", weights, "--image-path", imgs, "--output-dir", tmp_path / "o2",
-             cwd=tmp_path)
+    r = _cli(
+        "--model-config", cfg, "--weights", weights, "--image-path", imgs, "--output-dir", tmp_path / "o2", cwd=tmp_path
+    )
     assert r.returncode == 1 and "skipped zz_broken" in r.stderr and "Traceback" not in r.stderr
     assert len(list((tmp_path / "o2").glob("im*_comparison.png"))) == 3
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--weights", "missing.pth"], "detector weights not found"),
-    (["--model-config", "missing.yaml", "--weights", "det.pth"], "detector config (YAML) not found"),
-    (["--target-layers", "-9"], "out of range"),
-    (["--target-layers", "encoder.layers.99"], "encoder.layers"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--weights", "missing.pth"], "detector weights not found"),
+        (["--model-config", "missing.yaml", "--weights", "det.pth"], "detector config (YAML) not found"),
+        (["--target-layers", "-9"], "out of range"),
+        (["--target-layers", "encoder.layers.99"], "encoder.layers"),
+    ],
+)
 def test_cli_bad_input(tmp_path, args, message):
     _dfb_checkpoint(tmp_path, layers=2)
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "a.png")
@@ -244,13 +308,30 @@ def test_notebook_parameters_are_checked():
 
     ns = {}
     before = baseline(ns)
-    ns.update(model="face_forgery_detector", model_config="", images="", num_images=2, target_layers="last_4",
-              head_fusion="mean", aggregation="relevance", layer_modes="last_layer", faithfulness_samples=0,
-              output_dir="", overwrite=False, interactive=False, seed=0, device="cpu")
+    ns.update(
+        model="face_forgery_detector",
+        model_config="",
+        images="",
+        num_images=2,
+        target_layers="last_4",
+        head_fusion="mean",
+        aggregation="relevance",
+        layer_modes="last_layer",
+        faithfulness_samples=0,
+        output_dir="",
+        overwrite=False,
+        interactive=False,
+        seed=0,
+        device="cpu",
+    )
     assert cda.check_notebook_parameters(ns, before)["num_images"] == 2
-    for bad, msg in [({"head_fusion": "median"}, "choose one of"), ({"layer_modes": "first"}, "unknown layer mode"),
-                     ({"model": "nope.pth"}, "neither a zoo detector"), ({"images": "nope/"}, "images not found"),
-                     ({"target_layer": "last"}, "did you mean target_layers")]:
+    for bad, msg in [
+        ({"head_fusion": "median"}, "choose one of"),
+        ({"layer_modes": "first"}, "unknown layer mode"),
+        ({"model": "nope.pth"}, "neither a zoo detector"),
+        ({"images": "nope/"}, "images not found"),
+        ({"target_layer": "last"}, "did you mean target_layers"),
+    ]:
         with pytest.raises(ParameterError, match=msg):
             cda.check_notebook_parameters({**ns, **bad}, before)
 
@@ -264,12 +345,24 @@ def test_notebook_01_with_non_default_parameters(tmp_path, faces):
     for i, s in enumerate(faces[0][:2] + faces[1][:1]):
         Image.fromarray(s.image).save(imgs / f"face_{i}.png")
     run_dir = tmp_path / "run"
-    nb = run("01_clip_detector_attention", tmp_path, images=str(imgs), head_fusion="max", target_layers="-2,-1",
-             aggregation="mean", layer_modes="last_layer,all_layers", faithfulness_samples=8, interactive=False,
-             output_dir=str(run_dir))
+    nb = run(
+        "01_clip_detector_attention",
+        tmp_path,
+        images=str(imgs),
+        head_fusion="max",
+        target_layers="-2,-1",
+        aggregation="mean",
+        layer_modes="last_layer,all_layers",
+        faithfulness_samples=8,
+        interactive=False,
+        output_dir=str(run_dir),
+    )
     names = sorted(p.name for p in run_dir.iterdir())
-    per_image = {f"face_{i}{x}" for i in range(3) for x in (".json", "_real_attention.png", "_fake_attention.png",
-                                                            "_comparison.png", "_layers.png")}
+    per_image = {
+        f"face_{i}{x}"
+        for i in range(3)
+        for x in (".json", "_real_attention.png", "_fake_attention.png", "_comparison.png", "_layers.png")
+    }
     assert set(names) == per_image | {"attention_report.md"}
     side = json.loads((run_dir / "face_1.json").read_text())
     assert side["head_fusion"] == "max" and side["aggregation"] == "mean"

@@ -1,9 +1,11 @@
 """Scenario 4: CLIP image-text Grad-CAM (texts, images, targets, outputs, CLI)."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
+from models import open_clip_resnet, open_clip_vit
 from PIL import Image
 from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -11,10 +13,9 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 import vizkit
 from vizkit import cli
 from vizkit.batch import RUN_FILES
-from vizkit.scenarios.clip_text_gradcam import (explain_clip, load_class_texts, load_image, output_stem, save_result)
 from vizkit.errors import InputError, TargetError
 from vizkit.models.clip import adapt_clip
-from models import open_clip_resnet, open_clip_vit
+from vizkit.scenarios.clip_text_gradcam import explain_clip, load_class_texts, load_image, output_stem, save_result
 
 
 def tiny_tokenizer(context_length=8):
@@ -45,15 +46,18 @@ def test_class_texts_from_list_and_json(tmp_path):
     assert load_class_texts(None, f) == (["正常", "异常"], ["正常的髋关节假体", "松动的假体"])
 
 
-@pytest.mark.parametrize("texts, content, message", [
-    (["a"], '{"x": "y"}', "not both and not neither"),
-    (None, None, "not both and not neither"),
-    ([], None, "the list of class texts is empty"),
-    (None, '{"x": ', "is not valid JSON"),
-    (None, "{}", "holds no class texts"),
-    (None, '["a", "b"]', 'must hold one JSON object {"name": "description"'),
-    (None, '{"a": 1}', "with string names and descriptions"),
-])
+@pytest.mark.parametrize(
+    "texts, content, message",
+    [
+        (["a"], '{"x": "y"}', "not both and not neither"),
+        (None, None, "not both and not neither"),
+        ([], None, "the list of class texts is empty"),
+        (None, '{"x": ', "is not valid JSON"),
+        (None, "{}", "holds no class texts"),
+        (None, '["a", "b"]', 'must hold one JSON object {"name": "description"'),
+        (None, '{"a": 1}', "with string names and descriptions"),
+    ],
+)
 def test_class_text_errors(tmp_path, texts, content, message):
     f = None
     if content is not None:
@@ -143,7 +147,7 @@ def test_most_similar_target_function():
     text = torch.eye(3)
     target = vizkit.targets.ImageTextSimilarity(text, None, logit_scale=10.0)
     out = torch.tensor([[0.0, 2.0, 1.0], [3.0, 0.0, 0.0]])
-    np.testing.assert_allclose(target(out).numpy(), [10 * 2 / 5 ** 0.5, 10.0], rtol=1e-6)
+    np.testing.assert_allclose(target(out).numpy(), [10 * 2 / 5**0.5, 10.0], rtol=1e-6)
     assert target.index.tolist() == [1, 0]
     # later calls keep the chosen texts even when another text wins
     np.testing.assert_allclose(target(torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])).numpy(), [0.0, 0.0])
@@ -156,7 +160,9 @@ def test_given_target_and_probability_score(rn_adapter, image):
     texts = ["a", "b", "c"]
     res = explain_clip(rn_adapter, [load_image(image)], texts, texts, target_text_idx=2, probability=True)[0]
     assert res.target == 2 and res.target_chosen == "given" and res.score == "probability"
-    with pytest.raises(InputError, match=r"target text index 3 is out of range: there are 3 class texts \(valid 0..2\)"):
+    with pytest.raises(
+        InputError, match=r"target text index 3 is out of range: there are 3 class texts \(valid 0..2\)"
+    ):
         explain_clip(rn_adapter, [load_image(image)], texts, texts, target_text_idx=3)
 
 
@@ -169,10 +175,15 @@ def test_vit_tower_auto_layer(image):
 
 # ------------------------------------------------------------------ outputs
 def test_outputs_and_sidecar(rn_adapter, image, tmp_path):
-    res = explain_clip(rn_adapter, [load_image(image)], ["n1", "n2"], ["text one", "text two"], image_paths=[str(image)])[0]
+    res = explain_clip(
+        rn_adapter, [load_image(image)], ["n1", "n2"], ["text one", "text two"], image_paths=[str(image)]
+    )[0]
     paths = save_result(res, tmp_path / "out", output_stem(image, None, False))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "clip_gradcam_scene.json", "clip_gradcam_scene.png", "clip_gradcam_scene_overlay.png"]
+        "clip_gradcam_scene.json",
+        "clip_gradcam_scene.png",
+        "clip_gradcam_scene_overlay.png",
+    ]
     side = json.loads(paths["sidecar"].read_text())
     assert side["names"] == ["n1", "n2"] and side["texts"] == ["text one", "text two"]
     assert side["layers"] == ["visual.layer4"] and side["method"] == "gradcam"
@@ -209,14 +220,19 @@ def test_cli_both_text_sources_is_a_usage_error(tmp_path, image, capsys):
     assert exc.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("extra, message", [
-    ([], "give the class texts with --class-texts or --class-texts-file"),
-    (["--class-texts", "a", "b", "--target-text-idx", "5"], "--target-text-idx 5 is out of range: there are 2"),
-    (["--class-texts", "a", "--model", "ViT-B-32", "--model-path", "/nonexistent/model.pt"],
-     "model path '/nonexistent/model.pt' does not exist"),
-    (["--class-texts", "a", "--model", "ViT-B-32"], "needs its weights on disk"),
-    (["--class-texts", "a", "--model", "no-such-model"], "unknown model 'no-such-model'"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "give the class texts with --class-texts or --class-texts-file"),
+        (["--class-texts", "a", "b", "--target-text-idx", "5"], "--target-text-idx 5 is out of range: there are 2"),
+        (
+            ["--class-texts", "a", "--model", "ViT-B-32", "--model-path", "/nonexistent/model.pt"],
+            "model path '/nonexistent/model.pt' does not exist",
+        ),
+        (["--class-texts", "a", "--model", "ViT-B-32"], "needs its weights on disk"),
+        (["--class-texts", "a", "--model", "no-such-model"], "unknown model 'no-such-model'"),
+    ],
+)
 def test_cli_bad_input(tmp_path, image, capsys, extra, message):
     out = tmp_path / "out"
     code = cli.main(["clip-gradcam", "--image-path", str(image), "--output-dir", str(out), "--cpu"] + extra)
@@ -229,8 +245,19 @@ def test_cli_unreadable_image_in_a_folder(tmp_path, image, capsys):
     folder.mkdir()
     (folder / "ok.png").write_bytes(image.read_bytes())
     (folder / "broken.jpg").write_text("nope")
-    code = cli.main(["clip-gradcam", "--image-path", str(folder), "--class-texts", "a", "b",
-                     "--output-dir", str(tmp_path / "out"), "--cpu"])
+    code = cli.main(
+        [
+            "clip-gradcam",
+            "--image-path",
+            str(folder),
+            "--class-texts",
+            "a",
+            "b",
+            "--output-dir",
+            str(tmp_path / "out"),
+            "--cpu",
+        ]
+    )
     assert code == 2 and "cannot read image" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -241,9 +268,25 @@ def test_cli_hugging_face_clip_directory(tmp_path, image):
 
     _clip_dir(tmp_path / "hf_clip")
     out = tmp_path / "out"
-    code = cli.main(["clip-gradcam", "--model", str(tmp_path / "hf_clip"), "--image-path", str(image),
-                     "--class-texts", "a cat", "a dog", "--target-text-idx", "1", "--output-dir", str(out),
-                     "--output-name", "hf.png", "--cpu"])
+    code = cli.main(
+        [
+            "clip-gradcam",
+            "--model",
+            str(tmp_path / "hf_clip"),
+            "--image-path",
+            str(image),
+            "--class-texts",
+            "a cat",
+            "a dog",
+            "--target-text-idx",
+            "1",
+            "--output-dir",
+            str(out),
+            "--output-name",
+            "hf.png",
+            "--cpu",
+        ]
+    )
     assert code == 0
     side = json.loads((out / "hf.json").read_text())
     assert side["layers"] == ["vision_model.encoder.layers.1.layer_norm1"] and side["target"] == 1
@@ -259,8 +302,16 @@ def chinese_text_encoder(path):
     (path / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     BertTokenizerFast(vocab_file=str(path / "vocab.txt")).save_pretrained(path)
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=32)).save_pretrained(path)
+    BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=32,
+        )
+    ).save_pretrained(path)
 
 
 def test_cli_custom_two_tower_model_with_a_chinese_text_encoder(tmp_path, image):
@@ -271,9 +322,28 @@ def test_cli_custom_two_tower_model_with_a_chinese_text_encoder(tmp_path, image)
     model = DualEncoderCLIP("resnet18", tmp_path / "bert-tiny-chinese", embed_dim=16, img_size=64)
     torch.save(model.state_dict(), tmp_path / "clip_starnet_bert.pth")
     out = tmp_path / "out"
-    args = ["clip-gradcam", "--model-path", str(tmp_path / "clip_starnet_bert.pth"), "--image-path", str(image),
-            "--class-texts", "正常", "异常", "病灶", "--target-text-idx", "2", "--image-encoder", "resnet18",
-            "--text-encoder", str(tmp_path / "bert-tiny-chinese"), "--img-size", "64", "--output-dir", str(out), "--cpu"]
+    args = [
+        "clip-gradcam",
+        "--model-path",
+        str(tmp_path / "clip_starnet_bert.pth"),
+        "--image-path",
+        str(image),
+        "--class-texts",
+        "正常",
+        "异常",
+        "病灶",
+        "--target-text-idx",
+        "2",
+        "--image-encoder",
+        "resnet18",
+        "--text-encoder",
+        str(tmp_path / "bert-tiny-chinese"),
+        "--img-size",
+        "64",
+        "--output-dir",
+        str(out),
+        "--cpu",
+    ]
     assert cli.main(args + ["--embed-dim", "16"]) == 0
     side = json.loads((out / "clip_gradcam_scene.json").read_text())
     assert side["layers"] == ["image_encoder.layer4"] and side["target_name"] == "病灶"
@@ -284,8 +354,14 @@ def test_cli_custom_two_tower_model_with_a_chinese_text_encoder(tmp_path, image)
     model.eval()
     x = torch.stack([__import__("vizkit.models.clip", fromlist=["x"]).default_preprocess(64)(load_image(image))])
     with torch.no_grad():
-        logits = model(x, **{k: v for k, v in tok(["正常", "异常", "病灶"], padding=True, return_tensors="pt").items()
-                              if k != "token_type_ids"})
+        logits = model(
+            x,
+            **{
+                k: v
+                for k, v in tok(["正常", "异常", "病灶"], padding=True, return_tensors="pt").items()
+                if k != "token_type_ids"
+            },
+        )
     np.testing.assert_allclose(side["probs"], logits.softmax(-1)[0].numpy(), atol=1e-5)
     # a checkpoint of another embedding size does not fit: one clear error, nothing written
     code = cli.main(args[:-2] + [str(tmp_path / "out2"), "--cpu", "--embed-dim", "32"])

@@ -1,4 +1,5 @@
 """Scenario 4 end to end on the zoo's shapes_clip / shapes_clip_cnn (CLI, Python API, notebook)."""
+
 import json
 
 import pytest
@@ -17,8 +18,9 @@ def save_scene(path, name="red circle"):
     return sample
 
 
-@pytest.mark.parametrize("model, layer", [("shapes_clip", "visual.trunk.blocks.2"),
-                                          ("shapes_clip_cnn", "visual.trunk.layer4")])
+@pytest.mark.parametrize(
+    "model, layer", [("shapes_clip", "visual.trunk.blocks.2"), ("shapes_clip_cnn", "visual.trunk.layer4")]
+)
 def test_cli_zoo_models_with_list_and_json_texts(tmp_path, capsys, model, layer):
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -26,12 +28,28 @@ def test_cli_zoo_models_with_list_and_json_texts(tmp_path, capsys, model, layer)
     save_scene(folder / "b.png", "blue square")
     out = tmp_path / "out"
     texts = ["a red circle", "a blue square", "a green star"]
-    assert cli.main(["clip-gradcam", "--model", model, "--image-path", str(folder), "--class-texts", *texts,
-                     "--output-dir", str(out), "--cpu"]) == 0
+    assert (
+        cli.main(
+            [
+                "clip-gradcam",
+                "--model",
+                model,
+                "--image-path",
+                str(folder),
+                "--class-texts",
+                *texts,
+                "--output-dir",
+                str(out),
+                "--cpu",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert f"layer: {layer}" in printed and "explained score: image-text similarity" in printed
     assert sorted(p.name for p in out.iterdir()) == sorted(  # the images' files and the batch runner's
-        [f"clip_gradcam_{s}{x}" for s in "ab" for x in (".json", ".png", "_overlay.png")] + list(RUN_FILES))
+        [f"clip_gradcam_{s}{x}" for s in "ab" for x in (".json", ".png", "_overlay.png")] + list(RUN_FILES)
+    )
     a = json.loads((out / "clip_gradcam_a.json").read_text())
     b = json.loads((out / "clip_gradcam_b.json").read_text())
     assert a["target_chosen"] == "most similar" and a["layers"][0].startswith(layer)
@@ -39,9 +57,30 @@ def test_cli_zoo_models_with_list_and_json_texts(tmp_path, capsys, model, layer)
     f = tmp_path / "texts.json"
     f.write_text(json.dumps({"circle": "a red circle", "square": "a blue square"}))
     out2 = tmp_path / "out2"
-    assert cli.main(["clip-gradcam", "--model", model, "--image-path", str(folder / "a.png"), "--class-texts-file",
-                     str(f), "--target-text-idx", "1", "--method", "layercam", "--probability", "--output-dir",
-                     str(out2), "--output-name", "square.png", "--cpu"]) == 0
+    assert (
+        cli.main(
+            [
+                "clip-gradcam",
+                "--model",
+                model,
+                "--image-path",
+                str(folder / "a.png"),
+                "--class-texts-file",
+                str(f),
+                "--target-text-idx",
+                "1",
+                "--method",
+                "layercam",
+                "--probability",
+                "--output-dir",
+                str(out2),
+                "--output-name",
+                "square.png",
+                "--cpu",
+            ]
+        )
+        == 0
+    )
     side = json.loads((out2 / "square.json").read_text())
     assert side["names"] == ["circle", "square"] and side["texts"] == ["a red circle", "a blue square"]
     assert side["target"] == 1 and side["target_chosen"] == "given" and side["method"] == "layercam"
@@ -52,10 +91,16 @@ def test_visualize_clip_gradcam_python_api(tmp_path):
     from vizkit.scenarios.clip_text_gradcam import visualize_clip_gradcam
 
     save_scene(tmp_path / "scene.png")
-    res = visualize_clip_gradcam("shapes_clip", tmp_path / "scene.png", ["a red circle", "a green star"],
-                                 tmp_path / "result.png")
+    res = visualize_clip_gradcam(
+        "shapes_clip", tmp_path / "scene.png", ["a red circle", "a green star"], tmp_path / "result.png"
+    )
     assert res.names[res.target] == "a red circle"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.json", "result.png", "result_overlay.png", "scene.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "result.json",
+        "result.png",
+        "result_overlay.png",
+        "scene.png",
+    ]
 
 
 def test_notebook_04_with_non_default_parameters(tmp_path):
@@ -63,9 +108,18 @@ def test_notebook_04_with_non_default_parameters(tmp_path):
 
     before = sorted(p.name for p in NOTEBOOKS.iterdir())
     run_dir = tmp_path / "run"
-    nb = run("04_clip_text_gradcam", tmp_path, model="shapes_clip_cnn", method="gradcam++",
-             class_texts=["a red circle", "a blue square", "a green star", "a yellow triangle"], target_text_idx=0,
-             num_scenes=20, table_methods="gradcam,layercam", interactive=False, output_dir=str(run_dir))
+    nb = run(
+        "04_clip_text_gradcam",
+        tmp_path,
+        model="shapes_clip_cnn",
+        method="gradcam++",
+        class_texts=["a red circle", "a blue square", "a green star", "a yellow triangle"],
+        target_text_idx=0,
+        num_scenes=20,
+        table_methods="gradcam,layercam",
+        interactive=False,
+        output_dir=str(run_dir),
+    )
     names = sorted(p.name for p in run_dir.iterdir())
     assert "clip_gradcam_report.md" in names and "clip_gradcam_all_texts.png" in names
     assert {f"clip_gradcam_scene_{i}{x}" for i in range(4) for x in (".png", "_overlay.png", ".json")} <= set(names)
@@ -84,10 +138,9 @@ def test_pointing_table_matches_a_direct_computation_and_rejects_missing_texts()
 
     import vizkit
     from vizkit import zoo
-    from vizkit.scenarios.clip_text_gradcam import pointing_table
-    from vizkit.scenarios.clip_text_gradcam import load_clip_model
     from vizkit.errors import InputError
     from vizkit.metrics import pointing_game
+    from vizkit.scenarios.clip_text_gradcam import load_clip_model, pointing_table
     from vizkit.targets import ImageTextSimilarity
 
     adapter = load_clip_model("shapes_clip_cnn")
@@ -100,8 +153,13 @@ def test_pointing_table_matches_a_direct_computation_and_rejects_missing_texts()
         text = torch.nn.functional.normalize(model.encode_text(bundle.tokenizer(bundle.class_names)), dim=-1)
     x = bundle.preprocess.batch(np.stack([s.image for s in scenes]))
     for method, row in zip(("gradcam", "layercam"), table.itertuples()):
-        exp = vizkit.cam(model, x, ImageTextSimilarity(text, [s.label for s in scenes], model.logit_scale.exp().item()),
-                         method=method, forward=model.encode_image)
+        exp = vizkit.cam(
+            model,
+            x,
+            ImageTextSimilarity(text, [s.label for s in scenes], model.logit_scale.exp().item()),
+            method=method,
+            forward=model.encode_image,
+        )
         masks = torch.from_numpy(np.stack([s.mask for s in scenes]))
         hits = pointing_game(exp.heatmap, masks)
         # the table runs batches of 7, this one batch of 30: the heatmaps differ by float
@@ -137,13 +195,14 @@ def test_clip_explorer_redraws_and_caches():
     np.testing.assert_allclose(ex.drawn, explain_clip(adapter, [image], names, names, 0)[0].heatmap, atol=1e-6)
     ex.text.value = 2
     ex.method.value = "layercam"
-    np.testing.assert_allclose(ex.drawn, explain_clip(adapter, [image], names, names, 2, "layercam")[0].heatmap,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        ex.drawn, explain_clip(adapter, [image], names, names, 2, "layercam")[0].heatmap, atol=1e-6
+    )
     calls = []
     h = adapter.model.visual.register_forward_hook(lambda *a: calls.append(1))
     try:
-        ex.text.value = 0      # (0, layercam, auto): new -> one forward
-        ex.method.value = "gradcam"   # (0, gradcam, auto): cached
+        ex.text.value = 0  # (0, layercam, auto): new -> one forward
+        ex.method.value = "gradcam"  # (0, gradcam, auto): cached
     finally:
         h.remove()
     assert len(calls) == 1 and len(ex.cache) == 4  # (0|2, gradcam|layercam, auto)

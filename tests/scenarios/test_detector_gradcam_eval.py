@@ -2,6 +2,7 @@
 metadata format, resume after an interruption, every bad input (exit code 2, nothing written),
 zero hooks when Grad-CAM is disabled, the explorer reading the saved run; on the zoo detector and
 a tiny temp DeepfakeBench checkpoint of another depth."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,16 @@ def _tiny_detector(layers=6):
     from transformers import CLIPVisionConfig
 
     torch.manual_seed(0)
-    return ClipDetector(CLIPVisionConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=layers,
-                                         num_attention_heads=2, image_size=32, patch_size=8)).eval()
+    return ClipDetector(
+        CLIPVisionConfig(
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        )
+    ).eval()
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +43,22 @@ def dfb(tmp_path_factory):
     """A DeepfakeBench-format checkpoint (6 layers, 32 px) + YAML, and a small real/fake image set."""
     root = tmp_path_factory.mktemp("dfb")
     model = _tiny_detector()
-    torch.save({k.replace("backbone.vision_model.", "backbone."): v for k, v in model.state_dict().items()},
-               root / "clip.pth")
-    (root / "clip.yaml").write_text(yaml.safe_dump({"model_name": "clip", "resolution": 32, "mean": [0.5] * 3,
-                                                    "std": [0.5] * 3, "num_heads": 2,  # width 128: say the count
-                                                    "gradcam_layers": ["encoder.layers.5.layer_norm1",
-                                                                                         "encoder.layers.-3"],
-                                                    "dataset_json_folder": str(root / "json")}))
+    torch.save(
+        {k.replace("backbone.vision_model.", "backbone."): v for k, v in model.state_dict().items()}, root / "clip.pth"
+    )
+    (root / "clip.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "model_name": "clip",
+                "resolution": 32,
+                "mean": [0.5] * 3,
+                "std": [0.5] * 3,
+                "num_heads": 2,  # width 128: say the count
+                "gradcam_layers": ["encoder.layers.5.layer_norm1", "encoder.layers.-3"],
+                "dataset_json_folder": str(root / "json"),
+            }
+        )
+    )
     rng = np.random.default_rng(0)
     rows = []
     for i in range(12):
@@ -74,8 +92,12 @@ def test_metrics_by_hand_and_against_sklearn():
     assert m["eer"] == pytest.approx(1 / 3)
     # AP: precision 1, 1, 3/5 at the three recall steps
     assert m["ap"] == pytest.approx((1 + 1 + 0.6) / 3) == average_precision_score(LABELS, PROBS)
-    assert m["confusion"] == {"true_real_pred_real": 2, "true_real_pred_fake": 1, "true_fake_pred_real": 1,
-                              "true_fake_pred_fake": 2}
+    assert m["confusion"] == {
+        "true_real_pred_real": 2,
+        "true_real_pred_fake": 1,
+        "true_fake_pred_real": 1,
+        "true_fake_pred_fake": 2,
+    }
     # video level: mean prob per video a 0.25 (real), b 0.575 (fake), c 0.7 (real), d 0.9 (fake) -> 3 of 4 pairs
     assert m["video_auc"] == pytest.approx(0.75) and m["videos"] == 4
     one_class = dge.detector_metrics([1, 1], [0.2, 0.9])
@@ -85,15 +107,23 @@ def test_metrics_by_hand_and_against_sklearn():
 
 
 def test_wrong_only_selection_and_metadata_format():
-    preds = pd.DataFrame({"index": [5, 1, 3, 0, 4], "path": list("abcde"), "label": [1, 0, 1, 0, 1],
-                          "prob": [0.2, 0.9, 0.8, 0.1, 0.4], "pred": [0, 1, 1, 0, 0],
-                          "correct": [False, False, True, True, False]})
+    preds = pd.DataFrame(
+        {
+            "index": [5, 1, 3, 0, 4],
+            "path": list("abcde"),
+            "label": [1, 0, 1, 0, 1],
+            "prob": [0.2, 0.9, 0.8, 0.1, 0.4],
+            "pred": [0, 1, 1, 0, 0],
+            "correct": [False, False, True, True, False],
+        }
+    )
     assert dge.select_samples(preds, 2)["index"].tolist() == [1, 4]  # the first wrong ones, dataset order
     assert dge.select_samples(preds, 10)["index"].tolist() == [1, 4, 5]
     assert dge.select_samples(preds, 3, save_all=True)["index"].tolist() == [0, 1, 3]
     assert dge.metadata_text(1, 0, 0.72341, "FaceForensics++") == (
         "True Label: 1 (Fake)\nPredicted Label: 0 (Real)\nConfidence: 0.7234\nCorrect: False\n"
-        "Dataset: FaceForensics++\n")
+        "Dataset: FaceForensics++\n"
+    )
     assert dge.metadata_text(0, 0, 0.9, "x").splitlines()[3] == "Correct: True"
 
 
@@ -105,8 +135,11 @@ def test_layer_names_resolve_by_suffix_and_fail_with_closest_names():
     assert [i.module for i in infos] == [f"{prefix}.5", f"{prefix}.5.layer_norm1", f"{prefix}.2"]
     assert [i.name for i in infos] == ["encoder.layers.5", "encoder.layers.5.layer_norm1", "encoder.layers.2"]
     assert "zero for a CLS-pooled classifier" in infos[0].note and "input of block 5" in infos[1].note
-    with pytest.raises(LayerNotFoundError, match=r"6 transformer blocks .* Closest valid names: encoder.layers.5, "
-                                                 r"encoder.layers.4"):
+    with pytest.raises(
+        LayerNotFoundError,
+        match=r"6 transformer blocks .* Closest valid names: encoder.layers.5, "
+        r"encoder.layers.4",
+    ):
         dge.resolve_gradcam_layers(model, ["encoder.layers.23"])
     with pytest.raises(LayerNotFoundError, match="Closest valid names"):
         dge.resolve_gradcam_layers(model, ["encoder.layers.2.layer_norm9"])
@@ -116,8 +149,16 @@ def test_layer_names_resolve_by_suffix_and_fail_with_closest_names():
 def test_seed_name_on_a_12_layer_model_suggests_11():
     from transformers import CLIPVisionConfig
 
-    model = ClipDetector(CLIPVisionConfig(hidden_size=64, intermediate_size=64, num_hidden_layers=12,
-                                          num_attention_heads=1, image_size=16, patch_size=8))
+    model = ClipDetector(
+        CLIPVisionConfig(
+            hidden_size=64,
+            intermediate_size=64,
+            num_hidden_layers=12,
+            num_attention_heads=1,
+            image_size=16,
+            patch_size=8,
+        )
+    )
     with pytest.raises(LayerNotFoundError, match=r"Closest valid names: encoder.layers.11,"):
         dge.resolve_gradcam_layers(model, ["encoder.layers.23"])
 
@@ -137,7 +178,8 @@ def test_zoo_evaluation_files_and_resume(tmp_path, monkeypatch):
     assert full.samples["index"].tolist() == wrong["index"].tolist()[:3]
     s0 = tmp_path / "full" / "sample0"
     assert sorted(p.name for p in s0.iterdir()) == ["gradcam_comparison.png"] + [
-        f"gradcam_encoder.layers.{i}.layer_norm1_sample0.png" for i in range(4)] + ["sample0_metadata.txt"]
+        f"gradcam_encoder.layers.{i}.layer_norm1_sample0.png" for i in range(4)
+    ] + ["sample0_metadata.txt"]
     meta = (s0 / "sample0_metadata.txt").read_text().splitlines()
     assert meta[0] == f"True Label: {int(wrong.iloc[0]['label'])} ({'Fake' if wrong.iloc[0]['label'] else 'Real'})"
     assert meta[3] == "Correct: False" and meta[4] == "Dataset: zoo:face_forgery"
@@ -145,8 +187,14 @@ def test_zoo_evaluation_files_and_resume(tmp_path, monkeypatch):
     assert set(loc["method"]) == {"gradcam", "gradcam++"} and set(loc["layer"]) == set(m["layers"]) | {"all layers"}
     assert (loc["fakes"] == 20).all() and loc["pointing_game"].between(0, 1).all()
     report = (tmp_path / "full" / "report.md").read_text()
-    for part in ("## Metrics", "## Confusion matrix", "score_distribution.png", "worst_mistakes.png",
-                 "Does the map find the manipulation", "backbone.encoder.layers.3.layer_norm1"):
+    for part in (
+        "## Metrics",
+        "## Confusion matrix",
+        "score_distribution.png",
+        "worst_mistakes.png",
+        "Does the map find the manipulation",
+        "backbone.encoder.layers.3.layer_norm1",
+    ):
         assert part in report
 
     # interrupted after 2 chunks (as Ctrl-C would), then rerun with the same arguments
@@ -169,7 +217,9 @@ def test_zoo_evaluation_files_and_resume(tmp_path, monkeypatch):
     dge.run_evaluation(tmp_path / "resumed", **kw)
     assert calls == [0, 1, 2, 3]  # only the two missing chunks were computed
     assert (tmp_path / "resumed" / "metrics.json").read_text() == (tmp_path / "full" / "metrics.json").read_text()
-    assert (tmp_path / "resumed" / "localization.csv").read_text() == (tmp_path / "full" / "localization.csv").read_text()
+    assert (tmp_path / "resumed" / "localization.csv").read_text() == (
+        tmp_path / "full" / "localization.csv"
+    ).read_text()
     # a finished run is not recomputed; a different run in the same folder is refused
     dge.run_evaluation(tmp_path / "resumed", **kw)
     assert calls == [0, 1, 2, 3]
@@ -199,11 +249,31 @@ def test_evaluate_cli_on_deepfakebench_checkpoint(dfb, tmp_path, capsys):
     Image.new("RGB", (4, 4)).save(dfb / "imgs" / "ok.png")
     (dfb / "imgs" / "broken.png").write_text("not an image")
     listing = tmp_path / "with_broken.csv"
-    listing.write_text((dfb / "list.csv").read_text().replace("imgs/", str(dfb / "imgs") + "/")
-                       + f"{dfb / 'imgs' / 'broken.png'},fake,\n")
-    rc = main(["evaluate", "--detector_path", str(dfb / "clip.yaml"), "--weights_path", str(dfb / "clip.pth"),
-               "--test_dataset", str(listing), "--gradcam_enabled", "--gradcam_samples", "2",
-               "--gradcam_output_dir", str(out), "--save_all_predictions", "--batch-size", "5", "--method", "gradcam++"])
+    listing.write_text(
+        (dfb / "list.csv").read_text().replace("imgs/", str(dfb / "imgs") + "/")
+        + f"{dfb / 'imgs' / 'broken.png'},fake,\n"
+    )
+    rc = main(
+        [
+            "evaluate",
+            "--detector_path",
+            str(dfb / "clip.yaml"),
+            "--weights_path",
+            str(dfb / "clip.pth"),
+            "--test_dataset",
+            str(listing),
+            "--gradcam_enabled",
+            "--gradcam_samples",
+            "2",
+            "--gradcam_output_dir",
+            str(out),
+            "--save_all_predictions",
+            "--batch-size",
+            "5",
+            "--method",
+            "gradcam++",
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 1 and "skipped unreadable" in captured.err and "broken.png" in captured.err  # recorded, run went on
     m = _metrics(out)
@@ -211,53 +281,99 @@ def test_evaluate_cli_on_deepfakebench_checkpoint(dfb, tmp_path, capsys):
     assert m["layers"] == ["encoder.layers.5.layer_norm1", "encoder.layers.3"]  # the YAML's gradcam_layers
     assert pd.read_csv(out / "errors.csv")["path"].str.endswith("broken.png").tolist() == [True]
     assert sorted(p.name for p in (out / "sample1").iterdir()) == [
-        "gradcam_comparison.png", "gradcam_encoder.layers.3_sample1.png",
-        "gradcam_encoder.layers.5.layer_norm1_sample1.png", "sample1_metadata.txt"]
+        "gradcam_comparison.png",
+        "gradcam_encoder.layers.3_sample1.png",
+        "gradcam_encoder.layers.5.layer_norm1_sample1.png",
+        "sample1_metadata.txt",
+    ]
     assert not (out / "sample2").exists()
     assert "AUC" in captured.out and m["method"] == "gradcam++"
 
 
 def test_detector_gradcam_cli_one_image(dfb, tmp_path, capsys):
-    rc = main(["detector-gradcam", "--input", str(dfb / "imgs" / "00.png"), "--output", str(tmp_path / "o"),
-               "--config", str(dfb / "clip.yaml"), "--weights", str(dfb / "clip.pth"),
-               "--layers", "encoder.layers.-1.layer_norm1", "encoder.layers.1"])
+    rc = main(
+        [
+            "detector-gradcam",
+            "--input",
+            str(dfb / "imgs" / "00.png"),
+            "--output",
+            str(tmp_path / "o"),
+            "--config",
+            str(dfb / "clip.yaml"),
+            "--weights",
+            str(dfb / "clip.pth"),
+            "--layers",
+            "encoder.layers.-1.layer_norm1",
+            "encoder.layers.1",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     names = sorted(p.name for p in (tmp_path / "o").iterdir())
-    assert names == sorted(["00.json", "00_comparison.png", "gradcam_encoder.layers.1_00.png",
-                            "gradcam_encoder.layers.5.layer_norm1_00.png", *RUN_FILES])  # the image's + the runner's
+    assert names == sorted(
+        [
+            "00.json",
+            "00_comparison.png",
+            "gradcam_encoder.layers.1_00.png",
+            "gradcam_encoder.layers.5.layer_norm1_00.png",
+            *RUN_FILES,
+        ]
+    )  # the image's + the runner's
     side = json.loads((tmp_path / "o" / "00.json").read_text())
     assert side["prediction"] in ("Real", "Fake") and 0 <= side["fake_probability"] <= 1
 
 
 def test_dataset_name_through_dataset_json_folder(dfb, tmp_path):
     (dfb / "json").mkdir(exist_ok=True)
-    frames = {f"v{i}": {"label": "Mini_fake" if i % 2 else "Mini_real", "frames": [f"{i:02d}.png", f"{i + 2:02d}.png"]}
-              for i in range(4)}
-    data = {"Mini": {"Mini_real": {"test": {k: v for k, v in frames.items() if v["label"] == "Mini_real"}},
-                     "Mini_fake": {"test": {k: v for k, v in frames.items() if v["label"] == "Mini_fake"}}}}
+    frames = {
+        f"v{i}": {"label": "Mini_fake" if i % 2 else "Mini_real", "frames": [f"{i:02d}.png", f"{i + 2:02d}.png"]}
+        for i in range(4)
+    }
+    data = {
+        "Mini": {
+            "Mini_real": {"test": {k: v for k, v in frames.items() if v["label"] == "Mini_real"}},
+            "Mini_fake": {"test": {k: v for k, v in frames.items() if v["label"] == "Mini_fake"}},
+        }
+    }
     (dfb / "json" / "Mini.json").write_text(json.dumps(data))
     cfg = yaml.safe_load((dfb / "clip.yaml").read_text())
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({**cfg, "rgb_dir": str(dfb / "imgs")}))
-    assert main(["evaluate", "--detector-path", str(tmp_path / "c.yaml"), "--weights-path", str(dfb / "clip.pth"),
-                 "--test-dataset", "Mini", "--output-dir", str(tmp_path / "ev")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--detector-path",
+                str(tmp_path / "c.yaml"),
+                "--weights-path",
+                str(dfb / "clip.pth"),
+                "--test-dataset",
+                "Mini",
+                "--output-dir",
+                str(tmp_path / "ev"),
+            ]
+        )
+        == 0
+    )
     m = _metrics(tmp_path / "ev")
     assert m["dataset"] == "Mini" and m["samples"] == 8 and m["videos"] == 4 and m["layers"] == []  # no Grad-CAM
 
 
 # ------------------------------------------------------------------ bad input: one message, exit 2, nothing written
-@pytest.mark.parametrize("case, match", [
-    ("missing_config", "detector config .* not found"),
-    ("corrupt_config", "not valid YAML"),
-    ("missing_weights", "not found"),
-    ("corrupt_weights", "clip.pth|bad.pth"),
-    ("weights_do_not_fit", "resolution 64 does not fit the weights"),
-    ("unknown_layer", "Closest valid names: encoder.layers.5, encoder.layers.4"),
-    ("empty_folder", "holds no images under real/ or fake/"),
-    ("unknown_name", "'Celeb-DF' resolves to nothing: looked for"),
-    ("csv_missing_column", "has no 'label' column"),
-    ("csv_bad_label", "label 'maybe' is not 0/1/real/fake"),
-    ("zero_samples", "--gradcam_samples must be positive"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("missing_config", "detector config .* not found"),
+        ("corrupt_config", "not valid YAML"),
+        ("missing_weights", "not found"),
+        ("corrupt_weights", "clip.pth|bad.pth"),
+        ("weights_do_not_fit", "resolution 64 does not fit the weights"),
+        ("unknown_layer", "Closest valid names: encoder.layers.5, encoder.layers.4"),
+        ("empty_folder", "holds no images under real/ or fake/"),
+        ("unknown_name", "'Celeb-DF' resolves to nothing: looked for"),
+        ("csv_missing_column", "has no 'label' column"),
+        ("csv_bad_label", "label 'maybe' is not 0/1/real/fake"),
+        ("zero_samples", "--gradcam_samples must be positive"),
+    ],
+)
 def test_bad_input(dfb, tmp_path, capsys, case, match):
     cfg, weights = str(dfb / "clip.yaml"), str(dfb / "clip.pth")
     data = str(dfb / "list.csv")
@@ -292,8 +408,20 @@ def test_bad_input(dfb, tmp_path, capsys, case, match):
     elif case == "zero_samples":
         extra = ["--gradcam_enabled", "--gradcam_samples", "0"]
     out = tmp_path / "out"
-    rc = main(["evaluate", "--detector_path", cfg, "--weights_path", weights, "--test_dataset", data,
-               "--gradcam_output_dir", str(out), *extra])
+    rc = main(
+        [
+            "evaluate",
+            "--detector_path",
+            cfg,
+            "--weights_path",
+            weights,
+            "--test_dataset",
+            data,
+            "--gradcam_output_dir",
+            str(out),
+            *extra,
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("vizkit evaluate: error: ") and len(err.strip().splitlines()) == 1, err
     assert __import__("re").search(match, err), err
@@ -302,8 +430,17 @@ def test_bad_input(dfb, tmp_path, capsys, case, match):
 
 def test_output_folder_with_another_run_is_refused_unless_overwrite(dfb, tmp_path, capsys):
     out = tmp_path / "out"
-    args = ["evaluate", "--detector_path", str(dfb / "clip.yaml"), "--weights_path", str(dfb / "clip.pth"),
-            "--test_dataset", str(dfb / "list.csv"), "--gradcam_output_dir", str(out)]
+    args = [
+        "evaluate",
+        "--detector_path",
+        str(dfb / "clip.yaml"),
+        "--weights_path",
+        str(dfb / "clip.pth"),
+        "--test_dataset",
+        str(dfb / "list.csv"),
+        "--gradcam_output_dir",
+        str(out),
+    ]
     assert main(args) == 0
     assert main([*args, "--max-samples", "6"]) == 2
     assert "holds a different run" in capsys.readouterr().err and _metrics(out)["samples"] == 12
@@ -323,8 +460,13 @@ def test_wrapper_disabled_means_no_hooks(tmp_path):
     seen = []
     head_forward = model.head.forward
     model.head.forward = lambda x: (seen.append(_hooks(model)), head_forward(x))[1]
-    det = dge.CLIPDetectorWithGradCAM({"gradcam_layers": ["encoder.layers.4.layer_norm1", "encoder.layers.5.layer_norm1"],
-                                       "gradcam_save_dir": str(tmp_path / "viz")}, model=model)
+    det = dge.CLIPDetectorWithGradCAM(
+        {
+            "gradcam_layers": ["encoder.layers.4.layer_norm1", "encoder.layers.5.layer_norm1"],
+            "gradcam_save_dir": str(tmp_path / "viz"),
+        },
+        model=model,
+    )
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     out = det({"image": x})
     assert set(out) == {"cls", "prob"} and seen == [0] and _hooks(model) == 0
@@ -340,6 +482,8 @@ def test_wrapper_disabled_means_no_hooks(tmp_path):
     assert (tmp_path / "viz" / "val_encoder.layers.5.layer_norm1_sample1.png").is_file()
     assert (tmp_path / "viz" / "val_comparison_sample0.png").is_file()
     det.enable_gradcam()
-    assert det.generate_gradcam({"image": x[:1]}, save_visualizations=False)["encoder.layers.4.layer_norm1"].shape[0] == 1
+    assert (
+        det.generate_gradcam({"image": x[:1]}, save_visualizations=False)["encoder.layers.4.layer_norm1"].shape[0] == 1
+    )
     det.disable_gradcam()
     assert _hooks(model) == 0

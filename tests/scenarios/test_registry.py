@@ -1,5 +1,6 @@
 """vizkit.scenarios.registry: one spec per scenario notebook, in step with the notebooks, the modules and their
 explorers; the validator `vizkit run` finds for each notebook by its stem."""
+
 from __future__ import annotations
 
 import ast
@@ -12,8 +13,16 @@ import vizkit.scenarios as scenarios
 from vizkit.distributed.params import read_notebook
 from vizkit.errors import InputError, ParameterError
 from vizkit.notebook import Param
-from vizkit.scenarios.registry import (COMMON_PARAMETERS, SCENARIOS, ScenarioSpec, UnknownScenarioError,
-                                       common_parameters, find_scenario, get_scenario, notebook_validator)
+from vizkit.scenarios.registry import (
+    COMMON_PARAMETERS,
+    SCENARIOS,
+    ScenarioSpec,
+    UnknownScenarioError,
+    common_parameters,
+    find_scenario,
+    get_scenario,
+    notebook_validator,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
@@ -28,9 +37,17 @@ def defines(stem: str, name: str) -> bool:
 
 def test_every_scenario_module_with_a_notebook_has_a_spec() -> None:
     with_notebook = sorted(m for m in scenarios.MODULES if defines(m, "check_notebook_parameters"))
-    assert sorted(SCENARIOS) == with_notebook == ["clip_detector_attention", "clip_text_gradcam",
-                                                  "detector_gradcam_eval", "vit_mnist_attention",
-                                                  "vlm_attention_video"]
+    assert (
+        sorted(SCENARIOS)
+        == with_notebook
+        == [
+            "clip_detector_attention",
+            "clip_text_gradcam",
+            "detector_gradcam_eval",
+            "vit_mnist_attention",
+            "vlm_attention_video",
+        ]
+    )
     for key, spec in SCENARIOS.items():
         assert key == spec.stem and spec.module == f"vizkit.scenarios.{spec.stem}"
         assert spec.load().__name__ == spec.module and defines(spec.stem, "notebook_parameters")
@@ -57,15 +74,22 @@ def test_explorer_controls_are_the_class_controls() -> None:
         assert declared and spec.controls == [{"label": label, "kind": kind} for label, kind in declared]
         assert {c["kind"] for c in spec.controls} <= {"slider", "dropdown", "toggle"}
     assert SCENARIOS["vlm_attention_video"].controls == [
-        {"label": "token", "kind": "slider"}, {"label": "layer", "kind": "dropdown"},
-        {"label": "head", "kind": "dropdown"}]
+        {"label": "token", "kind": "slider"},
+        {"label": "layer", "kind": "dropdown"},
+        {"label": "head", "kind": "dropdown"},
+    ]
     assert SCENARIOS["vit_mnist_attention"].explorer_path == "vizkit.scenarios.vit_mnist_attention:AttentionExplorer"
 
 
 def test_get_scenario_takes_a_stem_a_notebook_stem_or_a_path() -> None:
     spec = SCENARIOS["vit_mnist_attention"]
-    for name in ("vit_mnist_attention", "02_vit_mnist_attention", "notebooks/02_vit_mnist_attention.ipynb",
-                 NOTEBOOKS / "02_vit_mnist_attention.py", Path("runs/x/02_vit_mnist_attention.ipynb")):
+    for name in (
+        "vit_mnist_attention",
+        "02_vit_mnist_attention",
+        "notebooks/02_vit_mnist_attention.ipynb",
+        NOTEBOOKS / "02_vit_mnist_attention.py",
+        Path("runs/x/02_vit_mnist_attention.ipynb"),
+    ):
         assert get_scenario(name) is spec and find_scenario(name) is spec
     assert find_scenario("my_notebook.ipynb") is None and find_scenario("03_vit_mnist_attention") is None
 
@@ -74,9 +98,11 @@ def test_an_unknown_stem_names_the_valid_ones() -> None:
     with pytest.raises(UnknownScenarioError) as info:
         get_scenario("notebooks/02_vit_mnist_atention.ipynb")
     message = str(info.value)
-    assert message.startswith("no scenario 'notebooks/02_vit_mnist_atention.ipynb' (did you mean "
-                              "'02_vit_mnist_attention'?): valid stems are clip_detector_attention, "
-                              "vit_mnist_attention, detector_gradcam_eval, clip_text_gradcam, vlm_attention_video")
+    assert message.startswith(
+        "no scenario 'notebooks/02_vit_mnist_atention.ipynb' (did you mean "
+        "'02_vit_mnist_attention'?): valid stems are clip_detector_attention, "
+        "vit_mnist_attention, detector_gradcam_eval, clip_text_gradcam, vlm_attention_video"
+    )
     assert "01_clip_detector_attention.ipynb" in message
     assert isinstance(info.value, InputError) and isinstance(info.value, KeyError)
     with pytest.raises(UnknownScenarioError, match="valid stems are clip_detector_attention"):
@@ -90,7 +116,7 @@ def test_parameters_are_the_notebooks_parameters_cell_and_share_the_common_ones(
         shared = [p for p in params if p.name in COMMON_PARAMETERS]
         assert [p.name for p in shared][:4] == ["output_dir", "overwrite", "interactive", "seed"], spec.stem
         assert all(p is COMMON_PARAMETERS[p.name] for p in shared), f"{spec.stem} redeclares a common parameter"
-        assert params[-len(shared):] == shared  # they close the parameters cell
+        assert params[-len(shared) :] == shared  # they close the parameters cell
     assert "device" not in [p.name for p in SCENARIOS["vlm_attention_video"].parameters()]
     assert common_parameters("seed", "output_dir") == [COMMON_PARAMETERS["output_dir"], COMMON_PARAMETERS["seed"]]
     assert common_parameters() == list(COMMON_PARAMETERS.values())
@@ -129,7 +155,9 @@ def test_the_ui_parameters_name_notebook_parameters() -> None:
     assert {s.stem: dict(s.ui_parameters) for s in SPECS if s.ui_parameters} == {
         "clip_detector_attention": {"faithfulness_samples": 0},
         "detector_gradcam_eval": {"max_samples": 100, "table_methods": "gradcam"},
-        "clip_text_gradcam": {"num_scenes": 0}, "vlm_attention_video": {"ground_truth_questions": 0}}
+        "clip_text_gradcam": {"num_scenes": 0},
+        "vlm_attention_video": {"ground_truth_questions": 0},
+    }
     for spec in SPECS:
         names = {p.name for p in spec.parameters()}
         assert set(spec.ui_parameters) <= names, spec.stem

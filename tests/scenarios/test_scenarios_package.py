@@ -1,4 +1,5 @@
 """vizkit.scenarios: one module per notebook, lazy public names, deprecated shims that warn."""
+
 from __future__ import annotations
 
 import importlib
@@ -15,11 +16,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_every_scenario_module_has_a_notebook_and_a_test():
     # registry.py declares the scenarios (tests/scenarios/test_registry.py); it is not one
-    modules = sorted(p.stem for p in (ROOT / "vizkit" / "scenarios").glob("*.py")
-                     if p.stem not in ("__init__", "registry"))
+    modules = sorted(
+        p.stem for p in (ROOT / "vizkit" / "scenarios").glob("*.py") if p.stem not in ("__init__", "registry")
+    )
     assert modules == sorted(scenarios.MODULES)
     notebooks = {p.stem.split("_", 1)[1] for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
-    tests = {p.stem[len("test_"):] for p in (ROOT / "tests" / "scenarios").glob("test_*.py")}
+    tests = {p.stem[len("test_") :] for p in (ROOT / "tests" / "scenarios").glob("test_*.py")}
     assert notebooks <= set(modules), f"notebooks without a scenario module: {notebooks - set(modules)}"
     for stem in notebooks:
         assert stem in tests, f"scenario {stem} has no tests/scenarios/test_{stem}.py"
@@ -46,14 +48,22 @@ def test_public_names_resolve_to_their_module():
 def test_each_public_name_is_exported_once_and_the_two_attention_visualizers_are_apart():
     from vizkit.scenarios import vit_mnist_attention, vlm_attention_video
 
-    listed = [*scenarios.MODULES, *(n for names in scenarios._EXPORTS.values() for n in names),
-              *scenarios.ALIASES, *scenarios.NOTEBOOK_HELPERS]
+    listed = [
+        *scenarios.MODULES,
+        *(n for names in scenarios._EXPORTS.values() for n in names),
+        *scenarios.ALIASES,
+        *scenarios.NOTEBOOK_HELPERS,
+    ]
     assert sorted(n for n in set(listed) if listed.count(n) > 1) == []
     assert scenarios.AttentionVisualizer is scenarios.ViTAttentionVisualizer is vit_mnist_attention.AttentionVisualizer
     assert scenarios.VLMAttentionVisualizer is vlm_attention_video.AttentionVisualizer  # the seed's name there
     assert scenarios.AttentionVisualizer is not scenarios.VLMAttentionVisualizer
-    for name in ("ViTAttentionVisualizer", "VLMAttentionVisualizer", "vit_mnist_attention.AttentionVisualizer",
-                 "vlm_attention_video.AttentionVisualizer"):
+    for name in (
+        "ViTAttentionVisualizer",
+        "VLMAttentionVisualizer",
+        "vit_mnist_attention.AttentionVisualizer",
+        "vlm_attention_video.AttentionVisualizer",
+    ):
         assert name in scenarios.__doc__, name
 
 
@@ -68,14 +78,17 @@ def test_notebooks_import_only_from_vizkit_and_vizkit_scenarios():
             if cell["cell_type"] != "code":
                 continue
             source = "".join(cell["source"])
-            tree = ast.parse("\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+            tree = ast.parse(
+                "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+            )
             for node in ast.walk(tree):
                 if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("vizkit"):
                     assert node.module in ("vizkit", "vizkit.scenarios"), f"{path.name}: from {node.module} import"
                 if isinstance(node, ast.Import):
                     for alias in node.names:
-                        assert not alias.name.startswith("vizkit.") or alias.name == "vizkit.scenarios", \
+                        assert not alias.name.startswith("vizkit.") or alias.name == "vizkit.scenarios", (
                             f"{path.name}: import {alias.name}"
+                        )
 
 
 def test_scenario_docstrings_name_the_score_and_give_an_example():
@@ -86,18 +99,23 @@ def test_scenario_docstrings_name_the_score_and_give_an_example():
 
 
 def test_import_vizkit_stays_light_and_scenarios_load_lazily():
-    code = ("import sys, vizkit, vizkit.scenarios as s; heavy = ('matplotlib', 'transformers', 'open_clip', "
-            "'ipywidgets', 'vizkit.scenarios.clip_text_gradcam', 'dask', 'distributed', 'vizkit.distributed'); "
-            "print([m for m in heavy if m in sys.modules])")
+    code = (
+        "import sys, vizkit, vizkit.scenarios as s; heavy = ('matplotlib', 'transformers', 'open_clip', "
+        "'ipywidgets', 'vizkit.scenarios.clip_text_gradcam', 'dask', 'distributed', 'vizkit.distributed'); "
+        "print([m for m in heavy if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("old, new, name", [
-    ("vizkit.attention_visualizer", "vizkit.scenarios.vit_mnist_attention", "AttentionVisualizer"),
-    ("vizkit.clip_gradcam", "vizkit.scenarios.clip_text_gradcam", "visualize_clip_gradcam"),
-    ("vizkit.clip_models", "vizkit.scenarios.clip_text_gradcam", "load_clip_model"),
-])
+@pytest.mark.parametrize(
+    "old, new, name",
+    [
+        ("vizkit.attention_visualizer", "vizkit.scenarios.vit_mnist_attention", "AttentionVisualizer"),
+        ("vizkit.clip_gradcam", "vizkit.scenarios.clip_text_gradcam", "visualize_clip_gradcam"),
+        ("vizkit.clip_models", "vizkit.scenarios.clip_text_gradcam", "load_clip_model"),
+    ],
+)
 def test_old_paths_warn_and_re_export(old, new, name):
     sys.modules.pop(old, None)
     with pytest.warns(FutureWarning, match="moved"):

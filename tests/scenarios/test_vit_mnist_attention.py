@@ -1,4 +1,5 @@
 """Scenario 2 plumbing: parameters, run folders, report, the visualizer and the widget explorer."""
+
 import re
 
 import numpy as np
@@ -6,16 +7,34 @@ import pandas as pd
 import pytest
 import torch
 
-from vizkit.scenarios.vit_mnist_attention import (AttentionVisualizer, check_notebook_parameters, layer_summary, observations,
-                                         parse_index_list)
 from vizkit.models import SimpleViT
 from vizkit.notebook import ParameterError, baseline
-from vizkit.runs import run_folder
 from vizkit.report import Report, markdown_table
+from vizkit.runs import run_folder
+from vizkit.scenarios.vit_mnist_attention import (
+    AttentionVisualizer,
+    check_notebook_parameters,
+    layer_summary,
+    observations,
+    parse_index_list,
+)
 
-DEFAULTS = dict(model="mnist_vit", model_config="", num_samples=8, selection="one_per_class", indices=[],
-                layers="all", heads="all", head_layer=-1, head_fusion="mean", output_dir="", overwrite=False,
-                interactive=True, seed=0, device="cpu")
+DEFAULTS = dict(
+    model="mnist_vit",
+    model_config="",
+    num_samples=8,
+    selection="one_per_class",
+    indices=[],
+    layers="all",
+    heads="all",
+    head_layer=-1,
+    head_fusion="mean",
+    output_dir="",
+    overwrite=False,
+    interactive=True,
+    seed=0,
+    device="cpu",
+)
 
 
 def namespace(**overrides):
@@ -37,15 +56,18 @@ def test_unknown_parameter_is_named_with_a_suggestion():
         check_notebook_parameters(ns, before)
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"num_samples": 0}, "num_samples=0: must be positive"),
-    ({"num_samples": "3"}, "num_samples='3': expected int, got str"),
-    ({"head_fusion": "median"}, "head_fusion='median': choose one of 'mean', 'max', 'min'"),
-    ({"interactive": 1}, "interactive=1: expected bool, got int"),
-    ({"layers": "first"}, "layers='first': use 'all'"),
-    ({"selection": "indices"}, "needs a non-empty indices list"),
-    ({"model": "/tmp/my.pth"}, "also set model_config"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"num_samples": 0}, "num_samples=0: must be positive"),
+        ({"num_samples": "3"}, "num_samples='3': expected int, got str"),
+        ({"head_fusion": "median"}, "head_fusion='median': choose one of 'mean', 'max', 'min'"),
+        ({"interactive": 1}, "interactive=1: expected bool, got int"),
+        ({"layers": "first"}, "layers='first': use 'all'"),
+        ({"selection": "indices"}, "needs a non-empty indices list"),
+        ({"model": "/tmp/my.pth"}, "also set model_config"),
+    ],
+)
 def test_invalid_values(override, message):
     ns, before = namespace(**override)
     with pytest.raises(ParameterError, match=re.escape(message)):
@@ -70,7 +92,7 @@ def test_run_folder(tmp_path):
     b = run_folder("", "nb", root=tmp_path)
     assert a != b and a.parent == tmp_path and a.name.endswith("-nb") and a.is_dir()
     (a / "x.png").write_text("x")
-    with pytest.raises(ParameterError, match="is not empty \(it holds an earlier run\)"):
+    with pytest.raises(ParameterError, match=r"is not empty \(it holds an earlier run\)"):
         run_folder(a, "nb")
     assert run_folder(a, "nb", overwrite=True) == a and (a / "x.png").exists()
     (tmp_path / "file").write_text("")
@@ -80,9 +102,15 @@ def test_run_folder(tmp_path):
 
 def test_report_markdown(tmp_path):
     df = pd.DataFrame({"max": [0.5, 0.25], "entropy": [1.0, 2.0]}, index=pd.Index([1, 2], name="layer"))
-    assert markdown_table(df) == ("| layer | max | entropy |\n|---|---|---|\n"
-                                  "| 1 | 0.5000 | 1.0000 |\n| 2 | 0.2500 | 2.0000 |")
-    rep = Report("T").heading("Params").parameters({"seed": 0}).figure(tmp_path / "figs" / "a.png", "a", relative_to=tmp_path)
+    assert markdown_table(df) == (
+        "| layer | max | entropy |\n|---|---|---|\n| 1 | 0.5000 | 1.0000 |\n| 2 | 0.2500 | 2.0000 |"
+    )
+    rep = (
+        Report("T")
+        .heading("Params")
+        .parameters({"seed": 0})
+        .figure(tmp_path / "figs" / "a.png", "a", relative_to=tmp_path)
+    )
     path = rep.write(tmp_path / "r.md")
     text = path.read_text()
     assert text.startswith("# T\n") and "| seed | 0 |" in text and "![a](figs/a.png)" in text
@@ -120,20 +148,26 @@ def test_observations_are_computed_from_the_numbers(visualizer):
     lo = int(per_layer["entropy"].idxmin())
     assert f"most concentrated in layer {lo} (mean entropy {per_layer.loc[lo, 'entropy']:.3f}" in notes[0]
     per_head = df.groupby(["layer_index", "head"])["distance"].mean()
-    l, h = per_head.idxmin()
-    assert f"most local head is layer {l + 1}, head {h + 1} (mean attention distance {per_head.min():.2f}" in notes[2]
+    li, h = per_head.idxmin()
+    assert f"most local head is layer {li + 1}, head {h + 1} (mean attention distance {per_head.min():.2f}" in notes[2]
 
 
 def test_seed_api_files(visualizer):
     image, label = visualizer.get_test_samples(4)[2]
     visualizer.analyze(visualizer.get_test_samples(4))
     out = visualizer.output_dir
-    paths = [visualizer.visualize_attention_patterns(image, label, 2),
-             visualizer.analyze_attention_heads(image, label, 2, heads=[0, 1]),
-             visualizer.create_layer_comparison(image, label, 2),
-             visualizer.create_attention_statistics()]
-    assert [p.name for p in paths] == ["attention_pattern_sample_2.png", "attention_heads_sample_2.png",
-                                       "layer_comparison_sample_2.png", "attention_statistics.png"]
+    paths = [
+        visualizer.visualize_attention_patterns(image, label, 2),
+        visualizer.analyze_attention_heads(image, label, 2, heads=[0, 1]),
+        visualizer.create_layer_comparison(image, label, 2),
+        visualizer.create_attention_statistics(),
+    ]
+    assert [p.name for p in paths] == [
+        "attention_pattern_sample_2.png",
+        "attention_heads_sample_2.png",
+        "layer_comparison_sample_2.png",
+        "attention_statistics.png",
+    ]
     assert all(p.parent == out and p.stat().st_size > 5000 for p in paths)
 
 

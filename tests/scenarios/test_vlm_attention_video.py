@@ -5,6 +5,7 @@ Random tiny LLaVA / Qwen2-VL / Qwen2.5-VL folders are saved by each family's own
 processor classes (tests/vlm_folders.py; tokenizer: the zoo's tiny_vlm BPE); nothing comes from a
 hub. Every other family's capture and CLI run is in tests/test_vlm_families_capture.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,10 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 import vlm_folders as VF
 import vlm_folders_more as VM
+from PIL import Image
+
 from vizkit import cli, token_video
 from vizkit.errors import InputError, ParameterError
 from vizkit.models.vlm import family_for
@@ -37,8 +38,12 @@ def _images(n: int = 2):
 @pytest.fixture(scope="module")
 def vlm_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("vlms")
-    build = {"llava": VF.save_random_llava, "qwen2_vl": VF.save_random_qwen2_vl,
-             "qwen2_5_vl": VF.save_random_qwen2_5_vl, "idefics3": VM.save_random_idefics3}
+    build = {
+        "llava": VF.save_random_llava,
+        "qwen2_vl": VF.save_random_qwen2_vl,
+        "qwen2_5_vl": VF.save_random_qwen2_5_vl,
+        "idefics3": VM.save_random_idefics3,
+    }
     return {arch: save(root / arch, layers=3) for arch, save in build.items()}
 
 
@@ -68,40 +73,51 @@ def test_captured_rows_equal_eager_output_attentions(vlm_dirs, arch):
     assert attention_implementations(vlm.model) == ["sdpa"] * 3
     vlm.model.set_attn_implementation("eager")
     inputs, _ = _inputs(vlm, images)
-    out = vlm.model.generate(**inputs, max_new_tokens=6, do_sample=False, output_attentions=True,
-                             return_dict_in_generate=True, pad_token_id=0)
+    out = vlm.model.generate(
+        **inputs,
+        max_new_tokens=6,
+        do_sample=False,
+        output_attentions=True,
+        return_dict_in_generate=True,
+        pad_token_id=0,
+    )
     L = inputs["input_ids"].shape[1]
     n = trace.num_answer_tokens
-    assert out.sequences[0, L:L + n].tolist() == trace.input_ids[L:].tolist()  # capture does not change the text
+    assert out.sequences[0, L : L + n].tolist() == trace.input_ids[L:].tolist()  # capture does not change the text
     for layer in (1, 2):
         assert trace.rows[layer].shape[:2] == (n, 4)
         for j in range(n):
             ref = out.attentions[j][layer][0, :, -1, :].numpy()  # the step that produced token j
             got = trace.rows[layer][j]
-            np.testing.assert_allclose(got[:, :ref.shape[-1]], ref, atol=1e-5, rtol=0)
-            assert np.all(got[:, ref.shape[-1]:] == 0)
+            np.testing.assert_allclose(got[:, : ref.shape[-1]], ref, atol=1e-5, rtol=0)
+            assert np.all(got[:, ref.shape[-1] :] == 0)
             np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
 
 
 def test_solution_mode_rows_equal_eager_forward(vlm_dirs):
     vlm = V.load_vlm(vlm_dirs["qwen2_vl"])
     solution = "Based on the following requirements, the star is red."
-    trace = V.trace_sample(vlm, PROBLEM, _images(1), [0], mode="solution", solution=solution, heads="mean",
-                           start_phrase="the star")
+    trace = V.trace_sample(
+        vlm, PROBLEM, _images(1), [0], mode="solution", solution=solution, heads="mean", start_phrase="the star"
+    )
     vlm.model.set_attn_implementation("eager")
     inputs, _ = _inputs(vlm, _images(1))
     ids = torch.as_tensor(trace.input_ids)[None]
-    full = dict(inputs, input_ids=ids, attention_mask=torch.ones_like(ids),
-                mm_token_type_ids=torch.nn.functional.pad(inputs["mm_token_type_ids"], (0, ids.shape[1] - trace.prompt_len)))
+    full = dict(
+        inputs,
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        mm_token_type_ids=torch.nn.functional.pad(inputs["mm_token_type_ids"], (0, ids.shape[1] - trace.prompt_len)),
+    )
     with torch.no_grad():
         att = vlm.model(**full, output_attentions=True).attentions[0][0].mean(0)  # [T, T], heads averaged
     L = trace.prompt_len
-    np.testing.assert_allclose(trace.rows[0][:, 0], att[L - 1:-1, :-1].numpy(), atol=1e-5, rtol=0)
-    assert np.all(att[L - 1:-1, -1].numpy() == 0)  # the last position is never a key of a kept row
+    np.testing.assert_allclose(trace.rows[0][:, 0], att[L - 1 : -1, :-1].numpy(), atol=1e-5, rtol=0)
+    assert np.all(att[L - 1 : -1, -1].numpy() == 0)  # the last position is never a key of a kept row
     assert trace.text.startswith(" Based") or trace.text.startswith("Based")
     # the video starts at the token where "the star" begins
-    assert "".join(trace.pieces[L + trace.start:]).lstrip().startswith("the star")
-    assert "the star" not in "".join(trace.pieces[L:L + trace.start])
+    assert "".join(trace.pieces[L + trace.start :]).lstrip().startswith("the star")
+    assert "the star" not in "".join(trace.pieces[L : L + trace.start])
 
 
 def test_position_map_llava_one_and_two_images(vlm_dirs):
@@ -114,8 +130,15 @@ def test_position_map_llava_one_and_two_images(vlm_dirs):
     pm = llava.position_map(cfg, {"input_ids": one + [20, 21]}, prompt_len=len(one))
     assert pm.grids == [(6, 6)]
     assert [pm.label(t) for t in (0, 2, 3, 9, 37, 38, 40, 41)] == [
-        "text", "image 0 (0, 0)", "image 0 (0, 1)", "image 0 (1, 1)", "image 0 (5, 5)", "text", "generated",
-        "generated"]
+        "text",
+        "image 0 (0, 0)",
+        "image 0 (0, 1)",
+        "image 0 (1, 1)",
+        "image 0 (5, 5)",
+        "text",
+        "generated",
+        "generated",
+    ]
     two = [1, 10, *[img] * 36, 11, *[img] * 36, 12]  # separated by a text token
     pm = llava.position_map(cfg, {"input_ids": two})
     assert pm.grids == [(6, 6), (6, 6)] and [len(p) for p in pm.image_positions] == [36, 36]
@@ -171,8 +194,18 @@ def test_sinks_masked_rows_and_report(tiny, benchmark, tmp_path):
     renormalises each row; the report's table gives each layer's share on them."""
     json_path, image_dir = benchmark
     sample, images, _ = V.load_sample(json_path, image_dir, 0)
-    res = V.create_video(tiny, sample, images, layers=[1], start_phrase="", mode="solution", heads="mean",
-                         output_dir=tmp_path / "run", ground_truth=False, sinks="mask")
+    res = V.create_video(
+        tiny,
+        sample,
+        images,
+        layers=[1],
+        start_phrase="",
+        mode="solution",
+        heads="mean",
+        output_dir=tmp_path / "run",
+        ground_truth=False,
+        sinks="mask",
+    )
     t = res["trace"]
     rows = t.rows[1].mean(1)  # [N, K]
     L = t.prompt_len
@@ -197,13 +230,22 @@ def test_video_frames_npz_report_and_explorer(tiny, benchmark, tmp_path):
     json_path, image_dir = benchmark
     sample, images, notes = V.load_sample(json_path, image_dir, 0)
     assert notes == []
-    res = V.create_video(tiny, sample, images, layers=[1, 2], start_phrase="I count", mode="solution",
-                         heads="mean", output_dir=tmp_path / "run", ground_truth=False)
+    res = V.create_video(
+        tiny,
+        sample,
+        images,
+        layers=[1, 2],
+        start_phrase="I count",
+        mode="solution",
+        heads="mean",
+        output_dir=tmp_path / "run",
+        ground_truth=False,
+    )
     t = res["trace"]
     # hand count: the solution's tokens from the one where "I count" begins
     solution_ids = tiny.tokenizer(" " + sample["solution"], add_special_tokens=False)["input_ids"]
     before = tiny.tokenizer(" Based on the following requirements,", add_special_tokens=False)["input_ids"]
-    assert solution_ids[:len(before)] == before
+    assert solution_ids[: len(before)] == before
     assert t.num_answer_tokens == len(solution_ids) and t.start == len(before)
     for layer in (1, 2):
         video = res["outputs"][f"video_layer{layer}"]
@@ -255,9 +297,28 @@ def _cli(capsys, *args):
 @pytest.mark.parametrize("arch, mode", [("qwen2_vl", "solution"), ("qwen2_5_vl", "generate"), ("llava", "generate")])
 def test_cli_on_each_vlm_folder(vlm_dirs, benchmark, tmp_path, capsys, arch, mode):
     json_path, image_dir = benchmark
-    code, out, err = _cli(capsys, "--model_path", str(vlm_dirs[arch]), "--benchmark_json", str(json_path),
-                          "--image_dir", str(image_dir), "--layers", "0", "2", "--heads", "1", "--mode", mode,
-                          "--max_new_tokens", "12", "--start_phrase", "", "--output-dir", str(tmp_path / "q"))
+    code, out, err = _cli(
+        capsys,
+        "--model_path",
+        str(vlm_dirs[arch]),
+        "--benchmark_json",
+        str(json_path),
+        "--image_dir",
+        str(image_dir),
+        "--layers",
+        "0",
+        "2",
+        "--heads",
+        "1",
+        "--mode",
+        mode,
+        "--max_new_tokens",
+        "12",
+        "--start_phrase",
+        "",
+        "--output-dir",
+        str(tmp_path / "q"),
+    )
     assert code == 0, err
     for layer in (0, 2):
         video = tmp_path / "q" / f"combined_attention_visualization_layer{layer}.mp4"
@@ -275,12 +336,24 @@ def test_notebook_on_each_vlm_folder(vlm_dirs, benchmark, tmp_path, arch):
     json_path, image_dir = benchmark
     root = Path(__file__).resolve().parents[2]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    pm.execute_notebook(str(root / "notebooks" / "05_vlm_attention_video.ipynb"), str(tmp_path / "out.ipynb"),
-                        parameters={"model_path": str(vlm_dirs[arch]), "benchmark_json": str(json_path),
-                                    "image_dir": str(image_dir), "layers": [1], "max_new_tokens": 10,
-                                    "start_phrase": "", "output_dir": str(tmp_path / "run"), "interactive": False,
-                                    "ground_truth_questions": 0},
-                        kernel_name="python3", cwd=str(tmp_path), progress_bar=False)
+    pm.execute_notebook(
+        str(root / "notebooks" / "05_vlm_attention_video.ipynb"),
+        str(tmp_path / "out.ipynb"),
+        parameters={
+            "model_path": str(vlm_dirs[arch]),
+            "benchmark_json": str(json_path),
+            "image_dir": str(image_dir),
+            "layers": [1],
+            "max_new_tokens": 10,
+            "start_phrase": "",
+            "output_dir": str(tmp_path / "run"),
+            "interactive": False,
+            "ground_truth_questions": 0,
+        },
+        kernel_name="python3",
+        cwd=str(tmp_path),
+        progress_bar=False,
+    )
     assert (tmp_path / "run" / "combined_attention_visualization_layer1.mp4").is_file()
     assert (tmp_path / "run" / "report.md").is_file()
     with np.load(tmp_path / "run" / "attention.npz") as z:
@@ -305,14 +378,20 @@ def test_bad_inputs_one_message_exit_2_no_video(vlm_dirs, benchmark, tmp_path, c
     fails([*base, "--sample_idx", "20"], "sample_idx 20 is out of range", "holds 20 samples")
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps([{k: v for k, v in records[0].items() if k != "problem"}]))
-    fails(["--benchmark_json", str(broken), "--image_dir", str(image_dir), "--output-dir", str(out)],
-          "sample 0 (id 'test-05000')", "no 'problem' key")
+    fails(
+        ["--benchmark_json", str(broken), "--image_dir", str(image_dir), "--output-dir", str(out)],
+        "sample 0 (id 'test-05000')",
+        "no 'problem' key",
+    )
     broken.write_text(json.dumps([{k: v for k, v in records[0].items() if k != "image"}]))
     fails(["--benchmark_json", str(broken), "--image_dir", str(image_dir), "--output-dir", str(out)], "no 'image' key")
     fails([*base, "--image_dir", str(tmp_path)], "image 'images/test-05000.png' not found under image_dir")
     fails([*base, "--layer_idx", "3"], "layer index 3 is out of range", "3 decoder layers")
-    fails([*base, "--start_phrase", "Once upon a time"], "'Once upon a time' is not in the generated text",
-          "Based on the following requirements")
+    fails(
+        [*base, "--start_phrase", "Once upon a time"],
+        "'Once upon a time' is not in the generated text",
+        "Based on the following requirements",
+    )
     fails([*base, "--heads", "7"], "head 7 is out of range")
     notvlm = tmp_path / "bert"
     notvlm.mkdir()
@@ -355,15 +434,31 @@ def test_many_samples_resume_failures_and_dask(benchmark, tmp_path, capsys):
     broken[1]["image"] = ["images/missing.png"]
     bench.write_text(json.dumps(broken))
     out = tmp_path / "many"
-    common = ["--benchmark_json", str(bench), "--image_dir", str(image_dir), "--layers", "1", "--mode", "solution",
-              "--start_phrase", "", "--output-dir", str(out)]
+    common = [
+        "--benchmark_json",
+        str(bench),
+        "--image_dir",
+        str(image_dir),
+        "--layers",
+        "1",
+        "--mode",
+        "solution",
+        "--start_phrase",
+        "",
+        "--output-dir",
+        str(out),
+    ]
     code, stdout, err = _cli(capsys, *common, "--sample_idx", "0,2")
     assert code == 0, err
     assert sorted(p.name for p in out.glob("sample_*")) == ["sample_0", "sample_2"]
     first = (out / "sample_0" / "attention.npz").stat().st_mtime_ns
     code, stdout, err = _cli(capsys, *common, "--sample_idx", "0-3")
     assert code == 1  # sample 1's image is missing
-    assert "sample 1: failed (InputError" in stdout and "missing.png" in stdout and "2 complete from an earlier run" in stdout
+    assert (
+        "sample 1: failed (InputError" in stdout
+        and "missing.png" in stdout
+        and "2 complete from an earlier run" in stdout
+    )
     assert (out / "sample_0" / "attention.npz").stat().st_mtime_ns == first  # skipped, not redone
     assert (out / "sample_3" / ".complete.json").is_file() and not (out / "sample_1" / ".complete.json").exists()
     index = (out / "index.md").read_text()
@@ -377,6 +472,9 @@ def test_many_samples_resume_failures_and_dask(benchmark, tmp_path, capsys):
     code, stdout, err = _cli(capsys, *common[:-1], str(dask_out), "--sample_idx", "0,3", "--workers", "2")
     assert code == 0, err
     for i in (0, 3):
-        with np.load(out / f"sample_{i}" / "attention.npz") as a, np.load(dask_out / f"sample_{i}" / "attention.npz") as b:
+        with (
+            np.load(out / f"sample_{i}" / "attention.npz") as a,
+            np.load(dask_out / f"sample_{i}" / "attention.npz") as b,
+        ):
             np.testing.assert_allclose(a["rows_layer1"], b["rows_layer1"], atol=1e-6)
             np.testing.assert_array_equal(a["input_ids"], b["input_ids"])

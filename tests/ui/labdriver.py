@@ -13,6 +13,7 @@
 
 Used by ``tests/ui/test_notebooks_in_browser.py`` and ``benchmarks/bench_ui_latency.py``.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,10 +24,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 from vizkit.scenarios.registry import get_scenario
@@ -34,15 +36,22 @@ from vizkit.scenarios.registry import get_scenario
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 CHROMIUM = os.environ.get("VIZKIT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 ACTIVE = ".jp-NotebookPanel:not(.lm-mod-hidden)"  # the notebook on screen
 WIDGET_PROBLEMS = ("Error displaying widget", "Loading widget...", "Loading widget…")
 SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false",
-                                                                         "checkForUpdates": False},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
 }
 
 
@@ -68,9 +77,17 @@ def inject_ui_parameters(path: Path) -> dict[str, Any]:
     if params:
         at = next(i for i, c in enumerate(nb["cells"]) if "parameters" in c.get("metadata", {}).get("tags", []))
         source = "# Parameters of the browser test\n" + "".join(f"{k} = {v!r}\n" for k, v in params.items())
-        nb["cells"].insert(at + 1, {"cell_type": "code", "id": "injected-ui-parameters", "execution_count": None,
-                                    "outputs": [], "source": source,
-                                    "metadata": {"tags": ["injected-parameters"]}})
+        nb["cells"].insert(
+            at + 1,
+            {
+                "cell_type": "code",
+                "id": "injected-ui-parameters",
+                "execution_count": None,
+                "outputs": [],
+                "source": source,
+                "metadata": {"tags": ["injected-parameters"]},
+            },
+        )
         path.write_text(json.dumps(nb, indent=1), encoding="utf-8")
     return params
 
@@ -103,14 +120,26 @@ def jupyterlab(workdir: Path, timeout: float = 90.0) -> Iterator[Server]:
         path.write_text(json.dumps(value))
     port, token = _free_port(), secrets.token_hex(16)
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel's inline backend draws figures
-    env.update({"VIZKIT_RUNS": str(runs), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                "JUPYTER_PLATFORM_DIRS": "1"})
+    env.update(
+        {"VIZKIT_RUNS": str(runs), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "JUPYTER_PLATFORM_DIRS": "1"}
+    )
     jupyter = Path(sys.executable).with_name("jupyter")
     log = workdir / "jupyterlab.log"
-    cmd = [str(jupyter), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-           f"--LabApp.user_settings_dir={settings}", f"--LabApp.workspaces_dir={workdir / 'workspaces'}",
-           "--ServerApp.allow_root=True", "--LabApp.news_url=", "--LabApp.extension_manager=readonly"]
+    cmd = [
+        str(jupyter),
+        "lab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        f"--LabApp.user_settings_dir={settings}",
+        f"--LabApp.workspaces_dir={workdir / 'workspaces'}",
+        "--ServerApp.allow_root=True",
+        "--LabApp.news_url=",
+        "--LabApp.extension_manager=readonly",
+    ]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
     try:
@@ -121,9 +150,11 @@ def jupyterlab(workdir: Path, timeout: float = 90.0) -> Iterator[Server]:
             try:
                 socket.create_connection(("127.0.0.1", port), 0.25).close()
                 break
-            except OSError:
+            except OSError as err:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"jupyter lab did not listen within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+                    raise RuntimeError(
+                        f"jupyter lab did not listen within {timeout:.0f} s:\n{log.read_text()[-3000:]}"
+                    ) from err
                 time.sleep(0.25)
         yield Server(f"http://127.0.0.1:{port}", token, root, runs, log)
     finally:
@@ -141,8 +172,9 @@ def chromium() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
-        raise RuntimeError(f"{CHROMIUM} not found: install Debian's chromium (`apt-get install -y chromium`); "
-                           "`make ui-test` does it")
+        raise RuntimeError(
+            f"{CHROMIUM} not found: install Debian's chromium (`apt-get install -y chromium`); `make ui-test` does it"
+        )
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
@@ -199,7 +231,10 @@ class NotebookSession:
         # says "No Kernel | Initializing", and a Run All then clears the prompts without running anything)
         self.page.wait_for_function(
             "() => { const bar = document.querySelector('#jp-main-statusbar'); const t = bar ? bar.innerText : '';"
-            " return /\\| Idle/.test(t) && !/No Kernel/.test(t); }", polling=200, timeout=180_000)
+            " return /\\| Idle/.test(t) && !/No Kernel/.test(t); }",
+            polling=200,
+            timeout=180_000,
+        )
         return self
 
     def close(self) -> None:
@@ -226,8 +261,9 @@ class NotebookSession:
         self.page.locator("li[data-command='runmenu:run-all']").click()
         t0 = time.monotonic()
         while True:
-            prompts = self.page.eval_on_selector_all(f"{ACTIVE} .jp-CodeCell .jp-InputArea-prompt",
-                                                     "els => els.map(e => e.textContent.trim())")
+            prompts = self.page.eval_on_selector_all(
+                f"{ACTIVE} .jp-CodeCell .jp-InputArea-prompt", "els => els.map(e => e.textContent.trim())"
+            )
             done = prompts and all(p.startswith("[") and p[1:-2].strip().isdigit() for p in prompts)
             idle = self.page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count() > 0
             if done and idle:
@@ -241,7 +277,8 @@ class NotebookSession:
         """Cell errors and widgets that failed to render, as shown in the page."""
         errors = self.page.eval_on_selector_all(
             f"{ACTIVE} .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']",
-            "els => els.map(e => e.textContent)")
+            "els => els.map(e => e.textContent)",
+        )
         found = [f"cell error: {e[:800]}" for e in errors if "Traceback" in e or "Error" in e.split("\n", 2)[0]]
         text = self.page.inner_text(f"{ACTIVE} .jp-Notebook")
         found += [f"widget problem: {w!r} shown" for w in WIDGET_PROBLEMS if w in text]
@@ -262,8 +299,11 @@ class NotebookSession:
     def explorer(self, controls: list[dict[str, str]]) -> Any:
         """The explorer widget: the top-level widget box holding the first declared control."""
         first = controls[0]["label"]
-        root = self.page.locator(f"{ACTIVE} .jp-OutputArea-output .widget-vbox").filter(
-            has=self.page.locator(f"label.widget-label:text-is('{first}')")).last
+        root = (
+            self.page.locator(f"{ACTIVE} .jp-OutputArea-output .widget-vbox")
+            .filter(has=self.page.locator(f"label.widget-label:text-is('{first}')"))
+            .last
+        )
         root.wait_for(state="visible", timeout=30_000)
         root.scroll_into_view_if_needed()
         root.locator("img").first.wait_for(timeout=30_000)
@@ -277,8 +317,10 @@ class NotebookSession:
         """Change one control in the page; wait until the bytes of the explorer's images change; time it."""
         label, kind = control["label"], control["kind"]
         old = self.image_digest(root)
-        box = root.locator(f".jupyter-widgets:has(> label.widget-label:text-is('{label}')), "
-                           f".widget-toggle-buttons:has(> label.widget-label:text-is('{label}'))").first
+        box = root.locator(
+            f".jupyter-widgets:has(> label.widget-label:text-is('{label}')), "
+            f".widget-toggle-buttons:has(> label.widget-label:text-is('{label}'))"
+        ).first
         if kind == "slider":
             handle = box.locator(".noUi-handle").first
             now, top = float(handle.get_attribute("aria-valuenow")), float(handle.get_attribute("aria-valuemax"))
@@ -307,10 +349,14 @@ class NotebookSession:
         try:
             self.page.wait_for_function(
                 f"async ([root, old]) => {{ const d = await ({_DIGEST_JS})(root); return d && d !== old; }}",
-                arg=[root.element_handle(), old], polling=5, timeout=timeout * 1000)
+                arg=[root.element_handle(), old],
+                polling=5,
+                timeout=timeout * 1000,
+            )
         except Exception as err:  # playwright's TimeoutError
-            raise AssertionError(f"{self.name}: moving {kind} {label!r} to {value!r} did not change the figure within "
-                                 f"{timeout:.0f} s") from err
+            raise AssertionError(
+                f"{self.name}: moving {kind} {label!r} to {value!r} did not change the figure within {timeout:.0f} s"
+            ) from err
         move = Move(label, kind, value, time.perf_counter() - t0)
         self.moves.append(move)
         return move
@@ -319,10 +365,14 @@ class NotebookSession:
         import statistics
 
         s = sorted(m.seconds * 1e3 for m in self.moves)
-        return {"notebook": self.name, "moves": len(s), "median_ms": statistics.median(s) if s else None,
-                "worst_ms": max(s) if s else None, "run_all_s": round(self.run_seconds, 1),
-                "per_move": [{"control": m.control, "value": m.value, "ms": round(m.seconds * 1e3, 1)}
-                             for m in self.moves]}
+        return {
+            "notebook": self.name,
+            "moves": len(s),
+            "median_ms": statistics.median(s) if s else None,
+            "worst_ms": max(s) if s else None,
+            "run_all_s": round(self.run_seconds, 1),
+            "per_move": [{"control": m.control, "value": m.value, "ms": round(m.seconds * 1e3, 1)} for m in self.moves],
+        }
 
 
 def explore(browser: Any, server: Server, name: str, shots: Path, min_moves: int = 10) -> NotebookSession:

@@ -5,13 +5,13 @@ Real components, started here: a JupyterLab server (127.0.0.1, free port, random
 headless Chromium through playwright. Nothing is mocked. The latencies (change -> new image in
 the page) are printed and written to the run folder; they are measured, not asserted.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
-
 from labdriver import chromium, explore, explorer_controls, jupyterlab, notebook_names
 
 from vizkit.runs import run_folder
@@ -53,8 +53,10 @@ def test_notebook_in_the_browser(name, server, browser, out):
         assert {m.control for m in session.moves} == {c["label"] for c in explorer_controls(name)}
         summary = session.latency_summary()
         (out / f"{Path(name).stem}_latency.json").write_text(json.dumps(summary, indent=2))
-        print(f"\n{name}: Run All {summary['run_all_s']} s; {summary['moves']} control moves, change -> new image "
-              f"median {summary['median_ms']:.0f} ms, worst {summary['worst_ms']:.0f} ms; screenshots in {out}")
+        print(
+            f"\n{name}: Run All {summary['run_all_s']} s; {summary['moves']} control moves, change -> new image "
+            f"median {summary['median_ms']:.0f} ms, worst {summary['worst_ms']:.0f} ms; screenshots in {out}"
+        )
     except BaseException:
         if session is not None and session.page is not None:
             shot = session.screenshot("failure")

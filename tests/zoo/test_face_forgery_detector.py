@@ -1,4 +1,5 @@
 """The ``face_forgery_detector`` zoo model: shipped checkpoint, data, rebuild, explanations."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,8 @@ from sklearn.metrics import roc_auc_score
 import vizkit
 from vizkit.metrics import pointing_game
 from vizkit.models import ClipDetector
-from vizkit.zoo import dataset, load, zoo_dir
+from vizkit.zoo import dataset, faces, load, zoo_dir
 from vizkit.zoo import face_forgery as ff
-from vizkit.zoo import faces
 from vizkit.zoo.__main__ import build_function
 
 NAME = "face_forgery_detector"
@@ -144,8 +144,10 @@ def test_explanations_point_at_the_manipulation(bundle, held_out, held_out_batch
     ga = vizkit.gradient_attention(bundle.model, xf, 1)
     ga_hits = pointing_game(ga.heatmap, mf, tolerance=TOLERANCE).float().mean().item()
     assert ga_hits >= 0.7, ga_hits
-    print(f"pointing game (tolerance {TOLERANCE} px) on {len(xf)} held-out fakes: "
-          f"Grad-CAM {hits:.3f}, gradient attention {ga_hits:.3f}")
+    print(
+        f"pointing game (tolerance {TOLERANCE} px) on {len(xf)} held-out fakes: "
+        f"Grad-CAM {hits:.3f}, gradient attention {ga_hits:.3f}"
+    )
 
 
 def test_quick_build_end_to_end(tmp_path):

@@ -1,4 +1,5 @@
 """The zoo's ``mnist_vit``: the shipped checkpoint, its data, its rebuild, and its explanations."""
+
 from __future__ import annotations
 
 import gzip
@@ -13,8 +14,7 @@ from safetensors.torch import load_file
 import vizkit
 from vizkit.errors import VizkitError
 from vizkit.metrics import energy_pointing_game
-from vizkit.zoo import dataset, entry, load, names
-from vizkit.zoo import mnist_vit
+from vizkit.zoo import dataset, entry, load, mnist_vit, names
 from vizkit.zoo.__main__ import build_function
 from vizkit.zoo.mnist import IMAGES_MAGIC, LABELS_MAGIC, load_mnist, read_idx
 
@@ -42,8 +42,17 @@ def test_checkpoint_loads_fast_with_seed_001_config(bundle):
     assert not bundle.model.training
     assert bundle.class_names == [str(d) for d in range(10)]
     cfg = bundle.model.config
-    assert (cfg.img_size, cfg.patch_size, cfg.in_channels, cfg.num_classes, cfg.embed_dim, cfg.num_heads,
-            cfg.num_layers, cfg.mlp_dim, cfg.dropout) == (28, 7, 1, 10, 128, 4, 6, 256, 0.1)
+    assert (
+        cfg.img_size,
+        cfg.patch_size,
+        cfg.in_channels,
+        cfg.num_classes,
+        cfg.embed_dim,
+        cfg.num_heads,
+        cfg.num_layers,
+        cfg.mlp_dim,
+        cfg.dropout,
+    ) == (28, 7, 1, 10, 128, 4, 6, 256, 0.1)
     assert bundle.meta["preprocess"]["mean"] == [0.1307] and bundle.meta["preprocess"]["std"] == [0.3081]
     assert bundle.meta["metrics"]["test_accuracy"] >= 0.97
     assert bundle.meta["metrics"]["test_images"] == 10_000
@@ -57,8 +66,8 @@ def test_accuracy_on_full_test_set(bundle, test_set):
     correct = 0
     with torch.no_grad():
         for i in range(0, len(images), 1000):
-            x = mnist_vit.to_tensor(images[i:i + 1000])
-            correct += int((bundle.model(x).argmax(1).numpy() == labels[i:i + 1000]).sum())
+            x = mnist_vit.to_tensor(images[i : i + 1000])
+            correct += int((bundle.model(x).argmax(1).numpy() == labels[i : i + 1000]).sum())
     accuracy = correct / len(images)
     assert accuracy >= 0.97, accuracy
     # the number recorded at build time is the one measured here (same weights, same data)
@@ -73,6 +82,7 @@ def test_preprocess_matches_batch_path(bundle, test_set):
     assert x.min().item() == pytest.approx(-0.1307 / 0.3081, abs=1e-5)
     # RGB and PIL inputs give the same tensor
     from PIL import Image
+
     torch.testing.assert_close(bundle.preprocess(np.repeat(images[0][..., None], 3, -1)), x)
     torch.testing.assert_close(bundle.preprocess(Image.fromarray(np.array(images[0]))), x)
 

@@ -1,5 +1,6 @@
 """Zoo models ``shapes_clip`` (ViT) and ``shapes_clip_cnn`` (ModifiedResNet): open_clip CLIPs
 trained on synthetic shape scenes. Real computations on held-out scenes, no skips."""
+
 from __future__ import annotations
 
 import time

@@ -1,5 +1,6 @@
 """Zoo model ``tiny_vlm``: a real HF LLaVA (CLIP tower + Llama decoder) trained here on
 questions about shape scenes. Real computations on held-out scenes, no skips."""
+
 from __future__ import annotations
 
 import json
@@ -73,10 +74,25 @@ def test_folder_loads_like_any_local_hf_model(bundle):
         b = bundle.model(**inputs).logits
     torch.testing.assert_close(a, b)
     gen = model.generate(**inputs, max_new_tokens=32, do_sample=False)
-    solution = processor.decode(gen[0, ids.shape[0]:], skip_special_tokens=True)
+    solution = processor.decode(gen[0, ids.shape[0] :], skip_special_tokens=True)
     assert solution.strip().startswith(vlm_data.PREFIX)
-    assert vlm_data.parse_answer(solution) in {"red", "green", "blue", "yellow", "purple", "orange", "1", "2", "3",
-                                               "circle", "square", "triangle", "star", "yes", "no"}
+    assert vlm_data.parse_answer(solution) in {
+        "red",
+        "green",
+        "blue",
+        "yellow",
+        "purple",
+        "orange",
+        "1",
+        "2",
+        "3",
+        "circle",
+        "square",
+        "triangle",
+        "star",
+        "yes",
+        "no",
+    }
 
 
 def test_answer_accuracy_on_held_out_questions(bundle):
@@ -202,8 +218,10 @@ def test_decoder_attention_over_image_tokens(bundle):
     answer = explain_answer_attention(model, tok, samples, query="answer")
     assert answer["query_positions"].tolist() == (res["query_positions"] + 1).tolist()
     rate_answer = float(pointing_game(answer["heatmaps"], masks).float().mean())
-    print(f"tiny_vlm: attention pointing game on {b} questions: from the ':' {rate:.3f}, "
-          f"from the answer token {rate_answer:.3f} (chance {chance:.3f})")
+    print(
+        f"tiny_vlm: attention pointing game on {b} questions: from the ':' {rate:.3f}, "
+        f"from the answer token {rate_answer:.3f} (chance {chance:.3f})"
+    )
     assert hits.shape == (b,)
     # measured on these 96: 0.844 and 0.927 against a chance of 0.049
     assert chance < 0.1
@@ -221,7 +239,9 @@ def test_cached_tower_features_give_the_models_own_forward():
     model = tt.build_model(tok).eval()
     samples = vlm_data.dataset("val", n=3, masks=False)
     enc = tv.Encoder(tok)
-    ids, att, _ = enc.batch([enc.prompt_ids(s.question) for s in samples], [enc.solution_ids(s.meta["solution"]) for s in samples])
+    ids, att, _ = enc.batch(
+        [enc.prompt_ids(s.question) for s in samples], [enc.solution_ids(s.meta["solution"]) for s in samples]
+    )
     px = tv.to_pixels(np.stack([s.image for s in samples]))
     with torch.no_grad():
         want = model(input_ids=ids, attention_mask=att, pixel_values=px).logits
@@ -232,8 +252,8 @@ def test_cached_tower_features_give_the_models_own_forward():
 
 
 def test_vision_targets_and_attention_probe_targets_by_hand():
-    from vizkit.zoo.train import tiny_vlm as tt
     from vizkit.zoo.common import Sample
+    from vizkit.zoo.train import tiny_vlm as tt
 
     m1 = np.zeros((48, 48), bool)  # a 6 x 6 grid of 8 px patches
     m1[0:8, 0:16] = True  # patches (0,0) and (0,1), fully
@@ -266,8 +286,12 @@ def test_vision_targets_and_attention_probe_targets_by_hand():
     logits = torch.zeros(1, 34, 12)
     parts = tt.AttentionProbe.split(logits)
     assert {k: tuple(v.shape) for k, v in parts.items()} == {
-        "colour_other": (1, 6, 4), "colour_present": (1, 6, 2), "shape_other": (1, 4, 6),
-        "shape_present": (1, 4, 2), "pair_present": (1, 24, 2)}
+        "colour_other": (1, 6, 4),
+        "colour_present": (1, 6, 2),
+        "shape_other": (1, 4, 6),
+        "shape_present": (1, 4, 2),
+        "pair_present": (1, 24, 2),
+    }
     logits[0, 2, 6 + 3] = 1.0  # blue's query says star: right (the only defined colour_other)
     logits[0, 6 + 1, 2] = 1.0  # square's query says blue: wrong (red)
     assert tt.AttentionProbe.split(logits)["colour_other"][0, 2].argmax() == 3
@@ -287,8 +311,12 @@ def test_attention_supervision_targets_and_loss_by_hand():
     assert tt.target_attention(cover, None).tolist() == [0.0] * 4  # "how many shapes": no target
     assert tt.target_attention(cover, 2).tolist() == [0.0] * 4  # an empty slot is not supervised
 
-    attn = torch.tensor([[[0.5, 0.25, 0.25, 0.0], [0.1, 0.1, 0.1, 0.7], [1.0, 0.0, 0.0, 0.0]],
-                         [[0.25, 0.25, 0.25, 0.25], [0.0, 0.0, 0.0, 1.0], [0.4, 0.2, 0.2, 0.2]]])
+    attn = torch.tensor(
+        [
+            [[0.5, 0.25, 0.25, 0.0], [0.1, 0.1, 0.1, 0.7], [1.0, 0.0, 0.0, 0.0]],
+            [[0.25, 0.25, 0.25, 0.25], [0.0, 0.0, 0.0, 1.0], [0.4, 0.2, 0.2, 0.2]],
+        ]
+    )
     target = torch.tensor([[0.5, 0.25, 0.25, 0.0], [0.0, 0.0, 0.0, 0.0]])
     positions = torch.tensor([[True, True, False], [True, True, True]])
     got = tt.attention_supervision_loss(attn, target, positions)  # eps 1e-6: no log(0)

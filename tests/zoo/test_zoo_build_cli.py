@@ -1,5 +1,6 @@
 """``python -m vizkit.zoo``: argument handling and how several builds are run (fresh interpreters,
 in ``--jobs`` lanes balanced by the measured build times)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,16 +21,27 @@ from vizkit.zoo.common import REGISTRY
 def fake_builds(monkeypatch, body: str, calls: list | None = None):
     """Replace each model's build by a small real child process running ``body`` (``name`` and
     ``flags`` are defined in it)."""
+
     def command(name, flags):
         if calls is not None:
             calls.append((name, list(flags)))
         return [sys.executable, "-c", f"import sys, time, pathlib\nname, flags = {name!r}, {flags!r}\n{body}"]
+
     monkeypatch.setattr(cli, "build_command", command)
 
 
 def test_the_build_command_is_a_fresh_interpreter_per_model():
-    assert cli.build_command("tiny_vlm", ["--out", "z", "--threads", "1"]) == \
-        [sys.executable, "-m", "vizkit.zoo", "build", "tiny_vlm", "--out", "z", "--threads", "1"]
+    assert cli.build_command("tiny_vlm", ["--out", "z", "--threads", "1"]) == [
+        sys.executable,
+        "-m",
+        "vizkit.zoo",
+        "build",
+        "tiny_vlm",
+        "--out",
+        "z",
+        "--threads",
+        "1",
+    ]
 
 
 def test_unknown_name_is_refused_with_the_valid_names(capsys):
@@ -208,8 +220,10 @@ def test_every_entry_names_a_recipe_in_zoo_train_that_imports():
 def test_loading_the_zoo_imports_no_recipe():
     """The runtime zoo (registry, loading, data) never imports ``vizkit.zoo.train``, nor what
     only the builds use (scikit-learn, ``vizkit.evaluate``)."""
-    code = ("import sys\nfrom vizkit import zoo\nfor n in zoo.names():\n    zoo.load(n)\n"
-            "zoo.dataset('face_forgery_detector', 'val')\n"
-            "print([m for m in sys.modules if m.startswith(('vizkit.zoo.train', 'sklearn', 'vizkit.evaluate'))])")
+    code = (
+        "import sys\nfrom vizkit import zoo\nfor n in zoo.names():\n    zoo.load(n)\n"
+        "zoo.dataset('face_forgery_detector', 'val')\n"
+        "print([m for m in sys.modules if m.startswith(('vizkit.zoo.train', 'sklearn', 'vizkit.evaluate'))])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -1,10 +1,11 @@
 """``vizkit`` command line: one module per subcommand (its parser and one call into its scenario),
 the shared flags in :mod:`vizkit.cli.common`. ``vizkit <command> --help`` lists each one's flags."""
+
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import clip_gradcam, detector_attention, detector_gradcam, evaluate, run, vlm_video
 

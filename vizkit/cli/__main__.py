@@ -1,4 +1,5 @@
 """``python -m vizkit.cli``: the same as the installed ``vizkit`` command."""
+
 import sys
 
 from . import main

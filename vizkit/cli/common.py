@@ -1,5 +1,6 @@
 """What the subcommands share: the ``--layout``, ``--num-heads``, ``--cpu`` and Dask cluster flags,
 and the values read from them (the device, the cluster options) -- one helper each."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,20 +12,37 @@ if TYPE_CHECKING:
 
     from ..distributed.chunks import ClusterOptions
 
-__all__ = ["layout_argument", "num_heads_argument", "cpu_argument", "cluster_flags", "device", "cluster_options",
-           "parameters", "say"]
+__all__ = [
+    "layout_argument",
+    "num_heads_argument",
+    "cpu_argument",
+    "cluster_flags",
+    "device",
+    "cluster_options",
+    "parameters",
+    "say",
+]
 
 
 def layout_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--layout", default=None, choices=["nchw", "nhwc", "tokens"],
-                   help="where the target layers' channels are: nchw [B, C, h, w], nhwc [B, h, w, C] (Swin) or "
-                        "tokens [B, N, C] (default: decided per layer; an ambiguous layer asks for this flag)")
+    p.add_argument(
+        "--layout",
+        default=None,
+        choices=["nchw", "nhwc", "tokens"],
+        help="where the target layers' channels are: nchw [B, C, h, w], nhwc [B, h, w, C] (Swin) or "
+        "tokens [B, N, C] (default: decided per layer; an ambiguous layer asks for this flag)",
+    )
 
 
 def num_heads_argument(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--num-heads", "--num_heads", type=int, default=None,
-                   help="attention heads per layer of a CLIP detector whose width is not a known CLIP tower (a state "
-                        "dict does not record it; default: the YAML's num_heads, else the CLIP tower of that width)")
+    p.add_argument(
+        "--num-heads",
+        "--num_heads",
+        type=int,
+        default=None,
+        help="attention heads per layer of a CLIP detector whose width is not a known CLIP tower (a state "
+        "dict does not record it; default: the YAML's num_heads, else the CLIP tower of that width)",
+    )
 
 
 def cpu_argument(p: argparse.ArgumentParser) -> None:

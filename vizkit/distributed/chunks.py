@@ -11,10 +11,12 @@ Example::
     with BatchMapper(ClusterOptions(workers=2)) as mapper:
         ...
 """
+
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 __all__ = ["ClusterOptions", "as_completed_with_progress", "setup_worker"]
 
@@ -23,8 +25,9 @@ class ClusterOptions:
     """Where to run: ``workers`` (a local cluster) or ``scheduler`` (an address); see
     :func:`vizkit.distributed.cluster.cluster_client`."""
 
-    def __init__(self, workers: int | None = None, scheduler: str | None = None, allowed_failures: int = 3,
-                 quiet: bool = False):
+    def __init__(
+        self, workers: int | None = None, scheduler: str | None = None, allowed_failures: int = 3, quiet: bool = False
+    ):
         self.workers, self.scheduler, self.allowed_failures, self.quiet = workers, scheduler, allowed_failures, quiet
 
     def client(self) -> Any:
@@ -41,8 +44,7 @@ def as_completed_with_progress(client: Any, futures: Sequence[Any], progress: st
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(futures), desc=progress if isinstance(progress, str) else None, unit=unit,
-                   file=sys.stderr)
+        bar = tqdm(total=len(futures), desc=progress if isinstance(progress, str) else None, unit=unit, file=sys.stderr)
     try:
         for fut in as_completed(list(futures), loop=client.loop):
             yield fut

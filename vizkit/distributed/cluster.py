@@ -9,14 +9,16 @@ BLAS libraries limited to the worker's threads (``torch.set_num_threads``; ``OMP
 for the notebook kernels it starts) so workers do not oversubscribe the cores, and, on a local
 cluster, Ctrl-C left to the client (the client cancels the runs and stops the workers).
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from ..errors import InputError, ParameterError
 
@@ -29,13 +31,27 @@ def add_cluster_flags(parser: argparse.ArgumentParser, *, retries: bool = False)
     """``--workers N | --scheduler ADDRESS`` (and ``--retries K``) on a subcommand's parser."""
     group = parser.add_argument_group("Dask cluster (see README: Scaling out)")
     where = group.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="run on a local Dask cluster of N process workers, one thread each (127.0.0.1 only)")
-    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                       help="run on an existing Dask cluster: its scheduler address, e.g. tcp://host:8786")
+    where.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run on a local Dask cluster of N process workers, one thread each (127.0.0.1 only)",
+    )
+    where.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run on an existing Dask cluster: its scheduler address, e.g. tcp://host:8786",
+    )
     if retries:
-        group.add_argument("--retries", type=int, default=1, metavar="K",
-                           help="retries of a run whose worker died or whose kernel crashed (default 1)")
+        group.add_argument(
+            "--retries",
+            type=int,
+            default=1,
+            metavar="K",
+            help="retries of a run whose worker died or whose kernel crashed (default 1)",
+        )
 
 
 def cluster_requested(args: argparse.Namespace) -> bool:
@@ -61,9 +77,15 @@ def _import_distributed() -> Any:
 
 
 @contextmanager
-def cluster_client(workers: int | None = None, scheduler: str | None = None, *, allowed_failures: int | None = None,
-                   timeout: float = DEFAULT_CONNECT_TIMEOUT, dashboard: bool = True,
-                   quiet: bool = False) -> Iterator[Any]:
+def cluster_client(
+    workers: int | None = None,
+    scheduler: str | None = None,
+    *,
+    allowed_failures: int | None = None,
+    timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    dashboard: bool = True,
+    quiet: bool = False,
+) -> Iterator[Any]:
     """A ``distributed.Client`` on a new local cluster (``workers`` processes, default: the CPU
     count) or on the scheduler at ``scheduler``; closed (and the local cluster stopped) on exit.
 
@@ -79,8 +101,11 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None, *, 
 
     from .worker import WorkerSetup
 
-    env = {k: os.environ[k] for k in ("PYTHONPATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "MPLBACKEND")
-           if k in os.environ}
+    env = {
+        k: os.environ[k]
+        for k in ("PYTHONPATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "MPLBACKEND")
+        if k in os.environ
+    }
     cluster = None
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     if scheduler:
@@ -90,23 +115,33 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None, *, 
             try:
                 client = distributed.Client(scheduler, timeout=f"{timeout}s", set_as_default=False)
             except (OSError, TimeoutError, ValueError) as err:
-                raise InputError(f"cannot reach the Dask scheduler at {scheduler!r} within {timeout:g} s: start one "
-                                 "(`dask scheduler`, dask-jobqueue, dask-kubernetes) or check the address") from err
+                raise InputError(
+                    f"cannot reach the Dask scheduler at {scheduler!r} within {timeout:g} s: start one "
+                    "(`dask scheduler`, dask-jobqueue, dask-kubernetes) or check the address"
+                ) from err
         say(f"connected to the Dask scheduler {scheduler} ({len(client.scheduler_info()['workers'])} worker(s))")
         setup = WorkerSetup(1, {})
     else:
         n = workers or os.cpu_count() or 1
         # worker-saturation 1.0: a worker holds only the task it runs (none queued behind it), so a worker
         # that dies takes only that task down (Dask counts every task on it towards allowed-failures)
-        config = {"distributed.worker.daemon": False, "distributed.scheduler.worker-saturation": 1.0,
-                  "distributed.admin.system-monitor.gil.enabled": False}
+        config = {
+            "distributed.worker.daemon": False,
+            "distributed.scheduler.worker-saturation": 1.0,
+            "distributed.admin.system-monitor.gil.enabled": False,
+        }
         if allowed_failures is not None:
             config["distributed.scheduler.allowed-failures"] = int(allowed_failures)
         with dask.config.set(config):
             cluster = distributed.LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address="127.0.0.1:0", worker_dashboard_address=None,  # None would mean :8787
-                silence_logs=logging.CRITICAL)
+                n_workers=n,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                worker_dashboard_address=None,  # None would mean :8787
+                silence_logs=logging.CRITICAL,
+            )
             client = distributed.Client(cluster, set_as_default=False)
         link = client.dashboard_link if dashboard else None
         say(f"local Dask cluster: {n} worker(s) x 1 thread" + (f"; dashboard {link}" if link else ""))

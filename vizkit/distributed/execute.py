@@ -6,11 +6,13 @@ vizkit starts talk to it over Unix-domain sockets instead (``transport="ipc"``, 
 Jupyter's runtime folder): nothing listens on a port at all, and the user sees only the
 notebook's own lines.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["IPCKernelManager", "execute_notebook"]
 
@@ -40,15 +42,27 @@ def ipc_kernel_manager() -> type:
     return IPCKernelManager
 
 
-def execute_notebook(notebook: str | os.PathLike[str], output: str | os.PathLike[str],
-                     parameters: Mapping[str, Any] | None = None, *, kernel_name: str = "python3",
-                     cwd: str | os.PathLike[str] | None = None, log_output: bool = False,
-                     progress_bar: bool = False) -> Any:
+def execute_notebook(
+    notebook: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    kernel_name: str = "python3",
+    cwd: str | os.PathLike[str] | None = None,
+    log_output: bool = False,
+    progress_bar: bool = False,
+) -> Any:
     """``papermill.execute_notebook`` with the kernel on IPC sockets (see the module docstring);
     returns the executed notebook. A failing cell raises papermill's ``PapermillExecutionError``."""
     import papermill as pm
 
-    return pm.execute_notebook(str(notebook), str(output), parameters=dict(parameters or {}),
-                               kernel_name=kernel_name, progress_bar=progress_bar, log_output=log_output,
-                               cwd=str(cwd) if cwd is not None and Path(cwd).is_dir() else None,
-                               kernel_manager_class=ipc_kernel_manager())
+    return pm.execute_notebook(
+        str(notebook),
+        str(output),
+        parameters=dict(parameters or {}),
+        kernel_name=kernel_name,
+        progress_bar=progress_bar,
+        log_output=log_output,
+        cwd=str(cwd) if cwd is not None and Path(cwd).is_dir() else None,
+        kernel_manager_class=ipc_kernel_manager(),
+    )

@@ -13,6 +13,7 @@ against the annotations of its parameters cell.
 Grids (``--grid grid.yaml``): a mapping ``name: [values...]`` (the cartesian product) or a list
 of mappings (explicit runs). No dask here: this module is imported by the CLI before any cluster.
 """
+
 from __future__ import annotations
 
 import ast
@@ -21,14 +22,25 @@ import hashlib
 import itertools
 import json
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..errors import InputError, ParameterError
 
-__all__ = ["NotebookSpec", "Validator", "ValidatorLookup", "read_notebook", "parse_value", "load_yaml_mapping",
-           "load_grid", "expand_grid", "run_name", "RESERVED"]
+__all__ = [
+    "NotebookSpec",
+    "Validator",
+    "ValidatorLookup",
+    "read_notebook",
+    "parse_value",
+    "load_yaml_mapping",
+    "load_grid",
+    "expand_grid",
+    "run_name",
+    "RESERVED",
+]
 
 #: a notebook's own check, ``check(namespace, names_defined_before_the_parameters_cell) -> parameters``, which
 #: raises :class:`ParameterError` listing every problem (a scenario module's ``check_notebook_parameters``)
@@ -38,8 +50,14 @@ ValidatorLookup = Callable[[str], "Validator | None"]
 
 #: parameters ``vizkit run`` sets itself: each run writes into its own folder, without widgets
 RESERVED = ("output_dir",)
-_TYPES: dict[str, tuple[type, ...]] = {"str": (str,), "int": (int,), "float": (float, int), "bool": (bool,),
-                                       "list": (list, tuple), "dict": (dict,)}
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (float, int),
+    "bool": (bool,),
+    "list": (list, tuple),
+    "dict": (dict,),
+}
 
 
 @dataclass
@@ -82,8 +100,11 @@ class NotebookSpec:
                     names = " or ".join(t.__name__ for t in types)
                     problems.append(f"{name}={value!r}: expected {names}, got {type(value).__name__}")
         if problems:
-            raise ParameterError("invalid notebook parameters:\n  - " + "\n  - ".join(problems)
-                                 + f"\nvalid parameters: {', '.join(self.defaults)}")
+            raise ParameterError(
+                "invalid notebook parameters:\n  - "
+                + "\n  - ".join(problems)
+                + f"\nvalid parameters: {', '.join(self.defaults)}"
+            )
         return namespace
 
 
@@ -133,8 +154,11 @@ def read_notebook(path: str | Path, validator_for: ValidatorLookup | None = None
     comments: dict[str, str] = {}
     lines = source.splitlines()
     for node in tree.body:
-        target = node.target if isinstance(node, ast.AnnAssign) else (
-            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        target = (
+            node.target
+            if isinstance(node, ast.AnnAssign)
+            else (node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None)
+        )
         if not isinstance(target, ast.Name) or node.value is None:
             continue
         try:
@@ -176,13 +200,17 @@ def expand_grid(grid: Any, where: str = "the grid") -> list[dict[str, Any]]:
             raise InputError(f"{where}: every run of the list must map parameter names to values")
         return [dict(r) for r in grid]
     if not isinstance(grid, dict) or not grid:
-        raise InputError(f"{where} must be a mapping of parameter -> list of values (or a list of mappings), got "
-                         f"{type(grid).__name__ if grid is not None else 'an empty file'}")
+        raise InputError(
+            f"{where} must be a mapping of parameter -> list of values (or a list of mappings), got "
+            f"{type(grid).__name__ if grid is not None else 'an empty file'}"
+        )
     bad = [k for k, v in grid.items() if not isinstance(v, list) or not v]
     if bad:
-        raise InputError(f"{where} must be a mapping of parameter -> list of values: "
-                         + ", ".join(f"{k!r} is {grid[k]!r}" for k in bad)
-                         + f" (write e.g. {bad[0]}: [{grid[bad[0]]!r}])")
+        raise InputError(
+            f"{where} must be a mapping of parameter -> list of values: "
+            + ", ".join(f"{k!r} is {grid[k]!r}" for k in bad)
+            + f" (write e.g. {bad[0]}: [{grid[bad[0]]!r}])"
+        )
     keys = list(grid)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
@@ -203,5 +231,5 @@ def run_name(params: Mapping[str, Any], keys: Sequence[str] | None = None, limit
     name = re.sub(r"[^A-Za-z0-9_.,=+-]", "_", name)
     if len(name) > limit:
         digest = hashlib.sha1(json.dumps({k: params[k] for k in keys}, sort_keys=True, default=str).encode())
-        name = name[:limit - 9] + "-" + digest.hexdigest()[:8]
+        name = name[: limit - 9] + "-" + digest.hexdigest()[:8]
     return name

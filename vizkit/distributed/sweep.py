@@ -16,6 +16,7 @@ status, duration, error, links) whenever a run finishes.
   redoes any other (interrupted, failed, or run with other parameters).
 - Ctrl-C cancels the pending runs, stops the workers and records them as cancelled.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,17 +26,27 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..errors import InputError, ParameterError
 from ..io import write_text
 from ..runs import COMPLETE_MARKER, clear_complete, is_complete, mark_complete
 from .params import RESERVED, NotebookSpec, expand_grid, load_grid, load_yaml_mapping, read_notebook, run_name
 
-__all__ = ["RunPlan", "RunRecord", "SweepResult", "SweepInterrupted", "plan_sweep", "run_sweep", "execute_run",
-           "write_index", "sweep_from_files"]
+__all__ = [
+    "RunPlan",
+    "RunRecord",
+    "SweepResult",
+    "SweepInterrupted",
+    "plan_sweep",
+    "run_sweep",
+    "execute_run",
+    "write_index",
+    "sweep_from_files",
+]
 
 OUTPUTS = "outputs"  # the notebook's output_dir inside a run folder
 
@@ -86,8 +97,12 @@ class SweepInterrupted(Exception):
         self.result = result
 
 
-def plan_sweep(notebook: str | os.PathLike | NotebookSpec, params: Mapping[str, Any] | None = None,
-               grid: Any = None, output_dir: str | os.PathLike = "runs/sweep") -> tuple[NotebookSpec, list[RunPlan]]:
+def plan_sweep(
+    notebook: str | os.PathLike | NotebookSpec,
+    params: Mapping[str, Any] | None = None,
+    grid: Any = None,
+    output_dir: str | os.PathLike = "runs/sweep",
+) -> tuple[NotebookSpec, list[RunPlan]]:
     """The notebook's spec and its runs, every one validated (a :class:`ParameterError` naming
     the run otherwise). ``notebook``: a path or a :class:`NotebookSpec` (:func:`read_notebook`);
     ``grid``: None, a mapping of lists or a list of mappings."""
@@ -97,8 +112,10 @@ def plan_sweep(notebook: str | os.PathLike | NotebookSpec, params: Mapping[str, 
     grid_keys = list(dict.fromkeys(k for p in points for k in p))
     for name in RESERVED:
         if name in params or name in grid_keys:
-            raise ParameterError(f"{name} is set by vizkit run (each run writes into its own folder under "
-                                 "--output-dir): remove it from the parameters")
+            raise ParameterError(
+                f"{name} is set by vizkit run (each run writes into its own folder under "
+                "--output-dir): remove it from the parameters"
+            )
     unknown = [k for k in grid_keys if k not in spec.defaults]
     if unknown:  # say it is the grid, with the notebook's own message for the closest names
         try:
@@ -127,8 +144,15 @@ def plan_sweep(notebook: str | os.PathLike | NotebookSpec, params: Mapping[str, 
 
 
 # ---------------------------------------------------------------------------------------- one run
-def execute_run(notebook: str, folder: str, params: dict[str, Any], *, kernel_name: str = "python3",
-                has_output_dir: bool = True, cwd: str | None = None) -> dict[str, Any]:
+def execute_run(
+    notebook: str,
+    folder: str,
+    params: dict[str, Any],
+    *,
+    kernel_name: str = "python3",
+    has_output_dir: bool = True,
+    cwd: str | None = None,
+) -> dict[str, Any]:
     """Execute one papermill run into ``folder`` (on a worker). A notebook exception is returned
     as ``status="failed"`` with its error cell; a dead kernel raises (so Dask retries it)."""
     from papermill.exceptions import PapermillExecutionError
@@ -150,17 +174,30 @@ def execute_run(notebook: str, folder: str, params: dict[str, Any], *, kernel_na
     try:
         execute_notebook(notebook, executed, parameters, kernel_name=kernel_name, cwd=cwd)
     except PapermillExecutionError as err:
-        record.update(status="failed", duration=time.perf_counter() - start,
-                      error=f"cell {err.exec_count}: {err.ename}: {err.evalue}".strip())
-        write_text(run / "error.txt", f"{record['error']}\n\n" + "".join(err.traceback if isinstance(
-            err.traceback, list) else [str(err.traceback)]) + "\n")
+        record.update(
+            status="failed",
+            duration=time.perf_counter() - start,
+            error=f"cell {err.exec_count}: {err.ename}: {err.evalue}".strip(),
+        )
+        write_text(
+            run / "error.txt",
+            f"{record['error']}\n\n"
+            + "".join(err.traceback if isinstance(err.traceback, list) else [str(err.traceback)])
+            + "\n",
+        )
         return record
     duration = time.perf_counter() - start
     reports = sorted((run / OUTPUTS).rglob("*report*.md")) if (run / OUTPUTS).is_dir() else []
-    record.update(status="done", duration=duration,
-                  report=reports[0].relative_to(run).as_posix() if reports else "")
-    mark_complete(run, {"params": json.loads(json.dumps(params, default=str)), "notebook": str(notebook),
-                        "duration": round(duration, 3), "report": record["report"]})
+    record.update(status="done", duration=duration, report=reports[0].relative_to(run).as_posix() if reports else "")
+    mark_complete(
+        run,
+        {
+            "params": json.loads(json.dumps(params, default=str)),
+            "notebook": str(notebook),
+            "duration": round(duration, 3),
+            "report": record["report"],
+        },
+    )
     return record
 
 
@@ -177,16 +214,29 @@ def _completed(plan: RunPlan) -> dict[str, Any] | None:
 
 
 # ---------------------------------------------------------------------------------------- index
-def write_index(output_dir: Path, records: Sequence[RunRecord], param_names: Sequence[str],
-                notebook: str) -> tuple[Path, Path]:
+def write_index(
+    output_dir: Path, records: Sequence[RunRecord], param_names: Sequence[str], notebook: str
+) -> tuple[Path, Path]:
     """``index.csv`` and ``index.md`` (atomic rewrites): one row per run."""
     cols = ["run", "status", *param_names, "duration_s", "attempts", "error", "notebook", "report"]
     rows = []
     for r in records:
-        link = lambda rel: f"{r.name}/{rel}" if rel else ""  # noqa: E731
-        rows.append({"run": r.name, "status": r.status, **{k: _cell(r.params.get(k)) for k in param_names},
-                     "duration_s": "" if r.duration is None else f"{r.duration:.1f}", "attempts": r.attempts,
-                     "error": r.error, "notebook": link(r.notebook), "report": link(r.report)})
+
+        def link(rel: str, name: str = r.name) -> str:
+            return f"{name}/{rel}" if rel else ""
+
+        rows.append(
+            {
+                "run": r.name,
+                "status": r.status,
+                **{k: _cell(r.params.get(k)) for k in param_names},
+                "duration_s": "" if r.duration is None else f"{r.duration:.1f}",
+                "attempts": r.attempts,
+                "error": r.error,
+                "notebook": link(r.notebook),
+                "report": link(r.report),
+            }
+        )
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
     writer.writeheader()
@@ -196,11 +246,16 @@ def write_index(output_dir: Path, records: Sequence[RunRecord], param_names: Seq
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1
     esc = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    md = [f"# Runs of `{notebook}`", "",
-          ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f" (of {len(records)}); updated "
-          + time.strftime("%Y-%m-%d %H:%M:%S"), "",
-          "| " + " | ".join(c for c in cols if c not in ("notebook", "report")) + " | links |",
-          "|" + "---|" * (len(cols) - 1)]
+    md = [
+        f"# Runs of `{notebook}`",
+        "",
+        ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        + f" (of {len(records)}); updated "
+        + time.strftime("%Y-%m-%d %H:%M:%S"),
+        "",
+        "| " + " | ".join(c for c in cols if c not in ("notebook", "report")) + " | links |",
+        "|" + "---|" * (len(cols) - 1),
+    ]
     for row in rows:
         links = " ".join(f"[{k}]({row[k]})" for k in ("notebook", "report") if row[k])
         md.append("| " + " | ".join(esc(row[c]) for c in cols if c not in ("notebook", "report")) + f" | {links} |")
@@ -213,10 +268,20 @@ def _cell(v: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------- the sweep
-def run_sweep(notebook: str | os.PathLike | NotebookSpec, params: Mapping[str, Any] | None = None,
-              grid: Any = None, *, output_dir: str | os.PathLike = "runs/sweep", workers: int | None = None,
-              scheduler: str | None = None, retries: int = 1, force: bool = False, progress: bool = True,
-              kernel_name: str = "python3", connect_timeout: float | None = None) -> SweepResult:
+def run_sweep(
+    notebook: str | os.PathLike | NotebookSpec,
+    params: Mapping[str, Any] | None = None,
+    grid: Any = None,
+    *,
+    output_dir: str | os.PathLike = "runs/sweep",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    retries: int = 1,
+    force: bool = False,
+    progress: bool = True,
+    kernel_name: str = "python3",
+    connect_timeout: float | None = None,
+) -> SweepResult:
     """Validate, then run the sweep on Dask (see the module docstring). Raises
     :class:`SweepInterrupted` on Ctrl-C; failed runs are in ``result.failed``."""
     if retries < 0:
@@ -245,9 +310,12 @@ def run_sweep(notebook: str | os.PathLike | NotebookSpec, params: Mapping[str, A
 
     interrupted = False
     # the index is written once the cluster is there: a refused sweep (no scheduler) writes nothing
-    with cluster_client(workers if workers is not None or scheduler else min(len(todo), os.cpu_count() or 1),
-                        scheduler, allowed_failures=retries,
-                        timeout=connect_timeout or DEFAULT_CONNECT_TIMEOUT) as client:
+    with cluster_client(
+        workers if workers is not None or scheduler else min(len(todo), os.cpu_count() or 1),
+        scheduler,
+        allowed_failures=retries,
+        timeout=connect_timeout or DEFAULT_CONNECT_TIMEOUT,
+    ) as client:
         from distributed import as_completed
 
         out.mkdir(parents=True, exist_ok=True)
@@ -256,18 +324,27 @@ def run_sweep(notebook: str | os.PathLike | NotebookSpec, params: Mapping[str, A
         nb_abs = str(Path(notebook).resolve())
         futures = {}
         for plan, rec in todo:
-            fut = client.submit(execute_run, nb_abs, str(plan.folder.resolve()), plan.params,
-                                kernel_name=kernel_name, has_output_dir="output_dir" in spec.defaults,
-                                cwd=os.getcwd(), key=f"vizkit-run-{plan.name}-{os.urandom(4).hex()}",
-                                retries=retries, pure=False)
+            fut = client.submit(
+                execute_run,
+                nb_abs,
+                str(plan.folder.resolve()),
+                plan.params,
+                kernel_name=kernel_name,
+                has_output_dir="output_dir" in spec.defaults,
+                cwd=os.getcwd(),
+                key=f"vizkit-run-{plan.name}-{os.urandom(4).hex()}",
+                retries=retries,
+                pure=False,
+            )
             futures[fut] = rec
             rec.status = "running"
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(records), initial=len(records) - len(todo), desc="vizkit run", unit="run",
-                       file=sys.stderr)
+            bar = tqdm(
+                total=len(records), initial=len(records) - len(todo), desc="vizkit run", unit="run", file=sys.stderr
+            )
         try:
             for fut in as_completed(list(futures), loop=client.loop):
                 rec = futures[fut]
@@ -308,14 +385,21 @@ def run_sweep(notebook: str | os.PathLike | NotebookSpec, params: Mapping[str, A
 def _task_error(err: BaseException, retries: int) -> str:
     name = type(err).__name__
     if name == "KilledWorker":
-        return (f"the worker running it died {retries + 1} time(s) (KilledWorker: out of memory or killed?); "
-                "see the worker logs")
+        return (
+            f"the worker running it died {retries + 1} time(s) (KilledWorker: out of memory or killed?); "
+            "see the worker logs"
+        )
     return f"{name}: {err}".strip()
 
 
-def sweep_from_files(notebook: str | os.PathLike, parameters: Sequence[tuple[str, str]] = (),
-                     parameters_file: str | os.PathLike | None = None, grid_file: str | os.PathLike | None = None,
-                     validator_for: Any = None, **options: Any) -> SweepResult:
+def sweep_from_files(
+    notebook: str | os.PathLike,
+    parameters: Sequence[tuple[str, str]] = (),
+    parameters_file: str | os.PathLike | None = None,
+    grid_file: str | os.PathLike | None = None,
+    validator_for: Any = None,
+    **options: Any,
+) -> SweepResult:
     """``vizkit run``: the parameters of ``parameters_file`` (a YAML mapping), then the ``(NAME,
     VALUE)`` pairs of ``parameters`` (each VALUE read as the notebook's parameter type), the grid
     of ``grid_file`` (YAML), then :func:`run_sweep` with ``options``. ``validator_for``: the

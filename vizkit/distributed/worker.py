@@ -1,12 +1,14 @@
 """What runs inside a Dask worker process: its setup plugin and the per-process cache of loaded
 models (each worker loads a model once, not once per task). Imports distributed: only ever
 imported by the cluster code and by the tasks on the workers."""
+
 from __future__ import annotations
 
 import os
 import sys
 import threading
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
@@ -64,5 +66,3 @@ class WorkerSetup(WorkerPlugin):
 
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-

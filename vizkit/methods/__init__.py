@@ -1,8 +1,9 @@
 """The CAM family as pure tensor functions of ``(activations, gradients)``, one file each."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..errors import VizkitError
 from .eigencam import eigencam
@@ -54,5 +55,16 @@ def get_method(name: str) -> Method:
     return METHODS[key]
 
 
-__all__ = ["METHODS", "Method", "get_method", "gradcam", "gradcam_pp", "xgradcam", "hirescam",
-           "layercam", "eigencam", "scorecam", "channel_masks"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "get_method",
+    "gradcam",
+    "gradcam_pp",
+    "xgradcam",
+    "hirescam",
+    "layercam",
+    "eigencam",
+    "scorecam",
+    "channel_masks",
+]

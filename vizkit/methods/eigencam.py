@@ -4,10 +4,13 @@ Gradient-free. Per image the ``[h*w, C]`` activation matrix is centred over posi
 projected on its first right-singular vector. The sign of a singular vector is arbitrary;
 ``sign_correction=True`` flips a map whose largest magnitude is negative (Seg-Eigen-CAM).
 """
+
 import torch
 
 
-def eigencam(activations: torch.Tensor, gradients: torch.Tensor | None = None, sign_correction: bool = False) -> torch.Tensor:
+def eigencam(
+    activations: torch.Tensor, gradients: torch.Tensor | None = None, sign_correction: bool = False
+) -> torch.Tensor:
     """``[B, C, h, w]`` -> ``[B, h, w]``; ``gradients`` is ignored."""
     b, c, h, w = activations.shape
     x = torch.nan_to_num(activations.float()).reshape(b, c, h * w).transpose(1, 2)  # [B, hw, C]

@@ -1,4 +1,5 @@
 """Grad-CAM (Selvaraju et al., 2017): channel weights = spatial mean of the gradients."""
+
 import torch
 
 

@@ -1,4 +1,5 @@
 """Grad-CAM++ (Chattopadhyay et al., 2018), in the closed form pytorch-grad-cam uses."""
+
 import torch
 
 

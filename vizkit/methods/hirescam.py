@@ -1,4 +1,5 @@
 """HiResCAM (Draelos & Carin, 2020): element-wise gradient x activation, summed over channels."""
+
 import torch
 
 

@@ -1,4 +1,5 @@
 """LayerCAM (Jiang et al., 2021): positive gradients x activations, summed over channels."""
+
 import torch
 
 

@@ -3,7 +3,8 @@ of the input masked by each (upsampled, min-max normalised) activation channel.
 
 Gradient-free; costs one forward pass per channel, run in batches.
 """
-from typing import Callable
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +34,8 @@ def scorecam(activations: torch.Tensor, inputs: torch.Tensor, score_fn: ScoreFn,
     scores = torch.empty(b * c, device=activations.device)
     with torch.no_grad():
         for start in range(0, b * c, batch_size):
-            r, ch = rows[start:start + batch_size], chans[start:start + batch_size]
+            r, ch = rows[start : start + batch_size], chans[start : start + batch_size]
             batch = inputs[r] * masks[r, ch][:, None].to(inputs.dtype)
-            scores[start:start + batch_size] = score_fn(batch, r).float()
+            scores[start : start + batch_size] = score_fn(batch, r).float()
     weights = scores.view(c, b).T.softmax(-1)[..., None, None]
     return (weights * activations).sum(1)

@@ -1,4 +1,5 @@
 """XGrad-CAM (Fu et al., 2020): weights = sum(g * A) / sum(A) over space."""
+
 import torch
 
 

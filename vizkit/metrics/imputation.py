@@ -8,6 +8,7 @@ conjugate gradients preconditioned with a geometric multigrid V-cycle (the same 
 coarser grids, a coarse pixel being removed where all fine pixels around it are; Jacobi smoothing;
 a dense Cholesky solve on the coarsest grid), whose iteration count hardly grows with the image size.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -151,14 +152,24 @@ class _Multigrid:
             beta = torch.where(active, rz_new / rz.clamp_min(1e-30), torch.zeros_like(rz))
             p = z.addcmul_(beta, p)
             rz = rz_new
-        warnings.warn(f"noisy linear imputation: conjugate gradients did not reach tol={tol} in {max_iter} "
-                      "iterations", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"noisy linear imputation: conjugate gradients did not reach tol={tol} in {max_iter} iterations",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return x
 
 
 @torch.no_grad()
-def noisy_linear_impute(images: Tensor, keep: Tensor, noise: float = 0.0, generator: torch.Generator | None = None,
-                        tol: float = 1e-4, max_iter: int = 200, chunk: int = 4) -> Tensor:
+def noisy_linear_impute(
+    images: Tensor,
+    keep: Tensor,
+    noise: float = 0.0,
+    generator: torch.Generator | None = None,
+    tol: float = 1e-4,
+    max_iter: int = 200,
+    chunk: int = 4,
+) -> Tensor:
     """ROAD's noisy linear imputation of the pixels ``keep == False``, all images at once.
 
     ``images`` ``[N, C, H, W]`` (float), ``keep`` ``[N, H, W]`` (bool, True = known pixel).
@@ -172,16 +183,18 @@ def noisy_linear_impute(images: Tensor, keep: Tensor, noise: float = 0.0, genera
     CPU cache). Returns ``[N, C, H, W]`` in the images' dtype.
     """
     if images.ndim != 4 or keep.shape != (images.shape[0], *images.shape[2:]):
-        raise InputError(f"expected images [N, C, H, W] and keep [N, H, W] of the same N, H, W, got "
-                         f"{tuple(images.shape)} and {tuple(keep.shape)}")
+        raise InputError(
+            f"expected images [N, C, H, W] and keep [N, H, W] of the same N, H, W, got "
+            f"{tuple(images.shape)} and {tuple(keep.shape)}"
+        )
     if not tol > 0 or max_iter < 1 or chunk < 1:
         raise InputError(f"tol must be > 0, max_iter and chunk >= 1; got {tol}, {max_iter}, {chunk}")
     keep = keep.to(images.device, torch.bool)
     out = []
     for start in range(0, images.shape[0], chunk):
-        known = keep[start:start + chunk, None].float()
+        known = keep[start : start + chunk, None].float()
         unknown = 1.0 - known
-        x_known = images[start:start + chunk].float() * known
+        x_known = images[start : start + chunk].float() * known
         # right-hand side: the weighted known neighbours of every removed pixel (x_known is 0 there: no centre term)
         b = (_sep121(x_known) / 12).mul_(unknown)
         filled = _Multigrid(unknown[:, 0] > 0).solve(b, tol, max_iter)

@@ -9,6 +9,7 @@ from torch import Tensor
 
 __all__ = ["pointing_game", "energy_pointing_game", "top_region_iou", "region_means"]
 
+
 def _check_maps_and_masks(heatmaps: Tensor, masks: Tensor) -> Tensor:
     """Validate ``[B, H, W]`` heatmaps/masks of equal shape, non-empty masks; return bool masks."""
     if heatmaps.ndim != 3:

@@ -12,15 +12,20 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from scipy.stats import ConstantInputWarning, spearmanr
 import torch.nn.functional as F
+from scipy.stats import ConstantInputWarning, spearmanr
 from torch import Tensor, nn
 
 from ..errors import InputError
 from ..targets import Target, TargetSpec, as_target
 
-__all__ = ["SIMILARITIES", "map_similarity", "parameter_randomisation", "parameterised_layers",
-           "randomization_sanity_check"]
+__all__ = [
+    "SIMILARITIES",
+    "map_similarity",
+    "parameter_randomisation",
+    "parameterised_layers",
+    "randomization_sanity_check",
+]
 
 SIMILARITIES = ("spearman", "spearman_signed", "ssim")
 
@@ -90,10 +95,18 @@ def randomization_sanity_check(
         maps = explain(randomized)
         if maps.shape != reference.shape:
             raise ValueError(
-                f"explain_fn returned maps of {maps.shape} at step {step}, reference was {reference.shape}")
+                f"explain_fn returned maps of {maps.shape} at step {step}, reference was {reference.shape}"
+            )
         for sample, (ref, cur) in enumerate(zip(reference, maps)):
-            rows.append({"step": step, "layer": name, "sample": sample, "spearman": _spearman(ref, cur),
-                         "spearman_abs": _spearman(np.abs(ref), np.abs(cur))})
+            rows.append(
+                {
+                    "step": step,
+                    "layer": name,
+                    "sample": sample,
+                    "spearman": _spearman(ref, cur),
+                    "spearman_abs": _spearman(np.abs(ref), np.abs(cur)),
+                }
+            )
 
     _randomise_steps(randomized, layer_names, True, seed, _randomize_, compare)
     return pd.DataFrame(rows, columns=["step", "layer", "sample", "spearman", "spearman_abs"])
@@ -103,6 +116,7 @@ def _ssim(a: Tensor, b: Tensor, win: int = 7) -> Tensor:
     """Mean SSIM of maps ``[B, H, W]`` each min-max scaled to [0, 1], as
     ``skimage.metrics.structural_similarity(a, b, data_range=1)`` (uniform ``win`` x ``win`` window,
     sample covariance, border windows cropped): ``[B]``."""
+
     def scale(m: Tensor) -> Tensor:
         lo, hi = m.amin(dim=(1, 2), keepdim=True), m.amax(dim=(1, 2), keepdim=True)
         return (m - lo) / (hi - lo).clamp_min(1e-12)
@@ -114,7 +128,7 @@ def _ssim(a: Tensor, b: Tensor, win: int = 7) -> Tensor:
     ux, uy = mean(x), mean(y)
     norm = win * win / (win * win - 1)
     vx, vy, vxy = norm * (mean(x * x) - ux * ux), norm * (mean(y * y) - uy * uy), norm * (mean(x * y) - ux * uy)
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    c1, c2 = 0.01**2, 0.03**2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
     return s.flatten(1).mean(1).float()
 
@@ -146,8 +160,9 @@ def parameterised_layers(model: nn.Module, inputs: Tensor) -> list[str]:
     modules that own parameters but are not called are left out)."""
     owners = {name: m for name, m in model.named_modules() if next(m.parameters(recurse=False), None) is not None}
     called: list[str] = []
-    handles = [m.register_forward_pre_hook(lambda mod, args, name=name: called.append(name))
-               for name, m in owners.items()]
+    handles = [
+        m.register_forward_pre_hook(lambda mod, args, name=name: called.append(name)) for name, m in owners.items()
+    ]
     try:
         with torch.no_grad():
             model(inputs)
@@ -183,8 +198,14 @@ def _explain_call(explain: Callable[..., Tensor], target: Target) -> Callable[[n
     return (lambda m, x: explain(m, x, target)) if takes_target else (lambda m, x: explain(m, x))
 
 
-def _randomise_steps(model: nn.Module, layers: Sequence[str], cascade: bool, seed: int,
-                     randomize: Callable[[nn.Module], None], on_step: Callable[[int, str], None]) -> None:
+def _randomise_steps(
+    model: nn.Module,
+    layers: Sequence[str],
+    cascade: bool,
+    seed: int,
+    randomize: Callable[[nn.Module], None],
+    on_step: Callable[[int, str], None],
+) -> None:
     """Randomise ``layers`` of ``model`` in place one per step (cumulatively when ``cascade``, else
     each from the original state) and call ``on_step(step, name)`` after each; the global RNG is
     forked and seeded once with ``seed``. The caller restores the model."""
@@ -251,8 +272,14 @@ def parameter_randomisation(
 
         reference = maps(model)
         results: list[tuple[str, Tensor]] = []
-        _randomise_steps(model, names, cascade, seed, _randomize_own_,
-                         lambda step, name: results.append((name, map_similarity(reference, maps(model), similarity))))
+        _randomise_steps(
+            model,
+            names,
+            cascade,
+            seed,
+            _randomize_own_,
+            lambda step, name: results.append((name, map_similarity(reference, maps(model), similarity))),
+        )
         return results
     finally:
         model.load_state_dict(saved)

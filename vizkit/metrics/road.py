@@ -6,6 +6,7 @@ reproduce, but batched: ROAD imputes all masks of a chunk at once on the inputs'
 (:func:`vizkit.metrics.imputation.noisy_linear_impute`) and runs every percentile's imputed images
 through the model in as few forward passes as ``batch_size`` allows.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -31,8 +32,10 @@ def _check(inputs: Tensor, maps: Tensor) -> Tensor:
         raise InputError(f"inputs must be a float tensor [B, C, H, W], got {getattr(inputs, 'shape', type(inputs))}")
     b, _, h, w = inputs.shape
     if not isinstance(maps, Tensor) or tuple(maps.shape) != (b, h, w):
-        raise InputError(f"maps must be a tensor [B, H, W] = {[b, h, w]} (one map per image at input resolution; "
-                         f"upsample token maps first), got {list(getattr(maps, 'shape', [type(maps).__name__]))}")
+        raise InputError(
+            f"maps must be a tensor [B, H, W] = {[b, h, w]} (one map per image at input resolution; "
+            f"upsample token maps first), got {list(getattr(maps, 'shape', [type(maps).__name__]))}"
+        )
     if not bool(torch.isfinite(maps).all()):
         raise InputError("maps contain NaN or infinite values")
     return maps.to(inputs.device)
@@ -111,7 +114,7 @@ def road_curves(
     per_chunk = max(1, batch_size // b)
     after = []
     for start in range(0, steps, per_chunk):
-        chunk = keep[start:start + per_chunk]
+        chunk = keep[start : start + per_chunk]
         k = chunk.shape[0]
         rows = torch.arange(b, device=inputs.device).repeat(k)
         imputed = noisy_linear_impute(inputs[rows], chunk.flatten(0, 1), noise=noise, generator=generator, tol=tol)
@@ -119,7 +122,7 @@ def road_curves(
         if scorer is not None:
             after.append(scorer(model(imputed)).float().view(k, b))
         else:
-            after += [target(model(imputed[i * b:(i + 1) * b])).float()[None] for i in range(k)]
+            after += [target(model(imputed[i * b : (i + 1) * b])).float()[None] for i in range(k)]
     change = (torch.cat(after) - before).view(len(orders), len(percentiles), b)
     return {o: change[i].T for i, o in enumerate(orders)}
 
@@ -162,8 +165,18 @@ def road(
     if order not in _ORDERS:
         raise InputError(f"order must be one of {_ORDERS}, got {order!r}")
     orders = ("morf", "lerf") if order == "combined" else (order,)
-    curves = road_curves(model, inputs, maps, targets, percentiles=percentiles, orders=orders, noise=noise,
-                         seed=seed, batch_size=batch_size, tol=tol)
+    curves = road_curves(
+        model,
+        inputs,
+        maps,
+        targets,
+        percentiles=percentiles,
+        orders=orders,
+        noise=noise,
+        seed=seed,
+        batch_size=batch_size,
+        tol=tol,
+    )
     means = {o: c.mean(dim=1) for o, c in curves.items()}
     return (means["lerf"] - means["morf"]) / 2 if order == "combined" else means[order]
 
@@ -195,8 +208,16 @@ def confidence_change(model: nn.Module, inputs: Tensor, maps: Tensor, targets: T
     return ConfidenceChange(drop=(-change).clamp_min(0), increase=(change > 0).float())
 
 
-def random_map_baseline(metric: Any, model: nn.Module, inputs: Tensor, targets: TargetSpec = None, *,
-                        seed: int = 0, repeats: int = 1, **kwargs: Any) -> Any:
+def random_map_baseline(
+    metric: Any,
+    model: nn.Module,
+    inputs: Tensor,
+    targets: TargetSpec = None,
+    *,
+    seed: int = 0,
+    repeats: int = 1,
+    **kwargs: Any,
+) -> Any:
     """Chance level of a map metric: ``metric(model, inputs, maps, targets, **kwargs)`` on uniform
     random maps ``[B, H, W]`` in [0, 1) (from a ``torch.Generator`` seeded with ``seed``; the global
     RNG is untouched), averaged over ``repeats`` draws. ``metric`` is e.g. :func:`road` or
@@ -207,8 +228,10 @@ def random_map_baseline(metric: Any, model: nn.Module, inputs: Tensor, targets: 
         raise InputError(f"repeats must be >= 1, got {repeats}")
     b, _, h, w = inputs.shape
     generator = torch.Generator(device=inputs.device).manual_seed(seed)
-    results = [metric(model, inputs, torch.rand(b, h, w, generator=generator, device=inputs.device), targets, **kwargs)
-               for _ in range(repeats)]
+    results = [
+        metric(model, inputs, torch.rand(b, h, w, generator=generator, device=inputs.device), targets, **kwargs)
+        for _ in range(repeats)
+    ]
     first = results[0]
     if isinstance(first, Tensor):
         return torch.stack(results).float().mean(0)

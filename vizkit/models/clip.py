@@ -4,10 +4,12 @@ custom models that expose ``encode_image`` / ``encode_text`` (seed 003's StarNet
 The adapter answers the few questions vizkit asks: how to encode images (the forward that
 Grad-CAM hooks into), how to encode texts, the logit scale, and how to preprocess an image.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,7 +69,9 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def adapt_open_clip(model: nn.Module, tokenizer: Callable, preprocess: Callable | None = None, name: str = "open_clip") -> ClipAdapter:
+def adapt_open_clip(
+    model: nn.Module, tokenizer: Callable, preprocess: Callable | None = None, name: str = "open_clip"
+) -> ClipAdapter:
     """An open_clip ``CLIP`` / ``CustomTextCLIP`` with its tokenizer."""
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else int(size)
@@ -75,8 +79,15 @@ def adapt_open_clip(model: nn.Module, tokenizer: Callable, preprocess: Callable 
     def encode_text(texts: Sequence[str]) -> torch.Tensor:
         return model.encode_text(tokenizer(list(texts)).to(_device(model)))
 
-    return ClipAdapter(model, model.encode_image, encode_text, float(model.logit_scale.detach().exp()),
-                       preprocess or default_preprocess(size), size, name)
+    return ClipAdapter(
+        model,
+        model.encode_image,
+        encode_text,
+        float(model.logit_scale.detach().exp()),
+        preprocess or default_preprocess(size),
+        size,
+        name,
+    )
 
 
 def adapt_hf_clip(model: nn.Module, processor: Any, name: str = "hf_clip") -> ClipAdapter:
@@ -92,7 +103,8 @@ def adapt_hf_clip(model: nn.Module, processor: Any, name: str = "hf_clip") -> Cl
             f"the Hugging Face CLIPModel from {where} has no tokenizer: the folder must hold config.json, the "
             f"weights (model.safetensors or pytorch_model.bin), a tokenizer (tokenizer.json, or vocab.json + "
             f"merges.txt, with tokenizer_config.json) and, optionally, preprocessor_config.json; save them with "
-            f"`CLIPProcessor.from_pretrained(<original model>).save_pretrained(<folder>)`")
+            f"`CLIPProcessor.from_pretrained(<original model>).save_pretrained(<folder>)`"
+        )
 
     def encode_image(pixel_values: torch.Tensor) -> torch.Tensor:
         out = model.get_image_features(pixel_values=pixel_values)
@@ -105,22 +117,33 @@ def adapt_hf_clip(model: nn.Module, processor: Any, name: str = "hf_clip") -> Cl
 
     image_processor = getattr(processor, "image_processor", None)
     if image_processor is not None:
+
         def preprocess(image: Image.Image) -> torch.Tensor:
             return image_processor(images=image, return_tensors="pt")["pixel_values"][0]
     else:
         preprocess = default_preprocess(size)
-    return ClipAdapter(model, encode_image, encode_text, float(model.logit_scale.detach().exp()), preprocess, size, name)
+    return ClipAdapter(
+        model, encode_image, encode_text, float(model.logit_scale.detach().exp()), preprocess, size, name
+    )
 
 
-def adapt_custom(model: nn.Module, tokenizer: Callable | None = None, image_size: int = 224,
-                 preprocess: Callable | None = None, logit_scale: float | None = None, name: str = "custom") -> ClipAdapter:
+def adapt_custom(
+    model: nn.Module,
+    tokenizer: Callable | None = None,
+    image_size: int = 224,
+    preprocess: Callable | None = None,
+    logit_scale: float | None = None,
+    name: str = "custom",
+) -> ClipAdapter:
     """A custom model with ``encode_image(x)`` and ``encode_text(...)`` methods (seed 003's
     StarNet + BERT CLIP). ``encode_text`` receives ``tokenizer(texts)`` (a dict is passed as
     keyword arguments) or the raw texts when no tokenizer is given."""
     for attr in ("encode_image", "encode_text"):
         if not callable(getattr(model, attr, None)):
-            raise VizkitError(f"{type(model).__name__} has no {attr}() method: a custom CLIP model must provide "
-                              "encode_image(images) and encode_text(tokens)")
+            raise VizkitError(
+                f"{type(model).__name__} has no {attr}() method: a custom CLIP model must provide "
+                "encode_image(images) and encode_text(tokens)"
+            )
 
     def encode_text(texts: Sequence[str]) -> torch.Tensor:
         if tokenizer is None:
@@ -133,12 +156,25 @@ def adapt_custom(model: nn.Module, tokenizer: Callable | None = None, image_size
     if logit_scale is None:
         ls = getattr(model, "logit_scale", None)
         logit_scale = float(ls.detach().exp()) if isinstance(ls, torch.Tensor) else 100.0
-    return ClipAdapter(model, model.encode_image, encode_text, float(logit_scale),
-                       preprocess or default_preprocess(image_size), image_size, name)
+    return ClipAdapter(
+        model,
+        model.encode_image,
+        encode_text,
+        float(logit_scale),
+        preprocess or default_preprocess(image_size),
+        image_size,
+        name,
+    )
 
 
-def adapt_clip(model: nn.Module, tokenizer: Any = None, processor: Any = None, preprocess: Callable | None = None,
-               image_size: int | None = None, name: str | None = None) -> ClipAdapter:
+def adapt_clip(
+    model: nn.Module,
+    tokenizer: Any = None,
+    processor: Any = None,
+    preprocess: Callable | None = None,
+    image_size: int | None = None,
+    name: str | None = None,
+) -> ClipAdapter:
     """Pick the adapter for ``model``'s family."""
     cls = type(model).__name__
     if cls == "CLIPModel" and type(model).__module__.startswith("transformers"):

@@ -16,17 +16,21 @@ then ``act4`` = the ReLU DeepfakeBench's classifier applies), average pooling, l
 P(fake) = ``softmax(logits)[:, 1]``. EfficientNet-B4 checkpoints are recognised and refused
 (see :data:`EFFICIENTNET_B4_UNSUPPORTED`).
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from .load_common import CheckpointError, fit_report, strip_prefixes
 
-_XCEPTION_MARKERS = ("backbone.block1.rep.0.pointwise.weight", "backbone.block12.skip.weight",
-                     "backbone.conv4.pointwise.weight")
+_XCEPTION_MARKERS = (
+    "backbone.block1.rep.0.pointwise.weight",
+    "backbone.block12.skip.weight",
+    "backbone.conv4.pointwise.weight",
+)
 _EFFNET_PREFIX = "backbone.efficientnet."
 _MODES_SUPPORTED = "'original' (the XceptionDetector default)"
 _UNSUPPORTED_MODES = {
@@ -45,7 +49,8 @@ EFFICIENTNET_B4_UNSUPPORTED = (
     "convs for the actual size, timm's efficientnet_b4 and torchvision's efficientnet_b4 pad symmetrically "
     "(k//2, and BatchNorm eps 1e-5 instead of 1e-3): at 256 px DeepfakeBench's feature maps are "
     "127/63/32/16/8 pixels wide against 128/64/32/16/8, so the probabilities would differ. Supported "
-    "DeepfakeBench CNN detector: xception (backbone_config.mode 'original')")
+    "DeepfakeBench CNN detector: xception (backbone_config.mode 'original')"
+)
 
 
 def _strip(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -70,15 +75,16 @@ def _to_timm_xception(sd: dict[str, torch.Tensor], source: object) -> dict[str, 
         raise CheckpointError(
             f"{source} holds an Xception backbone plus {len(others)} key(s) outside 'backbone.' "
             f"({', '.join(others[:5])}): that is another DeepfakeBench detector built on Xception, not "
-            f"XceptionDetector (model_name: xception), whose checkpoints hold backbone.* only")
+            f"XceptionDetector (model_name: xception), whose checkpoints hold backbone.* only"
+        )
     out: dict[str, torch.Tensor] = {}
     for key, value in sd.items():
-        name = key[len("backbone."):]
+        name = key[len("backbone.") :]
         if name.startswith("adjust_channel."):
             continue
         for old in ("last_linear.1.", "last_linear."):
             if name.startswith(old):
-                name = "fc." + name[len(old):]
+                name = "fc." + name[len(old) :]
                 break
         out[name] = value
     return out
@@ -89,21 +95,31 @@ def _check_config(sd: dict[str, torch.Tensor], backbone_config: Mapping | None, 
     mode = cfg.get("mode")
     if mode in _UNSUPPORTED_MODES:  # DeepfakeBench compares exactly; any other value acts as 'original'
         raise CheckpointError(
-            f"{source}: DeepfakeBench Xception backbone_config.mode {mode!r} is not supported ({_UNSUPPORTED_MODES[mode]}, "
-            f"which timm's legacy_xception cannot represent); supported mode: {_MODES_SUPPORTED}")
+            f"{source}: DeepfakeBench Xception backbone_config.mode {mode!r} is not supported "
+            f"({_UNSUPPORTED_MODES[mode]}, "
+            f"which timm's legacy_xception cannot represent); supported mode: {_MODES_SUPPORTED}"
+        )
     inc, classes = int(sd["conv1.weight"].shape[1]), int(sd["fc.weight"].shape[0])
     for field, found in (("inc", inc), ("num_classes", classes)):
         if field in cfg and cfg[field] is not None and int(cfg[field]) != found:
-            raise CheckpointError(f"{source}: backbone_config.{field} is {cfg[field]} but the weights have {found}; "
-                                  f"the YAML does not belong to this checkpoint")
+            raise CheckpointError(
+                f"{source}: backbone_config.{field} is {cfg[field]} but the weights have {found}; "
+                f"the YAML does not belong to this checkpoint"
+            )
     if (inc, classes) != (3, 2):
         raise CheckpointError(
             f"{source}: an Xception with {inc} input channel(s) and {classes} classes; vizkit supports DeepfakeBench's "
-            f"XceptionDetector as trained by xception.yaml: 3 input channels (RGB) and 2 classes (1 = fake)")
+            f"XceptionDetector as trained by xception.yaml: 3 input channels (RGB) and 2 classes (1 = fake)"
+        )
 
 
-def build_deepfakebench_cnn(sd: Mapping[str, torch.Tensor], *, model_name: str | None = None,
-                            backbone_config: Mapping | None = None, source: object = "state dict") -> nn.Module:
+def build_deepfakebench_cnn(
+    sd: Mapping[str, torch.Tensor],
+    *,
+    model_name: str | None = None,
+    backbone_config: Mapping | None = None,
+    source: object = "state dict",
+) -> nn.Module:
     """timm ``legacy_xception`` (eval mode) holding the weights of a DeepfakeBench Xception detector.
 
     ``sd``: the detector's state dict (``backbone.*``, optionally ``module.``-prefixed);
@@ -121,17 +137,21 @@ def build_deepfakebench_cnn(sd: Mapping[str, torch.Tensor], *, model_name: str |
             found = f"a DeepfakeBench {kind} checkpoint" if kind else "no DeepfakeBench Xception/EfficientNet-B4 keys"
             raise CheckpointError(
                 f"model_name {model_name!r} (from the YAML) does not match {source}: its keys are {found}. "
-                f"Pass the YAML the checkpoint was trained with; supported model_name: xception")
+                f"Pass the YAML the checkpoint was trained with; supported model_name: xception"
+            )
     if kind == "efficientnetb4":
         raise CheckpointError(f"{source}: {EFFICIENTNET_B4_UNSUPPORTED}")
     if kind is None:
         raise CheckpointError(
             f"{source} is not a DeepfakeBench Xception detector: expected keys like {', '.join(_XCEPTION_MARKERS)} "
-            f"(optionally 'module.'-prefixed); found {', '.join(list(flat)[:5])}")
+            f"(optionally 'module.'-prefixed); found {', '.join(list(flat)[:5])}"
+        )
     mapped = _to_timm_xception(flat, source)
     if "fc.weight" not in mapped or "conv1.weight" not in mapped:
-        raise CheckpointError(f"{source}: a DeepfakeBench Xception needs backbone.conv1.weight and "
-                              f"backbone.last_linear[.1].weight; one is missing")
+        raise CheckpointError(
+            f"{source}: a DeepfakeBench Xception needs backbone.conv1.weight and "
+            f"backbone.last_linear[.1].weight; one is missing"
+        )
     _check_config(mapped, backbone_config, source)
 
     import timm
@@ -142,7 +162,8 @@ def build_deepfakebench_cnn(sd: Mapping[str, torch.Tensor], *, model_name: str |
             mapped.setdefault(key, torch.zeros_like(value))
     report = fit_report(model, mapped)
     if report:
-        raise CheckpointError(f"the weights in {source} do not fit timm legacy_xception (DeepfakeBench Xception, "
-                              f"mode original): {report}")
+        raise CheckpointError(
+            f"the weights in {source} do not fit timm legacy_xception (DeepfakeBench Xception, mode original): {report}"
+        )
     model.load_state_dict(mapped, strict=True)
     return model.eval()

@@ -6,11 +6,13 @@ Architectures built here: DeepfakeBench's CLIP detector layout (:class:`ClipDete
 keys ``backbone.*`` and ``head.*``; class 1 = fake) and a feature backbone with a linear head
 (:class:`LinearHeadClassifier`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +23,7 @@ CLASS_NAMES = ["real", "fake"]
 #: the image-reading pipelines a detector can declare (README: "which pipeline each model gets")
 PIPELINES = {
     "deepfakebench": "OpenCV imread (BGR -> RGB), cv2.resize INTER_CUBIC to the config's resolution, /255, the "
-                     "config's mean / std (DeepfakeBench's test loader)",
+    "config's mean / std (DeepfakeBench's test loader)",
     "zoo": "PIL read, cv2.resize INTER_AREA to the model size, /255, the zoo config's mean / std",
     "resize-normalize": "PIL read, cv2.resize INTER_CUBIC to the config's resolution, /255, the config's mean / std",
     "processor": "PIL read, the model folder's own image processor",

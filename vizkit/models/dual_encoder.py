@@ -6,6 +6,7 @@ State-dict keys: ``image_encoder.*`` (the timm/torchvision backbone without its 
 ``text_encoder.*`` (the HF model), ``image_projection.*``, ``text_projection.*`` and
 ``logit_scale`` (log of the scale, as in CLIP).
 """
+
 from __future__ import annotations
 
 import math
@@ -37,20 +38,26 @@ def image_backbone(name: str, img_size: int) -> tuple[nn.Module, int]:
     try:
         model = torchvision.models.get_model(name, weights=None)
     except ValueError as err:
-        raise VizkitError(f"unknown image encoder {name!r}: use a timm or torchvision model name "
-                          "(e.g. resnet18, convnext_tiny, efficientnet_b0, vit_base_patch16_224)") from err
+        raise VizkitError(
+            f"unknown image encoder {name!r}: use a timm or torchvision model name "
+            "(e.g. resnet18, convnext_tiny, efficientnet_b0, vit_base_patch16_224)"
+        ) from err
     for attr in ("fc", "classifier", "head", "heads"):
         head = getattr(model, attr, None)
         if head is not None:
-            width = next(m for m in reversed(list(head.modules())) if isinstance(m, nn.Linear)).in_features \
-                if not isinstance(head, nn.Linear) else head.in_features
+            width = (
+                next(m for m in reversed(list(head.modules())) if isinstance(m, nn.Linear)).in_features
+                if not isinstance(head, nn.Linear)
+                else head.in_features
+            )
             setattr(model, attr, nn.Identity())
             return model, width
     raise VizkitError(f"cannot find the classifier of torchvision model {name!r}")
 
 
 class DualEncoderCLIP(nn.Module):
-    """``encode_image([B, 3, H, W]) -> [B, embed_dim]``, ``encode_text(input_ids, attention_mask) -> [T, embed_dim]``."""
+    """``encode_image([B, 3, H, W]) -> [B, embed_dim]``;
+    ``encode_text(input_ids, attention_mask) -> [T, embed_dim]``."""
 
     def __init__(self, image_encoder: str, text_encoder: str | Path, embed_dim: int = 512, img_size: int = 224):
         super().__init__()
@@ -58,8 +65,10 @@ class DualEncoderCLIP(nn.Module):
 
         path = Path(text_encoder)
         if not (path / "config.json").is_file():
-            raise VizkitError(f"text encoder {str(text_encoder)!r} is not a local Hugging Face directory with a "
-                              "config.json: download it once elsewhere (e.g. bert-base-chinese) and pass its folder")
+            raise VizkitError(
+                f"text encoder {str(text_encoder)!r} is not a local Hugging Face directory with a "
+                "config.json: download it once elsewhere (e.g. bert-base-chinese) and pass its folder"
+            )
         self.image_encoder, width = image_backbone(image_encoder, img_size)
         self.text_encoder = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
         self.image_projection = nn.Linear(width, embed_dim)
@@ -70,11 +79,15 @@ class DualEncoderCLIP(nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.image_projection(self.image_encoder(images))
 
-    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any) -> torch.Tensor:
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any
+    ) -> torch.Tensor:
         out = self.text_encoder(input_ids=input_ids, attention_mask=attention_mask)
         return self.text_projection(out.last_hidden_state[:, 0])
 
-    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``[B, T]`` image-text logits."""
         img = F.normalize(self.encode_image(images), dim=-1)
         txt = F.normalize(self.encode_text(input_ids, attention_mask), dim=-1)

@@ -4,6 +4,7 @@ reader, strict loading with a readable report, offline guards and simple image p
 Nothing here unpickles code: ``.pt/.pth/.bin`` files are read with ``torch.load(weights_only=True)``
 and ``.safetensors`` with safetensors; nothing here touches the network.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -12,9 +13,10 @@ import logging
 import pickle
 import re
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,16 +56,23 @@ class Loaded:
 
 # --------------------------------------------------------------------------- paths / offline
 
+
 def looks_like_hub_id(name: Any) -> bool:
     """``org/name`` with no such local path (and no checkpoint suffix): a model-hub name, not a file."""
-    return (isinstance(name, str) and bool(_HUB_ID.match(name)) and not Path(name).exists()
-            and Path(name).suffix not in _FILE_SUFFIXES)
+    return (
+        isinstance(name, str)
+        and bool(_HUB_ID.match(name))
+        and not Path(name).exists()
+        and Path(name).suffix not in _FILE_SUFFIXES
+    )
 
 
 def hub_hint(name: str) -> str:
-    return (f"{name!r} looks like a model-hub name, but vizkit loads weights from disk only (it never "
-            f"downloads). On a machine with network run `hf download {name} --local-dir DIR` (or "
-            f"`huggingface_hub.snapshot_download({name!r}, local_dir=DIR)`), then pass that local directory")
+    return (
+        f"{name!r} looks like a model-hub name, but vizkit loads weights from disk only (it never "
+        f"downloads). On a machine with network run `hf download {name} --local-dir DIR` (or "
+        f"`huggingface_hub.snapshot_download({name!r}, local_dir=DIR)`), then pass that local directory"
+    )
 
 
 def existing(path: PathLike, what: str, kind: str = "file") -> Path:
@@ -94,6 +103,7 @@ def hub_offline() -> Iterator[None]:
     tlog: Any = None
     try:
         from transformers.utils import logging as tlog
+
         saved_verbosity, saved_bars = tlog.get_verbosity(), tlog.is_progress_bar_enabled()
         tlog.set_verbosity_error()
         tlog.disable_progress_bar()
@@ -115,6 +125,7 @@ def hub_offline() -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- safe reading
+
 
 def _safe_extra_globals() -> list[Any]:
     """Inert data types often stored next to weights (run arguments, numpy scalars); allowing
@@ -147,7 +158,8 @@ def _pickled_code_error(path: Path, err: Exception) -> CheckpointError:
         f"(it only reads tensors, with torch.load(weights_only=True)). Convert it once, where you trust the "
         f"file: `obj = torch.load(path, weights_only=False); torch.save(obj.state_dict() if isinstance(obj, "
         f"torch.nn.Module) else obj['state_dict'], 'weights.pt')` (or save it with safetensors.torch.save_file) "
-        f"and load the converted file")
+        f"and load the converted file"
+    )
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -173,8 +185,9 @@ def read_checkpoint(path: PathLike) -> Any:
         try:
             return load_file(str(p), device="cpu")
         except (SafetensorError, OSError, ValueError) as err:
-            raise CheckpointError(f"{p} is not a valid safetensors file ({err}); expected tensors saved "
-                                  f"with safetensors.torch.save_file") from None
+            raise CheckpointError(
+                f"{p} is not a valid safetensors file ({err}); expected tensors saved with safetensors.torch.save_file"
+            ) from None
     if p.suffix in (".json", ".txt", ".yaml", ".yml", ".md"):
         raise CheckpointError(f"{p} is a {p.suffix} file, not a checkpoint: expected .safetensors or .pt/.pth/.bin")
     try:
@@ -191,7 +204,8 @@ def read_checkpoint(path: PathLike) -> Any:
         if "TorchScript" in str(err):
             raise CheckpointError(
                 f"{p} is a TorchScript archive; vizkit reads plain state dicts only. Convert it once: "
-                f"`torch.save(torch.jit.load(path, map_location='cpu').state_dict(), 'weights.pt')`") from None
+                f"`torch.save(torch.jit.load(path, map_location='cpu').state_dict(), 'weights.pt')`"
+            ) from None
         raise _not_a_checkpoint(p, err) from None
     except (EOFError, KeyError, ValueError, OSError, IndexError, TypeError, AttributeError) as err:
         raise _not_a_checkpoint(p, err) from None
@@ -206,17 +220,23 @@ def _not_a_checkpoint(p: Path, err: Exception) -> CheckpointError:
         what = ""
     if isinstance(err, pickle.UnpicklingError):
         detail = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(err))
-        text = f"its bytes are neither a zip archive nor a pickle of tensors ({detail.group(1).strip() if detail else err})"
+        why = detail.group(1).strip() if detail else err
+        text = f"its bytes are neither a zip archive nor a pickle of tensors ({why})"
     else:
         text = f"{type(err).__name__}: {str(err).split('. ')[0][:120]}"
     reason = what or text
-    return CheckpointError(f"{p} is not a PyTorch checkpoint ({reason}); expected a state dict saved with "
-                           f"torch.save(model.state_dict(), path) or safetensors.torch.save_file")
+    return CheckpointError(
+        f"{p} is not a PyTorch checkpoint ({reason}); expected a state dict saved with "
+        f"torch.save(model.state_dict(), path) or safetensors.torch.save_file"
+    )
 
 
 def _is_tensor_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and len(obj) > 0 and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
 
 
 def unwrap_state_dict(obj: Any, source: Any = "checkpoint") -> tuple[dict[str, torch.Tensor], str | None]:
@@ -242,8 +262,10 @@ def unwrap_state_dict(obj: Any, source: Any = "checkpoint") -> tuple[dict[str, t
         if len(tensors) >= max(1, len(obj) // 2):  # a state dict with a few stray non-tensor entries
             return strip_prefixes(tensors, ("module.", "_orig_mod.")), found_key
         keys = ", ".join(map(str, list(obj)[:8]))
-        raise CheckpointError(f"{source} holds no state dict: its top-level keys are [{keys}]; expected "
-                              f"{{name: tensor}} or one nested under 'state_dict' / 'model_state_dict' / 'model'")
+        raise CheckpointError(
+            f"{source} holds no state dict: its top-level keys are [{keys}]; expected "
+            f"{{name: tensor}} or one nested under 'state_dict' / 'model_state_dict' / 'model'"
+        )
     raise CheckpointError(f"{source} holds a {type(obj).__name__}, not a state dict; expected {{name: tensor}}")
 
 
@@ -253,8 +275,9 @@ def load_checkpoint(path: PathLike) -> dict[str, torch.Tensor]:
     return unwrap_state_dict(read_checkpoint(path), Path(path))[0]
 
 
-def strip_prefixes(sd: dict[str, torch.Tensor], prefixes: Sequence[str] = _PREFIXES,
-                   expected: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+def strip_prefixes(
+    sd: dict[str, torch.Tensor], prefixes: Sequence[str] = _PREFIXES, expected: Iterable[str] | None = None
+) -> dict[str, torch.Tensor]:
     """Remove a wrapper prefix that every key carries; with ``expected`` keys only when that
     makes more keys match."""
     want = set(expected) if expected is not None else None
@@ -263,13 +286,14 @@ def strip_prefixes(sd: dict[str, torch.Tensor], prefixes: Sequence[str] = _PREFI
         changed = False
         for pre in prefixes:
             if all(k.startswith(pre) for k in sd):
-                new = {k[len(pre):]: v for k, v in sd.items()}
+                new = {k[len(pre) :]: v for k, v in sd.items()}
                 if want is None or len(want & set(new)) > len(want & set(sd)):
                     sd, changed = new, True
     return sd
 
 
 # --------------------------------------------------------------------------- strict loading
+
 
 def _listing(keys: Sequence[str], n: int = 5) -> str:
     more = f", ... and {len(keys) - n} more" if len(keys) > n else ""
@@ -281,8 +305,11 @@ def fit_report(model: nn.Module, sd: Mapping[str, torch.Tensor]) -> str | None:
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-              for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
+    ]
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing key(s) ({_listing(missing)})")
@@ -299,8 +326,10 @@ def load_strict(model: nn.Module, sd: Mapping[str, torch.Tensor], source: Any, w
     sd = strip_prefixes(dict(sd), _PREFIXES, expected=model.state_dict().keys())
     report = fit_report(model, sd)
     if report:
-        raise CheckpointError(f"the weights in {source} do not fit {what}: {report}. Check the model "
-                              f"name / config matches the one the checkpoint was trained with")
+        raise CheckpointError(
+            f"the weights in {source} do not fit {what}: {report}. Check the model "
+            f"name / config matches the one the checkpoint was trained with"
+        )
     model.load_state_dict(sd, strict=True)
 
 
@@ -316,6 +345,7 @@ def read_json(path: PathLike, what: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- images
+
 
 def to_pil(image: Any, mode: str = "RGB") -> Any:
     """A PIL image (``mode``) from PIL, a uint8 ``HxW`` / ``HxWx{1,3,4}`` array or tensor."""
@@ -337,8 +367,9 @@ def to_pil(image: Any, mode: str = "RGB") -> Any:
     return Image.fromarray(a).convert(mode)
 
 
-def resize_normalize(size: int | tuple[int, int], mean: Sequence[float], std: Sequence[float],
-                     grey: bool = False) -> Callable[[Any], torch.Tensor]:
+def resize_normalize(
+    size: int | tuple[int, int], mean: Sequence[float], std: Sequence[float], grey: bool = False
+) -> Callable[[Any], torch.Tensor]:
     """``image -> [C, H, W]``: resize to ``size`` (bilinear), scale to [0, 1], normalise."""
     from PIL import Image
 

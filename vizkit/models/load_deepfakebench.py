@@ -7,11 +7,13 @@ checkpoints say ``backbone.embeddings...``; vizkit's :class:`ClipDetector` wraps
 ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers and ``module.`` prefixes. The architecture
 is read off the tensor shapes: no hub config is needed.
 """
+
 from __future__ import annotations
 
 import math
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -35,19 +37,20 @@ def to_flat_layout(sd: Mapping[str, torch.Tensor], source: Any = "state dict") -
     """Keys as ``backbone.embeddings...`` / ``backbone.encoder.layers.N...`` / ``head.*``, whether
     they came as ``backbone.vision_model.*`` or not; stale ``position_ids`` buffers dropped."""
     if f"{_NESTED}{_EMB}" in sd:
-        out = {(_FLAT + k[len(_NESTED):] if k.startswith(_NESTED) else k): v for k, v in sd.items()}
+        out = {(_FLAT + k[len(_NESTED) :] if k.startswith(_NESTED) else k): v for k, v in sd.items()}
     elif f"{_FLAT}{_EMB}" in sd:
         out = dict(sd)
     else:
         raise CheckpointError(
             f"{source} is not a DeepfakeBench CLIP detector: expected keys '{_FLAT}{_EMB}' (or "
-            f"'{_NESTED}{_EMB}') and 'head.weight'; found {', '.join(list(sd)[:5])}")
+            f"'{_NESTED}{_EMB}') and 'head.weight'; found {', '.join(list(sd)[:5])}"
+        )
     return {k: v for k, v in out.items() if not k.endswith("embeddings.position_ids")}
 
 
 def _to_model_layout(sd: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
     if any(k.startswith(_NESTED) for k in model.state_dict()):
-        return {(_NESTED + k[len(_FLAT):] if k.startswith(_FLAT) else k): v for k, v in sd.items()}
+        return {(_NESTED + k[len(_FLAT) :] if k.startswith(_FLAT) else k): v for k, v in sd.items()}
     return sd
 
 
@@ -76,9 +79,15 @@ def infer_clip_vision_config(sd: Mapping[str, torch.Tensor], num_heads: int | No
     if sorted(layer_ids) != list(range(depth)) or depth == 0:
         raise CheckpointError(f"encoder layers {sorted(layer_ids)} are not numbered 0..N-1")
     heads = head_count(hidden, num_heads)
-    return {"hidden_size": hidden, "intermediate_size": int(inter), "num_hidden_layers": depth,
-            "num_attention_heads": heads, "num_channels": channels, "patch_size": patch,
-            "image_size": side * patch}
+    return {
+        "hidden_size": hidden,
+        "intermediate_size": int(inter),
+        "num_hidden_layers": depth,
+        "num_attention_heads": heads,
+        "num_channels": channels,
+        "patch_size": patch,
+        "image_size": side * patch,
+    }
 
 
 def head_count(hidden: int, num_heads: int | None = None) -> int:
@@ -87,8 +96,10 @@ def head_count(hidden: int, num_heads: int | None = None) -> int:
         if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
             raise CheckpointError(f"num_heads must be a positive integer, got {num_heads!r}")
         if hidden % num_heads:
-            raise CheckpointError(f"num_heads {num_heads} does not divide the hidden size {hidden} of these weights: "
-                                  f"give the head count the model was trained with")
+            raise CheckpointError(
+                f"num_heads {num_heads} does not divide the hidden size {hidden} of these weights: "
+                f"give the head count the model was trained with"
+            )
         return num_heads
     if hidden in CLIP_HEADS_BY_WIDTH:
         return CLIP_HEADS_BY_WIDTH[hidden]
@@ -96,12 +107,18 @@ def head_count(hidden: int, num_heads: int | None = None) -> int:
     raise CheckpointError(
         f"the weights cannot tell the number of attention heads: hidden size {hidden} is not the width of a CLIP "
         f"vision tower vizkit knows ({known}). Give it: `num_heads: N` in the detector YAML, --num-heads N on the "
-        f"command line, or num_heads=N in Python")
+        f"command line, or num_heads=N in Python"
+    )
 
 
-def load_deepfakebench_clip(path: PathLike, *, num_heads: int | None = None,
-                            mean: Sequence[float] = DFB_MEAN, std: Sequence[float] = DFB_STD,
-                            device: str | torch.device = "cpu") -> Loaded:
+def load_deepfakebench_clip(
+    path: PathLike,
+    *,
+    num_heads: int | None = None,
+    mean: Sequence[float] = DFB_MEAN,
+    std: Sequence[float] = DFB_STD,
+    device: str | torch.device = "cpu",
+) -> Loaded:
     """A DeepfakeBench CLIP detector ``.pth`` as :class:`ClipDetector` (logits [real, fake]).
 
     The config is inferred from the weights (:func:`infer_clip_vision_config`) and the weights are
@@ -116,11 +133,22 @@ def load_deepfakebench_clip(path: PathLike, *, num_heads: int | None = None,
     head = sd.get("head.weight")
     if head is None or tuple(head.shape) != (2, cfg["hidden_size"]):
         got = "no head.weight" if head is None else f"head.weight of shape {tuple(head.shape)}"
-        raise CheckpointError(f"{p}: a DeepfakeBench CLIP detector has head.weight of shape "
-                              f"(2, {cfg['hidden_size']}) (real/fake), found {got}")
+        raise CheckpointError(
+            f"{p}: a DeepfakeBench CLIP detector has head.weight of shape "
+            f"(2, {cfg['hidden_size']}) (real/fake), found {got}"
+        )
     model = ClipDetector(CLIPVisionConfig(**cfg))
     load_strict(model, _to_model_layout(sd, model), p, f"ClipDetector({cfg})")
     model.eval().to(device)
-    return Loaded(model=model, preprocess=CvResizeNormalize(cfg["image_size"], mean, std, "cubic"),
-                  meta={"family": "deepfakebench_clip", "source": str(p), "config": cfg,
-                        "class_names": ["real", "fake"], "mean": list(mean), "std": list(std)})
+    return Loaded(
+        model=model,
+        preprocess=CvResizeNormalize(cfg["image_size"], mean, std, "cubic"),
+        meta={
+            "family": "deepfakebench_clip",
+            "source": str(p),
+            "config": cfg,
+            "class_names": ["real", "fake"],
+            "mean": list(mean),
+            "std": list(std),
+        },
+    )

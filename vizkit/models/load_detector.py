@@ -22,11 +22,13 @@ Which pipeline feeds the model (``Detector.pipeline``):
   image processor / timm's eval transform;
 - the zoo (a vizkit detector folder): ``zoo`` — its config's size, mean and std, ``INTER_AREA``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,8 +36,17 @@ from torch import nn
 
 from ..io import data_root, load_image, read_image_opencv
 from .detector import CLASS_NAMES, ClipDetector, Detector, LinearHeadClassifier
-from .load_common import CheckpointError, Loaded, PathLike, existing, load_checkpoint, load_strict, read_checkpoint, \
-    strip_prefixes, unwrap_state_dict
+from .load_common import (
+    CheckpointError,
+    Loaded,
+    PathLike,
+    existing,
+    load_checkpoint,
+    load_strict,
+    read_checkpoint,
+    strip_prefixes,
+    unwrap_state_dict,
+)
 from .preprocess import CvResizeNormalize
 
 __all__ = ["DetectorConfig", "read_detector_config", "load_detector", "ZOO_DETECTORS", "DEEPFAKEBENCH_DETECTORS"]
@@ -74,8 +85,11 @@ class DetectorConfig:
 
 
 def _floats3(value: Any, key: str, path: Path) -> tuple[float, ...]:
-    if (isinstance(value, (list, tuple)) and len(value) in (1, 3)
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) in (1, 3)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
         return tuple(float(v) for v in value)
     raise CheckpointError(f"{path}: {key!r} must be a list of 3 numbers (one per RGB channel), got {value!r}")
 
@@ -91,8 +105,10 @@ def _read_yaml(path: PathLike, what: str) -> tuple[Path, dict[str, Any]]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise CheckpointError(f"{p} holds a YAML {type(data).__name__}; a {what} is a mapping of keys "
-                              "(model_name: clip, resolution: 224, mean: [...], std: [...], ...)")
+        raise CheckpointError(
+            f"{p} holds a YAML {type(data).__name__}; a {what} is a mapping of keys "
+            "(model_name: clip, resolution: 224, mean: [...], std: [...], ...)"
+        )
     return p, data
 
 
@@ -126,7 +142,9 @@ def read_detector_config(path: PathLike, test_config: PathLike | None = None) ->
     heads = data.get("num_heads")
     if heads is not None:
         if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
-            raise CheckpointError(f"{p}: 'num_heads' must be a positive integer (attention heads per layer), got {heads!r}")
+            raise CheckpointError(
+                f"{p}: 'num_heads' must be a positive integer (attention heads per layer), got {heads!r}"
+            )
         cfg.num_heads = heads
     bc = data.get("backbone_config")
     if bc is not None:
@@ -142,8 +160,9 @@ def _class_names(n: int, *candidates: Sequence[str] | None) -> list[str]:
     for names in candidates:
         if names:
             if len(names) != n:
-                raise CheckpointError(f"the config names {len(names)} classes ({', '.join(names)}) but the model "
-                                      f"has {n} outputs")
+                raise CheckpointError(
+                    f"the config names {len(names)} classes ({', '.join(names)}) but the model has {n} outputs"
+                )
             return list(names)
     return list(CLASS_NAMES) if n == 2 else [f"class {i}" for i in range(n)]
 
@@ -152,11 +171,15 @@ def _head_from(path: Path, hidden: int) -> nn.Linear:
     sd = strip_prefixes(load_checkpoint(path), ("module.", "head.", "classifier.", "fc."))
     w, b = sd.get("weight"), sd.get("bias")
     if w is None or w.ndim != 2:
-        raise CheckpointError(f"{path} is not a linear head: expected a 'weight' [classes, {hidden}] (and 'bias'), "
-                              f"found keys {', '.join(list(sd)[:5])}")
+        raise CheckpointError(
+            f"{path} is not a linear head: expected a 'weight' [classes, {hidden}] (and 'bias'), "
+            f"found keys {', '.join(list(sd)[:5])}"
+        )
     if w.shape[1] != hidden:
-        raise CheckpointError(f"{path}: the head's weight is {tuple(w.shape)} but the backbone's features have "
-                              f"{hidden} dimensions: expected [classes, {hidden}]")
+        raise CheckpointError(
+            f"{path}: the head's weight is {tuple(w.shape)} but the backbone's features have "
+            f"{hidden} dimensions: expected [classes, {hidden}]"
+        )
     head = nn.Linear(hidden, w.shape[0], bias=b is not None)
     head.load_state_dict({k: v for k, v in (("weight", w), ("bias", b)) if v is not None})
     return head
@@ -174,11 +197,31 @@ def _size_of(preprocess: Any) -> int:
     return int(preprocess(np.zeros((8, 8, 3), np.uint8)).shape[-1])
 
 
-def _finish(model: nn.Module, preprocess: Any, read: Any, names: list[str], source: Any, family: str, pipeline: str,
-            cfg: DetectorConfig, device: Any, meta: dict[str, Any] | None = None) -> Detector:
+def _finish(
+    model: nn.Module,
+    preprocess: Any,
+    read: Any,
+    names: list[str],
+    source: Any,
+    family: str,
+    pipeline: str,
+    cfg: DetectorConfig,
+    device: Any,
+    meta: dict[str, Any] | None = None,
+) -> Detector:
     model = model.eval().to(device)
-    return Detector(model, preprocess, read, names, _size_of(preprocess), str(source), family, pipeline,
-                    dict(cfg.extra), {"config_path": str(cfg.path) if cfg.path else None, **(meta or {})})
+    return Detector(
+        model,
+        preprocess,
+        read,
+        names,
+        _size_of(preprocess),
+        str(source),
+        family,
+        pipeline,
+        dict(cfg.extra),
+        {"config_path": str(cfg.path) if cfg.path else None, **(meta or {})},
+    )
 
 
 def _hf_detector(directory: Path, head: PathLike | None, cfg: DetectorConfig, device: Any) -> Detector:
@@ -187,10 +230,14 @@ def _hf_detector(directory: Path, head: PathLike | None, cfg: DetectorConfig, de
     loaded = load_hf(directory, device=device)
     model, arch = loaded.model, loaded.meta["architecture"]
     if arch in ("CLIPVisionModel", "CLIPModel"):
-        head_path = Path(head) if head else next((directory / f for f in _HEAD_FILES if (directory / f).is_file()), None)
+        head_path = (
+            Path(head) if head else next((directory / f for f in _HEAD_FILES if (directory / f).is_file()), None)
+        )
         if head_path is None:
-            raise CheckpointError(f"{directory} holds a {arch} (features only): give the linear head's weights with "
-                                  f"--head / head=PATH, or save them beside the model as {' or '.join(_HEAD_FILES)}")
+            raise CheckpointError(
+                f"{directory} holds a {arch} (features only): give the linear head's weights with "
+                f"--head / head=PATH, or save them beside the model as {' or '.join(_HEAD_FILES)}"
+            )
         vision = model.vision_model if arch == "CLIPModel" else model
         hidden = vision.config.hidden_size
         model = LinearHeadClassifier(vision, _head_from(existing(head_path, "linear head weights"), hidden))
@@ -198,13 +245,25 @@ def _hf_detector(directory: Path, head: PathLike | None, cfg: DetectorConfig, de
     else:
         id2label = getattr(model.config, "id2label", None) or {}
         n = int(getattr(model.config, "num_labels", len(id2label)))
-        default = [id2label[i] for i in range(n)] if len(id2label) == n and not all(
-            str(v).startswith("LABEL_") for v in id2label.values()) else None
+        default = (
+            [id2label[i] for i in range(n)]
+            if len(id2label) == n and not all(str(v).startswith("LABEL_") for v in id2label.values())
+            else None
+        )
         names = _class_names(n, cfg.class_names, default)
     if cfg.resolution or cfg.mean or cfg.std:
         size = cfg.resolution or getattr(getattr(model, "config", None), "image_size", None) or 224
-        return _finish(model, _dfb_preprocess(cfg, size), read_image_opencv, names, directory, f"hf:{arch}",
-                       "deepfakebench", cfg, device)
+        return _finish(
+            model,
+            _dfb_preprocess(cfg, size),
+            read_image_opencv,
+            names,
+            directory,
+            f"hf:{arch}",
+            "deepfakebench",
+            cfg,
+            device,
+        )
     return _finish(model, loaded.preprocess, _pil_read, names, directory, f"hf:{arch}", "processor", cfg, device)
 
 
@@ -216,8 +275,10 @@ def _zoo_folder(folder: Path, device: Any) -> Detector:
 
     config_path, weights = folder / "config.json", folder / "model.safetensors"
     if not weights.is_file():
-        raise CheckpointError(f"detector folder {folder} has config.json but no model.safetensors (a zoo model: "
-                              f"rebuild it with `python -m vizkit.zoo build {folder.name}`)")
+        raise CheckpointError(
+            f"detector folder {folder} has config.json but no model.safetensors (a zoo model: "
+            f"rebuild it with `python -m vizkit.zoo build {folder.name}`)"
+        )
     config = json.loads(config_path.read_text(encoding="utf-8"))
     model = ClipDetector(dict(config["vision_config"]))
     load_strict(model, {k: v.float() for k, v in load_checkpoint(weights).items()}, weights, "ClipDetector")
@@ -225,16 +286,28 @@ def _zoo_folder(folder: Path, device: Any) -> Detector:
     preprocess = CvResizeNormalize(int(pre["size"]), pre["mean"], pre["std"], "area")
     names = list(config.get("class_names") or CLASS_NAMES)
     name = config.get("name") or folder.name
-    return _finish(model, preprocess, _pil_read, names, f"zoo:{name}" if folder.parent.name == "zoo" else folder,
-                   f"zoo:{name}", "zoo", DetectorConfig(), device, {"metrics": config.get("metrics"), "config": config})
+    return _finish(
+        model,
+        preprocess,
+        _pil_read,
+        names,
+        f"zoo:{name}" if folder.parent.name == "zoo" else folder,
+        f"zoo:{name}",
+        "zoo",
+        DetectorConfig(),
+        device,
+        {"metrics": config.get("metrics"), "config": config},
+    )
 
 
 def _is_vizkit_folder(folder: Path) -> bool:
     import json
 
     try:
-        return json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_class") == \
-            "vizkit.models.ClipDetector"
+        return (
+            json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_class")
+            == "vizkit.models.ClipDetector"
+        )
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -245,8 +318,9 @@ def _zoo_spec(spec: Any) -> Path | None:
     if name in ZOO_DETECTORS and (text.startswith("zoo:") or not Path(text).exists()):
         return data_root() / "zoo" / name
     if text.startswith("zoo:"):
-        raise CheckpointError(f"unknown zoo detector {text!r}: the zoo's detectors are "
-                              f"{', '.join('zoo:' + n for n in ZOO_DETECTORS)}")
+        raise CheckpointError(
+            f"unknown zoo detector {text!r}: the zoo's detectors are {', '.join('zoo:' + n for n in ZOO_DETECTORS)}"
+        )
     return None
 
 
@@ -261,26 +335,56 @@ def _deepfakebench_weights(w: Path, cfg: DetectorConfig, num_heads: int | None, 
     if kind is not None:
         model = build_deepfakebench_cnn(sd, model_name=cfg.model_name, backbone_config=cfg.backbone_config, source=w)
         size = cfg.resolution or _DFB_RESOLUTION.get(kind, 256)
-        return _finish(model, _dfb_preprocess(cfg, size), read_image_opencv, _class_names(2, cfg.class_names), w,
-                       f"deepfakebench:{kind}", "deepfakebench", cfg, device)
+        return _finish(
+            model,
+            _dfb_preprocess(cfg, size),
+            read_image_opencv,
+            _class_names(2, cfg.class_names),
+            w,
+            f"deepfakebench:{kind}",
+            "deepfakebench",
+            cfg,
+            device,
+        )
     if name and name != "clip" and name in DEEPFAKEBENCH_DETECTORS + DEEPFAKEBENCH_UNSUPPORTED:
         to_flat_layout(sd, w)  # a CLIP layout under another model_name: say what the weights are
-        raise CheckpointError(f"{cfg.path} says model_name: {cfg.model_name}, but {w} holds a CLIP detector "
-                              f"(backbone.embeddings...): use DeepfakeBench's clip.yaml with these weights")
+        raise CheckpointError(
+            f"{cfg.path} says model_name: {cfg.model_name}, but {w} holds a CLIP detector "
+            f"(backbone.embeddings...): use DeepfakeBench's clip.yaml with these weights"
+        )
     heads = num_heads if num_heads is not None else cfg.num_heads
-    loaded = load_deepfakebench_clip(w, num_heads=heads, mean=cfg.mean or (0.5,) * 3, std=cfg.std or (0.5,) * 3,
-                                     device=device)
+    loaded = load_deepfakebench_clip(
+        w, num_heads=heads, mean=cfg.mean or (0.5,) * 3, std=cfg.std or (0.5,) * 3, device=device
+    )
     size = loaded.meta["config"]["image_size"]
     if cfg.resolution is not None and cfg.resolution != size:
-        raise CheckpointError(f"{cfg.path}: resolution {cfg.resolution} does not fit the weights in {w}, whose "
-                              f"position embeddings are for {size}x{size} images: set resolution: {size}")
-    return _finish(loaded.model, loaded.preprocess, read_image_opencv, _class_names(2, cfg.class_names), w,
-                   "deepfakebench:clip", "deepfakebench", cfg, device, {"vision_config": loaded.meta["config"]})
+        raise CheckpointError(
+            f"{cfg.path}: resolution {cfg.resolution} does not fit the weights in {w}, whose "
+            f"position embeddings are for {size}x{size} images: set resolution: {size}"
+        )
+    return _finish(
+        loaded.model,
+        loaded.preprocess,
+        read_image_opencv,
+        _class_names(2, cfg.class_names),
+        w,
+        "deepfakebench:clip",
+        "deepfakebench",
+        cfg,
+        device,
+        {"vision_config": loaded.meta["config"]},
+    )
 
 
-def load_detector(config: PathLike | DetectorConfig | None = None, weights: PathLike | None = None, *,
-                  head: PathLike | None = None, num_heads: int | None = None, test_config: PathLike | None = None,
-                  device: str | torch.device = "cpu") -> Detector:
+def load_detector(
+    config: PathLike | DetectorConfig | None = None,
+    weights: PathLike | None = None,
+    *,
+    head: PathLike | None = None,
+    num_heads: int | None = None,
+    test_config: PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> Detector:
     """The detector a user names (see the module docstring for the pipelines).
 
     - nothing, ``"zoo:face_forgery_detector"`` (or its bare name): the zoo detector;
@@ -304,19 +408,29 @@ def load_detector(config: PathLike | DetectorConfig | None = None, weights: Path
         weights = f"zoo:{ZOO_DETECTORS[0]}"
     if weights is None:
         if not cfg.pretrained or cfg.is_deepfakebench:
-            why = (f"{cfg.path} is a DeepfakeBench config, whose 'pretrained' is the backbone's initialisation, not "
-                   "the trained detector" if cfg.is_deepfakebench else f"{cfg.path} has no 'pretrained' path")
-            raise CheckpointError(f"no detector weights given and {why}: pass the detector's weights (.pth / "
-                                  ".safetensors, e.g. DeepfakeBench's ckpt_best.pth) or a Hugging Face model directory")
+            why = (
+                f"{cfg.path} is a DeepfakeBench config, whose 'pretrained' is the backbone's initialisation, not "
+                "the trained detector"
+                if cfg.is_deepfakebench
+                else f"{cfg.path} has no 'pretrained' path"
+            )
+            raise CheckpointError(
+                f"no detector weights given and {why}: pass the detector's weights (.pth / "
+                ".safetensors, e.g. DeepfakeBench's ckpt_best.pth) or a Hugging Face model directory"
+            )
         weights = cfg.pretrained
     zoo = _zoo_spec(weights)
     if zoo is not None:
         if head is not None:
-            raise CheckpointError(f"a separate head ({head}) applies to a Hugging Face CLIPVisionModel directory; the "
-                                  f"zoo detector {weights} has its own head: drop the head argument")
+            raise CheckpointError(
+                f"a separate head ({head}) applies to a Hugging Face CLIPVisionModel directory; the "
+                f"zoo detector {weights} has its own head: drop the head argument"
+            )
         if not (zoo / "config.json").is_file():
-            raise CheckpointError(f"zoo detector {weights} has no checkpoint at {zoo}: rebuild it with "
-                                  f"`python -m vizkit.zoo build {zoo.name}`")
+            raise CheckpointError(
+                f"zoo detector {weights} has no checkpoint at {zoo}: rebuild it with "
+                f"`python -m vizkit.zoo build {zoo.name}`"
+            )
         return _zoo_folder(zoo, device)
     w = existing(weights, "detector weights", kind="any")
     if w.is_dir():
@@ -324,24 +438,39 @@ def load_detector(config: PathLike | DetectorConfig | None = None, weights: Path
             return _zoo_folder(w, device)
         return _hf_detector(w, head, cfg, device)
     if head is not None:
-        raise CheckpointError(f"a separate head ({head}) applies to a Hugging Face CLIPVisionModel directory; {w} is a "
-                              "weights file that holds its own head: drop the head argument")
+        raise CheckpointError(
+            f"a separate head ({head}) applies to a Hugging Face CLIPVisionModel directory; {w} is a "
+            "weights file that holds its own head: drop the head argument"
+        )
     if w.suffix.lower() not in _WEIGHT_SUFFIXES:
-        raise CheckpointError(f"{w} is not a weights file: expected one of {', '.join(_WEIGHT_SUFFIXES)} or a Hugging "
-                              "Face model directory")
+        raise CheckpointError(
+            f"{w} is not a weights file: expected one of {', '.join(_WEIGHT_SUFFIXES)} or a Hugging "
+            "Face model directory"
+        )
     if cfg.model_name and cfg.model_name.startswith("timm:"):
         from .load_vision import load_timm
 
         kwargs = cfg.extra.get("model_kwargs") or {}
         if not isinstance(kwargs, dict):
-            raise CheckpointError(f"{cfg.path}: 'model_kwargs' must be a mapping (e.g. {{num_classes: 2, img_size: 224}})")
+            raise CheckpointError(
+                f"{cfg.path}: 'model_kwargs' must be a mapping (e.g. {{num_classes: 2, img_size: 224}})"
+            )
         loaded = load_timm(cfg.model_name[5:], w, device=device, **kwargs)
         n = int(getattr(loaded.model, "num_classes", 0) or loaded.model(torch.zeros(1, 3, 32, 32)).shape[-1])
         names = _class_names(n, cfg.class_names)
         family = f"timm:{cfg.model_name[5:]}"
         if cfg.resolution or cfg.mean or cfg.std:
-            return _finish(loaded.model, _dfb_preprocess(cfg, cfg.resolution or 224), read_image_opencv, names, w,
-                           family, "deepfakebench", cfg, device)
+            return _finish(
+                loaded.model,
+                _dfb_preprocess(cfg, cfg.resolution or 224),
+                read_image_opencv,
+                names,
+                w,
+                family,
+                "deepfakebench",
+                cfg,
+                device,
+            )
         return _finish(loaded.model, loaded.preprocess, _pil_read, names, w, family, "processor", cfg, device)
     return _deepfakebench_weights(w, cfg, num_heads, device)
 

@@ -1,16 +1,17 @@
 """Hugging Face models from a local directory (``config.json`` + weights), never from the hub
 and never with ``trust_remote_code``.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from .load_common import CheckpointError, Loaded, PathLike, hub_hint, hub_offline, looks_like_hub_id, \
-    read_json, to_pil
+from .load_common import CheckpointError, Loaded, PathLike, hub_hint, hub_offline, looks_like_hub_id, read_json, to_pil
 
 # architecture name -> transformers class name (the classes vizkit knows how to explain).
 SUPPORTED = {
@@ -21,11 +22,20 @@ SUPPORTED = {
     "Qwen2VLForConditionalGeneration": "Qwen2VLForConditionalGeneration",
     "Qwen2_5_VLForConditionalGeneration": "Qwen2_5_VLForConditionalGeneration",
 }
-_BY_MODEL_TYPE = {"clip": "CLIPModel", "clip_vision_model": "CLIPVisionModel", "vit": "ViTForImageClassification",
-                  "llava": "LlavaForConditionalGeneration", "qwen2_vl": "Qwen2VLForConditionalGeneration",
-                  "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration"}
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                 "pytorch_model.bin.index.json")
+_BY_MODEL_TYPE = {
+    "clip": "CLIPModel",
+    "clip_vision_model": "CLIPVisionModel",
+    "vit": "ViTForImageClassification",
+    "llava": "LlavaForConditionalGeneration",
+    "qwen2_vl": "Qwen2VLForConditionalGeneration",
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+}
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def _resolve_dir(directory: PathLike) -> tuple[Path, str | None]:
@@ -34,8 +44,10 @@ def _resolve_dir(directory: PathLike) -> tuple[Path, str | None]:
     if p.is_dir():
         return p, None
     if p.exists():
-        raise CheckpointError(f"{p} is a file; load_hf expects a Hugging Face model directory "
-                              f"(config.json + model.safetensors / pytorch_model.bin)")
+        raise CheckpointError(
+            f"{p} is a file; load_hf expects a Hugging Face model directory "
+            f"(config.json + model.safetensors / pytorch_model.bin)"
+        )
     if looks_like_hub_id(str(directory)):
         from huggingface_hub import snapshot_download
 
@@ -46,8 +58,10 @@ def _resolve_dir(directory: PathLike) -> tuple[Path, str | None]:
                 return snap, str(directory)
         except Exception:
             pass
-        raise CheckpointError(f"no local directory {str(directory)!r} (and not in the local Hugging Face "
-                              f"cache): {hub_hint(str(directory))} to load_hf")
+        raise CheckpointError(
+            f"no local directory {str(directory)!r} (and not in the local Hugging Face "
+            f"cache): {hub_hint(str(directory))} to load_hf"
+        )
     raise CheckpointError(f"Hugging Face model directory not found: {p} does not exist")
 
 
@@ -56,24 +70,33 @@ def _architecture(cfg: dict[str, Any], directory: Path) -> str:
     arch = archs[0] if archs else _BY_MODEL_TYPE.get(str(cfg.get("model_type")))
     if arch in SUPPORTED:
         return arch
-    remote = " (its config asks for custom code via auto_map; vizkit never sets trust_remote_code)" \
-        if cfg.get("auto_map") else ""
-    raise CheckpointError(f"{directory}: architecture {arch or cfg.get('model_type')!r} is not supported{remote}; "
-                          f"load_hf handles {', '.join(SUPPORTED)} (pass architecture=... to pick one)")
+    remote = (
+        " (its config asks for custom code via auto_map; vizkit never sets trust_remote_code)"
+        if cfg.get("auto_map")
+        else ""
+    )
+    raise CheckpointError(
+        f"{directory}: architecture {arch or cfg.get('model_type')!r} is not supported{remote}; "
+        f"load_hf handles {', '.join(SUPPORTED)} (pass architecture=... to pick one)"
+    )
 
 
 def _image_processor(processor: Any) -> Any:
     from transformers.image_processing_utils import BaseImageProcessor
 
     ip = getattr(processor, "image_processor", None)
-    if ip is None and (isinstance(processor, BaseImageProcessor) or hasattr(processor, "preprocess")
-                       and not hasattr(processor, "tokenize")):
+    if ip is None and (
+        isinstance(processor, BaseImageProcessor)
+        or hasattr(processor, "preprocess")
+        and not hasattr(processor, "tokenize")
+    ):
         ip = processor
     return ip
 
 
-def unpatchify_qwen(pixel_values: torch.Tensor, grid_thw: torch.Tensor, patch: int, merge: int,
-                    temporal: int) -> torch.Tensor:
+def unpatchify_qwen(
+    pixel_values: torch.Tensor, grid_thw: torch.Tensor, patch: int, merge: int, temporal: int
+) -> torch.Tensor:
     """Qwen2(.5)-VL flat patches ``[N, C*T*P*P]`` of one image back to ``[C, H, W]``."""
     t, gh, gw = (int(v) for v in grid_thw.reshape(-1)[:3])
     c = pixel_values.shape[-1] // (temporal * patch * patch)
@@ -92,16 +115,20 @@ def image_preprocess(image_processor: Any) -> Callable[[Any], torch.Tensor]:
         if "image_grid_thw" in out:
             ip = image_processor
             return unpatchify_qwen(pv, out["image_grid_thw"][0], ip.patch_size, ip.merge_size, ip.temporal_patch_size)
-        raise CheckpointError(f"{type(image_processor).__name__} returned pixel_values of shape "
-                              f"{tuple(pv.shape)}; cannot make a [C, H, W] image of it: use .processor")
+        raise CheckpointError(
+            f"{type(image_processor).__name__} returned pixel_values of shape "
+            f"{tuple(pv.shape)}; cannot make a [C, H, W] image of it: use .processor"
+        )
 
     return preprocess
 
 
 def _no_processor(directory: Path, reason: str) -> Callable[[Any], torch.Tensor]:
-    msg = (f"{directory} has no image processor ({reason}); save one next to the weights "
-           f"(`AutoProcessor.from_pretrained(<original model>).save_pretrained({str(directory)!r})`, which writes "
-           f"preprocessor_config.json / processor_config.json) or preprocess the images yourself")
+    msg = (
+        f"{directory} has no image processor ({reason}); save one next to the weights "
+        f"(`AutoProcessor.from_pretrained(<original model>).save_pretrained({str(directory)!r})`, which writes "
+        f"preprocessor_config.json / processor_config.json) or preprocess the images yourself"
+    )
 
     def preprocess(image: Any) -> torch.Tensor:
         raise CheckpointError(msg)
@@ -121,7 +148,9 @@ def _clip_processor_from_config(model: Any, path: Path, found: Any) -> Any:
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPProcessor
 
     tokenizer = found if found is not None and hasattr(found, "tokenize") else getattr(found, "tokenizer", None)
-    has_files = (path / "tokenizer.json").is_file() or ((path / "vocab.json").is_file() and (path / "merges.txt").is_file())
+    has_files = (path / "tokenizer.json").is_file() or (
+        (path / "vocab.json").is_file() and (path / "merges.txt").is_file()
+    )
     if tokenizer is None and has_files:  # without its files AutoTokenizer builds an empty vocabulary
         try:
             with hub_offline():
@@ -129,20 +158,31 @@ def _clip_processor_from_config(model: Any, path: Path, found: Any) -> Any:
         except (OSError, ValueError, KeyError, TypeError):
             tokenizer = None
     if tokenizer is None:
-        warnings.warn(f"{path} has neither a processor (preprocessor_config.json) nor a tokenizer "
-                      f"({' or '.join(TOKENIZER_FILES)}, with tokenizer_config.json): a CLIP model needs the "
-                      f"tokenizer for its texts; save it with `tokenizer.save_pretrained({str(path)!r})`",
-                      stacklevel=3)
+        warnings.warn(
+            f"{path} has neither a processor (preprocessor_config.json) nor a tokenizer "
+            f"({' or '.join(TOKENIZER_FILES)}, with tokenizer_config.json): a CLIP model needs the "
+            f"tokenizer for its texts; save it with `tokenizer.save_pretrained({str(path)!r})`",
+            stacklevel=3,
+        )
         return None
     size = int(model.config.vision_config.image_size)
-    warnings.warn(f"{path} has no preprocessor_config.json: images are preprocessed from config.json (resize the "
-                  f"short side to {size}, centre crop {size}x{size}, CLIP's mean / std)", stacklevel=3)
+    warnings.warn(
+        f"{path} has no preprocessor_config.json: images are preprocessed from config.json (resize the "
+        f"short side to {size}, centre crop {size}x{size}, CLIP's mean / std)",
+        stacklevel=3,
+    )
     image_processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     return CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def load_hf(directory: PathLike, *, architecture: str | None = None, dtype: torch.dtype | str | None = torch.float32,
-            device: str | torch.device = "cpu", **kwargs: Any) -> Loaded:
+def load_hf(
+    directory: PathLike,
+    *,
+    architecture: str | None = None,
+    dtype: torch.dtype | str | None = torch.float32,
+    device: str | torch.device = "cpu",
+    **kwargs: Any,
+) -> Loaded:
     """A Hugging Face model from a local directory (``local_files_only=True``, no remote code).
 
     Dispatches on ``config.architectures[0]`` (else ``model_type``) to one of :data:`SUPPORTED`;
@@ -166,8 +206,10 @@ def load_hf(directory: PathLike, *, architecture: str | None = None, dtype: torc
         raise CheckpointError(f"{path} is not a Hugging Face model directory: no config.json (found {found})")
     raw_cfg = read_json(cfg_file, "a Hugging Face model config")
     if not (raw_cfg.get("model_type") or raw_cfg.get("architectures")):
-        raise CheckpointError(f"{cfg_file} is not a Hugging Face model config: it has neither 'model_type' nor "
-                              f"'architectures' (keys: {', '.join(list(raw_cfg)[:8])})")
+        raise CheckpointError(
+            f"{cfg_file} is not a Hugging Face model config: it has neither 'model_type' nor "
+            f"'architectures' (keys: {', '.join(list(raw_cfg)[:8])})"
+        )
     if architecture is not None and architecture not in SUPPORTED:
         raise CheckpointError(f"architecture {architecture!r} is not supported; choose one of {', '.join(SUPPORTED)}")
     arch = architecture or _architecture(raw_cfg, path)
@@ -181,8 +223,14 @@ def load_hf(directory: PathLike, *, architecture: str | None = None, dtype: torc
             raise CheckpointError(f"{cfg_file} could not be read as a transformers config: {err}") from None
         if dtype is not None:
             kwargs["dtype"] = dtype
-        model, info = cls.from_pretrained(path, local_files_only=True, trust_remote_code=False,
-                                          output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+        model, info = cls.from_pretrained(
+            path,
+            local_files_only=True,
+            trust_remote_code=False,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,
+            **kwargs,
+        )
     problems = []
     if info["missing_keys"]:
         problems.append(f"{len(info['missing_keys'])} missing key(s) ({', '.join(sorted(info['missing_keys'])[:5])})")
@@ -190,12 +238,14 @@ def load_hf(directory: PathLike, *, architecture: str | None = None, dtype: torc
         mm = [f"{k}: checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in sorted(info["mismatched_keys"])]
         problems.append(f"{len(mm)} shape mismatch(es) ({', '.join(mm[:3])})")
     if info["unexpected_keys"] and architecture is None:
-        problems.append(f"{len(info['unexpected_keys'])} unexpected key(s) "
-                        f"({', '.join(sorted(info['unexpected_keys'])[:5])})")
+        problems.append(
+            f"{len(info['unexpected_keys'])} unexpected key(s) ({', '.join(sorted(info['unexpected_keys'])[:5])})"
+        )
     if problems or info.get("error_msgs"):
         problems += list(info.get("error_msgs") or [])
-        raise CheckpointError(f"the weights in {path} do not fit {arch} built from its config.json: "
-                              f"{'; '.join(problems)}")
+        raise CheckpointError(
+            f"the weights in {path} do not fit {arch} built from its config.json: {'; '.join(problems)}"
+        )
     model.eval().to(device)
 
     processor, reason = None, ""
@@ -218,7 +268,18 @@ def load_hf(directory: PathLike, *, architecture: str | None = None, dtype: torc
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is None and processor is not None and hasattr(processor, "tokenize"):
         tokenizer = processor
-    return Loaded(model=model, preprocess=preprocess, tokenizer=tokenizer, processor=processor,
-                  meta={"family": "hf", "architecture": arch, "source": str(path), "hub_name": hub_name,
-                        "model_type": raw_cfg.get("model_type"), "dtype": str(model.dtype),
-                        "unexpected_keys": sorted(info["unexpected_keys"])[:20]})
+    return Loaded(
+        model=model,
+        preprocess=preprocess,
+        tokenizer=tokenizer,
+        processor=processor,
+        meta={
+            "family": "hf",
+            "architecture": arch,
+            "source": str(path),
+            "hub_name": hub_name,
+            "model_type": raw_cfg.get("model_type"),
+            "dtype": str(model.dtype),
+            "unexpected_keys": sorted(info["unexpected_keys"])[:20],
+        },
+    )

@@ -6,9 +6,11 @@ the same float32 operations as torchvision's ``ToTensor`` + ``Normalize``. Input
 into 3-channel uint8 first the way ``cv2.imread`` would: grey is replicated, an alpha channel
 is dropped (not composited).
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,8 +27,9 @@ def as_rgb_uint8(image: Any) -> np.ndarray:
     ``H x W x 4`` (uint8, or floats in [0, 1] / [0, 255]): grey replicated to 3 channels and an
     alpha channel dropped, as ``cv2.imread(path, IMREAD_COLOR)`` turns such files into 3 channels."""
     if hasattr(image, "mode") and hasattr(image, "convert"):  # PIL: keep alpha / grey to handle them below
-        image = image.convert("RGBA" if "A" in image.mode or image.mode == "P" else
-                              "L" if image.mode in ("L", "1") else "RGB")
+        image = image.convert(
+            "RGBA" if "A" in image.mode or image.mode == "P" else "L" if image.mode in ("L", "1") else "RGB"
+        )
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
     a = np.asarray(image)
@@ -80,5 +83,9 @@ class CvResizeNormalize:
         return (x - self.mean) / self.std
 
     def describe(self) -> dict[str, Any]:
-        return {"size": self.size, "interpolation": self.interpolation, "mean": self.mean_values,
-                "std": self.std_values}
+        return {
+            "size": self.size,
+            "interpolation": self.interpolation,
+            "mean": self.mean_values,
+            "std": self.std_values,
+        }

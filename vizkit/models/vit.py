@@ -2,10 +2,12 @@
 ``in_channels``, ``num_classes``, ``embed_dim``, ``num_heads``, ``num_layers``, ``mlp_dim``,
 ``dropout``). Pre-norm blocks built on ``nn.MultiheadAttention``; the head reads the CLS token.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,8 +52,9 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(mlp_dim, dim), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim), nn.Dropout(dropout)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x)
@@ -82,8 +85,10 @@ class SimpleViT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self.patch_embed(x).flatten(2).transpose(1, 2)
         if t.shape[1] + 1 != self.pos_embed.shape[1]:
-            raise VizkitError(f"input {tuple(x.shape[-2:])} gives {t.shape[1]} patches; the model expects "
-                              f"{self.config.img_size}x{self.config.img_size} images")
+            raise VizkitError(
+                f"input {tuple(x.shape[-2:])} gives {t.shape[1]} patches; the model expects "
+                f"{self.config.img_size}x{self.config.img_size} images"
+            )
         t = torch.cat([self.cls_token.expand(len(t), -1, -1), t], 1) + self.pos_embed
         t = self.dropout(t)
         for block in self.blocks:

@@ -34,6 +34,7 @@ Notebooks import from ``vizkit`` and ``vizkit.scenarios`` only: the
 helpers every notebook uses (``baseline``, ``run_folder``, ``seed_everything``, ...) are
 re-exported here from their one home (:data:`NOTEBOOK_HELPERS`).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -41,28 +42,84 @@ from typing import Any
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "clip_detector_attention": (
-        "CLIPViTGradCAM", "DetectorAttention", "DetectorModel", "ImageResult", "DetectorAttentionExplorer",
-        "load_detector_model", "check_attention_options", "run_detector_attention", "AttentionRun",
-        "analyze_single_image", "analyze_images", "faithfulness_table",
-        "faithfulness_observations", "write_attention_report"),
+        "CLIPViTGradCAM",
+        "DetectorAttention",
+        "DetectorModel",
+        "ImageResult",
+        "DetectorAttentionExplorer",
+        "load_detector_model",
+        "check_attention_options",
+        "run_detector_attention",
+        "AttentionRun",
+        "analyze_single_image",
+        "analyze_images",
+        "faithfulness_table",
+        "faithfulness_observations",
+        "write_attention_report",
+    ),
     "vit_mnist_attention": (
-        "AttentionVisualizer", "AttentionCache", "AnalysisResult", "AttentionExplorer", "observations",
-        "layer_summary", "write_report", "mnist_preprocess", "parse_index_list"),
+        "AttentionVisualizer",
+        "AttentionCache",
+        "AnalysisResult",
+        "AttentionExplorer",
+        "observations",
+        "layer_summary",
+        "write_report",
+        "mnist_preprocess",
+        "parse_index_list",
+    ),
     "detector_gradcam_eval": (
-        "CLIPDetectorWithGradCAM", "DetectorGradCAMExplorer", "run_evaluation", "evaluate_detector",
-        "config_defaults", "ConfigDefaults", "evaluate_chunk", "gradcam_demo",
-        "detector_metrics", "metrics_table", "metadata_text", "select_samples", "resolve_gradcam_layers",
-        "default_layers", "load_eval_detector", "load_run", "EvalSummary", "resolve_dataset", "EvalDataset",
-        "parse_label"),
+        "CLIPDetectorWithGradCAM",
+        "DetectorGradCAMExplorer",
+        "run_evaluation",
+        "evaluate_detector",
+        "config_defaults",
+        "ConfigDefaults",
+        "evaluate_chunk",
+        "gradcam_demo",
+        "detector_metrics",
+        "metrics_table",
+        "metadata_text",
+        "select_samples",
+        "resolve_gradcam_layers",
+        "default_layers",
+        "load_eval_detector",
+        "load_run",
+        "EvalSummary",
+        "resolve_dataset",
+        "EvalDataset",
+        "parse_label",
+    ),
     "cluster_tasks": ("EvaluationMapper",),
     "clip_text_gradcam": (
-        "ClipGradCAMResult", "ClipExplorer", "load_clip_model", "load_class_texts", "load_image", "display_crop",
-        "run_clip_gradcam", "ClipBatchRun",
-        "explain_clip", "save_result", "output_stem", "visualize_clip_gradcam", "pointing_table", "text_maps",
-        "text_maps_figure", "write_clip_report", "candidate_layers"),
+        "ClipGradCAMResult",
+        "ClipExplorer",
+        "load_clip_model",
+        "load_class_texts",
+        "load_image",
+        "display_crop",
+        "run_clip_gradcam",
+        "ClipBatchRun",
+        "explain_clip",
+        "save_result",
+        "output_stem",
+        "visualize_clip_gradcam",
+        "pointing_table",
+        "text_maps",
+        "text_maps_figure",
+        "write_clip_report",
+        "candidate_layers",
+    ),
     "vlm_attention_video": (
-        "VLMAttentionVisualizer", "VLMAttentionExplorer", "PositionMap", "Trace", "load_vlm", "trace_sample",
-        "run_video", "create_video"),
+        "VLMAttentionVisualizer",
+        "VLMAttentionExplorer",
+        "PositionMap",
+        "Trace",
+        "load_vlm",
+        "trace_sample",
+        "run_video",
+        "create_video",
+    ),
     "vlm_ground_truth": ("explain_answer_attention", "ground_truth_table"),
 }
 #: unambiguous second names: alias -> (module, the name it defines there)
@@ -71,8 +128,11 @@ MODULES = tuple(_EXPORTS)
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 # what the notebooks need besides their scenario module: name -> the module that defines it
 NOTEBOOK_HELPERS: dict[str, str] = {
-    "baseline": "vizkit.notebook", "run_folder": "vizkit.runs", "seed_everything": "vizkit.state",
-    "markdown_table": "vizkit.report", "image_files": "vizkit.io",
+    "baseline": "vizkit.notebook",
+    "run_folder": "vizkit.runs",
+    "seed_everything": "vizkit.state",
+    "markdown_table": "vizkit.report",
+    "image_files": "vizkit.io",
 }
 
 __all__ = [*MODULES, *_WHERE, *ALIASES, *NOTEBOOK_HELPERS]

@@ -16,12 +16,14 @@ Example::
                          ["a red circle", "a blue square"])
     res.heatmap, res.probs, res.target                          # [H, W] in [0, 1], [T], int
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -29,14 +31,14 @@ import torch
 from PIL import Image
 
 from .. import render
-from ..render import display_crop
-from ..evaluate import localization
-from ..io import image_files, load_image, read_json, write_json
 from ..errors import InputError, VizkitError
+from ..evaluate import localization
 from ..explain import cam
+from ..io import image_files, load_image, read_json, write_json
 from ..methods import get_method
 from ..models.clip import ClipAdapter
 from ..models.load_clip import load_clip
+from ..render import display_crop
 from ..state import model_device, resolve_device
 from ..targets import ImageTextSimilarity
 from ..widgets import Control, Explorer, HeatmapView
@@ -46,11 +48,30 @@ if TYPE_CHECKING:
 
     from ..distributed.chunks import ClusterOptions
 
-__all__ = ["ClipGradCAMResult", "ClipExplorer", "load_clip_model", "load_class_texts", "load_image", "display_crop",
-           "explain_clip", "figure", "save_result", "output_stem", "run_clip_gradcam", "ClipBatchRun", "explain_file",
-           "visualize_clip_gradcam", "pointing_table",
-           "text_maps", "text_maps_figure", "write_clip_report", "notebook_parameters", "check_notebook_parameters",
-           "candidate_layers", "ZOO_CLIPS"]
+__all__ = [
+    "ClipGradCAMResult",
+    "ClipExplorer",
+    "load_clip_model",
+    "load_class_texts",
+    "load_image",
+    "display_crop",
+    "explain_clip",
+    "figure",
+    "save_result",
+    "output_stem",
+    "run_clip_gradcam",
+    "ClipBatchRun",
+    "explain_file",
+    "visualize_clip_gradcam",
+    "pointing_table",
+    "text_maps",
+    "text_maps_figure",
+    "write_clip_report",
+    "notebook_parameters",
+    "check_notebook_parameters",
+    "candidate_layers",
+    "ZOO_CLIPS",
+]
 
 ZOO_CLIPS = ("shapes_clip", "shapes_clip_cnn")
 
@@ -70,9 +91,16 @@ def _zoo_adapter(name: str, device: torch.device) -> ClipAdapter:
     return adapter
 
 
-def load_clip_model(model: str | None = None, model_path: str | None = None, *, image_encoder: str | None = None,
-                    text_encoder: str | None = None, embed_dim: int = 512, img_size: int = 224,
-                    device: str | torch.device = "cpu") -> ClipAdapter:
+def load_clip_model(
+    model: str | None = None,
+    model_path: str | None = None,
+    *,
+    image_encoder: str | None = None,
+    text_encoder: str | None = None,
+    embed_dim: int = 512,
+    img_size: int = 224,
+    device: str | torch.device = "cpu",
+) -> ClipAdapter:
     """The CLIP to explain: a zoo name (default ``shapes_clip``), or anything
     :func:`vizkit.models.load_clip.load_clip` loads (open_clip name + weights, HF directory,
     custom two-tower checkpoint)."""
@@ -81,12 +109,22 @@ def load_clip_model(model: str | None = None, model_path: str | None = None, *, 
         spec = spec[4:] if spec.startswith("zoo:") else spec
         if spec in ZOO_CLIPS:
             if model_path is not None:
-                raise VizkitError(f"--model {spec} is a zoo model with its own weights: drop --model-path, or name the "
-                                  "open_clip architecture your weights belong to with --model")
+                raise VizkitError(
+                    f"--model {spec} is a zoo model with its own weights: drop --model-path, or name the "
+                    "open_clip architecture your weights belong to with --model"
+                )
             return _zoo_adapter(spec, torch.device(device))
         model = spec
-    return load_clip(model or "", model_path, image_encoder=image_encoder, text_encoder=text_encoder,
-                     embed_dim=embed_dim, img_size=img_size, device=device, known=ZOO_CLIPS)
+    return load_clip(
+        model or "",
+        model_path,
+        image_encoder=image_encoder,
+        text_encoder=text_encoder,
+        embed_dim=embed_dim,
+        img_size=img_size,
+        device=device,
+        known=ZOO_CLIPS,
+    )
 
 
 @dataclass
@@ -114,8 +152,9 @@ class ClipGradCAMResult:
         return d
 
 
-def load_class_texts(class_texts: Sequence[str] | None = None, class_texts_file: str | os.PathLike | None = None
-                     ) -> tuple[list[str], list[str]]:
+def load_class_texts(
+    class_texts: Sequence[str] | None = None, class_texts_file: str | os.PathLike | None = None
+) -> tuple[list[str], list[str]]:
     """``(names, texts)`` from a list (names = texts) or a JSON file ``{"name": "description"}``.
 
     Exactly one source must be given; an empty list, a malformed or empty JSON file is an error.
@@ -123,8 +162,10 @@ def load_class_texts(class_texts: Sequence[str] | None = None, class_texts_file:
     if (class_texts is None or len(class_texts) == 0) == (class_texts_file is None):
         if class_texts is not None and len(class_texts) == 0 and class_texts_file is None:
             raise InputError("the list of class texts is empty: give at least one text")
-        raise InputError("give the class texts either as a list (--class-texts) or as a JSON file "
-                         "(--class-texts-file), not both and not neither")
+        raise InputError(
+            "give the class texts either as a list (--class-texts) or as a JSON file "
+            "(--class-texts-file), not both and not neither"
+        )
     if class_texts_file is None:
         texts = [str(t) for t in class_texts]
         if any(not t.strip() for t in texts):
@@ -133,23 +174,35 @@ def load_class_texts(class_texts: Sequence[str] | None = None, class_texts_file:
     path = Path(class_texts_file)
     data = read_json(path, "class texts file")
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise InputError(f"class texts file {str(path)!r} must hold one JSON object "
-                         '{"name": "description", ...} with string names and descriptions')
+        raise InputError(
+            f"class texts file {str(path)!r} must hold one JSON object "
+            '{"name": "description", ...} with string names and descriptions'
+        )
     if not data:
         raise InputError(f"class texts file {str(path)!r} holds no class texts")
     return list(data), list(data.values())
 
 
-def explain_clip(adapter: ClipAdapter, images: Sequence[Image.Image], names: Sequence[str], texts: Sequence[str],
-                 target_text_idx: int | None = None, method: str = "gradcam", layers: Any = "auto",
-                 probability: bool = False, image_paths: Sequence[str] | None = None,
-                 layout: Any = None) -> list[ClipGradCAMResult]:
+def explain_clip(
+    adapter: ClipAdapter,
+    images: Sequence[Image.Image],
+    names: Sequence[str],
+    texts: Sequence[str],
+    target_text_idx: int | None = None,
+    method: str = "gradcam",
+    layers: Any = "auto",
+    probability: bool = False,
+    image_paths: Sequence[str] | None = None,
+    layout: Any = None,
+) -> list[ClipGradCAMResult]:
     """Grad-CAM of each image toward its target text; one batched forward and backward.
     ``layout``: where the target layer's channels are (see :func:`vizkit.cam`)."""
     get_method(method)
     if target_text_idx is not None and not 0 <= target_text_idx < len(texts):
-        raise InputError(f"target text index {target_text_idx} is out of range: there are {len(texts)} class texts "
-                         f"(valid 0..{len(texts) - 1})")
+        raise InputError(
+            f"target text index {target_text_idx} is out of range: there are {len(texts)} class texts "
+            f"(valid 0..{len(texts) - 1})"
+        )
     model = adapter.model
     device = model_device(model)
     x = torch.stack([adapter.preprocess(im) for im in images]).to(device)
@@ -162,11 +215,23 @@ def explain_clip(adapter: ClipAdapter, images: Sequence[Image.Image], names: Seq
     probs = sims.softmax(-1)
     target = target_fn.index.expand(len(images)) if target_fn.index.ndim == 0 else target_fn.index
     paths = list(image_paths) if image_paths is not None else [""] * len(images)
-    return [ClipGradCAMResult(paths[b], list(names), list(texts), probs[b].tolist(), sims[b].tolist(), int(target[b]),
-                              chosen, "probability" if probability else "similarity", explanation.method,
-                              explanation.layers, explanation.heatmap[b].cpu().numpy(),
-                              display_crop(images[b], x.shape[-1]))
-            for b in range(len(images))]
+    return [
+        ClipGradCAMResult(
+            paths[b],
+            list(names),
+            list(texts),
+            probs[b].tolist(),
+            sims[b].tolist(),
+            int(target[b]),
+            chosen,
+            "probability" if probability else "similarity",
+            explanation.method,
+            explanation.layers,
+            explanation.heatmap[b].cpu().numpy(),
+            display_crop(images[b], x.shape[-1]),
+        )
+        for b in range(len(images))
+    ]
 
 
 def figure(result: ClipGradCAMResult, title: str | None = None) -> plt.Figure:
@@ -177,8 +242,14 @@ def figure(result: ClipGradCAMResult, title: str | None = None) -> plt.Figure:
     render.show_overlay(axes[2], result.display, result.heatmap, title="overlay")
     render.bar_chart(axes[3], result.names, result.probs, highlight=result.target, title="probability per text")
     t = result.target
-    fig.suptitle(title or (f"target ({result.target_chosen}): {result.names[t]!r} - p = {result.probs[t]:.3f}; "
-                           f"explained score: image-text {result.score}; layer {', '.join(result.layers)}"), fontsize=10)
+    fig.suptitle(
+        title
+        or (
+            f"target ({result.target_chosen}): {result.names[t]!r} - p = {result.probs[t]:.3f}; "
+            f"explained score: image-text {result.score}; layer {', '.join(result.layers)}"
+        ),
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -224,19 +295,38 @@ class ClipBatchRun:
     rows: list[dict[str, Any]]
 
 
-def explain_file(adapter: ClipAdapter, image: Image.Image, path: str, stem: str, output_dir: str | os.PathLike,
-                 names: Sequence[str], texts: Sequence[str], target_text_idx: int | None = None,
-                 method: str = "gradcam", target_layer: Any = "auto", probability: bool = False,
-                 layout: Any = None) -> dict[str, Any]:
+def explain_file(
+    adapter: ClipAdapter,
+    image: Image.Image,
+    path: str,
+    stem: str,
+    output_dir: str | os.PathLike,
+    names: Sequence[str],
+    texts: Sequence[str],
+    target_text_idx: int | None = None,
+    method: str = "gradcam",
+    target_layer: Any = "auto",
+    probability: bool = False,
+    layout: Any = None,
+) -> dict[str, Any]:
     """One image of :func:`run_clip_gradcam`: explained, its files written as ``stem`` into
     ``output_dir``; its row (see :class:`ClipBatchRun`)."""
-    result = explain_clip(adapter, [image], names, texts, target_text_idx, method, target_layer, probability,
-                          [str(path)], layout=layout)[0]
+    result = explain_clip(
+        adapter, [image], names, texts, target_text_idx, method, target_layer, probability, [str(path)], layout=layout
+    )[0]
     written = save_result(result, output_dir, stem)
     t = result.target
-    return {"image": Path(path).name, "model": adapter.name, "method": result.method, "layers": list(result.layers),
-            "score": result.score, "target": t, "target_chosen": result.target_chosen,
-            "prob": float(result.probs[t]), "figure": str(written["figure"])}
+    return {
+        "image": Path(path).name,
+        "model": adapter.name,
+        "method": result.method,
+        "layers": list(result.layers),
+        "score": result.score,
+        "target": t,
+        "target_chosen": result.target_chosen,
+        "prob": float(result.probs[t]),
+        "figure": str(written["figure"]),
+    }
 
 
 def _clip_unit(adapter: ClipAdapter, payload: tuple, out: Path) -> dict[str, Any]:
@@ -245,15 +335,29 @@ def _clip_unit(adapter: ClipAdapter, payload: tuple, out: Path) -> dict[str, Any
     return explain_file(adapter, load_image(path), path, stem, out, *args)
 
 
-def run_clip_gradcam(image_paths: Sequence[str | os.PathLike], class_texts: Sequence[str] | None = None,
-                     class_texts_file: str | os.PathLike | None = None, *, model: str | None = None,
-                     model_path: str | None = None, image_encoder: str | None = None, text_encoder: str | None = None,
-                     embed_dim: int = 512, img_size: int = 224, target_text_idx: int | None = None,
-                     method: str = "gradcam", target_layer: Any = "auto", probability: bool = False,
-                     layout: Any = None, output_dir: str | os.PathLike = "clip_gradcam_results",
-                     output_name: str | None = None, device: str | torch.device = "auto",
-                     cluster: ClusterOptions | None = None, progress: bool = True,
-                     overwrite: bool = False) -> ClipBatchRun:
+def run_clip_gradcam(
+    image_paths: Sequence[str | os.PathLike],
+    class_texts: Sequence[str] | None = None,
+    class_texts_file: str | os.PathLike | None = None,
+    *,
+    model: str | None = None,
+    model_path: str | None = None,
+    image_encoder: str | None = None,
+    text_encoder: str | None = None,
+    embed_dim: int = 512,
+    img_size: int = 224,
+    target_text_idx: int | None = None,
+    method: str = "gradcam",
+    target_layer: Any = "auto",
+    probability: bool = False,
+    layout: Any = None,
+    output_dir: str | os.PathLike = "clip_gradcam_results",
+    output_name: str | None = None,
+    device: str | torch.device = "auto",
+    cluster: ClusterOptions | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> ClipBatchRun:
     """``vizkit clip-gradcam``: explain each image (files or folders) toward its target text and write
     ``<stem>.png``, ``<stem>_overlay.png`` and ``<stem>.json`` per image (:func:`output_stem`).
     Bad input (texts, target index, an unreadable image, the model) fails before anything is
@@ -266,34 +370,74 @@ def run_clip_gradcam(image_paths: Sequence[str | os.PathLike], class_texts: Sequ
         raise InputError("give the class texts with --class-texts or --class-texts-file")
     names, texts = load_class_texts(class_texts, class_texts_file)
     if target_text_idx is not None and not 0 <= target_text_idx < len(texts):
-        raise InputError(f"--target-text-idx {target_text_idx} is out of range: there are {len(texts)} class "
-                         f"texts (valid 0..{len(texts) - 1})")
+        raise InputError(
+            f"--target-text-idx {target_text_idx} is out of range: there are {len(texts)} class "
+            f"texts (valid 0..{len(texts) - 1})"
+        )
     files = image_files(image_paths)
     for f in files:  # every image is read before anything is written
         load_image(f)
-    model_kwargs = dict(model=model, model_path=model_path, image_encoder=image_encoder, text_encoder=text_encoder,
-                        embed_dim=embed_dim, img_size=img_size, device=str(resolve_device(device)))
+    model_kwargs = dict(
+        model=model,
+        model_path=model_path,
+        image_encoder=image_encoder,
+        text_encoder=text_encoder,
+        embed_dim=embed_dim,
+        img_size=img_size,
+        device=str(resolve_device(device)),
+    )
     adapter = load_clip_model(**model_kwargs)
     args = (names, texts, target_text_idx, method, target_layer, probability, layout)
-    manifest = {"command": "clip-gradcam", **{k: v for k, v in model_kwargs.items() if k != "device"},
-                "names": names, "texts": texts, "target_text_idx": target_text_idx, "method": method,
-                "target_layer": str(target_layer), "probability": probability, "layout": layout,
-                "output_name": output_name}
-    manifest.update({k: resolved(manifest[k]) for k in ("model", "model_path", "text_encoder")
-                     if manifest[k] and Path(manifest[k]).exists()})
+    manifest = {
+        "command": "clip-gradcam",
+        **{k: v for k, v in model_kwargs.items() if k != "device"},
+        "names": names,
+        "texts": texts,
+        "target_text_idx": target_text_idx,
+        "method": method,
+        "target_layer": str(target_layer),
+        "probability": probability,
+        "layout": layout,
+        "output_name": output_name,
+    }
+    manifest.update(
+        {
+            k: resolved(manifest[k])
+            for k in ("model", "model_path", "text_encoder")
+            if manifest[k] and Path(manifest[k]).exists()
+        }
+    )
     job = Job(_clip_unit, load_clip_model, model_kwargs, None if cluster else adapter, catch=(), name="clip-gradcam")
-    _, outcomes = run_inputs(output_dir, "clip-gradcam", manifest, files, job, lambda f, _: (
-        str(f), output_stem(f, output_name, len(files) > 1), args), overwrite=overwrite, cluster=cluster,
-        progress=progress, columns=["target", "prob", "figure"])
+    _, outcomes = run_inputs(
+        output_dir,
+        "clip-gradcam",
+        manifest,
+        files,
+        job,
+        lambda f, _: (str(f), output_stem(f, output_name, len(files) > 1), args),
+        overwrite=overwrite,
+        cluster=cluster,
+        progress=progress,
+        columns=["target", "prob", "figure"],
+    )
     rows = [o.record for o in outcomes]
     first = rows[0]
     return ClipBatchRun(first["model"], first["method"], first["layers"], first["score"], list(names), rows)
 
 
-def visualize_clip_gradcam(model: Any, image_path: str | os.PathLike, class_texts: Sequence[str] | None,
-                           save_path: str | os.PathLike, target_text_idx: int | None = None, method: str = "gradcam",
-                           target_layer: Any = "auto", class_texts_file: str | None = None, probability: bool = False,
-                           tokenizer: Any = None, processor: Any = None) -> ClipGradCAMResult:
+def visualize_clip_gradcam(
+    model: Any,
+    image_path: str | os.PathLike,
+    class_texts: Sequence[str] | None,
+    save_path: str | os.PathLike,
+    target_text_idx: int | None = None,
+    method: str = "gradcam",
+    target_layer: Any = "auto",
+    class_texts_file: str | None = None,
+    probability: bool = False,
+    tokenizer: Any = None,
+    processor: Any = None,
+) -> ClipGradCAMResult:
     """Seed 003's function: explain one image toward the target text and save the figure at
     ``save_path`` (plus ``<save_path stem>_overlay.png`` and a ``.json`` sidecar beside it).
 
@@ -311,18 +455,23 @@ def visualize_clip_gradcam(model: Any, image_path: str | os.PathLike, class_text
         adapter = adapt_clip(model, tokenizer=tokenizer, processor=processor)
     names, texts = load_class_texts(class_texts, class_texts_file)
     image = load_image(image_path)
-    result = explain_clip(adapter, [image], names, texts, target_text_idx, method, target_layer or "auto",
-                          probability, [str(image_path)])[0]
+    result = explain_clip(
+        adapter, [image], names, texts, target_text_idx, method, target_layer or "auto", probability, [str(image_path)]
+    )[0]
     save_path = Path(save_path)
     stem = save_path.name[:-4] if save_path.name.lower().endswith(".png") else save_path.name
     save_result(result, save_path.parent, stem)
     return result
 
 
-def pointing_table(adapter: ClipAdapter, samples: Sequence[Any], texts: Sequence[str],
-                   methods: Sequence[str] = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam",
-                                             "scorecam"),
-                   layers: Any = "auto", batch_size: int = 50) -> "pd.DataFrame":
+def pointing_table(
+    adapter: ClipAdapter,
+    samples: Sequence[Any],
+    texts: Sequence[str],
+    methods: Sequence[str] = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "eigencam", "scorecam"),
+    layers: Any = "auto",
+    batch_size: int = 50,
+) -> "pd.DataFrame":
     """Pointing game per CAM method on scenes with ground truth.
 
     Each sample (a :class:`vizkit.zoo.Sample`) names its object: ``meta["text"]`` (one of
@@ -334,8 +483,10 @@ def pointing_table(adapter: ClipAdapter, samples: Sequence[Any], texts: Sequence
 
     missing = sorted({s.meta["text"] for s in samples} - set(texts))
     if missing:
-        raise InputError(f"the scenes name objects that are not among the texts: {', '.join(map(repr, missing))}; "
-                         "pass every text the scenes use (for the zoo's shapes scenes, the model's class_names)")
+        raise InputError(
+            f"the scenes name objects that are not among the texts: {', '.join(map(repr, missing))}; "
+            "pass every text the scenes use (for the zoo's shapes scenes, the model's class_names)"
+        )
     text = adapter.text_features(texts)
     device = model_device(adapter.model)
     index = {t: i for i, t in reversed(list(enumerate(texts)))}  # the first occurrence of a text
@@ -345,59 +496,99 @@ def pointing_table(adapter: ClipAdapter, samples: Sequence[Any], texts: Sequence
 
     rows = []
     for method in methods:
+
         def explain(x: torch.Tensor, chunk: Sequence[Any], method: str = method) -> Any:
             target = torch.tensor([index[s.meta["text"]] for s in chunk])
-            return cam(adapter.model, x, ImageTextSimilarity(text, target, adapter.logit_scale), layers=layers,
-                       method=method, forward=adapter.encode_image)
+            return cam(
+                adapter.model,
+                x,
+                ImageTextSimilarity(text, target, adapter.logit_scale),
+                layers=layers,
+                method=method,
+                forward=adapter.encode_image,
+            )
 
         res = localization(samples, inputs, explain, batch_size=batch_size)
         h = res.hits[0]
-        rows.append({"method": method, "layer": ", ".join(res.layers), "scenes": int(h.numel()), "hits": int(h.sum()),
-                     "pointing_accuracy": res.pointing(), "energy_in_mask": float(res.energy.mean())})
+        rows.append(
+            {
+                "method": method,
+                "layer": ", ".join(res.layers),
+                "scenes": int(h.numel()),
+                "hits": int(h.sum()),
+                "pointing_accuracy": res.pointing(),
+                "energy_in_mask": float(res.energy.mean()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def text_maps(adapter: ClipAdapter, image: Image.Image, texts: Sequence[str], method: str = "gradcam",
-              layers: Any = "auto") -> tuple[np.ndarray, np.ndarray, list[str]]:
+def text_maps(
+    adapter: ClipAdapter, image: Image.Image, texts: Sequence[str], method: str = "gradcam", layers: Any = "auto"
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The map of ``image`` toward EVERY text in one batched pass: ``([T, H, W] maps, [T] probs, layers)``."""
     x = adapter.preprocess(image)[None].repeat(len(texts), 1, 1, 1).to(model_device(adapter.model))
     text = adapter.text_features(texts)
     with torch.no_grad():
         sims = adapter.logit_scale * torch.nn.functional.normalize(adapter.encode_image(x[:1]).float(), dim=-1) @ text.T
-    exp = cam(adapter.model, x, ImageTextSimilarity(text, torch.arange(len(texts)), adapter.logit_scale),
-              layers=layers, method=method, forward=adapter.encode_image)
+    exp = cam(
+        adapter.model,
+        x,
+        ImageTextSimilarity(text, torch.arange(len(texts)), adapter.logit_scale),
+        layers=layers,
+        method=method,
+        forward=adapter.encode_image,
+    )
     return exp.heatmap.cpu().numpy(), sims.softmax(-1)[0].cpu().numpy(), exp.layers
 
 
-def text_maps_figure(display: np.ndarray, names: Sequence[str], maps: np.ndarray, probs: np.ndarray,
-                     columns: int = 6, title: str = "") -> plt.Figure:
+def text_maps_figure(
+    display: np.ndarray, names: Sequence[str], maps: np.ndarray, probs: np.ndarray, columns: int = 6, title: str = ""
+) -> plt.Figure:
     """All texts' overlays side by side, each titled with its probability."""
     panels = [render.Panel(image=display, heatmap=m, title=f"{n}\np={p:.3f}") for n, m, p in zip(names, maps, probs)]
-    rows = [panels[i:i + columns] for i in range(0, len(panels), columns)]
+    rows = [panels[i : i + columns] for i in range(0, len(panels), columns)]
     return render.figure_grid(rows, suptitle=title)
 
 
-def write_clip_report(out: Path, params: dict[str, Any], adapter: ClipAdapter, results: Sequence[ClipGradCAMResult],
-                      figures: Sequence[Path], table: Any = None) -> Path:
+def write_clip_report(
+    out: Path,
+    params: dict[str, Any],
+    adapter: ClipAdapter,
+    results: Sequence[ClipGradCAMResult],
+    figures: Sequence[Path],
+    table: Any = None,
+) -> Path:
     """``clip_gradcam_report.md``: parameters, model, per-image targets, pointing game, figures."""
     from ..report import Report
 
     rep = Report("CLIP image-text Grad-CAM")
     rep.heading("Run parameters").parameters(params)
     r0 = results[0]
-    rep.heading("Model").bullets([f"model: `{adapter.name}`", f"layer: `{', '.join(r0.layers)}`",
-                                  f"method: {r0.method}", f"explained score: image-text {r0.score}"
-                                  + (" (logit scale x cosine)" if r0.score == "similarity" else " (softmax over the texts)")])
+    rep.heading("Model").bullets(
+        [
+            f"model: `{adapter.name}`",
+            f"layer: `{', '.join(r0.layers)}`",
+            f"method: {r0.method}",
+            f"explained score: image-text {r0.score}"
+            + (" (logit scale x cosine)" if r0.score == "similarity" else " (softmax over the texts)"),
+        ]
+    )
     rep.heading("Targets")
-    rows = [f"`{Path(r.image_path).name or 'scene'}`: target ({r.target_chosen}) **{r.names[r.target]}**, "
-            f"p = {r.probs[r.target]:.3f}; most similar: {r.names[int(np.argmax(r.probs))]}" for r in results]
+    rows = [
+        f"`{Path(r.image_path).name or 'scene'}`: target ({r.target_chosen}) **{r.names[r.target]}**, "
+        f"p = {r.probs[r.target]:.3f}; most similar: {r.names[int(np.argmax(r.probs))]}"
+        for r in results
+    ]
     rep.bullets(rows)
     if table is not None:
         rep.heading("Pointing game on held-out scenes (named object)")
         rep.table(table, index=False)
         best = table.loc[table["pointing_accuracy"].idxmax()]
-        rep.paragraph(f"Best method: **{best['method']}** with {best['pointing_accuracy']:.1%} of "
-                      f"{int(best['scenes'])} scenes pointing inside the named object.")
+        rep.paragraph(
+            f"Best method: **{best['method']}** with {best['pointing_accuracy']:.1%} of "
+            f"{int(best['scenes'])} scenes pointing inside the named object."
+        )
     rep.heading("Figures")
     for f in figures:
         rep.figure(f, Path(f).stem.replace("_", " "), relative_to=out)
@@ -415,14 +606,23 @@ def notebook_parameters() -> list:
         return f"unknown method(s) {', '.join(bad)}: choose from {', '.join(METHODS)}" if bad else None
 
     return [
-        Param("model", (str,)), Param("model_path", (str,)), Param("image_path", (str,)),
-        Param("class_texts", (list, tuple), check=lambda v: None if all(isinstance(t, str) and t.strip() for t in v)
-              else "a list of non-empty strings"),
+        Param("model", (str,)),
+        Param("model_path", (str,)),
+        Param("image_path", (str,)),
+        Param(
+            "class_texts",
+            (list, tuple),
+            check=lambda v: None if all(isinstance(t, str) and t.strip() for t in v) else "a list of non-empty strings",
+        ),
         Param("class_texts_file", (str,)),
         Param("target_text_idx", (int,), check=lambda v: None if v >= -1 else "-1 (most similar) or a text index"),
-        Param("method", (str,), choices=tuple(METHODS)), Param("target_layer", (str,)), Param("probability", (bool,)),
-        Param("image_encoder", (str,)), Param("text_encoder", (str,)),
-        Param("embed_dim", (int,), check=positive), Param("img_size", (int,), check=positive),
+        Param("method", (str,), choices=tuple(METHODS)),
+        Param("target_layer", (str,)),
+        Param("probability", (bool,)),
+        Param("image_encoder", (str,)),
+        Param("text_encoder", (str,)),
+        Param("embed_dim", (int,), check=positive),
+        Param("img_size", (int,), check=positive),
         Param("num_scenes", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
         Param("table_methods", (str,), check=methods_ok),
         *common_parameters("output_dir", "overwrite", "interactive", "seed", "device"),
@@ -472,8 +672,18 @@ class ClipExplorer(Explorer):
     #: the controls as the page shows them (label, kind): read by the notebook build and the browser test
     CONTROLS = (("text", "dropdown"), ("method", "dropdown"), ("layer", "dropdown"))
 
-    def __init__(self, adapter: ClipAdapter, image: Image.Image, names: list[str], texts: list[str],
-                 methods: list[str], layers: list[str], cmap: str = "jet", *, interactive: bool = True):
+    def __init__(
+        self,
+        adapter: ClipAdapter,
+        image: Image.Image,
+        names: list[str],
+        texts: list[str],
+        methods: list[str],
+        layers: list[str],
+        cmap: str = "jet",
+        *,
+        interactive: bool = True,
+    ):
         self.adapter, self.image, self.names, self.texts = adapter, image, names, texts
         self.methods, self.layers = list(methods), list(layers)
         self.display_image = display_crop(image, adapter.image_size)
@@ -481,9 +691,11 @@ class ClipExplorer(Explorer):
 
     def control_specs(self) -> list[Control]:
         """text (by index), method, layer."""
-        return [Control("text", "dropdown", "text", [(n, i) for i, n in enumerate(self.names)], 0),
-                Control("method", "dropdown", "method", self.methods, self.methods[0]),
-                Control("layer", "dropdown", "layer", self.layers, self.layers[0])]
+        return [
+            Control("text", "dropdown", "text", [(n, i) for i, n in enumerate(self.names)], 0),
+            Control("method", "dropdown", "method", self.methods, self.methods[0]),
+            Control("layer", "dropdown", "layer", self.layers, self.layers[0]),
+        ]
 
     @property
     def cache(self) -> dict[Any, Any]:
@@ -499,5 +711,9 @@ class ClipExplorer(Explorer):
     def render(self, state: Mapping[str, Any]) -> HeatmapView:
         """The explanation's map over the displayed crop, titled with the text's probability."""
         res = self.result(state)
-        return HeatmapView(res.heatmap, self.display_image, map_title=f"{res.method} @ {res.layers[0]}",
-                           overlay_title=f"{res.names[res.target]} (p={res.probs[res.target]:.3f})")
+        return HeatmapView(
+            res.heatmap,
+            self.display_image,
+            map_title=f"{res.method} @ {res.layers[0]}",
+            overlay_title=f"{res.names[res.target]} (p={res.probs[res.target]:.3f})",
+        )

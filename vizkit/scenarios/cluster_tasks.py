@@ -14,9 +14,10 @@ Example::
     with EvaluationMapper(workers=2) as mapper:
         summary = run_evaluation("eval_out", max_samples=100, map_chunks=mapper)
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..batch import BatchMapper, Outcome
 from ..distributed.chunks import ClusterOptions
@@ -29,17 +30,29 @@ class EvaluationMapper(BatchMapper):
     :func:`vizkit.scenarios.detector_gradcam_eval.run_evaluation`; ``on_chunk(k)`` is called as
     each chunk arrives (tests use it)."""
 
-    def __init__(self, workers: int | None = None, scheduler: str | None = None, *, progress: bool = False,
-                 allowed_failures: int = 3, quiet: bool = False, on_chunk: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        workers: int | None = None,
+        scheduler: str | None = None,
+        *,
+        progress: bool = False,
+        allowed_failures: int = 3,
+        quiet: bool = False,
+        on_chunk: Callable[[int], None] | None = None,
+    ):
         def arrived(outcome: Outcome) -> None:
             if on_chunk is not None and outcome.key.startswith("chunk-"):
                 on_chunk(int(outcome.key.split("-")[1]))
 
-        super().__init__(ClusterOptions(workers, scheduler, allowed_failures, quiet), progress=progress,
-                         on_unit=arrived)
+        super().__init__(
+            ClusterOptions(workers, scheduler, allowed_failures, quiet), progress=progress, on_unit=arrived
+        )
 
     @property
     def chunks(self) -> dict[int, list[int]]:
         """Per worker pid, the evaluation chunks it computed."""
-        return {pid: [int(k.split("-")[1]) for k in keys if k.startswith("chunk-")]
-                for pid, keys in self.units.items() if any(k.startswith("chunk-") for k in keys)}
+        return {
+            pid: [int(k.split("-")[1]) for k in keys if k.startswith("chunk-")]
+            for pid, keys in self.units.items()
+            if any(k.startswith("chunk-") for k in keys)
+        }

@@ -32,16 +32,18 @@ Example::
                              max_samples=100)          # the zoo detector on its test faces
     summary.metrics["auc"], summary.localization      # AUC, pointing game per layer x method
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
 import shutil
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -50,10 +52,9 @@ import torch
 from torch import nn
 
 from .. import render
-from ..render import combined_map, display_image
-from ..errors import InputError, ParameterError, VizkitError
-from ..datasets import ZOO_DATASET, EvalDataset, parse_label, resolve_dataset
 from ..batch import BatchMapper, BatchRun, Job, Unit, records, resolved, run_inputs
+from ..datasets import ZOO_DATASET, EvalDataset, parse_label, resolve_dataset
+from ..errors import InputError, ParameterError, VizkitError
 from ..evaluate import binary_metrics, localization
 from ..evaluate import binary_metrics_table as metrics_table
 from ..explain import cam
@@ -61,22 +62,48 @@ from ..io import image_files, write_csv, write_json, write_text
 from ..layers import find_blocks, probe, resolve_layers
 from ..methods import get_method
 from ..models import Detector, load_detector
+from ..render import combined_map, display_image
 from ..report import Report
-from ..runs import (chunk_paths, clear_complete, is_complete, mark_complete, read_chunk_arrays, read_chunks,
-                    write_chunk)
+from ..runs import chunk_paths, clear_complete, is_complete, mark_complete, read_chunk_arrays, read_chunks, write_chunk
 from ..state import model_device, resolve_device
 from ..widgets import Control, Explorer, HeatmapView
 
 if TYPE_CHECKING:
     from ..distributed.chunks import ClusterOptions
 
-__all__ = ["Detector", "LayerInfo", "load_eval_detector", "resolve_gradcam_layers", "default_layers", "layer_table",
-           "EvalArgs", "EvalSummary", "evaluate_chunk", "evaluation_context", "run_evaluation", "evaluate_detector",
-           "config_defaults", "ConfigDefaults", "detector_metrics",
-           "metrics_table", "metadata_text", "select_samples", "gradcam_demo", "gradcam_image",
-           "CLIPDetectorWithGradCAM", "DetectorGradCAMExplorer", "load_run", "notebook_parameters",
-           "check_notebook_parameters", "SEED_LAYERS", "TARGETS", "CAM_METHODS", "resolve_dataset",
-           "EvalDataset", "parse_label"]  # Detector lives in vizkit.models; the last three in vizkit.datasets
+__all__ = [
+    "Detector",
+    "LayerInfo",
+    "load_eval_detector",
+    "resolve_gradcam_layers",
+    "default_layers",
+    "layer_table",
+    "EvalArgs",
+    "EvalSummary",
+    "evaluate_chunk",
+    "evaluation_context",
+    "run_evaluation",
+    "evaluate_detector",
+    "config_defaults",
+    "ConfigDefaults",
+    "detector_metrics",
+    "metrics_table",
+    "metadata_text",
+    "select_samples",
+    "gradcam_demo",
+    "gradcam_image",
+    "CLIPDetectorWithGradCAM",
+    "DetectorGradCAMExplorer",
+    "load_run",
+    "notebook_parameters",
+    "check_notebook_parameters",
+    "SEED_LAYERS",
+    "TARGETS",
+    "CAM_METHODS",
+    "resolve_dataset",
+    "EvalDataset",
+    "parse_label",
+]  # Detector lives in vizkit.models; the last three in vizkit.datasets
 
 SEED_LAYERS = ("encoder.layers.23", "encoder.layers.20", "encoder.layers.15", "encoder.layers.10")
 CAM_METHODS = ("gradcam", "gradcam++")
@@ -88,15 +115,22 @@ _DISPLAY_MIN = 224  # overlays of small models are upscaled to this size for leg
 # --------------------------------------------------------------------------------------
 # the detector: vizkit.models.Detector, loaded by vizkit.models.load_detector
 # --------------------------------------------------------------------------------------
-def load_eval_detector(config: str | os.PathLike | None = None, weights: str | os.PathLike | None = None, *,
-                       num_heads: int | None = None, test_config: str | os.PathLike | None = None,
-                       device: str | torch.device = "cpu") -> Detector:
+def load_eval_detector(
+    config: str | os.PathLike | None = None,
+    weights: str | os.PathLike | None = None,
+    *,
+    num_heads: int | None = None,
+    test_config: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> Detector:
     """:func:`vizkit.models.load_detector` (the zoo's ``face_forgery_detector`` when neither is
     given), checked to be a two-class real/fake detector."""
     det = load_detector(config or None, weights or None, num_heads=num_heads, test_config=test_config, device=device)
     if len(det.class_names) != 2:
-        raise VizkitError(f"the detector has {len(det.class_names)} outputs ({', '.join(det.class_names)}); a "
-                          "real/fake detector has 2")
+        raise VizkitError(
+            f"the detector has {len(det.class_names)} outputs ({', '.join(det.class_names)}); a "
+            "real/fake detector has 2"
+        )
     return det
 
 
@@ -136,11 +170,13 @@ def resolve_gradcam_layers(model: nn.Module, names: Sequence[str | int], size: i
     prefix, depth = _blocks(model)
     out: list[LayerInfo] = []
     for raw in names:
-        spec: str | int = int(raw) if isinstance(raw, int) or re.fullmatch(r"-?\d+", str(raw).strip()) \
-            else str(raw).strip()
+        spec: str | int = (
+            int(raw) if isinstance(raw, int) or re.fullmatch(r"-?\d+", str(raw).strip()) else str(raw).strip()
+        )
         example = _example(model, size) if spec == "auto" else None
-        (module, _), = resolve_layers(model, spec, probe_fn=(lambda: probe(model, model, example))
-                                      if example is not None else None)
+        ((module, _),) = resolve_layers(
+            model, spec, probe_fn=(lambda ex=example: probe(model, model, ex)) if example is not None else None
+        )
         m = re.fullmatch(re.escape(prefix) + r"\.(\d+)(.*)", module) if prefix else None
         name = f"encoder.layers.{m.group(1)}{m.group(2)}" if m and prefix.endswith("encoder.layers") else module
         note = _layer_note(module, prefix, depth)
@@ -157,8 +193,10 @@ def _layer_note(module: str, prefix: str, depth: int) -> str:
     i, rest = int(m.group(1)), m.group(2)
     if rest == "":
         if i == depth - 1:
-            return (f"output of the last block ({i}): zero for a CLS-pooled classifier, no patch token of it reaches "
-                    f"the score; read encoder.layers.{i}.layer_norm1 instead")
+            return (
+                f"output of the last block ({i}): zero for a CLS-pooled classifier, no patch token of it reaches "
+                f"the score; read encoder.layers.{i}.layer_norm1 instead"
+            )
         return f"output of block {i} = input of block {i + 1}"
     if rest == ".layer_norm1":
         return f"input of block {i}, layer-normed (the tokens its attention reads)"
@@ -284,8 +322,15 @@ def evaluate_chunk(ctx: _Context, k: int) -> tuple[dict[str, Any], dict[str, np.
     explanations = {}
     if ctx.methods:
         for method in ctx.methods:
-            explanations[method] = _cam_in_parts(det.model, x, _targets(a, labels, det.fake_index),
-                                                 [i.module for i in ctx.layers], method, a.cam_batch_size, a.layout)
+            explanations[method] = _cam_in_parts(
+                det.model,
+                x,
+                _targets(a, labels, det.fake_index),
+                [i.module for i in ctx.layers],
+                method,
+                a.cam_batch_size,
+                a.layout,
+            )
         logits = explanations[ctx.methods[0]].output
     else:
         with torch.inference_mode():
@@ -294,9 +339,17 @@ def evaluate_chunk(ctx: _Context, k: int) -> tuple[dict[str, Any], dict[str, np.
     preds = (logits.argmax(-1).cpu() == det.fake_index).long()
     for j, i in enumerate(ok):
         item = ctx.dataset.items[i]
-        result["predictions"].append({"index": i, "path": item.path, "label": int(item.label),
-                                      "prob": float(probs[j]), "pred": int(preds[j]),
-                                      "correct": bool(int(preds[j]) == int(item.label)), "video": item.video})
+        result["predictions"].append(
+            {
+                "index": i,
+                "path": item.path,
+                "label": int(item.label),
+                "prob": float(probs[j]),
+                "pred": int(preds[j]),
+                "correct": bool(int(preds[j]) == int(item.label)),
+                "video": item.video,
+            }
+        )
     names = {i.module: i.name for i in ctx.layers}
     for method, exp in explanations.items():
         for module, m in exp.layer_maps.items():
@@ -313,30 +366,50 @@ def evaluate_chunk(ctx: _Context, k: int) -> tuple[dict[str, Any], dict[str, np.
                 heats["all layers"] = exp.heatmap
                 result["localization"][method] = {}
                 for layer, heat in heats.items():
-                    res = localization(fakes, inputs=lambda c: x[:0], explain=lambda _x, c, h=heat: h[rows].cpu(),
-                                       mask=lambda s: masks[s[1]], tolerances=(0, 1), batch_size=None)
+                    res = localization(
+                        fakes,
+                        inputs=lambda c: x[:0],
+                        explain=lambda _x, c, h=heat: h[rows].cpu(),
+                        mask=lambda s: masks[s[1]],
+                        tolerances=(0, 1),
+                        batch_size=None,
+                    )
                     result["localization"][method][layer] = {
-                        "index": [i for _, i in fakes], "hit": res.hits[0].tolist(), "hit_tol1": res.hits[1].tolist(),
-                        "energy": [round(float(e), 6) for e in res.energy]}
+                        "index": [i for _, i in fakes],
+                        "hit": res.hits[0].tolist(),
+                        "hit_tol1": res.hits[1].tolist(),
+                        "energy": [round(float(e), 6) for e in res.energy],
+                    }
     return result, arrays
 
 
-def _cam_in_parts(model: nn.Module, x: torch.Tensor, targets: Any, layers: list[str], method: str, part: int,
-                  layout: str | None = None) -> Any:
+def _cam_in_parts(
+    model: nn.Module,
+    x: torch.Tensor,
+    targets: Any,
+    layers: list[str],
+    method: str,
+    part: int,
+    layout: str | None = None,
+) -> Any:
     """:func:`vizkit.cam` over ``x`` in parts of ``part`` images (bounded memory for the backward),
     the parts' results concatenated (the combined heatmap is per image, so the same as in one call)."""
     from types import SimpleNamespace
 
     exps = []
     for s in range(0, x.shape[0], max(1, part)):
-        t = targets[s:s + part] if isinstance(targets, torch.Tensor) and targets.ndim else targets
-        exps.append(cam(model, x[s:s + part], t, layers=layers, method=method, layout=layout))
+        t = targets[s : s + part] if isinstance(targets, torch.Tensor) and targets.ndim else targets
+        exps.append(cam(model, x[s : s + part], t, layers=layers, method=method, layout=layout))
     if len(exps) == 1:
         return exps[0]
     cat = lambda get: torch.cat([get(e) for e in exps])  # noqa: E731
-    return SimpleNamespace(heatmap=cat(lambda e: e.heatmap), output=cat(lambda e: e.output), method=exps[0].method,
-                           layer_maps={n: cat(lambda e, n=n: e.layer_maps[n]) for n in exps[0].layer_maps},
-                           layer_heatmaps={n: cat(lambda e, n=n: e.layer_heatmaps[n]) for n in exps[0].layer_heatmaps})
+    return SimpleNamespace(
+        heatmap=cat(lambda e: e.heatmap),
+        output=cat(lambda e: e.output),
+        method=exps[0].method,
+        layer_maps={n: cat(lambda e, n=n: e.layer_maps[n]) for n in exps[0].layer_maps},
+        layer_heatmaps={n: cat(lambda e, n=n: e.layer_heatmaps[n]) for n in exps[0].layer_heatmaps},
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -364,8 +437,9 @@ class EvalSummary:
         return "\n".join(t.to_string(index=False) for t in tables)
 
 
-def _prepare(args: EvalArgs, device: str | torch.device, detector: Detector | None = None,
-             dataset: EvalDataset | None = None) -> _Context:
+def _prepare(
+    args: EvalArgs, device: str | torch.device, detector: Detector | None = None, dataset: EvalDataset | None = None
+) -> _Context:
     if args.batch_size < 1:
         raise ParameterError(f"--batch-size must be positive, got {args.batch_size}")
     if args.gradcam_samples <= 0:
@@ -375,22 +449,39 @@ def _prepare(args: EvalArgs, device: str | torch.device, detector: Detector | No
     for m in (args.method, *args.table_methods):
         if m not in CAM_METHODS:
             raise ParameterError(f"method {m!r}: scenario 3 compares {' and '.join(CAM_METHODS)}")
-    det = detector or load_eval_detector(args.detector_path, args.weights_path, num_heads=args.num_heads,
-                                         test_config=args.test_config, device=device)
+    det = detector or load_eval_detector(
+        args.detector_path, args.weights_path, num_heads=args.num_heads, test_config=args.test_config, device=device
+    )
     layers = resolve_gradcam_layers(det.model, list(args.layers) or default_layers(det.model), det.size)
     ds = dataset or resolve_dataset(args.test_dataset, det.config, args.max_samples or None)
     return _Context(args, det, ds, layers, _methods(args, ds), model_device(det.model))
 
 
-def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path: str | None = None,
-                   weights_path: str | None = None, test_dataset: str | None = None, max_samples: int = 0,
-                   gradcam_enabled: bool = True, layers: Sequence[str] | None = None, method: str = "gradcam",
-                   table_methods: Sequence[str] = CAM_METHODS, target: str = "fake", batch_size: int = 32,
-                   gradcam_samples: int = 50, save_all_predictions: bool = False, overwrite: bool = False,
-                   progress: bool = False, device: str | torch.device = "cpu", detector: Detector | None = None,
-                   report: bool = True, map_chunks: BatchMapper | None = None,
-                   layout: str | None = None, num_heads: int | None = None,
-                   test_config: str | os.PathLike | None = None) -> EvalSummary:
+def run_evaluation(
+    output_dir: str | os.PathLike | None = None,
+    *,
+    detector_path: str | None = None,
+    weights_path: str | None = None,
+    test_dataset: str | None = None,
+    max_samples: int = 0,
+    gradcam_enabled: bool = True,
+    layers: Sequence[str] | None = None,
+    method: str = "gradcam",
+    table_methods: Sequence[str] = CAM_METHODS,
+    target: str = "fake",
+    batch_size: int = 32,
+    gradcam_samples: int = 50,
+    save_all_predictions: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    device: str | torch.device = "cpu",
+    detector: Detector | None = None,
+    report: bool = True,
+    map_chunks: BatchMapper | None = None,
+    layout: str | None = None,
+    num_heads: int | None = None,
+    test_config: str | os.PathLike | None = None,
+) -> EvalSummary:
     """Evaluate a detector on a test set (see the module docstring); resumable. Returns the
     summary of the finished run (also when it was already complete). ``layout``: where the
     Grad-CAM layers' channels are (see :func:`vizkit.cam`); ``num_heads``: a CLIP detector's
@@ -401,11 +492,23 @@ def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path
 
     ``map_chunks``: the :class:`vizkit.batch.BatchMapper` the units (chunks, sample folders,
     report figures) run on, e.g. on a Dask cluster (default: this process)."""
-    args = EvalArgs(detector_path and str(detector_path), weights_path and str(weights_path),
-                    str(test_dataset or ZOO_DATASET), int(max_samples or 0), bool(gradcam_enabled),
-                    tuple(str(x) for x in (layers or ())), method, tuple(table_methods), target, int(batch_size),
-                    int(gradcam_samples), bool(save_all_predictions), layout=layout, num_heads=num_heads,
-                    test_config=str(test_config) if test_config else None)
+    args = EvalArgs(
+        detector_path and str(detector_path),
+        weights_path and str(weights_path),
+        str(test_dataset or ZOO_DATASET),
+        int(max_samples or 0),
+        bool(gradcam_enabled),
+        tuple(str(x) for x in (layers or ())),
+        method,
+        tuple(table_methods),
+        target,
+        int(batch_size),
+        int(gradcam_samples),
+        bool(save_all_predictions),
+        layout=layout,
+        num_heads=num_heads,
+        test_config=str(test_config) if test_config else None,
+    )
     ctx = _prepare(args, device, detector)
     batch = BatchRun.open(output_dir, "detector-gradcam-eval", args.manifest(ctx.dataset, ctx.layers), overwrite)
     run, n = batch.folder, chunk_count(len(ctx.dataset), args.batch_size)
@@ -420,9 +523,15 @@ def run_evaluation(output_dir: str | os.PathLike | None = None, *, detector_path
             if folder.is_dir():
                 shutil.rmtree(folder)
     mapper = map_chunks or BatchMapper(progress=progress)
-    with (mapper if mapper.distributed and mapper.client is None else nullcontext()):
-        job = Job(_chunk_unit, _prepare, dict(args=args, device=str(ctx.device)), None if mapper.distributed else ctx,
-                  catch=(), name="evaluate")
+    with mapper if mapper.distributed and mapper.client is None else nullcontext():
+        job = Job(
+            _chunk_unit,
+            _prepare,
+            dict(args=args, device=str(ctx.device)),
+            None if mapper.distributed else ctx,
+            catch=(),
+            name="evaluate",
+        )
         batch.run(mapper, job, units)
         return _finalize(ctx, batch, n, report, mapper, job)
 
@@ -432,8 +541,12 @@ def _chunk_unit(ctx: _Context, k: int, run: Path) -> dict[str, Any]:
     result, arrays = evaluate_chunk(ctx, k)
     write_chunk(run, k, result, arrays)
     bad = len(result["errors"])  # a chunk with unreadable images is read again by the next run
-    return {"chunk": k, "samples": len(result["indices"]), "unreadable": bad,
-            **({"incomplete": f"{bad} unreadable image(s)"} if bad else {})}
+    return {
+        "chunk": k,
+        "samples": len(result["indices"]),
+        "unreadable": bad,
+        **({"incomplete": f"{bad} unreadable image(s)"} if bad else {}),
+    }
 
 
 def evaluation_context(args: EvalArgs, device: str | torch.device = "cpu") -> _Context:
@@ -453,9 +566,15 @@ class ConfigDefaults:
     layers: list[str] | None
 
 
-def config_defaults(detector_path: str | None = None, test_config: str | None = None, *,
-                    test_dataset: str | None = None, gradcam_enabled: bool | None = None,
-                    output_dir: str | None = None, layers: Sequence[str] | None = None) -> ConfigDefaults:
+def config_defaults(
+    detector_path: str | None = None,
+    test_config: str | None = None,
+    *,
+    test_dataset: str | None = None,
+    gradcam_enabled: bool | None = None,
+    output_dir: str | None = None,
+    layers: Sequence[str] | None = None,
+) -> ConfigDefaults:
     """The values given, else the configs' as DeepfakeBench's test.py reads them: with a
     ``detector_path``, ``test_config`` defaults to ``training/config/test_config.yaml`` under the
     working directory when that file exists, merged over the detector YAML; the merged config's
@@ -474,31 +593,57 @@ def config_defaults(detector_path: str | None = None, test_config: str | None = 
     named = extra.get("test_dataset")
     if test_dataset is None and isinstance(named, (list, str)) and named:
         test_dataset = named if isinstance(named, str) else named[0]
-    return ConfigDefaults(test_config, test_dataset,
-                          gradcam_enabled if gradcam_enabled is not None else bool(extra.get("gradcam_enabled", False)),
-                          output_dir or extra.get("gradcam_save_dir") or "gradcam_evaluation",
-                          list(layers or ()) or extra.get("gradcam_layers") or None)
+    return ConfigDefaults(
+        test_config,
+        test_dataset,
+        gradcam_enabled if gradcam_enabled is not None else bool(extra.get("gradcam_enabled", False)),
+        output_dir or extra.get("gradcam_save_dir") or "gradcam_evaluation",
+        list(layers or ()) or extra.get("gradcam_layers") or None,
+    )
 
 
-def evaluate_detector(output_dir: str | None = None, *, detector_path: str | None = None,
-                      weights_path: str | None = None, test_config: str | None = None,
-                      test_dataset: str | None = None, gradcam_enabled: bool | None = None,
-                      layers: Sequence[str] | None = None, table_methods: str | Sequence[str] = CAM_METHODS,
-                      cluster: ClusterOptions | None = None, device: str | torch.device = "auto",
-                      **options: Any) -> EvalSummary:
+def evaluate_detector(
+    output_dir: str | None = None,
+    *,
+    detector_path: str | None = None,
+    weights_path: str | None = None,
+    test_config: str | None = None,
+    test_dataset: str | None = None,
+    gradcam_enabled: bool | None = None,
+    layers: Sequence[str] | None = None,
+    table_methods: str | Sequence[str] = CAM_METHODS,
+    cluster: ClusterOptions | None = None,
+    device: str | torch.device = "auto",
+    **options: Any,
+) -> EvalSummary:
     """``vizkit evaluate``: :func:`run_evaluation` with what is not given taken from the
     DeepfakeBench configs (:func:`config_defaults`), ``table_methods`` also as ``"a,b"``,
     ``device`` by :func:`vizkit.state.resolve_device` and the units on a Dask cluster when
     ``cluster`` is given. ``options``: the other keywords of :func:`run_evaluation`."""
-    d = config_defaults(detector_path, test_config, test_dataset=test_dataset, gradcam_enabled=gradcam_enabled,
-                        output_dir=output_dir, layers=layers)
+    d = config_defaults(
+        detector_path,
+        test_config,
+        test_dataset=test_dataset,
+        gradcam_enabled=gradcam_enabled,
+        output_dir=output_dir,
+        layers=layers,
+    )
     if isinstance(table_methods, str):
         table_methods = [m.strip() for m in table_methods.split(",") if m.strip()]
     with BatchMapper(cluster, progress=bool(options.get("progress"))) as mapper:
-        return run_evaluation(d.output_dir, detector_path=detector_path, weights_path=weights_path,
-                              test_dataset=d.test_dataset, gradcam_enabled=d.gradcam_enabled, layers=d.layers,
-                              table_methods=table_methods, device=resolve_device(device), map_chunks=mapper,
-                              test_config=d.test_config, **options)
+        return run_evaluation(
+            d.output_dir,
+            detector_path=detector_path,
+            weights_path=weights_path,
+            test_dataset=d.test_dataset,
+            gradcam_enabled=d.gradcam_enabled,
+            layers=d.layers,
+            table_methods=table_methods,
+            device=resolve_device(device),
+            map_chunks=mapper,
+            test_config=d.test_config,
+            **options,
+        )
 
 
 def _localization_table(chunks: Sequence[dict[str, Any]]) -> pd.DataFrame | None:
@@ -511,9 +656,17 @@ def _localization_table(chunks: Sequence[dict[str, Any]]) -> pd.DataFrame | None
                     d[key] += r[key]
     if not acc:
         return None
-    rows = [{"layer": layer, "method": method, "fakes": len(d["hit"]), "pointing_game": float(np.mean(d["hit"])),
-             "pointing_game_tol1": float(np.mean(d["hit_tol1"])), "energy_in_mask": float(np.mean(d["energy"]))}
-            for (layer, method), d in acc.items()]
+    rows = [
+        {
+            "layer": layer,
+            "method": method,
+            "fakes": len(d["hit"]),
+            "pointing_game": float(np.mean(d["hit"])),
+            "pointing_game_tol1": float(np.mean(d["hit_tol1"])),
+            "energy_in_mask": float(np.mean(d["energy"])),
+        }
+        for (layer, method), d in acc.items()
+    ]
     return pd.DataFrame(rows)
 
 
@@ -527,15 +680,18 @@ def select_samples(predictions: pd.DataFrame, count: int, save_all: bool = False
 def metadata_text(label: int, pred: int, confidence: float, dataset: str) -> str:
     """The seed's ``sample{i}_metadata.txt``: true and predicted label, the predicted class's
     probability (4 decimals), whether it is correct, the dataset."""
-    return (f"True Label: {label} ({LABEL_NAMES[label]})\nPredicted Label: {pred} ({LABEL_NAMES[pred]})\n"
-            f"Confidence: {confidence:.4f}\nCorrect: {label == pred}\nDataset: {dataset}\n")
+    return (
+        f"True Label: {label} ({LABEL_NAMES[label]})\nPredicted Label: {pred} ({LABEL_NAMES[pred]})\n"
+        f"Confidence: {confidence:.4f}\nCorrect: {label == pred}\nDataset: {dataset}\n"
+    )
 
 
 def _title(row: Mapping[str, Any]) -> str:
     conf = row["prob"] if row["pred"] == 1 else 1 - row["prob"]
     verdict = "correct" if row["correct"] else "WRONG"
-    return (f"true {LABEL_NAMES[int(row['label'])]}, predicted {LABEL_NAMES[int(row['pred'])]} "
-            f"(p = {conf:.3f}, {verdict})")
+    return (
+        f"true {LABEL_NAMES[int(row['label'])]}, predicted {LABEL_NAMES[int(row['pred'])]} (p = {conf:.3f}, {verdict})"
+    )
 
 
 def comparison_figure(display: np.ndarray, maps: Mapping[str, np.ndarray], title: str, method: str) -> plt.Figure:
@@ -543,13 +699,23 @@ def comparison_figure(display: np.ndarray, maps: Mapping[str, np.ndarray], title
     panels = [render.Panel(image=display, kind="image", title="input")]
     panels += [render.Panel(image=display, heatmap=m, title=layer) for layer, m in maps.items()]
     if len(maps) > 1:
-        panels.append(render.Panel(image=display, heatmap=combined_map(list(maps.values()), display.shape[0]),
-                                   title="layers combined"))
+        panels.append(
+            render.Panel(
+                image=display, heatmap=combined_map(list(maps.values()), display.shape[0]), title="layers combined"
+            )
+        )
     return render.figure_grid([panels], suptitle=f"{method}: {title}")
 
 
-def _save_sample(run: Path, i: int, row: Mapping[str, Any], display: np.ndarray, maps: Mapping[str, np.ndarray],
-                 method: str, dataset: str) -> Path:
+def _save_sample(
+    run: Path,
+    i: int,
+    row: Mapping[str, Any],
+    display: np.ndarray,
+    maps: Mapping[str, np.ndarray],
+    method: str,
+    dataset: str,
+) -> Path:
     folder = run / f"sample{i}"
     meta = folder / f"sample{i}_metadata.txt"
     for layer, m in maps.items():
@@ -560,22 +726,33 @@ def _save_sample(run: Path, i: int, row: Mapping[str, Any], display: np.ndarray,
     return folder
 
 
-def _finalize(ctx: _Context, batch: BatchRun, n: int, report: bool, mapper: BatchMapper, chunk_job: Job
-              ) -> EvalSummary:
+def _finalize(ctx: _Context, batch: BatchRun, n: int, report: bool, mapper: BatchMapper, chunk_job: Job) -> EvalSummary:
     run = batch.folder
     chunks = read_chunks(run, n)
-    preds = pd.DataFrame([p for c in chunks for p in c["predictions"]],
-                         columns=["index", "path", "label", "prob", "pred", "correct", "video"])
+    preds = pd.DataFrame(
+        [p for c in chunks for p in c["predictions"]],
+        columns=["index", "path", "label", "prob", "pred", "correct", "video"],
+    )
     errors = pd.DataFrame([e for c in chunks for e in c["errors"]], columns=["index", "path", "error"])
-    metrics = detector_metrics(preds["label"], preds["prob"], preds["pred"],
-                               preds["video"].tolist() if ctx.dataset.has_videos else None)
-    metrics.update(dataset=ctx.dataset.name, unreadable=int(len(errors)), model=ctx.detector.source,
-                   method=ctx.args.method if ctx.methods else None, target=ctx.args.target,
-                   layers=[i.name for i in ctx.layers] if ctx.methods else [], input_size=ctx.detector.size)
+    metrics = detector_metrics(
+        preds["label"], preds["prob"], preds["pred"], preds["video"].tolist() if ctx.dataset.has_videos else None
+    )
+    metrics.update(
+        dataset=ctx.dataset.name,
+        unreadable=int(len(errors)),
+        model=ctx.detector.source,
+        method=ctx.args.method if ctx.methods else None,
+        target=ctx.args.target,
+        layers=[i.name for i in ctx.layers] if ctx.methods else [],
+        input_size=ctx.detector.size,
+    )
     write_json(run / "metrics.json", metrics)
-    write_csv(run / "predictions.csv", preds[["path", "label", "prob", "pred", "correct"]].rename(
-        columns={"prob": "fake_probability", "pred": "prediction"}).assign(
-        fake_probability=lambda d: d["fake_probability"].round(6)))
+    write_csv(
+        run / "predictions.csv",
+        preds[["path", "label", "prob", "pred", "correct"]]
+        .rename(columns={"prob": "fake_probability", "pred": "prediction"})
+        .assign(fake_probability=lambda d: d["fake_probability"].round(6)),
+    )
     write_csv(run / "errors.csv", errors)
     loc = _localization_table(chunks)
     if loc is not None:
@@ -597,8 +774,11 @@ def _finalize(ctx: _Context, batch: BatchRun, n: int, report: bool, mapper: Batc
     if report:
         figures = {o.key.split("-", 1)[1]: run / o.record["figure"] for o in done if o.key.startswith("figure-")}
         summary.report = write_report(summary, ctx, figures)
-    batch.write_index("Deepfake detector evaluation: units", "Chunks of the test set (chunks/), sample folders and "
-                      "report figures.", columns=["samples", "unreadable"])
+    batch.write_index(
+        "Deepfake detector evaluation: units",
+        "Chunks of the test set (chunks/), sample folders and report figures.",
+        columns=["samples", "unreadable"],
+    )
     mark_complete(run, {"samples": int(len(preds)), "unreadable": int(len(errors))})
     return summary
 
@@ -634,8 +814,10 @@ def load_run(run_dir: str | os.PathLike) -> EvalSummary:
     manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
     n = len(list((run / "chunks").glob("*.json")))
     chunks = read_chunks(run, n)
-    preds = pd.DataFrame([p for c in chunks for p in c["predictions"]],
-                         columns=["index", "path", "label", "prob", "pred", "correct", "video"])
+    preds = pd.DataFrame(
+        [p for c in chunks for p in c["predictions"]],
+        columns=["index", "path", "label", "prob", "pred", "correct", "video"],
+    )
     errors = pd.DataFrame([e for c in chunks for e in c["errors"]], columns=["index", "path", "error"])
     samples = pd.read_csv(run / "samples.csv") if (run / "samples.csv").is_file() else pd.DataFrame()
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
@@ -645,8 +827,17 @@ def load_run(run_dir: str | os.PathLike) -> EvalSummary:
         with np.load(chunk_paths(run, 0)[1]) as z:
             methods = list(dict.fromkeys(k.split("|")[0] for k in z.files if "|" in k))
     report = run / "report.md"
-    return EvalSummary(run, metrics, preds, errors, _localization_table(chunks), samples, layers, methods,
-                       report if report.is_file() else None)
+    return EvalSummary(
+        run,
+        metrics,
+        preds,
+        errors,
+        _localization_table(chunks),
+        samples,
+        layers,
+        methods,
+        report if report.is_file() else None,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -658,8 +849,18 @@ def score_distribution_figure(preds: pd.DataFrame) -> plt.Figure:
 
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     frame = preds.assign(true=preds["label"].map({0: "real", 1: "fake"}))
-    sns.histplot(frame, x="prob", hue="true", hue_order=["real", "fake"], bins=25, binrange=(0, 1),
-                 stat="count", element="step", common_norm=False, ax=ax)
+    sns.histplot(
+        frame,
+        x="prob",
+        hue="true",
+        hue_order=["real", "fake"],
+        bins=25,
+        binrange=(0, 1),
+        stat="count",
+        element="step",
+        common_norm=False,
+        ax=ax,
+    )
     ax.axvline(0.5, color="grey", ls="--", lw=1)
     ax.set_xlabel("fake probability")
     ax.set_title("score distribution per true class")
@@ -680,10 +881,15 @@ def worst_mistakes_figure(summary: EvalSummary, dataset: EvalDataset, size: int,
     for _, row in wrong.iterrows():
         display = display_image(dataset.image(int(row["index"])), size)
         heat = combined_map([maps[f"{method}|{li.name}"][int(row["index"])] for li in summary.layers], display.shape[0])
-        panels.append(render.Panel(image=display, heatmap=heat,
-                                   title=f"#{int(row['index'])} {LABEL_NAMES[int(row['label'])]}->"
-                                         f"{LABEL_NAMES[int(row['pred'])]} p={row['confidence']:.2f}"))
-    rows = [panels[i:i + 4] for i in range(0, len(panels), 4)]
+        panels.append(
+            render.Panel(
+                image=display,
+                heatmap=heat,
+                title=f"#{int(row['index'])} {LABEL_NAMES[int(row['label'])]}->"
+                f"{LABEL_NAMES[int(row['pred'])]} p={row['confidence']:.2f}",
+            )
+        )
+    rows = [panels[i : i + 4] for i in range(0, len(panels), 4)]
     return render.figure_grid(rows, suptitle=f"worst mistakes ({method}, layers combined)")
 
 
@@ -693,19 +899,33 @@ def write_report(summary: EvalSummary, ctx: _Context, figures: Mapping[str, Path
     rendered (``score_distribution``, ``worst_mistakes``: their paths); None: rendered here."""
     run, m = summary.run_dir, summary.metrics
     rep = Report("Deepfake detector evaluation with Grad-CAM")
-    rep.heading("Run").bullets([f"model: `{ctx.detector.source}`", f"test set: `{ctx.dataset.name}` ({ctx.dataset.source})",
-                                f"images: {m['samples']} scored, {m['unreadable']} unreadable (errors.csv)",
-                                f"Grad-CAM: {', '.join(summary.methods) if summary.methods else 'off'}; explained "
-                                f"class: {ctx.args.target}"])
+    rep.heading("Run").bullets(
+        [
+            f"model: `{ctx.detector.source}`",
+            f"test set: `{ctx.dataset.name}` ({ctx.dataset.source})",
+            f"images: {m['samples']} scored, {m['unreadable']} unreadable (errors.csv)",
+            f"Grad-CAM: {', '.join(summary.methods) if summary.methods else 'off'}; explained class: {ctx.args.target}",
+        ]
+    )
     rep.heading("Metrics").table(metrics_table(m), index=False)
     c = m["confusion"]
-    rep.heading("Confusion matrix").table(pd.DataFrame(
-        {"true \\ predicted": ["real", "fake"], "real": [c["true_real_pred_real"], c["true_fake_pred_real"]],
-         "fake": [c["true_real_pred_fake"], c["true_fake_pred_fake"]]}), index=False)
+    rep.heading("Confusion matrix").table(
+        pd.DataFrame(
+            {
+                "true \\ predicted": ["real", "fake"],
+                "real": [c["true_real_pred_real"], c["true_fake_pred_real"]],
+                "fake": [c["true_real_pred_fake"], c["true_fake_pred_fake"]],
+            }
+        ),
+        index=False,
+    )
     fig_dir = run / "figures"
     if figures is None:
-        figures = {"score_distribution": render.save_figure(score_distribution_figure(summary.predictions),
-                                                            fig_dir / "score_distribution.png")}
+        figures = {
+            "score_distribution": render.save_figure(
+                score_distribution_figure(summary.predictions), fig_dir / "score_distribution.png"
+            )
+        }
         worst = worst_mistakes_figure(summary, ctx.dataset, ctx.detector.size)
         if worst is not None:
             figures["worst_mistakes"] = render.save_figure(worst, fig_dir / "worst_mistakes.png")
@@ -714,60 +934,111 @@ def write_report(summary: EvalSummary, ctx: _Context, figures: Mapping[str, Path
         rep.heading("Layers").table(layer_table(ctx.layers), index=False)
     if summary.localization is not None:
         rep.heading("Does the map find the manipulation? (fakes with masks)")
-        rep.paragraph("Pointing game: the map's maximum lies inside the manipulated region (tol1: within 1 px); energy: "
-                      "the share of the map inside it. One row per layer and method, plus the layers combined.")
+        rep.paragraph(
+            "Pointing game: the map's maximum lies inside the manipulated region (tol1: within 1 px); energy: "
+            "the share of the map inside it. One row per layer and method, plus the layers combined."
+        )
         rep.table(summary.localization, index=False)
         best = summary.localization.loc[summary.localization["pointing_game"].idxmax()]
-        rep.paragraph(f"Best: **{best['layer']}** with {best['method']}, pointing game {best['pointing_game']:.1%} "
-                      f"of {int(best['fakes'])} fakes.")
+        rep.paragraph(
+            f"Best: **{best['layer']}** with {best['method']}, pointing game {best['pointing_game']:.1%} "
+            f"of {int(best['fakes'])} fakes."
+        )
     if figures.get("worst_mistakes") is not None:
         rep.heading("Worst mistakes")
         rep.figure(figures["worst_mistakes"], "most confident wrong predictions", relative_to=run)
     if len(summary.samples):
         rep.heading("Saved samples")
-        rep.paragraph(f"{len(summary.samples)} sample folder(s) with one overlay per layer, gradcam_comparison.png and "
-                      "the metadata; samples.csv maps each to its image.")
+        rep.paragraph(
+            f"{len(summary.samples)} sample folder(s) with one overlay per layer, gradcam_comparison.png and "
+            "the metadata; samples.csv maps each to its image."
+        )
     return rep.write(run / "report.md")
 
 
 # --------------------------------------------------------------------------------------
 # the seed's one-image demo
 # --------------------------------------------------------------------------------------
-def gradcam_demo(inputs: Sequence[str | os.PathLike] | str | os.PathLike, output: str | os.PathLike,
-                 config: str | None = None, weights: str | None = None, layers: Sequence[str] | None = None,
-                 method: str = "gradcam", target: str = "predicted", overwrite: bool = False,
-                 progress: bool = False, device: str | torch.device = "cpu", layout: Any = None,
-                 num_heads: int | None = None, cluster: ClusterOptions | None = None
-                 ) -> tuple[list[dict[str, Any]], list]:
+def gradcam_demo(
+    inputs: Sequence[str | os.PathLike] | str | os.PathLike,
+    output: str | os.PathLike,
+    config: str | None = None,
+    weights: str | None = None,
+    layers: Sequence[str] | None = None,
+    method: str = "gradcam",
+    target: str = "predicted",
+    overwrite: bool = False,
+    progress: bool = False,
+    device: str | torch.device = "cpu",
+    layout: Any = None,
+    num_heads: int | None = None,
+    cluster: ClusterOptions | None = None,
+) -> tuple[list[dict[str, Any]], list]:
     """Per image: ``gradcam_{layer}_{stem}.png`` per layer, ``{stem}_comparison.png`` (prediction in
     the title) and ``{stem}.json``. Returns (results, failures). ``layout``: where the layers'
     channels are (see :func:`vizkit.cam`). A batch of :mod:`vizkit.batch` (one unit per image;
     a rerun with the same arguments resumes); ``cluster``: the images on a Dask cluster."""
     files = image_files([inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs))
     det = load_eval_detector(config, weights, num_heads=num_heads, device=device)
-    infos = resolve_gradcam_layers(det.model, list(layers or det.config.get("gradcam_layers") or default_layers(det.model)),
-                                   det.size)
+    infos = resolve_gradcam_layers(
+        det.model, list(layers or det.config.get("gradcam_layers") or default_layers(det.model)), det.size
+    )
     names = [i.name for i in infos]
-    manifest = {"command": "detector-gradcam", "config": resolved(config), "weights": resolved(weights),
-                "num_heads": num_heads, "layers": names, "method": method, "target": target, "layout": layout}
-    job = Job(_gradcam_unit, _gradcam_model, (config, weights, tuple(names), str(device), num_heads),
-              None if cluster is not None else (det, infos), catch=(VizkitError,), name="detector-gradcam")
-    _, outcomes = run_inputs(output, "detector-gradcam", manifest, files, job, lambda f, _: (str(f), method, target,
-                             layout), overwrite=overwrite, cluster=cluster, progress=progress,
-                             columns=["prediction", "fake_probability"])
-    return ([o.record for o in outcomes if o.ok],
-            [(f.name, o.error) for f, o in zip(files, outcomes) if not o.ok])
+    manifest = {
+        "command": "detector-gradcam",
+        "config": resolved(config),
+        "weights": resolved(weights),
+        "num_heads": num_heads,
+        "layers": names,
+        "method": method,
+        "target": target,
+        "layout": layout,
+    }
+    job = Job(
+        _gradcam_unit,
+        _gradcam_model,
+        (config, weights, tuple(names), str(device), num_heads),
+        None if cluster is not None else (det, infos),
+        catch=(VizkitError,),
+        name="detector-gradcam",
+    )
+    _, outcomes = run_inputs(
+        output,
+        "detector-gradcam",
+        manifest,
+        files,
+        job,
+        lambda f, _: (str(f), method, target, layout),
+        overwrite=overwrite,
+        cluster=cluster,
+        progress=progress,
+        columns=["prediction", "fake_probability"],
+    )
+    return ([o.record for o in outcomes if o.ok], [(f.name, o.error) for f, o in zip(files, outcomes) if not o.ok])
 
 
-def gradcam_image(det: Detector, infos: Sequence[LayerInfo], path: Path, out: Path, method: str = "gradcam",
-                  target: str = "predicted", layout: Any = None) -> dict[str, Any]:
+def gradcam_image(
+    det: Detector,
+    infos: Sequence[LayerInfo],
+    path: Path,
+    out: Path,
+    method: str = "gradcam",
+    target: str = "predicted",
+    layout: Any = None,
+) -> dict[str, Any]:
     """One image of :func:`gradcam_demo`: its files written into ``out``; its JSON sidecar returned
     (a :class:`VizkitError` when the image cannot be read, nothing written then)."""
     image = det.read(path)
     x = det.preprocess(image)[None].to(model_device(det.model))
     targets = _targets(EvalArgs(target=target), torch.tensor([1]), det.fake_index)
-    exp = cam(det.model, x, targets if target != "label" else None, layers=[i.module for i in infos], method=method,
-              layout=layout)
+    exp = cam(
+        det.model,
+        x,
+        targets if target != "label" else None,
+        layers=[i.module for i in infos],
+        method=method,
+        layout=layout,
+    )
     prob = float(torch.softmax(exp.output.float(), -1)[0, det.fake_index])
     pred = int(prob >= 0.5) if det.fake_index == 1 else int(exp.output.argmax(-1)[0] == det.fake_index)
     display = display_image(image, det.size)
@@ -777,20 +1048,28 @@ def gradcam_image(det: Detector, infos: Sequence[LayerInfo], path: Path, out: Pa
     conf = prob if pred == 1 else 1 - prob
     title = f"{path.name}: predicted {LABEL_NAMES[pred]} (p = {conf:.3f})"
     render.save_figure(comparison_figure(display, maps, title, exp.method), out / f"{path.stem}_comparison.png")
-    res = {"image": str(path), "fake_probability": prob, "prediction": LABEL_NAMES[pred], "method": exp.method,
-           "target": target, "layers": {i.name: i.module for i in infos}}
+    res = {
+        "image": str(path),
+        "fake_probability": prob,
+        "prediction": LABEL_NAMES[pred],
+        "method": exp.method,
+        "target": target,
+        "layers": {i.name: i.module for i in infos},
+    }
     write_json(out / f"{path.stem}.json", res)
     return res
 
 
-def _gradcam_unit(ctx: tuple[Detector, list[LayerInfo]], payload: tuple[str, str, str, Any], out: Path
-                  ) -> dict[str, Any]:
+def _gradcam_unit(
+    ctx: tuple[Detector, list[LayerInfo]], payload: tuple[str, str, str, Any], out: Path
+) -> dict[str, Any]:
     path, method, target, layout = payload
     return gradcam_image(*ctx, Path(path), out, method, target, layout)
 
 
-def _gradcam_model(spec: tuple[str | None, str | None, tuple[str, ...], str, int | None]
-                   ) -> tuple[Detector, list[LayerInfo]]:
+def _gradcam_model(
+    spec: tuple[str | None, str | None, tuple[str, ...], str, int | None],
+) -> tuple[Detector, list[LayerInfo]]:
     config, weights, layer_names, device, num_heads = spec
     det = load_eval_detector(config, weights, num_heads=num_heads, device=device)
     return det, resolve_gradcam_layers(det.model, list(layer_names), det.size)
@@ -814,13 +1093,15 @@ class CLIPDetectorWithGradCAM(nn.Module):
         super().__init__()
         self.config = dict(config or {})
         if model is None:
-            det = load_eval_detector(self.config.get("detector_path"), self.config.get("pretrained"),
-                                     num_heads=self.config.get("num_heads"))
+            det = load_eval_detector(
+                self.config.get("detector_path"), self.config.get("pretrained"), num_heads=self.config.get("num_heads")
+            )
             model = det.model
         self.model = model
         self.gradcam_enabled = bool(self.config.get("gradcam_enabled", False))
-        self.gradcam_layers = resolve_gradcam_layers(model, list(self.config.get("gradcam_layers")
-                                                                 or default_layers(model)))
+        self.gradcam_layers = resolve_gradcam_layers(
+            model, list(self.config.get("gradcam_layers") or default_layers(model))
+        )
         self.gradcam_save_dir = Path(self.config.get("gradcam_save_dir", "./gradcam_visualizations"))
         self.gradcam_method = self.config.get("gradcam_method", "gradcam")
 
@@ -844,9 +1125,14 @@ class CLIPDetectorWithGradCAM(nn.Module):
         finally:
             self.gradcam_enabled = before
 
-    def generate_gradcam(self, data_dict: Mapping[str, Any], save_visualizations: bool = True,
-                         filename_prefix: str = "gradcam", target_class: int | None = None,
-                         method: str | None = None) -> dict[str, torch.Tensor]:
+    def generate_gradcam(
+        self,
+        data_dict: Mapping[str, Any],
+        save_visualizations: bool = True,
+        filename_prefix: str = "gradcam",
+        target_class: int | None = None,
+        method: str | None = None,
+    ) -> dict[str, torch.Tensor]:
         """``{layer: [B, H, W]}`` maps in [0, 1] of ``data_dict["image"]`` for ``target_class``
         (None: the predicted class), all layers from one backward; with ``save_visualizations``
         writes ``{prefix}_{layer}_sample{b}.png`` per layer and ``{prefix}_comparison_sample{b}.png``
@@ -854,18 +1140,27 @@ class CLIPDetectorWithGradCAM(nn.Module):
         if not self.gradcam_enabled:
             raise VizkitError("Grad-CAM is disabled: call enable_gradcam() or use `with model.gradcam():`")
         x = data_dict["image"]
-        exp = cam(self.model, x, target_class, layers=[i.module for i in self.gradcam_layers],
-                  method=method or self.gradcam_method)
+        exp = cam(
+            self.model,
+            x,
+            target_class,
+            layers=[i.module for i in self.gradcam_layers],
+            method=method or self.gradcam_method,
+        )
         maps = {i.name: exp.layer_heatmaps[i.module] for i in self.gradcam_layers}
         if save_visualizations:
             for b in range(x.shape[0]):
                 display = render.to_numpy_image(x[b].detach().cpu())  # min-max scaled for display
                 per = {n: m[b].cpu().numpy() for n, m in maps.items()}
                 for n, m in per.items():
-                    render.save_image(render.overlay(display, m), self.gradcam_save_dir / f"{filename_prefix}_{n}_sample{b}.png")
+                    render.save_image(
+                        render.overlay(display, m), self.gradcam_save_dir / f"{filename_prefix}_{n}_sample{b}.png"
+                    )
                 p = float(torch.softmax(exp.output[b].float(), -1)[1])
-                render.save_figure(comparison_figure(display, per, f"p(fake) = {p:.3f}", exp.method),
-                                   self.gradcam_save_dir / f"{filename_prefix}_comparison_sample{b}.png")
+                render.save_figure(
+                    comparison_figure(display, per, f"p(fake) = {p:.3f}", exp.method),
+                    self.gradcam_save_dir / f"{filename_prefix}_comparison_sample{b}.png",
+                )
         return maps
 
 
@@ -880,14 +1175,22 @@ class DetectorGradCAMExplorer(Explorer):
     CONTROLS = (("show", "toggle"), ("sample", "dropdown"), ("layer", "dropdown"), ("method", "dropdown"))
     LAYOUT = (("show", "sample"), ("layer", "method"))
 
-    def __init__(self, run_dir: str | os.PathLike, dataset: EvalDataset | None = None, size: int | None = None,
-                 cmap: str = "jet", *, interactive: bool = True):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        dataset: EvalDataset | None = None,
+        size: int | None = None,
+        cmap: str = "jet",
+        *,
+        interactive: bool = True,
+    ):
         self.summary = load_run(run_dir)
         if not self.summary.methods:
             raise InputError(f"{str(run_dir)!r} was evaluated without Grad-CAM: nothing to explore")
         manifest = json.loads((self.summary.run_dir / "manifest.json").read_text(encoding="utf-8"))
-        self.dataset = dataset or resolve_dataset(manifest["test_dataset"], _manifest_config(manifest),
-                                                  manifest["max_samples"] or None)
+        self.dataset = dataset or resolve_dataset(
+            manifest["test_dataset"], _manifest_config(manifest), manifest["max_samples"] or None
+        )
         self.maps = read_chunk_arrays(self.summary.run_dir, len(list((self.summary.run_dir / "chunks").glob("*.json"))))
         self.size = int(size or self.summary.metrics.get("input_size") or _DISPLAY_MIN)
         self.layer_names = [li.name for li in self.summary.layers]
@@ -896,17 +1199,24 @@ class DetectorGradCAMExplorer(Explorer):
     def control_specs(self) -> list[Control]:
         """show (all / wrong only), sample, layer (one or combined), method."""
         methods = self.summary.methods
-        return [Control("show", "toggle", "show", ["all", "wrong only"], "all"),
-                Control("sample", "dropdown", "sample", self._options("all")),
-                Control("layer", "dropdown", "layer", self.layer_names + ["layers combined"], self.layer_names[-1]),
-                Control("method", "dropdown", "method", methods, methods[0])]
+        return [
+            Control("show", "toggle", "show", ["all", "wrong only"], "all"),
+            Control("sample", "dropdown", "sample", self._options("all")),
+            Control("layer", "dropdown", "layer", self.layer_names + ["layers combined"], self.layer_names[-1]),
+            Control("method", "dropdown", "method", methods, methods[0]),
+        ]
 
     def _options(self, show: str) -> list[tuple[str, int]]:
         p = self.summary.predictions
         if show == "wrong only":
             p = p[~p["correct"].astype(bool)]
-        return [(f"#{int(r.index)} {LABEL_NAMES[int(r.label)]}->{LABEL_NAMES[int(r.pred)]} p(fake)={r.prob:.2f}",
-                 int(r.index)) for r in p.itertuples()]
+        return [
+            (
+                f"#{int(r.index)} {LABEL_NAMES[int(r.label)]}->{LABEL_NAMES[int(r.pred)]} p(fake)={r.prob:.2f}",
+                int(r.index),
+            )
+            for r in p.itertuples()
+        ]
 
     def on_change(self, label: str) -> None:
         """``show`` refilters the samples (keeping the list when no sample is wrong)."""
@@ -931,8 +1241,12 @@ class DetectorGradCAMExplorer(Explorer):
             return None
         row = self.summary.predictions.set_index("index").loc[i]
         display = display_image(self.dataset.image(i), self.size)
-        return HeatmapView(self.current_map(state), display, map_title=f"{state['method']} @ {state['layer']}",
-                           overlay_title=_title({**row.to_dict(), "index": i}))
+        return HeatmapView(
+            self.current_map(state),
+            display,
+            map_title=f"{state['method']} @ {state['layer']}",
+            overlay_title=_title({**row.to_dict(), "index": i}),
+        )
 
 
 def _manifest_config(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -959,11 +1273,16 @@ def notebook_parameters() -> list:
         return f"unknown method(s) {', '.join(bad)}: choose from {', '.join(CAM_METHODS)}" if bad else None
 
     return [
-        Param("detector_path", (str,)), Param("weights_path", (str,)), Param("test_dataset", (str,)),
+        Param("detector_path", (str,)),
+        Param("weights_path", (str,)),
+        Param("test_dataset", (str,)),
         Param("max_samples", (int,), check=lambda v: None if v >= 0 else "must be >= 0 (0 means all)"),
-        Param("layers", (str,)), Param("method", (str,), choices=CAM_METHODS),
-        Param("table_methods", (str,), check=methods_ok), Param("target", (str,), choices=TARGETS),
-        Param("gradcam_samples", (int,), check=positive), Param("save_all_predictions", (bool,)),
+        Param("layers", (str,)),
+        Param("method", (str,), choices=CAM_METHODS),
+        Param("table_methods", (str,), check=methods_ok),
+        Param("target", (str,), choices=TARGETS),
+        Param("gradcam_samples", (int,), check=positive),
+        Param("save_all_predictions", (bool,)),
         Param("num_compare", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
         Param("batch_size", (int,), check=positive),
         *common_parameters("output_dir", "overwrite", "interactive", "seed", "device"),

@@ -21,22 +21,34 @@ Example::
     spec.controls  # [{'label': 'sample', 'kind': 'slider'}, ...], from AttentionExplorer.CONTROLS
     spec.validator({"num_samples": 0, ...}, ())  # ParameterError: num_samples=0: must be positive
 """
+
 from __future__ import annotations
 
 import difflib
 import importlib
 import os
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from ..errors import InputError
 from ..notebook import Param
 from ..state import DEVICES
 
-__all__ = ["ScenarioSpec", "SCENARIOS", "COMMON_PARAMETERS", "DEVICES", "UnknownScenarioError", "Validator",
-           "common_parameters", "get_scenario", "find_scenario", "notebook_validator"]
+__all__ = [
+    "ScenarioSpec",
+    "SCENARIOS",
+    "COMMON_PARAMETERS",
+    "DEVICES",
+    "UnknownScenarioError",
+    "Validator",
+    "common_parameters",
+    "get_scenario",
+    "find_scenario",
+    "notebook_validator",
+]
 
 #: a notebook's check: ``check(namespace, names_defined_before_the_parameters_cell) -> parameters``
 Validator = Callable[[Mapping[str, Any], Iterable[str]], dict[str, Any]]
@@ -48,13 +60,16 @@ def _non_negative(value: int) -> str | None:
 
 #: the parameters every scenario notebook declares at the end of its parameters cell, in this order (a notebook
 #: that runs on no torch device, such as 05, leaves ``device`` out)
-COMMON_PARAMETERS: dict[str, Param] = {p.name: p for p in (
-    Param("output_dir", (str,), help="run folder; empty means a new runs/<timestamp>-<notebook>/"),
-    Param("overwrite", (bool,), help="allow writing into a non-empty output_dir"),
-    Param("interactive", (bool,), help="show the widget explorer (static figures are always written)"),
-    Param("seed", (int,), check=_non_negative, help="seed for every random source"),
-    Param("device", (str,), choices=DEVICES, help="cpu | cuda | auto"),
-)}
+COMMON_PARAMETERS: dict[str, Param] = {
+    p.name: p
+    for p in (
+        Param("output_dir", (str,), help="run folder; empty means a new runs/<timestamp>-<notebook>/"),
+        Param("overwrite", (bool,), help="allow writing into a non-empty output_dir"),
+        Param("interactive", (bool,), help="show the widget explorer (static figures are always written)"),
+        Param("seed", (int,), check=_non_negative, help="seed for every random source"),
+        Param("device", (str,), choices=DEVICES, help="cpu | cuda | auto"),
+    )
+}
 
 
 def common_parameters(*names: str) -> list[Param]:
@@ -62,8 +77,9 @@ def common_parameters(*names: str) -> list[Param]:
     :data:`COMMON_PARAMETERS`, for a scenario's ``notebook_parameters()``."""
     unknown = [n for n in names if n not in COMMON_PARAMETERS]
     if unknown:
-        raise ValueError(f"no common parameter {', '.join(map(repr, unknown))}: choose from "
-                         f"{', '.join(COMMON_PARAMETERS)}")
+        raise ValueError(
+            f"no common parameter {', '.join(map(repr, unknown))}: choose from {', '.join(COMMON_PARAMETERS)}"
+        )
     return [p for name, p in COMMON_PARAMETERS.items() if not names or name in names]
 
 
@@ -132,18 +148,42 @@ class ScenarioSpec:
         return [{"label": label, "kind": kind} for label, kind in self.explorer_class.CONTROLS]
 
 
-SCENARIOS: dict[str, ScenarioSpec] = {s.stem: s for s in (
-    ScenarioSpec(1, "clip_detector_attention", "a deepfake detector's real/fake gradient-weighted attention "
-                 "(seed 000)", "DetectorAttentionExplorer", {"faithfulness_samples": 0}),
-    ScenarioSpec(2, "vit_mnist_attention", "a ViT digit classifier's CLS attention (seed 001)", "AttentionExplorer"),
-    ScenarioSpec(3, "detector_gradcam_eval", "Grad-CAM of a deepfake detector on named layers, and an evaluation "
-                 "that explains its mistakes (seed 002)", "DetectorGradCAMExplorer",
-                 {"max_samples": 100, "table_methods": "gradcam"}),
-    ScenarioSpec(4, "clip_text_gradcam", "CLIP image-text similarity by Grad-CAM (seed 003)", "ClipExplorer",
-                 {"num_scenes": 0}),
-    ScenarioSpec(5, "vlm_attention_video", "a VLM's per-token attention over text and image, as a video (seed 004)",
-                 "VLMAttentionExplorer", {"ground_truth_questions": 0}),
-)}
+SCENARIOS: dict[str, ScenarioSpec] = {
+    s.stem: s
+    for s in (
+        ScenarioSpec(
+            1,
+            "clip_detector_attention",
+            "a deepfake detector's real/fake gradient-weighted attention (seed 000)",
+            "DetectorAttentionExplorer",
+            {"faithfulness_samples": 0},
+        ),
+        ScenarioSpec(
+            2, "vit_mnist_attention", "a ViT digit classifier's CLS attention (seed 001)", "AttentionExplorer"
+        ),
+        ScenarioSpec(
+            3,
+            "detector_gradcam_eval",
+            "Grad-CAM of a deepfake detector on named layers, and an evaluation that explains its mistakes (seed 002)",
+            "DetectorGradCAMExplorer",
+            {"max_samples": 100, "table_methods": "gradcam"},
+        ),
+        ScenarioSpec(
+            4,
+            "clip_text_gradcam",
+            "CLIP image-text similarity by Grad-CAM (seed 003)",
+            "ClipExplorer",
+            {"num_scenes": 0},
+        ),
+        ScenarioSpec(
+            5,
+            "vlm_attention_video",
+            "a VLM's per-token attention over text and image, as a video (seed 004)",
+            "VLMAttentionExplorer",
+            {"ground_truth_questions": 0},
+        ),
+    )
+}
 # the browser test's parameters: the widgets are what it tests, so the long evaluation tables that nbval and
 # `make demo` run in full are made small or skipped there
 
@@ -167,8 +207,10 @@ def get_scenario(name: str | os.PathLike) -> ScenarioSpec:
         names = [*SCENARIOS, *(s.notebook_stem for s in SCENARIOS.values())]
         close = difflib.get_close_matches(key, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UnknownScenarioError(f"no scenario {str(name)!r}{hint}: valid stems are {', '.join(SCENARIOS)} "
-                                   f"(notebooks {', '.join(s.notebook for s in SCENARIOS.values())})")
+        raise UnknownScenarioError(
+            f"no scenario {str(name)!r}{hint}: valid stems are {', '.join(SCENARIOS)} "
+            f"(notebooks {', '.join(s.notebook for s in SCENARIOS.values())})"
+        )
     return spec
 
 

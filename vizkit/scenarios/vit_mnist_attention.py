@@ -19,11 +19,13 @@ Example::
     result.statistics        # per sample x layer x head: max, mean, entropy, attention distance
     result.report            # runs/mnist/attention_analysis_report.md
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -40,9 +42,20 @@ from ..report import Report, markdown_table
 from ..state import model_device, resolve_device
 from ..widgets import Control, Explorer, HeatmapView
 
-__all__ = ["AttentionVisualizer", "AttentionCache", "AnalysisResult", "AttentionExplorer", "observations",
-           "layer_summary", "write_report", "mnist_preprocess", "markdown_table", "notebook_parameters",
-           "check_notebook_parameters", "parse_index_list"]
+__all__ = [
+    "AttentionVisualizer",
+    "AttentionCache",
+    "AnalysisResult",
+    "AttentionExplorer",
+    "observations",
+    "layer_summary",
+    "write_report",
+    "mnist_preprocess",
+    "markdown_table",
+    "notebook_parameters",
+    "check_notebook_parameters",
+    "parse_index_list",
+]
 
 SELECTIONS = ("one_per_class", "indices", "misclassified_first")
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
@@ -118,8 +131,15 @@ class AttentionVisualizer:
     user's checkpoint together with ``config`` (seed 001's config dict or a JSON path).
     """
 
-    def __init__(self, model: Any = None, config: Any = None, device: str | None = None,
-                 output_dir: str | Path = "attention_analysis", head_fusion: str = "mean", cmap: str = "jet"):
+    def __init__(
+        self,
+        model: Any = None,
+        config: Any = None,
+        device: str | None = None,
+        output_dir: str | Path = "attention_analysis",
+        head_fusion: str = "mean",
+        cmap: str = "jet",
+    ):
         self.model_spec, self.config = model, config
         self.device = resolve_device(device or "auto")
         self.output_dir = Path(output_dir)
@@ -151,7 +171,8 @@ class AttentionVisualizer:
                 raise VizkitError(
                     f"model {str(spec)!r} is a checkpoint path: also pass its config (seed 001's dict with img_size, "
                     "patch_size, in_channels, num_classes, embed_dim, num_heads, num_layers, mlp_dim, dropout, "
-                    "or the path of a JSON file holding it)")
+                    "or the path of a JSON file holding it)"
+                )
             loaded = load_vit_checkpoint(self.config, spec)
             self.model, self.model_info = loaded.model, {"source": str(spec), **loaded.meta}
         self.model = self.model.to(self.device).eval()
@@ -182,8 +203,9 @@ class AttentionVisualizer:
         _, labels = load_mnist("test")
         return float((self.test_predictions() == torch.from_numpy(np.array(labels))).float().mean())
 
-    def get_test_samples(self, num_samples: int = 8, selection: str = "one_per_class",
-                         indices: Sequence[int] | None = None) -> list[tuple[np.ndarray, int]]:
+    def get_test_samples(
+        self, num_samples: int = 8, selection: str = "one_per_class", indices: Sequence[int] | None = None
+    ) -> list[tuple[np.ndarray, int]]:
         """``(image uint8 28x28, label)`` pairs from the MNIST test set.
 
         ``one_per_class``: the first test image of each digit in turn (0, 1, 2, ...);
@@ -197,7 +219,9 @@ class AttentionVisualizer:
         self.sample_indices = chosen
         return [(images[i], int(labels[i])) for i in chosen]
 
-    def select_indices(self, labels: np.ndarray, num_samples: int, selection: str, indices: Sequence[int] | None) -> list[int]:
+    def select_indices(
+        self, labels: np.ndarray, num_samples: int, selection: str, indices: Sequence[int] | None
+    ) -> list[int]:
         if selection not in SELECTIONS:
             raise VizkitError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
         if selection == "indices":
@@ -217,7 +241,9 @@ class AttentionVisualizer:
         return (wrong + right)[:num_samples]
 
     # ---------------------------------------------------------------- the one forward pass
-    def analyze(self, samples: Sequence[tuple[np.ndarray, int]], layers: Any = "all", relevance: bool = True) -> AttentionCache:
+    def analyze(
+        self, samples: Sequence[tuple[np.ndarray, int]], layers: Any = "all", relevance: bool = True
+    ) -> AttentionCache:
         """Attention of every sample from one batched forward (plus one backward for the
         gradient-weighted relevance of the predicted class); cached in ``self.cache``."""
         model = self._ensure_model()
@@ -232,8 +258,15 @@ class AttentionVisualizer:
         if relevance:
             rel = gradient_attention(model, x, preds.tolist(), layers=layers, head_fusion=self.head_fusion)
             rel = torch.nn.functional.interpolate(rel.heatmap[:, None], size=attn.grid, mode="area")[:, 0]
-        self.cache = AttentionCache(images=images, inputs=x.cpu(), labels=torch.tensor([l for _, l in samples]),
-                                    preds=preds, probs=probs, attn=attn, relevance=rel)
+        self.cache = AttentionCache(
+            images=images,
+            inputs=x.cpu(),
+            labels=torch.tensor([li for _, li in samples]),
+            preds=preds,
+            probs=probs,
+            attn=attn,
+            relevance=rel,
+        )
         return self.cache
 
     def _cached(self, image: np.ndarray, label: int, i: int) -> tuple[AttentionCache, int]:
@@ -252,31 +285,37 @@ class AttentionVisualizer:
         truth = f"label {label}, " if label >= 0 else ""
         return f"{truth}predicted {pred} ({conf:.1%})"
 
-    def visualize_attention_patterns(self, image: np.ndarray, label: int, i: int, layers: Sequence[int] | None = None) -> Path:
+    def visualize_attention_patterns(
+        self, image: np.ndarray, label: int, i: int, layers: Sequence[int] | None = None
+    ) -> Path:
         """``attention_pattern_sample_{i}.png``: CLS attention per layer; top raw, bottom overlay."""
         cache, s = self._cached(image, label, i)
         idx = list(layers) if layers is not None else list(range(len(cache.layers)))
         fig, axes = plt.subplots(2, len(idx), figsize=(2.2 * len(idx), 4.8), squeeze=False)
-        for col, l in enumerate(idx):
-            heat = cache.cls_map(s, l, None, self.head_fusion)
-            render.show_heatmap(axes[0, col], heat, title=f"layer {l + 1}", cmap=self.cmap)
-            render.show_overlay(axes[1, col], image, heat, title=f"layer {l + 1} overlay", cmap=self.cmap)
-        fig.suptitle(f"Sample {i}: CLS attention per layer ({self.head_fusion} over heads) - {self._title(cache, s)}\n"
-                     "red = high, blue = low", fontsize=10)
+        for col, li in enumerate(idx):
+            heat = cache.cls_map(s, li, None, self.head_fusion)
+            render.show_heatmap(axes[0, col], heat, title=f"layer {li + 1}", cmap=self.cmap)
+            render.show_overlay(axes[1, col], image, heat, title=f"layer {li + 1} overlay", cmap=self.cmap)
+        fig.suptitle(
+            f"Sample {i}: CLS attention per layer ({self.head_fusion} over heads) - {self._title(cache, s)}\n"
+            "red = high, blue = low",
+            fontsize=10,
+        )
         return render.save_figure(fig, self.output_dir / f"attention_pattern_sample_{i}.png")
 
-    def analyze_attention_heads(self, image: np.ndarray, label: int, i: int, layer: int = -1,
-                                heads: Sequence[int] | None = None) -> Path:
+    def analyze_attention_heads(
+        self, image: np.ndarray, label: int, i: int, layer: int = -1, heads: Sequence[int] | None = None
+    ) -> Path:
         """``attention_heads_sample_{i}.png``: every head of one layer; top raw, bottom overlay."""
         cache, s = self._cached(image, label, i)
-        l = layer % len(cache.layers)
+        li = layer % len(cache.layers)
         hs = list(heads) if heads is not None else list(range(cache.num_heads))
         fig, axes = plt.subplots(2, len(hs), figsize=(2.4 * len(hs), 5), squeeze=False)
         for col, h in enumerate(hs):
-            heat = cache.cls_map(s, l, h)
+            heat = cache.cls_map(s, li, h)
             render.show_heatmap(axes[0, col], heat, title=f"head {h + 1}", cmap=self.cmap)
             render.show_overlay(axes[1, col], image, heat, title=f"head {h + 1} overlay", cmap=self.cmap)
-        fig.suptitle(f"Sample {i}: CLS attention of each head in layer {l + 1} - {self._title(cache, s)}", fontsize=10)
+        fig.suptitle(f"Sample {i}: CLS attention of each head in layer {li + 1} - {self._title(cache, s)}", fontsize=10)
         return render.save_figure(fig, self.output_dir / f"attention_heads_sample_{i}.png")
 
     def create_layer_comparison(self, image: np.ndarray, label: int, i: int) -> Path:
@@ -286,17 +325,42 @@ class AttentionVisualizer:
         n = len(cache.layers)
         panels: list[list[render.Panel | None]] = [
             [render.Panel(image=image, kind="image", title="input")]
-            + [render.Panel(image=image, heatmap=cache.cls_map(s, l, None, self.head_fusion), title=f"layer {l + 1}",
-                            cmap=self.cmap) for l in range(n)],
-            [render.Panel(image=image, kind="image", title="input"),
-             render.Panel(image=image, heatmap=cache.cls_map(s, n - 1, None, self.head_fusion),
-                          title="raw last layer", cmap=self.cmap),
-             render.Panel(image=image, heatmap=cache.rollout_map(s, self.head_fusion), title="rollout", cmap=self.cmap)]
-            + ([render.Panel(image=image, heatmap=cache.relevance[s].numpy(), title="gradient-weighted",
-                             cmap=self.cmap)] if cache.relevance is not None else []),
+            + [
+                render.Panel(
+                    image=image,
+                    heatmap=cache.cls_map(s, li, None, self.head_fusion),
+                    title=f"layer {li + 1}",
+                    cmap=self.cmap,
+                )
+                for li in range(n)
+            ],
+            [
+                render.Panel(image=image, kind="image", title="input"),
+                render.Panel(
+                    image=image,
+                    heatmap=cache.cls_map(s, n - 1, None, self.head_fusion),
+                    title="raw last layer",
+                    cmap=self.cmap,
+                ),
+                render.Panel(
+                    image=image, heatmap=cache.rollout_map(s, self.head_fusion), title="rollout", cmap=self.cmap
+                ),
+            ]
+            + (
+                [
+                    render.Panel(
+                        image=image, heatmap=cache.relevance[s].numpy(), title="gradient-weighted", cmap=self.cmap
+                    )
+                ]
+                if cache.relevance is not None
+                else []
+            ),
         ]
-        fig = render.figure_grid(panels, titles=["layer evolution", "last layer vs rollout"],
-                                 suptitle=f"Sample {i}: from layer 1 to layer {n} - {self._title(cache, s)}")
+        fig = render.figure_grid(
+            panels,
+            titles=["layer evolution", "last layer vs rollout"],
+            suptitle=f"Sample {i}: from layer 1 to layer {n} - {self._title(cache, s)}",
+        )
         return render.save_figure(fig, self.output_dir / f"layer_comparison_sample_{i}.png")
 
     def statistics(self) -> pd.DataFrame:
@@ -314,8 +378,12 @@ class AttentionVisualizer:
             self.analyze(samples)
         df = self.statistics().assign(layer_no=lambda d: d["layer_index"] + 1, head=lambda d: d["head"] + 1)
         fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-        titles = {"max": "max CLS attention", "mean": "mean CLS attention", "entropy": "entropy of the CLS row (nats)",
-                  "distance": "mean attention distance (patches)"}
+        titles = {
+            "max": "max CLS attention",
+            "mean": "mean CLS attention",
+            "entropy": "entropy of the CLS row (nats)",
+            "distance": "mean attention distance (patches)",
+        }
         for ax, (metric, title) in zip(axes.flat, titles.items()):
             sns.boxplot(data=df, x="layer_no", y=metric, hue="head", ax=ax, fliersize=2, palette="tab10")
             ax.set_title(title)
@@ -326,10 +394,17 @@ class AttentionVisualizer:
         return render.save_figure(fig, self.output_dir / "attention_statistics.png")
 
     # ---------------------------------------------------------------- the whole run
-    def run_comprehensive_analysis(self, output_dir: str | Path | None = None, num_samples: int = 8,
-                                   selection: str = "one_per_class", indices: Sequence[int] | None = None,
-                                   layers: Any = "all", heads: Sequence[int] | None = None, head_layer: int = -1,
-                                   parameters: dict[str, Any] | None = None) -> AnalysisResult:
+    def run_comprehensive_analysis(
+        self,
+        output_dir: str | Path | None = None,
+        num_samples: int = 8,
+        selection: str = "one_per_class",
+        indices: Sequence[int] | None = None,
+        layers: Any = "all",
+        heads: Sequence[int] | None = None,
+        head_layer: int = -1,
+        parameters: dict[str, Any] | None = None,
+    ) -> AnalysisResult:
         """Every figure, the statistics and the markdown report, into ``output_dir``."""
         if output_dir is not None:
             self.output_dir = Path(output_dir)
@@ -348,8 +423,19 @@ class AttentionVisualizer:
         accuracy = self.test_accuracy()
         sample_acc = float((cache.preds == cache.labels).float().mean())
         obs = observations(df, cache, self.head_fusion)
-        report = write_report(self.output_dir, parameters or {}, self.model_info, accuracy, sample_acc, df, summary,
-                              obs, files, self.sample_indices, cache)
+        report = write_report(
+            self.output_dir,
+            parameters or {},
+            self.model_info,
+            accuracy,
+            sample_acc,
+            df,
+            summary,
+            obs,
+            files,
+            self.sample_indices,
+            cache,
+        )
         return AnalysisResult(self.output_dir, files + [report], df, summary, obs, accuracy, sample_acc, report)
 
 
@@ -366,45 +452,77 @@ def observations(df: pd.DataFrame, cache: AttentionCache, head_fusion: str = "me
     per_head = df.groupby(["layer_index", "head"])["distance"].mean()
     obs = []
     lo, hi = int(per_layer["entropy"].idxmin()), int(per_layer["entropy"].idxmax())
-    obs.append(f"The CLS attention is most concentrated in layer {lo} (mean entropy {per_layer.loc[lo, 'entropy']:.3f} "
-               f"nats) and most diffuse in layer {hi} ({per_layer.loc[hi, 'entropy']:.3f} nats); a uniform row over "
-               f"{cache.attn.maps[cache.layers[0]].shape[-1]} tokens would have {np.log(cache.attn.maps[cache.layers[0]].shape[-1]):.3f}.")
+    n_tokens = cache.attn.maps[cache.layers[0]].shape[-1]
+    obs.append(
+        f"The CLS attention is most concentrated in layer {lo} (mean entropy {per_layer.loc[lo, 'entropy']:.3f} "
+        f"nats) and most diffuse in layer {hi} ({per_layer.loc[hi, 'entropy']:.3f} nats); a uniform row over "
+        f"{n_tokens} tokens would have {np.log(n_tokens):.3f}."
+    )
     if len(per_layer) > 2:
         rho = float(pd.Series(per_layer.index).corr(pd.Series(per_layer["entropy"].values), method="spearman"))
         trend = "falls" if rho <= -0.5 else "rises" if rho >= 0.5 else "shows no monotonic trend"
         obs.append(f"Entropy {trend} with depth (Spearman rho = {rho:+.2f} between layer number and mean entropy).")
     (l_loc, h_loc), (l_glob, h_glob) = per_head.idxmin(), per_head.idxmax()
-    obs.append(f"The most local head is layer {l_loc + 1}, head {h_loc + 1} (mean attention distance "
-               f"{per_head.min():.2f} patches); the most global is layer {l_glob + 1}, head {h_glob + 1} "
-               f"({per_head.max():.2f} patches).")
+    obs.append(
+        f"The most local head is layer {l_loc + 1}, head {h_loc + 1} (mean attention distance "
+        f"{per_head.min():.2f} patches); the most global is layer {l_glob + 1}, head {h_glob + 1} "
+        f"({per_head.max():.2f} patches)."
+    )
     top = int(per_layer["max"].idxmax())
-    obs.append(f"The strongest single CLS->patch weight is found in layer {top} (mean max {per_layer.loc[top, 'max']:.3f}).")
+    obs.append(
+        f"The strongest single CLS->patch weight is found in layer {top} (mean max {per_layer.loc[top, 'max']:.3f})."
+    )
     n = len(cache.labels)
     wrong = [i for i in range(n) if int(cache.preds[i]) != int(cache.labels[i])]
-    obs.append(f"{n - len(wrong)} of {n} analysed samples are classified correctly"
-               + (f"; misclassified: {', '.join(f'sample {i} ({int(cache.labels[i])} -> {int(cache.preds[i])})' for i in wrong)}."
-                  if wrong else "."))
+    obs.append(
+        f"{n - len(wrong)} of {n} analysed samples are classified correctly"
+        + (
+            "; misclassified: "
+            + ", ".join(f"sample {i} ({int(cache.labels[i])} -> {int(cache.preds[i])})" for i in wrong)
+            + "."
+            if wrong
+            else "."
+        )
+    )
     last = cache.attn.cls_attention(-1, head_fusion=head_fusion).flatten(1)
     roll = rollout(cache.attn, head_fusion=head_fusion).flatten(1)
     corr = float(np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(last.numpy(), roll.numpy())]))
-    obs.append(f"Rollout and the raw last-layer attention agree with a mean Pearson correlation of {corr:.2f} over the samples.")
+    obs.append(
+        f"Rollout and the raw last-layer attention agree with a mean Pearson correlation of {corr:.2f} "
+        "over the samples."
+    )
     return obs
 
 
-def write_report(out: Path, params: dict[str, Any], info: dict[str, Any], accuracy: float | None, sample_acc: float,
-                 df: pd.DataFrame, summary: pd.DataFrame, obs: list[str], files: list[Path],
-                 indices: Sequence[int], cache: AttentionCache) -> Path:
+def write_report(
+    out: Path,
+    params: dict[str, Any],
+    info: dict[str, Any],
+    accuracy: float | None,
+    sample_acc: float,
+    df: pd.DataFrame,
+    summary: pd.DataFrame,
+    obs: list[str],
+    files: list[Path],
+    indices: Sequence[int],
+    cache: AttentionCache,
+) -> Path:
     """``attention_analysis_report.md``: parameters, accuracy, figures, statistics, observations."""
     rep = Report("ViT attention analysis on MNIST")
     rep.heading("Run parameters").parameters(params or {"(defaults)": True})
     rep.heading("Model")
     source = info.get("source", "?")
     acc = f"{accuracy:.2%}" if accuracy is not None else "not measured"
-    rep.bullets([f"source: `{source}`", f"test accuracy (10,000 MNIST test images): **{acc}**",
-                 f"layers analysed: {len(cache.layers)}, heads per layer: {cache.num_heads}, patch grid "
-                 f"{cache.attn.grid[0]}x{cache.attn.grid[1]} + {cache.attn.prefix_tokens} CLS token",
-                 f"analysed samples (test-set indices): {', '.join(str(i) for i in indices)}; "
-                 f"accuracy on them {sample_acc:.0%}"])
+    rep.bullets(
+        [
+            f"source: `{source}`",
+            f"test accuracy (10,000 MNIST test images): **{acc}**",
+            f"layers analysed: {len(cache.layers)}, heads per layer: {cache.num_heads}, patch grid "
+            f"{cache.attn.grid[0]}x{cache.attn.grid[1]} + {cache.attn.prefix_tokens} CLS token",
+            f"analysed samples (test-set indices): {', '.join(str(i) for i in indices)}; "
+            f"accuracy on them {sample_acc:.0%}",
+        ]
+    )
     rep.heading("Observations").bullets(obs)
     rep.heading("Statistics per layer (mean and std over samples and heads)")
     rep.table(summary)
@@ -414,8 +532,6 @@ def write_report(out: Path, params: dict[str, Any], info: dict[str, Any], accura
     return rep.write(out / "attention_analysis_report.md")
 
 
-
-
 # ---------------------------------------------------------------- notebook parameters
 def _layers_ok(value: Any) -> str | None:
     if isinstance(value, str):
@@ -423,15 +539,23 @@ def _layers_ok(value: Any) -> str | None:
         if v in ("all", "last") or v.startswith("last_") or all(p.strip().lstrip("-").isdigit() for p in v.split(",")):
             return None
         return "use 'all', 'last', 'last_K', a comma-separated list of block indices like '0,2,5', or a list of ints"
-    return None if all(isinstance(i, int) and not isinstance(i, bool) for i in value) else "a list of block indices (ints)"
+    return (
+        None if all(isinstance(i, int) and not isinstance(i, bool) for i in value) else "a list of block indices (ints)"
+    )
 
 
 def _heads_ok(value: Any) -> str | None:
     if isinstance(value, str):
-        return None if value.strip().lower() == "all" or all(p.strip().isdigit() for p in value.split(",")) else \
-            "use 'all', a comma-separated list of head indices like '0,2', or a list of ints"
-    return None if all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value) else \
-        "a list of non-negative head indices"
+        return (
+            None
+            if value.strip().lower() == "all" or all(p.strip().isdigit() for p in value.split(","))
+            else "use 'all', a comma-separated list of head indices like '0,2', or a list of ints"
+        )
+    return (
+        None
+        if all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value)
+        else "a list of non-negative head indices"
+    )
 
 
 def parse_index_list(value: Any, keywords: tuple[str, ...] = ("all",)) -> Any:
@@ -454,8 +578,13 @@ def notebook_parameters() -> list:
         Param("model_config", (str,), help="JSON config of a checkpoint (seed 001's keys)"),
         Param("num_samples", (int,), check=positive),
         Param("selection", (str,), choices=SELECTIONS),
-        Param("indices", (list, tuple), check=lambda v: None if all(isinstance(i, int) and i >= 0 for i in v)
-              else "a list of non-negative test-set indices"),
+        Param(
+            "indices",
+            (list, tuple),
+            check=lambda v: (
+                None if all(isinstance(i, int) and i >= 0 for i in v) else "a list of non-negative test-set indices"
+            ),
+        ),
         Param("layers", (str, list, tuple), check=_layers_ok),
         Param("heads", (str, list, tuple), check=_heads_ok),
         Param("head_layer", (int,)),
@@ -492,13 +621,19 @@ class AttentionExplorer(Explorer):
     """
 
     #: the controls as the page shows them (label, kind): read by the notebook build and the browser test
-    CONTROLS = (("sample", "slider"), ("layer", "slider"), ("head", "dropdown"), ("fusion", "dropdown"),
-                ("view", "toggle"))
+    CONTROLS = (
+        ("sample", "slider"),
+        ("layer", "slider"),
+        ("head", "dropdown"),
+        ("fusion", "dropdown"),
+        ("view", "toggle"),
+    )
     LAYOUT = (("sample", "layer"), ("head", "fusion"), ("view",))
     DESCRIPTION_WIDTH = "70px"
 
-    def __init__(self, cache: AttentionCache, head_fusion: str = "mean", cmap: str = "jet", *,
-                 interactive: bool = True):
+    def __init__(
+        self, cache: AttentionCache, head_fusion: str = "mean", cmap: str = "jet", *, interactive: bool = True
+    ):
         self.cache, self.head_fusion = cache, head_fusion
         super().__init__(interactive=interactive, cmap=cmap)
 
@@ -509,11 +644,13 @@ class AttentionExplorer(Explorer):
         views = list(VIEWS) if cache.relevance is not None else list(VIEWS[:2])
         # "fused" is -1, not None: a Dropdown shows a None value as an empty box
         heads = [("fused", FUSED)] + [(f"head {h + 1}", h) for h in range(cache.num_heads)]
-        return [Control("sample", "slider", "sample", min=0, max=n_samples - 1, value=0),
-                Control("layer", "slider", "layer", min=1, max=n_layers, value=n_layers),
-                Control("head", "dropdown", "head", heads, FUSED),
-                Control("fusion", "dropdown", "fusion", list(HEAD_FUSIONS), self.head_fusion),
-                Control("view", "toggle", "view", views, views[0])]
+        return [
+            Control("sample", "slider", "sample", min=0, max=n_samples - 1, value=0),
+            Control("layer", "slider", "layer", min=1, max=n_layers, value=n_layers),
+            Control("head", "dropdown", "head", heads, FUSED),
+            Control("fusion", "dropdown", "fusion", list(HEAD_FUSIONS), self.head_fusion),
+            Control("view", "toggle", "view", views, views[0]),
+        ]
 
     def current_map(self, state: Mapping[str, Any] | None = None) -> np.ndarray:
         """The ``[h, w]`` map the controls (or ``state``) select, read from the cache."""
@@ -531,12 +668,21 @@ class AttentionExplorer(Explorer):
         st = self.state if state is None else state
         s, view, head = st["sample"], st["view"], st["head"]
         label, pred = int(self.cache.labels[s]), int(self.cache.preds[s])
-        what = view if view != "CLS attention" else (
-            f"layer {st['layer']}, " + (f"head {head + 1}" if head not in (FUSED, None)
-                                        else f"{st['fusion']} of heads"))
+        what = (
+            view
+            if view != "CLS attention"
+            else (
+                f"layer {st['layer']}, "
+                + (f"head {head + 1}" if head not in (FUSED, None) else f"{st['fusion']} of heads")
+            )
+        )
         return f"sample {s} (label {label}, predicted {pred}): {what}"
 
     def render(self, state: Mapping[str, Any]) -> HeatmapView:
         """The selected map over the sample's image."""
-        return HeatmapView(self.current_map(state), self.cache.images[state["sample"]], map_title="attention",
-                           suptitle=self.title(state))
+        return HeatmapView(
+            self.current_map(state),
+            self.cache.images[state["sample"]],
+            map_title="attention",
+            suptitle=self.title(state),
+        )

@@ -30,11 +30,13 @@ Example::
 
 or ``vizkit vlm-video --model_path DIR --benchmark_json FILE --image_dir DIR --layers 10 20``.
 """
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,12 +52,31 @@ from ..vlm_benchmarks import default_benchmark, load_sample, sample_indices
 from ..widgets import Control, Explorer, FrameView
 from .vlm_ground_truth import explain_answer_attention, ground_truth_table
 
-__all__ = ["explain_answer_attention", "VLM", "load_vlm", "PositionMap", "Trace", "trace_sample", "resolve_layers",
-           "FrameRenderer", "contact_sheet", "load_sample", "create_video", "AttentionVisualizer",
-           "VLMAttentionVisualizer", "VLMAttentionExplorer", "run_video", "run_many", "sample_indices", "write_report",
-           "answer_relevance", "image_share",
-           "token_shares",
-           "ground_truth_table", "DEFAULT_START_PHRASE"]
+__all__ = [
+    "explain_answer_attention",
+    "VLM",
+    "load_vlm",
+    "PositionMap",
+    "Trace",
+    "trace_sample",
+    "resolve_layers",
+    "FrameRenderer",
+    "contact_sheet",
+    "load_sample",
+    "create_video",
+    "AttentionVisualizer",
+    "VLMAttentionVisualizer",
+    "VLMAttentionExplorer",
+    "run_video",
+    "run_many",
+    "sample_indices",
+    "write_report",
+    "answer_relevance",
+    "image_share",
+    "token_shares",
+    "ground_truth_table",
+    "DEFAULT_START_PHRASE",
+]
 
 
 def token_shares(trace: Trace, layer: int, head: Any = "mean") -> Any:
@@ -76,9 +97,19 @@ def token_shares(trace: Trace, layer: int, head: Any = "mean") -> Any:
         img = r[k == IMAGE]
         dist = img / img.sum() if img.sum() > 0 else img
         ent = float(row_entropy(torch.from_numpy(dist.astype(np.float64))[None])[0]) if len(img) else float("nan")
-        out.append({"layer": layer, "token": j, "text": trace.pieces[p], "image": float(img.sum()),
-                    "question": float(r[k == TEXT].sum()), "special": float(r[k == SPECIAL].sum()),
-                    "answer": float(r[k == GENERATED].sum()), "sinks": float(sink[j]), "image_entropy": ent})
+        out.append(
+            {
+                "layer": layer,
+                "token": j,
+                "text": trace.pieces[p],
+                "image": float(img.sum()),
+                "question": float(r[k == TEXT].sum()),
+                "special": float(r[k == SPECIAL].sum()),
+                "answer": float(r[k == GENERATED].sum()),
+                "sinks": float(sink[j]),
+                "image_entropy": ent,
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -90,8 +121,9 @@ def shares_figure(frames: Any, path: str | Path) -> Path:
 
     from ..render import save_figure
 
-    long = frames.melt(id_vars=["layer", "token"], value_vars=["image", "question", "answer"], var_name="on",
-                       value_name="share")
+    long = frames.melt(
+        id_vars=["layer", "token"], value_vars=["image", "question", "answer"], var_name="on", value_name="share"
+    )
     fig, (a, b) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)
     sns.lineplot(data=long, x="token", y="share", hue="on", style="layer", ax=a)
     a.set_ylabel("attention share")
@@ -103,9 +135,16 @@ def shares_figure(frames: Any, path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
-def write_report(folder: str | Path, trace: Trace, sample: dict[str, Any], params: dict[str, Any],
-                 outputs: dict[str, Any], shares: Any, ground_truth: tuple[Any, dict[str, Any]] | None = None,
-                 relevance: TokenRelevance | None = None) -> Path:
+def write_report(
+    folder: str | Path,
+    trace: Trace,
+    sample: dict[str, Any],
+    params: dict[str, Any],
+    outputs: dict[str, Any],
+    shares: Any,
+    ground_truth: tuple[Any, dict[str, Any]] | None = None,
+    relevance: TokenRelevance | None = None,
+) -> Path:
     """``report.md``: the sample, the answer, the share / entropy plot, per-layer means, the
     chosen token's relevance and the ground-truth layer x head table (tiny_vlm)."""
     from ..report import Report
@@ -113,36 +152,59 @@ def write_report(folder: str | Path, trace: Trace, sample: dict[str, Any], param
     folder = Path(folder)
     fig = shares_figure(shares, folder / "attention_shares.png")
     rep = Report("VLM per-token attention video")
-    rep.heading("Sample").bullets([f"id: {sample.get('id', '?')}", f"problem: {sample.get('problem', '')}",
-                                   f"reference solution: {sample.get('solution', '(none)')}",
-                                   f"images: {', '.join(map(str, sample.get('image', [])))}"])
+    rep.heading("Sample").bullets(
+        [
+            f"id: {sample.get('id', '?')}",
+            f"problem: {sample.get('problem', '')}",
+            f"reference solution: {sample.get('solution', '(none)')}",
+            f"images: {', '.join(map(str, sample.get('image', [])))}",
+        ]
+    )
     what = "generated answer" if trace.mode == "generate" else "teacher-forced solution"
-    rep.heading("Answer").paragraph(f"The {what} ({trace.num_answer_tokens} tokens; the video starts at token "
-                                    f"{trace.start}, {len(trace.frame_tokens)} frames):")
+    rep.heading("Answer").paragraph(
+        f"The {what} ({trace.num_answer_tokens} tokens; the video starts at token "
+        f"{trace.start}, {len(trace.frame_tokens)} frames):"
+    )
     rep.paragraph("> " + trace.text.strip().replace("\n", "\n> "))
     rep.heading("Parameters").parameters(params)
-    rep.heading("Outputs").bullets([f"{k}: {Path(v).name if isinstance(v, (str, Path)) else v}"
-                                    for k, v in outputs.items()])
+    rep.heading("Outputs").bullets(
+        [f"{k}: {Path(v).name if isinstance(v, (str, Path)) else v}" for k, v in outputs.items()]
+    )
     rep.heading("Where the answer looks")
-    rep.paragraph("Each frame shows the attention row of the step that produced the token (the query is the token "
-                  "before it), over every earlier position. Shares per answer token: on the image tokens, on the "
-                  "prompt text, on the earlier answer tokens; entropy of the row's distribution over image patches "
-                  f"(natural log; uniform over all patches would be ln(patches)). Heads: {params.get('heads')}.")
-    rep.figure(fig, "attention share on image / question / earlier answer, and entropy over image patches",
-               relative_to=folder)
+    rep.paragraph(
+        "Each frame shows the attention row of the step that produced the token (the query is the token "
+        "before it), over every earlier position. Shares per answer token: on the image tokens, on the "
+        "prompt text, on the earlier answer tokens; entropy of the row's distribution over image patches "
+        f"(natural log; uniform over all patches would be ln(patches)). Heads: {params.get('heads')}."
+    )
+    rep.figure(
+        fig, "attention share on image / question / earlier answer, and entropy over image patches", relative_to=folder
+    )
     rep.table(shares.groupby("layer")[["image", "question", "special", "answer", "image_entropy"]].mean())
     rep.heading("Attention sinks")
-    rep.paragraph("A few positions can take a large share of every row whatever the token (the first token, some "
-                  "image patches): attention sinks. Here a sink is position 0 plus the prompt positions whose "
-                  "attention received, averaged over the answer rows and heads, lies above Q3 + 3 IQR of all prompt "
-                  "positions (at most 5). Share of each row on them, per layer (mean, min, max over answer tokens); "
-                  + ("the video masks them (rows renormalised over the rest)." if params.get("sinks") == "mask"
-                     else "the video keeps them (--sinks mask hides them)."))
+    rep.paragraph(
+        "A few positions can take a large share of every row whatever the token (the first token, some "
+        "image patches): attention sinks. Here a sink is position 0 plus the prompt positions whose "
+        "attention received, averaged over the answer rows and heads, lies above Q3 + 3 IQR of all prompt "
+        "positions (at most 5). Share of each row on them, per layer (mean, min, max over answer tokens); "
+        + (
+            "the video masks them (rows renormalised over the rest)."
+            if params.get("sinks") == "mask"
+            else "the video keeps them (--sinks mask hides them)."
+        )
+    )
     sink_rows = []
     for layer, group in shares.groupby("layer"):
         where = ", ".join(f"{int(t)} ({trace.pmap.label(int(t))})" for t in trace.sinks(int(layer)))
-        sink_rows.append({"layer": int(layer), "sinks": where, "mean share": group["sinks"].mean(),
-                          "min": group["sinks"].min(), "max": group["sinks"].max()})
+        sink_rows.append(
+            {
+                "layer": int(layer),
+                "sinks": where,
+                "mean share": group["sinks"].mean(),
+                "min": group["sinks"].min(),
+                "max": group["sinks"].max(),
+            }
+        )
     import pandas as pd
 
     rep.table(pd.DataFrame(sink_rows), index=False, floatfmt=".3f")
@@ -155,9 +217,13 @@ def write_report(folder: str | Path, trace: Trace, sample: dict[str, Any], param
             f"weighted by its gradient and kept where positive (dscore/dA * A, heads fused by {r.head_fusion}), and "
             f"the layers {r.layers[0]}..{r.layers[-1]} are chained (Chefer et al. 2021; {r.aggregation}). Share on "
             f"image positions: attention (layer {r.attention_layer}) {image_share(trace, r.attention):.1%}, "
-            f"relevance {image_share(trace, r.relevance):.1%}.")
-        rep.figure(Path(outputs["relevance_figure"]), "the image, the attention row and the relevance row on its "
-                   "patches", relative_to=folder)
+            f"relevance {image_share(trace, r.relevance):.1%}."
+        )
+        rep.figure(
+            Path(outputs["relevance_figure"]),
+            "the image, the attention row and the relevance row on its patches",
+            relative_to=folder,
+        )
     if ground_truth is not None:
         table, info = ground_truth
         rep.heading("Ground truth: does the answer look at the asked-about object? (tiny_vlm)")
@@ -168,18 +234,32 @@ def write_report(folder: str | Path, trace: Trace, sample: dict[str, Any], param
             f"from the step that produced it (what the video shows). A random pixel lands in the mask "
             f"{info['random_pixel']:.3f} of the time. One head of tiny_vlm ({info['supervised']}) was trained with "
             f"attention supervision (an auxiliary loss pulling it onto the named object); the other heads were not, "
-            f"and are shown beside it.")
+            f"and are shown beside it."
+        )
         rep.table(table, index=False, floatfmt=".3f")
     return rep.write(folder / "report.md")
 
 
-def create_video(vlm: VLM, sample: dict[str, Any], images: Sequence[Any], *, layer_idx: int | None = None,
-                 layers: Sequence[int] | None = None, start_phrase: str | None = DEFAULT_START_PHRASE,
-                 heads: Any = "mean", max_new_tokens: int = 128, mode: str = "generate",
-                 output_dir: str | Path | None = None, overwrite: bool = False, fps: int = 4,
-                 ground_truth: bool | None = None, notes: Sequence[str] = (), sinks: str = "keep",
-                 explain_token: int | str | None = None, relevance_layers: Sequence[int] | None = None
-                 ) -> dict[str, Any]:
+def create_video(
+    vlm: VLM,
+    sample: dict[str, Any],
+    images: Sequence[Any],
+    *,
+    layer_idx: int | None = None,
+    layers: Sequence[int] | None = None,
+    start_phrase: str | None = DEFAULT_START_PHRASE,
+    heads: Any = "mean",
+    max_new_tokens: int = 128,
+    mode: str = "generate",
+    output_dir: str | Path | None = None,
+    overwrite: bool = False,
+    fps: int = 4,
+    ground_truth: bool | None = None,
+    notes: Sequence[str] = (),
+    sinks: str = "keep",
+    explain_token: int | str | None = None,
+    relevance_layers: Sequence[int] | None = None,
+) -> dict[str, Any]:
     """Trace one sample and write the run folder: one video per layer, contact sheets,
     ``attention.npz``, ``report.md``; with ``explain_token`` (an answer-token index or word) its
     relevance beside the plain attention (:func:`~vizkit.models.vlm.relevance.answer_relevance`
@@ -194,12 +274,30 @@ def create_video(vlm: VLM, sample: dict[str, Any], images: Sequence[Any], *, lay
         raise ParameterError(f"sinks={sinks!r}: use {' or '.join(SINK_MODES)}")
     if fps < 1:
         raise ParameterError(f"fps must be positive, got {fps}")
-    trace = trace_sample(vlm, sample["problem"], images, layer_list, mode=mode, solution=sample.get("solution"),
-                         max_new_tokens=max_new_tokens, heads="all", start_phrase=start_phrase)
+    trace = trace_sample(
+        vlm,
+        sample["problem"],
+        images,
+        layer_list,
+        mode=mode,
+        solution=sample.get("solution"),
+        max_new_tokens=max_new_tokens,
+        heads="all",
+        start_phrase=start_phrase,
+    )
     trace.notes = list(notes)
-    rel = None if explain_token in (None, "") else answer_relevance(
-        vlm, trace, explain_token, layers=relevance_layers, attention_layer=layer_list[0],
-        head_fusion=head if head in ("mean", "max") else "mean")
+    rel = (
+        None
+        if explain_token in (None, "")
+        else answer_relevance(
+            vlm,
+            trace,
+            explain_token,
+            layers=relevance_layers,
+            attention_layer=layer_list[0],
+            head_fusion=head if head in ("mean", "max") else "mean",
+        )
+    )
     import pandas as pd
 
     gt = None
@@ -218,20 +316,42 @@ def create_video(vlm: VLM, sample: dict[str, Any], images: Sequence[Any], *, lay
         written[f"contact_sheet_layer{i}"] = save_image(contact_sheet(r), out / f"contact_sheet_layer{i}.png")
     written["attention"] = trace.save(out / "attention.npz")
     if rel is not None:
-        fig = relevance_figure(trace, rel.attention, rel.relevance, rel.token, f"attention (layer {rel.attention_layer})",
-                               f"relevance ({len(rel.layers)} layers)")
+        fig = relevance_figure(
+            trace,
+            rel.attention,
+            rel.relevance,
+            rel.token,
+            f"attention (layer {rel.attention_layer})",
+            f"relevance ({len(rel.layers)} layers)",
+        )
         written["relevance_figure"] = save_figure(fig, out / f"relevance_token{rel.token}.png")
         written["relevance"] = save_npz(out / "relevance.npz", rel.arrays())
     shares = pd.concat([token_shares(trace, i, head) for i in layer_list], ignore_index=True)
     if gt is not None:
         written["ground_truth"] = "report.md (table)"
-    params = {"model": vlm.path, "sample": sample.get("id", "?"), "layers": layer_list, "heads": head,
-              "start_phrase": start_phrase, "mode": mode, "max_new_tokens": max_new_tokens, "fps": fps,
-              "sinks": sinks, **({"explain_token": rel.token, "relevance_layers": rel.layers} if rel else {})}
+    params = {
+        "model": vlm.path,
+        "sample": sample.get("id", "?"),
+        "layers": layer_list,
+        "heads": head,
+        "start_phrase": start_phrase,
+        "mode": mode,
+        "max_new_tokens": max_new_tokens,
+        "fps": fps,
+        "sinks": sinks,
+        **({"explain_token": rel.token, "relevance_layers": rel.layers} if rel else {}),
+    }
     written["report"] = write_report(out, trace, sample, params, dict(written), shares, gt, rel)
     mark_complete(out, {"layers": layer_list, "frames": len(trace.frame_tokens)})
-    return {"folder": out, "outputs": written, "trace": trace, "notes": trace.notes, "shares": shares,
-            "ground_truth": gt, "relevance": rel}
+    return {
+        "folder": out,
+        "outputs": written,
+        "trace": trace,
+        "notes": trace.notes,
+        "shares": shares,
+        "ground_truth": gt,
+        "relevance": rel,
+    }
 
 
 class AttentionVisualizer:
@@ -261,26 +381,50 @@ class AttentionVisualizer:
         self.notes = notes
         return sample, images
 
-    def create_attention_visualization_for_sample(self, sample: dict[str, Any], images: Sequence[Any],
-                                                  layer_idx: int | None = 20,
-                                                  start_phrase: str | None = DEFAULT_START_PHRASE, *,
-                                                  layers: Sequence[int] | None = None, heads: Any = "mean",
-                                                  max_new_tokens: int = 128, mode: str = "generate",
-                                                  output_dir: str | Path | None = None, overwrite: bool = False,
-                                                  fps: int = 4, ground_truth: bool | None = None,
-                                                  sinks: str = "keep", explain_token: int | str | None = None,
-                                                  relevance_layers: Sequence[int] | None = None) -> str:
+    def create_attention_visualization_for_sample(
+        self,
+        sample: dict[str, Any],
+        images: Sequence[Any],
+        layer_idx: int | None = 20,
+        start_phrase: str | None = DEFAULT_START_PHRASE,
+        *,
+        layers: Sequence[int] | None = None,
+        heads: Any = "mean",
+        max_new_tokens: int = 128,
+        mode: str = "generate",
+        output_dir: str | Path | None = None,
+        overwrite: bool = False,
+        fps: int = 4,
+        ground_truth: bool | None = None,
+        sinks: str = "keep",
+        explain_token: int | str | None = None,
+        relevance_layers: Sequence[int] | None = None,
+    ) -> str:
         images = list(images)
         if len(images) > self.max_image_num:
             self.notes.append(f"{len(images)} images given; using the first {self.max_image_num} (max_image_num)")
-            images = images[:self.max_image_num]
+            images = images[: self.max_image_num]
         if layer_idx is not None and layer_idx == 20 and self.vlm.num_layers <= 20 and not layers:
             layer_idx = None  # the seed's default on a model with fewer layers: its last layer
-        self.last = create_video(self.vlm, sample, images, layer_idx=layer_idx, layers=layers,
-                                 start_phrase=start_phrase, heads=heads, max_new_tokens=max_new_tokens, mode=mode,
-                                 output_dir=output_dir, overwrite=overwrite, fps=fps, ground_truth=ground_truth,
-                                 notes=self.notes, sinks=sinks, explain_token=explain_token,
-                                 relevance_layers=relevance_layers)
+        self.last = create_video(
+            self.vlm,
+            sample,
+            images,
+            layer_idx=layer_idx,
+            layers=layers,
+            start_phrase=start_phrase,
+            heads=heads,
+            max_new_tokens=max_new_tokens,
+            mode=mode,
+            output_dir=output_dir,
+            overwrite=overwrite,
+            fps=fps,
+            ground_truth=ground_truth,
+            notes=self.notes,
+            sinks=sinks,
+            explain_token=explain_token,
+            relevance_layers=relevance_layers,
+        )
         first = resolve_layers(self.vlm.num_layers, layer_idx, layers)[0]
         return str(self.last["outputs"][f"video_layer{first}"])
 
@@ -288,13 +432,27 @@ class AttentionVisualizer:
 VLMAttentionVisualizer = AttentionVisualizer
 
 
-def run_video(model_path: str | Path | None = None, benchmark_json: str | Path | None = None,
-              image_dir: str | Path | None = None, sample_idx: Any = 0, layer_idx: int | None = None,
-              start_phrase: str | None = DEFAULT_START_PHRASE, layers: Sequence[int] | None = None,
-              heads: Any = "mean", max_image_num: int = 2, max_new_tokens: int = 128, mode: str = "generate",
-              output_dir: str | Path | None = None, overwrite: bool = False, fps: int = 4,
-              ground_truth: bool | None = None, sinks: str = "keep", cluster: Any = None,
-              explain_token: int | str | None = None, relevance_layers: Sequence[int] | None = None) -> dict[str, Any]:
+def run_video(
+    model_path: str | Path | None = None,
+    benchmark_json: str | Path | None = None,
+    image_dir: str | Path | None = None,
+    sample_idx: Any = 0,
+    layer_idx: int | None = None,
+    start_phrase: str | None = DEFAULT_START_PHRASE,
+    layers: Sequence[int] | None = None,
+    heads: Any = "mean",
+    max_image_num: int = 2,
+    max_new_tokens: int = 128,
+    mode: str = "generate",
+    output_dir: str | Path | None = None,
+    overwrite: bool = False,
+    fps: int = 4,
+    ground_truth: bool | None = None,
+    sinks: str = "keep",
+    cluster: Any = None,
+    explain_token: int | str | None = None,
+    relevance_layers: Sequence[int] | None = None,
+) -> dict[str, Any]:
     """``vizkit vlm-video``. One sample (an int): load it first (bad input fails before the model
     loads), then the model, then :func:`create_video` into the run folder. Several
     (:func:`sample_indices`: a list, a range, ``"all"``): :func:`run_many`. No ``model_path``:
@@ -302,24 +460,51 @@ def run_video(model_path: str | Path | None = None, benchmark_json: str | Path |
     if benchmark_json in (None, ""):
         benchmark_json, default_dir = default_benchmark()
         image_dir = image_dir or default_dir
-    kw = dict(layer_idx=layer_idx, layers=layers, start_phrase=start_phrase, heads=heads,
-              max_new_tokens=max_new_tokens, mode=mode, fps=fps, ground_truth=ground_truth, sinks=sinks,
-              explain_token=explain_token, relevance_layers=relevance_layers)
+    kw = dict(
+        layer_idx=layer_idx,
+        layers=layers,
+        start_phrase=start_phrase,
+        heads=heads,
+        max_new_tokens=max_new_tokens,
+        mode=mode,
+        fps=fps,
+        ground_truth=ground_truth,
+        sinks=sinks,
+        explain_token=explain_token,
+        relevance_layers=relevance_layers,
+    )
     if not isinstance(sample_idx, (int, np.integer)):
         from ..io import read_json
 
         records = read_json(Path(benchmark_json), "benchmark file")
         count = len(records) if isinstance(records, list) else 0
-        return run_many(model_path, benchmark_json, image_dir, sample_indices(sample_idx, count), max_image_num,
-                        output_dir, overwrite, cluster, **kw)
+        return run_many(
+            model_path,
+            benchmark_json,
+            image_dir,
+            sample_indices(sample_idx, count),
+            max_image_num,
+            output_dir,
+            overwrite,
+            cluster,
+            **kw,
+        )
     sample, images, notes = load_sample(benchmark_json, image_dir, sample_idx, max_image_num)
     vlm = load_vlm(model_path)
     return create_video(vlm, sample, images, output_dir=output_dir, overwrite=overwrite, notes=notes, **kw)
 
 
-def run_many(model_path: str | Path | None, benchmark_json: str | Path, image_dir: str | Path | None,
-             indices: Sequence[int], max_image_num: int = 2, output_dir: str | Path | None = None,
-             overwrite: bool = False, cluster: Any = None, **kw: Any) -> dict[str, Any]:
+def run_many(
+    model_path: str | Path | None,
+    benchmark_json: str | Path,
+    image_dir: str | Path | None,
+    indices: Sequence[int],
+    max_image_num: int = 2,
+    output_dir: str | Path | None = None,
+    overwrite: bool = False,
+    cluster: Any = None,
+    **kw: Any,
+) -> dict[str, Any]:
     """Several samples into one run folder: ``sample_<idx>/`` each (the files of a one-sample run)
     and ``index.md``. A batch of :mod:`vizkit.batch` (one unit per sample): a rerun with the same
     arguments into the same folder skips the samples done and redoes the rest (``overwrite``
@@ -334,19 +519,36 @@ def run_many(model_path: str | Path | None, benchmark_json: str | Path, image_di
         vlm = job.resolve()
         resolve_layers(vlm.num_layers, kw.get("layer_idx"), kw.get("layers"))
         check_head(kw.get("heads", "mean"), vlm.num_heads)
-    manifest = {"command": "vlm-video", "model_path": resolved(model), "benchmark_json": resolved(benchmark_json),
-                "image_dir": resolved(image_dir), "max_image_num": max_image_num, **kw}
+    manifest = {
+        "command": "vlm-video",
+        "model_path": resolved(model),
+        "benchmark_json": resolved(benchmark_json),
+        "image_dir": resolved(image_dir),
+        "max_image_num": max_image_num,
+        **kw,
+    }
     batch = BatchRun.open(output_dir or None, "vlm-video", manifest, overwrite)
     payload = (str(benchmark_json), str(image_dir) if image_dir else None, max_image_num, dict(kw))
     units = [Unit(f"sample_{i}", (i, *payload)) for i in indices]
     outcomes = batch.run(BatchMapper(cluster, progress=cluster is not None), job, units)
     columns = ["answer_tokens", "frames", "answer"]
-    table = [{"sample": i, "status": o.status, **{k: o.record.get(k, "") for k in columns},
-              "error": f"{o.error_type}: {o.error}" if o.status == FAILED else ""} for i, o in zip(indices, outcomes)]
+    table = [
+        {
+            "sample": i,
+            "status": o.status,
+            **{k: o.record.get(k, "") for k in columns},
+            "error": f"{o.error_type}: {o.error}" if o.status == FAILED else "",
+        }
+        for i, o in zip(indices, outcomes)
+    ]
     skipped = sum(o.status == EARLIER for o in outcomes)
-    index = batch.write_index("VLM per-token attention videos", f"{len(indices)} sample(s) of "
-                              f"{Path(benchmark_json).name}; each sample_<idx>/ holds its videos, contact sheets, "
-                              "attention.npz and report.md.", columns)
+    index = batch.write_index(
+        "VLM per-token attention videos",
+        f"{len(indices)} sample(s) of "
+        f"{Path(benchmark_json).name}; each sample_<idx>/ holds its videos, contact sheets, "
+        "attention.npz and report.md.",
+        columns,
+    )
     failed = [r for r in table if r["status"] == FAILED]
     if not failed:
         mark_complete(batch.folder, {"samples": list(indices)})
@@ -359,8 +561,13 @@ def _sample_unit(vlm: VLM, payload: tuple, folder: Path) -> dict[str, Any]:
     sample, images, notes = load_sample(benchmark_json, image_dir, index, max_image_num)
     res = create_video(vlm, sample, images, output_dir=folder / f"sample_{index}", overwrite=True, notes=notes, **kw)
     t = res["trace"]
-    return {"sample": index, "id": str(sample.get("id", index)), "answer_tokens": t.num_answer_tokens,
-            "frames": len(t.frame_tokens), "answer": t.text.strip()[:80]}
+    return {
+        "sample": index,
+        "id": str(sample.get("id", index)),
+        "answer_tokens": t.num_answer_tokens,
+        "frames": len(t.frame_tokens),
+        "answer": t.text.strip()[:80],
+    }
 
 
 def notebook_parameters() -> list[Any]:
@@ -370,19 +577,29 @@ def notebook_parameters() -> list[Any]:
 
     return [
         Param("model_path", (str,), help="local VLM folder; empty: tiny_vlm"),
-        Param("benchmark_json", (str,)), Param("image_dir", (str,)),
-        Param("sample_idx", (int,)), Param("layer_idx", (int,), help="-1: the seed's 20 or the last layer"),
+        Param("benchmark_json", (str,)),
+        Param("image_dir", (str,)),
+        Param("sample_idx", (int,)),
+        Param("layer_idx", (int,), help="-1: the seed's 20 or the last layer"),
         Param("layers", (list,), check=lambda v: None if all(isinstance(i, int) for i in v) else "must hold ints"),
         Param("start_phrase", (str,)),
-        Param("heads", (str, int), check=lambda v: None if isinstance(v, int) or v in ("mean", "max")
-              else "use mean, max or a head index"),
-        Param("max_image_num", (int,), check=positive), Param("max_new_tokens", (int,), check=positive),
-        Param("mode", (str,), choices=("generate", "solution")), Param("fps", (int,), check=positive),
+        Param(
+            "heads",
+            (str, int),
+            check=lambda v: None if isinstance(v, int) or v in ("mean", "max") else "use mean, max or a head index",
+        ),
+        Param("max_image_num", (int,), check=positive),
+        Param("max_new_tokens", (int,), check=positive),
+        Param("mode", (str,), choices=("generate", "solution")),
+        Param("fps", (int,), check=positive),
         Param("sinks", (str,), choices=SINK_MODES),
         Param("ground_truth_questions", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
         Param("explain_token", (str, int), help="answer token (index or word) to explain by relevance; empty: none"),
-        Param("relevance_layers", (list,), check=lambda v: None if all(isinstance(i, int) for i in v)
-              else "must hold ints"),
+        Param(
+            "relevance_layers",
+            (list,),
+            check=lambda v: None if all(isinstance(i, int) for i in v) else "must hold ints",
+        ),
         *common_parameters("output_dir", "overwrite", "interactive", "seed"),
     ]
 
@@ -418,9 +635,11 @@ class VLMAttentionExplorer(Explorer):
         trace, tokens, layers = self.trace, self.trace.frame_tokens, sorted(self.trace.rows)
         n_heads = next(iter(trace.rows.values())).shape[1] if trace.heads == "all" else 0
         heads = [("mean", "mean"), ("max", "max")] + [(f"head {h}", h) for h in range(n_heads)]
-        return [Control("token", "slider", "token", min=tokens.start, max=tokens.stop - 1, value=tokens.start),
-                Control("layer", "dropdown", "layer", layers, layers[0]),
-                Control("head", "dropdown", "head", heads, self.initial_head)]
+        return [
+            Control("token", "slider", "token", min=tokens.start, max=tokens.stop - 1, value=tokens.start),
+            Control("layer", "dropdown", "layer", layers, layers[0]),
+            Control("head", "dropdown", "head", heads, self.initial_head),
+        ]
 
     def renderer(self, state: Mapping[str, Any] | None = None) -> FrameRenderer:
         """The frame renderer of the selected (or ``state``'s) layer and head, built once per pair."""
@@ -431,5 +650,6 @@ class VLMAttentionExplorer(Explorer):
     def render(self, state: Mapping[str, Any]) -> FrameView:
         """The frame of the selected token."""
         renderer = self.renderer(state)
-        return FrameView(renderer.frame(state["token"]),
-                         f"token {state['token']}, layer {state['layer']}, head {state['head']}")
+        return FrameView(
+            renderer.frame(state["token"]), f"token {state['token']}, layer {state['layer']}, head {state['head']}"
+        )

@@ -10,23 +10,40 @@ Example::
     from vizkit.scenarios.vlm_ground_truth import ground_truth_table
     table, info = ground_truth_table(n=200)   # per layer x head; info["random_pixel"] is chance
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from ..explain import attention
 from ..zoo.common import Sample
-from ..zoo.tiny_vlm import (GRID, IMAGE_SIZE, NUM_IMAGE_TOKENS, Encoder, answer_position, decoder_layer_names,
-                            generate_ids, image_offset, preprocess)
+from ..zoo.tiny_vlm import (
+    GRID,
+    IMAGE_SIZE,
+    NUM_IMAGE_TOKENS,
+    Encoder,
+    answer_position,
+    decoder_layer_names,
+    generate_ids,
+    image_offset,
+    preprocess,
+)
 
 __all__ = ["explain_answer_attention", "ground_truth_table"]
 
 
-def explain_answer_attention(model, tokenizer, samples: Sequence[Sample], layers: Sequence[str] | None = None,
-                             query: str = "predict", max_new_tokens: int = 32) -> dict[str, Any]:
+def explain_answer_attention(
+    model,
+    tokenizer,
+    samples: Sequence[Sample],
+    layers: Sequence[str] | None = None,
+    query: str = "predict",
+    max_new_tokens: int = 32,
+) -> dict[str, Any]:
     """The decoder's attention from the answer over the image tokens, as heatmaps.
 
     Generates each solution greedily, then runs ONE forward pass on (prompt + solution) with
@@ -63,21 +80,30 @@ def explain_answer_attention(model, tokenizer, samples: Sequence[Sample], layers
         qpos.append(len(p) + k - (1 if query == "predict" else 0))
     px = torch.stack([preprocess(im) for im in images])
     model.eval()
-    attn = attention(model, px, layers=layers,
-                     forward=lambda x: model(input_ids=ids, attention_mask=att, pixel_values=x))
+    attn = attention(
+        model, px, layers=layers, forward=lambda x: model(input_ids=ids, attention_mask=att, pixel_values=x)
+    )
     off = image_offset(tokenizer)
     rows = torch.stack([attn.maps[n] for n in layers]).mean((0, 2))  # [B, T, T] (layers, heads averaged)
     q = torch.tensor(qpos)
-    over_image = rows[torch.arange(len(q)), q, off:off + NUM_IMAGE_TOKENS]
+    over_image = rows[torch.arange(len(q)), q, off : off + NUM_IMAGE_TOKENS]
     grid_maps = over_image.reshape(-1, *GRID)
     heat = F.interpolate(grid_maps[:, None], size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)[:, 0]
-    return {"maps": attn.maps, "input_ids": ids, "attention_mask": att, "query_positions": q,
-            "grid_maps": grid_maps, "heatmaps": heat, "solutions": tokenizer.batch_decode(sols, skip_special_tokens=True)}
+    return {
+        "maps": attn.maps,
+        "input_ids": ids,
+        "attention_mask": att,
+        "query_positions": q,
+        "grid_maps": grid_maps,
+        "heatmaps": heat,
+        "solutions": tokenizer.batch_decode(sols, skip_special_tokens=True),
+    }
 
 
 @torch.no_grad()
-def ground_truth_table(n: int = 200, start: int = 0, split: str = "test", batch_size: int = 50,
-                       max_new_tokens: int = 32) -> tuple[Any, dict[str, Any]]:
+def ground_truth_table(
+    n: int = 200, start: int = 0, split: str = "test", batch_size: int = 50, max_new_tokens: int = 32
+) -> tuple[Any, dict[str, Any]]:
     """tiny_vlm, layer x head: how often the answer token's attention over the 6x6 image grid
     peaks inside the mask of the object the question names, over the held-out questions among
     ``split`` items ``start .. start+n-1`` that name one object; next to a random pixel.
@@ -101,8 +127,9 @@ def ground_truth_table(n: int = 200, start: int = 0, split: str = "test", batch_
     hits: dict[tuple[int, int, str], list[torch.Tensor]] = {}
     area = []
     for _, chunk in batched(samples, batch_size):
-        res = explain_answer_attention(bundle.model, bundle.tokenizer, chunk, layers, query="answer",
-                                       max_new_tokens=max_new_tokens)
+        res = explain_answer_attention(
+            bundle.model, bundle.tokenizer, chunk, layers, query="answer", max_new_tokens=max_new_tokens
+        )
         masks = masks_like([s.mask for s in chunk], (IMAGE_SIZE, IMAGE_SIZE))
         area.append(masks.float().mean((1, 2)))
         q = res["query_positions"]
@@ -112,7 +139,7 @@ def ground_truth_table(n: int = 200, start: int = 0, split: str = "test", batch_
             m = res["maps"][name]
             for h in range(heads):
                 for label, rows in (("answer token", q), ("producing step", q - 1)):
-                    g = m[b, h, rows, off:off + NUM_IMAGE_TOKENS].reshape(-1, *GRID)
+                    g = m[b, h, rows, off : off + NUM_IMAGE_TOKENS].reshape(-1, *GRID)
                     heat = F.interpolate(g[:, None], size=(IMAGE_SIZE, IMAGE_SIZE), mode="nearest")[:, 0]
                     hits.setdefault((li, h, label), []).append(pointing_game(heat, masks))
     rows = []
@@ -122,9 +149,17 @@ def ground_truth_table(n: int = 200, start: int = 0, split: str = "test", batch_
     table.columns.name = None
     sup = bundle.meta.get("train", {})
     table["trained with attention supervision"] = [
-        "yes" if (int(r.layer) == int(sup.get("attn_sup_layer", 1)) and int(r.head) == 0 and sup.get("attn_sup")) else ""
-        for r in table.itertuples()]
-    info = {"questions": len(samples), "drawn": n, "split": split, "start": start,
-            "random_pixel": float(torch.cat(area).mean()),
-            "supervised": f"layer {sup.get('attn_sup_layer', 1)} head 0"}
+        "yes"
+        if (int(r.layer) == int(sup.get("attn_sup_layer", 1)) and int(r.head) == 0 and sup.get("attn_sup"))
+        else ""
+        for r in table.itertuples()
+    ]
+    info = {
+        "questions": len(samples),
+        "drawn": n,
+        "split": split,
+        "start": start,
+        "random_pixel": float(torch.cat(area).mean()),
+        "supervised": f"layer {sup.get('attn_sup_layer', 1)} head 0",
+    }
     return table, info

@@ -7,6 +7,7 @@
   recipes of :mod:`vizkit.zoo.train` (each :class:`Entry` names its recipe as a
   ``"module:function"`` string; this runtime package never imports them).
 """
+
 from __future__ import annotations
 
 import importlib

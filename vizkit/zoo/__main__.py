@@ -1,4 +1,6 @@
-"""``python -m vizkit.zoo build [NAME ...] [--quick] [--out DIR] [--threads N] [--jobs J]`` and ``python -m vizkit.zoo list``."""
+"""``python -m vizkit.zoo build [NAME ...] [--quick] [--out DIR] [--threads N] [--jobs J]`` and
+``python -m vizkit.zoo list``."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +12,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 import torch
 
@@ -71,12 +74,20 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("names", nargs="*", help="models to build (default: all)")
     b.add_argument("--quick", action="store_true", help="a tiny run that checks the pipeline end to end (for CI)")
     b.add_argument("--out", type=Path, default=None, help="root folder for checkpoints (default: data/zoo)")
-    b.add_argument("--threads", type=int, default=None,
-                   help="torch threads of every build (default: each model's shipped checkpoint's count, "
-                        "see `list`); the float sums, and so the model, depend on the count (see the README)")
-    b.add_argument("--jobs", type=int, default=BUILD_JOBS,
-                   help=f"models built at the same time, each in its own interpreter with --threads threads "
-                        f"(default {BUILD_JOBS}); does not change the models")
+    b.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads of every build (default: each model's shipped checkpoint's count, "
+        "see `list`); the float sums, and so the model, depend on the count (see the README)",
+    )
+    b.add_argument(
+        "--jobs",
+        type=int,
+        default=BUILD_JOBS,
+        help=f"models built at the same time, each in its own interpreter with --threads threads "
+        f"(default {BUILD_JOBS}); does not change the models",
+    )
     sub.add_parser("list", help="list the zoo models")
     args = parser.parse_args(argv)
     if args.command == "list":
@@ -100,16 +111,21 @@ def main(argv: list[str] | None = None) -> int:
         if not os.access(out, os.W_OK):
             raise PermissionError("not writable")
     except OSError as e:
-        print(f"error: cannot write checkpoints to {out} ({e.strerror or e}); choose a writable folder with --out DIR",
-              file=sys.stderr)
+        print(
+            f"error: cannot write checkpoints to {out} ({e.strerror or e}); choose a writable folder with --out DIR",
+            file=sys.stderr,
+        )
         return 2
     threads = {n: args.threads or entry(n).build_threads for n in todo}
     total = time.perf_counter()
     if len(todo) == 1:
         n = todo[0]
         torch.set_num_threads(threads[n])
-        print(f"== building {n} into {out / n}{' (quick)' if args.quick else ''}; {threads[n]} torch thread(s), "
-              f"this machine's sgemm {sgemm_gflops():.0f} GFLOPS", flush=True)
+        print(
+            f"== building {n} into {out / n}{' (quick)' if args.quick else ''}; {threads[n]} torch thread(s), "
+            f"this machine's sgemm {sgemm_gflops():.0f} GFLOPS",
+            flush=True,
+        )
         metrics = build_function(n)(out_root=out, quick=args.quick)
         print(f"== {n} done in {time.perf_counter() - total:.0f} s: {json.dumps(metrics, sort_keys=True)}", flush=True)
         return 0
@@ -124,28 +140,40 @@ def main(argv: list[str] | None = None) -> int:
     jobs = min(args.jobs, len(todo))
     others = [f"{n} {t}" for n, t in threads.items() if t != common]
     per_build = f"{common}" + (f" ({', '.join(others)})" if others else "")
-    print(f"== building {len(todo)} models, one interpreter each, {jobs} at a time, {per_build} torch thread(s) "
-          f"each; this machine's sgemm {gflops:.0f} GFLOPS at {common} (build times scale with it)", flush=True)
-    flags = {n: ["--out", str(out), "--threads", str(threads[n]), *(["--quick"] if args.quick else [])]
-             for n in todo}
+    print(
+        f"== building {len(todo)} models, one interpreter each, {jobs} at a time, {per_build} torch thread(s) "
+        f"each; this machine's sgemm {gflops:.0f} GFLOPS at {common} (build times scale with it)",
+        flush=True,
+    )
+    flags = {n: ["--out", str(out), "--threads", str(threads[n]), *(["--quick"] if args.quick else [])] for n in todo}
     estimate = {n: entry(n).build_seconds for n in todo}
     lanes = plan_lanes(estimate, jobs)
     if jobs > 1:
-        print("== lanes (measured build times): " + " | ".join(
-            " + ".join(lane) + f" (~{sum(estimate[n] for n in lane):.0f} s)" for lane in lanes), flush=True)
+        print(
+            "== lanes (measured build times): "
+            + " | ".join(" + ".join(lane) + f" (~{sum(estimate[n] for n in lane):.0f} s)" for lane in lanes),
+            flush=True,
+        )
     seconds, failed = _run_builds(lanes, flags)
     if failed:
         for n, code in failed.items():
-            print(f"error: building {n} failed (exit code {code}); rerun it alone with: "
-                  f"python -m vizkit.zoo build {n} {' '.join(flags[n])}", file=sys.stderr)
+            print(
+                f"error: building {n} failed (exit code {code}); rerun it alone with: "
+                f"python -m vizkit.zoo build {n} {' '.join(flags[n])}",
+                file=sys.stderr,
+            )
         skipped = [n for n in todo if n not in seconds and n not in failed]
         if skipped:
             print(f"error: not started after the failure: {', '.join(skipped)}", file=sys.stderr)
         if seconds:
             print(f"the models built are saved: {', '.join(n for n in todo if n in seconds)}", file=sys.stderr)
         return next(iter(failed.values()))
-    print(f"== all {len(todo)} done in {time.perf_counter() - total:.0f} s ("
-          + ", ".join(f"{n} {seconds[n]:.0f} s" for n in todo) + ")", flush=True)
+    print(
+        f"== all {len(todo)} done in {time.perf_counter() - total:.0f} s ("
+        + ", ".join(f"{n} {seconds[n]:.0f} s" for n in todo)
+        + ")",
+        flush=True,
+    )
     return 0
 
 
@@ -215,8 +243,14 @@ def _run_builds(lanes: list[list[str]], flags: dict[str, list[str]]) -> tuple[di
                 if not queue or k in busy or failed:
                     continue
                 n = queue.pop(0)
-                proc = subprocess.Popen(build_command(n, flags[n]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True, bufsize=1, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                proc = subprocess.Popen(
+                    build_command(n, flags[n]),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    bufsize=1,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )
                 relay = threading.Thread(target=_relay, args=(n, proc.stdout), daemon=True)
                 relay.start()
                 running[n] = (proc, relay, time.perf_counter())

@@ -1,9 +1,11 @@
 """Shared pieces of the zoo: where checkpoints live, the bundle and sample types, the registry."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,4 +88,5 @@ def register(entry: Entry) -> Entry:
 
 def missing_checkpoint(name: str, path: Path) -> VizkitError:
     return VizkitError(
-        f"zoo model {name!r} has no checkpoint at {path}: rebuild it with `python -m vizkit.zoo build {name}`")
+        f"zoo model {name!r} has no checkpoint at {path}: rebuild it with `python -m vizkit.zoo build {name}`"
+    )

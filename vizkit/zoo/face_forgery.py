@@ -19,6 +19,7 @@ Training (:mod:`vizkit.zoo.train.face_forgery`; CPU, a few minutes, deterministi
 - a curriculum: the manipulations start exaggerated (strength 2) and reach the data sets'
   strength 1 after 4 epochs; every epoch draws fresh training samples.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -89,7 +90,7 @@ def make_model(vision_config: dict[str, Any] | None = None) -> ClipDetector:
 @torch.no_grad()
 def fake_probabilities(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     model.eval()
-    return torch.cat([F.softmax(model(x[i:i + batch_size]), -1)[:, 1] for i in range(0, len(x), batch_size)])
+    return torch.cat([F.softmax(model(x[i : i + batch_size]), -1)[:, 1] for i in range(0, len(x), batch_size)])
 
 
 # --------------------------------------------------------------------------------------
@@ -102,15 +103,18 @@ def load(root: Path | None = None, device: str | torch.device = "cpu") -> Bundle
     if not (folder / "model.safetensors").exists() or not (folder / "config.json").exists():
         raise missing_checkpoint(NAME, folder / "model.safetensors")
     det = load_detector(weights=folder, device=device)
-    return Bundle(name=NAME, model=det.model, preprocess=det.preprocess, class_names=det.class_names,
-                  meta=det.meta["config"])
+    return Bundle(
+        name=NAME, model=det.model, preprocess=det.preprocess, class_names=det.class_names, meta=det.meta["config"]
+    )
 
 
-register(Entry(
-    name=NAME,
-    description="CLIP-ViT deepfake detector (DeepfakeBench layout) on real faces with local manipulations + masks",
-    load=load,
-    dataset=dataset,
-    build="vizkit.zoo.train.face_forgery:build",
-    build_seconds=238.0,
-))
+register(
+    Entry(
+        name=NAME,
+        description="CLIP-ViT deepfake detector (DeepfakeBench layout) on real faces with local manipulations + masks",
+        load=load,
+        dataset=dataset,
+        build="vizkit.zoo.train.face_forgery:build",
+        build_seconds=238.0,
+    )
+)

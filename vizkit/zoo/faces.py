@@ -19,6 +19,7 @@ see :data:`MANIPULATIONS`. Both classes then get the same photometric augmentati
 brightness/contrast, noise, mild JPEG). The mask of a fake is the edited region
 (alpha >= 0.5); a real face's mask is all False.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,14 +51,25 @@ REGIONS: dict[str, tuple[float, float, float, float]] = {
 MANIPULATIONS = ("swap", "color", "blur", "sharpen", "blocking")
 
 # multiplicative RGB skin tones for the grey faces (light to dark)
-_SKIN_TONES = np.array([
-    [1.00, 0.86, 0.76], [1.00, 0.83, 0.70], [0.98, 0.80, 0.66], [0.95, 0.76, 0.60],
-    [0.90, 0.70, 0.55], [0.82, 0.62, 0.48], [0.72, 0.53, 0.40], [0.62, 0.45, 0.34],
-])
+_SKIN_TONES = np.array(
+    [
+        [1.00, 0.86, 0.76],
+        [1.00, 0.83, 0.70],
+        [0.98, 0.80, 0.66],
+        [0.95, 0.76, 0.60],
+        [0.90, 0.70, 0.55],
+        [0.82, 0.62, 0.48],
+        [0.72, 0.53, 0.40],
+        [0.62, 0.45, 0.34],
+    ]
+)
 # colour casts of the colour manipulation (per-channel gains before scaling by the amount)
 _CASTS = {
-    "red": (1.0, -0.35, -0.45), "yellow": (0.5, 0.35, -1.0), "green": (-0.6, 0.8, -0.3),
-    "blue": (-0.6, -0.1, 0.9), "magenta": (0.6, -0.8, 0.5),
+    "red": (1.0, -0.35, -0.45),
+    "yellow": (0.5, 0.35, -1.0),
+    "green": (-0.6, 0.8, -0.3),
+    "blue": (-0.6, -0.1, 0.9),
+    "magenta": (0.6, -0.8, 0.5),
 }
 
 
@@ -97,7 +109,7 @@ def faces() -> tuple[Face, ...]:
     out: list[Face] = []
     start = 0
     for split in SPLITS:
-        for i in sorted(order[start:start + SPLIT_SIZES[split]].tolist()):
+        for i in sorted(order[start : start + SPLIT_SIZES[split]].tolist()):
             out.append(Face(f"lfw-{i:03d}", split, lfw[i]))
         start += SPLIT_SIZES[split]
     for name, img in _portraits().items():
@@ -151,8 +163,9 @@ def add_grain(rng: np.random.Generator, img: np.ndarray, sigma: float | None = N
 # --------------------------------------------------------------------------------------
 # manipulations
 # --------------------------------------------------------------------------------------
-def region_alpha(rng: np.random.Generator, region: str, pose: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def region_alpha(
+    rng: np.random.Generator, region: str, pose: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """A jittered elliptic region of the aligned face, moved by ``pose`` (2x3) when given:
     ``(hard 0/1 float32 mask, feathered alpha)``, both 64x64."""
     cx, cy, w, h = REGIONS[region]
@@ -166,8 +179,18 @@ def region_alpha(rng: np.random.Generator, region: str, pose: np.ndarray | None 
         w, h = w * k, h * k
         angle = float(np.degrees(np.arctan2(pose[1, 0], pose[0, 0])))
     hard = np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    cv2.ellipse(hard, (int(round(cx * 16)), int(round(cy * 16))), (int(round(w * 8)), int(round(h * 8))),
-                angle, 0, 360, 1, -1, cv2.LINE_8, shift=4)
+    cv2.ellipse(
+        hard,
+        (int(round(cx * 16)), int(round(cy * 16))),
+        (int(round(w * 8)), int(round(h * 8))),
+        angle,
+        0,
+        360,
+        1,
+        -1,
+        cv2.LINE_8,
+        shift=4,
+    )
     hard = hard.astype(np.float32)
     alpha = cv2.GaussianBlur(hard, (0, 0), rng.uniform(1.0, 2.2))
     # feathered: >= 0.5 on the ellipse, fading to 0 just outside it
@@ -191,9 +214,15 @@ def _bbox(hard: np.ndarray, pad: int) -> tuple[int, int, int, int]:
     return max(0, ys.min() - pad), min(s, ys.max() + 1 + pad), max(0, xs.min() - pad), min(s, xs.max() + 1 + pad)
 
 
-def manipulate(rng: np.random.Generator, img: np.ndarray, kind: str, region: str,
-               source: np.ndarray | None = None, pose: np.ndarray | None = None, strength: float = 1.0
-               ) -> tuple[np.ndarray, np.ndarray, dict]:
+def manipulate(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    kind: str,
+    region: str,
+    source: np.ndarray | None = None,
+    pose: np.ndarray | None = None,
+    strength: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Edit ``region`` of the face ``img`` (float 64x64x3; aligned, then moved by ``pose``).
 
     ``source`` (another face in the same pose) is required for ``"swap"``. ``strength`` > 1
@@ -211,8 +240,11 @@ def manipulate(rng: np.random.Generator, img: np.ndarray, kind: str, region: str
         # generated at a lower resolution (no camera grain), with a lighting mismatch
         f = 1 + rng.uniform(1.0, 2.0) * k
         low = max(8, int(round(IMAGE_SIZE / f)))
-        src = cv2.resize(cv2.resize(src, (low, low), interpolation=cv2.INTER_AREA), (IMAGE_SIZE, IMAGE_SIZE),
-                         interpolation=cv2.INTER_LINEAR)
+        src = cv2.resize(
+            cv2.resize(src, (low, low), interpolation=cv2.INTER_AREA),
+            (IMAGE_SIZE, IMAGE_SIZE),
+            interpolation=cv2.INTER_LINEAR,
+        )
         details["source_downscale"] = round(float(f), 2)
         src = src * (1 + rng.uniform(-0.2, 0.2) * k) + rng.uniform(-15, 15) * k
         out = _blend(img, src, alpha)
@@ -279,8 +311,14 @@ def finish(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray) -> tuple
 # --------------------------------------------------------------------------------------
 # samples
 # --------------------------------------------------------------------------------------
-def make_sample(rng: np.random.Generator, split: str, fake: bool, kind: str | None = None,
-                region: str | None = None, strength: float = 1.0) -> Sample:
+def make_sample(
+    rng: np.random.Generator,
+    split: str,
+    fake: bool,
+    kind: str | None = None,
+    region: str | None = None,
+    strength: float = 1.0,
+) -> Sample:
     """One real or fake sample of ``split``'s faces (swap donors come from the same split)."""
     pool = split_faces(split)
     target = pool[rng.integers(len(pool))]

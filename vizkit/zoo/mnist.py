@@ -5,6 +5,7 @@ Splits: ``train`` = the first 55,000 images of the training file, ``val`` = its 
 (magic number, dimensions, length) and raises :class:`~vizkit.errors.VizkitError` with the
 file name on a corrupt or truncated file. Decoded arrays are cached per process.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -33,10 +34,11 @@ def mnist_dir() -> Path:
 
 def _read(path: Path) -> bytes:
     if not path.exists():
-        raise VizkitError(f"MNIST file {path} is missing: copy the four IDX .gz files into {path.parent} "
-                          "(see data/README.md)")
+        raise VizkitError(
+            f"MNIST file {path} is missing: copy the four IDX .gz files into {path.parent} (see data/README.md)"
+        )
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
             return f.read()
     except (OSError, EOFError) as err:
         raise VizkitError(f"MNIST file {path} is not a readable gzip file: {err}") from err
@@ -52,16 +54,22 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     found = int.from_bytes(data[:4], "big")
     if found != magic:
         kind = "images" if magic == IMAGES_MAGIC else "labels"
-        raise VizkitError(f"MNIST file {path} has IDX magic number 0x{found:08x}; expected 0x{magic:08x} "
-                          f"(uint8 {kind}, {ndim}-D): the file is corrupt or not an MNIST {kind} file")
+        raise VizkitError(
+            f"MNIST file {path} has IDX magic number 0x{found:08x}; expected 0x{magic:08x} "
+            f"(uint8 {kind}, {ndim}-D): the file is corrupt or not an MNIST {kind} file"
+        )
     if len(data) < header:
-        raise VizkitError(f"MNIST file {path} is too short ({len(data)} bytes) to hold an IDX header "
-                          f"with {ndim} dimensions: the file is truncated")
+        raise VizkitError(
+            f"MNIST file {path} is too short ({len(data)} bytes) to hold an IDX header "
+            f"with {ndim} dimensions: the file is truncated"
+        )
     dims = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, 4))
     expected = int(np.prod(dims))
     if len(data) - header != expected:
-        raise VizkitError(f"MNIST file {path} declares shape {dims} ({expected} bytes) but holds "
-                          f"{len(data) - header} bytes of data: the file is truncated or corrupt")
+        raise VizkitError(
+            f"MNIST file {path} declares shape {dims} ({expected} bytes) but holds "
+            f"{len(data) - header} bytes of data: the file is truncated or corrupt"
+        )
     return np.frombuffer(data, np.uint8, expected, header).reshape(dims)
 
 

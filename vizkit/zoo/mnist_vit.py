@@ -12,6 +12,7 @@ defaults: 28x28 grey input, 7x7 patches -> 16 patch tokens + CLS, embed 128, 4 h
   smoothing 0.1, light augmentation (random affine: rotation, scale and a shift of up to 2
   pixels), fixed seed. The checkpoint (805k parameters) is stored as fp32 safetensors, ~3.2 MB.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,10 @@ def _samples(split: str) -> tuple[Sample, ...]:
     images, labels = load_mnist(split)
     masks = images > INK_THRESHOLD
     masks.setflags(write=False)  # cached and shared between calls, like the images
-    return tuple(Sample(image=img, label=int(lab), mask=m, meta={"index": i})
-                 for i, (img, lab, m) in enumerate(zip(images, labels.tolist(), masks)))
+    return tuple(
+        Sample(image=img, label=int(lab), mask=m, meta={"index": i})
+        for i, (img, lab, m) in enumerate(zip(images, labels.tolist(), masks))
+    )
 
 
 def dataset(split: str = "test") -> list[Sample]:
@@ -71,6 +74,7 @@ def preprocess(image: Any) -> torch.Tensor:
         raise VizkitError(f"mnist_vit expects a grey HxW image, got shape {a.shape}")
     if a.shape != (28, 28):
         import cv2
+
         a = cv2.resize(a.astype(np.float32), (28, 28), interpolation=cv2.INTER_AREA)
     if a.dtype != np.uint8:
         a = np.clip(a, 0, 255) if a.max() > 1.0 else a * 255.0
@@ -96,13 +100,15 @@ def load(root: Path | None = None, device: str | torch.device = "cpu") -> Bundle
     return Bundle(name=NAME, model=model, preprocess=preprocess, class_names=list(CLASS_NAMES), meta=meta)
 
 
-register(Entry(
-    name=NAME,
-    description="seed 001's ViT (7x7 patches, 6 layers) on real MNIST digits; masks = ink pixels",
-    load=load,
-    dataset=dataset,
-    build="vizkit.zoo.train.mnist_vit:build",
-    build_seconds=410.0,
-))
+register(
+    Entry(
+        name=NAME,
+        description="seed 001's ViT (7x7 patches, 6 layers) on real MNIST digits; masks = ink pixels",
+        load=load,
+        dataset=dataset,
+        build="vizkit.zoo.train.mnist_vit:build",
+        build_seconds=410.0,
+    )
+)
 
 __all__ = ["load", "dataset", "preprocess", "to_tensor", "CLASS_NAMES", "MEAN", "STD", "INK_THRESHOLD"]

@@ -4,6 +4,7 @@ Shared by ``shapes_clip`` (captions such as "a red triangle") and ``tiny_vlm`` (
 about the scene). 1-3 non-overlapping shapes (circle, square, triangle, star) in 6 colours,
 at random positions and sizes, on a textured or noisy background. Deterministic for a seed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -75,8 +76,11 @@ def background(rng: np.random.Generator, size: int) -> np.ndarray:
     elif kind == 1:  # stripes
         yy, xx = np.mgrid[:size, :size]
         theta, period = rng.uniform(0, np.pi), rng.uniform(4, 12)
-        tex = (np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * 2 * np.pi / period)[..., None]
-               * rng.uniform(8, 25) * np.ones(3))
+        tex = (
+            np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * 2 * np.pi / period)[..., None]
+            * rng.uniform(8, 25)
+            * np.ones(3)
+        )
     elif kind == 2:  # checks
         cell = int(rng.integers(4, 12))
         yy, xx = np.mgrid[:size, :size]
@@ -87,9 +91,14 @@ def background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def render_scene(rng: np.random.Generator, size: int = 64, n_objects: int | tuple[int, int] = (1, 3),
-                 shapes: tuple[str, ...] = SHAPES, colors: tuple[str, ...] = tuple(COLORS),
-                 distinct: bool = True) -> tuple[np.ndarray, list[ShapeObject]]:
+def render_scene(
+    rng: np.random.Generator,
+    size: int = 64,
+    n_objects: int | tuple[int, int] = (1, 3),
+    shapes: tuple[str, ...] = SHAPES,
+    colors: tuple[str, ...] = tuple(COLORS),
+    distinct: bool = True,
+) -> tuple[np.ndarray, list[ShapeObject]]:
     """One scene: ``(image HxWx3 uint8, objects)``. ``n_objects`` is a count or an inclusive range.
 
     With ``distinct`` no two objects share both shape and colour, so "the red circle" names
@@ -124,12 +133,12 @@ def render_scene(rng: np.random.Generator, size: int = 64, n_objects: int | tupl
 
 
 def with_article(name: str) -> str:
-    """"a red circle", "an orange star"."""
+    """ "a red circle", "an orange star"."""
     return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
 
 
 def caption(objects: list[ShapeObject]) -> str:
-    """"a red triangle", "a red triangle and an orange circle", ..."""
+    """ "a red triangle", "a red triangle and an orange circle", ..."""
     parts = [with_article(o.name) for o in objects]
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 

@@ -17,8 +17,8 @@ linear projection to the 64-d embedding):
   ``visual.trunk.layer4`` (8 x 8).
 - Text tower (both): width 64, 2 layers, context length 16.
 
-Training (:mod:`vizkit.zoo.train.shapes_clip`). Data: 64 x 64 scenes with 1-3 shapes; each scene is paired with its full caption
-("a red triangle and an orange circle") and with each of its objects' captions ("a red
+Training (:mod:`vizkit.zoo.train.shapes_clip`). Data: 64 x 64 scenes with 1-3 shapes; each scene is
+paired with its full caption ("a red triangle and an orange circle") and with each of its objects' captions ("a red
 triangle"). The loss is CLIP's symmetric cross-entropy with a learnable logit scale, with
 the duplicate-aware targets of UniCL (Yang et al., 2022): within a batch, image ``i`` and
 text ``t`` are a positive pair when ``t`` describes ``i`` (its caption or one of its
@@ -38,22 +38,24 @@ Data splits: ``dataset(split)`` gives generic held-out scenes (1-3 shapes, one o
 "named": ``label`` is its index in ``class_names``, ``mask`` its mask, ``meta["text"]`` its
 caption); :func:`single_object_scenes` and :func:`scenes_with` give the scenes the zero-shot
 and "red circle" checks use (measured at build time by
-:func:`vizkit.zoo.train.shapes_clip.zero_shot_accuracy` and ``pointing``). Every scene is drawn from its own seed ``(split, kind, index)``;
-the splits use different seeds.
+:func:`vizkit.zoo.train.shapes_clip.zero_shot_accuracy` and ``pointing``). Every scene is drawn
+from its own seed ``(split, kind, index)``; the splits use different seeds.
 
 Checkpoints: only the rows of the 49,408-row token embedding that the training texts use are
 stored (``text.token_rows`` + ``token_embedding.weight``); the other rows load as zeros.
 The shipped model is exactly the evaluated one (the unused rows are zeroed before the
 metrics are measured).
 """
+
 from __future__ import annotations
 
 import copy
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -70,14 +72,22 @@ _TEXT_CFG: dict[str, Any] = {"context_length": 16, "vocab_size": 49408, "width":
 OPEN_CLIP_CONFIGS: dict[str, dict[str, Any]] = {
     VIT_MODEL: {
         "embed_dim": 64,
-        "vision_cfg": {"timm_model_name": "vizkit_shapes_vit", "timm_pool": "max", "timm_proj": "linear",
-                       "image_size": SCENE_SIZE},
+        "vision_cfg": {
+            "timm_model_name": "vizkit_shapes_vit",
+            "timm_pool": "max",
+            "timm_proj": "linear",
+            "image_size": SCENE_SIZE,
+        },
         "text_cfg": dict(_TEXT_CFG),
     },
     RN_MODEL: {
         "embed_dim": 64,
-        "vision_cfg": {"timm_model_name": "vizkit_shapes_resnet", "timm_pool": "max", "timm_proj": "linear",
-                       "image_size": SCENE_SIZE},
+        "vision_cfg": {
+            "timm_model_name": "vizkit_shapes_resnet",
+            "timm_pool": "max",
+            "timm_proj": "linear",
+            "image_size": SCENE_SIZE,
+        },
         "text_cfg": dict(_TEXT_CFG),
     },
 }
@@ -117,11 +127,20 @@ def _sample(image: np.ndarray, objects: list[shapes.ShapeObject], named: int) ->
     obj = objects[named]
     text = shapes.with_article(obj.name)
     return Sample(
-        image=image, label=CLASS_NAMES.index(text), mask=obj.mask, masks=[o.mask for o in objects],
+        image=image,
+        label=CLASS_NAMES.index(text),
+        mask=obj.mask,
+        masks=[o.mask for o in objects],
         caption=shapes.caption(objects),
-        meta={"objects": [{"shape": o.shape, "color": o.color, "bbox": list(o.bbox), "center": list(o.center),
-                           "radius": o.radius} for o in objects],
-              "named": named, "text": text})
+        meta={
+            "objects": [
+                {"shape": o.shape, "color": o.color, "bbox": list(o.bbox), "center": list(o.center), "radius": o.radius}
+                for o in objects
+            ],
+            "named": named,
+            "text": text,
+        },
+    )
 
 
 def scene(split: str, index: int, n_objects: int | tuple[int, int] = (1, 3), kind: str = "scenes") -> Sample:
@@ -180,8 +199,9 @@ class Preprocess:
         x = x.permute(0, 3, 1, 2).float() / 255.0
         x = (x - self.mean) / self.std
         if tuple(x.shape[-2:]) != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > self.size)
+            x = F.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > self.size
+            )
         return x
 
     def __call__(self, image: Any) -> torch.Tensor:
@@ -264,13 +284,20 @@ class Spec:
 
 SPECS: dict[str, Spec] = {
     "shapes_clip": Spec(
-        "shapes_clip", VIT_MODEL,
-        "open_clip CLIP (hybrid ViT 64px, 8x8 tokens, 3 blocks + 2-layer text) trained on synthetic coloured-shape scenes",
-        "vizkit.zoo.train.shapes_clip:build", build_seconds=547.0),
+        "shapes_clip",
+        VIT_MODEL,
+        "open_clip CLIP (hybrid ViT 64px, 8x8 tokens, 3 blocks + 2-layer text) "
+        "trained on synthetic coloured-shape scenes",
+        "vizkit.zoo.train.shapes_clip:build",
+        build_seconds=547.0,
+    ),
     "shapes_clip_cnn": Spec(
-        "shapes_clip_cnn", RN_MODEL,
+        "shapes_clip_cnn",
+        RN_MODEL,
         "open_clip CLIP (small ResNet 64px + 2-layer text) trained on synthetic coloured-shape scenes",
-        "vizkit.zoo.train.shapes_clip:build_cnn", build_seconds=813.0),
+        "vizkit.zoo.train.shapes_clip:build_cnn",
+        build_seconds=813.0,
+    ),
 }
 
 
@@ -286,9 +313,14 @@ def _load(spec: Spec, root: Path | None = None, device: str | torch.device = "cp
     _load_sparse(model, load_file(str(weights)))
     model.to(device).eval()
     pre = config["preprocess"]
-    return Bundle(name=spec.name, model=model, preprocess=Preprocess(pre["mean"], pre["std"], pre["image_size"]),
-                  class_names=list(config["class_names"]), tokenizer=tokenizer_for(config["open_clip_model"]),
-                  meta=config)
+    return Bundle(
+        name=spec.name,
+        model=model,
+        preprocess=Preprocess(pre["mean"], pre["std"], pre["image_size"]),
+        class_names=list(config["class_names"]),
+        tokenizer=tokenizer_for(config["open_clip_model"]),
+        meta=config,
+    )
 
 
 def _entry(spec: Spec) -> Entry:

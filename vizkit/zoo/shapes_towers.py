@@ -19,6 +19,7 @@ full-resolution convolutions and end with a max pool:
   resolution: stem (3 x 3 conv, BN, ReLU) at 64 x 64, ``layer1`` 32 ch at 64 x 64, ``layer2`` 64
   ch at 32 x 32, ``layer3`` 128 ch at 16 x 16, ``layer4`` 128 ch at 8 x 8, global max pool.
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -31,8 +32,16 @@ IMAGE_SIZE = 64
 
 
 def _cfg() -> dict[str, Any]:
-    return {"url": "", "num_classes": 0, "input_size": (3, IMAGE_SIZE, IMAGE_SIZE), "pool_size": None,
-            "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "first_conv": "", "classifier": "head"}
+    return {
+        "url": "",
+        "num_classes": 0,
+        "input_size": (3, IMAGE_SIZE, IMAGE_SIZE),
+        "pool_size": None,
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.25, 0.25, 0.25),
+        "first_conv": "",
+        "classifier": "head",
+    }
 
 
 def conv_stem(widths: tuple[int, ...] = (32, 64, 64)) -> nn.Sequential:
@@ -51,14 +60,20 @@ class ShapesResNet(nn.Module):
     ``forward``: ``[B, 3, H, W] -> [B, num_features]`` (or class logits after ``reset_classifier(n)``).
     """
 
-    def __init__(self, channels: tuple[int, int, int, int] = (32, 64, 128, 128),
-                 strides: tuple[int, int, int, int] = (1, 2, 2, 2), num_classes: int = 0, global_pool: str = "max"):
+    def __init__(
+        self,
+        channels: tuple[int, int, int, int] = (32, 64, 128, 128),
+        strides: tuple[int, int, int, int] = (1, 2, 2, 2),
+        num_classes: int = 0,
+        global_pool: str = "max",
+    ):
         from timm.layers import SelectAdaptivePool2d
         from timm.models.resnet import BasicBlock
 
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, channels[0], 3, padding=1, bias=False), nn.BatchNorm2d(channels[0]),
-                                  nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, channels[0], 3, padding=1, bias=False), nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True)
+        )
         stages, c = [], channels[0]
         for w, stride in zip(channels, strides):
             down = None
@@ -100,9 +115,18 @@ def vizkit_shapes_vit(pretrained: bool = False, **kwargs: Any) -> nn.Module:
 
     if pretrained:
         raise ValueError("vizkit_shapes_vit has no downloadable weights: load the zoo checkpoint")
-    opts = dict(img_size=IMAGE_SIZE, patch_size=1, embed_dim=128, depth=3, num_heads=4, mlp_ratio=2.0,
-                class_token=False, global_pool="max", num_classes=0,
-                embed_layer=partial(HybridEmbed, backbone=conv_stem()))
+    opts = dict(
+        img_size=IMAGE_SIZE,
+        patch_size=1,
+        embed_dim=128,
+        depth=3,
+        num_heads=4,
+        mlp_ratio=2.0,
+        class_token=False,
+        global_pool="max",
+        num_classes=0,
+        embed_layer=partial(HybridEmbed, backbone=conv_stem()),
+    )
     opts.update(_drop_factory_kwargs(kwargs))
     model = VisionTransformer(**opts)
     model.pretrained_cfg = model.default_cfg = _cfg()

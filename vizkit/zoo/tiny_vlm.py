@@ -33,10 +33,12 @@ reasoning (:mod:`vizkit.zoo.vlm_data`).
 - The decoder's attention over the image tokens per answer: scenario 5,
   :func:`vizkit.scenarios.vlm_attention_video.explain_answer_attention`.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,9 +76,16 @@ CHAT_TEMPLATE = (
 )
 
 MODEL = dict(
-    vision_hidden=128, vision_layers=3, vision_heads=4, vision_mlp=256,
-    text_hidden=160, text_layers=3, text_heads=4, text_mlp=448,
-    vision_feature_layer=-1, max_positions=160,
+    vision_hidden=128,
+    vision_layers=3,
+    vision_heads=4,
+    vision_mlp=256,
+    text_hidden=160,
+    text_layers=3,
+    text_heads=4,
+    text_mlp=448,
+    vision_feature_layer=-1,
+    max_positions=160,
 )
 MAX_NEW_TOKENS = 32
 
@@ -110,7 +119,7 @@ def preprocess(image: Any) -> torch.Tensor:
         im = Image.fromarray(a).resize((max(IMAGE_SIZE, round(w * s)), max(IMAGE_SIZE, round(h * s))), Image.BICUBIC)
         a = np.asarray(im)
         top, left = (a.shape[0] - IMAGE_SIZE) // 2, (a.shape[1] - IMAGE_SIZE) // 2
-        a = a[top:top + IMAGE_SIZE, left:left + IMAGE_SIZE]
+        a = a[top : top + IMAGE_SIZE, left : left + IMAGE_SIZE]
     return to_pixels(a[None])[0]
 
 
@@ -136,7 +145,11 @@ class Encoder:
     def prompt_ids(self, problem: str) -> list[int]:
         head, tail = PROMPT_FORMAT.split(IMAGE_TOKEN)
         ids = self.tok(head)["input_ids"]  # with <s>
-        return ids + [self.image_id] * NUM_IMAGE_TOKENS + self.tok(tail.format(problem=problem), add_special_tokens=False)["input_ids"]
+        return (
+            ids
+            + [self.image_id] * NUM_IMAGE_TOKENS
+            + self.tok(tail.format(problem=problem), add_special_tokens=False)["input_ids"]
+        )
 
     def solution_ids(self, solution: str) -> list[int]:
         return self.tok(" " + solution, add_special_tokens=False)["input_ids"] + [self.eos]
@@ -167,8 +180,14 @@ def image_offset(tokenizer) -> int:
 # generation
 # --------------------------------------------------------------------------------------
 @torch.no_grad()
-def answer(model: nn.Module, tokenizer, images: np.ndarray | Sequence[np.ndarray], problems: Sequence[str],
-           max_new_tokens: int = 32, batch_size: int = 64) -> list[str]:
+def answer(
+    model: nn.Module,
+    tokenizer,
+    images: np.ndarray | Sequence[np.ndarray],
+    problems: Sequence[str],
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+) -> list[str]:
     """Greedy solutions (decoded text) for ``problems`` about ``images`` (uint8 HxWx3 each)."""
     ids = generate_ids(model, tokenizer, images, problems, max_new_tokens, batch_size)
     return tokenizer.batch_decode(ids, skip_special_tokens=True)
@@ -180,17 +199,30 @@ def decoder_layer_names(model) -> list[str]:
 
 
 @torch.no_grad()
-def generate_ids(model, tokenizer, images: Sequence[np.ndarray], problems: Sequence[str],
-                 max_new_tokens: int = 32, batch_size: int = 64) -> list[list[int]]:
+def generate_ids(
+    model,
+    tokenizer,
+    images: Sequence[np.ndarray],
+    problems: Sequence[str],
+    max_new_tokens: int = 32,
+    batch_size: int = 64,
+) -> list[list[int]]:
     """Greedy solution token ids per question (up to and including ``</s>``), in batches."""
     enc = Encoder(tokenizer)
     out: list[list[int]] = []
     for i in range(0, len(problems), batch_size):
-        px = torch.stack([preprocess(im) for im in images[i:i + batch_size]])
-        ids, att, _ = enc.batch([enc.prompt_ids(p) for p in problems[i:i + batch_size]], left=True)
-        gen = model.generate(input_ids=ids, attention_mask=att, pixel_values=px, max_new_tokens=max_new_tokens,
-                             do_sample=False, eos_token_id=enc.eos, pad_token_id=enc.pad)[:, ids.shape[1]:]
-        out += [row[:row.index(enc.eos) + 1] if enc.eos in row else row for row in gen.tolist()]
+        px = torch.stack([preprocess(im) for im in images[i : i + batch_size]])
+        ids, att, _ = enc.batch([enc.prompt_ids(p) for p in problems[i : i + batch_size]], left=True)
+        gen = model.generate(
+            input_ids=ids,
+            attention_mask=att,
+            pixel_values=px,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=enc.eos,
+            pad_token_id=enc.pad,
+        )[:, ids.shape[1] :]
+        out += [row[: row.index(enc.eos) + 1] if enc.eos in row else row for row in gen.tolist()]
     return out
 
 
@@ -220,13 +252,20 @@ def load(root: Path | None = None, device: str | torch.device = "cpu") -> Bundle
     processor = AutoProcessor.from_pretrained(folder, local_files_only=True)
     meta = dict(model.config.to_dict().get("vizkit", {}))
     meta["config"] = {k: v for k, v in model.config.to_dict().items() if k != "vizkit"}
-    return Bundle(name=NAME, model=model, preprocess=preprocess, tokenizer=processor.tokenizer,
-                  processor=processor, meta=meta)
+    return Bundle(
+        name=NAME, model=model, preprocess=preprocess, tokenizer=processor.tokenizer, processor=processor, meta=meta
+    )
 
 
-register(Entry(
-    name=NAME,
-    description="LLaVA (CLIP 48px/8 + Llama, from scratch) answering questions about shape scenes with reasoning",
-    load=load, dataset=vlm_data.dataset, build="vizkit.zoo.train.tiny_vlm:build",
-    # at 1 thread the decoder needs its attention supervision (zoo.train.tiny_vlm) to reach the bar
-    build_threads=1, build_seconds=1024.0))
+register(
+    Entry(
+        name=NAME,
+        description="LLaVA (CLIP 48px/8 + Llama, from scratch) answering questions about shape scenes with reasoning",
+        load=load,
+        dataset=vlm_data.dataset,
+        build="vizkit.zoo.train.tiny_vlm:build",
+        # at 1 thread the decoder needs its attention supervision (zoo.train.tiny_vlm) to reach the bar
+        build_threads=1,
+        build_seconds=1024.0,
+    )
+)

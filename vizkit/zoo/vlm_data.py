@@ -34,13 +34,14 @@ Splits are disjoint random streams: item ``i`` of split ``s`` is drawn from
 ``np.random.default_rng([SEED, split_id, i])``, so any slice can be regenerated alone and a
 held-out scene is never a training scene.
 """
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -77,10 +78,18 @@ def _unique_object(rng: np.random.Generator, objects: list[shapes.ShapeObject], 
 
 #: kind -> (the attribute that names the object, problem, reasoning after the prefix, answer attribute)
 _ATTRIBUTE_QUESTIONS = {
-    "colour": ("shape", "What colour is the {shape}?", "I look for the {shape}. The {shape} is {color}. Answer: {color}",
-               "color"),
-    "shape": ("color", "What shape is the {color} object?",
-              "I look for the {color} object. The {color} object is a {shape}. Answer: {shape}", "shape"),
+    "colour": (
+        "shape",
+        "What colour is the {shape}?",
+        "I look for the {shape}. The {shape} is {color}. Answer: {color}",
+        "color",
+    ),
+    "shape": (
+        "color",
+        "What shape is the {color} object?",
+        "I look for the {color} object. The {color} object is a {shape}. Answer: {shape}",
+        "shape",
+    ),
 }
 
 
@@ -97,8 +106,9 @@ def _attribute_question(rng: np.random.Generator, objects: list[shapes.ShapeObje
 def _count_question(rng: np.random.Generator, objects: list[shapes.ShapeObject]) -> Question:
     n = len(objects)
     there = "There is 1 shape" if n == 1 else f"There are {n} shapes"
-    return Question("count", "How many shapes are there?",
-                    f"{PREFIX}, I count the shapes. {there}. Answer: {n}", str(n), None)
+    return Question(
+        "count", "How many shapes are there?", f"{PREFIX}, I count the shapes. {there}. Answer: {n}", str(n), None
+    )
 
 
 def _exists_question(rng: np.random.Generator, objects: list[shapes.ShapeObject]) -> Question:
@@ -126,8 +136,13 @@ def _exists_question(rng: np.random.Generator, objects: list[shapes.ShapeObject]
         body, answer = f"There is {shapes.with_article(name)}", "yes"
     else:
         body, answer = f"There is no {name}", "no"
-    return Question("exists", f"Is there {shapes.with_article(name)}?",
-                    f"{PREFIX}, I look for {shapes.with_article(name)}. {look} {body}. Answer: {answer}", answer, target)
+    return Question(
+        "exists",
+        f"Is there {shapes.with_article(name)}?",
+        f"{PREFIX}, I look for {shapes.with_article(name)}. {look} {body}. Answer: {answer}",
+        answer,
+        target,
+    )
 
 
 def make_question(rng: np.random.Generator, objects: list[shapes.ShapeObject], kind: str | None = None) -> Question:
@@ -160,12 +175,25 @@ def item(split: str, index: int, masks: bool = True) -> Sample:
     obj_masks = [o.mask for o in objects] if masks else []
     mask = objects[q.target].mask if (masks and q.target is not None) else None
     return Sample(
-        image=image, label=KINDS.index(q.kind), mask=mask, masks=obj_masks, caption=shapes.caption(objects),
-        question=q.problem, answer=q.answer,
-        meta={"id": f"{split}-{index:05d}", "split": split, "index": int(index), "kind": q.kind,
-              "solution": q.solution, "target": q.target,
-              "objects": [{"shape": o.shape, "color": o.color, "center": list(o.center), "radius": o.radius}
-                          for o in objects]})
+        image=image,
+        label=KINDS.index(q.kind),
+        mask=mask,
+        masks=obj_masks,
+        caption=shapes.caption(objects),
+        question=q.problem,
+        answer=q.answer,
+        meta={
+            "id": f"{split}-{index:05d}",
+            "split": split,
+            "index": int(index),
+            "kind": q.kind,
+            "solution": q.solution,
+            "target": q.target,
+            "objects": [
+                {"shape": o.shape, "color": o.color, "center": list(o.center), "radius": o.radius} for o in objects
+            ],
+        },
+    )
 
 
 def dataset(split: str, n: int | None = None, start: int = 0, masks: bool = True) -> list[Sample]:
@@ -198,7 +226,9 @@ def parse_answer(generated: str) -> str:
     return normalize_answer(found[-1]) if found else ""
 
 
-def corpus(n_per_kind: int = 400, seed: int = SEED + 1, template: str = "USER: <image>\n{problem} ASSISTANT: {solution}") -> list[str]:
+def corpus(
+    n_per_kind: int = 400, seed: int = SEED + 1, template: str = "USER: <image>\n{problem} ASSISTANT: {solution}"
+) -> list[str]:
     """Texts for training the tokenizer: every problem and solution pattern, each colour /
     shape / number word in every position, laid out by ``template`` (the prompt format)."""
     rng = np.random.default_rng(seed)
@@ -241,8 +271,9 @@ def write_benchmark(samples: Sequence[Sample], json_path: str | Path, image_subd
         sid = s.meta["id"]
         rel = f"{image_subdir}/{sid}.png"
         Image.fromarray(s.image).save(json_path.parent / rel)
-        records.append({"id": sid, "image": [rel], "problem": s.question, "solution": s.meta["solution"],
-                        "answer": s.answer})
+        records.append(
+            {"id": sid, "image": [rel], "problem": s.question, "solution": s.meta["solution"], "answer": s.answer}
+        )
     return write_text(json_path, json.dumps(records, indent=1) + "\n")
 
 
@@ -271,11 +302,15 @@ def load_benchmark(json_path: str | Path, image_dir: str | Path | None = None) -
     for k, rec in enumerate(records):
         where = f"{json_path}: record {k}"
         if not isinstance(rec, dict):
-            raise VizkitError(f"{where} must be an object with keys {', '.join(BENCHMARK_KEYS)}, got {type(rec).__name__}")
+            raise VizkitError(
+                f"{where} must be an object with keys {', '.join(BENCHMARK_KEYS)}, got {type(rec).__name__}"
+            )
         missing = [key for key in BENCHMARK_KEYS if key not in rec]
         if missing:
-            raise VizkitError(f"{where} (id {rec.get('id', '?')!r}) lacks key(s) {', '.join(missing)}; "
-                              f"expected keys {', '.join(BENCHMARK_KEYS)}, found {', '.join(sorted(rec))}")
+            raise VizkitError(
+                f"{where} (id {rec.get('id', '?')!r}) lacks key(s) {', '.join(missing)}; "
+                f"expected keys {', '.join(BENCHMARK_KEYS)}, found {', '.join(sorted(rec))}"
+            )
         where = f"{where} (id {rec['id']!r})"
         paths = [rec["image"]] if isinstance(rec["image"], str) else rec["image"]
         if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
@@ -287,15 +322,38 @@ def load_benchmark(json_path: str | Path, image_dir: str | Path | None = None) -
         for p in paths:
             full = root / p
             if not full.is_file():
-                raise VizkitError(f"{where}: image {p!r} not found at {full}"
-                                  + ("" if image_dir is not None else " (pass image_dir= if the images live elsewhere)"))
+                raise VizkitError(
+                    f"{where}: image {p!r} not found at {full}"
+                    + ("" if image_dir is not None else " (pass image_dir= if the images live elsewhere)")
+                )
             with Image.open(full) as im:
                 images.append(np.asarray(im.convert("RGB")).copy())
-        samples.append(Sample(image=images[0], question=rec["problem"], answer=rec["answer"],
-                              meta={"id": rec["id"], "solution": rec["solution"], "images": images,
-                                    "image_paths": [str(root / p) for p in paths]}))
+        samples.append(
+            Sample(
+                image=images[0],
+                question=rec["problem"],
+                answer=rec["answer"],
+                meta={
+                    "id": rec["id"],
+                    "solution": rec["solution"],
+                    "images": images,
+                    "image_paths": [str(root / p) for p in paths],
+                },
+            )
+        )
     return samples
 
 
-__all__ = ["dataset", "item", "make_question", "parse_answer", "normalize_answer", "corpus",
-           "load_benchmark", "write_benchmark", "KINDS", "PREFIX", "Question"]
+__all__ = [
+    "dataset",
+    "item",
+    "make_question",
+    "parse_answer",
+    "normalize_answer",
+    "corpus",
+    "load_benchmark",
+    "write_benchmark",
+    "KINDS",
+    "PREFIX",
+    "Question",
+]

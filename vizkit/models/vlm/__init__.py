@@ -6,6 +6,7 @@ places its image patches (:class:`~.base.PositionMap`). Adding a family is one a
 this package whose class is decorated with :func:`register` (every module but ``base`` is
 imported on first use).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -19,13 +20,44 @@ import torch
 
 from ...errors import InputError
 from ...io import data_root
-from .base import (GENERATED, IMAGE, KIND_NAMES, MOSAIC, SPECIAL, TEXT, THUMBNAIL, PositionMap, VLMFamily,
-                   config_value, place_grid, runs_of, token_id)
+from .base import (
+    GENERATED,
+    IMAGE,
+    KIND_NAMES,
+    MOSAIC,
+    SPECIAL,
+    TEXT,
+    THUMBNAIL,
+    PositionMap,
+    VLMFamily,
+    config_value,
+    place_grid,
+    runs_of,
+    token_id,
+)
 
-__all__ = ["FAMILIES", "register", "family_for", "supported", "family_table", "load_vlm", "VLM", "PositionMap",
-           "VLMFamily",
-           "TEXT", "IMAGE", "GENERATED", "SPECIAL", "KIND_NAMES", "MOSAIC", "THUMBNAIL", "config_value", "token_id",
-           "runs_of", "place_grid"]
+__all__ = [
+    "FAMILIES",
+    "register",
+    "family_for",
+    "supported",
+    "family_table",
+    "load_vlm",
+    "VLM",
+    "PositionMap",
+    "VLMFamily",
+    "TEXT",
+    "IMAGE",
+    "GENERATED",
+    "SPECIAL",
+    "KIND_NAMES",
+    "MOSAIC",
+    "THUMBNAIL",
+    "config_value",
+    "token_id",
+    "runs_of",
+    "place_grid",
+]
 
 #: model_type -> adapter instance
 FAMILIES: dict[str, VLMFamily] = {}
@@ -67,8 +99,10 @@ def family_for(model_type: str, architectures: Any = None) -> VLMFamily:
     names = ", ".join(sorted({f"{f.name} ({', '.join(f.model_types)})" for f in fams.values()}))
     arch = f" ({', '.join(architectures)})" if architectures else ""
     what = model_type or "unknown"
-    raise InputError(f"this is {_article(what)} {what} model{arch}, not an image-text family vizkit can place "
-                     f"image patches for: supported are {names}")
+    raise InputError(
+        f"this is {_article(what)} {what} model{arch}, not an image-text family vizkit can place "
+        f"image patches for: supported are {names}"
+    )
 
 
 def family_table() -> str:
@@ -125,8 +159,9 @@ def load_vlm(model_name_or_path: str | Path | None = None, device: str = "cpu") 
     path = Path(model_name_or_path)
     if not (path / "config.json").is_file():
         names = ", ".join(sorted({f.name for f in supported().values()}))
-        raise InputError(f"model folder {str(path)!r} has no config.json: give a local folder of a supported VLM "
-                         f"({names})")
+        raise InputError(
+            f"model folder {str(path)!r} has no config.json: give a local folder of a supported VLM ({names})"
+        )
     try:
         raw = json.loads((path / "config.json").read_text())
     except json.JSONDecodeError as err:
@@ -135,8 +170,10 @@ def load_vlm(model_name_or_path: str | Path | None = None, device: str = "cpu") 
     family = family_for(model_type, raw.get("architectures"))
     cls = getattr(transformers, family.model_class, None)
     if cls is None:
-        raise InputError(f"{str(path)!r} is {_article(model_type)} {model_type} model, but the installed transformers "
-                         f"{transformers.__version__} has no {family.model_class}: upgrade transformers")
+        raise InputError(
+            f"{str(path)!r} is {_article(model_type)} {model_type} model, but the installed transformers "
+            f"{transformers.__version__} has no {family.model_class}: upgrade transformers"
+        )
     model = cls.from_pretrained(path, dtype=torch.float32, local_files_only=True).to(device).eval()
     family.check(model.config)
     processor = transformers.AutoProcessor.from_pretrained(path, local_files_only=True)

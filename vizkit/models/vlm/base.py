@@ -11,9 +11,11 @@ stitched into one ``grids[k] = (rows, cols)`` mosaic; ``THUMBNAIL`` 1 — a glob
 tiled image (LLaVA-NeXT's base image, InternVL's and Idefics3's thumbnail), on its own
 ``thumbnail_grids[k]``; -1 for non-image positions.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,8 +23,21 @@ import torch
 from ...errors import InputError
 from ...positions import GENERATED, IMAGE, KIND_NAMES, MOSAIC, SPECIAL, TEXT, THUMBNAIL, PositionMap
 
-__all__ = ["TEXT", "IMAGE", "GENERATED", "SPECIAL", "KIND_NAMES", "MOSAIC", "THUMBNAIL", "PositionMap",
-           "VLMFamily", "config_value", "token_id", "runs_of", "place_grid"]
+__all__ = [
+    "TEXT",
+    "IMAGE",
+    "GENERATED",
+    "SPECIAL",
+    "KIND_NAMES",
+    "MOSAIC",
+    "THUMBNAIL",
+    "PositionMap",
+    "VLMFamily",
+    "config_value",
+    "token_id",
+    "runs_of",
+    "place_grid",
+]
 
 
 class VLMFamily:
@@ -49,8 +64,9 @@ class VLMFamily:
         processor whose call-time defaults override its image processor's saved ones)."""
         return {}
 
-    def position_map(self, config: Any, inputs: Mapping[str, Any], prompt_len: int | None = None,
-                     processor: Any = None) -> PositionMap:
+    def position_map(
+        self, config: Any, inputs: Mapping[str, Any], prompt_len: int | None = None, processor: Any = None
+    ) -> PositionMap:
         """The :class:`PositionMap` of one prompt: ``inputs`` are the processor's outputs for it
         (``input_ids`` ``[1, T]`` or ``[T]``, ``image_grid_thw``, ``image_sizes``,
         ``pixel_values`` ... as that family's processor returns them)."""
@@ -58,8 +74,13 @@ class VLMFamily:
 
     def decoder_layers(self, model: torch.nn.Module) -> torch.nn.ModuleList:
         """The language model's ``nn.ModuleList`` of decoder blocks (each with ``.self_attn``)."""
-        for path in ("model.language_model.layers", "language_model.model.layers", "model.language_model.model.layers",
-                     "language_model.layers", "model.layers"):
+        for path in (
+            "model.language_model.layers",
+            "language_model.model.layers",
+            "model.language_model.model.layers",
+            "language_model.layers",
+            "model.layers",
+        ):
             obj: Any = model
             try:
                 for part in path.split("."):
@@ -115,6 +136,7 @@ def place_grid(positions: np.ndarray, rows: int, cols: int, what: str) -> np.nda
     """``positions`` as a ``[rows, cols]`` grid, or an :class:`InputError` saying the counts differ."""
     positions = np.asarray(positions, np.int64)
     if rows * cols != len(positions):
-        raise InputError(f"{what}: {len(positions)} image token(s) do not fill a {rows} x {cols} grid "
-                         f"({rows * cols} cells)")
+        raise InputError(
+            f"{what}: {len(positions)} image token(s) do not fill a {rows} x {cols} grid ({rows * cols} cells)"
+        )
     return positions.reshape(rows, cols)

@@ -35,10 +35,12 @@ PaliGemma's config ``image_token_id`` (``image_token_index``) and ``vision_confi
 ``patch_size``). Anything that does not match is one :class:`InputError`; a grid is never guessed from
 a run's length.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,6 +56,7 @@ def _original_sizes(inputs: Mapping[str, Any]) -> np.ndarray | None:
     :func:`vizkit.models.vlm.trace.build_inputs` adds) or ``image_sizes``."""
     sizes = _ids(inputs, "original_sizes")
     return sizes if sizes is not None else _ids(inputs, "image_sizes")
+
 
 #: Gemma3ImageProcessor's pan-and-scan settings, as its processor passes them
 PAN_AND_SCAN_KEYS = ("pan_and_scan_min_crop_size", "pan_and_scan_max_num_crops", "pan_and_scan_min_ratio_to_activate")
@@ -75,8 +78,10 @@ def saved_pan_and_scan(processor: Any) -> dict[str, Any]:
     if not getattr(ip, "do_pan_and_scan", False):
         return {}
     defaults = Gemma3Processor.images_kwargs
-    return {"do_pan_and_scan": True, **{k: (getattr(ip, k, None) if getattr(ip, k, None) is not None
-                                            else defaults[k]) for k in PAN_AND_SCAN_KEYS}}
+    return {
+        "do_pan_and_scan": True,
+        **{k: (getattr(ip, k, None) if getattr(ip, k, None) is not None else defaults[k]) for k in PAN_AND_SCAN_KEYS},
+    }
 
 
 def pan_and_scan_crops(processor: Any, height: int, width: int) -> int:
@@ -111,13 +116,18 @@ class Gemma3(VLMFamily):
     model_types = ("gemma3",)
     model_class = "Gemma3ForConditionalGeneration"
     name = "Gemma 3"
-    reads = ("config image_token_id, boi_token_id, eoi_token_id, mm_tokens_per_image, vision_config (image_size, "
-             "patch_size); pan-and-scan: each image's original (height, width) (inputs original_sizes or "
-             "image_sizes) and num_crops")
-    limits = ("batch size 1; sliding-window layers are captured as they run (their mask holds the window); "
-              "<start_of_image> / <end_of_image> are special positions; pan-and-scan needs the "
-              "original sizes in the inputs (num_crops too when the crop settings differ from the "
-              "saved ones); vizkit's prompts pass the saved pan-and-scan settings to the processor; crops are drawn as equal tiles (the last crop may be narrower in the picture)")
+    reads = (
+        "config image_token_id, boi_token_id, eoi_token_id, mm_tokens_per_image, vision_config (image_size, "
+        "patch_size); pan-and-scan: each image's original (height, width) (inputs original_sizes or "
+        "image_sizes) and num_crops"
+    )
+    limits = (
+        "batch size 1; sliding-window layers are captured as they run (their mask holds the window); "
+        "<start_of_image> / <end_of_image> are special positions; pan-and-scan needs the "
+        "original sizes in the inputs (num_crops too when the crop settings differ from the "
+        "saved ones); vizkit's prompts pass the saved pan-and-scan settings to the processor; "
+        "crops are drawn as equal tiles (the last crop may be narrower in the picture)"
+    )
 
     @staticmethod
     def side(config: Any) -> int:
@@ -127,12 +137,16 @@ class Gemma3(VLMFamily):
         (ih, iw), (ph, pw) = _pair(config.vision_config.image_size), _pair(config.vision_config.patch_size)
         patches = ih // ph
         if s * s != n or ih != iw or ph != pw:
-            raise InputError(f"Gemma 3 mm_tokens_per_image {n} with a {ih} x {iw} tower of {ph} x {pw} patches: "
-                             f"the pooled image tokens are not a square grid")
+            raise InputError(
+                f"Gemma 3 mm_tokens_per_image {n} with a {ih} x {iw} tower of {ph} x {pw} patches: "
+                f"the pooled image tokens are not a square grid"
+            )
         kernel = patches // s if s else 0
         if kernel < 1 or patches // kernel != s:
-            raise InputError(f"Gemma 3: {patches} x {patches} patches (vision_config image_size {ih} / patch_size "
-                             f"{ph}) do not pool to {s} x {s} (mm_tokens_per_image {n})")
+            raise InputError(
+                f"Gemma 3: {patches} x {patches} patches (vision_config image_size {ih} / patch_size "
+                f"{ph}) do not pool to {s} x {s} (mm_tokens_per_image {n})"
+            )
         return s
 
     def check(self, config: Any) -> None:
@@ -142,8 +156,9 @@ class Gemma3(VLMFamily):
         """The saved pan-and-scan settings (:func:`saved_pan_and_scan`)."""
         return saved_pan_and_scan(processor)
 
-    def position_map(self, config: Any, inputs: Mapping[str, Any], prompt_len: int | None = None,
-                     processor: Any = None) -> PositionMap:
+    def position_map(
+        self, config: Any, inputs: Mapping[str, Any], prompt_len: int | None = None, processor: Any = None
+    ) -> PositionMap:
         """Image ``k`` is the ``k``-th image given to the processor: its whole-image span, then its crops' spans."""
         s = self.side(config)
         ids = self.input_ids(inputs)
@@ -184,19 +199,24 @@ class Gemma3(VLMFamily):
             inner = np.arange(b + 1, b + 1 + per)
             end = b + 1 + per
             if end >= len(prompt) or not np.all(prompt[inner] == image_id) or prompt[end] != eoi:
-                raise InputError(f"<start_of_image> at position {int(b)} is not followed by {per} image soft tokens "
-                                 f"(mm_tokens_per_image) and <end_of_image>")
+                raise InputError(
+                    f"<start_of_image> at position {int(b)} is not followed by {per} image soft tokens "
+                    f"(mm_tokens_per_image) and <end_of_image>"
+                )
             spans.append(inner)
         placed = per * len(spans)
         total = int((prompt == image_id).sum())
         if total != placed or int((prompt == eoi).sum()) != len(spans):
-            raise InputError(f"the prompt holds {total} image soft token(s) and {int((prompt == eoi).sum())} "
-                             f"<end_of_image>, but its {len(spans)} <start_of_image> span(s) account for {placed} "
-                             f"and {len(spans)}")
+            raise InputError(
+                f"the prompt holds {total} image soft token(s) and {int((prompt == eoi).sum())} "
+                f"<end_of_image>, but its {len(spans)} <start_of_image> span(s) account for {placed} "
+                f"and {len(spans)}"
+            )
         return spans
 
-    def _crops(self, inputs: Mapping[str, Any], processor: Any, prompt: np.ndarray, spans: list[np.ndarray]
-               ) -> list[int]:
+    def _crops(
+        self, inputs: Mapping[str, Any], processor: Any, prompt: np.ndarray, spans: list[np.ndarray]
+    ) -> list[int]:
         """Per image, how many pan-and-scan crop spans follow its whole-image span."""
         n_spans = len(spans)
         pixels = _count(inputs.get("pixel_values"))
@@ -215,21 +235,27 @@ class Gemma3(VLMFamily):
             how = f"image_sizes {sizes.tolist()} (crops {crops} by the processor's pan-and-scan settings)"
         else:
             if self._pan_and_scan_text(prompt, spans, processor):
-                raise InputError("this Gemma 3 prompt was made with pan-and-scan (\"here are some crops\"): give the "
-                                 "inputs image_sizes, each image's ORIGINAL (height, width) (the processor does not "
-                                 "return them), so that its crops can be placed")
+                raise InputError(
+                    'this Gemma 3 prompt was made with pan-and-scan ("here are some crops"): give the '
+                    "inputs image_sizes, each image's ORIGINAL (height, width) (the processor does not "
+                    "return them), so that its crops can be placed"
+                )
             crops = [0] * n_spans
             how = "no image_sizes / num_crops (no pan-and-scan)"
         need = len(crops) + sum(crops)
         if need != n_spans:
-            raise InputError(f"the prompt holds {n_spans} <start_of_image> span(s) but {len(crops)} image(s) with "
-                             f"{how} need {need} (each image's whole span + one per crop); when pan-and-scan ran "
-                             f"with other settings, pass num_crops (Gemma3ImageProcessor's, run with those settings)")
+            raise InputError(
+                f"the prompt holds {n_spans} <start_of_image> span(s) but {len(crops)} image(s) with "
+                f"{how} need {need} (each image's whole span + one per crop); when pan-and-scan ran "
+                f"with other settings, pass num_crops (Gemma3ImageProcessor's, run with those settings)"
+            )
         if sizes is not None and len(sizes) != len(crops):
             raise InputError(f"image_sizes lists {len(sizes)} image(s) but {how} means {len(crops)}")
         if any(crops) and sizes is None:
-            raise InputError(f"Gemma 3 pan-and-scan crops ({how}) are placed from each image's ORIGINAL size: give the "
-                             f"inputs image_sizes, one (height, width) per image (the processor does not return them)")
+            raise InputError(
+                f"Gemma 3 pan-and-scan crops ({how}) are placed from each image's ORIGINAL size: give the "
+                f"inputs image_sizes, one (height, width) per image (the processor does not return them)"
+            )
         return crops
 
     @staticmethod
@@ -239,7 +265,7 @@ class Gemma3(VLMFamily):
         if tok is None or len(spans) < 2:
             return False
         for a, b in zip(spans[:-1], spans[1:]):
-            if "here are some crops" in tok.decode(prompt[a[-1] + 2:b[0] - 1].tolist()).lower():
+            if "here are some crops" in tok.decode(prompt[a[-1] + 2 : b[0] - 1].tolist()).lower():
                 return True
         return False
 
@@ -254,8 +280,9 @@ class PaliGemma(VLMFamily):
     reads = "config image_token_id (image_token_index), vision_config (image_size, patch_size)"
     limits = "batch size 1"
 
-    def position_map(self, config: Any, inputs: Mapping[str, Any], prompt_len: int | None = None,
-                     processor: Any = None) -> PositionMap:
+    def position_map(
+        self, config: Any, inputs: Mapping[str, Any], prompt_len: int | None = None, processor: Any = None
+    ) -> PositionMap:
         """Image ``k`` is the ``k``-th image of ``pixel_values``; its tokens are the ``k``-th block of the prompt's."""
         ids = self.input_ids(inputs)
         prompt_len = len(ids) if prompt_len is None else int(prompt_len)
@@ -271,13 +298,17 @@ class PaliGemma(VLMFamily):
         blocks = []
         for run in runs_of(ids[:prompt_len], image_id):
             if len(run) % per:
-                raise InputError(f"a run of {len(run)} image token(s) at positions {int(run[0])}..{int(run[-1])} is "
-                                 f"not a whole number of images of {per} tokens each ({what})")
+                raise InputError(
+                    f"a run of {len(run)} image token(s) at positions {int(run[0])}..{int(run[-1])} is "
+                    f"not a whole number of images of {per} tokens each ({what})"
+                )
             blocks.extend(run.reshape(-1, per))
         pixels = _count(inputs.get("pixel_values"))
         if pixels is not None and pixels != len(blocks):
-            raise InputError(f"the prompt holds image tokens for {len(blocks)} image(s) ({per} each: {what}) but "
-                             f"pixel_values holds {pixels}")
+            raise InputError(
+                f"the prompt holds image tokens for {len(blocks)} image(s) ({per} each: {what}) but "
+                f"pixel_values holds {pixels}"
+            )
         for k, block in enumerate(blocks):
             pm.add_image(place_grid(block, rows, cols, f"PaliGemma image {k}"))
         return pm

@@ -27,10 +27,12 @@ against the number of tiles in ``pixel_values`` (``pixel_attention_mask``). Read
 from the processor's tokenizer (its added ``<row_r_col_c>`` tokens). Anything that does not match
 is one :class:`InputError`; a grid is never guessed from a run's length.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,7 +55,7 @@ def stitch_tiles(tiles: list[np.ndarray], rows: int, cols: int, side: int) -> tu
     mosaic = np.zeros((rows * side, cols * side), np.int64)
     for t, run in enumerate(tiles):
         r, c = divmod(t, cols)
-        mosaic[r * side:(r + 1) * side, c * side:(c + 1) * side] = np.asarray(run).reshape(side, side)
+        mosaic[r * side : (r + 1) * side, c * side : (c + 1) * side] = np.asarray(run).reshape(side, side)
     tile = (np.arange(rows * side)[:, None] // side) * cols + np.arange(cols * side)[None, :] // side
     return mosaic, tile
 
@@ -77,11 +79,15 @@ class Idefics3(VLMFamily):
     model_types = ("idefics3",)
     model_class = "Idefics3ForConditionalGeneration"
     name = "Idefics3"
-    reads = ("config image_token_id, scale_factor, vision_config (image_size, patch_size); the <row_r_col_c> / "
-             "<global-img> / <fake_token_around_image> markers in input_ids (ids from the processor's tokenizer); "
-             "pixel_values / pixel_attention_mask tile count")
-    limits = ("batch size 1; images only (no video frames); markers and row-break newlines are special positions; "
-              "the global image is the thumbnail view (the mosaic of an unsplit image)")
+    reads = (
+        "config image_token_id, scale_factor, vision_config (image_size, patch_size); the <row_r_col_c> / "
+        "<global-img> / <fake_token_around_image> markers in input_ids (ids from the processor's tokenizer); "
+        "pixel_values / pixel_attention_mask tile count"
+    )
+    limits = (
+        "batch size 1; images only (no video frames); markers and row-break newlines are special positions; "
+        "the global image is the thumbnail view (the mosaic of an unsplit image)"
+    )
 
     def check(self, config: Any) -> None:
         vc = config.vision_config
@@ -89,14 +95,18 @@ class Idefics3(VLMFamily):
         scale = config_value(config, "scale_factor")
         for what, value in (("image_size", size), ("patch_size", patch)):
             if isinstance(value, (list, tuple)) and int(value[0]) != int(value[-1]):
-                raise InputError(f"{self.name} vision_config.{what} {list(value)} is not square: the connector's pixel "
-                                 f"shuffle needs a square patch grid")
+                raise InputError(
+                    f"{self.name} vision_config.{what} {list(value)} is not square: the connector's pixel "
+                    f"shuffle needs a square patch grid"
+                )
         if scale is None or int(scale) < 1:
             raise InputError(f"the {self.name} config has no scale_factor (the connector's pixel shuffle)")
         grid = _side(size) // _side(patch)
         if _side(size) % _side(patch) or grid % int(scale):
-            raise InputError(f"{self.name} vision_config image_size {size} / patch_size {patch} = {grid} patches per "
-                             f"side, not a multiple of scale_factor {scale}")
+            raise InputError(
+                f"{self.name} vision_config image_size {size} / patch_size {patch} = {grid} patches per "
+                f"side, not a multiple of scale_factor {scale}"
+            )
 
     def decoder_layers(self, model: torch.nn.Module) -> torch.nn.ModuleList:
         layers = getattr(getattr(getattr(model, "model", None), "text_model", None), "layers", None)
@@ -110,15 +120,24 @@ class Idefics3(VLMFamily):
         the ``<row_r_col_c>`` tokens the tokenizer knows."""
         tok = getattr(processor, "tokenizer", processor)
         fake = getattr(processor, "fake_image_token_id", None)
-        fake = fake if fake is not None else token_id(config, processor, "fake_image_token_id",
-                                                      token="<fake_token_around_image>")
+        fake = (
+            fake
+            if fake is not None
+            else token_id(config, processor, "fake_image_token_id", token="<fake_token_around_image>")
+        )
         glob = getattr(processor, "global_image_token_id", None)
         glob = glob if glob is not None else token_id(config, processor, "global_image_token_id", token="<global-img>")
         row_col: dict[int, tuple[int, int]] = {}
         if tok is not None:
             names = dict(getattr(tok, "get_added_vocab", dict)() or {})
-            names.update({f"<row_{r}_col_{c}>": None for r in range(1, 7) for c in range(1, 7) if
-                          f"<row_{r}_col_{c}>" not in names})
+            names.update(
+                {
+                    f"<row_{r}_col_{c}>": None
+                    for r in range(1, 7)
+                    for c in range(1, 7)
+                    if f"<row_{r}_col_{c}>" not in names
+                }
+            )
             unk = getattr(tok, "unk_token_id", None)
             for text, i in names.items():
                 m = _ROW_COL.fullmatch(text)
@@ -129,8 +148,9 @@ class Idefics3(VLMFamily):
                     row_col[int(i)] = (int(m.group(1)), int(m.group(2)))
         return fake, glob, row_col
 
-    def position_map(self, config: Any, inputs: Mapping[str, Any], prompt_len: int | None = None,
-                     processor: Any = None) -> PositionMap:
+    def position_map(
+        self, config: Any, inputs: Mapping[str, Any], prompt_len: int | None = None, processor: Any = None
+    ) -> PositionMap:
         """Image ``k`` is the ``k``-th image block of the prompt (``pixel_values`` order)."""
         self.check(config)
         ids = self.input_ids(inputs)
@@ -145,14 +165,18 @@ class Idefics3(VLMFamily):
             return pm
         fake, glob, row_col = self._markers(config, processor)
         if fake is None or glob is None or not row_col:
-            raise InputError(f"{self.name} reads its tiles from the <fake_token_around_image>, <global-img> and "
-                             f"<row_r_col_c> markers: pass the model's processor (its tokenizer knows their ids)")
+            raise InputError(
+                f"{self.name} reads its tiles from the <fake_token_around_image>, <global-img> and "
+                f"<row_r_col_c> markers: pass the model's processor (its tokenizer knows their ids)"
+            )
         vc = config.vision_config
         scale = int(config_value(config, "scale_factor"))
         side = _side(vc.image_size) // _side(vc.patch_size) // scale
         per = side * side
-        what = (f"{side} x {side} tokens per tile (vision_config image_size {vc.image_size} / patch_size "
-                f"{vc.patch_size} / scale_factor {scale})")
+        what = (
+            f"{side} x {side} tokens per tile (vision_config image_size {vc.image_size} / patch_size "
+            f"{vc.patch_size} / scale_factor {scale})"
+        )
         tok = getattr(processor, "tokenizer", processor)
         markers = np.array([image_id, fake, glob, *row_col], np.int64)
 
@@ -161,8 +185,10 @@ class Idefics3(VLMFamily):
             span = np.arange(lo, hi)
             text = tok.decode(prompt[span].tolist()) if tok is not None and len(span) else ""
             if not len(span) or np.isin(prompt[span], markers).any() or text.strip():
-                raise InputError(f"{self.name}: {where} (positions {lo}..{hi - 1}) the processor writes a newline; "
-                                 f"the prompt holds {text!r}")
+                raise InputError(
+                    f"{self.name}: {where} (positions {lo}..{hi - 1}) the processor writes a newline; "
+                    f"the prompt holds {text!r}"
+                )
             return span
 
         images: list[dict[str, Any]] = []
@@ -170,26 +196,33 @@ class Idefics3(VLMFamily):
         for run in runs:
             a = int(run[0])
             if len(run) != per:
-                raise InputError(f"{self.name}: a run of {len(run)} <image> tokens at position {a}, not one tile of "
-                                 f"{per} ({what})")
-            head = prompt[a - 2:a] if a >= 2 else np.zeros(0, np.int64)
+                raise InputError(
+                    f"{self.name}: a run of {len(run)} <image> tokens at position {a}, not one tile of {per} ({what})"
+                )
+            head = prompt[a - 2 : a] if a >= 2 else np.zeros(0, np.int64)
             if len(head) != 2 or head[0] != fake or (head[1] != glob and int(head[1]) not in row_col):
-                raise InputError(f"{self.name}: the <image> tokens at position {a} are not preceded by "
-                                 f"<fake_token_around_image> and a <row_r_col_c> or <global-img> marker")
+                raise InputError(
+                    f"{self.name}: the <image> tokens at position {a} are not preceded by "
+                    f"<fake_token_around_image> and a <row_r_col_c> or <global-img> marker"
+                )
             if head[1] != glob:
                 r, c = row_col[int(head[1])]
                 current.append((r, c, run))
                 continue
             end = int(run[-1]) + 1
             if end >= prompt_len or prompt[end] != fake:
-                raise InputError(f"{self.name}: the global image at positions {a}..{end - 1} is not closed by "
-                                 f"<fake_token_around_image>")
+                raise InputError(
+                    f"{self.name}: the global image at positions {a}..{end - 1} is not closed by "
+                    f"<fake_token_around_image>"
+                )
             images.append({"tiles": current, "global": run, "special": [a - 2, a - 1, end]})
             current = []
         if current:
             r, c, run = current[-1]
-            raise InputError(f"{self.name}: the tile <row_{r}_col_{c}> at position {int(run[0])} is not followed by "
-                             f"its image's global image (<fake_token_around_image><global-img>): the prompt is cut")
+            raise InputError(
+                f"{self.name}: the tile <row_{r}_col_{c}> at position {int(run[0])} is not followed by "
+                f"its image's global image (<fake_token_around_image><global-img>): the prompt is cut"
+            )
 
         for k, img in enumerate(images):
             tiles, special = img["tiles"], list(img["special"])
@@ -200,15 +233,19 @@ class Idefics3(VLMFamily):
             rows, cols = max(r for r, _, _ in tiles), max(c for _, c, _ in tiles)
             order = [(r, c) for r, c, _ in tiles]
             if order != [(r, c) for r in range(1, rows + 1) for c in range(1, cols + 1)]:
-                raise InputError(f"{self.name} image {k}: the tile markers {order} are not <row_1_col_1> .. "
-                                 f"<row_{rows}_col_{cols}> in row-major order")
+                raise InputError(
+                    f"{self.name} image {k}: the tile markers {order} are not <row_1_col_1> .. "
+                    f"<row_{rows}_col_{cols}> in row-major order"
+                )
             for t, (r, c, run) in enumerate(tiles):
                 a = int(run[0])
                 special += [a - 2, a - 1]
                 nxt = int(tiles[t + 1][2][0]) - 2 if t + 1 < len(tiles) else int(img["global"][0]) - 2
                 if c < cols and nxt != int(run[-1]) + 1:
-                    raise InputError(f"{self.name} image {k}: tile <row_{r}_col_{c}> is not followed at once by the "
-                                     f"next tile of its row")
+                    raise InputError(
+                        f"{self.name} image {k}: tile <row_{r}_col_{c}> is not followed at once by the "
+                        f"next tile of its row"
+                    )
                 if c == cols:
                     special += gap(int(run[-1]) + 1, nxt, f"image {k}: after tile row {r}").tolist()
             mosaic, tile = stitch_tiles([run for _, _, run in tiles], rows, cols, side)
@@ -218,10 +255,16 @@ class Idefics3(VLMFamily):
         need = sum(len(img["tiles"]) + 1 for img in images)
         have = real_tiles(inputs)
         if have is not None and have != need:
-            grids = [f"{max(r for r, _, _ in i['tiles'])} x {max(c for _, c, _ in i['tiles'])} + global"
-                     if i["tiles"] else "global only" for i in images]
-            raise InputError(f"the prompt's {len(images)} image(s) ({', '.join(grids)}) need {need} tile(s) but "
-                             f"pixel_values holds {have}")
+            grids = [
+                f"{max(r for r, _, _ in i['tiles'])} x {max(c for _, c, _ in i['tiles'])} + global"
+                if i["tiles"]
+                else "global only"
+                for i in images
+            ]
+            raise InputError(
+                f"the prompt's {len(images)} image(s) ({', '.join(grids)}) need {need} tile(s) but "
+                f"pixel_values holds {have}"
+            )
         return pm
 
 

@@ -26,10 +26,12 @@ in the inputs (``original_sizes``, as :func:`vizkit.models.vlm.trace.build_input
 (``start_image_token_id`` / ``end_image_token_id``) or its tokenizer; ``pixel_values``' patch count.
 Anything that does not match is one :class:`InputError`.
 """
+
 from __future__ import annotations
 
 import importlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -42,8 +44,10 @@ from .idefics import stitch_tiles
 def _square(value: Any, what: str) -> int:
     if isinstance(value, (list, tuple)):
         if int(value[0]) != int(value[-1]):
-            raise InputError(f"InternVL vision_config.{what} {list(value)} is not square: the pixel shuffle needs a "
-                             f"square patch grid")
+            raise InputError(
+                f"InternVL vision_config.{what} {list(value)} is not square: the pixel shuffle needs a "
+                f"square patch grid"
+            )
         return int(value[0])
     return int(value)
 
@@ -66,8 +70,10 @@ def _canvas(image_processor: Any) -> Any:
             fn = None
         if fn is not None:
             return fn
-    raise InputError(f"the installed transformers has no get_optimal_tiled_canvas for "
-                     f"{type(image_processor).__name__}: InternVL's tile grid cannot be derived")
+    raise InputError(
+        f"the installed transformers has no get_optimal_tiled_canvas for "
+        f"{type(image_processor).__name__}: InternVL's tile grid cannot be derived"
+    )
 
 
 @register
@@ -77,50 +83,66 @@ class InternVL(VLMFamily):
     model_types = ("internvl",)
     model_class = "InternVLForConditionalGeneration"
     name = "InternVL"
-    reads = ("config image_token_id, downsample_ratio, vision_config (image_size, patch_size), "
-             "vision_feature_select_strategy; <img> / </img> ids; the image processor's size, min_patches, "
-             "max_patches and each image's original (height, width) (inputs original_sizes or image_sizes)")
-    limits = ("batch size 1; images only (no video frames); a tiled image needs its original size in the inputs; "
-              "<img> / </img> are special positions; the thumbnail is the thumbnail view")
+    reads = (
+        "config image_token_id, downsample_ratio, vision_config (image_size, patch_size), "
+        "vision_feature_select_strategy; <img> / </img> ids; the image processor's size, min_patches, "
+        "max_patches and each image's original (height, width) (inputs original_sizes or image_sizes)"
+    )
+    limits = (
+        "batch size 1; images only (no video frames); a tiled image needs its original size in the inputs; "
+        "<img> / </img> are special positions; the thumbnail is the thumbnail view"
+    )
 
     def check(self, config: Any) -> None:
         vc = config.vision_config
         size, patch = _square(vc.image_size, "image_size"), _square(vc.patch_size, "patch_size")
         strategy = getattr(config, "vision_feature_select_strategy", None)
         if strategy != "default":
-            raise InputError(f"InternVL with vision_feature_select_strategy {strategy!r}: only 'default' (the tower's "
-                             f"CLS token dropped) gives the square patch grid the model reshapes")
+            raise InputError(
+                f"InternVL with vision_feature_select_strategy {strategy!r}: only 'default' (the tower's "
+                f"CLS token dropped) gives the square patch grid the model reshapes"
+            )
         ratio = float(config.downsample_ratio)
         side = size // patch * ratio
         if size % patch or side != int(side) or side < 1:
-            raise InputError(f"InternVL vision_config image_size {size} / patch_size {patch} * downsample_ratio "
-                             f"{ratio} is not a whole number of tokens per side")
+            raise InputError(
+                f"InternVL vision_config image_size {size} / patch_size {patch} * downsample_ratio "
+                f"{ratio} is not a whole number of tokens per side"
+            )
 
     @staticmethod
     def side(config: Any) -> int:
         vc = config.vision_config
-        return int(_square(vc.image_size, "image_size") // _square(vc.patch_size, "patch_size")
-                   * float(config.downsample_ratio))
+        return int(
+            _square(vc.image_size, "image_size")
+            // _square(vc.patch_size, "patch_size")
+            * float(config.downsample_ratio)
+        )
 
     def grid(self, processor: Any, size: Any, k: int, tiles: int) -> tuple[int, int]:
         """``(rows, cols)`` of the tiles of image ``k`` of original ``size`` (h, w), as the image processor chose."""
         ip = getattr(processor, "image_processor", None)
         if ip is None or getattr(ip, "size", None) is None:
-            raise InputError(f"InternVL image {k} is cut into {tiles} tiles: its grid comes from the image processor's "
-                             f"size, min_patches and max_patches; pass the model's processor")
+            raise InputError(
+                f"InternVL image {k} is cut into {tiles} tiles: its grid comes from the image processor's "
+                f"size, min_patches and max_patches; pass the model's processor"
+            )
         th, tw = int(ip.size["height"]), int(ip.size["width"])
         lo, hi = int(getattr(ip, "min_patches", 1) or 1), int(getattr(ip, "max_patches", 12) or 12)
         h, w = (int(x) for x in size)
         cols, rows = _canvas(ip)((h, w), (th, tw), lo, hi)
         if rows * cols != tiles:
-            raise InputError(f"InternVL image {k}: its original size {h} x {w} with tiles of {th} x {tw}, "
-                             f"min_patches {lo} and max_patches {hi} gives {rows} x {cols} tiles, but the prompt holds "
-                             f"{tiles} tiles + a thumbnail: the inputs' original sizes or the processor do not match "
-                             f"the prompt")
+            raise InputError(
+                f"InternVL image {k}: its original size {h} x {w} with tiles of {th} x {tw}, "
+                f"min_patches {lo} and max_patches {hi} gives {rows} x {cols} tiles, but the prompt holds "
+                f"{tiles} tiles + a thumbnail: the inputs' original sizes or the processor do not match "
+                f"the prompt"
+            )
         return rows, cols
 
-    def position_map(self, config: Any, inputs: Mapping[str, Any], prompt_len: int | None = None,
-                     processor: Any = None) -> PositionMap:
+    def position_map(
+        self, config: Any, inputs: Mapping[str, Any], prompt_len: int | None = None, processor: Any = None
+    ) -> PositionMap:
         """Image ``k`` is the ``k``-th ``<img> .. </img>`` span (``pixel_values`` / ``original_sizes`` order)."""
         self.check(config)
         ids = self.input_ids(inputs)
@@ -137,8 +159,10 @@ class InternVL(VLMFamily):
         start = start if start is not None else token_id(config, processor, "start_image_token_id", token="<img>")
         end = end if end is not None else token_id(config, processor, "end_image_token_id", token="</img>")
         if start is None or end is None:
-            raise InputError("InternVL places its images between <img> and </img>: pass the model's processor (its "
-                             "tokenizer knows their ids)")
+            raise InputError(
+                "InternVL places its images between <img> and </img>: pass the model's processor (its "
+                "tokenizer knows their ids)"
+            )
         side = self.side(config)
         per = side * side
         spans: list[np.ndarray] = []
@@ -149,46 +173,65 @@ class InternVL(VLMFamily):
                 raise InputError(f"<img> at position {int(s)} is not closed by </img>: the prompt is cut")
             inner = np.arange(s + 1, after[0])
             if not len(inner) or np.any(prompt[inner] != image_id):
-                raise InputError(f"the <img> .. </img> span at positions {int(s)}..{int(after[0])} holds other tokens "
-                                 f"than <IMG_CONTEXT>")
+                raise InputError(
+                    f"the <img> .. </img> span at positions {int(s)}..{int(after[0])} holds other tokens "
+                    f"than <IMG_CONTEXT>"
+                )
             spans.append(inner)
         placed = int(sum(len(s) for s in spans))
         if placed != int((prompt == image_id).sum()):
-            raise InputError(f"{int((prompt == image_id).sum()) - placed} <IMG_CONTEXT> token(s) lie outside any "
-                             f"<img> .. </img> span")
-        what = (f"{side} x {side} tokens per tile (vision_config image_size {config.vision_config.image_size} / "
-                f"patch_size {config.vision_config.patch_size} * downsample_ratio {config.downsample_ratio})")
+            raise InputError(
+                f"{int((prompt == image_id).sum()) - placed} <IMG_CONTEXT> token(s) lie outside any "
+                f"<img> .. </img> span"
+            )
+        what = (
+            f"{side} x {side} tokens per tile (vision_config image_size {config.vision_config.image_size} / "
+            f"patch_size {config.vision_config.patch_size} * downsample_ratio {config.downsample_ratio})"
+        )
         patches = []
         for k, span in enumerate(spans):
             if len(span) % per:
-                raise InputError(f"InternVL image {k}: {len(span)} <IMG_CONTEXT> tokens are not a whole number of "
-                                 f"tiles of {what}")
+                raise InputError(
+                    f"InternVL image {k}: {len(span)} <IMG_CONTEXT> tokens are not a whole number of tiles of {what}"
+                )
             n = len(span) // per
             if n == 2:
-                raise InputError(f"InternVL image {k}: {len(span)} <IMG_CONTEXT> tokens are 2 tiles, but a tiled image "
-                                 f"has at least 2 tiles + a thumbnail ({what})")
+                raise InputError(
+                    f"InternVL image {k}: {len(span)} <IMG_CONTEXT> tokens are 2 tiles, but a tiled image "
+                    f"has at least 2 tiles + a thumbnail ({what})"
+                )
             patches.append(n)
         pixels = inputs.get("pixel_values")
-        if pixels is not None and hasattr(pixels, "shape") and len(pixels.shape) == 4 and pixels.shape[0] != sum(
-                patches):
-            raise InputError(f"the prompt's {len(spans)} image(s) hold {sum(patches)} tile(s) ({patches}) but "
-                             f"pixel_values holds {int(pixels.shape[0])}")
+        if (
+            pixels is not None
+            and hasattr(pixels, "shape")
+            and len(pixels.shape) == 4
+            and pixels.shape[0] != sum(patches)
+        ):
+            raise InputError(
+                f"the prompt's {len(spans)} image(s) hold {sum(patches)} tile(s) ({patches}) but "
+                f"pixel_values holds {int(pixels.shape[0])}"
+            )
         sizes = _sizes(inputs)
         if any(n > 1 for n in patches):
             if sizes is None:
-                raise InputError(f"InternVL images of {patches} tiles: a tile count does not fix the tile grid; pass "
-                                 f"each image's original (height, width) as inputs['original_sizes'] (or "
-                                 f"'image_sizes'), as vizkit.models.vlm.trace.build_inputs does")
+                raise InputError(
+                    f"InternVL images of {patches} tiles: a tile count does not fix the tile grid; pass "
+                    f"each image's original (height, width) as inputs['original_sizes'] (or "
+                    f"'image_sizes'), as vizkit.models.vlm.trace.build_inputs does"
+                )
             if len(sizes) != len(spans):
-                raise InputError(f"the prompt has {len(spans)} image span(s) but the inputs' original sizes list "
-                                 f"{len(sizes)} image(s)")
+                raise InputError(
+                    f"the prompt has {len(spans)} image span(s) but the inputs' original sizes list "
+                    f"{len(sizes)} image(s)"
+                )
         pm.mark_special(np.concatenate([starts, ends]).astype(np.int64))
         for k, (span, n) in enumerate(zip(spans, patches)):
             if n == 1:
                 pm.add_image(place_grid(span, side, side, f"InternVL image {k}"))
                 continue
             rows, cols = self.grid(processor, sizes[k], k, n - 1)
-            tiles = [span[t * per:(t + 1) * per] for t in range(n - 1)]
+            tiles = [span[t * per : (t + 1) * per] for t in range(n - 1)]
             mosaic, tile = stitch_tiles(tiles, rows, cols, side)
             pm.add_image(mosaic, tiles=tile, thumbnail=span[-per:].reshape(side, side))
         return pm

@@ -24,11 +24,13 @@ Read: config ``image_token_id``, ``image_grid_pinpoints``, ``vision_config`` (``
 ``image_size``, ``patch_size``), ``vision_feature_select_strategy``, OneVision's
 ``vision_aspect_ratio``; inputs ``image_sizes`` (original ``(height, width)``) and ``batch_num_images``.
 """
+
 from __future__ import annotations
 
 import importlib
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,21 +47,29 @@ class Anyres(VLMFamily):
     """The shared anyres adapter; ``_module`` names the transformers modeling module whose helpers it calls."""
 
     _module = "transformers.models.llava_next.modeling_llava_next"
-    reads = ("config image_token_id, image_grid_pinpoints, vision_config (image_size, patch_size), "
-             "vision_feature_select_strategy; the processor's image_sizes")
-    limits = ("batch size 1; CLIP ('default') or SigLIP ('full') towers; image_newline tokens are special positions; "
-              "the base image is the thumbnail view")
+    reads = (
+        "config image_token_id, image_grid_pinpoints, vision_config (image_size, patch_size), "
+        "vision_feature_select_strategy; the processor's image_sizes"
+    )
+    limits = (
+        "batch size 1; CLIP ('default') or SigLIP ('full') towers; image_newline tokens are special positions; "
+        "the base image is the thumbnail view"
+    )
 
     def check(self, config: Any) -> None:
         tower = getattr(config.vision_config, "model_type", "")
         strategy = getattr(config, "vision_feature_select_strategy", None)
         if tower not in TOWER_PREFIX:
-            raise InputError(f"{self.name} with a {tower or 'unknown'} vision tower: vizkit places anyres tiles for "
-                             f"the towers {', '.join(sorted(TOWER_PREFIX))} only")
+            raise InputError(
+                f"{self.name} with a {tower or 'unknown'} vision tower: vizkit places anyres tiles for "
+                f"the towers {', '.join(sorted(TOWER_PREFIX))} only"
+            )
         want = "default" if TOWER_PREFIX[tower] else "full"
         if strategy != want:
-            raise InputError(f"{self.name} with a {tower} tower needs vision_feature_select_strategy {want!r} (the "
-                             f"tiles must be exactly image_size / patch_size square): the config says {strategy!r}")
+            raise InputError(
+                f"{self.name} with a {tower} tower needs vision_feature_select_strategy {want!r} (the "
+                f"tiles must be exactly image_size / patch_size square): the config says {strategy!r}"
+            )
         if not getattr(config, "image_grid_pinpoints", None):
             raise InputError(f"the {self.name} config has no image_grid_pinpoints")
 
@@ -83,8 +93,9 @@ class Anyres(VLMFamily):
     def _patched(self, inputs: Mapping[str, Any], n: int) -> list[bool]:
         return [True] * n
 
-    def position_map(self, config: Any, inputs: Mapping[str, Any], prompt_len: int | None = None,
-                     processor: Any = None) -> PositionMap:
+    def position_map(
+        self, config: Any, inputs: Mapping[str, Any], prompt_len: int | None = None, processor: Any = None
+    ) -> PositionMap:
         """Image ``k`` is the ``k``-th ``image_sizes`` entry; its tokens come in the prompt in image order."""
         self.check(config)
         ids = self.input_ids(inputs)
@@ -95,8 +106,9 @@ class Anyres(VLMFamily):
             raise InputError(f"the {self.name} config names no image token id (image_token_id / image_token_index)")
         where = np.flatnonzero(ids[:prompt_len] == image_id)
         sizes = inputs.get("image_sizes")
-        sizes = np.asarray(sizes.tolist() if hasattr(sizes, "tolist") else (sizes if sizes is not None else []),
-                           dtype=np.int64).reshape(-1, 2)
+        sizes = np.asarray(
+            sizes.tolist() if hasattr(sizes, "tolist") else (sizes if sizes is not None else []), dtype=np.int64
+        ).reshape(-1, 2)
         if len(where) and not len(sizes):
             raise InputError(f"{self.name} places its tiles from the processor's image_sizes: the inputs have none")
         side = int(config.vision_config.image_size) // int(config.vision_config.patch_size)
@@ -107,17 +119,20 @@ class Anyres(VLMFamily):
             layouts.append((tile, count))
         need = sum(c for _, c in layouts)
         if need != len(where):
-            raise InputError(f"the prompt holds {len(where)} image token(s) but the {len(sizes)} image(s) of image_sizes "
-                             f"{sizes.tolist()} with image_grid_pinpoints need {need} ({[c for _, c in layouts]})")
+            raise InputError(
+                f"the prompt holds {len(where)} image token(s) but the {len(sizes)} image(s) of image_sizes "
+                f"{sizes.tolist()} with image_grid_pinpoints need {need} ({[c for _, c in layouts]})"
+            )
         at = 0
         for k, (tile, count) in enumerate(layouts):
-            chunk = where[at:at + count]
+            chunk = where[at : at + count]
             at += count
             if np.any(np.diff(chunk) != 1):
-                raise InputError(f"image {k}'s {count} tokens are not contiguous (positions {int(chunk[0])}.."
-                                 f"{int(chunk[-1])})")
-            base = place_grid(chunk[:side * side], side, side, f"{self.name} image {k} base")
-            rest = chunk[side * side:]
+                raise InputError(
+                    f"image {k}'s {count} tokens are not contiguous (positions {int(chunk[0])}..{int(chunk[-1])})"
+                )
+            base = place_grid(chunk[: side * side], side, side, f"{self.name} image {k} base")
+            rest = chunk[side * side :]
             if tile is None:  # untiled: the base is the only view, then one newline
                 pm.mark_special(rest)
                 pm.add_image(base)
@@ -143,11 +158,13 @@ class LlavaOnevision(Anyres):
     name = "LLaVA-OneVision"
     _module = "transformers.models.llava_onevision.modeling_llava_onevision"
     reads = Anyres.reads + ", vision_aspect_ratio; the processor's batch_num_images"
-    limits = Anyres.limits + ("; a mosaic shrunk by anyres_max_N blends neighbouring cells (a cell's tile is the "
-                              "one under its centre); several images in one sample are untiled")
+    limits = Anyres.limits + (
+        "; a mosaic shrunk by anyres_max_N blends neighbouring cells (a cell's tile is the "
+        "one under its centre); several images in one sample are untiled"
+    )
 
     def _shrink(self, config: Any, rows: int, cols: int, side: int) -> tuple[int, int] | None:
-        max_num_patches = int(str(getattr(config, "vision_aspect_ratio", "anyres_max_9")).strip("anyres_max_"))
+        max_num_patches = int(str(getattr(config, "vision_aspect_ratio", "anyres_max_9")).removeprefix("anyres_max_"))
         ratio = math.sqrt(rows * cols / (max_num_patches * side**2))
         return (int(rows // ratio), int(cols // ratio)) if ratio > 1.1 else None
 

@@ -16,9 +16,11 @@ processor (``image_break_token_id`` / ``image_end_token_id``) or its tokenizer. 
 LLaVA-Pixtral's (:func:`.llava.place_pixtral_rows`) with a token step of ``patch_size * m`` pixels.
 Anything that does not match token for token is one :class:`InputError`.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ...errors import InputError
 from . import register
@@ -33,8 +35,10 @@ class Mistral3(VLMFamily):
     model_types = ("mistral3",)
     model_class = "Mistral3ForConditionalGeneration"
     name = "Mistral 3"
-    reads = ("config image_token_id, vision_config.patch_size, spatial_merge_size; the processor's image_sizes and "
-             "[IMG_BREAK] / [IMG_END]")
+    reads = (
+        "config image_token_id, vision_config.patch_size, spatial_merge_size; the processor's image_sizes and "
+        "[IMG_BREAK] / [IMG_END]"
+    )
     limits = "batch size 1; [IMG_BREAK] / [IMG_END] are special positions"
 
     def check(self, config: Any) -> None:
@@ -42,11 +46,14 @@ class Mistral3(VLMFamily):
         if merge is None or int(merge) < 1:
             raise InputError(f"the Mistral 3 config has no usable spatial_merge_size ({merge!r})")
         if getattr(config.vision_config, "model_type", "") != "pixtral":
-            raise InputError(f"Mistral 3 with a {getattr(config.vision_config, 'model_type', 'unknown')} vision "
-                             f"tower: vizkit places the Pixtral tower's row-break layout only")
+            raise InputError(
+                f"Mistral 3 with a {getattr(config.vision_config, 'model_type', 'unknown')} vision "
+                f"tower: vizkit places the Pixtral tower's row-break layout only"
+            )
 
-    def position_map(self, config: Any, inputs: Mapping[str, Any], prompt_len: int | None = None,
-                     processor: Any = None) -> PositionMap:
+    def position_map(
+        self, config: Any, inputs: Mapping[str, Any], prompt_len: int | None = None, processor: Any = None
+    ) -> PositionMap:
         """Image ``k`` is the ``k``-th ``image_sizes`` entry and the ``k``-th ``[IMG_END]`` block of the prompt."""
         self.check(config)
         ids = self.input_ids(inputs)
@@ -57,7 +64,16 @@ class Mistral3(VLMFamily):
             raise InputError("the Mistral 3 config names no image token id (image_token_id / image_token_index)")
         merge = int(config.spatial_merge_size)
         ph, pw = _pair(config.vision_config.patch_size)
-        place_pixtral_rows(pm, ids[:prompt_len], image_id, config, inputs, processor, (ph * merge, pw * merge),
-                           name="Mistral 3", owner="Mistral 3",
-                           step_text=f"patch {ph} x {pw} and spatial merge {merge}")
+        place_pixtral_rows(
+            pm,
+            ids[:prompt_len],
+            image_id,
+            config,
+            inputs,
+            processor,
+            (ph * merge, pw * merge),
+            name="Mistral 3",
+            owner="Mistral 3",
+            step_text=f"patch {ph} x {pw} and spatial merge {merge}",
+        )
         return pm

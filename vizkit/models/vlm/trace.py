@@ -3,9 +3,11 @@ teacher-forced solution) with the decoder's attention rows streamed by
 :class:`vizkit.hooks.RowAttentionCapture`, and the family's position map: a
 :class:`vizkit.positions.Trace`.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,8 +17,18 @@ from ...hooks import RowAttentionCapture
 from ...positions import IMAGE, Trace
 from . import VLM
 
-__all__ = ["build_inputs", "extend_inputs", "token_pieces", "resolve_layers", "check_head", "trace_sample", "find_start",
-           "attention_implementations", "to_pil", "DEFAULT_START_PHRASE"]
+__all__ = [
+    "build_inputs",
+    "extend_inputs",
+    "token_pieces",
+    "resolve_layers",
+    "check_head",
+    "trace_sample",
+    "find_start",
+    "attention_implementations",
+    "to_pil",
+    "DEFAULT_START_PHRASE",
+]
 
 DEFAULT_START_PHRASE = "Based on the following requirements"
 
@@ -44,13 +56,16 @@ def build_inputs(vlm: VLM, problem: str, images: Sequence[Any]) -> tuple[dict[st
     """
     proc = vlm.processor
     if not getattr(proc, "chat_template", None):
-        raise InputError(f"the processor of {vlm.path!r} has no chat template: save the model's processor with its "
-                         f"chat_template (processor.save_pretrained) so the prompt is laid out as the model expects")
+        raise InputError(
+            f"the processor of {vlm.path!r} has no chat template: save the model's processor with its "
+            f"chat_template (processor.save_pretrained) so the prompt is laid out as the model expects"
+        )
     content = [{"type": "image"} for _ in images] + [{"type": "text", "text": problem}]
     prompt = proc.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
     pil = [to_pil(im) for im in images]
-    out = proc(text=[prompt], images=pil or None, return_tensors="pt", **(vlm.family.processor_kwargs(proc) if pil
-                                                                           else {}))
+    out = proc(
+        text=[prompt], images=pil or None, return_tensors="pt", **(vlm.family.processor_kwargs(proc) if pil else {})
+    )
     inputs = {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
     inputs["original_sizes"] = torch.tensor([[im.height, im.width] for im in pil], dtype=torch.long).reshape(-1, 2)
     return inputs, prompt
@@ -61,18 +76,20 @@ def token_pieces(tokenizer: Any, ids: Sequence[int], context: int = 8) -> list[s
     ``c = context`` tokens of context (a multi-byte character split over several byte-level
     tokens lands on the token that completes it)."""
     ids = [int(i) for i in ids]
-    dec = lambda part: tokenizer.decode(part, skip_special_tokens=False,  # noqa: E731
-                                        clean_up_tokenization_spaces=False).rstrip("\ufffd")
+
+    def dec(part: list[int]) -> str:
+        return tokenizer.decode(part, skip_special_tokens=False, clean_up_tokenization_spaces=False).rstrip("\ufffd")
+
     pieces = []
     for i in range(len(ids)):
         lo = max(0, i - context)
-        before, cur = (dec(ids[lo:i]) if i > lo else ""), dec(ids[lo:i + 1])
+        before, cur = (dec(ids[lo:i]) if i > lo else ""), dec(ids[lo : i + 1])
         if not cur.startswith(before):
             n = 0
             while n < min(len(before), len(cur)) and before[n] == cur[n]:
                 n += 1
             before = before[:n]
-        pieces.append(cur[len(before):])
+        pieces.append(cur[len(before) :])
     return pieces
 
 
@@ -89,8 +106,9 @@ def resolve_layers(num_layers: int, layer_idx: int | None = None, layers: Sequen
     out: list[int] = []
     for i in asked:
         if not -num_layers <= i < num_layers:
-            raise ParameterError(f"layer index {i} is out of range: the model has {num_layers} decoder layers "
-                                 f"(0..{num_layers - 1})")
+            raise ParameterError(
+                f"layer index {i} is out of range: the model has {num_layers} decoder layers (0..{num_layers - 1})"
+            )
         if i % num_layers not in out:
             out.append(i % num_layers)
     return out
@@ -127,8 +145,11 @@ def extend_inputs(inputs: dict[str, torch.Tensor], tokens: Sequence[int]) -> dic
     full = dict(inputs)
     for key, value in inputs.items():
         if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == T:
-            pad = extra if key == "input_ids" else (torch.ones_like(extra) if key == "attention_mask"
-                                                    else torch.zeros_like(extra))
+            pad = (
+                extra
+                if key == "input_ids"
+                else (torch.ones_like(extra) if key == "attention_mask" else torch.zeros_like(extra))
+            )
             full[key] = torch.cat([value, pad.to(value.dtype)], 1)
     return full
 
@@ -142,9 +163,18 @@ def _eos_ids(vlm: VLM) -> set[int]:
 
 
 @torch.no_grad()
-def trace_sample(vlm: VLM, problem: str, images: Sequence[Any], layers: Sequence[int], *, mode: str = "generate",
-                 solution: str | None = None, max_new_tokens: int = 64, heads: Any = "all",
-                 start_phrase: str | None = DEFAULT_START_PHRASE) -> Trace:
+def trace_sample(
+    vlm: VLM,
+    problem: str,
+    images: Sequence[Any],
+    layers: Sequence[int],
+    *,
+    mode: str = "generate",
+    solution: str | None = None,
+    max_new_tokens: int = 64,
+    heads: Any = "all",
+    start_phrase: str | None = DEFAULT_START_PHRASE,
+) -> Trace:
     """Generate (``mode="generate"``: greedy, KV cache) or teacher-force ``solution``
     (``mode="solution"``: one forward) with :class:`RowAttentionCapture` on the decoder
     ``layers``, place every position with the family's adapter, locate ``start_phrase``.
@@ -164,11 +194,15 @@ def trace_sample(vlm: VLM, problem: str, images: Sequence[Any], layers: Sequence
     named = [(f"layer{i}", blocks[i]) for i in layers]
     if mode == "generate":
         with RowAttentionCapture(named, rows="last", heads=heads) as cap:
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0)
+            out = model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
+            )
         gen = out[0, L:].tolist()
         eos = _eos_ids(vlm)
-        gen = gen[:next((i for i, t in enumerate(gen) if t in eos), len(gen))]
+        gen = gen[: next((i for i, t in enumerate(gen) if t in eos), len(gen))]
     else:
         if solution is None:
             raise InputError("mode='solution' needs the sample's solution text")
@@ -186,15 +220,26 @@ def trace_sample(vlm: VLM, problem: str, images: Sequence[Any], layers: Sequence
     for i, (name, _) in zip(layers, named):
         pos = cap.positions(name).numpy()
         keep = (pos >= L - 1) & (pos < L - 1 + len(gen))
-        r = cap.rows(name).numpy()[keep][..., :len(ids) - 1]
+        r = cap.rows(name).numpy()[keep][..., : len(ids) - 1]
         if r.shape[-1] < len(ids) - 1:
             r = np.pad(r, [(0, 0), (0, 0), (0, len(ids) - 1 - r.shape[-1])])
         rows[i] = r
     pmap = pmap.extend(len(ids))
     pieces = token_pieces(tok, ids)
     pieces = ["" if pmap.kind[t] == IMAGE else piece for t, piece in enumerate(pieces)]
-    trace = Trace(ids, L, pieces, pmap, rows, "".join(pieces[L:]), mode, cap.heads, list(images), problem=problem,
-                  special=np.isin(ids, list(tok.all_special_ids)))
+    trace = Trace(
+        ids,
+        L,
+        pieces,
+        pmap,
+        rows,
+        "".join(pieces[L:]),
+        mode,
+        cap.heads,
+        list(images),
+        problem=problem,
+        special=np.isin(ids, list(tok.all_special_ids)),
+    )
     trace.start = find_start(trace, start_phrase)
     return trace
 
@@ -207,10 +252,12 @@ def find_start(trace: Trace, start_phrase: str | None) -> int:
     if at < 0:
         words = " ".join(trace.text.split()[:12])
         what = "generated" if trace.mode == "generate" else "solution"
-        raise InputError(f"start phrase {start_phrase!r} is not in the {what} text; its first words are: "
-                         f"{words!r} (pass another --start_phrase, or an empty one to start at the first token)")
+        raise InputError(
+            f"start phrase {start_phrase!r} is not in the {what} text; its first words are: "
+            f"{words!r} (pass another --start_phrase, or an empty one to start at the first token)"
+        )
     end = 0
-    for j, piece in enumerate(trace.pieces[trace.prompt_len:]):
+    for j, piece in enumerate(trace.pieces[trace.prompt_len :]):
         end += len(piece)
         if end > at:
             return j

@@ -5,13 +5,15 @@ manipulation strength; at build time the held-out ROC AUC (scikit-learn) and the
 game of Grad-CAM and gradient-weighted attention (:func:`vizkit.evaluate.localization`).
 ``python -m vizkit.zoo build face_forgery_detector`` runs :func:`build`.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,15 +27,44 @@ from ...models import ClipDetector
 from ...state import seed_everything
 from .. import faces
 from ..common import Sample, zoo_dir
-from ..face_forgery import (CLASS_NAMES, MEAN, NAME, SPLIT_SIZES, STD, VISION_CONFIG, Preprocess, fake_probabilities,
-                            make_model, stack)
+from ..face_forgery import (
+    CLASS_NAMES,
+    MEAN,
+    NAME,
+    SPLIT_SIZES,
+    STD,
+    VISION_CONFIG,
+    Preprocess,
+    fake_probabilities,
+    make_model,
+    stack,
+)
 
-TRAIN = {"epochs": 10, "samples_per_epoch": 3000, "batch_size": 64, "lr": 8e-4, "weight_decay": 0.05,
-         "warmup_steps": 50, "label_smoothing": 0.0, "patch_weight": 1.0,
-         "patch_pos_weight": 4.0, "patch_layers": [-2], "start_strength": 2.0,
-         "curriculum_epochs": 4, "patch_init": "whiten", "whiten_eps": 1e-4, "seed": 0}
-QUICK = {"epochs": 1, "samples_per_epoch": 256, "batch_size": 64, "val_samples": 64, "test_samples": 64,
-         "explain_samples": 16}
+TRAIN = {
+    "epochs": 10,
+    "samples_per_epoch": 3000,
+    "batch_size": 64,
+    "lr": 8e-4,
+    "weight_decay": 0.05,
+    "warmup_steps": 50,
+    "label_smoothing": 0.0,
+    "patch_weight": 1.0,
+    "patch_pos_weight": 4.0,
+    "patch_layers": [-2],
+    "start_strength": 2.0,
+    "curriculum_epochs": 4,
+    "patch_init": "whiten",
+    "whiten_eps": 1e-4,
+    "seed": 0,
+}
+QUICK = {
+    "epochs": 1,
+    "samples_per_epoch": 256,
+    "batch_size": 64,
+    "val_samples": 64,
+    "test_samples": 64,
+    "explain_samples": 16,
+}
 EXPLAIN_SAMPLES = 200  # held-out fakes for the pointing game at build time
 POINTING_TOLERANCE = 1  # pixels
 
@@ -55,12 +86,17 @@ def evaluate(model: torch.nn.Module, samples: list[Sample], preprocess: Preproce
         fk = p[np.array([s.meta.get("manipulation") == kind for s in samples])]
         if len(fk) and len(real):
             by_kind[kind] = float(roc_auc_score(np.r_[np.zeros(len(real)), np.ones(len(fk))], np.r_[real, fk]))
-    return {"auc": float(roc_auc_score(labels, p)), "accuracy": float(((p > 0.5) == labels).mean()),
-            "n": len(samples), "auc_by_manipulation": by_kind}
+    return {
+        "auc": float(roc_auc_score(labels, p)),
+        "accuracy": float(((p > 0.5) == labels).mean()),
+        "n": len(samples),
+        "auc_by_manipulation": by_kind,
+    }
 
 
-def pointing_scores(model: torch.nn.Module, samples: list[Sample], preprocess: Preprocess,
-                    tolerance: int = POINTING_TOLERANCE) -> dict[str, Any]:
+def pointing_scores(
+    model: torch.nn.Module, samples: list[Sample], preprocess: Preprocess, tolerance: int = POINTING_TOLERANCE
+) -> dict[str, Any]:
     """Pointing game of Grad-CAM (``layers="auto"``) and gradient-weighted attention for the
     fake class on the fakes among ``samples`` (all fakes explained as one batch, the masks at
     the input size), at ``tolerance`` pixels and at 0."""
@@ -74,11 +110,15 @@ def pointing_scores(model: torch.nn.Module, samples: list[Sample], preprocess: P
 
     cam = score(lambda x, _: vizkit.cam(model, x, 1, layers="auto"))
     ga = score(lambda x, _: vizkit.gradient_attention(model, x, 1))
-    return {"n_fakes": len(fakes), "tolerance_px": tolerance, "cam_layer": cam.layers[0],
-            "pointing_gradcam": cam.pointing(tolerance),
-            "pointing_gradient_attention": ga.pointing(tolerance),
-            "pointing_gradcam_tol0": cam.pointing(0),
-            "pointing_gradient_attention_tol0": ga.pointing(0)}
+    return {
+        "n_fakes": len(fakes),
+        "tolerance_px": tolerance,
+        "cam_layer": cam.layers[0],
+        "pointing_gradcam": cam.pointing(tolerance),
+        "pointing_gradient_attention": ga.pointing(tolerance),
+        "pointing_gradcam_tol0": cam.pointing(0),
+        "pointing_gradient_attention_tol0": ga.pointing(0),
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -124,8 +164,9 @@ def whiten_patch_embedding(model: ClipDetector, x: torch.Tensor, eps: float = 1e
     conv.weight.copy_(w.reshape(hidden, c, p, p).float())
 
 
-def train(quick: bool = False, log: bool = True, monitor: Any = None,
-          **overrides: Any) -> tuple[ClipDetector, dict[str, Any]]:
+def train(
+    quick: bool = False, log: bool = True, monitor: Any = None, **overrides: Any
+) -> tuple[ClipDetector, dict[str, Any]]:
     """Train the detector from scratch (deterministic); returns ``(model, train settings)``."""
     cfg = dict(TRAIN)
     if quick:
@@ -136,8 +177,10 @@ def train(quick: bool = False, log: bool = True, monitor: Any = None,
     preprocess = Preprocess(faces.IMAGE_SIZE, MEAN, STD)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg["lr"])
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg["lr"],
+    )
     bs, n = cfg["batch_size"], cfg["samples_per_epoch"]
     steps_per_epoch = n // bs
     total = cfg["epochs"] * steps_per_epoch
@@ -155,7 +198,7 @@ def train(quick: bool = False, log: bool = True, monitor: Any = None,
         model.train()
         run_loss = run_acc = 0.0
         for b in range(steps_per_epoch):
-            idx = perm[b * bs:(b + 1) * bs]
+            idx = perm[b * bs : (b + 1) * bs]
             for g in opt.param_groups:
                 g["lr"] = _lr(step, total, cfg["lr"], cfg["warmup_steps"])
             out = model.backbone(pixel_values=x[idx], output_hidden_states=cfg["patch_weight"] > 0)
@@ -168,8 +211,11 @@ def train(quick: bool = False, log: bool = True, monitor: Any = None,
                     tokens = out.hidden_states[layer][:, 1:]
                     patch_logits = model.head(model.backbone.post_layernorm(tokens))
                     loss = loss + cfg["patch_weight"] / len(cfg["patch_layers"]) * F.cross_entropy(
-                        patch_logits.flatten(0, 1), patch_y[idx].flatten(),
-                        weight=torch.tensor([1.0, cfg["patch_pos_weight"]]), ignore_index=-100)
+                        patch_logits.flatten(0, 1),
+                        patch_y[idx].flatten(),
+                        weight=torch.tensor([1.0, cfg["patch_pos_weight"]]),
+                        ignore_index=-100,
+                    )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -178,9 +224,12 @@ def train(quick: bool = False, log: bool = True, monitor: Any = None,
             run_loss += loss.item()
             run_acc += float((logits.argmax(-1) == y[idx]).float().mean())
         if log:
-            print(f"epoch {epoch + 1}/{cfg['epochs']}: loss {run_loss / steps_per_epoch:.4f} "
-                  f"acc {run_acc / steps_per_epoch:.3f} strength {strength:.2f} (data {t_data:.1f} s, "
-                  f"total {time.perf_counter() - t0:.1f} s)", flush=True)
+            print(
+                f"epoch {epoch + 1}/{cfg['epochs']}: loss {run_loss / steps_per_epoch:.4f} "
+                f"acc {run_acc / steps_per_epoch:.3f} strength {strength:.2f} (data {t_data:.1f} s, "
+                f"total {time.perf_counter() - t0:.1f} s)",
+                flush=True,
+            )
         if monitor is not None:
             monitor(model, epoch)
     model.eval()
@@ -208,9 +257,12 @@ def build(out_root: Path, quick: bool = False) -> dict[str, Any]:
     metrics["quick"] = quick
     if load_before is not None:  # context for build_seconds: other jobs sharing the CPU
         metrics["load_average_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
-    print(f"test AUC {metrics['auc']:.4f} accuracy {metrics['accuracy']:.4f}; pointing game "
-          f"(tolerance {POINTING_TOLERANCE} px) Grad-CAM {metrics['explain']['pointing_gradcam']:.3f}, "
-          f"gradient attention {metrics['explain']['pointing_gradient_attention']:.3f}", flush=True)
+    print(
+        f"test AUC {metrics['auc']:.4f} accuracy {metrics['accuracy']:.4f}; pointing game "
+        f"(tolerance {POINTING_TOLERANCE} px) Grad-CAM {metrics['explain']['pointing_gradcam']:.3f}, "
+        f"gradient attention {metrics['explain']['pointing_gradient_attention']:.3f}",
+        flush=True,
+    )
 
     folder = zoo_dir(NAME, out_root)
     save_safetensors(model.state_dict(), folder / "model.safetensors", metadata={"model": NAME})
@@ -220,9 +272,12 @@ def build(out_root: Path, quick: bool = False) -> dict[str, Any]:
         "vision_config": VISION_CONFIG,
         "class_names": CLASS_NAMES,
         "preprocess": {"size": faces.IMAGE_SIZE, "mean": MEAN, "std": STD, "input": "uint8 HxWx3 RGB"},
-        "data": {"faces": {s: [f.id for f in faces.split_faces(s)] for s in faces.SPLITS},
-                 "manipulations": list(faces.MANIPULATIONS), "regions": list(faces.REGIONS),
-                 "split_sizes": SPLIT_SIZES},
+        "data": {
+            "faces": {s: [f.id for f in faces.split_faces(s)] for s in faces.SPLITS},
+            "manipulations": list(faces.MANIPULATIONS),
+            "regions": list(faces.REGIONS),
+            "split_sizes": SPLIT_SIZES,
+        },
         "train": cfg,
         "metrics": metrics,
         "build_seconds": metrics["build_seconds"],
@@ -232,5 +287,16 @@ def build(out_root: Path, quick: bool = False) -> dict[str, Any]:
     return metrics
 
 
-__all__ = ["build", "train", "evaluate", "pointing_scores", "patch_targets", "curriculum", "whiten_patch_embedding",
-           "TRAIN", "QUICK", "EXPLAIN_SAMPLES", "POINTING_TOLERANCE"]
+__all__ = [
+    "build",
+    "train",
+    "evaluate",
+    "pointing_scores",
+    "patch_targets",
+    "curriculum",
+    "whiten_patch_embedding",
+    "TRAIN",
+    "QUICK",
+    "EXPLAIN_SAMPLES",
+    "POINTING_TOLERANCE",
+]

@@ -4,6 +4,7 @@ augmentation (random affine: rotation, scale and a shift of up to 2 pixels), fix
 val and test accuracy measured at build time. ``python -m vizkit.zoo build mnist_vit`` runs
 :func:`build`.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,15 +28,28 @@ from ..mnist_vit import CLASS_NAMES, INK_THRESHOLD, MEAN, NAME, STD, to_tensor
 SEED = 1
 
 # full build: 3 epochs, ~4-7 min on 2 cores (test accuracy ~98.2%); quick: a few hundred images, one short epoch
-TRAIN = dict(epochs=3, batch_size=128, lr=2e-3, weight_decay=0.05, warmup=0.1, label_smoothing=0.1,
-             augment=True, max_rotate=10.0, max_scale=0.1, max_shift=2.0, n_train=None)
+TRAIN = dict(
+    epochs=3,
+    batch_size=128,
+    lr=2e-3,
+    weight_decay=0.05,
+    warmup=0.1,
+    label_smoothing=0.1,
+    augment=True,
+    max_rotate=10.0,
+    max_scale=0.1,
+    max_shift=2.0,
+    n_train=None,
+)
 QUICK = dict(TRAIN, epochs=1, batch_size=64, n_train=512, n_eval=512)
 
 
 # --------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------
-def augment(x: torch.Tensor, gen: torch.Generator, max_rotate: float, max_scale: float, max_shift: float) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, gen: torch.Generator, max_rotate: float, max_scale: float, max_shift: float
+) -> torch.Tensor:
     """Random affine per image (rotation in degrees, relative scale, shift in pixels) of
     normalised ``[B, 1, H, W]``; the border is filled with the background value."""
     b, _, h, w = x.shape
@@ -56,8 +70,8 @@ def evaluate(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_siz
     model.eval()
     correct = 0
     for i in range(0, len(images), batch_size):
-        logits = model(to_tensor(images[i:i + batch_size]))
-        correct += int((logits.argmax(1) == torch.from_numpy(np.array(labels[i:i + batch_size]))).sum())
+        logits = model(to_tensor(images[i : i + batch_size]))
+        correct += int((logits.argmax(1) == torch.from_numpy(np.array(labels[i : i + batch_size]))).sum())
     return correct / max(1, len(images))
 
 
@@ -65,25 +79,30 @@ def train(opts: dict[str, Any], log=print) -> SimpleViT:
     gen = seed_everything(SEED)
     images, labels = load_mnist("train")
     if opts.get("n_train"):
-        images, labels = images[:opts["n_train"]], labels[:opts["n_train"]]
+        images, labels = images[: opts["n_train"]], labels[: opts["n_train"]]
     x_all, y_all = to_tensor(images), torch.from_numpy(np.array(labels))
     model = SimpleViT(ViTConfig())
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos_embed" not in n and "cls_token" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos_embed" not in n and "cls_token" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": opts["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=opts["lr"])
+    no_decay = [
+        p for n, p in model.named_parameters() if not (p.ndim >= 2 and "pos_embed" not in n and "cls_token" not in n)
+    ]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": opts["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=opts["lr"],
+    )
     bs = opts["batch_size"]
     steps_per_epoch = math.ceil(len(x_all) / bs)
     total = opts["epochs"] * steps_per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opts["lr"], total_steps=total,
-                                                pct_start=opts["warmup"], anneal_strategy="cos")
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=opts["lr"], total_steps=total, pct_start=opts["warmup"], anneal_strategy="cos"
+    )
     step, start = 0, time.perf_counter()
     for epoch in range(opts["epochs"]):
         model.train()
         perm = torch.randperm(len(x_all), generator=gen)
         run_loss, run_correct, seen = 0.0, 0, 0
         for i in range(steps_per_epoch):
-            idx = perm[i * bs:(i + 1) * bs]
+            idx = perm[i * bs : (i + 1) * bs]
             xb, yb = x_all[idx], y_all[idx]
             if opts["augment"]:
                 xb = augment(xb, gen, opts["max_rotate"], opts["max_scale"], opts["max_shift"])
@@ -99,9 +118,11 @@ def train(opts: dict[str, Any], log=print) -> SimpleViT:
             run_correct += int((logits.argmax(1) == yb).sum())
             seen += len(yb)
             if step % 100 == 0 or i == steps_per_epoch - 1:
-                log(f"  epoch {epoch + 1}/{opts['epochs']} step {i + 1}/{steps_per_epoch} "
+                log(
+                    f"  epoch {epoch + 1}/{opts['epochs']} step {i + 1}/{steps_per_epoch} "
                     f"loss {run_loss / seen:.4f} train acc {run_correct / seen:.4f} "
-                    f"lr {sched.get_last_lr()[0]:.2e} [{time.perf_counter() - start:.0f} s]")
+                    f"lr {sched.get_last_lr()[0]:.2e} [{time.perf_counter() - start:.0f} s]"
+                )
     model.eval()
     return model
 
@@ -119,8 +140,10 @@ def build(out_root: Path | None = None, quick: bool = False) -> dict[str, Any]:
     opts = dict(QUICK if quick else TRAIN)
     folder = zoo_dir(NAME, Path(out_root) if out_root is not None else None)
     log = lambda msg: print(msg, flush=True)  # noqa: E731
-    log(f"mnist_vit: training SimpleViT(ViTConfig()) on {opts.get('n_train') or 55_000} MNIST images, "
-        f"{opts['epochs']} epoch(s), torch threads {torch.get_num_threads()}")
+    log(
+        f"mnist_vit: training SimpleViT(ViTConfig()) on {opts.get('n_train') or 55_000} MNIST images, "
+        f"{opts['epochs']} epoch(s), torch threads {torch.get_num_threads()}"
+    )
     model = train(opts, log)
     n_eval = opts.get("n_eval")
     metrics: dict[str, Any] = {}
@@ -138,10 +161,13 @@ def build(out_root: Path | None = None, quick: bool = False) -> dict[str, Any]:
         "preprocess": {"input": "uint8 grey 28x28", "scale": 1 / 255, "mean": [MEAN], "std": [STD]},
         "class_names": CLASS_NAMES,
         "ink_threshold": INK_THRESHOLD,
-        "data": {"train": "first 55,000 of train-images.idx3-ubyte", "val": "last 5,000 of it",
-                 "test": "t10k-images.idx3-ubyte (10,000)"},
-        "train": {k: v for k, v in opts.items()} | {"seed": SEED, "optimizer": "AdamW",
-                                                     "schedule": "OneCycleLR(cos)", "grad_clip": 1.0},
+        "data": {
+            "train": "first 55,000 of train-images.idx3-ubyte",
+            "val": "last 5,000 of it",
+            "test": "t10k-images.idx3-ubyte (10,000)",
+        },
+        "train": {k: v for k, v in opts.items()}
+        | {"seed": SEED, "optimizer": "AdamW", "schedule": "OneCycleLR(cos)", "grad_clip": 1.0},
         "weights_dtype": "float32",
         "metrics": metrics,
         "torch_threads": torch.get_num_threads(),
@@ -149,8 +175,10 @@ def build(out_root: Path | None = None, quick: bool = False) -> dict[str, Any]:
         "python": sys.version.split()[0],
     }
     _save(model, folder, meta)
-    log(f"mnist_vit: val acc {metrics['val_accuracy']:.4f}, test acc {metrics['test_accuracy']:.4f}, "
-        f"{metrics['build_seconds']:.0f} s -> {folder}")
+    log(
+        f"mnist_vit: val acc {metrics['val_accuracy']:.4f}, test acc {metrics['test_accuracy']:.4f}, "
+        f"{metrics['build_seconds']:.0f} s -> {folder}"
+    )
     return metrics
 
 

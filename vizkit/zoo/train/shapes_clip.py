@@ -5,14 +5,16 @@ measurements at build time (zero-shot accuracy, Grad-CAM pointing game on generi
 circle" scenes through :func:`vizkit.evaluate.localization`). ``python -m vizkit.zoo build``
 runs :func:`build` / :func:`build_cnn`.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,8 +29,22 @@ from ...state import seed_everything
 from ...targets import ImageTextSimilarity
 from .. import shapes
 from ..common import Sample
-from ..shapes_clip import (_EMBED_KEY, CLASS_NAMES, OPEN_CLIP_CONFIGS, SCENE_SIZE, SPECS, Preprocess, Spec, _create,
-                           scene, scenes, scenes_with, single_object_scenes, text_features, tokenizer_for)
+from ..shapes_clip import (
+    _EMBED_KEY,
+    CLASS_NAMES,
+    OPEN_CLIP_CONFIGS,
+    SCENE_SIZE,
+    SPECS,
+    Preprocess,
+    Spec,
+    _create,
+    scene,
+    scenes,
+    scenes_with,
+    single_object_scenes,
+    text_features,
+    tokenizer_for,
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -72,22 +88,34 @@ class _RowEmbedding(nn.Module):
 # evaluation at build time
 # --------------------------------------------------------------------------------------
 @torch.no_grad()
-def zero_shot_accuracy(model: nn.Module, preprocess: Preprocess, tokenizer, samples: Sequence[Sample],
-                       class_names: Sequence[str] = CLASS_NAMES, batch_size: int = 100) -> float:
+def zero_shot_accuracy(
+    model: nn.Module,
+    preprocess: Preprocess,
+    tokenizer,
+    samples: Sequence[Sample],
+    class_names: Sequence[str] = CLASS_NAMES,
+    batch_size: int = 100,
+) -> float:
     """Top-1 accuracy of image -> ``class_names`` prompt retrieval (``sample.label`` is the truth)."""
     model.eval()
     text = text_features(model, tokenizer, class_names)
     correct = 0
     for i in range(0, len(samples), batch_size):
-        chunk = samples[i:i + batch_size]
+        chunk = samples[i : i + batch_size]
         image = F.normalize(model.encode_image(preprocess.batch(np.stack([s.image for s in chunk]))), dim=-1)
         pred = (image @ text.T).argmax(-1)
         correct += int((pred == torch.tensor([s.label for s in chunk])).sum())
     return correct / len(samples)
 
 
-def pointing(model: nn.Module, preprocess: Preprocess, tokenizer, samples: Sequence[Sample],
-             class_names: Sequence[str] = CLASS_NAMES, batch_size: int = 50) -> tuple[torch.Tensor, list[str]]:
+def pointing(
+    model: nn.Module,
+    preprocess: Preprocess,
+    tokenizer,
+    samples: Sequence[Sample],
+    class_names: Sequence[str] = CLASS_NAMES,
+    batch_size: int = 50,
+) -> tuple[torch.Tensor, list[str]]:
     """Grad-CAM (layers="auto") toward each sample's named object (``class_names[label]``):
     is the heatmap's argmax inside that object's mask (nearest-resized to the map)? Explains
     ``batch_size`` scenes at a time (:func:`vizkit.evaluate.localization`). Returns
@@ -130,16 +158,34 @@ class TrainCfg:
 #: the training settings of each zoo entry: (full build, ``--quick``)
 RECIPES: dict[str, tuple[TrainCfg, TrainCfg]] = {
     "shapes_clip": (
-        TrainCfg(steps=2000, batch_size=32, lr=1e-3, warmup=100, aux_steps=2000, aux_weight=20.0,
-                 dense_weight=20.0),
-        TrainCfg(steps=4, batch_size=16, lr=1e-3, warmup=1, aux_steps=4, aux_weight=20.0, dense_weight=20.0,
-                 eval_single=24,
-                 eval_pointing=8, eval_red_circle=8)),
+        TrainCfg(steps=2000, batch_size=32, lr=1e-3, warmup=100, aux_steps=2000, aux_weight=20.0, dense_weight=20.0),
+        TrainCfg(
+            steps=4,
+            batch_size=16,
+            lr=1e-3,
+            warmup=1,
+            aux_steps=4,
+            aux_weight=20.0,
+            dense_weight=20.0,
+            eval_single=24,
+            eval_pointing=8,
+            eval_red_circle=8,
+        ),
+    ),
     "shapes_clip_cnn": (
-        TrainCfg(steps=1200, batch_size=32, lr=1e-3, warmup=50, aux_steps=1200, aux_weight=20.0,
-                 dense_weight=5.0),
-        TrainCfg(steps=3, batch_size=8, lr=1e-3, warmup=1, aux_steps=3, aux_weight=20.0, eval_single=16,
-                 eval_pointing=8, eval_red_circle=8)),
+        TrainCfg(steps=1200, batch_size=32, lr=1e-3, warmup=50, aux_steps=1200, aux_weight=20.0, dense_weight=5.0),
+        TrainCfg(
+            steps=3,
+            batch_size=8,
+            lr=1e-3,
+            warmup=1,
+            aux_steps=3,
+            aux_weight=20.0,
+            eval_single=16,
+            eval_pointing=8,
+            eval_red_circle=8,
+        ),
+    ),
 }
 
 
@@ -168,7 +214,7 @@ def tower_outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torc
     if feats.ndim == 4:  # CNN [B, C, h, w] -> [B, h*w, C]
         tokens = feats.flatten(2).transpose(1, 2)
     else:  # ViT [B, prefix + N, C]
-        tokens = feats[:, getattr(visual.trunk, "num_prefix_tokens", 0):]
+        tokens = feats[:, getattr(visual.trunk, "num_prefix_tokens", 0) :]
     norm = getattr(visual.trunk, "fc_norm", None) or nn.Identity()
     return visual.head(norm(tokens.amax(1))), visual.head(norm(tokens))
 
@@ -201,8 +247,9 @@ def _train(spec: Spec, cfg: TrainCfg, preprocess: Preprocess, tokenizer, log) ->
     # auxiliary linear head (thrown away after training): multi-label "which of the 24 prompts
     # are in this scene" from the image embedding; it speeds up learning shape, not only colour
     aux_head = nn.Linear(OPEN_CLIP_CONFIGS[spec.open_clip_name]["embed_dim"], len(CLASS_NAMES))
-    param_groups = [{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0}
-                    for (_, decay), ps in groups.items()]
+    param_groups = [
+        {"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0} for (_, decay), ps in groups.items()
+    ]
     param_groups.append({"params": list(aux_head.parameters()), "weight_decay": 0.0})
     opt = torch.optim.AdamW(param_groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
 
@@ -240,8 +287,9 @@ def _train(spec: Spec, cfg: TrainCfg, preprocess: Preprocess, tokenizer, log) ->
         if step < cfg.aux_steps:
             present = torch.zeros(len(batch), len(CLASS_NAMES))
             for r, s in enumerate(batch):
-                present[r, [CLASS_NAMES.index(shapes.with_article(f"{o['color']} {o['shape']}"))
-                            for o in s.meta["objects"]]] = 1.0
+                present[
+                    r, [CLASS_NAMES.index(shapes.with_article(f"{o['color']} {o['shape']}")) for o in s.meta["objects"]]
+                ] = 1.0
             loss = loss + cfg.aux_weight * F.binary_cross_entropy_with_logits(aux_head(image_features_), present)
             if cfg.dense_weight:
                 grid = int(round(position_features.shape[1] ** 0.5))
@@ -258,8 +306,10 @@ def _train(spec: Spec, cfg: TrainCfg, preprocess: Preprocess, tokenizer, log) ->
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         if step % every == 0 or step == cfg.steps - 1:
-            log(f"[{spec.name}] step {step + 1}/{cfg.steps} loss {loss.item():.3f} "
-                f"scale {model.logit_scale.exp().item():.1f} ({time.perf_counter() - start:.0f} s)")
+            log(
+                f"[{spec.name}] step {step + 1}/{cfg.steps} loss {loss.item():.3f} "
+                f"scale {model.logit_scale.exp().item():.1f} ({time.perf_counter() - start:.0f} s)"
+            )
         if cfg.val_every and (step + 1) % cfg.val_every == 0:
             acc = zero_shot_accuracy(model, preprocess, tokenizer, single_object_scenes("val", 200))
             model.train()
@@ -277,9 +327,12 @@ def _evaluate(model: nn.Module, preprocess: Preprocess, tokenizer, cfg: TrainCfg
     generic, layers = pointing(model, preprocess, tokenizer, scenes("test", cfg.eval_pointing))
     red, _ = pointing(model, preprocess, tokenizer, scenes_with("test", cfg.eval_red_circle, "red circle"))
     metrics = {
-        "zero_shot_accuracy": round(zs, 4), "zero_shot_n": cfg.eval_single,
-        "pointing_game": round(float(generic.float().mean()), 4), "pointing_game_n": cfg.eval_pointing,
-        "pointing_game_red_circle": round(float(red.float().mean()), 4), "pointing_game_red_circle_n": cfg.eval_red_circle,
+        "zero_shot_accuracy": round(zs, 4),
+        "zero_shot_n": cfg.eval_single,
+        "pointing_game": round(float(generic.float().mean()), 4),
+        "pointing_game_n": cfg.eval_pointing,
+        "pointing_game_red_circle": round(float(red.float().mean()), 4),
+        "pointing_game_red_circle_n": cfg.eval_red_circle,
         "split": "test",
     }
     return metrics, layers
@@ -292,21 +345,33 @@ def _build(spec: Spec, out_root: Path, quick: bool = False, log=print) -> dict[s
     oc_cfg = OPEN_CLIP_CONFIGS[spec.open_clip_name]
     preprocess = Preprocess(mean, std, oc_cfg["vision_cfg"]["image_size"])
     tokenizer = tokenizer_for(spec.open_clip_name)
-    log(f"[{spec.name}] training {spec.open_clip_name} for {cfg.steps} steps of {cfg.batch_size} fresh scenes, "
-        f"torch threads {torch.get_num_threads()}")
+    log(
+        f"[{spec.name}] training {spec.open_clip_name} for {cfg.steps} steps of {cfg.batch_size} fresh scenes, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     model, rows = _train(spec, cfg, preprocess, tokenizer, log)
     train_seconds = time.perf_counter() - start
     metrics, layers = _evaluate(model, preprocess, tokenizer, cfg)
-    metrics.update(build_seconds=round(time.perf_counter() - start, 1), train_seconds=round(train_seconds, 1),
-                   quick=quick, torch_threads=torch.get_num_threads())
+    metrics.update(
+        build_seconds=round(time.perf_counter() - start, 1),
+        train_seconds=round(train_seconds, 1),
+        quick=quick,
+        torch_threads=torch.get_num_threads(),
+    )
     log(f"[{spec.name}] {json.dumps(metrics, sort_keys=True)}")
     out = Path(out_root) / spec.name
-    save_safetensors(_sparse_state(model, rows), out / "model.safetensors", metadata={"open_clip_model": spec.open_clip_name})
+    save_safetensors(
+        _sparse_state(model, rows), out / "model.safetensors", metadata={"open_clip_model": spec.open_clip_name}
+    )
     config = {
-        "name": spec.name, "open_clip_model": spec.open_clip_name, "open_clip_config": oc_cfg,
+        "name": spec.name,
+        "open_clip_model": spec.open_clip_name,
+        "open_clip_config": oc_cfg,
         "tokenizer": "open_clip SimpleTokenizer (bundled bpe_simple_vocab_16e6)",
         "preprocess": {"mean": mean, "std": std, "image_size": preprocess.size, "scene_size": SCENE_SIZE},
-        "class_names": CLASS_NAMES, "train": asdict(cfg), "cam_layer_auto": layers[0] if layers else None,
+        "class_names": CLASS_NAMES,
+        "train": asdict(cfg),
+        "cam_layer_auto": layers[0] if layers else None,
         "checkpoint": "fp32 safetensors; token_embedding.weight holds only the rows listed in text.token_rows",
         "metrics": metrics,
     }

@@ -24,6 +24,7 @@ Two stages, deterministic for the seed:
    it, a decoder trained at 1 thread often answers a question about "the red object" with
    another object's shape; with it, binding a colour to its object is learnt early.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,9 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,15 +43,39 @@ from torch import nn
 from ...state import seed_everything
 from .. import shapes, tiny_vlm, vlm_data
 from ..common import Sample, zoo_dir
-from ..tiny_vlm import (CHAT_TEMPLATE, IMAGE_MEAN, IMAGE_SIZE, IMAGE_STD, IMAGE_TOKEN, MAX_NEW_TOKENS, MODEL,
-                        NUM_IMAGE_TOKENS, PATCH_SIZE, SPECIAL_TOKENS, answer)
+from ..tiny_vlm import (
+    CHAT_TEMPLATE,
+    IMAGE_MEAN,
+    IMAGE_SIZE,
+    IMAGE_STD,
+    IMAGE_TOKEN,
+    MAX_NEW_TOKENS,
+    MODEL,
+    NUM_IMAGE_TOKENS,
+    PATCH_SIZE,
+    SPECIAL_TOKENS,
+    answer,
+)
 
 MAX_OBJECTS = 3
 N_COLOURS, N_SHAPES = len(shapes.COLORS), len(shapes.SHAPES)
 
-TRAIN = dict(n_train=24000, batch_size=48, lr=1.5e-3, weight_decay=0.02, warmup=0.05, decoder_steps=1000,
-             pre_steps=3000, pre_batch_size=64, pre_lr=2e-3, attn_probe=1.0, attn_sup=1.0, attn_sup_layer=1,
-             n_eval=400, max_new_tokens=32)
+TRAIN = dict(
+    n_train=24000,
+    batch_size=48,
+    lr=1.5e-3,
+    weight_decay=0.02,
+    warmup=0.05,
+    decoder_steps=1000,
+    pre_steps=3000,
+    pre_batch_size=64,
+    pre_lr=2e-3,
+    attn_probe=1.0,
+    attn_sup=1.0,
+    attn_sup_layer=1,
+    n_eval=400,
+    max_new_tokens=32,
+)
 #: the sample benchmark shipped in ``data/zoo/tiny_vlm/benchmark/``: test items 5000..5019
 BENCHMARK_START, BENCHMARK_SIZE = 5000, 20
 QUICK = dict(TRAIN, n_train=192, batch_size=32, decoder_steps=6, pre_steps=5, n_eval=32)
@@ -77,13 +103,24 @@ def build_tokenizer(texts: Sequence[str], vocab_size: int = 512):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(list(texts), trainer=trainer)
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", bos)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   extra_special_tokens={"image_token": IMAGE_TOKEN}, model_max_length=MODEL["max_positions"])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        model_max_length=MODEL["max_positions"],
+    )
     fast.padding_side = "left"  # for batched generation
     return fast
 
@@ -92,36 +129,73 @@ def build_processor(tokenizer):
     from transformers import CLIPImageProcessor, LlavaProcessor
 
     image_processor = CLIPImageProcessor(
-        do_resize=True, size={"shortest_edge": IMAGE_SIZE}, do_center_crop=True,
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_rescale=True, rescale_factor=1 / 255,
-        do_normalize=True, image_mean=IMAGE_MEAN, image_std=IMAGE_STD, do_convert_rgb=True)
-    return LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
-                          vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                          chat_template=CHAT_TEMPLATE, image_token=IMAGE_TOKEN)
+        do_resize=True,
+        size={"shortest_edge": IMAGE_SIZE},
+        do_center_crop=True,
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=IMAGE_MEAN,
+        image_std=IMAGE_STD,
+        do_convert_rgb=True,
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+        image_token=IMAGE_TOKEN,
+    )
 
 
 def build_model(tokenizer, opts: dict[str, Any] = MODEL):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    vision = CLIPVisionConfig(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, num_channels=3,
-                              hidden_size=opts["vision_hidden"], intermediate_size=opts["vision_mlp"],
-                              num_hidden_layers=opts["vision_layers"], num_attention_heads=opts["vision_heads"],
-                              projection_dim=opts["vision_hidden"])
-    text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=opts["text_hidden"], intermediate_size=opts["text_mlp"],
-                       num_hidden_layers=opts["text_layers"], num_attention_heads=opts["text_heads"],
-                       num_key_value_heads=opts["text_heads"], max_position_embeddings=opts["max_positions"],
-                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    config = LlavaConfig(vision_config=vision, text_config=text,
-                         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-                         vision_feature_select_strategy="default", vision_feature_layer=opts["vision_feature_layer"],
-                         image_seq_length=NUM_IMAGE_TOKENS, projector_hidden_act="gelu")
+    vision = CLIPVisionConfig(
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        num_channels=3,
+        hidden_size=opts["vision_hidden"],
+        intermediate_size=opts["vision_mlp"],
+        num_hidden_layers=opts["vision_layers"],
+        num_attention_heads=opts["vision_heads"],
+        projection_dim=opts["vision_hidden"],
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=opts["text_hidden"],
+        intermediate_size=opts["text_mlp"],
+        num_hidden_layers=opts["text_layers"],
+        num_attention_heads=opts["text_heads"],
+        num_key_value_heads=opts["text_heads"],
+        max_position_embeddings=opts["max_positions"],
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=opts["vision_feature_layer"],
+        image_seq_length=NUM_IMAGE_TOKENS,
+        projector_hidden_act="gelu",
+    )
     config.pad_token_id = tokenizer.pad_token_id
     config.bos_token_id = tokenizer.bos_token_id
     config.eos_token_id = tokenizer.eos_token_id
     model = LlavaForConditionalGeneration(config)
     gc = model.generation_config
-    gc.bos_token_id, gc.eos_token_id, gc.pad_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    gc.bos_token_id, gc.eos_token_id, gc.pad_token_id = (
+        tokenizer.bos_token_id,
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+    )
     gc.do_sample, gc.max_new_tokens = False, MAX_NEW_TOKENS
     return model
 
@@ -138,10 +212,13 @@ def evaluate(model: nn.Module, tokenizer, samples: Sequence[Sample], max_new_tok
     for s, h in zip(samples, hits):
         per_kind.setdefault(s.meta.get("kind", "?"), []).append(h)
     exact = [t.strip() == s.meta.get("solution") for t, s in zip(texts, samples)]
-    return {"accuracy": float(np.mean(hits)), "n": len(samples),
-            "solution_exact_match": float(np.mean(exact)),
-            "accuracy_per_kind": {k: float(np.mean(v)) for k, v in sorted(per_kind.items())},
-            "texts": texts}
+    return {
+        "accuracy": float(np.mean(hits)),
+        "n": len(samples),
+        "solution_exact_match": float(np.mean(exact)),
+        "accuracy_per_kind": {k: float(np.mean(v)) for k, v in sorted(per_kind.items())},
+        "texts": texts,
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -204,8 +281,9 @@ class AttentionProbe(nn.Module):
             out[f"{name}_other"] = torch.where(n == 1, (other[:, None, :] * match).sum(-1), torch.full_like(n, -100))
             out[f"{name}_present"] = (n > 0).long()
         pc, ps = ar_c.repeat_interleave(N_SHAPES), ar_s.repeat(N_COLOURS)
-        out["pair_present"] = ((colours[:, None, :] == pc[None, :, None])
-                               & (shapes_[:, None, :] == ps[None, :, None])).any(-1).long()
+        out["pair_present"] = (
+            ((colours[:, None, :] == pc[None, :, None]) & (shapes_[:, None, :] == ps[None, :, None])).any(-1).long()
+        )
         return out
 
     @staticmethod
@@ -214,17 +292,23 @@ class AttentionProbe(nn.Module):
         ``[B, 6, 4]`` (shape logits of each colour's query), ``shape_other`` ``[B, 4, 6]``, and the
         ``*_present`` ``[B, q, 2]`` of the colour, shape and pair queries."""
         nc, ns = N_COLOURS, N_SHAPES
-        by_colour, by_shape, by_pair = logits[:, :nc], logits[:, nc:nc + ns], logits[:, nc + ns:]
+        by_colour, by_shape, by_pair = logits[:, :nc], logits[:, nc : nc + ns], logits[:, nc + ns :]
         present = slice(nc + ns, nc + ns + 2)
-        return {"colour_other": by_colour[..., nc:nc + ns], "colour_present": by_colour[..., present],
-                "shape_other": by_shape[..., :nc], "shape_present": by_shape[..., present],
-                "pair_present": by_pair[..., present]}
+        return {
+            "colour_other": by_colour[..., nc : nc + ns],
+            "colour_present": by_colour[..., present],
+            "shape_other": by_shape[..., :nc],
+            "shape_present": by_shape[..., present],
+            "pair_present": by_pair[..., present],
+        }
 
     def loss(self, logits: torch.Tensor, colours: torch.Tensor, shapes_: torch.Tensor) -> torch.Tensor:
         t, parts = self.targets(colours, shapes_), self.split(logits)
         ce = nn.functional.cross_entropy
-        return sum(ce(parts[k].reshape(-1, parts[k].shape[-1]), t[k].reshape(-1))
-                   for k in ("colour_other", "colour_present", "shape_other", "shape_present", "pair_present"))
+        return sum(
+            ce(parts[k].reshape(-1, parts[k].shape[-1]), t[k].reshape(-1))
+            for k in ("colour_other", "colour_present", "shape_other", "shape_present", "pair_present")
+        )
 
     def accuracy(self, logits: torch.Tensor, colours: torch.Tensor, shapes_: torch.Tensor) -> tuple[float, float]:
         """Argmax accuracy of the shape of each colour's only object and of the colour of each
@@ -237,14 +321,27 @@ class AttentionProbe(nn.Module):
         return out[0], out[1]
 
 
-def pretrain_vision(model, images: np.ndarray, labels: np.ndarray, cover: np.ndarray, opts: dict[str, Any],
-                    gen: torch.Generator, log: Callable[[str], None]) -> None:
+def pretrain_vision(
+    model,
+    images: np.ndarray,
+    labels: np.ndarray,
+    cover: np.ndarray,
+    opts: dict[str, Any],
+    gen: torch.Generator,
+    log: Callable[[str], None],
+) -> None:
     """Stage 1 (see the module docstring) on uint8 ``images [N, 48, 48, 3]`` with the
     :func:`vision_targets` ``labels [N, L]`` and ``cover [N, MAX_OBJECTS, 36]``."""
     nc, ns, n = N_COLOURS, N_SHAPES, tiny_vlm.NUM_IMAGE_TOKENS
     hidden = model.config.text_config.hidden_size
-    heads = nn.ModuleDict({"patch": nn.Linear(hidden, nc + 1 + ns + 1), "obj": nn.Linear(hidden, nc + ns),
-                           "count": nn.Linear(hidden, MAX_OBJECTS), "probe": AttentionProbe(hidden)})
+    heads = nn.ModuleDict(
+        {
+            "patch": nn.Linear(hidden, nc + 1 + ns + 1),
+            "obj": nn.Linear(hidden, nc + ns),
+            "count": nn.Linear(hidden, MAX_OBJECTS),
+            "probe": AttentionProbe(hidden),
+        }
+    )
     params = list(model.model.vision_tower.parameters()) + list(model.model.multi_modal_projector.parameters())
     opt = torch.optim.AdamW([*params, *heads.parameters()], lr=opts["pre_lr"], weight_decay=0.01)
     steps, bs = opts["pre_steps"], opts["pre_batch_size"]
@@ -261,10 +358,14 @@ def pretrain_vision(model, images: np.ndarray, labels: np.ndarray, cover: np.nda
         p_col, p_sh = heads["patch"](feats).split([nc + 1, ns + 1], -1)
         pooled = (cov / cov.sum(-1, keepdim=True).clamp_min(1e-6)) @ feats  # [B, K, D]
         o_col, o_sh = heads["obj"](pooled).split([nc, ns], -1)
-        o_y = y[:, 2 * n:2 * n + 2 * MAX_OBJECTS].view(bs, 2, MAX_OBJECTS)
-        loss = (ce(p_col.reshape(-1, nc + 1), y[:, :n].reshape(-1)) + ce(p_sh.reshape(-1, ns + 1), y[:, n:2 * n].reshape(-1))
-                + ce(o_col.reshape(-1, nc), o_y[:, 0].reshape(-1)) + ce(o_sh.reshape(-1, ns), o_y[:, 1].reshape(-1))
-                + ce(heads["count"](feats.mean(1)), y[:, -1]))
+        o_y = y[:, 2 * n : 2 * n + 2 * MAX_OBJECTS].view(bs, 2, MAX_OBJECTS)
+        loss = (
+            ce(p_col.reshape(-1, nc + 1), y[:, :n].reshape(-1))
+            + ce(p_sh.reshape(-1, ns + 1), y[:, n : 2 * n].reshape(-1))
+            + ce(o_col.reshape(-1, nc), o_y[:, 0].reshape(-1))
+            + ce(o_sh.reshape(-1, ns), o_y[:, 1].reshape(-1))
+            + ce(heads["count"](feats.mean(1)), y[:, -1])
+        )
         probe_logits = heads["probe"](feats) if opts.get("attn_probe") else None
         if probe_logits is not None:
             loss = loss + opts["attn_probe"] * heads["probe"].loss(probe_logits, o_y[:, 0], o_y[:, 1])
@@ -275,14 +376,19 @@ def pretrain_vision(model, images: np.ndarray, labels: np.ndarray, cover: np.nda
         if (step + 1) % 100 == 0 or step + 1 == steps:
             with torch.no_grad():
                 valid = o_y[:, 0] >= 0
-                acc = [float((o_col.argmax(-1) == o_y[:, 0])[valid].float().mean()),
-                       float((o_sh.argmax(-1) == o_y[:, 1])[valid].float().mean())]
+                acc = [
+                    float((o_col.argmax(-1) == o_y[:, 0])[valid].float().mean()),
+                    float((o_sh.argmax(-1) == o_y[:, 1])[valid].float().mean()),
+                ]
                 probe = ""
                 if probe_logits is not None:
                     probe = ", probe shape-of-colour/colour-of-shape {:.3f}/{:.3f}".format(
-                        *heads["probe"].accuracy(probe_logits, o_y[:, 0], o_y[:, 1]))
-            log(f"[tiny_vlm] vision stage step {step + 1}/{steps} loss {ema:.4f} object colour/shape acc "
-                f"{acc[0]:.3f}/{acc[1]:.3f}{probe} ({time.perf_counter() - t0:.0f} s)")
+                        *heads["probe"].accuracy(probe_logits, o_y[:, 0], o_y[:, 1])
+                    )
+            log(
+                f"[tiny_vlm] vision stage step {step + 1}/{steps} loss {ema:.4f} object colour/shape acc "
+                f"{acc[0]:.3f}/{acc[1]:.3f}{probe} ({time.perf_counter() - t0:.0f} s)"
+            )
 
 
 # --------------------------------------------------------------------------------------
@@ -297,7 +403,7 @@ def tower_features(model, pixel_values: torch.Tensor, batch_size: int = 256) -> 
         raise NotImplementedError("tower_features expects one vision_feature_layer and the 'default' strategy")
     out = []
     for i in range(0, len(pixel_values), batch_size):
-        hs = model.model.vision_tower(pixel_values[i:i + batch_size], output_hidden_states=True).hidden_states
+        hs = model.model.vision_tower(pixel_values[i : i + batch_size], output_hidden_states=True).hidden_states
         out.append(hs[cfg.vision_feature_layer][:, 1:])
     return torch.cat(out)
 
@@ -321,8 +427,9 @@ def target_attention(cover: np.ndarray, target: int | None) -> np.ndarray:
     return out
 
 
-def attention_supervision_loss(attn: torch.Tensor, target: torch.Tensor, positions: torch.Tensor,
-                               eps: float = 1e-6) -> torch.Tensor:
+def attention_supervision_loss(
+    attn: torch.Tensor, target: torch.Tensor, positions: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
     """Cross-entropy of one head's attention against a target distribution over image tokens.
 
     ``attn`` ``[B, T, K]``: the head's attention from each of ``T`` positions to the ``K`` image
@@ -364,16 +471,19 @@ def train_vision(opts: dict[str, Any], log: Callable[[str], None] = print):
         attn_target[i] = target_attention(cover[i], s.meta["target"])
         prompts.append(enc.prompt_ids(s.question))
         sols.append(enc.solution_ids(s.meta["solution"]))
-    log(f"[tiny_vlm] {n} training questions rendered in {time.perf_counter() - t0:.1f} s; vocab {len(tokenizer)}, "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+    log(
+        f"[tiny_vlm] {n} training questions rendered in {time.perf_counter() - t0:.1f} s; vocab {len(tokenizer)}, "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters"
+    )
     if opts["pre_steps"]:
         pretrain_vision(model, images, labels, cover, opts, gen, log)
     data = {"images": images, "prompts": prompts, "solutions": sols, "encoder": enc, "attn_target": attn_target}
     return model, tokenizer, processor, data, gen
 
 
-def train_decoder(model, data: dict[str, Any], opts: dict[str, Any], gen: torch.Generator,
-                  log: Callable[[str], None] = print) -> None:
+def train_decoder(
+    model, data: dict[str, Any], opts: dict[str, Any], gen: torch.Generator, log: Callable[[str], None] = print
+) -> None:
     """The decoder stage on the frozen tower (see the module docstring); leaves ``model`` in eval mode."""
     images, prompts, sols, enc = data["images"], data["prompts"], data["solutions"], data["encoder"]
     n = len(images)
@@ -384,8 +494,11 @@ def train_decoder(model, data: dict[str, Any], opts: dict[str, Any], gen: torch.
     named = [(nm, p) for nm, p in model.named_parameters() if p.requires_grad]
     decay = [p for nm, p in named if p.ndim >= 2 and "embed" not in nm]
     no_decay = [p for nm, p in named if not (p.ndim >= 2 and "embed" not in nm)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": opts["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=opts["lr"], betas=(0.9, 0.98))
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": opts["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=opts["lr"],
+        betas=(0.9, 0.98),
+    )
     bs, total = opts["batch_size"], opts["decoder_steps"]
     warmup = max(1, int(opts["warmup"] * total))
     order = np.concatenate([torch.randperm(n, generator=gen).numpy() for _ in range(total * bs // n + 1)])
@@ -401,7 +514,7 @@ def train_decoder(model, data: dict[str, Any], opts: dict[str, Any], gen: torch.
     t0, ema, ema_aux = time.perf_counter(), None, None
     try:
         for step in range(total):
-            idx = order[step * bs:(step + 1) * bs]
+            idx = order[step * bs : (step + 1) * bs]
             rows = torch.as_tensor(idx)
             ids, att, lab = enc.batch([prompts[i] for i in idx], [sols[i] for i in idx])
             for g in opt.param_groups:
@@ -410,8 +523,9 @@ def train_decoder(model, data: dict[str, Any], opts: dict[str, Any], gen: torch.
             out = model(inputs_embeds=embeds, attention_mask=att, labels=lab, output_attentions=bool(sup))
             loss = out.loss
             if sup:
-                aux = attention_supervision_loss(out.attentions[layer][:, 0, :, off:off + k],
-                                                 targets[rows], lab != -100)  # solution positions
+                aux = attention_supervision_loss(
+                    out.attentions[layer][:, 0, :, off : off + k], targets[rows], lab != -100
+                )  # solution positions
                 loss = loss + sup * aux
                 ema_aux = aux.item() if ema_aux is None else 0.95 * ema_aux + 0.05 * aux.item()
             opt.zero_grad(set_to_none=True)
@@ -421,8 +535,10 @@ def train_decoder(model, data: dict[str, Any], opts: dict[str, Any], gen: torch.
             ema = out.loss.item() if ema is None else 0.95 * ema + 0.05 * out.loss.item()
             if (step + 1) % 50 == 0 or step + 1 == total:
                 extra = f", attention {ema_aux:.3f}" if sup else ""
-                log(f"[tiny_vlm] decoder step {step + 1}/{total} loss {ema:.4f}{extra} "
-                    f"({time.perf_counter() - t0:.0f} s)")
+                log(
+                    f"[tiny_vlm] decoder step {step + 1}/{total} loss {ema:.4f}{extra} "
+                    f"({time.perf_counter() - t0:.0f} s)"
+                )
     finally:
         if sup:
             model.set_attn_implementation(impl)
@@ -442,8 +558,10 @@ def _save(model, processor, folder: Path, extra: dict[str, Any]) -> None:
         model.config.vizkit = extra
         model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
-        vlm_data.write_benchmark(vlm_data.dataset("test", n=BENCHMARK_SIZE, start=BENCHMARK_START, masks=False),
-                                 tmp / "benchmark" / "sample.json")
+        vlm_data.write_benchmark(
+            vlm_data.dataset("test", n=BENCHMARK_SIZE, start=BENCHMARK_START, masks=False),
+            tmp / "benchmark" / "sample.json",
+        )
         os.chmod(tmp, 0o755)
         if old.exists():
             shutil.rmtree(old)
@@ -465,19 +583,40 @@ def build(out_root: Path | None = None, quick: bool = False, log: Callable[[str]
     train_time = time.perf_counter() - start
     test = vlm_data.dataset("test", n=opts["n_eval"], masks=False)
     res = evaluate(model, tokenizer, test, opts["max_new_tokens"])
-    metrics = {"accuracy": res["accuracy"], "accuracy_per_kind": res["accuracy_per_kind"],
-               "solution_exact_match": res["solution_exact_match"], "n_eval": res["n"], "eval_split": "test",
-               "train_time_s": round(train_time, 1), "build_time_s": round(time.perf_counter() - start, 1),
-               "threads": torch.get_num_threads()}
+    metrics = {
+        "accuracy": res["accuracy"],
+        "accuracy_per_kind": res["accuracy_per_kind"],
+        "solution_exact_match": res["solution_exact_match"],
+        "n_eval": res["n"],
+        "eval_split": "test",
+        "train_time_s": round(train_time, 1),
+        "build_time_s": round(time.perf_counter() - start, 1),
+        "threads": torch.get_num_threads(),
+    }
     t = tiny_vlm
-    extra = {"name": t.NAME, "quick": quick, "train": opts, "model": t.MODEL, "metrics": metrics,
-             "prompt_format": t.PROMPT_FORMAT, "image_token": t.IMAGE_TOKEN,
-             "image_token_id": tokenizer.convert_tokens_to_ids(t.IMAGE_TOKEN),
-             "num_image_tokens": t.NUM_IMAGE_TOKENS, "grid": list(t.GRID), "image_offset": t.image_offset(tokenizer),
-             "image_size": t.IMAGE_SIZE, "patch_size": t.PATCH_SIZE, "image_mean": t.IMAGE_MEAN,
-             "image_std": t.IMAGE_STD, "seed": t.SEED, "torch": torch.__version__}
+    extra = {
+        "name": t.NAME,
+        "quick": quick,
+        "train": opts,
+        "model": t.MODEL,
+        "metrics": metrics,
+        "prompt_format": t.PROMPT_FORMAT,
+        "image_token": t.IMAGE_TOKEN,
+        "image_token_id": tokenizer.convert_tokens_to_ids(t.IMAGE_TOKEN),
+        "num_image_tokens": t.NUM_IMAGE_TOKENS,
+        "grid": list(t.GRID),
+        "image_offset": t.image_offset(tokenizer),
+        "image_size": t.IMAGE_SIZE,
+        "patch_size": t.PATCH_SIZE,
+        "image_mean": t.IMAGE_MEAN,
+        "image_std": t.IMAGE_STD,
+        "seed": t.SEED,
+        "torch": torch.__version__,
+    }
     folder = zoo_dir(t.NAME, Path(out_root) if out_root is not None else None)
     _save(model, processor, folder, extra)
-    log(f"[tiny_vlm] accuracy {metrics['accuracy']:.3f} on {res['n']} test questions "
-        f"{metrics['accuracy_per_kind']}; saved to {folder} ({metrics['build_time_s']:.0f} s)")
+    log(
+        f"[tiny_vlm] accuracy {metrics['accuracy']:.3f} on {res['n']} test questions "
+        f"{metrics['accuracy_per_kind']}; saved to {folder} ({metrics['build_time_s']:.0f} s)"
+    )
     return metrics
