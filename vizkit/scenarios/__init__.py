@@ -13,6 +13,7 @@ module                         what it explains                                 
                                the evaluation's mapper
 ``vlm_attention_video``        a VLM's per-token attention video (seed 004)          05
 ``vlm_ground_truth``           tiny_vlm: does the answer look at the named object?   05
+``vlm_report``                 scenario 5's shares, sinks and relevance report       05
 =============================  ====================================================  =========
 
 Each notebook's scenario is declared once in :mod:`vizkit.scenarios.registry` (notebook, title,
@@ -121,6 +122,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "create_video",
     ),
     "vlm_ground_truth": ("explain_answer_attention", "ground_truth_table"),
+    "vlm_report": ("token_shares",),
 }
 #: unambiguous second names: alias -> (module, the name it defines there)
 ALIASES: dict[str, tuple[str, str]] = {"ViTAttentionVisualizer": ("vit_mnist_attention", "AttentionVisualizer")}

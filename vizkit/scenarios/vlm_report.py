@@ -1,0 +1,186 @@
+"""Scenario 5's report: the share of each answer token's attention row on the image, the question,
+special markers, earlier answer tokens and the layer's sinks, with the entropy over the image
+patches (:func:`token_shares`), their plot (:func:`shares_figure`) and ``report.md``
+(:func:`write_report`: the sample, the answer, the shares, the sinks, the explained token's
+relevance and tiny_vlm's ground-truth table). The score: the attention share of each row.
+
+Example::
+
+    from vizkit.scenarios.vlm_report import token_shares
+    frame = token_shares(trace, layer=2, head="mean")   # one row per answer token
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..models.vlm.relevance import TokenRelevance
+from ..positions import GENERATED, IMAGE, SPECIAL, TEXT, Trace
+from ..token_video import image_share
+
+__all__ = ["token_shares", "shares_figure", "write_report"]
+
+
+def token_shares(trace: Trace, layer: int, head: Any = "mean") -> Any:
+    """Per answer token: the row's share on image / question text / special markers / earlier
+    answer tokens / the layer's sinks, and the entropy (nats) of its normalised distribution over
+    the image patches."""
+    import pandas as pd
+
+    from ..stats import row_entropy
+
+    rows = trace.head_rows(layer, head)
+    kind = trace.pmap.kind
+    sink = trace.sink_share(layer, head)
+    out = []
+    for j in range(trace.num_answer_tokens):
+        p = trace.prompt_len + j
+        r, k = rows[j, :p], kind[:p]
+        img = r[k == IMAGE]
+        dist = img / img.sum() if img.sum() > 0 else img
+        ent = float(row_entropy(torch.from_numpy(dist.astype(np.float64))[None])[0]) if len(img) else float("nan")
+        out.append(
+            {
+                "layer": layer,
+                "token": j,
+                "text": trace.pieces[p],
+                "image": float(img.sum()),
+                "question": float(r[k == TEXT].sum()),
+                "special": float(r[k == SPECIAL].sum()),
+                "answer": float(r[k == GENERATED].sum()),
+                "sinks": float(sink[j]),
+                "image_entropy": ent,
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def shares_figure(frames: Any, path: str | Path) -> Path:
+    """Seaborn plot over the answer tokens: attention share on image / question / earlier answer
+    (top) and the entropy over image patches (bottom), one line style per layer."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from ..render import save_figure
+
+    long = frames.melt(
+        id_vars=["layer", "token"], value_vars=["image", "question", "answer"], var_name="on", value_name="share"
+    )
+    fig, (a, b) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)
+    sns.lineplot(data=long, x="token", y="share", hue="on", style="layer", ax=a)
+    a.set_ylabel("attention share")
+    a.set_ylim(0, 1)
+    sns.lineplot(data=frames, x="token", y="image_entropy", style="layer", ax=b, color="k")
+    b.set_ylabel("entropy over image patches (nats)")
+    b.set_xlabel("answer token")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def write_report(
+    folder: str | Path,
+    trace: Trace,
+    sample: dict[str, Any],
+    params: dict[str, Any],
+    outputs: dict[str, Any],
+    shares: Any,
+    ground_truth: tuple[Any, dict[str, Any]] | None = None,
+    relevance: TokenRelevance | None = None,
+) -> Path:
+    """``report.md``: the sample, the answer, the share / entropy plot, per-layer means, the
+    chosen token's relevance and the ground-truth layer x head table (tiny_vlm)."""
+    from ..report import Report
+
+    folder = Path(folder)
+    fig = shares_figure(shares, folder / "attention_shares.png")
+    rep = Report("VLM per-token attention video")
+    rep.heading("Sample").bullets(
+        [
+            f"id: {sample.get('id', '?')}",
+            f"problem: {sample.get('problem', '')}",
+            f"reference solution: {sample.get('solution', '(none)')}",
+            f"images: {', '.join(map(str, sample.get('image', [])))}",
+        ]
+    )
+    what = "generated answer" if trace.mode == "generate" else "teacher-forced solution"
+    rep.heading("Answer").paragraph(
+        f"The {what} ({trace.num_answer_tokens} tokens; the video starts at token "
+        f"{trace.start}, {len(trace.frame_tokens)} frames):"
+    )
+    rep.paragraph("> " + trace.text.strip().replace("\n", "\n> "))
+    rep.heading("Parameters").parameters(params)
+    rep.heading("Outputs").bullets(
+        [f"{k}: {Path(v).name if isinstance(v, (str, Path)) else v}" for k, v in outputs.items()]
+    )
+    rep.heading("Where the answer looks")
+    rep.paragraph(
+        "Each frame shows the attention row of the step that produced the token (the query is the token "
+        "before it), over every earlier position. Shares per answer token: on the image tokens, on the "
+        "prompt text, on the earlier answer tokens; entropy of the row's distribution over image patches "
+        f"(natural log; uniform over all patches would be ln(patches)). Heads: {params.get('heads')}."
+    )
+    rep.figure(
+        fig, "attention share on image / question / earlier answer, and entropy over image patches", relative_to=folder
+    )
+    rep.table(shares.groupby("layer")[["image", "question", "special", "answer", "image_entropy"]].mean())
+    rep.heading("Attention sinks")
+    rep.paragraph(
+        "A few positions can take a large share of every row whatever the token (the first token, some "
+        "image patches): attention sinks. Here a sink is position 0 plus the prompt positions whose "
+        "attention received, averaged over the answer rows and heads, lies above Q3 + 3 IQR of all prompt "
+        "positions (at most 5). Share of each row on them, per layer (mean, min, max over answer tokens); "
+        + (
+            "the video masks them (rows renormalised over the rest)."
+            if params.get("sinks") == "mask"
+            else "the video keeps them (--sinks mask hides them)."
+        )
+    )
+    sink_rows = []
+    for layer, group in shares.groupby("layer"):
+        where = ", ".join(f"{int(t)} ({trace.pmap.label(int(t))})" for t in trace.sinks(int(layer)))
+        sink_rows.append(
+            {
+                "layer": int(layer),
+                "sinks": where,
+                "mean share": group["sinks"].mean(),
+                "min": group["sinks"].min(),
+                "max": group["sinks"].max(),
+            }
+        )
+    import pandas as pd
+
+    rep.table(pd.DataFrame(sink_rows), index=False, floatfmt=".3f")
+    if relevance is not None:
+        r = relevance
+        rep.heading(f"Why answer token {r.token} ({r.piece.strip()!r}): relevance beside attention")
+        rep.paragraph(
+            f"Attention says where one layer looked; relevance says what moved the answer. For the logit of "
+            f"{r.piece.strip()!r} ({r.score:.3f}) read at position {r.query}, each decoder layer's attention is "
+            f"weighted by its gradient and kept where positive (dscore/dA * A, heads fused by {r.head_fusion}), and "
+            f"the layers {r.layers[0]}..{r.layers[-1]} are chained (Chefer et al. 2021; {r.aggregation}). Share on "
+            f"image positions: attention (layer {r.attention_layer}) {image_share(trace, r.attention):.1%}, "
+            f"relevance {image_share(trace, r.relevance):.1%}."
+        )
+        rep.figure(
+            Path(outputs["relevance_figure"]),
+            "the image, the attention row and the relevance row on its patches",
+            relative_to=folder,
+        )
+    if ground_truth is not None:
+        table, info = ground_truth
+        rep.heading("Ground truth: does the answer look at the asked-about object? (tiny_vlm)")
+        rep.paragraph(
+            f"Over {info['questions']} held-out questions that name one object ({info['split']} items "
+            f"{info['start']}..{info['start'] + info['drawn'] - 1}), the fraction whose attention over the 6x6 image "
+            f"grid peaks inside that object's mask, per decoder layer and head: from the answer token's own row, and "
+            f"from the step that produced it (what the video shows). A random pixel lands in the mask "
+            f"{info['random_pixel']:.3f} of the time. One head of tiny_vlm ({info['supervised']}) was trained with "
+            f"attention supervision (an auxiliary loss pulling it onto the named object); the other heads were not, "
+            f"and are shown beside it."
+        )
+        rep.table(table, index=False, floatfmt=".3f")
+    return rep.write(folder / "report.md")
