@@ -22,3 +22,60 @@ def dask_scheduler():
 
     with scheduler_and_worker(workers=2) as address:
         yield address
+
+
+# ------------------------------------------------------------------ slow tests (make test-fast skips them)
+# Real-component tests that start Dask clusters, papermill kernels, subprocess CLIs, zoo builds or VLM
+# generation; each took 3 s or more in a full run on the 2-core CI machine (pytest --durations=0). Whole
+# files, then single tests by name (every parametrization). `make test` runs them all.
+SLOW_FILES = {
+    "tests/test_sweep.py",
+    "tests/test_batch_commands.py",
+    "tests/test_distributed_eval.py",
+    "tests/test_notebooks.py",
+    "tests/test_setup.py",
+    "tests/zoo/test_zoo_build_cli.py",
+}
+SLOW_TESTS = {
+    "tests/scenarios/test_vlm_attention_video.py": {
+        "test_many_samples_resume_failures_and_dask",
+        "test_notebook_on_each_vlm_folder",
+    },
+    "tests/scenarios/test_clip_detector_attention.py": {
+        "test_cli_on_a_deepfakebench_checkpoint_of_another_depth",
+        "test_notebook_01_with_non_default_parameters",
+        "test_cli_bad_input",
+        "test_cli_refuses_a_folder_with_an_earlier_run",
+    },
+    "tests/scenarios/test_clip_text_gradcam_zoo.py": {"test_notebook_04_with_non_default_parameters"},
+    "tests/scenarios/test_detector_gradcam_eval.py": {"test_zoo_evaluation_files_and_resume"},
+    "tests/test_deepfakebench_parity.py": {
+        "test_clip_b16_verbatim_yaml_three_clis",
+        "test_xception_verbatim_yaml_detector_gradcam_and_evaluate",
+        "test_clip_non_64_head_size_needs_and_takes_the_count",
+    },
+    "tests/test_deepfakebench_evaluate.py": {
+        "test_deepfakebench_dataset_name_from_its_root",
+        "test_missing_frames_then_added_rerun_completes",
+    },
+    "tests/test_cli_errors.py": {"test_the_installed_command_prints_no_traceback"},
+    "tests/test_swin_layouts.py": {"test_the_evaluate_cli_takes_layout"},
+    "tests/test_cam_parity.py": {"test_resnet18_layer4[scorecam]"},
+    "tests/test_cam_raw_maps.py": {"test_raw_layer_maps_of_a_cnn[scorecam]"},
+    "tests/zoo/test_mnist_vit.py": {"test_accuracy_on_full_test_set", "test_quick_build_end_to_end_is_deterministic"},
+    "tests/zoo/test_shapes_clip.py": {"test_quick_build_writes_a_loadable_checkpoint"},
+    "tests/zoo/test_tiny_vlm.py": {"test_quick_build_writes_a_loadable_checkpoint"},
+    "tests/zoo/test_face_forgery_detector.py": {"test_quick_build_end_to_end"},
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a real-component test of 3 s or more (make test-fast deselects it)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        name = item.name.split("[")[0]
+        if path in SLOW_FILES or name in SLOW_TESTS.get(path, ()) or item.name in SLOW_TESTS.get(path, ()):
+            item.add_marker(pytest.mark.slow)
