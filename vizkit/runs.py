@@ -8,7 +8,7 @@ run is never mistaken for a finished one.
 A chunked run (scenario 3's evaluation) resumes chunk by chunk: :func:`open_resumable_run`
 reopens the folder of the same run (same ``manifest.json``), each chunk is written atomically
 to ``chunks/NNNNN.json`` + ``.npz`` (:func:`write_chunk`; the JSON last, so it marks the chunk
-written) and :func:`chunk_done` tells which chunks a rerun can skip.
+written); :mod:`vizkit.batch` marks which units a rerun can skip.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ParameterError
-from .io import atomic_path, write_json
+from .io import save_npz, write_json
 
 __all__ = [
     "runs_root",
@@ -37,7 +37,6 @@ __all__ = [
     "open_resumable_run",
     "chunk_paths",
     "write_chunk",
-    "chunk_done",
     "read_chunks",
     "read_chunk_arrays",
 ]
@@ -138,23 +137,8 @@ def chunk_paths(run: Path, k: int) -> tuple[Path, Path]:
 def write_chunk(run: Path, k: int, result: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Chunk ``k``'s arrays, then its results (atomically; the JSON's presence marks it written)."""
     js, npz = chunk_paths(run, k)
-    with atomic_path(npz) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
+    save_npz(npz, arrays)
     write_json(js, result)
-
-
-def chunk_done(run: Path, k: int) -> bool:
-    """Chunk ``k`` is recorded and complete: its files exist and its results list no ``errors``
-    (a chunk with failed items is computed again on the next run, so inputs fixed since are read;
-    a chunk that raised is never written at all)."""
-    js, npz = chunk_paths(run, k)
-    if not (js.is_file() and npz.is_file()):
-        return False
-    try:
-        return not json.loads(js.read_text(encoding="utf-8")).get("errors")
-    except json.JSONDecodeError:
-        return False
 
 
 def read_chunks(run: Path, n: int) -> list[dict[str, Any]]:

@@ -38,7 +38,6 @@ __all__ = [
     "heatmap_pngs",
     "frame_png",
     "ipywidgets_module",
-    "observe_all",
     "describe_controls",
 ]
 
@@ -328,12 +327,6 @@ def describe_controls(controls: Iterable[Any]) -> list[tuple[str, str]]:
             raise TypeError(f"no browser-test kind for a {type(c).__name__} control")
         out.append((c.description, kind))
     return out
-
-
-def observe_all(controls: Iterable[Any], callback: Callable[[], None]) -> None:
-    """Call ``callback()`` whenever the value of any of ``controls`` changes."""
-    for control in controls:
-        control.observe(lambda change: callback(), names="value")
 
 
 # ---------------------------------------------------------------- the explorer base

@@ -9,36 +9,27 @@ notebook's own lines.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["IPCKernelManager", "execute_notebook"]
+__all__ = ["ipc_kernel_manager", "execute_notebook"]
 
 
-def _manager_class() -> type:
+@functools.cache
+def ipc_kernel_manager() -> type:
+    """An ``AsyncKernelManager`` subclass whose kernels use the ``ipc`` transport (built on first
+    use: jupyter_client is imported lazily)."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
     class IPCKernelManager(AsyncKernelManager):
-        """An ``AsyncKernelManager`` whose kernels use the ``ipc`` transport."""
-
         @default("transport")
         def _transport_default(self) -> str:
             return "ipc"
 
-    return IPCKernelManager
-
-
-IPCKernelManager: type | None = None
-
-
-def ipc_kernel_manager() -> type:
-    """The :class:`IPCKernelManager` class (built on first use: jupyter_client is imported lazily)."""
-    global IPCKernelManager
-    if IPCKernelManager is None:
-        IPCKernelManager = _manager_class()
     return IPCKernelManager
 
 
@@ -52,8 +43,9 @@ def execute_notebook(
     log_output: bool = False,
     progress_bar: bool = False,
 ) -> Any:
-    """``papermill.execute_notebook`` with the kernel on IPC sockets (see the module docstring);
-    returns the executed notebook. A failing cell raises papermill's ``PapermillExecutionError``."""
+    """``papermill.execute_notebook`` with the kernel on IPC sockets (:func:`ipc_kernel_manager`, see
+    the module docstring); returns the executed notebook. A failing cell raises papermill's
+    ``PapermillExecutionError``."""
     import papermill as pm
 
     return pm.execute_notebook(
