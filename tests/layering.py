@@ -248,7 +248,7 @@ VIZKIT_RULES: list[tuple[str, str]] = [
     *_layer("math", "methods", "methods.*", "attention_math", "stats", "metrics", "metrics.*"),
     *_layer("io", "io"),
     *_layer("shared", "evaluate", "runs", "batch", "distributed", "distributed.*"),  # runs, sweeps, Dask: no scenario
-    *_layer("presentation", "render", "token_video", "report", "notebook", "widgets"),
+    *_layer("presentation", "render", "token_video", "report", "notebook", "widgets", "figures", "figures.*"),
     *_layer("models", "models", "models.*"),
     *_layer("leaf", "zoo.train", "zoo.train.*", "zoo.__main__"),  # before "zoo.*": first match wins
     *_layer("zoo", "zoo", "zoo.*"),
