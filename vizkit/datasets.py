@@ -68,7 +68,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, VizkitError
-from .io import IMAGE_SUFFIXES, load_image, read_json
+from .io import IMAGE_SUFFIXES, image_files, load_image, read_json, unique_stems
 
 __all__ = [
     "Item",
@@ -78,6 +78,7 @@ __all__ = [
     "ZOO_DATASET",
     "read_list",
     "read_deepfakebench_json",
+    "images_or_test_faces",
 ]
 
 ZOO_DATASET = "zoo:face_forgery"
@@ -208,6 +209,27 @@ def _zoo() -> EvalDataset:
     samples = zoo.dataset("face_forgery_detector", "test")
     items = [Item(f"{ZOO_DATASET}/test/{i:04d}", int(s.label), None, None) for i, s in enumerate(samples)]
     return EvalDataset(ZOO_DATASET, items, "the zoo's face_forgery_detector test split", zoo_samples=samples)
+
+
+def images_or_test_faces(images: Any, num_images: int, seed: int = 0) -> tuple[list[Any], list[str], list[Any]]:
+    """``(images, names, samples)``: the user's files (a path, a folder or a list of them, by
+    :func:`vizkit.io.image_files`; names their unique stems, samples None) or, when ``images`` is
+    empty, ``num_images`` faces of the zoo detector's test split alternating fake and real, each
+    kind in the order of a permutation seeded by ``seed`` (samples carry labels and masks; names
+    ``fake_<index>`` / ``real_<index>``)."""
+    if images:
+        files = image_files([images] if isinstance(images, (str, os.PathLike)) else list(images))
+        return list(files), unique_stems(files), [None] * len(files)
+    from . import zoo
+
+    test = zoo.dataset("face_forgery_detector", "test")
+    reals = [s for s in test if s.label == 0]
+    fakes = [s for s in test if s.label == 1]
+    rng = np.random.default_rng(seed)
+    ri, fi = rng.permutation(len(reals)), rng.permutation(len(fakes))
+    chosen = [(fakes[fi[k // 2]] if k % 2 == 0 else reals[ri[k // 2]]) for k in range(num_images)]
+    names = [f"{'fake' if s.label else 'real'}_{s.meta.get('index', k)}" for k, s in enumerate(chosen)]
+    return [s.image for s in chosen], unique_stems(names), chosen
 
 
 def _images_under(folder: Path) -> list[Path]:

@@ -4,7 +4,9 @@
 :func:`binary_metrics` scores a binary (real/fake) classifier's probabilities as DeepfakeBench
 does (AUC, accuracy, EER, AP, video-level AUC); :func:`localization` runs an explanation over
 samples with ground-truth masks and scores every map with :mod:`vizkit.metrics` (pointing game at one
-or more pixel tolerances, energy inside the mask and, given a score function, the deletion AUC).
+or more pixel tolerances, energy inside the mask and, given a score function, the deletion AUC);
+:func:`config_maps` and :func:`config_scores` do the same for several map configurations (head
+fusions, layer choices ...) computed together.
 
 Example::
 
@@ -19,7 +21,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,10 +31,21 @@ import torch.nn.functional as F
 
 from .errors import InputError
 from .metrics import deletion_auc, energy_pointing_game, pointing_game
+from .stats import map_entropy
 
-__all__ = ["batched", "Localization", "localization", "masks_like", "binary_metrics", "binary_metrics_table"]
+__all__ = [
+    "batched",
+    "Localization",
+    "localization",
+    "masks_like",
+    "config_maps",
+    "config_scores",
+    "binary_metrics",
+    "binary_metrics_table",
+]
 
 S = TypeVar("S")
+K = TypeVar("K", bound=Hashable)
 
 
 def batched(
@@ -144,6 +157,53 @@ def localization(
         layers=layers,
         deletion=torch.cat(deletion) if deletion else None,
     )
+
+
+def config_maps(
+    explain: Callable[[torch.Tensor], Mapping[K, torch.Tensor]], inputs: torch.Tensor, batch_size: int | None = 50
+) -> dict[K, torch.Tensor]:
+    """Every configuration's maps of ``inputs`` ``[N, C, H, W]``, batch by batch: ``explain(x)``
+    returns ``{config: [b, H, W]}`` for a batch ``x`` (every configuration from one call, e.g. from
+    one cached pass). Returns ``{config: [N, H, W]}`` in the order ``explain`` gives them."""
+    out: dict[K, list[torch.Tensor]] = {}
+    for start, chunk in batched(range(len(inputs)), batch_size):
+        for key, maps in explain(inputs[start : start + len(chunk)]).items():
+            out.setdefault(key, []).append(maps)
+    return {key: torch.cat(v) for key, v in out.items()}
+
+
+def config_scores(
+    samples: Sequence[S],
+    inputs: torch.Tensor,
+    maps: Mapping[K, torch.Tensor],
+    score: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    *,
+    mask: Callable[[S], Any] = lambda s: s.mask,
+    deletion_steps: int = 20,
+    batch_size: int | None = 50,
+) -> dict[K, dict[str, float]]:
+    """:func:`localization` of precomputed maps, per configuration: ``samples`` with masks, their
+    model inputs ``inputs`` ``[N, C, H, W]`` and ``maps[config]`` ``[N, H, W]`` (e.g. from
+    :func:`config_maps`). Per config: ``pointing`` (fraction of peaks inside the mask),
+    ``energy_in_mask`` (mean share of the map inside it), ``deletion_auc`` (mean, given ``score``)
+    and ``entropy`` (mean :func:`vizkit.stats.map_entropy` of the maps, nats, NaN maps skipped)."""
+    positions = list(range(len(samples)))
+    out: dict[K, dict[str, float]] = {}
+    for key, m in maps.items():
+        loc = localization(
+            positions,
+            lambda chunk: inputs[list(chunk)],
+            lambda x, chunk, m=m: m[list(chunk)],
+            mask=lambda i: mask(samples[i]),
+            score=score,
+            deletion_steps=deletion_steps,
+            batch_size=batch_size,
+        )
+        out[key] = {"pointing": loc.pointing(), "energy_in_mask": float(loc.energy.mean())}
+        if loc.deletion is not None:
+            out[key]["deletion_auc"] = float(loc.deletion.mean())
+        out[key]["entropy"] = float(map_entropy(m).nanmean())
+    return out
 
 
 def binary_metrics(

@@ -14,7 +14,7 @@ import inspect
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -684,6 +684,18 @@ class AttentionGradients:
             targets=self.classes[target],
             output=self.output,
         )
+
+    def by_class(self, classes: Sequence[int]) -> AttentionGradients:
+        """This cache with target ``i`` moved to index ``classes[i]`` (its gradients, scores and
+        classes), so that ``relevance(k)`` explains class ``k``; an index no target has holds None
+        (``classes=[2, 0]`` -> targets ``[t1, None, t0]``). Attentions and layout are shared."""
+        n = max(classes) + 1
+        grads: list[Any] = [None] * n
+        scores: list[Any] = [None] * n
+        cls: list[Any] = [None] * n
+        for i, k in enumerate(classes):
+            grads[k], scores[k], cls[k] = self.gradients[i], self.scores[i], self.classes[i]
+        return replace(self, gradients=grads, scores=scores, classes=cls)
 
 
 @_outside_inference_mode()

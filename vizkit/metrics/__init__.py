@@ -1,7 +1,8 @@
 """Quality metrics for saliency / explanation maps.
 
 - localisation (:mod:`.maps`): :func:`pointing_game`, :func:`energy_pointing_game`,
-  :func:`top_region_iou`, :func:`region_means`
+  :func:`top_region_iou`, :func:`region_means`,
+  :func:`comparison_numbers` (two maps of one image)
 - faithfulness (:mod:`.perturbation`): :func:`deletion_auc`, :func:`insertion_auc`
 - faithfulness by imputation (:mod:`.road`): :func:`road` (Rong et al., 2022), :func:`confidence_change`,
   :func:`random_map_baseline` (the chance level of any of them)
@@ -13,7 +14,7 @@ Heatmaps are ``[B, H, W]`` at image resolution; images are ``[B, C, H, W]``.
 
 from __future__ import annotations
 
-from .maps import energy_pointing_game, pointing_game, region_means, top_region_iou
+from .maps import comparison_numbers, energy_pointing_game, pointing_game, region_means, top_region_iou
 from .perturbation import deletion_auc, insertion_auc
 from .randomisation import map_similarity, parameter_randomisation, parameterised_layers, randomization_sanity_check
 from .road import ConfidenceChange, confidence_change, random_map_baseline, road, road_curves
@@ -34,4 +35,5 @@ __all__ = [
     "random_map_baseline",
     "top_region_iou",
     "region_means",
+    "comparison_numbers",
 ]

@@ -1,13 +1,15 @@
 """Localisation metrics of maps ``[B, H, W]``: :func:`pointing_game`, :func:`energy_pointing_game`,
-:func:`top_region_iou`, :func:`region_means`."""
+:func:`top_region_iou`, :func:`region_means`; two maps of one image compared: :func:`comparison_numbers`."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["pointing_game", "energy_pointing_game", "top_region_iou", "region_means"]
+__all__ = ["pointing_game", "energy_pointing_game", "top_region_iou", "region_means", "comparison_numbers"]
 
 
 def _check_maps_and_masks(heatmaps: Tensor, masks: Tensor) -> Tensor:
@@ -82,3 +84,19 @@ def region_means(maps: Tensor, rows: int = 3, cols: int = 3) -> Tensor:
     if maps.ndim != 3:
         raise ValueError(f"expected maps [B, H, W], got shape {tuple(maps.shape)}")
     return F.adaptive_avg_pool2d(maps[:, None].float(), (rows, cols))[:, 0]
+
+
+def comparison_numbers(a: Tensor, b: Tensor, top: float = 0.2) -> dict[str, Any]:
+    """Numbers comparing two maps ``[H, W]`` of one image, each in [0, 1] (e.g. a real-class map
+    ``a`` and a fake-class map ``b``): ``top20_iou`` the IoU of their top-``top`` regions
+    (:func:`top_region_iou`; the key keeps its name for any ``top``), ``overlap_mean`` the mean of
+    ``min(a, b)``, ``difference_mean`` the mean of ``b - a`` and ``difference_by_region`` the mean of
+    ``b - a`` in each cell of a 3 x 3 grid (:func:`region_means`, a nested list, rows top to bottom)."""
+    r, f = a[None].float(), b[None].float()
+    cells = region_means(f - r)[0]
+    return {
+        "top20_iou": float(top_region_iou(r, f, top)[0]),
+        "overlap_mean": float(torch.minimum(r, f).mean()),
+        "difference_mean": float((f - r).mean()),
+        "difference_by_region": cells.tolist(),
+    }

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import inspect
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,7 @@ __all__ = [
     "parameter_randomisation",
     "parameterised_layers",
     "randomization_sanity_check",
+    "sanity_by_config",
 ]
 
 SIMILARITIES = ("spearman", "spearman_signed", "ssim")
@@ -110,6 +111,34 @@ def randomization_sanity_check(
 
     _randomise_steps(randomized, layer_names, True, seed, _randomize_, compare)
     return pd.DataFrame(rows, columns=["step", "layer", "sample", "spearman", "spearman_abs"])
+
+
+def sanity_by_config(
+    explain_fn: Callable[[nn.Module], Mapping[Hashable, Tensor]],
+    model: nn.Module,
+    layer_names: Sequence[str],
+    seed: int = 0,
+) -> dict[Hashable, float]:
+    """:func:`randomization_sanity_check` of several map configurations at once (e.g. head fusions x
+    layer choices computed from one cached pass): ``explain_fn(model)`` returns ``{config: [B, H, W]}``,
+    the same configs in the same order at every call. Per config: the mean over the B samples of
+    the Spearman correlation with the trained model's maps after the LAST cascading step (all of
+    ``layer_names`` re-initialised); NaN when it is NaN for every sample (constant maps)."""
+    keys: list[Hashable] = []
+    batch: list[int] = []
+
+    def stacked(m: nn.Module) -> Tensor:
+        maps = explain_fn(m)
+        if not keys:
+            keys.extend(maps)
+            batch.append(next(iter(maps.values())).shape[0])
+        return torch.cat([maps[k] for k in keys])  # config-major [K * B, H, W]
+
+    df = randomization_sanity_check(stacked, model, layer_names, seed=seed)
+    last = df[df["step"] == df["step"].max()].copy()
+    last["config"] = last["sample"] // batch[0]
+    means = last.groupby("config")["spearman"].mean()
+    return {k: float(means.get(i, np.nan)) for i, k in enumerate(keys)}
 
 
 def _ssim(a: Tensor, b: Tensor, win: int = 7) -> Tensor:

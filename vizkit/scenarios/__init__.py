@@ -5,6 +5,9 @@ module                         what it explains                                 
 =============================  ====================================================  =========
 ``clip_detector_attention``    a detector's real/fake gradient-weighted attention    01
                                (seed 000)
+``detector_attention_images``  scenario 1's per-image maps, figures and sidecars     01
+``detector_attention_eval``    scenario 1's faithfulness table on held-out faces     01
+``detector_attention_report``  scenario 1's report and its observations              01
 ``vit_mnist_attention``        a ViT digit classifier's CLS attention (seed 001)     02
 ``detector_gradcam_eval``      a detector's Grad-CAM on named layers, evaluation     03
                                explaining its mistakes (seed 002)
@@ -46,18 +49,15 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "CLIPViTGradCAM",
         "DetectorAttention",
         "DetectorModel",
-        "ImageResult",
         "DetectorAttentionExplorer",
         "load_detector_model",
         "check_attention_options",
         "run_detector_attention",
         "AttentionRun",
-        "analyze_single_image",
-        "analyze_images",
-        "faithfulness_table",
-        "faithfulness_observations",
-        "write_attention_report",
     ),
+    "detector_attention_images": ("ImageResult", "analyze_single_image", "analyze_images"),
+    "detector_attention_eval": ("faithfulness_table",),
+    "detector_attention_report": ("faithfulness_observations", "write_attention_report"),
     "vit_mnist_attention": (
         "AttentionVisualizer",
         "AttentionCache",

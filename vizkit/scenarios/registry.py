@@ -48,6 +48,9 @@ __all__ = [
     "get_scenario",
     "find_scenario",
     "notebook_validator",
+    "layers_ok",
+    "parse_layers",
+    "choices_ok",
 ]
 
 #: a notebook's check: ``check(namespace, names_defined_before_the_parameters_cell) -> parameters``
@@ -81,6 +84,51 @@ def common_parameters(*names: str) -> list[Param]:
             f"no common parameter {', '.join(map(repr, unknown))}: choose from {', '.join(COMMON_PARAMETERS)}"
         )
     return [p for name, p in COMMON_PARAMETERS.items() if not names or name in names]
+
+
+def layers_ok(value: Any) -> str | None:
+    """The check of a notebook's layers parameter (a ``Param`` check: None when fine, else the
+    problem): ``last`` / ``last_<k>`` / ``all``, comma-separated block indices or module names
+    (``"-4,-3"``, ``"encoder.layers.1"``), or a non-empty list of indices or names."""
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if (
+            v in ("all", "last")
+            or v.startswith("last_")
+            or all(
+                p.strip().lstrip("-").isdigit() or p.strip().startswith(("encoder", "backbone", "blocks"))
+                for p in v.split(",")
+                if p.strip()
+            )
+        ):
+            return None
+        return "use last, last_4, all, block indices such as -4,-3,-2,-1, or module names"
+    ok = all((isinstance(i, int) and not isinstance(i, bool)) or isinstance(i, str) for i in value)
+    return None if ok and value else "a non-empty list of block indices or names"
+
+
+def parse_layers(value: Any) -> Any:
+    """A layers parameter as :func:`vizkit.layers.resolve_layers` takes it: ``"-4,-3"`` -> ``[-4, -3]``;
+    ``"last_4"`` / ``"all"`` / ``"last"`` lower-cased; names pass through; a list is copied."""
+    if isinstance(value, str):
+        v = value.strip()
+        if v.lower() in ("all", "last") or v.lower().startswith("last_"):
+            return v.lower()
+        parts = [p.strip() for p in v.split(",") if p.strip()]
+        return [int(p) if p.lstrip("-").isdigit() else p for p in parts]
+    return list(value)
+
+
+def choices_ok(choices: Iterable[str], what: str) -> Callable[[str], str | None]:
+    """The check of a comma-separated parameter whose items are ``choices`` (``what`` names them in
+    the message): ``choices_ok(["a", "b"], "mode")("a,c")`` -> ``"unknown mode(s) c: choose from a, b"``."""
+    allowed = list(choices)
+
+    def check(value: str) -> str | None:
+        bad = [m for m in value.split(",") if m.strip() and m.strip() not in allowed]
+        return f"unknown {what}(s) {', '.join(bad)}: choose from {', '.join(allowed)}" if bad else None
+
+    return check
 
 
 class UnknownScenarioError(InputError, KeyError):

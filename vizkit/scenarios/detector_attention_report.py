@@ -1,0 +1,156 @@
+"""Scenario 1's report: ``attention_report.md`` (:func:`write_attention_report`: the run's
+parameters, the detector, how the maps were made, per-image predictions, the faithfulness table)
+and the sentences read off the faithfulness table (:func:`faithfulness_observations`). The score
+behind every map: the real-class and fake-class logits of the detector.
+
+Example::
+
+    from vizkit.scenarios.detector_attention_report import faithfulness_observations, write_attention_report
+    notes = faithfulness_observations(table)        # table: faithfulness_table(...)
+    write_attention_report(run_dir, params, detector, results, table, notes)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..layers import find_blocks
+from ..models import Detector
+from ..report import Report
+from .detector_attention_images import ImageResult
+
+__all__ = ["faithfulness_observations", "write_attention_report"]
+
+
+def faithfulness_observations(table: pd.DataFrame) -> list[str]:
+    """Sentences generated from the faithfulness table."""
+    notes = []
+    best = table.loc[table["pointing"].idxmax()]
+    notes.append(
+        f"The fake-class map points inside the manipulated region most often with heads fused by "
+        f"{best['head_fusion']}, {best['layer_mode']} and {best['aggregation']} aggregation: "
+        f"{best['pointing']:.1%} of the fakes (energy inside the mask {best['energy_in_mask']:.1%})."
+    )
+    low = table.loc[table["deletion_auc"].idxmin()]
+    ref = ""
+    if "deletion_auc_mask_order" in table.attrs:
+        m, r = table.attrs["deletion_auc_mask_order"], table.attrs["deletion_auc_random_order"]
+        ref = (
+            f" For reference, deleting the ground-truth manipulated region first gives {m:.3f} and a random "
+            f"order {r:.3f}"
+            + (
+                "; a blob of deleted pixels itself looks manipulated to this detector, so "
+                "deletion says little about these maps."
+                if r < m
+                else "."
+            )
+        )
+    spread = table["deletion_auc"].max() - table["deletion_auc"].min()
+    if spread < 0.01:
+        notes.append(
+            f"The deletion AUC does not separate the variants (all {table['deletion_auc'].mean():.3f} within "
+            f"{spread:.3f}): removing the map's top pixels first hardly lowers the fake probability." + ref
+        )
+    else:
+        notes.append(
+            f"Deleting pixels in the order of the map lowers the fake probability fastest for "
+            f"{low['head_fusion']} / {low['layer_mode']} / {low['aggregation']} (deletion AUC "
+            f"{low['deletion_auc']:.3f}; the worst combination {table['deletion_auc'].max():.3f})." + ref
+        )
+    by_agg = table.groupby("aggregation")["pointing"].mean()
+    if len(by_agg) == 2:
+        notes.append(
+            f"Averaged over fusions and layer modes, Chefer's relevance propagation points correctly on "
+            f"{by_agg.get('relevance', np.nan):.1%} of the fakes and the plain per-layer mean on "
+            f"{by_agg.get('mean', np.nan):.1%}."
+        )
+    er, ef = table["entropy_real_maps_real"].mean(), table["entropy_fake_maps_fake"].mean()
+    verdict = (
+        "holds for this model: real-class maps on real faces are more spread out"
+        if er > ef
+        else "does not hold for this model: real-class maps on real faces are not more spread out"
+    )
+    notes.append(
+        f"The seed's claim that real-class maps spread over the face while fake-class maps concentrate "
+        f"on the artifact {verdict} (mean entropy {er:.2f} vs {ef:.2f} nats)."
+    )
+    s = table["sanity_spearman"]
+    notes.append(
+        f"After re-initialising the last blocks the maps keep a mean rank correlation of {s.mean():.2f} "
+        f"(range {s.min():.2f} to {s.max():.2f}) with the trained model's: "
+        + (
+            "they depend on the learnt weights (sanity check passed)."
+            if s.max() < 0.5
+            else "some maps barely change with the weights; read them with care."
+        )
+    )
+    return notes
+
+
+def write_attention_report(
+    out: Path,
+    params: dict[str, Any],
+    detector: Detector,
+    results: Sequence[ImageResult],
+    table: pd.DataFrame | None = None,
+    notes: Sequence[str] = (),
+    failures: Sequence[tuple[str, str]] = (),
+    figures: Sequence[Path] = (),
+) -> Path:
+    """``attention_report.md``: parameters, model, per-image predictions, faithfulness table."""
+    rep = Report("Gradient-weighted attention of a deepfake detector")
+    rep.heading("Run parameters").parameters(params)
+    rep.heading("Model").bullets(
+        [
+            f"source: `{detector.info.get('source')}`",
+            f"input pipeline: {detector.pipeline}",
+            f"classes: {', '.join(detector.class_names)}",
+            f"transformer blocks: {len(find_blocks(detector.model))}",
+        ]
+    )
+    if results:
+        r0 = results[0]
+        how = "Chefer relevance propagation" if r0.aggregation == "relevance" else "the plain per-layer mean"
+        rep.heading("How the maps were made").paragraph(
+            f"Per layer, gradient-weighted attention Ā = fuse_heads((∇A ⊙ A)⁺) with heads fused by "
+            f"**{r0.head_fusion}**; the per-image figures combine {len(r0.layers)} layer(s) "
+            f"({', '.join(r0.layers)}) by **{how}** "
+            "(aggregation). Real and fake maps come from one forward pass."
+            + (f" Note: {r0.layers_note}." if r0.layers_note else "")
+        )
+        rep.heading("Predictions")
+        rows = pd.DataFrame(
+            [
+                {
+                    "image": r.stem,
+                    "predicted": r.class_names[r.predicted],
+                    **{f"p({n})": p for n, p in zip(r.class_names, r.probs)},
+                    "top-20 % IoU": r.numbers["top20_iou"],
+                    "where they differ": r.sentence,
+                }
+                for r in results
+            ]
+        )
+        rep.table(rows, index=False, floatfmt=".3f")
+    if failures:
+        rep.heading("Images that could not be read").bullets([f"`{n}`: {e}" for n, e in failures])
+    if table is not None:
+        rep.heading("Faithfulness on held-out faces")
+        rep.paragraph(
+            "Pointing game and energy: the fake-class map on fakes against the manipulation mask. Deletion "
+            "AUC: the fake probability as the map's top pixels are removed (lower is better). Entropy: "
+            "spread of the maps (nats). Sanity: Spearman correlation with the maps of a model whose last "
+            "blocks are re-initialised (near 0 is good)."
+        )
+        rep.table(table, index=False, floatfmt=".3f")
+        rep.heading("Observations").bullets(list(notes))
+    if figures:
+        rep.heading("Figures")
+        for f in figures:
+            rep.figure(f, Path(f).stem.replace("_", " "), relative_to=out)
+    return rep.write(Path(out) / "attention_report.md")
