@@ -97,3 +97,25 @@ def test_bad_targets_and_state_restored():
     with pytest.raises(TargetError):
         attention_gradients(model, x, [0, 99])
     assert model.training and all(p.requires_grad for p in model.parameters()) and all_hooks(model) == 0
+
+
+def test_by_class_moves_each_target_to_its_class_index():
+    c = _cache(["l1"])
+    c2 = AttentionGradients(
+        c.attentions,
+        [c.gradients[0], {"l1": G2[None, None]}],
+        [torch.tensor([1.0]), torch.tensor([2.0])],
+        [torch.tensor([4]), torch.tensor([0])],
+        c.layers,
+        c.grid,
+        c.prefix_tokens,
+        c.image_size,
+    )
+    moved = c2.by_class([4, 0])  # target 0 explains class 4, target 1 class 0
+    assert len(moved.gradients) == 5 and moved.gradients[1:4] == [None, None, None]
+    assert moved.gradients[4] is c2.gradients[0] and moved.gradients[0] is c2.gradients[1]
+    assert [float(s) for s in (moved.scores[0], moved.scores[4])] == [2.0, 1.0] and moved.classes[2] is None
+    assert moved.attentions is c2.attentions and moved.grid == (1, 2) and moved.image_size == (4, 8)
+    # class 4's map is the one target 0 gave: (G1*A1)+ CLS row over the patches [0, 1]
+    torch.testing.assert_close(moved.relevance(4), torch.tensor([[[0.0, 1.0]]]))
+    torch.testing.assert_close(moved.relevance(0), c2.relevance(1))

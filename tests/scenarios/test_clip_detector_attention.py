@@ -177,6 +177,33 @@ def test_analyze_images_files_and_sidecar(tmp_path, detector, faces):
     assert side["where_they_differ"] == cda.where_they_differ(n)
 
 
+def test_analyze_single_image_equals_gradient_attention(tmp_path, detector, faces):
+    Image.fromarray(faces[0][0].image).save(tmp_path / "face.png")
+    res = cda.analyze_single_image(None, None, tmp_path / "face.png", tmp_path / "out", [-2, -1], "max", False)
+    x = detector.preprocess(detector.read(tmp_path / "face.png"))[None]
+    last_two = cda.CLIPViTGradCAM(detector.model).layer_names[-2:]
+    real, fake = (vizkit.gradient_attention(detector.model, x, k, layers=last_two, head_fusion="max") for k in (0, 1))
+    np.testing.assert_allclose(res.real, real.heatmap[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(res.fake, fake.heatmap[0].numpy(), atol=1e-6)
+    with torch.no_grad():
+        probs = detector.model(x).softmax(-1)[0]
+    assert res.probs == pytest.approx(probs.tolist(), abs=1e-6) and res.predicted == int(probs.argmax())
+    numbers = cda.comparison_numbers(real.heatmap[0], fake.heatmap[0])
+    for key in ("top20_iou", "overlap_mean", "difference_mean"):
+        assert res.numbers[key] == pytest.approx(numbers[key], abs=1e-6), key
+    np.testing.assert_allclose(res.numbers["difference_by_region"], numbers["difference_by_region"], atol=1e-6)
+    assert (res.stem, res.layers, res.head_fusion, res.aggregation) == ("face", last_two, "max", "relevance")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "face.json",
+        "face_comparison.png",
+        "face_fake_attention.png",
+        "face_real_attention.png",
+    ]
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(VizkitError):
+        cda.analyze_single_image(None, None, tmp_path / "broken.png", tmp_path / "out2")
+
+
 def test_faithfulness_table_matches_direct_computation(detector, faces):
     fakes, reals = faces
     table = cda.faithfulness_table(

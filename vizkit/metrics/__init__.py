@@ -3,10 +3,11 @@
 - localisation (:mod:`.maps`): :func:`pointing_game`, :func:`energy_pointing_game`,
   :func:`top_region_iou`, :func:`region_means`,
   :func:`comparison_numbers` (two maps of one image)
-- faithfulness (:mod:`.perturbation`): :func:`deletion_auc`, :func:`insertion_auc`
+- faithfulness (:mod:`.perturbation`): :func:`deletion_auc`, :func:`insertion_auc`, :func:`deletion_references`
 - faithfulness by imputation (:mod:`.road`): :func:`road` (Rong et al., 2022), :func:`confidence_change`,
   :func:`random_map_baseline` (the chance level of any of them)
-- sanity (:mod:`.randomisation`): :func:`parameter_randomisation`, :func:`randomization_sanity_check`
+- sanity (:mod:`.randomisation`): :func:`parameter_randomisation`, :func:`randomization_sanity_check`,
+  :func:`sanity_by_config`
   (Adebayo et al., 2018)
 
 Heatmaps are ``[B, H, W]`` at image resolution; images are ``[B, C, H, W]``.
@@ -15,8 +16,14 @@ Heatmaps are ``[B, H, W]`` at image resolution; images are ``[B, C, H, W]``.
 from __future__ import annotations
 
 from .maps import comparison_numbers, energy_pointing_game, pointing_game, region_means, top_region_iou
-from .perturbation import deletion_auc, insertion_auc
-from .randomisation import map_similarity, parameter_randomisation, parameterised_layers, randomization_sanity_check
+from .perturbation import deletion_auc, deletion_references, insertion_auc
+from .randomisation import (
+    map_similarity,
+    parameter_randomisation,
+    parameterised_layers,
+    randomization_sanity_check,
+    sanity_by_config,
+)
 from .road import ConfidenceChange, confidence_change, random_map_baseline, road, road_curves
 
 __all__ = [
@@ -36,4 +43,6 @@ __all__ = [
     "top_region_iou",
     "region_means",
     "comparison_numbers",
+    "deletion_references",
+    "sanity_by_config",
 ]

@@ -25,8 +25,7 @@ from torch import nn
 from ..attention_math import AGGREGATIONS, HEAD_FUSIONS
 from ..errors import InputError
 from ..evaluate import config_maps, config_scores
-from ..metrics.perturbation import deletion_references
-from ..metrics.randomisation import sanity_by_config
+from ..metrics import deletion_references, sanity_by_config
 from ..models import Detector
 from ..models.vit_gradcam import LAYER_MODES, CLIPViTGradCAM, DetectorAttention
 from ..state import model_device
