@@ -1,10 +1,12 @@
 """Explanations scored over a dataset: the one loop every scenario and the zoo use.
 
-:func:`batched` is the shared loop over samples (chunks, optional progress bar);
+:func:`batched` is the shared loop over samples (chunks, optional progress bar), and
+:func:`predicted_classes` a classifier's predictions over it;
 :func:`binary_metrics` scores a binary (real/fake) classifier's probabilities as DeepfakeBench
 does (AUC, accuracy, EER, AP, video-level AUC); :func:`localization` runs an explanation over
 samples with ground-truth masks and scores every map with :mod:`vizkit.metrics` (pointing game at one
-or more pixel tolerances, energy inside the mask and, given a score function, the deletion AUC).
+or more pixel tolerances, energy inside the mask and, given a score function, the deletion AUC);
+:func:`pointing_by_method` tabulates it for several explanation methods.
 
 Example::
 
@@ -29,8 +31,18 @@ import torch.nn.functional as F
 
 from .errors import InputError
 from .metrics import deletion_auc, energy_pointing_game, pointing_game
+from .state import model_device
 
-__all__ = ["batched", "Localization", "localization", "masks_like", "binary_metrics", "binary_metrics_table"]
+__all__ = [
+    "batched",
+    "predicted_classes",
+    "Localization",
+    "localization",
+    "pointing_by_method",
+    "masks_like",
+    "binary_metrics",
+    "binary_metrics_table",
+]
 
 S = TypeVar("S")
 
@@ -60,6 +72,24 @@ def batched(
     finally:
         if bar is not None:
             bar.close()
+
+
+def predicted_classes(
+    model: torch.nn.Module,
+    images: Sequence[Any],
+    preprocess: Callable[[Any], torch.Tensor],
+    batch_size: int | None = 1000,
+) -> torch.Tensor:
+    """The class each image is predicted as, ``[N]`` int64 on the CPU: ``preprocess(image)``
+    ``[C, H, W]`` stacked ``batch_size`` at a time, ``argmax`` of the model's ``[B, classes]``
+    output, without gradients."""
+    device = model_device(model)
+    preds = []
+    with torch.no_grad():
+        for _, chunk in batched(images, batch_size):
+            x = torch.stack([preprocess(im) for im in chunk])
+            preds.append(model(x.to(device)).argmax(-1).cpu())
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
 
 def masks_like(masks: Sequence[Any] | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -144,6 +174,37 @@ def localization(
         layers=layers,
         deletion=torch.cat(deletion) if deletion else None,
     )
+
+
+def pointing_by_method(
+    samples: Sequence[S],
+    inputs: Callable[[Sequence[S]], torch.Tensor],
+    explain: Callable[[torch.Tensor, Sequence[S], str], Any],
+    methods: Sequence[str],
+    batch_size: int | None = 50,
+) -> Any:
+    """:func:`localization` of ``samples`` once per method: ``explain(x, chunk, method)`` like
+    :func:`localization`'s ``explain``, ``inputs`` and the samples' ``mask`` as there. A pandas table,
+    one row per method: ``method``, ``layer`` (the explained layers, comma-joined), ``scenes``,
+    ``hits`` (maps peaking inside the mask), ``pointing_accuracy`` (hits / scenes) and
+    ``energy_in_mask`` (the mean share of each map inside its mask)."""
+    import pandas as pd
+
+    rows = []
+    for method in methods:
+        res = localization(samples, inputs, lambda x, chunk, m=method: explain(x, chunk, m), batch_size=batch_size)
+        hits = res.hits[0]
+        rows.append(
+            {
+                "method": method,
+                "layer": ", ".join(res.layers),
+                "scenes": int(hits.numel()),
+                "hits": int(hits.sum()),
+                "pointing_accuracy": res.pointing(),
+                "energy_in_mask": float(res.energy.mean()),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def binary_metrics(

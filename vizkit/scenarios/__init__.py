@@ -9,6 +9,8 @@ module                         what it explains                                 
 ``detector_gradcam_eval``      a detector's Grad-CAM on named layers, evaluation     03
                                explaining its mistakes (seed 002)
 ``clip_text_gradcam``          CLIP image-text similarity by Grad-CAM (seed 003)     04
+``clip_text_explain``          scenario 4's explanation of a batch and its files     04
+``clip_text_report``           scenario 4's pointing game and report                 04
 ``cluster_tasks``              the batch commands on a Dask cluster (vizkit.batch):  -
                                the evaluation's mapper
 ``vlm_attention_video``        a VLM's per-token attention video (seed 004)          05
@@ -93,7 +95,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "cluster_tasks": ("EvaluationMapper",),
     "clip_text_gradcam": (
-        "ClipGradCAMResult",
         "ClipExplorer",
         "load_clip_model",
         "load_class_texts",
@@ -101,16 +102,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "display_crop",
         "run_clip_gradcam",
         "ClipBatchRun",
-        "explain_clip",
-        "save_result",
-        "output_stem",
         "visualize_clip_gradcam",
-        "pointing_table",
-        "text_maps",
         "text_maps_figure",
-        "write_clip_report",
         "candidate_layers",
     ),
+    "clip_text_explain": ("ClipGradCAMResult", "explain_clip", "save_result", "output_stem", "text_maps"),
+    "clip_text_report": ("pointing_table", "write_clip_report"),
     "vlm_attention_video": (
         "VLMAttentionVisualizer",
         "VLMAttentionExplorer",
