@@ -1,7 +1,8 @@
 """Explanations scored over a dataset: the one loop every scenario and the zoo use.
 
 :func:`batched` is the shared loop over samples (chunks, optional progress bar), and
-:func:`predicted_classes` a classifier's predictions over it;
+:func:`predicted_classes` a classifier's predictions over it; :func:`select_indices` picks samples of a
+labelled set (one per class, given indices, the misclassified first);
 :func:`binary_metrics` scores a binary (real/fake) classifier's probabilities as DeepfakeBench
 does (AUC, accuracy, EER, AP, video-level AUC); :func:`localization` runs an explanation over
 samples with ground-truth masks and scores every map with :mod:`vizkit.metrics` (pointing game at one
@@ -29,13 +30,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
+from .errors import InputError, VizkitError
 from .metrics import deletion_auc, energy_pointing_game, pointing_game
 from .state import model_device
 
 __all__ = [
     "batched",
     "predicted_classes",
+    "SELECTIONS",
+    "select_indices",
     "Localization",
     "localization",
     "pointing_by_method",
@@ -90,6 +93,47 @@ def predicted_classes(
             x = torch.stack([preprocess(im) for im in chunk])
             preds.append(model(x.to(device)).argmax(-1).cpu())
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
+
+
+#: the ways :func:`select_indices` picks samples
+SELECTIONS = ("one_per_class", "indices", "misclassified_first")
+
+
+def select_indices(
+    labels: Sequence[int] | np.ndarray,
+    num_samples: int,
+    selection: str = "one_per_class",
+    indices: Sequence[int] | None = None,
+    predictions: Callable[[], Any] | None = None,
+) -> list[int]:
+    """Indices of ``num_samples`` samples of a labelled set (``labels`` ``[N]``, classes 0..K-1).
+
+    ``one_per_class``: the first sample of each class in turn (0, 1, 2, ..., 0, 1, ...: the
+    second of each class once the first are used); ``indices``: the given ``indices``, checked
+    against ``N`` (``num_samples`` is then ignored); ``misclassified_first``: the samples whose
+    prediction (``predictions()`` ``[N]``, called only for this selection) differs from the label,
+    in order, then the others.
+    """
+    labels = np.asarray(labels)
+    if selection not in SELECTIONS:
+        raise VizkitError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+    if selection == "indices":
+        if not indices:
+            raise VizkitError("selection='indices' needs a non-empty list of test-set indices")
+        bad = [i for i in indices if not 0 <= int(i) < len(labels)]
+        if bad:
+            raise VizkitError(f"test-set indices {bad} are out of range 0..{len(labels) - 1}")
+        return [int(i) for i in indices]
+    if num_samples < 1:
+        raise VizkitError(f"num_samples must be positive, got {num_samples}")
+    if selection == "one_per_class":
+        firsts = {c: iter(np.flatnonzero(labels == c)) for c in range(int(labels.max()) + 1)}
+        return [int(next(firsts[k % len(firsts)])) for k in range(num_samples)]
+    if predictions is None:
+        raise VizkitError("selection='misclassified_first' needs the predictions")
+    wrong = torch.nonzero(torch.as_tensor(predictions()) != torch.from_numpy(np.array(labels))).flatten().tolist()
+    right = [i for i in range(len(labels)) if i not in set(wrong)]
+    return (wrong + right)[:num_samples]
 
 
 def masks_like(masks: Sequence[Any] | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -6,6 +6,7 @@ module                         what it explains                                 
 ``clip_detector_attention``    a detector's real/fake gradient-weighted attention    01
                                (seed 000)
 ``vit_mnist_attention``        a ViT digit classifier's CLS attention (seed 001)     02
+``vit_mnist_report``           scenario 2's statistics, observations and report      02
 ``detector_gradcam_eval``      a detector's Grad-CAM on named layers, evaluation     03
                                explaining its mistakes (seed 002)
 ``clip_text_gradcam``          CLIP image-text similarity by Grad-CAM (seed 003)     04
@@ -15,6 +16,7 @@ module                         what it explains                                 
                                the evaluation's mapper
 ``vlm_attention_video``        a VLM's per-token attention video (seed 004)          05
 ``vlm_ground_truth``           tiny_vlm: does the answer look at the named object?   05
+``vlm_run_folder``             scenario 5's run folder of one sample                 05
 ``vlm_report``                 scenario 5's shares, sinks and relevance report       05
 =============================  ====================================================  =========
 
@@ -65,12 +67,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "AttentionCache",
         "AnalysisResult",
         "AttentionExplorer",
-        "observations",
-        "layer_summary",
-        "write_report",
         "mnist_preprocess",
         "parse_index_list",
     ),
+    "vit_mnist_report": ("observations", "layer_summary", "write_report"),
     "detector_gradcam_eval": (
         "CLIPDetectorWithGradCAM",
         "DetectorGradCAMExplorer",
@@ -116,8 +116,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "load_vlm",
         "trace_sample",
         "run_video",
-        "create_video",
     ),
+    "vlm_run_folder": ("create_video",),
     "vlm_ground_truth": ("explain_answer_attention", "ground_truth_table"),
     "vlm_report": ("token_shares",),
 }
