@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from vizkit.errors import InputError
-from vizkit.evaluate import batched, localization, masks_like, pointing_by_method, predicted_classes
+from vizkit.errors import InputError, VizkitError
+from vizkit.evaluate import (
+    batched,
+    localization,
+    masks_like,
+    pointing_by_method,
+    predicted_classes,
+    select_indices,
+)
 from vizkit.metrics import deletion_auc
 
 
@@ -140,3 +147,28 @@ def test_predicted_classes_in_batches_equal_one_forward():
         out = predicted_classes(model, images, preprocess, batch_size=size)
         assert out.dtype == torch.int64 and out.tolist() == expected.tolist()
     assert predicted_classes(model, [], preprocess).tolist() == []
+
+
+def test_select_indices_by_hand():
+    labels = np.array([2, 0, 1, 0, 2, 1, 0])  # firsts: class 0 at 1, class 1 at 2, class 2 at 0
+    assert select_indices(labels, 3) == [1, 2, 0]
+    assert select_indices(labels, 5) == [1, 2, 0, 3, 5]  # then the second of each class
+    assert select_indices(labels, 9, "indices", [6, 0]) == [6, 0]
+    calls = []
+
+    def predictions():
+        calls.append(1)
+        return torch.tensor([2, 1, 1, 0, 0, 1, 2])  # wrong at 1, 4 and 6
+
+    assert select_indices(labels, 5, "misclassified_first", predictions=predictions) == [1, 4, 6, 0, 2]
+    assert select_indices(labels, 2, "misclassified_first", predictions=predictions) == [1, 4]
+    assert select_indices(labels, 2, predictions=predictions) == [1, 2] and len(calls) == 2  # called when needed
+    for args, message in [
+        ((labels, 3, "random"), "selection must be one of one_per_class, indices, misclassified_first"),
+        ((labels, 3, "indices", []), "needs a non-empty list"),
+        ((labels, 3, "indices", [7, -1]), r"indices \[7, -1\] are out of range 0..6"),
+        ((labels, 0), "num_samples must be positive, got 0"),
+        ((labels, 2, "misclassified_first"), "needs the predictions"),
+    ]:
+        with pytest.raises(VizkitError, match=message):
+            select_indices(*args)
