@@ -244,7 +244,7 @@ def _layer(layer: str, *names: str) -> list[tuple[str, str]]:
 
 VIZKIT_RULES: list[tuple[str, str]] = [
     *_layer("base", "errors"),
-    *_layer("core", "", "state", "layers", "hooks", "targets", "tokens", "positions", "explain"),
+    *_layer("core", "", "state", "layers", "hooks", "targets", "tokens", "positions", "explain", "attention_cache"),
     *_layer("math", "methods", "methods.*", "attention_math", "stats", "metrics", "metrics.*"),
     *_layer("io", "io"),
     *_layer("shared", "evaluate", "runs", "batch", "distributed", "distributed.*"),  # runs, sweeps, Dask: no scenario

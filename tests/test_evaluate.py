@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from vizkit.errors import InputError
-from vizkit.evaluate import batched, localization, masks_like
+from vizkit.errors import InputError, VizkitError
+from vizkit.evaluate import (
+    batched,
+    localization,
+    masks_like,
+    pointing_by_method,
+    predicted_classes,
+    select_indices,
+)
 from vizkit.metrics import deletion_auc
 
 
@@ -93,3 +100,75 @@ def test_localization_deletion_matches_metrics():
 def test_localization_needs_samples():
     with pytest.raises(InputError, match="at least one sample"):
         localization([], lambda c: None, lambda x, c: None)
+
+
+def test_pointing_by_method_one_row_per_method_by_hand():
+    # the three samples of test_localization_by_hand; method "peak" puts the hot pixel at each
+    # sample's peak (1 hit of 3), method "corner" always at (0, 0) (a hit for sample 0 only, the
+    # mask of sample 1 holds (0, 0) too: 2 hits of 3)
+    samples = [
+        _sample((0, 0), (slice(0, 2), slice(0, 2))),
+        _sample((3, 3), (slice(0, 1), slice(0, 1))),
+        _sample((1, 2), (slice(1, 2), slice(0, 2))),
+    ]
+    seen = []
+
+    def explain(x, chunk, method):
+        seen.append((method, len(chunk)))
+        heat = torch.ones(len(chunk), 4, 4)
+        for i, s in enumerate(chunk):
+            r, c = s.peak if method == "peak" else (0, 0)
+            heat[i, r, c] = 3.0
+        return SimpleNamespace(heatmap=heat, layers=["a", "b"])
+
+    table = pointing_by_method(samples, lambda c: torch.zeros(len(c), 1, 4, 4), explain, ["peak", "corner"], 2)
+    assert seen == [("peak", 2), ("peak", 1), ("corner", 2), ("corner", 1)]
+    assert list(table.columns) == ["method", "layer", "scenes", "hits", "pointing_accuracy", "energy_in_mask"]
+    assert table["method"].tolist() == ["peak", "corner"] and table["layer"].tolist() == ["a, b", "a, b"]
+    assert table["scenes"].tolist() == [3, 3] and table["hits"].tolist() == [1, 2]
+    assert table["pointing_accuracy"].tolist() == pytest.approx([1 / 3, 2 / 3])
+    # energy = mask sum / 18 (map sum 15 + 3): peak [6, 1, 2] / 18; corner [6, 3, 2] / 18
+    assert table["energy_in_mask"].tolist() == pytest.approx([9 / 54, 11 / 54])
+
+
+def test_predicted_classes_in_batches_equal_one_forward():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    images = [np.arange(4, dtype=np.float32).reshape(2, 2) * k - 5 for k in range(7)]
+
+    def preprocess(image):
+        return torch.from_numpy(image)[None]
+
+    with torch.no_grad():
+        logits = model(torch.stack([preprocess(im) for im in images]))
+    expected = logits.argmax(-1)
+    assert len(set(expected.tolist())) > 1  # the inputs are not all one class
+    for size in (1, 3, 7, None):
+        out = predicted_classes(model, images, preprocess, batch_size=size)
+        assert out.dtype == torch.int64 and out.tolist() == expected.tolist()
+    assert predicted_classes(model, [], preprocess).tolist() == []
+
+
+def test_select_indices_by_hand():
+    labels = np.array([2, 0, 1, 0, 2, 1, 0])  # firsts: class 0 at 1, class 1 at 2, class 2 at 0
+    assert select_indices(labels, 3) == [1, 2, 0]
+    assert select_indices(labels, 5) == [1, 2, 0, 3, 5]  # then the second of each class
+    assert select_indices(labels, 9, "indices", [6, 0]) == [6, 0]
+    calls = []
+
+    def predictions():
+        calls.append(1)
+        return torch.tensor([2, 1, 1, 0, 0, 1, 2])  # wrong at 1, 4 and 6
+
+    assert select_indices(labels, 5, "misclassified_first", predictions=predictions) == [1, 4, 6, 0, 2]
+    assert select_indices(labels, 2, "misclassified_first", predictions=predictions) == [1, 4]
+    assert select_indices(labels, 2, predictions=predictions) == [1, 2] and len(calls) == 2  # called when needed
+    for args, message in [
+        ((labels, 3, "random"), "selection must be one of one_per_class, indices, misclassified_first"),
+        ((labels, 3, "indices", []), "needs a non-empty list"),
+        ((labels, 3, "indices", [7, -1]), r"indices \[7, -1\] are out of range 0..6"),
+        ((labels, 0), "num_samples must be positive, got 0"),
+        ((labels, 2, "misclassified_first"), "needs the predictions"),
+    ]:
+        with pytest.raises(VizkitError, match=message):
+            select_indices(*args)

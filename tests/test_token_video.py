@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from vizkit import token_video
 from vizkit.positions import IMAGE, SPECIAL, PositionMap, Trace
-from vizkit.token_video import FrameRenderer, contact_sheet, red_green
+from vizkit.token_video import FrameRenderer, contact_sheet, red_green, write_layer_videos
 
 
 def _trace() -> Trace:
@@ -82,3 +83,54 @@ def test_masked_sinks_and_contact_sheet():
     assert sheet.shape[0] > keep.shape[0] * 0.5 * 2 and sheet.dtype == np.uint8
     with pytest.raises(ValueError, match="sinks='drop'"):
         t.head_rows(0, sinks="drop")
+
+
+def _two_layer_trace() -> Trace:
+    """:func:`_trace` with a second captured layer (3) whose rows peak on the thumbnail's first cell."""
+    t = _trace()
+    rows = t.rows[0].copy()
+    rows[:, :, 2:18] = 0.01
+    rows[:, :, 18] = 0.5
+    t.rows[3] = rows / rows.sum(-1, keepdims=True)
+    return t
+
+
+def _png(path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_write_layer_videos_one_video_and_sheet_per_layer(tmp_path):
+    import imageio.v2 as imageio
+
+    t = _two_layer_trace()
+    written, notes = write_layer_videos(t, [0, 3], "max", tmp_path, sinks="mask", fps=2)
+    assert notes == [] and list(written) == [
+        "video_layer0",
+        "contact_sheet_layer0",
+        "video_layer3",
+        "contact_sheet_layer3",
+    ]
+    for i in (0, 3):
+        r = FrameRenderer(t, i, "max", sinks="mask")
+        assert written[f"video_layer{i}"] == tmp_path / f"combined_attention_visualization_layer{i}.mp4"
+        assert written[f"contact_sheet_layer{i}"] == tmp_path / f"contact_sheet_layer{i}.png"
+        np.testing.assert_array_equal(_png(written[f"contact_sheet_layer{i}"]), contact_sheet(r))
+        frames = imageio.mimread(written[f"video_layer{i}"])
+        assert len(frames) == len(t.frame_tokens) and frames[0].shape[:2] == r.frame(t.frame_tokens[0]).shape[:2]
+    # the two layers' sheets differ: each is drawn from its own rows
+    assert not np.array_equal(_png(written["contact_sheet_layer0"]), _png(written["contact_sheet_layer3"]))
+
+
+def test_write_layer_videos_without_ffmpeg_writes_png_frames_and_says_why(tmp_path, monkeypatch):
+    monkeypatch.setattr(token_video, "ffmpeg_problem", lambda: "no ffmpeg here")
+    t = _two_layer_trace()
+    written, notes = write_layer_videos(t, [3], "mean", tmp_path)
+    folder = tmp_path / "combined_attention_visualization_layer3_frames"
+    assert written["video_layer3"] == folder and len(notes) == 1 and notes[0].startswith("no ffmpeg here")
+    r = FrameRenderer(t, 3, "mean")
+    pngs = sorted(folder.iterdir())
+    assert [p.name for p in pngs] == [f"frame_{n:05d}.png" for n in range(len(t.frame_tokens))]
+    for p, j in zip(pngs, t.frame_tokens):
+        np.testing.assert_array_equal(_png(p), r.frame(j))

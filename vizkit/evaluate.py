@@ -1,12 +1,15 @@
 """Explanations scored over a dataset: the one loop every scenario and the zoo use.
 
-:func:`batched` is the shared loop over samples (chunks, optional progress bar);
+:func:`batched` is the shared loop over samples (chunks, optional progress bar), and
+:func:`predicted_classes` a classifier's predictions over it; :func:`select_indices` picks samples of a
+labelled set (one per class, given indices, the misclassified first);
 :func:`binary_metrics` scores a binary (real/fake) classifier's probabilities as DeepfakeBench
 does (AUC, accuracy, EER, AP, video-level AUC); :func:`localization` runs an explanation over
 samples with ground-truth masks and scores every map with :mod:`vizkit.metrics` (pointing game at one
 or more pixel tolerances, energy inside the mask and, given a score function, the deletion AUC);
 :func:`config_maps` and :func:`config_scores` do the same for several map configurations (head
-fusions, layer choices ...) computed together.
+fusions, layer choices ...) computed together; :func:`pointing_by_method` tabulates it for several
+explanation methods.
 
 Example::
 
@@ -29,14 +32,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
+from .errors import InputError, VizkitError
 from .metrics import deletion_auc, energy_pointing_game, pointing_game
+from .state import model_device
 from .stats import map_entropy
 
 __all__ = [
     "batched",
+    "predicted_classes",
+    "SELECTIONS",
+    "select_indices",
     "Localization",
     "localization",
+    "pointing_by_method",
     "masks_like",
     "config_maps",
     "config_scores",
@@ -73,6 +81,65 @@ def batched(
     finally:
         if bar is not None:
             bar.close()
+
+
+def predicted_classes(
+    model: torch.nn.Module,
+    images: Sequence[Any],
+    preprocess: Callable[[Any], torch.Tensor],
+    batch_size: int | None = 1000,
+) -> torch.Tensor:
+    """The class each image is predicted as, ``[N]`` int64 on the CPU: ``preprocess(image)``
+    ``[C, H, W]`` stacked ``batch_size`` at a time, ``argmax`` of the model's ``[B, classes]``
+    output, without gradients."""
+    device = model_device(model)
+    preds = []
+    with torch.no_grad():
+        for _, chunk in batched(images, batch_size):
+            x = torch.stack([preprocess(im) for im in chunk])
+            preds.append(model(x.to(device)).argmax(-1).cpu())
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
+
+
+#: the ways :func:`select_indices` picks samples
+SELECTIONS = ("one_per_class", "indices", "misclassified_first")
+
+
+def select_indices(
+    labels: Sequence[int] | np.ndarray,
+    num_samples: int,
+    selection: str = "one_per_class",
+    indices: Sequence[int] | None = None,
+    predictions: Callable[[], Any] | None = None,
+) -> list[int]:
+    """Indices of ``num_samples`` samples of a labelled set (``labels`` ``[N]``, classes 0..K-1).
+
+    ``one_per_class``: the first sample of each class in turn (0, 1, 2, ..., 0, 1, ...: the
+    second of each class once the first are used); ``indices``: the given ``indices``, checked
+    against ``N`` (``num_samples`` is then ignored); ``misclassified_first``: the samples whose
+    prediction (``predictions()`` ``[N]``, called only for this selection) differs from the label,
+    in order, then the others.
+    """
+    labels = np.asarray(labels)
+    if selection not in SELECTIONS:
+        raise VizkitError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+    if selection == "indices":
+        if not indices:
+            raise VizkitError("selection='indices' needs a non-empty list of test-set indices")
+        bad = [i for i in indices if not 0 <= int(i) < len(labels)]
+        if bad:
+            raise VizkitError(f"test-set indices {bad} are out of range 0..{len(labels) - 1}")
+        return [int(i) for i in indices]
+    if num_samples < 1:
+        raise VizkitError(f"num_samples must be positive, got {num_samples}")
+    if selection == "one_per_class":
+        firsts = {c: iter(np.flatnonzero(labels == c)) for c in range(int(labels.max()) + 1)}
+        return [int(next(firsts[k % len(firsts)])) for k in range(num_samples)]
+    if predictions is None:
+        raise VizkitError("selection='misclassified_first' needs the predictions")
+    wrong = torch.nonzero(torch.as_tensor(predictions()) != torch.from_numpy(np.array(labels))).flatten().tolist()
+    right = [i for i in range(len(labels)) if i not in set(wrong)]
+    return (wrong + right)[:num_samples]
 
 
 def masks_like(masks: Sequence[Any] | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -204,6 +271,37 @@ def config_scores(
             out[key]["deletion_auc"] = float(loc.deletion.mean())
         out[key]["entropy"] = float(map_entropy(m).nanmean())
     return out
+
+
+def pointing_by_method(
+    samples: Sequence[S],
+    inputs: Callable[[Sequence[S]], torch.Tensor],
+    explain: Callable[[torch.Tensor, Sequence[S], str], Any],
+    methods: Sequence[str],
+    batch_size: int | None = 50,
+) -> Any:
+    """:func:`localization` of ``samples`` once per method: ``explain(x, chunk, method)`` like
+    :func:`localization`'s ``explain``, ``inputs`` and the samples' ``mask`` as there. A pandas table,
+    one row per method: ``method``, ``layer`` (the explained layers, comma-joined), ``scenes``,
+    ``hits`` (maps peaking inside the mask), ``pointing_accuracy`` (hits / scenes) and
+    ``energy_in_mask`` (the mean share of each map inside its mask)."""
+    import pandas as pd
+
+    rows = []
+    for method in methods:
+        res = localization(samples, inputs, lambda x, chunk, m=method: explain(x, chunk, m), batch_size=batch_size)
+        hits = res.hits[0]
+        rows.append(
+            {
+                "method": method,
+                "layer": ", ".join(res.layers),
+                "scenes": int(hits.numel()),
+                "hits": int(hits.sum()),
+                "pointing_accuracy": res.pointing(),
+                "energy_in_mask": float(res.energy.mean()),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def binary_metrics(

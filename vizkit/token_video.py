@@ -1,4 +1,5 @@
-"""Per-token attention frames of a :class:`vizkit.positions.Trace`, as an mp4 and a contact sheet.
+"""Per-token attention frames of a :class:`vizkit.positions.Trace`, as an mp4 and a contact sheet
+(one of each per captured layer: :func:`write_layer_videos`).
 
 Frames are composed with PIL / numpy (no matplotlib per frame): on the left the text so far,
 each earlier token's background red -> green by the current step's attention, the current token
@@ -10,7 +11,7 @@ global thumbnail view as its own panel.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "load_font",
     "FrameRenderer",
     "write_token_video",
+    "write_layer_videos",
     "ffmpeg_problem",
     "contact_sheet",
     "image_views",
@@ -288,6 +290,26 @@ def contact_sheet(renderer: FrameRenderer, count: int = 8, columns: int = 4, sca
         r, c = divmod(n, columns)
         sheet[r * (h + 4) : r * (h + 4) + h, c * (w + 4) : c * (w + 4) + w] = th
     return sheet
+
+
+def write_layer_videos(
+    trace: Trace, layers: Sequence[int], head: Any, folder: str | Path, *, sinks: str = "keep", fps: int = 4
+) -> tuple[dict[str, Path], list[str]]:
+    """Per layer ``i`` of ``layers`` (its rows' ``head``: ``"mean"``, ``"max"`` or an index), into
+    ``folder``: the video ``combined_attention_visualization_layer{i}.mp4`` (:func:`write_token_video`)
+    and ``contact_sheet_layer{i}.png`` (:func:`contact_sheet`). Returns ``({"video_layer{i}": path,
+    "contact_sheet_layer{i}": path, ...}, notes)``: why a layer's video is PNG frames, one note each."""
+    folder = Path(folder)
+    written: dict[str, Path] = {}
+    notes: list[str] = []
+    for i in layers:
+        r = FrameRenderer(trace, i, head, sinks=sinks)
+        video, why = write_token_video(r, folder / f"combined_attention_visualization_layer{i}.mp4", fps=fps)
+        written[f"video_layer{i}"] = video
+        if why:
+            notes.append(why)
+        written[f"contact_sheet_layer{i}"] = save_image(contact_sheet(r), folder / f"contact_sheet_layer{i}.png")
+    return written, notes
 
 
 def image_views(trace: Trace, values: np.ndarray) -> list[tuple[int, str, np.ndarray]]:

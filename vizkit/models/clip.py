@@ -186,3 +186,21 @@ def adapt_clip(
             raise VizkitError("an open_clip model needs its tokenizer (open_clip.get_tokenizer(model_name))")
         return adapt_open_clip(model, tokenizer, preprocess, name or "open_clip")
     return adapt_custom(model, tokenizer, image_size or 224, preprocess, name=name or cls)
+
+
+def candidate_layers(adapter: ClipAdapter, image: Image.Image, count: int = 4) -> list[str]:
+    """Layers worth switching between: "auto", then the last ``count`` transformer blocks (ViT
+    towers) or the last ``count`` stages with a spatial output (CNN towers) that the image encoder
+    runs, in forward order. One probing forward of ``image`` (batch 1, no gradients)."""
+    from ..layers import find_blocks, probe
+    from ..state import model_device
+
+    x = adapter.preprocess(image)[None].to(model_device(adapter.model))
+    pr = probe(adapter.model, adapter.encode_image, x)
+    blocks = find_blocks(adapter.model, pr.executed)
+    if blocks:
+        names = [n for n, _ in blocks[-count:]]
+    else:
+        shallow = [s[0] for s in pr.spatial if s[5] and s[0].count(".") <= min(t[0].count(".") for t in pr.spatial) + 1]
+        names = list(dict.fromkeys(reversed(shallow)))[:count][::-1]
+    return ["auto"] + names

@@ -3,7 +3,7 @@ the places a user keeps one: an open_clip model name with local weights, a Huggi
 directory, or a custom two-tower checkpoint (image backbone + local HF text encoder).
 
 Zoo names (``shapes_clip``) are resolved one level up, by
-:func:`vizkit.scenarios.clip_text_gradcam.load_clip_model`, which falls back to :func:`load_clip`."""
+:func:`vizkit.zoo.load_clip.load_clip_model`, which falls back to :func:`load_clip`."""
 
 from __future__ import annotations
 

@@ -9,13 +9,17 @@ module                         what it explains                                 
 ``detector_attention_eval``    scenario 1's faithfulness table on held-out faces     01
 ``detector_attention_report``  scenario 1's report and its observations              01
 ``vit_mnist_attention``        a ViT digit classifier's CLS attention (seed 001)     02
+``vit_mnist_report``           scenario 2's statistics, observations and report      02
 ``detector_gradcam_eval``      a detector's Grad-CAM on named layers, evaluation     03
                                explaining its mistakes (seed 002)
 ``clip_text_gradcam``          CLIP image-text similarity by Grad-CAM (seed 003)     04
+``clip_text_explain``          scenario 4's explanation of a batch and its files     04
+``clip_text_report``           scenario 4's pointing game and report                 04
 ``cluster_tasks``              the batch commands on a Dask cluster (vizkit.batch):  -
                                the evaluation's mapper
 ``vlm_attention_video``        a VLM's per-token attention video (seed 004)          05
 ``vlm_ground_truth``           tiny_vlm: does the answer look at the named object?   05
+``vlm_run_folder``             scenario 5's run folder of one sample                 05
 ``vlm_report``                 scenario 5's shares, sinks and relevance report       05
 =============================  ====================================================  =========
 
@@ -63,12 +67,10 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "AttentionCache",
         "AnalysisResult",
         "AttentionExplorer",
-        "observations",
-        "layer_summary",
-        "write_report",
         "mnist_preprocess",
         "parse_index_list",
     ),
+    "vit_mnist_report": ("observations", "layer_summary", "write_report"),
     "detector_gradcam_eval": (
         "CLIPDetectorWithGradCAM",
         "DetectorGradCAMExplorer",
@@ -93,7 +95,6 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "cluster_tasks": ("EvaluationMapper",),
     "clip_text_gradcam": (
-        "ClipGradCAMResult",
         "ClipExplorer",
         "load_clip_model",
         "load_class_texts",
@@ -101,16 +102,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "display_crop",
         "run_clip_gradcam",
         "ClipBatchRun",
-        "explain_clip",
-        "save_result",
-        "output_stem",
         "visualize_clip_gradcam",
-        "pointing_table",
-        "text_maps",
         "text_maps_figure",
-        "write_clip_report",
         "candidate_layers",
     ),
+    "clip_text_explain": ("ClipGradCAMResult", "explain_clip", "save_result", "output_stem", "text_maps"),
+    "clip_text_report": ("pointing_table", "write_clip_report"),
     "vlm_attention_video": (
         "VLMAttentionVisualizer",
         "VLMAttentionExplorer",
@@ -119,8 +116,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "load_vlm",
         "trace_sample",
         "run_video",
-        "create_video",
     ),
+    "vlm_run_folder": ("create_video",),
     "vlm_ground_truth": ("explain_answer_attention", "ground_truth_table"),
     "vlm_report": ("token_shares",),
 }

@@ -9,8 +9,9 @@ attention of the predicted-class logit (Chefer et al., ICCV 2021).
 001's users know (``attention_pattern_sample_{i}.png``, ``attention_heads_sample_{i}.png``,
 ``layer_comparison_sample_{i}.png``, ``attention_statistics.png``,
 ``attention_analysis_report.md``). All attention comes from ONE batched forward pass
-(:meth:`AttentionVisualizer.analyze`), cached in an :class:`AttentionCache` that the figures
-and the widget explorer index into without running the model again.
+(:meth:`AttentionVisualizer.analyze`), cached in a :class:`vizkit.attention_cache.AttentionCache`
+that the figures (:mod:`vizkit.figures.cls_attention`) and the widget explorer index into without
+running the model again; the statistics, observations and report are in :mod:`.vit_mnist_report`.
 
 Example::
 
@@ -23,24 +24,26 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from .. import render, stats
-from ..attention_math import HEAD_FUSIONS, fuse_heads
+from ..attention_cache import AttentionCache, cache_attention
+from ..attention_math import HEAD_FUSIONS
 from ..errors import VizkitError
-from ..evaluate import batched
-from ..explain import AttentionMaps, attention, gradient_attention, rollout
-from ..report import Report, markdown_table
+from ..evaluate import SELECTIONS, predicted_classes, select_indices
+from ..figures import cls_attention
+from ..report import markdown_table
 from ..state import model_device, resolve_device
 from ..widgets import Control, Explorer, HeatmapView
+from ..zoo.mnist import mnist_preprocess
+from .vit_mnist_report import layer_summary, observations, write_report
 
 __all__ = [
     "AttentionVisualizer",
@@ -56,58 +59,6 @@ __all__ = [
     "check_notebook_parameters",
     "parse_index_list",
 ]
-
-SELECTIONS = ("one_per_class", "indices", "misclassified_first")
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-
-
-def mnist_preprocess(image: Any) -> torch.Tensor:
-    """uint8 28x28 (or [1, 28, 28] float in [0, 1]) -> normalised ``[1, 28, 28]`` tensor."""
-    t = torch.from_numpy(np.array(image, copy=True)) if not isinstance(image, torch.Tensor) else image
-    t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
-    if t.ndim == 2:
-        t = t[None]
-    return (t - MNIST_MEAN) / MNIST_STD
-
-
-@dataclass
-class AttentionCache:
-    """Everything the figures and widgets need, computed once.
-
-    ``images`` ``[S, H, W]`` uint8 for display; ``inputs`` ``[S, C, H, W]`` model inputs;
-    ``attn`` per-layer ``[S, heads, N, N]``; ``relevance`` ``[S, h, w]`` gradient-weighted
-    attention for the predicted class (optional).
-    """
-
-    images: np.ndarray
-    inputs: torch.Tensor
-    labels: torch.Tensor
-    preds: torch.Tensor
-    probs: torch.Tensor
-    attn: AttentionMaps
-    relevance: torch.Tensor | None = None
-    _rollouts: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    @property
-    def layers(self) -> list[str]:
-        return self.attn.layers
-
-    @property
-    def num_heads(self) -> int:
-        return int(self.attn.maps[self.layers[0]].shape[1])
-
-    def cls_map(self, sample: int, layer: int | str, head: int | None = None, head_fusion: str = "mean") -> np.ndarray:
-        """CLS -> patch attention ``[h, w]`` of one sample: one head, or fused over heads."""
-        per_head = self.attn.cls_attention(layer, head_fusion=None)[sample]  # [heads, h, w]
-        if head is not None:
-            return per_head[head].numpy()
-        return fuse_heads(per_head[None], head_fusion)[0].numpy()
-
-    def rollout_map(self, sample: int, head_fusion: str = "mean") -> np.ndarray:
-        """Attention rollout ``[h, w]`` over all captured layers (cached per head fusion)."""
-        if head_fusion not in self._rollouts:
-            self._rollouts[head_fusion] = rollout(self.attn, head_fusion=head_fusion)
-        return self._rollouts[head_fusion][sample].numpy()
 
 
 @dataclass
@@ -188,12 +139,7 @@ class AttentionVisualizer:
 
             model = self._ensure_model()
             images, _ = load_mnist("test")
-            preds = []
-            with torch.no_grad():
-                for _, chunk in batched(images, batch_size):
-                    x = torch.stack([self.preprocess(im) for im in chunk])
-                    preds.append(model(x.to(model_device(model))).argmax(-1).cpu())
-            self._test_predictions = torch.cat(preds)
+            self._test_predictions = predicted_classes(model, images, self.preprocess, batch_size)
         return self._test_predictions
 
     def test_accuracy(self) -> float:
@@ -222,23 +168,8 @@ class AttentionVisualizer:
     def select_indices(
         self, labels: np.ndarray, num_samples: int, selection: str, indices: Sequence[int] | None
     ) -> list[int]:
-        if selection not in SELECTIONS:
-            raise VizkitError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
-        if selection == "indices":
-            if not indices:
-                raise VizkitError("selection='indices' needs a non-empty list of test-set indices")
-            bad = [i for i in indices if not 0 <= int(i) < len(labels)]
-            if bad:
-                raise VizkitError(f"test-set indices {bad} are out of range 0..{len(labels) - 1}")
-            return [int(i) for i in indices]
-        if num_samples < 1:
-            raise VizkitError(f"num_samples must be positive, got {num_samples}")
-        if selection == "one_per_class":
-            firsts = {c: iter(np.flatnonzero(labels == c)) for c in range(int(labels.max()) + 1)}
-            return [int(next(firsts[k % len(firsts)])) for k in range(num_samples)]
-        wrong = torch.nonzero(self.test_predictions() != torch.from_numpy(np.array(labels))).flatten().tolist()
-        right = [i for i in range(len(labels)) if i not in set(wrong)]
-        return (wrong + right)[:num_samples]
+        """The test-set indices :meth:`get_test_samples` reads (:func:`vizkit.evaluate.select_indices`)."""
+        return select_indices(labels, num_samples, selection, indices, self.test_predictions)
 
     # ---------------------------------------------------------------- the one forward pass
     def analyze(
@@ -251,22 +182,8 @@ class AttentionVisualizer:
             raise VizkitError("no samples to analyse")
         images = np.stack([np.asarray(im) for im, _ in samples])
         x = torch.stack([self.preprocess(im) for im, _ in samples]).to(model_device(model))
-        attn = attention(model, x, layers=layers)
-        probs = attn.output.softmax(-1).cpu()
-        preds = probs.argmax(-1)
-        rel = None
-        if relevance:
-            rel = gradient_attention(model, x, preds.tolist(), layers=layers, head_fusion=self.head_fusion)
-            rel = torch.nn.functional.interpolate(rel.heatmap[:, None], size=attn.grid, mode="area")[:, 0]
-        self.cache = AttentionCache(
-            images=images,
-            inputs=x.cpu(),
-            labels=torch.tensor([li for _, li in samples]),
-            preds=preds,
-            probs=probs,
-            attn=attn,
-            relevance=rel,
-        )
+        labels = [li for _, li in samples]
+        self.cache = cache_attention(model, x, images, labels, layers, relevance, self.head_fusion)
         return self.cache
 
     def _cached(self, image: np.ndarray, label: int, i: int) -> tuple[AttentionCache, int]:
@@ -275,32 +192,13 @@ class AttentionVisualizer:
             return self.cache, i
         return self.analyze([(image, label)]), 0
 
-    # ---------------------------------------------------------------- figures
-    def _overlay(self, image: np.ndarray, heat: np.ndarray) -> np.ndarray:
-        return render.overlay(image, heat, alpha=0.5, cmap=self.cmap)
-
-    def _title(self, cache: AttentionCache, s: int) -> str:
-        label = int(cache.labels[s])
-        pred, conf = int(cache.preds[s]), float(cache.probs[s].max())
-        truth = f"label {label}, " if label >= 0 else ""
-        return f"{truth}predicted {pred} ({conf:.1%})"
-
+    # ---------------------------------------------------------------- figures (vizkit.figures.cls_attention)
     def visualize_attention_patterns(
         self, image: np.ndarray, label: int, i: int, layers: Sequence[int] | None = None
     ) -> Path:
         """``attention_pattern_sample_{i}.png``: CLS attention per layer; top raw, bottom overlay."""
         cache, s = self._cached(image, label, i)
-        idx = list(layers) if layers is not None else list(range(len(cache.layers)))
-        fig, axes = plt.subplots(2, len(idx), figsize=(2.2 * len(idx), 4.8), squeeze=False)
-        for col, li in enumerate(idx):
-            heat = cache.cls_map(s, li, None, self.head_fusion)
-            render.show_heatmap(axes[0, col], heat, title=f"layer {li + 1}", cmap=self.cmap)
-            render.show_overlay(axes[1, col], image, heat, title=f"layer {li + 1} overlay", cmap=self.cmap)
-        fig.suptitle(
-            f"Sample {i}: CLS attention per layer ({self.head_fusion} over heads) - {self._title(cache, s)}\n"
-            "red = high, blue = low",
-            fontsize=10,
-        )
+        fig = cls_attention.layers_figure(cache, s, image, f"Sample {i}", layers, self.head_fusion, self.cmap)
         return render.save_figure(fig, self.output_dir / f"attention_pattern_sample_{i}.png")
 
     def analyze_attention_heads(
@@ -308,59 +206,14 @@ class AttentionVisualizer:
     ) -> Path:
         """``attention_heads_sample_{i}.png``: every head of one layer; top raw, bottom overlay."""
         cache, s = self._cached(image, label, i)
-        li = layer % len(cache.layers)
-        hs = list(heads) if heads is not None else list(range(cache.num_heads))
-        fig, axes = plt.subplots(2, len(hs), figsize=(2.4 * len(hs), 5), squeeze=False)
-        for col, h in enumerate(hs):
-            heat = cache.cls_map(s, li, h)
-            render.show_heatmap(axes[0, col], heat, title=f"head {h + 1}", cmap=self.cmap)
-            render.show_overlay(axes[1, col], image, heat, title=f"head {h + 1} overlay", cmap=self.cmap)
-        fig.suptitle(f"Sample {i}: CLS attention of each head in layer {li + 1} - {self._title(cache, s)}", fontsize=10)
+        fig = cls_attention.heads_figure(cache, s, image, f"Sample {i}", layer, heads, self.cmap)
         return render.save_figure(fig, self.output_dir / f"attention_heads_sample_{i}.png")
 
     def create_layer_comparison(self, image: np.ndarray, label: int, i: int) -> Path:
         """``layer_comparison_sample_{i}.png``: layer evolution side by side (top), and raw
         last-layer attention next to rollout and gradient-weighted attention (bottom)."""
         cache, s = self._cached(image, label, i)
-        n = len(cache.layers)
-        panels: list[list[render.Panel | None]] = [
-            [render.Panel(image=image, kind="image", title="input")]
-            + [
-                render.Panel(
-                    image=image,
-                    heatmap=cache.cls_map(s, li, None, self.head_fusion),
-                    title=f"layer {li + 1}",
-                    cmap=self.cmap,
-                )
-                for li in range(n)
-            ],
-            [
-                render.Panel(image=image, kind="image", title="input"),
-                render.Panel(
-                    image=image,
-                    heatmap=cache.cls_map(s, n - 1, None, self.head_fusion),
-                    title="raw last layer",
-                    cmap=self.cmap,
-                ),
-                render.Panel(
-                    image=image, heatmap=cache.rollout_map(s, self.head_fusion), title="rollout", cmap=self.cmap
-                ),
-            ]
-            + (
-                [
-                    render.Panel(
-                        image=image, heatmap=cache.relevance[s].numpy(), title="gradient-weighted", cmap=self.cmap
-                    )
-                ]
-                if cache.relevance is not None
-                else []
-            ),
-        ]
-        fig = render.figure_grid(
-            panels,
-            titles=["layer evolution", "last layer vs rollout"],
-            suptitle=f"Sample {i}: from layer 1 to layer {n} - {self._title(cache, s)}",
-        )
+        fig = cls_attention.layer_evolution_figure(cache, s, image, f"Sample {i}", self.head_fusion, self.cmap)
         return render.save_figure(fig, self.output_dir / f"layer_comparison_sample_{i}.png")
 
     def statistics(self) -> pd.DataFrame:
@@ -372,26 +225,11 @@ class AttentionVisualizer:
 
     def create_attention_statistics(self, samples: Sequence[tuple[np.ndarray, int]] | None = None) -> Path:
         """``attention_statistics.png``: distributions per layer of max, mean, entropy, distance."""
-        import seaborn as sns
-
         if samples is not None and (self.cache is None or len(self.cache.images) != len(samples)):
             self.analyze(samples)
-        df = self.statistics().assign(layer_no=lambda d: d["layer_index"] + 1, head=lambda d: d["head"] + 1)
-        fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-        titles = {
-            "max": "max CLS attention",
-            "mean": "mean CLS attention",
-            "entropy": "entropy of the CLS row (nats)",
-            "distance": "mean attention distance (patches)",
-        }
-        for ax, (metric, title) in zip(axes.flat, titles.items()):
-            sns.boxplot(data=df, x="layer_no", y=metric, hue="head", ax=ax, fliersize=2, palette="tab10")
-            ax.set_title(title)
-            ax.set_xlabel("layer")
-            ax.legend(title="head", fontsize=7, title_fontsize=7, ncols=2)
-        fig.suptitle(f"Attention statistics over {df['sample'].nunique()} samples, per layer and head")
-        fig.tight_layout()
-        return render.save_figure(fig, self.output_dir / "attention_statistics.png")
+        return render.save_figure(
+            cls_attention.statistics_figure(self.statistics()), self.output_dir / "attention_statistics.png"
+        )
 
     # ---------------------------------------------------------------- the whole run
     def run_comprehensive_analysis(
@@ -437,99 +275,6 @@ class AttentionVisualizer:
             cache,
         )
         return AnalysisResult(self.output_dir, files + [report], df, summary, obs, accuracy, sample_acc, report)
-
-
-def layer_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean max / mean / entropy / distance per layer (rows in layer order, 1-based layer numbers)."""
-    out = df.groupby("layer_index")[["max", "mean", "entropy", "distance"]].mean()
-    out.index = pd.Index(out.index + 1, name="layer")
-    return out
-
-
-def observations(df: pd.DataFrame, cache: AttentionCache, head_fusion: str = "mean") -> list[str]:
-    """Sentences computed from the numbers (not canned text)."""
-    per_layer = layer_summary(df)
-    per_head = df.groupby(["layer_index", "head"])["distance"].mean()
-    obs = []
-    lo, hi = int(per_layer["entropy"].idxmin()), int(per_layer["entropy"].idxmax())
-    n_tokens = cache.attn.maps[cache.layers[0]].shape[-1]
-    obs.append(
-        f"The CLS attention is most concentrated in layer {lo} (mean entropy {per_layer.loc[lo, 'entropy']:.3f} "
-        f"nats) and most diffuse in layer {hi} ({per_layer.loc[hi, 'entropy']:.3f} nats); a uniform row over "
-        f"{n_tokens} tokens would have {np.log(n_tokens):.3f}."
-    )
-    if len(per_layer) > 2:
-        rho = float(pd.Series(per_layer.index).corr(pd.Series(per_layer["entropy"].values), method="spearman"))
-        trend = "falls" if rho <= -0.5 else "rises" if rho >= 0.5 else "shows no monotonic trend"
-        obs.append(f"Entropy {trend} with depth (Spearman rho = {rho:+.2f} between layer number and mean entropy).")
-    (l_loc, h_loc), (l_glob, h_glob) = per_head.idxmin(), per_head.idxmax()
-    obs.append(
-        f"The most local head is layer {l_loc + 1}, head {h_loc + 1} (mean attention distance "
-        f"{per_head.min():.2f} patches); the most global is layer {l_glob + 1}, head {h_glob + 1} "
-        f"({per_head.max():.2f} patches)."
-    )
-    top = int(per_layer["max"].idxmax())
-    obs.append(
-        f"The strongest single CLS->patch weight is found in layer {top} (mean max {per_layer.loc[top, 'max']:.3f})."
-    )
-    n = len(cache.labels)
-    wrong = [i for i in range(n) if int(cache.preds[i]) != int(cache.labels[i])]
-    obs.append(
-        f"{n - len(wrong)} of {n} analysed samples are classified correctly"
-        + (
-            "; misclassified: "
-            + ", ".join(f"sample {i} ({int(cache.labels[i])} -> {int(cache.preds[i])})" for i in wrong)
-            + "."
-            if wrong
-            else "."
-        )
-    )
-    last = cache.attn.cls_attention(-1, head_fusion=head_fusion).flatten(1)
-    roll = rollout(cache.attn, head_fusion=head_fusion).flatten(1)
-    corr = float(np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(last.numpy(), roll.numpy())]))
-    obs.append(
-        f"Rollout and the raw last-layer attention agree with a mean Pearson correlation of {corr:.2f} "
-        "over the samples."
-    )
-    return obs
-
-
-def write_report(
-    out: Path,
-    params: dict[str, Any],
-    info: dict[str, Any],
-    accuracy: float | None,
-    sample_acc: float,
-    df: pd.DataFrame,
-    summary: pd.DataFrame,
-    obs: list[str],
-    files: list[Path],
-    indices: Sequence[int],
-    cache: AttentionCache,
-) -> Path:
-    """``attention_analysis_report.md``: parameters, accuracy, figures, statistics, observations."""
-    rep = Report("ViT attention analysis on MNIST")
-    rep.heading("Run parameters").parameters(params or {"(defaults)": True})
-    rep.heading("Model")
-    source = info.get("source", "?")
-    acc = f"{accuracy:.2%}" if accuracy is not None else "not measured"
-    rep.bullets(
-        [
-            f"source: `{source}`",
-            f"test accuracy (10,000 MNIST test images): **{acc}**",
-            f"layers analysed: {len(cache.layers)}, heads per layer: {cache.num_heads}, patch grid "
-            f"{cache.attn.grid[0]}x{cache.attn.grid[1]} + {cache.attn.prefix_tokens} CLS token",
-            f"analysed samples (test-set indices): {', '.join(str(i) for i in indices)}; "
-            f"accuracy on them {sample_acc:.0%}",
-        ]
-    )
-    rep.heading("Observations").bullets(obs)
-    rep.heading("Statistics per layer (mean and std over samples and heads)")
-    rep.table(summary)
-    rep.heading("Figures")
-    for f in files:
-        rep.figure(f, f.stem.replace("_", " "), relative_to=out)
-    return rep.write(out / "attention_analysis_report.md")
 
 
 # ---------------------------------------------------------------- notebook parameters

@@ -15,10 +15,13 @@ This module orchestrates; the mechanics live in their layers:
 - :mod:`vizkit.positions`: the :class:`Trace` (rows, position map, sinks, ``attention.npz``).
 - :mod:`vizkit.token_video`: frames, mp4 (PNG frames without ffmpeg), contact sheets.
 
-Here: :func:`create_video` (one run folder: a video and a contact sheet per layer,
-``attention.npz``, ``report.md`` with shares and sinks, written by :mod:`.vlm_report`),
-:func:`ground_truth_table` (tiny_vlm: how often the answer's attention peaks on the asked-about
-object), the seed's :class:`AttentionVisualizer` API and :class:`VLMAttentionExplorer`.
+Here: the seed's :class:`AttentionVisualizer` API, the batch command :func:`run_video` (several
+samples: :func:`run_many`, a :mod:`vizkit.batch`), the notebook's parameters and
+:class:`VLMAttentionExplorer`. Beside it: :func:`create_video` in :mod:`.vlm_run_folder` (one
+sample's run folder: a video and a contact sheet per layer, ``attention.npz``, ``report.md`` with
+shares and sinks, written by :mod:`.vlm_report`) and :func:`ground_truth_table` in
+:mod:`.vlm_ground_truth` (tiny_vlm: how often the answer's attention peaks on the asked-about
+object). Every name is importable from here.
 
 Example::
 
@@ -41,16 +44,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
-from ..io import save_npz
 from ..models.vlm import VLM, load_vlm
 from ..models.vlm.relevance import answer_relevance
 from ..models.vlm.trace import DEFAULT_START_PHRASE, check_head, resolve_layers, trace_sample
 from ..positions import SINK_MODES, PositionMap, Trace
-from ..token_video import FrameRenderer, contact_sheet, image_share, relevance_figure, write_token_video
+from ..token_video import FrameRenderer, contact_sheet, image_share
 from ..vlm_benchmarks import default_benchmark, load_sample, sample_indices
 from ..widgets import Control, Explorer, FrameView
 from .vlm_ground_truth import explain_answer_attention, ground_truth_table
-from .vlm_report import token_shares, write_report
+from .vlm_report import write_report
+from .vlm_run_folder import create_video
 
 __all__ = [
     "explain_answer_attention",
@@ -76,120 +79,6 @@ __all__ = [
     "ground_truth_table",
     "DEFAULT_START_PHRASE",
 ]
-
-
-def create_video(
-    vlm: VLM,
-    sample: dict[str, Any],
-    images: Sequence[Any],
-    *,
-    layer_idx: int | None = None,
-    layers: Sequence[int] | None = None,
-    start_phrase: str | None = DEFAULT_START_PHRASE,
-    heads: Any = "mean",
-    max_new_tokens: int = 128,
-    mode: str = "generate",
-    output_dir: str | Path | None = None,
-    overwrite: bool = False,
-    fps: int = 4,
-    ground_truth: bool | None = None,
-    notes: Sequence[str] = (),
-    sinks: str = "keep",
-    explain_token: int | str | None = None,
-    relevance_layers: Sequence[int] | None = None,
-) -> dict[str, Any]:
-    """Trace one sample and write the run folder: one video per layer, contact sheets,
-    ``attention.npz``, ``report.md``; with ``explain_token`` (an answer-token index or word) its
-    relevance beside the plain attention (:func:`~vizkit.models.vlm.relevance.answer_relevance`
-    over ``relevance_layers``, default all): ``relevance_token<j>.png`` and ``relevance.npz``.
-    Every check runs before the folder is created."""
-    from ..render import save_figure, save_image
-    from ..runs import mark_complete, run_folder
-
-    layer_list = resolve_layers(vlm.num_layers, layer_idx, layers)
-    head = check_head(heads, vlm.num_heads)
-    if sinks not in SINK_MODES:
-        raise ParameterError(f"sinks={sinks!r}: use {' or '.join(SINK_MODES)}")
-    if fps < 1:
-        raise ParameterError(f"fps must be positive, got {fps}")
-    trace = trace_sample(
-        vlm,
-        sample["problem"],
-        images,
-        layer_list,
-        mode=mode,
-        solution=sample.get("solution"),
-        max_new_tokens=max_new_tokens,
-        heads="all",
-        start_phrase=start_phrase,
-    )
-    trace.notes = list(notes)
-    rel = (
-        None
-        if explain_token in (None, "")
-        else answer_relevance(
-            vlm,
-            trace,
-            explain_token,
-            layers=relevance_layers,
-            attention_layer=layer_list[0],
-            head_fusion=head if head in ("mean", "max") else "mean",
-        )
-    )
-    import pandas as pd
-
-    gt = None
-    is_zoo = Path(vlm.path).resolve() == (Path(default_benchmark()[1]).parent).resolve()
-    if ground_truth or (ground_truth is None and is_zoo):  # an int: how many test items to draw (default 200)
-        drawn = ground_truth if isinstance(ground_truth, int) and not isinstance(ground_truth, bool) else 200
-        gt = ground_truth_table(n=drawn)
-    out = run_folder(output_dir, "vlm-video", overwrite=overwrite, overwrite_hint="pass --overwrite")
-    written: dict[str, Any] = {}
-    for i in layer_list:
-        r = FrameRenderer(trace, i, head, sinks=sinks)
-        video, why = write_token_video(r, out / f"combined_attention_visualization_layer{i}.mp4", fps=fps)
-        written[f"video_layer{i}"] = video
-        if why:
-            trace.notes.append(why)
-        written[f"contact_sheet_layer{i}"] = save_image(contact_sheet(r), out / f"contact_sheet_layer{i}.png")
-    written["attention"] = trace.save(out / "attention.npz")
-    if rel is not None:
-        fig = relevance_figure(
-            trace,
-            rel.attention,
-            rel.relevance,
-            rel.token,
-            f"attention (layer {rel.attention_layer})",
-            f"relevance ({len(rel.layers)} layers)",
-        )
-        written["relevance_figure"] = save_figure(fig, out / f"relevance_token{rel.token}.png")
-        written["relevance"] = save_npz(out / "relevance.npz", rel.arrays())
-    shares = pd.concat([token_shares(trace, i, head) for i in layer_list], ignore_index=True)
-    if gt is not None:
-        written["ground_truth"] = "report.md (table)"
-    params = {
-        "model": vlm.path,
-        "sample": sample.get("id", "?"),
-        "layers": layer_list,
-        "heads": head,
-        "start_phrase": start_phrase,
-        "mode": mode,
-        "max_new_tokens": max_new_tokens,
-        "fps": fps,
-        "sinks": sinks,
-        **({"explain_token": rel.token, "relevance_layers": rel.layers} if rel else {}),
-    }
-    written["report"] = write_report(out, trace, sample, params, dict(written), shares, gt, rel)
-    mark_complete(out, {"layers": layer_list, "frames": len(trace.frame_tokens)})
-    return {
-        "folder": out,
-        "outputs": written,
-        "trace": trace,
-        "notes": trace.notes,
-        "shares": shares,
-        "ground_truth": gt,
-        "relevance": rel,
-    }
 
 
 class AttentionVisualizer:

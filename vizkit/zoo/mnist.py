@@ -4,6 +4,7 @@ Splits: ``train`` = the first 55,000 images of the training file, ``val`` = its 
 ``test`` = the 10,000 t10k images. :func:`load_mnist` validates each file's IDX header
 (magic number, dimensions, length) and raises :class:`~vizkit.errors.VizkitError` with the
 file name on a corrupt or truncated file. Decoded arrays are cached per process.
+:func:`mnist_preprocess` normalises a digit with the training set's pixel mean and std.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import gzip
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 from ..errors import VizkitError
 from .common import data_root
@@ -21,6 +24,7 @@ SPLITS = ("train", "val", "test")
 N_TRAIN = 55_000  # the rest of the 60,000 training images is the validation split
 IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the training images' pixel mean and std, on [0, 1]
 FILES = {
     "train": ("train-images.idx3-ubyte.gz", "train-labels.idx1-ubyte.gz"),
     "test": ("t10k-images.idx3-ubyte.gz", "t10k-labels.idx1-ubyte.gz"),
@@ -106,4 +110,13 @@ def load_mnist(split: str = "train", root: Path | None = None) -> tuple[np.ndarr
     return images, labels
 
 
-__all__ = ["load_mnist", "read_idx", "mnist_dir", "SPLITS", "N_TRAIN"]
+def mnist_preprocess(image: Any) -> torch.Tensor:
+    """uint8 28x28 (or [1, 28, 28] float in [0, 1]) -> normalised ``[1, 28, 28]`` tensor."""
+    t = torch.from_numpy(np.array(image, copy=True)) if not isinstance(image, torch.Tensor) else image
+    t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
+    if t.ndim == 2:
+        t = t[None]
+    return (t - MNIST_MEAN) / MNIST_STD
+
+
+__all__ = ["load_mnist", "read_idx", "mnist_dir", "mnist_preprocess", "SPLITS", "N_TRAIN", "MNIST_MEAN", "MNIST_STD"]
