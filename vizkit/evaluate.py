@@ -97,7 +97,7 @@ def cam_in_parts(
     per image (the combined heatmap is normalised per image), so the result equals one call's.
     ``targets``: as :func:`vizkit.cam`; one per image (a 1-D tensor or a list) is split with the
     images. ``layers``, ``method``, ``layout``: passed to :func:`vizkit.cam`."""
-    from .explain import Explanation, cam  # looked up per call: the explanation entry point
+    from .explain import Explanation, cam  # here: importing vizkit.evaluate loads no capture machinery
 
     if part_size < 1:
         raise InputError(f"part_size must be at least 1 image, got {part_size}")
