@@ -103,7 +103,7 @@ def build(args: argparse.Namespace):
 
     def ctx(enabled: bool):
         a = dge.EvalArgs(gradcam_enabled=enabled, layers=tuple(dge.SEED_LAYERS), method=args.method, batch_size=batch)
-        return dge._Context(a, det, dataset, layers, dge._methods(a, dataset), torch.device("cpu"))
+        return dge.evaluation_context(a, "cpu", detector=det, dataset=dataset)
 
     with_ctx, without_ctx = ctx(True), ctx(False)
     x = torch.stack([det.preprocess(s.image) for s in samples])

@@ -46,6 +46,21 @@ def test_zoo_default_and_subset():
     assert ds.mask(fake).any() and ds.mask(fake, (32, 32)).shape == (32, 32)
 
 
+def test_read_images_skips_the_unreadable(tmp_path):
+    good = _png(tmp_path / "a.png", value=7)
+    (tmp_path / "b.png").write_text("not an image")
+    other = _png(tmp_path / "c.png", value=9, size=4)
+    (tmp_path / "l.csv").write_text(f"path,label\n{good},0\n{tmp_path / 'b.png'},1\n{other},fake\n")
+    ds = resolve_dataset(str(tmp_path / "l.csv"))
+    images, read, errors = ds.read_images([2, 1, 0])
+    assert read == [2, 0] and [im.shape for im in images] == [(4, 4, 3), (16, 16, 3)]
+    assert int(images[0][0, 0, 0]) == 9 and int(images[1][0, 0, 0]) == 7
+    assert [(e["index"], e["path"]) for e in errors] == [(1, str(tmp_path / "b.png"))]
+    assert "b.png" in errors[0]["error"]
+    flipped, read, errors = ds.read_images(range(3), lambda p: np.asarray(Image.open(p).convert("RGB"))[:, ::-1])
+    assert read == [0, 2] and len(errors) == 1 and flipped[0].shape == (16, 16, 3)
+
+
 def test_real_fake_folder_with_videos(tmp_path):
     _png(tmp_path / "set" / "real" / "a.png")
     _png(tmp_path / "set" / "fake" / "vid7" / "f0.png")

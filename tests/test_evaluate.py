@@ -11,10 +11,13 @@ import torch
 from vizkit.errors import InputError, VizkitError
 from vizkit.evaluate import (
     batched,
+    cam_in_parts,
     localization,
+    localization_table,
     masks_like,
     pointing_by_method,
     predicted_classes,
+    score_maps,
     select_indices,
 )
 from vizkit.metrics import deletion_auc
@@ -172,3 +175,98 @@ def test_select_indices_by_hand():
     ]:
         with pytest.raises(VizkitError, match=message):
             select_indices(*args)
+
+
+# ------------------------------------------------------------------ maps already computed
+def test_score_maps_by_hand_and_as_localization_scores_them():
+    # the same three samples as test_localization_by_hand, scored from their maps directly
+    peaks = [(0, 0), (3, 3), (1, 2)]
+    boxes = [(slice(0, 2), slice(0, 2)), (slice(0, 1), slice(0, 1)), (slice(1, 2), slice(0, 2))]
+    heat = torch.ones(3, 4, 4)
+    masks = []
+    for i, (peak, box) in enumerate(zip(peaks, boxes)):
+        heat[i, peak[0], peak[1]] = 3.0
+        m = np.zeros((4, 4), bool)
+        m[box] = True
+        masks.append(m)
+    res = score_maps(heat, masks, tolerances=(0, 1))
+    assert res.hits[0].tolist() == [True, False, False] and res.hits[1].tolist() == [True, False, True]
+    assert res.energy.tolist() == pytest.approx([6 / 18, 1 / 18, 2 / 18])
+    big = [np.kron(m, np.ones((2, 2), bool)) for m in masks]  # 8x8 masks: resized (nearest) to the maps
+    assert score_maps(heat, big, tolerances=(0,)).energy.tolist() == pytest.approx(res.energy.tolist())
+    assert res.record([7, 8, 9], digits=3) == {
+        "index": [7, 8, 9],
+        "hit": [True, False, False],
+        "hit_tol1": [True, False, True],
+        "energy": [0.333, 0.056, 0.111],
+    }
+    with pytest.raises(InputError, match="one mask per map"):
+        score_maps(heat, masks[:2])
+
+
+def test_localization_table_means_over_parts():
+    part1 = {
+        "gradcam": {
+            "blk1": {"index": [0, 2], "hit": [True, False], "hit_tol1": [True, True], "energy": [0.5, 0.1]},
+            "all layers": {"index": [0, 2], "hit": [False, False], "hit_tol1": [False, True], "energy": [0.2, 0.2]},
+        }
+    }
+    part2 = {"gradcam": {"blk1": {"index": [5], "hit": [True], "hit_tol1": [True], "energy": [0.9]}}}
+    table = localization_table([part1, {}, part2], count_name="fakes")
+    assert table.to_dict("records") == [
+        {
+            "layer": "blk1",
+            "method": "gradcam",
+            "fakes": 3,
+            "pointing_game": pytest.approx(2 / 3),
+            "pointing_game_tol1": 1.0,
+            "energy_in_mask": pytest.approx(0.5),
+        },
+        {
+            "layer": "all layers",
+            "method": "gradcam",
+            "fakes": 2,
+            "pointing_game": 0.0,
+            "pointing_game_tol1": 0.5,
+            "energy_in_mask": pytest.approx(0.2),
+        },
+    ]
+    assert localization_table([{}, {}]) is None
+
+
+# ------------------------------------------------------------------ cam in parts
+def _cnn() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 5, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(5, 2),
+    ).eval()
+
+
+@pytest.mark.parametrize("targets", [None, 1, [0, 1, 1, 0, 1], torch.tensor([1, 0, 0, 1, 1])])
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++"])
+def test_cam_in_parts_equals_one_call(targets, method):
+    from vizkit.explain import cam
+
+    model = _cnn()
+    x = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    one = cam(model, x, targets, layers=["0", "2"], method=method)
+    parts = cam_in_parts(model, x, targets, layers=["0", "2"], method=method, part_size=2)  # 2 + 2 + 1 images
+    torch.testing.assert_close(parts.heatmap, one.heatmap)
+    torch.testing.assert_close(parts.scores, one.scores)
+    torch.testing.assert_close(parts.output, one.output)
+    assert torch.equal(parts.targets, one.targets) and parts.layers == one.layers == ["0", "2"]
+    for name in one.layers:
+        torch.testing.assert_close(parts.layer_maps[name], one.layer_maps[name])
+        torch.testing.assert_close(parts.layer_heatmaps[name], one.layer_heatmaps[name])
+    assert parts.method == one.method and parts.heatmap.shape == (5, 8, 8)
+
+
+def test_cam_in_parts_bad_part_size():
+    with pytest.raises(InputError, match="part_size must be at least 1"):
+        cam_in_parts(_cnn(), torch.rand(2, 3, 8, 8), part_size=0)

@@ -8,9 +8,10 @@ import pytest
 import torch
 import yaml
 
+from vizkit.errors import VizkitError
 from vizkit.models import ClipDetector
 from vizkit.models.load_common import CheckpointError
-from vizkit.models.load_detector import load_detector, read_detector_config
+from vizkit.models.load_detector import load_detector, load_eval_detector, read_detector_config
 
 
 def _detector(hidden=128, layers=3, image=32, patch=8, heads=2):  # CLIP heads are 64 wide
@@ -263,3 +264,21 @@ def test_timm_classifier_from_config(tmp_path, image):
         torch.testing.assert_close(loaded.model(x), m(x))
     with pytest.raises(CheckpointError, match="do not fit timm model .*missing key"):
         load_detector(_yaml(tmp_path / "bad.yaml", model_name="timm:vit_tiny_patch16_224"), tmp_path / "vit.pth")
+
+
+def test_load_eval_detector_two_classes_only(tmp_path, image):
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    det = load_eval_detector()  # the zoo detector
+    assert det.class_names == ["real", "fake"] and det.fake_index == 1
+    zoo = load_detector()
+    x = det.preprocess(image)[None]
+    with torch.no_grad():
+        torch.testing.assert_close(det.model(x), zoo.model(x))  # the same detector load_detector gives
+    assert load_eval_detector("", "").source == zoo.source  # empty strings: not given
+    config = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32)
+    vit = ViTForImageClassification(ViTConfig(**config, patch_size=8, num_labels=3)).eval()
+    vit.save_pretrained(tmp_path / "vit")
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vit")
+    with pytest.raises(VizkitError, match=r"the detector has 3 outputs \(.*\); a real/fake detector has 2"):
+        load_eval_detector(None, tmp_path / "vit")

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from vizkit.errors import ParameterError
-from vizkit.runs import clear_complete, is_complete, mark_complete, run_folder
+from vizkit.runs import (
+    chunk_count,
+    clear_complete,
+    is_complete,
+    mark_complete,
+    run_folder,
+    write_chunk,
+    written_chunks,
+)
 
 
 def test_run_folder_new_and_refused(tmp_path):
@@ -32,3 +40,15 @@ def test_complete_markers(tmp_path):
     clear_complete(tmp_path)
     assert not is_complete(tmp_path)
     clear_complete(tmp_path)  # clearing twice is fine
+
+
+def test_chunk_count_and_written_chunks(tmp_path):
+    assert [chunk_count(n, 4) for n in (0, 1, 4, 5, 8, 9)] == [0, 1, 1, 2, 2, 3]
+    with pytest.raises(ParameterError, match="chunk size must be positive"):
+        chunk_count(3, 0)
+    assert written_chunks(tmp_path) == 0
+    import numpy as np
+
+    for k in range(3):
+        write_chunk(tmp_path, k, {"chunk": k}, {"index": np.arange(2)})
+    assert written_chunks(tmp_path) == 3

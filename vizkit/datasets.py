@@ -60,7 +60,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,21 @@ class EvalDataset:
                 f"{path!r}; it must return uint8 H x W x 3 RGB"
             )
         return arr
+
+    def read_images(
+        self, indices: Iterable[int], reader: ImageReader | None = None
+    ) -> tuple[list[np.ndarray], list[int], list[dict[str, Any]]]:
+        """Items ``indices`` read with :meth:`image`, skipping the unreadable ones: (the images,
+        uint8 ``H x W x 3`` each; the indices read, in order; one ``{"index", "path", "error"}``
+        per item that could not be read, its :class:`VizkitError` message)."""
+        images, read, errors = [], [], []
+        for i in indices:
+            try:
+                images.append(self.image(i, reader))
+                read.append(i)
+            except VizkitError as err:
+                errors.append({"index": i, "path": self.items[i].path, "error": str(err)})
+        return images, read, errors
 
     def mask(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray | None:
         """Item ``index``'s manipulation mask (bool ``H x W``, pixels > 127 of the grey image), or

@@ -3,13 +3,16 @@
 :func:`batched` is the shared loop over samples (chunks, optional progress bar), and
 :func:`predicted_classes` a classifier's predictions over it; :func:`select_indices` picks samples of a
 labelled set (one per class, given indices, the misclassified first);
+:func:`cam_in_parts` is :func:`vizkit.cam` over a batch in parts of a few images (bounded memory);
 :func:`binary_metrics` scores a binary (real/fake) classifier's probabilities as DeepfakeBench
 does (AUC, accuracy, EER, AP, video-level AUC); :func:`localization` runs an explanation over
 samples with ground-truth masks and scores every map with :mod:`vizkit.metrics` (pointing game at one
 or more pixel tolerances, energy inside the mask and, given a score function, the deletion AUC);
 :func:`config_maps` and :func:`config_scores` do the same for several map configurations (head
 fusions, layer choices ...) computed together; :func:`pointing_by_method` tabulates it for several
-explanation methods.
+explanation methods; :func:`score_maps` scores maps already computed the same way, and
+:func:`localization_table` averages such scores kept in parts (one per chunk of a resumable run) per
+layer and method.
 
 Example::
 
@@ -24,9 +27,9 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -37,13 +40,21 @@ from .metrics import deletion_auc, energy_pointing_game, pointing_game
 from .state import model_device
 from .stats import map_entropy
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .explain import Explanation
+
 __all__ = [
     "batched",
     "predicted_classes",
     "SELECTIONS",
     "select_indices",
+    "cam_in_parts",
     "Localization",
     "localization",
+    "score_maps",
+    "localization_table",
     "pointing_by_method",
     "masks_like",
     "config_maps",
@@ -142,6 +153,54 @@ def select_indices(
     return (wrong + right)[:num_samples]
 
 
+def cam_in_parts(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    targets: Any = None,
+    *,
+    layers: Any = "auto",
+    method: str = "gradcam",
+    part_size: int = 2,
+    layout: Any = None,
+) -> Explanation:
+    """:func:`vizkit.cam` of ``inputs`` ``[B, C, H, W]`` in parts of ``part_size`` images, the
+    parts' explanations concatenated along the batch (``heatmap`` ``[B, H, W]``, ``layer_maps``
+    ``{layer: [B, h, w]}``, ``layer_heatmaps``, ``scores``, ``output``, ``targets``). The
+    activations kept for the backward scale with the part, so memory stays bounded; every map is
+    per image (the combined heatmap is normalised per image), so the result equals one call's.
+    ``targets``: as :func:`vizkit.cam`; one per image (a 1-D tensor or a list) is split with the
+    images. ``layers``, ``method``, ``layout``: passed to :func:`vizkit.cam`."""
+    from .explain import Explanation, cam  # here: importing vizkit.evaluate loads no capture machinery
+
+    if part_size < 1:
+        raise InputError(f"part_size must be at least 1 image, got {part_size}")
+    if len(inputs) == 0:
+        raise InputError("cam_in_parts needs at least one image")
+    per_image = isinstance(targets, (list, tuple)) or (isinstance(targets, torch.Tensor) and targets.ndim > 0)
+    exps = [
+        cam(model, x, targets[s : s + len(x)] if per_image else targets, layers=layers, method=method, layout=layout)
+        for s, x in batched(inputs, part_size)
+    ]
+    if len(exps) == 1:
+        return exps[0]
+    first = exps[0]
+
+    def cat(get: Callable[[Explanation], torch.Tensor | None]) -> torch.Tensor | None:
+        parts = [get(e) for e in exps]
+        return None if any(p is None for p in parts) else torch.cat(parts)  # type: ignore[arg-type]
+
+    return Explanation(
+        heatmap=cat(lambda e: e.heatmap),
+        layer_maps={n: cat(lambda e, n=n: e.layer_maps[n]) for n in first.layer_maps},
+        layer_heatmaps={n: cat(lambda e, n=n: e.layer_heatmaps[n]) for n in first.layer_heatmaps},
+        scores=cat(lambda e: e.scores),
+        layers=list(first.layers),
+        method=first.method,
+        targets=cat(lambda e: e.targets),
+        output=cat(lambda e: e.output),
+    )
+
+
 def masks_like(masks: Sequence[Any] | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Boolean masks ``[N, H, W]`` resized (nearest) to ``size`` when they differ."""
     m = (
@@ -181,6 +240,17 @@ class Localization:
             out["deletion_auc"] = float(self.deletion.mean())
         return out
 
+    def record(self, index: Sequence[int], digits: int = 6) -> dict[str, list]:
+        """The per-sample scores as JSON lists, for a part of :func:`localization_table`:
+        ``{"index": index, "hit": [bool], "hit_tol<t>": [bool] per tolerance t > 0, "energy":
+        [float rounded to digits]}`` (``"deletion"`` too when measured)."""
+        out: dict[str, list] = {"index": [int(i) for i in index]}
+        out.update({f"hit_tol{t}" if t else "hit": h.tolist() for t, h in self.hits.items()})
+        out["energy"] = [round(float(e), digits) for e in self.energy]
+        if self.deletion is not None:
+            out["deletion"] = [round(float(d), digits) for d in self.deletion]
+        return out
+
 
 def localization(
     samples: Sequence[S],
@@ -212,10 +282,10 @@ def localization(
         result = explain(x, chunk)
         heat = (result.heatmap if hasattr(result, "heatmap") else result).detach().cpu()
         layers = list(getattr(result, "layers", layers))
-        masks = masks_like([mask(s) for s in chunk], heat.shape[-2:])
+        part = score_maps(heat, [mask(s) for s in chunk], tolerances)
         for t in hits:
-            hits[t].append(pointing_game(heat, masks, tolerance=t))
-        energy.append(energy_pointing_game(heat, masks))
+            hits[t].append(part.hits[t])
+        energy.append(part.energy)
         if score is not None:
             deletion.append(deletion_auc(score, x, heat.to(x.device), steps=deletion_steps).cpu())
     return Localization(
@@ -301,6 +371,55 @@ def pointing_by_method(
                 "energy_in_mask": float(res.energy.mean()),
             }
         )
+    return pd.DataFrame(rows)
+
+
+def score_maps(
+    heatmaps: torch.Tensor, masks: Sequence[Any] | torch.Tensor, tolerances: Sequence[int] = (0,)
+) -> Localization:
+    """Maps already computed, ``[N, H, W]``, scored against their ground-truth masks (``[N, h, w]``
+    booleans, a tensor or N arrays, resized by nearest neighbour to the maps): the pointing game
+    at each pixel tolerance and the share of each map's energy inside its mask (what
+    :func:`localization` measures per batch)."""
+    heat = heatmaps.detach().cpu()
+    if len(heat) == 0 or len(heat) != len(masks):
+        raise InputError(
+            f"score_maps needs one mask per map and at least one map: {len(heat)} maps, {len(masks)} masks"
+        )
+    m = masks_like(masks, heat.shape[-2:])
+    hits = {int(t): pointing_game(heat, m, tolerance=int(t)) for t in tolerances}
+    return Localization(hits=hits, energy=energy_pointing_game(heat, m))
+
+
+def localization_table(
+    parts: Iterable[Mapping[str, Mapping[str, Mapping[str, Sequence[Any]]]]], count_name: str = "samples"
+) -> pd.DataFrame | None:
+    """Mean localisation scores per (layer, method) over scores kept in parts (e.g. one per chunk
+    of a resumable run), each ``{method: {layer: record}}`` with ``record`` as
+    :meth:`Localization.record` writes it. One row per (layer, method) in order of first
+    appearance: ``layer``, ``method``, ``count_name`` (the samples scored), then the mean of each
+    score list — ``hit`` as ``pointing_game``, ``hit_tol<t>`` as ``pointing_game_tol<t>``,
+    ``energy`` as ``energy_in_mask``, ``deletion`` as ``deletion_auc``. None when no part holds a
+    score."""
+    import pandas as pd
+
+    names = {"hit": "pointing_game", "energy": "energy_in_mask", "deletion": "deletion_auc"}
+    acc: dict[tuple[str, str], dict[str, list]] = {}
+    for part in parts:
+        for method, by_layer in part.items():
+            for layer, record in by_layer.items():
+                lists = acc.setdefault((layer, method), {})
+                for key, values in record.items():
+                    if key != "index":
+                        lists.setdefault(key, []).extend(values)
+    if not acc:
+        return None
+    rows = []
+    for (layer, method), lists in acc.items():
+        row: dict[str, Any] = {"layer": layer, "method": method, count_name: len(next(iter(lists.values()), []))}
+        for key, values in lists.items():
+            row[names.get(key, key.replace("hit_", "pointing_game_"))] = float(np.mean(values))
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

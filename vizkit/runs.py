@@ -35,7 +35,9 @@ __all__ = [
     "clear_complete",
     "COMPLETE_MARKER",
     "open_resumable_run",
+    "chunk_count",
     "chunk_paths",
+    "written_chunks",
     "write_chunk",
     "read_chunks",
     "read_chunk_arrays",
@@ -127,6 +129,19 @@ def open_resumable_run(
     out = run_folder(output_dir or None, name, overwrite=overwrite, overwrite_hint="pass --overwrite")
     write_json(out / "manifest.json", manifest)
     return out, False
+
+
+def chunk_count(items: int, chunk_size: int) -> int:
+    """How many chunks of ``chunk_size`` items cover ``items`` items (the last one may be short)."""
+    if chunk_size < 1:
+        raise ParameterError(f"chunk size must be positive, got {chunk_size}")
+    return (items + chunk_size - 1) // chunk_size
+
+
+def written_chunks(run: Path) -> int:
+    """How many chunks ``run`` holds written (``chunks/NNNNN.json`` files; a finished run's are
+    ``0 .. n-1``)."""
+    return len(list((Path(run) / "chunks").glob("*.json")))
 
 
 def chunk_paths(run: Path, k: int) -> tuple[Path, Path]:

@@ -243,3 +243,23 @@ def as_target(targets: TargetSpec, batch_size: int, output: Any = None) -> Targe
     raise TargetError(
         f"targets of type {type(targets).__name__} are not supported: use an int, a list of ints or a callable"
     )
+
+
+#: what a real/fake detector's explanation can explain (:func:`real_fake_targets`)
+REAL_FAKE_TARGETS = ("predicted", "fake", "real", "label")
+
+
+def real_fake_targets(target: str, labels: torch.Tensor, fake_index: int = 1) -> None | int | torch.Tensor:
+    """The targets argument of :func:`vizkit.cam` for a two-class real/fake detector whose fake
+    class is ``fake_index``: ``"predicted"`` -> None (each image's predicted class), ``"fake"``
+    -> ``fake_index``, ``"real"`` -> the other class, ``"label"`` -> per image ``[B]`` the class
+    of its true label (``labels`` ``[B]``, 1 = fake). Anything else raises :class:`TargetError`."""
+    if target not in REAL_FAKE_TARGETS:
+        raise TargetError(f"target {target!r}: choose one of {', '.join(REAL_FAKE_TARGETS)}")
+    if target == "predicted":
+        return None
+    if target == "fake":
+        return fake_index
+    if target == "real":
+        return 1 - fake_index
+    return torch.where(labels == 1, fake_index, 1 - fake_index)

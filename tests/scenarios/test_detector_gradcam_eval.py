@@ -229,7 +229,9 @@ def test_zoo_evaluation_files_and_resume(tmp_path, monkeypatch):
 
 def test_explorer_reads_the_saved_run(tmp_path, monkeypatch):
     dge.run_evaluation(tmp_path / "run", max_samples=20, batch_size=10, gradcam_samples=2)
-    monkeypatch.setattr(dge, "cam", lambda *a, **k: pytest.fail("the explorer must not recompute"))
+    recompute = lambda *a, **k: pytest.fail("the explorer must not recompute")  # noqa: E731
+    monkeypatch.setattr("vizkit.explain.cam", recompute)  # what every map of the evaluation comes from
+    monkeypatch.setattr(dge, "evaluate_chunk", recompute)
     ex = dge.DetectorGradCAMExplorer(tmp_path / "run")
     assert [c.description for c in ex.controls] == [label for label, _ in ex.CONTROLS]
     assert len(ex.sample.options) == 20 and ex.method.options == ("gradcam", "gradcam++")

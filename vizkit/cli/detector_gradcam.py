@@ -1,5 +1,5 @@
 """``vizkit detector-gradcam``: Grad-CAM / Grad-CAM++ of a deepfake detector on named layers
-(scenario 3, :func:`vizkit.scenarios.detector_gradcam_eval.gradcam_demo`)."""
+(scenario 3, :func:`vizkit.scenarios.detector_gradcam_demo.gradcam_demo`)."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..scenarios.detector_gradcam_eval import gradcam_demo
+    from ..scenarios.detector_gradcam_demo import gradcam_demo
 
     results, failures = gradcam_demo(
         args.input,

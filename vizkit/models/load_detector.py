@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import VizkitError
 from ..io import data_root, load_image, read_image_opencv
 from .detector import CLASS_NAMES, ClipDetector, Detector, LinearHeadClassifier
 from .load_common import (
@@ -49,7 +50,14 @@ from .load_common import (
 )
 from .preprocess import CvResizeNormalize
 
-__all__ = ["DetectorConfig", "read_detector_config", "load_detector", "ZOO_DETECTORS", "DEEPFAKEBENCH_DETECTORS"]
+__all__ = [
+    "DetectorConfig",
+    "read_detector_config",
+    "load_detector",
+    "load_eval_detector",
+    "ZOO_DETECTORS",
+    "DEEPFAKEBENCH_DETECTORS",
+]
 
 #: the zoo's detectors (vizkit detector folders under data/zoo/)
 ZOO_DETECTORS = ("face_forgery_detector",)
@@ -473,6 +481,26 @@ def load_detector(
             )
         return _finish(loaded.model, loaded.preprocess, _pil_read, names, w, family, "processor", cfg, device)
     return _deepfakebench_weights(w, cfg, num_heads, device)
+
+
+def load_eval_detector(
+    config: PathLike | None = None,
+    weights: PathLike | None = None,
+    *,
+    num_heads: int | None = None,
+    test_config: PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> Detector:
+    """:func:`load_detector` (the zoo's ``face_forgery_detector`` when neither is given; an empty
+    string counts as not given), checked to be a two-class real/fake detector (``[B, 3, S, S] ->
+    [B, 2]``): any other class count raises :class:`VizkitError` naming the classes."""
+    det = load_detector(config or None, weights or None, num_heads=num_heads, test_config=test_config, device=device)
+    if len(det.class_names) != 2:
+        raise VizkitError(
+            f"the detector has {len(det.class_names)} outputs ({', '.join(det.class_names)}); a "
+            "real/fake detector has 2"
+        )
+    return det
 
 
 def loaded_detector(det: Detector) -> Loaded:

@@ -12,6 +12,12 @@ module                         what it explains                                 
 ``vit_mnist_report``           scenario 2's statistics, observations and report      02
 ``detector_gradcam_eval``      a detector's Grad-CAM on named layers, evaluation     03
                                explaining its mistakes (seed 002)
+``detector_gradcam_params``    scenario 3's arguments, checks, notebook parameters   03
+``detector_gradcam_report``    scenario 3's run outputs, sample folders, report.md   03
+``detector_gradcam_run``       scenario 3's finished run read back                   03
+``detector_gradcam_chunk``     scenario 3's unit: one chunk of the test set          03
+``detector_gradcam_demo``      scenario 3's one-image CLI (``detector-gradcam``)     03
+``detector_gradcam_wrapper``   scenario 3's seed wrapper (CLIPDetectorWithGradCAM)   03
 ``clip_text_gradcam``          CLIP image-text similarity by Grad-CAM (seed 003)     04
 ``clip_text_explain``          scenario 4's explanation of a batch and its files     04
 ``clip_text_report``           scenario 4's pointing game and report                 04
@@ -93,6 +99,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "EvalDataset",
         "parse_label",
     ),
+    "detector_gradcam_params": ("EvalArgs", "EvalContext", "check_eval_args"),
+    "detector_gradcam_report": (),
+    "detector_gradcam_run": ("run_dataset",),
+    "detector_gradcam_chunk": (),
+    "detector_gradcam_demo": (),
+    "detector_gradcam_wrapper": (),
     "cluster_tasks": ("EvaluationMapper",),
     "clip_text_gradcam": (
         "ClipExplorer",

@@ -1,0 +1,123 @@
+"""Scenario 3's unit of work: one chunk of the test set evaluated (:func:`evaluate_chunk`, a pure
+function of (arguments, chunk index)) and what it is computed with (:func:`evaluation_context`).
+The score explained: the detector's logit of the explained class (``args.target``), by Grad-CAM
+or Grad-CAM++ at every requested layer; the chunk's fakes with masks score its maps (pointing
+game, energy in the mask).
+
+Example::
+
+    from vizkit.scenarios.detector_gradcam_chunk import evaluate_chunk, evaluation_context
+    from vizkit.scenarios.detector_gradcam_params import EvalArgs
+    ctx = evaluation_context(EvalArgs(max_samples=20, batch_size=10))
+    result, arrays = evaluate_chunk(ctx, 1)      # samples 10..19: predictions, maps, scores
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..datasets import EvalDataset, resolve_dataset
+from ..evaluate import cam_in_parts, score_maps
+from ..models import Detector
+from ..models.detector_layers import default_layers, resolve_gradcam_layers
+from ..models.load_detector import load_eval_detector
+from ..state import model_device
+from ..targets import real_fake_targets
+from .detector_gradcam_params import EvalArgs, EvalContext, check_eval_args, eval_methods
+
+__all__ = ["evaluation_context", "evaluate_chunk"]
+
+
+def evaluation_context(
+    args: EvalArgs,
+    device: str | torch.device = "cpu",
+    *,
+    detector: Detector | None = None,
+    dataset: EvalDataset | None = None,
+) -> EvalContext:
+    """What :func:`evaluate_chunk` needs for ``args``: the arguments checked (one
+    :class:`ParameterError`), the detector loaded (``detector``: one already loaded), its layers
+    resolved, the test set resolved (``dataset``: one already resolved) and the methods to run. A
+    process that computes chunks elsewhere builds it once from the picklable ``args``."""
+    check_eval_args(args)
+    det = detector or load_eval_detector(
+        args.detector_path, args.weights_path, num_heads=args.num_heads, test_config=args.test_config, device=device
+    )
+    layers = resolve_gradcam_layers(det.model, list(args.layers) or default_layers(det.model), det.size)
+    ds = dataset or resolve_dataset(args.test_dataset, det.config, args.max_samples or None)
+    return EvalContext(args, det, ds, layers, eval_methods(args, ds), model_device(det.model))
+
+
+def evaluate_chunk(ctx: EvalContext, k: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Chunk ``k`` (samples ``k*B .. (k+1)*B - 1``): predictions, unreadable images, and with
+    Grad-CAM the raw per-layer maps of every method (``{"<method>|<layer>": [n, h, w]}``) and the
+    localisation scores of the fakes with masks. A pure function of (arguments, chunk index)."""
+    a, det = ctx.args, ctx.detector
+    start = k * a.batch_size
+    images, ok, errors = ctx.dataset.read_images(range(start, min(start + a.batch_size, len(ctx.dataset))), det.read)
+    result: dict[str, Any] = {"chunk": k, "indices": ok, "errors": errors, "predictions": [], "localization": {}}
+    arrays: dict[str, np.ndarray] = {"index": np.asarray(ok, dtype=np.int64)}
+    if not ok:
+        return result, arrays
+    x = torch.stack([det.preprocess(im) for im in images]).to(ctx.device)
+    targets = real_fake_targets(a.target, torch.tensor([ctx.dataset.items[i].label for i in ok]), det.fake_index)
+    modules = [i.module for i in ctx.layers]
+    explanations = {
+        m: cam_in_parts(det.model, x, targets, layers=modules, method=m, part_size=a.cam_batch_size, layout=a.layout)
+        for m in ctx.methods
+    }
+    if explanations:
+        logits = explanations[ctx.methods[0]].output
+    else:
+        with torch.inference_mode():
+            logits = det.model(x)
+    probs = torch.softmax(logits.float(), -1)[:, det.fake_index].cpu()
+    preds = (logits.argmax(-1).cpu() == det.fake_index).long()
+    for j, i in enumerate(ok):
+        item = ctx.dataset.items[i]
+        result["predictions"].append(
+            {
+                "index": i,
+                "path": item.path,
+                "label": int(item.label),
+                "prob": float(probs[j]),
+                "pred": int(preds[j]),
+                "correct": bool(int(preds[j]) == int(item.label)),
+                "video": item.video,
+            }
+        )
+    names = {i.module: i.name for i in ctx.layers}
+    for method, exp in explanations.items():
+        for module, m in exp.layer_maps.items():
+            arrays[f"{method}|{names[module]}"] = m.detach().float().cpu().numpy()
+    if explanations and ctx.dataset.has_masks:
+        result["localization"] = _chunk_localization(ctx, ok, explanations, tuple(x.shape[-2:]))
+    return result, arrays
+
+
+def _chunk_localization(
+    ctx: EvalContext, ok: Sequence[int], explanations: dict[str, Any], size: tuple[int, int]
+) -> dict[str, dict[str, dict[str, list]]]:
+    """Per method and layer (and ``"all layers"``), the pointing game (tolerance 0 and 1 px) and
+    energy of the maps of the chunk's fakes with a non-empty mask (none: ``{}``)."""
+    fakes = [(j, i) for j, i in enumerate(ok) if ctx.dataset.items[i].label == 1]
+    masks = {i: ctx.dataset.mask(i, size) for _, i in fakes}
+    fakes = [(j, i) for j, i in fakes if masks[i] is not None and masks[i].any()]
+    if not fakes:
+        return {}
+    rows = torch.tensor([j for j, _ in fakes])
+    index = [i for _, i in fakes]
+    names = {i.module: i.name for i in ctx.layers}
+    out: dict[str, dict[str, dict[str, list]]] = {}
+    for method, exp in explanations.items():
+        heats = {names[mod]: h for mod, h in exp.layer_heatmaps.items()}
+        heats["all layers"] = exp.heatmap
+        out[method] = {
+            layer: score_maps(heat[rows], [masks[i] for i in index], tolerances=(0, 1)).record(index)
+            for layer, heat in heats.items()
+        }
+    return out

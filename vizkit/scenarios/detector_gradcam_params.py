@@ -1,0 +1,171 @@
+"""Scenario 3's arguments: what determines an evaluation run (:class:`EvalArgs`, its manifest),
+their checks, what a chunk is computed with (:class:`EvalContext`), the defaults DeepfakeBench's
+configs decide (:func:`config_defaults`). The score explained is the
+detector's logit of the explained class (:data:`TARGETS`), by Grad-CAM or Grad-CAM++
+(:data:`CAM_METHODS`).
+
+Example::
+
+    from vizkit.scenarios.detector_gradcam_params import EvalArgs, check_eval_args
+    args = EvalArgs(max_samples=100, method="gradcam++", target="label")
+    check_eval_args(args)                  # one ParameterError for a bad value, before any work
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..datasets import ZOO_DATASET, EvalDataset
+from ..errors import ParameterError
+from ..methods import get_method
+from ..models import Detector
+from ..models.detector_layers import LayerInfo
+from ..models.load_detector import read_detector_config
+from ..targets import REAL_FAKE_TARGETS
+
+__all__ = [
+    "SEED_LAYERS",
+    "CAM_METHODS",
+    "TARGETS",
+    "LABEL_NAMES",
+    "EvalArgs",
+    "EvalContext",
+    "check_eval_args",
+    "eval_methods",
+    "ConfigDefaults",
+    "config_defaults",
+]
+
+SEED_LAYERS = ("encoder.layers.23", "encoder.layers.20", "encoder.layers.15", "encoder.layers.10")
+CAM_METHODS = ("gradcam", "gradcam++")
+TARGETS = REAL_FAKE_TARGETS
+LABEL_NAMES = {0: "Real", 1: "Fake"}
+
+
+@dataclass(frozen=True)
+class EvalArgs:
+    """Everything that determines a run's results (its manifest)."""
+
+    detector_path: str | None = None
+    weights_path: str | None = None
+    test_dataset: str = ZOO_DATASET
+    max_samples: int = 0
+    gradcam_enabled: bool = True
+    layers: tuple[str, ...] = ()
+    method: str = "gradcam"
+    table_methods: tuple[str, ...] = CAM_METHODS
+    target: str = "fake"
+    batch_size: int = 32
+    gradcam_samples: int = 50
+    save_all_predictions: bool = False
+    #: images per Grad-CAM forward/backward inside a chunk: the activations kept for the backward
+    #: scale with it (a ViT-B/16 x 24 at 224 px keeps ~115 MiB per image down to block 10)
+    cam_batch_size: int = 2
+    #: where the Grad-CAM layers' channels are (None: decided per layer; see :func:`vizkit.cam`)
+    layout: str | None = None
+    #: attention heads per layer of a CLIP detector whose width is not a known CLIP tower
+    num_heads: int | None = None
+    #: DeepfakeBench's test_config.yaml merged over the detector YAML (rgb_dir, label_dict, ...)
+    test_config: str | None = None
+
+    def manifest(self, dataset: EvalDataset, layers: Sequence[LayerInfo]) -> dict[str, Any]:
+        """The run's manifest: these arguments with the layers as resolved, the test set's name,
+        source and size, and the detector files' absolute paths and sizes."""
+        d = asdict(self)
+        d["layers"] = [i.name for i in layers]
+        d["dataset"] = {"name": dataset.name, "source": dataset.source, "samples": len(dataset)}
+        for key in ("detector_path", "weights_path", "test_config"):
+            if d[key]:
+                p = Path(d[key])
+                d[key] = str(p.resolve())
+                if p.is_file():
+                    d[key + "_size"] = p.stat().st_size
+        return json.loads(json.dumps(d))  # as stored: tuples become lists
+
+
+@dataclass
+class EvalContext:
+    """What :func:`~vizkit.scenarios.detector_gradcam_eval.evaluate_chunk` computes a chunk with:
+    the arguments, the detector, the test set, the resolved layers, the CAM methods to run (none
+    without Grad-CAM; the table's too when the set has masks) and the detector's device."""
+
+    args: EvalArgs
+    detector: Detector
+    dataset: EvalDataset
+    layers: list[LayerInfo]
+    methods: list[str]
+    device: torch.device
+
+
+def check_eval_args(args: EvalArgs) -> None:
+    """One :class:`ParameterError` for the first invalid argument: a batch size or sample count
+    below 1, an unknown target, a method scenario 3 does not compare."""
+    if args.batch_size < 1:
+        raise ParameterError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.gradcam_samples <= 0:
+        raise ParameterError(f"--gradcam_samples must be positive, got {args.gradcam_samples}")
+    if args.target not in TARGETS:
+        raise ParameterError(f"target {args.target!r}: choose one of {', '.join(TARGETS)}")
+    for m in (args.method, *args.table_methods):
+        if m not in CAM_METHODS:
+            raise ParameterError(f"method {m!r}: scenario 3 compares {' and '.join(CAM_METHODS)}")
+
+
+def eval_methods(args: EvalArgs, dataset: EvalDataset) -> list[str]:
+    """The CAM methods a run computes, by their canonical names: none without Grad-CAM, else
+    ``args.method`` first, then the table's methods when ``dataset`` has manipulation masks."""
+    if not args.gradcam_enabled:
+        return []
+    extra = list(args.table_methods) if dataset.has_masks else []
+    return list(dict.fromkeys([get_method(args.method).name] + [get_method(m).name for m in extra]))
+
+
+@dataclass
+class ConfigDefaults:
+    """What DeepfakeBench's configs decide when the caller does not (:func:`config_defaults`)."""
+
+    test_config: str | None
+    test_dataset: str | None
+    gradcam_enabled: bool
+    output_dir: str
+    layers: list[str] | None
+
+
+def config_defaults(
+    detector_path: str | None = None,
+    test_config: str | None = None,
+    *,
+    test_dataset: str | None = None,
+    gradcam_enabled: bool | None = None,
+    output_dir: str | None = None,
+    layers: Sequence[str] | None = None,
+) -> ConfigDefaults:
+    """The values given, else the configs' as DeepfakeBench's test.py reads them: with a
+    ``detector_path``, ``test_config`` defaults to ``training/config/test_config.yaml`` under the
+    working directory when that file exists, merged over the detector YAML; the merged config's
+    ``test_dataset`` (its first when a list), ``gradcam_enabled`` (else off), ``gradcam_save_dir``
+    (else ``gradcam_evaluation``) and ``gradcam_layers`` fill what is None."""
+    extra: dict[str, Any] = {}
+    if detector_path:
+        default = Path("training/config/test_config.yaml")
+        if test_config is None and default.is_file():
+            test_config = str(default.resolve())
+        extra = read_detector_config(detector_path, test_config).extra
+    elif test_config:
+        extra = read_detector_config(test_config).extra
+    named = extra.get("test_dataset")
+    if test_dataset is None and isinstance(named, (list, str)) and named:
+        test_dataset = named if isinstance(named, str) else named[0]
+    return ConfigDefaults(
+        test_config,
+        test_dataset,
+        gradcam_enabled if gradcam_enabled is not None else bool(extra.get("gradcam_enabled", False)),
+        output_dir or extra.get("gradcam_save_dir") or "gradcam_evaluation",
+        list(layers or ()) or extra.get("gradcam_layers") or None,
+    )
