@@ -33,8 +33,13 @@ __all__ = [
     "SINK_MODES",
 ]
 
+#: what a position of a multimodal sequence is (``PositionMap.kind``, ``attention.npz``'s ``kind``):
+#: prompt text, an image patch, a generated token, a special position (markers, separators, CLS)
 TEXT, IMAGE, GENERATED, SPECIAL = 0, 1, 2, 3
+#: the names of those kinds, indexed by kind
 KIND_NAMES = ("text", "image", "generated", "special")
+#: which view of an image a patch belongs to: the high-resolution mosaic (tiles stitched) or a tiled
+#: family's global thumbnail
 MOSAIC, THUMBNAIL = 0, 1
 
 

@@ -24,6 +24,7 @@ from ..errors import InputError, ParameterError
 
 __all__ = ["add_cluster_flags", "cluster_requested", "cluster_client", "worker_threads", "DEFAULT_CONNECT_TIMEOUT"]
 
+#: seconds to wait for an existing scheduler (``--scheduler``) before giving up with one message
 DEFAULT_CONNECT_TIMEOUT = 5.0
 
 
@@ -55,6 +56,7 @@ def add_cluster_flags(parser: argparse.ArgumentParser, *, retries: bool = False)
 
 
 def cluster_requested(args: argparse.Namespace) -> bool:
+    """Whether the parsed flags ask for Dask (``--workers N`` or ``--scheduler ADDRESS``)."""
     return getattr(args, "workers", None) is not None or bool(getattr(args, "scheduler", None))
 
 

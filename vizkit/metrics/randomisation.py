@@ -27,6 +27,7 @@ __all__ = [
     "randomization_sanity_check",
 ]
 
+#: the similarity measures between the original and the randomised model's maps
 SIMILARITIES = ("spearman", "spearman_signed", "ssim")
 
 

@@ -17,8 +17,10 @@ import numpy as np
 from ..errors import VizkitError
 from .common import data_root
 
+#: the MNIST splits vizkit reads
 SPLITS = ("train", "val", "test")
-N_TRAIN = 55_000  # the rest of the 60,000 training images is the validation split
+#: the first 55,000 of the 60,000 training images train; the rest is the validation split
+N_TRAIN = 55_000
 IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 FILES = {
