@@ -30,7 +30,7 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 
 def add_cluster_flags(parser: argparse.ArgumentParser, *, retries: bool = False) -> None:
     """``--workers N | --scheduler ADDRESS`` (and ``--retries K``) on a subcommand's parser."""
-    group = parser.add_argument_group("Dask cluster (see README: Scaling out)")
+    group = parser.add_argument_group("Dask cluster (see docs/howto/dask.md)")
     where = group.add_mutually_exclusive_group()
     where.add_argument(
         "--workers",

@@ -53,7 +53,8 @@ __all__ = ["DetectorConfig", "read_detector_config", "load_detector", "ZOO_DETEC
 
 #: the zoo's detectors (vizkit detector folders under data/zoo/)
 ZOO_DETECTORS = ("face_forgery_detector",)
-#: the DeepfakeBench ``model_name`` values vizkit builds, and the ones it recognises but cannot (README)
+#: the DeepfakeBench ``model_name`` values vizkit builds, and the ones it recognises but cannot
+#: (docs/howto/deepfakebench.md)
 DEEPFAKEBENCH_DETECTORS = ("clip", "xception")
 DEEPFAKEBENCH_UNSUPPORTED = ("efficientnetb4",)
 #: DeepfakeBench's resolution per detector when no YAML says it (its clip.yaml / xception.yaml)
