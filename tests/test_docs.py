@@ -185,6 +185,19 @@ def test_tutorial_copy_keeps_every_output_but_the_live_widgets(path):
         assert any("<video" in "".join(h) and "data:video/mp4;base64," in "".join(h) for h in html)
 
 
+# ------------------------------------------------------------------ every generated page
+def test_generate_writes_every_generated_page(tmp_path):
+    import vizkit_docs
+
+    from vizkit.models.vlm import family_table
+
+    vizkit_docs.generate(tmp_path)
+    for pattern in vizkit_docs.GENERATED:
+        assert list(tmp_path.glob(pattern)), pattern
+    assert (tmp_path / "_generated" / "vlm_families.md").read_text() == family_table() + "\n"
+    assert "```{include} ../_generated/vlm_families.md" in (DOCS / "howto" / "vlm-families.md").read_text()
+
+
 # ------------------------------------------------------------------ the zoo page and its cards
 def test_zoo_page_includes_every_metric_card_present(tmp_path, monkeypatch):
     page_path = DOCS / "reference" / "zoo.md"
