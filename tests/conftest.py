@@ -42,6 +42,7 @@ SLOW_TESTS = {
         "test_every_exported_name_has_a_docstring",
         "test_api_reference_lists_every_exported_name",
         "test_getting_started_snippets_run_as_written",
+        "test_readme_snippet_runs_as_written",
         "test_generate_writes_every_generated_page",
     },
     "tests/scenarios/test_vlm_attention_video.py": {

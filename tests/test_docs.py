@@ -296,3 +296,32 @@ def test_getting_started_snippets_run_as_written(tmp_path, monkeypatch):
     assert timm_run["explanation"].layers == ["layer4"]
     assert tuple(hf_run["relevance"].heatmap.shape) == (1, 32, 32) and hf_run["gradcam"].heatmap.shape == (1, 32, 32)
     assert tuple(clip_run["explanation"].heatmap.shape) == (1, 224, 224)
+
+
+# ------------------------------------------------------------------ the README: short, and every link holds
+def test_readme_is_short_and_its_links_hold():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 150
+    assert "docs/_build/html" in text and "make docs" in text  # where the site is built
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    local = [t for t in targets if "://" not in t]
+    assert len(local) >= 10
+    for target in local:
+        assert (ROOT / target).exists(), target
+    for page in (
+        "getting-started.md",
+        "tutorials/index.md",
+        "methods/index.md",
+        "howto/index.md",
+        "reference/index.md",
+    ):
+        assert f"docs/{page}" in local, page
+
+
+def test_readme_snippet_runs_as_written(monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+    assert len(blocks) == 1
+    monkeypatch.chdir(ROOT)
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)  # noqa: S102 - the README's own code
+    assert tuple(namespace["explanation"].heatmap.shape) == (1, 64, 64)
