@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: .venv install lint format test test-fast ui-test demo sync-notebooks bench clean distclean
+.PHONY: .venv install lint format test test-fast ui-test docs demo sync-notebooks bench clean distclean
 
 # ---------------------------------------------------------------- environment
 # The stamp is newer than pyproject.toml once the venv is installed: re-runs are no-ops.
@@ -22,14 +22,15 @@ $(PY):
 # (--sys-prefix), pointing at the venv's interpreter.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[notebooks,test,vlm]"
+	$(PY) -m pip install -e ".[notebooks,test,vlm,docs]"
 	$(PY) -m ipykernel install --sys-prefix --name python3
 	touch $(STAMP)
 
 # ---------------------------------------------------------------- lint
 # ruff (pyproject.toml [tool.ruff]: line length 120) over the package, the tests, the benchmarks and
-# the notebooks' jupytext pairs; `make format` rewrites them (then `make sync-notebooks`)
-LINTED := vizkit tests benchmarks notebooks/*.py
+# the notebooks' jupytext pairs and the docs' Python (conf, generators); `make format` rewrites them (then
+# `make sync-notebooks`)
+LINTED := vizkit tests benchmarks docs notebooks/*.py
 lint: install
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
@@ -46,6 +47,7 @@ test-fast: install
 
 test: install lint
 	$(PY) -m pytest -q tests --ignore=tests/ui
+	$(MAKE) docs
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		sanitize=""; \
 		if [ -f notebooks/sanitize.cfg ]; then sanitize="--nbval-sanitize-with notebooks/sanitize.cfg"; fi; \
@@ -59,13 +61,28 @@ test: install lint
 # The notebooks in JupyterLab, in Debian's Chromium driven by playwright (no browser download:
 # playwright's own fetch cannot work offline). Chromium comes from apt when it is missing.
 CHROMIUM ?= /usr/bin/chromium
-ui-test: install
+ui-test: install docs
 	@if [ ! -x "$(CHROMIUM)" ]; then \
 		echo "installing Debian's chromium (apt-get install -y chromium)"; \
 		SUDO=""; if [ "$$(id -u)" != 0 ]; then SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
 	fi
 	VIZKIT_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -s tests/ui
+
+# ---------------------------------------------------------------- documentation
+# The offline site (Sphinx + MyST-NB + PyData theme; CONTRIBUTING.md says why) in docs/_build/html/: a fresh
+# build with warnings as errors, then the internal link check (docs/build.py). Rebuilt only when a source is
+# newer than the last good build: the pages, the package (docstrings, CLI parsers, scenario registry), the
+# notebooks (shown with their committed outputs), the zoo's configs and cards, the included Markdown files.
+DOCS_SITE    := docs/_build/html
+DOCS_SOURCES := $(shell find docs -path docs/_build -prune -o -type f \( -name '*.md' -o -name '*.py' -o -name '*.css' \
+	-o -name '*.png' \) -print) $(shell find vizkit -name '*.py') $(wildcard notebooks/*.ipynb notebooks/*.py) \
+	$(wildcard data/zoo/*/config.json data/zoo/cards/*) CHANGELOG.md CONTRIBUTING.md benchmarks/README.md pyproject.toml
+docs: install $(DOCS_SITE)/index.html
+
+$(DOCS_SITE)/index.html: $(STAMP) $(filter-out docs/reference/api/% docs/reference/cli.md docs/reference/parameters.md \
+		docs/reference/zoo.md docs/_generated/%,$(DOCS_SOURCES))
+	@start=$$(date +%s); $(PY) docs/build.py $(DOCS_SITE); echo "make docs: $$(( $$(date +%s) - start )) s"
 
 # ---------------------------------------------------------------- demo
 # Every run writes into a new runs/<timestamp>/ directory.
@@ -94,7 +111,7 @@ bench: install
 
 # ---------------------------------------------------------------- cleaning
 clean:
-	rm -rf runs
+	rm -rf runs docs/_build
 	find . -path ./$(VENV) -prune -o -type d \
 		\( -name __pycache__ -o -name .pytest_cache -o -name .ipynb_checkpoints \) -print0 \
 		| xargs -0 rm -rf

@@ -35,8 +35,16 @@ SLOW_FILES = {
     "tests/test_notebooks.py",
     "tests/test_setup.py",
     "tests/zoo/test_zoo_build_cli.py",
+    "tests/zoo/test_zoo_recorded_metrics.py",
 }
 SLOW_TESTS = {
+    "tests/test_docs.py": {
+        "test_every_exported_name_has_a_docstring",
+        "test_api_reference_lists_every_exported_name",
+        "test_getting_started_snippets_run_as_written",
+        "test_readme_snippet_runs_as_written",
+        "test_generate_writes_every_generated_page",
+    },
     "tests/scenarios/test_vlm_attention_video.py": {
         "test_many_samples_resume_failures_and_dask",
         "test_notebook_on_each_vlm_folder",

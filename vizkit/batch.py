@@ -65,9 +65,12 @@ __all__ = [
     "FAILED",
 ]
 
+#: the folder of a run folder that holds one marker per finished unit (``.units/<key>.json``)
 UNITS_DIR = ".units"
 #: the runner's own files in a run folder (besides the units' files)
 RUN_FILES = ("manifest.json", "index.csv", "index.md", UNITS_DIR)
+#: a unit's status in the index: done in this run, done in an earlier run (skipped), finished with
+#: missing inputs (computed again next time), failed (reported, not marked)
 DONE, EARLIER, INCOMPLETE, FAILED = "done", "done (earlier run)", "incomplete", "failed"
 
 

@@ -81,6 +81,7 @@ __all__ = [
     "images_or_test_faces",
 ]
 
+#: the name of the zoo detector's test faces (``--test_dataset`` default of ``vizkit evaluate``)
 ZOO_DATASET = "zoo:face_forgery"
 _ZOO_ALIASES = ("zoo:face_forgery", "zoo:face_forgery_detector", "zoo", "face_forgery")
 _REAL_WORDS = ("0", "real", "genuine", "pristine")

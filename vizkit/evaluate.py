@@ -72,7 +72,7 @@ def batched(
 ) -> Iterator[tuple[int, Sequence[S]]]:
     """Yield ``(start, chunk)`` over ``items`` in chunks of ``batch_size`` (None: one chunk).
 
-    ``progress``: False, True or a description; draws a tqdm bar counted in ``unit``s.
+    ``progress``: False, True or a description; draws a tqdm bar counted in units of ``unit``.
     """
     n = len(items)
     size = n if not batch_size or batch_size >= n else int(batch_size)
@@ -271,6 +271,7 @@ def localization(
       ``[B, H, W]``) or a heatmap tensor ``[B, H, W]``;
     - ``mask(sample)`` -> the sample's boolean mask (resized by nearest neighbour to the map);
     - ``score(images) -> [N]``: given, the deletion AUC of each map is measured too.
+
     ``batch_size`` None explains every sample in one batch.
     """
     if len(samples) == 0:

@@ -11,6 +11,7 @@ parameter gradient.
 Attention is captured by a :class:`~torch.overrides.TorchFunctionMode` that is active only
 while a transformer block runs. It records the post-softmax probabilities ``[B, H, N, N]``
 whichever way the block computes them:
+
 - an explicit ``softmax`` over the last dim of a 4-D tensor (HF eager, timm with fused
   attention off, most hand-written ViTs) is recorded as it is;
 - ``F.scaled_dot_product_attention`` (HF's default sdpa, timm's fused path: both return
@@ -18,6 +19,7 @@ whichever way the block computes them:
   probabilities exist and are the very tensor that multiplies the values;
 - ``F.multi_head_attention_forward`` (``nn.MultiheadAttention``: open_clip, torchvision
   ViT, ``nn.TransformerEncoderLayer``) likewise.
+
 The model's own configuration (attention implementation, fused flags) is never changed.
 
 :class:`RowAttentionCapture` is the streaming row mode of the same mechanism (for

@@ -43,6 +43,7 @@ def data_root() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
 
 
+#: the file suffixes read as images when a folder is listed
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
 

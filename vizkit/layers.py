@@ -13,6 +13,7 @@ whichever the transformers version built; N < 0 counts from the end; an N past t
 error naming the closest valid blocks), else the one module whose full name ends with it.
 
 ``"auto"``:
+
 - CNN: the last stage with a spatial output — among the modules that produce the final
   ``[B, C, H, W]`` feature map (H, W > 1), the outermost one that holds parameters and
   downsamples its input at most once (``layer4`` of a ResNet, the last stage of a ConvNeXt,

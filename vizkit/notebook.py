@@ -90,4 +90,5 @@ def _type_names(types: tuple[type, ...]) -> str:
 
 
 def positive(value: Any) -> str | None:
+    """A :class:`Param` check: None for a value above 0, else the problem."""
     return None if value > 0 else "must be positive"

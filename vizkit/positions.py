@@ -2,7 +2,7 @@
 
 Pure data (numpy), no model library: the VLM family adapters (:mod:`vizkit.models.vlm`) build a
 :class:`PositionMap`; generate-time capture fills a :class:`Trace`; rendering and reports read
-both. :meth:`Trace.save` writes the documented ``attention.npz`` (README).
+both. :meth:`Trace.save` writes the documented ``attention.npz`` (docs/howto/vlm-video.md).
 
 Kinds (``PositionMap.kind``): ``TEXT`` 0, ``IMAGE`` 1, ``GENERATED`` 2, ``SPECIAL`` 3.
 Views (``PositionMap.view``): ``MOSAIC`` 0 -- the high-resolution patches of an image, tiles
@@ -33,8 +33,13 @@ __all__ = [
     "SINK_MODES",
 ]
 
+#: what a position of a multimodal sequence is (``PositionMap.kind``, ``attention.npz``'s ``kind``):
+#: prompt text, an image patch, a generated token, a special position (markers, separators, CLS)
 TEXT, IMAGE, GENERATED, SPECIAL = 0, 1, 2, 3
+#: the names of those kinds, indexed by kind
 KIND_NAMES = ("text", "image", "generated", "special")
+#: which view of an image a patch belongs to: the high-resolution mosaic (tiles stitched) or a tiled
+#: family's global thumbnail
 MOSAIC, THUMBNAIL = 0, 1
 
 
@@ -169,7 +174,7 @@ class PositionMap:
         return self.kind == TEXT
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The map as plain arrays (the ``attention.npz`` keys, README)."""
+        """The map as plain arrays (the ``attention.npz`` keys, docs/howto/vlm-video.md)."""
         thumbs = [g if g is not None else (0, 0) for g in self.thumbnail_grids]
         return {
             "kind": self.kind,
@@ -256,7 +261,7 @@ class Trace:
         return np.divide(r.sum(0), count, out=np.zeros(r.shape[1]), where=count > 0)
 
     def sinks(self, layer: int, max_sinks: int = 5) -> np.ndarray:
-        """The attention-sink positions of ``layer`` (README, "Attention sinks"): position 0, and
+        """The attention-sink positions of ``layer`` (docs/howto/vlm-video.md, "Attention sinks"): position 0, and
         the prompt positions whose received attention (:meth:`received`) is an outlier, above
         ``Q3 + 3 * IQR`` of all prompt positions' received attention -- at most ``max_sinks``,
         strongest first (position 0 always kept)."""
@@ -279,7 +284,7 @@ class Trace:
         return [(int(t), self.pmap.label(int(t)), self.pieces[int(t)], float(v[t])) for t in order]
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The ``attention.npz`` arrays (README, "attention.npz")."""
+        """The ``attention.npz`` arrays (docs/howto/vlm-video.md, "attention.npz")."""
         out = {f"rows_layer{i}": r for i, r in self.rows.items()}
         out.update(self.pmap.arrays())
         out.update(

@@ -43,6 +43,7 @@ __all__ = [
     "read_chunk_arrays",
 ]
 
+#: the file that marks a run folder complete (written last, with the run's parameters)
 COMPLETE_MARKER = ".complete.json"
 
 

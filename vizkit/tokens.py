@@ -149,6 +149,7 @@ def feature_layout(
     (``classes``: the class names of the module and the modules enclosing it).
 
     Rules, in order (the first that decides wins):
+
     1. the module itself: a convolution or a ``...2d`` class (BatchNorm2d, LayerNorm2d, pools)
        means ``nchw``; an ``nn.LayerNorm`` over the last dim, or an ``nn.Linear`` whose
        ``out_features`` is the last dim, means ``nhwc`` (if the measured shapes contradict it,
@@ -159,6 +160,7 @@ def feature_layout(
        torchvision ``SwinTransformer*`` and ``PatchMerging*``, timm's ``...Cl`` classes;
     4. what the module contains: only convolutions / BatchNorms -> ``nchw``; only
        LayerNorms / Linears -> ``nhwc``.
+
     No decision (e.g. ``[B, 8, 8, 8]`` from an 8-stride 64 x 64 input in a module of mixed
     content) raises :class:`InputError` naming the ``layout=`` argument.
     """

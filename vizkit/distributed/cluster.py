@@ -24,12 +24,13 @@ from ..errors import InputError, ParameterError
 
 __all__ = ["add_cluster_flags", "cluster_requested", "cluster_client", "worker_threads", "DEFAULT_CONNECT_TIMEOUT"]
 
+#: seconds to wait for an existing scheduler (``--scheduler``) before giving up with one message
 DEFAULT_CONNECT_TIMEOUT = 5.0
 
 
 def add_cluster_flags(parser: argparse.ArgumentParser, *, retries: bool = False) -> None:
     """``--workers N | --scheduler ADDRESS`` (and ``--retries K``) on a subcommand's parser."""
-    group = parser.add_argument_group("Dask cluster (see README: Scaling out)")
+    group = parser.add_argument_group("Dask cluster (see docs/howto/dask.md)")
     where = group.add_mutually_exclusive_group()
     where.add_argument(
         "--workers",
@@ -55,6 +56,7 @@ def add_cluster_flags(parser: argparse.ArgumentParser, *, retries: bool = False)
 
 
 def cluster_requested(args: argparse.Namespace) -> bool:
+    """Whether the parsed flags ask for Dask (``--workers N`` or ``--scheduler ADDRESS``)."""
     return getattr(args, "workers", None) is not None or bool(getattr(args, "scheduler", None))
 
 

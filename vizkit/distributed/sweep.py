@@ -53,6 +53,8 @@ OUTPUTS = "outputs"  # the notebook's output_dir inside a run folder
 
 @dataclass
 class RunPlan:
+    """One planned run of a sweep: its folder name, the validated parameter overrides and its folder."""
+
     name: str
     params: dict[str, Any]  # the overrides passed to papermill (validated), without output_dir
     folder: Path
@@ -60,6 +62,8 @@ class RunPlan:
 
 @dataclass
 class RunRecord:
+    """What became of one run (a row of ``index.csv``): parameters, status, duration, error, outputs."""
+
     name: str
     params: dict[str, Any]
     status: str = "pending"  # pending | running | done | skipped | failed | cancelled
@@ -72,6 +76,8 @@ class RunRecord:
 
 @dataclass
 class SweepResult:
+    """A finished sweep: every run's record and the index files (``index.csv``, ``index.md``)."""
+
     records: list[RunRecord]
     output_dir: Path
     index_csv: Path

@@ -34,6 +34,7 @@ def cache_loads() -> dict[str, int]:
 
 
 def set_torch_threads(threads: int) -> None:
+    """Set torch's intra-op thread count in this (worker) process, when it differs."""
     import torch
 
     if torch.get_num_threads() != threads:

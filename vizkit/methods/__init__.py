@@ -32,6 +32,8 @@ class Method:
     options: tuple[str, ...] = ()
 
 
+#: every CAM method by name (``method=`` of :func:`vizkit.cam`), each with the flags that tell ``cam``
+#: how to call it
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (

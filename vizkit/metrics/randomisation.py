@@ -28,6 +28,7 @@ __all__ = [
     "sanity_by_config",
 ]
 
+#: the similarity measures between the original and the randomised model's maps
 SIMILARITIES = ("spearman", "spearman_signed", "ssim")
 
 

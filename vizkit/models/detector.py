@@ -20,7 +20,8 @@ from torch import nn
 
 CLASS_NAMES = ["real", "fake"]
 
-#: the image-reading pipelines a detector can declare (README: "which pipeline each model gets")
+#: the image-reading pipelines a detector can declare (docs/howto/deepfakebench.md: "which pipeline each kind of
+#: model gets")
 PIPELINES = {
     "deepfakebench": "OpenCV imread (BGR -> RGB), cv2.resize INTER_CUBIC to the config's resolution, /255, the "
     "config's mean / std (DeepfakeBench's test loader)",

@@ -61,7 +61,8 @@ __all__ = [
 
 #: the zoo's detectors (vizkit detector folders under data/zoo/)
 ZOO_DETECTORS = ("face_forgery_detector",)
-#: DeepfakeBench ``model_name``s vizkit builds, and the ones it recognises but cannot (README)
+#: the DeepfakeBench ``model_name`` values vizkit builds, and the ones it recognises but cannot
+#: (docs/howto/deepfakebench.md)
 DEEPFAKEBENCH_DETECTORS = ("clip", "xception")
 DEEPFAKEBENCH_UNSUPPORTED = ("efficientnetb4",)
 #: DeepfakeBench's resolution per detector when no YAML says it (its clip.yaml / xception.yaml)
@@ -403,6 +404,7 @@ def load_detector(
     - ``weights`` a directory: a vizkit detector folder, or a Hugging Face ``CLIPVisionModel`` /
       ``CLIPModel`` (with ``head``, or ``head.safetensors`` / ``head.pth`` beside it) or image
       classifier (``ViTForImageClassification`` ...).
+
     ``weights`` None with a non-DeepfakeBench config falls back to the config's ``pretrained``
     (for DeepfakeBench, ``pretrained`` is the backbone's ImageNet initialisation, not a detector).
     """

@@ -19,6 +19,8 @@ from ..errors import InputError
 
 __all__ = ["as_rgb_uint8", "CvResizeNormalize", "INTERPOLATIONS"]
 
+#: the OpenCV resize modes :class:`CvResizeNormalize` accepts (``cv2.INTER_CUBIC``, ``INTER_AREA``,
+#: ``INTER_LINEAR``)
 INTERPOLATIONS = ("cubic", "area", "linear")
 
 

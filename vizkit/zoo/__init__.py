@@ -36,6 +36,7 @@ def names() -> list[str]:
 
 
 def entry(name: str) -> Entry:
+    """The registry :class:`Entry` of zoo model ``name`` (an unknown name raises, listing the valid ones)."""
     reg = _registry()
     if name not in reg:
         raise VizkitError(f"unknown zoo model {name!r}: choose one of {', '.join(sorted(reg))}")

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="torch threads of every build (default: each model's shipped checkpoint's count, "
-        "see `list`); the float sums, and so the model, depend on the count (see the README)",
+        "see `list`); the float sums, and so the model, depend on the count (see docs/howto/reproduce-zoo.md)",
     )
     b.add_argument(
         "--jobs",

@@ -74,7 +74,7 @@ class Entry:
     #: torch threads of the shipped checkpoint's build, the count its recipe is checked at (the
     #: float sums, and so the model, depend on it); ``python -m vizkit.zoo build`` uses it
     build_threads: int = 1
-    #: seconds a build took (measured, README); the CLI balances its parallel lanes with it
+    #: seconds a build took (measured; docs/howto/reproduce-zoo.md); the CLI balances its parallel lanes with it
     build_seconds: float = 0.0
 
 

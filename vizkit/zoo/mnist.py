@@ -20,8 +20,10 @@ import torch
 from ..errors import VizkitError
 from .common import data_root
 
+#: the MNIST splits vizkit reads
 SPLITS = ("train", "val", "test")
-N_TRAIN = 55_000  # the rest of the 60,000 training images is the validation split
+#: the first 55,000 of the 60,000 training images train; the rest is the validation split
+N_TRAIN = 55_000
 IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the training images' pixel mean and std, on [0, 1]

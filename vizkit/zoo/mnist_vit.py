@@ -29,8 +29,11 @@ from .common import Bundle, Entry, Sample, missing_checkpoint, register, zoo_dir
 from .mnist import SPLITS, load_mnist
 
 NAME = "mnist_vit"
+#: MNIST's normalisation (mean, std of the training pixels in [0, 1])
 MEAN, STD = 0.1307, 0.3081
-INK_THRESHOLD = 127  # mask = image > 127: at least half intensity
+#: the ink mask of a digit is ``image > INK_THRESHOLD`` (at least half intensity)
+INK_THRESHOLD = 127
+#: the digits "0" .. "9"
 CLASS_NAMES = [str(d) for d in range(10)]
 
 

@@ -279,7 +279,7 @@ class Spec:
     open_clip_name: str
     description: str
     build: str  # the recipe, "module:function"
-    build_seconds: float = 0.0  # measured at 1 thread (README)
+    build_seconds: float = 0.0  # measured at 1 thread (docs/howto/reproduce-zoo.md)
 
 
 SPECS: dict[str, Spec] = {

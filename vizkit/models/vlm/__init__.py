@@ -106,7 +106,8 @@ def family_for(model_type: str, architectures: Any = None) -> VLMFamily:
 
 
 def family_table() -> str:
-    """The README's family table (markdown): one row per adapter, what it reads and its limits."""
+    """The family table of the documentation (docs/howto/vlm-families.md, markdown): one row per adapter, what it
+    reads and its limits."""
     rows = ["| family | `model_type` | transformers class | the adapter reads | limits |", "|---|---|---|---|---|"]
     seen: set[int] = set()
     for fam in sorted(supported().values(), key=lambda f: f.name.lower()):

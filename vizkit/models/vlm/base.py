@@ -46,8 +46,8 @@ class VLMFamily:
 
     - ``model_types``: the ``config.json`` ``model_type`` values it reads;
     - ``model_class``: the transformers class that loads such a folder;
-    - ``name``: how the README and messages call it; ``reads``: what its adapter reads (README);
-    - ``limits``: what it does not do (README).
+    - ``name``: how the documentation and messages call it; ``reads``: what its adapter reads;
+    - ``limits``: what it does not do (both shown in docs/howto/vlm-families.md).
     """
 
     model_types: tuple[str, ...] = ()

@@ -54,7 +54,7 @@ class TokenRelevance:
     aggregation: str
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The ``relevance.npz`` arrays (README)."""
+        """The ``relevance.npz`` arrays (docs/howto/vlm-video.md)."""
         return {
             "token": np.int64(self.token),
             "token_id": np.int64(self.token_id),

@@ -30,6 +30,7 @@ __all__ = [
     "DEFAULT_START_PHRASE",
 ]
 
+#: where the video starts in the answer by default (seed 004's reasoning opens with it)
 DEFAULT_START_PHRASE = "Based on the following requirements"
 
 

@@ -40,6 +40,7 @@ from ..face_forgery import (
     stack,
 )
 
+#: the shipped checkpoint's training options
 TRAIN = {
     "epochs": 10,
     "samples_per_epoch": 3000,
@@ -57,6 +58,7 @@ TRAIN = {
     "whiten_eps": 1e-4,
     "seed": 0,
 }
+#: ``--quick``: a few steps, to check the pipeline end to end
 QUICK = {
     "epochs": 1,
     "samples_per_epoch": 256,
@@ -65,8 +67,10 @@ QUICK = {
     "test_samples": 64,
     "explain_samples": 16,
 }
-EXPLAIN_SAMPLES = 200  # held-out fakes for the pointing game at build time
-POINTING_TOLERANCE = 1  # pixels
+#: held-out fakes the build scores the pointing game on
+EXPLAIN_SAMPLES = 200
+#: pixels of slack of that pointing game (masks dilated by 1 px)
+POINTING_TOLERANCE = 1
 
 
 # --------------------------------------------------------------------------------------

@@ -140,6 +140,8 @@ def pointing(
 # --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TrainCfg:
+    """The training options of one shapes CLIP recipe (steps, batch size, learning rate, ...)."""
+
     steps: int
     batch_size: int
     lr: float
