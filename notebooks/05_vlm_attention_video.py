@@ -26,7 +26,7 @@
 # function that computes the eager softmax row and then runs the layer's own kernel, so the answer
 # is the same as without capture. Each position is placed by the model family's adapter: text,
 # a special marker, or image *k*'s patch (r, c) — tiles stitched back into one picture, a global
-# thumbnail view on its own (README, "VLM families": LLaVA, LLaVA-NeXT / OneVision, Qwen2/2.5/3-VL,
+# thumbnail view on its own (docs/howto/vlm-families.md: LLaVA, LLaVA-NeXT / OneVision, Qwen2/2.5/3-VL,
 # Idefics3 / SmolVLM, Gemma 3, PaliGemma, Mistral 3, InternVL).
 #
 # Attention shows where a layer looked, not what made the model say a word. For one answer token
@@ -53,7 +53,7 @@ from vizkit.scenarios import vlm_attention_video as va
 _before = baseline(globals())
 
 # %% tags=["parameters"]
-model_path: str = ""  # a local VLM folder of a supported family (README); empty means the zoo's tiny_vlm
+model_path: str = ""  # a local VLM folder of a supported family (docs/howto/vlm-families.md); empty means the zoo's tiny_vlm
 benchmark_json: str = ""  # JSON list of {image, problem, solution}; empty means tiny_vlm's sample benchmark
 image_dir: str = ""  # folder the image paths are relative to; empty means the JSON's folder
 sample_idx: int = 1  # which sample

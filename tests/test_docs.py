@@ -22,26 +22,10 @@ sys.path.insert(0, str(DOCS / "_ext"))
 from vizkit_docs import api, cli_ref, links, params, tutorials  # noqa: E402
 from vizkit_docs import zoo as zoo_page  # noqa: E402
 
-#: names whose docstrings live in modules other branches are rewriting (vizkit/cli/, vizkit/scenarios/): they are
-#: documented when those land. The test fails when the set of undocumented names differs from this one in either
-#: direction, so a name that gets its docstring must leave the list.
-PENDING = {
-    "vizkit.cli.build_parser",
-    "vizkit.cli.main",
-    "vizkit.cli.common.layout_argument",
-    "vizkit.cli.common.num_heads_argument",
-    "vizkit.cli.common.cpu_argument",
-    "vizkit.scenarios.clip_text_gradcam.ZOO_CLIPS",
-    "vizkit.scenarios.detector_gradcam_eval.SEED_LAYERS",
-    "vizkit.scenarios.detector_gradcam_eval.TARGETS",
-    "vizkit.scenarios.detector_gradcam_eval.CAM_METHODS",
-    "vizkit.scenarios.registry.SCENARIOS",
-}
-
 
 # ------------------------------------------------------------------ the Python API reference
 def test_every_exported_name_has_a_docstring():
-    assert set(api.undocumented()) == PENDING
+    assert sorted(api.undocumented()) == []
 
 
 def test_docstring_lookup_follows_reexports_and_rejects_generated_ones():

@@ -29,6 +29,7 @@ def version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``vizkit`` parser: ``--version`` and one subcommand per module of :mod:`vizkit.cli`."""
     parser = argparse.ArgumentParser(prog="vizkit", description="vizkit: explain vision models")
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``vizkit`` with ``argv`` (None: the command line); a :class:`~vizkit.errors.VizkitError` is
+    printed as one line and returns exit status 2. Returns the subcommand's exit status."""
     from ..errors import VizkitError
 
     parser = build_parser()

@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="start afresh in an output folder that holds another run (README: Batches and resuming)",
+        help="start afresh in an output folder that holds another run (docs: How-to, Batches and resuming)",
     )
     cpu_argument(p)
     cluster_flags(p)

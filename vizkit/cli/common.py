@@ -25,6 +25,7 @@ __all__ = [
 
 
 def layout_argument(p: argparse.ArgumentParser) -> None:
+    """Add ``--layout`` (the activation layout of the explained layers) to the subcommand ``p``."""
     p.add_argument(
         "--layout",
         default=None,
@@ -35,6 +36,7 @@ def layout_argument(p: argparse.ArgumentParser) -> None:
 
 
 def num_heads_argument(p: argparse.ArgumentParser) -> None:
+    """Add ``--num-heads`` (attention heads of a checkpoint whose width does not tell them) to ``p``."""
     p.add_argument(
         "--num-heads",
         "--num_heads",
@@ -46,6 +48,7 @@ def num_heads_argument(p: argparse.ArgumentParser) -> None:
 
 
 def cpu_argument(p: argparse.ArgumentParser) -> None:
+    """Add ``--cpu`` (run on the CPU even when CUDA is present) to ``p``."""
     p.add_argument("--cpu", action="store_true", help="force the CPU")
 
 

@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "vlm-video",
         help="per-token attention of a VLM over text and image patches, as an mp4",
         description="Seed 004: while a vision-language model (a local folder of a supported family: "
-        "README) writes its answer, the attention of each new token over the earlier text "
+        "docs/howto/vlm-families.md) writes its answer, the attention of each new token over the earlier text "
         "and the image patches, side by side in "
         "combined_attention_visualization_layer{idx}.mp4 "
         "(one per layer), with contact_sheet_layer{idx}.png, attention.npz and report.md. "
@@ -74,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=("keep", "mask"),
         default="keep",
         help="keep the attention sinks in the video (default) or mask them, rows renormalised over the "
-        "rest (README: Attention sinks)",
+        "rest (docs/howto/vlm-video.md: Attention sinks)",
     )
     p.add_argument(
         "--explain_token",
@@ -82,7 +82,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="also explain one answer token (an index, negative from the end, or a word): its relevance "
         "(gradient-weighted attention over all layers) beside the attention, relevance_token<j>.png "
-        "and relevance.npz (README: Per-token relevance)",
+        "and relevance.npz (docs/howto/vlm-video.md: Per-token relevance)",
     )
     p.add_argument(
         "--relevance_layers",

@@ -42,9 +42,13 @@ __all__ = [
     "config_defaults",
 ]
 
+#: the four layers the seed explains in its 24-block CLIP ViT-L/14 detector
 SEED_LAYERS = ("encoder.layers.23", "encoder.layers.20", "encoder.layers.15", "encoder.layers.10")
+#: the CAM methods scenario 3 compares
 CAM_METHODS = ("gradcam", "gradcam++")
+#: the classes a map can explain (:data:`vizkit.targets.REAL_FAKE_TARGETS`)
 TARGETS = REAL_FAKE_TARGETS
+#: a detector's class index -> its name in titles and reports
 LABEL_NAMES = {0: "Real", 1: "Fake"}
 
 

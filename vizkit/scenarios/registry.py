@@ -196,6 +196,7 @@ class ScenarioSpec:
         return [{"label": label, "kind": kind} for label, kind in self.explorer_class.CONTROLS]
 
 
+#: every scenario's spec by its stem, in notebook order (01 .. 05)
 SCENARIOS: dict[str, ScenarioSpec] = {
     s.stem: s
     for s in (

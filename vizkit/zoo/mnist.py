@@ -26,7 +26,10 @@ SPLITS = ("train", "val", "test")
 N_TRAIN = 55_000
 IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the training images' pixel mean and std, on [0, 1]
+#: the MNIST training images' pixel mean on [0, 1]
+MNIST_MEAN = 0.1307
+#: the MNIST training images' pixel standard deviation on [0, 1]
+MNIST_STD = 0.3081
 FILES = {
     "train": ("train-images.idx3-ubyte.gz", "train-labels.idx1-ubyte.gz"),
     "test": ("t10k-images.idx3-ubyte.gz", "t10k-labels.idx1-ubyte.gz"),
