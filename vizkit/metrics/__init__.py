@@ -4,7 +4,8 @@
   :func:`top_region_iou`, :func:`region_means`
 - faithfulness (:mod:`.perturbation`): :func:`deletion_auc`, :func:`insertion_auc`
 - faithfulness by imputation (:mod:`.road`): :func:`road` (Rong et al., 2022), :func:`confidence_change`,
-  :func:`random_map_baseline` (the chance level of any of them)
+  :func:`random_map_baseline` (the chance level of any of them); :func:`faithfulness_scores`
+  (:mod:`.faithfulness`: ROAD and confidence change per sample in one call)
 - sanity (:mod:`.randomisation`): :func:`parameter_randomisation`, :func:`randomization_sanity_check`
   (Adebayo et al., 2018)
 
@@ -13,6 +14,7 @@ Heatmaps are ``[B, H, W]`` at image resolution; images are ``[B, C, H, W]``.
 
 from __future__ import annotations
 
+from .faithfulness import FAITHFULNESS_SCORES, faithfulness_scores
 from .maps import energy_pointing_game, pointing_game, region_means, top_region_iou
 from .perturbation import deletion_auc, insertion_auc
 from .randomisation import map_similarity, parameter_randomisation, parameterised_layers, randomization_sanity_check
@@ -32,6 +34,8 @@ __all__ = [
     "confidence_change",
     "ConfidenceChange",
     "random_map_baseline",
+    "faithfulness_scores",
+    "FAITHFULNESS_SCORES",
     "top_region_iou",
     "region_means",
 ]
