@@ -66,6 +66,7 @@ SLOW_TESTS = {
     "tests/zoo/test_shapes_clip.py": {"test_quick_build_writes_a_loadable_checkpoint"},
     "tests/zoo/test_tiny_vlm.py": {"test_quick_build_writes_a_loadable_checkpoint"},
     "tests/zoo/test_face_forgery_detector.py": {"test_quick_build_end_to_end"},
+    "tests/zoo/test_cards.py": {"test_card_command_numbers_equal_direct_metric_calls"},
 }
 
 

@@ -256,9 +256,9 @@ def test_confidence_change_matches_pytorch_grad_cam():
 
 
 def test_faithfulness_scores_equal_the_separate_calls():
-    model, x, maps = _cnn_case(size=32, b=3)
+    model, x, maps = _cnn_case(size=24, b=3)
     maps = maps / maps.amax(dim=(1, 2), keepdim=True)
-    for targets in (None, [1, 4, 7], lambda out: out[:, 2] - out[:, 5]):
+    for targets in ([1, 4, 7], lambda out: out[:, 2] - out[:, 5]):
         kwargs = dict(percentiles=[20, 50, 80], noise=0.02, seed=3)
         got = faithfulness_scores(model, x, maps, targets, **kwargs)
         assert list(got) == ["road_morf", "road_lerf", "road_combined", "confidence_drop", "confidence_increase"]
@@ -271,12 +271,12 @@ def test_faithfulness_scores_equal_the_separate_calls():
         change = confidence_change(model, x, maps, targets)
         torch.testing.assert_close(got["confidence_drop"], change.drop, rtol=0, atol=0)
         torch.testing.assert_close(got["confidence_increase"], change.increase, rtol=0, atol=0)
-        # without noise: each order alone gives the same numbers (up to the float sums of other chunks)
-        exact = faithfulness_scores(model, x, maps, targets, percentiles=[20, 50, 80], noise=0)
-        for order in ("morf", "lerf"):
-            alone = road(model, x, maps, targets, percentiles=[20, 50, 80], order=order, noise=0)
-            torch.testing.assert_close(exact[f"road_{order}"], alone, rtol=0, atol=1e-5)
     assert (got["road_morf"] != got["road_lerf"]).all()
+    # without noise: each order alone gives the same numbers (up to the float sums of other chunks)
+    exact = faithfulness_scores(model, x, maps, None, percentiles=[20, 50, 80], noise=0)
+    for order in ("morf", "lerf"):
+        alone = road(model, x, maps, None, percentiles=[20, 50, 80], order=order, noise=0)
+        torch.testing.assert_close(exact[f"road_{order}"], alone, rtol=0, atol=1e-5)
     with pytest.raises(InputError, match="maps"):
         faithfulness_scores(model, x, maps[:2])
 
