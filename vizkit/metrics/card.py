@@ -190,9 +190,9 @@ def map_scores(
     settings: CardSettings = CardSettings(),
     normalise: bool = True,
 ) -> dict[str, Tensor]:
-    """Every per-image score of ``maps`` ``[B, H, W]`` (min-max normalised first unless ``normalise`` is
-    False: maps already in [0, 1]) for ``inputs``
-    ``[B, C, H, W]`` and classes ``targets`` ``[B]``: ``{metric: [B]}`` (CPU float) with the keys of
+    """Every per-image score of ``maps`` ``[B, H, W]`` (min-max normalised per image first, unless
+    ``normalise`` is False for maps already in [0, 1]) for ``inputs`` ``[B, C, H, W]`` and classes
+    ``targets`` ``[B]``: ``{metric: [B]}`` (CPU float) with the keys of
     :data:`CARD_METRICS` except the randomisation and timing ones; pointing game and energy in mask
     only with ``masks`` ``[B, H, W]``. Deletion / insertion score the class probability (softmax of
     the model's output); ROAD and confidence change the class score itself (pytorch-grad-cam's
