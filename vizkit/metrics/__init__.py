@@ -8,6 +8,8 @@
   (:mod:`.faithfulness`: ROAD and confidence change per sample in one call)
 - sanity (:mod:`.randomisation`): :func:`parameter_randomisation`, :func:`randomization_sanity_check`
   (Adebayo et al., 2018)
+- metric cards (:mod:`.card`): every score above for some methods' maps beside random maps, as a
+  Markdown table and a JSON record (``python -m vizkit.zoo card`` writes the zoo's)
 
 Heatmaps are ``[B, H, W]`` at image resolution; images are ``[B, C, H, W]``.
 """
