@@ -20,9 +20,13 @@ $(PY):
 
 # papermill and nbval start the kernel named "python3": register it inside the venv
 # (--sys-prefix), pointing at the venv's interpreter.
+# Quantus (tests/test_quantus.py compares vizkit's metrics with it) is installed without its
+# dependencies: it requires opencv-python, which would replace our opencv-python-headless (the same
+# cv2 module), and cachetools, which only its TensorFlow wrapper imports; it needs nothing else new.
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e ".[notebooks,test,vlm,docs]"
+	$(PY) -m pip install --no-deps quantus==0.6.0
 	$(PY) -m ipykernel install --sys-prefix --name python3
 	touch $(STAMP)
 

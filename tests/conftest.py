@@ -74,6 +74,12 @@ SLOW_TESTS = {
     "tests/zoo/test_shapes_clip.py": {"test_quick_build_writes_a_loadable_checkpoint"},
     "tests/zoo/test_tiny_vlm.py": {"test_quick_build_writes_a_loadable_checkpoint"},
     "tests/zoo/test_face_forgery_detector.py": {"test_quick_build_end_to_end"},
+    "tests/zoo/test_cards.py": {"test_card_command_numbers_equal_direct_metric_calls"},
+    "tests/test_quantus.py": {  # the zoo's MNIST test set is read once for these (module fixture)
+        "test_road_accuracy_curve_equals_quantus_road",
+        "test_pointing_game_and_energy_equal_quantus",
+        "test_deletion_curve_equals_quantus_pixel_flipping",
+    },
 }
 
 

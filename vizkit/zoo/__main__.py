@@ -1,4 +1,5 @@
-"""``python -m vizkit.zoo build [NAME ...] [--quick] [--out DIR] [--threads N] [--jobs J]`` and
+"""``python -m vizkit.zoo build [NAME ...] [--quick] [--out DIR] [--threads N] [--jobs J]``,
+``python -m vizkit.zoo card [--model NAME ...] [--out DIR] [--samples N] [--threads N]`` and
 ``python -m vizkit.zoo list``."""
 
 from __future__ import annotations
@@ -89,7 +90,14 @@ def main(argv: list[str] | None = None) -> int:
         f"(default {BUILD_JOBS}); does not change the models",
     )
     sub.add_parser("list", help="list the zoo models")
+    c = sub.add_parser("card", help="write the metric cards (data/zoo/cards/<model>.md and .json)")
+    c.add_argument("--model", action="append", default=None, help="a model to card (repeatable; default: all)")
+    c.add_argument("--out", type=Path, default=None, help="folder of the cards (default: data/zoo/cards)")
+    c.add_argument("--samples", type=int, default=None, help="held-out samples per model (default: the model's)")
+    c.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the cards' numbers)")
     args = parser.parse_args(argv)
+    if args.command == "card":
+        return card(args.model, args.out, args.samples, args.threads)
     if args.command == "list":
         for n in names():
             print(f"{n:24s} {entry(n).build_threads} thread(s)  {entry(n).description}")
@@ -174,6 +182,32 @@ def main(argv: list[str] | None = None) -> int:
         + ")",
         flush=True,
     )
+    return 0
+
+
+def card(models: list[str] | None, out: Path | None, samples: int | None, threads: int) -> int:
+    """``python -m vizkit.zoo card``: build the metric card of each model (all cardable ones by default)."""
+    from .cards import CARD_MODELS, build_card, cards_dir
+
+    todo = models or list(CARD_MODELS)
+    unknown = [m for m in todo if m not in CARD_MODELS]
+    if unknown:
+        print(
+            f"error: no metric card for {', '.join(unknown)}; cards exist for {', '.join(CARD_MODELS)}",
+            file=sys.stderr,
+        )
+        return 2
+    if threads < 1 or (samples is not None and samples < 1):
+        print(f"error: --threads and --samples must be at least 1, got {threads} and {samples}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(threads)
+    folder = out or cards_dir()
+    total = time.perf_counter()
+    for name in todo:
+        start = time.perf_counter()
+        md, js, _ = build_card(name, folder, samples=samples, log=lambda line: print(f"== {line}", flush=True))
+        print(f"== {name}: {md} and {js.name} in {time.perf_counter() - start:.0f} s", flush=True)
+    print(f"== {len(todo)} card(s) in {time.perf_counter() - total:.0f} s", flush=True)
     return 0
 
 
