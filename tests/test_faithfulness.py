@@ -17,6 +17,7 @@ from vizkit.errors import InputError
 from vizkit.metrics import (
     ConfidenceChange,
     confidence_change,
+    faithfulness_scores,
     map_similarity,
     parameter_randomisation,
     parameterised_layers,
@@ -199,6 +200,36 @@ def test_imputation_matches_pytorch_grad_cam_and_adds_noise_only_where_removed()
     assert noisy_linear_impute(images[:1], torch.zeros(1, 40, 36, dtype=torch.bool)).abs().max() == 0
 
 
+def test_multigrid_transfers_are_adjoint_and_coarse_operators_are_galerkin_products():
+    from vizkit.metrics import imputation as imp
+
+    g = torch.Generator().manual_seed(4)
+    for h, w in ((9, 8), (10, 7), (2, 11)):
+        size = (imp._coarse_size(h), imp._coarse_size(w))
+        nc, nf = size[0] * size[1], h * w
+        interp = imp._interpolate(torch.eye(nc, dtype=torch.float64).view(nc, 1, *size), (h, w)).view(nc, nf).T
+        restrict = imp._restrict(torch.eye(nf, dtype=torch.float64).view(nf, 1, h, w), size).view(nf, nc).T
+        torch.testing.assert_close(restrict, interp.T)
+        # bilinear: a constant stays constant on the fine grid (the last coarse point may lie beyond it)
+        torch.testing.assert_close(interp.sum(1), torch.ones(nf, dtype=torch.float64))
+        unknown = torch.rand(2, 1, h, w, generator=g, dtype=torch.float64).lt(0.6).double()
+        fine = imp._Fine(unknown)
+        eye = torch.eye(nf, dtype=torch.float64).view(1, nf, h, w)
+        dense = fine.operator(eye).view(2, nf, nf).transpose(1, 2)
+        coarse = imp._galerkin(fine, size)
+        got = imp._stencil_apply(coarse.stencil, torch.eye(nc, dtype=torch.float64).view(1, nc, *size))
+        torch.testing.assert_close(got.view(2, nc, nc).transpose(1, 2), interp.T @ dense @ interp)
+
+
+def test_imputation_of_elongated_images_coarsens_one_side_only():
+    g = torch.Generator().manual_seed(5)
+    images = torch.randn(2, 3, 2, 300, generator=g)
+    keep = torch.rand(2, 2, 300, generator=g) < 0.3
+    imputer = pgc_road.NoisyLinearImputer(noise=0.0)
+    ref = torch.stack([imputer(images[i], keep[i].float()) for i in range(2)])
+    assert (noisy_linear_impute(images, keep, tol=1e-7) - ref).abs().max() < 1e-4
+
+
 # ----------------------------------------------------------------------- confidence change
 
 
@@ -219,6 +250,43 @@ def test_confidence_change_matches_pytorch_grad_cam():
     assert (scaled.drop > 0).any() and (scaled.increase > 0).any()
     with pytest.raises(InputError, match="maps"):
         confidence_change(model, x, maps[:2])
+
+
+# ---------------------------------------------------------------------- faithfulness_scores
+
+
+def test_faithfulness_scores_equal_the_separate_calls():
+    model, x, maps = _cnn_case(size=32, b=3)
+    maps = maps / maps.amax(dim=(1, 2), keepdim=True)
+    for targets in (None, [1, 4, 7], lambda out: out[:, 2] - out[:, 5]):
+        kwargs = dict(percentiles=[20, 50, 80], noise=0.02, seed=3)
+        got = faithfulness_scores(model, x, maps, targets, **kwargs)
+        assert list(got) == ["road_morf", "road_lerf", "road_combined", "confidence_drop", "confidence_increase"]
+        assert all(v.shape == (3,) for v in got.values())
+        # with noise: the same draws as the combined call and road_curves (both orders in one pass)
+        curves = road_curves(model, x, maps, targets, **kwargs)
+        torch.testing.assert_close(got["road_morf"], curves["morf"].mean(1), rtol=0, atol=0)
+        torch.testing.assert_close(got["road_lerf"], curves["lerf"].mean(1), rtol=0, atol=0)
+        torch.testing.assert_close(got["road_combined"], road(model, x, maps, targets, **kwargs), rtol=0, atol=0)
+        change = confidence_change(model, x, maps, targets)
+        torch.testing.assert_close(got["confidence_drop"], change.drop, rtol=0, atol=0)
+        torch.testing.assert_close(got["confidence_increase"], change.increase, rtol=0, atol=0)
+        # without noise: each order alone gives the same numbers (up to the float sums of other chunks)
+        exact = faithfulness_scores(model, x, maps, targets, percentiles=[20, 50, 80], noise=0)
+        for order in ("morf", "lerf"):
+            alone = road(model, x, maps, targets, percentiles=[20, 50, 80], order=order, noise=0)
+            torch.testing.assert_close(exact[f"road_{order}"], alone, rtol=0, atol=1e-5)
+    assert (got["road_morf"] != got["road_lerf"]).all()
+    with pytest.raises(InputError, match="maps"):
+        faithfulness_scores(model, x, maps[:2])
+
+
+def test_road_channels_last_forwards_give_the_same_scores():
+    model, x, maps = _cnn_case(size=32, b=2)
+    plain = faithfulness_scores(model, x, maps, 3, percentiles=[30, 70], noise=0)
+    fast = faithfulness_scores(model, x, maps, 3, percentiles=[30, 70], noise=0, channels_last=True)
+    for key in plain:
+        torch.testing.assert_close(fast[key], plain[key], rtol=0, atol=1e-4)
 
 
 # ------------------------------------------------------------------------- random baseline

@@ -5,7 +5,8 @@
   :func:`comparison_numbers` (two maps of one image)
 - faithfulness (:mod:`.perturbation`): :func:`deletion_auc`, :func:`insertion_auc`, :func:`deletion_references`
 - faithfulness by imputation (:mod:`.road`): :func:`road` (Rong et al., 2022), :func:`confidence_change`,
-  :func:`random_map_baseline` (the chance level of any of them)
+  :func:`random_map_baseline` (the chance level of any of them); :func:`faithfulness_scores`
+  (:mod:`.faithfulness`: ROAD and confidence change per sample in one call)
 - sanity (:mod:`.randomisation`): :func:`parameter_randomisation`, :func:`randomization_sanity_check`,
   :func:`sanity_by_config`
   (Adebayo et al., 2018)
@@ -15,6 +16,7 @@ Heatmaps are ``[B, H, W]`` at image resolution; images are ``[B, C, H, W]``.
 
 from __future__ import annotations
 
+from .faithfulness import FAITHFULNESS_SCORES, faithfulness_scores
 from .maps import comparison_numbers, energy_pointing_game, pointing_game, region_means, top_region_iou
 from .perturbation import deletion_auc, deletion_references, insertion_auc
 from .randomisation import (
@@ -40,6 +42,8 @@ __all__ = [
     "confidence_change",
     "ConfidenceChange",
     "random_map_baseline",
+    "faithfulness_scores",
+    "FAITHFULNESS_SCORES",
     "top_region_iou",
     "region_means",
     "comparison_numbers",

@@ -70,31 +70,12 @@ def _scorer(target: Target, rows: Tensor) -> Target | None:
         return None
 
 
-@torch.no_grad()
-def road_curves(
-    model: nn.Module,
-    inputs: Tensor,
-    maps: Tensor,
-    targets: TargetSpec = None,
-    *,
-    percentiles: Sequence[float] = ROAD_PERCENTILES,
-    orders: Sequence[str] = ("morf", "lerf"),
-    noise: float = 0.01,
-    seed: int = 0,
-    batch_size: int = 64,
-    tol: float = 1e-4,
-) -> dict[str, Tensor]:
-    """Per-percentile ROAD score changes: ``{order: [B, P]}`` for each of ``orders`` ("morf", "lerf").
+def _forward(model: nn.Module, images: Tensor, channels_last: bool) -> Any:
+    """``model(images)``, the images in the channels-last memory format if asked (faster CPU convolutions)."""
+    return model(images.contiguous(memory_format=torch.channels_last) if channels_last else images)
 
-    Entry ``[b, i]`` is ``target(model(imputed)) - target(model(inputs))`` for image ``b`` with the
-    pixels selected at ``percentiles[i]`` replaced by ROAD's noisy linear imputation (see
-    :func:`road`). Imputation and forward passes run in chunks of at most ``batch_size`` images
-    (whole copies of the batch; at least one). A plain callable target is called once per
-    percentile on the outputs of a batch aligned with ``inputs``; class targets are batched freely.
-    ``tol``: relative residual at which the imputation's solver stops (1e-4 kept resnet18 scores at
-    224 px within ~1e-4 of scipy's exact solve; 1e-3 within ~1e-3).
-    """
-    maps = _check(inputs, maps)
+
+def _check_road_args(orders: Sequence[str], percentiles: Sequence[float], noise: float, batch_size: int) -> list:
     bad = [o for o in orders if o not in ("morf", "lerf")]
     if bad or not orders:
         raise InputError(f"orders must be a non-empty subset of ('morf', 'lerf'), got {tuple(orders)}")
@@ -103,12 +84,27 @@ def road_curves(
         raise InputError(f"percentiles must be a non-empty list of numbers in [0, 100], got {percentiles}")
     if noise < 0 or batch_size < 1:
         raise InputError(f"noise must be >= 0 and batch_size >= 1, got noise={noise}, batch_size={batch_size}")
-    b = inputs.shape[0]
-    output = model(inputs)
-    target = as_target(targets, b, output)
-    before = target(output).float()
-    generator = torch.Generator(device=inputs.device).manual_seed(seed)
+    return percentiles
 
+
+def _road_changes(
+    model: nn.Module,
+    inputs: Tensor,
+    maps: Tensor,
+    target: Target,
+    before: Tensor,
+    *,
+    percentiles: list,
+    orders: Sequence[str],
+    noise: float,
+    seed: int,
+    batch_size: int,
+    tol: float,
+    channels_last: bool,
+) -> dict[str, Tensor]:
+    """:func:`road_curves` once the clean scores ``before`` ``[B]`` and the resolved ``target`` are known."""
+    b = inputs.shape[0]
+    generator = torch.Generator(device=inputs.device).manual_seed(seed)
     keep = torch.cat([_keep_masks(maps, o, percentiles) for o in orders])  # [S, B, H, W], S = orders x percentiles
     steps = keep.shape[0]
     per_chunk = max(1, batch_size // b)
@@ -120,11 +116,61 @@ def road_curves(
         imputed = noisy_linear_impute(inputs[rows], chunk.flatten(0, 1), noise=noise, generator=generator, tol=tol)
         scorer = _scorer(target, rows)
         if scorer is not None:
-            after.append(scorer(model(imputed)).float().view(k, b))
+            after.append(scorer(_forward(model, imputed, channels_last)).float().view(k, b))
         else:
-            after += [target(model(imputed[i * b : (i + 1) * b])).float()[None] for i in range(k)]
+            after += [
+                target(_forward(model, imputed[i * b : (i + 1) * b], channels_last)).float()[None] for i in range(k)
+            ]
     change = (torch.cat(after) - before).view(len(orders), len(percentiles), b)
     return {o: change[i].T for i, o in enumerate(orders)}
+
+
+@torch.no_grad()
+def road_curves(
+    model: nn.Module,
+    inputs: Tensor,
+    maps: Tensor,
+    targets: TargetSpec = None,
+    *,
+    percentiles: Sequence[float] = ROAD_PERCENTILES,
+    orders: Sequence[str] = ("morf", "lerf"),
+    noise: float = 0.01,
+    seed: int = 0,
+    batch_size: int = 16,
+    tol: float = 1e-4,
+    channels_last: bool = False,
+) -> dict[str, Tensor]:
+    """Per-percentile ROAD score changes: ``{order: [B, P]}`` for each of ``orders`` ("morf", "lerf").
+
+    Entry ``[b, i]`` is ``target(model(imputed)) - target(model(inputs))`` for image ``b`` with the
+    pixels selected at ``percentiles[i]`` replaced by ROAD's noisy linear imputation (see
+    :func:`road`). Imputation and forward passes run in chunks of at most ``batch_size`` images
+    (whole copies of the batch; at least one; on a CPU small batches are faster per image). A plain
+    callable target is called once per percentile on the outputs of a batch aligned with ``inputs``;
+    class targets are batched freely. ``tol``: relative residual at which the imputation's solver
+    stops (1e-4 kept resnet18 scores at 224 px within ~1e-5 of scipy's exact solve).
+    ``channels_last=True`` passes every batch to the model in the channels-last memory format
+    (about 15 % faster for CNNs on a CPU; leave it off for models that ``view`` their input).
+    """
+    maps = _check(inputs, maps)
+    percentiles = _check_road_args(orders, percentiles, noise, batch_size)
+    output = _forward(model, inputs, channels_last)
+    target = as_target(targets, inputs.shape[0], output)
+    before = target(output).float()
+    return _road_changes(
+        model,
+        inputs,
+        maps,
+        target,
+        before,
+        percentiles=percentiles,
+        orders=orders,
+        noise=noise,
+        seed=seed,
+        batch_size=batch_size,
+        tol=tol,
+        channels_last=channels_last,
+    )
 
 
 def road(
@@ -137,8 +183,9 @@ def road(
     order: str = "combined",
     noise: float = 0.01,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int = 16,
     tol: float = 1e-4,
+    channels_last: bool = False,
 ) -> Tensor:
     """ROAD, RemOve And Debias (Rong et al., ICML 2022), as pytorch-grad-cam defines it: ``[B]``.
 
@@ -157,8 +204,8 @@ def road(
     (``ROADLeastRelevantFirstAverage``; higher is better), "combined" = (LeRF - MoRF) / 2
     (``ROADCombined``; higher is better). The noise comes from a ``torch.Generator`` seeded with
     ``seed``; the global RNG is untouched. Runs under ``torch.no_grad()`` in the model's current
-    mode (use eval). ``batch_size`` bounds the images imputed and forwarded at once; ``tol`` see
-    :func:`road_curves`.
+    mode (use eval). ``batch_size`` bounds the images imputed and forwarded at once; ``tol`` and
+    ``channels_last`` see :func:`road_curves`.
     Returns float ``[B]`` on the inputs' device. Raises :class:`vizkit.errors.InputError` for maps
     of the wrong shape, an unknown order or percentiles outside [0, 100].
     """
@@ -176,6 +223,7 @@ def road(
         seed=seed,
         batch_size=batch_size,
         tol=tol,
+        channels_last=channels_last,
     )
     means = {o: c.mean(dim=1) for o, c in curves.items()}
     return (means["lerf"] - means["morf"]) / 2 if order == "combined" else means[order]
