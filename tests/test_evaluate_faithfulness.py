@@ -78,7 +78,7 @@ def test_chunk_scores_equal_direct_calls_and_the_table_averages_them(reference):
     metrics = json.loads((reference / "metrics.json").read_text())
     assert set(metrics["faithfulness"]) == {f"gradcam|{layer}" for layer in table["layer"]}
     report = (reference / "report.md").read_text()
-    assert "ROAD replaces the most (MoRF)" in report and "road_combined" in report
+    assert "ROAD replaces the most (MoRF)" in report and "road_combined (higher is better) picks **gradcam @" in report
 
 
 def test_interrupted_run_resumes_to_the_same_table_and_a_run_without_the_flag_is_refused(
@@ -141,3 +141,30 @@ def test_bad_faithfulness_arguments_fail_before_any_work(tmp_path):
         dge.run_evaluation(tmp_path / "b", **FAITH, gradcam_enabled=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
     assert "faithfulness" not in EvalArgs().manifest(dge.resolve_dataset("zoo:face_forgery", {}, 4), [])
+
+
+def test_metric_winners_reads_the_sentence_off_a_hand_made_table():
+    from vizkit.errors import InputError
+    from vizkit.report import metric_winners
+
+    table = pd.DataFrame(
+        {
+            "method": ["gradcam", "gradcam++", "random map"],
+            "layer": ["3", "all layers", "-"],
+            "pointing_game": [0.6, 0.4, 0.9],
+            "road_morf": [0.2, 0.1, -1.0],
+            "road_combined": [0.3, float("nan"), 5.0],
+        }
+    )
+    scores = {"pointing_game": "higher", "road_morf": "lower", "road_combined": "higher", "absent": "higher"}
+    text = metric_winners(table, ["method", "layer"], scores, exclude=("random map @ -",))
+    assert text == (
+        "By pointing_game (higher is better) picks **gradcam @ 3** (0.6); road_morf (lower is better) picks "
+        "**gradcam++ @ all layers** (0.1); road_combined (higher is better) picks **gradcam @ 3** (0.3)"
+        " — the metrics disagree: 2 different winners among 3 metrics."
+    )
+    agree = metric_winners(table.iloc[:1], "method", {"pointing_game": "higher", "road_combined": "higher"})
+    assert agree.endswith("all 2 metric(s) agree on **gradcam**.")
+    assert metric_winners(table, "method", {"absent": "lower"}) == ""
+    with pytest.raises(InputError, match="direction"):
+        metric_winners(table, "method", {"road_morf": "smaller"})

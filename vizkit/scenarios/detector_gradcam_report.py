@@ -32,7 +32,7 @@ from ..io import write_csv, write_json, write_text
 from ..metrics import FAITHFULNESS_SCORES
 from ..models.detector_layers import layer_table
 from ..render import display_image
-from ..report import Report
+from ..report import Report, metric_winners
 from ..runs import chunk_paths, mark_complete, read_chunk_arrays, read_chunks, written_chunks
 from .detector_gradcam_params import LABEL_NAMES, EvalContext
 from .detector_gradcam_run import PREDICTION_COLUMNS, EvalSummary, run_frames, run_localization
@@ -244,6 +244,9 @@ def write_report(summary: EvalSummary, ctx: EvalContext, figures: Mapping[str, P
                 "weighted by its map."
             )
         rep.table(loc, index=False)
+        if "road_combined" in loc:
+            scores = {"pointing_game": "higher", "energy_in_mask": "higher", **FAITHFULNESS_SCORES}
+            rep.paragraph(metric_winners(loc, ["method", "layer"], scores))
         if "pointing_game" in loc and loc["pointing_game"].notna().any():
             best = loc.loc[loc["pointing_game"].idxmax()]
             rep.paragraph(
