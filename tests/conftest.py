@@ -57,6 +57,11 @@ SLOW_TESTS = {
     },
     "tests/scenarios/test_clip_text_gradcam_zoo.py": {"test_notebook_04_with_non_default_parameters"},
     "tests/scenarios/test_detector_gradcam_eval.py": {"test_zoo_evaluation_files_and_resume"},
+    "tests/test_evaluate_faithfulness.py": {
+        "test_chunk_scores_equal_direct_calls_and_the_table_averages_them",
+        "test_interrupted_run_resumes_to_the_same_table_and_a_run_without_the_flag_is_refused",
+        "test_the_cli_on_a_local_cluster_of_two_workers_equals_the_local_run",
+    },
     "tests/test_deepfakebench_parity.py": {
         "test_clip_b16_verbatim_yaml_three_clis",
         "test_xception_verbatim_yaml_detector_gradcam_and_evaluate",

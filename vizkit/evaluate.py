@@ -12,7 +12,9 @@ or more pixel tolerances, energy inside the mask and, given a score function, th
 fusions, layer choices ...) computed together; :func:`pointing_by_method` tabulates it for several
 explanation methods; :func:`score_maps` scores maps already computed the same way, and
 :func:`localization_table` averages such scores kept in parts (one per chunk of a resumable run) per
-layer and method.
+layer and method; :func:`faithfulness_record` keeps ROAD and the confidence change of maps
+(:func:`vizkit.metrics.faithfulness_scores`) in the same form, and :func:`join_score_tables` puts
+both averages side by side.
 
 Example::
 
@@ -36,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError, VizkitError
-from .metrics import deletion_auc, energy_pointing_game, pointing_game
+from .metrics import deletion_auc, energy_pointing_game, faithfulness_scores, pointing_game
 from .state import model_device
 from .stats import map_entropy
 
@@ -55,6 +57,8 @@ __all__ = [
     "localization",
     "score_maps",
     "localization_table",
+    "faithfulness_record",
+    "join_score_tables",
     "pointing_by_method",
     "masks_like",
     "config_maps",
@@ -422,6 +426,45 @@ def localization_table(
             row[names.get(key, key.replace("hit_", "pointing_game_"))] = float(np.mean(values))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def faithfulness_record(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    maps: torch.Tensor,
+    index: Sequence[int],
+    targets: Any = None,
+    *,
+    digits: int = 6,
+    **options: Any,
+) -> dict[str, list]:
+    """:func:`vizkit.metrics.faithfulness_scores` of ``maps`` ``[B, H, W]`` (in [0, 1], at the
+    resolution of ``inputs`` ``[B, C, H, W]``) as JSON lists, a part of :func:`localization_table`
+    like :meth:`Localization.record`: ``{"index": index, "road_morf": [B floats], "road_lerf",
+    "road_combined", "confidence_drop", "confidence_increase"}``, rounded to ``digits``.
+    ``targets`` and ``options`` (``percentiles``, ``noise``, ``seed``, ...): as
+    :func:`~vizkit.metrics.faithfulness_scores` takes them."""
+    if len(index) != len(inputs):
+        raise InputError(f"faithfulness_record needs one index per image: {len(index)} for {len(inputs)} images")
+    scores = faithfulness_scores(model, inputs, maps, targets, **options)
+    out: dict[str, list] = {"index": [int(i) for i in index]}
+    out.update({k: [round(float(v), digits) for v in t.cpu()] for k, t in scores.items()})
+    return out
+
+
+def join_score_tables(left: Any, right: Any, on: Sequence[str] = ("layer", "method")) -> Any:
+    """Two tables of :func:`localization_table` (either may be None) side by side: one row per
+    ``on`` key in ``left``'s order then ``right``'s new keys; a score missing on one side is NaN.
+    None when both are None."""
+    if left is None or right is None:
+        return right if left is None else left
+    import pandas as pd
+
+    keys = list(on)
+    joined = left.merge(right, on=keys, how="left")
+    new = right.merge(left[keys], on=keys, how="left", indicator=True)
+    new = new[new["_merge"] == "left_only"].drop(columns="_merge")
+    return pd.concat([joined, new], ignore_index=True) if len(new) else joined
 
 
 def binary_metrics(

@@ -1,4 +1,5 @@
-"""Markdown reports: headings, prose, parameter tables, data tables and linked figures."""
+"""Markdown reports: headings, prose, parameter tables, data tables and linked figures, and the
+sentence saying which row of a score table wins by which metric (:func:`metric_winners`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from .errors import InputError
 from .io import write_text
 
 
@@ -70,3 +72,37 @@ def markdown_table(df: pd.DataFrame, index: bool = True, floatfmt: str = ".4f") 
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
     rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
     return "\n".join([head, rule, *rows])
+
+
+def metric_winners(
+    table: pd.DataFrame, label: str | list[str], metrics: Mapping[str, str], exclude: tuple[str, ...] = ()
+) -> str:
+    """One sentence read off a table of scores: which row wins by each metric and whether the metrics agree.
+
+    ``table``: one row per method / configuration; ``label``: the column(s) naming a row (joined by
+    " @ "); ``metrics``: ``{column: "higher" | "lower"}``, the direction in which each score is
+    better (columns absent from the table, and NaN scores, are skipped); ``exclude``: row labels
+    that never win (e.g. a random-map baseline). "" when no metric has a score."""
+    cols = [label] if isinstance(label, str) else list(label)
+    names = table[cols].astype(str).agg(" @ ".join, axis=1)
+    keep = ~names.isin(exclude)
+    wins = []
+    for column, direction in metrics.items():
+        if direction not in ("higher", "lower"):
+            raise InputError(f"metric {column!r}: direction must be 'higher' or 'lower', got {direction!r}")
+        if column not in table:
+            continue
+        values = table.loc[keep, column].astype(float).dropna()
+        if values.empty:
+            continue
+        best = values.idxmax() if direction == "higher" else values.idxmin()
+        wins.append((column, direction, names[best], float(values[best])))
+    if not wins:
+        return ""
+    parts = [f"{c} ({d} is better) picks **{n}** ({v:.3g})" for c, d, n, v in wins]
+    winners = list(dict.fromkeys(n for _, _, n, _ in wins))
+    if len(winners) == 1:
+        verdict = f"all {len(wins)} metric(s) agree on **{winners[0]}**."
+    else:
+        verdict = f"the metrics disagree: {len(winners)} different winners among {len(wins)} metrics."
+    return "By " + "; ".join(parts) + " — " + verdict

@@ -82,6 +82,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="gradcam,gradcam++",
         help="methods of the localisation table (when the set has masks; default gradcam,gradcam++)",
     )
+    p.add_argument(
+        "--faithfulness",
+        action="store_true",
+        help="also score every map by ROAD (MoRF, LeRF, combined) and the confidence change, per layer x method "
+        "over all images, in the same resumable chunks (turns Grad-CAM on; columns of localization.csv and the "
+        "report). A folder holding the same run made without it is refused: pass --overwrite to recompute",
+    )
+    p.add_argument(
+        "--road-percentiles",
+        type=float,
+        nargs="+",
+        default=None,
+        help="the percentiles ROAD averages over (default 10 20 ... 90)",
+    )
     layout_argument(p)
     p.add_argument("--batch-size", "--batch_size", type=int, default=32, help="images per chunk (default 32)")
     p.add_argument("--max-samples", "--max_samples", type=int, default=0, help="only the first N images (0: all)")
@@ -115,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
         progress=True,
         layout=args.layout,
         num_heads=args.num_heads,
+        faithfulness=args.faithfulness,
+        **({"road_percentiles": args.road_percentiles} if args.road_percentiles else {}),
     )
     print(summary.text())
     for row in summary.errors.itertuples():

@@ -2,7 +2,8 @@
 function of (arguments, chunk index)) and what it is computed with (:func:`evaluation_context`).
 The score explained: the detector's logit of the explained class (``args.target``), by Grad-CAM
 or Grad-CAM++ at every requested layer; the chunk's fakes with masks score its maps (pointing
-game, energy in the mask).
+game, energy in the mask); with ``args.faithfulness`` every image's maps are also scored by ROAD
+and the confidence change (:func:`vizkit.evaluate.faithfulness_record`).
 
 Example::
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from ..datasets import EvalDataset, resolve_dataset
-from ..evaluate import cam_in_parts, score_maps
+from ..evaluate import cam_in_parts, faithfulness_record, score_maps
 from ..models import Detector
 from ..models.detector_layers import default_layers, resolve_gradcam_layers
 from ..models.load_detector import load_eval_detector
@@ -55,7 +56,9 @@ def evaluation_context(
 def evaluate_chunk(ctx: EvalContext, k: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Chunk ``k`` (samples ``k*B .. (k+1)*B - 1``): predictions, unreadable images, and with
     Grad-CAM the raw per-layer maps of every method (``{"<method>|<layer>": [n, h, w]}``) and the
-    localisation scores of the fakes with masks. A pure function of (arguments, chunk index)."""
+    localisation scores of the fakes with masks; with ``args.faithfulness`` the ROAD and
+    confidence-change scores of every image's maps (``result["faithfulness"]``, as the
+    localisation scores: ``{method: {layer: record}}``). A pure function of (arguments, chunk index)."""
     a, det = ctx.args, ctx.detector
     start = k * a.batch_size
     images, ok, errors = ctx.dataset.read_images(range(start, min(start + a.batch_size, len(ctx.dataset))), det.read)
@@ -96,7 +99,28 @@ def evaluate_chunk(ctx: EvalContext, k: int) -> tuple[dict[str, Any], dict[str, 
             arrays[f"{method}|{names[module]}"] = m.detach().float().cpu().numpy()
     if explanations and ctx.dataset.has_masks:
         result["localization"] = _chunk_localization(ctx, ok, explanations, tuple(x.shape[-2:]))
+    if explanations and a.faithfulness:
+        result["faithfulness"] = _chunk_faithfulness(ctx, ok, x, targets, explanations)
     return result, arrays
+
+
+def _chunk_faithfulness(
+    ctx: EvalContext, ok: Sequence[int], x: torch.Tensor, targets: Any, explanations: dict[str, Any]
+) -> dict[str, dict[str, dict[str, list]]]:
+    """Per method and layer (and ``"all layers"``), ROAD and the confidence change of the maps of
+    every image of the chunk (``x`` ``[n, C, H, W]``), for the class each map explains."""
+    names = {i.module: i.name for i in ctx.layers}
+    out: dict[str, dict[str, dict[str, list]]] = {}
+    for method, exp in explanations.items():
+        heats = {names[mod]: h for mod, h in exp.layer_heatmaps.items()}
+        heats["all layers"] = exp.heatmap
+        out[method] = {
+            layer: faithfulness_record(
+                ctx.detector.model, x, heat.to(x.device), ok, targets, percentiles=ctx.args.road_percentiles
+            )
+            for layer, heat in heats.items()
+        }
+    return out
 
 
 def _chunk_localization(

@@ -59,6 +59,7 @@ from ..datasets import ZOO_DATASET, EvalDataset, parse_label, resolve_dataset
 from ..errors import InputError, ParameterError
 from ..evaluate import binary_metrics
 from ..evaluate import binary_metrics_table as metrics_table
+from ..metrics.road import ROAD_PERCENTILES
 from ..models import Detector
 from ..models.detector_layers import LayerInfo, default_layers, layer_table, resolve_gradcam_layers
 from ..models.load_detector import load_eval_detector
@@ -77,6 +78,7 @@ from .detector_gradcam_params import (
     EvalArgs,
     EvalContext,
     config_defaults,
+    refuse_added_faithfulness,
 )
 from .detector_gradcam_report import finish_run, metadata_text, sample_title, select_samples, write_report
 from .detector_gradcam_run import EvalSummary, load_run, run_dataset
@@ -149,12 +151,16 @@ def run_evaluation(
     layout: str | None = None,
     num_heads: int | None = None,
     test_config: str | os.PathLike | None = None,
+    faithfulness: bool = False,
+    road_percentiles: Sequence[float] = ROAD_PERCENTILES,
 ) -> EvalSummary:
     """Evaluate a detector on a test set (see the module docstring); resumable. Returns the
     summary of the finished run (also when it was already complete). ``layout``: where the
     Grad-CAM layers' channels are (see :func:`vizkit.cam`); ``num_heads``: a CLIP detector's
     heads when its width is not a known CLIP tower; ``test_config``: DeepfakeBench's
-    ``test_config.yaml`` (dataset keys) merged over the detector YAML. A run whose images were
+    ``test_config.yaml`` (dataset keys) merged over the detector YAML; ``faithfulness``: also ROAD
+    (at ``road_percentiles``) and the confidence change of every map, per layer x method over all
+    images (a run made without it is refused, not extended: ``overwrite``). A run whose images were
     partly unreadable is finished with them listed in ``errors.csv``; running it again reads
     those chunks again (add the missing frames first); ``overwrite`` starts afresh.
 
@@ -176,9 +182,13 @@ def run_evaluation(
         layout=layout,
         num_heads=num_heads,
         test_config=str(test_config) if test_config else None,
+        faithfulness=bool(faithfulness),
+        road_percentiles=tuple(float(p) for p in road_percentiles),
     )
     ctx = evaluation_context(args, device, detector=detector)
-    batch = BatchRun.open(output_dir, "detector-gradcam-eval", args.manifest(ctx.dataset, ctx.layers), overwrite)
+    manifest = args.manifest(ctx.dataset, ctx.layers)
+    refuse_added_faithfulness(output_dir, manifest, overwrite)
+    batch = BatchRun.open(output_dir, "detector-gradcam-eval", manifest, overwrite)
     run, n = batch.folder, chunk_count(len(ctx.dataset), args.batch_size)
     units = [Unit(f"chunk-{k:05d}", k) for k in range(n)]
     todo = [u for u in units if not batch.done(u.key)]
@@ -234,7 +244,10 @@ def evaluate_detector(
     """``vizkit evaluate``: :func:`run_evaluation` with what is not given taken from the
     DeepfakeBench configs (:func:`config_defaults`), ``table_methods`` also as ``"a,b"``,
     ``device`` by :func:`vizkit.state.resolve_device` and the units on a Dask cluster when
-    ``cluster`` is given. ``options``: the other keywords of :func:`run_evaluation`."""
+    ``cluster`` is given; ``faithfulness`` turns Grad-CAM on unless ``gradcam_enabled`` says
+    otherwise. ``options``: the other keywords of :func:`run_evaluation`."""
+    if options.get("faithfulness") and gradcam_enabled is None:
+        gradcam_enabled = True
     d = config_defaults(
         detector_path,
         test_config,

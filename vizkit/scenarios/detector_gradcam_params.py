@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import torch
 from ..datasets import ZOO_DATASET, EvalDataset
 from ..errors import ParameterError
 from ..methods import get_method
+from ..metrics.road import ROAD_PERCENTILES
 from ..models import Detector
 from ..models.detector_layers import LayerInfo
 from ..models.load_detector import read_detector_config
@@ -37,6 +39,7 @@ __all__ = [
     "EvalArgs",
     "EvalContext",
     "check_eval_args",
+    "refuse_added_faithfulness",
     "eval_methods",
     "ConfigDefaults",
     "config_defaults",
@@ -77,11 +80,19 @@ class EvalArgs:
     num_heads: int | None = None
     #: DeepfakeBench's test_config.yaml merged over the detector YAML (rgb_dir, label_dict, ...)
     test_config: str | None = None
+    #: also score every map by ROAD (MoRF, LeRF, combined) and the confidence change
+    #: (:func:`vizkit.metrics.faithfulness_scores`), over all images of each chunk
+    faithfulness: bool = False
+    #: the percentiles ROAD averages over (with ``faithfulness``)
+    road_percentiles: tuple[float, ...] = ROAD_PERCENTILES
 
     def manifest(self, dataset: EvalDataset, layers: Sequence[LayerInfo]) -> dict[str, Any]:
         """The run's manifest: these arguments with the layers as resolved, the test set's name,
-        source and size, and the detector files' absolute paths and sizes."""
+        source and size, and the detector files' absolute paths and sizes. Without
+        ``faithfulness`` its two keys are left out (the manifest of a run made before they existed)."""
         d = asdict(self)
+        if not self.faithfulness:
+            del d["faithfulness"], d["road_percentiles"]
         d["layers"] = [i.name for i in layers]
         d["dataset"] = {"name": dataset.name, "source": dataset.source, "samples": len(dataset)}
         for key in ("detector_path", "weights_path", "test_config"):
@@ -119,6 +130,30 @@ def check_eval_args(args: EvalArgs) -> None:
     for m in (args.method, *args.table_methods):
         if m not in CAM_METHODS:
             raise ParameterError(f"method {m!r}: scenario 3 compares {' and '.join(CAM_METHODS)}")
+    if args.faithfulness:
+        if not args.gradcam_enabled:
+            raise ParameterError("--faithfulness scores the Grad-CAM maps: it needs --gradcam_enabled")
+        if not args.road_percentiles or any(not 0 < float(p) < 100 for p in args.road_percentiles):
+            raise ParameterError(f"--road-percentiles must be numbers in (0, 100), got {list(args.road_percentiles)}")
+
+
+def refuse_added_faithfulness(output_dir: str | os.PathLike | None, manifest: dict[str, Any], overwrite: bool) -> None:
+    """One clear :class:`ParameterError` when ``output_dir`` holds the same run made without
+    ``--faithfulness`` (its chunks hold no ROAD scores, and resuming never recomputes a written
+    chunk): rerun with ``--overwrite`` to recompute every chunk, or choose another folder."""
+    old = Path(output_dir or "") / "manifest.json"
+    if not output_dir or overwrite or not manifest.get("faithfulness") or not old.is_file():
+        return
+    without = {k: v for k, v in manifest.items() if k not in ("faithfulness", "road_percentiles")}
+    try:
+        same = json.loads(old.read_text(encoding="utf-8")) == json.loads(json.dumps(without))
+    except json.JSONDecodeError:
+        return
+    if same:
+        raise ParameterError(
+            f"output folder {str(output_dir)!r} holds this run evaluated without --faithfulness: its chunks "
+            "have no ROAD scores; pass --overwrite to recompute every chunk with them, or choose another folder"
+        )
 
 
 def eval_methods(args: EvalArgs, dataset: EvalDataset) -> list[str]:

@@ -29,9 +29,10 @@ from ..evaluate import binary_metrics, binary_metrics_table
 from ..figures.detector_eval import score_distribution_figure, worst_mistakes_figure
 from ..figures.layer_comparison import comparison_figure
 from ..io import write_csv, write_json, write_text
+from ..metrics import FAITHFULNESS_SCORES
 from ..models.detector_layers import layer_table
 from ..render import display_image
-from ..report import Report
+from ..report import Report, metric_winners
 from ..runs import chunk_paths, mark_complete, read_chunk_arrays, read_chunks, written_chunks
 from .detector_gradcam_params import LABEL_NAMES, EvalContext
 from .detector_gradcam_run import PREDICTION_COLUMNS, EvalSummary, run_frames, run_localization
@@ -122,6 +123,13 @@ def finish_run(
         layers=[i.name for i in ctx.layers] if ctx.methods else [],
         input_size=ctx.detector.size,
     )
+    loc = run_localization(chunks)
+    if ctx.args.faithfulness and loc is not None:  # ROAD and confidence change per method|layer, over all images
+        metrics["faithfulness"] = {
+            f"{r['method']}|{r['layer']}": {k: round(float(r[k]), 6) for k in FAITHFULNESS_SCORES}
+            for r in records(loc)
+            if r.get("images") == r.get("images")  # rows with faithfulness scores (not NaN)
+        }
     write_json(run / "metrics.json", metrics)
     write_csv(
         run / "predictions.csv",
@@ -130,7 +138,6 @@ def finish_run(
         .assign(fake_probability=lambda d: d["fake_probability"].round(6)),
     )
     write_csv(run / "errors.csv", errors)
-    loc = run_localization(chunks)
     if loc is not None:
         write_csv(run / "localization.csv", loc.round(6))
     samples = pd.DataFrame(columns=["sample", "index", "path", "label", "pred", "prob", "correct"])
@@ -227,12 +234,25 @@ def write_report(summary: EvalSummary, ctx: EvalContext, figures: Mapping[str, P
             "Pointing game: the map's maximum lies inside the manipulated region (tol1: within 1 px); energy: "
             "the share of the map inside it. One row per layer and method, plus the layers combined."
         )
-        rep.table(summary.localization, index=False)
-        best = summary.localization.loc[summary.localization["pointing_game"].idxmax()]
-        rep.paragraph(
-            f"Best: **{best['layer']}** with {best['method']}, pointing game {best['pointing_game']:.1%} "
-            f"of {int(best['fakes'])} fakes."
-        )
+        loc = summary.localization
+        if "road_combined" in loc:
+            rep.paragraph(
+                "Faithfulness (all images, the explained class's logit): ROAD replaces the most (MoRF) or least "
+                "(LeRF) relevant pixels at each percentile by noisy linear imputation and averages the score "
+                "change (MoRF lower, LeRF and combined = (LeRF - MoRF) / 2 higher is better); confidence_drop / "
+                "confidence_increase: the score lost / the share of images gaining score when the image is "
+                "weighted by its map."
+            )
+        rep.table(loc, index=False)
+        if "road_combined" in loc:
+            scores = {"pointing_game": "higher", "energy_in_mask": "higher", **FAITHFULNESS_SCORES}
+            rep.paragraph(metric_winners(loc, ["method", "layer"], scores))
+        if "pointing_game" in loc and loc["pointing_game"].notna().any():
+            best = loc.loc[loc["pointing_game"].idxmax()]
+            rep.paragraph(
+                f"Best: **{best['layer']}** with {best['method']}, pointing game {best['pointing_game']:.1%} "
+                f"of {int(best['fakes'])} fakes."
+            )
     if figures.get("worst_mistakes") is not None:
         rep.heading("Worst mistakes")
         rep.figure(figures["worst_mistakes"], "most confident wrong predictions", relative_to=run)

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..datasets import EvalDataset, resolve_dataset
 from ..errors import InputError
-from ..evaluate import binary_metrics_table, localization_table
+from ..evaluate import binary_metrics_table, join_score_tables, localization_table
 from ..models.detector_layers import LayerInfo
 from ..models.load_detector import read_detector_config
 from ..runs import chunk_paths, is_complete, read_chunks, written_chunks
@@ -68,8 +68,12 @@ def run_frames(chunks: Sequence[Mapping[str, Any]]) -> tuple[pd.DataFrame, pd.Da
 
 def run_localization(chunks: Sequence[Mapping[str, Any]]) -> pd.DataFrame | None:
     """The chunks' localisation scores averaged per layer x method (:func:`vizkit.evaluate.localization_table`;
-    ``fakes``: the fakes with masks scored); None without masks or Grad-CAM."""
-    return localization_table((c["localization"] for c in chunks), count_name="fakes")
+    ``fakes``: the fakes with masks scored), and when the run scored faithfulness its means over all
+    images beside them (``images``, ``road_morf``, ``road_lerf``, ``road_combined``,
+    ``confidence_drop``, ``confidence_increase``); None without masks (or faithfulness) or Grad-CAM."""
+    loc = localization_table((c["localization"] for c in chunks), count_name="fakes")
+    faith = localization_table((c.get("faithfulness", {}) for c in chunks), count_name="images")
+    return join_score_tables(loc, faith)
 
 
 def load_run(run_dir: str | os.PathLike) -> EvalSummary:
