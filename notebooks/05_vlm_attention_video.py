@@ -53,7 +53,7 @@ from vizkit.scenarios import vlm_attention_video as va
 _before = baseline(globals())
 
 # %% tags=["parameters"]
-model_path: str = ""  # a local VLM folder of a supported family (docs/howto/vlm-families.md); empty means the zoo's tiny_vlm
+model_path: str = ""  # a local VLM folder of a supported family (docs: VLM families); empty: the zoo's tiny_vlm
 benchmark_json: str = ""  # JSON list of {image, problem, solution}; empty means tiny_vlm's sample benchmark
 image_dir: str = ""  # folder the image paths are relative to; empty means the JSON's folder
 sample_idx: int = 1  # which sample
