@@ -10,13 +10,14 @@ each processor needs; nothing is downloaded.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers as T
+from vlm_parts import clip_vision, pixtral_vision, save, siglip_vision, template, text_config, tokenizer
 
-from vizkit.zoo.common import zoo_dir
 from vizkit.zoo.tiny_vlm import CHAT_TEMPLATE as LLAVA_TEMPLATE  # "USER: <image>\n{text} ASSISTANT:"
 
 __all__ = [
@@ -33,75 +34,12 @@ __all__ = [
 ]
 
 
-def _template(image: str) -> str:
-    """A chat template like tiny_vlm's whose image part is ``image``."""
-    return (
-        "{% for m in messages %}{% if m['role'] == 'user' %}USER: {% if m['content'] is string %}"
-        "{{ m['content'] }}{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}"
-        + image
-        + "{% elif p['type'] == 'text' %}{{ p['text'] }}{% endif %}"
-        "{% endfor %}{% endif %} {% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-    )
+# the tokenizer and the decoders: prompts and positions up to 4096
+_tokenizer = partial(tokenizer, max_length=4096)
+_text = partial(text_config, positions=4096)
 
-
-QWEN_TEMPLATE = _template("<|vision_start|><|image_pad|><|vision_end|>")
-PIXTRAL_TEMPLATE = _template("[IMG]")
-
-
-def _tokenizer(extra: tuple[str, ...] = ()) -> Any:
-    """The zoo's tiny_vlm tokenizer (``<pad>`` 0, ``<s>`` 1, ``</s>`` 2, ``<image>``) plus ``extra`` special tokens."""
-    tok = T.AutoTokenizer.from_pretrained(zoo_dir("tiny_vlm"), local_files_only=True)
-    tok.model_max_length = 4096  # the zoo's 160 is tiny_vlm's own limit; tiled prompts are longer
-    if extra:
-        tok.add_special_tokens({"additional_special_tokens": list(extra)})
-    return tok
-
-
-def _text(tok: Any, layers: int, hidden: int, heads: int, kv_heads: int, **more: Any) -> dict[str, Any]:
-    return dict(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=4096,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        **more,
-    )
-
-
-def _clip(hidden: int, depth: int, image_size: int, patch: int) -> T.CLIPVisionConfig:
-    return T.CLIPVisionConfig(
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=depth,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch,
-    )
-
-
-def _siglip(hidden: int, depth: int, image_size: int, patch: int) -> T.SiglipVisionConfig:
-    return T.SiglipVisionConfig(
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=depth,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch,
-    )
-
-
-def _save(model: Any, proc: Any, folder: str | Path) -> Path:
-    folder = Path(folder)
-    model.generation_config.bos_token_id, model.generation_config.eos_token_id = 1, 2
-    model.generation_config.pad_token_id = 0
-    model.eval().save_pretrained(folder)
-    proc.save_pretrained(folder)
-    return folder
+QWEN_TEMPLATE = template("<|vision_start|><|image_pad|><|vision_end|>")
+PIXTRAL_TEMPLATE = template("[IMG]")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,7 +67,7 @@ def save_random_llava(
     side = image_size // patch
     cfg = T.LlavaConfig(
         text_config=T.LlamaConfig(**_text(tok, layers, hidden, heads, kv_heads)),
-        vision_config=_clip(vision_hidden, vision_depth, image_size, patch),
+        vision_config=clip_vision(vision_hidden, vision_depth, image_size, patch),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         image_seq_length=side * side + (strategy == "full"),
         vision_feature_layer=-1,
@@ -144,7 +82,7 @@ def save_random_llava(
         num_additional_image_tokens=1,
         chat_template=LLAVA_TEMPLATE,
     )
-    return _save(T.LlavaForConditionalGeneration(cfg), proc, folder)
+    return save(T.LlavaForConditionalGeneration(cfg), proc, folder)
 
 
 def save_random_llava_pixtral(
@@ -166,15 +104,7 @@ def save_random_llava_pixtral(
     ``[IMG_BREAK]`` after each row, ``[IMG_END]`` after the last)."""
     tok = _tokenizer(("[IMG]", "[IMG_BREAK]", "[IMG_END]"))
     torch.manual_seed(seed)
-    vc = T.PixtralVisionConfig(
-        hidden_size=vision_hidden,
-        intermediate_size=2 * vision_hidden,
-        num_hidden_layers=vision_depth,
-        num_attention_heads=2,
-        head_dim=vision_hidden // 2,
-        image_size=longest_edge,
-        patch_size=patch,
-    )
+    vc = pixtral_vision(vision_hidden, vision_depth, longest_edge, patch)
     cfg = T.LlavaConfig(
         text_config=T.MistralConfig(**_text(tok, layers, hidden, heads, kv_heads)),
         vision_config=vc,
@@ -186,7 +116,7 @@ def save_random_llava_pixtral(
     proc = T.PixtralProcessor(
         image_processor=ip, tokenizer=tok, patch_size=patch, spatial_merge_size=1, chat_template=PIXTRAL_TEMPLATE
     )
-    return _save(T.LlavaForConditionalGeneration(cfg), proc, folder)
+    return save(T.LlavaForConditionalGeneration(cfg), proc, folder)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,7 +181,7 @@ def save_random_qwen2_vl(
     cfg = T.Qwen2VLConfig(
         text_config=_text(tok, layers, hidden, heads, kv_heads, rope_parameters=rope), vision_config=vision, **special
     )
-    return _save(
+    return save(
         T.Qwen2VLForConditionalGeneration(cfg), _qwen_processor(T.Qwen2VLProcessor, tok, 14, max_pixels), folder
     )
 
@@ -289,7 +219,7 @@ def save_random_qwen2_5_vl(
     cfg = T.Qwen2_5_VLConfig(
         text_config=_text(tok, layers, hidden, heads, kv_heads, rope_parameters=rope), vision_config=vision, **special
     )
-    return _save(
+    return save(
         T.Qwen2_5_VLForConditionalGeneration(cfg), _qwen_processor(T.Qwen2_5_VLProcessor, tok, 14, max_pixels), folder
     )
 
@@ -327,7 +257,7 @@ def save_random_qwen3_vl(
     )
     text = _text(tok, layers, hidden, heads, kv_heads, rope_parameters=rope, head_dim=hidden // heads)
     cfg = T.Qwen3VLConfig(text_config=text, vision_config=vision, **special)
-    return _save(
+    return save(
         T.Qwen3VLForConditionalGeneration(cfg),
         _qwen_processor(T.Qwen3VLProcessor, tok, 16, max_pixels, T.Qwen3VLVideoProcessor),
         folder,
@@ -365,7 +295,7 @@ def save_random_llava_next(
     torch.manual_seed(seed)
     cfg = T.LlavaNextConfig(
         text_config=T.LlamaConfig(**_text(tok, layers, hidden, heads, kv_heads)),
-        vision_config=_clip(vision_hidden, vision_depth, image_size, patch),
+        vision_config=clip_vision(vision_hidden, vision_depth, image_size, patch),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=pinpoints,
         vision_feature_layer=-1,
@@ -384,7 +314,7 @@ def save_random_llava_next(
         num_additional_image_tokens=1,
         chat_template=LLAVA_TEMPLATE,
     )
-    return _save(T.LlavaNextForConditionalGeneration(cfg), proc, folder)
+    return save(T.LlavaNextForConditionalGeneration(cfg), proc, folder)
 
 
 def save_random_llava_onevision(
@@ -410,7 +340,7 @@ def save_random_llava_onevision(
     torch.manual_seed(seed)
     cfg = T.LlavaOnevisionConfig(
         text_config=T.Qwen2Config(**_text(tok, layers, hidden, heads, kv_heads)),
-        vision_config=_siglip(vision_hidden, vision_depth, image_size, patch),
+        vision_config=siglip_vision(vision_hidden, vision_depth, image_size, patch),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         video_token_index=tok.convert_tokens_to_ids("<video>"),
         image_grid_pinpoints=pinpoints,
@@ -431,4 +361,4 @@ def save_random_llava_onevision(
         vision_aspect_ratio=aspect_ratio,
         chat_template=LLAVA_TEMPLATE,
     )
-    return _save(T.LlavaOnevisionForConditionalGeneration(cfg), proc, folder)
+    return save(T.LlavaOnevisionForConditionalGeneration(cfg), proc, folder)

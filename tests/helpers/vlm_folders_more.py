@@ -12,13 +12,13 @@ SmolVLM's processor needs the ``num2words`` package.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers as T
-
-from vizkit.zoo.common import zoo_dir
+from vlm_parts import pixtral_vision, save, siglip_vision, template, text_config, tokenizer
 
 __all__ = [
     "save_random_idefics3",
@@ -30,52 +30,9 @@ __all__ = [
     "template",
 ]
 
-
-def template(image: str) -> str:
-    """A chat template like tiny_vlm's (``USER: ... ASSISTANT:``) whose image part is ``image``."""
-    return (
-        "{% for m in messages %}{% if m['role'] == 'user' %}USER: {% if m['content'] is string %}"
-        "{{ m['content'] }}{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}"
-        + image
-        + "{% elif p['type'] == 'text' %}{{ p['text'] }}{% endif %}"
-        "{% endfor %}{% endif %} {% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-    )
-
-
-def _tokenizer(extra: tuple[str, ...] = (), named: dict[str, str] | None = None) -> Any:
-    """The zoo's tiny_vlm tokenizer plus ``extra`` special tokens and ``named`` ones (``tok.<name>``,
-    ``tok.<name>_id``: the attributes some processors read, e.g. Gemma3's ``boi_token``)."""
-    kw = {"extra_special_tokens": dict(named)} if named else {}
-    tok = T.AutoTokenizer.from_pretrained(zoo_dir("tiny_vlm"), local_files_only=True, **kw)
-    tok.model_max_length = 8192  # the zoo's 160 is tiny_vlm's own limit; tiled prompts are longer
-    if extra:
-        tok.add_special_tokens({"additional_special_tokens": list(extra)})
-    return tok
-
-
-def _text(tok: Any, layers: int, hidden: int, heads: int, kv_heads: int, **more: Any) -> dict[str, Any]:
-    return dict(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=8192,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        **more,
-    )
-
-
-def _save(model: Any, proc: Any, folder: str | Path) -> Path:
-    folder = Path(folder)
-    model.generation_config.bos_token_id, model.generation_config.eos_token_id = 1, 2
-    model.generation_config.pad_token_id = 0
-    model.eval().save_pretrained(folder)
-    proc.save_pretrained(folder)
-    return folder
+# the tokenizer and the decoders: prompts and positions up to 8192
+_tokenizer = partial(tokenizer, max_length=8192)
+_text = partial(text_config, positions=8192)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -148,7 +105,7 @@ def save_random_idefics3(
     cfg = _idefics_parts(
         tok, T.Idefics3Config, layers, hidden, heads, kv_heads, vision_hidden, vision_depth, tile, patch, scale
     )
-    return _save(T.Idefics3ForConditionalGeneration(cfg), proc, folder)
+    return save(T.Idefics3ForConditionalGeneration(cfg), proc, folder)
 
 
 def save_random_smolvlm(
@@ -190,23 +147,12 @@ def save_random_smolvlm(
     cfg = _idefics_parts(
         tok, T.SmolVLMConfig, layers, hidden, heads, kv_heads, vision_hidden, vision_depth, tile, patch, scale
     )
-    return _save(T.SmolVLMForConditionalGeneration(cfg), proc, folder)
+    return save(T.SmolVLMForConditionalGeneration(cfg), proc, folder)
 
 
 # ----------------------------------------------------------------------------------------------
 # Gemma3 (pooled square grid between <start_of_image> / <end_of_image>) and PaliGemma (prefix)
 # ----------------------------------------------------------------------------------------------
-def _siglip(hidden: int, depth: int, image_size: int, patch: int) -> T.SiglipVisionConfig:
-    return T.SiglipVisionConfig(
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=depth,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch,
-    )
-
-
 #: pan-and-scan on, with Gemma3Processor's default crop settings (pass it to the processor call)
 GEMMA3_PAN_AND_SCAN = dict(
     do_pan_and_scan=True,
@@ -265,7 +211,7 @@ def save_random_gemma3(
     )
     cfg = T.Gemma3Config(
         text_config=T.Gemma3TextConfig(**text),
-        vision_config=_siglip(vision_hidden, vision_depth, image_size, patch),
+        vision_config=siglip_vision(vision_hidden, vision_depth, image_size, patch),
         mm_tokens_per_image=tokens_per_image,
         boi_token_index=tok.boi_token_id,
         eoi_token_index=tok.eoi_token_id,
@@ -276,7 +222,7 @@ def save_random_gemma3(
     proc = T.Gemma3Processor(
         image_processor=ip, tokenizer=tok, image_seq_length=tokens_per_image, chat_template=template("<start_of_image>")
     )
-    return _save(T.Gemma3ForConditionalGeneration(cfg), proc, folder)
+    return save(T.Gemma3ForConditionalGeneration(cfg), proc, folder)
 
 
 def save_random_paligemma(
@@ -305,13 +251,13 @@ def save_random_paligemma(
     text = _text(tok, layers, hidden, heads, kv_heads, head_dim=hidden // heads)
     cfg = T.PaliGemmaConfig(
         text_config=T.GemmaConfig(**text),
-        vision_config=_siglip(vision_hidden, vision_depth, image_size, patch),
+        vision_config=siglip_vision(vision_hidden, vision_depth, image_size, patch),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         projection_dim=hidden,
         hidden_size=hidden,
         vocab_size=len(tok),
     )
-    return _save(T.PaliGemmaForConditionalGeneration(cfg), proc, folder)
+    return save(T.PaliGemmaForConditionalGeneration(cfg), proc, folder)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -338,15 +284,7 @@ def save_random_mistral3(
     row, ``[IMG_END]`` after the last)."""
     tok = _tokenizer(("[IMG]", "[IMG_BREAK]", "[IMG_END]"))
     torch.manual_seed(seed)
-    vision = T.PixtralVisionConfig(
-        hidden_size=vision_hidden,
-        intermediate_size=2 * vision_hidden,
-        num_hidden_layers=vision_depth,
-        num_attention_heads=2,
-        head_dim=vision_hidden // 2,
-        image_size=longest_edge,
-        patch_size=patch,
-    )
+    vision = pixtral_vision(vision_hidden, vision_depth, longest_edge, patch)
     cfg = T.Mistral3Config(
         text_config=T.MistralConfig(
             **_text(tok, layers, hidden, heads, kv_heads, head_dim=hidden // heads, sliding_window=None)
@@ -360,7 +298,7 @@ def save_random_mistral3(
     proc = T.PixtralProcessor(
         image_processor=ip, tokenizer=tok, patch_size=patch, spatial_merge_size=merge, chat_template=template("[IMG]")
     )
-    return _save(T.Mistral3ForConditionalGeneration(cfg), proc, folder)
+    return save(T.Mistral3ForConditionalGeneration(cfg), proc, folder)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -424,4 +362,4 @@ def save_random_internvl(
         image_seq_length=seq,
         chat_template=template("<IMG_CONTEXT>"),
     )
-    return _save(T.InternVLForConditionalGeneration(cfg), proc, folder)
+    return save(T.InternVLForConditionalGeneration(cfg), proc, folder)

@@ -1,5 +1,5 @@
 """Scenario 5 on every supported VLM family, each a tiny random folder saved by the family's own
-model and processor classes (tests/vlm_folders.py, tests/vlm_folders_more.py):
+model and processor classes (tests/helpers/vlm_folders.py, tests/helpers/vlm_folders_more.py):
 
 - the generated tokens are identical with and without the capture;
 - the captured rows equal eager ``output_attentions`` within 1e-5, at every step, every head;
@@ -68,7 +68,7 @@ def folders(tmp_path_factory):
 def test_every_registered_family_is_tested_and_in_the_readme():
     tested = {"llava" if n == "llava_pixtral" else n for n in FAMILIES}
     assert set(supported()) == tested
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert family_table() in readme  # the README's table is the adapters' own reads / limits
 
 
