@@ -1,13 +1,13 @@
 """Tiny random vision-language model folders for the Idefics3 / SmolVLM / Gemma3 / PaliGemma /
 Mistral3 / InternVL adapter tests (a helper module, not a test).
 
-Each ``save_random_<family>(folder, **small sizes) -> Path`` writes, with ``save_pretrained``, a
-random-weight model of the family's OWN transformers class and its OWN processor class (image
-processor + tokenizer + chat template), so :func:`vizkit.models.vlm.load_vlm` and
-``AutoProcessor`` load it like a hub folder. Everything is built in-process, offline: the
-tokenizer is the zoo's ``tiny_vlm`` byte-level BPE (``data/zoo/tiny_vlm``: ``<pad>`` 0, ``<s>`` 1,
-``</s>`` 2, ``<image>``) plus the special tokens each processor needs; nothing is downloaded.
-SmolVLM's processor needs the ``num2words`` package.
+Each ``save_random_<family>(folder, **sizes) -> Path`` (``sizes``: the fields of ``vlm_parts.Size``,
+small by default) writes, with ``save_pretrained``, a random-weight model of the family's OWN
+transformers class and its OWN processor class (image processor + tokenizer + chat template), so
+:func:`vizkit.models.vlm.load_vlm` and ``AutoProcessor`` load it like a hub folder. Everything is
+built in-process, offline: the tokenizer is the zoo's ``tiny_vlm`` byte-level BPE
+(``data/zoo/tiny_vlm``: ``<pad>`` 0, ``<s>`` 1, ``</s>`` 2, ``<image>``) plus the special tokens
+each processor needs; nothing is downloaded. SmolVLM's processor needs the ``num2words`` package.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 import transformers as T
-from vlm_parts import pixtral_vision, save, siglip_vision, template, text_config, tokenizer
+from vlm_parts import Size, pixtral_vision, save, siglip_vision, template, text_config, tokenizer, tower
 
 __all__ = [
     "save_random_idefics3",
@@ -41,29 +41,10 @@ _text = partial(text_config, positions=8192)
 ROW_COL = tuple(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7))
 
 
-def _idefics_parts(
-    tok: Any,
-    cfg_cls: Any,
-    layers: int,
-    hidden: int,
-    heads: int,
-    kv_heads: int,
-    vision_hidden: int,
-    vision_depth: int,
-    tile: int,
-    patch: int,
-    scale: int,
-) -> Any:
-    vision = dict(
-        hidden_size=vision_hidden,
-        intermediate_size=2 * vision_hidden,
-        num_hidden_layers=vision_depth,
-        num_attention_heads=2,
-        image_size=tile,
-        patch_size=patch,
-    )
+def _idefics_parts(tok: Any, cfg_cls: Any, s: Size, tile: int, patch: int, scale: int) -> Any:
+    vision = dict(**tower(s), image_size=tile, patch_size=patch)
     return cfg_cls(
-        text_config=T.LlamaConfig(**_text(tok, layers, hidden, heads, kv_heads)),
+        text_config=T.LlamaConfig(**_text(tok, s)),
         vision_config=vision,
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         scale_factor=scale,
@@ -74,25 +55,20 @@ def _idefics_parts(
 def save_random_idefics3(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     tile: int = 32,
     patch: int = 4,
     scale: int = 2,
     longest_edge: int = 96,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """Idefics3ForConditionalGeneration (vision tower ``tile`` / ``patch``, pixel shuffle ``scale``:
     ``(tile / patch / scale)**2`` tokens per tile, default 4 x 4 = 16) + Idefics3Processor
     (Idefics3ImageProcessor: the longest edge resized to ``longest_edge``, padded up to a multiple of
     ``tile`` and split into rows x cols tiles of ``tile``, plus the whole image squashed to ``tile``:
     the global image; ``<fake_token_around_image>``, ``<row_r_col_c>``, ``<global-img>`` markers)."""
+    s = Size(**sizes)
     tok = _tokenizer(("<global-img>",) + ROW_COL)  # the processor adds <fake_token_around_image> itself
-    torch.manual_seed(seed)
+    torch.manual_seed(s.seed)
     seq = (tile // patch // scale) ** 2
     proc = T.Idefics3Processor(
         image_processor=T.Idefics3ImageProcessor(
@@ -102,29 +78,22 @@ def save_random_idefics3(
         image_seq_len=seq,
         chat_template=template("<image>"),
     )
-    cfg = _idefics_parts(
-        tok, T.Idefics3Config, layers, hidden, heads, kv_heads, vision_hidden, vision_depth, tile, patch, scale
-    )
+    cfg = _idefics_parts(tok, T.Idefics3Config, s, tile, patch, scale)
     return save(T.Idefics3ForConditionalGeneration(cfg), proc, folder)
 
 
 def save_random_smolvlm(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     tile: int = 32,
     patch: int = 4,
     scale: int = 2,
     longest_edge: int = 96,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """SmolVLMForConditionalGeneration + SmolVLMProcessor (SmolVLMImageProcessor, SmolVLMVideoProcessor):
     the Idefics3 layout (see :func:`save_random_idefics3`), the tokens named on the tokenizer."""
+    s = Size(**sizes)
     tok = _tokenizer(
         ("<global-img>", "<video>") + ROW_COL,
         named={
@@ -134,7 +103,7 @@ def save_random_smolvlm(
             "global_image_token": "<global-img>",
         },
     )
-    torch.manual_seed(seed)
+    torch.manual_seed(s.seed)
     seq = (tile // patch // scale) ** 2
     kw = dict(size={"longest_edge": longest_edge}, max_image_size={"longest_edge": tile})
     proc = T.SmolVLMProcessor(
@@ -144,9 +113,7 @@ def save_random_smolvlm(
         image_seq_len=seq,
         chat_template=template("<image>"),
     )
-    cfg = _idefics_parts(
-        tok, T.SmolVLMConfig, layers, hidden, heads, kv_heads, vision_hidden, vision_depth, tile, patch, scale
-    )
+    cfg = _idefics_parts(tok, T.SmolVLMConfig, s, tile, patch, scale)
     return save(T.SmolVLMForConditionalGeneration(cfg), proc, folder)
 
 
@@ -174,17 +141,11 @@ PALIGEMMA_TEMPLATE = (
 def save_random_gemma3(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     image_size: int = 48,
     patch: int = 4,
     tokens_per_image: int = 16,
     pan_and_scan: bool = False,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """Gemma3ForConditionalGeneration (SigLIP tower ``image_size`` / ``patch``, average-pooled to
     ``tokens_per_image``, a square, default 4 x 4) + Gemma3Processor (Gemma3ImageProcessor squashing
@@ -195,23 +156,21 @@ def save_random_gemma3(
     defaults (``do_pan_and_scan=False``, 256, 4, 1.2) over the image processor's saved settings, so the
     PROCESSOR pans and scans only when called with ``do_pan_and_scan=True``; the image processor alone
     honours the saved flag and returns ``num_crops`` (which the processor drops from its outputs)."""
+    s = Size(**sizes)
     tok = _tokenizer(
         named={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
     )
-    torch.manual_seed(seed)
+    torch.manual_seed(s.seed)
     text = _text(
         tok,
-        layers,
-        hidden,
-        heads,
-        kv_heads,
-        head_dim=hidden // heads,
+        s,
+        head_dim=s.hidden // s.heads,
         sliding_window=64,
-        query_pre_attn_scalar=hidden // heads,
+        query_pre_attn_scalar=s.hidden // s.heads,
     )
     cfg = T.Gemma3Config(
         text_config=T.Gemma3TextConfig(**text),
-        vision_config=siglip_vision(vision_hidden, vision_depth, image_size, patch),
+        vision_config=siglip_vision(s, image_size, patch),
         mm_tokens_per_image=tokens_per_image,
         boi_token_index=tok.boi_token_id,
         eoi_token_index=tok.eoi_token_id,
@@ -228,33 +187,28 @@ def save_random_gemma3(
 def save_random_paligemma(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 1,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     image_size: int = 32,
     patch: int = 4,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """PaliGemmaForConditionalGeneration (SigLIP tower ``image_size`` / ``patch``: a square grid of
     ``(image_size / patch)**2`` tokens, default 8 x 8, with a Gemma decoder) + PaliGemmaProcessor
     (SiglipImageProcessor squashing each image to ``image_size``; the image tokens first, then
     ``<s>``, the text and ``\\n``; it adds PaliGemma's ``<locNNNN>`` / ``<segNNN>`` tokens); its chat
     template (:data:`PALIGEMMA_TEMPLATE`) writes every image's ``<image>`` first, then the text."""
+    s = Size(**{"kv_heads": 1, **sizes})  # 1 KV head by default
     tok = _tokenizer()
     ip = T.SiglipImageProcessor(size={"height": image_size, "width": image_size})
     ip.image_seq_length = (image_size // patch) ** 2
     proc = T.PaliGemmaProcessor(image_processor=ip, tokenizer=tok, chat_template=PALIGEMMA_TEMPLATE)
-    torch.manual_seed(seed)
-    text = _text(tok, layers, hidden, heads, kv_heads, head_dim=hidden // heads)
+    torch.manual_seed(s.seed)
+    text = _text(tok, s, head_dim=s.hidden // s.heads)
     cfg = T.PaliGemmaConfig(
         text_config=T.GemmaConfig(**text),
-        vision_config=siglip_vision(vision_hidden, vision_depth, image_size, patch),
+        vision_config=siglip_vision(s, image_size, patch),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
-        projection_dim=hidden,
-        hidden_size=hidden,
+        projection_dim=s.hidden,
+        hidden_size=s.hidden,
         vocab_size=len(tok),
     )
     return save(T.PaliGemmaForConditionalGeneration(cfg), proc, folder)
@@ -266,29 +220,22 @@ def save_random_paligemma(
 def save_random_mistral3(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     longest_edge: int = 64,
     patch: int = 4,
     merge: int = 2,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """Mistral3ForConditionalGeneration (Pixtral tower ``patch``, ``spatial_merge_size`` ``merge``,
     Mistral decoder) + PixtralProcessor (PixtralImageProcessor: the longest edge resized to at most
     ``longest_edge`` keeping the aspect ratio, each side rounded up to ``patch * merge``;
     ``image_sizes`` the resized (height, width); ``[IMG]`` per merged patch, ``[IMG_BREAK]`` after each
     row, ``[IMG_END]`` after the last)."""
+    s = Size(**sizes)
     tok = _tokenizer(("[IMG]", "[IMG_BREAK]", "[IMG_END]"))
-    torch.manual_seed(seed)
-    vision = pixtral_vision(vision_hidden, vision_depth, longest_edge, patch)
+    torch.manual_seed(s.seed)
+    vision = pixtral_vision(s, longest_edge, patch)
     cfg = T.Mistral3Config(
-        text_config=T.MistralConfig(
-            **_text(tok, layers, hidden, heads, kv_heads, head_dim=hidden // heads, sliding_window=None)
-        ),
+        text_config=T.MistralConfig(**_text(tok, s, head_dim=s.hidden // s.heads, sliding_window=None)),
         vision_config=vision,
         image_token_index=tok.convert_tokens_to_ids("[IMG]"),
         spatial_merge_size=merge,
@@ -307,23 +254,18 @@ def save_random_mistral3(
 def save_random_internvl(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     tile: int = 32,
     patch: int = 4,
     downsample: float = 0.5,
     max_patches: int = 6,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """InternVLForConditionalGeneration (InternViT tower ``tile`` / ``patch`` with a CLS token
     dropped, pixel shuffle ``downsample``: ``(tile / patch * downsample)**2`` tokens per tile, default
     4 x 4, Qwen2 decoder) + InternVLProcessor (GotOcr2ImageProcessor ``crop_to_patches``: the
     aspect-ratio grid of at most ``max_patches`` tiles closest to the image's, then a thumbnail when
     there is more than one tile; ``<img>`` + ``<IMG_CONTEXT>`` x N + ``</img>`` per image)."""
+    s = Size(**sizes)
     tok = _tokenizer(
         named={
             "start_image_token": "<img>",
@@ -332,18 +274,11 @@ def save_random_internvl(
             "video_token": "<video>",
         }
     )
-    torch.manual_seed(seed)
+    torch.manual_seed(s.seed)
     seq = int(tile // patch * downsample) ** 2
-    vision = T.InternVLVisionConfig(
-        hidden_size=vision_hidden,
-        intermediate_size=2 * vision_hidden,
-        num_hidden_layers=vision_depth,
-        num_attention_heads=2,
-        image_size=[tile, tile],
-        patch_size=[patch, patch],
-    )
+    vision = T.InternVLVisionConfig(**tower(s), image_size=[tile, tile], patch_size=[patch, patch])
     cfg = T.InternVLConfig(
-        text_config=T.Qwen2Config(**_text(tok, layers, hidden, heads, kv_heads)),
+        text_config=T.Qwen2Config(**_text(tok, s)),
         vision_config=vision,
         image_token_id=tok.context_image_token_id,
         image_seq_length=seq,

@@ -5,12 +5,27 @@ configs, and the save that writes model + processor as ``save_pretrained`` does.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import transformers as T
 
 from vizkit.zoo.common import zoo_dir
+
+
+@dataclass(frozen=True)
+class Size:
+    """The sizes every folder builder takes as keywords (``**sizes``): the decoder's layers, width, heads
+    and KV heads, the vision tower's width and depth, the seed of the random weights."""
+
+    layers: int = 2
+    hidden: int = 64
+    heads: int = 4
+    kv_heads: int = 2
+    vision_hidden: int = 32
+    vision_depth: int = 2
+    seed: int = 0
 
 
 def template(image: str) -> str:
@@ -37,18 +52,16 @@ def tokenizer(extra: tuple[str, ...] = (), named: dict[str, str] | None = None, 
     return tok
 
 
-def text_config(
-    tok: Any, layers: int, hidden: int, heads: int, kv_heads: int, *, positions: int, **more: Any
-) -> dict[str, Any]:
-    """A decoder's config keys: ``tok``'s vocabulary and ids, MLP width ``2 * hidden``, ``positions``
-    positions, plus ``more``."""
+def text_config(tok: Any, s: Size, *, positions: int, **more: Any) -> dict[str, Any]:
+    """A decoder's config keys: ``tok``'s vocabulary and ids, ``s``'s layers, width (MLP ``2 * hidden``),
+    heads and KV heads, ``positions`` positions, plus ``more``."""
     return dict(
         vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
+        hidden_size=s.hidden,
+        intermediate_size=2 * s.hidden,
+        num_hidden_layers=s.layers,
+        num_attention_heads=s.heads,
+        num_key_value_heads=s.kv_heads,
         max_position_embeddings=positions,
         bos_token_id=1,
         eos_token_id=2,
@@ -57,25 +70,29 @@ def text_config(
     )
 
 
-def _tower(hidden: int, depth: int) -> dict[str, Any]:
-    return dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=depth, num_attention_heads=2)
-
-
-def clip_vision(hidden: int, depth: int, image_size: int, patch: int) -> T.CLIPVisionConfig:
-    """A CLIP vision tower of width ``hidden`` (2 heads), ``depth`` layers, ``image_size`` / ``patch``."""
-    return T.CLIPVisionConfig(**_tower(hidden, depth), image_size=image_size, patch_size=patch)
-
-
-def siglip_vision(hidden: int, depth: int, image_size: int, patch: int) -> T.SiglipVisionConfig:
-    """A SigLIP vision tower of width ``hidden`` (2 heads), ``depth`` layers, ``image_size`` / ``patch``."""
-    return T.SiglipVisionConfig(**_tower(hidden, depth), image_size=image_size, patch_size=patch)
-
-
-def pixtral_vision(hidden: int, depth: int, longest_edge: int, patch: int) -> T.PixtralVisionConfig:
-    """A Pixtral vision tower of width ``hidden`` (2 heads), ``depth`` layers, images up to ``longest_edge``."""
-    return T.PixtralVisionConfig(
-        **_tower(hidden, depth), head_dim=hidden // 2, image_size=longest_edge, patch_size=patch
+def tower(s: Size) -> dict[str, Any]:
+    """A vision tower's config keys: ``s``'s vision width (MLP ``2 * width``, 2 heads) and depth."""
+    return dict(
+        hidden_size=s.vision_hidden,
+        intermediate_size=2 * s.vision_hidden,
+        num_hidden_layers=s.vision_depth,
+        num_attention_heads=2,
     )
+
+
+def clip_vision(s: Size, image_size: int, patch: int) -> T.CLIPVisionConfig:
+    """A CLIP vision tower of ``s``'s vision width (2 heads) and depth, ``image_size`` / ``patch``."""
+    return T.CLIPVisionConfig(**tower(s), image_size=image_size, patch_size=patch)
+
+
+def siglip_vision(s: Size, image_size: int, patch: int) -> T.SiglipVisionConfig:
+    """A SigLIP vision tower of ``s``'s vision width (2 heads) and depth, ``image_size`` / ``patch``."""
+    return T.SiglipVisionConfig(**tower(s), image_size=image_size, patch_size=patch)
+
+
+def pixtral_vision(s: Size, longest_edge: int, patch: int) -> T.PixtralVisionConfig:
+    """A Pixtral vision tower of ``s``'s vision width (2 heads) and depth, images up to ``longest_edge``."""
+    return T.PixtralVisionConfig(**tower(s), head_dim=s.vision_hidden // 2, image_size=longest_edge, patch_size=patch)
 
 
 def save(model: Any, proc: Any, folder: str | Path) -> Path:
