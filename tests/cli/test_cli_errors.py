@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hf_folders import clip_dir
+from models import hf_clip_dir
 from PIL import Image
 
 from vizkit.cli import build_parser, main
@@ -127,7 +127,7 @@ def test_the_installed_command_prints_no_traceback(name, image, tmp_path):
 
 
 def test_hf_clip_folder_without_a_processor_runs_from_the_cli(tmp_path, image, capsys):
-    model, proc = clip_dir(tmp_path / "clip", with_processor=False)
+    model, proc = hf_clip_dir(tmp_path / "clip", with_processor=False)
     assert not (tmp_path / "clip" / "preprocessor_config.json").exists()
     proc.tokenizer.save_pretrained(tmp_path / "clip")  # model + tokenizer files, no processor
     with pytest.warns(UserWarning, match="has no preprocessor_config.json: images are preprocessed from config.json"):
@@ -156,7 +156,7 @@ def test_hf_clip_folder_without_a_processor_runs_from_the_cli(tmp_path, image, c
 
 
 def test_hf_clip_folder_without_a_tokenizer_names_the_missing_files(tmp_path, image, capsys):
-    clip_dir(tmp_path / "clip", with_processor=False)  # weights and config only
+    hf_clip_dir(tmp_path / "clip", with_processor=False)  # weights and config only
     with pytest.warns(UserWarning):
         rc = main(
             [

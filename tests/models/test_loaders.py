@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hf_folders import byte_vocab, clip_dir
+from models import byte_vocab, hf_clip_dir
 from safetensors.torch import save_file
 from torch import nn
 
@@ -540,7 +540,7 @@ def test_open_clip_hf_tokenizer_needs_local_files(tmp_path, empty_hf_cache):
 
 
 def test_hf_clip_round_trip_and_hub_cache(tmp_path, image, empty_hf_cache):
-    model, proc = clip_dir(tmp_path / "clip")
+    model, proc = hf_clip_dir(tmp_path / "clip")
     inp = proc(images=image, text=["a photo", "a dog"], return_tensors="pt", padding=True)
     with torch.no_grad():
         ref = model(**inp).logits_per_image
@@ -753,11 +753,11 @@ def test_hf_errors(tmp_path, empty_hf_cache):
         load_hf(d)
     with pytest.raises(CheckpointError, match="trust_remote_code=True refused"):
         load_hf(d, trust_remote_code=True)
-    clip_dir(tmp_path / "clip", with_processor=False)
+    hf_clip_dir(tmp_path / "clip", with_processor=False)
     os.remove(tmp_path / "clip" / "model.safetensors")
     with pytest.raises(CheckpointError, match="has a config.json but no weights"):
         load_hf(tmp_path / "clip")
-    model, _ = clip_dir(tmp_path / "clip2", with_processor=False)
+    model, _ = hf_clip_dir(tmp_path / "clip2", with_processor=False)
     sd = model.state_dict()
     sd.pop("vision_model.post_layernorm.weight")
     sd["vision_model.pre_layrnorm.bias"] = torch.zeros(7)

@@ -264,9 +264,9 @@ def test_cli_unreadable_image_in_a_folder(tmp_path, image, capsys):
 
 # ------------------------------------------------------------------ real model formats through the CLI
 def test_cli_hugging_face_clip_directory(tmp_path, image):
-    from hf_folders import clip_dir
+    from models import hf_clip_dir
 
-    clip_dir(tmp_path / "hf_clip")
+    hf_clip_dir(tmp_path / "hf_clip")
     out = tmp_path / "out"
     code = cli.main(
         [
