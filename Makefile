@@ -20,7 +20,7 @@ $(PY):
 
 # papermill and nbval start the kernel named "python3": register it inside the venv
 # (--sys-prefix), pointing at the venv's interpreter.
-# Quantus (tests/test_quantus.py compares vizkit's metrics with it) is installed without its
+# Quantus (tests/math/test_quantus.py compares vizkit's metrics with it) is installed without its
 # dependencies: it requires opencv-python, which would replace our opencv-python-headless (the same
 # cv2 module), and cachetools, which only its TensorFlow wrapper imports; it needs nothing else new.
 $(STAMP): pyproject.toml | $(PY)

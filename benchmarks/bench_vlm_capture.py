@@ -1,7 +1,7 @@
 """Scenario 5 benchmark: vizkit's per-token attention capture during ``generate`` vs plain
 ``generate`` vs ``generate(output_attentions=True)`` (what the seed, LVLM-Interpret and
 VLM-Visualizer do), on one random Qwen2-VL (``--family llava_next``: an anyres LLaVA-NeXT, tiles +
-base image) saved by its own model and processor classes (tests/vlm_folders.py) to a temp dir
+base image) saved by its own model and processor classes (tests/helpers/vlm_folders.py) to a temp dir
 and loaded from it.
 
 Default model (issue 19): 8 decoder layers, hidden 512 (8 heads, 4 KV heads), a 4-block vision
@@ -38,7 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the family folder builders
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "helpers"))  # the family folder builders
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -1,4 +1,4 @@
-"""Import layering of vizkit (see tests/layering.py for the rules), plus the checker's own tests."""
+"""Import layering of vizkit (see tests/helpers/layering.py for the rules), plus the checker's own tests."""
 
 from __future__ import annotations
 

@@ -1,25 +1,8 @@
 """The scenario notebooks run headless through papermill with non-default parameters."""
 
-from pathlib import Path
-
-import nbformat
 import papermill as pm
 import pytest
-
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-
-
-def run(name: str, tmp_path: Path, **parameters) -> nbformat.NotebookNode:
-    out = tmp_path / f"{name}.out.ipynb"
-    pm.execute_notebook(
-        str(NOTEBOOKS / f"{name}.ipynb"),
-        str(out),
-        kernel_name="python3",
-        cwd=str(NOTEBOOKS),
-        parameters=parameters,
-        progress_bar=False,
-    )
-    return nbformat.read(out, as_version=4)
+from papermill_run import NOTEBOOKS, run
 
 
 def test_02_with_non_default_parameters(tmp_path):

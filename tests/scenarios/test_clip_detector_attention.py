@@ -364,7 +364,7 @@ def test_notebook_parameters_are_checked():
 
 
 def test_notebook_01_with_non_default_parameters(tmp_path, faces):
-    from test_notebooks import NOTEBOOKS, run
+    from papermill_run import NOTEBOOKS, run
 
     before = sorted(p.name for p in NOTEBOOKS.iterdir())
     imgs = tmp_path / "imgs"

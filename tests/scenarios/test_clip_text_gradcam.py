@@ -264,9 +264,9 @@ def test_cli_unreadable_image_in_a_folder(tmp_path, image, capsys):
 
 # ------------------------------------------------------------------ real model formats through the CLI
 def test_cli_hugging_face_clip_directory(tmp_path, image):
-    from test_loaders import _clip_dir
+    from models import hf_clip_dir
 
-    _clip_dir(tmp_path / "hf_clip")
+    hf_clip_dir(tmp_path / "hf_clip")
     out = tmp_path / "out"
     code = cli.main(
         [

@@ -104,7 +104,7 @@ def test_visualize_clip_gradcam_python_api(tmp_path):
 
 
 def test_notebook_04_with_non_default_parameters(tmp_path):
-    from test_notebooks import NOTEBOOKS, run
+    from papermill_run import NOTEBOOKS, run
 
     before = sorted(p.name for p in NOTEBOOKS.iterdir())
     run_dir = tmp_path / "run"

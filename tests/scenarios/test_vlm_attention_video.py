@@ -2,8 +2,8 @@
 ``output_attentions``, the position map, frames, the CLI and its bad inputs.
 
 Random tiny LLaVA / Qwen2-VL / Qwen2.5-VL folders are saved by each family's own model and
-processor classes (tests/vlm_folders.py; tokenizer: the zoo's tiny_vlm BPE); nothing comes from a
-hub. Every other family's capture and CLI run is in tests/test_vlm_families_capture.py.
+processor classes (tests/helpers/vlm_folders.py; tokenizer: the zoo's tiny_vlm BPE); nothing comes from a
+hub. Every other family's capture and CLI run is in tests/models/test_vlm_families_capture.py.
 """
 
 from __future__ import annotations

@@ -1,22 +1,23 @@
 """Tiny random vision-language model folders for the family-adapter tests (a helper module, not a test).
 
-Each ``save_random_<family>(folder, **small sizes) -> Path`` writes, with ``save_pretrained``, a
-random-weight model of the family's OWN transformers class and its OWN processor class (image
-processor + tokenizer + chat template), so :func:`vizkit.models.vlm.load_vlm` and
-``AutoProcessor`` load it like a hub folder. Everything is built in-process, offline: the
-tokenizer is the zoo's ``tiny_vlm`` byte-level BPE (``data/zoo/tiny_vlm``) plus the special tokens
-each processor needs; nothing is downloaded.
+Each ``save_random_<family>(folder, **sizes) -> Path`` (``sizes``: the fields of ``vlm_parts.Size``,
+small by default) writes, with ``save_pretrained``, a random-weight model of the family's OWN
+transformers class and its OWN processor class (image processor + tokenizer + chat template), so
+:func:`vizkit.models.vlm.load_vlm` and ``AutoProcessor`` load it like a hub folder. Everything is
+built in-process, offline: the tokenizer is the zoo's ``tiny_vlm`` byte-level BPE
+(``data/zoo/tiny_vlm``) plus the special tokens each processor needs; nothing is downloaded.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers as T
+from vlm_parts import Size, clip_vision, pixtral_vision, save, siglip_vision, template, text_config, tokenizer
 
-from vizkit.zoo.common import zoo_dir
 from vizkit.zoo.tiny_vlm import CHAT_TEMPLATE as LLAVA_TEMPLATE  # "USER: <image>\n{text} ASSISTANT:"
 
 __all__ = [
@@ -33,75 +34,12 @@ __all__ = [
 ]
 
 
-def _template(image: str) -> str:
-    """A chat template like tiny_vlm's whose image part is ``image``."""
-    return (
-        "{% for m in messages %}{% if m['role'] == 'user' %}USER: {% if m['content'] is string %}"
-        "{{ m['content'] }}{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}"
-        + image
-        + "{% elif p['type'] == 'text' %}{{ p['text'] }}{% endif %}"
-        "{% endfor %}{% endif %} {% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-    )
+# the tokenizer and the decoders: prompts and positions up to 4096
+_tokenizer = partial(tokenizer, max_length=4096)
+_text = partial(text_config, positions=4096)
 
-
-QWEN_TEMPLATE = _template("<|vision_start|><|image_pad|><|vision_end|>")
-PIXTRAL_TEMPLATE = _template("[IMG]")
-
-
-def _tokenizer(extra: tuple[str, ...] = ()) -> Any:
-    """The zoo's tiny_vlm tokenizer (``<pad>`` 0, ``<s>`` 1, ``</s>`` 2, ``<image>``) plus ``extra`` special tokens."""
-    tok = T.AutoTokenizer.from_pretrained(zoo_dir("tiny_vlm"), local_files_only=True)
-    tok.model_max_length = 4096  # the zoo's 160 is tiny_vlm's own limit; tiled prompts are longer
-    if extra:
-        tok.add_special_tokens({"additional_special_tokens": list(extra)})
-    return tok
-
-
-def _text(tok: Any, layers: int, hidden: int, heads: int, kv_heads: int, **more: Any) -> dict[str, Any]:
-    return dict(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=4096,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        **more,
-    )
-
-
-def _clip(hidden: int, depth: int, image_size: int, patch: int) -> T.CLIPVisionConfig:
-    return T.CLIPVisionConfig(
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=depth,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch,
-    )
-
-
-def _siglip(hidden: int, depth: int, image_size: int, patch: int) -> T.SiglipVisionConfig:
-    return T.SiglipVisionConfig(
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=depth,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch,
-    )
-
-
-def _save(model: Any, proc: Any, folder: str | Path) -> Path:
-    folder = Path(folder)
-    model.generation_config.bos_token_id, model.generation_config.eos_token_id = 1, 2
-    model.generation_config.pad_token_id = 0
-    model.eval().save_pretrained(folder)
-    proc.save_pretrained(folder)
-    return folder
+QWEN_TEMPLATE = template("<|vision_start|><|image_pad|><|vision_end|>")
+PIXTRAL_TEMPLATE = template("[IMG]")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,25 +49,20 @@ def save_random_llava(
     folder: str | Path,
     *,
     strategy: str = "default",
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     image_size: int = 48,
     patch: int = 8,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """LlavaForConditionalGeneration (CLIP tower ``image_size`` / ``patch``: a square grid, CLS
     dropped for ``strategy="default"``, kept for ``"full"``) + LlavaProcessor (CLIPImageProcessor
     center-cropping to ``image_size``)."""
+    s = Size(**sizes)
     tok = _tokenizer()
-    torch.manual_seed(seed)
+    torch.manual_seed(s.seed)
     side = image_size // patch
     cfg = T.LlavaConfig(
-        text_config=T.LlamaConfig(**_text(tok, layers, hidden, heads, kv_heads)),
-        vision_config=_clip(vision_hidden, vision_depth, image_size, patch),
+        text_config=T.LlamaConfig(**_text(tok, s)),
+        vision_config=clip_vision(s, image_size, patch),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         image_seq_length=side * side + (strategy == "full"),
         vision_feature_layer=-1,
@@ -144,39 +77,26 @@ def save_random_llava(
         num_additional_image_tokens=1,
         chat_template=LLAVA_TEMPLATE,
     )
-    return _save(T.LlavaForConditionalGeneration(cfg), proc, folder)
+    return save(T.LlavaForConditionalGeneration(cfg), proc, folder)
 
 
 def save_random_llava_pixtral(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     longest_edge: int = 64,
     patch: int = 8,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """Pixtral-12B's layout: LlavaForConditionalGeneration with a PixtralVisionConfig tower (no CLS,
     ``vision_feature_select_strategy="full"``, a Mistral decoder) + PixtralProcessor (PixtralImageProcessor
     resizing the longest edge to ``longest_edge``, keeping the aspect ratio; ``[IMG]`` per patch,
     ``[IMG_BREAK]`` after each row, ``[IMG_END]`` after the last)."""
+    s = Size(**sizes)
     tok = _tokenizer(("[IMG]", "[IMG_BREAK]", "[IMG_END]"))
-    torch.manual_seed(seed)
-    vc = T.PixtralVisionConfig(
-        hidden_size=vision_hidden,
-        intermediate_size=2 * vision_hidden,
-        num_hidden_layers=vision_depth,
-        num_attention_heads=2,
-        head_dim=vision_hidden // 2,
-        image_size=longest_edge,
-        patch_size=patch,
-    )
+    torch.manual_seed(s.seed)
+    vc = pixtral_vision(s, longest_edge, patch)
     cfg = T.LlavaConfig(
-        text_config=T.MistralConfig(**_text(tok, layers, hidden, heads, kv_heads)),
+        text_config=T.MistralConfig(**_text(tok, s)),
         vision_config=vc,
         image_token_index=tok.convert_tokens_to_ids("[IMG]"),
         vision_feature_layer=-1,
@@ -186,7 +106,7 @@ def save_random_llava_pixtral(
     proc = T.PixtralProcessor(
         image_processor=ip, tokenizer=tok, patch_size=patch, spatial_merge_size=1, chat_template=PIXTRAL_TEMPLATE
     )
-    return _save(T.LlavaForConditionalGeneration(cfg), proc, folder)
+    return save(T.LlavaForConditionalGeneration(cfg), proc, folder)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,27 +140,38 @@ def _qwen_processor(cls: Any, tok: Any, patch: int, max_pixels: int, video_cls: 
     )
 
 
+def _qwen_vision(s: Size, patch: int, **more: Any) -> dict[str, Any]:
+    """Qwen2.5-VL's / Qwen3-VL's vision config keys: ``patch``, 2x2 merge, 2 frames per patch, plus ``more``."""
+    return dict(
+        depth=s.vision_depth,
+        hidden_size=s.vision_hidden,
+        out_hidden_size=s.hidden,
+        num_heads=2,
+        intermediate_size=2 * s.vision_hidden,
+        patch_size=patch,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        in_channels=3,
+        **more,
+    )
+
+
 def save_random_qwen2_vl(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     max_pixels: int = 112 * 112,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """Qwen2VLForConditionalGeneration (patch 14, 2x2 merge) + Qwen2VLProcessor (Qwen2VLImageProcessor
     with ``max_pixels``: an image keeps its aspect ratio, ``image_grid_thw`` says its patch grid)."""
+    s = Size(**sizes)
     tok = _tokenizer(_QWEN_TOKENS)
-    torch.manual_seed(seed)
-    special, rope = _qwen_parts(tok, hidden, heads)
+    torch.manual_seed(s.seed)
+    special, rope = _qwen_parts(tok, s.hidden, s.heads)
     vision = dict(
-        depth=vision_depth,
-        embed_dim=vision_hidden,
-        hidden_size=hidden,
+        depth=s.vision_depth,
+        embed_dim=s.vision_hidden,
+        hidden_size=s.hidden,
         num_heads=2,
         mlp_ratio=2,
         patch_size=14,
@@ -248,10 +179,8 @@ def save_random_qwen2_vl(
         temporal_patch_size=2,
         in_chans=3,
     )
-    cfg = T.Qwen2VLConfig(
-        text_config=_text(tok, layers, hidden, heads, kv_heads, rope_parameters=rope), vision_config=vision, **special
-    )
-    return _save(
+    cfg = T.Qwen2VLConfig(text_config=_text(tok, s, rope_parameters=rope), vision_config=vision, **special)
+    return save(
         T.Qwen2VLForConditionalGeneration(cfg), _qwen_processor(T.Qwen2VLProcessor, tok, 14, max_pixels), folder
     )
 
@@ -259,37 +188,18 @@ def save_random_qwen2_vl(
 def save_random_qwen2_5_vl(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     max_pixels: int = 112 * 112,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """Qwen2_5_VLForConditionalGeneration (patch 14, 2x2 merge, windowed vision attention) +
     Qwen2_5_VLProcessor."""
+    s = Size(**sizes)
     tok = _tokenizer(_QWEN_TOKENS)
-    torch.manual_seed(seed)
-    special, rope = _qwen_parts(tok, hidden, heads)
-    vision = dict(
-        depth=vision_depth,
-        hidden_size=vision_hidden,
-        out_hidden_size=hidden,
-        num_heads=2,
-        intermediate_size=2 * vision_hidden,
-        patch_size=14,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        in_channels=3,
-        window_size=56,
-        fullatt_block_indexes=[vision_depth - 1],
-    )
-    cfg = T.Qwen2_5_VLConfig(
-        text_config=_text(tok, layers, hidden, heads, kv_heads, rope_parameters=rope), vision_config=vision, **special
-    )
-    return _save(
+    torch.manual_seed(s.seed)
+    special, rope = _qwen_parts(tok, s.hidden, s.heads)
+    vision = _qwen_vision(s, 14, window_size=56, fullatt_block_indexes=[s.vision_depth - 1])
+    cfg = T.Qwen2_5_VLConfig(text_config=_text(tok, s, rope_parameters=rope), vision_config=vision, **special)
+    return save(
         T.Qwen2_5_VLForConditionalGeneration(cfg), _qwen_processor(T.Qwen2_5_VLProcessor, tok, 14, max_pixels), folder
     )
 
@@ -297,37 +207,20 @@ def save_random_qwen2_5_vl(
 def save_random_qwen3_vl(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     max_pixels: int = 128 * 128,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """Qwen3VLForConditionalGeneration (patch 16, 2x2 merge, deepstack features from vision layer 0
     into the first decoder layers) + Qwen3VLProcessor (Qwen2VLImageProcessor with patch 16)."""
+    s = Size(**sizes)
     tok = _tokenizer(_QWEN_TOKENS)
-    torch.manual_seed(seed)
-    special, rope = _qwen_parts(tok, hidden, heads)
+    torch.manual_seed(s.seed)
+    special, rope = _qwen_parts(tok, s.hidden, s.heads)
     rope["mrope_interleaved"] = True
-    vision = dict(
-        depth=vision_depth,
-        hidden_size=vision_hidden,
-        out_hidden_size=hidden,
-        num_heads=2,
-        intermediate_size=2 * vision_hidden,
-        patch_size=16,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        in_channels=3,
-        num_position_embeddings=64,
-        deepstack_visual_indexes=[0],
-    )
-    text = _text(tok, layers, hidden, heads, kv_heads, rope_parameters=rope, head_dim=hidden // heads)
+    vision = _qwen_vision(s, 16, num_position_embeddings=64, deepstack_visual_indexes=[0])
+    text = _text(tok, s, rope_parameters=rope, head_dim=s.hidden // s.heads)
     cfg = T.Qwen3VLConfig(text_config=text, vision_config=vision, **special)
-    return _save(
+    return save(
         T.Qwen3VLForConditionalGeneration(cfg),
         _qwen_processor(T.Qwen3VLProcessor, tok, 16, max_pixels, T.Qwen3VLVideoProcessor),
         folder,
@@ -340,20 +233,15 @@ def save_random_qwen3_vl(
 def save_random_llava_next(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     image_size: int = 32,
     patch: int = 8,
     pinpoints: list[list[int]] | None = None,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """LlavaNextForConditionalGeneration (CLIP tower, CLS dropped: ``"default"``) + LlavaNextProcessor
     (LlavaNextImageProcessor: base image + tiles of ``image_size`` from the best of ``pinpoints``,
     default ``[[32, 64], [64, 32], [64, 64], [96, 64], [64, 96]]`` in pixels (height, width))."""
+    s = Size(**sizes)
     pinpoints = pinpoints or [
         [image_size, 2 * image_size],
         [2 * image_size, image_size],
@@ -362,10 +250,10 @@ def save_random_llava_next(
         [2 * image_size, 3 * image_size],
     ]
     tok = _tokenizer()
-    torch.manual_seed(seed)
+    torch.manual_seed(s.seed)
     cfg = T.LlavaNextConfig(
-        text_config=T.LlamaConfig(**_text(tok, layers, hidden, heads, kv_heads)),
-        vision_config=_clip(vision_hidden, vision_depth, image_size, patch),
+        text_config=T.LlamaConfig(**_text(tok, s)),
+        vision_config=clip_vision(s, image_size, patch),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         image_grid_pinpoints=pinpoints,
         vision_feature_layer=-1,
@@ -384,33 +272,28 @@ def save_random_llava_next(
         num_additional_image_tokens=1,
         chat_template=LLAVA_TEMPLATE,
     )
-    return _save(T.LlavaNextForConditionalGeneration(cfg), proc, folder)
+    return save(T.LlavaNextForConditionalGeneration(cfg), proc, folder)
 
 
 def save_random_llava_onevision(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     image_size: int = 32,
     patch: int = 8,
     pinpoints: list[list[int]] | None = None,
     aspect_ratio: str = "anyres_max_9",
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """LlavaOnevisionForConditionalGeneration (SigLIP tower, no CLS: ``"full"``) + LlavaOnevisionProcessor
     (LlavaOnevisionImageProcessor; ``pinpoints`` default: every (h, w) in {1, 2, 3} x {1, 2, 3} tiles of
     ``image_size``; ``aspect_ratio`` ``anyres_max_N`` caps the mosaic at about N tiles by interpolation)."""
+    s = Size(**sizes)
     pinpoints = pinpoints or [[image_size * i, image_size * j] for i in (1, 2, 3) for j in (1, 2, 3)]
     tok = _tokenizer(("<video>",))
-    torch.manual_seed(seed)
+    torch.manual_seed(s.seed)
     cfg = T.LlavaOnevisionConfig(
-        text_config=T.Qwen2Config(**_text(tok, layers, hidden, heads, kv_heads)),
-        vision_config=_siglip(vision_hidden, vision_depth, image_size, patch),
+        text_config=T.Qwen2Config(**_text(tok, s)),
+        vision_config=siglip_vision(s, image_size, patch),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         video_token_index=tok.convert_tokens_to_ids("<video>"),
         image_grid_pinpoints=pinpoints,
@@ -431,4 +314,4 @@ def save_random_llava_onevision(
         vision_aspect_ratio=aspect_ratio,
         chat_template=LLAVA_TEMPLATE,
     )
-    return _save(T.LlavaOnevisionForConditionalGeneration(cfg), proc, folder)
+    return save(T.LlavaOnevisionForConditionalGeneration(cfg), proc, folder)

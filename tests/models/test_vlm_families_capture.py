@@ -1,5 +1,5 @@
 """Scenario 5 on every supported VLM family, each a tiny random folder saved by the family's own
-model and processor classes (tests/vlm_folders.py, tests/vlm_folders_more.py):
+model and processor classes (tests/helpers/vlm_folders.py, tests/helpers/vlm_folders_more.py):
 
 - the generated tokens are identical with and without the capture;
 - the captured rows equal eager ``output_attentions`` within 1e-5, at every step, every head;
@@ -70,7 +70,7 @@ def test_every_registered_family_is_tested_and_in_the_docs():
     assert set(supported()) == tested
     # the docs' family table is the adapters' own reads / limits: the docs build writes family_table() into
     # docs/_generated/vlm_families.md, which the page includes (tests/test_docs.py builds it)
-    page = (Path(__file__).resolve().parents[1] / "docs" / "howto" / "vlm-families.md").read_text()
+    page = (Path(__file__).resolve().parents[2] / "docs" / "howto" / "vlm-families.md").read_text()
     assert "```{include} ../_generated/vlm_families.md" in page and "|" in family_table()
 
 

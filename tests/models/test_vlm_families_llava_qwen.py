@@ -2,7 +2,7 @@
 Qwen2.5-VL, Qwen3-VL, LLaVA-NeXT, LLaVA-OneVision.
 
 Each folder is a tiny random model saved with the family's own model and processor classes
-(tests/vlm_folders.py), loaded with ``load_vlm``; prompts come from the processor's chat template
+(tests/helpers/vlm_folders.py), loaded with ``load_vlm``; prompts come from the processor's chat template
 with non-square (3:4, 1:2) images. Expected grids are computed here from the processor's outputs
 (``image_sizes``, ``image_grid_thw``) and the config, or by hand, never through the adapters.
 """

@@ -3,22 +3,12 @@
 import numpy as np
 import pytest
 import torch
+from gradcam_reference import REFERENCE, TOL
 from models import resnet18, timm_vit
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
+from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import vizkit
-
-REFERENCE = {
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "xgradcam": XGradCAM,
-    "hirescam": HiResCAM,
-    "layercam": LayerCAM,
-    "eigencam": EigenCAM,
-    "scorecam": ScoreCAM,
-}
-TOL = {"scorecam": 1e-3}
 
 
 def reference(model, layer, x, classes, method, reshape=None):

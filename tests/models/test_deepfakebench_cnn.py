@@ -4,146 +4,15 @@ against an independent functional forward written from DeepfakeBench's key names
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
+from deepfakebench import random_deepfakebench_xception, reference_logits
 
 import vizkit
 from vizkit.models.deepfakebench_cnn import build_deepfakebench_cnn, deepfakebench_cnn_kind
 from vizkit.models.load_common import CheckpointError
-
-# DeepfakeBench Xception blocks: (in, out, reps, stride, start_with_relu, grow_first)
-BLOCKS = (
-    [(64, 128, 2, 2, False, True), (128, 256, 2, 2, True, True), (256, 728, 2, 2, True, True)]
-    + [(728, 728, 3, 1, True, True)] * 8
-    + [(728, 1024, 2, 2, True, False)]
-)
-
-
-def rep_ops(cin: int, cout: int, reps: int, start_with_relu: bool, grow_first: bool) -> list[tuple]:
-    """DeepfakeBench's ``rep`` list: ('relu',) / ('sep', cin, cout) / ('bn', c), index = key index."""
-    ops: list[tuple] = []
-    filters = cin
-    if grow_first:
-        ops += [("relu",), ("sep", cin, cout), ("bn", cout)]
-        filters = cout
-    for _ in range(reps - 1):
-        ops += [("relu",), ("sep", filters, filters), ("bn", filters)]
-    if not grow_first:
-        ops += [("relu",), ("sep", cin, cout), ("bn", cout)]
-    return ops if start_with_relu else ops[1:]
-
-
-def random_deepfakebench_xception(dropout: bool = False, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A DeepfakeBench XceptionDetector state dict (``backbone.*``, adjust_channel included) with
-    random weights and BatchNorm statistics."""
-    g = torch.Generator().manual_seed(seed)
-    sd: dict[str, torch.Tensor] = {}
-
-    def conv(name: str, cout: int, cin: int, k: int, bias: bool = False) -> None:
-        sd[f"{name}.weight"] = torch.randn(cout, cin, k, k, generator=g) * math.sqrt(2.0 / (cin * k * k))
-        if bias:
-            sd[f"{name}.bias"] = torch.randn(cout, generator=g) * 0.1
-
-    def bn(name: str, c: int) -> None:  # running statistics: see calibrate() below
-        sd[f"{name}.weight"] = 0.5 + torch.rand(c, generator=g)
-        sd[f"{name}.bias"] = torch.randn(c, generator=g) * 0.2
-        sd[f"{name}.num_batches_tracked"] = torch.tensor(1234)
-
-    def sep(name: str, cin: int, cout: int) -> None:
-        conv(f"{name}.conv1", cin, 1, 3)
-        conv(f"{name}.pointwise", cout, cin, 1)
-
-    conv("backbone.conv1", 32, 3, 3)
-    bn("backbone.bn1", 32)
-    conv("backbone.conv2", 64, 32, 3)
-    bn("backbone.bn2", 64)
-    for i, (cin, cout, reps, stride, start, grow) in enumerate(BLOCKS, 1):
-        p = f"backbone.block{i}"
-        if cin != cout or stride != 1:
-            conv(f"{p}.skip", cout, cin, 1)
-            bn(f"{p}.skipbn", cout)
-        for j, op in enumerate(rep_ops(cin, cout, reps, start, grow)):
-            if op[0] == "sep":
-                sep(f"{p}.rep.{j}", op[1], op[2])
-            elif op[0] == "bn":
-                bn(f"{p}.rep.{j}", op[1])
-    sep("backbone.conv3", 1024, 1536)
-    bn("backbone.bn3", 1536)
-    sep("backbone.conv4", 1536, 2048)
-    bn("backbone.bn4", 2048)
-    head = "backbone.last_linear.1" if dropout else "backbone.last_linear"
-    sd[f"{head}.weight"] = torch.randn(2, 2048, generator=g) * 0.02
-    sd[f"{head}.bias"] = torch.randn(2, generator=g) * 0.1
-    conv("backbone.adjust_channel.0", 512, 2048, 1, bias=True)
-    bn("backbone.adjust_channel.1", 512)
-    sd["backbone.adjust_channel.1.running_mean"] = torch.randn(512, generator=g)
-    sd["backbone.adjust_channel.1.running_var"] = 0.5 + torch.rand(512, generator=g)
-
-    def calibrate(p: str, t: torch.Tensor) -> None:
-        """Random running statistics near those of a random batch, so that activations keep a
-        sensible scale through 36 layers and the probabilities do not saturate."""
-        c = t.shape[1]
-        mean, var = t.mean((0, 2, 3)), t.var((0, 2, 3))
-        sd[f"backbone.{p}.running_mean"] = mean + 0.2 * var.sqrt() * torch.randn(c, generator=g)
-        sd[f"backbone.{p}.running_var"] = var * (0.7 + 0.6 * torch.rand(c, generator=g)) + 1e-3
-
-    with torch.no_grad():
-        reference_logits(sd, torch.randn(4, 3, 160, 160, generator=g), fill_stats=calibrate)
-    return sd
-
-
-def reference_logits(
-    sd: dict[str, torch.Tensor],
-    x: torch.Tensor,
-    final_relu: bool = True,
-    fill_stats: Callable[[str, torch.Tensor], None] | None = None,
-) -> torch.Tensor:
-    """DeepfakeBench's Xception (mode original) written functionally from its key names:
-    ``[B, 3, H, W] -> [B, num_classes]``. ``fill_stats(name, input)`` (used while building
-    random weights) sets a BatchNorm's running statistics before it is applied."""
-    strip = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in sd.items()}
-    w = {k[len("backbone.") :]: v for k, v in strip.items()}
-
-    def bn(t: torch.Tensor, p: str) -> torch.Tensor:
-        if fill_stats is not None:
-            fill_stats(p, t)
-            w[f"{p}.running_mean"], w[f"{p}.running_var"] = (
-                sd[f"backbone.{p}.running_mean"],
-                sd[f"backbone.{p}.running_var"],
-            )
-        return F.batch_norm(
-            t, w[f"{p}.running_mean"], w[f"{p}.running_var"], w[f"{p}.weight"], w[f"{p}.bias"], training=False, eps=1e-5
-        )
-
-    def sep(t: torch.Tensor, p: str) -> torch.Tensor:
-        t = F.conv2d(t, w[f"{p}.conv1.weight"], stride=1, padding=1, groups=t.shape[1])
-        return F.conv2d(t, w[f"{p}.pointwise.weight"])
-
-    t = F.relu(bn(F.conv2d(x, w["conv1.weight"], stride=2, padding=0), "bn1"))
-    t = F.relu(bn(F.conv2d(t, w["conv2.weight"], stride=1, padding=0), "bn2"))
-    for i, (cin, cout, reps, stride, start, grow) in enumerate(BLOCKS, 1):
-        p = f"block{i}"
-        y = t
-        for j, op in enumerate(rep_ops(cin, cout, reps, start, grow)):
-            y = F.relu(y) if op[0] == "relu" else sep(y, f"{p}.rep.{j}") if op[0] == "sep" else bn(y, f"{p}.rep.{j}")
-        if stride != 1:
-            y = F.max_pool2d(y, 3, stride, 1)
-        skip = (
-            bn(F.conv2d(t, w[f"{p}.skip.weight"], stride=stride), f"{p}.skipbn") if (cin != cout or stride != 1) else t
-        )
-        t = y + skip
-    t = F.relu(bn(sep(t, "conv3"), "bn3"))
-    t = bn(sep(t, "conv4"), "bn4")  # DeepfakeBench's "features"
-    if final_relu:  # classifier: relu, pool, linear
-        t = F.relu(t)
-    t = F.adaptive_avg_pool2d(t, 1).flatten(1)
-    head = "last_linear.1" if "last_linear.1.weight" in w else "last_linear"
-    return F.linear(t, w[f"{head}.weight"], w[f"{head}.bias"])
 
 
 def fake_prob(logits: torch.Tensor) -> torch.Tensor:

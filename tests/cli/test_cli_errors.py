@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from models import hf_clip_dir
 from PIL import Image
-from test_loaders import _clip_dir
 
 from vizkit.cli import build_parser, main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MISSING = "/nonexistent/vizkit-test/nothing-here"
 # options that name something to read: a wrong value must be a clear error (exit 2)
 READS = ("path", "model", "weights", "config", "input", "dataset", "file", "encoder", "detector", "json", "dir")
@@ -62,7 +62,7 @@ def base_argv(name: str, parser: argparse.ArgumentParser, image: Path) -> list[s
             argv += [a.option_strings[0], str(image)]
     if name == "clip-gradcam":
         argv += ["--class-texts", "a cat", "a dog"]
-    if name == "run":  # its positional notebook (a missing notebook: tests/test_sweep.py)
+    if name == "run":  # its positional notebook (a missing notebook: tests/distributed/test_sweep.py)
         argv.append(str(ROOT / "notebooks" / "02_vit_mnist_attention.ipynb"))
     return argv
 
@@ -127,7 +127,7 @@ def test_the_installed_command_prints_no_traceback(name, image, tmp_path):
 
 
 def test_hf_clip_folder_without_a_processor_runs_from_the_cli(tmp_path, image, capsys):
-    model, proc = _clip_dir(tmp_path / "clip", with_processor=False)
+    model, proc = hf_clip_dir(tmp_path / "clip", with_processor=False)
     assert not (tmp_path / "clip" / "preprocessor_config.json").exists()
     proc.tokenizer.save_pretrained(tmp_path / "clip")  # model + tokenizer files, no processor
     with pytest.warns(UserWarning, match="has no preprocessor_config.json: images are preprocessed from config.json"):
@@ -156,7 +156,7 @@ def test_hf_clip_folder_without_a_processor_runs_from_the_cli(tmp_path, image, c
 
 
 def test_hf_clip_folder_without_a_tokenizer_names_the_missing_files(tmp_path, image, capsys):
-    _clip_dir(tmp_path / "clip", with_processor=False)  # weights and config only
+    hf_clip_dir(tmp_path / "clip", with_processor=False)  # weights and config only
     with pytest.warns(UserWarning):
         rc = main(
             [

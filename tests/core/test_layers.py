@@ -1,4 +1,5 @@
-"""Layer specs, automatic layers and bad input: one clear error each."""
+"""vizkit.layers: layer specs, automatic layers, the errors that name valid layers (or say there is no
+attention), and the probe cache."""
 
 import pytest
 import timm
@@ -8,6 +9,11 @@ from models import hf_clip, open_clip_resnet, open_clip_vit, resnet18, timm_vit
 
 import vizkit
 from vizkit.layers import probe, resolve_layers
+
+
+@pytest.fixture(scope="module")
+def x():
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(7))
 
 
 def auto(model, x, forward=None):
@@ -102,94 +108,46 @@ def test_block_spec_on_cnn_is_explained():
         resolve_layers(resnet18(), "last_4")
 
 
-def test_targets_length_mismatch_is_an_error_not_a_truncation():
-    model = resnet18()
-    with pytest.raises(vizkit.TargetError, match="2 targets for a batch of 3 images"):
-        vizkit.cam(model, torch.randn(3, 3, 64, 64), [1, 2], layers="layer4")
+def test_attention_on_a_cnn_names_the_class_and_says_there_is_none(x):
+    with pytest.raises(
+        vizkit.CaptureError,
+        match=r"ResNet has no attention module at all .* for a CNN use "
+        r"vizkit.cam",
+    ):
+        vizkit.attention(resnet18(), x)
 
 
-def test_target_class_out_of_range():
-    with pytest.raises(vizkit.TargetError, match="target class 10 is out of range: the model has 10 classes"):
-        vizkit.cam(resnet18(), torch.randn(1, 3, 64, 64), 10, layers="layer4")
+def test_attention_on_a_module_without_attention_lists_those_with_it(x):
+    vit = timm_vit(depth=2)
+    with pytest.raises(
+        vizkit.CaptureError,
+        match=r"'head' is a Linear, not an attention module or a block holding "
+        r"one; modules of VisionTransformer that hold attention: "
+        r"'blocks.0', 'blocks.1'; pass one of them or 'all'",
+    ):
+        vizkit.attention(vit, x, layers="head")
+    deep = timm_vit(depth=7)
+    with pytest.raises(vizkit.CaptureError, match=r"\(first 5 of 7\): 'blocks.0', .*'blocks.4';"):
+        vizkit.attention(deep, x, layers="patch_embed")
 
 
-@pytest.mark.parametrize(
-    "bad, match",
-    [
-        (torch.randn(3, 64, 64), r"4-D batch \[B, C, H, W\], got shape \(3, 64, 64\) \(add a batch dimension"),
-        (torch.randn(1, 1, 3, 64, 64), "got shape"),
-        ([[1.0]], "must be a torch.Tensor"),
-    ],
-)
-def test_non_4d_input(bad, match):
-    with pytest.raises(vizkit.InputError, match=match):
-        vizkit.cam(resnet18(), bad, 0, layers="layer4")
-    with pytest.raises(vizkit.InputError):
-        vizkit.attention(timm_vit(), bad)
+def test_probe_cache_does_not_keep_the_model_alive():
+    import gc
+    import weakref
 
+    from models import open_clip_resnet
 
-def test_unknown_method_and_bad_head_fusion():
-    with pytest.raises(vizkit.VizkitError, match="unknown CAM method 'gradcamm': choose one of gradcam"):
-        vizkit.cam(resnet18(), torch.randn(1, 3, 64, 64), 0, method="gradcamm")
-    with pytest.raises(vizkit.VizkitError, match="head_fusion must be one of mean, max, min"):
-        vizkit.gradient_attention(timm_vit(), torch.randn(1, 3, 32, 32), 0, head_fusion="sum")
-
-
-def test_callable_target_with_wrong_shape():
-    with pytest.raises(vizkit.TargetError, match=r"one score per image, a \[B\] tensor"):
-        vizkit.cam(resnet18(), torch.randn(2, 3, 64, 64), lambda out: out.sum(), layers="layer4")
-
-
-def small_cnn():
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.Conv2d(8, 6, 3, stride=2),
-        torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(),
-        torch.nn.Linear(6, 6),
-    ).eval()
-
-
-def test_callable_target_and_score_cam_fallback():
-    model = small_cnn()
-    x = torch.randn(2, 3, 16, 16)
-
-    def fn(out):
-        return out[:, 3] - out[:, 5]
-
-    a = vizkit.cam(model, x, fn, layers="2", method="scorecam")
-    logits = model(x).detach()
-    torch.testing.assert_close(a.scores, logits[:, 3] - logits[:, 5])
-    assert a.targets is None
-    # the same contrast through a plain target gives a different but valid map
-    b = vizkit.cam(model, x, 3, layers="2", method="scorecam")
-    assert a.heatmap.shape == b.heatmap.shape and not torch.allclose(a.heatmap, b.heatmap)
-
-    # the fallback (one channel of every image per pass) equals the batched path on a take-able target
-    class Plain:
-        def __call__(self, out):
-            return out[:, 3]
-
-    c = vizkit.cam(model, x, Plain(), layers="2", method="scorecam")
-    torch.testing.assert_close(c.heatmap, b.heatmap, atol=1e-6, rtol=0)
-
-
-def test_model_returning_a_tuple():
-    class TwoHeads(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.body = small_cnn()
-
-        def forward(self, x):
-            logits = self.body(x)
-            return logits, logits.softmax(-1)
-
-    model = TwoHeads().eval()
-    x = torch.randn(2, 3, 16, 16)
-    exp = vizkit.cam(model, x, [1, 2], layers="body.2")
-    ref = vizkit.cam(model.body, x, [1, 2], layers="2")
-    torch.testing.assert_close(exp.heatmap, ref.heatmap)
-    torch.testing.assert_close(exp.scores, model.body(x)[torch.arange(2), torch.tensor([1, 2])].detach())
+    model = open_clip_resnet()
+    ref = weakref.ref(model)
+    # a target on the image embedding: the similarity to a fixed random text feature
+    text = torch.randn(3, 16)
+    vizkit.cam(
+        model,
+        torch.randn(1, 3, 64, 64),
+        vizkit.targets.ImageTextSimilarity(text, 1),
+        layers="auto",
+        forward=model.encode_image,
+    )
+    del model
+    gc.collect()
+    assert ref() is None

@@ -2,7 +2,7 @@
 tiles + thumbnail).
 
 Each folder is a tiny random model saved with the family's own model and processor classes
-(tests/vlm_folders_more.py), loaded with ``load_vlm``; prompts come from the processor's chat
+(tests/helpers/vlm_folders_more.py), loaded with ``load_vlm``; prompts come from the processor's chat
 template with non-square images (3:4 tall, 1:2 tall, 2:1 wide) and a small one that is not tiled.
 Expected grids are computed here from the image processors' own counting helpers, the config, or by
 hand, never through the adapters. The model-level tests replace the vision tower's output by codes

@@ -1,24 +1,24 @@
 """Tiny random vision-language model folders for the Idefics3 / SmolVLM / Gemma3 / PaliGemma /
 Mistral3 / InternVL adapter tests (a helper module, not a test).
 
-Each ``save_random_<family>(folder, **small sizes) -> Path`` writes, with ``save_pretrained``, a
-random-weight model of the family's OWN transformers class and its OWN processor class (image
-processor + tokenizer + chat template), so :func:`vizkit.models.vlm.load_vlm` and
-``AutoProcessor`` load it like a hub folder. Everything is built in-process, offline: the
-tokenizer is the zoo's ``tiny_vlm`` byte-level BPE (``data/zoo/tiny_vlm``: ``<pad>`` 0, ``<s>`` 1,
-``</s>`` 2, ``<image>``) plus the special tokens each processor needs; nothing is downloaded.
-SmolVLM's processor needs the ``num2words`` package.
+Each ``save_random_<family>(folder, **sizes) -> Path`` (``sizes``: the fields of ``vlm_parts.Size``,
+small by default) writes, with ``save_pretrained``, a random-weight model of the family's OWN
+transformers class and its OWN processor class (image processor + tokenizer + chat template), so
+:func:`vizkit.models.vlm.load_vlm` and ``AutoProcessor`` load it like a hub folder. Everything is
+built in-process, offline: the tokenizer is the zoo's ``tiny_vlm`` byte-level BPE
+(``data/zoo/tiny_vlm``: ``<pad>`` 0, ``<s>`` 1, ``</s>`` 2, ``<image>``) plus the special tokens
+each processor needs; nothing is downloaded. SmolVLM's processor needs the ``num2words`` package.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 import transformers as T
-
-from vizkit.zoo.common import zoo_dir
+from vlm_parts import Size, pixtral_vision, save, siglip_vision, template, text_config, tokenizer, tower
 
 __all__ = [
     "save_random_idefics3",
@@ -30,52 +30,9 @@ __all__ = [
     "template",
 ]
 
-
-def template(image: str) -> str:
-    """A chat template like tiny_vlm's (``USER: ... ASSISTANT:``) whose image part is ``image``."""
-    return (
-        "{% for m in messages %}{% if m['role'] == 'user' %}USER: {% if m['content'] is string %}"
-        "{{ m['content'] }}{% else %}{% for p in m['content'] %}{% if p['type'] == 'image' %}"
-        + image
-        + "{% elif p['type'] == 'text' %}{{ p['text'] }}{% endif %}"
-        "{% endfor %}{% endif %} {% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-    )
-
-
-def _tokenizer(extra: tuple[str, ...] = (), named: dict[str, str] | None = None) -> Any:
-    """The zoo's tiny_vlm tokenizer plus ``extra`` special tokens and ``named`` ones (``tok.<name>``,
-    ``tok.<name>_id``: the attributes some processors read, e.g. Gemma3's ``boi_token``)."""
-    kw = {"extra_special_tokens": dict(named)} if named else {}
-    tok = T.AutoTokenizer.from_pretrained(zoo_dir("tiny_vlm"), local_files_only=True, **kw)
-    tok.model_max_length = 8192  # the zoo's 160 is tiny_vlm's own limit; tiled prompts are longer
-    if extra:
-        tok.add_special_tokens({"additional_special_tokens": list(extra)})
-    return tok
-
-
-def _text(tok: Any, layers: int, hidden: int, heads: int, kv_heads: int, **more: Any) -> dict[str, Any]:
-    return dict(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
-        max_position_embeddings=8192,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        **more,
-    )
-
-
-def _save(model: Any, proc: Any, folder: str | Path) -> Path:
-    folder = Path(folder)
-    model.generation_config.bos_token_id, model.generation_config.eos_token_id = 1, 2
-    model.generation_config.pad_token_id = 0
-    model.eval().save_pretrained(folder)
-    proc.save_pretrained(folder)
-    return folder
+# the tokenizer and the decoders: prompts and positions up to 8192
+_tokenizer = partial(tokenizer, max_length=8192)
+_text = partial(text_config, positions=8192)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,29 +41,10 @@ def _save(model: Any, proc: Any, folder: str | Path) -> Path:
 ROW_COL = tuple(f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7))
 
 
-def _idefics_parts(
-    tok: Any,
-    cfg_cls: Any,
-    layers: int,
-    hidden: int,
-    heads: int,
-    kv_heads: int,
-    vision_hidden: int,
-    vision_depth: int,
-    tile: int,
-    patch: int,
-    scale: int,
-) -> Any:
-    vision = dict(
-        hidden_size=vision_hidden,
-        intermediate_size=2 * vision_hidden,
-        num_hidden_layers=vision_depth,
-        num_attention_heads=2,
-        image_size=tile,
-        patch_size=patch,
-    )
+def _idefics_parts(tok: Any, cfg_cls: Any, s: Size, tile: int, patch: int, scale: int) -> Any:
+    vision = dict(**tower(s), image_size=tile, patch_size=patch)
     return cfg_cls(
-        text_config=T.LlamaConfig(**_text(tok, layers, hidden, heads, kv_heads)),
+        text_config=T.LlamaConfig(**_text(tok, s)),
         vision_config=vision,
         image_token_id=tok.convert_tokens_to_ids("<image>"),
         scale_factor=scale,
@@ -117,25 +55,20 @@ def _idefics_parts(
 def save_random_idefics3(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     tile: int = 32,
     patch: int = 4,
     scale: int = 2,
     longest_edge: int = 96,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """Idefics3ForConditionalGeneration (vision tower ``tile`` / ``patch``, pixel shuffle ``scale``:
     ``(tile / patch / scale)**2`` tokens per tile, default 4 x 4 = 16) + Idefics3Processor
     (Idefics3ImageProcessor: the longest edge resized to ``longest_edge``, padded up to a multiple of
     ``tile`` and split into rows x cols tiles of ``tile``, plus the whole image squashed to ``tile``:
     the global image; ``<fake_token_around_image>``, ``<row_r_col_c>``, ``<global-img>`` markers)."""
+    s = Size(**sizes)
     tok = _tokenizer(("<global-img>",) + ROW_COL)  # the processor adds <fake_token_around_image> itself
-    torch.manual_seed(seed)
+    torch.manual_seed(s.seed)
     seq = (tile // patch // scale) ** 2
     proc = T.Idefics3Processor(
         image_processor=T.Idefics3ImageProcessor(
@@ -145,29 +78,22 @@ def save_random_idefics3(
         image_seq_len=seq,
         chat_template=template("<image>"),
     )
-    cfg = _idefics_parts(
-        tok, T.Idefics3Config, layers, hidden, heads, kv_heads, vision_hidden, vision_depth, tile, patch, scale
-    )
-    return _save(T.Idefics3ForConditionalGeneration(cfg), proc, folder)
+    cfg = _idefics_parts(tok, T.Idefics3Config, s, tile, patch, scale)
+    return save(T.Idefics3ForConditionalGeneration(cfg), proc, folder)
 
 
 def save_random_smolvlm(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     tile: int = 32,
     patch: int = 4,
     scale: int = 2,
     longest_edge: int = 96,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """SmolVLMForConditionalGeneration + SmolVLMProcessor (SmolVLMImageProcessor, SmolVLMVideoProcessor):
     the Idefics3 layout (see :func:`save_random_idefics3`), the tokens named on the tokenizer."""
+    s = Size(**sizes)
     tok = _tokenizer(
         ("<global-img>", "<video>") + ROW_COL,
         named={
@@ -177,7 +103,7 @@ def save_random_smolvlm(
             "global_image_token": "<global-img>",
         },
     )
-    torch.manual_seed(seed)
+    torch.manual_seed(s.seed)
     seq = (tile // patch // scale) ** 2
     kw = dict(size={"longest_edge": longest_edge}, max_image_size={"longest_edge": tile})
     proc = T.SmolVLMProcessor(
@@ -187,26 +113,13 @@ def save_random_smolvlm(
         image_seq_len=seq,
         chat_template=template("<image>"),
     )
-    cfg = _idefics_parts(
-        tok, T.SmolVLMConfig, layers, hidden, heads, kv_heads, vision_hidden, vision_depth, tile, patch, scale
-    )
-    return _save(T.SmolVLMForConditionalGeneration(cfg), proc, folder)
+    cfg = _idefics_parts(tok, T.SmolVLMConfig, s, tile, patch, scale)
+    return save(T.SmolVLMForConditionalGeneration(cfg), proc, folder)
 
 
 # ----------------------------------------------------------------------------------------------
 # Gemma3 (pooled square grid between <start_of_image> / <end_of_image>) and PaliGemma (prefix)
 # ----------------------------------------------------------------------------------------------
-def _siglip(hidden: int, depth: int, image_size: int, patch: int) -> T.SiglipVisionConfig:
-    return T.SiglipVisionConfig(
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=depth,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=patch,
-    )
-
-
 #: pan-and-scan on, with Gemma3Processor's default crop settings (pass it to the processor call)
 GEMMA3_PAN_AND_SCAN = dict(
     do_pan_and_scan=True,
@@ -228,17 +141,11 @@ PALIGEMMA_TEMPLATE = (
 def save_random_gemma3(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     image_size: int = 48,
     patch: int = 4,
     tokens_per_image: int = 16,
     pan_and_scan: bool = False,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """Gemma3ForConditionalGeneration (SigLIP tower ``image_size`` / ``patch``, average-pooled to
     ``tokens_per_image``, a square, default 4 x 4) + Gemma3Processor (Gemma3ImageProcessor squashing
@@ -249,23 +156,21 @@ def save_random_gemma3(
     defaults (``do_pan_and_scan=False``, 256, 4, 1.2) over the image processor's saved settings, so the
     PROCESSOR pans and scans only when called with ``do_pan_and_scan=True``; the image processor alone
     honours the saved flag and returns ``num_crops`` (which the processor drops from its outputs)."""
+    s = Size(**sizes)
     tok = _tokenizer(
         named={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
     )
-    torch.manual_seed(seed)
+    torch.manual_seed(s.seed)
     text = _text(
         tok,
-        layers,
-        hidden,
-        heads,
-        kv_heads,
-        head_dim=hidden // heads,
+        s,
+        head_dim=s.hidden // s.heads,
         sliding_window=64,
-        query_pre_attn_scalar=hidden // heads,
+        query_pre_attn_scalar=s.hidden // s.heads,
     )
     cfg = T.Gemma3Config(
         text_config=T.Gemma3TextConfig(**text),
-        vision_config=_siglip(vision_hidden, vision_depth, image_size, patch),
+        vision_config=siglip_vision(s, image_size, patch),
         mm_tokens_per_image=tokens_per_image,
         boi_token_index=tok.boi_token_id,
         eoi_token_index=tok.eoi_token_id,
@@ -276,42 +181,37 @@ def save_random_gemma3(
     proc = T.Gemma3Processor(
         image_processor=ip, tokenizer=tok, image_seq_length=tokens_per_image, chat_template=template("<start_of_image>")
     )
-    return _save(T.Gemma3ForConditionalGeneration(cfg), proc, folder)
+    return save(T.Gemma3ForConditionalGeneration(cfg), proc, folder)
 
 
 def save_random_paligemma(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 1,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     image_size: int = 32,
     patch: int = 4,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """PaliGemmaForConditionalGeneration (SigLIP tower ``image_size`` / ``patch``: a square grid of
     ``(image_size / patch)**2`` tokens, default 8 x 8, with a Gemma decoder) + PaliGemmaProcessor
     (SiglipImageProcessor squashing each image to ``image_size``; the image tokens first, then
     ``<s>``, the text and ``\\n``; it adds PaliGemma's ``<locNNNN>`` / ``<segNNN>`` tokens); its chat
     template (:data:`PALIGEMMA_TEMPLATE`) writes every image's ``<image>`` first, then the text."""
+    s = Size(**{"kv_heads": 1, **sizes})  # 1 KV head by default
     tok = _tokenizer()
     ip = T.SiglipImageProcessor(size={"height": image_size, "width": image_size})
     ip.image_seq_length = (image_size // patch) ** 2
     proc = T.PaliGemmaProcessor(image_processor=ip, tokenizer=tok, chat_template=PALIGEMMA_TEMPLATE)
-    torch.manual_seed(seed)
-    text = _text(tok, layers, hidden, heads, kv_heads, head_dim=hidden // heads)
+    torch.manual_seed(s.seed)
+    text = _text(tok, s, head_dim=s.hidden // s.heads)
     cfg = T.PaliGemmaConfig(
         text_config=T.GemmaConfig(**text),
-        vision_config=_siglip(vision_hidden, vision_depth, image_size, patch),
+        vision_config=siglip_vision(s, image_size, patch),
         image_token_index=tok.convert_tokens_to_ids("<image>"),
-        projection_dim=hidden,
-        hidden_size=hidden,
+        projection_dim=s.hidden,
+        hidden_size=s.hidden,
         vocab_size=len(tok),
     )
-    return _save(T.PaliGemmaForConditionalGeneration(cfg), proc, folder)
+    return save(T.PaliGemmaForConditionalGeneration(cfg), proc, folder)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -320,37 +220,22 @@ def save_random_paligemma(
 def save_random_mistral3(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     longest_edge: int = 64,
     patch: int = 4,
     merge: int = 2,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """Mistral3ForConditionalGeneration (Pixtral tower ``patch``, ``spatial_merge_size`` ``merge``,
     Mistral decoder) + PixtralProcessor (PixtralImageProcessor: the longest edge resized to at most
     ``longest_edge`` keeping the aspect ratio, each side rounded up to ``patch * merge``;
     ``image_sizes`` the resized (height, width); ``[IMG]`` per merged patch, ``[IMG_BREAK]`` after each
     row, ``[IMG_END]`` after the last)."""
+    s = Size(**sizes)
     tok = _tokenizer(("[IMG]", "[IMG_BREAK]", "[IMG_END]"))
-    torch.manual_seed(seed)
-    vision = T.PixtralVisionConfig(
-        hidden_size=vision_hidden,
-        intermediate_size=2 * vision_hidden,
-        num_hidden_layers=vision_depth,
-        num_attention_heads=2,
-        head_dim=vision_hidden // 2,
-        image_size=longest_edge,
-        patch_size=patch,
-    )
+    torch.manual_seed(s.seed)
+    vision = pixtral_vision(s, longest_edge, patch)
     cfg = T.Mistral3Config(
-        text_config=T.MistralConfig(
-            **_text(tok, layers, hidden, heads, kv_heads, head_dim=hidden // heads, sliding_window=None)
-        ),
+        text_config=T.MistralConfig(**_text(tok, s, head_dim=s.hidden // s.heads, sliding_window=None)),
         vision_config=vision,
         image_token_index=tok.convert_tokens_to_ids("[IMG]"),
         spatial_merge_size=merge,
@@ -360,7 +245,7 @@ def save_random_mistral3(
     proc = T.PixtralProcessor(
         image_processor=ip, tokenizer=tok, patch_size=patch, spatial_merge_size=merge, chat_template=template("[IMG]")
     )
-    return _save(T.Mistral3ForConditionalGeneration(cfg), proc, folder)
+    return save(T.Mistral3ForConditionalGeneration(cfg), proc, folder)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -369,23 +254,18 @@ def save_random_mistral3(
 def save_random_internvl(
     folder: str | Path,
     *,
-    layers: int = 2,
-    hidden: int = 64,
-    heads: int = 4,
-    kv_heads: int = 2,
-    vision_hidden: int = 32,
-    vision_depth: int = 2,
     tile: int = 32,
     patch: int = 4,
     downsample: float = 0.5,
     max_patches: int = 6,
-    seed: int = 0,
+    **sizes: int,
 ) -> Path:
     """InternVLForConditionalGeneration (InternViT tower ``tile`` / ``patch`` with a CLS token
     dropped, pixel shuffle ``downsample``: ``(tile / patch * downsample)**2`` tokens per tile, default
     4 x 4, Qwen2 decoder) + InternVLProcessor (GotOcr2ImageProcessor ``crop_to_patches``: the
     aspect-ratio grid of at most ``max_patches`` tiles closest to the image's, then a thumbnail when
     there is more than one tile; ``<img>`` + ``<IMG_CONTEXT>`` x N + ``</img>`` per image)."""
+    s = Size(**sizes)
     tok = _tokenizer(
         named={
             "start_image_token": "<img>",
@@ -394,18 +274,11 @@ def save_random_internvl(
             "video_token": "<video>",
         }
     )
-    torch.manual_seed(seed)
+    torch.manual_seed(s.seed)
     seq = int(tile // patch * downsample) ** 2
-    vision = T.InternVLVisionConfig(
-        hidden_size=vision_hidden,
-        intermediate_size=2 * vision_hidden,
-        num_hidden_layers=vision_depth,
-        num_attention_heads=2,
-        image_size=[tile, tile],
-        patch_size=[patch, patch],
-    )
+    vision = T.InternVLVisionConfig(**tower(s), image_size=[tile, tile], patch_size=[patch, patch])
     cfg = T.InternVLConfig(
-        text_config=T.Qwen2Config(**_text(tok, layers, hidden, heads, kv_heads)),
+        text_config=T.Qwen2Config(**_text(tok, s)),
         vision_config=vision,
         image_token_id=tok.context_image_token_id,
         image_seq_length=seq,
@@ -424,4 +297,4 @@ def save_random_internvl(
         image_seq_length=seq,
         chat_template=template("<IMG_CONTEXT>"),
     )
-    return _save(T.InternVLForConditionalGeneration(cfg), proc, folder)
+    return save(T.InternVLForConditionalGeneration(cfg), proc, folder)

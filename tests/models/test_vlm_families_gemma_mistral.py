@@ -2,7 +2,7 @@
 PaliGemma (prefix square grid) and Mistral 3 (Pixtral row breaks over the spatially merged grid).
 
 Each folder is a tiny random model saved with the family's own model and processor classes
-(tests/vlm_folders_more.py), loaded with ``load_vlm``; prompts come from the processor's chat
+(tests/helpers/vlm_folders_more.py), loaded with ``load_vlm``; prompts come from the processor's chat
 template with non-square (3:4, 1:2) images. Expected grids are computed here from the processor's
 outputs (``image_sizes``, the image processor's ``num_crops``) and the config, or by hand, never
 through the adapters; the models' own ``get_image_features`` and forward pass check the folders.

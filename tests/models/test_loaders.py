@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from models import byte_vocab, hf_clip_dir
 from safetensors.torch import save_file
 from torch import nn
 
@@ -54,16 +55,10 @@ def _snapshot_dir(cache, repo_id):
     return repo / "snapshots" / commit
 
 
-def _byte_vocab(suffix=""):
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    return {c + suffix: i for i, c in enumerate(bytes_to_unicode().values())}
-
-
 def _qwen_tokenizer(specials):
     from transformers import Qwen2Tokenizer
 
-    tok = Qwen2Tokenizer(vocab=_byte_vocab(), merges=[])
+    tok = Qwen2Tokenizer(vocab=byte_vocab(), merges=[])
     tok.add_special_tokens({"additional_special_tokens": list(specials)})
     return tok
 
@@ -544,49 +539,8 @@ def test_open_clip_hf_tokenizer_needs_local_files(tmp_path, empty_hf_cache):
 # --------------------------------------------------------------------------- Hugging Face
 
 
-def _clip_dir(path, with_processor=True):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-
-    vocab = {**_byte_vocab(), **_byte_vocab("</w>")}
-    vocab = {k: i for i, k in enumerate(vocab)}
-    for s in ("<|startoftext|>", "<|endoftext|>"):
-        vocab[s] = len(vocab)
-    tok = CLIPTokenizer(vocab=vocab, merges=[])
-    cfg = CLIPConfig(
-        text_config=dict(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=16,
-            bos_token_id=vocab["<|startoftext|>"],
-            eos_token_id=vocab["<|endoftext|>"],
-            pad_token_id=vocab["<|endoftext|>"],
-        ),
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=32,
-            patch_size=8,
-        ),
-        projection_dim=16,
-    )
-    model = CLIPModel(cfg).eval()
-    model.save_pretrained(path)
-    proc = CLIPProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
-        tokenizer=tok,
-    )
-    if with_processor:
-        proc.save_pretrained(path)
-    return model, proc
-
-
 def test_hf_clip_round_trip_and_hub_cache(tmp_path, image, empty_hf_cache):
-    model, proc = _clip_dir(tmp_path / "clip")
+    model, proc = hf_clip_dir(tmp_path / "clip")
     inp = proc(images=image, text=["a photo", "a dog"], return_tensors="pt", padding=True)
     with torch.no_grad():
         ref = model(**inp).logits_per_image
@@ -799,11 +753,11 @@ def test_hf_errors(tmp_path, empty_hf_cache):
         load_hf(d)
     with pytest.raises(CheckpointError, match="trust_remote_code=True refused"):
         load_hf(d, trust_remote_code=True)
-    _clip_dir(tmp_path / "clip", with_processor=False)
+    hf_clip_dir(tmp_path / "clip", with_processor=False)
     os.remove(tmp_path / "clip" / "model.safetensors")
     with pytest.raises(CheckpointError, match="has a config.json but no weights"):
         load_hf(tmp_path / "clip")
-    model, _ = _clip_dir(tmp_path / "clip2", with_processor=False)
+    model, _ = hf_clip_dir(tmp_path / "clip2", with_processor=False)
     sd = model.state_dict()
     sd.pop("vision_model.post_layernorm.weight")
     sd["vision_model.pre_layrnorm.bias"] = torch.zeros(7)

@@ -68,6 +68,21 @@ def test_head_fusion():
 G1 = torch.tensor([[1.0, -2.0, 4.0], [0.0, 1.0, 0.0], [2.0, 0.0, -1.0]])
 
 
+def test_head_fusion_by_hand():
+    # one head each, N = 3 tokens (tests/core/test_explain.py's attention_gradients case)
+    a1 = torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.6, 0.2], [0.1, 0.1, 0.8]])
+    g1 = torch.tensor([[2.0, -4.0, 4.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])  # (g1*a1)+ = [[1,0,1],[0,.6,0],[.1,.1,.8]]
+    a2 = torch.tensor([[0.4, 0.4, 0.2], [0.3, 0.3, 0.4], [0.5, 0.25, 0.25]])
+    g2 = torch.tensor([[1.0, 1.0, -1.0], [2.0, 2.0, 2.0], [0.0, 4.0, 0.0]])  # (g2*a2)+ = [[.4,.4,0],[.6,.6,.8],[0,1,0]]
+    attn = torch.stack([a1, a2])[None]  # [1, 2 heads, 3, 3]
+    grad = torch.stack([g1, g2])[None]
+    w1 = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.6, 0.0], [0.1, 0.1, 0.8]])
+    w2 = torch.tensor([[0.4, 0.4, 0.0], [0.6, 0.6, 0.8], [0.0, 1.0, 0.0]])
+    torch.testing.assert_close(am.gradient_weighted(attn, grad, "max")[0], torch.maximum(w1, w2))
+    torch.testing.assert_close(am.gradient_weighted(attn, grad, "min")[0], torch.minimum(w1, w2))
+    torch.testing.assert_close(am.gradient_weighted(attn, grad, "mean")[0], (w1 + w2) / 2)
+
+
 def test_relevance_one_and_two_layers():
     # Ā1 = relu(G1 * A1) = [[.5, 0, 1], [0, .6, 0], [.2, 0, 0]];  R1 = I + Ā1
     r1 = am.relevance_matrix([heads(A1)], [heads(G1)])

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from gradcam_reference import REFERENCE, TOL
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-from test_cam_parity import REFERENCE, TOL
 from torch import nn
 
 import vizkit
@@ -237,22 +237,6 @@ def test_an_undecidable_layout_raises_and_names_the_argument():
     ours = vizkit.cam(model, x, CLASSES, layers="features", layout="nchw")
     ref = reference(model, model.features, x, "gradcam", None)
     assert np.abs(ours.heatmap.numpy() - ref).max() <= 1e-4
-
-
-def test_feature_layout_rules():
-    from vizkit.tokens import feature_layout
-
-    conv = nn.Conv2d(3, 8, 3)
-    assert feature_layout((1, 8, 16, 16), (64, 64), "c", conv) == "nchw"
-    assert feature_layout((1, 16, 16, 8), (64, 64), "n", nn.LayerNorm(8)) == "nhwc"
-    assert feature_layout((1, 16, 16, 8), (64, 64), "l", nn.Linear(4, 8)) == "nhwc"
-    # shapes alone: only one reading divides the input by a common stride
-    assert feature_layout((1, 256, 7, 7), (224, 224), "s") == "nchw"
-    assert feature_layout((1, 7, 7, 256), (224, 224), "s") == "nhwc"
-    # a known channels-last family decides what the shapes cannot
-    assert feature_layout((1, 8, 8, 8), (64, 64), "b", nn.Identity(), ["SwinTransformer", "Sequential"]) == "nhwc"
-    with pytest.raises(vizkit.InputError, match="its module type says NHWC but its spatial dims only fit"):
-        feature_layout((1, 8, 16, 16), (64, 64), "bad", nn.LayerNorm(16))
 
 
 def test_convnets_are_unchanged(x):

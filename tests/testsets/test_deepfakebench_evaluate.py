@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from test_deepfakebench_parity import CLIP_YAML, dfb_inputs, save_dfb_clip
+from deepfakebench import CLIP_YAML, dfb_inputs, save_dfb_clip
 
 from vizkit.cli import main
 

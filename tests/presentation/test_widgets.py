@@ -233,7 +233,7 @@ ex.k.value = 2
 print(ex.widget, type(ex.k).__name__, ex.draws, float(ex.drawn.max()), len(ex.static().pngs))
 """
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2]
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["None", "StaticControl", "2", "2.0", "2"]

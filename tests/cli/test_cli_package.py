@@ -16,7 +16,7 @@ from vizkit.cli import SUBCOMMANDS, build_parser, main
 from vizkit.errors import ParameterError
 from vizkit.state import resolve_device
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CLI = ROOT / "vizkit" / "cli"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
 COMMANDS = {
