@@ -35,6 +35,10 @@ SLOW_FILES = {
     "tests/test_notebooks.py",
     "tests/test_setup.py",
     "tests/zoo/test_zoo_build_cli.py",
+    "tests/test_cli_flags_attention.py",
+    "tests/test_cli_flags_clip.py",
+    "tests/test_cli_flags_detectors.py",
+    "tests/test_cli_flags_vlm_run.py",
 }
 SLOW_TESTS = {
     "tests/scenarios/test_vlm_attention_video.py": {
