@@ -4,7 +4,8 @@
 eager attention (``output_attentions``), takes each layer's gradient by autograd, and writes the
 definitions out: ``Ā = fuse_heads((∇A ⊙ A)⁺)``, the plain mean over layers or Chefer's
 ``R ← R + Ā R``, the CLS row at the patch grid, min-max normalised, bilinearly resized. The
-sidecar's probabilities and its real-vs-fake numbers must equal the reference's."""
+sidecar's probabilities and its real-vs-fake numbers must equal the reference's
+(:mod:`eager_attention`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+from eager_attention import class_maps, to_input_size
 from PIL import Image
 from test_load_detector import _cv2_reference, _yaml
 
@@ -49,38 +50,19 @@ def folder(tmp_path_factory) -> Path:
 
 
 def reference(root: Path, head_file: str, fusion: str, aggregation: str) -> dict[str, np.ndarray]:
-    """Probabilities ``[B, 2]`` and the real / fake maps ``[B, SIZE, SIZE]`` written out from the definitions."""
+    """Probabilities ``[B, 2]`` and the real / fake maps ``[B, SIZE, SIZE]``: the raw maps of
+    :func:`eager_attention.class_maps`, min-max normalised, bilinearly resized to the input."""
     from transformers import CLIPVisionModel
 
-    vision = CLIPVisionModel.from_pretrained(root / "hf", attn_implementation="eager").eval()
-    head = torch.load(root / head_file)
+    vision = CLIPVisionModel.from_pretrained(root / "hf").eval()
+    state = torch.load(root / head_file)
+    head = torch.nn.Linear(*state["weight"].shape[::-1])
+    head.load_state_dict(state)
     images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((root / "images").glob("*.png"))]
     x = torch.stack([_cv2_reference(im, SIZE, MEAN, STD) for im in images])
-    out = vision(pixel_values=x, output_attentions=True)
-    attns = list(out.attentions)  # [B, H, N, N] per layer, in the graph
-    for a in attns:
-        a.retain_grad()
-    logits = out.pooler_output @ head["weight"].T + head["bias"]
-    fuse = {"mean": lambda t: t.mean(1), "max": lambda t: t.amax(1), "min": lambda t: t.amin(1)}[fusion]
-    maps = {}
-    for k, name in enumerate(["real", "fake"]):
-        for a in attns:
-            a.grad = None
-        logits[:, k].sum().backward(retain_graph=True)
-        bars = [fuse((a.grad * a).clamp(min=0)).detach() for a in attns]  # Ā per layer [B, N, N]
-        if aggregation == "mean":
-            m = torch.stack(bars).mean(0)
-        else:
-            n = bars[0].shape[-1]
-            m = torch.eye(n).expand_as(bars[0])
-            for bar in bars:
-                m = m + bar @ m
-        grid = SIZE // PATCH
-        row = m[:, 0, 1:].reshape(-1, grid, grid).clamp(min=0)
-        lo, hi = row.amin((1, 2), keepdim=True), row.amax((1, 2), keepdim=True)
-        row = (row - lo) / (hi - lo)
-        maps[name] = F.interpolate(row[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)[:, 0]
-    return {"probs": logits.softmax(-1).detach().numpy(), "real": maps["real"].numpy(), "fake": maps["fake"].numpy()}
+    logits, raw = class_maps(vision, head, x, [0, 1], fusion, aggregation)
+    real, fake = to_input_size(raw[0], SIZE), to_input_size(raw[1], SIZE)
+    return {"probs": logits.softmax(-1).numpy(), "real": real.numpy(), "fake": fake.numpy()}
 
 
 def _run(root: Path, out: Path, head_file: str, *extra: str) -> int:

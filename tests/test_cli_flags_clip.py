@@ -1,71 +1,29 @@
 """``vizkit clip-gradcam``'s ``--method`` (every CAM method), ``--target-layer``, ``--layout`` and
 ``--overwrite`` against pytorch-grad-cam (issue 28): the reference explains the zoo CLIP's image
-encoder at the named layer toward ``logit_scale * cos(image, text)`` of the most similar text,
-written out here; the CLI's overlay must be that heatmap's overlay, and not the overlay of the
+encoder at the named layer toward ``logit_scale * cos(image, text)`` of the most similar text
+(tests/cam_references.py); the CLI's overlay must be that heatmap's overlay, and not the overlay of the
 automatic layer (or, for ``--layout nhwc``, of the channels-first reading), so the check can fail."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
+from cam_references import channels_last, clip_reference, tokens_on
 from PIL import Image
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
 
-from vizkit import render, zoo
+from vizkit import render
 from vizkit.cli import main
 
-REFERENCE = {
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "xgradcam": XGradCAM,
-    "hirescam": HiResCAM,
-    "layercam": LayerCAM,
-    "eigencam": EigenCAM,
-    "scorecam": ScoreCAM,
-}
 TEXTS = ["a red circle", "a blue square", "a green star"]
 AUTO = {"shapes_clip_cnn": "visual.trunk.layer4", "shapes_clip": "visual.trunk.blocks.2"}
 
 
-class ImageEncoder(torch.nn.Module):
-    def __init__(self, clip: torch.nn.Module):
-        super().__init__()
-        self.clip = clip
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.clip.encode_image(x)
-
-
-def channels_last(t: torch.Tensor) -> torch.Tensor:
-    """What ``--layout nhwc`` reads: ``[B, h, w, C]`` -> ``[B, C, h, w]``."""
-    return t.permute(0, 3, 1, 2)
-
-
-def tokens_on(grid: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Patch tokens ``[B, h*w, C]`` (the zoo ViT pools by average: no CLS token) -> ``[B, C, h, w]``."""
-    return lambda t: t.reshape(t.shape[0], *grid, t.shape[-1]).permute(0, 3, 1, 2)
-
-
 def reference(model: str, image: np.ndarray, layer: str, method: str, reshape=None) -> tuple[np.ndarray, int]:
-    """pytorch-grad-cam's heatmap ``[S, S]`` toward the most similar text, and that text's index."""
-    bundle = zoo.load(model)
-    clip = bundle.model.eval()
-    x = bundle.preprocess(image)[None]
-    with torch.no_grad():
-        text = F.normalize(clip.encode_text(bundle.tokenizer(TEXTS)), dim=-1)
-        scale = float(clip.logit_scale.exp())
-        target = int((F.normalize(clip.encode_image(x), dim=-1) @ text.T).argmax())
-    module = dict(clip.named_modules())[layer]
-    with REFERENCE[method](model=ImageEncoder(clip), target_layers=[module], reshape_transform=reshape) as cam:
-        cam.batch_size = 64
-        heat = cam(input_tensor=x, targets=[lambda out: scale * F.normalize(out, dim=-1) @ text[target]])
-    return heat[0], target
+    """pytorch-grad-cam's heatmap toward the most similar of TEXTS, and its index."""
+    return clip_reference(model, image, TEXTS, layer, method, reshape)
 
 
 def overlay_pixels(image: np.ndarray, heat: np.ndarray) -> np.ndarray:

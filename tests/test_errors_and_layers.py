@@ -124,7 +124,7 @@ def test_target_class_out_of_range():
 def test_non_4d_input(bad, match):
     with pytest.raises(vizkit.InputError, match=match):
         vizkit.cam(resnet18(), bad, 0, layers="layer4")
-    with pytest.raises(vizkit.InputError):
+    with pytest.raises(vizkit.InputError, match=match):
         vizkit.attention(timm_vit(), bad)
 
 
