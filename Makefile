@@ -44,12 +44,14 @@ format: install
 test-fast: install
 	$(PY) -m pytest -q tests --ignore=tests/ui -m "not slow"
 
-# branch coverage of vizkit/ ([tool.coverage] in pyproject.toml): the total, then the 15 least covered
-# modules; `.venv/bin/coverage report` afterwards lists every module
+# branch coverage of vizkit/ ([tool.coverage] in pyproject.toml): the 15 least covered modules, the
+# total (statements and branches) and the branches alone; `.venv/bin/coverage report` lists every module
 test: install lint
 	@mkdir -p runs
 	$(PY) -m pytest -q tests --ignore=tests/ui --cov=vizkit --cov-branch --cov-report=
 	@$(PY) -m coverage report --sort=cover | sed -n '1,17p;/^TOTAL/p'
+	@$(PY) -m coverage json -q -o runs/coverage.json && $(PY) -c "import json; t = json.load(open('runs/coverage.json'))['totals']; \
+		print(f\"branches covered: {t['covered_branches']} of {t['num_branches']} ({t['percent_branches_covered']:.1f} %)\")"
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		sanitize=""; \
 		if [ -f notebooks/sanitize.cfg ]; then sanitize="--nbval-sanitize-with notebooks/sanitize.cfg"; fi; \
