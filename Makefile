@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: .venv install lint format test test-fast ui-test docs demo sync-notebooks bench clean distclean
+.PHONY: .venv install lint format test test-fast coverage ui-test docs demo sync-notebooks bench clean distclean
 
 # ---------------------------------------------------------------- environment
 # The stamp is newer than pyproject.toml once the venv is installed: re-runs are no-ops.
@@ -48,6 +48,16 @@ format: install
 # VLM generation, subprocess CLIs, browser: tests/conftest.py marks them `slow`)
 test-fast: install
 	$(PY) -m pytest -q tests --ignore=tests/ui -m "not slow"
+
+# branch coverage of vizkit/ ([tool.coverage] in pyproject.toml): the 15 least covered modules, the
+# total (statements and branches) and the branches alone; `.venv/bin/coverage report` lists every module
+# (the test suite under coverage, without nbval, docs and the browser: make test runs them without it)
+coverage: install
+	@mkdir -p runs
+	$(PY) -m pytest -q tests --ignore=tests/ui --cov=vizkit --cov-branch --cov-report=
+	@$(PY) -m coverage report --sort=cover | sed -n '1,17p;/^TOTAL/p'
+	@$(PY) -m coverage json -q -o runs/coverage.json && $(PY) -c "import json; t = json.load(open('runs/coverage.json'))['totals']; \
+		print(f\"branches covered: {t['covered_branches']} of {t['num_branches']} ({t['percent_branches_covered']:.1f} %)\")"
 
 test: install lint
 	$(PY) -m pytest -q tests --ignore=tests/ui

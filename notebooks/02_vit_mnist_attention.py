@@ -117,6 +117,7 @@ print("mean entropy of the CLS row per layer (nats):", per_layer["entropy"].roun
 print("mean attention distance per layer (patches):", per_layer["distance"].round(2).tolist())
 
 # %%
+# NBVAL_CHECK_OUTPUT
 display(Image(filename=str(figures[-1])))
 per_layer.round(4)
 
@@ -125,6 +126,7 @@ per_layer.round(4)
 # The observations are sentences generated from the statistics above.
 
 # %%
+# NBVAL_CHECK_OUTPUT
 from vizkit import stats
 
 notes = vma.observations(statistics, cache, head_fusion)
@@ -142,7 +144,7 @@ report = vma.write_report(
     cache,
 )
 display(Markdown("\n".join(f"- {n}" for n in notes)))
-print("report:", report)
+print("report:", report.relative_to(run_dir.parent))  # in the run folder printed above
 
 # %% [markdown]
 # ## Explore

@@ -36,6 +36,10 @@ SLOW_FILES = {
     "tests/test_setup.py",
     "tests/zoo/test_zoo_build_cli.py",
     "tests/zoo/test_zoo_recorded_metrics.py",
+    "tests/cli/test_cli_flags_attention.py",
+    "tests/cli/test_cli_flags_clip.py",
+    "tests/cli/test_cli_flags_detectors.py",
+    "tests/cli/test_cli_flags_vlm_run.py",
 }
 SLOW_TESTS = {
     "tests/test_docs.py": {

@@ -34,7 +34,7 @@ def x():
 def test_non_4d_input(bad, match):
     with pytest.raises(vizkit.InputError, match=match):
         vizkit.cam(resnet18(), bad, 0, layers="layer4")
-    with pytest.raises(vizkit.InputError):
+    with pytest.raises(vizkit.InputError, match=match):
         vizkit.attention(timm_vit(), bad)
 
 
@@ -260,7 +260,7 @@ def test_bad_targets_and_state_restored():
     x = torch.rand(1, 3, 32, 32)
     with pytest.raises(TargetError, match="non-empty list"):
         attention_gradients(model, x, 1)
-    with pytest.raises(TargetError):
+    with pytest.raises(TargetError, match="target class 99 is out of range: the model has 5 classes"):
         attention_gradients(model, x, [0, 99])
     assert model.training and all(p.requires_grad for p in model.parameters()) and all_hooks(model) == 0
 

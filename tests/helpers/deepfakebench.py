@@ -233,3 +233,20 @@ def reference_logits(
     t = F.adaptive_avg_pool2d(t, 1).flatten(1)
     head = "last_linear.1" if "last_linear.1.weight" in w else "last_linear"
     return F.linear(t, w[f"{head}.weight"], w[f"{head}.bias"])
+
+
+def write_yaml(path: Path, **keys) -> Path:
+    """A detector config YAML holding ``keys`` at ``path``."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(keys))
+    return path
+
+
+def cv2_reference(image, size: int, mean, std) -> torch.Tensor:
+    """DeepfakeBench's test transform written out: cv2 INTER_CUBIC resize, ToTensor, Normalize; ``[3, size, size]``."""
+    import cv2
+
+    a = cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC)
+    x = torch.from_numpy(a.transpose(2, 0, 1).copy()).float() / 255.0
+    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]

@@ -31,7 +31,7 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
             raise RuntimeError("boom")
     assert target.read_text() == "old"
     assert [x.name for x in tmp_path.iterdir()] == ["keep.txt"]
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="Object of type object is not JSON serializable"):
         write_json(tmp_path / "bad.json", {"x": object()})
     assert sorted(x.name for x in tmp_path.iterdir()) == ["keep.txt"]
 

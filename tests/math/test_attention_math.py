@@ -147,9 +147,30 @@ def test_gradient_attention_equals_full_backward_reference():
     assert exp.heatmap.shape == (2, 32, 32) and exp.targets.tolist() == [1, 3]
 
 
-def test_rollout_of_captured_attention_matches_matrix_math():
+def test_rollout_of_captured_attention_by_hand():
+    """timm's own attention probabilities (its non-fused path, read at ``attn_drop``) rolled out by
+    hand -- heads' max, ``(A + I) / 2`` renormalised per row, ``R = A_l R`` -- against vizkit's
+    capture and rollout."""
     model = timm_vit(depth=2)
-    attn = vizkit.attention(model, torch.randn(2, 3, 32, 32))
-    out = vizkit.rollout(attn, head_fusion="max")
-    full = am.rollout_matrix([attn.maps[n] for n in attn.layers], "max")
-    torch.testing.assert_close(out, full[:, 0, 1:].reshape(2, 4, 4))
+    x = torch.randn(2, 3, 32, 32)
+    out = vizkit.rollout(vizkit.attention(model, x), head_fusion="max")
+    probs = []
+    hooks = [b.attn.attn_drop.register_forward_hook(lambda m, i, o: probs.append(o.detach())) for b in model.blocks]
+    fused = [b.attn.fused_attn for b in model.blocks]
+    try:
+        for b in model.blocks:
+            b.attn.fused_attn = False
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        for b, f in zip(model.blocks, fused):
+            b.attn.fused_attn = f
+    assert len(probs) == 2 and probs[0].shape == (2, 2, 17, 17)
+    eye = torch.eye(17)
+    r = eye.expand(2, 17, 17)
+    for p in probs:
+        a = (p.amax(1) + eye) / 2
+        r = (a / a.sum(-1, keepdim=True)) @ r
+    torch.testing.assert_close(out, r[:, 0, 1:].reshape(2, 4, 4))

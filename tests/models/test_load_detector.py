@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import yaml
+from deepfakebench import cv2_reference as _cv2_reference
+from deepfakebench import write_yaml as _yaml
 
 from vizkit.errors import VizkitError
 from vizkit.models import ClipDetector
@@ -32,11 +33,6 @@ def _detector(hidden=128, layers=3, image=32, patch=8, heads=2):  # CLIP heads a
 
 def _dfb_state(model):
     return {k.replace("backbone.vision_model.", "backbone."): v for k, v in model.state_dict().items()}
-
-
-def _yaml(path, **keys):
-    path.write_text(yaml.safe_dump(keys))
-    return path
 
 
 @pytest.fixture
@@ -81,15 +77,6 @@ def test_bad_configs(tmp_path, text, match):
         read_detector_config(tmp_path / "c.yaml")
     with pytest.raises(CheckpointError, match="detector config .* not found"):
         read_detector_config(tmp_path / "missing.yaml")
-
-
-def _cv2_reference(image, size, mean, std):
-    """DeepfakeBench's test transform written out: cv2 INTER_CUBIC resize, ToTensor, Normalize."""
-    import cv2
-
-    a = cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC)
-    x = torch.from_numpy(a.transpose(2, 0, 1).copy()).float() / 255.0
-    return (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
 
 
 def test_deepfakebench_yaml_and_pth(tmp_path, image):

@@ -99,7 +99,7 @@ def test_pickled_code_is_refused_never_run(tmp_path):
         os.remove("/tmp/vizkit_pwned_by_test")
     with open(tmp_path / "evil.pth", "wb") as f:
         pickle.dump({"w": _Evil()}, f)
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="evil.pth is not a PyTorch checkpoint"):
         load_checkpoint(tmp_path / "evil.pth")
     assert not os.path.exists("/tmp/vizkit_pwned_by_test")
 

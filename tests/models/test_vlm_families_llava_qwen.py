@@ -88,8 +88,8 @@ def _check_cover(pm, ids, image_id, grids, thumbs=None):
         np.testing.assert_array_equal(pm.col[pos], np.tile(np.arange(c), r))
         assert np.all(pm.image[pos] == k) and np.all(pm.view[pos] == MOSAIC)
     for k, (g, pos) in enumerate(zip(thumbs, pm.thumbnail_positions)):
-        if g is not None:
-            assert np.all(pm.view[pos] == THUMBNAIL) and np.all(pm.image[pos] == k) and np.all(pm.tile[pos] == -1)
+        assert len(pos) == (g[0] * g[1] if g is not None else 0)  # a thumbnail's cells, none without one
+        assert np.all(pm.view[pos] == THUMBNAIL) and np.all(pm.image[pos] == k) and np.all(pm.tile[pos] == -1)
 
 
 def _generates(v, inputs):

@@ -168,7 +168,7 @@ def test_bar_chart_highlight():
     assert colours[1] != colours[0] and colours[0] == colours[2]
     labels = [t.get_text() for t in ax.texts]
     assert "0.700" in labels and len(labels) == 3
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="got 1 labels for 2 values"):
         render.bar_chart(ax, ["a"], [0.1, 0.2])
     with pytest.raises(ValueError, match="highlight"):
         render.bar_chart(ax, ["a"], [0.1], highlight=3)
@@ -183,7 +183,7 @@ def test_token_colors_and_strip():
     assert [t.get_text() for t in texts] == list("abcde")
     assert len({round(t.get_position()[1], 6) for t in texts}) == 3  # wrapped into 3 lines
     assert texts[-1].get_bbox_patch().get_facecolor()[:3] == pytest.approx(colours[2])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="got 1 tokens for 2 weights"):
         render.render_token_strip(ax, ["a"], [1.0, 2.0])
 
 

@@ -200,7 +200,7 @@ def test_failed_save_leaves_no_partial_files(rn_adapter, image, tmp_path, monkey
         raise OSError("disk full")
 
     monkeypatch.setattr(render, "save_image", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="disk full"):
         save_result(res, tmp_path / "out", "x")
     assert list((tmp_path / "out").iterdir()) == []
 
