@@ -339,7 +339,6 @@ def _blocks_for_grid(model: nn.Module) -> list[Layer]:
 # --------------------------------------------------------------------------------------
 # CAM family
 # --------------------------------------------------------------------------------------
-@_outside_inference_mode(lambda arguments: get_method(arguments["method"]).uses_gradients)
 def cam(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -421,6 +420,10 @@ def cam(
     )
 
 
+# applied here, not as a @decorator line: mutmut (`make mutation`) does not mutate decorated functions
+cam = _outside_inference_mode(lambda arguments: get_method(arguments["method"]).uses_gradients)(cam)
+
+
 def _score_method(
     spec: Method, acts: torch.Tensor, x: torch.Tensor, run: Forward, target: Target, batch: int, batch_size: int
 ) -> torch.Tensor:
@@ -471,7 +474,6 @@ def _require_maps(cap: AttentionCapture, names: Sequence[str], model: nn.Module)
         )
 
 
-@_outside_inference_mode(lambda arguments: False)
 def attention(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -500,6 +502,10 @@ def attention(
         output=_main_output(output),
         image_size=(x.shape[-2], x.shape[-1]),
     )
+
+
+# applied here, not as a @decorator line: mutmut (`make mutation`) does not mutate decorated functions
+attention = _outside_inference_mode(lambda arguments: False)(attention)
 
 
 def rollout(
@@ -698,7 +704,6 @@ class AttentionGradients:
         return replace(self, gradients=grads, scores=scores, classes=cls)
 
 
-@_outside_inference_mode()
 def attention_gradients(
     model: nn.Module,
     inputs: torch.Tensor | Mapping[str, Any],
@@ -766,3 +771,7 @@ def attention_gradients(
         image_size=image_hw,
         output=_main_output(output),
     )
+
+
+# applied here, not as a @decorator line: mutmut (`make mutation`) does not mutate decorated functions
+attention_gradients = _outside_inference_mode()(attention_gradients)

@@ -11,7 +11,6 @@ from torch import Tensor
 __all__ = ["deletion_auc", "insertion_auc", "deletion_references"]
 
 
-@torch.no_grad()
 def _perturbation_curve(
     score_fn: Callable[[Tensor], Tensor],
     images: Tensor,
@@ -61,6 +60,10 @@ def _perturbation_curve(
     curves = torch.cat(scores).view(b, steps + 1)
     auc = torch.trapezoid(curves, dx=1.0 / steps, dim=1)
     return (auc, curves) if return_curves else auc
+
+
+# applied here, not as a @decorator line: mutmut (`make mutation`) does not mutate decorated functions
+_perturbation_curve = torch.no_grad()(_perturbation_curve)
 
 
 def deletion_auc(

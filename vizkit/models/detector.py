@@ -31,6 +31,19 @@ PIPELINES = {
 }
 
 
+def fake_class_index(class_names: Sequence[str]) -> int:
+    """The class whose probability is p(fake) and whose map is "the fake-class map": the one named
+    ``fake`` (any case) when there is one, else the last."""
+    names = [n.lower() for n in class_names]
+    return names.index("fake") if "fake" in names else len(names) - 1
+
+
+def real_class_index(class_names: Sequence[str]) -> int:
+    """The class named ``real`` (any case) when there is one, else the first."""
+    names = [n.lower() for n in class_names]
+    return names.index("real") if "real" in names else 0
+
+
 @dataclass
 class Detector:
     """A detector ready to explain and evaluate.
@@ -59,14 +72,13 @@ class Detector:
 
     @property
     def fake_index(self) -> int:
-        """The class whose map is "the fake-class map": ``fake`` when named so, else the last."""
-        names = [n.lower() for n in self.class_names]
-        return names.index("fake") if "fake" in names else len(names) - 1
+        """:func:`fake_class_index` of the class names."""
+        return fake_class_index(self.class_names)
 
     @property
     def real_index(self) -> int:
-        names = [n.lower() for n in self.class_names]
-        return names.index("real") if "real" in names else 0
+        """:func:`real_class_index` of the class names."""
+        return real_class_index(self.class_names)
 
     @property
     def info(self) -> dict[str, Any]:

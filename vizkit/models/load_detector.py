@@ -248,7 +248,7 @@ def _hf_detector(directory: Path, head: PathLike | None, cfg: DetectorConfig, de
                 f"--head / head=PATH, or save them beside the model as {' or '.join(_HEAD_FILES)}"
             )
         vision = model.vision_model if arch == "CLIPModel" else model
-        hidden = vision.config.hidden_size
+        hidden, native = vision.config.hidden_size, vision.config.image_size
         model = LinearHeadClassifier(vision, _head_from(existing(head_path, "linear head weights"), hidden))
         names = _class_names(model.head.out_features, cfg.class_names)
     else:
@@ -260,8 +260,9 @@ def _hf_detector(directory: Path, head: PathLike | None, cfg: DetectorConfig, de
             else None
         )
         names = _class_names(n, cfg.class_names, default)
+        native = getattr(model.config, "image_size", None)
     if cfg.resolution or cfg.mean or cfg.std:
-        size = cfg.resolution or getattr(getattr(model, "config", None), "image_size", None) or 224
+        size = cfg.resolution or native or 224  # the model's own input size when the YAML has none
         return _finish(
             model,
             _dfb_preprocess(cfg, size),

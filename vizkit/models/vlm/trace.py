@@ -163,7 +163,6 @@ def _eos_ids(vlm: VLM) -> set[int]:
     return ids
 
 
-@torch.no_grad()
 def trace_sample(
     vlm: VLM,
     problem: str,
@@ -243,6 +242,10 @@ def trace_sample(
     )
     trace.start = find_start(trace, start_phrase)
     return trace
+
+
+# applied here, not as a @decorator line: mutmut (`make mutation`) does not mutate decorated functions
+trace_sample = torch.no_grad()(trace_sample)
 
 
 def find_start(trace: Trace, start_phrase: str | None) -> int:

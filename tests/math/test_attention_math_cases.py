@@ -1,0 +1,88 @@
+""":mod:`vizkit.attention_math` on hand-computed cases a mutation run found untested: the discard ratio's
+bounds and counts (one entry, a 5-token map), batches, head fusion inside rollout and the mean
+aggregation, the default fusion, and the device of the tensors made inside."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vizkit import attention_math as am
+from vizkit.errors import VizkitError
+
+
+def _grid(n: int) -> torch.Tensor:
+    """``[1, n, n]`` with distinct entries 1 .. n*n (row-major)."""
+    return torch.arange(1.0, n * n + 1).view(1, n, n)
+
+
+@pytest.mark.parametrize("ratio", [1.0, 1.5, -0.1])
+def test_discard_ratio_must_be_below_one(ratio):
+    with pytest.raises(VizkitError, match=r"discard_ratio must be in \[0, 1\)"):
+        am.discard_lowest(_grid(3), ratio)
+
+
+def test_discard_one_entry():
+    # n = 3: the ratio counts the 4 entries outside row 0 and column 0; 0.25 -> the lowest one, (1, 1) = 5
+    out = am.discard_lowest(_grid(3), 0.25)
+    expected = _grid(3)
+    expected[0, 1, 1] = 0
+    assert torch.equal(out, expected)
+
+
+def test_discard_half_of_a_five_token_map_in_a_batch():
+    # n = 5: (5 - 1)^2 = 16 entries outside the CLS row / column; 0.5 -> the 8 lowest of them
+    a = torch.cat([_grid(5), _grid(5).flip(-1)])  # [2, 5, 5], the second image mirrored
+    out = am.discard_lowest(a, 0.5)
+    for b in range(2):
+        free = torch.ones(5, 5, dtype=torch.bool)
+        free[0, :] = free[:, 0] = False
+        values = a[b][free].sort().values
+        zeroed = free & (a[b] <= values[7])
+        assert int(zeroed.sum()) == 8
+        assert torch.equal(out[b], torch.where(zeroed, torch.zeros(()), a[b]))
+
+
+def test_rollout_with_max_fusion_by_hand():
+    # two heads, N = 2: max over heads, + I, rows renormalised
+    attn = torch.tensor([[[[0.9, 0.1], [0.2, 0.8]], [[0.5, 0.5], [0.6, 0.4]]]])
+    fused = torch.tensor([[0.9, 0.5], [0.6, 0.8]])
+    a = fused + torch.eye(2)
+    expected = a / a.sum(-1, keepdim=True)
+    assert torch.allclose(am.rollout_matrix([attn], head_fusion="max")[0], expected)
+    assert torch.allclose(am.rollout_matrix([attn], head_fusion="min")[0], _rownorm(attn[0].amin(0)))
+
+
+def _rownorm(fused: torch.Tensor) -> torch.Tensor:
+    a = fused + torch.eye(fused.shape[-1])
+    return a / a.sum(-1, keepdim=True)
+
+
+def test_mean_aggregation_fuses_heads_as_asked():
+    # one layer, two heads: A * grad, clamped at 0, fused over heads
+    attn = torch.tensor([[[[0.5, 0.5], [1.0, 0.0]], [[0.2, 0.8], [0.3, 0.7]]]])
+    grad = torch.tensor([[[[1.0, -1.0], [2.0, 1.0]], [[3.0, 1.0], [-1.0, 1.0]]]])
+    per_head = (attn * grad).clamp(min=0)[0]  # [[0.5, 0], [2, 0]] and [[0.6, 0.8], [0, 0.7]]
+    two = [attn, attn]  # the mean over two equal layers is the layer itself
+    assert torch.allclose(am.mean_relevance_matrix(two, [grad, grad], "max")[0], per_head.amax(0))
+    assert torch.allclose(am.mean_relevance_matrix(two, [grad, grad])[0], per_head.mean(0))  # default: mean
+    assert torch.allclose(am.mean_relevance_matrix([attn], [grad])[0], torch.tensor([[0.55, 0.4], [1.0, 0.35]]))
+
+
+def test_tensors_made_inside_stay_on_the_maps_device():
+    # the meta device stands in for a GPU: identity matrices and masks are made where the maps are
+    attn = torch.rand(2, 2, 4, 4).softmax(-1).to("meta")
+    assert am.rollout_matrix([attn, attn], discard_ratio=0.5).device.type == "meta"
+    assert am.relevance_matrix([attn], [attn]).device.type == "meta"
+
+
+def test_rollout_is_float32_whatever_the_default_dtype():
+    attn = torch.rand(1, 2, 3, 3, generator=torch.Generator().manual_seed(0)).softmax(-1)
+    reference = am.rollout_matrix([attn, attn])
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        out = am.rollout_matrix([attn, attn])
+    finally:
+        torch.set_default_dtype(default)
+    assert out.dtype == torch.float32 and torch.equal(out, reference)
