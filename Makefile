@@ -59,8 +59,11 @@ coverage: install
 	@$(PY) -m coverage json -q -o runs/coverage.json && $(PY) -c "import json; t = json.load(open('runs/coverage.json'))['totals']; \
 		print(f\"branches covered: {t['covered_branches']} of {t['num_branches']} ({t['percent_branches_covered']:.1f} %)\")"
 
+# the unit tests on two pytest-xdist workers (they are independent of each other), then the slow
+# real-component tests one at a time (Dask clusters, kernels and timed interrupts share the machine)
 test: install lint
-	$(PY) -m pytest -q tests --ignore=tests/ui
+	$(PY) -m pytest -q -n 2 tests --ignore=tests/ui -m "not slow"
+	$(PY) -m pytest -q tests --ignore=tests/ui -m slow
 	$(MAKE) docs
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		sanitize=""; \
