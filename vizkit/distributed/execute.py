@@ -30,6 +30,15 @@ def ipc_kernel_manager() -> type:
         def _transport_default(self) -> str:
             return "ipc"
 
+        @default("ip")
+        def _ip_default(self) -> str:
+            # jupyter_client's default is "kernel-ipc" in the working directory, numbered by checking which
+            # files exist: kernels started at once by two processes there can take the same sockets (and
+            # then reject each other's messages: "Invalid Signature"). A private folder per kernel cannot.
+            import tempfile
+
+            return os.path.join(tempfile.mkdtemp(prefix="vizkit-kernel-"), "ipc")
+
     return IPCKernelManager
 
 
