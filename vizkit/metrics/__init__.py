@@ -10,6 +10,8 @@
 - sanity (:mod:`.randomisation`): :func:`parameter_randomisation`, :func:`randomization_sanity_check`,
   :func:`sanity_by_config`
   (Adebayo et al., 2018)
+- chance levels (:mod:`.chance`): :func:`pointing_chance`, :func:`top_region_iou_chance`,
+  :func:`uniform_attention_distance`, :func:`at_or_below_chance` (what a map with no information scores)
 - metric cards (:mod:`.card`): every score above for some methods' maps beside random maps, as a
   Markdown table and a JSON record (``python -m vizkit.zoo card`` writes the zoo's)
 
@@ -18,6 +20,7 @@ Heatmaps are ``[B, H, W]`` at image resolution; images are ``[B, C, H, W]``.
 
 from __future__ import annotations
 
+from .chance import at_or_below_chance, pointing_chance, top_region_iou_chance, uniform_attention_distance
 from .faithfulness import FAITHFULNESS_SCORES, faithfulness_scores
 from .maps import comparison_numbers, energy_pointing_game, pointing_game, region_means, top_region_iou
 from .perturbation import deletion_auc, deletion_references, insertion_auc
@@ -31,6 +34,10 @@ from .randomisation import (
 from .road import ConfidenceChange, confidence_change, random_map_baseline, road, road_curves
 
 __all__ = [
+    "pointing_chance",
+    "top_region_iou_chance",
+    "uniform_attention_distance",
+    "at_or_below_chance",
     "pointing_game",
     "energy_pointing_game",
     "deletion_auc",
