@@ -215,13 +215,15 @@ def test_hf_clip_vision_with_a_head_every_field(tmp_path, image_file, prefix):
     assert torch.allclose(_p_fake(loaded, x[None]), want, atol=1e-6)
 
 
-def test_hf_clip_head_without_bias_and_bad_heads(tmp_path):
+def test_hf_clip_head_without_bias_and_bad_heads(tmp_path, image_file):
     det = _save_clip_vision(tmp_path)
     torch.save({"weight": det.head.weight}, tmp_path / "hf" / "head.pth")  # found beside the model
     cfg = _yaml(tmp_path / "c.yaml", std=[0.25, 0.25, 0.25])  # only a std: the CLIP tower's own 32 px
     with pytest.warns(UserWarning):
         loaded = load_detector(cfg, tmp_path / "hf")
     assert loaded.model.head.bias is None and loaded.size == 32 and loaded.pipeline == "deepfakebench"
+    img = loaded.load(image_file)  # no mean in the YAML: 0.5
+    assert torch.allclose(loaded.preprocess(img), _cv2_pipeline(img, 32, [0.5] * 3, [0.25] * 3, "cubic"), atol=1e-6)
     assert loaded.class_names == ["real", "fake"]
     torch.save({"bias": det.head.bias}, tmp_path / "no_weight.pth")
     with pytest.raises(CheckpointError, match="is not a linear head"), pytest.warns(UserWarning):
