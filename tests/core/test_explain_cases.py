@@ -91,7 +91,7 @@ def test_what_an_explanation_records():
     d = ag.explanation()
     assert d.method == "gradient_attention[mean]" and d.layers == ["b0", "b1"] and d.scores is ag.scores[0]
     assert torch.allclose(d.layer_maps["b0"], ag.layer_map(0, "b0", "mean"))
-    assert torch.isfinite(d.heatmap).all() and d.heatmap.max().item() == pytest.approx(1.0, abs=1e-6)
+    assert torch.isfinite(d.heatmap).all() and d.heatmap.shape == (1, 8, 8)
 
 
 def test_cls_attention_fused_or_per_head():
