@@ -13,7 +13,7 @@ import torch
 from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 
 from vizkit.errors import InputError
-from vizkit.metrics.imputation import _interpolate, _restrict, _sep121, noisy_linear_impute
+from vizkit.metrics.imputation import _coarse_size, _interpolate, _restrict, _sep121, noisy_linear_impute
 
 
 def test_sep121_by_hand():
@@ -31,25 +31,24 @@ def test_sep121_by_hand():
 
 def test_interpolate_by_hand():
     c = torch.tensor([[1.0, 3.0], [5.0, 7.0]])
-    # an odd size: the midpoints; an even size: the last odd point has only its left neighbour (times 1/2)
+    # coarse point j sits at fine point 2 j; the odd fine points are the midpoints of their two neighbours
     assert _interpolate(c, (3, 3)).tolist() == [[1, 2, 3], [3, 4, 5], [5, 6, 7]]
-    assert _interpolate(c, (4, 4)).tolist() == [
-        [1, 2, 3, 1.5],
-        [3, 4, 5, 2.5],
-        [5, 6, 7, 3.5],
-        [2.5, 3, 3.5, 1.75],
-    ]
-    assert _interpolate(c[None, None], (3, 4)).shape == (1, 1, 3, 4)
+    # an even fine size (4 = 2 * 3 - 2): the last coarse point lies beyond the grid and only enters midpoints
+    c = torch.tensor([[1.0, 3.0, 5.0], [5.0, 7.0, 9.0], [9.0, 11.0, 13.0]])
+    assert _interpolate(c, (4, 4)).tolist() == [[1, 2, 3, 4], [3, 4, 5, 6], [5, 6, 7, 8], [7, 8, 9, 10]]
+    assert _interpolate(c, (4, 3)).tolist() == [[1, 3, 5], [3, 5, 7], [5, 7, 9], [7, 9, 11]]
+    assert _interpolate(c[None, None], (5, 4)).shape == (1, 1, 5, 4)
+    assert _coarse_size(4) == 3 and _coarse_size(5) == 3 and _coarse_size(2) == 2 and _coarse_size(1) == 1
 
 
 @pytest.mark.parametrize("size", [(5, 7), (6, 8), (5, 8), (1, 4), (9, 1)])
 def test_restrict_is_the_adjoint_of_interpolate(size):
     g = torch.Generator().manual_seed(0)
     h, w = size
-    coarse = ((h + 1) // 2, (w + 1) // 2)
+    coarse = (_coarse_size(h), _coarse_size(w))
     r = torch.randn(2, 3, h, w, generator=g, dtype=torch.float64)
     c = torch.randn(2, 3, *coarse, generator=g, dtype=torch.float64)
-    rc = _restrict(r)
+    rc = _restrict(r, coarse)
     assert rc.shape == (2, 3, *coarse)
     assert float((rc * c).sum()) == pytest.approx(float((r * _interpolate(c, size)).sum()), rel=1e-12)
 

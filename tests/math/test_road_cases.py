@@ -83,8 +83,9 @@ def test_road_defaults_and_chunks():
             seen.append(t.shape[0])
             return super().forward(t)
 
-    a = road(Counting(), x, maps, 0)  # default percentiles 10..90, noise 0.01 seeded with 0, chunks of 64
-    assert seen == [2, 36]  # the unperturbed batch, then 2 orders x 9 percentiles x 2 images at once
+    a = road(Counting(), x, maps, 0)  # default percentiles 10..90, noise 0.01 seeded with 0, chunks of 16
+    # the unperturbed batch, then 2 orders x 9 percentiles x 2 images = 36 in chunks of 16 // 2 = 8 copies
+    assert seen == [2, 16, 16, 4]
     seen.clear()
     b = road(Counting(), x, maps, 0, percentiles=ROAD_PERCENTILES, noise=0.01, seed=0, batch_size=7)
     assert seen == [2] + [6] * 6  # 7 // 2 = 3 copies of the batch per chunk
