@@ -9,7 +9,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: .venv install lint format test test-fast coverage ui-test docs demo sync-notebooks bench clean distclean
+.PHONY: .venv install lint format test test-fast coverage ui-test docs mutation mutation-clean demo sync-notebooks bench clean distclean
 
 # ---------------------------------------------------------------- environment
 # The stamp is newer than pyproject.toml once the venv is installed: re-runs are no-ops.
@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml | $(PY)
 # ruff (pyproject.toml [tool.ruff]: line length 120) over the package, the tests, the benchmarks and
 # the notebooks' jupytext pairs and the docs' Python (conf, generators); `make format` rewrites them (then
 # `make sync-notebooks`)
-LINTED := vizkit tests benchmarks docs notebooks/*.py
+LINTED := vizkit tests benchmarks docs tools notebooks/*.py
 lint: install
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
@@ -100,6 +100,20 @@ docs: install $(DOCS_SITE)/index.html
 $(DOCS_SITE)/index.html: $(STAMP) $(filter-out docs/reference/api/% docs/reference/cli.md docs/reference/parameters.md \
 		docs/reference/zoo.md docs/_generated/%,$(DOCS_SOURCES))
 	@start=$$(date +%s); $(PY) docs/build.py $(DOCS_SITE); echo "make docs: $$(( $$(date +%s) - start )) s"
+
+# ---------------------------------------------------------------- mutation testing
+# mutmut over the modules that compute answers, each mutant against the fast unit tests that call the
+# mutated function ([tool.mutmut] in pyproject.toml), then the score per module (tools/mutation_score.py,
+# equivalent mutants listed in docs/mutation.md). Not part of `make test` or CI: hours on 2 cores (see
+# CONTRIBUTING.md). Results are kept in mutants/ (git-ignored): a re-run retests only the functions that
+# changed; `make mutation-clean` starts over.
+MUTATION_CHILDREN ?= 2
+mutation: install
+	OMP_NUM_THREADS=1 VIZKIT_DATA=$(CURDIR)/data $(VENV)/bin/mutmut run --max-children $(MUTATION_CHILDREN)
+	$(PY) tools/mutation_score.py --fail-under 90
+
+mutation-clean:
+	rm -rf mutants
 
 # ---------------------------------------------------------------- demo
 # Every run writes into a new runs/<timestamp>/ directory.

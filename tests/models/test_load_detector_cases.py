@@ -215,13 +215,15 @@ def test_hf_clip_vision_with_a_head_every_field(tmp_path, image_file, prefix):
     assert torch.allclose(_p_fake(loaded, x[None]), want, atol=1e-6)
 
 
-def test_hf_clip_head_without_bias_and_bad_heads(tmp_path):
+def test_hf_clip_head_without_bias_and_bad_heads(tmp_path, image_file):
     det = _save_clip_vision(tmp_path)
     torch.save({"weight": det.head.weight}, tmp_path / "hf" / "head.pth")  # found beside the model
     cfg = _yaml(tmp_path / "c.yaml", std=[0.25, 0.25, 0.25])  # only a std: the CLIP tower's own 32 px
     with pytest.warns(UserWarning):
         loaded = load_detector(cfg, tmp_path / "hf")
     assert loaded.model.head.bias is None and loaded.size == 32 and loaded.pipeline == "deepfakebench"
+    img = loaded.load(image_file)  # no mean in the YAML: 0.5
+    assert torch.allclose(loaded.preprocess(img), _cv2_pipeline(img, 32, [0.5] * 3, [0.25] * 3, "cubic"), atol=1e-6)
     assert loaded.class_names == ["real", "fake"]
     torch.save({"bias": det.head.bias}, tmp_path / "no_weight.pth")
     with pytest.raises(CheckpointError, match="is not a linear head"), pytest.warns(UserWarning):
@@ -448,3 +450,47 @@ def test_loaded_detector_view():
     loaded = loaded_detector(det)
     assert loaded.model is det.model and loaded.preprocess is det.preprocess
     assert loaded.meta == {"class_names": ["real", "fake"], "source": "src", "family": "fam", "pipeline": "zoo", "k": 1}
+
+
+def test_deepfakebench_xception_every_field_and_p_fake(tmp_path, image_file):
+    from test_deepfakebench_cnn import fake_prob, random_deepfakebench_xception, reference_logits
+
+    sd = random_deepfakebench_xception(dropout=False, seed=1)
+    torch.save(sd, tmp_path / "ckpt_best.pth")
+    bc = {"mode": "original", "num_classes": 2, "inc": 3, "dropout": False}
+    cfg = _yaml(
+        tmp_path / "xception.yaml",
+        model_name="xception",
+        backbone_config=bc,
+        class_names=["real", "FAKE"],
+        frame_num=32,
+    )
+    det = load_detector(cfg, tmp_path / "ckpt_best.pth")
+    assert (det.family, det.pipeline, det.source) == (
+        "deepfakebench:xception",
+        "deepfakebench",
+        str(tmp_path / "ckpt_best.pth"),
+    )
+    assert (det.size, det.class_names, det.fake_index, det.config) == (256, ["real", "FAKE"], 1, {"frame_num": 32})
+    assert det.meta == {"config_path": str(cfg)} and det.read is read_image_opencv and not det.model.training
+    img = det.load(image_file)
+    x = det.preprocess(img)  # DeepfakeBench's default size for Xception, 0.5 / 0.5, INTER_CUBIC
+    assert torch.allclose(x, _cv2_pipeline(img, 256, [0.5] * 3, [0.5] * 3, "cubic"), atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(_p_fake(det, x[None]), fake_prob(reference_logits(sd, x[None])), atol=1e-5)
+    sized = load_detector(
+        _yaml(tmp_path / "s.yaml", resolution=224, mean=[0.4] * 3), tmp_path / "ckpt_best.pth", device="meta"
+    )
+    assert (sized.size, sized.class_names) == (224, ["real", "fake"]) and next(
+        sized.model.parameters()
+    ).device.type == "meta"
+    # the YAML's model_name and backbone_config reach the builder, which names the weights file
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(f"model_name 'clip' (from the YAML) does not match {tmp_path / 'ckpt_best.pth'}"),
+    ):
+        load_detector(_yaml(tmp_path / "c.yaml", model_name="clip"), tmp_path / "ckpt_best.pth")
+    with pytest.raises(CheckpointError, match="mode 'shallow_xception' is not supported"):
+        load_detector(
+            _yaml(tmp_path / "m.yaml", backbone_config={"mode": "shallow_xception"}), tmp_path / "ckpt_best.pth"
+        )

@@ -277,7 +277,8 @@ def noisy_linear_impute(
         filled = _Multigrid(unknown[:, 0] > 0).solve(b, tol, max_iter)
         if noise:
             filled += noise * torch.randn(filled.shape, generator=generator, device=filled.device)
-        out.append((x_known + filled * unknown).to(images.dtype))
+        # known pixels exactly as given (the solve runs in float32 whatever the images' dtype)
+        out.append(torch.where(known > 0, images[start : start + chunk], filled.to(images.dtype)))
     return torch.cat(out)
 
 

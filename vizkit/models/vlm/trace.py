@@ -79,12 +79,15 @@ def token_pieces(tokenizer: Any, ids: Sequence[int], context: int = 8) -> list[s
     ids = [int(i) for i in ids]
 
     def dec(part: list[int]) -> str:
-        return tokenizer.decode(part, skip_special_tokens=False, clean_up_tokenization_spaces=False).rstrip("\ufffd")
+        return tokenizer.decode(part, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     pieces = []
     for i in range(len(ids)):
         lo = max(0, i - context)
-        before, cur = (dec(ids[lo:i]) if i > lo else ""), dec(ids[lo : i + 1])
+        # an incomplete character at the end decodes as U+FFFD: dropped from ``cur`` (its text comes with
+        # the token that completes it); ``before`` keeps it, so that a character cut by the left edge of
+        # the context (U+FFFD at the start of both) is not taken for new text
+        before, cur = (dec(ids[lo:i]) if i > lo else ""), dec(ids[lo : i + 1]).rstrip("\ufffd")
         if not cur.startswith(before):
             n = 0
             while n < min(len(before), len(cur)) and before[n] == cur[n]:

@@ -1,0 +1,176 @@
+""":mod:`vizkit.explain` on hand-built cases a mutation run found untested: the rows of
+:class:`AttentionGradients` (defaults, fusion, aggregation, the query bounds, models without a CLS
+token, what an explanation records), CLS attention fused over heads, rollout of plain map lists,
+the ``auto`` layer choice of the attention entry points, and the keyword inputs of a token-sequence
+model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from models import timm_vit
+
+import vizkit
+from vizkit import attention_math as am
+from vizkit.errors import InputError, VizkitError
+from vizkit.explain import AttentionGradients, AttentionMaps, attention_gradients, rollout
+from vizkit.tokens import TokenLayout
+
+G = torch.Generator().manual_seed(0)
+
+
+def _ag(prefix: int = 1, targets: int = 2) -> AttentionGradients:
+    """Two layers of [1, 2, 5, 5] attention (a CLS token and a 2 x 2 grid, or 4 patches and no CLS
+    with a 5th token ignored), gradients for ``targets`` targets."""
+    att = {n: torch.rand(1, 2, 5, 5, generator=G).softmax(-1) for n in ("b0", "b1")}
+    grads = [{n: torch.randn(1, 2, 5, 5, generator=G) for n in att} for _ in range(targets)]
+    scores = [torch.tensor([float(t) + 0.5]) for t in range(targets)]
+    classes = [torch.tensor([t]) for t in range(targets)]
+    grid = (2, 2) if prefix else (1, 5)
+    return AttentionGradients(att, grads, scores, classes, ["b0", "b1"], grid, prefix, (8, 8), torch.ones(1, 3))
+
+
+def _cls_grid(m: torch.Tensor) -> torch.Tensor:
+    return m[:, 0, 1:].reshape(-1, 2, 2)
+
+
+def test_matrix_relevance_and_layer_maps_by_hand():
+    ag = _ag()
+    a = [ag.attentions[n] for n in ("b0", "b1")]
+    g1 = [ag.gradients[1][n] for n in ("b0", "b1")]
+    g0 = [ag.gradients[0][n] for n in ("b0", "b1")]
+    # defaults: target 0, mean fusion, all layers, Chefer's relevance
+    assert torch.allclose(ag.matrix(), am.relevance_matrix(a, g0, "mean"))
+    assert torch.allclose(ag.matrix(1, "max", None, "mean"), am.mean_relevance_matrix(a, g1, "max"))
+    assert torch.allclose(ag.relevance(), _cls_grid(am.relevance_matrix(a, g0, "mean")).clamp(min=0))
+    assert torch.allclose(
+        ag.relevance(1, "min", ["b1"]), _cls_grid(am.relevance_matrix(a[1:], g1[1:], "min")).clamp(min=0)
+    )
+    assert torch.allclose(ag.layer_map(1, "b0", "max"), _cls_grid(am.gradient_weighted(a[0], g1[0], "max")))
+    assert torch.allclose(ag.layer_map(1, "b0"), _cls_grid(am.gradient_weighted(a[0], g1[0], "mean")))
+
+
+def test_token_relevance_rows_and_bounds():
+    ag = _ag()
+    m = ag.matrix(1, "max")
+    assert torch.allclose(ag.token_relevance(2, 1, "max"), m[:, 2].clamp(min=0))
+    assert torch.allclose(ag.token_relevance(-5, 1, "max"), m[:, 0].clamp(min=0))  # -N is the first position
+    assert torch.allclose(ag.token_relevance(0), ag.matrix()[:, 0].clamp(min=0))
+    for bad in (5, -6):
+        with pytest.raises(VizkitError, match=f"query position {bad} is out of range for 5 positions"):
+            ag.token_relevance(bad)
+    # N is read from the keys: a [1, 2, 3, 5] row block (3 queries over 5 keys) has 5 positions
+    rows = AttentionGradients(
+        {"b": torch.ones(1, 2, 3, 5)}, [{"b": torch.ones(1, 2, 3, 5)}], [torch.ones(1)], [None], ["b"], None, 0, None
+    )
+    with pytest.raises(VizkitError, match="query position 5 is out of range for 5 positions"):
+        rows.token_relevance(5)
+
+
+def test_rows_of_a_model_without_a_cls_token_are_averaged():
+    ag = _ag(prefix=0)
+    a, g = [ag.attentions[n] for n in ("b0", "b1")], [ag.gradients[0][n] for n in ("b0", "b1")]
+    r = am.relevance_matrix(a, g, "mean")
+    assert torch.allclose(ag.relevance(), r.mean(1).reshape(1, 1, 5).clamp(min=0))
+
+
+def test_what_an_explanation_records():
+    ag = _ag()
+    e = ag.explanation(1, "max", ["b1"], "mean")
+    assert e.method == "gradient_attention[max, mean]" and e.layers == ["b1"]
+    assert e.scores is ag.scores[1] and e.targets is ag.classes[1] and e.output is ag.output
+    assert (
+        e.heatmap.shape == (1, 8, 8) and set(e.layer_heatmaps) == {"b1"} and e.layer_heatmaps["b1"].shape == (1, 8, 8)
+    )
+    assert torch.allclose(e.layer_maps["b1"], ag.layer_map(1, "b1", "max"))
+    raw = ag.relevance(1, "max", ["b1"], "mean")
+    want = raw - raw.amin()
+    want = want / (want.amax() + min(1e-7, 1e-4 * float(want.amax())))
+    small = torch.nn.functional.interpolate(want[:, None], size=(8, 8), mode="bilinear", align_corners=False)[:, 0]
+    assert torch.allclose(e.heatmap, small, atol=1e-6)
+    d = ag.explanation()
+    assert d.method == "gradient_attention[mean]" and d.layers == ["b0", "b1"] and d.scores is ag.scores[0]
+    assert torch.allclose(d.layer_maps["b0"], ag.layer_map(0, "b0", "mean"))
+    assert torch.isfinite(d.heatmap).all() and d.heatmap.shape == (1, 8, 8)
+
+
+def test_cls_attention_fused_or_per_head():
+    maps = {"b": torch.rand(2, 3, 5, 5, generator=G).softmax(-1)}
+    am_ = AttentionMaps(maps, ["b"], (2, 2), 1)
+    assert torch.allclose(am_.cls_attention("b", "max"), maps["b"].amax(1)[:, 0, 1:].reshape(2, 2, 2))
+    assert torch.allclose(am_.cls_attention(0), maps["b"].mean(1)[:, 0, 1:].reshape(2, 2, 2))
+    assert torch.allclose(am_.cls_attention(0, None), maps["b"][:, :, 0, 1:].reshape(2, 3, 2, 2))
+
+
+def test_rollout_of_plain_maps():
+    maps = [torch.rand(1, 2, 5, 5, generator=G).softmax(-1) for _ in range(3)]
+    r = am.rollout_matrix(maps, "mean")
+    # a CLS token and a 2 x 2 grid by default (prefix_tokens=1)
+    assert torch.allclose(rollout(maps), r[:, 0, 1:].reshape(1, 2, 2))
+    # an explicit grid of 5 tokens without a prefix: the mean of all rows
+    assert torch.allclose(rollout(maps, grid=(1, 5), prefix_tokens=0), r.mean(1).reshape(1, 1, 5))
+    assert torch.allclose(rollout(maps, start_layer=2), am.rollout_matrix(maps[2:])[:, 0, 1:].reshape(1, 2, 2))
+    two = [torch.rand(1, 2, 6, 6, generator=G).softmax(-1)]  # 2 prefix tokens and a 2 x 2 grid
+    assert torch.allclose(rollout(two, prefix_tokens=2), am.rollout_matrix(two)[:, 0, 2:].reshape(1, 2, 2))
+    for bad in (3, -1):
+        with pytest.raises(VizkitError, match=f"start_layer {bad} is out of range for 3 layers"):
+            rollout(maps, start_layer=bad)
+
+
+@pytest.fixture(scope="module")
+def vit():
+    return timm_vit(depth=2, img_size=32)
+
+
+@pytest.mark.parametrize("spec", ["auto", " Auto "])
+def test_auto_layers_of_the_attention_entry_points_are_all_blocks(vit, spec):
+    x = torch.rand(1, 3, 32, 32, generator=G)
+    assert vizkit.attention(vit, x, layers=spec).layers == ["blocks.0", "blocks.1"]
+    assert attention_gradients(vit, x, [1], layers=spec).layers == ["blocks.0", "blocks.1"]
+    assert vizkit.gradient_attention(vit, x, 1).layers == ["blocks.0", "blocks.1"]  # the default: all
+
+
+def test_gradient_attention_calls_forward(vit):
+    x = torch.rand(2, 3, 32, 32, generator=G)
+    calls = []
+
+    def forward(t):
+        calls.append(t.shape[0])
+        return vit(t) * 2
+
+    e = vizkit.gradient_attention(vit, x, 3, forward=forward)
+    assert calls and torch.allclose(e.scores, 2 * vit(x)[:, 3].detach(), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def test_keyword_inputs_of_a_token_sequence_model(llama):
+    ids = torch.tensor([[3, 5, 7]])
+    ag = attention_gradients(llama, {"input_ids": ids, "use_cache": False}, [lambda out: out.logits[:, -1, 4]])
+    assert ag.grid is None and ag.prefix_tokens == 0 and ag.attentions[ag.layers[0]].shape == (1, 2, 3, 3)
+    one = attention_gradients(llama, {"input_ids": ids[:, :1]}, [lambda out: out.logits[:, -1, 4]])
+    assert one.attentions[one.layers[0]].shape == (1, 2, 1, 1)
+    for bad in (torch.zeros(0, 3, dtype=torch.long), torch.zeros(1, 0, dtype=torch.long)):
+        with pytest.raises(InputError, match="input_ids is empty"):
+            attention_gradients(llama, {"input_ids": bad}, [lambda out: out.logits[:, -1, 4]])
+    with pytest.raises(VizkitError, match="no image grid"):
+        _ = ag.layout
+
+
+def test_token_layout_of_attention_maps():
+    maps = {"b": torch.rand(1, 2, 5, 5, generator=G).softmax(-1)}
+    assert AttentionMaps(maps, ["b"], (2, 2), 1).layout == TokenLayout((2, 2), 1)

@@ -1,0 +1,129 @@
+"""ROAD and the confidence change (:mod:`vizkit.metrics.road`) on hand-computed cases: the percentile
+NumPy computes (ties and all), the pixels each order keeps, scores of a linear "model" whose output
+is known for any imputed image, the defaults and the chunking. Cases a mutation run found untested."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vizkit.errors import InputError
+from vizkit.metrics import confidence_change, random_map_baseline, road, road_curves
+from vizkit.metrics.road import ROAD_PERCENTILES, _keep_masks, _percentile
+
+
+@pytest.mark.parametrize("p", [0, 10, 12.5, 25, 49.9, 50, 62.5, 90, 99, 100])
+def test_percentile_is_numpys(p):
+    g = np.random.default_rng(0)
+    values = np.round(g.random((3, 11)) * 4) / 4  # many ties
+    values[2] = np.arange(11) ** 2
+    got = _percentile(torch.from_numpy(np.sort(values, 1)), p)
+    assert got.tolist() == [float(np.percentile(v, p)) for v in values]
+
+
+def test_keep_masks_by_hand():
+    maps = torch.tensor([[[0.0, 0.1], [0.5, 1.0]]])
+    # MoRF at 50: remove values >= percentile 50 of [0, .1, .5, 1] = 0.3 -> keep 0 and 0.1
+    assert _keep_masks(maps, "morf", [50]).tolist() == [[[[True, True], [False, False]]]]
+    # LeRF removes the low ones: 1 - map = [1, .9, .5, 0], percentile 50 = 0.7 -> keep .5 and 1
+    assert _keep_masks(maps, "lerf", [50]).tolist() == [[[[False, False], [True, True]]]]
+    # p = 0 removes everything (>= the minimum), p = 100 keeps all but the maximum
+    assert _keep_masks(maps, "morf", [0, 100]).tolist() == [
+        [[[False, False], [False, False]]],
+        [[[True, True], [True, False]]],
+    ]
+
+
+class Mean(nn.Module):
+    """Logits [mean, -mean, 2 * mean] of each image: the score of any imputed image is known."""
+
+    def forward(self, x):
+        m = x.mean((1, 2, 3))
+        return torch.stack([m, -m, 2 * m], 1)
+
+
+def _case():
+    x = torch.zeros(2, 1, 4, 4)
+    x[0, 0, :2] = 1.0  # image 0: top half 1, bottom half 0
+    x[1] = 0.5
+    maps = torch.zeros(2, 4, 4)
+    maps[0, :2] = torch.arange(8.0).view(2, 4) + 1  # the top half is the most relevant
+    maps[1] = torch.arange(16.0).view(4, 4)
+    return x, maps
+
+
+def test_road_curves_of_a_linear_model_by_hand():
+    x, maps = _case()
+    out = road_curves(Mean(), x, maps, 0, percentiles=[50], noise=0.0, tol=1e-8)
+    # MoRF 50 on image 0 removes the top half (values >= 0.5 of the map), imputed from the bottom half's
+    # zeros: the mean drops from 0.5 to 0; LeRF removes the zeros below, imputed from the ones: mean 1
+    assert out["morf"][0].tolist() == [pytest.approx(-0.5, abs=1e-5)]
+    assert out["lerf"][0].tolist() == [pytest.approx(0.5, abs=1e-5)]
+    # a constant image stays constant under any imputation
+    assert out["morf"][1].tolist() == [pytest.approx(0.0, abs=1e-5)]
+    assert set(out) == {"morf", "lerf"} and out["morf"].shape == (2, 1)
+    combined = road(Mean(), x, maps, 0, percentiles=[50], noise=0.0, tol=1e-8)
+    assert combined.tolist() == [pytest.approx(0.5, abs=1e-5), pytest.approx(0.0, abs=1e-5)]  # (lerf - morf) / 2
+    assert road(Mean(), x, maps, 2, percentiles=[50], order="morf", noise=0.0)[0].item() == pytest.approx(
+        -1.0, abs=1e-4
+    )
+    assert road(Mean(), x, maps, 1, percentiles=[50], order="lerf", noise=0.0)[0].item() == pytest.approx(
+        -0.5, abs=1e-4
+    )
+
+
+def test_road_defaults_and_chunks():
+    x, maps = _case()
+    seen = []
+
+    class Counting(Mean):
+        def forward(self, t):
+            seen.append(t.shape[0])
+            return super().forward(t)
+
+    a = road(Counting(), x, maps, 0)  # default percentiles 10..90, noise 0.01 seeded with 0, chunks of 16
+    # the unperturbed batch, then 2 orders x 9 percentiles x 2 images = 36 in chunks of 16 // 2 = 8 copies
+    assert seen == [2, 16, 16, 4]
+    seen.clear()
+    b = road(Counting(), x, maps, 0, percentiles=ROAD_PERCENTILES, noise=0.01, seed=0, batch_size=7)
+    assert seen == [2] + [6] * 6  # 7 // 2 = 3 copies of the batch per chunk
+    assert torch.allclose(a, b, atol=1e-4)
+    assert ROAD_PERCENTILES == (10, 20, 30, 40, 50, 60, 70, 80, 90)
+    c = road(Mean(), x, maps, 0, seed=1)
+    assert not torch.allclose(a, c, atol=1e-6)  # the noise depends on the seed
+    with pytest.raises(InputError, match="noise must be >= 0 and batch_size >= 1"):
+        road(Mean(), x, maps, 0, batch_size=0)
+    with pytest.raises(InputError, match="orders must be a non-empty subset"):
+        road_curves(Mean(), x, maps, 0, orders=())
+    with pytest.raises(InputError, match=r"percentiles must be a non-empty list of numbers in \[0, 100\]"):
+        road(Mean(), x, maps, 0, percentiles=[101])
+
+
+def test_confidence_change_by_hand():
+    x, maps = _case()
+    w = torch.zeros(2, 4, 4)
+    w[0] = 0.5  # halves image 0: mean 0.5 -> 0.25; image 1 x 2: mean 0.5 -> 1
+    w[1] = 2.0
+    cc = confidence_change(Mean(), x, w, 0)
+    assert cc.drop.tolist() == [pytest.approx(0.25), 0.0] and cc.increase.tolist() == [0.0, 1.0]
+    # class 1 scores -mean: the changes flip
+    cc1 = confidence_change(Mean(), x, w, 1)
+    assert cc1.drop.tolist() == [0.0, pytest.approx(0.5)] and cc1.increase.tolist() == [1.0, 0.0]
+    same = confidence_change(Mean(), x, torch.ones(2, 4, 4), 0)
+    assert same.increase.tolist() == [0.0, 0.0] and same.drop.tolist() == [0.0, 0.0]
+
+
+def test_random_map_baseline_averages_seeded_draws():
+    x, _ = _case()
+    got = random_map_baseline(confidence_change, Mean(), x, 0, seed=4, repeats=3)
+    g = torch.Generator().manual_seed(4)
+    draws = [confidence_change(Mean(), x, torch.rand(2, 4, 4, generator=g), 0) for _ in range(3)]
+    assert torch.allclose(got.drop, torch.stack([d.drop for d in draws]).mean(0))
+    assert torch.allclose(got.increase, torch.stack([d.increase for d in draws]).mean(0))
+    one = random_map_baseline(confidence_change, Mean(), x, 0)
+    first = confidence_change(Mean(), x, torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0)), 0)
+    assert torch.allclose(one.drop, first.drop)
+    with pytest.raises(InputError, match="repeats must be >= 1"):
+        random_map_baseline(confidence_change, Mean(), x, 0, repeats=0)

@@ -1,0 +1,192 @@
+"""The pure parts of VLM generate-time capture (:mod:`vizkit.models.vlm.trace`) by hand: images to PIL,
+the text each token adds (with the zoo's byte-level tokenizer, characters split over several
+tokens and cut by the context window), the layers and the head asked for, the inputs extended by
+an answer, the end-of-sequence ids and where the start phrase begins. Cases a mutation run found
+untested."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import vlm_folders as VF
+from PIL import Image
+from transformers import AutoTokenizer
+
+from vizkit.errors import InputError, ParameterError
+from vizkit.io import data_root
+from vizkit.models.vlm import load_vlm
+from vizkit.models.vlm.trace import (
+    _eos_ids,
+    build_inputs,
+    check_head,
+    extend_inputs,
+    find_start,
+    resolve_layers,
+    to_pil,
+    token_pieces,
+)
+from vizkit.positions import PositionMap, Trace
+
+
+def test_to_pil():
+    rgba = Image.fromarray(np.full((2, 3, 4), 200, np.uint8), "RGBA")
+    assert to_pil(rgba).mode == "RGB" and np.array_equal(np.asarray(to_pil(rgba)), np.full((2, 3, 3), 200))
+    a = np.arange(18, dtype=np.uint8).reshape(2, 3, 3)
+    assert np.array_equal(np.asarray(to_pil(a)), a)
+    grey = np.array([[0, 255]], np.uint8)
+    assert to_pil(grey).mode == "RGB" and np.asarray(to_pil(grey)).tolist() == [[[0] * 3, [255] * 3]]
+    # floats in [0, 1]: x 255, rounded (half to even), clipped
+    f = np.array([[[-0.5, 0.0, 0.5], [0.2, 1.0, 1.5]]])
+    assert np.asarray(to_pil(f)).tolist() == [[[0, 0, 128], [51, 255, 255]]]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(data_root() / "zoo" / "tiny_vlm")
+
+
+def _ids(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+def test_token_pieces_by_hand(tokenizer):
+    ids = _ids(tokenizer, "café ok")  # é is two byte-level tokens
+    assert ids == [70, 68, 73, 131, 106, 266, 78]
+    assert token_pieces(tokenizer, ids) == ["c", "a", "f", "", "é", " o", "k"]
+    assert token_pieces(tokenizer, np.array(ids, np.int64)) == ["c", "a", "f", "", "é", " o", "k"]
+    # a short context cuts é at the window's left edge: its stray half is not new text
+    assert token_pieces(tokenizer, ids, context=1) == ["c", "a", "f", "", "é", " o", "k"]
+    euro = _ids(tokenizer, "naïve € x")  # € is three byte-level tokens
+    want = ["n", "a", "", "ï", "v", "e", " ", "", "", "€", " ", "x"]
+    assert token_pieces(tokenizer, euro) == want and token_pieces(tokenizer, euro, context=2) == want
+    assert token_pieces(tokenizer, _ids(tokenizer, "The star is red.")) == ["The", " star", " is", " red", "."]
+    # special tokens are kept as their text, never cleaned up
+    assert token_pieces(tokenizer, [1] + _ids(tokenizer, "a , b")) == ["<s>", "a", " ", ",", " ", "b"]
+    assert token_pieces(tokenizer, []) == []
+
+
+def test_token_pieces_far_from_the_start(tokenizer):
+    ids = _ids(tokenizer, "é" + " b" * 9)  # the context window slides past é's first byte
+    pieces = token_pieces(tokenizer, ids)
+    assert pieces[:4] == ["", "é", " ", "b"] and "".join(pieces) == "é" + " b" * 9
+    assert token_pieces(tokenizer, ids, context=3) == pieces
+
+
+@pytest.mark.parametrize(
+    "num_layers, layer_idx, layers, want",
+    [
+        (32, None, None, [20]),
+        (21, None, None, [20]),
+        (20, None, None, [19]),
+        (4, None, None, [3]),
+        (4, 2, None, [2]),
+        (4, -1, None, [3]),
+        (4, -4, None, [0]),
+        (4, None, [1, -1, 3, 1], [1, 3]),
+        (4, 0, [2], [2]),
+    ],
+)
+def test_resolve_layers(num_layers, layer_idx, layers, want):
+    assert resolve_layers(num_layers, layer_idx, layers) == want
+
+
+@pytest.mark.parametrize("bad", [4, -5, 7])
+def test_resolve_layers_out_of_range(bad):
+    with pytest.raises(
+        ParameterError, match=rf"layer index {bad} is out of range: the model has 4 decoder layers \(0..3\)"
+    ):
+        resolve_layers(4, bad)
+
+
+def test_check_head():
+    assert check_head("mean", 4) == "mean" and check_head("max", 4) == "max"
+    assert check_head("2", 4) == 2 and check_head(3, 4) == 3
+    assert check_head(-1, 4) == 3 and check_head("-4", 4) == 0
+    assert isinstance(check_head("1", 4), int)
+    for bad in (4, -5, "9"):
+        with pytest.raises(ParameterError, match=r"is out of range: the decoder has 4 heads \(0..3\)"):
+            check_head(bad, 4)
+    for bad in ("all", "MAX", None, 1.5j):
+        with pytest.raises(ParameterError, match="use mean, max or a head index"):
+            check_head(bad, 4)
+
+
+def test_extend_inputs():
+    inputs = {
+        "input_ids": torch.tensor([[5, 6, 7, 4]], dtype=torch.int32),
+        "attention_mask": torch.ones(1, 4, dtype=torch.bool),
+        "token_type_ids": torch.tensor([[1, 1, 1, 1]]),
+        "pixel_values": torch.zeros(1, 3, 2, 2),
+        "image_grid_thw": torch.tensor([[1, 2, 3]]),  # 2-D but not per token: unchanged
+        "note": "kept",
+    }
+    full = extend_inputs(inputs, [8, 9])
+    assert full["input_ids"].dtype == torch.int32 and full["input_ids"].tolist() == [[5, 6, 7, 4, 8, 9]]
+    assert full["attention_mask"].dtype == torch.bool and full["attention_mask"].tolist() == [[True] * 6]
+    assert full["token_type_ids"].tolist() == [[1, 1, 1, 1, 0, 0]]
+    assert full["pixel_values"] is inputs["pixel_values"] and full["image_grid_thw"] is inputs["image_grid_thw"]
+    assert full["note"] == "kept" and inputs["input_ids"].shape == (1, 4)  # the original is untouched
+    # the meta device stands in for a GPU: the answer tokens are made where the prompt is
+    meta = extend_inputs({k: v.to("meta") for k, v in inputs.items() if torch.is_tensor(v)}, [8])
+    assert meta["input_ids"].device.type == "meta" and meta["input_ids"].shape == (1, 5)
+
+
+@pytest.fixture(scope="module")
+def qwen(tmp_path_factory):
+    return load_vlm(VF.save_random_qwen2_vl(tmp_path_factory.mktemp("trace") / "q", layers=1, heads=2, kv_heads=1))
+
+
+def test_eos_ids(qwen):
+    gen, tok = qwen.model.generation_config, qwen.tokenizer
+    saved = gen.eos_token_id, tok.eos_token_id
+    try:
+        gen.eos_token_id = [5, 7]
+        assert _eos_ids(qwen) == {5, 7, tok.eos_token_id}
+        gen.eos_token_id = 9
+        assert _eos_ids(qwen) == {9, tok.eos_token_id}
+        gen.eos_token_id = None
+        assert _eos_ids(qwen) == {tok.eos_token_id}
+        tok.eos_token = None
+        assert tok.eos_token_id is None and _eos_ids(qwen) == set()
+    finally:
+        gen.eos_token_id = saved[0]
+        tok.eos_token = tok.convert_ids_to_tokens(saved[1]) if saved[1] is not None else None
+
+
+def test_build_inputs_without_and_with_images(qwen):
+    inputs, prompt = build_inputs(qwen, "Which shape?", [])
+    assert "Which shape?" in prompt and "original_sizes" in inputs
+    assert inputs["original_sizes"].dtype == torch.long and inputs["original_sizes"].shape == (0, 2)
+    image = np.zeros((30, 50, 3), np.uint8)
+    inputs, prompt = build_inputs(qwen, "What colour is it?", [image, Image.fromarray(image[:20])])
+    assert "What colour is it?" in prompt
+    assert inputs["original_sizes"].tolist() == [[30, 50], [20, 50]] and inputs["original_sizes"].dtype == torch.long
+
+
+def _trace(pieces: list[str], prompt_len: int, mode: str = "generate") -> Trace:
+    n = len(pieces)
+    text = "".join(pieces[prompt_len:])
+    return Trace(np.arange(n), prompt_len, pieces, PositionMap.empty(n, prompt_len), {}, text, mode, "all", [])
+
+
+def test_find_start():
+    t = _trace(["<p>", "Q", "Hello", " there", ",", " Based", " on", " it", " Based", " on"], 2)
+    assert find_start(t, None) == 0 and find_start(t, "") == 0
+    assert find_start(t, "Hello") == 0
+    assert find_start(t, "there") == 1  # begins inside the token " there"
+    assert find_start(t, " there") == 1
+    assert find_start(t, ", Based on") == 2
+    assert find_start(t, "Based on") == 3  # the first occurrence
+    assert find_start(t, "it") == 5
+    long = _trace(["<p>"] + [" w"] * 14, 1, mode="solution")
+    with pytest.raises(
+        InputError,
+        match=r"start phrase 'zz' is not in the solution text; its first words are: 'w w w w w w w w w w w w'",
+    ):
+        find_start(long, "zz")
+    with pytest.raises(InputError, match="is not in the generated text"):
+        find_start(t, "zz")
+    # pieces that do not add up to the text (a tokenizer that normalises): the first token
+    odd = Trace(np.arange(3), 1, ["<p>", "a", "b"], PositionMap.empty(3, 1), {}, "xyzab", "generate", "all", [])
+    assert find_start(odd, "ab") == 0
