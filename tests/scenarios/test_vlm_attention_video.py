@@ -272,16 +272,13 @@ def test_video_frames_npz_report_and_explorer(tiny, benchmark, tmp_path):
     np.testing.assert_array_equal(ex.drawn, V.FrameRenderer(t, 1, 0).frame(ex.token.max))
 
 
-def test_render_speed_png_fallback_and_cjk(vlm_dirs, tmp_path, monkeypatch):
-    import time
-
+def test_png_fallback_and_cjk(vlm_dirs, tmp_path, monkeypatch):
+    # frame-rendering speed is a benchmark's business (benchmarks/), not a timed unit test
     vlm = V.load_vlm(vlm_dirs["qwen2_vl"])
     trace = V.trace_sample(vlm, "星星是什么颜色？ What colour?", _images(2), [1], max_new_tokens=40, start_phrase=None)
     r = V.FrameRenderer(trace, 1, "max")
-    t0 = time.perf_counter()
     frames = [r.frame(j) for j in trace.frame_tokens]
-    fps = len(frames) / (time.perf_counter() - t0)
-    assert fps >= 20, fps
+    assert frames and all(f.ndim == 3 and f.shape[2] == 3 for f in frames)
     monkeypatch.setattr(token_video, "ffmpeg_problem", lambda: "no ffmpeg here")
     out, why = token_video.write_token_video(r, tmp_path / "v.mp4")
     assert "no ffmpeg here" in why and not (tmp_path / "v.mp4").exists()
