@@ -1,7 +1,7 @@
 """Per-module mutation score of the last ``mutmut run`` (``make mutation``).
 
 Reads mutmut's results (``mutants/**/*.py.meta``) and the mutants listed as equivalent in
-``docs/mutation.md`` (table rows that start with a mutant name in backticks) and prints, per mutated
+``docs/development/mutation.md`` (table rows that start with a mutant name in backticks) and prints, per mutated
 module: total, killed (a test failed or timed out), survived, equivalent, no tests (no selected test
 runs the function) and the score ``killed / (total - equivalent)``. Surviving mutants that are not
 listed as equivalent are printed by name (``mutmut show <name>`` shows the diff).
@@ -72,7 +72,7 @@ def table(by_file: dict[str, dict[str, int | None]], equivalent: set[str]) -> tu
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mutants", type=Path, default=Path("mutants"), help="mutmut's working folder")
-    parser.add_argument("--equivalents", type=Path, default=Path("docs/mutation.md"))
+    parser.add_argument("--equivalents", type=Path, default=Path("docs/development/mutation.md"))
     parser.add_argument("--fail-under", type=float, default=None, help="minimum score per module, in percent")
     args = parser.parse_args(argv)
 
