@@ -2,10 +2,12 @@
 (one of each per captured layer: :func:`write_layer_videos`).
 
 Frames are composed with PIL / numpy (no matplotlib per frame): on the left the text so far,
-each earlier token's background red -> green by the current step's attention, the current token
-blue; on the right each image with its high-resolution patch mosaic coloured by the attention
-over its patches (tiles already stitched by the family adapter), and -- for tiled families -- the
-global thumbnail view as its own panel.
+each earlier token's background coloured by the current step's attention through the suite's
+relevance colormap (:data:`vizkit.render.RELEVANCE_CMAP`, black = none, pale yellow = the most),
+the current token blue; on the right each image with its high-resolution patch mosaic coloured by
+the attention over its patches (each cell's opacity proportional to its weight, as
+:func:`vizkit.render.overlay` does; tiles already stitched by the family adapter), and -- for
+tiled families -- the global thumbnail view as its own panel. A colorbar in the header.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from .positions import GENERATED, IMAGE, SPECIAL, TEXT, Trace
-from .render import CJK_FONTS, save_image, write_video
+from .render import CJK_FONTS, OVERLAY_ALPHA, RELEVANCE_CMAP, save_image, write_video
 
 __all__ = [
-    "red_green",
+    "relevance_rgb",
     "load_font",
     "FrameRenderer",
     "write_token_video",
@@ -33,14 +35,21 @@ __all__ = [
     "relevance_figure",
 ]
 
-_LOW, _HIGH = np.array([229.0, 57.0, 53.0]), np.array([67.0, 160.0, 71.0])  # red (low) -> green (high)
 _CURRENT = (30, 100, 230)  # the current token: blue
 
 
-def red_green(w: np.ndarray) -> np.ndarray:
-    """uint8 RGB ``[..., 3]`` for weights in [0, 1]: red (0) -> green (1)."""
-    w = np.clip(np.asarray(w, dtype=np.float64), 0, 1)[..., None]
-    return ((1 - w) * _LOW + w * _HIGH).round().astype(np.uint8)
+def relevance_rgb(w: Any) -> np.ndarray:
+    """uint8 RGB ``[..., 3]`` for weights in [0, 1] (clipped) through :data:`vizkit.render.RELEVANCE_CMAP`:
+    black (0) -> pale yellow (1)."""
+    import matplotlib
+
+    w = np.clip(np.asarray(w, dtype=np.float64), 0, 1)
+    return (np.asarray(matplotlib.colormaps[RELEVANCE_CMAP](w))[..., :3] * 255).round().astype(np.uint8)
+
+
+def _ink(fill: Sequence[int]) -> tuple[int, int, int]:
+    """Black or white text, whichever reads on ``fill`` (RGB 0..255)."""
+    return (0, 0, 0) if 0.299 * fill[0] + 0.587 * fill[1] + 0.114 * fill[2] >= 128 else (255, 255, 255)
 
 
 def _has_cjk(text: str) -> bool:
@@ -87,15 +96,18 @@ def _to_rgb(image: Any) -> Any:
 def _overlay(
     picture: np.ndarray, weights: np.ndarray, grid: tuple[int, int], tiles: np.ndarray | None = None
 ) -> np.ndarray:
-    """``picture`` ``[h, w, 3]`` float blended with the ``grid`` cells coloured by ``weights``
-    (row-major, in [0, 1]), cell borders white; where ``tiles`` (the tile index of each cell,
-    row-major) changes between neighbouring cells, a dark line: the seams of a stitched mosaic."""
+    """``picture`` ``[h, w, 3]`` float (0..255) blended with the ``grid`` cells coloured by ``weights``
+    (row-major, in [0, 1]) at opacity ``OVERLAY_ALPHA * weight`` (a cell of weight 0 keeps the picture's
+    colours), cell borders white; where ``tiles`` (the tile index of each cell, row-major) changes
+    between neighbouring cells, a dark line: the seams of a stitched mosaic."""
     import cv2
 
     gh, gw = grid
     h, w = picture.shape[:2]
-    cells = red_green(weights.reshape(gh, gw)).astype(np.float32)
-    blend = 0.45 * picture + 0.55 * cv2.resize(cells, (w, h), interpolation=cv2.INTER_NEAREST)
+    unit = np.clip(np.asarray(weights, np.float32).reshape(gh, gw), 0, 1)
+    cells = cv2.resize(relevance_rgb(unit).astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
+    opacity = cv2.resize(OVERLAY_ALPHA * unit, (w, h), interpolation=cv2.INTER_NEAREST)[..., None]
+    blend = (1 - opacity) * picture + opacity * cells
     if gh <= h // 3 and gw <= w // 3:  # borders only while cells stay visible
         blend[np.linspace(0, h, gh + 1).round().astype(int).clip(0, h - 1), :] = 255
         blend[:, np.linspace(0, w, gw + 1).round().astype(int).clip(0, w - 1)] = 255
@@ -132,7 +144,8 @@ class FrameRenderer:
         self.trace, self.layer, self.head, self.sinks = trace, layer, head, sinks
         self.rows = trace.head_rows(layer, head, sinks=sinks)
         self.font = load_font(font_size, cjk=_has_cjk("".join(trace.pieces)))
-        self.small = load_font(max(10, font_size - 3))
+        self.small_size = max(11, font_size - 3)
+        self.small = load_font(self.small_size)
         self.text_w, self.line_h = text_width, font_size + 8
         self.header_h = 2 * self.line_h + 6
         pm = trace.pmap
@@ -204,6 +217,7 @@ class FrameRenderer:
             fill=(60, 60, 60),
             font=self.small,
         )
+        self._colorbar(d)
         shown = [it for it in self.items if it[0] <= p]
         text_pos = np.array([it[0] for it in shown if it[0] < p and not it[5]], dtype=np.int64)
         cur_y = shown[-1][3] if shown else 0
@@ -218,7 +232,8 @@ class FrameRenderer:
             elif chip:
                 fill, ink = (200, 200, 200), (0, 0, 0)
             else:
-                fill, ink = tuple(int(v) for v in red_green(row[pos] / scale if scale > 0 else 0.0)), (0, 0, 0)
+                fill = tuple(int(v) for v in relevance_rgb(row[pos] / scale if scale > 0 else 0.0))
+                ink = _ink(fill)
             d.rectangle((x, yy, x + w, yy + self.line_h - 2), fill=fill)
             d.text((x, yy + 2), text, fill=ink, font=self.font)
         out = np.asarray(canvas).copy()
@@ -245,6 +260,17 @@ class FrameRenderer:
                 font=self.small,
             )
         return np.asarray(canvas)
+
+    def _colorbar(self, d: Any, width: int = 120) -> None:
+        """The colour scale at the header's right: "0", the gradient, "max" (text tokens scaled by the
+        largest shown text weight, image cells by the largest image weight)."""
+        x1 = self.width - 8 - int(self.small.getlength("max"))
+        x0 = x1 - 6 - width
+        y = 4 + self.line_h
+        d.text((x0 - 6 - int(self.small.getlength("0")), y), "0", fill=(0, 0, 0), font=self.small)
+        for i, c in enumerate(relevance_rgb(np.linspace(0, 1, width))):
+            d.line((x0 + i, y + 2, x0 + i, y + self.line_h - 8), fill=tuple(int(v) for v in c))
+        d.text((x1, y), "max", fill=(0, 0, 0), font=self.small)
 
     def frames(self) -> Iterator[np.ndarray]:
         for j in self.trace.frame_tokens:
@@ -276,10 +302,18 @@ def write_token_video(renderer: FrameRenderer, path: str | Path, fps: int = 4) -
     return folder, f"{problem}: wrote the frames as PNGs into {folder} instead of {path.name}"
 
 
-def contact_sheet(renderer: FrameRenderer, count: int = 8, columns: int = 4, scale: float = 0.5) -> np.ndarray:
-    """``count`` evenly spaced frames tiled ``columns`` wide, each scaled by ``scale``: ``[H, W, 3]`` uint8."""
+def contact_sheet(renderer: FrameRenderer, count: int = 8, columns: int = 2, scale: float = 1.0) -> np.ndarray:
+    """``count`` evenly spaced frames tiled ``columns`` wide, each scaled by ``scale``: ``[H, W, 3]`` uint8.
+
+    The smallest text must stay readable: ``scale`` times the renderer's small font size must be at
+    least 10 px (at the default 1.0 the frames keep their own size)."""
     import cv2
 
+    if renderer.small_size * scale < 10:
+        raise ValueError(
+            f"scale {scale} shrinks the {renderer.small_size}-px text below 10 px; use at least "
+            f"{10 / renderer.small_size:.2f}"
+        )
     tokens = list(renderer.trace.frame_tokens)
     pick = sorted({tokens[int(round(i))] for i in np.linspace(0, len(tokens) - 1, min(count, len(tokens)))})
     thumbs = [cv2.resize(renderer.frame(j), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for j in pick]
@@ -366,15 +400,11 @@ def relevance_figure(
                     image=pic,
                     heatmap=up(a),
                     title=f"{attention_title}\n{image_share(trace, attention):.0%} on image positions",
-                    cmap="inferno",
-                    alpha=0.6,
                 ),
                 Panel(
                     image=pic,
                     heatmap=up(r),
                     title=f"{relevance_title}\n{image_share(trace, relevance):.0%} on image positions",
-                    cmap="inferno",
-                    alpha=0.6,
                 ),
             ]
         )
