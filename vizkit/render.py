@@ -104,6 +104,8 @@ __all__ = [
     "normalize_map",
     "outline_pixels",
     "overlay",
+    "overlay_to_save",
+    "panel_axes",
     "render_token_strip",
     "save_figure",
     "save_image",
@@ -613,6 +615,11 @@ def render_token_strip(
     return texts
 
 
+def panel_axes(fig: Figure) -> list[Axes]:
+    """The axes of ``fig`` without its colorbars (the panels, in creation order)."""
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
 def figure_to_array(fig: Figure) -> np.ndarray:
     """Render ``fig`` with Agg and return uint8 ``H x W x 3`` RGB pixels.
 
@@ -648,20 +655,18 @@ def save_image(image: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def save_overlay(
+def overlay_to_save(
     image: Any,
     heatmap: Any,
-    path: str | os.PathLike[str],
     alpha: float = OVERLAY_ALPHA,
     cmap: str = RELEVANCE_CMAP,
     mask: Any = None,
     min_side: int = MIN_SAVED_SIDE,
-) -> Path:
-    """Atomically save :func:`overlay` of ``heatmap`` ``[h, w]`` on ``image`` as an 8-bit RGB file
-    whose short side is at least ``min_side`` pixels: a smaller image is first upsampled (bicubic,
-    aspect kept), the map resized to it bilinearly. ``mask`` (optional ``[h', w']``): the
-    ground-truth outline, :data:`OUTLINE_COLOR` pixels on its one-pixel boundary
-    (:func:`outline_pixels`) at the saved size. Returns ``path``."""
+) -> np.ndarray:
+    """:func:`overlay` of ``heatmap`` ``[h, w]`` on ``image`` with a short side of at least ``min_side``
+    pixels: a smaller image is first upsampled (bicubic, aspect kept), the map resized to it
+    bilinearly. ``mask`` (optional ``[h', w']``): the ground-truth outline, :data:`OUTLINE_COLOR`
+    pixels on its one-pixel boundary (:func:`outline_pixels`) at that size. Float32 ``[H', W', 3]``."""
     img = to_numpy_image(image)
     h, w = img.shape[:2]
     if min(h, w) < min_side:
@@ -671,7 +676,21 @@ def save_overlay(
     out = overlay(img, heatmap, alpha=alpha, cmap=cmap)
     if mask is not None:
         out[outline_pixels(mask, out.shape[:2])] = to_rgb(OUTLINE_COLOR)
-    return save_image(out, path)
+    return out
+
+
+def save_overlay(
+    image: Any,
+    heatmap: Any,
+    path: str | os.PathLike[str],
+    alpha: float = OVERLAY_ALPHA,
+    cmap: str = RELEVANCE_CMAP,
+    mask: Any = None,
+    min_side: int = MIN_SAVED_SIDE,
+) -> Path:
+    """Atomically save :func:`overlay_to_save` (short side at least ``min_side`` pixels, the
+    ``mask`` outline when given) as an 8-bit RGB file. Returns ``path``."""
+    return save_image(overlay_to_save(image, heatmap, alpha, cmap, mask, min_side), path)
 
 
 def write_video(frames: Iterable[Any], path: str | os.PathLike[str], fps: int = 2) -> Path:

@@ -169,7 +169,7 @@ def test_figure_grid_visible_axes_and_validation():
         [Panel(image=img, kind="image")],  # short row -> padded with empty cells
     ]
     fig = render.figure_grid(panels, titles=["a", "b"], suptitle="grid")
-    cells = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    cells = render.panel_axes(fig)
     bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
     assert len(cells) == 6 and len(bars) == 2  # one shared by the overlays, the heatmap's own
     assert sum(ax.axison for ax in cells) == 3
