@@ -314,11 +314,12 @@ def _finish_axes(ax: Axes, title: str | None) -> None:
         ax.set_title(title)
 
 
-def _colorbar(ax: Axes | Sequence[Axes], mappable: Any, label: str) -> Any:
-    """A colorbar beside ``ax`` (one axes, or several sharing it) whose label states the scale."""
+def _colorbar(ax: Axes | Sequence[Axes], mappable: Any, label: str, **where: Any) -> Any:
+    """A colorbar beside ``ax`` (one axes, or several sharing it; ``where``: matplotlib's placement
+    options) whose label states the scale."""
     axes = ax if isinstance(ax, Axes) else list(ax)
     fig = axes.figure if isinstance(axes, Axes) else axes[0].figure
-    cbar = fig.colorbar(mappable, ax=axes, fraction=0.046, pad=0.04)
+    cbar = fig.colorbar(mappable, ax=axes, **({"fraction": 0.046, "pad": 0.04} | where))
     cbar.set_label(label, fontsize="small")
     cbar.ax.tick_params(labelsize="small")
     return cbar
@@ -491,7 +492,7 @@ def figure_grid(
     per row, written vertically at the left of each row. Drawn panels keep their
     frame (ticks off); empty cells have the axis turned off entirely.
 
-    ``colorbar``: the overlay panels share one colorbar at the right of the grid when they share
+    ``colorbar``: the overlay panels share one colorbar below the grid when they share
     a colormap and a scale (each normalised to [0, 1], or one ``vmin`` .. ``vmax``), its label
     stating which; otherwise each map panel gets its own. Heatmap panels (raw values) always get
     their own.
@@ -506,8 +507,9 @@ def figure_grid(
     scales = {(p.cmap, p.vmin, p.vmax) for p in overlays}
     shared = colorbar and len(scales) == 1
     if figsize is None:
-        figsize = (3.0 * ncols + (0.8 if shared else 0.0), 3.0 * nrows + (0.4 if suptitle else 0.0))
+        figsize = (3.0 * ncols, 3.0 * nrows + (0.4 if suptitle else 0.0) + (0.6 if shared else 0.0))
     fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, layout="constrained")
+    fig.get_layout_engine().set(h_pad=0.1)  # room between the suptitle, panel titles and rows
     for r in range(nrows):
         for c in range(ncols):
             panel = panels[r][c] if c < len(panels[r]) else None
@@ -529,8 +531,8 @@ def figure_grid(
     if shared:
         cmap, vmin, vmax = scales.pop()
         norm = Normalize(0.0, 1.0) if vmin is None and vmax is None else Normalize(vmin, vmax)
-        cbar = fig.colorbar(ScalarMappable(norm, cmap), ax=axes.ravel().tolist(), shrink=0.8)
-        cbar.set_label(_scale_label(vmin, vmax), fontsize="small")
+        bar = {"location": "bottom", "shrink": min(0.6, 1.5 / ncols + 0.2), "aspect": 30, "pad": 0.02}
+        _colorbar(axes.ravel().tolist(), ScalarMappable(norm, cmap), _scale_label(vmin, vmax), **bar)
     if suptitle:
         fig.suptitle(suptitle)
     return fig

@@ -174,7 +174,8 @@ def test_figure_grid_visible_axes_and_validation():
     assert len(cells) == 6 and len(bars) == 2  # one shared by the overlays, the heatmap's own
     assert sum(ax.axison for ax in cells) == 3
     assert sum(len(ax.images) for ax in cells) == 3
-    assert [b.get_ylabel() for b in bars] == ["raw value", "normalised per panel to [0, 1]"]
+    assert bars[0].get_ylabel() == "raw value"  # the heatmap's own, at its right
+    assert bars[1].get_xlabel() == "normalised per panel to [0, 1]"  # the overlays', below the grid
     assert len(render.figure_grid(panels, colorbar=False).axes) == 6
     with pytest.raises(ValueError, match="row titles"):
         render.figure_grid(panels, titles=["only one"])
@@ -182,6 +183,16 @@ def test_figure_grid_visible_axes_and_validation():
         Panel(image=img)
     with pytest.raises(ValueError, match="kind"):
         Panel(image=img, heatmap=hm, kind="nope")
+
+
+def test_figure_grid_suptitle_clears_the_panel_titles():
+    img, hm = _rng_image(8, 8), np.random.default_rng(6).random((2, 2))
+    row = [Panel(img, hm, title=f"layer {i}\np = 0.3") for i in range(5)]
+    fig = render.figure_grid([row, row[:1]], titles=["a", "b"], suptitle="worst mistakes")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    top = max(ax.title.get_window_extent(renderer).y1 for ax in render.panel_axes(fig) if ax.get_title())
+    assert fig.get_suptitle() == "worst mistakes" and fig._suptitle.get_window_extent(renderer).y0 - top >= 8
 
 
 def test_show_heatmap_colorbar_and_ticks_off():
