@@ -233,7 +233,9 @@ class HeatmapPane:
         """Show a :class:`HeatmapView` (what :meth:`draw` builds from its arguments)."""
         png_map, png_over = heatmap_pngs(view, self.cmap, self.size)
         lo, hi = float(view.heat.min()), float(view.heat.max())
-        if view.diverging:  # the panel's scale: symmetric about 0
+        if hi == lo:  # a constant map has no scale to show: say so
+            bar = f"<small>the map is {lo:.3g} everywhere</small>"
+        elif view.diverging:  # the panel's scale: symmetric about 0
             bound = max(abs(lo), abs(hi)) or 1.0
             bar = colorbar_html(render.SIGNED_CMAP, -bound, bound)
         else:

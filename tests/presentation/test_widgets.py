@@ -63,6 +63,8 @@ def test_titles_carry_a_colorbar_of_the_panel_scale():
     assert "opacity" in pane.overlay_title.value
     pane.draw(np.array([[-0.5, 0.25]], np.float32), np.zeros((8, 8, 3), np.float32), diverging=True)
     assert colorbar_html("RdBu_r", -0.5, 0.5) in pane.map_title.value  # symmetric about 0
+    pane.draw(np.zeros((2, 2), np.float32), np.zeros((8, 8, 3), np.float32))
+    assert "the map is 0 everywhere" in pane.map_title.value and "gradient" not in pane.map_title.value
 
 
 def test_describe_controls_names_what_the_browser_moves():
