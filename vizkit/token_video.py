@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +39,19 @@ __all__ = [
 _CURRENT = (30, 100, 230)  # the current token: blue
 
 
-def relevance_rgb(w: Any) -> np.ndarray:
-    """uint8 RGB ``[..., 3]`` for weights in [0, 1] (clipped) through :data:`vizkit.render.RELEVANCE_CMAP`:
-    black (0) -> pale yellow (1)."""
+@lru_cache(maxsize=1)
+def _relevance_lut() -> np.ndarray:
+    """``[256, 3]`` uint8: :data:`vizkit.render.RELEVANCE_CMAP` at its 256 levels."""
     import matplotlib
 
-    w = np.clip(np.asarray(w, dtype=np.float64), 0, 1)
-    return (np.asarray(matplotlib.colormaps[RELEVANCE_CMAP](w))[..., :3] * 255).round().astype(np.uint8)
+    return (matplotlib.colormaps[RELEVANCE_CMAP](np.arange(256))[:, :3] * 255).round().astype(np.uint8)
+
+
+def relevance_rgb(w: Any) -> np.ndarray:
+    """uint8 RGB ``[..., 3]`` for weights in [0, 1] (clipped) through :data:`vizkit.render.RELEVANCE_CMAP`
+    (its 256 levels, as matplotlib quantises it): black (0) -> pale yellow (1)."""
+    w = np.clip(np.nan_to_num(np.asarray(w, dtype=np.float64)), 0, 1)
+    return _relevance_lut()[np.minimum((w * 256).astype(np.intp), 255)]
 
 
 def _ink(fill: Sequence[int]) -> tuple[int, int, int]:
@@ -105,9 +112,10 @@ def _overlay(
     gh, gw = grid
     h, w = picture.shape[:2]
     unit = np.clip(np.asarray(weights, np.float32).reshape(gh, gw), 0, 1)
-    cells = cv2.resize(relevance_rgb(unit).astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
+    cells = cv2.resize(relevance_rgb(unit), (w, h), interpolation=cv2.INTER_NEAREST)
     opacity = cv2.resize(OVERLAY_ALPHA * unit, (w, h), interpolation=cv2.INTER_NEAREST)[..., None]
-    blend = (1 - opacity) * picture + opacity * cells
+    picture = np.asarray(picture, np.float32)
+    blend = picture + opacity * (cells - picture)  # (1 - opacity) * picture + opacity * cells
     if gh <= h // 3 and gw <= w // 3:  # borders only while cells stay visible
         blend[np.linspace(0, h, gh + 1).round().astype(int).clip(0, h - 1), :] = 255
         blend[:, np.linspace(0, w, gw + 1).round().astype(int).clip(0, w - 1)] = 255
@@ -163,6 +171,7 @@ class FrameRenderer:
         self.width = max(x, text_width + 40)
         self.height = max(self.header_h + image_height + 2 * self.line_h + 8, 420)
         self._layout()
+        self.scale_image = self._scale_image()
 
     def _layout(self) -> None:
         """Where each shown item goes: (position, text, x, y, width, is_chip)."""
@@ -217,7 +226,7 @@ class FrameRenderer:
             fill=(60, 60, 60),
             font=self.small,
         )
-        self._colorbar(d)
+        canvas.paste(self.scale_image, (self.width - self.scale_image.width - 8, 4 + self.line_h))
         shown = [it for it in self.items if it[0] <= p]
         text_pos = np.array([it[0] for it in shown if it[0] < p and not it[5]], dtype=np.int64)
         cur_y = shown[-1][3] if shown else 0
@@ -261,16 +270,20 @@ class FrameRenderer:
             )
         return np.asarray(canvas)
 
-    def _colorbar(self, d: Any, width: int = 120) -> None:
-        """The colour scale at the header's right: "0", the gradient, "max" (text tokens scaled by the
-        largest shown text weight, image cells by the largest image weight)."""
-        x1 = self.width - 8 - int(self.small.getlength("max"))
-        x0 = x1 - 6 - width
-        y = 4 + self.line_h
-        d.text((x0 - 6 - int(self.small.getlength("0")), y), "0", fill=(0, 0, 0), font=self.small)
-        for i, c in enumerate(relevance_rgb(np.linspace(0, 1, width))):
-            d.line((x0 + i, y + 2, x0 + i, y + self.line_h - 8), fill=tuple(int(v) for v in c))
-        d.text((x1, y), "max", fill=(0, 0, 0), font=self.small)
+    def _scale_image(self, width: int = 120) -> Any:
+        """The colour scale drawn at each header's right: "0", the gradient, "max" (text tokens scaled by
+        the largest shown text weight, image cells by the largest image weight); rendered once."""
+        from PIL import Image, ImageDraw
+
+        zero, top = int(self.small.getlength("0")), int(self.small.getlength("max"))
+        image = Image.new("RGB", (zero + width + top + 12, self.line_h), (255, 255, 255))
+        d = ImageDraw.Draw(image)
+        d.text((0, 0), "0", fill=(0, 0, 0), font=self.small)
+        image.paste(
+            Image.fromarray(np.repeat(relevance_rgb(np.linspace(0, 1, width))[None], 12, axis=0)), (zero + 6, 2)
+        )
+        d.text((zero + width + 12, 0), "max", fill=(0, 0, 0), font=self.small)
+        return image
 
     def frames(self) -> Iterator[np.ndarray]:
         for j in self.trace.frame_tokens:
