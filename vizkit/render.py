@@ -293,7 +293,7 @@ def overlay(
 
 
 def outline_pixels(mask: Any, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """The one-pixel boundary of a ground-truth ``mask`` ``[h, w]`` (nonzero = inside) at ``shape``
+    """The one-pixel boundary of a ground-truth ``mask`` ``[h, w]`` (values > 0.5 inside) at ``shape``
     ``(H, W)`` (nearest resize; default the mask's own): bool ``[H, W]``, True on inside pixels
     with a 4-neighbour outside (or on the image border)."""
     m = _as_heatmap(mask).astype(np.float32) > 0.5
