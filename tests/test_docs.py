@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -276,7 +277,8 @@ def test_getting_started_snippets_run_as_written(tmp_path, monkeypatch):
         exec(compile(block, "getting-started.md", "exec"), namespace)  # noqa: S102 - the page's own code
         spaces.append(namespace)
     zoo_run, timm_run, hf_run, clip_run = spaces
-    assert tuple(zoo_run["explanation"].heatmap.shape) == (1, 64, 64) and (tmp_path / "overlay.png").stat().st_size
+    assert tuple(zoo_run["explanation"].heatmap.shape) == (1, 64, 64)
+    assert Image.open(tmp_path / "overlay.png").size == (224, 224)  # the 64-px input upsampled
     assert timm_run["explanation"].layers == ["layer4"]
     assert tuple(hf_run["relevance"].heatmap.shape) == (1, 32, 32) and hf_run["gradcam"].heatmap.shape == (1, 32, 32)
     assert tuple(clip_run["explanation"].heatmap.shape) == (1, 224, 224)

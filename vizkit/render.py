@@ -8,6 +8,17 @@ Conventions
   everywhere without this module importing torch.
 * Files are written atomically: into a hidden temporary file next to the target,
   then moved into place with :func:`os.replace` (:mod:`vizkit.io`).
+
+Colour scheme (one for the whole suite)
+---------------------------------------
+* Relevance / attention maps: :data:`RELEVANCE_CMAP` (``"inferno"``: perceptually uniform,
+  colour-blind safe, black = low, pale yellow = high). In an overlay the map's own value sets
+  each pixel's opacity (:func:`overlay`), so low-relevance areas keep the image's true colours.
+* Signed maps (a difference such as fake - real): :data:`SIGNED_CMAP` (``"RdBu_r"``) with a
+  scale symmetric about 0, so 0 is the map's white centre (:func:`show_signed`).
+* Ground truth (a manipulation mask, a named object): a :data:`OUTLINE_COLOR` contour
+  (:func:`draw_outline`).
+* Every drawn map carries a colorbar whose label states its scale.
 """
 
 from __future__ import annotations
@@ -25,6 +36,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize, to_rgb
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -62,22 +75,44 @@ def use_cjk_fallback() -> list[str]:
 
 use_cjk_fallback()
 
+RELEVANCE_CMAP = "inferno"
+"""Colormap of every relevance / attention map (perceptually uniform, colour-blind safe)."""
+SIGNED_CMAP = "RdBu_r"
+"""Diverging colormap of signed maps (differences), always drawn with a scale centred at 0."""
+OUTLINE_COLOR = "cyan"
+"""Colour of ground-truth outlines: visible on every part of :data:`RELEVANCE_CMAP`."""
+OVERLAY_ALPHA = 0.6
+"""Default maximum opacity of an overlay (reached where the normalised map is 1)."""
+MIN_SAVED_SIDE = 224
+"""Short side (pixels) below which saved overlays are upsampled (:func:`save_overlay`)."""
+
 __all__ = [
+    "MIN_SAVED_SIDE",
+    "OUTLINE_COLOR",
+    "OVERLAY_ALPHA",
     "Panel",
+    "RELEVANCE_CMAP",
+    "SIGNED_CMAP",
     "bar_chart",
     "colorize",
     "combined_map",
     "display_crop",
     "display_image",
+    "draw_outline",
     "figure_grid",
     "figure_to_array",
     "normalize_map",
+    "outline_pixels",
     "overlay",
+    "overlay_to_save",
+    "panel_axes",
     "render_token_strip",
     "save_figure",
     "save_image",
+    "save_overlay",
     "show_heatmap",
     "show_overlay",
+    "show_signed",
     "to_numpy_image",
     "token_colors",
     "write_video",
@@ -204,23 +239,46 @@ def to_numpy_image(image: Any) -> np.ndarray:
     return np.ascontiguousarray(rgb, dtype=np.float32)
 
 
-def colorize(heatmap: Any, cmap: str = "jet") -> np.ndarray:
+def colorize(heatmap: Any, cmap: str = RELEVANCE_CMAP) -> np.ndarray:
     """Map a 2-D heatmap with values in [0, 1] to float32 ``H x W x 3`` RGB.
 
     Values are clipped to [0, 1] (not rescaled: call :func:`normalize_map` first
-    for raw scores). With ``"jet"``, 0 is dark blue and 1 is dark red.
+    for raw scores). With the default ``"inferno"``, 0 is black and 1 is pale yellow.
     """
     hm = np.clip(_as_heatmap(heatmap).astype(np.float64), 0.0, 1.0)
     colours = matplotlib.colormaps.get_cmap(cmap)(hm)  # H x W x 4 RGBA, float
     return np.ascontiguousarray(colours[..., :3], dtype=np.float32)
 
 
-def overlay(image: Any, heatmap: Any, alpha: float = 0.5, cmap: str = "jet") -> np.ndarray:
-    """Blend a colourised heatmap onto an image: ``(1 - alpha) * image + alpha * colour``.
+def _unit_map(hm: np.ndarray, vmin: float | None, vmax: float | None) -> np.ndarray:
+    """``hm`` on [0, 1]: min-max over the map itself, or ``(hm - vmin) / (vmax - vmin)`` clipped
+    when both bounds are given (a scale shared by several panels)."""
+    if vmin is None and vmax is None:
+        return normalize_map(hm)
+    if vmin is None or vmax is None or not vmax > vmin:
+        raise ValueError(f"a shared scale needs vmin < vmax, got vmin={vmin}, vmax={vmax}")
+    unit = np.nan_to_num((hm.astype(np.float64) - vmin) / (vmax - vmin), nan=0.0, posinf=1.0, neginf=0.0)
+    return np.clip(unit, 0.0, 1.0).astype(np.float32)
+
+
+def overlay(
+    image: Any,
+    heatmap: Any,
+    alpha: float = OVERLAY_ALPHA,
+    cmap: str = RELEVANCE_CMAP,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> np.ndarray:
+    """Blend a colourised heatmap onto an image with a per-pixel opacity set by the map itself.
+
+    With ``v`` the heatmap normalised to [0, 1] and ``c = cmap(v)`` its colour, each pixel is
+    ``(1 - alpha * v) * image + alpha * v * c``: where the map is 0 the image keeps its true
+    colours, where it is 1 the colour covers it with opacity ``alpha`` (the maximum opacity).
 
     ``image``: anything :func:`to_numpy_image` accepts (``H x W`` spatial size).
-    ``heatmap``: 2-D ``h x w``, resized bilinearly to ``H x W`` if needed, then
-    min-max normalised. Returns float32 ``H x W x 3`` in [0, 1].
+    ``heatmap``: 2-D ``h x w``, resized bilinearly to ``H x W`` if needed, then min-max
+    normalised over itself -- or, with ``vmin`` and ``vmax``, scaled as ``(x - vmin) / (vmax - vmin)``
+    and clipped (one scale shared by several panels). Returns float32 ``H x W x 3`` in [0, 1].
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -229,8 +287,21 @@ def overlay(image: Any, heatmap: Any, alpha: float = 0.5, cmap: str = "jet") -> 
     height, width = img.shape[:2]
     if hm.shape != (height, width):
         hm = cv2.resize(hm, (width, height), interpolation=cv2.INTER_LINEAR)
-    colour = colorize(normalize_map(hm), cmap)
-    return np.clip((1.0 - alpha) * img + alpha * colour, 0.0, 1.0).astype(np.float32)
+    unit = _unit_map(hm, vmin, vmax)
+    opacity = (alpha * unit)[..., None]
+    return np.clip((1.0 - opacity) * img + opacity * colorize(unit, cmap), 0.0, 1.0).astype(np.float32)
+
+
+def outline_pixels(mask: Any, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """The one-pixel boundary of a ground-truth ``mask`` ``[h, w]`` (values > 0.5 inside) at ``shape``
+    ``(H, W)`` (nearest resize; default the mask's own): bool ``[H, W]``, True on inside pixels
+    with a 4-neighbour outside (or on the image border)."""
+    m = _as_heatmap(mask).astype(np.float32) > 0.5
+    if shape is not None and m.shape != tuple(shape):
+        m = cv2.resize(m.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
+    padded = np.pad(m, 1, constant_values=False)
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return m & ~interior
 
 
 # --------------------------------------------------------------------------- axes
@@ -243,22 +314,88 @@ def _finish_axes(ax: Axes, title: str | None) -> None:
         ax.set_title(title)
 
 
+def _colorbar(ax: Axes | Sequence[Axes], mappable: Any, label: str, **where: Any) -> Any:
+    """A colorbar beside ``ax`` (one axes, or several sharing it; ``where``: matplotlib's placement
+    options) whose label states the scale."""
+    axes = ax if isinstance(ax, Axes) else list(ax)
+    fig = axes.figure if isinstance(axes, Axes) else axes[0].figure
+    cbar = fig.colorbar(mappable, ax=axes, **({"fraction": 0.046, "pad": 0.04} | where))
+    cbar.set_label(label, fontsize="small")
+    cbar.ax.tick_params(labelsize="small")
+    return cbar
+
+
+def _scale_label(vmin: float | None, vmax: float | None) -> str:
+    shared = vmin is not None or vmax is not None
+    return f"value, shared scale {vmin:.3g} .. {vmax:.3g}" if shared else "normalised per panel to [0, 1]"
+
+
+def draw_outline(
+    ax: Axes,
+    mask: Any,
+    color: str = OUTLINE_COLOR,
+    linewidth: float = 1.5,
+    shape: tuple[int, int] | None = None,
+) -> Any:
+    """Outline a ground-truth ``mask`` ``[h, w]`` (1 = inside) on ``ax``: the contour at 0.5, in
+    pixel coordinates of an image of ``shape`` ``(H, W)`` drawn with ``imshow`` (default the
+    mask's own shape; a smaller mask is stretched over the image). The mask is zero-padded so an
+    object touching the border is closed. Returns the ``ContourSet``.
+    """
+    m = _as_heatmap(mask).astype(np.float64)
+    h, w = m.shape
+    H, W = shape if shape is not None else (h, w)
+    xs = (np.arange(-1, w + 1) + 0.5) * W / w - 0.5  # pixel centres of the padded mask
+    ys = (np.arange(-1, h + 1) + 0.5) * H / h - 0.5
+    limits = ax.get_xlim(), ax.get_ylim()
+    contours = ax.contour(xs, ys, np.pad(m, 1), levels=[0.5], colors=[color], linewidths=linewidth)
+    if ax.images:  # keep the image's extent (the padded grid reaches half a pixel beyond it)
+        ax.set_xlim(*limits[0])
+        ax.set_ylim(*limits[1])
+    return contours
+
+
 def show_heatmap(
     ax: Axes,
     heatmap: Any,
     title: str | None = None,
-    cmap: str = "jet",
-    colorbar: bool = False,
+    cmap: str = RELEVANCE_CMAP,
+    colorbar: bool = True,
+    mask: Any = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    label: str | None = None,
 ) -> Any:
-    """Draw a 2-D heatmap (raw values, colour-scaled by matplotlib) on ``ax``.
-
-    Returns the ``AxesImage``.
+    """Draw a 2-D heatmap ``[h, w]`` (raw values, colours spanning its min .. max, or ``vmin`` ..
+    ``vmax``) on ``ax``, with a colorbar labelled ``label`` (default: "raw value") and the outline
+    of ``mask`` (any ``[H, W]``, :func:`draw_outline`) when given. Returns the ``AxesImage``.
     """
-    im = ax.imshow(_as_heatmap(heatmap), cmap=cmap)
+    hm = _as_heatmap(heatmap)
+    im = ax.imshow(hm, cmap=cmap, vmin=vmin, vmax=vmax)
+    if mask is not None:
+        draw_outline(ax, mask, shape=hm.shape)
     if colorbar:
-        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        _colorbar(ax, im, label or "raw value")
     _finish_axes(ax, title)
     return im
+
+
+def show_signed(
+    ax: Axes,
+    diff: Any,
+    title: str | None = None,
+    colorbar: bool = True,
+    mask: Any = None,
+    label: str = "difference (white = 0)",
+) -> Any:
+    """Draw a signed map ``[h, w]`` (e.g. fake - real) with :data:`SIGNED_CMAP` on a scale symmetric
+    about 0 (``-b .. b``, ``b`` the largest magnitude, 1 for an all-zero map), so 0 is the colormap's
+    centre; colorbar and ``mask`` outline as in :func:`show_heatmap`. Returns the ``AxesImage``."""
+    d = _as_heatmap(diff).astype(np.float64)
+    finite = d[np.isfinite(d)]
+    bound = float(np.abs(finite).max()) if finite.size else 0.0
+    bound = bound if bound > 0 else 1.0
+    return show_heatmap(ax, d, title, SIGNED_CMAP, colorbar, mask, -bound, bound, label)
 
 
 def show_overlay(
@@ -266,11 +403,24 @@ def show_overlay(
     image: Any,
     heatmap: Any,
     title: str | None = None,
-    alpha: float = 0.5,
-    cmap: str = "jet",
+    alpha: float = OVERLAY_ALPHA,
+    cmap: str = RELEVANCE_CMAP,
+    colorbar: bool = True,
+    mask: Any = None,
+    vmin: float | None = None,
+    vmax: float | None = None,
 ) -> Any:
-    """Draw :func:`overlay` of ``heatmap`` on ``image`` on ``ax``; returns the ``AxesImage``."""
-    im = ax.imshow(overlay(image, heatmap, alpha=alpha, cmap=cmap))
+    """Draw :func:`overlay` of ``heatmap`` on ``image`` on ``ax``, with a colorbar of the map's scale
+    ("normalised per panel to [0, 1]", or the shared ``vmin`` .. ``vmax``) and the outline of the
+    ground-truth ``mask`` (any ``[h, w]``, stretched over the image) when given. Returns the ``AxesImage``.
+    """
+    blended = overlay(image, heatmap, alpha=alpha, cmap=cmap, vmin=vmin, vmax=vmax)
+    im = ax.imshow(blended)
+    if mask is not None:
+        draw_outline(ax, mask, shape=blended.shape[:2])
+    if colorbar:
+        norm = Normalize(0.0, 1.0) if vmin is None and vmax is None else Normalize(vmin, vmax)
+        _colorbar(ax, ScalarMappable(norm, cmap), _scale_label(vmin, vmax))
     _finish_axes(ax, title)
     return im
 
@@ -280,15 +430,20 @@ class Panel:
     """One cell of :func:`figure_grid`.
 
     ``kind="overlay"`` needs ``image`` and ``heatmap``; ``"heatmap"`` needs
-    ``heatmap``; ``"image"`` needs ``image``.
+    ``heatmap``; ``"image"`` needs ``image``. ``mask`` (optional ``[h, w]``): a ground-truth
+    outline drawn on the panel; ``vmin`` / ``vmax``: a scale shared with other panels
+    (default: each map normalised over itself).
     """
 
     image: Any = None
     heatmap: Any = None
     title: str = ""
     kind: PanelKind = "overlay"
-    cmap: str = "jet"
-    alpha: float = 0.5
+    cmap: str = RELEVANCE_CMAP
+    alpha: float = OVERLAY_ALPHA
+    mask: Any = None
+    vmin: float | None = None
+    vmax: float | None = None
 
     def __post_init__(self) -> None:
         needs = {"overlay": ("image", "heatmap"), "heatmap": ("heatmap",), "image": ("image",)}
@@ -298,14 +453,28 @@ class Panel:
         if missing:
             raise ValueError(f"Panel(kind={self.kind!r}) needs {' and '.join(missing)}")
 
-    def draw(self, ax: Axes) -> None:
-        """Draw this panel on ``ax``."""
+    def draw(self, ax: Axes, colorbar: bool = True) -> None:
+        """Draw this panel on ``ax`` (with its own colorbar unless ``colorbar`` is False)."""
         if self.kind == "overlay":
-            show_overlay(ax, self.image, self.heatmap, self.title, self.alpha, self.cmap)
+            show_overlay(
+                ax,
+                self.image,
+                self.heatmap,
+                self.title,
+                self.alpha,
+                self.cmap,
+                colorbar,
+                self.mask,
+                self.vmin,
+                self.vmax,
+            )
         elif self.kind == "heatmap":
-            show_heatmap(ax, self.heatmap, self.title, self.cmap)
+            show_heatmap(ax, self.heatmap, self.title, self.cmap, colorbar, self.mask, self.vmin, self.vmax)
         else:
-            ax.imshow(to_numpy_image(self.image))
+            img = to_numpy_image(self.image)
+            ax.imshow(img)
+            if self.mask is not None:
+                draw_outline(ax, self.mask, shape=img.shape[:2])
             _finish_axes(ax, self.title)
 
 
@@ -314,6 +483,7 @@ def figure_grid(
     titles: Sequence[str] | None = None,
     figsize: tuple[float, float] | None = None,
     suptitle: str | None = None,
+    colorbar: bool = True,
 ) -> Figure:
     """Lay out rows x cols of panels in one figure.
 
@@ -321,6 +491,11 @@ def figure_grid(
     rows are padded with empty cells. ``titles`` are optional *row* labels, one
     per row, written vertically at the left of each row. Drawn panels keep their
     frame (ticks off); empty cells have the axis turned off entirely.
+
+    ``colorbar``: the overlay panels share one colorbar below the grid when they share
+    a colormap and a scale (each normalised to [0, 1], or one ``vmin`` .. ``vmax``), its label
+    stating which; otherwise each map panel gets its own. Heatmap panels (raw values) always get
+    their own.
     """
     nrows = len(panels)
     ncols = max((len(row) for row in panels), default=0)
@@ -328,16 +503,20 @@ def figure_grid(
         raise ValueError("figure_grid needs at least one row and one column")
     if titles is not None and len(titles) != nrows:
         raise ValueError(f"got {len(titles)} row titles for {nrows} rows")
+    overlays = [p for row in panels for p in row if p is not None and p.kind == "overlay"]
+    scales = {(p.cmap, p.vmin, p.vmax) for p in overlays}
+    shared = colorbar and len(scales) == 1
     if figsize is None:
-        figsize = (3.0 * ncols, 3.0 * nrows + (0.4 if suptitle else 0.0))
+        figsize = (3.0 * ncols, 3.0 * nrows + (0.4 if suptitle else 0.0) + (0.6 if shared else 0.0))
     fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, layout="constrained")
+    fig.get_layout_engine().set(h_pad=0.1)  # room between the suptitle, panel titles and rows
     for r in range(nrows):
         for c in range(ncols):
             panel = panels[r][c] if c < len(panels[r]) else None
             if panel is None:
                 axes[r, c].axis("off")
             else:
-                panel.draw(axes[r, c])
+                panel.draw(axes[r, c], colorbar=colorbar and not (shared and panel.kind == "overlay"))
         if titles is not None and titles[r]:
             axes[r, 0].text(
                 -0.06,
@@ -349,6 +528,11 @@ def figure_grid(
                 va="center",
                 fontsize="large",
             )
+    if shared:
+        cmap, vmin, vmax = scales.pop()
+        norm = Normalize(0.0, 1.0) if vmin is None and vmax is None else Normalize(vmin, vmax)
+        bar = {"location": "bottom", "shrink": min(0.6, 1.5 / ncols + 0.2), "aspect": 30, "pad": 0.02}
+        _colorbar(axes.ravel().tolist(), ScalarMappable(norm, cmap), _scale_label(vmin, vmax), **bar)
     if suptitle:
         fig.suptitle(suptitle)
     return fig
@@ -387,7 +571,7 @@ def bar_chart(
     return bars
 
 
-def token_colors(weights: Sequence[float], cmap: str = "Reds") -> list[tuple[float, float, float]]:
+def token_colors(weights: Sequence[float], cmap: str = RELEVANCE_CMAP) -> list[tuple[float, float, float]]:
     """RGB colour per token: weights are min-max normalised, then mapped through ``cmap``."""
     w = normalize_map(_as_array(weights).astype(np.float64).reshape(-1))
     colours = matplotlib.colormaps.get_cmap(cmap)(w.astype(np.float64))
@@ -398,7 +582,7 @@ def render_token_strip(
     ax: Axes,
     tokens: Sequence[str],
     weights: Sequence[float],
-    cmap: str = "Reds",
+    cmap: str = RELEVANCE_CMAP,
     max_per_line: int = 12,
     fontsize: float = 10,
 ) -> list[Any]:
@@ -431,6 +615,11 @@ def render_token_strip(
             )
         )
     return texts
+
+
+def panel_axes(fig: Figure) -> list[Axes]:
+    """The axes of ``fig`` without its colorbars (the panels, in creation order)."""
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
 
 
 def figure_to_array(fig: Figure) -> np.ndarray:
@@ -466,6 +655,44 @@ def save_image(image: Any, path: str | os.PathLike[str]) -> Path:
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(arr)).save(tmp, format=fmt)
     return path
+
+
+def overlay_to_save(
+    image: Any,
+    heatmap: Any,
+    alpha: float = OVERLAY_ALPHA,
+    cmap: str = RELEVANCE_CMAP,
+    mask: Any = None,
+    min_side: int = MIN_SAVED_SIDE,
+) -> np.ndarray:
+    """:func:`overlay` of ``heatmap`` ``[h, w]`` on ``image`` with a short side of at least ``min_side``
+    pixels: a smaller image is first upsampled (bicubic, aspect kept), the map resized to it
+    bilinearly. ``mask`` (optional ``[h', w']``): the ground-truth outline, :data:`OUTLINE_COLOR`
+    pixels on its one-pixel boundary (:func:`outline_pixels`) at that size. Float32 ``[H', W', 3]``."""
+    img = to_numpy_image(image)
+    h, w = img.shape[:2]
+    if min(h, w) < min_side:
+        scale = min_side / min(h, w)
+        size = (max(min_side, round(w * scale)), max(min_side, round(h * scale)))
+        img = np.clip(cv2.resize(img, size, interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+    out = overlay(img, heatmap, alpha=alpha, cmap=cmap)
+    if mask is not None:
+        out[outline_pixels(mask, out.shape[:2])] = to_rgb(OUTLINE_COLOR)
+    return out
+
+
+def save_overlay(
+    image: Any,
+    heatmap: Any,
+    path: str | os.PathLike[str],
+    alpha: float = OVERLAY_ALPHA,
+    cmap: str = RELEVANCE_CMAP,
+    mask: Any = None,
+    min_side: int = MIN_SAVED_SIDE,
+) -> Path:
+    """Atomically save :func:`overlay_to_save` (short side at least ``min_side`` pixels, the
+    ``mask`` outline when given) as an 8-bit RGB file. Returns ``path``."""
+    return save_image(overlay_to_save(image, heatmap, alpha, cmap, mask, min_side), path)
 
 
 def write_video(frames: Iterable[Any], path: str | os.PathLike[str], fps: int = 2) -> Path:

@@ -2,26 +2,29 @@
 (one of each per captured layer: :func:`write_layer_videos`).
 
 Frames are composed with PIL / numpy (no matplotlib per frame): on the left the text so far,
-each earlier token's background red -> green by the current step's attention, the current token
-blue; on the right each image with its high-resolution patch mosaic coloured by the attention
-over its patches (tiles already stitched by the family adapter), and -- for tiled families -- the
-global thumbnail view as its own panel.
+each earlier token's background coloured by the current step's attention through the suite's
+relevance colormap (:data:`vizkit.render.RELEVANCE_CMAP`, black = none, pale yellow = the most),
+the current token blue; on the right each image with its high-resolution patch mosaic coloured by
+the attention over its patches (each cell's opacity proportional to its weight, as
+:func:`vizkit.render.overlay` does; tiles already stitched by the family adapter), and -- for
+tiled families -- the global thumbnail view as its own panel. A colorbar in the header.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .positions import GENERATED, IMAGE, SPECIAL, TEXT, Trace
-from .render import CJK_FONTS, save_image, write_video
+from .render import CJK_FONTS, OVERLAY_ALPHA, RELEVANCE_CMAP, save_image, write_video
 
 __all__ = [
-    "red_green",
+    "relevance_rgb",
     "load_font",
     "FrameRenderer",
     "write_token_video",
@@ -33,14 +36,27 @@ __all__ = [
     "relevance_figure",
 ]
 
-_LOW, _HIGH = np.array([229.0, 57.0, 53.0]), np.array([67.0, 160.0, 71.0])  # red (low) -> green (high)
 _CURRENT = (30, 100, 230)  # the current token: blue
 
 
-def red_green(w: np.ndarray) -> np.ndarray:
-    """uint8 RGB ``[..., 3]`` for weights in [0, 1]: red (0) -> green (1)."""
-    w = np.clip(np.asarray(w, dtype=np.float64), 0, 1)[..., None]
-    return ((1 - w) * _LOW + w * _HIGH).round().astype(np.uint8)
+@lru_cache(maxsize=1)
+def _relevance_lut() -> np.ndarray:
+    """``[256, 3]`` uint8: :data:`vizkit.render.RELEVANCE_CMAP` at its 256 levels."""
+    import matplotlib
+
+    return (matplotlib.colormaps[RELEVANCE_CMAP](np.arange(256))[:, :3] * 255).round().astype(np.uint8)
+
+
+def relevance_rgb(w: Any) -> np.ndarray:
+    """uint8 RGB ``[..., 3]`` for weights in [0, 1] (clipped) through :data:`vizkit.render.RELEVANCE_CMAP`
+    (its 256 levels, as matplotlib quantises it): black (0) -> pale yellow (1)."""
+    w = np.clip(np.nan_to_num(np.asarray(w, dtype=np.float64)), 0, 1)
+    return _relevance_lut()[np.minimum((w * 256).astype(np.intp), 255)]
+
+
+def _ink(fill: Sequence[int]) -> tuple[int, int, int]:
+    """Black or white text, whichever reads on ``fill`` (RGB 0..255)."""
+    return (0, 0, 0) if 0.299 * fill[0] + 0.587 * fill[1] + 0.114 * fill[2] >= 128 else (255, 255, 255)
 
 
 def _has_cjk(text: str) -> bool:
@@ -87,15 +103,19 @@ def _to_rgb(image: Any) -> Any:
 def _overlay(
     picture: np.ndarray, weights: np.ndarray, grid: tuple[int, int], tiles: np.ndarray | None = None
 ) -> np.ndarray:
-    """``picture`` ``[h, w, 3]`` float blended with the ``grid`` cells coloured by ``weights``
-    (row-major, in [0, 1]), cell borders white; where ``tiles`` (the tile index of each cell,
-    row-major) changes between neighbouring cells, a dark line: the seams of a stitched mosaic."""
+    """``picture`` ``[h, w, 3]`` float (0..255) blended with the ``grid`` cells coloured by ``weights``
+    (row-major, in [0, 1]) at opacity ``OVERLAY_ALPHA * weight`` (a cell of weight 0 keeps the picture's
+    colours), cell borders white; where ``tiles`` (the tile index of each cell, row-major) changes
+    between neighbouring cells, a dark line: the seams of a stitched mosaic."""
     import cv2
 
     gh, gw = grid
     h, w = picture.shape[:2]
-    cells = red_green(weights.reshape(gh, gw)).astype(np.float32)
-    blend = 0.45 * picture + 0.55 * cv2.resize(cells, (w, h), interpolation=cv2.INTER_NEAREST)
+    unit = np.clip(np.asarray(weights, np.float32).reshape(gh, gw), 0, 1)
+    cells = cv2.resize(relevance_rgb(unit), (w, h), interpolation=cv2.INTER_NEAREST)
+    opacity = cv2.resize(OVERLAY_ALPHA * unit, (w, h), interpolation=cv2.INTER_NEAREST)[..., None]
+    picture = np.asarray(picture, np.float32)
+    blend = picture + opacity * (cells - picture)  # (1 - opacity) * picture + opacity * cells
     if gh <= h // 3 and gw <= w // 3:  # borders only while cells stay visible
         blend[np.linspace(0, h, gh + 1).round().astype(int).clip(0, h - 1), :] = 255
         blend[:, np.linspace(0, w, gw + 1).round().astype(int).clip(0, w - 1)] = 255
@@ -132,7 +152,8 @@ class FrameRenderer:
         self.trace, self.layer, self.head, self.sinks = trace, layer, head, sinks
         self.rows = trace.head_rows(layer, head, sinks=sinks)
         self.font = load_font(font_size, cjk=_has_cjk("".join(trace.pieces)))
-        self.small = load_font(max(10, font_size - 3))
+        self.small_size = max(11, font_size - 3)
+        self.small = load_font(self.small_size)
         self.text_w, self.line_h = text_width, font_size + 8
         self.header_h = 2 * self.line_h + 6
         pm = trace.pmap
@@ -150,6 +171,7 @@ class FrameRenderer:
         self.width = max(x, text_width + 40)
         self.height = max(self.header_h + image_height + 2 * self.line_h + 8, 420)
         self._layout()
+        self.scale_image = self._scale_image()
 
     def _layout(self) -> None:
         """Where each shown item goes: (position, text, x, y, width, is_chip)."""
@@ -204,6 +226,7 @@ class FrameRenderer:
             fill=(60, 60, 60),
             font=self.small,
         )
+        canvas.paste(self.scale_image, (self.width - self.scale_image.width - 8, 4 + self.line_h))
         shown = [it for it in self.items if it[0] <= p]
         text_pos = np.array([it[0] for it in shown if it[0] < p and not it[5]], dtype=np.int64)
         cur_y = shown[-1][3] if shown else 0
@@ -218,7 +241,8 @@ class FrameRenderer:
             elif chip:
                 fill, ink = (200, 200, 200), (0, 0, 0)
             else:
-                fill, ink = tuple(int(v) for v in red_green(row[pos] / scale if scale > 0 else 0.0)), (0, 0, 0)
+                fill = tuple(int(v) for v in relevance_rgb(row[pos] / scale if scale > 0 else 0.0))
+                ink = _ink(fill)
             d.rectangle((x, yy, x + w, yy + self.line_h - 2), fill=fill)
             d.text((x, yy + 2), text, fill=ink, font=self.font)
         out = np.asarray(canvas).copy()
@@ -245,6 +269,21 @@ class FrameRenderer:
                 font=self.small,
             )
         return np.asarray(canvas)
+
+    def _scale_image(self, width: int = 120) -> Any:
+        """The colour scale drawn at each header's right: "0", the gradient, "max" (text tokens scaled by
+        the largest shown text weight, image cells by the largest image weight); rendered once."""
+        from PIL import Image, ImageDraw
+
+        zero, top = int(self.small.getlength("0")), int(self.small.getlength("max"))
+        image = Image.new("RGB", (zero + width + top + 12, self.line_h), (255, 255, 255))
+        d = ImageDraw.Draw(image)
+        d.text((0, 0), "0", fill=(0, 0, 0), font=self.small)
+        image.paste(
+            Image.fromarray(np.repeat(relevance_rgb(np.linspace(0, 1, width))[None], 12, axis=0)), (zero + 6, 2)
+        )
+        d.text((zero + width + 12, 0), "max", fill=(0, 0, 0), font=self.small)
+        return image
 
     def frames(self) -> Iterator[np.ndarray]:
         for j in self.trace.frame_tokens:
@@ -276,10 +315,18 @@ def write_token_video(renderer: FrameRenderer, path: str | Path, fps: int = 4) -
     return folder, f"{problem}: wrote the frames as PNGs into {folder} instead of {path.name}"
 
 
-def contact_sheet(renderer: FrameRenderer, count: int = 8, columns: int = 4, scale: float = 0.5) -> np.ndarray:
-    """``count`` evenly spaced frames tiled ``columns`` wide, each scaled by ``scale``: ``[H, W, 3]`` uint8."""
+def contact_sheet(renderer: FrameRenderer, count: int = 8, columns: int = 2, scale: float = 1.0) -> np.ndarray:
+    """``count`` evenly spaced frames tiled ``columns`` wide, each scaled by ``scale``: ``[H, W, 3]`` uint8.
+
+    The smallest text must stay readable: ``scale`` times the renderer's small font size must be at
+    least 10 px (at the default 1.0 the frames keep their own size)."""
     import cv2
 
+    if renderer.small_size * scale < 10:
+        raise ValueError(
+            f"scale {scale} shrinks the {renderer.small_size}-px text below 10 px; use at least "
+            f"{10 / renderer.small_size:.2f}"
+        )
     tokens = list(renderer.trace.frame_tokens)
     pick = sorted({tokens[int(round(i))] for i in np.linspace(0, len(tokens) - 1, min(count, len(tokens)))})
     thumbs = [cv2.resize(renderer.frame(j), None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) for j in pick]
@@ -366,15 +413,11 @@ def relevance_figure(
                     image=pic,
                     heatmap=up(a),
                     title=f"{attention_title}\n{image_share(trace, attention):.0%} on image positions",
-                    cmap="inferno",
-                    alpha=0.6,
                 ),
                 Panel(
                     image=pic,
                     heatmap=up(r),
                     title=f"{relevance_title}\n{image_share(trace, relevance):.0%} on image positions",
-                    cmap="inferno",
-                    alpha=0.6,
                 ),
             ]
         )

@@ -36,6 +36,7 @@ __all__ = [
     "StaticView",
     "HeatmapPane",
     "heatmap_pngs",
+    "colorbar_html",
     "frame_png",
     "ipywidgets_module",
     "describe_controls",
@@ -107,13 +108,13 @@ def _panel(heat: np.ndarray, diverging: bool, cmap: str, size: int) -> np.ndarra
     else:
         lo, hi = float(heat.min()), float(heat.max())
         unit = (heat - lo) / (hi - lo) if hi > lo else np.zeros_like(heat)
-    rgb = _lut("RdBu_r" if diverging else cmap)[np.clip((unit * 255).round(), 0, 255).astype(np.intp)]
+    rgb = _lut(render.SIGNED_CMAP if diverging else cmap)[np.clip((unit * 255).round(), 0, 255).astype(np.intp)]
     h, w = heat.shape
     scale = max(1, size // max(h, w))
     return cv2.resize(rgb, (w * scale, h * scale), interpolation=cv2.INTER_NEAREST)
 
 
-def heatmap_pngs(view: HeatmapView, cmap: str = "jet", size: int = 325) -> tuple[bytes, bytes]:
+def heatmap_pngs(view: HeatmapView, cmap: str = render.RELEVANCE_CMAP, size: int = 325) -> tuple[bytes, bytes]:
     """The map panel (colormap lookup, one block per cell, about ``size`` pixels wide) and the overlay
     (:func:`vizkit.render.overlay`, shrunk to ``size`` when larger) as PNG bytes: what :class:`HeatmapPane`
     sends to the page and :meth:`Explorer.static` returns."""
@@ -140,6 +141,16 @@ def _lut(cmap: str) -> np.ndarray:
     import matplotlib
 
     return (matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
+
+
+def colorbar_html(cmap: str, lo: float, hi: float, width: int = 90) -> str:
+    """A horizontal colorbar as HTML: ``lo``, a CSS gradient through ``cmap`` (9 stops), ``hi``."""
+    stops = ", ".join("#{:02x}{:02x}{:02x}".format(*c) for c in _lut(cmap)[np.linspace(0, 255, 9).round().astype(int)])
+    bar = (
+        f'<span style="display:inline-block;width:{width}px;height:10px;vertical-align:middle;'
+        f'background:linear-gradient(to right, {stops})"></span>'
+    )
+    return f"<small>{lo:.3g}</small> {bar} <small>{hi:.3g}</small>"
 
 
 @dataclass
@@ -182,7 +193,7 @@ class HeatmapPane:
     holds the ``[h, w]`` map on screen; ``draws`` counts redraws; ``png`` holds the two PNGs.
     """
 
-    def __init__(self, figsize: tuple[float, float] = (6.5, 3.2), cmap: str = "jet", size: int = 0):
+    def __init__(self, figsize: tuple[float, float] = (6.5, 3.2), cmap: str = render.RELEVANCE_CMAP, size: int = 0):
         import ipywidgets as W
 
         self.cmap = cmap
@@ -221,9 +232,18 @@ class HeatmapPane:
     def show(self, view: HeatmapView) -> None:
         """Show a :class:`HeatmapView` (what :meth:`draw` builds from its arguments)."""
         png_map, png_over = heatmap_pngs(view, self.cmap, self.size)
-        rng = f"{float(view.heat.min()):.3g} .. {float(view.heat.max()):.3g}"
-        self.map_title.value = f"<b>{html.escape(view.map_title)}</b> <small>({rng})</small>"
-        self.overlay_title.value = f"<b>{html.escape(view.overlay_title)}</b>"
+        lo, hi = float(view.heat.min()), float(view.heat.max())
+        if hi == lo:  # a constant map has no scale to show: say so
+            bar = f"<small>the map is {lo:.3g} everywhere</small>"
+        elif view.diverging:  # the panel's scale: symmetric about 0
+            bound = max(abs(lo), abs(hi)) or 1.0
+            bar = colorbar_html(render.SIGNED_CMAP, -bound, bound)
+        else:
+            bar = colorbar_html(self.cmap, lo, hi)
+        self.map_title.value = f"<b>{html.escape(view.map_title)}</b> <small>({lo:.3g} .. {hi:.3g})</small><br>{bar}"
+        self.overlay_title.value = (
+            f"<b>{html.escape(view.overlay_title)}</b><br><small>opacity \u221d map value</small>"
+        )
         if view.suptitle is not None:
             self.suptitle.value = f"<small>{html.escape(view.suptitle)}</small>"
         with self.map_image.hold_sync(), self.overlay_image.hold_sync():
@@ -372,7 +392,7 @@ class Explorer:
     VIEW: ClassVar[type] = HeatmapView
 
     def __init__(
-        self, *, interactive: bool = True, cmap: str = "jet", figsize: tuple[float, float] = (6.5, 3.2)
+        self, *, interactive: bool = True, cmap: str = render.RELEVANCE_CMAP, figsize: tuple[float, float] = (6.5, 3.2)
     ) -> None:
         specs = list(self.control_specs())
         declared = [(c.label, c.kind) for c in specs]

@@ -28,7 +28,7 @@ def reference(model: str, image: np.ndarray, layer: str, method: str, reshape=No
 
 def overlay_pixels(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
     display = render.display_crop(Image.fromarray(image), heat.shape[-1])
-    return (np.clip(render.overlay(display, heat), 0, 1) * 255).round().astype(np.int16)
+    return (np.clip(render.overlay_to_save(display, heat), 0, 1) * 255).round().astype(np.int16)
 
 
 @pytest.fixture(scope="module")

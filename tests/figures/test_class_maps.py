@@ -38,7 +38,8 @@ def test_class_map_figure_draws_the_image_the_map_and_the_overlay(image_and_maps
     fig = class_map_figure(image, a, "fake-class attention", "face 1: fake class")
     try:
         ax = fig.axes
-        assert len(ax) == 4  # three panels and the map's colour bar
+        assert len(ax) == 5  # three panels, the map's and the overlay's colour bars
+        assert [x.get_ylabel() for x in ax[3:]] == ["raw value", "normalised per panel to [0, 1]"]
         np.testing.assert_allclose(ax[0].images[0].get_array(), image, atol=1e-6)  # alpha 0: the image itself
         np.testing.assert_array_equal(ax[1].images[0].get_array(), a)
         np.testing.assert_allclose(ax[2].images[0].get_array(), render.overlay(image, a), atol=1e-6)
@@ -78,9 +79,9 @@ def test_map_rows_figure_one_overlay_per_cell(image_and_maps):
         image, [[("real: last", a), ("real: all", b)], [("fake: last", b), ("fake: all", a)]], "modes"
     )
     try:
-        assert len(fig.axes) == 4 and fig._suptitle.get_text() == "modes"
-        assert [x.get_title() for x in fig.axes] == ["real: last", "real: all", "fake: last", "fake: all"]
-        for ax, heat in zip(fig.axes, (a, b, b, a)):
+        assert len(render.panel_axes(fig)) == 4 and fig._suptitle.get_text() == "modes"
+        assert [x.get_title() for x in render.panel_axes(fig)] == ["real: last", "real: all", "fake: last", "fake: all"]
+        for ax, heat in zip(render.panel_axes(fig), (a, b, b, a)):
             np.testing.assert_allclose(ax.images[0].get_array(), render.overlay(image, heat), atol=1e-6)
     finally:
         plt.close(fig)

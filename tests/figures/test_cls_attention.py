@@ -35,8 +35,8 @@ def test_layers_figure_maps_on_top_overlays_below(cache):
     image = cache.images[1]
     fig = layers_figure(cache, 1, image, "Sample 7", layers=[0, 2], head_fusion="max", cmap="viridis")
     try:
-        top, bottom = fig.axes[:2], fig.axes[2:]
-        assert len(fig.axes) == 4 and [a.get_title() for a in top] == ["layer 1", "layer 3"]
+        top, bottom = render.panel_axes(fig)[:2], render.panel_axes(fig)[2:]
+        assert len(render.panel_axes(fig)) == 4 and [a.get_title() for a in top] == ["layer 1", "layer 3"]
         for ax_map, ax_over, li in zip(top, bottom, (0, 2)):
             heat = cache.cls_map(1, li, None, "max")
             np.testing.assert_allclose(shown(ax_map), heat, atol=1e-7)
@@ -50,8 +50,13 @@ def test_heads_figure_one_column_per_head_of_the_layer(cache):
     image = cache.images[0]
     fig = heads_figure(cache, 0, image, "Sample 0", layer=-1, heads=[0, 2])
     try:
-        assert [a.get_title() for a in fig.axes] == ["head 1", "head 3", "head 1 overlay", "head 3 overlay"]
-        for ax, h in zip(fig.axes[:2], (0, 2)):
+        assert [a.get_title() for a in render.panel_axes(fig)] == [
+            "head 1",
+            "head 3",
+            "head 1 overlay",
+            "head 3 overlay",
+        ]
+        for ax, h in zip(render.panel_axes(fig)[:2], (0, 2)):
             np.testing.assert_allclose(shown(ax), cache.cls_map(0, 2, h), atol=1e-7)
         assert "each head in layer 3" in fig.get_suptitle()
     finally:
@@ -62,7 +67,7 @@ def test_layer_evolution_figure_rows(cache):
     image = cache.images[0]
     fig = layer_evolution_figure(cache, 0, image, "Sample 0", head_fusion="mean")
     try:
-        drawn = [a for a in fig.axes if a.images]
+        drawn = [a for a in render.panel_axes(fig) if a.images]
         titles = [a.get_title() for a in drawn]
         assert titles == [
             "input",

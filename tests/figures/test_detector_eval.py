@@ -74,13 +74,13 @@ def test_worst_mistakes_order_titles_and_maps():
     }
     fig = worst_mistakes_figure(preds, layer_maps, images.__getitem__, 16, "gradcam", count=3)
     # wrong: #0 (conf 0.8), #1 (0.9), #3 (0.6), #4 (0.9): by confidence, ties by index, the first 3
-    titles = [ax.get_title() for ax in fig.axes]
+    titles = [ax.get_title() for ax in render.panel_axes(fig)]
     assert titles == ["#1 Real->Fake p=0.90", "#4 Fake->Real p=0.90", "#0 Fake->Real p=0.80"]
     assert fig._suptitle.get_text() == "worst mistakes (gradcam, layers combined)"
     display = render.display_image(images[4], 16)  # 16 px upscaled to 224 for legibility
     assert display.shape == (224, 224, 3)
     heat = render.combined_map([layer_maps["a"][4], layer_maps["b"][4]], 224)
-    np.testing.assert_array_equal(fig.axes[1].get_images()[0].get_array(), render.overlay(display, heat))
+    np.testing.assert_array_equal(render.panel_axes(fig)[1].get_images()[0].get_array(), render.overlay(display, heat))
 
 
 def test_worst_mistakes_rows_of_four_and_none_without_mistakes():
@@ -89,9 +89,9 @@ def test_worst_mistakes_rows_of_four_and_none_without_mistakes():
     maps = {"a": {i: np.eye(2, dtype=np.float32) for i in range(7)}}
     image = lambda i: np.zeros((4, 4, 3), np.uint8)  # noqa: E731
     fig = worst_mistakes_figure(preds, maps, image, 4, "gradcam++", class_names=("R", "F"))
-    titles = [ax.get_title() for ax in fig.axes]
+    titles = [ax.get_title() for ax in render.panel_axes(fig)]
     assert (
         titles == ["#1 R->F p=0.90", "#4 F->R p=0.90", "#0 F->R p=0.80", "#3 R->F p=0.60", "#6 F->R p=0.55"] + [""] * 3
     )
-    assert [ax.axison for ax in fig.axes[5:]] == [False] * 3  # the second row padded with empty cells
+    assert [ax.axison for ax in render.panel_axes(fig)[5:]] == [False] * 3  # the second row padded with empty cells
     assert worst_mistakes_figure(preds.assign(correct=True), maps, image, 4, "gradcam") is None

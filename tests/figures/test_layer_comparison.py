@@ -33,7 +33,7 @@ def _inputs():
 def test_panels_titles_and_pixels():
     display, maps = _inputs()
     fig = comparison_figure(display, maps, "predicted Fake (p = 0.912)", "gradcam++")
-    axes = fig.axes
+    axes = render.panel_axes(fig)
     assert [ax.get_title() for ax in axes] == ["input", "encoder.layers.1", "encoder.layers.3", "layers combined"]
     assert fig._suptitle.get_text() == "gradcam++: predicted Fake (p = 0.912)"
     drawn = [ax.get_images()[0].get_array() for ax in axes]
@@ -52,4 +52,4 @@ def test_panels_titles_and_pixels():
 def test_one_layer_has_no_combined_panel():
     display, maps = _inputs()
     fig = comparison_figure(display, {"encoder.layers.1": maps["encoder.layers.1"]}, "t", "gradcam")
-    assert [ax.get_title() for ax in fig.axes] == ["input", "encoder.layers.1"]
+    assert [ax.get_title() for ax in render.panel_axes(fig)] == ["input", "encoder.layers.1"]

@@ -59,8 +59,8 @@ def test_text_maps_figure_one_overlay_per_text_in_rows(display):
     fig = text_maps_figure(display, names, maps(5), probs, columns=2, title="all texts")
     try:
         assert fig.get_suptitle() == "all texts"
-        drawn = [a for a in fig.axes if a.images]
-        assert len(fig.axes) == 6 and len(drawn) == 5  # 3 rows of 2, the last cell empty
+        drawn = [a for a in render.panel_axes(fig) if a.images]
+        assert len(render.panel_axes(fig)) == 6 and len(drawn) == 5  # 3 rows of 2, the last cell empty
         assert [a.get_title() for a in drawn] == [f"text {k}\np={p:.3f}" for k, p in enumerate(probs)]
         for k, ax in enumerate(drawn):
             np.testing.assert_allclose(ax.images[0].get_array(), render.overlay(display, maps(5)[k]), atol=1e-6)

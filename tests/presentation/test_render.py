@@ -86,15 +86,16 @@ def test_normalize_map():
     assert render.normalize_map(torch.tensor([2.0, 4.0], requires_grad=True)).tolist() == [0, 1]
 
 
-def test_colorize_matches_matplotlib_jet_rgb_order():
+def test_colour_scheme_constants():
+    assert render.RELEVANCE_CMAP == "inferno" and render.SIGNED_CMAP == "RdBu_r"
+
+
+def test_colorize_is_inferno_in_rgb_order():
     out = render.colorize(np.array([[0.0, 1.0]]))
-    jet = matplotlib.colormaps["jet"]
     assert out.shape == (1, 2, 3) and out.dtype == np.float32
-    np.testing.assert_allclose(out[0, 0], jet(0.0)[:3], atol=1e-6)
-    np.testing.assert_allclose(out[0, 1], jet(1.0)[:3], atol=1e-6)
-    low, high = out[0, 0], out[0, 1]
-    assert low[2] > 0.4 and low[2] > low[0]  # low = blue, stored in channel 2 (RGB)
-    assert high[0] > 0.4 and high[0] > high[2]  # high = red, stored in channel 0
+    np.testing.assert_allclose(out[0, 0], [0.001462, 0.000466, 0.013866], atol=1e-6)  # inferno(0): near black
+    np.testing.assert_allclose(out[0, 1], [0.988362, 0.998364, 0.644924], atol=1e-6)  # inferno(1): pale yellow
+    np.testing.assert_allclose(render.colorize(np.array([[0.5]]), cmap="viridis")[0, 0], [0.127568, 0.566949, 0.550556])
 
 
 def test_colorize_rejects_non_2d():
@@ -105,14 +106,39 @@ def test_colorize_rejects_non_2d():
 # ------------------------------------------------------------------ overlay
 
 
-def test_overlay_alpha_extremes_are_exact():
-    img = _rng_image()
-    hm = np.random.default_rng(1).random((4, 6))
+def test_overlay_opacity_is_alpha_times_value_by_hand():
+    # pixel = (1 - alpha * v) * image + alpha * v * inferno(v); map [0, 0.5, 1] is already on [0, 1]
+    img = np.array([[[0.2, 0.4, 0.6]] * 3], np.float32)
+    out = render.overlay(img, np.array([[0.0, 0.5, 1.0]]), alpha=0.6)
+    np.testing.assert_allclose(out[0, 0], [0.2, 0.4, 0.6], atol=1e-7)  # v = 0: the image's true colour
+    # v = 0.5: opacity 0.3, inferno(0.5) = (0.735683, 0.215906, 0.330245)
+    np.testing.assert_allclose(out[0, 1], [0.3607049, 0.3447718, 0.5190735], atol=1e-6)
+    # v = 1: opacity 0.6, inferno(1) = (0.988362, 0.998364, 0.644924)
+    np.testing.assert_allclose(out[0, 2], [0.6730172, 0.7590184, 0.6269544], atol=1e-6)
+    # the default maximum opacity is 0.6; raw scores are min-max normalised first (10, 15, 20 -> 0, 0.5, 1)
+    np.testing.assert_allclose(render.overlay(img, np.array([[10.0, 15.0, 20.0]])), out, atol=1e-6)
+
+
+def test_overlay_keeps_colours_where_the_map_is_low():
+    # a blue star and a red square on grey: with the map hot elsewhere, their pixels stay exact
+    img = np.full((4, 4, 3), 0.5, np.float32)
+    img[0, 0], img[3, 3] = (0.0, 0.0, 1.0), (1.0, 0.0, 0.0)
+    hm = np.zeros((4, 4))
+    hm[1:3, 1:3] = 1.0
+    out = render.overlay(img, hm, alpha=1.0)
+    np.testing.assert_array_equal(out[0, 0], [0, 0, 1])
+    np.testing.assert_array_equal(out[3, 3], [1, 0, 0])
+    np.testing.assert_allclose(out[1, 1], [0.988362, 0.998364, 0.644924], atol=1e-6)  # alpha 1, v 1: the colour
     np.testing.assert_array_equal(render.overlay(img, hm, alpha=0.0), img)
-    expected = render.colorize(render.normalize_map(hm))
-    np.testing.assert_array_equal(render.overlay(img, hm, alpha=1.0), expected)
-    half = render.overlay(img, hm, alpha=0.5)
-    np.testing.assert_allclose(half, 0.5 * img + 0.5 * expected, atol=1e-6)
+
+
+def test_overlay_shared_scale():
+    img = np.zeros((1, 3, 3), np.float32)
+    out = render.overlay(img, np.array([[0.0, 1.0, 4.0]]), alpha=1.0, vmin=0.0, vmax=2.0)  # 0, 0.5, 1 (clipped)
+    np.testing.assert_allclose(out[0, 1], 0.5 * np.array([0.735683, 0.215906, 0.330245]), atol=1e-6)
+    np.testing.assert_allclose(out[0, 2], [0.988362, 0.998364, 0.644924], atol=1e-6)
+    with pytest.raises(ValueError, match="vmin < vmax"):
+        render.overlay(img, np.zeros((1, 3)), vmin=1.0, vmax=1.0)
 
 
 def test_overlay_resizes_heatmap_to_image():
@@ -120,8 +146,8 @@ def test_overlay_resizes_heatmap_to_image():
     hm = np.array([[0.0, 0.0], [0.0, 1.0]])  # hot bottom-right corner
     out = render.overlay(img, hm, alpha=1.0)
     assert out.shape == (4, 6, 3) and out.dtype == np.float32
-    assert out[-1, -1, 0] > out[-1, -1, 2]  # red bottom-right
-    assert out[0, 0, 2] > out[0, 0, 0]  # blue top-left
+    np.testing.assert_allclose(out[-1, -1], [0.988362, 0.998364, 0.644924], atol=1e-6)  # bilinear, edge = 1
+    np.testing.assert_array_equal(out[0, 0], [0, 0, 0])  # v = 0: the black image unchanged
 
 
 def test_overlay_validation():
@@ -143,9 +169,14 @@ def test_figure_grid_visible_axes_and_validation():
         [Panel(image=img, kind="image")],  # short row -> padded with empty cells
     ]
     fig = render.figure_grid(panels, titles=["a", "b"], suptitle="grid")
-    assert len(fig.axes) == 6
-    assert sum(ax.axison for ax in fig.axes) == 3
-    assert sum(len(ax.images) for ax in fig.axes) == 3
+    cells = render.panel_axes(fig)
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(cells) == 6 and len(bars) == 2  # one shared by the overlays, the heatmap's own
+    assert sum(ax.axison for ax in cells) == 3
+    assert sum(len(ax.images) for ax in cells) == 3
+    assert bars[0].get_ylabel() == "raw value"  # the heatmap's own, at its right
+    assert bars[1].get_xlabel() == "normalised per panel to [0, 1]"  # the overlays', below the grid
+    assert len(render.figure_grid(panels, colorbar=False).axes) == 6
     with pytest.raises(ValueError, match="row titles"):
         render.figure_grid(panels, titles=["only one"])
     with pytest.raises(ValueError, match="needs heatmap"):
@@ -154,11 +185,78 @@ def test_figure_grid_visible_axes_and_validation():
         Panel(image=img, heatmap=hm, kind="nope")
 
 
+def test_figure_grid_suptitle_clears_the_panel_titles():
+    img, hm = _rng_image(8, 8), np.random.default_rng(6).random((2, 2))
+    row = [Panel(img, hm, title=f"layer {i}\np = 0.3") for i in range(5)]
+    fig = render.figure_grid([row, row[:1]], titles=["a", "b"], suptitle="worst mistakes")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    top = max(ax.title.get_window_extent(renderer).y1 for ax in render.panel_axes(fig) if ax.get_title())
+    assert fig.get_suptitle() == "worst mistakes" and fig._suptitle.get_window_extent(renderer).y0 - top >= 8
+
+
 def test_show_heatmap_colorbar_and_ticks_off():
     fig, ax = plt.subplots()
-    render.show_heatmap(ax, np.eye(3), title="t", colorbar=True)
-    assert len(fig.axes) == 2  # colorbar axes added
+    im = render.show_heatmap(ax, np.eye(3), title="t")
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylabel() == "raw value"  # colorbar by default
+    assert im.get_cmap().name == "inferno" and im.get_clim() == (0.0, 1.0)
     assert len(ax.get_xticks()) == 0 and ax.get_title() == "t"
+    fig, ax = plt.subplots()
+    render.show_heatmap(ax, np.eye(3), colorbar=False)
+    assert len(fig.axes) == 1
+
+
+def test_show_overlay_colorbar_states_the_normalisation():
+    fig, ax = plt.subplots()
+    render.show_overlay(ax, _rng_image(), np.random.default_rng(4).random((2, 3)), title="o")
+    assert len(fig.axes) == 2
+    bar = fig.axes[1]
+    assert bar.get_ylabel() == "normalised per panel to [0, 1]" and bar.get_ylim() == (0.0, 1.0)
+    fig, ax = plt.subplots()
+    render.show_overlay(ax, _rng_image(), np.ones((2, 3)), vmin=0.0, vmax=5.0)
+    assert fig.axes[1].get_ylabel() == "value, shared scale 0 .. 5" and fig.axes[1].get_ylim() == (0.0, 5.0)
+
+
+def test_show_signed_is_centred_at_zero():
+    fig, ax = plt.subplots()
+    diff = np.array([[-0.5, 0.0], [0.25, 2.0]])
+    im = render.show_signed(ax, diff, title="fake - real")
+    assert im.get_cmap().name == "RdBu_r" and im.get_clim() == (-2.0, 2.0)  # symmetric: max |diff| = 2
+    rgba = im.to_rgba(np.array([[0.0]]))[0, 0]
+    np.testing.assert_allclose(rgba, matplotlib.colormaps["RdBu_r"](0.5), atol=1e-6)  # 0 -> the centre colour
+    assert fig.axes[1].get_ylabel() == "difference (white = 0)"
+    fig, ax = plt.subplots()
+    assert render.show_signed(ax, np.zeros((2, 2))).get_clim() == (-1.0, 1.0)  # all zero: bound 1
+
+
+def test_draw_outline_contour_at_the_mask_boundary():
+    fig, ax = plt.subplots()
+    mask = np.zeros((8, 8))
+    mask[2:5, 3:6] = 1  # rows 2..4, columns 3..5
+    render.show_overlay(ax, _rng_image(8, 8), np.random.default_rng(5).random((8, 8)), mask=mask)
+    (contours,) = ax.collections
+    vertices = np.concatenate([p.vertices for p in contours.get_paths()])
+    # the 0.5 level runs half-way between inside and outside pixel centres
+    np.testing.assert_allclose(vertices.min(0), [2.5, 1.5])
+    np.testing.assert_allclose(vertices.max(0), [5.5, 4.5])
+    assert mcolors.to_hex(contours.get_edgecolor()[0]) == "#00ffff"
+    assert ax.get_xlim() == (-0.5, 7.5)  # the image's extent is kept
+    # a 4 x 4 mask over a 16 x 16 image: stretched by 4; touching the border it is closed at -0.5
+    fig, ax = plt.subplots()
+    small = np.zeros((4, 4))
+    small[0:2, 0:1] = 1
+    ax.imshow(np.zeros((16, 16, 3)))
+    vertices = render.draw_outline(ax, small, shape=(16, 16)).get_paths()[0].vertices
+    np.testing.assert_allclose(vertices.min(0), [-0.5, -0.5])
+    np.testing.assert_allclose(vertices.max(0), [3.5, 7.5])
+
+
+def test_outline_pixels():
+    mask = np.zeros((5, 5))
+    mask[1:4, 1:4] = 1
+    ring = render.outline_pixels(mask)
+    assert ring.sum() == 8 and not ring[2, 2] and ring[1, 1]
+    assert render.outline_pixels(mask, (10, 10)).sum() == 6 * 4 - 4  # a 6 x 6 square's border
 
 
 def test_bar_chart_highlight():
@@ -177,7 +275,8 @@ def test_bar_chart_highlight():
 def test_token_colors_and_strip():
     colours = render.token_colors([0.0, 0.5, 1.0])
     assert len(colours) == 3 and all(len(c) == 3 for c in colours)
-    assert sum(colours[2]) < sum(colours[0])  # heavier weight -> darker red
+    assert colours[2] == pytest.approx((0.988362, 0.998364, 0.644924))  # heaviest -> inferno's pale yellow
+    assert colours[0] == pytest.approx((0.001462, 0.000466, 0.013866))
     fig, ax = plt.subplots()
     texts = render.render_token_strip(ax, list("abcde"), [1, 2, 3, 4, 5], max_per_line=2)
     assert [t.get_text() for t in texts] == list("abcde")
@@ -213,6 +312,24 @@ def test_save_figure_and_image(tmp_path):
     u8 = np.random.default_rng(3).integers(0, 256, (4, 4, 3), dtype=np.uint8)
     np.testing.assert_array_equal(np.asarray(Image.open(render.save_image(u8, path))), u8)
     assert [p.name for p in path.parent.iterdir()] == ["red.png"]
+
+
+def test_save_overlay_upsamples_small_images(tmp_path):
+    img = np.zeros((64, 96, 3), np.float32)
+    img[..., 2] = 1.0  # blue
+    hm = np.zeros((8, 12))
+    hm[0, 0] = 1.0
+    mask = np.zeros((64, 96))
+    mask[32:, 48:] = 1
+    path = render.save_overlay(img, hm, tmp_path / "o" / "overlay.png", mask=mask)
+    back = np.asarray(Image.open(path))
+    assert back.shape == (224, 336, 3)  # short side 64 -> 224, aspect kept
+    np.testing.assert_array_equal(back[200, 20], [0, 0, 255])  # map 0 there: the image's blue, untouched
+    np.testing.assert_array_equal(back[112, 200], [0, 255, 255])  # the mask's top edge (row 112) in cyan
+    np.testing.assert_array_equal(back[150, 250], [0, 0, 255])  # inside the mask: not recoloured
+    assert [p.name for p in path.parent.iterdir()] == ["overlay.png"]
+    big = np.asarray(Image.open(render.save_overlay(np.zeros((300, 240, 3)), hm, tmp_path / "big.png")))
+    assert big.shape == (300, 240, 3)  # large enough: saved at its own size
 
 
 def test_write_video_pads_odd_frames(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from vizkit import token_video
 from vizkit.positions import IMAGE, SPECIAL, PositionMap, Trace
-from vizkit.token_video import FrameRenderer, contact_sheet, red_green, write_layer_videos
+from vizkit.token_video import FrameRenderer, contact_sheet, relevance_rgb, write_layer_videos
 
 
 def _trace() -> Trace:
@@ -62,10 +62,13 @@ def test_mosaic_seams_thumbnail_panel_and_cell_colours():
     assert np.all(panel[h // 2, :] == 30) and np.all(panel[:, w // 2] == 30)  # the seams between the 2 x 2 tiles
     assert not np.any(np.all(panel[h // 4, :] == 30))  # a row inside a tile: no seam
     cell = lambda rr, cc: panel[int((rr + 0.5) * h / 4), int((cc + 0.5) * w / 4)]  # noqa: E731
-    expect_peak = np.round(0.45 * 128 + 0.55 * red_green(1.0).astype(float))
-    np.testing.assert_array_equal(cell(3, 0), expect_peak)  # the peak lands on ITS cell of the stitched mosaic
-    low = 0.01 / 0.5
-    np.testing.assert_allclose(cell(0, 3), np.round(0.45 * 128 + 0.55 * red_green(low).astype(float)), atol=1)
+    # weight 1: opacity 0.6 of inferno(1) = (252, 255, 164) over grey 128 -> 0.4 * 128 + 0.6 * colour
+    np.testing.assert_array_equal(cell(3, 0), [202, 204, 150])  # the peak lands on ITS cell of the stitched mosaic
+    low = 0.01 / 0.5  # opacity 0.6 * 0.02: the grey nearly untouched
+    expect_low = np.round((1 - 0.6 * low) * 128 + 0.6 * low * relevance_rgb(low).astype(float))
+    np.testing.assert_allclose(cell(0, 3), expect_low, atol=1)
+    assert np.abs(cell(0, 3) - 128).max() <= 2
+    np.testing.assert_array_equal(relevance_rgb([0.0, 1.0]), [[0, 0, 4], [252, 255, 164]])  # inferno's ends
     _, _, pic2, x1 = r.panels[1]  # the thumbnail: its own panel, right of the mosaic
     assert x1 >= x0 + w and pic2.shape == pic.shape
 
@@ -79,8 +82,13 @@ def test_masked_sinks_and_contact_sheet():
     np.testing.assert_allclose(masked[:, : t.prompt_len].sum(1)[0], 1.0, atol=1e-6)
     keep, hide = FrameRenderer(t, 0, sinks="keep").frame(0), FrameRenderer(t, 0, sinks="mask").frame(0)
     assert not np.array_equal(keep, hide)
-    sheet = contact_sheet(FrameRenderer(t, 0), count=3, columns=2, scale=0.5)
-    assert sheet.shape[0] > keep.shape[0] * 0.5 * 2 and sheet.dtype == np.uint8
+    r = FrameRenderer(t, 0)
+    sheet = contact_sheet(r, count=3, columns=2)
+    assert r.small_size >= 11  # the smallest text on the sheet: 11 px, frames at their own size
+    assert sheet.shape == (2 * (keep.shape[0] + 4), 2 * (keep.shape[1] + 4), 3) and sheet.dtype == np.uint8
+    np.testing.assert_array_equal(sheet[: keep.shape[0], : keep.shape[1]], r.frame(t.frame_tokens[0]))
+    with pytest.raises(ValueError, match="below 10 px"):
+        contact_sheet(r, scale=0.5)
     with pytest.raises(ValueError, match="sinks='drop'"):
         t.head_rows(0, sinks="drop")
 

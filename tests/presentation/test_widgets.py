@@ -52,6 +52,21 @@ def test_diverging_map_is_centred_at_zero_and_redraws_change_the_bytes():
     assert len(np.unique(decode(pane.png[0]).reshape(-1, 3), axis=0)) == 1
 
 
+def test_titles_carry_a_colorbar_of_the_panel_scale():
+    from vizkit.widgets import colorbar_html
+
+    pane = HeatmapPane(size=100)
+    pane.draw(np.array([[0.0, 0.5], [1.0, 2.0]], np.float32), np.zeros((8, 8, 3), np.float32))
+    # inferno by default: its first stop is inferno(0) = #000004, its last inferno(1) = #fcffa4
+    assert "linear-gradient(to right, #000004" in pane.map_title.value and "#fcffa4)" in pane.map_title.value
+    assert "<small>0</small>" in pane.map_title.value and "<small>2</small>" in pane.map_title.value
+    assert "opacity" in pane.overlay_title.value
+    pane.draw(np.array([[-0.5, 0.25]], np.float32), np.zeros((8, 8, 3), np.float32), diverging=True)
+    assert colorbar_html("RdBu_r", -0.5, 0.5) in pane.map_title.value  # symmetric about 0
+    pane.draw(np.zeros((2, 2), np.float32), np.zeros((8, 8, 3), np.float32))
+    assert "the map is 0 everywhere" in pane.map_title.value and "gradient" not in pane.map_title.value
+
+
 def test_describe_controls_names_what_the_browser_moves():
     import ipywidgets as W
 

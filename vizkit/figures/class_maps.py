@@ -38,7 +38,7 @@ def class_map_figure(image: np.ndarray, heatmap: np.ndarray, map_title: str, sup
     """Three panels: the image, the map ``[H, W]`` (with a colour bar, titled ``map_title``) and the
     map over the image."""
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
-    render.show_overlay(axes[0], image, heatmap, title="image", alpha=0.0)
+    render.show_overlay(axes[0], image, heatmap, title="image", alpha=0.0, colorbar=False)
     render.show_heatmap(axes[1], heatmap, title=map_title, colorbar=True)
     render.show_overlay(axes[2], image, heatmap, title="overlay")
     fig.suptitle(suptitle, fontsize=9)
@@ -60,13 +60,7 @@ def map_comparison_figure(
     fig, axes = plt.subplots(1, 4, figsize=(14, 4))
     render.show_overlay(axes[0], image, a, title=titles[0])
     render.show_overlay(axes[1], image, b, title=titles[1])
-    diff = b - a
-    bound = float(np.abs(diff).max()) or 1.0
-    im = axes[2].imshow(diff, cmap="RdBu_r", vmin=-bound, vmax=bound)
-    fig.colorbar(im, ax=axes[2], fraction=0.046, pad=0.04)
-    axes[2].set_title(f"{names[1]} - {names[0]}")
-    axes[2].set_xticks([])
-    axes[2].set_yticks([])
+    render.show_signed(axes[2], b - a, title=f"{names[1]} - {names[0]}")
     render.show_heatmap(axes[3], np.minimum(a, b), title=f"overlap min({names[0]}, {names[1]})", colorbar=True)
     fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()

@@ -40,7 +40,7 @@ def layers_figure(
     name: str,
     layers: Sequence[int] | None = None,
     head_fusion: str = "mean",
-    cmap: str = "jet",
+    cmap: str = render.RELEVANCE_CMAP,
 ) -> Figure:
     """CLS attention of ``sample`` in each of ``layers`` (default all; heads fused by
     ``head_fusion``): the maps on top, their overlays on ``image`` below; ``name`` opens the title."""
@@ -64,7 +64,7 @@ def heads_figure(
     name: str,
     layer: int = -1,
     heads: Sequence[int] | None = None,
-    cmap: str = "jet",
+    cmap: str = render.RELEVANCE_CMAP,
 ) -> Figure:
     """CLS attention of ``sample`` in each of ``heads`` (default all) of ``layer`` (an index,
     negative from the end): the maps on top, their overlays on ``image`` below."""
@@ -80,7 +80,12 @@ def heads_figure(
 
 
 def layer_evolution_figure(
-    cache: AttentionCache, sample: int, image: np.ndarray, name: str, head_fusion: str = "mean", cmap: str = "jet"
+    cache: AttentionCache,
+    sample: int,
+    image: np.ndarray,
+    name: str,
+    head_fusion: str = "mean",
+    cmap: str = render.RELEVANCE_CMAP,
 ) -> Figure:
     """Two rows over ``image``: the fused CLS attention of every layer side by side, then the raw
     last layer beside rollout and (when cached) the gradient-weighted attention."""

@@ -34,7 +34,7 @@ def text_target_figure(
     (titled with ``method``), their overlay, and a bar of the probability of each text in
     ``names`` (``probs`` ``[T]``; bar ``target`` highlighted); ``title`` above them."""
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.2), gridspec_kw={"width_ratios": [1, 1, 1, 1.5]})
-    render.show_overlay(axes[0], display, heatmap, title="image", alpha=0.0)
+    render.show_overlay(axes[0], display, heatmap, title="image", alpha=0.0, colorbar=False)
     render.show_heatmap(axes[1], heatmap, title=f"{method} heatmap")
     render.show_overlay(axes[2], display, heatmap, title="overlay")
     render.bar_chart(axes[3], list(names), list(probs), highlight=target, title="probability per text")

@@ -53,6 +53,7 @@ from ..models.vit_gradcam import (
     DetectorAttention,
     check_attention_options,
 )
+from ..render import RELEVANCE_CMAP
 from ..state import resolve_device
 from ..widgets import Control, Explorer, HeatmapView
 from .detector_attention_eval import faithfulness_table
@@ -131,7 +132,7 @@ class DetectorAttentionExplorer(Explorer):
         names: Sequence[str] | None = None,
         real_idx: int = 0,
         fake_idx: int = 1,
-        cmap: str = "jet",
+        cmap: str = RELEVANCE_CMAP,
         *,
         interactive: bool = True,
     ):

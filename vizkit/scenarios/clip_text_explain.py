@@ -151,7 +151,7 @@ def save_result(result: ClipGradCAMResult, output_dir: str | os.PathLike, stem: 
     written: list[Path] = []
     try:
         written.append(render.save_figure(figure(result), paths["figure"]))
-        written.append(render.save_image(render.overlay(result.display, result.heatmap), paths["overlay"]))
+        written.append(render.save_overlay(result.display, result.heatmap, paths["overlay"]))
         write_json(paths["sidecar"], result.sidecar())
     except BaseException:
         for p in written:

@@ -41,7 +41,7 @@ from ..figures.text_maps import text_maps_figure
 from ..io import image_files, load_image
 from ..models.clip import ClipAdapter, candidate_layers
 from ..models.clip_texts import load_class_texts
-from ..render import display_crop
+from ..render import RELEVANCE_CMAP, display_crop
 from ..state import resolve_device
 from ..widgets import Control, Explorer, HeatmapView
 from ..zoo.load_clip import ZOO_CLIPS, load_clip_model
@@ -329,7 +329,7 @@ class ClipExplorer(Explorer):
         texts: list[str],
         methods: list[str],
         layers: list[str],
-        cmap: str = "jet",
+        cmap: str = RELEVANCE_CMAP,
         *,
         interactive: bool = True,
     ):

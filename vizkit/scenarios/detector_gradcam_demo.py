@@ -126,7 +126,7 @@ def gradcam_image(
     display = display_image(image, det.size)
     maps = {i.name: exp.layer_maps[i.module][0].cpu().numpy() for i in infos}
     for name, m in maps.items():
-        render.save_image(render.overlay(display, m), out / f"gradcam_{name}_{path.stem}.png")
+        render.save_overlay(display, m, out / f"gradcam_{name}_{path.stem}.png")
     conf = prob if pred == 1 else 1 - prob
     title = f"{path.name}: predicted {LABEL_NAMES[pred]} (p = {conf:.3f})"
     render.save_figure(comparison_figure(display, maps, title, exp.method), out / f"{path.stem}_comparison.png")

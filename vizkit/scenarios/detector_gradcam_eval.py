@@ -63,7 +63,7 @@ from ..metrics.road import ROAD_PERCENTILES
 from ..models import Detector
 from ..models.detector_layers import LayerInfo, default_layers, layer_table, resolve_gradcam_layers
 from ..models.load_detector import load_eval_detector
-from ..render import combined_map, display_image
+from ..render import RELEVANCE_CMAP, combined_map, display_image
 from ..runs import chunk_count, clear_complete, is_complete, read_chunk_arrays, write_chunk, written_chunks
 from ..state import resolve_device
 from ..widgets import Control, Explorer, HeatmapView
@@ -293,7 +293,7 @@ class DetectorGradCAMExplorer(Explorer):
         run_dir: str | os.PathLike,
         dataset: EvalDataset | None = None,
         size: int | None = None,
-        cmap: str = "jet",
+        cmap: str = RELEVANCE_CMAP,
         *,
         interactive: bool = True,
     ):

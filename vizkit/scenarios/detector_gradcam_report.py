@@ -84,7 +84,7 @@ def _save_sample(
     folder = run / f"sample{i}"
     meta = folder / f"sample{i}_metadata.txt"
     for layer, m in maps.items():
-        render.save_image(render.overlay(display, m), folder / f"gradcam_{layer}_sample{i}.png")
+        render.save_overlay(display, m, folder / f"gradcam_{layer}_sample{i}.png")
     render.save_figure(comparison_figure(display, maps, sample_title(row), method), folder / "gradcam_comparison.png")
     conf = _confidence(row)
     write_text(meta, metadata_text(int(row["label"]), int(row["pred"]), float(conf), dataset))  # last: marks it done

@@ -108,9 +108,7 @@ class CLIPDetectorWithGradCAM(nn.Module):
                 display = render.to_numpy_image(x[b].detach().cpu())  # min-max scaled for display
                 per = {n: m[b].cpu().numpy() for n, m in maps.items()}
                 for n, m in per.items():
-                    render.save_image(
-                        render.overlay(display, m), self.gradcam_save_dir / f"{filename_prefix}_{n}_sample{b}.png"
-                    )
+                    render.save_overlay(display, m, self.gradcam_save_dir / f"{filename_prefix}_{n}_sample{b}.png")
                 p = float(torch.softmax(exp.output[b].float(), -1)[1])
                 render.save_figure(
                     comparison_figure(display, per, f"p(fake) = {p:.3f}", exp.method),

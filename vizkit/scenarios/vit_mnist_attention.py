@@ -39,6 +39,7 @@ from ..attention_math import HEAD_FUSIONS
 from ..errors import VizkitError
 from ..evaluate import SELECTIONS, predicted_classes, select_indices
 from ..figures import cls_attention
+from ..render import RELEVANCE_CMAP
 from ..report import markdown_table
 from ..state import model_device, resolve_device
 from ..widgets import Control, Explorer, HeatmapView
@@ -89,7 +90,7 @@ class AttentionVisualizer:
         device: str | None = None,
         output_dir: str | Path = "attention_analysis",
         head_fusion: str = "mean",
-        cmap: str = "jet",
+        cmap: str = RELEVANCE_CMAP,
     ):
         self.model_spec, self.config = model, config
         self.device = resolve_device(device or "auto")
@@ -377,7 +378,7 @@ class AttentionExplorer(Explorer):
     DESCRIPTION_WIDTH = "70px"
 
     def __init__(
-        self, cache: AttentionCache, head_fusion: str = "mean", cmap: str = "jet", *, interactive: bool = True
+        self, cache: AttentionCache, head_fusion: str = "mean", cmap: str = RELEVANCE_CMAP, *, interactive: bool = True
     ):
         self.cache, self.head_fusion = cache, head_fusion
         super().__init__(interactive=interactive, cmap=cmap)
