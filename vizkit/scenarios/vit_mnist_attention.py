@@ -48,7 +48,15 @@ from ..widgets import Control, Explorer, HeatmapView
 from ..zoo.mnist import mnist_preprocess
 from . import vit_mnist_params as checks
 from .vit_mnist_params import parse_index_list
-from .vit_mnist_report import head_table, layer_summary, observations, rollout_agreement, top_patch, write_report
+from .vit_mnist_report import (
+    entropy_trend,
+    head_table,
+    layer_summary,
+    observations,
+    rollout_agreement,
+    top_patch,
+    write_report,
+)
 
 __all__ = [
     "AttentionVisualizer",
@@ -60,6 +68,7 @@ __all__ = [
     "head_table",
     "rollout_agreement",
     "top_patch",
+    "entropy_trend",
     "write_report",
     "mnist_preprocess",
     "markdown_table",

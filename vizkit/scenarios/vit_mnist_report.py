@@ -34,6 +34,7 @@ __all__ = [
     "layer_summary",
     "head_table",
     "top_patch",
+    "entropy_trend",
     "rollout_agreement",
     "observations",
     "write_report",
@@ -107,6 +108,13 @@ def top_patch(cache: AttentionCache) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["layer", "head"])
 
 
+def entropy_trend(df: pd.DataFrame) -> float:
+    """Spearman correlation between the layer number and the layer's mean CLS-row entropy (over the images and
+    heads in ``df``): near -1 the CLS attention sharpens with depth, near +1 it spreads."""
+    per_layer = layer_summary(df)
+    return float(pd.Series(per_layer.index).corr(pd.Series(per_layer["entropy"].values), method="spearman"))
+
+
 def rollout_agreement(cache: AttentionCache, head_fusion: str = "mean") -> float:
     """Mean over the cached samples of the Pearson correlation between the raw last-layer CLS attention
     and attention rollout over all captured layers (heads fused by ``head_fusion``)."""
@@ -148,7 +156,7 @@ def observations(
             + " - a fixed position whatever the digit."
         )
     if len(per_layer) > 2:
-        rho = float(pd.Series(per_layer.index).corr(pd.Series(per_layer["entropy"].values), method="spearman"))
+        rho = entropy_trend(df)
         trend = "falls" if rho <= -0.5 else "rises" if rho >= 0.5 else "shows no monotonic trend"
         obs.append(f"Entropy {trend} with depth (Spearman rho = {rho:+.2f} between layer number and mean entropy).")
     uniform = reference["distance"]
