@@ -64,7 +64,7 @@ _before = baseline(globals())
 # %% tags=["parameters"]
 model: str = "mnist_vit"  # mnist_vit (the zoo model) or the path of your own ViT checkpoint (.pth / .safetensors)
 model_config: str = ""  # with a checkpoint path: JSON file with seed 001's config (img_size, patch_size, ...)
-num_samples: int = 8  # how many test digits to show (three figures each)
+num_samples: int = 8  # how many test digits to analyse
 statistics_images: int = 1000  # the statistics are over the first N test images (1..10000)
 selection: str = "one_per_class"  # one_per_class | indices | misclassified_first
 indices: list = []  # MNIST test-set indices, used when selection is indices
@@ -267,7 +267,7 @@ report = vma.write_report(
 display(Markdown("\n".join(f"- {n}" for n in notes)))
 print("report:", report.relative_to(run_dir.parent))  # in the run folder printed above
 
-# %% [markdown]
+# %% [markdown] tags=["exercise"]
 # ### Exercise 1: the chance level of a bigger ViT
 # ViT-B/16 on a 224×224 image has a 14×14 patch grid. Change the grid passed to
 # `uniform_attention_distance` in the cell below from `(4, 4)` to `(14, 14)`: above what mean attention

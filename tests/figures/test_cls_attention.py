@@ -81,7 +81,7 @@ def test_layer_evolution_figure_rows(cache):
         overlays = drawn[1:4] + drawn[5:]
         for ax, heat in zip(overlays, expected):
             np.testing.assert_allclose(shown(ax), render.overlay(image, heat), atol=1e-6)
-        assert fig.get_suptitle() == f"Sample 0: from layer 0 to layer 2 - {cache.caption(0)}"
+        assert fig.get_suptitle().startswith(f"Sample 0: from layer 0 to layer 2 - {cache.caption(0)}\n")
     finally:
         plt.close(fig)
 

@@ -132,7 +132,8 @@ def layer_evolution_figure(
     return render.figure_grid(
         [first + evolution, first + last],
         titles=["layer evolution", "last layer vs rollout"],
-        suptitle=f"{name}: from layer {numbers[0]} to layer {numbers[-1]} - {cache.caption(sample)}",
+        suptitle=f"{name}: from layer {numbers[0]} to layer {numbers[-1]} - {cache.caption(sample)}\n"
+        "each map scaled from its own minimum to its own maximum",
     )
 
 
