@@ -55,7 +55,7 @@
 import torch
 from IPython.display import Image, Markdown, display
 
-from vizkit.metrics.chance import uniform_attention_distance
+from vizkit import metrics
 from vizkit.scenarios import baseline, run_folder, seed_everything
 from vizkit.scenarios import vit_mnist_attention as vma
 
@@ -218,7 +218,9 @@ print(f"statistics over {statistics['sample'].nunique()} test images")
 print(
     f"uniform attention (chance): entropy {reference['entropy']:.3f} nats, distance {reference['distance']:.3f} patches"
 )
-print(f"chance function: uniform_attention_distance(grid) = {uniform_attention_distance(cache.attn.grid):.3f}")
+print(
+    f"chance function: metrics.uniform_attention_distance(grid) = {metrics.uniform_attention_distance(cache.attn.grid):.3f}"
+)
 print("mean entropy of the CLS row per layer (nats):", per_layer["entropy"].iloc[:-1].round(2).tolist())
 print("mean CLS-row distance per layer (patches):", per_layer["cls_distance"].iloc[:-1].round(2).tolist())
 print("mean patch-query distance per layer (patches):", per_layer["distance"].iloc[:-1].round(2).tolist())
@@ -270,12 +272,14 @@ print("report:", report.relative_to(run_dir.parent))  # in the run folder printe
 # %% [markdown] tags=["exercise"]
 # ### Exercise 1: the chance level of a bigger ViT
 # ViT-B/16 on a 224×224 image has a 14×14 patch grid. Change the grid passed to
-# `uniform_attention_distance` in the cell below from `(4, 4)` to `(14, 14)`: above what mean attention
+# `metrics.uniform_attention_distance` in the cell below from `(4, 4)` to `(14, 14)`: above what mean attention
 # distance (in patches) is a head of ViT-B/16 no more local than uniform attention?
 
 # %% jupyter={"source_hidden": true} tags=["answer"]
 # NBVAL_CHECK_OUTPUT
-print(f"answer: uniform attention distance on a 14x14 grid = {uniform_attention_distance((14, 14)):.3f} patches")
+print(
+    f"answer: uniform attention distance on a 14x14 grid = {metrics.uniform_attention_distance((14, 14)):.3f} patches"
+)
 
 # %% [markdown] tags=["exercise"]
 # ### Exercise 2: rollout with another head fusion
