@@ -351,7 +351,9 @@ def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:
     """Validate the notebook's parameters (names, types, choices, and the combinations)."""
     from ..notebook import check_parameters
 
-    return checks.check_combinations(check_parameters(namespace, before, notebook_parameters()))
+    p = checks.check_combinations(check_parameters(namespace, before, notebook_parameters()))
+    resolve_device(p["device"])  # cuda without a GPU: one clear error
+    return p
 
 
 # ---------------------------------------------------------------- explorer

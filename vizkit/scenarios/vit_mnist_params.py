@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..state import resolve_device
-
 __all__ = ["layers_ok", "heads_ok", "indices_ok", "statistics_images_ok", "check_combinations", "parse_index_list"]
 
 
@@ -67,12 +65,12 @@ def statistics_images_ok(value: int) -> str | None:
 
 
 def check_combinations(p: dict[str, Any]) -> dict[str, Any]:
-    """The checks across parameters of the values ``p`` that passed one by one; returns ``p``."""
+    """The checks across parameters of the values ``p`` that passed one by one (the device is checked by the
+    caller, ``check_notebook_parameters``); returns ``p``."""
     from ..notebook import ParameterError
 
     if p["selection"] == "indices" and not p["indices"]:
         raise ParameterError("selection='indices' needs a non-empty indices list, e.g. indices=[0, 7, 42]")
     if p["model"] not in ("mnist_vit", "zoo:mnist_vit") and not p["model_config"]:
         raise ParameterError(f"model={p['model']!r} is a checkpoint path: also set model_config to its JSON config")
-    resolve_device(p["device"])  # cuda without a GPU: one clear error
     return p
