@@ -44,7 +44,7 @@ def main() -> None:
     visualizer.model.register_forward_pre_hook(lambda *a: forwards.append(1))
     explorer = AttentionExplorer(cache)
     controls = [
-        (explorer.layer, list(range(1, len(cache.layers) + 1))),
+        (explorer.layer, list(range(len(cache.layers)))),  # 0-based
         (explorer.head, [-1] + list(range(cache.num_heads))),
         (explorer.sample, list(range(len(samples)))),
         (explorer.fusion, ["mean", "max", "min"]),

@@ -90,9 +90,9 @@ def test_a_one_line_edit_of_the_script_is_caught(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     problems = pair_differences(ipynb, edited)
-    assert len(problems) == 1 and problems[0].startswith("cell 2 source:")
+    assert len(problems) == 1 and problems[0].startswith("cell 3 source:")
     assert "-num_samples: int = 8" in problems[0] and "+num_samples: int = 9" in problems[0]
     # a tag removed (the widget cell would then be compared by nbval) is caught too
     untagged = "".join(lines).replace('# %% tags=["nbval-ignore-output"]\nif interactive:', "# %%\nif interactive:")
     edited.write_text(untagged, encoding="utf-8")
-    assert [p.split(":")[0] for p in pair_differences(ipynb, edited)] == ["cell 15"]
+    assert [p.split(":")[0] for p in pair_differences(ipynb, edited)] == ["cell 28"]

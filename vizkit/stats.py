@@ -19,7 +19,9 @@ __all__ = [
     "map_entropy",
     "row_entropy",
     "mean_attention_distance",
+    "cls_attention_distance",
     "attention_statistics",
+    "uniform_statistics",
     "summarize",
 ]
 
@@ -68,6 +70,14 @@ def row_entropy(attn: Tensor) -> Tensor:
     return -torch.special.xlogy(attn, attn).sum(dim=-1)
 
 
+def _grid_distances(grid: tuple[int, int], device: torch.device, patch_size: float) -> Tensor:
+    """``[P, P]`` Euclidean distances between the row-major patch positions (row, col), times ``patch_size``."""
+    h, w = grid
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    coords = torch.stack([rows.flatten(), cols.flatten()], dim=-1).to(device, torch.float64)
+    return torch.cdist(coords, coords) * patch_size
+
+
 def mean_attention_distance(attn: Tensor, grid: tuple[int, int], prefix_tokens: int, patch_size: float = 1.0) -> Tensor:
     """Mean attention distance per head, ``[B, H, N, N] -> [B, H]``.
 
@@ -82,14 +92,33 @@ def mean_attention_distance(attn: Tensor, grid: tuple[int, int], prefix_tokens: 
     Prefix query rows are never used.
     """
     _check_attention(attn, grid, prefix_tokens)
-    h, w = grid
-    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    coords = torch.stack([rows.flatten(), cols.flatten()], dim=-1).to(attn.device, torch.float64)
-    dist = torch.cdist(coords, coords) * patch_size  # [P, P]
+    dist = _grid_distances(grid, attn.device, patch_size)  # [P, P]
 
     patch = attn[..., prefix_tokens:, prefix_tokens:].double()
     patch = patch / patch.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(patch.dtype).tiny)
     return (patch * dist).sum(dim=-1).mean(dim=-1).to(attn.dtype if attn.is_floating_point() else torch.float32)
+
+
+def cls_attention_distance(attn: Tensor, grid: tuple[int, int], prefix_tokens: int, patch_size: float = 1.0) -> Tensor:
+    """Spatial spread of the CLS row per head, ``[B, H, N, N] -> [B, H]`` (float64).
+
+    The CLS token has no place on the patch grid, so :func:`mean_attention_distance` (a distance from
+    each query patch) cannot be read on its row. This is the distance between two patches drawn
+    independently from the CLS row: with ``p`` the row of token 0 over the patch keys, renormalised
+    (``p[k] = attn[0, prefix + k] / sum_k attn[0, prefix + k]``) and ``d(k, l)`` the grid distance,
+
+        cls_distance[b, head] = sum_k sum_l p[k] p[l] d(k, l).
+
+    0 when the CLS token reads one patch; for attention spread evenly over the patches it equals
+    :func:`vizkit.metrics.chance.uniform_attention_distance` (2.008 on a 4 x 4 grid). A row with no
+    mass on patch keys gives 0. Needs ``prefix_tokens >= 1``."""
+    _check_attention(attn, grid, prefix_tokens)
+    if prefix_tokens < 1:
+        raise ValueError("cls_attention_distance needs a prefix (CLS) token, but prefix_tokens=0")
+    dist = _grid_distances(grid, attn.device, patch_size)
+    p = attn[..., 0, prefix_tokens:].double()  # [B, H, P]
+    p = p / p.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+    return torch.einsum("bhk,kl,bhl->bh", p, dist, p)
 
 
 def attention_statistics(
@@ -107,6 +136,8 @@ def attention_statistics(
     - ``entropy``: :func:`row_entropy` of the full rows (prefix keys included), averaged
       over the chosen rows
     - ``distance``: :func:`mean_attention_distance` (always over patch queries)
+    - ``cls_distance`` (``query="cls"`` only): :func:`cls_attention_distance`, the spread of the CLS row
+      that the CLS-attention maps show
     """
     if query not in ("cls", "all"):
         raise ValueError(f"query must be 'cls' or 'all', got {query!r}")
@@ -128,6 +159,8 @@ def attention_statistics(
                 "entropy": row_entropy(rows).mean(dim=-1),
                 "distance": mean_attention_distance(attn, grid, prefix_tokens),
             }
+            if query == "cls":
+                values["cls_distance"] = cls_attention_distance(attn, grid, prefix_tokens)
             b, n_heads = attn.shape[:2]
             sample, head = np.meshgrid(np.arange(b), np.arange(n_heads), indexing="ij")
             frame = pd.DataFrame(
@@ -142,6 +175,16 @@ def attention_statistics(
             frames.append(frame)
     df = pd.concat(frames, ignore_index=True)
     return df.astype({"sample": "int64", "layer_index": "int64", "head": "int64"})
+
+
+def uniform_statistics(grid: tuple[int, int], prefix_tokens: int, query: str = "cls") -> dict[str, float]:
+    """The :func:`attention_statistics` of uniform attention (every row ``1 / N`` over all ``N = prefix + h*w``
+    tokens): the chance level of each statistic, ``{"max": 1/N, "mean": 1/N, "entropy": log N, "distance": ...,
+    "cls_distance": ...}``, both distances equal to :func:`vizkit.metrics.chance.uniform_attention_distance`."""
+    n = prefix_tokens + grid[0] * grid[1]
+    uniform = torch.full((1, 1, n, n), 1.0 / n, dtype=torch.float64)
+    row = attention_statistics({"uniform": uniform}, grid, prefix_tokens, query=query).iloc[0]
+    return {k: float(row[k]) for k in row.index if k not in ("sample", "layer", "layer_index", "head")}
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:

@@ -4,7 +4,15 @@ import pandas as pd
 import pytest
 import torch
 
-from vizkit.stats import attention_statistics, mean_attention_distance, row_entropy, summarize
+from vizkit.metrics.chance import uniform_attention_distance
+from vizkit.stats import (
+    attention_statistics,
+    cls_attention_distance,
+    mean_attention_distance,
+    row_entropy,
+    summarize,
+    uniform_statistics,
+)
 
 SQRT2 = math.sqrt(2.0)
 
@@ -109,6 +117,47 @@ def test_distance_row_with_no_patch_mass_counts_as_zero():
     assert out.item() == pytest.approx(0.5)
 
 
+# --------------------------------------------------------------------- cls_attention_distance
+
+
+def test_cls_distance_by_hand_on_a_2x2_grid():
+    """CLS rows over 1 CLS + 4 patches (grid positions (0,0), (0,1), (1,0), (1,1))."""
+    rows = torch.tensor(
+        [
+            [0.0, 0.5, 0.0, 0.0, 0.5],  # two opposite corners: E d = 2 * 0.5 * 0.5 * sqrt 2
+            [0.2, 0.0, 0.8, 0.0, 0.0],  # one patch (the CLS key is dropped): 0
+            [0.2, 0.2, 0.2, 0.2, 0.2],  # uniform over the patches: (0 + 1 + 1 + sqrt 2) / 4
+            [0.0, 0.5, 0.25, 0.25, 0.0],  # p = (.5, .25, .25, 0): 2 (.125 * 1 + .125 * 1 + .0625 * sqrt 2)
+            [1.0, 0.0, 0.0, 0.0, 0.0],  # no mass on the patches: 0
+        ],
+        dtype=torch.float64,
+    )
+    attn = torch.zeros(1, 5, 5, 5, dtype=torch.float64)
+    attn[0, :, 0] = rows  # the patch query rows do not enter
+    attn[0, :, 1:] = 1.0 / 5
+    out = cls_attention_distance(attn, (2, 2), prefix_tokens=1)
+    expected = [SQRT2 / 2, 0.0, (2 + SQRT2) / 4, 0.5 + SQRT2 / 8, 0.0]
+    assert out.shape == (1, 5) and out.dtype == torch.float64
+    assert out[0].tolist() == pytest.approx(expected, abs=1e-12)
+    assert cls_attention_distance(attn, (2, 2), 1, patch_size=16)[0, 0].item() == pytest.approx(16 * SQRT2 / 2)
+
+
+def test_cls_distance_needs_a_cls_token():
+    with pytest.raises(ValueError, match="prefix"):
+        cls_attention_distance(torch.full((1, 1, 4, 4), 0.25), (2, 2), prefix_tokens=0)
+
+
+def test_uniform_statistics_are_the_chance_levels():
+    ref = uniform_statistics((4, 4), prefix_tokens=1)
+    assert set(ref) == {"max", "mean", "entropy", "distance", "cls_distance"}
+    assert ref["max"] == pytest.approx(1 / 17) and ref["mean"] == pytest.approx(1 / 17)
+    assert ref["entropy"] == pytest.approx(math.log(17))  # 2.833 nats: CLS + 16 patches
+    assert ref["distance"] == pytest.approx(uniform_attention_distance((4, 4)), abs=1e-12)
+    assert ref["cls_distance"] == pytest.approx(uniform_attention_distance((4, 4)), abs=1e-12)
+    assert ref["cls_distance"] == pytest.approx(2.0080, abs=1e-4)
+    assert "cls_distance" not in uniform_statistics((2, 3), 1, query="all")
+
+
 # --------------------------------------------------------------------- attention_statistics
 
 
@@ -123,8 +172,18 @@ def _tiny_maps():
 
 def test_attention_statistics_frame_cls():
     df = attention_statistics(_tiny_maps(), grid=(1, 2), prefix_tokens=1)
-    assert list(df.columns) == ["sample", "layer", "layer_index", "head", "max", "mean", "entropy", "distance"]
-    assert df.shape == (8, 8)
+    assert list(df.columns) == [
+        "sample",
+        "layer",
+        "layer_index",
+        "head",
+        "max",
+        "mean",
+        "entropy",
+        "distance",
+        "cls_distance",
+    ]
+    assert df.shape == (8, 9)
     assert df["sample"].dtype == "int64" and df["head"].dtype == "int64" and df["layer_index"].dtype == "int64"
     assert df.groupby("layer")["layer_index"].first().to_dict() == {"z_first": 0, "a_second": 1}
     assert len(df.drop_duplicates(["sample", "layer", "head"])) == 8
@@ -134,10 +193,13 @@ def test_attention_statistics_frame_cls():
     assert row["mean"] == pytest.approx(0.25)
     assert row["entropy"] == pytest.approx(1.0397207708)  # -(0.5 ln .5 + 2 * .25 ln .25)
     assert row["distance"] == pytest.approx(0.5)  # patch0 -> itself (0), patch1 -> patch0 (1)
+    # the CLS row over the patches, renormalised: [0.5, 0.5]; two draws land on different patches with p 0.5
+    assert row["cls_distance"] == pytest.approx(0.5)
 
     row = df.query("layer == 'z_first' and sample == 0 and head == 1").iloc[0]
     assert (row["max"], row["mean"], row["entropy"]) == pytest.approx((1.0, 0.5, 0.0))
     assert row["distance"] == pytest.approx(0.75)  # (1 + 0.5) / 2
+    assert row["cls_distance"] == 0.0  # the CLS row reads patch 0 alone: its spread is 0, unlike the patch rows
 
     row = df.query("layer == 'a_second' and sample == 0 and head == 0").iloc[0]  # flipped heads
     assert row["distance"] == pytest.approx(0.75)
@@ -148,6 +210,7 @@ def test_attention_statistics_frame_cls():
 
 def test_attention_statistics_query_all():
     df = attention_statistics(_tiny_maps(), grid=(1, 2), prefix_tokens=1, query="all")
+    assert "cls_distance" not in df.columns  # a statistic of the CLS row alone
     row = df.query("layer == 'z_first' and sample == 0 and head == 0").iloc[0]
     assert row["max"] == pytest.approx((0.25 + 1 + 1) / 3)
     assert row["mean"] == pytest.approx(2.5 / 6)

@@ -10,6 +10,7 @@ module                         what it explains                                 
 ``detector_attention_report``  scenario 1's report and its observations              01
 ``vit_mnist_attention``        a ViT digit classifier's CLS attention (seed 001)     02
 ``vit_mnist_report``           scenario 2's statistics, observations and report      02
+``vit_mnist_params``           scenario 2's notebook parameters and their checks     02
 ``detector_gradcam_eval``      a detector's Grad-CAM on named layers, evaluation     03
                                explaining its mistakes (seed 002)
 ``detector_gradcam_params``    scenario 3's arguments, checks, notebook parameters   03
@@ -77,6 +78,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "parse_index_list",
     ),
     "vit_mnist_report": ("observations", "layer_summary", "write_report"),
+    "vit_mnist_params": (),
     "detector_gradcam_eval": (
         "CLIPDetectorWithGradCAM",
         "DetectorGradCAMExplorer",

@@ -8,16 +8,19 @@ attention of the predicted-class logit (Chefer et al., ICCV 2021).
 ``AttentionVisualizer(model).run_comprehensive_analysis(output_dir)`` writes the files seed
 001's users know (``attention_pattern_sample_{i}.png``, ``attention_heads_sample_{i}.png``,
 ``layer_comparison_sample_{i}.png``, ``attention_statistics.png``,
-``attention_analysis_report.md``). All attention comes from ONE batched forward pass
+``attention_analysis_report.md``). The attention of the shown samples comes from ONE batched forward pass
 (:meth:`AttentionVisualizer.analyze`), cached in a :class:`vizkit.attention_cache.AttentionCache`
 that the figures (:mod:`vizkit.figures.cls_attention`) and the widget explorer index into without
-running the model again; the statistics, observations and report are in :mod:`.vit_mnist_report`.
+running the model again; the statistics are over more images (:meth:`AttentionVisualizer.analyze_statistics`,
+the first 1,000 test images by default, one more forward pass without gradients), beside the level of
+uniform attention (:meth:`AttentionVisualizer.reference`); the tables, observations and report are in
+:mod:`.vit_mnist_report`. Layers and heads are numbered from 0 ("layer 4" is ``blocks.4``).
 
 Example::
 
     from vizkit.scenarios import AttentionVisualizer
     result = AttentionVisualizer("mnist_vit").run_comprehensive_analysis("runs/mnist", num_samples=4)
-    result.statistics        # per sample x layer x head: max, mean, entropy, attention distance
+    result.statistics        # per image x layer x head: max, mean, entropy, CLS-row and patch-query distance
     result.report            # runs/mnist/attention_analysis_report.md
 """
 
@@ -44,7 +47,17 @@ from ..report import markdown_table
 from ..state import model_device, resolve_device
 from ..widgets import Control, Explorer, HeatmapView
 from ..zoo.mnist import mnist_preprocess
-from .vit_mnist_report import layer_summary, observations, write_report
+from . import vit_mnist_params as checks
+from .vit_mnist_params import parse_index_list
+from .vit_mnist_report import (
+    entropy_trend,
+    head_table,
+    layer_summary,
+    observations,
+    rollout_agreement,
+    top_patch,
+    write_report,
+)
 
 __all__ = [
     "AttentionVisualizer",
@@ -53,6 +66,10 @@ __all__ = [
     "AttentionExplorer",
     "observations",
     "layer_summary",
+    "head_table",
+    "rollout_agreement",
+    "top_patch",
+    "entropy_trend",
     "write_report",
     "mnist_preprocess",
     "markdown_table",
@@ -102,6 +119,7 @@ class AttentionVisualizer:
         self.preprocess = mnist_preprocess
         self.model_info: dict[str, Any] = {}
         self.cache: AttentionCache | None = None
+        self.statistics_cache: AttentionCache | None = None
         self._test_predictions: torch.Tensor | None = None
 
     # ---------------------------------------------------------------- model and data
@@ -187,6 +205,20 @@ class AttentionVisualizer:
         self.cache = cache_attention(model, x, images, labels, layers, relevance, self.head_fusion)
         return self.cache
 
+    def analyze_statistics(self, num_images: int = 1000, layers: Any = "all") -> AttentionCache:
+        """The attention of the first ``num_images`` MNIST test images (any digit) from one batched forward
+        pass without gradients, for :meth:`statistics`; cached in ``self.statistics_cache``."""
+        from ..zoo.mnist import load_mnist
+
+        model = self._ensure_model()
+        images, labels = load_mnist("test")
+        if not 1 <= num_images <= len(labels):
+            raise VizkitError(f"num_images must be in 1..{len(labels)}, got {num_images}")
+        x = torch.stack([self.preprocess(im) for im in images[:num_images]]).to(model_device(model))
+        chosen = [int(v) for v in labels[:num_images]]
+        self.statistics_cache = cache_attention(model, x, images[:num_images], chosen, layers, relevance=False)
+        return self.statistics_cache
+
     def _cached(self, image: np.ndarray, label: int, i: int) -> tuple[AttentionCache, int]:
         """The cache row of sample ``i``; an image that is not cached is analysed on its own."""
         if self.cache is not None and i < len(self.cache.images) and np.array_equal(self.cache.images[i], image):
@@ -217,20 +249,32 @@ class AttentionVisualizer:
         fig = cls_attention.layer_evolution_figure(cache, s, image, f"Sample {i}", self.head_fusion, self.cmap)
         return render.save_figure(fig, self.output_dir / f"layer_comparison_sample_{i}.png")
 
+    def _statistics_source(self) -> AttentionCache:
+        cache = self.statistics_cache if self.statistics_cache is not None else self.cache
+        if cache is None:
+            raise VizkitError("no cached attention: call analyze_statistics(n) or analyze(samples) first")
+        return cache
+
     def statistics(self) -> pd.DataFrame:
-        """Per sample, layer and head: max, mean, entropy and mean distance of the CLS attention."""
-        if self.cache is None:
-            raise VizkitError("no cached attention: call analyze(samples) first")
-        a = self.cache.attn
+        """Per image, layer and head: max, mean, entropy of the CLS row, its spread (``cls_distance``) and the
+        patch queries' mean attention distance (:func:`vizkit.stats.attention_statistics`), over the images of
+        :meth:`analyze_statistics` (or, before it, the shown samples)."""
+        a = self._statistics_source().attn
         return stats.attention_statistics(a.maps, a.grid, a.prefix_tokens, query="cls")
 
+    def reference(self) -> dict[str, float]:
+        """Each statistic under uniform attention (:func:`vizkit.stats.uniform_statistics`): the chance levels;
+        both distances are :func:`vizkit.metrics.chance.uniform_attention_distance` (2.008 on MNIST's 4 x 4)."""
+        a = self._statistics_source().attn
+        return stats.uniform_statistics(a.grid, a.prefix_tokens)
+
     def create_attention_statistics(self, samples: Sequence[tuple[np.ndarray, int]] | None = None) -> Path:
-        """``attention_statistics.png``: distributions per layer of max, mean, entropy, distance."""
+        """``attention_statistics.png``: distributions per layer and head of the largest CLS weight, the CLS
+        row's entropy and spread and the patch-query distance, with the uniform-attention level of each."""
         if samples is not None and (self.cache is None or len(self.cache.images) != len(samples)):
             self.analyze(samples)
-        return render.save_figure(
-            cls_attention.statistics_figure(self.statistics()), self.output_dir / "attention_statistics.png"
-        )
+        fig = cls_attention.statistics_figure(self.statistics(), self.reference())
+        return render.save_figure(fig, self.output_dir / "attention_statistics.png")
 
     # ---------------------------------------------------------------- the whole run
     def run_comprehensive_analysis(
@@ -243,14 +287,17 @@ class AttentionVisualizer:
         heads: Sequence[int] | None = None,
         head_layer: int = -1,
         parameters: dict[str, Any] | None = None,
+        statistics_images: int = 1000,
     ) -> AnalysisResult:
-        """Every figure, the statistics and the markdown report, into ``output_dir``."""
+        """Every figure, the statistics (over the first ``statistics_images`` test images) and the markdown
+        report, into ``output_dir``."""
         if output_dir is not None:
             self.output_dir = Path(output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self._ensure_model()
         samples = self.get_test_samples(num_samples, selection, indices)
         cache = self.analyze(samples, layers=layers)
+        stats_cache = self.analyze_statistics(statistics_images, layers=layers)
         files = []
         for i, (image, label) in enumerate(samples):
             files.append(self.visualize_attention_patterns(image, label, i))
@@ -261,61 +308,28 @@ class AttentionVisualizer:
         summary = stats.summarize(df)
         accuracy = self.test_accuracy()
         sample_acc = float((cache.preds == cache.labels).float().mean())
-        obs = observations(df, cache, self.head_fusion)
+        reference = self.reference()
+        obs = observations(df, stats_cache, self.head_fusion, shown=cache)
         report = write_report(
             self.output_dir,
             parameters or {},
             self.model_info,
             accuracy,
             sample_acc,
-            df,
-            summary,
+            layer_summary(df, reference),
+            head_table(df, reference),
             obs,
             files,
             self.sample_indices,
             cache,
+            statistics_images,
         )
         return AnalysisResult(self.output_dir, files + [report], df, summary, obs, accuracy, sample_acc, report)
 
 
 # ---------------------------------------------------------------- notebook parameters
-def _layers_ok(value: Any) -> str | None:
-    if isinstance(value, str):
-        v = value.strip().lower()
-        if v in ("all", "last") or v.startswith("last_") or all(p.strip().lstrip("-").isdigit() for p in v.split(",")):
-            return None
-        return "use 'all', 'last', 'last_K', a comma-separated list of block indices like '0,2,5', or a list of ints"
-    return (
-        None if all(isinstance(i, int) and not isinstance(i, bool) for i in value) else "a list of block indices (ints)"
-    )
-
-
-def _heads_ok(value: Any) -> str | None:
-    if isinstance(value, str):
-        return (
-            None
-            if value.strip().lower() == "all" or all(p.strip().isdigit() for p in value.split(","))
-            else "use 'all', a comma-separated list of head indices like '0,2', or a list of ints"
-        )
-    return (
-        None
-        if all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value)
-        else "a list of non-negative head indices"
-    )
-
-
-def parse_index_list(value: Any, keywords: tuple[str, ...] = ("all",)) -> Any:
-    """'0,2,5' -> [0, 2, 5]; keywords ('all', 'last_4') and lists pass through."""
-    if isinstance(value, str):
-        v = value.strip().lower()
-        if v in keywords or v.startswith("last"):
-            return v
-        return [int(p) for p in v.split(",") if p.strip()]
-    return list(value)
-
-
 def notebook_parameters() -> list:
-    """The parameter spec of ``notebooks/02_vit_mnist_attention.ipynb`` (and its checks)."""
+    """The parameter spec of ``notebooks/02_vit_mnist_attention.ipynb`` (checks in :mod:`.vit_mnist_params`)."""
     from ..notebook import Param, positive
     from .registry import common_parameters
 
@@ -323,16 +337,11 @@ def notebook_parameters() -> list:
         Param("model", (str,), help="'mnist_vit' (the zoo model) or the path of a ViT checkpoint"),
         Param("model_config", (str,), help="JSON config of a checkpoint (seed 001's keys)"),
         Param("num_samples", (int,), check=positive),
+        Param("statistics_images", (int,), check=checks.statistics_images_ok, help="first N test images"),
         Param("selection", (str,), choices=SELECTIONS),
-        Param(
-            "indices",
-            (list, tuple),
-            check=lambda v: (
-                None if all(isinstance(i, int) and i >= 0 for i in v) else "a list of non-negative test-set indices"
-            ),
-        ),
-        Param("layers", (str, list, tuple), check=_layers_ok),
-        Param("heads", (str, list, tuple), check=_heads_ok),
+        Param("indices", (list, tuple), check=checks.indices_ok),
+        Param("layers", (str, list, tuple), check=checks.layers_ok),
+        Param("heads", (str, list, tuple), check=checks.heads_ok),
         Param("head_layer", (int,)),
         Param("head_fusion", (str,), choices=HEAD_FUSIONS),
         *common_parameters("output_dir", "overwrite", "interactive", "seed", "device"),
@@ -341,13 +350,9 @@ def notebook_parameters() -> list:
 
 def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:
     """Validate the notebook's parameters (names, types, choices, and the combinations)."""
-    from ..notebook import ParameterError, check_parameters
+    from ..notebook import check_parameters
 
-    p = check_parameters(namespace, before, notebook_parameters())
-    if p["selection"] == "indices" and not p["indices"]:
-        raise ParameterError("selection='indices' needs a non-empty indices list, e.g. indices=[0, 7, 42]")
-    if p["model"] not in ("mnist_vit", "zoo:mnist_vit") and not p["model_config"]:
-        raise ParameterError(f"model={p['model']!r} is a checkpoint path: also set model_config to its JSON config")
+    p = checks.check_combinations(check_parameters(namespace, before, notebook_parameters()))
     resolve_device(p["device"])  # cuda without a GPU: one clear error
     return p
 
@@ -360,7 +365,8 @@ FUSED = -1  # the head dropdown's value for "all heads, fused"
 class AttentionExplorer(Explorer):
     """Sample x layer x head explorer over an :class:`AttentionCache` (a :class:`vizkit.widgets.Explorer`).
 
-    Controls: ``sample``, ``layer`` (1-based), ``head`` (-1 = fused), ``fusion``
+    Controls: ``sample``, ``layer`` (0-based position in ``cache.layers``; the title names the block, "layer 4"
+    being ``blocks.4``), ``head`` (0-based; -1 = fused), ``fusion``
     (mean/max/min) and ``view`` (CLS attention of the layer, rollout, gradient-weighted).
     ``drawn`` holds the ``[h, w]`` map on screen; ``draws`` counts redraws. ``interactive=False`` (or no
     ipywidgets): no widgets, the explorer displays :meth:`static`.
@@ -381,18 +387,19 @@ class AttentionExplorer(Explorer):
         self, cache: AttentionCache, head_fusion: str = "mean", cmap: str = RELEVANCE_CMAP, *, interactive: bool = True
     ):
         self.cache, self.head_fusion = cache, head_fusion
-        super().__init__(interactive=interactive, cmap=cmap)
+        self.numbers = cls_attention.layer_numbers(cache.layers)
+        super().__init__(interactive=interactive, **({} if cmap is None else {"cmap": cmap}))
 
     def control_specs(self) -> list[Control]:
-        """sample, layer (1-based, starting at the last), head (fused or one), fusion, view."""
+        """sample, layer (0-based, starting at the last), head (fused or one, 0-based), fusion, view."""
         cache = self.cache
         n_samples, n_layers = len(cache.images), len(cache.layers)
         views = list(VIEWS) if cache.relevance is not None else list(VIEWS[:2])
         # "fused" is -1, not None: a Dropdown shows a None value as an empty box
-        heads = [("fused", FUSED)] + [(f"head {h + 1}", h) for h in range(cache.num_heads)]
+        heads = [("fused", FUSED)] + [(f"head {h}", h) for h in range(cache.num_heads)]
         return [
             Control("sample", "slider", "sample", min=0, max=n_samples - 1, value=0),
-            Control("layer", "slider", "layer", min=1, max=n_layers, value=n_layers),
+            Control("layer", "slider", "layer", min=0, max=n_layers - 1, value=n_layers - 1),
             Control("head", "dropdown", "head", heads, FUSED),
             Control("fusion", "dropdown", "fusion", list(HEAD_FUSIONS), self.head_fusion),
             Control("view", "toggle", "view", views, views[0]),
@@ -407,7 +414,7 @@ class AttentionExplorer(Explorer):
         if view == "gradient-weighted":
             return self.cache.relevance[s].numpy()
         head = None if st["head"] in (FUSED, None) else st["head"]
-        return self.cache.cls_map(s, st["layer"] - 1, head, st["fusion"])
+        return self.cache.cls_map(s, st["layer"], head, st["fusion"])
 
     def title(self, state: Mapping[str, Any] | None = None) -> str:
         """The view's title: sample, label, prediction and what is shown."""
@@ -418,8 +425,8 @@ class AttentionExplorer(Explorer):
             view
             if view != "CLS attention"
             else (
-                f"layer {st['layer']}, "
-                + (f"head {head + 1}" if head not in (FUSED, None) else f"{st['fusion']} of heads")
+                f"layer {self.numbers[st['layer']]}, "
+                + (f"head {head}" if head not in (FUSED, None) else f"{st['fusion']} of heads")
             )
         )
         return f"sample {s} (label {label}, predicted {pred}): {what}"
