@@ -11,7 +11,7 @@ global thumbnail view as its own panel.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,10 @@ __all__ = [
     "image_views",
     "image_share",
     "relevance_figure",
+    "layer_label",
+    "head_label",
+    "row_shares",
+    "SHARE_LABELS",
 ]
 
 _LOW, _HIGH = np.array([229.0, 57.0, 53.0]), np.array([67.0, 160.0, 71.0])  # red (low) -> green (high)
@@ -41,6 +45,45 @@ def red_green(w: np.ndarray) -> np.ndarray:
     """uint8 RGB ``[..., 3]`` for weights in [0, 1]: red (0) -> green (1)."""
     w = np.clip(np.asarray(w, dtype=np.float64), 0, 1)[..., None]
     return ((1 - w) * _LOW + w * _HIGH).round().astype(np.uint8)
+
+
+def layer_label(layer: int) -> str:
+    """How a decoder layer is named on frames, in the explorer and in tables: ``"layer k"``, ``k`` the
+    0-based index of the model's decoder layers (as ``model.layers[k]``)."""
+    return f"layer {int(layer)}"
+
+
+def head_label(head: Any) -> str:
+    """How a head view is named on frames and in the explorer: ``"head h"`` (0-based) for one head,
+    ``"mean over heads"`` / ``"max over heads"`` for the fused rows."""
+    if isinstance(head, str):
+        if head in ("mean", "max"):
+            return f"{head} over heads"
+        raise ValueError(f"head {head!r}: use mean, max or a head index")
+    return f"head {int(head)}"
+
+
+#: the position kinds :func:`row_shares` reports, in order, with the word used for them everywhere
+SHARE_LABELS: tuple[tuple[str, int], ...] = (
+    ("image", IMAGE),
+    ("prompt", TEXT),
+    ("special", SPECIAL),
+    ("answer", GENERATED),
+)
+
+
+def row_shares(trace: Trace, row: np.ndarray, j: int) -> dict[str, float]:
+    """The attention mass of answer token ``j``'s row ``row`` ``[K]`` on each kind of earlier position
+    (:data:`SHARE_LABELS`: image patches, prompt text, special markers, earlier answer tokens), as shares:
+    the row over the positions it covers (``< prompt_len + j``) is renormalised to sum to 1 first, so a
+    row fused by ``max`` over heads (which sums to more than 1) gives shares too; a softmax row of one head
+    or the mean of heads already sums to 1 and is unchanged. The shares sum to 1 (0 for an all-zero row)."""
+    p = trace.prompt_len + j
+    r, kinds = np.asarray(row[:p], np.float64), trace.pmap.kind[:p]
+    total = r.sum()
+    if total <= 0:
+        return {name: 0.0 for name, _ in SHARE_LABELS}
+    return {name: float(r[kinds == kind].sum() / total) for name, kind in SHARE_LABELS}
 
 
 def _has_cjk(text: str) -> bool:
@@ -180,6 +223,14 @@ class FrameRenderer:
                 self.items.append((p, shown, x, y, w, chip))
                 x += w
 
+    def title(self, j: int) -> str:
+        """The first line of frame ``j``: layer, head view (:func:`layer_label`, :func:`head_label`), sinks, token."""
+        t = self.trace
+        masked = " | sinks masked" if self.sinks == "mask" else ""
+        piece = t.pieces[t.prompt_len + j]
+        token = f"token {j} of {t.num_answer_tokens}: {piece!r}"  # 0-based, as the explorer's slider
+        return f"{layer_label(self.layer)} | {head_label(self.head)}{masked} | {token}"
+
     def frame(self, j: int) -> np.ndarray:
         from PIL import Image, ImageDraw
 
@@ -188,19 +239,11 @@ class FrameRenderer:
         row = self.rows[j]
         canvas = Image.new("RGB", (self.width, self.height), (255, 255, 255))
         d = ImageDraw.Draw(canvas)
-        head = self.head if self.head in ("mean", "max") else f"head {self.head}"
-        masked = " | sinks masked" if self.sinks == "mask" else ""
-        d.text(
-            (8, 4),
-            f"layer {self.layer} | {head}{masked} | token {j + 1}/{t.num_answer_tokens}: {t.pieces[p]!r}",
-            fill=(0, 0, 0),
-            font=self.font,
-        )
-        kinds, r = pm.kind[:p], row[:p]
+        d.text((8, 4), self.title(j), fill=(0, 0, 0), font=self.font)
+        shares = row_shares(t, row, j)
         d.text(
             (8, 4 + self.line_h),
-            f"image {r[kinds == IMAGE].sum():.2f} | text {r[kinds == TEXT].sum():.2f} | "
-            f"special {r[kinds == SPECIAL].sum():.2f} | answer {r[kinds == GENERATED].sum():.2f}",
+            "attention share: " + " | ".join(f"{name} {v:.2f}" for name, v in shares.items()),
             fill=(60, 60, 60),
             font=self.small,
         )
@@ -295,7 +338,8 @@ def contact_sheet(renderer: FrameRenderer, count: int = 8, columns: int = 4, sca
 def write_layer_videos(
     trace: Trace, layers: Sequence[int], head: Any, folder: str | Path, *, sinks: str = "keep", fps: int = 4
 ) -> tuple[dict[str, Path], list[str]]:
-    """Per layer ``i`` of ``layers`` (its rows' ``head``: ``"mean"``, ``"max"`` or an index), into
+    """Per layer ``i`` of ``layers`` (its rows' ``head``: ``"mean"``, ``"max"`` or an index; a mapping
+    ``{layer: head}`` gives each layer its own), into
     ``folder``: the video ``combined_attention_visualization_layer{i}.mp4`` (:func:`write_token_video`)
     and ``contact_sheet_layer{i}.png`` (:func:`contact_sheet`). Returns ``({"video_layer{i}": path,
     "contact_sheet_layer{i}": path, ...}, notes)``: why a layer's video is PNG frames, one note each."""
@@ -303,7 +347,7 @@ def write_layer_videos(
     written: dict[str, Path] = {}
     notes: list[str] = []
     for i in layers:
-        r = FrameRenderer(trace, i, head, sinks=sinks)
+        r = FrameRenderer(trace, i, head[i] if isinstance(head, Mapping) else head, sinks=sinks)
         video, why = write_token_video(r, folder / f"combined_attention_visualization_layer{i}.mp4", fps=fps)
         written[f"video_layer{i}"] = video
         if why:
