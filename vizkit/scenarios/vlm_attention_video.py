@@ -51,9 +51,9 @@ from ..positions import SINK_MODES, PositionMap, Trace
 from ..token_video import FrameRenderer, contact_sheet, head_label, image_share, layer_label
 from ..vlm_benchmarks import default_benchmark, load_sample, sample_indices
 from ..widgets import Control, Explorer, FrameView
-from .vlm_ground_truth import explain_answer_attention, ground_truth_table
-from .vlm_report import write_report
-from .vlm_run_folder import AUTO, create_video
+from .vlm_ground_truth import choose_heads, explain_answer_attention, ground_truth_table, table_value
+from .vlm_report import token_shares, write_report
+from .vlm_run_folder import AUTO, create_video, resolve_auto_heads
 
 __all__ = [
     "explain_answer_attention",
@@ -77,6 +77,10 @@ __all__ = [
     "answer_relevance",
     "image_share",
     "ground_truth_table",
+    "choose_heads",
+    "table_value",
+    "resolve_auto_heads",
+    "token_shares",
     "DEFAULT_START_PHRASE",
 ]
 
