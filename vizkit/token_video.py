@@ -47,45 +47,6 @@ def red_green(w: np.ndarray) -> np.ndarray:
     return ((1 - w) * _LOW + w * _HIGH).round().astype(np.uint8)
 
 
-def layer_label(layer: int) -> str:
-    """How a decoder layer is named on frames, in the explorer and in tables: ``"layer k"``, ``k`` the
-    0-based index of the model's decoder layers (as ``model.layers[k]``)."""
-    return f"layer {int(layer)}"
-
-
-def head_label(head: Any) -> str:
-    """How a head view is named on frames and in the explorer: ``"head h"`` (0-based) for one head,
-    ``"mean over heads"`` / ``"max over heads"`` for the fused rows."""
-    if isinstance(head, str):
-        if head in ("mean", "max"):
-            return f"{head} over heads"
-        raise ValueError(f"head {head!r}: use mean, max or a head index")
-    return f"head {int(head)}"
-
-
-#: the position kinds :func:`row_shares` reports, in order, with the word used for them everywhere
-SHARE_LABELS: tuple[tuple[str, int], ...] = (
-    ("image", IMAGE),
-    ("prompt", TEXT),
-    ("special", SPECIAL),
-    ("answer", GENERATED),
-)
-
-
-def row_shares(trace: Trace, row: np.ndarray, j: int) -> dict[str, float]:
-    """The attention mass of answer token ``j``'s row ``row`` ``[K]`` on each kind of earlier position
-    (:data:`SHARE_LABELS`: image patches, prompt text, special markers, earlier answer tokens), as shares:
-    the row over the positions it covers (``< prompt_len + j``) is renormalised to sum to 1 first, so a
-    row fused by ``max`` over heads (which sums to more than 1) gives shares too; a softmax row of one head
-    or the mean of heads already sums to 1 and is unchanged. The shares sum to 1 (0 for an all-zero row)."""
-    p = trace.prompt_len + j
-    r, kinds = np.asarray(row[:p], np.float64), trace.pmap.kind[:p]
-    total = r.sum()
-    if total <= 0:
-        return {name: 0.0 for name, _ in SHARE_LABELS}
-    return {name: float(r[kinds == kind].sum() / total) for name, kind in SHARE_LABELS}
-
-
 def _has_cjk(text: str) -> bool:
     return any(
         "\u2e80" <= ch <= "\u9fff"
@@ -424,3 +385,42 @@ def relevance_figure(
         )
         labels.append("")
     return figure_grid(rows, suptitle=f"answer token {token}: {piece!r}")
+
+
+def layer_label(layer: int) -> str:
+    """How a decoder layer is named on frames, in the explorer and in tables: ``"layer k"``, ``k`` the
+    0-based index of the model's decoder layers (as ``model.layers[k]``)."""
+    return f"layer {int(layer)}"
+
+
+def head_label(head: Any) -> str:
+    """How a head view is named on frames and in the explorer: ``"head h"`` (0-based) for one head,
+    ``"mean over heads"`` / ``"max over heads"`` for the fused rows."""
+    if isinstance(head, str):
+        if head in ("mean", "max"):
+            return f"{head} over heads"
+        raise ValueError(f"head {head!r}: use mean, max or a head index")
+    return f"head {int(head)}"
+
+
+#: the position kinds :func:`row_shares` reports, in order, with the word used for them everywhere
+SHARE_LABELS: tuple[tuple[str, int], ...] = (
+    ("image", IMAGE),
+    ("prompt", TEXT),
+    ("special", SPECIAL),
+    ("answer", GENERATED),
+)
+
+
+def row_shares(trace: Trace, row: np.ndarray, j: int) -> dict[str, float]:
+    """The attention mass of answer token ``j``'s row ``row`` ``[K]`` on each kind of earlier position
+    (:data:`SHARE_LABELS`: image patches, prompt text, special markers, earlier answer tokens), as shares:
+    the row over the positions it covers (``< prompt_len + j``) is renormalised to sum to 1 first, so a
+    row fused by ``max`` over heads (which sums to more than 1) gives shares too; a softmax row of one head
+    or the mean of heads already sums to 1 and is unchanged. The shares sum to 1 (0 for an all-zero row)."""
+    p = trace.prompt_len + j
+    r, kinds = np.asarray(row[:p], np.float64), trace.pmap.kind[:p]
+    total = r.sum()
+    if total <= 0:
+        return {name: 0.0 for name, _ in SHARE_LABELS}
+    return {name: float(r[kinds == kind].sum() / total) for name, kind in SHARE_LABELS}
