@@ -469,6 +469,19 @@ def test_frame_shares_are_shares_and_labels_agree(tiny, benchmark, tmp_path):
             assert title.startswith(f"{ex.layer.label} | {ex.head.label} | token {ex.token.value} of ")
             assert title == V.FrameRenderer(t, layer, head).title(ex.token.value)
     assert [o[0] for o in ex.layer.options] == ["layer 1", "layer 2"]
+    # this sample's object: the mask of tiny_vlm's test item 5001, and the attention mass on its patches
+    mask = V.sample_object_mask(sample)
+    from vizkit.zoo import vlm_data
+
+    np.testing.assert_array_equal(mask, vlm_data.item("test", 5001).mask)
+    assert V.sample_object_mask(dict(sample, problem="How many shapes are there?")) is None
+    assert V.sample_object_mask({"id": "chartqa-7", "problem": "?"}) is None
+    pos = t.pmap.image_positions[0]
+    cov = mask.reshape(6, 8, 6, 8).mean((1, 3)).ravel()  # each 8x8-pixel patch's covered fraction
+    row = t.rows[1][j, 0, pos]
+    assert V.trace_object_mass(t, 1, 0, mask)[j] == pytest.approx(float((row / row.sum() * cov).sum()))
+    fused = t.rows[1][j].mean(0)[pos]
+    assert V.trace_object_mass(t, 1, "mean", mask)[j] == pytest.approx(float((fused / fused.sum() * cov).sum()))
     assert [o[0] for o in ex.head.options] == ["mean over heads", "max over heads"] + [f"head {h}" for h in range(4)]
 
 

@@ -51,7 +51,14 @@ from ..positions import SINK_MODES, PositionMap, Trace
 from ..token_video import FrameRenderer, contact_sheet, head_label, image_share, layer_label
 from ..vlm_benchmarks import default_benchmark, load_sample, sample_indices
 from ..widgets import Control, Explorer, FrameView
-from .vlm_ground_truth import choose_heads, explain_answer_attention, ground_truth_table, table_value
+from .vlm_ground_truth import (
+    choose_heads,
+    explain_answer_attention,
+    ground_truth_table,
+    sample_object_mask,
+    table_value,
+    trace_object_mass,
+)
 from .vlm_report import token_shares, write_report
 from .vlm_run_folder import AUTO, create_video, resolve_auto_heads
 
@@ -79,6 +86,8 @@ __all__ = [
     "ground_truth_table",
     "choose_heads",
     "table_value",
+    "sample_object_mask",
+    "trace_object_mass",
     "resolve_auto_heads",
     "token_shares",
     "DEFAULT_START_PHRASE",

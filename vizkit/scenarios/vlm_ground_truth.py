@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,7 +34,15 @@ from ..zoo.tiny_vlm import (
     preprocess,
 )
 
-__all__ = ["explain_answer_attention", "ground_truth_table", "choose_heads", "table_value", "FUSED_VIEWS"]
+__all__ = [
+    "explain_answer_attention",
+    "ground_truth_table",
+    "choose_heads",
+    "table_value",
+    "FUSED_VIEWS",
+    "sample_object_mask",
+    "trace_object_mass",
+]
 
 
 def explain_answer_attention(
@@ -219,3 +228,33 @@ def table_value(table: Any, layer: int, head: Any, column: str = "object mass") 
     if len(rows) != 1:
         raise KeyError(f"the table has no row for layer {layer}, head {head!r}")
     return float(rows.iloc[0][column])
+
+
+def sample_object_mask(sample: dict[str, Any]) -> Any:
+    """The mask ``[48, 48]`` bool of the object a tiny_vlm benchmark sample's question names (its ``id`` is
+    ``"<split>-<index>"``, :func:`vizkit.zoo.vlm_data.write_benchmark`), or None: another benchmark, a
+    question that names no object (a count, a "no"), or an entry whose problem is not that item's."""
+    from ..zoo import vlm_data
+
+    split, _, index = str(sample.get("id", "")).rpartition("-")
+    if split not in vlm_data.SPLIT_IDS or not index.isdigit():
+        return None
+    item = vlm_data.item(split, int(index))
+    if item.question != sample.get("problem") or item.mask is None:
+        return None
+    return np.asarray(item.mask, bool)
+
+
+def trace_object_mass(trace: Any, layer: int, head: Any, mask: Any, image: int = 0) -> np.ndarray:
+    """``[N]``: per answer token of ``trace``, the share of ``layer``'s row (``head``: an index, ``"mean"`` or
+    ``"max"``) over image ``image``'s patch grid that falls on ``mask`` ``[H, W]`` (the grid must divide it):
+    :func:`~vizkit.metrics.attention_mass.mass_on_mask`. Its chance level, uniform attention over the
+    patches, is the mask's area fraction."""
+    from ..metrics.attention_mass import mass_on_mask, patch_coverage
+
+    rows = trace.head_rows(layer, head)  # [N, K]
+    grid = tuple(int(g) for g in trace.pmap.grids[image])
+    pos = trace.pmap.image_positions[image]
+    cov = patch_coverage(torch.as_tensor(np.asarray(mask))[None], grid)  # [1, P]
+    over = torch.as_tensor(np.asarray(rows[:, pos], np.float64))
+    return mass_on_mask(over, cov.expand(len(over), -1)).numpy()
