@@ -239,12 +239,13 @@ class FrameRenderer:
             out[y0 : y0 + h, x0 : x0 + w] = _overlay(pic, weights[k, view] / peak, grid, tiles)
         canvas = Image.fromarray(out)
         d = ImageDraw.Draw(canvas)
+        row_total = float(np.asarray(row[:p], np.float64).sum()) or 1.0  # shares, as row_shares (max over heads too)
         for k, view, pic, x0 in self.panels:
             grid = pm.grids[k] if view == "mosaic" else pm.thumbnail_grids[k]
             what = f"image {k}" if view == "mosaic" else f"image {k}, global view"
             d.text(
                 (x0, y0 + pic.shape[0] + 4),
-                f"{what} ({grid[0]}x{grid[1]}): {float(weights[k, view].sum()):.2f}",
+                f"{what} ({grid[0]}x{grid[1]}): share {float(weights[k, view].sum()) / row_total:.2f}",
                 fill=(0, 0, 0),
                 font=self.small,
             )
