@@ -550,3 +550,30 @@ def test_many_samples_resume_failures_and_dask(benchmark, tmp_path, capsys):
         ):
             np.testing.assert_allclose(a["rows_layer1"], b["rows_layer1"], atol=1e-6)
             np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
+
+
+def test_notebook05_reads_as_a_student_would_see_it():
+    """The committed notebook 05: no literal backslash-n in markdown, no figure repr or progress bar in any
+    output, the input image shown as a PNG, teaching cells at the top, 0-based stated, each exercise followed
+    by a collapsed answer cell whose checked output is one 'answer:' line."""
+    path = Path(__file__).resolve().parents[2] / "notebooks" / "05_vlm_attention_video.ipynb"
+    cells = json.loads(path.read_text())["cells"]
+    markdown = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+    assert not [m[:60] for m in markdown if "\\n" in m]
+    outputs = [json.dumps(o) for c in cells if c["cell_type"] == "code" for o in c["outputs"]]
+    for bad in ("<Figure size", "Loading weights", "it/s]", "Traceback"):
+        assert not [o[:80] for o in outputs if bad in o], bad
+    sample_cell = next(c for c in cells if "".join(c["source"]).startswith("params = va.check_notebook_parameters"))
+    assert any("image/png" in o.get("data", {}) for o in sample_cell["outputs"])
+    assert "## What you will learn" in markdown[1] and "## What you need to know first" in markdown[1]
+    method = [m for m in markdown if m.startswith("### Method in brief:")]
+    assert len(method) == 2 and all("$$" in m and "When it fails" in m and "](https://arxiv.org/" in m for m in method)
+    assert "0-based" in markdown[0]
+    exercises = [i for i, c in enumerate(cells) if "exercise" in c["metadata"].get("tags", [])]
+    assert len(exercises) == 3
+    for i in exercises:
+        answer = cells[i + 1]
+        assert answer["metadata"]["tags"] == ["answer"] and answer["metadata"]["jupyter"]["source_hidden"] is True
+        assert "".join(answer["source"]).startswith("# NBVAL_CHECK_OUTPUT\n")
+        printed = "".join("".join(o.get("text", "")) for o in answer["outputs"])
+        assert printed.startswith("answer: ") and printed.count("\n") == 1, printed
