@@ -331,7 +331,7 @@ if interactive:
 # Change the head to `"mean"` — what the video showed before `heads = "auto"` — and read the number again.
 # How much lower is it, and how far above chance (printed under the image) does each stay?
 
-# %% tags=["answer"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["answer"]
 # NBVAL_CHECK_OUTPUT
 if mask is not None:  # tiny_vlm samples whose question names an object
     mean_mass, head0_mass = (
@@ -349,7 +349,7 @@ if mask is not None:  # tiny_vlm samples whose question names an object
 # heads sums to more than 1 over the row, so the frame renormalises it before reading shares (an earlier
 # version printed "image 1.98"). What share of the row does the frame give to the image now?
 
-# %% tags=["answer"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["answer"]
 # NBVAL_CHECK_OUTPUT
 print(
     f"answer: image share, layer 1, max over heads, last token = {va.token_shares(trace, 1, 'max')['image'].iloc[-1]:.3f}"
@@ -363,7 +363,7 @@ print(
 # falls on the image positions now, compared with the last word's 0.096 above? Did the image matter more
 # when the model first named the object?
 
-# %% tags=["answer"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["answer"]
 # NBVAL_CHECK_OUTPUT
 if mask is not None and rel is not None:  # tiny_vlm: the answer word is a real word of the answer
     first_mention = va.answer_relevance(viz.vlm, trace, rel.piece, attention_layer=1)
