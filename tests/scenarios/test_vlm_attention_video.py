@@ -428,7 +428,7 @@ def test_ground_truth_auto_heads_choose_the_supervised_head(tiny, benchmark, tmp
         assert any(r[c] <= r["chance"] for c in r["at or below chance"].split(", "))
     report = (tmp_path / "run" / "report.md").read_text()
     assert f"layer 1: head 0, object mass {sup['object mass']:.3f}" in report
-    assert "auto (layer 1: 0)" in report
+    assert "auto (layer 1: head 0)" in report and "head_choice" not in report
     assert V.resolve_auto_heads("auto", [1, 2], None) == (
         {1: "mean", 2: "mean"},
         "heads=auto: no ground-truth table for this model (tiny_vlm only): every layer shows the mean over heads.",

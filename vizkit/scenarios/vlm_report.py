@@ -111,6 +111,8 @@ def write_report(
         f"{trace.start}, {len(trace.frame_tokens)} frames):"
     )
     rep.paragraph("> " + trace.text.strip().replace("\n", "\n> "))
+    params = dict(params)
+    head_choice = params.pop("head_choice", "")
     rep.heading("Parameters").parameters(params)
     rep.heading("Outputs").bullets(
         [f"{k}: {Path(v).name if isinstance(v, (str, Path)) else v}" for k, v in outputs.items()]
@@ -124,12 +126,12 @@ def write_report(
         "distribution over image patches (natural log; uniform over all patches would be ln(patches)). "
         f"Heads: {params.get('heads')}."
     )
-    if params.get("head_choice"):
-        rep.paragraph(str(params["head_choice"]))
+    if head_choice:
+        rep.paragraph(str(head_choice))
     rep.figure(
         fig, "attention share on image / prompt / earlier answer, and entropy over image patches", relative_to=folder
     )
-    rep.table(shares.groupby("layer")[["image", "prompt", "special", "answer", "image_entropy"]].mean())
+    rep.table(shares.groupby(["layer", "head"])[["image", "prompt", "special", "answer", "image_entropy"]].mean())
     rep.heading("Attention sinks")
     rep.paragraph(
         "A few positions can take a large share of every row whatever the token (the first token, some "

@@ -26,7 +26,7 @@ from ..models.vlm import VLM
 from ..models.vlm.relevance import answer_relevance
 from ..models.vlm.trace import DEFAULT_START_PHRASE, check_head, resolve_layers, trace_sample
 from ..positions import SINK_MODES
-from ..token_video import relevance_figure, write_layer_videos
+from ..token_video import head_label, relevance_figure, write_layer_videos
 from ..vlm_benchmarks import default_benchmark
 from .vlm_ground_truth import ground_truth_table
 from .vlm_report import token_shares, write_report
@@ -45,7 +45,7 @@ def resolve_auto_heads(
     on the asked-about object in ``ground_truth`` (:func:`~.vlm_ground_truth.choose_heads`, measured on
     held-out questions, not on this sample), ``why`` giving that number, the mean over heads' and chance;
     without a ground-truth table (a model other than tiny_vlm), the mean over heads, and ``why`` says so."""
-    from ..token_video import head_label, layer_label
+    from ..token_video import layer_label
     from .vlm_ground_truth import choose_heads, table_value
 
     if head != AUTO:
@@ -158,7 +158,9 @@ def create_video(
         "model": vlm.path,
         "sample": sample.get("id", "?"),
         "layers": layer_list,
-        "heads": head if head != AUTO else f"auto ({', '.join(f'layer {i}: {layer_heads[i]}' for i in layer_list)})",
+        "heads": head
+        if head != AUTO
+        else f"auto ({', '.join(f'layer {i}: {head_label(layer_heads[i])}' for i in layer_list)})",
         "head_choice": head_choice,
         "start_phrase": start_phrase,
         "mode": mode,
