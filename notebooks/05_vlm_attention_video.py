@@ -92,10 +92,9 @@ import numpy as np
 from IPython.display import Image as ShowImage
 from IPython.display import Markdown, Video, display
 
-from vizkit import render
+from vizkit import render, widgets
 from vizkit.scenarios import baseline, seed_everything
 from vizkit.scenarios import vlm_attention_video as va
-from vizkit.widgets import frame_png
 
 _before = baseline(globals())
 
@@ -151,7 +150,7 @@ if mask is not None:
     panels.append(render.Panel(image=object_only, title=f"asked-about object ({mask.mean():.1%})", kind="image"))
     print(f"the object covers {mask.mean():.3f} of image 0: uniform attention's object mass (chance)")
 fig = render.figure_grid([panels], figsize=(2.8 * len(panels), 2.8))
-display(ShowImage(data=frame_png(render.figure_to_array(fig))))  # a PNG, also under the Agg backend
+display(ShowImage(data=widgets.frame_png(render.figure_to_array(fig))))  # a PNG, also under the Agg backend
 plt.close(fig)
 
 # %% [markdown]
