@@ -11,7 +11,7 @@ global thumbnail view as its own panel.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -300,7 +300,7 @@ def contact_sheet(renderer: FrameRenderer, count: int = 8, columns: int = 4, sca
 def write_layer_videos(
     trace: Trace, layers: Sequence[int], head: Any, folder: str | Path, *, sinks: str = "keep", fps: int = 4
 ) -> tuple[dict[str, Path], list[str]]:
-    """Per layer ``i`` of ``layers`` (its rows' ``head``: ``"mean"``, ``"max"`` or an index; a mapping
+    """Per layer ``i`` of ``layers`` (its rows' ``head``: ``"mean"``, ``"max"`` or an index; a dict
     ``{layer: head}`` gives each layer its own), into
     ``folder``: the video ``combined_attention_visualization_layer{i}.mp4`` (:func:`write_token_video`)
     and ``contact_sheet_layer{i}.png`` (:func:`contact_sheet`). Returns ``({"video_layer{i}": path,
@@ -309,7 +309,7 @@ def write_layer_videos(
     written: dict[str, Path] = {}
     notes: list[str] = []
     for i in layers:
-        r = FrameRenderer(trace, i, head[i] if isinstance(head, Mapping) else head, sinks=sinks)
+        r = FrameRenderer(trace, i, head[i] if isinstance(head, dict) else head, sinks=sinks)
         video, why = write_token_video(r, folder / f"combined_attention_visualization_layer{i}.mp4", fps=fps)
         written[f"video_layer{i}"] = video
         if why:
