@@ -34,6 +34,10 @@ __all__ = [
     "image_views",
     "image_share",
     "relevance_figure",
+    "layer_label",
+    "head_label",
+    "row_shares",
+    "SHARE_LABELS",
 ]
 
 _CURRENT = (30, 100, 230)  # the current token: blue
@@ -202,6 +206,14 @@ class FrameRenderer:
                 self.items.append((p, shown, x, y, w, chip))
                 x += w
 
+    def title(self, j: int) -> str:
+        """The first line of frame ``j``: layer, head view (:func:`layer_label`, :func:`head_label`), sinks, token."""
+        t = self.trace
+        masked = " | sinks masked" if self.sinks == "mask" else ""
+        piece = t.pieces[t.prompt_len + j]
+        token = f"token {j} of {t.num_answer_tokens}: {piece!r}"  # 0-based, as the explorer's slider
+        return f"{layer_label(self.layer)} | {head_label(self.head)}{masked} | {token}"
+
     def frame(self, j: int) -> np.ndarray:
         from PIL import Image, ImageDraw
 
@@ -210,19 +222,11 @@ class FrameRenderer:
         row = self.rows[j]
         canvas = Image.new("RGB", (self.width, self.height), (255, 255, 255))
         d = ImageDraw.Draw(canvas)
-        head = self.head if self.head in ("mean", "max") else f"head {self.head}"
-        masked = " | sinks masked" if self.sinks == "mask" else ""
-        d.text(
-            (8, 4),
-            f"layer {self.layer} | {head}{masked} | token {j + 1}/{t.num_answer_tokens}: {t.pieces[p]!r}",
-            fill=(0, 0, 0),
-            font=self.font,
-        )
-        kinds, r = pm.kind[:p], row[:p]
+        d.text((8, 4), self.title(j), fill=(0, 0, 0), font=self.font)
+        shares = row_shares(t, row, j)
         d.text(
             (8, 4 + self.line_h),
-            f"image {r[kinds == IMAGE].sum():.2f} | text {r[kinds == TEXT].sum():.2f} | "
-            f"special {r[kinds == SPECIAL].sum():.2f} | answer {r[kinds == GENERATED].sum():.2f}",
+            "attention share: " + " | ".join(f"{name} {v:.2f}" for name, v in shares.items()),
             fill=(60, 60, 60),
             font=self.small,
         )
@@ -259,12 +263,13 @@ class FrameRenderer:
             out[y0 : y0 + h, x0 : x0 + w] = _overlay(pic, weights[k, view] / peak, grid, tiles)
         canvas = Image.fromarray(out)
         d = ImageDraw.Draw(canvas)
+        row_total = float(np.asarray(row[:p], np.float64).sum()) or 1.0  # shares, as row_shares (max over heads too)
         for k, view, pic, x0 in self.panels:
             grid = pm.grids[k] if view == "mosaic" else pm.thumbnail_grids[k]
             what = f"image {k}" if view == "mosaic" else f"image {k}, global view"
             d.text(
                 (x0, y0 + pic.shape[0] + 4),
-                f"{what} ({grid[0]}x{grid[1]}): {float(weights[k, view].sum()):.2f}",
+                f"{what} ({grid[0]}x{grid[1]}): share {float(weights[k, view].sum()) / row_total:.2f}",
                 fill=(0, 0, 0),
                 font=self.small,
             )
@@ -342,7 +347,8 @@ def contact_sheet(renderer: FrameRenderer, count: int = 8, columns: int = 2, sca
 def write_layer_videos(
     trace: Trace, layers: Sequence[int], head: Any, folder: str | Path, *, sinks: str = "keep", fps: int = 4
 ) -> tuple[dict[str, Path], list[str]]:
-    """Per layer ``i`` of ``layers`` (its rows' ``head``: ``"mean"``, ``"max"`` or an index), into
+    """Per layer ``i`` of ``layers`` (its rows' ``head``: ``"mean"``, ``"max"`` or an index; a dict
+    ``{layer: head}`` gives each layer its own), into
     ``folder``: the video ``combined_attention_visualization_layer{i}.mp4`` (:func:`write_token_video`)
     and ``contact_sheet_layer{i}.png`` (:func:`contact_sheet`). Returns ``({"video_layer{i}": path,
     "contact_sheet_layer{i}": path, ...}, notes)``: why a layer's video is PNG frames, one note each."""
@@ -350,7 +356,7 @@ def write_layer_videos(
     written: dict[str, Path] = {}
     notes: list[str] = []
     for i in layers:
-        r = FrameRenderer(trace, i, head, sinks=sinks)
+        r = FrameRenderer(trace, i, head[i] if isinstance(head, dict) else head, sinks=sinks)
         video, why = write_token_video(r, folder / f"combined_attention_visualization_layer{i}.mp4", fps=fps)
         written[f"video_layer{i}"] = video
         if why:
@@ -423,3 +429,42 @@ def relevance_figure(
         )
         labels.append("")
     return figure_grid(rows, suptitle=f"answer token {token}: {piece!r}")
+
+
+def layer_label(layer: int) -> str:
+    """How a decoder layer is named on frames, in the explorer and in tables: ``"layer k"``, ``k`` the
+    0-based index of the model's decoder layers (as ``model.layers[k]``)."""
+    return f"layer {int(layer)}"
+
+
+def head_label(head: Any) -> str:
+    """How a head view is named on frames and in the explorer: ``"head h"`` (0-based) for one head,
+    ``"mean over heads"`` / ``"max over heads"`` for the fused rows."""
+    if isinstance(head, str):
+        if head in ("mean", "max"):
+            return f"{head} over heads"
+        raise ValueError(f"head {head!r}: use mean, max or a head index")
+    return f"head {int(head)}"
+
+
+#: the position kinds :func:`row_shares` reports, in order, with the word used for them everywhere
+SHARE_LABELS: tuple[tuple[str, int], ...] = (
+    ("image", IMAGE),
+    ("prompt", TEXT),
+    ("special", SPECIAL),
+    ("answer", GENERATED),
+)
+
+
+def row_shares(trace: Trace, row: np.ndarray, j: int) -> dict[str, float]:
+    """The attention mass of answer token ``j``'s row ``row`` ``[K]`` on each kind of earlier position
+    (:data:`SHARE_LABELS`: image patches, prompt text, special markers, earlier answer tokens), as shares:
+    the row over the positions it covers (``< prompt_len + j``) is renormalised to sum to 1 first, so a
+    row fused by ``max`` over heads (which sums to more than 1) gives shares too; a softmax row of one head
+    or the mean of heads already sums to 1 and is unchanged. The shares sum to 1 (0 for an all-zero row)."""
+    p = trace.prompt_len + j
+    r, kinds = np.asarray(row[:p], np.float64), trace.pmap.kind[:p]
+    total = r.sum()
+    if total <= 0:
+        return {name: 0.0 for name, _ in SHARE_LABELS}
+    return {name: float(r[kinds == kind].sum() / total) for name, kind in SHARE_LABELS}

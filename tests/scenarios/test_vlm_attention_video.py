@@ -23,7 +23,7 @@ from vizkit import cli, token_video
 from vizkit.errors import InputError, ParameterError
 from vizkit.models.vlm import family_for
 from vizkit.models.vlm.trace import attention_implementations, build_inputs
-from vizkit.positions import IMAGE
+from vizkit.positions import IMAGE, TEXT
 from vizkit.scenarios import vlm_attention_video as V
 
 PROBLEM = "What colour is the star?"
@@ -258,7 +258,7 @@ def test_video_frames_npz_report_and_explorer(tiny, benchmark, tmp_path):
         assert int(z["prompt_len"]) == t.prompt_len and list(z["grids"][0]) == [6, 6]
         assert (z["kind"] == IMAGE).sum() == 36
     shares = res["shares"]
-    np.testing.assert_allclose(shares[["image", "question", "special", "answer"]].sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(shares[["image", "prompt", "special", "answer"]].sum(1), 1.0, atol=1e-5)
     assert (shares["image_entropy"] <= np.log(36) + 1e-9).all()
     report = (tmp_path / "run" / "report.md").read_text()
     assert "attention_shares.png" in report and (tmp_path / "run" / "contact_sheet_layer2.png").is_file()
@@ -401,13 +401,85 @@ def test_bad_inputs_one_message_exit_2_no_video(vlm_dirs, benchmark, tmp_path, c
     assert len(images) == 2 and notes == ["sample 0 (id 'test-05000') has 3 images; using the first 2 (max_image_num)"]
 
 
-def test_ground_truth_supervised_head_beats_random_pixel():
-    table, info = V.ground_truth_table(n=40)
-    assert info["questions"] >= 20 and 0 < info["random_pixel"] < 0.2
-    sup = table[(table.layer == 1) & (table["head"] == 0)].iloc[0]
+def test_ground_truth_auto_heads_choose_the_supervised_head(tiny, benchmark, tmp_path):
+    """The ground-truth table per head view (4 heads, mean, max) x 3 layers with its chance level; heads=auto
+    shows layer 1's supervised head 0 (most mass on the asked-about object, above the mean over heads, far
+    above chance) and the report says why, with the numbers."""
+    json_path, image_dir = benchmark
+    sample, images, _ = V.load_sample(json_path, image_dir, 1)
+    res = V.create_video(
+        tiny, sample, images, layers=[1], heads="auto", mode="solution", output_dir=tmp_path / "run", ground_truth=40
+    )
+    table, info = res["ground_truth"]
+    assert info["questions"] >= 20 and 0 < info["random_pixel"] < 0.2 and len(table) == 3 * 6
+    assert list(table["head"][:6]) == [0, 1, 2, 3, "mean", "max"]
+    assert (table["chance"] == info["random_pixel"]).all()
+    assert table["object mass"].between(0, 1).all()
+    sup = table[(table.layer == 1) & (table["head"].map(lambda h: h == 0 and not isinstance(h, str)))].iloc[0]
     assert sup["trained with attention supervision"] == "yes"
     assert sup["answer token"] > 0.7 > info["random_pixel"] * 5
-    assert len(table) == 12
+    assert V.table_value(table, 1, 0) == sup["object mass"] > V.table_value(table, 1, "mean") > info["random_pixel"]
+    assert res["heads"] == {1: 0} == V.choose_heads(table, [1])
+    flagged = table[table["at or below chance"] != ""]
+    for r in flagged.to_dict("records"):
+        assert any(r[c] <= r["chance"] for c in r["at or below chance"].split(", "))
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"layer 1: head 0, object mass {sup['object mass']:.3f}" in report
+    assert "auto (layer 1: head 0)" in report and "head_choice" not in report
+    assert V.resolve_auto_heads("auto", [1, 2], None) == (
+        {1: "mean", 2: "mean"},
+        "heads=auto: no ground-truth table for this model (tiny_vlm only): every layer shows the mean over heads.",
+    )
+    assert V.resolve_auto_heads(2, [1, 2], None) == ({1: 2, 2: 2}, "")
+
+
+def test_frame_shares_are_shares_and_labels_agree(tiny, benchmark, tmp_path):
+    """Each frame's second line is a share summing to 1 also for max over heads (hand-computed); the explorer's
+    dropdown labels, its title and the frame's first line name the same 0-based layer and head."""
+    import ipywidgets
+
+    json_path, image_dir = benchmark
+    sample, images, _ = V.load_sample(json_path, image_dir, 1)
+    t = V.trace_sample(tiny, sample["problem"], images, [1, 2], mode="solution", solution=sample["solution"])
+    j = t.num_answer_tokens - 1
+    p = t.prompt_len + j
+    fused = t.rows[1][j].max(0)  # [K] max over heads: sums to more than 1
+    assert fused[:p].sum() > 1.2
+    kinds = t.pmap.kind[:p]
+    expect = {
+        "image": fused[:p][kinds == IMAGE].sum() / fused[:p].sum(),
+        "prompt": fused[:p][kinds == TEXT].sum() / fused[:p].sum(),
+    }
+    shares = token_video.row_shares(t, fused, j)
+    assert shares["image"] == pytest.approx(expect["image"]) and shares["prompt"] == pytest.approx(expect["prompt"])
+    assert sum(shares.values()) == pytest.approx(1.0)
+    one = token_video.row_shares(t, t.rows[1][j, 0], j)  # one head: the softmax row's own mass, unchanged
+    assert one["image"] == pytest.approx(t.rows[1][j, 0, :p][kinds == IMAGE].sum(), abs=1e-6)
+    frame = V.token_shares(t, 1, "max")
+    assert frame.loc[j, "image"] == pytest.approx(expect["image"]) and frame.loc[j, "head"] == "max over heads"
+    ex = V.VLMAttentionExplorer(t, head={1: 0, 2: "max"})
+    assert isinstance(ex.layer, ipywidgets.Dropdown) and ex.head.label == "head 0"
+    for layer in (1, 2):
+        for head in ("mean", "max", 0, 3):
+            ex.layer.value, ex.head.value = layer, head
+            title = ex.last_view.title
+            assert title.startswith(f"{ex.layer.label} | {ex.head.label} | token {ex.token.value} of ")
+            assert title == V.FrameRenderer(t, layer, head).title(ex.token.value)
+    assert [o[0] for o in ex.layer.options] == ["layer 1", "layer 2"]
+    # this sample's object: the mask of tiny_vlm's test item 5001, and the attention mass on its patches
+    mask = V.sample_object_mask(sample)
+    from vizkit.zoo import vlm_data
+
+    np.testing.assert_array_equal(mask, vlm_data.item("test", 5001).mask)
+    assert V.sample_object_mask(dict(sample, problem="How many shapes are there?")) is None
+    assert V.sample_object_mask({"id": "chartqa-7", "problem": "?"}) is None
+    pos = t.pmap.image_positions[0]
+    cov = mask.reshape(6, 8, 6, 8).mean((1, 3)).ravel()  # each 8x8-pixel patch's covered fraction
+    row = t.rows[1][j, 0, pos]
+    assert V.trace_object_mass(t, 1, 0, mask)[j] == pytest.approx(float((row / row.sum() * cov).sum()))
+    fused = t.rows[1][j].mean(0)[pos]
+    assert V.trace_object_mass(t, 1, "mean", mask)[j] == pytest.approx(float((fused / fused.sum() * cov).sum()))
+    assert [o[0] for o in ex.head.options] == ["mean over heads", "max over heads"] + [f"head {h}" for h in range(4)]
 
 
 def test_sample_indices_forms():
@@ -475,3 +547,30 @@ def test_many_samples_resume_failures_and_dask(benchmark, tmp_path, capsys):
         ):
             np.testing.assert_allclose(a["rows_layer1"], b["rows_layer1"], atol=1e-6)
             np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
+
+
+def test_notebook05_reads_as_a_student_would_see_it():
+    """The committed notebook 05: no literal backslash-n in markdown, no figure repr or progress bar in any
+    output, the input image shown as a PNG, teaching cells at the top, 0-based stated, each exercise followed
+    by a collapsed answer cell whose checked output is one 'answer:' line."""
+    path = Path(__file__).resolve().parents[2] / "notebooks" / "05_vlm_attention_video.ipynb"
+    cells = json.loads(path.read_text())["cells"]
+    markdown = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
+    assert not [m[:60] for m in markdown if "\\n" in m]
+    outputs = [json.dumps(o) for c in cells if c["cell_type"] == "code" for o in c["outputs"]]
+    for bad in ("<Figure size", "Loading weights", "it/s]", "Traceback"):
+        assert not [o[:80] for o in outputs if bad in o], bad
+    sample_cell = next(c for c in cells if "".join(c["source"]).startswith("params = va.check_notebook_parameters"))
+    assert any("image/png" in o.get("data", {}) for o in sample_cell["outputs"])
+    assert "## What you will learn" in markdown[1] and "## What you need to know first" in markdown[1]
+    method = [m for m in markdown if m.startswith("### Method in brief:")]
+    assert len(method) == 2 and all("$$" in m and "When it fails" in m and "](https://arxiv.org/" in m for m in method)
+    assert "0-based" in markdown[0]
+    exercises = [i for i, c in enumerate(cells) if "exercise" in c["metadata"].get("tags", [])]
+    assert len(exercises) == 3
+    for i in exercises:
+        answer = cells[i + 1]
+        assert answer["metadata"]["tags"] == ["answer"] and answer["metadata"]["jupyter"]["source_hidden"] is True
+        assert "".join(answer["source"]).startswith("# NBVAL_CHECK_OUTPUT\n")
+        printed = "".join("".join(o.get("text", "")) for o in answer["outputs"])
+        assert printed.startswith("answer: ") and printed.count("\n") == 1, printed

@@ -48,12 +48,19 @@ from ..models.vlm import VLM, load_vlm
 from ..models.vlm.relevance import answer_relevance
 from ..models.vlm.trace import DEFAULT_START_PHRASE, check_head, resolve_layers, trace_sample
 from ..positions import SINK_MODES, PositionMap, Trace
-from ..token_video import FrameRenderer, contact_sheet, image_share
+from ..token_video import FrameRenderer, contact_sheet, head_label, image_share, layer_label
 from ..vlm_benchmarks import default_benchmark, load_sample, sample_indices
 from ..widgets import Control, Explorer, FrameView
-from .vlm_ground_truth import explain_answer_attention, ground_truth_table
-from .vlm_report import write_report
-from .vlm_run_folder import create_video
+from .vlm_ground_truth import (
+    choose_heads,
+    explain_answer_attention,
+    ground_truth_table,
+    sample_object_mask,
+    table_value,
+    trace_object_mass,
+)
+from .vlm_report import token_shares, write_report
+from .vlm_run_folder import AUTO, create_video, resolve_auto_heads
 
 __all__ = [
     "explain_answer_attention",
@@ -77,6 +84,12 @@ __all__ = [
     "answer_relevance",
     "image_share",
     "ground_truth_table",
+    "choose_heads",
+    "table_value",
+    "sample_object_mask",
+    "trace_object_mass",
+    "resolve_auto_heads",
+    "token_shares",
     "DEFAULT_START_PHRASE",
 ]
 
@@ -245,7 +258,8 @@ def run_many(
     if cluster is None:  # a bad folder, layer or head stops here, once, before any output
         vlm = job.resolve()
         resolve_layers(vlm.num_layers, kw.get("layer_idx"), kw.get("layers"))
-        check_head(kw.get("heads", "mean"), vlm.num_heads)
+        if kw.get("heads", "mean") != AUTO:
+            check_head(kw.get("heads", "mean"), vlm.num_heads)
     manifest = {
         "command": "vlm-video",
         "model_path": resolved(model),
@@ -313,7 +327,9 @@ def notebook_parameters() -> list[Any]:
         Param(
             "heads",
             (str, int),
-            check=lambda v: None if isinstance(v, int) or v in ("mean", "max") else "use mean, max or a head index",
+            check=lambda v: (
+                None if isinstance(v, int) or v in ("auto", "mean", "max") else "use auto, mean, max or a head index"
+            ),
         ),
         Param("max_image_num", (int,), check=positive),
         Param("max_new_tokens", (int,), check=positive),
@@ -341,11 +357,15 @@ def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:
 class VLMAttentionExplorer(Explorer):
     """Token x layer x head explorer over a :class:`Trace` (a :class:`vizkit.widgets.Explorer`).
 
-    Controls: ``token`` (answer token, from the start phrase on), ``layer`` (the captured
-    decoder layers) and ``head`` (mean / max / one head). Moving one redraws both panels --
-    the text and the image grids, the same frame the video shows -- from the captured rows;
-    no model runs. ``drawn`` holds the frame on screen; ``draws`` counts redraws. ``interactive=False``
-    (or no ipywidgets): no widgets, the explorer displays :meth:`static`.
+    Controls: ``token`` (answer token, 0-based, from the start phrase on), ``layer`` (the captured
+    decoder layers, 0-based) and ``head`` (mean / max over heads, or one head, 0-based). The dropdowns
+    name each option as the frame's title does (:func:`~vizkit.token_video.layer_label`,
+    :func:`~vizkit.token_video.head_label`), so the title always repeats what the controls show.
+    Moving one redraws both panels -- the text and the image grids, the same frame the video shows --
+    from the captured rows; no model runs. ``head``: the initial view, or a mapping ``{layer: view}``
+    (``create_video(...)["heads"]``: the view of the first captured layer is shown first). ``drawn``
+    holds the frame on screen; ``draws`` counts redraws. ``interactive=False`` (or no ipywidgets): no
+    widgets, the explorer displays :meth:`static`.
     """
 
     #: the controls as the page shows them (label, kind): read by the notebook build and the browser test
@@ -354,17 +374,19 @@ class VLMAttentionExplorer(Explorer):
     VIEW = FrameView
 
     def __init__(self, trace: Trace, head: Any = "mean", sinks: str = "keep", *, interactive: bool = True):
-        self.trace, self.sinks, self.initial_head = trace, sinks, head
+        first = sorted(trace.rows)[0]
+        self.trace, self.sinks = trace, sinks
+        self.initial_head = head.get(first, "mean") if isinstance(head, Mapping) else head
         super().__init__(interactive=interactive)
 
     def control_specs(self) -> list[Control]:
         """token (the answer tokens with frames), layer (the captured ones), head (mean, max, or one head)."""
         trace, tokens, layers = self.trace, self.trace.frame_tokens, sorted(self.trace.rows)
         n_heads = next(iter(trace.rows.values())).shape[1] if trace.heads == "all" else 0
-        heads = [("mean", "mean"), ("max", "max")] + [(f"head {h}", h) for h in range(n_heads)]
+        heads = [(head_label(h), h) for h in ("mean", "max", *range(n_heads))]
         return [
             Control("token", "slider", "token", min=tokens.start, max=tokens.stop - 1, value=tokens.start),
-            Control("layer", "dropdown", "layer", layers, layers[0]),
+            Control("layer", "dropdown", "layer", [(layer_label(i), i) for i in layers], layers[0]),
             Control("head", "dropdown", "head", heads, self.initial_head),
         ]
 
@@ -375,8 +397,6 @@ class VLMAttentionExplorer(Explorer):
         return self.cached(key, lambda: FrameRenderer(self.trace, *key, sinks=self.sinks))
 
     def render(self, state: Mapping[str, Any]) -> FrameView:
-        """The frame of the selected token."""
+        """The frame of the selected token, titled as its first line reads (:meth:`FrameRenderer.title`)."""
         renderer = self.renderer(state)
-        return FrameView(
-            renderer.frame(state["token"]), f"token {state['token']}, layer {state['layer']}, head {state['head']}"
-        )
+        return FrameView(renderer.frame(state["token"]), renderer.title(state["token"]))

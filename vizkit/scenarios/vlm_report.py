@@ -1,4 +1,4 @@
-"""Scenario 5's report: the share of each answer token's attention row on the image, the question,
+"""Scenario 5's report: the share of each answer token's attention row on the image, the prompt text,
 special markers, earlier answer tokens and the layer's sinks, with the entropy over the image
 patches (:func:`token_shares`), their plot (:func:`shares_figure`) and ``report.md``
 (:func:`write_report`: the sample, the answer, the shares, the sinks, the explained token's
@@ -19,16 +19,18 @@ import numpy as np
 import torch
 
 from ..models.vlm.relevance import TokenRelevance
-from ..positions import GENERATED, IMAGE, SPECIAL, TEXT, Trace
-from ..token_video import image_share
+from ..positions import IMAGE, Trace
+from ..token_video import head_label, image_share, row_shares
 
 __all__ = ["token_shares", "shares_figure", "write_report"]
 
 
 def token_shares(trace: Trace, layer: int, head: Any = "mean") -> Any:
-    """Per answer token: the row's share on image / question text / special markers / earlier
-    answer tokens / the layer's sinks, and the entropy (nats) of its normalised distribution over
-    the image patches."""
+    """Per answer token: the row's share on image / prompt text / special markers / earlier answer
+    tokens (:func:`vizkit.token_video.row_shares`: the row renormalised over the positions it sees, so
+    the four sum to 1 also for heads fused by ``max``; the same numbers as the frames' second line),
+    the share of the unnormalised row on the layer's sinks, and the entropy (nats) of its normalised
+    distribution over the image patches."""
     import pandas as pd
 
     from ..stats import row_entropy
@@ -39,19 +41,16 @@ def token_shares(trace: Trace, layer: int, head: Any = "mean") -> Any:
     out = []
     for j in range(trace.num_answer_tokens):
         p = trace.prompt_len + j
-        r, k = rows[j, :p], kind[:p]
-        img = r[k == IMAGE]
+        img = rows[j, :p][kind[:p] == IMAGE]
         dist = img / img.sum() if img.sum() > 0 else img
         ent = float(row_entropy(torch.from_numpy(dist.astype(np.float64))[None])[0]) if len(img) else float("nan")
         out.append(
             {
                 "layer": layer,
+                "head": head_label(head),
                 "token": j,
                 "text": trace.pieces[p],
-                "image": float(img.sum()),
-                "question": float(r[k == TEXT].sum()),
-                "special": float(r[k == SPECIAL].sum()),
-                "answer": float(r[k == GENERATED].sum()),
+                **row_shares(trace, rows[j], j),
                 "sinks": float(sink[j]),
                 "image_entropy": ent,
             }
@@ -60,7 +59,7 @@ def token_shares(trace: Trace, layer: int, head: Any = "mean") -> Any:
 
 
 def shares_figure(frames: Any, path: str | Path) -> Path:
-    """Seaborn plot over the answer tokens: attention share on image / question / earlier answer
+    """Seaborn plot over the answer tokens: attention share on image / prompt / earlier answer
     (top) and the entropy over image patches (bottom), one line style per layer."""
     import matplotlib.pyplot as plt
     import seaborn as sns
@@ -68,7 +67,7 @@ def shares_figure(frames: Any, path: str | Path) -> Path:
     from ..render import save_figure
 
     long = frames.melt(
-        id_vars=["layer", "token"], value_vars=["image", "question", "answer"], var_name="on", value_name="share"
+        id_vars=["layer", "token"], value_vars=["image", "prompt", "answer"], var_name="on", value_name="share"
     )
     fig, (a, b) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)
     sns.lineplot(data=long, x="token", y="share", hue="on", style="layer", ax=a)
@@ -112,6 +111,8 @@ def write_report(
         f"{trace.start}, {len(trace.frame_tokens)} frames):"
     )
     rep.paragraph("> " + trace.text.strip().replace("\n", "\n> "))
+    params = dict(params)
+    head_choice = params.pop("head_choice", "")
     rep.heading("Parameters").parameters(params)
     rep.heading("Outputs").bullets(
         [f"{k}: {Path(v).name if isinstance(v, (str, Path)) else v}" for k, v in outputs.items()]
@@ -119,14 +120,18 @@ def write_report(
     rep.heading("Where the answer looks")
     rep.paragraph(
         "Each frame shows the attention row of the step that produced the token (the query is the token "
-        "before it), over every earlier position. Shares per answer token: on the image tokens, on the "
-        "prompt text, on the earlier answer tokens; entropy of the row's distribution over image patches "
-        f"(natural log; uniform over all patches would be ln(patches)). Heads: {params.get('heads')}."
+        "before it), over every earlier position (layers and heads 0-based). Shares per answer token: on the "
+        "image tokens, on the prompt text, on special markers, on the earlier answer tokens (the row renormalised "
+        "over the positions it sees, so they sum to 1 also for heads fused by max); entropy of the row's "
+        "distribution over image patches (natural log; uniform over all patches would be ln(patches)). "
+        f"Heads: {params.get('heads')}."
     )
+    if head_choice:
+        rep.paragraph(str(head_choice))
     rep.figure(
-        fig, "attention share on image / question / earlier answer, and entropy over image patches", relative_to=folder
+        fig, "attention share on image / prompt / earlier answer, and entropy over image patches", relative_to=folder
     )
-    rep.table(shares.groupby("layer")[["image", "question", "special", "answer", "image_entropy"]].mean())
+    rep.table(shares.groupby(["layer", "head"])[["image", "prompt", "special", "answer", "image_entropy"]].mean())
     rep.heading("Attention sinks")
     rep.paragraph(
         "A few positions can take a large share of every row whatever the token (the first token, some "
@@ -176,11 +181,13 @@ def write_report(
         rep.paragraph(
             f"Over {info['questions']} held-out questions that name one object ({info['split']} items "
             f"{info['start']}..{info['start'] + info['drawn'] - 1}), the fraction whose attention over the 6x6 image "
-            f"grid peaks inside that object's mask, per decoder layer and head: from the answer token's own row, and "
-            f"from the step that produced it (what the video shows). A random pixel lands in the mask "
-            f"{info['random_pixel']:.3f} of the time. One head of tiny_vlm ({info['supervised']}) was trained with "
-            f"attention supervision (an auxiliary loss pulling it onto the named object); the other heads were not, "
-            f"and are shown beside it."
+            f"grid peaks inside that object's mask (pointing game), per decoder layer and head view (each head, "
+            f"and the heads fused by mean and by max): from the answer token's own row, and from the step that "
+            f"produced it (what the video shows); 'object mass' is the share of that step's attention over the "
+            f"image that falls on the object. Chance, {info['random_pixel']:.3f}, is the object's share of the "
+            f"image: a random pixel's hit rate and uniform attention's mass alike. One head of tiny_vlm "
+            f"({info['supervised']}) was trained with attention supervision (an auxiliary loss pulling it onto the "
+            f"named object); the other heads were not, and are shown beside it."
         )
         rep.table(table, index=False, floatfmt=".3f")
     return rep.write(folder / "report.md")

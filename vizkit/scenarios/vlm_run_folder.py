@@ -26,12 +26,47 @@ from ..models.vlm import VLM
 from ..models.vlm.relevance import answer_relevance
 from ..models.vlm.trace import DEFAULT_START_PHRASE, check_head, resolve_layers, trace_sample
 from ..positions import SINK_MODES
-from ..token_video import relevance_figure, write_layer_videos
+from ..token_video import head_label, relevance_figure, write_layer_videos
 from ..vlm_benchmarks import default_benchmark
 from .vlm_ground_truth import ground_truth_table
 from .vlm_report import token_shares, write_report
 
-__all__ = ["create_video"]
+__all__ = ["create_video", "resolve_auto_heads", "AUTO"]
+
+#: ``heads="auto"``: each layer's head view chosen from tiny_vlm's ground-truth table (:func:`resolve_auto_heads`)
+AUTO = "auto"
+
+
+def resolve_auto_heads(
+    head: Any, layers: Sequence[int], ground_truth: tuple[Any, dict[str, Any]] | None
+) -> tuple[dict[int, Any], str]:
+    """``({layer: head view}, why)`` for the videos. A fixed ``head`` (``"mean"``, ``"max"``, an index)
+    applies to every layer (``why`` empty). ``"auto"``: per layer, the view with the highest attention mass
+    on the asked-about object in ``ground_truth`` (:func:`~.vlm_ground_truth.choose_heads`, measured on
+    held-out questions, not on this sample), ``why`` giving that number, the mean over heads' and chance;
+    without a ground-truth table (a model other than tiny_vlm), the mean over heads, and ``why`` says so."""
+    from ..token_video import layer_label
+    from .vlm_ground_truth import choose_heads, table_value
+
+    if head != AUTO:
+        return {int(i): head for i in layers}, ""
+    if ground_truth is None:
+        return {int(i): "mean" for i in layers}, (
+            "heads=auto: no ground-truth table for this model (tiny_vlm only): every layer shows the mean over heads."
+        )
+    table, info = ground_truth
+    chosen = choose_heads(table, layers)
+    parts = [
+        f"{layer_label(i)}: {head_label(h)}, object mass {table_value(table, i, h):.3f} "
+        f"(mean over heads {table_value(table, i, 'mean'):.3f})"
+        for i, h in chosen.items()
+    ]
+    why = (
+        "heads=auto: each layer's video shows the head view whose attention puts the most mass on the asked-about "
+        f"object over {info['questions']} held-out questions (ground-truth table below; chance "
+        f"{info['random_pixel']:.3f}, the object's share of the image): " + "; ".join(parts) + "."
+    )
+    return chosen, why
 
 
 def create_video(
@@ -63,7 +98,7 @@ def create_video(
     from ..runs import mark_complete, run_folder
 
     layer_list = resolve_layers(vlm.num_layers, layer_idx, layers)
-    head = check_head(heads, vlm.num_heads)
+    head = heads if heads == AUTO else check_head(heads, vlm.num_heads)
     if sinks not in SINK_MODES:
         raise ParameterError(f"sinks={sinks!r}: use {' or '.join(SINK_MODES)}")
     if fps < 1:
@@ -99,8 +134,9 @@ def create_video(
     if ground_truth or (ground_truth is None and is_zoo):  # an int: how many test items to draw (default 200)
         drawn = ground_truth if isinstance(ground_truth, int) and not isinstance(ground_truth, bool) else 200
         gt = ground_truth_table(n=drawn)
+    layer_heads, head_choice = resolve_auto_heads(head, layer_list, gt)
     out = run_folder(output_dir, "vlm-video", overwrite=overwrite, overwrite_hint="pass --overwrite")
-    videos, why = write_layer_videos(trace, layer_list, head, out, sinks=sinks, fps=fps)
+    videos, why = write_layer_videos(trace, layer_list, layer_heads, out, sinks=sinks, fps=fps)
     written: dict[str, Any] = dict(videos)
     trace.notes.extend(why)
     written["attention"] = trace.save(out / "attention.npz")
@@ -115,14 +151,17 @@ def create_video(
         )
         written["relevance_figure"] = save_figure(fig, out / f"relevance_token{rel.token}.png")
         written["relevance"] = save_npz(out / "relevance.npz", rel.arrays())
-    shares = pd.concat([token_shares(trace, i, head) for i in layer_list], ignore_index=True)
+    shares = pd.concat([token_shares(trace, i, layer_heads[i]) for i in layer_list], ignore_index=True)
     if gt is not None:
         written["ground_truth"] = "report.md (table)"
     params = {
         "model": vlm.path,
         "sample": sample.get("id", "?"),
         "layers": layer_list,
-        "heads": head,
+        "heads": head
+        if head != AUTO
+        else f"auto ({', '.join(f'layer {i}: {head_label(layer_heads[i])}' for i in layer_list)})",
+        "head_choice": head_choice,
         "start_phrase": start_phrase,
         "mode": mode,
         "max_new_tokens": max_new_tokens,
@@ -140,4 +179,5 @@ def create_video(
         "shares": shares,
         "ground_truth": gt,
         "relevance": rel,
+        "heads": layer_heads,
     }

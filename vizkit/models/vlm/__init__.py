@@ -20,6 +20,7 @@ import torch
 
 from ...errors import InputError
 from ...io import data_root
+from ..load_common import hub_offline
 from .base import (
     GENERATED,
     IMAGE,
@@ -175,8 +176,9 @@ def load_vlm(model_name_or_path: str | Path | None = None, device: str = "cpu") 
             f"{str(path)!r} is {_article(model_type)} {model_type} model, but the installed transformers "
             f"{transformers.__version__} has no {family.model_class}: upgrade transformers"
         )
-    model = cls.from_pretrained(path, dtype=torch.float32, local_files_only=True).to(device).eval()
-    family.check(model.config)
-    processor = transformers.AutoProcessor.from_pretrained(path, local_files_only=True)
+    with hub_offline():  # local files only, and no "Loading weights" progress bar
+        model = cls.from_pretrained(path, dtype=torch.float32, local_files_only=True).to(device).eval()
+        family.check(model.config)
+        processor = transformers.AutoProcessor.from_pretrained(path, local_files_only=True)
     tokenizer = getattr(processor, "tokenizer", processor)
     return VLM(model, processor, tokenizer, family, model_type, str(path), name=path.name)
