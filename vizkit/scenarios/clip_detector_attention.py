@@ -55,7 +55,13 @@ from ..models.vit_gradcam import (
 )
 from ..state import resolve_device
 from ..widgets import Control, Explorer, HeatmapView
-from .detector_attention_eval import faithfulness_table
+from .detector_attention_eval import (
+    chance_levels,
+    distinct_layer_modes,
+    faithfulness_table,
+    pair_top_iou_chance,
+    recommended_variant,
+)
 from .detector_attention_images import REGIONS as REGIONS
 from .detector_attention_images import (
     ImageResult,
@@ -68,7 +74,12 @@ from .detector_attention_images import comparison_figure as comparison_figure
 from .detector_attention_images import image_result as image_result
 from .detector_attention_images import layers_figure as layers_figure
 from .detector_attention_images import save_image_result as save_image_result
-from .detector_attention_report import faithfulness_observations, write_attention_report
+from .detector_attention_report import (
+    ROAD_MEANING,
+    faithfulness_observations,
+    table_with_chance,
+    write_attention_report,
+)
 from .registry import choices_ok, layers_ok, parse_layers
 
 if TYPE_CHECKING:
@@ -89,9 +100,16 @@ __all__ = [
     "comparison_numbers",
     "where_they_differ",
     "faithfulness_table",
+    "chance_levels",
+    "distinct_layer_modes",
+    "pair_top_iou_chance",
+    "recommended_variant",
+    "table_with_chance",
+    "ROAD_MEANING",
     "faithfulness_observations",
     "write_attention_report",
     "DetectorAttentionExplorer",
+    "zero_map_reason",
     "notebook_parameters",
     "check_notebook_parameters",
     "notebook_images",
@@ -106,6 +124,26 @@ DetectorModel = Detector  # seed 000's name for the one detector type (vizkit.mo
 # --------------------------------------------------------------------------------------
 # explorer
 # --------------------------------------------------------------------------------------
+def zero_map_reason(heat: np.ndarray | torch.Tensor, head_fusion: str, layers: str) -> str | None:
+    """Why the map ``heat`` ``[H, W]`` is zero everywhere, or None when it is not all zero.
+
+    Per layer the map is the CLS row of ``fuse_heads((∇A ⊙ A)⁺)``: the clamp keeps only positive
+    gradient x attention, so a head with no positive contribution at a patch gives 0 there; the
+    minimum over heads is then 0 wherever ANY head gives 0, and the mean or maximum only where ALL do."""
+    if bool(torch.as_tensor(heat).ne(0).any()):
+        return None
+    where = layers if layers.startswith("layer ") else f"the layers of {layers}"
+    if head_fusion == "min":
+        return (
+            f"zero everywhere: at every patch at least one head has no positive gradient x attention in {where}, "
+            "and the minimum over heads of the clamped values is then 0"
+        )
+    return (
+        f"zero everywhere: no head has a positive gradient x attention at any patch in {where} "
+        f"(the {head_fusion} over heads of the clamped values is 0)"
+    )
+
+
 class DetectorAttentionExplorer(Explorer):
     """Image x class (real / fake / difference) x head fusion x layers x aggregation, redrawn
     from the cached attention and gradients of one :class:`DetectorAttention` (no forward or
@@ -131,14 +169,15 @@ class DetectorAttentionExplorer(Explorer):
         names: Sequence[str] | None = None,
         real_idx: int = 0,
         fake_idx: int = 1,
-        cmap: str = "jet",
+        cmap: str | None = None,
         *,
         interactive: bool = True,
     ):
         self.result, self.images = result, [np.asarray(im) for im in images]
         self.names = list(names) if names else [f"image {i}" for i in range(len(self.images))]
         self.real_idx, self.fake_idx = real_idx, fake_idx
-        super().__init__(interactive=interactive, cmap=cmap, figsize=(7, 3.4))
+        colours = {"cmap": cmap} if cmap else {}  # None: the suite's relevance colormap (vizkit.widgets)
+        super().__init__(interactive=interactive, figsize=(7, 3.4), **colours)
 
     def control_specs(self) -> list[Control]:
         """image, class, heads (fusion), layers (a mode or one layer), combine (aggregation)."""
@@ -148,9 +187,14 @@ class DetectorAttentionExplorer(Explorer):
             Control("image", "slider", "image", min=0, max=len(self.images) - 1, value=0),
             Control("class", "toggle", "klass", list(self.CLASSES), "fake"),
             Control("heads", "dropdown", "fusion", list(HEAD_FUSIONS), r.head_fusion),
-            Control("layers", "dropdown", "layers", layer_options, "last_4_layers"),
+            Control("layers", "dropdown", "layers", layer_options, self._default_layers()),
             Control("combine", "toggle", "aggregation", list(AGGREGATIONS), r.aggregation),
         ]
+
+    def _default_layers(self) -> str:
+        """The layer mode that selects the result's target layers (``last_4_layers`` when none does)."""
+        r = self.result
+        return next((m for m in LAYER_MODES if r.layers_for(m) == list(r.target_layers)), "last_4_layers")
 
     def _map(self, state: Mapping[str, Any], class_idx: int) -> torch.Tensor:
         r, i, sel = self.result, state["image"], state["layers"]
@@ -175,9 +219,18 @@ class DetectorAttentionExplorer(Explorer):
             f"{self.names[i]}: p(real) {probs[self.real_idx]:.3f}, p(fake) {probs[self.fake_idx]:.3f} | "
             f"{k}, {state['layers']}, heads {state['heads']}, {state['combine']}"
         )
-        return HeatmapView(
-            self.current_map(state), self.images[i], map_title=f"{k} map", suptitle=title, diverging=k == "difference"
-        )
+        heat = self.current_map(state)
+        why = zero_map_reason(heat, state["heads"], state["layers"])
+        if why:
+            return HeatmapView(
+                heat,
+                self.images[i],
+                map_title=f"{k} map: all zero",
+                overlay_title="nothing to overlay",
+                suptitle=f"{title} | {k} map {why}",
+                diverging=k == "difference",
+            )
+        return HeatmapView(heat, self.images[i], map_title=f"{k} map", suptitle=title, diverging=k == "difference")
 
 
 # --------------------------------------------------------------------------------------
