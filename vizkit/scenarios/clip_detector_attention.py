@@ -59,6 +59,7 @@ from .detector_attention_eval import (
     chance_levels,
     distinct_layer_modes,
     faithfulness_table,
+    held_out_masks,
     pair_top_iou_chance,
     recommended_variant,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "where_they_differ",
     "faithfulness_table",
     "chance_levels",
+    "held_out_masks",
     "distinct_layer_modes",
     "pair_top_iou_chance",
     "recommended_variant",
@@ -110,6 +112,7 @@ __all__ = [
     "write_attention_report",
     "DetectorAttentionExplorer",
     "zero_map_reason",
+    "zero_map_share",
     "notebook_parameters",
     "check_notebook_parameters",
     "notebook_images",
@@ -124,6 +127,13 @@ DetectorModel = Detector  # seed 000's name for the one detector type (vizkit.mo
 # --------------------------------------------------------------------------------------
 # explorer
 # --------------------------------------------------------------------------------------
+def zero_map_share(result: DetectorAttention, class_idx: int, layer: int, head_fusion: str) -> float:
+    """Share of the images of ``result`` whose one-layer map (block ``layer``, 0-based, heads fused by
+    ``head_fusion``; :meth:`DetectorAttention.layer_heatmap`) of class ``class_idx`` is zero everywhere."""
+    maps = result.layer_heatmap(class_idx, result.layer_names[layer], head_fusion)  # [B, H, W]
+    return float(maps.flatten(1).eq(0).all(dim=1).float().mean())
+
+
 def zero_map_reason(heat: np.ndarray | torch.Tensor, head_fusion: str, layers: str) -> str | None:
     """Why the map ``heat`` ``[H, W]`` is zero everywhere, or None when it is not all zero.
 
@@ -388,6 +398,7 @@ def notebook_parameters() -> list:
         Param("aggregation", (str,), choices=AGGREGATIONS),
         Param("layer_modes", (str,), check=choices_ok(LAYER_MODES, "layer mode")),
         Param("faithfulness_samples", (int,), check=lambda v: None if v >= 0 else "must be >= 0 (0 skips the table)"),
+        Param("road_samples", (int,), check=lambda v: None if v >= 0 else "must be >= 0 (0 skips ROAD)"),
         *common_parameters("output_dir", "overwrite", "interactive", "seed", "device"),
     ]
 

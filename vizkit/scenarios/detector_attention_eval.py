@@ -53,6 +53,7 @@ __all__ = [
     "below_chance",
     "recommended_variant",
     "pair_top_iou_chance",
+    "held_out_masks",
     "SANITY_LIMIT",
     "CHANCE_DIRECTIONS",
 ]
@@ -107,6 +108,11 @@ def distinct_layer_modes(result: DetectorAttention, modes: Sequence[str]) -> tup
         else:
             same[m] = match
     return kept, same
+
+
+def held_out_masks(samples: Sequence[Any]) -> torch.Tensor:
+    """The manipulation masks of samples with a ``mask`` ``[H, W]``, stacked: float ``[B, H, W]`` of 0 / 1."""
+    return torch.stack([torch.as_tensor(np.asarray(s.mask, dtype=np.float32)) for s in samples])
 
 
 def chance_levels(
@@ -282,7 +288,7 @@ def faithfulness_table(
         rnd = random_map_baseline(road_columns, prob_model, xroad, fake_k, seed=0, **road)
         road_random = dict(zip(keys, rnd.mean(0).tolist()))
         table.attrs["road_seconds"] = time.perf_counter() - t_road
-    masks = torch.stack([torch.as_tensor(np.asarray(s.mask, dtype=np.float32)) for s in fakes]).to(device)
+    masks = held_out_masks(fakes).to(device)
     mask_order, random_order = deletion_references(fake_prob, xf, masks, steps=deletion_steps, seed=0)
     chance = chance_levels(masks, random_order, road_random)
     table["below_chance"] = [below_chance(row, chance) for _, row in table.iterrows()]
