@@ -52,7 +52,7 @@
 # For block $b$ with attention $A_b \in \mathbb{R}^{h \times n \times n}$ ($h$ heads, $n$ tokens) and
 # the explained class score $y_c$, keep only the attention that *raises* the score and fuse the heads:
 #
-# $$\bar A_b = \operatorname{fuse}_{\text{heads}}\big( (\nabla_{A_b} y_c \odot A_b)^{+} \big), \qquad
+# $$\bar A_b = \operatorname{fuse}_{\text{heads}}\Big( \big(\tfrac{\partial y_c}{\partial A_b} \odot A_b\big)^{+} \Big), \qquad
 # R \leftarrow R + \bar A_b R \quad (R = I \text{ at the first block}).$$
 #
 # The map is the CLS row of $R$ over the patches (`aggregation="relevance"`), or the mean of the
@@ -81,7 +81,7 @@
 # %% [markdown]
 # ### Method in brief: head fusion
 # $\operatorname{fuse} \in \{\text{mean}, \max, \min\}$ over the $h$ heads of
-# $(\nabla A \odot A)^+$. **Intuition:** `mean` is the heads' consensus, `max` keeps a patch if any head
+# $(\partial y_c / \partial A \odot A)^+$. **Intuition:** `mean` is the heads' consensus, `max` keeps a patch if any head
 # uses it, `min` only if every head does. **When it fails:** `min` is zero wherever one head contributes
 # nothing (the all-zero maps above); `max` lets one noisy head dominate. On a 4-block model the layer
 # modes `last_4_layers` and `all_layers` select the same blocks, and with one block the two aggregations
