@@ -279,10 +279,10 @@ print(f"answer: top-10 % IoU of two random 64 x 64 maps = {cda.pair_top_iou_chan
 # %% jupyter={"source_hidden": true} tags=["answer"]
 # NBVAL_CHECK_OUTPUT
 if table is not None:
-    from vizkit.metrics import pointing_chance
+    from vizkit import metrics
 
     print(
-        f"answer: pointing chance with tolerance 1 = {float(pointing_chance(cda.held_out_masks(fakes), 1).mean()):.4f}"
+        f"answer: pointing chance with tolerance 1 = {float(metrics.pointing_chance(cda.held_out_masks(fakes), 1).mean()):.4f}"
     )
 
 # %% [markdown]
