@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -18,9 +20,10 @@ from PIL import Image
 import vizkit
 from vizkit import zoo
 from vizkit.errors import CaptureError, VizkitError
-from vizkit.metrics import pointing_game
+from vizkit.metrics import faithfulness_scores, pointing_chance, pointing_game, top_region_iou
 from vizkit.models import ClipDetector
 from vizkit.scenarios import clip_detector_attention as cda
+from vizkit.scenarios.detector_attention_eval import below_chance, same_maps
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "MPLBACKEND": "Agg", "PATH": "/usr/bin:/bin"}
@@ -216,6 +219,8 @@ def test_faithfulness_table_matches_direct_computation(detector, faces):
         deletion_steps=4,
         sanity_samples=3,
         sanity_blocks=1,
+        road_samples=2,
+        road_percentiles=(50.0,),
     )
     assert len(table) == 1
     x = torch.stack([detector.preprocess(s.image) for s in fakes])
@@ -224,8 +229,154 @@ def test_faithfulness_table_matches_direct_computation(detector, faces):
     assert table.loc[0, "pointing"] == pytest.approx(float(pointing_game(maps, masks).float().mean()))
     assert table.loc[0, "layers"] == 1 and -1.0 <= table.loc[0, "sanity_spearman"] <= 1.0
     assert 0 <= table.attrs["deletion_auc_random_order"] <= 1
+    # ROAD of the fake probability on the first 2 fakes, as faithfulness_scores computes it directly
+    probs = lambda images: detector.model(images).float().softmax(-1)  # noqa: E731
+    direct = faithfulness_scores(probs, x[:2], maps[:2], 1, percentiles=(50.0,))
+    assert table.loc[0, "road_combined"] == pytest.approx(float(direct["road_combined"].mean()), abs=1e-6)
+    assert table.loc[0, "road_morf"] == pytest.approx(float(direct["road_morf"].mean()), abs=1e-6)
+    # the chance column: the chance functions on the same masks and the random order's deletion AUC
+    chance = table.attrs["chance"]
+    assert chance["pointing"] == pytest.approx(float(pointing_chance(masks).mean()))
+    assert chance["energy_in_mask"] == chance["pointing"] and chance["sanity_spearman"] == 0.0
+    assert chance["deletion_auc"] == table.attrs["deletion_auc_random_order"]
+    shown = cda.table_with_chance(table)
+    assert len(shown) == 2 and shown.loc[1, "head_fusion"] == "chance"
+    assert shown.loc[1, "pointing"] == chance["pointing"] and shown.loc[1, "road_lerf"] == chance["road_lerf"]
+    assert table.loc[0, "below_chance"] == below_chance(table.loc[0], chance)
     notes = cda.faithfulness_observations(table)
-    assert any("entropy" in n for n in notes) and len(notes) == 4  # no aggregation comparison with one
+    assert any("entropy" in n for n in notes) and any(n.startswith("ROAD on 2 fakes") for n in notes)
+    assert notes[-1].startswith("Default **heads mean, last_layer, relevance**") or "No variant" in notes[-1]
+
+
+def test_identical_variants_are_computed_not_assumed(detector, faces, tmp_path):
+    x = torch.stack([detector.preprocess(s.image) for s in faces[0][:2]])
+    res = cda.CLIPViTGradCAM(detector.model, "all").explain(x)
+    assert len(res.layer_names) == 4
+    assert cda.distinct_layer_modes(res, list(cda.LAYER_MODES)) == (
+        ["last_layer", "last_4_layers"],
+        {"all_layers": "last_4_layers"},
+    )
+    # six blocks: all layers differ from the last four
+    _, _, six = _dfb_checkpoint(tmp_path, layers=6)
+    res6 = cda.CLIPViTGradCAM(six, "all").explain(torch.rand(1, 3, 32, 32))
+    assert cda.distinct_layer_modes(res6, list(cda.LAYER_MODES)) == (list(cda.LAYER_MODES), {})
+    # same_maps compares the maps themselves: one block makes the two aggregations equal
+    maps = {
+        (f, m, a): res.heatmap(1, f, m, a)
+        for a in ("relevance", "mean")
+        for m in ("last_layer", "all_layers")
+        for f in ("mean",)
+    }
+    assert same_maps(maps) == {("mean", "last_layer", "mean"): ("mean", "last_layer", "relevance")}
+    assert same_maps({"a": torch.zeros(1, 2, 2), "b": torch.ones(1, 2, 2), "c": torch.zeros(1, 2, 2)}) == {"c": "a"}
+    fig = cda.layers_figure(res, 0, faces[0][0].image, "f0")
+    assert "all_layers = last_4_layers (same blocks)" in fig._suptitle.get_text() and len(fig.axes) >= 2 * 2
+
+
+def test_chance_levels_by_hand():
+    # two random 2-pixel top regions of a 3 x 3 map (fraction 0.2 keeps 2 of 9 pixels): overlap 0, 1 or 2
+    # with probabilities 21/36, 14/36, 1/36 and IoU 0, 1/3, 1 -> 14/108 + 1/36 = 17/108
+    assert cda.pair_top_iou_chance((3, 3), 0.2) == pytest.approx(17 / 108, abs=1e-12)
+    # the same number from top_region_iou of random maps
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(20000, 3, 3, generator=g), torch.rand(20000, 3, 3, generator=g)
+    assert float(top_region_iou(a, b).mean()) == pytest.approx(17 / 108, abs=0.01)
+    masks = torch.zeros(2, 4, 4)
+    masks[0, :2, :2] = 1  # 4 of 16 pixels
+    masks[1, 0, 0] = 1  # 1 of 16
+    chance = cda.chance_levels(masks, 0.6, {"road_combined": 0.02})
+    assert chance == {
+        "pointing": pytest.approx(5 / 32),
+        "energy_in_mask": pytest.approx(5 / 32),
+        "sanity_spearman": 0.0,
+        "deletion_auc": 0.6,
+        "road_combined": 0.02,
+    }
+    row = pd.Series({"pointing": 0.15, "energy_in_mask": 0.5, "deletion_auc": 0.7, "road_combined": 0.03})
+    assert below_chance(row, chance) == "≤ chance: pointing, deletion_auc"
+    assert below_chance(pd.Series({"pointing": 0.9}), chance) == ""
+
+
+# The notebook's faithfulness table (100 fakes, 100 reals; executed notebook 01 before this change):
+# one row per distinct variant with the columns the rule reads.
+NOTEBOOK_TABLE = [
+    ("mean", "last_layer", "relevance", 0.88, 0.674, -0.223),
+    ("max", "last_layer", "relevance", 0.88, 0.664, -0.211),
+    ("min", "last_layer", "relevance", 0.88, 0.635, -0.050),
+    ("mean", "last_4_layers", "relevance", 0.88, 0.538, 0.541),
+    ("max", "last_4_layers", "relevance", 0.87, 0.493, 0.554),
+    ("min", "last_4_layers", "relevance", 0.63, 0.413, 0.105),
+    ("mean", "last_4_layers", "mean", 0.88, 0.560, 0.575),
+    ("max", "last_4_layers", "mean", 0.87, 0.533, 0.604),
+    ("min", "last_4_layers", "mean", 0.63, 0.426, 0.115),
+]
+
+
+def _table(rows):
+    cols = ["head_fusion", "layer_mode", "aggregation", "pointing", "energy_in_mask", "sanity_spearman"]
+    t = pd.DataFrame(rows, columns=cols)
+    t["below_chance"] = ""
+    return t
+
+
+def test_default_is_the_rule_applied_to_the_table():
+    table = _table(NOTEBOOK_TABLE)
+    best, why = cda.recommended_variant(table)
+    assert (best["head_fusion"], best["layer_mode"], best["aggregation"]) == ("mean", "last_layer", "relevance")
+    assert "0.674" in why and "5 of 9 variants" in why and "Spearman 0.60" in why
+    # the notebook's defaults are that variant
+    text = (ROOT / "notebooks" / "01_clip_detector_attention.py").read_text()
+    defaults = dict(re.findall(r'^(target_layers|head_fusion|aggregation): str = "(\w+)"', text, re.M))
+    assert cda.LAYER_MODES[best["layer_mode"]] == defaults["target_layers"]
+    assert (best["head_fusion"], best["aggregation"]) == (defaults["head_fusion"], defaults["aggregation"])
+    # the rule: a higher energy that fails the randomisation check, or is flagged below chance, does not win
+    rows = [*NOTEBOOK_TABLE, ("max", "last_4_layers", "mean", 0.9, 0.9, 0.7), ("min", "x", "mean", 0.9, 0.8, 0.0)]
+    t = _table(rows)
+    t.loc[10, "below_chance"] = "≤ chance: energy_in_mask"
+    assert cda.recommended_variant(t)[0]["energy_in_mask"] == 0.674
+    assert cda.recommended_variant(t, sanity_limit=0.8)[0]["energy_in_mask"] == 0.9
+    # nothing passes: the highest energy, said so
+    best, why = cda.recommended_variant(_table([r[:5] + (0.9,) for r in NOTEBOOK_TABLE]))
+    assert best["energy_in_mask"] == 0.674 and why.startswith("No variant passes")
+
+
+def test_zero_map_message_exactly_when_the_map_is_zero(detector, faces):
+    x = torch.stack([detector.preprocess(s.image) for s in faces[0] + faces[1]])
+    res = cda.CLIPViTGradCAM(detector.model, "all").explain(x)
+    layer0 = f"layer 0: {res.layer_names[0]}"
+    zeros = 0
+    for k in (0, 1):
+        for fusion in ("mean", "max", "min"):
+            maps = res.layer_heatmap(k, res.layer_names[0], fusion)
+            for m in maps:
+                reason = cda.zero_map_reason(m, fusion, layer0)
+                assert (reason is not None) == bool(m.eq(0).all())
+                zeros += reason is not None
+            share = float(maps.flatten(1).eq(0).all(1).float().mean())
+            assert cda.zero_map_share(res, k, 0, fusion) == share
+    assert zeros > 0 and cda.zero_map_share(res, 1, 0, "mean") == 0.0
+    assert "at least one head" in cda.zero_map_reason(np.zeros((2, 2)), "min", layer0)
+    assert "no head" in cda.zero_map_reason(np.zeros((2, 2)), "mean", "last_layer")
+    # the explorer says it in its titles
+    i = int(res.layer_heatmap(1, res.layer_names[0], "min").flatten(1).eq(0).all(1).nonzero()[0])
+    ex = cda.DetectorAttentionExplorer(res, [s.image for s in faces[0] + faces[1]], interactive=False)
+    view = ex.render({"image": i, "class": "fake", "heads": "min", "layers": layer0, "combine": "relevance"})
+    assert view.map_title == "fake map: all zero" and "zero everywhere" in view.suptitle
+    view = ex.render({"image": i, "class": "fake", "heads": "mean", "layers": layer0, "combine": "relevance"})
+    assert view.map_title == "fake map" and "zero" not in view.suptitle
+
+
+def test_mask_outline_drawn_on_every_image_panel(detector, faces, tmp_path):
+    fakes = faces[0][:1]
+    results, _ = cda.analyze_images(detector, [fakes[0].image], tmp_path, "last", stems=["f"], masks=[fakes[0].mask])
+    res = results[0]
+    assert res.mask is not None
+    fig = cda.class_figure(res, "fake")
+    drawn = [ax for ax in fig.axes if ax.images and ax.collections]
+    assert len(drawn) == 3  # image, map and overlay each carry the contour
+    res.mask = None
+    fig = cda.class_figure(res, "fake")
+    assert not any(ax.collections for ax in fig.axes if ax.images)
 
 
 def test_explorer_redraws_from_the_cache(detector, faces):
@@ -345,6 +496,7 @@ def test_notebook_parameters_are_checked():
         aggregation="relevance",
         layer_modes="last_layer",
         faithfulness_samples=0,
+        road_samples=0,
         output_dir="",
         overwrite=False,
         interactive=False,
@@ -381,6 +533,7 @@ def test_notebook_01_with_non_default_parameters(tmp_path, faces):
         aggregation="mean",
         layer_modes="last_layer,all_layers",
         faithfulness_samples=8,
+        road_samples=2,
         interactive=False,
         output_dir=str(run_dir),
     )

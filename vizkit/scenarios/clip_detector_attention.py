@@ -56,7 +56,14 @@ from ..models.vit_gradcam import (
 from ..render import RELEVANCE_CMAP
 from ..state import resolve_device
 from ..widgets import Control, Explorer, HeatmapView
-from .detector_attention_eval import faithfulness_table
+from .detector_attention_eval import (
+    chance_levels,
+    distinct_layer_modes,
+    faithfulness_table,
+    held_out_masks,
+    pair_top_iou_chance,
+    recommended_variant,
+)
 from .detector_attention_images import REGIONS as REGIONS
 from .detector_attention_images import (
     ImageResult,
@@ -69,7 +76,12 @@ from .detector_attention_images import comparison_figure as comparison_figure
 from .detector_attention_images import image_result as image_result
 from .detector_attention_images import layers_figure as layers_figure
 from .detector_attention_images import save_image_result as save_image_result
-from .detector_attention_report import faithfulness_observations, write_attention_report
+from .detector_attention_report import (
+    ROAD_MEANING,
+    faithfulness_observations,
+    table_with_chance,
+    write_attention_report,
+)
 from .registry import choices_ok, layers_ok, parse_layers
 
 if TYPE_CHECKING:
@@ -90,9 +102,18 @@ __all__ = [
     "comparison_numbers",
     "where_they_differ",
     "faithfulness_table",
+    "chance_levels",
+    "held_out_masks",
+    "distinct_layer_modes",
+    "pair_top_iou_chance",
+    "recommended_variant",
+    "table_with_chance",
+    "ROAD_MEANING",
     "faithfulness_observations",
     "write_attention_report",
     "DetectorAttentionExplorer",
+    "zero_map_reason",
+    "zero_map_share",
     "notebook_parameters",
     "check_notebook_parameters",
     "notebook_images",
@@ -107,6 +128,33 @@ DetectorModel = Detector  # seed 000's name for the one detector type (vizkit.mo
 # --------------------------------------------------------------------------------------
 # explorer
 # --------------------------------------------------------------------------------------
+def zero_map_share(result: DetectorAttention, class_idx: int, layer: int, head_fusion: str) -> float:
+    """Share of the images of ``result`` whose one-layer map (block ``layer``, 0-based, heads fused by
+    ``head_fusion``; :meth:`DetectorAttention.layer_heatmap`) of class ``class_idx`` is zero everywhere."""
+    maps = result.layer_heatmap(class_idx, result.layer_names[layer], head_fusion)  # [B, H, W]
+    return float(maps.flatten(1).eq(0).all(dim=1).float().mean())
+
+
+def zero_map_reason(heat: np.ndarray | torch.Tensor, head_fusion: str, layers: str) -> str | None:
+    """Why the map ``heat`` ``[H, W]`` is zero everywhere, or None when it is not all zero.
+
+    Per layer the map is the CLS row of ``fuse_heads((∇A ⊙ A)⁺)``: the clamp keeps only positive
+    gradient x attention, so a head with no positive contribution at a patch gives 0 there; the
+    minimum over heads is then 0 wherever ANY head gives 0, and the mean or maximum only where ALL do."""
+    if bool(torch.as_tensor(heat).ne(0).any()):
+        return None
+    where = layers if layers.startswith("layer ") else f"the layers of {layers}"
+    if head_fusion == "min":
+        return (
+            f"zero everywhere: at every patch at least one head has no positive gradient x attention in {where}, "
+            "and the minimum over heads of the clamped values is then 0"
+        )
+    return (
+        f"zero everywhere: no head has a positive gradient x attention at any patch in {where} "
+        f"(the {head_fusion} over heads of the clamped values is 0)"
+    )
+
+
 class DetectorAttentionExplorer(Explorer):
     """Image x class (real / fake / difference) x head fusion x layers x aggregation, redrawn
     from the cached attention and gradients of one :class:`DetectorAttention` (no forward or
@@ -139,7 +187,8 @@ class DetectorAttentionExplorer(Explorer):
         self.result, self.images = result, [np.asarray(im) for im in images]
         self.names = list(names) if names else [f"image {i}" for i in range(len(self.images))]
         self.real_idx, self.fake_idx = real_idx, fake_idx
-        super().__init__(interactive=interactive, cmap=cmap, figsize=(7, 3.4))
+        colours = {"cmap": cmap} if cmap else {}  # None: the suite's relevance colormap (vizkit.widgets)
+        super().__init__(interactive=interactive, figsize=(7, 3.4), **colours)
 
     def control_specs(self) -> list[Control]:
         """image, class, heads (fusion), layers (a mode or one layer), combine (aggregation)."""
@@ -149,9 +198,14 @@ class DetectorAttentionExplorer(Explorer):
             Control("image", "slider", "image", min=0, max=len(self.images) - 1, value=0),
             Control("class", "toggle", "klass", list(self.CLASSES), "fake"),
             Control("heads", "dropdown", "fusion", list(HEAD_FUSIONS), r.head_fusion),
-            Control("layers", "dropdown", "layers", layer_options, "last_4_layers"),
+            Control("layers", "dropdown", "layers", layer_options, self._default_layers()),
             Control("combine", "toggle", "aggregation", list(AGGREGATIONS), r.aggregation),
         ]
+
+    def _default_layers(self) -> str:
+        """The layer mode that selects the result's target layers (``last_4_layers`` when none does)."""
+        r = self.result
+        return next((m for m in LAYER_MODES if r.layers_for(m) == list(r.target_layers)), "last_4_layers")
 
     def _map(self, state: Mapping[str, Any], class_idx: int) -> torch.Tensor:
         r, i, sel = self.result, state["image"], state["layers"]
@@ -176,9 +230,18 @@ class DetectorAttentionExplorer(Explorer):
             f"{self.names[i]}: p(real) {probs[self.real_idx]:.3f}, p(fake) {probs[self.fake_idx]:.3f} | "
             f"{k}, {state['layers']}, heads {state['heads']}, {state['combine']}"
         )
-        return HeatmapView(
-            self.current_map(state), self.images[i], map_title=f"{k} map", suptitle=title, diverging=k == "difference"
-        )
+        heat = self.current_map(state)
+        why = zero_map_reason(heat, state["heads"], state["layers"])
+        if why:
+            return HeatmapView(
+                heat,
+                self.images[i],
+                map_title=f"{k} map: all zero",
+                overlay_title="nothing to overlay",
+                suptitle=f"{title} | {k} map {why}",
+                diverging=k == "difference",
+            )
+        return HeatmapView(heat, self.images[i], map_title=f"{k} map", suptitle=title, diverging=k == "difference")
 
 
 # --------------------------------------------------------------------------------------
@@ -336,6 +399,7 @@ def notebook_parameters() -> list:
         Param("aggregation", (str,), choices=AGGREGATIONS),
         Param("layer_modes", (str,), check=choices_ok(LAYER_MODES, "layer mode")),
         Param("faithfulness_samples", (int,), check=lambda v: None if v >= 0 else "must be >= 0 (0 skips the table)"),
+        Param("road_samples", (int,), check=lambda v: None if v >= 0 else "must be >= 0 (0 skips ROAD)"),
         *common_parameters("output_dir", "overwrite", "interactive", "seed", "device"),
     ]
 

@@ -37,6 +37,7 @@ from ..state import model_device
 
 __all__ = [
     "ImageResult",
+    "draw_mask_outline",
     "where_they_differ",
     "class_figure",
     "comparison_figure",
@@ -94,6 +95,7 @@ class ImageResult:
     aggregation: str
     files: dict[str, Path] = field(default_factory=dict)
     layers_note: str | None = None
+    mask: np.ndarray | None = None  # the manipulated region [H, W] when known: outlined on the figures
 
     def sidecar(self) -> dict[str, Any]:
         return {
@@ -112,6 +114,18 @@ class ImageResult:
         }
 
 
+def draw_mask_outline(fig: plt.Figure, mask: np.ndarray | None) -> plt.Figure:
+    """Outline ``mask`` ``[h, w]`` (the manipulated region) on every image panel of ``fig``
+    (:func:`vizkit.render.draw_outline`, stretched over an image of another size); nothing when ``mask``
+    is None or empty."""
+    if mask is None or not np.asarray(mask).any():
+        return fig
+    for ax in render.panel_axes(fig):
+        if ax.images:
+            render.draw_outline(ax, np.asarray(mask, dtype=np.float32), shape=ax.images[0].get_array().shape[:2])
+    return fig
+
+
 def class_figure(res: ImageResult, which: str) -> plt.Figure:
     """``{stem}_{real|fake}_attention.png``: the image, the class map and its overlay."""
     heat = res.real if which == "real" else res.fake
@@ -120,25 +134,36 @@ def class_figure(res: ImageResult, which: str) -> plt.Figure:
         f"{res.stem}: {which} class, p = {res.probs[k]:.3f} (predicted {res.class_names[res.predicted]}); "
         f"{res.aggregation} over {len(res.layers)} layer(s), heads {res.head_fusion}"
     )
-    return class_map_figure(res.image, heat, f"{which}-class attention", title)
+    return draw_mask_outline(class_map_figure(res.image, heat, f"{which}-class attention", title), res.mask)
 
 
 def comparison_figure(res: ImageResult) -> plt.Figure:
     """``{stem}_comparison.png``: real map, fake map, signed difference (centred), overlap."""
     n = res.numbers
-    return map_comparison_figure(
+    fig = map_comparison_figure(
         res.image,
         res.real,
         res.fake,
         (f"real class (p={res.probs[0]:.3f})", f"fake class (p={res.probs[-1]:.3f})"),
         f"{res.stem}: top-20 % IoU {n['top20_iou']:.2f}, mean overlap {n['overlap_mean']:.3f}\n{res.sentence}",
     )
+    return draw_mask_outline(fig, res.mask)
 
 
 def layers_figure(
-    result: DetectorAttention, index: int, image: np.ndarray, stem: str, modes: Sequence[str] = tuple(LAYER_MODES)
+    result: DetectorAttention,
+    index: int,
+    image: np.ndarray,
+    stem: str,
+    modes: Sequence[str] = tuple(LAYER_MODES),
+    mask: np.ndarray | None = None,
 ) -> plt.Figure:
-    """``{stem}_layers.png``: rows real / fake, one column per layer mode."""
+    """``{stem}_layers.png``: rows real / fake, one column per layer mode with its own blocks (a mode
+    selecting the same blocks as an earlier one, e.g. ``all_layers`` on a 4-block model, is named in
+    the title instead of drawn twice); ``mask`` outlined when given."""
+    from .detector_attention_eval import distinct_layer_modes
+
+    modes, same = distinct_layer_modes(result, modes)
     names = result.class_names
     real = names.index("real") if "real" in names else 0
     fake = len(names) - 1 if "fake" not in names else names.index("fake")
@@ -146,7 +171,10 @@ def layers_figure(
         [(f"{name}: {m} ({len(result.layers_for(m))})", result.heatmap(k, layers=m)[index].numpy()) for m in modes]
         for k, name in ((real, "real"), (fake, "fake"))
     ]
-    return map_rows_figure(image, rows, f"{stem}: layer modes ({result.aggregation}, heads {result.head_fusion})")
+    title = f"{stem}: layer modes ({result.aggregation}, heads {result.head_fusion})"
+    if same:
+        title += "; " + ", ".join(f"{m} = {k} (same blocks)" for m, k in same.items())
+    return draw_mask_outline(map_rows_figure(image, rows, title), mask)
 
 
 def image_result(
@@ -186,7 +214,9 @@ def save_image_result(
         written.append(render.save_figure(comparison_figure(res), out / f"{res.stem}_comparison.png"))
         if multi_layer:
             written.append(
-                render.save_figure(layers_figure(result, index, res.image, res.stem), out / f"{res.stem}_layers.png")
+                render.save_figure(
+                    layers_figure(result, index, res.image, res.stem, mask=res.mask), out / f"{res.stem}_layers.png"
+                )
             )
         res.files = {p.stem[len(res.stem) + 1 :]: p for p in written}
         written.append(write_json(out / f"{res.stem}.json", res.sidecar()))
@@ -209,8 +239,11 @@ def analyze_images(
     batch_size: int = 16,
     progress: bool = False,
     debug: bool = False,
+    masks: Sequence[Any] | None = None,
 ) -> tuple[list[ImageResult], list[tuple[str, str]]]:
     """Explain images (paths or arrays) in batches, writing the seed's files for each.
+
+    ``masks``: per image its manipulated region ``[H, W]`` or None, outlined on its figures.
 
     An image that cannot be read is reported in the returned failures ``(name, error)`` and
     skipped; the others are written. Returns ``(results, failures)``.
@@ -221,6 +254,7 @@ def analyze_images(
     paths = [Path(p) if isinstance(p, (str, os.PathLike)) else None for p in images]
     names = list(stems) if stems is not None else unique_stems([p or f"image_{i}" for i, p in enumerate(paths)])
     loaded, failures = [], []
+    by_name = dict(zip(names, masks if masks is not None else [None] * len(names)))
     for name, p, item in zip(names, paths, images):
         try:
             loaded.append((name, detector.read(p) if p is not None else np.asarray(item)))
@@ -234,6 +268,7 @@ def analyze_images(
             res = image_result(
                 result, i, model_view(im, result.cache.image_size), name, detector.real_index, detector.fake_index
             )
+            res.mask = None if by_name[name] is None else np.asarray(by_name[name])
             save_image_result(res, result, i, out, multi_layer)
             results.append(res)
     return results, failures
