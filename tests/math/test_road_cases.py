@@ -127,3 +127,17 @@ def test_random_map_baseline_averages_seeded_draws():
     assert torch.allclose(one.drop, first.drop)
     with pytest.raises(InputError, match="repeats must be >= 1"):
         random_map_baseline(confidence_change, Mean(), x, 0, repeats=0)
+
+
+def test_random_map_baseline_of_a_metric_returning_a_dict():
+    x, _ = _case()
+
+    def two(model, inputs, maps, targets):  # a dict of [B] per key, as faithfulness_scores returns
+        return {"top": maps.flatten(1).amax(1), "sum": maps.flatten(1).sum(1)}
+
+    got = random_map_baseline(two, Mean(), x, 0, seed=2, repeats=2)
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.rand(2, 4, 4, generator=g), torch.rand(2, 4, 4, generator=g)
+    assert set(got) == {"top", "sum"}
+    assert torch.allclose(got["top"], (a.flatten(1).amax(1) + b.flatten(1).amax(1)) / 2)
+    assert torch.allclose(got["sum"], (a.flatten(1).sum(1) + b.flatten(1).sum(1)) / 2)

@@ -275,7 +275,8 @@ def random_map_baseline(
     """Chance level of a map metric: ``metric(model, inputs, maps, targets, **kwargs)`` on uniform
     random maps ``[B, H, W]`` in [0, 1) (from a ``torch.Generator`` seeded with ``seed``; the global
     RNG is untouched), averaged over ``repeats`` draws. ``metric`` is e.g. :func:`road` or
-    :func:`confidence_change`; the result has the metric's type (``[B]``, or a tuple of ``[B]``)."""
+    :func:`confidence_change` or :func:`~vizkit.metrics.faithfulness_scores`; the result has the metric's type
+    (``[B]``, a tuple of ``[B]`` or a dict of ``[B]``)."""
     if not isinstance(inputs, Tensor) or inputs.ndim != 4:
         raise InputError(f"inputs must be a tensor [B, C, H, W], got {getattr(inputs, 'shape', type(inputs))}")
     if repeats < 1:
@@ -289,4 +290,6 @@ def random_map_baseline(
     first = results[0]
     if isinstance(first, Tensor):
         return torch.stack(results).float().mean(0)
+    if isinstance(first, dict):
+        return {k: torch.stack([r[k] for r in results]).float().mean(0) for k in first}
     return type(first)(*(torch.stack([r[i] for r in results]).float().mean(0) for i in range(len(first))))
