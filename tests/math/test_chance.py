@@ -66,6 +66,11 @@ def test_top_region_iou_chance_by_hand():
     # P(I = 1) = 1/2 (IoU 1/2), P(I = 0) = 1/2 (IoU 0)
     mask = torch.tensor([[[1, 0], [0, 0]]])
     assert top_region_iou_chance(mask, 0.5).tolist() == [pytest.approx(0.25, abs=1e-15)]
+    # the default fraction is 0.2, as top_region_iou's: k = 4 - ceil(0.8 * 3) = 1; P(I = 1) = 1/4 (IoU 1)
+    assert top_region_iou_chance(mask).tolist() == [pytest.approx(0.25, abs=1e-15)]
+    assert top_region_iou_chance(torch.eye(3)[None] * (torch.arange(3) == 0)).tolist() == [
+        pytest.approx(1 / 9, abs=1e-15)
+    ]
     # fraction 1: the quantile is the minimum, so the top region is the 3 pixels above it; P(I = 1) = 3/4 (IoU 1/3)
     assert top_region_iou_chance(mask, 1.0).tolist() == [pytest.approx(0.25, abs=1e-15)]
     # 3 x 3, one mask pixel, fraction 0.2: k = 9 - ceil(0.8 * 8) = 2; P(I = 1) = 2/9 (IoU 1/2)
@@ -85,7 +90,21 @@ def test_uniform_attention_distance_matches_the_statistic_of_uniform_attention()
     assert uniform_attention_distance((4, 4)) == pytest.approx(2.0080, abs=1e-4)
 
 
+def test_edge_sizes():
+    # one pixel: its top region is the pixel itself (the quantile rule keeps a constant map whole)
+    one = torch.ones(1, 1, 1)
+    assert top_region_iou(one, one, 0.2).tolist() == [1.0]
+    assert top_region_iou_chance(one, 0.2).tolist() == [1.0]
+    assert pointing_chance(one).tolist() == [1.0]
+    # a one-column grid: distances along the rows only
+    assert uniform_attention_distance((3, 1)) == pytest.approx((0 + 1 + 2 + 1 + 0 + 1 + 2 + 1 + 0) / 9)
+    assert uniform_attention_distance((1, 1)) == 0.0
+
+
 def test_at_or_below_chance():
+    assert at_or_below_chance(0.5, 0.5, higher_is_better=False)  # equal counts as "no better" both ways
+    assert at_or_below_chance(0.45, 0.5, higher_is_better=False, margin=0.1)
+    assert not at_or_below_chance(0.35, 0.5, higher_is_better=False, margin=0.1)
     assert at_or_below_chance(0.05, 0.066)
     assert at_or_below_chance(0.066, 0.066)
     assert not at_or_below_chance(0.07, 0.066)
@@ -101,8 +120,9 @@ def test_bad_input():
         pointing_chance(torch.ones(4, 4))
     with pytest.raises(ValueError, match="tolerance"):
         pointing_chance(torch.ones(1, 2, 2), tolerance=-1)
-    with pytest.raises(ValueError, match="fraction"):
-        top_region_iou_chance(torch.ones(1, 2, 2), 0.0)
+    for fraction in (0.0, 1.5):
+        with pytest.raises(ValueError, match="fraction"):
+            top_region_iou_chance(torch.ones(1, 2, 2), fraction)
     with pytest.raises(ValueError, match="grid"):
         uniform_attention_distance((0, 3))
     with pytest.raises(ValueError, match="margin"):
