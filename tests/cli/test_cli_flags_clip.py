@@ -16,6 +16,7 @@ from PIL import Image
 
 from vizkit import render
 from vizkit.cli import main
+from vizkit.scenarios.clip_text_explain import overlay_image
 
 TEXTS = ["a red circle", "a blue square", "a green star"]
 AUTO = {"shapes_clip_cnn": "visual.trunk.layer4", "shapes_clip": "visual.trunk.blocks.2"}
@@ -28,7 +29,7 @@ def reference(model: str, image: np.ndarray, layer: str, method: str, reshape=No
 
 def overlay_pixels(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
     display = render.display_crop(Image.fromarray(image), heat.shape[-1])
-    return (np.clip(render.overlay(display, heat), 0, 1) * 255).round().astype(np.int16)
+    return (np.clip(overlay_image(display, heat), 0, 1) * 255).round().astype(np.int16)
 
 
 @pytest.fixture(scope="module")

@@ -188,7 +188,7 @@ def test_outputs_and_sidecar(rn_adapter, image, tmp_path):
     assert side["names"] == ["n1", "n2"] and side["texts"] == ["text one", "text two"]
     assert side["layers"] == ["visual.layer4"] and side["method"] == "gradcam"
     assert side["target_name"] == ["n1", "n2"][side["target"]] and side["score"] == "similarity"
-    assert Image.open(paths["overlay"]).size == (64, 64)
+    assert Image.open(paths["overlay"]).size == (224, 224)  # the 64-px display, upscaled to be readable
 
 
 def test_failed_save_leaves_no_partial_files(rn_adapter, image, tmp_path, monkeypatch):
