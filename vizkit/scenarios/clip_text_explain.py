@@ -36,6 +36,7 @@ from ..models.clip import ClipAdapter
 from ..render import display_crop
 from ..state import model_device
 from ..targets import ImageTextSimilarity
+from .clip_text_faithfulness import layer_label
 
 __all__ = [
     "OVERLAY_MIN_SIZE",
@@ -224,9 +225,10 @@ def figure(result: ClipGradCAMResult, title: str | None = None, mask: np.ndarray
     """Original, heatmap, overlay and the probability of every text (target highlighted); ``mask``:
     the target object's ground truth, outlined."""
     t = result.target
+    layers = ", ".join(layer_label(n, with_module=True) for n in result.layers)  # "layer 2 (visual.trunk.blocks.2)"
     title = title or (
         f"target ({result.target_chosen}): {result.names[t]!r} - p = {result.probs[t]:.3f}; "
-        f"explained score: image-text {result.score}; layer {', '.join(result.layers)}"
+        f"explained score: image-text {result.score}; {layers}"
     )
     return text_target_figure(
         result.display, result.heatmap, result.names, result.probs, t, title, result.method, mask=mask
