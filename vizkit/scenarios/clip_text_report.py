@@ -27,6 +27,7 @@ from ..explain import cam
 from ..models.clip import ClipAdapter
 from ..state import model_device
 from ..targets import ImageTextSimilarity
+from .clip_text_faithfulness import layer_label
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,7 +92,7 @@ def write_clip_report(
     rep.heading("Model").bullets(
         [
             f"model: `{adapter.name}`",
-            f"layer: `{', '.join(r0.layers)}`",
+            "layer (0-based): " + ", ".join(layer_label(n, with_module=True) for n in r0.layers),
             f"method: {r0.method}",
             f"explained score: image-text {r0.score}"
             + (" (logit scale x cosine)" if r0.score == "similarity" else " (softmax over the texts)"),
