@@ -22,6 +22,8 @@ module                         what it explains                                 
 ``clip_text_gradcam``          CLIP image-text similarity by Grad-CAM (seed 003)     04
 ``clip_text_explain``          scenario 4's explanation of a batch and its files     04
 ``clip_text_report``           scenario 4's pointing game and report                 04
+``clip_text_faithfulness``     scenario 4's localisation, ROAD and randomisation     04
+                               table beside chance
 ``cluster_tasks``              the batch commands on a Dask cluster (vizkit.batch):  -
                                the evaluation's mapper
 ``vlm_attention_video``        a VLM's per-token attention video (seed 004)          05
@@ -122,6 +124,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     ),
     "clip_text_explain": ("ClipGradCAMResult", "explain_clip", "save_result", "output_stem", "text_maps"),
     "clip_text_report": ("pointing_table", "write_clip_report"),
+    "clip_text_faithfulness": (),
     "vlm_attention_video": (
         "VLMAttentionVisualizer",
         "VLMAttentionExplorer",

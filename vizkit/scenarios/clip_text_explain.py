@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -34,8 +35,22 @@ from ..models.clip import ClipAdapter
 from ..render import display_crop
 from ..state import model_device
 from ..targets import ImageTextSimilarity
+from .clip_text_faithfulness import layer_label
 
-__all__ = ["ClipGradCAMResult", "explain_clip", "text_maps", "figure", "save_result", "output_stem"]
+__all__ = [
+    "ClipGradCAMResult",
+    "explain_clip",
+    "shared_scale",
+    "text_maps",
+    "text_maps_table",
+    "text_map_spread",
+    "text_masks",
+    "figure",
+    "save_result",
+    "output_stem",
+]
+
+#: the smallest short side of a written overlay file, in pixels (a 64-px overlay is unreadable)
 
 
 @dataclass
@@ -114,10 +129,40 @@ def explain_clip(
     ]
 
 
+def shared_scale(layer_maps: dict[str, torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Maps of one image toward several texts on ONE scale: ``layer_maps`` ``{layer: [T, h, w]}`` (the
+    raw maps of :attr:`vizkit.Explanation.layer_maps`, after the ReLU) each resized bilinearly to
+    ``size`` ``(H, W)`` and divided by its maximum over all texts and pixels, averaged over the
+    layers and divided by the maximum of that: ``[T, H, W]`` in [0, 1], where 1 is the largest value
+    of any text (not of each text). All-zero maps stay zero."""
+    scaled = []
+    for raw in layer_maps.values():
+        up = F.interpolate(raw.float()[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+        up = up.clamp(min=0)
+        top = up.max()
+        scaled.append(up / top if top > 0 else up)
+    mean = torch.stack(scaled).mean(0)
+    top = mean.max()
+    return mean / top if top > 0 else mean
+
+
 def text_maps(
-    adapter: ClipAdapter, image: Image.Image, texts: Sequence[str], method: str = "gradcam", layers: Any = "auto"
+    adapter: ClipAdapter,
+    image: Image.Image,
+    texts: Sequence[str],
+    method: str = "gradcam",
+    layers: Any = "auto",
+    scale: str = "shared",
+    probability: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The map of ``image`` toward EVERY text in one batched pass: ``([T, H, W] maps, [T] probs, layers)``."""
+    """The map of ``image`` toward EVERY text in one batched pass: ``([T, H, W] maps, [T] probs, layers)``.
+
+    ``scale="shared"``: one scale for all texts (:func:`shared_scale`: a text the model barely
+    matches gets a faint map); ``"per_text"``: each map normalised to its own maximum (as
+    :func:`vizkit.cam` returns it: every text gets a peak of 1, whatever its probability).
+    ``probability``: explain each text's softmax probability over the texts instead of its similarity."""
+    if scale not in ("shared", "per_text"):
+        raise InputError(f"scale must be 'shared' or 'per_text', got {scale!r}")
     x = adapter.preprocess(image)[None].repeat(len(texts), 1, 1, 1).to(model_device(adapter.model))
     text = adapter.text_features(texts)
     with torch.no_grad():
@@ -125,32 +170,78 @@ def text_maps(
     exp = cam(
         adapter.model,
         x,
-        ImageTextSimilarity(text, torch.arange(len(texts)), adapter.logit_scale),
+        ImageTextSimilarity(text, torch.arange(len(texts)), adapter.logit_scale, probability=probability),
         layers=layers,
         method=method,
         forward=adapter.encode_image,
     )
-    return exp.heatmap.cpu().numpy(), sims.softmax(-1)[0].cpu().numpy(), exp.layers
+    maps = exp.heatmap if scale == "per_text" else shared_scale(exp.layer_maps, tuple(x.shape[-2:]))
+    return maps.cpu().numpy(), sims.softmax(-1)[0].cpu().numpy(), exp.layers
 
 
-def figure(result: ClipGradCAMResult, title: str | None = None) -> Figure:
-    """Original, heatmap, overlay and the probability of every text (target highlighted)."""
+def text_maps_table(names: Sequence[str], maps: np.ndarray, probs: np.ndarray) -> Any:
+    """One row per text, most probable first: ``text``, ``p`` (its probability) and ``peak`` (its map's
+    maximum; on :func:`text_maps`'s shared scale 1 is the largest value of any text)."""
+    import pandas as pd
+
+    maps = np.asarray(maps)
+    if maps.ndim != 3 or not len(names) == len(maps) == len(probs):
+        raise InputError(f"expected one map [H, W] and one probability per text: {len(names)} texts, {maps.shape}")
+    table = pd.DataFrame(
+        {"text": list(names), "p": np.asarray(probs, float), "peak": maps.reshape(len(maps), -1).max(1)}
+    )
+    return table.sort_values("p", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def text_map_spread(maps: np.ndarray) -> float:
+    """How much the maps ``[T, H, W]`` of one image differ between texts: the largest difference
+    between any two texts' values at any pixel (0: every text gets the same map, the method does
+    not depend on the text)."""
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim != 3 or len(maps) < 2:
+        raise InputError(f"expected maps [T, H, W] of at least two texts, got shape {maps.shape}")
+    return float((maps.max(0) - maps.min(0)).max())
+
+
+def text_masks(sample: Any, texts: Sequence[str]) -> list[np.ndarray | None]:
+    """Per text, the mask of the object of a zoo shapes scene (:class:`vizkit.zoo.Sample` with
+    ``meta["objects"]`` and ``masks``) that the text names ("a red circle"), or None when no object
+    of the scene is named by it."""
+    objects = sample.meta.get("objects", [])
+    if len(objects) != len(sample.masks):
+        raise InputError(f"the scene has {len(objects)} objects but {len(sample.masks)} masks")
+    named: dict[str, np.ndarray] = {}
+    for obj, mask in zip(objects, sample.masks):
+        name = f"{obj['color']} {obj['shape']}"
+        named.setdefault(f"{'an' if name[0] in 'aeiou' else 'a'} {name}", np.asarray(mask, dtype=bool))
+    return [named.get(t) for t in texts]
+
+
+def figure(result: ClipGradCAMResult, title: str | None = None, mask: np.ndarray | None = None) -> Figure:
+    """Original, heatmap, overlay and the probability of every text (target highlighted); ``mask``:
+    the target object's ground truth, outlined."""
     t = result.target
+    layers = ", ".join(layer_label(n, with_module=True) for n in result.layers)  # "layer 2 (visual.trunk.blocks.2)"
     title = title or (
         f"target ({result.target_chosen}): {result.names[t]!r} - p = {result.probs[t]:.3f}; "
-        f"explained score: image-text {result.score}; layer {', '.join(result.layers)}"
+        f"explained score: image-text {result.score}; {layers}"
     )
-    return text_target_figure(result.display, result.heatmap, result.names, result.probs, t, title, result.method)
+    return text_target_figure(
+        result.display, result.heatmap, result.names, result.probs, t, title, result.method, mask=mask
+    )
 
 
-def save_result(result: ClipGradCAMResult, output_dir: str | os.PathLike, stem: str) -> dict[str, Path]:
-    """Write ``<stem>.png`` (full figure), ``<stem>_overlay.png`` and ``<stem>.json``; all or nothing."""
+def save_result(
+    result: ClipGradCAMResult, output_dir: str | os.PathLike, stem: str, mask: np.ndarray | None = None
+) -> dict[str, Path]:
+    """Write ``<stem>.png`` (full figure; ``mask`` outlined if given), ``<stem>_overlay.png`` (at least
+    :data:`vizkit.render.MIN_SAVED_SIDE` pixels on its short side) and ``<stem>.json``; all or nothing."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"figure": out / f"{stem}.png", "overlay": out / f"{stem}_overlay.png", "sidecar": out / f"{stem}.json"}
     written: list[Path] = []
     try:
-        written.append(render.save_figure(figure(result), paths["figure"]))
+        written.append(render.save_figure(figure(result, mask=mask), paths["figure"]))
         written.append(render.save_overlay(result.display, result.heatmap, paths["overlay"]))
         write_json(paths["sidecar"], result.sidecar())
     except BaseException:

@@ -11,7 +11,8 @@ Method: Grad-CAM (Selvaraju et al., ICCV 2017) and its relatives in :mod:`vizkit
 Here: the batch command :func:`run_clip_gradcam`, the seed's :func:`visualize_clip_gradcam`, the
 notebook's parameters and :class:`ClipExplorer`. The explanation of a batch and its files are in
 :mod:`.clip_text_explain`, the pointing game and ``clip_gradcam_report.md`` in
-:mod:`.clip_text_report`; loading (:func:`vizkit.zoo.load_clip.load_clip_model`,
+:mod:`.clip_text_report`, the localisation / ROAD / randomisation table beside chance in
+:mod:`.clip_text_faithfulness`; loading (:func:`vizkit.zoo.load_clip.load_clip_model`,
 :func:`vizkit.models.clip_texts.load_class_texts`), the layer choices
 (:func:`vizkit.models.clip.candidate_layers`) and the figures (:mod:`vizkit.figures.text_maps`)
 in their layers. Every name is importable from here.
@@ -45,7 +46,18 @@ from ..render import RELEVANCE_CMAP, display_crop
 from ..state import resolve_device
 from ..widgets import Control, Explorer, HeatmapView
 from ..zoo.load_clip import ZOO_CLIPS, load_clip_model
-from .clip_text_explain import ClipGradCAMResult, explain_clip, figure, output_stem, save_result, text_maps
+from .clip_text_explain import (
+    ClipGradCAMResult,
+    explain_clip,
+    figure,
+    output_stem,
+    save_result,
+    text_map_spread,
+    text_maps,
+    text_maps_table,
+    text_masks,
+)
+from .clip_text_faithfulness import faithfulness_table, layer_label, table_reading
 from .clip_text_report import pointing_table, write_clip_report
 
 if TYPE_CHECKING:
@@ -68,7 +80,13 @@ __all__ = [
     "visualize_clip_gradcam",
     "pointing_table",
     "text_maps",
+    "text_map_spread",
+    "text_maps_table",
+    "text_masks",
     "text_maps_figure",
+    "faithfulness_table",
+    "table_reading",
+    "layer_label",
     "write_clip_report",
     "notebook_parameters",
     "check_notebook_parameters",
@@ -289,6 +307,8 @@ def notebook_parameters() -> list:
         Param("embed_dim", (int,), check=positive),
         Param("img_size", (int,), check=positive),
         Param("num_scenes", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
+        Param("road_scenes", (int,), check=positive),
+        Param("randomisation_scenes", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
         Param("table_methods", (str,), check=methods_ok),
         *common_parameters("output_dir", "overwrite", "interactive", "seed", "device"),
     ]
@@ -313,6 +333,7 @@ def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:
 class ClipExplorer(Explorer):
     """Switch the target text, the CAM method and the layer of a CLIP explanation (a
     :class:`vizkit.widgets.Explorer`; ``interactive=False`` or no ipywidgets: :meth:`static` instead of widgets).
+    Layers are listed by module name; titles give the block's 0-based number (:func:`layer_label`).
 
     A new (text, method, layer) combination costs one forward and backward pass; combinations
     already seen are redrawn from the cache.
@@ -336,7 +357,8 @@ class ClipExplorer(Explorer):
         self.adapter, self.image, self.names, self.texts = adapter, image, names, texts
         self.methods, self.layers = list(methods), list(layers)
         self.display_image = display_crop(image, adapter.image_size)
-        super().__init__(interactive=interactive, cmap=cmap, figsize=(7, 3.4))
+        colours = {"cmap": cmap} if cmap else {}  # None: the suite's relevance colour map (vizkit.widgets)
+        super().__init__(interactive=interactive, figsize=(7, 3.4), **colours)
 
     def control_specs(self) -> list[Control]:
         """text (by index), method, layer."""
@@ -363,6 +385,6 @@ class ClipExplorer(Explorer):
         return HeatmapView(
             res.heatmap,
             self.display_image,
-            map_title=f"{res.method} @ {res.layers[0]}",
+            map_title=f"{res.method} @ {', '.join(layer_label(n) for n in res.layers)}",  # "layer 2" (0-based)
             overlay_title=f"{res.names[res.target]} (p={res.probs[res.target]:.3f})",
         )

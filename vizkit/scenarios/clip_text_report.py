@@ -27,6 +27,7 @@ from ..explain import cam
 from ..models.clip import ClipAdapter
 from ..state import model_device
 from ..targets import ImageTextSimilarity
+from .clip_text_faithfulness import layer_label
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -80,7 +81,9 @@ def write_clip_report(
     figures: Sequence[Path],
     table: Any = None,
 ) -> Path:
-    """``clip_gradcam_report.md``: parameters, model, per-image targets, pointing game, figures."""
+    """``clip_gradcam_report.md``: parameters, model, per-image targets, the table (a
+    :func:`~.clip_text_faithfulness.faithfulness_table` with what its numbers mean, or a
+    :func:`pointing_table`), figures."""
     from ..report import Report
 
     rep = Report("CLIP image-text Grad-CAM")
@@ -89,7 +92,7 @@ def write_clip_report(
     rep.heading("Model").bullets(
         [
             f"model: `{adapter.name}`",
-            f"layer: `{', '.join(r0.layers)}`",
+            "layer (0-based): " + ", ".join(layer_label(n, with_module=True) for n in r0.layers),
             f"method: {r0.method}",
             f"explained score: image-text {r0.score}"
             + (" (logit scale x cosine)" if r0.score == "similarity" else " (softmax over the texts)"),
@@ -102,7 +105,14 @@ def write_clip_report(
         for r in results
     ]
     rep.bullets(rows)
-    if table is not None:
+    if table is not None and "road_combined" in table:
+        from .clip_text_faithfulness import table_reading
+
+        rep.heading("Does the map find the named object, and is it faithful? (held-out scenes)")
+        rep.table(table, index=False)
+        for sentence in table_reading(table):
+            rep.paragraph(sentence)
+    elif table is not None:
         rep.heading("Pointing game on held-out scenes (named object)")
         rep.table(table, index=False)
         best = table.loc[table["pointing_accuracy"].idxmax()]
