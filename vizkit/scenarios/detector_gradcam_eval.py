@@ -59,6 +59,7 @@ from ..datasets import ZOO_DATASET, EvalDataset, parse_label, resolve_dataset
 from ..errors import InputError, ParameterError
 from ..evaluate import binary_metrics
 from ..evaluate import binary_metrics_table as metrics_table
+from ..figures.layer_comparison import COMBINED, layer_label
 from ..metrics.road import ROAD_PERCENTILES
 from ..models import Detector
 from ..models.detector_layers import LayerInfo, default_layers, layer_table, resolve_gradcam_layers
@@ -82,6 +83,7 @@ from .detector_gradcam_params import (
 )
 from .detector_gradcam_report import finish_run, metadata_text, sample_title, select_samples, write_report
 from .detector_gradcam_run import EvalSummary, load_run, run_dataset
+from .detector_gradcam_tables import shown_layer
 from .detector_gradcam_wrapper import CLIPDetectorWithGradCAM
 
 if TYPE_CHECKING:
@@ -293,7 +295,7 @@ class DetectorGradCAMExplorer(Explorer):
         run_dir: str | os.PathLike,
         dataset: EvalDataset | None = None,
         size: int | None = None,
-        cmap: str = "jet",
+        cmap: str | None = None,
         *,
         interactive: bool = True,
     ):
@@ -304,17 +306,26 @@ class DetectorGradCAMExplorer(Explorer):
         self.maps = read_chunk_arrays(self.summary.run_dir, written_chunks(self.summary.run_dir))
         self.size = int(size or self.summary.metrics.get("input_size") or _DISPLAY_MIN)
         self.layer_names = [li.name for li in self.summary.layers]
-        super().__init__(interactive=interactive, cmap=cmap, figsize=(7, 3.4))
+        colours = {"cmap": cmap} if cmap else {}  # None: the explorers' default colour map
+        super().__init__(interactive=interactive, figsize=(7, 3.4), **colours)
 
     def control_specs(self) -> list[Control]:
-        """show (all / wrong only), sample, layer (one or combined), method."""
+        """show (all / wrong only), sample, layer (one or combined, labelled "layer k"), method."""
         methods = self.summary.methods
+        layers = [(layer_label(n), n) for n in self.layer_names] + [("layers combined", "layers combined")]
         return [
             Control("show", "toggle", "show", ["all", "wrong only"], "all"),
             Control("sample", "dropdown", "sample", self._options("all")),
-            Control("layer", "dropdown", "layer", self.layer_names + ["layers combined"], self.layer_names[-1]),
+            Control("layer", "dropdown", "layer", layers, self._default_layer()),
             Control("method", "dropdown", "method", methods, methods[0]),
         ]
+
+    def _default_layer(self) -> str:
+        """The layer the run's pointing game chooses for its first method (the last one without masks)."""
+        chosen = shown_layer(self.summary.localization, self.summary.methods[0])
+        if chosen is None:
+            return self.layer_names[-1]
+        return "layers combined" if chosen[0] == COMBINED else chosen[0]
 
     def _options(self, show: str) -> list[tuple[str, int]]:
         p = self.summary.predictions
@@ -354,7 +365,7 @@ class DetectorGradCAMExplorer(Explorer):
         return HeatmapView(
             self.current_map(state),
             display,
-            map_title=f"{state['method']} @ {state['layer']}",
+            map_title=f"{state['method']} @ {layer_label(state['layer'])}",
             overlay_title=sample_title({**row.to_dict(), "index": i}),
         )
 

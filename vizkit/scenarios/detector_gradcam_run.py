@@ -30,7 +30,7 @@ from ..models.detector_layers import LayerInfo
 from ..models.load_detector import read_detector_config
 from ..runs import chunk_paths, is_complete, read_chunks, written_chunks
 
-__all__ = ["EvalSummary", "load_run", "run_frames", "run_localization", "run_dataset"]
+__all__ = ["EvalSummary", "load_run", "run_frames", "run_localization", "run_chance", "run_dataset"]
 
 PREDICTION_COLUMNS = ["index", "path", "label", "prob", "pred", "correct", "video"]
 
@@ -74,6 +74,26 @@ def run_localization(chunks: Sequence[Mapping[str, Any]]) -> pd.DataFrame | None
     loc = localization_table((c["localization"] for c in chunks), count_name="fakes")
     faith = localization_table((c.get("faithfulness", {}) for c in chunks), count_name="images")
     return join_score_tables(loc, faith)
+
+
+def run_chance(chunks: Sequence[Mapping[str, Any]]) -> dict[str, float] | None:
+    """The chance levels of the run's scores, from the chunks: what a map with no information
+    scores, averaged over the same images as the maps' scores — ``pointing_game`` and
+    ``energy_in_mask`` (the fakes' mask area fraction, :func:`vizkit.metrics.pointing_chance`),
+    ``pointing_game_tol1`` (the mask dilated by 1 px), and with faithfulness ROAD and the confidence
+    change of a uniform random map per image. None when the chunks hold none (a run without masks,
+    or written before chance levels were kept)."""
+    out: dict[str, float] = {}
+    pointing = [v for c in chunks for v in c.get("chance", {}).get("pointing", [])]
+    if pointing:
+        out["pointing_game"] = float(np.mean(pointing))
+        out["pointing_game_tol1"] = float(np.mean([v for c in chunks for v in c["chance"]["pointing_tol1"]]))
+        out["energy_in_mask"] = out["pointing_game"]
+    faith = [c["faithfulness_chance"] for c in chunks if c.get("faithfulness_chance")]
+    for key in faith[0] if faith else {}:
+        if key != "index":
+            out[key] = float(np.mean([v for f in faith for v in f[key]]))
+    return {k: round(v, 6) for k, v in out.items()} or None
 
 
 def load_run(run_dir: str | os.PathLike) -> EvalSummary:
