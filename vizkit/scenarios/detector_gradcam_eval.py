@@ -82,7 +82,7 @@ from .detector_gradcam_params import (
     refuse_added_faithfulness,
 )
 from .detector_gradcam_report import finish_run, metadata_text, sample_title, select_samples, write_report
-from .detector_gradcam_run import EvalSummary, load_run, run_dataset
+from .detector_gradcam_run import EvalSummary, load_run, run_dataset, run_pointing_chance
 from .detector_gradcam_tables import shown_layer
 from .detector_gradcam_wrapper import CLIPDetectorWithGradCAM
 
@@ -115,6 +115,7 @@ __all__ = [
     "CLIPDetectorWithGradCAM",
     "DetectorGradCAMExplorer",
     "load_run",
+    "run_pointing_chance",
     "notebook_parameters",
     "check_notebook_parameters",
     "SEED_LAYERS",

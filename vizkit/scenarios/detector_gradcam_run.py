@@ -30,7 +30,15 @@ from ..models.detector_layers import LayerInfo
 from ..models.load_detector import read_detector_config
 from ..runs import chunk_paths, is_complete, read_chunks, written_chunks
 
-__all__ = ["EvalSummary", "load_run", "run_frames", "run_localization", "run_chance", "run_dataset"]
+__all__ = [
+    "EvalSummary",
+    "load_run",
+    "run_frames",
+    "run_localization",
+    "run_chance",
+    "run_dataset",
+    "run_pointing_chance",
+]
 
 PREDICTION_COLUMNS = ["index", "path", "label", "prob", "pred", "correct", "video"]
 
@@ -138,3 +146,22 @@ def run_dataset(run_dir: str | os.PathLike) -> EvalDataset:
     else:
         config = read_detector_config(test).extra if test else {}
     return resolve_dataset(manifest["test_dataset"], config, manifest["max_samples"] or None)
+
+
+def run_pointing_chance(run_dir: str | os.PathLike, tolerance: int = 0) -> float:
+    """The pointing game's chance level on a finished run's fakes with masks, with the mask dilated
+    by ``tolerance`` pixels (:func:`vizkit.metrics.pointing_chance`, at the detector's input size):
+    the share of the image a map with no information hits. The masks are read again from the run's
+    test set."""
+    import torch
+
+    from ..metrics import pointing_chance
+
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
+    size = (int(metrics["input_size"]),) * 2
+    ds = run_dataset(run_dir)
+    masks = [ds.mask(i, size) for i in range(len(ds)) if ds.items[i].label == 1]
+    masks = [m for m in masks if m is not None and m.any()]
+    if not masks:
+        raise InputError(f"{str(run_dir)!r}: no fake with a manipulation mask, no chance level")
+    return float(pointing_chance(torch.from_numpy(np.stack(masks)), tolerance).mean())

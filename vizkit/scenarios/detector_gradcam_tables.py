@@ -34,6 +34,7 @@ __all__ = [
     "layer_scores",
     "layer_key",
     "faithfulness_sentence",
+    "errors_at_threshold",
 ]
 
 #: what each detection metric means, for the report and the notebook
@@ -173,3 +174,14 @@ def faithfulness_sentence(table: pd.DataFrame) -> str:
     if "randomisation_spearman" in scores:
         meaning += " (a Spearman of 0 after every weight is randomised: the map depends on what the detector learnt)"
     return meaning + ". " + metric_winners(table, ["method", "layer"], scores, exclude=("chance @ random map",))
+
+
+def errors_at_threshold(preds: pd.DataFrame, threshold: float = 0.5) -> dict[str, int]:
+    """The two kinds of error if images with p(fake) ``prob`` above ``threshold`` were called fake:
+    ``{"fakes missed": ..., "reals called fake": ...}`` (``label`` 1 = fake). At 0.5 these are the
+    detector's own mistakes (its confusion matrix)."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+    fake = preds["label"].astype(int) == 1
+    called = preds["prob"].astype(float) > threshold
+    return {"fakes missed": int((fake & ~called).sum()), "reals called fake": int((~fake & called).sum())}
