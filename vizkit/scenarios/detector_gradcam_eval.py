@@ -396,6 +396,7 @@ def notebook_parameters() -> list:
         Param("save_all_predictions", (bool,)),
         Param("num_compare", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
         Param("batch_size", (int,), check=positive),
+        Param("faithfulness", (bool,)),
         *common_parameters("output_dir", "overwrite", "interactive", "seed", "device"),
     ]
 
