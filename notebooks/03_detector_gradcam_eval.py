@@ -113,7 +113,6 @@ from pathlib import Path
 import torch
 from IPython.display import Image, Markdown, display
 
-from vizkit.figures.layer_comparison import layer_label
 from vizkit.scenarios import baseline, markdown_table, run_folder, seed_everything
 from vizkit.scenarios import detector_gradcam_eval as dge
 from vizkit.scenarios import detector_gradcam_tables as tables
@@ -134,6 +133,10 @@ save_all_predictions: bool = False  # sample folders for the first predictions o
 num_compare: int = 3  # sample folders whose layer comparison is shown here
 batch_size: int = 50  # images per chunk (the unit of resumption)
 faithfulness: bool = True  # also ROAD, the confidence change and the randomisation check per layer x method
+faithfulness_samples: int = (
+    4  # ROAD and the randomisation check on the first N images only (0: all; ROAD is slow on a CPU)
+)
+road_percentiles: str = "20,50,80"  # the percentiles of pixels ROAD removes and imputes, comma-separated
 output_dir: str = ""  # run folder; empty means a new runs/<timestamp>-03_detector_gradcam_eval/
 overwrite: bool = False  # replace a different run in output_dir
 interactive: bool = True  # show the widget explorer (static figures are always written)
@@ -176,6 +179,8 @@ summary = dge.run_evaluation(
     gradcam_samples=gradcam_samples,
     save_all_predictions=save_all_predictions,
     faithfulness=faithfulness,
+    faithfulness_samples=faithfulness_samples,
+    road_percentiles=[float(p) for p in road_percentiles.split(",") if p.strip()],
     overwrite=overwrite,
     device=device_name,
 )
@@ -244,7 +249,9 @@ for name in summary.samples["sample"].head(num_compare):
 chosen = tables.shown_layer(summary.localization, summary.methods[0])
 print(
     "shown:",
-    "layers combined (no masks)" if chosen is None else f"{layer_label(chosen[0])}, pointing game {chosen[1]:.2f}",
+    "layers combined (no masks)"
+    if chosen is None
+    else f"{tables.layer_label(chosen[0])}, pointing game {chosen[1]:.2f}",
 )
 worst = summary.run_dir / "figures" / "worst_mistakes.png"
 if worst.is_file():
@@ -287,7 +294,7 @@ print("report:", summary.report)
 # %% jupyter={"source_hidden": true} tags=["answer"]
 # NBVAL_CHECK_OUTPUT
 best_pp = tables.shown_layer(summary.localization, "gradcam++")
-print(f"answer: gradcam++ shows {layer_label(best_pp[0])}, pointing game = {best_pp[1]:.2f}")
+print(f"answer: gradcam++ shows {tables.layer_label(best_pp[0])}, pointing game = {best_pp[1]:.2f}")
 
 # %% [markdown] tags=["exercise"]
 # ### Exercise 2: a wider target, a higher chance level

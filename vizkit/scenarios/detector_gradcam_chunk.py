@@ -103,12 +103,15 @@ def evaluate_chunk(ctx: EvalContext, k: int) -> tuple[dict[str, Any], dict[str, 
     if explanations and ctx.dataset.has_masks:
         result["localization"] = _chunk_localization(ctx, ok, explanations, tuple(x.shape[-2:]))
         result["chance"] = _chunk_chance(ctx, ok, tuple(x.shape[-2:]))
-    if explanations and a.faithfulness:
-        result["faithfulness"] = _chunk_faithfulness(ctx, ok, x, targets, explanations)
+    rows = [j for j, i in enumerate(ok) if not a.faithfulness_samples or i < a.faithfulness_samples]
+    if explanations and a.faithfulness and rows:
+        index, picked = [ok[j] for j in rows], torch.tensor(rows)
+        chosen = targets[picked] if isinstance(targets, torch.Tensor) else targets
+        result["faithfulness"] = _chunk_faithfulness(ctx, index, x[picked], chosen, explanations, picked)
         g = torch.Generator().manual_seed(k)  # random maps: a pure function of the chunk index
-        random_maps = torch.rand(len(ok), *x.shape[-2:], generator=g).to(x.device)
+        random_maps = torch.rand(len(rows), *x.shape[-2:], generator=g).to(x.device)
         result["faithfulness_chance"] = faithfulness_record(
-            det.model, x, random_maps, ok, targets, percentiles=a.road_percentiles
+            det.model, x[picked], random_maps, index, chosen, percentiles=a.road_percentiles
         )
     return result, arrays
 
@@ -135,10 +138,16 @@ def _chunk_chance(ctx: EvalContext, ok: Sequence[int], size: tuple[int, int]) ->
 
 
 def _chunk_faithfulness(
-    ctx: EvalContext, ok: Sequence[int], x: torch.Tensor, targets: Any, explanations: dict[str, Any]
+    ctx: EvalContext,
+    ok: Sequence[int],
+    x: torch.Tensor,
+    targets: Any,
+    explanations: dict[str, Any],
+    rows: torch.Tensor,
 ) -> dict[str, dict[str, dict[str, list]]]:
     """Per method and layer (and ``"all layers"``), ROAD and the confidence change of the maps of
-    every image of the chunk (``x`` ``[n, C, H, W]``), for the class each map explains."""
+    the chunk's images ``rows`` (dataset indices ``ok``, images ``x`` ``[n, C, H, W]``), for the
+    class each map explains."""
     names = {i.module: i.name for i in ctx.layers}
     out: dict[str, dict[str, dict[str, list]]] = {}
     for method, exp in explanations.items():
@@ -146,7 +155,7 @@ def _chunk_faithfulness(
         heats["all layers"] = exp.heatmap
         out[method] = {
             layer: faithfulness_record(
-                ctx.detector.model, x, heat.to(x.device), ok, targets, percentiles=ctx.args.road_percentiles
+                ctx.detector.model, x, heat[rows].to(x.device), ok, targets, percentiles=ctx.args.road_percentiles
             )
             for layer, heat in heats.items()
         }

@@ -156,6 +156,7 @@ def run_evaluation(
     test_config: str | os.PathLike | None = None,
     faithfulness: bool = False,
     road_percentiles: Sequence[float] = ROAD_PERCENTILES,
+    faithfulness_samples: int = 0,
 ) -> EvalSummary:
     """Evaluate a detector on a test set (see the module docstring); resumable. Returns the
     summary of the finished run (also when it was already complete). ``layout``: where the
@@ -163,7 +164,8 @@ def run_evaluation(
     heads when its width is not a known CLIP tower; ``test_config``: DeepfakeBench's
     ``test_config.yaml`` (dataset keys) merged over the detector YAML; ``faithfulness``: also ROAD
     (at ``road_percentiles``) and the confidence change of every map, per layer x method over all
-    images (a run made without it is refused, not extended: ``overwrite``). A run whose images were
+    images (``faithfulness_samples``: the first N only; a run made without it is refused, not
+    extended: ``overwrite``). A run whose images were
     partly unreadable is finished with them listed in ``errors.csv``; running it again reads
     those chunks again (add the missing frames first); ``overwrite`` starts afresh.
 
@@ -187,6 +189,7 @@ def run_evaluation(
         test_config=str(test_config) if test_config else None,
         faithfulness=bool(faithfulness),
         road_percentiles=tuple(float(p) for p in road_percentiles),
+        faithfulness_samples=int(faithfulness_samples),
     )
     ctx = evaluation_context(args, device, detector=detector)
     manifest = args.manifest(ctx.dataset, ctx.layers)
@@ -397,8 +400,19 @@ def notebook_parameters() -> list:
         Param("num_compare", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
         Param("batch_size", (int,), check=positive),
         Param("faithfulness", (bool,)),
+        Param("faithfulness_samples", (int,), check=lambda v: None if v >= 0 else "must be >= 0 (0 means all)"),
+        Param("road_percentiles", (str,), check=_percentiles_ok),
         *common_parameters("output_dir", "overwrite", "interactive", "seed", "device"),
     ]
+
+
+def _percentiles_ok(value: str) -> str | None:
+    """None when ``value`` is comma-separated numbers in (0, 100), else the problem."""
+    try:
+        numbers = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        return f"{value!r} is not comma-separated numbers"
+    return None if numbers and all(0 < v < 100 for v in numbers) else "needs numbers in (0, 100)"
 
 
 def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:

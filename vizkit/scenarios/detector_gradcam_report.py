@@ -159,7 +159,9 @@ def finish_run(
     if chance is not None:
         metrics["chance"] = chance
     if ctx.args.faithfulness and ctx.methods:  # the randomisation check (Adebayo et al. 2018), first images
-        metrics["randomisation"] = randomisation_scores(ctx)
+        count = min(RANDOMISATION_COUNT, ctx.args.faithfulness_samples or RANDOMISATION_COUNT)
+        metrics["randomisation"] = randomisation_scores(ctx, count)
+        metrics["randomisation_images"] = count
     if ctx.args.faithfulness and loc is not None:  # ROAD and confidence change per method|layer, over all images
         metrics["faithfulness"] = {
             f"{r['method']}|{r['layer']}": {k: round(float(r[k]), 6) for k in FAITHFULNESS_SCORES}
@@ -319,7 +321,8 @@ def _score_section(rep: Report, summary: EvalSummary) -> None:
             "confidence_increase: the score lost / the share of images gaining score when the image is "
             "weighted by its map. Their chance level: the same scores of a uniform random map per image. "
             "randomisation_spearman: the rank correlation of each map with the map after every weight of the "
-            f"detector is re-initialised, top-down (cascading, {RANDOMISATION_COUNT} images): 0 = the map depends on "
+            f"detector is re-initialised, top-down (cascading, on the first {m.get('randomisation_images')} images): "
+            "0 = the map depends on "
             "the weights, near 1 = it only shows the input."
         )
     table = score_table(loc, m.get("chance"), m.get("randomisation"))

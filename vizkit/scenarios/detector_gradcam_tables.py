@@ -35,6 +35,7 @@ __all__ = [
     "layer_key",
     "faithfulness_sentence",
     "errors_at_threshold",
+    "layer_label",
 ]
 
 #: what each detection metric means, for the report and the notebook
