@@ -23,7 +23,7 @@ PERCENTILES = (30.0, 70.0)
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A run with faithfulness on 20 zoo faces, its figure calls recorded (and drawn as usual)."""
+    """A run on 20 zoo faces with faithfulness on the first 4, its figure calls recorded (and drawn as usual)."""
     calls: dict[str, list] = {"comparison": [], "worst": []}
     real_comparison, real_worst = report_module.comparison_figure, report_module.worst_mistakes_figure
 
@@ -45,6 +45,7 @@ def run(tmp_path_factory):
             gradcam_samples=3,
             faithfulness=True,
             road_percentiles=PERCENTILES,
+            faithfulness_samples=4,
         )
     return summary, calls
 
@@ -88,14 +89,16 @@ def test_chance_levels_equal_the_chance_functions(run):
     assert chance["pointing_game"] == pytest.approx(float(pointing_chance(masks).mean()), abs=1e-6)
     assert chance["energy_in_mask"] == chance["pointing_game"]
     assert chance["pointing_game_tol1"] == pytest.approx(float(pointing_chance(masks, 1).mean()), abs=1e-6)
-    # ROAD of a uniform random map per image, the chunk index seeding it: chunk 0 by a direct call
+    # ROAD of a uniform random map per image, the chunk index seeding it: chunk 0's 4 scored images by a direct call
     ctx = dge.evaluation_context(dge.EvalArgs(max_samples=20, batch_size=10), "cpu")
-    images, ok, _ = ds.read_images(range(10), ctx.detector.read)
+    images, ok, _ = ds.read_images(range(4), ctx.detector.read)
     x = torch.stack([ctx.detector.preprocess(im) for im in images])
-    maps = torch.rand(10, *x.shape[-2:], generator=torch.Generator().manual_seed(0))
+    maps = torch.rand(4, *x.shape[-2:], generator=torch.Generator().manual_seed(0))
     direct = faithfulness_record(ctx.detector.model, x, maps, ok, 1, percentiles=PERCENTILES)
     stored = json.loads((summary.run_dir / "chunks" / "00000.json").read_text())["faithfulness_chance"]
     assert stored == direct
+    assert "faithfulness_chance" not in json.loads((summary.run_dir / "chunks" / "00001.json").read_text())
+    assert (summary.localization["images"] == 4).all()  # faithfulness_samples: the first 4 images only
 
 
 def test_report_defines_the_metrics_and_flags_chance(run):
@@ -108,6 +111,7 @@ def test_report_defines_the_metrics_and_flags_chance(run):
     assert "| layer 3 | encoder.layers.3.layer_norm1 | backbone.encoder.layers.3.layer_norm1 |" in text
     assert "| random map | chance |" in text and "at or below chance" in text
     assert "randomisation_spearman" in text and "road_combined (higher is better) picks **" in text
+    assert summary.metrics["randomisation_images"] == 4
     assert set(summary.metrics["randomisation"]) == {
         f"{m}|{layer}" for m in ("gradcam", "gradcam++") for layer in [*summary.metrics["layers"], "all layers"]
     }

@@ -51,7 +51,7 @@ def randomisation_scores(ctx: EvalContext, count: int = RANDOMISATION_COUNT) -> 
     out: dict[str, float] = {}
     for method in ctx.methods:
 
-        def explain(model: torch.nn.Module, inputs: torch.Tensor, _method: str = method) -> torch.Tensor:
+        def explain(model: torch.nn.Module, inputs: torch.Tensor, *, _method: str = method) -> torch.Tensor:
             # inputs: x repeated once per map kind; the maps of x stacked the same way [(L + 1) * b, H, W]
             exp = cam(model, inputs[:b], targets, layers=modules, method=_method, layout=ctx.args.layout)
             maps = [exp.layer_heatmaps[m] for m in modules] + [exp.heatmap]
