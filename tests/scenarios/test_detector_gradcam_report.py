@@ -69,7 +69,7 @@ def test_figures_show_the_layer_the_run_ranks_best(run):
 def test_titles_and_metadata_show_p_fake_as_samples_csv_lists_it(run):
     summary, calls = run
     samples = pd.read_csv(summary.run_dir / "samples.csv")
-    assert len(calls["comparison"]) == len(samples) == 3
+    assert len(calls["comparison"]) == len(samples) >= 1  # the wrong predictions among the 20, up to 3
     for (args, kwargs), (_, s) in zip(calls["comparison"], samples.iterrows()):
         title = args[2]
         assert title.startswith(f"{s['sample']} (#{s['index']}): ") and f"p(fake) = {s['prob']:.3f}" in title
