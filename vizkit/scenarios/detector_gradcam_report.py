@@ -220,6 +220,7 @@ def _render_unit(ctx: EvalContext, payload: tuple[str, int, Any, str, Any], run:
             layer_maps = {li.name: z[f"{method}|{li.name}"][j] for li in ctx.layers}
         display = display_image(ctx.dataset.image(int(row["index"]), ctx.detector.read), ctx.detector.size)
         mask = ctx.dataset.mask(int(row["index"]), display.shape[:2]) if ctx.dataset.has_masks else None
+        mask = mask if mask is not None and mask.any() else None  # a real's empty mask: no outline, no note
         _save_sample(run, i, row, display, layer_maps, method, ctx.dataset.name, extra, mask)
         return {"samples": 1, "index": int(row["index"])}
     preds = pd.DataFrame(row, columns=PREDICTION_COLUMNS)
