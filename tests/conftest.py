@@ -40,6 +40,8 @@ SLOW_FILES = {
     "tests/cli/test_cli_flags_clip.py",
     "tests/cli/test_cli_flags_detectors.py",
     "tests/cli/test_cli_flags_vlm_run.py",
+    "tests/scenarios/test_detector_gradcam_report.py",
+    "tests/scenarios/test_detector_gradcam_sanity.py",
 }
 SLOW_TESTS = {
     "tests/test_docs.py": {

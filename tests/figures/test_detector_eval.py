@@ -74,9 +74,10 @@ def test_worst_mistakes_order_titles_and_maps():
     }
     fig = worst_mistakes_figure(preds, layer_maps, images.__getitem__, 16, "gradcam", count=3)
     # wrong: #0 (conf 0.8), #1 (0.9), #3 (0.6), #4 (0.9): by confidence, ties by index, the first 3
-    titles = [ax.get_title() for ax in render.panel_axes(fig)]
-    assert titles == ["#1 Real->Fake p=0.90", "#4 Fake->Real p=0.90", "#0 Fake->Real p=0.80"]
-    assert fig._suptitle.get_text() == "worst mistakes (gradcam, layers combined)"
+    titles = [ax.get_title() for ax in render.panel_axes(fig)[:3]]
+    # p(fake) is the fake probability of the predictions table, not the predicted class's probability
+    assert titles == ["#1 Real->Fake\np(fake) = 0.90", "#4 Fake->Real\np(fake) = 0.10", "#0 Fake->Real\np(fake) = 0.20"]
+    assert fig._suptitle.get_text().startswith("worst mistakes: gradcam at layers combined\n")
     display = render.display_image(images[4], 16)  # 16 px upscaled to 224 for legibility
     assert display.shape == (224, 224, 3)
     heat = render.combined_map([layer_maps["a"][4], layer_maps["b"][4]], 224)
@@ -89,9 +90,40 @@ def test_worst_mistakes_rows_of_four_and_none_without_mistakes():
     maps = {"a": {i: np.eye(2, dtype=np.float32) for i in range(7)}}
     image = lambda i: np.zeros((4, 4, 3), np.uint8)  # noqa: E731
     fig = worst_mistakes_figure(preds, maps, image, 4, "gradcam++", class_names=("R", "F"))
-    titles = [ax.get_title() for ax in render.panel_axes(fig)]
-    assert (
-        titles == ["#1 R->F p=0.90", "#4 F->R p=0.90", "#0 F->R p=0.80", "#3 R->F p=0.60", "#6 F->R p=0.55"] + [""] * 3
-    )
+    titles = [ax.get_title().split("\n")[0] for ax in render.panel_axes(fig)]
+    assert titles == ["#1 R->F", "#4 F->R", "#0 F->R", "#3 R->F", "#6 F->R"] + [""] * 3
     assert [ax.axison for ax in render.panel_axes(fig)[5:]] == [False] * 3  # the second row padded with empty cells
     assert worst_mistakes_figure(preds.assign(correct=True), maps, image, 4, "gradcam") is None
+
+
+def test_worst_mistakes_show_the_chosen_layer_with_the_mask_outlined():
+    preds = _predictions()
+    rng = np.random.default_rng(1)
+    layer_maps = {
+        "encoder.layers.0.layer_norm1": {i: rng.random((4, 4)).astype(np.float32) for i in range(6)},
+        "encoder.layers.3.layer_norm1": {i: rng.random((4, 4)).astype(np.float32) for i in range(6)},
+    }
+    image = lambda i: np.zeros((224, 224, 3), np.uint8)  # noqa: E731
+    masks = {0: np.zeros((224, 224), bool)}
+    masks[0][100:120, 50:90] = True
+    fig = worst_mistakes_figure(
+        preds,
+        layer_maps,
+        image,
+        224,
+        "gradcam",
+        count=3,
+        shown="encoder.layers.3.layer_norm1",
+        why="the best pointing game of this run: 93% of the fakes",
+        mask=lambda i, s: masks.get(i),
+    )
+    assert fig._suptitle.get_text().split("\n")[0] == (
+        "worst mistakes: gradcam at layer 3 (the best pointing game of this run: 93% of the fakes)"
+    )
+    heat = layer_maps["encoder.layers.3.layer_norm1"][4]  # the second panel: #4, the chosen layer's own map
+    np.testing.assert_array_equal(
+        render.panel_axes(fig)[1].get_images()[0].get_array(), render.overlay(np.zeros((224, 224, 3), np.uint8), heat)
+    )
+    assert [len(ax.collections) for ax in render.panel_axes(fig)[:3]] == [0, 0, 1]  # only #0 has a mask
+    with pytest.raises(ValueError, match="shown layer 'nope'"):
+        worst_mistakes_figure(preds, layer_maps, image, 224, "gradcam", shown="nope")

@@ -1,5 +1,6 @@
-"""vizkit.figures.layer_comparison: the input, one overlay per layer and the layers combined, drawn
-from the exact arrays render.overlay / render.combined_map give."""
+"""vizkit.figures.layer_comparison: the input, one overlay per layer ("layer k") and the layers
+combined, drawn from the exact arrays render.overlay / render.combined_map give; the run's scores
+in the titles with the best marked (the combined panel only when it is the best); the mask outline."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from vizkit import render  # noqa: E402
-from vizkit.figures.layer_comparison import comparison_figure  # noqa: E402
+from vizkit.figures.layer_comparison import comparison_figure, draw_mask_outline, layer_label  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -34,8 +35,8 @@ def test_panels_titles_and_pixels():
     display, maps = _inputs()
     fig = comparison_figure(display, maps, "predicted Fake (p = 0.912)", "gradcam++")
     axes = render.panel_axes(fig)
-    assert [ax.get_title() for ax in axes] == ["input", "encoder.layers.1", "encoder.layers.3", "layers combined"]
-    assert fig._suptitle.get_text() == "gradcam++: predicted Fake (p = 0.912)"
+    assert [ax.get_title() for ax in axes] == ["input", "layer 1", "layer 3", "layers combined"]
+    assert fig._suptitle.get_text() == "gradcam++: predicted Fake (p = 0.912)\neach map scaled to its own [0, 1]"
     drawn = [ax.get_images()[0].get_array() for ax in axes]
     np.testing.assert_allclose(drawn[0], display / 255.0, atol=1e-7)  # the input as it is
     np.testing.assert_array_equal(drawn[1], render.overlay(display, maps["encoder.layers.1"]))
@@ -52,4 +53,45 @@ def test_panels_titles_and_pixels():
 def test_one_layer_has_no_combined_panel():
     display, maps = _inputs()
     fig = comparison_figure(display, {"encoder.layers.1": maps["encoder.layers.1"]}, "t", "gradcam")
-    assert [ax.get_title() for ax in render.panel_axes(fig)] == ["input", "encoder.layers.1"]
+    assert [ax.get_title() for ax in render.panel_axes(fig)] == ["input", "layer 1"]
+
+
+def test_layer_labels_are_zero_based_block_indices():
+    assert layer_label("encoder.layers.3.layer_norm1") == "layer 3"
+    assert layer_label("encoder.layers.0") == "layer 0"
+    assert layer_label("blocks.11.norm1") == "layer 11"
+    assert layer_label("all layers") == "layers combined"
+    assert layer_label("layer4") == "layer4"  # a CNN stage: no block index, the name itself
+
+
+def test_scores_in_titles_best_marked_and_no_combined_panel_unless_best():
+    display, maps = _inputs()
+    scores = {"encoder.layers.1": 0.36, "encoder.layers.3": 0.93, "all layers": 0.5}
+    fig = comparison_figure(display, maps, "t", "gradcam", scores=scores)
+    assert [ax.get_title() for ax in render.panel_axes(fig)] == [
+        "input",
+        "layer 1\npointing 36%",
+        "layer 3 (best)\npointing 93%",
+    ]
+    fig = comparison_figure(display, maps, "t", "gradcam", scores={**scores, "all layers": 0.95})
+    assert render.panel_axes(fig)[-1].get_title() == "layers combined (best)\npointing 95%"
+    zero = {"encoder.layers.1": np.zeros((8, 8), np.float32)}
+    fig = comparison_figure(display, zero, "t", "gradcam", scores={"encoder.layers.1": 0.0})
+    assert render.panel_axes(fig)[1].get_title() == "layer 1 (best) (all zero)\npointing 0%"
+
+
+def test_mask_outline_on_every_panel():
+    display, maps = _inputs()
+    mask = np.zeros((8, 8), bool)
+    mask[2:5, 2:5] = True
+    fig = comparison_figure(display, maps, "t", "gradcam", mask=mask)
+    assert fig._suptitle.get_text().endswith("cyan: the manipulated region")
+    for ax in render.panel_axes(fig):
+        (contour,) = ax.collections
+        # the 0.5 level of the 3 x 3 square: half a pixel outside the pixel centres 2..4
+        vertices = np.concatenate([p.vertices for p in contour.get_paths()])
+        assert vertices[:, 0].min() == pytest.approx(1.5) and vertices[:, 0].max() == pytest.approx(4.5)
+    ax = plt.figure().add_subplot()
+    draw_mask_outline(ax, None)
+    draw_mask_outline(ax, np.zeros((4, 4)))
+    assert not ax.collections

@@ -154,7 +154,7 @@ def test_a_notebook_outside_the_registry_falls_back_to_its_annotations(tmp_path:
 def test_the_ui_parameters_name_notebook_parameters() -> None:
     assert {s.stem: dict(s.ui_parameters) for s in SPECS if s.ui_parameters} == {
         "clip_detector_attention": {"faithfulness_samples": 0},
-        "detector_gradcam_eval": {"max_samples": 100, "table_methods": "gradcam"},
+        "detector_gradcam_eval": {"max_samples": 100, "table_methods": "gradcam", "faithfulness": False},
         "clip_text_gradcam": {"num_scenes": 0},
         "vlm_attention_video": {"ground_truth_questions": 0},
     }

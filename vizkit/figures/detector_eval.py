@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import render
+from .layer_comparison import COMBINED, draw_mask_outline, layer_label
 
 __all__ = ["score_distribution_figure", "worst_mistakes_figure"]
 
@@ -55,22 +56,45 @@ def worst_mistakes_figure(
     method: str,
     count: int = 8,
     class_names: Sequence[str] = ("Real", "Fake"),
+    *,
+    shown: str | None = None,
+    why: str = "",
+    mask: Callable[[int, int], np.ndarray | None] | None = None,
 ) -> plt.Figure | None:
-    """The ``count`` most confident wrong predictions (ties by ``index``), four per row, each the
-    image ``image(index)`` (shown at ``size`` px, at least 224) under its layers-combined map
-    (``layer_maps[layer][index]`` of every layer) titled ``#index True->Predicted p=confidence``;
-    None when no prediction is wrong."""
+    """The ``count`` most confident wrong predictions (ties by ``index``), four per row, each the image
+    ``image(index)`` (shown at ``size`` px, at least 224) under one map: the layer ``shown`` (a key
+    of ``layer_maps``; ``layer_maps[layer][index]``), or with ``shown`` None (or ``"all layers"``)
+    the layers combined. Panel titles ``#index True->Predicted`` and ``p(fake) = ...`` (the fake
+    probability ``prob``, as predictions.csv lists it); a map that is zero everywhere (no colour)
+    says so in its title; the suptitle names the method, the layer
+    (:func:`~vizkit.figures.layer_comparison.layer_label`) and ``why`` it is shown. ``mask(index,
+    S)``: the manipulation mask at ``S x S`` (or None), outlined. None when no prediction is wrong."""
     wrong = preds[~preds["correct"].astype(bool)].copy()
     if wrong.empty:
         return None
+    shown = None if shown == COMBINED else shown
+    if shown is not None and shown not in layer_maps:
+        raise ValueError(f"shown layer {shown!r} is not one of the maps' layers {list(layer_maps)}")
     wrong["confidence"] = np.where(wrong["pred"] == 1, wrong["prob"], 1 - wrong["prob"])
     wrong = wrong.sort_values(["confidence", "index"], ascending=[False, True]).head(count)
-    panels = []
-    for _, row in wrong.iterrows():
+    nrows = -(-len(wrong) // 4)
+    fig, axes = plt.subplots(nrows, 4, figsize=(3.0 * 4, 3.3 * nrows + 0.6), squeeze=False, layout="constrained")
+    for ax in axes.flat[len(wrong) :]:
+        ax.axis("off")
+    for ax, (_, row) in zip(axes.flat, wrong.iterrows()):
         i = int(row["index"])
         display = render.display_image(image(i), size)
-        heat = render.combined_map([maps[i] for maps in layer_maps.values()], display.shape[0])
-        title = f"#{i} {class_names[int(row['label'])]}->{class_names[int(row['pred'])]} p={row['confidence']:.2f}"
-        panels.append(render.Panel(image=display, heatmap=heat, title=title))
-    rows = [panels[i : i + 4] for i in range(0, len(panels), 4)]
-    return render.figure_grid(rows, suptitle=f"worst mistakes ({method}, layers combined)")
+        if shown is None:
+            heat = render.combined_map([maps[i] for maps in layer_maps.values()], display.shape[0])
+        else:
+            heat = layer_maps[shown][i]
+        title = f"#{i} {class_names[int(row['label'])]}->{class_names[int(row['pred'])]}\np(fake) = {row['prob']:.2f}"
+        if not np.asarray(heat).any():
+            title += " (map all zero)"
+        render.Panel(image=display, heatmap=heat, title=title).draw(ax)
+        draw_mask_outline(ax, mask(i, display.shape[0]) if mask is not None else None)
+    where = layer_label(shown) if shown is not None else "layers combined"
+    lines = [f"worst mistakes: {method} at {where}" + (f" ({why})" if why else "")]
+    lines.append("most confident wrong predictions; each map scaled to its own [0, 1]; cyan: manipulated region")
+    fig.suptitle("\n".join(lines), fontsize="medium")
+    return fig

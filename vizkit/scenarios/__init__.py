@@ -19,6 +19,8 @@ module                         what it explains                                 
 ``detector_gradcam_chunk``     scenario 3's unit: one chunk of the test set          03
 ``detector_gradcam_demo``      scenario 3's one-image CLI (``detector-gradcam``)     03
 ``detector_gradcam_wrapper``   scenario 3's seed wrapper (CLIPDetectorWithGradCAM)   03
+``detector_gradcam_tables``    scenario 3's tables with chance levels, shown layer   03
+``detector_gradcam_sanity``    scenario 3's randomisation check                      03
 ``clip_text_gradcam``          CLIP image-text similarity by Grad-CAM (seed 003)     04
 ``clip_text_explain``          scenario 4's explanation of a batch and its files     04
 ``clip_text_report``           scenario 4's pointing game and report                 04
@@ -109,6 +111,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "detector_gradcam_chunk": (),
     "detector_gradcam_demo": (),
     "detector_gradcam_wrapper": (),
+    "detector_gradcam_tables": (),
+    "detector_gradcam_sanity": (),
     "cluster_tasks": ("EvaluationMapper",),
     "clip_text_gradcam": (
         "ClipExplorer",

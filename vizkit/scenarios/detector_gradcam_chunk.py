@@ -23,6 +23,7 @@ import torch
 
 from ..datasets import EvalDataset, resolve_dataset
 from ..evaluate import cam_in_parts, faithfulness_record, score_maps
+from ..metrics import pointing_chance
 from ..models import Detector
 from ..models.detector_layers import default_layers, resolve_gradcam_layers
 from ..models.load_detector import load_eval_detector
@@ -58,7 +59,9 @@ def evaluate_chunk(ctx: EvalContext, k: int) -> tuple[dict[str, Any], dict[str, 
     Grad-CAM the raw per-layer maps of every method (``{"<method>|<layer>": [n, h, w]}``) and the
     localisation scores of the fakes with masks; with ``args.faithfulness`` the ROAD and
     confidence-change scores of every image's maps (``result["faithfulness"]``, as the
-    localisation scores: ``{method: {layer: record}}``). A pure function of (arguments, chunk index)."""
+    localisation scores: ``{method: {layer: record}}``) and of a uniform random map per image
+    (``result["faithfulness_chance"]``: their chance level); with masks, the chance level of the
+    pointing game per fake (``result["chance"]``). A pure function of (arguments, chunk index)."""
     a, det = ctx.args, ctx.detector
     start = k * a.batch_size
     images, ok, errors = ctx.dataset.read_images(range(start, min(start + a.batch_size, len(ctx.dataset))), det.read)
@@ -99,16 +102,52 @@ def evaluate_chunk(ctx: EvalContext, k: int) -> tuple[dict[str, Any], dict[str, 
             arrays[f"{method}|{names[module]}"] = m.detach().float().cpu().numpy()
     if explanations and ctx.dataset.has_masks:
         result["localization"] = _chunk_localization(ctx, ok, explanations, tuple(x.shape[-2:]))
-    if explanations and a.faithfulness:
-        result["faithfulness"] = _chunk_faithfulness(ctx, ok, x, targets, explanations)
+        result["chance"] = _chunk_chance(ctx, ok, tuple(x.shape[-2:]))
+    rows = [j for j, i in enumerate(ok) if not a.faithfulness_samples or i < a.faithfulness_samples]
+    if explanations and a.faithfulness and rows:
+        index, picked = [ok[j] for j in rows], torch.tensor(rows)
+        chosen = targets[picked] if isinstance(targets, torch.Tensor) else targets
+        result["faithfulness"] = _chunk_faithfulness(ctx, index, x[picked], chosen, explanations, picked)
+        g = torch.Generator().manual_seed(k)  # random maps: a pure function of the chunk index
+        random_maps = torch.rand(len(rows), *x.shape[-2:], generator=g).to(x.device)
+        result["faithfulness_chance"] = faithfulness_record(
+            det.model, x[picked], random_maps, index, chosen, percentiles=a.road_percentiles
+        )
     return result, arrays
 
 
+def _fake_masks(ctx: EvalContext, ok: Sequence[int], size: tuple[int, int]) -> list[tuple[int, int, np.ndarray]]:
+    """``(row in the chunk, dataset index, mask at size)`` of the chunk's fakes with a non-empty mask."""
+    fakes = [(j, i, ctx.dataset.mask(i, size)) for j, i in enumerate(ok) if ctx.dataset.items[i].label == 1]
+    return [(j, i, m) for j, i, m in fakes if m is not None and m.any()]
+
+
+def _chunk_chance(ctx: EvalContext, ok: Sequence[int], size: tuple[int, int]) -> dict[str, list]:
+    """What a map with no information scores on the chunk's fakes with masks
+    (:func:`vizkit.metrics.pointing_chance`): ``pointing`` (the pointing game and the energy in the
+    mask: the mask's area fraction) and ``pointing_tol1`` (the mask dilated by 1 px), per fake."""
+    fakes = _fake_masks(ctx, ok, size)
+    if not fakes:
+        return {"index": [], "pointing": [], "pointing_tol1": []}
+    masks = torch.from_numpy(np.stack([m for _, _, m in fakes]))
+    return {
+        "index": [i for _, i, _ in fakes],
+        "pointing": [round(float(v), 6) for v in pointing_chance(masks, 0)],
+        "pointing_tol1": [round(float(v), 6) for v in pointing_chance(masks, 1)],
+    }
+
+
 def _chunk_faithfulness(
-    ctx: EvalContext, ok: Sequence[int], x: torch.Tensor, targets: Any, explanations: dict[str, Any]
+    ctx: EvalContext,
+    ok: Sequence[int],
+    x: torch.Tensor,
+    targets: Any,
+    explanations: dict[str, Any],
+    rows: torch.Tensor,
 ) -> dict[str, dict[str, dict[str, list]]]:
     """Per method and layer (and ``"all layers"``), ROAD and the confidence change of the maps of
-    every image of the chunk (``x`` ``[n, C, H, W]``), for the class each map explains."""
+    the chunk's images ``rows`` (dataset indices ``ok``, images ``x`` ``[n, C, H, W]``), for the
+    class each map explains."""
     names = {i.module: i.name for i in ctx.layers}
     out: dict[str, dict[str, dict[str, list]]] = {}
     for method, exp in explanations.items():
@@ -116,7 +155,7 @@ def _chunk_faithfulness(
         heats["all layers"] = exp.heatmap
         out[method] = {
             layer: faithfulness_record(
-                ctx.detector.model, x, heat.to(x.device), ok, targets, percentiles=ctx.args.road_percentiles
+                ctx.detector.model, x, heat[rows].to(x.device), ok, targets, percentiles=ctx.args.road_percentiles
             )
             for layer, heat in heats.items()
         }
@@ -128,11 +167,11 @@ def _chunk_localization(
 ) -> dict[str, dict[str, dict[str, list]]]:
     """Per method and layer (and ``"all layers"``), the pointing game (tolerance 0 and 1 px) and
     energy of the maps of the chunk's fakes with a non-empty mask (none: ``{}``)."""
-    fakes = [(j, i) for j, i in enumerate(ok) if ctx.dataset.items[i].label == 1]
-    masks = {i: ctx.dataset.mask(i, size) for _, i in fakes}
-    fakes = [(j, i) for j, i in fakes if masks[i] is not None and masks[i].any()]
-    if not fakes:
+    found = _fake_masks(ctx, ok, size)
+    if not found:
         return {}
+    fakes = [(j, i) for j, i, _ in found]
+    masks = {i: m for _, i, m in found}
     rows = torch.tensor([j for j, _ in fakes])
     index = [i for _, i in fakes]
     names = {i.module: i.name for i in ctx.layers}

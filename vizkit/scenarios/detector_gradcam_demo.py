@@ -54,8 +54,8 @@ def gradcam_demo(
     num_heads: int | None = None,
     cluster: ClusterOptions | None = None,
 ) -> tuple[list[dict[str, Any]], list]:
-    """Per image: ``gradcam_{layer}_{stem}.png`` per layer, ``{stem}_comparison.png`` (prediction in
-    the title) and ``{stem}.json``. Returns (results, failures). ``layout``: where the layers'
+    """Per image: ``gradcam_{layer}_{stem}.png`` per layer, ``{stem}_comparison.png`` (prediction and
+    p(fake) in the title) and ``{stem}.json``. Returns (results, failures). ``layout``: where the layers'
     channels are (see :func:`vizkit.cam`). A batch of :mod:`vizkit.batch` (one unit per image;
     a rerun with the same arguments resumes); ``cluster``: the images on a Dask cluster."""
     if target not in TARGETS:
@@ -127,8 +127,7 @@ def gradcam_image(
     maps = {i.name: exp.layer_maps[i.module][0].cpu().numpy() for i in infos}
     for name, m in maps.items():
         render.save_overlay(display, m, out / f"gradcam_{name}_{path.stem}.png")
-    conf = prob if pred == 1 else 1 - prob
-    title = f"{path.name}: predicted {LABEL_NAMES[pred]} (p = {conf:.3f})"
+    title = f"{path.name}: predicted {LABEL_NAMES[pred]}, p(fake) = {prob:.3f}"
     render.save_figure(comparison_figure(display, maps, title, exp.method), out / f"{path.stem}_comparison.png")
     res = {
         "image": str(path),

@@ -59,6 +59,7 @@ from ..datasets import ZOO_DATASET, EvalDataset, parse_label, resolve_dataset
 from ..errors import InputError, ParameterError
 from ..evaluate import binary_metrics
 from ..evaluate import binary_metrics_table as metrics_table
+from ..figures.layer_comparison import COMBINED, layer_label
 from ..metrics.road import ROAD_PERCENTILES
 from ..models import Detector
 from ..models.detector_layers import LayerInfo, default_layers, layer_table, resolve_gradcam_layers
@@ -81,7 +82,8 @@ from .detector_gradcam_params import (
     refuse_added_faithfulness,
 )
 from .detector_gradcam_report import finish_run, metadata_text, sample_title, select_samples, write_report
-from .detector_gradcam_run import EvalSummary, load_run, run_dataset
+from .detector_gradcam_run import EvalSummary, load_run, run_dataset, run_pointing_chance
+from .detector_gradcam_tables import shown_layer
 from .detector_gradcam_wrapper import CLIPDetectorWithGradCAM
 
 if TYPE_CHECKING:
@@ -113,6 +115,7 @@ __all__ = [
     "CLIPDetectorWithGradCAM",
     "DetectorGradCAMExplorer",
     "load_run",
+    "run_pointing_chance",
     "notebook_parameters",
     "check_notebook_parameters",
     "SEED_LAYERS",
@@ -153,6 +156,7 @@ def run_evaluation(
     test_config: str | os.PathLike | None = None,
     faithfulness: bool = False,
     road_percentiles: Sequence[float] = ROAD_PERCENTILES,
+    faithfulness_samples: int = 0,
 ) -> EvalSummary:
     """Evaluate a detector on a test set (see the module docstring); resumable. Returns the
     summary of the finished run (also when it was already complete). ``layout``: where the
@@ -160,7 +164,8 @@ def run_evaluation(
     heads when its width is not a known CLIP tower; ``test_config``: DeepfakeBench's
     ``test_config.yaml`` (dataset keys) merged over the detector YAML; ``faithfulness``: also ROAD
     (at ``road_percentiles``) and the confidence change of every map, per layer x method over all
-    images (a run made without it is refused, not extended: ``overwrite``). A run whose images were
+    images (``faithfulness_samples``: the first N only; a run made without it is refused, not
+    extended: ``overwrite``). A run whose images were
     partly unreadable is finished with them listed in ``errors.csv``; running it again reads
     those chunks again (add the missing frames first); ``overwrite`` starts afresh.
 
@@ -184,6 +189,7 @@ def run_evaluation(
         test_config=str(test_config) if test_config else None,
         faithfulness=bool(faithfulness),
         road_percentiles=tuple(float(p) for p in road_percentiles),
+        faithfulness_samples=int(faithfulness_samples),
     )
     ctx = evaluation_context(args, device, detector=detector)
     manifest = args.manifest(ctx.dataset, ctx.layers)
@@ -304,17 +310,26 @@ class DetectorGradCAMExplorer(Explorer):
         self.maps = read_chunk_arrays(self.summary.run_dir, written_chunks(self.summary.run_dir))
         self.size = int(size or self.summary.metrics.get("input_size") or _DISPLAY_MIN)
         self.layer_names = [li.name for li in self.summary.layers]
-        super().__init__(interactive=interactive, cmap=cmap, figsize=(7, 3.4))
+        colours = {"cmap": cmap} if cmap else {}  # None: the explorers' default colour map
+        super().__init__(interactive=interactive, figsize=(7, 3.4), **colours)
 
     def control_specs(self) -> list[Control]:
-        """show (all / wrong only), sample, layer (one or combined), method."""
+        """show (all / wrong only), sample, layer (one or combined, labelled "layer k"), method."""
         methods = self.summary.methods
+        layers = [(layer_label(n), n) for n in self.layer_names] + [("layers combined", "layers combined")]
         return [
             Control("show", "toggle", "show", ["all", "wrong only"], "all"),
             Control("sample", "dropdown", "sample", self._options("all")),
-            Control("layer", "dropdown", "layer", self.layer_names + ["layers combined"], self.layer_names[-1]),
+            Control("layer", "dropdown", "layer", layers, self._default_layer()),
             Control("method", "dropdown", "method", methods, methods[0]),
         ]
+
+    def _default_layer(self) -> str:
+        """The layer the run's pointing game chooses for its first method (the last one without masks)."""
+        chosen = shown_layer(self.summary.localization, self.summary.methods[0])
+        if chosen is None:
+            return self.layer_names[-1]
+        return "layers combined" if chosen[0] == COMBINED else chosen[0]
 
     def _options(self, show: str) -> list[tuple[str, int]]:
         p = self.summary.predictions
@@ -354,7 +369,7 @@ class DetectorGradCAMExplorer(Explorer):
         return HeatmapView(
             self.current_map(state),
             display,
-            map_title=f"{state['method']} @ {state['layer']}",
+            map_title=f"{state['method']} @ {layer_label(state['layer'])}",
             overlay_title=sample_title({**row.to_dict(), "index": i}),
         )
 
@@ -384,8 +399,20 @@ def notebook_parameters() -> list:
         Param("save_all_predictions", (bool,)),
         Param("num_compare", (int,), check=lambda v: None if v >= 0 else "must be >= 0"),
         Param("batch_size", (int,), check=positive),
+        Param("faithfulness", (bool,)),
+        Param("faithfulness_samples", (int,), check=lambda v: None if v >= 0 else "must be >= 0 (0 means all)"),
+        Param("road_percentiles", (str,), check=_percentiles_ok),
         *common_parameters("output_dir", "overwrite", "interactive", "seed", "device"),
     ]
+
+
+def _percentiles_ok(value: str) -> str | None:
+    """None when ``value`` is comma-separated numbers in (0, 100), else the problem."""
+    try:
+        numbers = [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        return f"{value!r} is not comma-separated numbers"
+    return None if numbers and all(0 < v < 100 for v in numbers) else "needs numbers in (0, 100)"
 
 
 def check_notebook_parameters(namespace: dict, before: Any) -> dict[str, Any]:

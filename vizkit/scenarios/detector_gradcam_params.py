@@ -85,6 +85,9 @@ class EvalArgs:
     faithfulness: bool = False
     #: the percentiles ROAD averages over (with ``faithfulness``)
     road_percentiles: tuple[float, ...] = ROAD_PERCENTILES
+    #: with ``faithfulness``: score only the first N images of the test set (0: all); ROAD costs
+    #: 2 x len(road_percentiles) imputations and forwards per map
+    faithfulness_samples: int = 0
 
     def manifest(self, dataset: EvalDataset, layers: Sequence[LayerInfo]) -> dict[str, Any]:
         """The run's manifest: these arguments with the layers as resolved, the test set's name,
@@ -93,6 +96,8 @@ class EvalArgs:
         d = asdict(self)
         if not self.faithfulness:
             del d["faithfulness"], d["road_percentiles"]
+        if not self.faithfulness_samples:  # all images: the manifest of a run made before the option existed
+            del d["faithfulness_samples"]
         d["layers"] = [i.name for i in layers]
         d["dataset"] = {"name": dataset.name, "source": dataset.source, "samples": len(dataset)}
         for key in ("detector_path", "weights_path", "test_config"):
@@ -135,6 +140,8 @@ def check_eval_args(args: EvalArgs) -> None:
             raise ParameterError("--faithfulness scores the Grad-CAM maps: it needs --gradcam_enabled")
         if not args.road_percentiles or any(not 0 < float(p) < 100 for p in args.road_percentiles):
             raise ParameterError(f"--road-percentiles must be numbers in (0, 100), got {list(args.road_percentiles)}")
+        if args.faithfulness_samples < 0:
+            raise ParameterError(f"faithfulness_samples must be >= 0 (0 means all), got {args.faithfulness_samples}")
 
 
 def refuse_added_faithfulness(output_dir: str | os.PathLike | None, manifest: dict[str, Any], overwrite: bool) -> None:
@@ -144,7 +151,8 @@ def refuse_added_faithfulness(output_dir: str | os.PathLike | None, manifest: di
     old = Path(output_dir or "") / "manifest.json"
     if not output_dir or overwrite or not manifest.get("faithfulness") or not old.is_file():
         return
-    without = {k: v for k, v in manifest.items() if k not in ("faithfulness", "road_percentiles")}
+    added = ("faithfulness", "road_percentiles", "faithfulness_samples")
+    without = {k: v for k, v in manifest.items() if k not in added}
     try:
         same = json.loads(old.read_text(encoding="utf-8")) == json.loads(json.dumps(without))
     except json.JSONDecodeError:

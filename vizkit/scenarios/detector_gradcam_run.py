@@ -30,7 +30,15 @@ from ..models.detector_layers import LayerInfo
 from ..models.load_detector import read_detector_config
 from ..runs import chunk_paths, is_complete, read_chunks, written_chunks
 
-__all__ = ["EvalSummary", "load_run", "run_frames", "run_localization", "run_dataset"]
+__all__ = [
+    "EvalSummary",
+    "load_run",
+    "run_frames",
+    "run_localization",
+    "run_chance",
+    "run_dataset",
+    "run_pointing_chance",
+]
 
 PREDICTION_COLUMNS = ["index", "path", "label", "prob", "pred", "correct", "video"]
 
@@ -76,6 +84,26 @@ def run_localization(chunks: Sequence[Mapping[str, Any]]) -> pd.DataFrame | None
     return join_score_tables(loc, faith)
 
 
+def run_chance(chunks: Sequence[Mapping[str, Any]]) -> dict[str, float] | None:
+    """The chance levels of the run's scores, from the chunks: what a map with no information
+    scores, averaged over the same images as the maps' scores — ``pointing_game`` and
+    ``energy_in_mask`` (the fakes' mask area fraction, :func:`vizkit.metrics.pointing_chance`),
+    ``pointing_game_tol1`` (the mask dilated by 1 px), and with faithfulness ROAD and the confidence
+    change of a uniform random map per image. None when the chunks hold none (a run without masks,
+    or written before chance levels were kept)."""
+    out: dict[str, float] = {}
+    pointing = [v for c in chunks for v in c.get("chance", {}).get("pointing", [])]
+    if pointing:
+        out["pointing_game"] = float(np.mean(pointing))
+        out["pointing_game_tol1"] = float(np.mean([v for c in chunks for v in c["chance"]["pointing_tol1"]]))
+        out["energy_in_mask"] = out["pointing_game"]
+    faith = [c["faithfulness_chance"] for c in chunks if c.get("faithfulness_chance")]
+    for key in faith[0] if faith else {}:
+        if key != "index":
+            out[key] = float(np.mean([v for f in faith for v in f[key]]))
+    return {k: round(v, 6) for k, v in out.items()} or None
+
+
 def load_run(run_dir: str | os.PathLike) -> EvalSummary:
     """A finished run read back from its folder (metrics, predictions, samples, localisation)."""
     run = Path(run_dir)
@@ -118,3 +146,22 @@ def run_dataset(run_dir: str | os.PathLike) -> EvalDataset:
     else:
         config = read_detector_config(test).extra if test else {}
     return resolve_dataset(manifest["test_dataset"], config, manifest["max_samples"] or None)
+
+
+def run_pointing_chance(run_dir: str | os.PathLike, tolerance: int = 0) -> float:
+    """The pointing game's chance level on a finished run's fakes with masks, with the mask dilated
+    by ``tolerance`` pixels (:func:`vizkit.metrics.pointing_chance`, at the detector's input size):
+    the share of the image a map with no information hits. The masks are read again from the run's
+    test set."""
+    import torch
+
+    from ..metrics import pointing_chance
+
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
+    size = (int(metrics["input_size"]),) * 2
+    ds = run_dataset(run_dir)
+    masks = [ds.mask(i, size) for i in range(len(ds)) if ds.items[i].label == 1]
+    masks = [m for m in masks if m is not None and m.any()]
+    if not masks:
+        raise InputError(f"{str(run_dir)!r}: no fake with a manipulation mask, no chance level")
+    return float(pointing_chance(torch.from_numpy(np.stack(masks)), tolerance).mean())

@@ -215,7 +215,7 @@ SCENARIOS: dict[str, ScenarioSpec] = {
             "detector_gradcam_eval",
             "Grad-CAM of a deepfake detector on named layers, and an evaluation that explains its mistakes (seed 002)",
             "DetectorGradCAMExplorer",
-            {"max_samples": 100, "table_methods": "gradcam"},
+            {"max_samples": 100, "table_methods": "gradcam", "faithfulness": False},
         ),
         ScenarioSpec(
             4,
