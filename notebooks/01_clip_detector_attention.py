@@ -85,7 +85,9 @@
 # uses it, `min` only if every head does. **When it fails:** `min` is zero wherever one head contributes
 # nothing (the all-zero maps above); `max` lets one noisy head dominate. On a 4-block model the layer
 # modes `last_4_layers` and `all_layers` select the same blocks, and with one block the two aggregations
-# coincide: the table computes this and shows such variants once.
+# coincide: the table computes this and shows such variants once. The mean over heads is what
+# [Abnar & Zuidema, 2020](https://arxiv.org/abs/2005.00928) and [Chefer et al., 2021](https://arxiv.org/abs/2103.15679)
+# use; max and min are the common variants people try next.
 
 # %% [markdown]
 # ### Method in brief: ROAD (Rong et al., 2022)

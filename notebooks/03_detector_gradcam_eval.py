@@ -85,6 +85,10 @@
 # energy: $\sum_{p \in M} L_p / \sum_p L_p$. A map that knows nothing (its maximum on a uniformly
 # random pixel, or a constant map) scores the mask's share of the image, $|M| / (HW)$ — the faces'
 # masks cover about 6.6 % — so every table below has a row *random map* and flags scores at or below it.
+# **When it fails:** the pointing game reads one pixel, so a map with one lucky peak scores as well as a
+# sharp one; energy favours maps that spread over a large mask. Papers: the pointing game,
+# [Zhang et al., 2018](https://arxiv.org/abs/1608.00507); energy in the mask,
+# [Wang et al., 2020](https://arxiv.org/abs/1910.01279).
 
 # %% [markdown]
 # ### Method in brief: ROAD
@@ -102,7 +106,8 @@
 # ### Method in brief: the randomisation test
 # Re-initialise the detector's weights from the top (the classifier head) down to the patch
 # embedding, cascading, recompute each map, and compare it with the original by the Spearman rank
-# correlation of absolute values. **Intuition:** a map that explains the *model* must change when the
+# correlation of absolute values,
+# $\rho_k = \operatorname{Spearman}(|L|, |L^{(k)}|)$ after randomising the top $k$ blocks. **Intuition:** a map that explains the *model* must change when the
 # model is destroyed (Spearman near 0); a map that stays the same (near 1) shows the input's edges,
 # not what was learnt. **When it fails:** it says whether a map depends on the weights, not whether
 # it is right; and a LayerNorm at its initial values stays the same.
