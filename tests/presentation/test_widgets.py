@@ -342,7 +342,8 @@ def test_detector_gradcam_explorer_is_an_explorer(tmp_path):
     dge.run_evaluation(tmp_path / "run", max_samples=20, batch_size=10, gradcam_samples=2, layers=layers)
     ex, moved = _explore(lambda on: dge.DetectorGradCAMExplorer(tmp_path / "run", interactive=on))
     wrong = ex.summary.predictions.loc[~ex.summary.predictions["correct"], "index"].tolist()
-    layer = ex.layer_names[-1]
+    layer = ex.control("layer").value  # the layer the run's pointing game chose (the explorer opens on it)
+    assert layer in ex.layer_names
     # the drawn raw maps against Grad-CAM / Grad-CAM++ toward the fake class (the run's default target)
     # from tensors hooked outside vizkit (tests/cam_references.py)
     det = dge.load_eval_detector()
