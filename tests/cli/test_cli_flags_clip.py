@@ -74,7 +74,8 @@ def test_method_target_layer_and_layout_against_pytorch_grad_cam(scene, tmp_path
         if layout == "nhwc"
         else reference(model, image, AUTO[model], method, reshape)[0]
     )
-    assert np.abs(written - overlay_pixels(image, other)).max() > 40
+    # (the same map is within 2 levels; the overlay's opacity follows the map, so low values differ little)
+    assert np.abs(written - overlay_pixels(image, other)).max() > 20
 
 
 def test_overwrite_replaces_a_run_with_another_method(scene, tmp_path, capsys):
