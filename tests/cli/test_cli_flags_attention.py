@@ -56,7 +56,7 @@ def reference(root: Path, head_file: str, fusion: str, aggregation: str) -> dict
     from transformers import CLIPVisionModel
 
     vision = CLIPVisionModel.from_pretrained(root / "hf").eval()
-    state = torch.load(root / head_file)
+    state = torch.load(root / head_file, weights_only=True)
     head = torch.nn.Linear(*state["weight"].shape[::-1])
     head.load_state_dict(state)
     images = [np.asarray(Image.open(p).convert("RGB")) for p in sorted((root / "images").glob("*.png"))]
