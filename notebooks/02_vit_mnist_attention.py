@@ -114,7 +114,9 @@ print(f"test accuracy: {visualizer.test_accuracy():.2%}")
 # Its 16 patch entries, laid back on the 4×4 grid, are the map drawn below (heads fused by their mean, max
 # or min). **Intuition:** the CLS token's new state is a weighted average of the values of the tokens it
 # attends to, so a large weight says which patch's *value vector* the CLS token copies in this layer.
-# The maps are per-panel min-max scaled: compare shapes within a panel, not colours across panels.
+# In the figures below the top row shows the raw weights (each panel with its own colour bar) and the overlays
+# are per-panel min-max scaled: compare shapes within a panel, and read values off the colour bars, not colours
+# across panels.
 #
 # **When it fails.** Attention is not explanation ([Jain & Wallace, 2019](https://arxiv.org/abs/1902.10186);
 # [Wiegreffe & Pinter, 2019](https://arxiv.org/abs/1908.04626)): the weight says nothing about how large

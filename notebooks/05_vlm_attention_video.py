@@ -209,7 +209,8 @@ display(ShowImage(filename=str(run / f"contact_sheet_layer{first}.png")))
 #
 # The share of each row on the image tokens, the prompt text, special markers and the earlier answer tokens
 # (they sum to 1), and the entropy of its distribution over the image patches (uniform over the 36 patches of
-# tiny_vlm would be ln 36 = 3.58 nats).
+# tiny_vlm would be ln 36 = 3.58 nats). Each line style is one layer with the head view the video shows for it
+# (with `heads = "auto"`, the head the ground-truth table below finds looking at the object).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -258,8 +259,8 @@ for layer in sorted(trace.rows):
 # %% [markdown]
 # ## Why this word? Relevance beside attention
 #
-# Left: the image; middle: the attention of the first video layer for the explained token; right: its
-# relevance. Each panel is scaled to its own maximum; the titles give each map's share on the image positions,
+# Left: the image; middle: the attention of the first video layer for the explained token, averaged over the
+# heads (so it can differ from the one head the video shows); right: its relevance. Each panel is scaled to its own maximum; the titles give each map's share on the image positions,
 # and the list below names the positions that mattered most.
 #
 # Read the two together. Here the explained token is the last word of the answer, the object's name.

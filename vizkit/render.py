@@ -102,6 +102,7 @@ __all__ = [
     "figure_grid",
     "figure_to_array",
     "normalize_map",
+    "outline_panels",
     "outline_pixels",
     "overlay",
     "overlay_to_save",
@@ -110,6 +111,7 @@ __all__ = [
     "save_figure",
     "save_image",
     "save_overlay",
+    "shared_colorbar",
     "show_heatmap",
     "show_overlay",
     "show_signed",
@@ -337,12 +339,17 @@ def draw_outline(
     linewidth: float = 1.5,
     shape: tuple[int, int] | None = None,
 ) -> Any:
-    """Outline a ground-truth ``mask`` ``[h, w]`` (1 = inside) on ``ax``: the contour at 0.5, in
-    pixel coordinates of an image of ``shape`` ``(H, W)`` drawn with ``imshow`` (default the
+    """Outline a ground-truth ``mask`` ``[h, w]`` (bool or 0/1, 1 = inside) on ``ax``: the contour at
+    0.5, in pixel coordinates of an image of ``shape`` ``(H, W)`` drawn with ``imshow`` (default the
     mask's own shape; a smaller mask is stretched over the image). The mask is zero-padded so an
-    object touching the border is closed. Returns the ``ContourSet``.
+    object touching the border is closed. Returns the ``ContourSet``, or None (nothing drawn) when
+    ``mask`` is None or empty: a sample without a ground truth.
     """
+    if mask is None:
+        return None
     m = _as_heatmap(mask).astype(np.float64)
+    if not m.any():
+        return None
     h, w = m.shape
     H, W = shape if shape is not None else (h, w)
     xs = (np.arange(-1, w + 1) + 0.5) * W / w - 0.5  # pixel centres of the padded mask
@@ -353,6 +360,32 @@ def draw_outline(
         ax.set_xlim(*limits[0])
         ax.set_ylim(*limits[1])
     return contours
+
+
+def outline_panels(fig: Figure, mask: Any) -> Figure:
+    """Outline ``mask`` ``[h, w]`` (:func:`draw_outline`) on every image panel of ``fig``, stretched over
+    each panel's image; nothing when ``mask`` is None or empty. Returns ``fig``."""
+    for ax in panel_axes(fig):
+        if ax.images:
+            draw_outline(ax, mask, shape=ax.images[0].get_array().shape[:2])
+    return fig
+
+
+def shared_colorbar(
+    axes: Sequence[Axes],
+    cmap: str = RELEVANCE_CMAP,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    location: str = "bottom",
+) -> Any:
+    """One colorbar for all ``axes`` (drawn without their own), below them by default: the scale
+    ``vmin`` .. ``vmax`` when shared, else [0, 1] labelled "normalised per panel to [0, 1]". Returns it."""
+    axes = list(axes)
+    norm = Normalize(0.0, 1.0) if vmin is None and vmax is None else Normalize(vmin, vmax)
+    ncols = max(1, len({round(ax.get_position().x0, 3) for ax in axes}))
+    where = {"location": location, "aspect": 30, "pad": 0.02}
+    where["shrink"] = min(0.6, 1.5 / ncols + 0.2) if location in ("bottom", "top") else 0.8
+    return _colorbar(axes, ScalarMappable(norm, cmap), _scale_label(vmin, vmax), **where)
 
 
 def show_heatmap(
@@ -530,9 +563,7 @@ def figure_grid(
             )
     if shared:
         cmap, vmin, vmax = scales.pop()
-        norm = Normalize(0.0, 1.0) if vmin is None and vmax is None else Normalize(vmin, vmax)
-        bar = {"location": "bottom", "shrink": min(0.6, 1.5 / ncols + 0.2), "aspect": 30, "pad": 0.02}
-        _colorbar(axes.ravel().tolist(), ScalarMappable(norm, cmap), _scale_label(vmin, vmax), **bar)
+        shared_colorbar(axes.ravel().tolist(), cmap, vmin, vmax)
     if suptitle:
         fig.suptitle(suptitle)
     return fig

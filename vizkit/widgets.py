@@ -37,6 +37,7 @@ __all__ = [
     "HeatmapPane",
     "heatmap_pngs",
     "colorbar_html",
+    "view_colorbar",
     "frame_png",
     "ipywidgets_module",
     "describe_controls",
@@ -153,6 +154,19 @@ def colorbar_html(cmap: str, lo: float, hi: float, width: int = 90) -> str:
     return f"<small>{lo:.3g}</small> {bar} <small>{hi:.3g}</small>"
 
 
+def view_colorbar(view: HeatmapView, cmap: str = render.RELEVANCE_CMAP) -> str:
+    """The map panel's scale as HTML (:func:`colorbar_html`): ``cmap`` from the map's min to its max, the
+    signed colormap symmetric about 0 for a diverging view, or a sentence for a constant map (which has no
+    scale: "the map is 0 everywhere")."""
+    lo, hi = float(view.heat.min()), float(view.heat.max())
+    if hi == lo:
+        return f"<small>the map is {lo:.3g} everywhere</small>"
+    if view.diverging:
+        bound = max(abs(lo), abs(hi)) or 1.0
+        return colorbar_html(render.SIGNED_CMAP, -bound, bound)
+    return colorbar_html(cmap, lo, hi)
+
+
 @dataclass
 class StaticView:
     """An explorer's current view without widgets: the PNGs the widget shows (``pngs``), one caption each, the
@@ -163,16 +177,18 @@ class StaticView:
     captions: tuple[str, ...]
     title: str
     drawn: np.ndarray | None
+    colorbar: str = ""  # HTML under the first panel: its scale (:func:`view_colorbar`), as the widget shows it
 
     @staticmethod
     def _uri(png: bytes) -> str:
         return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
     def _repr_html_(self) -> str:
+        bars = [self.colorbar] + [""] * (len(self.pngs) - 1)
         panels = "".join(
             f'<figure style="margin:0 8px"><figcaption><b>{html.escape(c)}</b></figcaption>'
-            f'<img src="{self._uri(p)}"></figure>'
-            for p, c in zip(self.pngs, self.captions)
+            f'<img src="{self._uri(p)}">{"<br>" + bar if bar else ""}</figure>'
+            for p, c, bar in zip(self.pngs, self.captions, bars)
         )
         return f'<div><small>{html.escape(self.title)}</small><div style="display:flex">{panels}</div></div>'
 
@@ -233,13 +249,7 @@ class HeatmapPane:
         """Show a :class:`HeatmapView` (what :meth:`draw` builds from its arguments)."""
         png_map, png_over = heatmap_pngs(view, self.cmap, self.size)
         lo, hi = float(view.heat.min()), float(view.heat.max())
-        if hi == lo:  # a constant map has no scale to show: say so
-            bar = f"<small>the map is {lo:.3g} everywhere</small>"
-        elif view.diverging:  # the panel's scale: symmetric about 0
-            bound = max(abs(lo), abs(hi)) or 1.0
-            bar = colorbar_html(render.SIGNED_CMAP, -bound, bound)
-        else:
-            bar = colorbar_html(self.cmap, lo, hi)
+        bar = view_colorbar(view, self.cmap)
         self.map_title.value = f"<b>{html.escape(view.map_title)}</b> <small>({lo:.3g} .. {hi:.3g})</small><br>{bar}"
         self.overlay_title.value = (
             f"<b>{html.escape(view.overlay_title)}</b><br><small>opacity \u221d map value</small>"
@@ -503,7 +513,11 @@ class Explorer:
             return StaticView((), (), "nothing to show", None)
         if isinstance(view, HeatmapView):
             return StaticView(
-                heatmap_pngs(view, self.cmap, self.panel_size), view.captions(), view.suptitle or "", view.drawn
+                heatmap_pngs(view, self.cmap, self.panel_size),
+                view.captions(),
+                view.suptitle or "",
+                view.drawn,
+                view_colorbar(view, self.cmap),
             )
         return StaticView((frame_png(view.frame),), (view.title,), view.title, view.drawn)
 

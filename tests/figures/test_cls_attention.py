@@ -45,6 +45,10 @@ def test_layers_figure_maps_on_top_overlays_below(cache):
             np.testing.assert_allclose(shown(ax_map), heat, atol=1e-7)
             np.testing.assert_allclose(shown(ax_over), render.overlay(image, heat, cmap="viridis"), atol=1e-6)
         assert fig.get_suptitle().startswith(f"Sample 7: CLS attention per layer (max over heads) - {cache.caption(1)}")
+        # each raw map keeps its own colorbar of raw values; the overlays share one below the grid
+        bars = [ax for ax in fig.axes if ax not in render.panel_axes(fig)]
+        assert [b.get_ylabel() for b in bars[:2]] == ["raw value"] * 2
+        assert len(bars) == 3 and bars[2].get_xlabel() == "normalised per panel to [0, 1]"
     finally:
         plt.close(fig)
 

@@ -49,7 +49,7 @@ def test_score_distribution_counts_per_class():
     fake[10], fake[15], fake[24] = 1, 1, 2
     assert counts == {"real": real, "fake": fake}
     assert [list(line.get_xdata()) for line in ax.lines] == [[0.5, 0.5]]  # the threshold
-    assert ax.get_xlabel() == "fake probability"
+    assert ax.get_xlabel() == "fake probability (predicted fake at or above the threshold)"
 
 
 def _predictions():
@@ -93,6 +93,7 @@ def test_worst_mistakes_rows_of_four_and_none_without_mistakes():
     titles = [ax.get_title().split("\n")[0] for ax in render.panel_axes(fig)]
     assert titles == ["#1 R->F", "#4 F->R", "#0 F->R", "#3 R->F", "#6 F->R"] + [""] * 3
     assert [ax.axison for ax in render.panel_axes(fig)[5:]] == [False] * 3  # the second row padded with empty cells
+    assert len(fig.axes) == len(render.panel_axes(fig)) + 1  # one colorbar shared by the five maps
     assert worst_mistakes_figure(preds.assign(correct=True), maps, image, 4, "gradcam") is None
 
 

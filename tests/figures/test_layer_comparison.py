@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from vizkit import render  # noqa: E402
-from vizkit.figures.layer_comparison import comparison_figure, draw_mask_outline, layer_label  # noqa: E402
+from vizkit.figures.layer_comparison import comparison_figure, layer_label  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -78,6 +78,15 @@ def test_scores_in_titles_best_marked_and_no_combined_panel_unless_best():
     zero = {"encoder.layers.1": np.zeros((8, 8), np.float32)}
     fig = comparison_figure(display, zero, "t", "gradcam", scores={"encoder.layers.1": 0.0})
     assert render.panel_axes(fig)[1].get_title() == "layer 1 (best) (all zero)\npointing 0%"
+    assert "pointing: this run's score of the layer over the test set" in fig.get_suptitle()
+
+
+def test_one_colorbar_for_all_maps_stating_the_per_panel_scale():
+    display, maps = _inputs()
+    fig = comparison_figure(display, maps, "t", "gradcam")
+    (bar,) = [ax for ax in fig.axes if ax not in render.panel_axes(fig)]  # one, not one per panel
+    assert bar.get_xlabel() == "normalised per panel to [0, 1]"
+    assert "pointing" not in fig.get_suptitle() and "cyan" not in fig.get_suptitle()  # no scores, no mask
 
 
 def test_mask_outline_on_every_panel():
@@ -92,6 +101,5 @@ def test_mask_outline_on_every_panel():
         vertices = np.concatenate([p.vertices for p in contour.get_paths()])
         assert vertices[:, 0].min() == pytest.approx(1.5) and vertices[:, 0].max() == pytest.approx(4.5)
     ax = plt.figure().add_subplot()
-    draw_mask_outline(ax, None)
-    draw_mask_outline(ax, np.zeros((4, 4)))
+    assert render.draw_outline(ax, None) is None and render.draw_outline(ax, np.zeros((4, 4))) is None
     assert not ax.collections

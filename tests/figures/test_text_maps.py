@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from vizkit import render
-from vizkit.figures.text_maps import draw_outline, text_maps_figure, text_target_figure
+from vizkit.figures.text_maps import text_maps_figure, text_target_figure
 
 NAMES = ["red circle", "blue square", "green star"]
 PROBS = [0.125, 0.625, 0.25]
@@ -105,19 +105,19 @@ def test_text_maps_figure_rejects_mismatched_inputs(display):
         text_maps_figure(display, ["a", "b"], maps(2), [0.5, 0.5], masks=[None])
 
 
-def test_draw_outline_resizes_the_mask_to_the_panel():
+def test_render_draw_outline_resizes_the_mask_to_the_panel():
     fig, ax = plt.subplots()
     try:
         mask = np.zeros((4, 4), bool)
         mask[1:3, 1:3] = True
         ax.imshow(np.zeros((8, 8)))
-        draw_outline(ax, mask, (8, 8))
+        render.draw_outline(ax, mask, shape=(8, 8))
         assert ax.collections
         (xs, ys) = np.concatenate([p.vertices for c in ax.collections for p in c.get_paths()]).T
         # the 2 x 2 square of the 4-px mask is the 4 x 4 square 2..5 at 8 px: its outline lies between
         assert 1.0 <= xs.min() and xs.max() <= 6.0 and 1.0 <= ys.min() and ys.max() <= 6.0
         empty = plt.figure().add_subplot()
-        draw_outline(empty, np.zeros((4, 4), bool))
+        render.draw_outline(empty, np.zeros((4, 4), bool))
         assert not empty.collections
     finally:
         plt.close("all")

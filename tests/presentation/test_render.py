@@ -251,6 +251,39 @@ def test_draw_outline_contour_at_the_mask_boundary():
     np.testing.assert_allclose(vertices.max(0), [3.5, 7.5])
 
 
+def test_outline_panels_stretches_the_mask_over_every_image_panel_and_skips_no_mask():
+    fig, (a, b, c) = plt.subplots(1, 3)
+    a.imshow(np.zeros((8, 8)))
+    b.imshow(np.zeros((16, 16, 3)))  # c has no image: no outline
+    mask = np.zeros((4, 4))
+    mask[1:3, 1:3] = 1
+    assert render.outline_panels(fig, mask) is fig
+    (va,), (vb,) = ([p.vertices for p in ax.collections[0].get_paths()] for ax in (a, b))
+    np.testing.assert_allclose([va.min(0), va.max(0)], [[1.5, 1.5], [5.5, 5.5]])  # 2 px a mask pixel
+    np.testing.assert_allclose([vb.min(0), vb.max(0)], [[3.5, 3.5], [11.5, 11.5]])  # 4 px a mask pixel
+    assert not c.collections
+    fig2, ax2 = plt.subplots()
+    ax2.imshow(np.zeros((8, 8)))
+    render.outline_panels(fig2, None)
+    render.outline_panels(fig2, np.zeros((4, 4)))
+    assert not ax2.collections
+    plt.close("all")
+
+
+def test_shared_colorbar_one_bar_for_panels_drawn_without_their_own():
+    fig, axes = plt.subplots(1, 3, layout="constrained")
+    for ax in axes:
+        render.Panel(image=_rng_image(4, 4), heatmap=np.eye(4), title="t").draw(ax, colorbar=False)
+    bar = render.shared_colorbar(axes)
+    assert len(fig.axes) == 4 and render.panel_axes(fig) == list(axes)
+    assert bar.ax.get_xlabel() == "normalised per panel to [0, 1]" and bar.mappable.get_clim() == (0.0, 1.0)
+    assert bar.mappable.get_cmap().name == render.RELEVANCE_CMAP
+    fig, axes = plt.subplots(1, 2)
+    bar = render.shared_colorbar(axes, "viridis", -2.0, 3.0, location="right")
+    assert bar.mappable.get_clim() == (-2.0, 3.0) and bar.ax.get_ylabel() == "value, shared scale -2 .. 3"
+    plt.close("all")
+
+
 def test_outline_pixels():
     mask = np.zeros((5, 5))
     mask[1:4, 1:4] = 1

@@ -7,7 +7,7 @@ import torch
 from cam_references import clip_reference, hooked_vit_cam, tokens_on
 from eager_attention import class_maps, to_input_size
 
-from vizkit import render
+from vizkit import render, widgets
 from vizkit.widgets import HeatmapPane, describe_controls
 
 
@@ -172,6 +172,11 @@ def test_static_fallback_shows_what_the_widget_shows():
     assert view.captions[0].startswith("row 0 (-8 .. ") and view.captions[1] == "overlay"
     html = view._repr_html_()
     assert html.count("<img") == 2 and "x2.0" in html
+    # the map panel's scale under it, as the widget's title shows it (diverging view: symmetric about 0)
+    assert view.colorbar == widgets.view_colorbar(st.last_view, st.cmap) and view.colorbar in html
+    assert view.colorbar in ex.pane.map_title.value and "linear-gradient" in view.colorbar
+    flat = widgets.HeatmapView(np.zeros((2, 2)), np.zeros((2, 2, 3)))
+    assert widgets.view_colorbar(flat) == "<small>the map is 0 everywhere</small>"
     import base64
 
     assert base64.b64encode(view.pngs[1]).decode() in view.markdown()

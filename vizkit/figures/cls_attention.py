@@ -5,7 +5,7 @@ layers beside rollout and gradient-weighted attention (:func:`layer_evolution_fi
 distributions of the attention statistics per layer and head, beside the level of uniform
 attention (:func:`statistics_figure`). Layers are labelled 0-based, "layer k" being block ``k``
 (:func:`layer_numbers`); heads are 0-based too. Maps are drawn in the default relevance colour map
-of :mod:`vizkit.render` unless a ``cmap`` is passed.
+of :mod:`vizkit.render` (``cmap`` to change it).
 
 Example::
 
@@ -48,11 +48,6 @@ def layer_numbers(layers: Sequence[str]) -> list[int]:
     return out
 
 
-def _cmap(cmap: str | None) -> dict[str, str]:
-    """``cmap=...`` only when one is chosen, so that :mod:`vizkit.render`'s default applies otherwise."""
-    return {} if cmap is None else {"cmap": cmap}
-
-
 def layers_figure(
     cache: AttentionCache,
     sample: int,
@@ -66,15 +61,28 @@ def layers_figure(
     fused by ``head_fusion``): the maps on top, their overlays on ``image`` below; ``name`` opens the title."""
     idx = list(layers) if layers is not None else list(range(len(cache.layers)))
     numbers = layer_numbers(cache.layers)
-    fig, axes = plt.subplots(2, len(idx), figsize=(2.2 * len(idx), 4.8), squeeze=False)
-    for col, li in enumerate(idx):
-        heat = cache.cls_map(sample, li, None, head_fusion)
-        render.show_heatmap(axes[0, col], heat, title=f"layer {numbers[li]}", **_cmap(cmap))
-        render.show_overlay(axes[1, col], image, heat, title=f"layer {numbers[li]} overlay", **_cmap(cmap))
-    fig.suptitle(
-        f"{name}: CLS attention per layer ({head_fusion} over heads) - {cache.caption(sample)}\n"
-        "each panel scaled from its own minimum to its own maximum",
-        fontsize=10,
+    heats = [cache.cls_map(sample, li, None, head_fusion) for li in idx]
+    return _maps_and_overlays(
+        heats,
+        image,
+        [f"layer {numbers[li]}" for li in idx],
+        f"{name}: CLS attention per layer ({head_fusion} over heads) - {cache.caption(sample)}",
+        cmap,
+    )
+
+
+def _maps_and_overlays(
+    heats: Sequence[np.ndarray], image: np.ndarray, titles: Sequence[str], suptitle: str, cmap: str
+) -> Figure:
+    """Two rows: the raw maps ``[h, w]`` (each with its own colorbar of raw values) and their overlays on
+    ``image`` (each normalised over itself; one shared colorbar below the grid says so)."""
+    maps = [render.Panel(heatmap=h, kind="heatmap", title=t, cmap=cmap) for h, t in zip(heats, titles)]
+    overlays = [render.Panel(image=image, heatmap=h, title=f"{t} overlay", cmap=cmap) for h, t in zip(heats, titles)]
+    fig = render.figure_grid(
+        [maps, overlays],
+        titles=["attention (raw)", "overlay"],
+        figsize=(2.4 * len(heats) + 0.6, 5.6),
+        suptitle=f"{suptitle}\ntop: raw values; bottom: each map scaled from its own minimum to its own maximum",
     )
     return fig
 
@@ -92,18 +100,14 @@ def heads_figure(
     ``cache.layers``, negative from the end): the maps on top, their overlays on ``image`` below."""
     li = layer % len(cache.layers)
     hs = list(heads) if heads is not None else list(range(cache.num_heads))
-    fig, axes = plt.subplots(2, len(hs), figsize=(2.4 * len(hs), 5), squeeze=False)
-    for col, h in enumerate(hs):
-        heat = cache.cls_map(sample, li, h)
-        render.show_heatmap(axes[0, col], heat, title=f"head {h}", **_cmap(cmap))
-        render.show_overlay(axes[1, col], image, heat, title=f"head {h} overlay", **_cmap(cmap))
     number = layer_numbers(cache.layers)[li]
-    fig.suptitle(
-        f"{name}: CLS attention of each head in layer {number} - {cache.caption(sample)}\n"
-        "each panel scaled from its own minimum to its own maximum",
-        fontsize=10,
+    return _maps_and_overlays(
+        [cache.cls_map(sample, li, h) for h in hs],
+        image,
+        [f"head {h}" for h in hs],
+        f"{name}: CLS attention of each head in layer {number} - {cache.caption(sample)}",
+        cmap,
     )
-    return fig
 
 
 def layer_evolution_figure(
@@ -119,7 +123,7 @@ def layer_evolution_figure(
     n, numbers = len(cache.layers), layer_numbers(cache.layers)
 
     def over(heat: np.ndarray, title: str) -> render.Panel:
-        return render.Panel(image=image, heatmap=heat, title=title, **_cmap(cmap))
+        return render.Panel(image=image, heatmap=heat, title=title, cmap=cmap)
 
     first = [render.Panel(image=image, kind="image", title="input")]
     evolution = [over(cache.cls_map(sample, li, None, head_fusion), f"layer {numbers[li]}") for li in range(n)]

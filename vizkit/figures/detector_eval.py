@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 
 from .. import render
-from .layer_comparison import COMBINED, draw_mask_outline, layer_label
+from .layer_comparison import COMBINED, layer_label
 
 __all__ = ["score_distribution_figure", "worst_mistakes_figure"]
 
 
 def score_distribution_figure(preds: pd.DataFrame) -> plt.Figure:
     """Seaborn step histogram (25 bins over [0, 1], counts) of the fake probability ``prob`` per
-    true class (``label`` 0 real, 1 fake), the 0.5 threshold dashed."""
+    true class (``label`` 0 real, 1 fake), the 0.5 threshold dashed and labelled."""
     import seaborn as sns
 
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
@@ -42,7 +42,8 @@ def score_distribution_figure(preds: pd.DataFrame) -> plt.Figure:
         ax=ax,
     )
     ax.axvline(0.5, color="grey", ls="--", lw=1)
-    ax.set_xlabel("fake probability")
+    ax.text(0.51, 0.97, "threshold 0.5", transform=ax.get_xaxis_transform(), va="top", fontsize="small", color="grey")
+    ax.set_xlabel("fake probability (predicted fake at or above the threshold)")
     ax.set_title("score distribution per true class")
     fig.tight_layout()
     return fig
@@ -91,8 +92,9 @@ def worst_mistakes_figure(
         title = f"#{i} {class_names[int(row['label'])]}->{class_names[int(row['pred'])]}\np(fake) = {row['prob']:.2f}"
         if not np.asarray(heat).any():
             title += " (map all zero)"
-        render.Panel(image=display, heatmap=heat, title=title).draw(ax)
-        draw_mask_outline(ax, mask(i, display.shape[0]) if mask is not None else None)
+        render.Panel(image=display, heatmap=heat, title=title).draw(ax, colorbar=False)
+        render.draw_outline(ax, mask(i, display.shape[0]) if mask is not None else None)
+    render.shared_colorbar(axes.flat[: len(wrong)])
     where = layer_label(shown) if shown is not None else "layers combined"
     lines = [f"worst mistakes: {method} at {where}" + (f" ({why})" if why else "")]
     lines.append("most confident wrong predictions; each map scaled to its own [0, 1]; cyan: manipulated region")

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import render
 
-__all__ = ["comparison_figure", "layer_label", "draw_mask_outline", "COMBINED"]
+__all__ = ["comparison_figure", "layer_label", "COMBINED"]
 
 #: the name of the layers-combined map in a run's tables
 COMBINED = "all layers"
@@ -37,17 +37,6 @@ def layer_label(name: str) -> str:
         return "layers combined"
     found = _BLOCK.search(name)
     return f"layer {found.group(1)}" if found else name
-
-
-def draw_mask_outline(ax: plt.Axes, mask: np.ndarray | None) -> None:
-    """Outline the manipulation ``mask`` (``H x W``, bool or 0/1, at the panel's pixel size) on
-    ``ax`` (:func:`vizkit.render.draw_outline`); nothing for None or an empty mask."""
-    if mask is None:
-        return
-    m = np.asarray(mask, dtype=float)
-    if m.ndim != 2 or not m.any():
-        return
-    render.draw_outline(ax, m)
 
 
 def comparison_figure(
@@ -82,10 +71,15 @@ def comparison_figure(
     if len(maps) > 1 and (best == COMBINED or (best is None and scores is None)):
         combined = render.combined_map(list(maps.values()), display.shape[0])
         panels.append(render.Panel(image=display, heatmap=combined, title=label(COMBINED, combined)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.7 * len(panels), 3.5), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.7 * len(panels), 4.0), squeeze=False, layout="constrained")
     for ax, panel in zip(axes[0], panels):
-        panel.draw(ax)
-        draw_mask_outline(ax, mask)
-    note = "each map scaled to its own [0, 1]" + ("; cyan: the manipulated region" if mask is not None else "")
+        panel.draw(ax, colorbar=False)
+        render.draw_outline(ax, mask)
+    render.shared_colorbar(axes[0, 1:])
+    note = "each map scaled to its own [0, 1]"
+    if scores:
+        note += f"; {score_name}: this run's score of the layer over the test set"
+    if mask is not None and np.asarray(mask).any():
+        note += "; cyan: the manipulated region"
     fig.suptitle(f"{method}: {title}\n{note}", fontsize="medium")
     return fig

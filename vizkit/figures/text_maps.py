@@ -1,7 +1,7 @@
 """Figures of an image's maps toward texts (an image-text model such as CLIP, explained toward
 each text): one text's map beside the probability of every text (:func:`text_target_figure`), and
 every text's map side by side on one shared colour scale (:func:`text_maps_figure`). Where a
-ground-truth mask of the named object exists, its outline is drawn (:func:`draw_outline`).
+ground-truth mask of the named object exists, its outline is drawn (:func:`vizkit.render.draw_outline`).
 
 Example::
 
@@ -15,20 +15,11 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .. import render
 
-__all__ = ["draw_outline", "text_target_figure", "text_maps_figure"]
-
-
-def draw_outline(ax: Axes, mask: np.ndarray, shape: tuple[int, int] | None = None) -> None:
-    """Outline a boolean ``mask`` ``[h, w]`` on ``ax`` (:func:`vizkit.render.draw_outline`, stretched over an
-    image of ``shape`` ``(H, W)`` when given); nothing for an empty mask."""
-    m = np.asarray(mask).astype(np.float32)
-    if m.any():
-        render.draw_outline(ax, m, shape=tuple(shape) if shape is not None else None)
+__all__ = ["text_target_figure", "text_maps_figure"]
 
 
 def text_target_figure(
@@ -46,16 +37,17 @@ def text_target_figure(
     overlay, and a bar of the probability of each text in ``names`` (``probs`` ``[T]``; bar
     ``target`` highlighted); ``title`` above them. ``mask``: the target object's ground truth, outlined
     on the first three panels."""
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2), gridspec_kw={"width_ratios": [1, 1, 1, 1.5]})
+    fig, axes = plt.subplots(
+        1, 4, figsize=(15, 4.4), gridspec_kw={"width_ratios": [1, 1, 1, 1.5]}, layout="constrained"
+    )
     render.show_overlay(axes[0], display, heatmap, title="image", alpha=0.0, colorbar=False)
     render.show_heatmap(axes[1], heatmap, title=f"{method} heatmap")
     render.show_overlay(axes[2], display, heatmap, title="overlay")
     if mask is not None:
         for ax in axes[:3]:
-            draw_outline(ax, mask, np.asarray(heatmap).shape)
+            render.draw_outline(ax, mask, shape=np.asarray(heatmap).shape)
     render.bar_chart(axes[3], list(names), list(probs), highlight=target, title="probability per text")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -93,6 +85,6 @@ def text_maps_figure(
     for k, ax in enumerate(axes[1:]):
         ax.images[0].set_clim(0.0, 1.0)
         if masks is not None and masks[k] is not None:
-            draw_outline(ax, masks[k], maps.shape[1:])
+            render.draw_outline(ax, masks[k], shape=tuple(maps.shape[1:]))
     fig.colorbar(axes[1].images[0], ax=fig.axes, shrink=0.6, label="map value (shared scale)")
     return fig

@@ -37,7 +37,6 @@ from ..state import model_device
 
 __all__ = [
     "ImageResult",
-    "draw_mask_outline",
     "where_they_differ",
     "class_figure",
     "comparison_figure",
@@ -114,18 +113,6 @@ class ImageResult:
         }
 
 
-def draw_mask_outline(fig: plt.Figure, mask: np.ndarray | None) -> plt.Figure:
-    """Outline ``mask`` ``[h, w]`` (the manipulated region) on every image panel of ``fig``
-    (:func:`vizkit.render.draw_outline`, stretched over an image of another size); nothing when ``mask``
-    is None or empty."""
-    if mask is None or not np.asarray(mask).any():
-        return fig
-    for ax in render.panel_axes(fig):
-        if ax.images:
-            render.draw_outline(ax, np.asarray(mask, dtype=np.float32), shape=ax.images[0].get_array().shape[:2])
-    return fig
-
-
 def class_figure(res: ImageResult, which: str) -> plt.Figure:
     """``{stem}_{real|fake}_attention.png``: the image, the class map and its overlay."""
     heat = res.real if which == "real" else res.fake
@@ -134,7 +121,7 @@ def class_figure(res: ImageResult, which: str) -> plt.Figure:
         f"{res.stem}: {which} class, p = {res.probs[k]:.3f} (predicted {res.class_names[res.predicted]}); "
         f"{res.aggregation} over {len(res.layers)} layer(s), heads {res.head_fusion}"
     )
-    return draw_mask_outline(class_map_figure(res.image, heat, f"{which}-class attention", title), res.mask)
+    return render.outline_panels(class_map_figure(res.image, heat, f"{which}-class attention", title), res.mask)
 
 
 def comparison_figure(res: ImageResult) -> plt.Figure:
@@ -147,7 +134,7 @@ def comparison_figure(res: ImageResult) -> plt.Figure:
         (f"real class (p={res.probs[0]:.3f})", f"fake class (p={res.probs[-1]:.3f})"),
         f"{res.stem}: top-20 % IoU {n['top20_iou']:.2f}, mean overlap {n['overlap_mean']:.3f}\n{res.sentence}",
     )
-    return draw_mask_outline(fig, res.mask)
+    return render.outline_panels(fig, res.mask)
 
 
 def layers_figure(
@@ -174,7 +161,7 @@ def layers_figure(
     title = f"{stem}: layer modes ({result.aggregation}, heads {result.head_fusion})"
     if same:
         title += "; " + ", ".join(f"{m} = {k} (same blocks)" for m, k in same.items())
-    return draw_mask_outline(map_rows_figure(image, rows, title), mask)
+    return render.outline_panels(map_rows_figure(image, rows, title), mask)
 
 
 def image_result(

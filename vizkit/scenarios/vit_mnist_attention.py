@@ -388,7 +388,7 @@ class AttentionExplorer(Explorer):
     ):
         self.cache, self.head_fusion = cache, head_fusion
         self.numbers = cls_attention.layer_numbers(cache.layers)
-        super().__init__(interactive=interactive, **({} if cmap is None else {"cmap": cmap}))
+        super().__init__(interactive=interactive, cmap=cmap)
 
     def control_specs(self) -> list[Control]:
         """sample, layer (0-based, starting at the last), head (fused or one, 0-based), fusion, view."""

@@ -22,7 +22,7 @@ from ..models.vlm.relevance import TokenRelevance
 from ..positions import IMAGE, Trace
 from ..token_video import head_label, image_share, row_shares
 
-__all__ = ["token_shares", "shares_figure", "write_report"]
+__all__ = ["token_shares", "shares_plot", "shares_figure", "write_report"]
 
 
 def token_shares(trace: Trace, layer: int, head: Any = "mean") -> Any:
@@ -58,26 +58,34 @@ def token_shares(trace: Trace, layer: int, head: Any = "mean") -> Any:
     return pd.DataFrame(out)
 
 
-def shares_figure(frames: Any, path: str | Path) -> Path:
+def shares_plot(frames: Any) -> Any:
     """Seaborn plot over the answer tokens: attention share on image / prompt / earlier answer
-    (top) and the entropy over image patches (bottom), one line style per layer."""
+    (top) and the entropy over image patches (bottom), one line style per layer and head view shown
+    (``frames``' ``layer`` and ``head`` columns, :func:`token_shares`); legends beside the panels."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    frames = frames.assign(view=[f"layer {la}, {hd}" for la, hd in zip(frames["layer"], frames["head"])])
+    long = frames.melt(
+        id_vars=["view", "token"], value_vars=["image", "prompt", "answer"], var_name="on", value_name="share"
+    )
+    fig, (a, b) = plt.subplots(2, 1, figsize=(9.5, 5.5), sharex=True, layout="constrained")
+    sns.lineplot(data=long, x="token", y="share", hue="on", style="view", ax=a)
+    a.set_ylabel("attention share")
+    a.set_ylim(-0.03, 1.03)  # a share of exactly 0 or 1 stays visible off the frame
+    sns.lineplot(data=frames, x="token", y="image_entropy", style="view", ax=b, color="k")
+    b.set_ylabel("entropy over image\npatches (nats)")
+    b.set_xlabel("answer token")
+    for ax in (a, b):
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title=None)
+    return fig
+
+
+def shares_figure(frames: Any, path: str | Path) -> Path:
+    """:func:`shares_plot` of ``frames`` saved (atomically) to ``path``."""
     from ..render import save_figure
 
-    long = frames.melt(
-        id_vars=["layer", "token"], value_vars=["image", "prompt", "answer"], var_name="on", value_name="share"
-    )
-    fig, (a, b) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True)
-    sns.lineplot(data=long, x="token", y="share", hue="on", style="layer", ax=a)
-    a.set_ylabel("attention share")
-    a.set_ylim(0, 1)
-    sns.lineplot(data=frames, x="token", y="image_entropy", style="layer", ax=b, color="k")
-    b.set_ylabel("entropy over image patches (nats)")
-    b.set_xlabel("answer token")
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return save_figure(shares_plot(frames), path)
 
 
 def write_report(

@@ -146,8 +146,8 @@ def create_video(
             rel.attention,
             rel.relevance,
             rel.token,
-            f"attention (layer {rel.attention_layer})",
-            f"relevance ({len(rel.layers)} layers)",
+            f"attention (layer {rel.attention_layer}, {head_label(rel.head_fusion)})",
+            f"relevance ({len(rel.layers)} layers, {head_label(rel.head_fusion)})",
         )
         written["relevance_figure"] = save_figure(fig, out / f"relevance_token{rel.token}.png")
         written["relevance"] = save_npz(out / "relevance.npz", rel.arrays())
