@@ -276,23 +276,28 @@ class FrameRenderer:
         return np.asarray(canvas)
 
     def _scale_image(self, width: int = 120) -> Any:
-        """The colour scale drawn at each header's right: "0", the gradient, "max" (text tokens scaled by
-        the largest shown text weight, image cells by the largest image weight); rendered once."""
+        """The colour scale drawn at each header's right: "0", the gradient, "max of text / of image" (text
+        tokens scaled by the largest shown text weight, image cells by the largest image weight, as the label
+        says: a text coloured bright can still hold a share near 0); rendered once."""
         from PIL import Image, ImageDraw
 
-        zero, top = int(self.small.getlength("0")), int(self.small.getlength("max"))
+        zero, top = int(self.small.getlength("0")), int(self.small.getlength(_SCALE_TOP))
         image = Image.new("RGB", (zero + width + top + 12, self.line_h), (255, 255, 255))
         d = ImageDraw.Draw(image)
         d.text((0, 0), "0", fill=(0, 0, 0), font=self.small)
         image.paste(
             Image.fromarray(np.repeat(relevance_rgb(np.linspace(0, 1, width))[None], 12, axis=0)), (zero + 6, 2)
         )
-        d.text((zero + width + 12, 0), "max", fill=(0, 0, 0), font=self.small)
+        d.text((zero + width + 12, 0), _SCALE_TOP, fill=(0, 0, 0), font=self.small)
         return image
 
     def frames(self) -> Iterator[np.ndarray]:
         for j in self.trace.frame_tokens:
             yield self.frame(j)
+
+
+_SCALE_TOP = "max of text / of image"
+"""The top label of the frames' colour scale: text and image are each scaled to their own largest weight."""
 
 
 def ffmpeg_problem() -> str | None:

@@ -11,7 +11,7 @@ from pytorch_grad_cam import GradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 import vizkit
-from vizkit import cli
+from vizkit import cli, render
 from vizkit.batch import RUN_FILES
 from vizkit.errors import InputError, TargetError
 from vizkit.models.clip import adapt_clip
@@ -189,6 +189,14 @@ def test_outputs_and_sidecar(rn_adapter, image, tmp_path):
     assert side["layers"] == ["visual.layer4"] and side["method"] == "gradcam"
     assert side["target_name"] == ["n1", "n2"][side["target"]] and side["score"] == "similarity"
     assert Image.open(paths["overlay"]).size == (224, 224)  # the 64-px scene upsampled for legibility
+    # with a ground-truth mask: its outline in cyan on the overlay file, at the upsampled size
+    mask = np.zeros((64, 64), bool)
+    mask[20:40, 10:30] = True
+    with_mask = save_result(res, tmp_path / "masked", "m", mask=mask)
+    saved = np.asarray(Image.open(with_mask["overlay"]).convert("RGB"))
+    ring = render.outline_pixels(mask, (224, 224))
+    assert ring.sum() > 0 and (saved[ring] == [0, 255, 255]).all()
+    assert not (np.asarray(Image.open(paths["overlay"]).convert("RGB"))[ring] == [0, 255, 255]).all(-1).all()
 
 
 def test_failed_save_leaves_no_partial_files(rn_adapter, image, tmp_path, monkeypatch):

@@ -180,6 +180,10 @@ def test_zoo_evaluation_files_and_resume(tmp_path, monkeypatch):
     assert sorted(p.name for p in s0.iterdir()) == ["gradcam_comparison.png"] + [
         f"gradcam_encoder.layers.{i}.layer_norm1_sample0.png" for i in range(4)
     ] + ["sample0_metadata.txt"]
+    for k in range(3):  # the per-layer overlay files outline the manipulation mask of a fake, nothing on a real
+        saved = np.asarray(Image.open(tmp_path / "full" / f"sample{k}" / f"gradcam_{m['layers'][-1]}_sample{k}.png"))
+        cyan = int((saved == [0, 255, 255]).all(-1).sum())
+        assert (cyan > 0) == bool(wrong.iloc[k]["label"]), (k, cyan)
     meta = (s0 / "sample0_metadata.txt").read_text().splitlines()
     assert meta[0] == f"True Label: {int(wrong.iloc[0]['label'])} ({'Fake' if wrong.iloc[0]['label'] else 'Real'})"
     assert meta[3] == "Correct: False" and meta[4] == "Dataset: zoo:face_forgery"

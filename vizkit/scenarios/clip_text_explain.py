@@ -234,15 +234,16 @@ def figure(result: ClipGradCAMResult, title: str | None = None, mask: np.ndarray
 def save_result(
     result: ClipGradCAMResult, output_dir: str | os.PathLike, stem: str, mask: np.ndarray | None = None
 ) -> dict[str, Path]:
-    """Write ``<stem>.png`` (full figure; ``mask`` outlined if given), ``<stem>_overlay.png`` (at least
-    :data:`vizkit.render.MIN_SAVED_SIDE` pixels on its short side) and ``<stem>.json``; all or nothing."""
+    """Write ``<stem>.png`` (full figure) and ``<stem>_overlay.png`` (at least
+    :data:`vizkit.render.MIN_SAVED_SIDE` pixels on its short side), each with ``mask`` outlined if given, and
+    ``<stem>.json``; all or nothing."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"figure": out / f"{stem}.png", "overlay": out / f"{stem}_overlay.png", "sidecar": out / f"{stem}.json"}
     written: list[Path] = []
     try:
         written.append(render.save_figure(figure(result, mask=mask), paths["figure"]))
-        written.append(render.save_overlay(result.display, result.heatmap, paths["overlay"]))
+        written.append(render.save_overlay(result.display, result.heatmap, paths["overlay"], mask=mask))
         write_json(paths["sidecar"], result.sidecar())
     except BaseException:
         for p in written:

@@ -100,7 +100,7 @@ def _save_sample(
     folder = run / f"sample{i}"
     meta = folder / f"sample{i}_metadata.txt"
     for layer, m in maps.items():
-        render.save_overlay(display, m, folder / f"gradcam_{layer}_sample{i}.png")
+        render.save_overlay(display, m, folder / f"gradcam_{layer}_sample{i}.png", mask=mask)
     title = f"sample{i} (#{int(row['index'])}): {sample_title(row)}"
     fig = comparison_figure(display, maps, title, method, scores=scores or None, mask=mask)
     render.save_figure(fig, folder / "gradcam_comparison.png")
