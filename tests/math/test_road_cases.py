@@ -141,3 +141,69 @@ def test_random_map_baseline_of_a_metric_returning_a_dict():
     assert set(got) == {"top", "sum"}
     assert torch.allclose(got["top"], (a.flatten(1).amax(1) + b.flatten(1).amax(1)) / 2)
     assert torch.allclose(got["sum"], (a.flatten(1).sum(1) + b.flatten(1).sum(1)) / 2)
+
+
+def test_road_argument_checks_and_defaults_a_mutation_run_found_untested():
+    x, maps = _case()
+    with pytest.raises(InputError, match="orders must be a non-empty subset"):
+        road_curves(Mean(), x, maps, 0, orders=("morf", "mof"))
+    # percentile 0 is allowed (it removes every pixel) and equals imputing the whole image
+    zero = road_curves(Mean(), x, maps, 0, percentiles=[0], noise=0.0)
+    assert zero["morf"].shape == (2, 1)
+    # road_curves' defaults: noise 0.01, seed 0, batch_size 16 (a one-image batch: 18 images in chunks of 16)
+    seen = []
+
+    class Counting(Mean):
+        def forward(self, t):
+            seen.append(t.shape[0])
+            return super().forward(t)
+
+    default = road_curves(Counting(), x[:1], maps[:1], 0)
+    assert seen == [1, 16, 2]
+    explicit = road_curves(Mean(), x[:1], maps[:1], 0, noise=0.01, seed=0, batch_size=16)
+    for order in ("morf", "lerf"):
+        torch.testing.assert_close(default[order], explicit[order], rtol=0, atol=1e-6)
+    seen.clear()
+    road(Counting(), x[:1], maps[:1], 0)  # road's own default batch_size is 16 too
+    assert seen == [1, 16, 2]
+
+
+def test_road_passes_tol_and_channels_last_on():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 8, 8, generator=g, dtype=torch.float64)
+    maps = torch.rand(2, 8, 8, generator=g, dtype=torch.float64)
+    formats = []
+
+    class Recording(nn.Module):
+        """Logit 0 = a fixed weighted sum of the pixels; records whether each batch came channels-last."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+        def forward(self, t):
+            formats.append(t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous())
+            s = (t * self.w).sum((1, 2, 3))
+            return torch.stack([s, -s], 1)
+
+    kw = dict(percentiles=[30, 70], noise=0.0)
+    loose = road(Recording(), x, maps, 0, tol=0.5, **kw)
+    curves = road_curves(Recording(), x, maps, 0, tol=0.5, **kw)
+    torch.testing.assert_close(loose, ((curves["lerf"] - curves["morf"]) / 2).mean(1))
+    tight = road(Recording(), x, maps, 0, tol=1e-10, **kw)
+    assert (loose - tight).abs().max() > 1e-6  # tol reaches the solver: a loose one stops early
+    assert not any(formats)
+    formats.clear()
+    cl = road(Recording(), x, maps, 0, channels_last=True, tol=1e-10, **kw)
+    assert formats and all(formats)  # every forward, the unperturbed one included
+    torch.testing.assert_close(cl, tight)
+
+
+def test_confidence_change_list_targets_and_random_baseline_input_check():
+    x, maps = _case()  # 2 images, 1 channel, 3 classes: a list of targets is one per image
+    w = torch.full((2, 4, 4), 0.5)
+    per_image = confidence_change(Mean(), x, w, [0, 1])
+    assert per_image.drop.tolist() == [pytest.approx(0.25), 0.0]  # image 0 by class 0: 0.5 -> 0.25
+    assert per_image.increase.tolist() == [0.0, 1.0]  # image 1 by class 1: -0.5 -> -0.25, an increase (0 or 1)
+    with pytest.raises(InputError, match=r"inputs must be a tensor \[B, C, H, W\]"):
+        random_map_baseline(confidence_change, Mean(), x[0], 0)
