@@ -133,6 +133,10 @@ def _overlay(
     return blend.round().clip(0, 255).astype(np.uint8)
 
 
+_SCALE_TOP = "max of text / of image"
+"""The top label of the frames' colour scale: text and image are each scaled to their own largest weight."""
+
+
 class FrameRenderer:
     """The frames of one trace for one ``layer``, ``head`` (``mean`` / ``max`` / index) and
     ``sinks`` choice (``keep``, or ``mask``: the layer's sink positions removed and each row
@@ -294,10 +298,6 @@ class FrameRenderer:
     def frames(self) -> Iterator[np.ndarray]:
         for j in self.trace.frame_tokens:
             yield self.frame(j)
-
-
-_SCALE_TOP = "max of text / of image"
-"""The top label of the frames' colour scale: text and image are each scaled to their own largest weight."""
 
 
 def ffmpeg_problem() -> str | None:

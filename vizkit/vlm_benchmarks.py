@@ -1,7 +1,7 @@
 """Reason-RFT style VLM benchmarks (seed 004): a JSON list of ``{id, image, problem, solution}``
 whose image paths are relative to an image folder; :func:`load_sample` reads one entry and its
-images with one clear error per problem; :func:`sample_indices` reads a selection of samples (``--sample_idx``);
-:func:`default_benchmark` is the zoo's ``tiny_vlm`` one.
+images with one clear error per problem; :func:`sample_indices` reads a selection of samples
+(``--sample_idx``). The zoo's ``tiny_vlm`` benchmark is :func:`vizkit.zoo.common.default_benchmark`.
 """
 
 from __future__ import annotations
@@ -13,15 +13,7 @@ import numpy as np
 
 from .errors import InputError, ParameterError
 
-__all__ = ["default_benchmark", "load_sample", "sample_indices"]
-
-
-def default_benchmark() -> tuple[Path, Path]:
-    """The zoo's ``tiny_vlm`` sample benchmark: ``(json, image folder)``."""
-    from .zoo.common import zoo_dir
-
-    folder = zoo_dir("tiny_vlm") / "benchmark"
-    return folder / "sample.json", folder
+__all__ = ["load_sample", "sample_indices"]
 
 
 def load_sample(

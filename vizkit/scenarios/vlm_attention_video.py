@@ -49,8 +49,9 @@ from ..models.vlm.relevance import answer_relevance
 from ..models.vlm.trace import DEFAULT_START_PHRASE, check_head, resolve_layers, trace_sample
 from ..positions import SINK_MODES, PositionMap, Trace
 from ..token_video import FrameRenderer, contact_sheet, head_label, image_share, layer_label
-from ..vlm_benchmarks import default_benchmark, load_sample, sample_indices
+from ..vlm_benchmarks import load_sample, sample_indices
 from ..widgets import Control, Explorer, FrameView
+from ..zoo.common import default_benchmark
 from .vlm_ground_truth import (
     choose_heads,
     explain_answer_attention,

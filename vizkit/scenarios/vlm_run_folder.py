@@ -8,7 +8,8 @@ Example::
 
     from vizkit.models.vlm import load_vlm
     from vizkit.scenarios.vlm_run_folder import create_video
-    from vizkit.vlm_benchmarks import default_benchmark, load_sample
+    from vizkit.vlm_benchmarks import load_sample
+    from vizkit.zoo.common import default_benchmark
     sample, images, notes = load_sample(*default_benchmark(), 0, 2)
     res = create_video(load_vlm(None), sample, images, layers=[1], output_dir="runs/vlm")
     res["outputs"]["video_layer1"], res["shares"]          # the mp4, one row per answer token
@@ -27,7 +28,7 @@ from ..models.vlm.relevance import answer_relevance
 from ..models.vlm.trace import DEFAULT_START_PHRASE, check_head, resolve_layers, trace_sample
 from ..positions import SINK_MODES
 from ..token_video import head_label, relevance_figure, write_layer_videos
-from ..vlm_benchmarks import default_benchmark
+from ..zoo.common import default_benchmark
 from .vlm_ground_truth import ground_truth_table
 from .vlm_report import token_shares, write_report
 

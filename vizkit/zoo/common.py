@@ -20,6 +20,12 @@ def zoo_dir(name: str, root: Path | None = None) -> Path:
     return (root or data_root() / "zoo") / name
 
 
+def default_benchmark() -> tuple[Path, Path]:
+    """The zoo's ``tiny_vlm`` sample benchmark (read by :mod:`vizkit.vlm_benchmarks`): ``(json, image folder)``."""
+    folder = zoo_dir("tiny_vlm") / "benchmark"
+    return folder / "sample.json", folder
+
+
 @dataclass
 class Sample:
     """One zoo data sample. ``image`` is HxWx3 (or HxW for grey) uint8.
