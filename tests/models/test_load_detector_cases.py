@@ -494,3 +494,23 @@ def test_deepfakebench_xception_every_field_and_p_fake(tmp_path, image_file):
         load_detector(
             _yaml(tmp_path / "m.yaml", backbone_config={"mode": "shallow_xception"}), tmp_path / "ckpt_best.pth"
         )
+
+
+def test_detector_inputs_stack_preprocessed_images_on_the_model_device(image_file):
+    model = _clip_detector()
+    seen = []
+
+    def preprocess(image):
+        seen.append(image)
+        return torch.as_tensor(image, dtype=torch.float32).permute(2, 0, 1) / 255
+
+    det = Detector(model, preprocess, read_image_opencv, ["real", "fake"], 32, "mem", "test", "none")
+    a = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
+    b = 255 - a
+    x = det.inputs([a, b])
+    assert [id(i) for i in seen] == [id(a), id(b)]  # every image, in order, through the pipeline
+    assert x.shape == (2, 3, 4, 4) and x.device.type == "cpu"
+    assert torch.equal(x[1], torch.as_tensor(b).permute(2, 0, 1).float() / 255)
+    # .to moves the model and returns the detector; inputs then land on that device (meta stands in for a GPU)
+    assert det.to("meta") is det and next(model.parameters()).device.type == "meta"
+    assert det.inputs([a]).device.type == "meta"
