@@ -39,3 +39,22 @@ def test_uniform_attention_scores_the_chance_level():
     chance = uniform_mass_on_mask(cov)
     torch.testing.assert_close(mass_on_mask(torch.full((5, 36), 1 / 36), cov), chance)
     torch.testing.assert_close(chance, pointing_chance(masks))  # 8x8 patches tile the image: the area fraction
+
+
+def test_patch_coverage_grid_bounds_each_side():
+    mask = torch.zeros(1, 4, 6, dtype=torch.bool)
+    mask[0, :2, :3] = True
+    # a one-row or one-column grid is valid
+    assert patch_coverage(mask, (1, 2)).tolist() == [[0.5, 0.0]]
+    assert patch_coverage(mask, (2, 1)).tolist() == [[0.5, 0.0]]
+    assert patch_coverage(mask, (1, 1)).tolist() == [[0.25]]
+    # each condition alone is an error: an empty side, or one side that does not divide
+    for grid in ((0, 2), (2, 0), (3, 2), (2, 4)):
+        with pytest.raises(ValueError, match=rf"a 4x6 mask does not split into a {grid[0]}x{grid[1]} patch grid"):
+            patch_coverage(mask, grid)
+
+
+def test_mass_on_mask_needs_two_dimensional_rows():
+    rows = torch.ones(2, 3, 4)
+    with pytest.raises(ValueError, match=r"must both be \[B, P\]"):
+        mass_on_mask(rows, rows)

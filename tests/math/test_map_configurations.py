@@ -105,3 +105,21 @@ def test_comparison_numbers_of_two_maps():
     assert n["difference_mean"] == pytest.approx((18 * 0.5 - 18) / 36)
     # 2 x 2 cells of b - a (rows 0-2: -0.5 left, -1 right; rows 3-5: 0.5 left, 0 right)
     assert n["difference_by_region"] == [[-0.5, -0.75, -1.0], [0.0, -0.25, -0.5], [0.5, 0.25, 0.0]]
+
+
+def test_sanity_by_config_seed_reaches_the_cascade():
+    torch.manual_seed(0)
+    model = nn.Sequential(OrderedDict(a=nn.Linear(4, 4), b=nn.Linear(4, 4)))
+    x = torch.randn(3, 4)
+
+    def weighted(m):
+        return m(x).detach().reshape(3, 2, 2)
+
+    def last_step(seed):
+        df = randomization_sanity_check(weighted, model, ["b", "a"], seed=seed)
+        return df[df["step"] == 1]["spearman"].mean()
+
+    assert last_step(7) != pytest.approx(last_step(0))
+    assert sanity_by_config(lambda m: {"w": weighted(m)}, model, ["b", "a"], seed=7)["w"] == pytest.approx(last_step(7))
+    # the default seed is 0
+    assert sanity_by_config(lambda m: {"w": weighted(m)}, model, ["b", "a"])["w"] == pytest.approx(last_step(0))
