@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from deepfakebench import random_deepfakebench_xception
 from PIL import Image
 from safetensors.torch import save_file
 from torch import nn
@@ -22,7 +23,13 @@ from vizkit.io import read_image_opencv
 from vizkit.models import ClipDetector
 from vizkit.models.detector import Detector, fake_class_index, real_class_index
 from vizkit.models.load_common import CheckpointError
-from vizkit.models.load_detector import DetectorConfig, load_detector, loaded_detector, read_detector_config
+from vizkit.models.load_detector import (
+    DetectorConfig,
+    load_detector,
+    load_eval_detector,
+    loaded_detector,
+    read_detector_config,
+)
 
 VISION = {
     "hidden_size": 128,
@@ -514,3 +521,32 @@ def test_detector_inputs_stack_preprocessed_images_on_the_model_device(image_fil
     # .to moves the model and returns the detector; inputs then land on that device (meta stands in for a GPU)
     assert det.to("meta") is det and next(model.parameters()).device.type == "meta"
     assert det.inputs([a]).device.type == "meta"
+
+
+def test_load_eval_detector_passes_heads_test_config_and_device_on(tmp_path):
+    torch.save(_clip_detector().state_dict(), tmp_path / "det.pth")
+    base = _yaml(tmp_path / "clip.yaml", model_name="clip")
+    test = _yaml(tmp_path / "test.yaml", mean=[0.25, 0.25, 0.25], seed=9)
+    det = load_eval_detector(base, tmp_path / "det.pth", num_heads=2, test_config=test, device="meta")
+    assert det.meta["vision_config"]["num_attention_heads"] == 2 and det.config == {"seed": 9}
+    assert next(det.model.parameters()).device.type == "meta"
+    x = det.preprocess(np.full((32, 32, 3), 255, dtype=np.uint8))
+    assert torch.allclose(x, torch.full((3, 32, 32), (1 - 0.25) / 0.5))  # the test config's mean, DFB's std
+    det = load_eval_detector(base, tmp_path / "det.pth", num_heads=4)
+    assert det.meta["vision_config"]["num_attention_heads"] == 4 and det.config == {}
+    assert next(det.model.parameters()).device.type == "cpu"
+
+
+def test_deepfakebench_xception_size_device_and_a_file_that_is_not_a_state_dict(tmp_path):
+    torch.save(random_deepfakebench_xception(seed=2), tmp_path / "x.pth")
+    cfg = _yaml(tmp_path / "xception.yaml", model_name="xception")
+    det = load_detector(cfg, tmp_path / "x.pth", device="meta")
+    assert det.size == 256 and det.family == "deepfakebench:xception"  # DeepfakeBench's default resolution
+    assert next(det.model.parameters()).device.type == "meta"
+    assert (
+        load_detector(_yaml(tmp_path / "x299.yaml", model_name="xception", resolution=299), tmp_path / "x.pth").size
+        == 299
+    )
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match=re.escape(f"{tmp_path / 'list.pth'} holds a list, not a state dict")):
+        load_detector(cfg, tmp_path / "list.pth")

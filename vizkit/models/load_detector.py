@@ -66,7 +66,7 @@ ZOO_DETECTORS = ("face_forgery_detector",)
 DEEPFAKEBENCH_DETECTORS = ("clip", "xception")
 DEEPFAKEBENCH_UNSUPPORTED = ("efficientnetb4",)
 #: DeepfakeBench's resolution per detector when no YAML says it (its clip.yaml / xception.yaml)
-_DFB_RESOLUTION = {"xception": 256}
+_DFB_RESOLUTION = 256  # DeepfakeBench's xception.yaml and efficientnetb4.yaml
 
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors")
 _HEAD_FILES = ("head.safetensors", "head.pth", "head.pt", "head.bin")
@@ -177,7 +177,7 @@ def _class_names(n: int, *candidates: Sequence[str] | None) -> list[str]:
 
 
 def _head_from(path: Path, hidden: int) -> nn.Linear:
-    sd = strip_prefixes(load_checkpoint(path), ("module.", "head.", "classifier.", "fc."))
+    sd = strip_prefixes(load_checkpoint(path), ("head.", "classifier.", "fc."))  # load_checkpoint drops "module."
     w, b = sd.get("weight"), sd.get("bias")
     if w is None or w.ndim != 2:
         raise CheckpointError(
@@ -252,12 +252,10 @@ def _hf_detector(directory: Path, head: PathLike | None, cfg: DetectorConfig, de
         model = LinearHeadClassifier(vision, _head_from(existing(head_path, "linear head weights"), hidden))
         names = _class_names(model.head.out_features, cfg.class_names)
     else:
-        id2label = getattr(model.config, "id2label", None) or {}
-        n = int(getattr(model.config, "num_labels", len(id2label)))
+        id2label = model.config.id2label  # a transformers config's num_labels is len(id2label)
+        n = len(id2label)
         default = (
-            [id2label[i] for i in range(n)]
-            if len(id2label) == n and not all(str(v).startswith("LABEL_") for v in id2label.values())
-            else None
+            None if all(str(v).startswith("LABEL_") for v in id2label.values()) else [id2label[i] for i in range(n)]
         )
         names = _class_names(n, cfg.class_names, default)
         native = getattr(model.config, "image_size", None)
@@ -344,7 +342,7 @@ def _deepfakebench_weights(w: Path, cfg: DetectorConfig, num_heads: int | None, 
     name = (cfg.model_name or "").lower()
     if kind is not None:
         model = build_deepfakebench_cnn(sd, model_name=cfg.model_name, backbone_config=cfg.backbone_config, source=w)
-        size = cfg.resolution or _DFB_RESOLUTION.get(kind, 256)
+        size = cfg.resolution or _DFB_RESOLUTION
         return _finish(
             model,
             _dfb_preprocess(cfg, size),
