@@ -492,7 +492,7 @@ def attention(
         with torch.no_grad(), AttentionCapture(layer_list) as cap, GridCapture(embed[1] if embed else None) as gc:
             output = run(x)
         _require_maps(cap, names, model)
-    maps = {n: (cap.maps[n] if cap.maps[n].ndim == 4 else cap.maps[n][:, None]) for n in names}
+    maps = {n: cap.maps[n] for n in names}  # AttentionCapture records [B, H, N, N] only
     layout = _layout(maps, gc.grid, x.shape[-2:])
     return AttentionMaps(
         maps=maps,
@@ -753,8 +753,7 @@ def attention_gradients(
                 scores.append(s.detach())
                 c = getattr(target, "classes", None)
                 classes.append(c.expand(batch) if c is not None and c.ndim == 0 else c)
-    four = {n: (a.detach() if a.ndim == 4 else a.detach()[:, None]) for n, a in zip(names, attns)}
-    grads = [{n: (g if g.ndim == 4 else g[:, None]) for n, g in gd.items()} for gd in grads]
+    four = {n: a.detach() for n, a in zip(names, attns)}  # [B, H, N, N], as their gradients
     if sequence:
         grid, prefix = None, 0
     else:

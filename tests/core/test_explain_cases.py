@@ -174,3 +174,100 @@ def test_keyword_inputs_of_a_token_sequence_model(llama):
 def test_token_layout_of_attention_maps():
     maps = {"b": torch.rand(1, 2, 5, 5, generator=G).softmax(-1)}
     assert AttentionMaps(maps, ["b"], (2, 2), 1).layout == TokenLayout((2, 2), 1)
+
+
+def test_explanation_passes_the_aggregation_on():
+    ag = _ag()
+    raw = {a: ag.relevance(1, "max", None, a) for a in am.AGGREGATIONS}
+    assert not torch.allclose(raw["relevance"], raw["mean"])  # two layers: the aggregations differ
+    for a, r in raw.items():
+        want = r - r.amin()
+        want = want / (want.amax() + min(1e-7, 1e-4 * float(want.amax())))
+        small = torch.nn.functional.interpolate(want[:, None], size=(8, 8), mode="bilinear", align_corners=False)
+        assert torch.allclose(ag.explanation(1, "max", None, a).heatmap, small[:, 0], atol=1e-6), a
+
+
+def test_rollout_layout_of_plain_maps_with_many_prefix_tokens():
+    """25 tokens, 9 of them prefix: a 4 x 4 grid (the whole 5 x 5 square would be the guess without prefix)."""
+    maps = [torch.rand(1, 2, 25, 25, generator=G).softmax(-1) for _ in range(2)]
+    r = am.rollout_matrix(maps, "mean")
+    assert torch.allclose(rollout(maps, prefix_tokens=9), r[:, 0, 9:].reshape(1, 4, 4))
+    assert torch.allclose(rollout(maps, grid=(4, 4), prefix_tokens=9), r[:, 0, 9:].reshape(1, 4, 4))
+
+
+class _OneHead(torch.nn.Module):
+    """Single-head attention written out: an explicit softmax over ``[B, 1, N, N]``."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.qkv = torch.nn.Linear(d, 3 * d)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x)[:, None].chunk(3, -1)
+        return (torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, -1) @ v)[:, 0]
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, d: int):
+        super().__init__()
+        self.attn = _OneHead(d)
+
+    def forward(self, x):
+        return x + self.attn(x)
+
+
+class _LinearPatchViT(torch.nn.Module):
+    """A ViT whose patch embedding is a Linear on unfolded 8 x 8 patches (no strided Conv2d to measure
+    the grid from), a CLS token and two blocks."""
+
+    def __init__(self, d: int = 8):
+        super().__init__()
+        self.embed = torch.nn.Linear(3 * 64, d)
+        self.cls = torch.nn.Parameter(torch.randn(1, 1, d, generator=G))
+        self.blocks = torch.nn.Sequential(_Block(d), _Block(d))
+        self.head = torch.nn.Linear(d, 3)
+
+    def forward(self, x):
+        b = x.shape[0]
+        t = x.unfold(2, 8, 8).unfold(3, 8, 8).permute(0, 2, 3, 1, 4, 5).reshape(b, -1, 3 * 64)
+        t = torch.cat([self.cls.expand(b, -1, -1), self.embed(t)], 1)
+        return self.head(self.blocks(t)[:, 0])
+
+
+def test_grid_from_the_image_shape_without_a_patch_convolution():
+    """16 x 32 px in 8 px patches: 1 + 2 x 4 tokens. Without a measured grid the image's aspect ratio
+    decides (9 tokens would otherwise be a 3 x 3 square)."""
+    torch.manual_seed(0)
+    model = _LinearPatchViT().eval()
+    x = torch.rand(2, 3, 16, 32, generator=G)
+    a = vizkit.attention(model, x)
+    assert (a.grid, a.prefix_tokens, a.layers) == ((2, 4), 1, ["blocks.0", "blocks.1"])
+    assert a.maps["blocks.0"].shape == (2, 1, 9, 9)
+    ag = attention_gradients(model, x, [0])
+    assert (ag.grid, ag.prefix_tokens) == ((2, 4), 1)
+    assert vizkit.gradient_attention(model, x, 0).layer_maps["blocks.1"].shape == (2, 2, 4)
+
+
+def test_grid_measured_on_a_non_square_patch_convolution():
+    """32 x 32 px in 16 x 8 px patches: a 2 x 4 grid that only the patch convolution can tell (the
+    image is square, and 9 tokens would be a 3 x 3 square)."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=(16, 8),
+        embed_dim=16,
+        depth=1,
+        num_heads=2,
+        num_classes=3,
+    ).eval()
+    x = torch.rand(1, 3, 32, 32, generator=G)
+    a = vizkit.attention(model, x)
+    assert (a.grid, a.prefix_tokens) == ((2, 4), 1)
+    ag = attention_gradients(model, x, [0])
+    assert (ag.grid, ag.prefix_tokens) == ((2, 4), 1)
+    want = a.maps["blocks.0"].mean(1)[:, 0, 1:].reshape(1, 2, 4)
+    assert torch.allclose(a.cls_attention("blocks.0"), want)
