@@ -297,3 +297,14 @@ def test_arrays_of_an_empty_trace():
     out = t.arrays()
     assert out["layers"].dtype == np.int64 and out["layers"].shape == (0,)
     assert out["pieces"].dtype.kind == "U" and out["query_positions"].dtype == np.int64
+
+
+def test_top_positions_break_ties_by_position():
+    """Many tied values (numpy's default sort would order ties arbitrarily beyond 16 elements)."""
+    n = 41
+    pm = PositionMap.empty(n, n)
+    t = Trace(np.arange(n), n, [f"p{i}" for i in range(n)], pm, {}, "", "generate", "all", [])
+    values = np.random.default_rng(0).integers(0, 3, n).astype(np.float32)
+    top = [p for p, *_ in t.top_positions(values, k=n)]
+    want = sorted(range(n - 1), key=lambda i: (-values[i], i))
+    assert top == want
