@@ -242,6 +242,7 @@ def test_grid_from_the_image_shape_without_a_patch_convolution():
     x = torch.rand(2, 3, 16, 32, generator=G)
     a = vizkit.attention(model, x)
     assert (a.grid, a.prefix_tokens, a.layers) == ((2, 4), 1, ["blocks.0", "blocks.1"])
+    assert a.image_size == (16, 32)
     assert a.maps["blocks.0"].shape == (2, 1, 9, 9)
     ag = attention_gradients(model, x, [0])
     assert (ag.grid, ag.prefix_tokens) == ((2, 4), 1)

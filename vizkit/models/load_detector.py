@@ -142,7 +142,7 @@ def read_detector_config(path: PathLike, test_config: PathLike | None = None) ->
         raise CheckpointError(f"{p}: every 'std' value must be positive, got {list(cfg.std)}")
     if data.get("pretrained"):
         pre = Path(str(data["pretrained"])).expanduser()  # DeepfakeBench: the backbone's initialisation
-        cfg.pretrained = str(pre if pre.is_absolute() else (p.parent / pre))
+        cfg.pretrained = str(p.parent / pre)  # relative to the YAML; an absolute path stays as it is
     names = data.get("class_names")
     if names is not None:
         if not (isinstance(names, list) and names and all(isinstance(n, (str, int)) for n in names)):

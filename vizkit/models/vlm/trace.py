@@ -145,7 +145,7 @@ def extend_inputs(inputs: dict[str, torch.Tensor], tokens: Sequence[int]) -> dic
     ones, the others (token-type ids) by zeros; image inputs are unchanged."""
     ids = inputs["input_ids"]
     T = int(ids.shape[1])
-    extra = torch.tensor([list(tokens)], dtype=ids.dtype, device=ids.device)
+    extra = torch.tensor([list(tokens)], device=ids.device)  # each input's own dtype below
     full = dict(inputs)
     for key, value in inputs.items():
         if isinstance(value, torch.Tensor) and value.dim() == 2 and value.shape[1] == T:
