@@ -272,3 +272,67 @@ def test_grid_measured_on_a_non_square_patch_convolution():
     assert (ag.grid, ag.prefix_tokens) == ((2, 4), 1)
     want = a.maps["blocks.0"].mean(1)[:, 0, 1:].reshape(1, 2, 4)
     assert torch.allclose(a.cls_attention("blocks.0"), want)
+
+
+def test_a_token_sequence_model_runs_through_the_given_forward(llama):
+    ids = torch.tensor([[3, 5, 7]])
+    calls = []
+
+    def forward(kw):
+        calls.append(sorted(kw))
+        return llama(**kw, use_cache=False)
+
+    ag = attention_gradients(llama, {"input_ids": ids}, [lambda out: out.logits[:, -1, 4]], forward=forward)
+    assert calls == [["input_ids"]]
+    with torch.no_grad():
+        want = llama(input_ids=ids, use_cache=False).logits
+    assert torch.allclose(ag.output, want, atol=1e-5) and torch.allclose(ag.scores[0], want[:, -1, 4], atol=1e-5)
+
+
+class _TwoTowers(torch.nn.Module):
+    """Two lists of transformer blocks, only the first one run: "all" must mean the executed one."""
+
+    def __init__(self):
+        super().__init__()
+        self.vit = timm_vit(depth=2, img_size=32)
+        self.spare = timm_vit(depth=3, img_size=32)
+
+    def forward(self, x):
+        return self.vit(x)
+
+
+def test_predicted_class_output_and_the_executed_block_list():
+    model = _TwoTowers().eval()
+    x = torch.rand(2, 3, 32, 32, generator=G)
+    with torch.no_grad():
+        out = model(x)
+    ag = attention_gradients(model, x, [None, 1])
+    assert ag.layers == ["vit.blocks.0", "vit.blocks.1"] and torch.allclose(ag.output, out, atol=1e-6)
+    assert torch.equal(ag.classes[0], out.argmax(1)) and torch.allclose(ag.scores[0], out.amax(1))
+    assert torch.allclose(ag.scores[1], out[:, 1])
+    a = vizkit.attention(model, x)
+    assert a.layers == ["vit.blocks.0", "vit.blocks.1"] and torch.allclose(a.output, out, atol=1e-6)
+
+
+class _ThreeDSoftmax(torch.nn.Module):
+    """Attention whose softmax runs on [B, N, N] (3-D): nothing vizkit can capture."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.qkv = torch.nn.Linear(d, 3 * d)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).chunk(3, -1)
+        return torch.softmax(q @ k.transpose(-1, -2), -1) @ v
+
+
+def test_a_container_of_blocks_whose_attention_cannot_be_seen():
+    model = _LinearPatchViT()
+    for block in model.blocks:
+        block.attn = _ThreeDSoftmax(8)
+    x = torch.rand(1, 3, 16, 16, generator=G)
+    # "blocks" holds attention modules (it is no Linear or the like): the message says nothing was computed
+    with pytest.raises(vizkit.CaptureError, match=r"no attention probabilities were computed inside blocks\. "):
+        vizkit.attention(model, x, layers=["blocks"])
+    with pytest.raises(vizkit.CaptureError, match=r"'head' is a Linear, 'embed' is a Linear, not an attention"):
+        vizkit.attention(model, x, layers=["head", "embed"])
