@@ -6,13 +6,13 @@ the evaluation and skipped, not fatal here.
 Example::
 
     from vizkit.datasets import resolve_dataset
-    ds = resolve_dataset("zoo:face_forgery", max_samples=10)    # or a folder, a CSV, a DeepfakeBench JSON / NAME
+    ds = resolve_dataset("faces/", max_samples=10)              # a folder, a CSV, a DeepfakeBench JSON / NAME
     ds.image(0), ds.items[0].label, ds.mask(1)                  # uint8 HxWx3, 0/1, bool HxW or None
 
 :func:`resolve_dataset` accepts
 
-- ``zoo:face_forgery`` (default): the zoo detector's test split (600 faces; the 300 fakes have
-  manipulation masks);
+- a name of ``named``, the test sets the caller holds in memory (the scenarios pass the zoo's:
+  ``zoo:face_forgery``, the zoo detector's test split, :mod:`vizkit.zoo.test_faces`);
 - a folder with ``real/`` and ``fake/`` subfolders (images found recursively; an image in a
   sub-subfolder ``fake/<video>/frame.png`` belongs to video ``fake/<video>``);
 - a CSV file with columns ``path``, ``label`` and optionally ``video`` and ``mask`` (paths
@@ -68,22 +68,17 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, VizkitError
-from .io import IMAGE_SUFFIXES, image_files, load_image, read_json, unique_stems
+from .io import IMAGE_SUFFIXES, load_image, read_json
 
 __all__ = [
     "Item",
     "EvalDataset",
     "resolve_dataset",
     "parse_label",
-    "ZOO_DATASET",
     "read_list",
     "read_deepfakebench_json",
-    "images_or_test_faces",
 ]
 
-#: the name of the zoo detector's test faces (``--test_dataset`` default of ``vizkit evaluate``)
-ZOO_DATASET = "zoo:face_forgery"
-_ZOO_ALIASES = ("zoo:face_forgery", "zoo:face_forgery_detector", "zoo", "face_forgery")
 _REAL_WORDS = ("0", "real", "genuine", "pristine")
 _FAKE_WORDS = ("1", "fake", "forged", "manipulated")
 _C40 = "_c40"
@@ -94,7 +89,7 @@ ImageReader = Callable[[str], np.ndarray]
 
 @dataclass
 class Item:
-    """One test image: where it is (a path, or ``zoo:face_forgery/test/<i>``), its label, the
+    """One test image: where it is (a path, or ``<test set>/<split>/<i>`` for one held in memory), its label, the
     video it belongs to (or None) and its manipulation mask file (or None)."""
 
     path: str
@@ -106,20 +101,22 @@ class Item:
 @dataclass
 class EvalDataset:
     """A resolved test set: ``name`` (the metadata's ``Dataset:``), ``items``, ``source`` (where it
-    was read from). ``has_masks``: at least one fake has a manipulation mask."""
+    was read from). ``samples``: for a test set held in memory, one object per item with ``image``
+    (uint8 HxWx3), ``label`` and ``mask`` (bool HxW or None), in the order of ``items``.
+    ``has_masks``: at least one fake has a manipulation mask."""
 
     name: str
     items: list[Item]
     source: str
-    zoo_samples: list[Any] | None = field(default=None, repr=False)
+    samples: list[Any] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.items)
 
     @property
     def has_masks(self) -> bool:
-        if self.zoo_samples is not None:
-            return any(s.label == 1 and s.mask is not None and s.mask.any() for s in self.zoo_samples)
+        if self.samples is not None:
+            return any(s.label == 1 and s.mask is not None and s.mask.any() for s in self.samples)
         return any(it.mask for it in self.items)
 
     @property
@@ -131,11 +128,11 @@ class EvalDataset:
 
         ``reader``: a callable ``path -> uint8 H x W x 3 RGB array`` (e.g. an OpenCV reader, as
         DeepfakeBench's ``load_rgb`` uses); None reads with :func:`vizkit.io.load_image` (PIL).
-        Zoo samples are in memory and ignore ``reader``. An unreadable file, a reader that raises
+        Samples held in memory ignore ``reader``. An unreadable file, a reader that raises
         or returns anything but a uint8 ``H x W x 3`` array, raises :class:`InputError` naming the
         path (the evaluation reports it per image)."""
-        if self.zoo_samples is not None:
-            return np.asarray(self.zoo_samples[index].image, dtype=np.uint8)
+        if self.samples is not None:
+            return np.asarray(self.samples[index].image, dtype=np.uint8)
         path = self.items[index].path
         if reader is None:
             return np.array(load_image(path), dtype=np.uint8)
@@ -174,8 +171,8 @@ class EvalDataset:
     def mask(self, index: int, size: tuple[int, int] | None = None) -> np.ndarray | None:
         """Item ``index``'s manipulation mask (bool ``H x W``, pixels > 127 of the grey image), or
         None; ``size`` = (H, W) resizes it (nearest). An unreadable mask file counts as no mask."""
-        if self.zoo_samples is not None:
-            m = self.zoo_samples[index].mask
+        if self.samples is not None:
+            m = self.samples[index].mask
             m = None if m is None else np.asarray(m, dtype=bool)
         else:
             path = self.items[index].mask
@@ -199,7 +196,7 @@ class EvalDataset:
             self.name,
             self.items[:count],
             f"{self.source} (first {count})",
-            self.zoo_samples[:count] if self.zoo_samples is not None else None,
+            self.samples[:count] if self.samples is not None else None,
         )
 
 
@@ -217,35 +214,6 @@ def parse_label(value: Any, where: str) -> int:
     if text in _FAKE_WORDS:
         return 1
     raise InputError(f"{where}: label {value!r} is not 0/1/real/fake")
-
-
-def _zoo() -> EvalDataset:
-    from . import zoo
-
-    samples = zoo.dataset("face_forgery_detector", "test")
-    items = [Item(f"{ZOO_DATASET}/test/{i:04d}", int(s.label), None, None) for i, s in enumerate(samples)]
-    return EvalDataset(ZOO_DATASET, items, "the zoo's face_forgery_detector test split", zoo_samples=samples)
-
-
-def images_or_test_faces(images: Any, num_images: int, seed: int = 0) -> tuple[list[Any], list[str], list[Any]]:
-    """``(images, names, samples)``: the user's files (a path, a folder or a list of them, by
-    :func:`vizkit.io.image_files`; names their unique stems, samples None) or, when ``images`` is
-    empty, ``num_images`` faces of the zoo detector's test split alternating fake and real, each
-    kind in the order of a permutation seeded by ``seed`` (samples carry labels and masks; names
-    ``fake_<index>`` / ``real_<index>``)."""
-    if images:
-        files = image_files([images] if isinstance(images, (str, os.PathLike)) else list(images))
-        return list(files), unique_stems(files), [None] * len(files)
-    from . import zoo
-
-    test = zoo.dataset("face_forgery_detector", "test")
-    reals = [s for s in test if s.label == 0]
-    fakes = [s for s in test if s.label == 1]
-    rng = np.random.default_rng(seed)
-    ri, fi = rng.permutation(len(reals)), rng.permutation(len(fakes))
-    chosen = [(fakes[fi[k // 2]] if k % 2 == 0 else reals[ri[k // 2]]) for k in range(num_images)]
-    names = [f"{'fake' if s.label else 'real'}_{s.meta.get('index', k)}" for k, s in enumerate(chosen)]
-    return [s.image for s in chosen], unique_stems(names), chosen
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -546,21 +514,30 @@ def resolve_dataset(
     config: Mapping[str, Any] | None = None,
     max_samples: int | None = None,
     root: str | os.PathLike | None = None,
+    *,
+    named: Mapping[str, Callable[[], EvalDataset]] | None = None,
 ) -> EvalDataset:
     """The test set named by ``spec`` (see the module docstring), its first ``max_samples`` items
     (all when None or 0).
 
-    ``spec``: None / ``zoo:face_forgery``, a folder, a CSV / JSON file (a path, relative to the
-    working directory), or a DeepfakeBench dataset NAME. ``config``: the detector YAML's extra keys
-    (``dataset_json_folder``, ``rgb_dir``, ``label_dict``, ``compression``, ``frame_num``); they
-    apply to a DeepfakeBench JSON given by path as well as by NAME. ``root``: DeepfakeBench's root,
-    against which a relative ``dataset_json_folder`` / ``rgb_dir`` and ``.``-frame paths are read
-    (None: the working directory at call time). A NAME is looked up as
-    ``<dataset_json_folder>/<NAME>.json``; for ``<base>_c40`` without its own JSON, ``<base>.json``
+    ``spec``: a name of ``named`` (``{name: function returning the test set}``), a folder, a CSV /
+    JSON file (a path, relative to the working directory), or a DeepfakeBench dataset NAME.
+    ``config``: the detector YAML's extra keys (``dataset_json_folder``, ``rgb_dir``,
+    ``label_dict``, ``compression``, ``frame_num``); they apply to a DeepfakeBench JSON given by
+    path as well as by NAME. ``root``: DeepfakeBench's root, against which a relative
+    ``dataset_json_folder`` / ``rgb_dir`` and ``.``-frame paths are read (None: the working
+    directory at call time). A NAME is looked up as ``<dataset_json_folder>/<NAME>.json``; for
+    ``<base>_c40`` without its own JSON, ``<base>.json``
     (which holds the c40 frames too)."""
-    text = str(spec) if spec not in (None, "") else ZOO_DATASET
-    if text in _ZOO_ALIASES:
-        return _zoo().subset(max_samples)
+    named = dict(named or {})
+    if spec in (None, ""):
+        raise InputError(
+            "no test dataset given: pass a folder with real/ and fake/, a CSV / JSON list, a DeepfakeBench JSON or NAME"
+            + (f", or one of {', '.join(named)}" if named else "")
+        )
+    text = str(spec)
+    if text in named:
+        return named[text]().subset(max_samples)
     p = Path(os.path.expanduser(text))
     if p.is_dir():
         return _folder(p).subset(max_samples)
@@ -584,5 +561,6 @@ def resolve_dataset(
     raise InputError(
         f"test dataset {text!r} resolves to nothing: looked for "
         + "; ".join(looked)
-        + f". Give a folder with real/ and fake/, a CSV / JSON list, a DeepfakeBench JSON, or {ZOO_DATASET}"
+        + ". Give a folder with real/ and fake/, a CSV / JSON list, a DeepfakeBench JSON"
+        + (f", or one of {', '.join(named)}" if named else "")
     )

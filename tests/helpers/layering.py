@@ -250,9 +250,9 @@ VIZKIT_RULES: list[tuple[str, str]] = [
     *_layer("shared", "evaluate", "runs", "batch", "distributed", "distributed.*"),  # runs, sweeps, Dask: no scenario
     *_layer("presentation", "render", "token_video", "report", "notebook", "widgets", "figures", "figures.*"),
     *_layer("models", "models", "models.*"),
+    *_layer("datasets", "datasets", "vlm_benchmarks"),  # test-set readers (DeepfakeBench JSON ...): below the zoo
     *_layer("leaf", "zoo.train", "zoo.train.*", "zoo.__main__"),  # before "zoo.*": first match wins
     *_layer("zoo", "zoo", "zoo.*"),
-    *_layer("datasets", "datasets", "vlm_benchmarks"),  # test-set readers (DeepfakeBench JSON ...): below the scenarios
     *_layer("scenarios", "scenarios", "scenarios.*"),
     *_layer("leaf", "cli", "cli.*", "demo", "__main__", "attention_visualizer", "clip_gradcam", "clip_models"),
 ]
@@ -265,8 +265,8 @@ VIZKIT_ALLOWED: dict[str, frozenset[str]] = {  # each layer may also import itse
     "shared": frozenset({"core", "math", "io", "base"}),
     "presentation": frozenset({"core", "math", "io", "shared", "base"}),
     "models": frozenset({"core", "math", "io", "base"}),
-    "zoo": frozenset({"core", "math", "io", "base", "models"}),
-    "datasets": frozenset({"core", "math", "io", "base", "shared", "models", "zoo"}),
+    "zoo": frozenset({"core", "math", "io", "base", "models", "datasets"}),
+    "datasets": frozenset({"core", "math", "io", "base"}),
     "scenarios": frozenset(_BELOW_SCENARIOS),
     "leaf": frozenset(_BELOW_SCENARIOS | {"scenarios"}),
 }

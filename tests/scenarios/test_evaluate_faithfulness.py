@@ -140,7 +140,7 @@ def test_bad_faithfulness_arguments_fail_before_any_work(tmp_path):
     with pytest.raises(ParameterError, match="needs --gradcam_enabled"):
         dge.run_evaluation(tmp_path / "b", **FAITH, gradcam_enabled=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
-    assert "faithfulness" not in EvalArgs().manifest(dge.resolve_dataset("zoo:face_forgery", {}, 4), [])
+    assert "faithfulness" not in EvalArgs().manifest(dge.resolve_test_set("zoo:face_forgery", {}, 4), [])
 
 
 def test_metric_winners_reads_the_sentence_off_a_hand_made_table():

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vizkit.datasets import ZOO_DATASET, parse_label, resolve_dataset
+from vizkit.datasets import EvalDataset, Item, parse_label, resolve_dataset
 from vizkit.errors import InputError
+from vizkit.zoo.test_faces import FACE_FORGERY, NAMED_TEST_SETS, resolve_test_set
 
 
 def _png(path, value=100, size=16):
@@ -39,8 +40,11 @@ def test_labels():
 
 
 def test_zoo_default_and_subset():
-    ds = resolve_dataset(None, max_samples=10)
-    assert ds.name == ZOO_DATASET and len(ds) == 10 and ds.has_masks and not ds.has_videos
+    ds = resolve_test_set(None, max_samples=10)
+    assert ds.name == FACE_FORGERY and len(ds) == 10 and ds.has_masks and not ds.has_videos
+    assert [it.path for it in ds.items[:2]] == ["zoo:face_forgery/test/0000", "zoo:face_forgery/test/0001"]
+    for alias in ("zoo", "face_forgery", "zoo:face_forgery_detector"):
+        assert resolve_test_set(alias, max_samples=3).name == FACE_FORGERY
     assert ds.image(0).shape == (64, 64, 3) and ds.image(0).dtype == np.uint8
     fake = next(i for i, it in enumerate(ds.items) if it.label == 1)
     assert ds.mask(fake).any() and ds.mask(fake, (32, 32)).shape == (32, 32)
@@ -174,3 +178,17 @@ def test_dataset_name_that_resolves_to_nothing(tmp_path):
         resolve_dataset("Celeb-DF", {"dataset_json_folder": str(tmp_path)})
     with pytest.raises(InputError, match="no dataset_json_folder in the detector config"):
         resolve_dataset("Celeb-DF")
+    # the caller's named test sets are listed as the alternatives
+    with pytest.raises(InputError, match=r"DeepfakeBench JSON, or one of zoo:face_forgery, zoo:face_forgery_detector"):
+        resolve_dataset("Celeb-DF", named=NAMED_TEST_SETS)
+
+
+def test_named_test_sets_come_from_the_caller():
+    held = EvalDataset("mine", [Item("mine/0", 1), Item("mine/1", 0)], "memory")
+    assert resolve_dataset("mine", named={"mine": lambda: held}) is held
+    assert resolve_dataset("mine", max_samples=1, named={"mine": lambda: held}).items == [Item("mine/0", 1)]
+    for empty in (None, ""):
+        with pytest.raises(InputError, match=r"^no test dataset given: .* DeepfakeBench JSON or NAME, or one of mine$"):
+            resolve_dataset(empty, named={"mine": lambda: held})
+        with pytest.raises(InputError, match=r"DeepfakeBench JSON or NAME$"):
+            resolve_dataset(empty)

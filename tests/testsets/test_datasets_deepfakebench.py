@@ -17,6 +17,7 @@ from PIL import Image
 
 from vizkit.datasets import read_deepfakebench_json, resolve_dataset
 from vizkit.errors import InputError
+from vizkit.zoo.test_faces import resolve_test_set
 
 RGB = Path("datasets/rgb")
 JSONS = Path("preprocessing/dataset_json")
@@ -295,5 +296,5 @@ def test_image_reader(root: Path) -> None:
         ds.image(0, boom)
     with pytest.raises(InputError, match=r"returned a float64 array of shape \(2, 2, 3\) .* must return uint8"):
         ds.image(0, lambda p: np.zeros((2, 2, 3)))
-    zoo = resolve_dataset(None, max_samples=1)
+    zoo = resolve_test_set(None, max_samples=1)
     assert zoo.image(0, boom).shape == (64, 64, 3)  # zoo samples are in memory: the reader is not used

@@ -101,7 +101,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "load_eval_detector",
         "load_run",
         "EvalSummary",
-        "resolve_dataset",
+        "resolve_test_set",
         "EvalDataset",
         "parse_label",
     ),

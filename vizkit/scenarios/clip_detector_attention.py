@@ -39,7 +39,6 @@ import numpy as np
 import torch
 
 from ..attention_math import AGGREGATIONS, HEAD_FUSIONS
-from ..datasets import images_or_test_faces as notebook_images
 from ..errors import InputError, VizkitError
 from ..io import image_files
 from ..metrics import comparison_numbers
@@ -56,6 +55,7 @@ from ..models.vit_gradcam import (
 from ..render import RELEVANCE_CMAP
 from ..state import resolve_device
 from ..widgets import Control, Explorer, HeatmapView
+from ..zoo.test_faces import images_or_test_faces as notebook_images
 from .detector_attention_eval import (
     chance_levels,
     distinct_layer_modes,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..datasets import EvalDataset, resolve_dataset
+from ..datasets import EvalDataset
 from ..evaluate import cam_in_parts, faithfulness_record, score_maps
 from ..metrics import pointing_chance
 from ..models import Detector
@@ -29,6 +29,7 @@ from ..models.detector_layers import default_layers, resolve_gradcam_layers
 from ..models.load_detector import load_eval_detector
 from ..state import model_device
 from ..targets import real_fake_targets
+from ..zoo.test_faces import resolve_test_set
 from .detector_gradcam_params import EvalArgs, EvalContext, check_eval_args, eval_methods
 
 __all__ = ["evaluation_context", "evaluate_chunk"]
@@ -50,7 +51,7 @@ def evaluation_context(
         args.detector_path, args.weights_path, num_heads=args.num_heads, test_config=args.test_config, device=device
     )
     layers = resolve_gradcam_layers(det.model, list(args.layers) or default_layers(det.model), det.size)
-    ds = dataset or resolve_dataset(args.test_dataset, det.config, args.max_samples or None)
+    ds = dataset or resolve_test_set(args.test_dataset, det.config, args.max_samples or None)
     return EvalContext(args, det, ds, layers, eval_methods(args, ds), model_device(det.model))
 
 

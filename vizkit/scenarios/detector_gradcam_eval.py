@@ -55,7 +55,7 @@ import numpy as np
 import torch
 
 from ..batch import BatchMapper, BatchRun, Job, Unit
-from ..datasets import ZOO_DATASET, EvalDataset, parse_label, resolve_dataset
+from ..datasets import EvalDataset, parse_label
 from ..errors import InputError, ParameterError
 from ..evaluate import binary_metrics
 from ..evaluate import binary_metrics_table as metrics_table
@@ -68,6 +68,7 @@ from ..render import RELEVANCE_CMAP, combined_map, display_image
 from ..runs import chunk_count, clear_complete, is_complete, read_chunk_arrays, write_chunk, written_chunks
 from ..state import resolve_device
 from ..widgets import Control, Explorer, HeatmapView
+from ..zoo.test_faces import FACE_FORGERY, resolve_test_set
 from .detector_gradcam_chunk import evaluate_chunk, evaluation_context
 from .detector_gradcam_demo import gradcam_demo, gradcam_image
 from .detector_gradcam_params import (
@@ -122,7 +123,7 @@ __all__ = [
     "TARGETS",
     "CAM_METHODS",
     "LABEL_NAMES",
-    "resolve_dataset",
+    "resolve_test_set",
     "EvalDataset",
     "parse_label",
 ]  # defined here: the evaluation; the others are re-exported from their modules
@@ -174,7 +175,7 @@ def run_evaluation(
     args = EvalArgs(
         detector_path and str(detector_path),
         weights_path and str(weights_path),
-        str(test_dataset or ZOO_DATASET),
+        str(test_dataset or FACE_FORGERY),
         int(max_samples or 0),
         bool(gradcam_enabled),
         tuple(str(x) for x in (layers or ())),

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..datasets import ZOO_DATASET, EvalDataset
+from ..datasets import EvalDataset
 from ..errors import ParameterError
 from ..methods import get_method
 from ..metrics.road import ROAD_PERCENTILES
@@ -30,6 +30,7 @@ from ..models import Detector
 from ..models.detector_layers import LayerInfo
 from ..models.load_detector import read_detector_config
 from ..targets import REAL_FAKE_TARGETS
+from ..zoo.test_faces import FACE_FORGERY
 
 __all__ = [
     "SEED_LAYERS",
@@ -61,7 +62,7 @@ class EvalArgs:
 
     detector_path: str | None = None
     weights_path: str | None = None
-    test_dataset: str = ZOO_DATASET
+    test_dataset: str = FACE_FORGERY
     max_samples: int = 0
     gradcam_enabled: bool = True
     layers: tuple[str, ...] = ()

@@ -23,12 +23,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..datasets import EvalDataset, resolve_dataset
+from ..datasets import EvalDataset
 from ..errors import InputError
 from ..evaluate import binary_metrics_table, join_score_tables, localization_table
 from ..models.detector_layers import LayerInfo
 from ..models.load_detector import read_detector_config
 from ..runs import chunk_paths, is_complete, read_chunks, written_chunks
+from ..zoo.test_faces import resolve_test_set
 
 __all__ = [
     "EvalSummary",
@@ -145,7 +146,7 @@ def run_dataset(run_dir: str | os.PathLike) -> EvalDataset:
         config = read_detector_config(det, test).extra
     else:
         config = read_detector_config(test).extra if test else {}
-    return resolve_dataset(manifest["test_dataset"], config, manifest["max_samples"] or None)
+    return resolve_test_set(manifest["test_dataset"], config, manifest["max_samples"] or None)
 
 
 def run_pointing_chance(run_dir: str | os.PathLike, tolerance: int = 0) -> float:
