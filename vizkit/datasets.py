@@ -12,7 +12,7 @@ Example::
 :func:`resolve_dataset` accepts
 
 - a name of ``named``, the test sets the caller holds in memory (the scenarios pass the zoo's:
-  ``zoo:face_forgery``, the zoo detector's test split, :mod:`vizkit.zoo.test_faces`);
+  ``zoo:face_forgery``, the zoo detector's test split, :mod:`vizkit.zoo.face_test_split`);
 - a folder with ``real/`` and ``fake/`` subfolders (images found recursively; an image in a
   sub-subfolder ``fake/<video>/frame.png`` belongs to video ``fake/<video>``);
 - a CSV file with columns ``path``, ``label`` and optionally ``video`` and ``mask`` (paths

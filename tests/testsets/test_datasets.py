@@ -12,7 +12,7 @@ from PIL import Image
 
 from vizkit.datasets import EvalDataset, Item, parse_label, resolve_dataset
 from vizkit.errors import InputError
-from vizkit.zoo.test_faces import FACE_FORGERY, NAMED_TEST_SETS, resolve_test_set
+from vizkit.zoo.face_test_split import FACE_FORGERY, NAMED_TEST_SETS, resolve_test_set
 
 
 def _png(path, value=100, size=16):

@@ -17,7 +17,7 @@ from PIL import Image
 
 from vizkit.datasets import read_deepfakebench_json, resolve_dataset
 from vizkit.errors import InputError
-from vizkit.zoo.test_faces import resolve_test_set
+from vizkit.zoo.face_test_split import resolve_test_set
 
 RGB = Path("datasets/rgb")
 JSONS = Path("preprocessing/dataset_json")

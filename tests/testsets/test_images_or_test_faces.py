@@ -1,4 +1,4 @@
-"""vizkit.zoo.test_faces.images_or_test_faces: the user's files, or zoo test faces alternating fake and real."""
+"""vizkit.zoo.face_test_split.images_or_test_faces: the user's files, or zoo test faces alternating fake and real."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from vizkit import zoo
-from vizkit.zoo.test_faces import images_or_test_faces
+from vizkit.zoo.face_test_split import images_or_test_faces
 
 
 def test_the_users_files(tmp_path):

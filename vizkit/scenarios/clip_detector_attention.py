@@ -55,7 +55,7 @@ from ..models.vit_gradcam import (
 from ..render import RELEVANCE_CMAP
 from ..state import resolve_device
 from ..widgets import Control, Explorer, HeatmapView
-from ..zoo.test_faces import images_or_test_faces as notebook_images
+from ..zoo.face_test_split import images_or_test_faces as notebook_images
 from .detector_attention_eval import (
     chance_levels,
     distinct_layer_modes,

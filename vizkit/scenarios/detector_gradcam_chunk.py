@@ -29,7 +29,7 @@ from ..models.detector_layers import default_layers, resolve_gradcam_layers
 from ..models.load_detector import load_eval_detector
 from ..state import model_device
 from ..targets import real_fake_targets
-from ..zoo.test_faces import resolve_test_set
+from ..zoo.face_test_split import resolve_test_set
 from .detector_gradcam_params import EvalArgs, EvalContext, check_eval_args, eval_methods
 
 __all__ = ["evaluation_context", "evaluate_chunk"]

@@ -68,7 +68,7 @@ from ..render import RELEVANCE_CMAP, combined_map, display_image
 from ..runs import chunk_count, clear_complete, is_complete, read_chunk_arrays, write_chunk, written_chunks
 from ..state import resolve_device
 from ..widgets import Control, Explorer, HeatmapView
-from ..zoo.test_faces import FACE_FORGERY, resolve_test_set
+from ..zoo.face_test_split import FACE_FORGERY, resolve_test_set
 from .detector_gradcam_chunk import evaluate_chunk, evaluation_context
 from .detector_gradcam_demo import gradcam_demo, gradcam_image
 from .detector_gradcam_params import (

@@ -30,7 +30,7 @@ from ..models import Detector
 from ..models.detector_layers import LayerInfo
 from ..models.load_detector import read_detector_config
 from ..targets import REAL_FAKE_TARGETS
-from ..zoo.test_faces import FACE_FORGERY
+from ..zoo.face_test_split import FACE_FORGERY
 
 __all__ = [
     "SEED_LAYERS",

@@ -29,7 +29,7 @@ from ..evaluate import binary_metrics_table, join_score_tables, localization_tab
 from ..models.detector_layers import LayerInfo
 from ..models.load_detector import read_detector_config
 from ..runs import chunk_paths, is_complete, read_chunks, written_chunks
-from ..zoo.test_faces import resolve_test_set
+from ..zoo.face_test_split import resolve_test_set
 
 __all__ = [
     "EvalSummary",
