@@ -129,6 +129,8 @@ def test_hf_flash_implementation_is_switched_for_the_call_and_restored():
     model.set_attn_implementation = spy
     vizkit.attention(model, torch.randn(1, 3, 32, 32))
     assert seen == ["eager", "flex_attention"] and model.config._attn_implementation == "flex_attention"
+    attention_gradients(model, torch.randn(1, 3, 32, 32), [0])
+    assert seen == ["eager", "flex_attention"] * 2 and model.config._attn_implementation == "flex_attention"
     model.set_attn_implementation = original
 
 
