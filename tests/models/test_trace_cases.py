@@ -190,3 +190,50 @@ def test_find_start():
     # pieces that do not add up to the text (a tokenizer that normalises): the first token
     odd = Trace(np.arange(3), 1, ["<p>", "a", "b"], PositionMap.empty(3, 1), {}, "xyzab", "generate", "all", [])
     assert find_start(odd, "ab") == 0
+
+
+def test_trace_sample_is_greedy_fuses_heads_and_takes_one_token(qwen):
+    from vizkit.models.vlm.trace import trace_sample
+
+    def run(**kw):
+        return trace_sample(qwen, "Which shape?", [], [0], max_new_tokens=4, start_phrase=None, **kw)
+
+    full = run()
+    assert full.rows[0].shape[1] == 2  # [N, heads, K]
+    cfg = qwen.model.generation_config
+    saved = cfg.do_sample, cfg.top_k, cfg.temperature
+    try:  # a saved config that samples: the trace still decodes greedily
+        cfg.do_sample, cfg.top_k, cfg.temperature = True, 0, 5.0
+        for seed in (1, 2):
+            torch.manual_seed(seed)
+            assert run().input_ids.tolist() == full.input_ids.tolist()
+    finally:
+        cfg.do_sample, cfg.top_k, cfg.temperature = saved
+    np.testing.assert_allclose(run(heads="max").rows[0], full.rows[0].max(axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_allclose(run(heads=1).rows[0], full.rows[0][:, 1:2], atol=1e-6)
+    one = trace_sample(qwen, "Which shape?", [], [0], max_new_tokens=1, start_phrase=None)
+    assert (
+        len(one.input_ids) == one.prompt_len + 1
+        and one.input_ids.tolist() == full.input_ids.tolist()[: one.prompt_len + 1]
+    )
+
+
+def test_trace_sample_solution_joins_the_prompt_with_one_space_unless_it_ends_in_one(qwen):
+    from vizkit.models.vlm.trace import trace_sample
+
+    tok = qwen.tokenizer
+
+    def solution_ids():
+        t = trace_sample(qwen, "Which shape?", [], [0], mode="solution", solution="A circle.", start_phrase=None)
+        return t.input_ids[t.prompt_len :].tolist()
+
+    _, prompt = build_inputs(qwen, "Which shape?", [])
+    assert not prompt[-1].isspace()  # this template's prompt ends in a letter: one space before the solution
+    assert solution_ids() == tok(" A circle.", add_special_tokens=False)["input_ids"]
+    saved = qwen.processor.chat_template
+    try:  # a template whose prompt ends in a newline: nothing added
+        qwen.processor.chat_template = saved + "{{ '\\n' }}"
+        assert build_inputs(qwen, "Which shape?", [])[1].endswith("\n")
+        assert solution_ids() == tok("A circle.", add_special_tokens=False)["input_ids"]
+    finally:
+        qwen.processor.chat_template = saved
