@@ -237,3 +237,10 @@ def test_trace_sample_solution_joins_the_prompt_with_one_space_unless_it_ends_in
         assert solution_ids() == tok("A circle.", add_special_tokens=False)["input_ids"]
     finally:
         qwen.processor.chat_template = saved
+
+
+def test_trace_sample_generates_64_tokens_by_default(qwen):
+    from vizkit.models.vlm.trace import trace_sample
+
+    t = trace_sample(qwen, "Which shape?", [], [0], start_phrase=None)
+    assert len(t.input_ids) - t.prompt_len == 64  # this random model never says its end-of-sequence token
