@@ -308,3 +308,16 @@ def test_top_positions_break_ties_by_position():
     top = [p for p, *_ in t.top_positions(values, k=n)]
     want = sorted(range(n - 1), key=lambda i: (-values[i], i))
     assert top == want
+
+
+def test_sinks_of_equal_strength_keep_their_order():
+    """40 outliers of two equal strengths among 260 quiet positions: strongest first, ties by position
+    (numpy's default sort orders ties arbitrarily beyond 16 elements)."""
+    units = [1] * 300
+    strong = list(range(3, 300, 7))[:20]
+    medium = [p for p in range(5, 300, 3) if p not in strong][:20]
+    for p in strong:
+        units[p] = 200
+    for p in medium:
+        units[p] = 100
+    assert _trace(units).sinks(3, max_sinks=41).tolist() == [0, *strong, *sorted(medium)]
