@@ -336,3 +336,24 @@ def test_a_container_of_blocks_whose_attention_cannot_be_seen():
         vizkit.attention(model, x, layers=["blocks"])
     with pytest.raises(vizkit.CaptureError, match=r"'head' is a Linear, 'embed' is a Linear, not an attention"):
         vizkit.attention(model, x, layers=["head", "embed"])
+
+
+def test_scorecam_with_a_plain_callable_target_scores_whole_batches():
+    """A plain callable sees the outputs of a batch aligned with the inputs (here: one class per image,
+    by row), whatever batch_size says: the same maps as the per-image class targets."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 6, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6, 4),
+    ).eval()
+    x = torch.rand(3, 3, 8, 8, generator=G)
+    classes = torch.tensor([0, 2, 3])
+    want = vizkit.cam(model, x, classes.tolist(), "2", "scorecam", batch_size=5)
+    for batch_size in (2, 5):
+        got = vizkit.cam(model, x, lambda out: out[torch.arange(3), classes], "2", "scorecam", batch_size=batch_size)
+        torch.testing.assert_close(got.layer_maps["2"], want.layer_maps["2"], atol=1e-6, rtol=1e-6)
