@@ -26,7 +26,7 @@ from vizkit.models.vlm.trace import (
     to_pil,
     token_pieces,
 )
-from vizkit.positions import PositionMap, Trace
+from vizkit.positions import IMAGE, PositionMap, Trace
 
 
 def test_to_pil():
@@ -244,3 +244,24 @@ def test_trace_sample_generates_64_tokens_by_default(qwen):
 
     t = trace_sample(qwen, "Which shape?", [], [0], start_phrase=None)
     assert len(t.input_ids) - t.prompt_len == 64  # this random model never says its end-of-sequence token
+
+
+def test_trace_sample_records_mode_special_tokens_image_pieces_and_start(qwen):
+    from vizkit.models.vlm.trace import trace_sample
+
+    image = np.full((28, 28, 3), 200, np.uint8)
+    t = trace_sample(
+        qwen, "Which shape?", [image], [0], mode="solution", solution="A circle. Based on it.", start_phrase="Based"
+    )
+    assert (
+        t.mode == "solution"
+        and trace_sample(qwen, "Which shape?", [], [0], max_new_tokens=2, start_phrase=None).mode == "generate"
+    )
+    special = set(qwen.tokenizer.all_special_ids)
+    assert t.special.tolist() == [int(i) in special for i in t.input_ids] and t.special.any()
+    images = np.flatnonzero(t.pmap.kind == IMAGE)
+    assert len(images) > 0 and all(t.pieces[p] == "" for p in images)
+    assert any(t.pieces[p] for p in range(t.prompt_len) if p not in set(images.tolist()))
+    answer = "".join(t.pieces[t.prompt_len :])
+    assert answer == " A circle. Based on it." and t.start == find_start(t, "Based") > 0
+    assert "".join(t.pieces[t.prompt_len + t.start :]).lstrip().startswith("Based")
