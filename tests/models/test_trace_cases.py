@@ -64,6 +64,8 @@ def test_token_pieces_by_hand(tokenizer):
     # special tokens are kept as their text, never cleaned up
     assert token_pieces(tokenizer, [1] + _ids(tokenizer, "a , b")) == ["<s>", "a", " ", ",", " ", "b"]
     assert token_pieces(tokenizer, []) == []
+    # only the replacement character is stripped from the end, not letters
+    assert token_pieces(tokenizer, _ids(tokenizer, "XXL box X")) == ["X", "X", "L", " ", "b", "o", "x", " ", "X"]
 
 
 def test_token_pieces_far_from_the_start(tokenizer):
