@@ -357,3 +357,33 @@ def test_scorecam_with_a_plain_callable_target_scores_whole_batches():
     for batch_size in (2, 5):
         got = vizkit.cam(model, x, lambda out: out[torch.arange(3), classes], "2", "scorecam", batch_size=batch_size)
         torch.testing.assert_close(got.layer_maps["2"], want.layer_maps["2"], atol=1e-6, rtol=1e-6)
+
+
+class _DeadBranch(torch.nn.Module):
+    """A convolution whose output never reaches the logits (an auxiliary head left in the graph)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.aux = torch.nn.Conv2d(3, 2, 3, padding=1)
+        self.head = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        self.aux(x)
+        return self.head(self.body(x).mean((2, 3)))
+
+
+def test_a_layer_the_score_does_not_reach_gets_a_zero_gradient_map():
+    x = torch.rand(2, 3, 8, 8, generator=G)
+    e = vizkit.cam(_DeadBranch().eval(), x, 1, ["aux", "body"], "gradcam")
+    assert torch.equal(e.layer_maps["aux"], torch.zeros(2, 8, 8)) and e.layer_maps["body"].abs().sum() > 0
+
+
+def test_a_token_layer_refuses_a_map_layout(vit):
+    x = torch.rand(1, 3, 32, 32, generator=G)
+    for layout in ("nchw", "nhwc"):
+        with pytest.raises(
+            InputError, match=rf"outputs tokens \(1, 17, 32\) \[B, N, C\], not a 4-D map: layout='{layout}'"
+        ):
+            vizkit.cam(vit, x, 0, "blocks.1", layout=layout)
+    assert vizkit.cam(vit, x, 0, "blocks.1", layout="tokens").layer_maps["blocks.1"].shape == (1, 4, 4)
