@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from models import timm_vit
+from models import timm_vit, tiny_cnn
 
 import vizkit
 from vizkit import attention_math as am
@@ -341,16 +341,7 @@ def test_a_container_of_blocks_whose_attention_cannot_be_seen():
 def test_scorecam_with_a_plain_callable_target_scores_whole_batches():
     """A plain callable sees the outputs of a batch aligned with the inputs (here: one class per image,
     by row), whatever batch_size says: the same maps as the per-image class targets."""
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.Conv2d(4, 6, 3, padding=1),
-        torch.nn.ReLU(),
-        torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(),
-        torch.nn.Linear(6, 4),
-    ).eval()
+    model = tiny_cnn()
     x = torch.rand(3, 3, 8, 8, generator=G)
     classes = torch.tensor([0, 2, 3])
     want = vizkit.cam(model, x, classes.tolist(), "2", "scorecam", batch_size=5)

@@ -17,6 +17,20 @@ def resnet18(num_classes: int = 10) -> nn.Module:
     return torchvision.models.resnet18(num_classes=num_classes).eval()
 
 
+def tiny_cnn(num_classes: int = 4) -> nn.Module:
+    """Conv(3->4) ReLU Conv(4->6) ReLU, global pool, Linear: layer "2" is a 6-channel map at the input size."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, num_classes),
+    ).eval()
+
+
 def timm_vit(global_pool: str = "token", depth: int = 2, img_size: int = 32, num_classes: int = 5, **kw) -> nn.Module:
     torch.manual_seed(0)
     return timm.create_model(

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from card_reference import per_class
 from torch import nn
 
 from vizkit.errors import InputError
@@ -72,14 +73,6 @@ def _explain(model: nn.Module, inputs: torch.Tensor, targets) -> torch.Tensor:
     return (x.grad * x).sum(1).detach()
 
 
-def _per_class(curve, model, x, maps, targets, steps):
-    out = torch.empty(len(x))
-    for c in targets.unique().tolist():
-        rows = (targets == c).nonzero().flatten()
-        out[rows] = curve(lambda images, c=c: model(images).softmax(-1)[:, c], x[rows], maps[rows], steps=steps)
-    return out
-
-
 def _direct(model, x, maps, targets, masks, s: CardSettings) -> dict[str, torch.Tensor]:
     """The card's per-image scores computed by hand from the metric functions."""
     kw = dict(percentiles=s.percentiles, noise=s.noise, seed=s.seed)
@@ -87,8 +80,8 @@ def _direct(model, x, maps, targets, masks, s: CardSettings) -> dict[str, torch.
         curves = road_curves(model, x, maps, targets, **kw)
         change = confidence_change(model, x, maps, targets)
         out = {
-            "deletion_auc": _per_class(deletion_auc, model, x, maps, targets, s.deletion_steps),
-            "insertion_auc": _per_class(insertion_auc, model, x, maps, targets, s.deletion_steps),
+            "deletion_auc": per_class(deletion_auc, model, x, maps, targets, s.deletion_steps),
+            "insertion_auc": per_class(insertion_auc, model, x, maps, targets, s.deletion_steps),
             "road_morf": curves["morf"].mean(1),
             "road_lerf": curves["lerf"].mean(1),
             "road_combined": (curves["lerf"].mean(1) - curves["morf"].mean(1)) / 2,

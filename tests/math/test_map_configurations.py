@@ -75,13 +75,16 @@ def test_deletion_references_by_hand():
     assert random_order == pytest.approx((r // 4 + 1 - 0.5) / 4)
 
 
-def test_sanity_by_config_matches_the_check_config_by_config():
+def _two_linear():
+    """Two linear layers, three inputs and the model's output as a 3 x 2 x 2 'map' per input."""
     torch.manual_seed(0)
     model = nn.Sequential(OrderedDict(a=nn.Linear(4, 4), b=nn.Linear(4, 4)))
     x = torch.randn(3, 4)
+    return model, x, lambda m: m(x).detach().reshape(3, 2, 2)
 
-    def weighted(m):
-        return m(x).detach().reshape(3, 2, 2)
+
+def test_sanity_by_config_matches_the_check_config_by_config():
+    model, x, weighted = _two_linear()
 
     def maps(m):
         return {"input": x.reshape(3, 2, 2), "output": weighted(m), "flat": torch.ones(3, 2, 2)}
@@ -108,12 +111,7 @@ def test_comparison_numbers_of_two_maps():
 
 
 def test_sanity_by_config_seed_reaches_the_cascade():
-    torch.manual_seed(0)
-    model = nn.Sequential(OrderedDict(a=nn.Linear(4, 4), b=nn.Linear(4, 4)))
-    x = torch.randn(3, 4)
-
-    def weighted(m):
-        return m(x).detach().reshape(3, 2, 2)
+    model, _, weighted = _two_linear()
 
     def last_step(seed):
         df = randomization_sanity_check(weighted, model, ["b", "a"], seed=seed)

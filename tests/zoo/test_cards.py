@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from card_reference import per_class
 from torch import nn
 
 from vizkit.metrics import (
@@ -40,14 +41,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _per_class(curve, model, x, maps, targets, steps):
-    out = torch.empty(len(x))
-    for c in targets.unique().tolist():
-        rows = (targets == c).nonzero().flatten()
-        out[rows] = curve(lambda images, c=c: model(images).softmax(-1)[:, c], x[rows], maps[rows], steps=steps)
-    return out
-
-
 def test_card_command_numbers_equal_direct_metric_calls(tmp_path):
     assert cli.main(["card", "--model", "mnist_vit", "--out", str(tmp_path), "--samples", "4"]) == 0
     record = json.loads((tmp_path / "mnist_vit.json").read_text())
@@ -66,8 +59,8 @@ def test_card_command_numbers_equal_direct_metric_calls(tmp_path):
             return {
                 "pointing_game": pointing_game(maps, masks).float().mean(),
                 "energy_in_mask": energy_pointing_game(maps, masks).mean(),
-                "deletion_auc": _per_class(deletion_auc, model, x, maps, targets, s.deletion_steps).mean(),
-                "insertion_auc": _per_class(insertion_auc, model, x, maps, targets, s.deletion_steps).mean(),
+                "deletion_auc": per_class(deletion_auc, model, x, maps, targets, s.deletion_steps).mean(),
+                "insertion_auc": per_class(insertion_auc, model, x, maps, targets, s.deletion_steps).mean(),
                 "road_morf": curves["morf"].mean(1).mean(),
                 "road_lerf": curves["lerf"].mean(1).mean(),
                 "road_combined": road(model, x, maps, targets, **kw).mean(),
