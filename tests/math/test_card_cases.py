@@ -54,7 +54,13 @@ OTHER = CardSettings(
 def _model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, 3)
+        nn.Conv2d(1, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(3, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(12, 3),
     ).eval()
 
 
@@ -99,6 +105,8 @@ def test_normalise_maps_by_hand():
     expected = torch.tensor([[[0.0, 0.5], [1.0, 0.25]], [[0.0, 0.0], [0.0, 0.0]], [[0.0, 0.5], [1.0, 0.25]]])
     got = normalise_maps(maps.double())
     assert got.dtype == torch.float32 and torch.equal(got, expected)
+    narrow = torch.tensor([[[0.25, 0.5], [0.375, 0.25]]])  # a range under 1 is stretched to [0, 1] too
+    assert normalise_maps(narrow).tolist() == [[[0.0, 1.0], [0.5, 0.0]]]
     with pytest.raises(InputError, match=r"maps must be \[B, H, W\], got \(2, 2\)"):
         normalise_maps(maps[0])
 
@@ -147,7 +155,7 @@ def test_method_card_row(settings):
     )
     sims = torch.stack([s.float() for _, s in steps])
     assert sims.shape == (len(steps), k)
-    assert card.randomisation_layers == [name for name, _ in steps] == ["4", "0"]
+    assert card.randomisation_layers == [name for name, _ in steps] == ["6", "2", "0"]
     torch.testing.assert_close(torch.tensor(card.randomisation_similarity), sims, atol=1e-6, rtol=0)
     assert card.scores["randomisation_final"] == pytest.approx(float(sims[-1].nanmean()), abs=1e-6)
     assert card.scores["randomisation_mean"] == pytest.approx(float(sims.nanmean(1).nanmean()), abs=1e-6)
@@ -155,6 +163,20 @@ def test_method_card_row(settings):
     # the cascade put the trained weights back
     fresh = _model()
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+
+
+def test_seconds_per_image_time_the_explainer_only():
+    import time
+
+    model = _model()
+    x, targets, _ = _data()
+
+    def slow(m, i, t):
+        time.sleep(0.3)
+        return _explain(m, i, t)
+
+    card = method_card(model, x, slow, targets, method="slow", randomisation=False)
+    assert 0.1 <= card.seconds_per_image < 0.2  # 0.3 s over 3 images
 
 
 def test_method_card_without_randomisation_and_a_bad_explainer():
@@ -175,11 +197,11 @@ def test_randomisation_scores_take_the_first_samples():
     x, targets, _ = _data()
     layers, sims = randomisation_scores(model, x, _explain, targets, settings=OTHER)
     steps = parameter_randomisation(model, x[:2], _explain, targets[:2], similarity="spearman_signed", seed=3)
-    assert layers == [n for n, _ in steps] and sims.dtype == torch.float32 and sims.shape == (2, 2)
+    assert layers == [n for n, _ in steps] and sims.dtype == torch.float32 and sims.shape == (3, 2)
     torch.testing.assert_close(sims, torch.stack([s.float() for _, s in steps]))
     # more samples asked than given: all of them
     _, sims = randomisation_scores(model, x, _explain, targets, settings=CardSettings(randomisation_samples=10))
-    assert sims.shape == (2, 3)
+    assert sims.shape == (3, 3)
 
 
 @pytest.mark.parametrize("settings", [CardSettings(), OTHER], ids=["defaults", "every-setting-changed"])
@@ -205,7 +227,13 @@ def test_random_card_is_the_score_of_seeded_uniform_maps(settings):
 def _rows() -> tuple[list[MethodCard], MethodCard]:
     a = MethodCard(
         "a",
-        {"pointing_game": 0.5, "deletion_auc": 0.2, "road_morf": float("nan"), "seconds_per_image": 0.01},
+        {
+            "pointing_game": 0.5,
+            "deletion_auc": 0.2,
+            "insertion_auc": 0.001,
+            "road_morf": float("nan"),
+            "seconds_per_image": 0.01,
+        },
         {"pointing_game": [0.0, 1.0]},
         ["4", "0"],
         [[0.5, 0.25], [0.1, 0.0]],
@@ -213,7 +241,13 @@ def _rows() -> tuple[list[MethodCard], MethodCard]:
     )
     b = MethodCard(
         "b",
-        {"pointing_game": 0.5, "deletion_auc": 0.00005, "road_morf": -0.25, "seconds_per_image": 0.0002},
+        {
+            "pointing_game": 0.5,
+            "deletion_auc": 0.00005,
+            "insertion_auc": 0.9,
+            "road_morf": -0.25,
+            "seconds_per_image": 0.0002,
+        },
         {},
         seconds_per_image=0.0002,
     )
@@ -226,22 +260,33 @@ def test_card_markdown_table_winners_and_formats():
     lines = text.splitlines()
     assert lines[:6] == ["# Metric card: toy", "", "First.", "", "Second.", ""]
     # columns in CARD_METRICS order, those some row has; arrows for the better direction
-    assert lines[6] == "| method | pointing ↑ | deletion AUC ↓ | ROAD MoRF ↓ | s / image ↓ |"
-    assert lines[7] == "|---|---:|---:|---:|---:|"
-    assert lines[8] == "| a | 0.500 | 0.200 | — | 0.010 |"  # NaN is a dash
-    assert lines[9] == "| b | 0.500 | 5.0e-05 | -0.250 | 2.0e-04 |"  # under 1e-3: scientific
-    assert lines[10] == "| random maps | 0.250 | 0.000 | — | — |"  # 0 and missing
+    assert lines[6] == "| method | pointing ↑ | deletion AUC ↓ | insertion AUC ↑ | ROAD MoRF ↓ | s / image ↓ |"
+    assert lines[7] == "|---|---:|---:|---:|---:|---:|"
+    assert lines[8] == "| a | 0.500 | 0.200 | 0.001 | — | 0.010 |"  # NaN is a dash; 1e-3 itself is not scientific
+    assert lines[9] == "| b | 0.500 | 5.0e-05 | 0.900 | -0.250 | 2.0e-04 |"  # under 1e-3: scientific
+    assert lines[10] == "| random maps | 0.250 | 0.000 | — | — | — |"  # 0 and missing
+    assert lines[11] == "" and lines[13] == "" and lines[15] == ""
     # ties are all named, lower-is-better picks the smallest, NaN never wins, timing is not a contest,
     # the random row is not a candidate
     assert lines[12] == (
         "Best method per metric (the metrics do not agree; none of them is the truth): "
-        "pointing: a, b; deletion AUC: b; ROAD MoRF: b."
+        "pointing: a, b; deletion AUC: b; insertion AUC: b; ROAD MoRF: b."
     )
     assert lines[14] == "## How to read this"
+    assert lines[16] == (
+        "Each row scores one explanation method's maps of the explained class on the same held-out images; the "
+        "last row scores uniform random maps, the chance level every other row should beat. Arrows give the "
+        "better direction. Localisation (pointing, energy) needs ground-truth masks and rewards maps that agree "
+        "with a human's idea of the evidence; the perturbation scores (deletion, insertion, ROAD, confidence) "
+        "ask the model itself and reward maps that rank the pixels the model uses; the randomisation "
+        "similarity checks that the map depends on the learnt weights at all. A method can win one family and "
+        "lose another."
+    )
+    assert lines[17] == ""
     readings = [line for line in lines if line.startswith("- **")]
     assert readings == [
         f"- **{CARD_METRICS[k].header}**: {CARD_METRICS[k].reading}"
-        for k in ("pointing_game", "deletion_auc", "road_morf", "seconds_per_image")
+        for k in ("pointing_game", "deletion_auc", "insertion_auc", "road_morf", "seconds_per_image")
     ]
     assert text.endswith(readings[-1] + "\n")
 
