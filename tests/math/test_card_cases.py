@@ -204,7 +204,11 @@ def test_randomisation_scores_take_the_first_samples():
     assert sims.shape == (3, 3)
 
 
-@pytest.mark.parametrize("settings", [CardSettings(), OTHER], ids=["defaults", "every-setting-changed"])
+@pytest.mark.parametrize(
+    "settings",
+    [CardSettings(), OTHER, CardSettings(similarity="ssim")],
+    ids=["defaults", "every-setting-changed", "ssim"],
+)
 def test_random_card_is_the_score_of_seeded_uniform_maps(settings):
     model = _model()
     x, targets, masks = _data()
