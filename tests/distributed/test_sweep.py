@@ -217,6 +217,9 @@ def test_ctrl_c_cancels_pending_runs_cleanly(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # as a terminal starts a foreground command: SIGINT at its default even when this test runs in a
+        # background job, whose children inherit SIGINT ignored (Python then never raises KeyboardInterrupt)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         cwd=tmp_path,
     )
     try:
