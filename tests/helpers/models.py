@@ -17,17 +17,25 @@ def resnet18(num_classes: int = 10) -> nn.Module:
     return torchvision.models.resnet18(num_classes=num_classes).eval()
 
 
-def tiny_cnn(num_classes: int = 4) -> nn.Module:
-    """Conv(3->4) ReLU Conv(4->6) ReLU, global pool, Linear: layer "2" is a 6-channel map at the input size."""
+def tiny_cnn(
+    num_classes: int = 4,
+    *,
+    in_channels: int = 3,
+    widths: tuple[int, int] = (4, 6),
+    act: type[nn.Module] = nn.ReLU,
+    pool: int = 1,
+) -> nn.Module:
+    """Conv(in->w0) act Conv(w0->w1) act, average pool to ``pool`` x ``pool``, Flatten, Linear, in eval mode,
+    seeded (0): layer "2" is a ``w1``-channel map at the input size, "0" the first convolution."""
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(4, 6, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
+        nn.Conv2d(in_channels, widths[0], 3, padding=1),
+        act(),
+        nn.Conv2d(widths[0], widths[1], 3, padding=1),
+        act(),
+        nn.AdaptiveAvgPool2d(pool),
         nn.Flatten(),
-        nn.Linear(6, num_classes),
+        nn.Linear(widths[1] * pool * pool, num_classes),
     ).eval()
 
 

@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 from card_reference import per_class
+from models import tiny_cnn
 from torch import nn
 
 from vizkit.errors import InputError
@@ -52,16 +53,7 @@ OTHER = CardSettings(
 
 
 def _model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 3, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(3, 3, 3, padding=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(12, 3),
-    ).eval()
+    return tiny_cnn(3, in_channels=1, widths=(3, 3), pool=2)
 
 
 def _data():

@@ -3,6 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from models import tiny_cnn
 from torch import nn
 
 from vizkit.metrics import (
@@ -153,16 +154,7 @@ def test_perturbation_errors():
 
 
 def _tiny_cnn():
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1),
-        nn.Tanh(),
-        nn.Conv2d(4, 4, 3, padding=1),
-        nn.Tanh(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(4, 3),
-    )
+    return tiny_cnn(3, in_channels=1, widths=(4, 4), act=nn.Tanh)
 
 
 INPUTS = torch.rand(2, 1, 6, 6, generator=torch.Generator().manual_seed(1)) + 0.1
