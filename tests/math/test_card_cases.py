@@ -27,6 +27,7 @@ from vizkit.metrics import (
 )
 from vizkit.metrics.card import (
     CARD_METRICS,
+    CARD_READING,
     CardSettings,
     MethodCard,
     card_markdown,
@@ -269,15 +270,7 @@ def test_card_markdown_table_winners_and_formats():
         "pointing: a, b; deletion AUC: b; insertion AUC: b; ROAD MoRF: b."
     )
     assert lines[14] == "## How to read this"
-    assert lines[16] == (
-        "Each row scores one explanation method's maps of the explained class on the same held-out images; the "
-        "last row scores uniform random maps, the chance level every other row should beat. Arrows give the "
-        "better direction. Localisation (pointing, energy) needs ground-truth masks and rewards maps that agree "
-        "with a human's idea of the evidence; the perturbation scores (deletion, insertion, ROAD, confidence) "
-        "ask the model itself and reward maps that rank the pixels the model uses; the randomisation "
-        "similarity checks that the map depends on the learnt weights at all. A method can win one family and "
-        "lose another."
-    )
+    assert lines[16] == CARD_READING
     assert lines[17] == ""
     readings = [line for line in lines if line.startswith("- **")]
     assert readings == [

@@ -32,6 +32,7 @@ from .road import ROAD_PERCENTILES
 
 __all__ = [
     "CARD_METRICS",
+    "CARD_READING",
     "CardSettings",
     "MethodCard",
     "card_markdown",
@@ -323,6 +324,18 @@ def _best(cards: Sequence[MethodCard], key: str) -> list[str]:
     return [m for v, m in values if sign * v >= top - 1e-9]
 
 
+#: The paragraph under "How to read this" in every card (:func:`card_markdown`).
+CARD_READING = (
+    "Each row scores one explanation method's maps of the explained class on the same held-out images; the "
+    "last row scores uniform random maps, the chance level every other row should beat. Arrows give the "
+    "better direction. Localisation (pointing, energy) needs ground-truth masks and rewards maps that agree "
+    "with a human's idea of the evidence; the perturbation scores (deletion, insertion, ROAD, confidence) "
+    "ask the model itself and reward maps that rank the pixels the model uses; the randomisation "
+    "similarity checks that the map depends on the learnt weights at all. A method can win one family and "
+    "lose another."
+)
+
+
 def card_markdown(title: str, cards: Sequence[MethodCard], baseline: MethodCard, *, intro: Sequence[str] = ()) -> str:
     """The card as Markdown: ``# title``, the ``intro`` paragraphs, the table (one row per method and
     the random maps, the columns of :data:`CARD_METRICS` that any row has, arrows for the better
@@ -356,13 +369,7 @@ def card_markdown(title: str, cards: Sequence[MethodCard], baseline: MethodCard,
     lines += [
         "## How to read this",
         "",
-        "Each row scores one explanation method's maps of the explained class on the same held-out images; the "
-        "last row scores uniform random maps, the chance level every other row should beat. Arrows give the "
-        "better direction. Localisation (pointing, energy) needs ground-truth masks and rewards maps that agree "
-        "with a human's idea of the evidence; the perturbation scores (deletion, insertion, ROAD, confidence) "
-        "ask the model itself and reward maps that rank the pixels the model uses; the randomisation "
-        "similarity checks that the map depends on the learnt weights at all. A method can win one family and "
-        "lose another.",
+        CARD_READING,
         "",
     ]
     lines += [f"- **{CARD_METRICS[k].header}**: {CARD_METRICS[k].reading}" for k in keys]
