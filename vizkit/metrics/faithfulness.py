@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ..targets import TargetSpec, as_target
+from .batchnorm_folding import fold_batchnorm as _fold
 from .road import ROAD_PERCENTILES, _check, _check_road_args, _forward, _road_changes
 
 __all__ = ["FAITHFULNESS_SCORES", "faithfulness_scores"]
@@ -35,6 +36,7 @@ def faithfulness_scores(
     batch_size: int = 16,
     tol: float = 1e-4,
     channels_last: bool = False,
+    fold_batchnorm: bool = False,
 ) -> dict[str, Tensor]:
     """ROAD and confidence change of ``maps`` ``[B, H, W]`` for ``inputs`` ``[B, C, H, W]``: ``{name: [B]}``.
 
@@ -46,10 +48,13 @@ def faithfulness_scores(
     normalised per image; ROAD depends only on the maps' order). ``targets`` as :func:`vizkit.cam`
     takes them, resolved once on the clean images (None = their predicted class). Pure: the model is
     only called (under ``torch.no_grad()``, in its current mode), the global RNG is untouched.
-    Float tensors ``[B]`` on the inputs' device.
+    ``percentiles``, ``noise``, ``seed``, ``batch_size``, ``tol``, ``channels_last`` and ``fold_batchnorm``
+    as :func:`vizkit.metrics.road_curves` takes them. Float tensors ``[B]`` on the inputs' device.
     """
     maps = _check(inputs, maps)
     percentiles = _check_road_args(("morf", "lerf"), percentiles, noise, batch_size)
+    if fold_batchnorm:
+        model = _fold(model)
     output = _forward(model, inputs, channels_last)
     target = as_target(targets, inputs.shape[0], output)
     before = target(output).float()
