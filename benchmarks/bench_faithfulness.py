@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_faithfulness.py                  # resnet18, 8 images, 224 px, 9 percentiles
     .venv/bin/python benchmarks/bench_faithfulness.py --channels-last  # vizkit forwards channels-last batches
+    .venv/bin/python benchmarks/bench_faithfulness.py --channels-last --fold-batchnorm  # ... with BatchNorm folded
     .venv/bin/python benchmarks/bench_faithfulness.py --parts          # also time pytorch-grad-cam's parts
     .venv/bin/python benchmarks/bench_faithfulness.py --threads 2 --size 128 --batch 4
 
@@ -49,6 +50,11 @@ def main() -> None:
         help="torch threads for both (default: torch's, one per physical core; scipy's solve is single-threaded)",
     )
     parser.add_argument("--channels-last", action="store_true", help="vizkit forwards channels-last batches")
+    parser.add_argument(
+        "--fold-batchnorm",
+        action="store_true",
+        help="vizkit forwards with the model's BatchNorms folded into its convolutions (fold_batchnorm=True)",
+    )
     parser.add_argument("--parts", action="store_true", help="also time pytorch-grad-cam's imputation and forwards")
     args = parser.parse_args()
 
@@ -57,6 +63,7 @@ def main() -> None:
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     from vizkit.metrics import road_curves
+    from vizkit.metrics.batchnorm_folding import fold_batchnorm
     from vizkit.metrics.imputation import noisy_linear_impute
     from vizkit.metrics.road import _keep_masks
 
@@ -71,15 +78,17 @@ def main() -> None:
         classes = model(x).argmax(1).tolist()
     percentiles = [10, 20, 30, 40, 50, 60, 70, 80, 90]
     pgc_road.NoisyLinearImputer.__init__.__defaults__ = (0.0, pgc_road.neighbors_weights)  # noise 0 for parity
-    cl = args.channels_last
+    cl, fold = args.channels_last, args.fold_batchnorm
 
     # warm-up of both libraries on the full batch (one percentile each): the first forward of a batch shape
     # builds oneDNN's kernels, which neither library should pay inside its timed call
     targets = [ClassifierOutputTarget(c) for c in classes]
-    road_curves(model, x, maps, classes, percentiles=[50], noise=0, channels_last=cl)
+    road_curves(model, x, maps, classes, percentiles=[50], noise=0, channels_last=cl, fold_batchnorm=fold)
     pgc_road.ROADMostRelevantFirstAverage([50])(x, maps.numpy(), targets, model)
     curves, t_viz, c_viz = timed(
-        lambda: road_curves(model, x, maps, classes, percentiles=percentiles, noise=0, channels_last=cl)
+        lambda: road_curves(
+            model, x, maps, classes, percentiles=percentiles, noise=0, channels_last=cl, fold_batchnorm=fold
+        )
     )
     ours = {o: c.mean(1) for o, c in curves.items()}
 
@@ -101,18 +110,19 @@ def main() -> None:
 
     imputed, t_imp, c_imp = timed(impute)
     batches = [x] + list(imputed.split(16))
+    ours_model = fold_batchnorm(model) if fold else model
 
     def forwards() -> None:
         with torch.no_grad():
             for batch in batches:
-                model(batch.contiguous(memory_format=torch.channels_last) if cl else batch)
+                ours_model(batch.contiguous(memory_format=torch.channels_last) if cl else batch)
 
     _, t_fwd, c_fwd = timed(forwards)
     n_fwd = b + len(imputed)
 
     print(
         f"ROAD MoRF + LeRF, resnet18, {b} images at {size} px, {len(percentiles)} percentiles, noise 0, "
-        f"{args.threads} thread(s), vizkit channels_last={cl}"
+        f"{args.threads} thread(s), vizkit channels_last={cl} fold_batchnorm={fold}"
     )
 
     def row(label: str, wall: float, cpu: float, unit: str = "s", note: str = "") -> None:
