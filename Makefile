@@ -59,10 +59,14 @@ coverage: install
 	@$(PY) -m coverage json -q -o runs/coverage.json && $(PY) -c "import json; t = json.load(open('runs/coverage.json'))['totals']; \
 		print(f\"branches covered: {t['covered_branches']} of {t['num_branches']} ({t['percent_branches_covered']:.1f} %)\")"
 
-# the unit tests on two pytest-xdist workers (they are independent of each other), then the slow
+# the unit tests on two pytest-xdist workers (they are independent of each other) under branch coverage of vizkit/
+# (its total printed; `make coverage` adds the slow tests), then the slow
 # real-component tests one at a time (Dask clusters, kernels and timed interrupts share the machine)
 test: install lint
-	$(PY) -m pytest -q -n 2 tests --ignore=tests/ui -m "not slow"
+	@mkdir -p runs
+	$(PY) -m pytest -q -n 2 tests --ignore=tests/ui -m "not slow" --cov=vizkit --cov-branch --cov-report=
+	@$(PY) -m coverage json -q -o runs/coverage.json && $(PY) -c "import json; t = json.load(open('runs/coverage.json'))['totals']; \
+		print(f\"unit tests: branches covered {t['covered_branches']} of {t['num_branches']} ({t['percent_branches_covered']:.1f} %)\")"
 	$(PY) -m pytest -q tests --ignore=tests/ui -m slow
 	$(MAKE) docs
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
