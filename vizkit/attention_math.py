@@ -35,7 +35,8 @@ def discard_lowest(attn: torch.Tensor, ratio: float, keep_token: int = 0) -> tor
     """Zero the lowest ``ratio`` of the entries of ``[B, N, N]`` attention, per image.
 
     The row and the column of ``keep_token`` (the CLS token) are never discarded; the ratio
-    is a fraction of the remaining ``(N-1)^2`` entries. Ties are broken by position.
+    is a fraction of the remaining ``(N-1)^2`` entries. Which of several tied entries are zeroed is
+    ``torch.topk``'s choice.
     """
     if not 0.0 <= ratio < 1.0:
         raise VizkitError(f"discard_ratio must be in [0, 1), got {ratio}")
@@ -64,6 +65,10 @@ def rollout_matrix(
         raise VizkitError("rollout needs at least one attention map")
     result = None
     for attn in attentions:
+        if attn.ndim != 4 or attn.shape[-1] != attn.shape[-2]:
+            raise VizkitError(
+                f"rollout needs attention maps [B, H, N, N] (N query = N key tokens), got {tuple(attn.shape)}"
+            )
         a = discard_lowest(fuse_heads(attn.float(), head_fusion), discard_ratio)
         eye = torch.eye(a.shape[-1], device=a.device, dtype=a.dtype)
         a = (a + eye) / 2

@@ -4,6 +4,8 @@ aggregation, the default fusion, and the device of the tensors made inside."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -86,3 +88,39 @@ def test_rollout_is_float32_whatever_the_default_dtype():
     finally:
         torch.set_default_dtype(default)
     assert out.dtype == torch.float32 and torch.equal(out, reference)
+
+
+def test_defaults_are_mean_fusion_and_relevance_aggregation():
+    # two heads: the mean over heads is ([[0.9, 0.1], [0.2, 0.8]] + [[0.5, 0.5], [0.6, 0.4]]) / 2
+    attn = torch.tensor([[[[0.9, 0.1], [0.2, 0.8]], [[0.5, 0.5], [0.6, 0.4]]]])
+    torch.testing.assert_close(am.fuse_heads(attn)[0], torch.tensor([[0.7, 0.3], [0.4, 0.6]]))
+    # (A * grad)+ per head: [[0.5, 0], [2, 0]] and [[0.6, 0.8], [0, 0.7]]; mean [[0.55, 0.4], [1.0, 0.35]]
+    attn = torch.tensor([[[[0.5, 0.5], [1.0, 0.0]], [[0.2, 0.8], [0.3, 0.7]]]])
+    grad = torch.tensor([[[[1.0, -1.0], [2.0, 1.0]], [[3.0, 1.0], [-1.0, 1.0]]]])
+    weighted = torch.tensor([[0.55, 0.4], [1.0, 0.35]])
+    torch.testing.assert_close(am.gradient_weighted(attn, grad)[0], weighted)
+    # default aggregation = relevance propagation: one layer, R = I + Ā I = I + Ā
+    torch.testing.assert_close(am.aggregate([attn], [grad])[0], torch.eye(2) + weighted)
+
+
+@pytest.mark.parametrize("n_attn, n_grad", [(2, 1), (1, 2)])
+def test_relevance_needs_one_gradient_per_attention_map(n_attn, n_grad):
+    # non-empty but unequal lists are rejected, not silently truncated by zip
+    a = torch.full((1, 1, 2, 2), 0.5)
+    for aggregation in am.AGGREGATIONS:
+        with pytest.raises(VizkitError, match="one gradient per attention map"):
+            am.aggregate([a] * n_attn, [a] * n_grad, aggregation=aggregation)
+
+
+def test_rollout_residual_halving_is_exact_on_dyadic_maps():
+    # (A + I) / 2 = [[1.75, 0.25], [0.5, 1.5]] / 2 = [[0.875, 0.125], [0.25, 0.75]], rows already sum to 1;
+    # every value is dyadic, so float32 gets it exactly (a / 3 would leave 0.1250000149)
+    attn = torch.tensor([[[[0.75, 0.25], [0.5, 0.5]]]])
+    expected = torch.tensor([[0.875, 0.125], [0.25, 0.75]])
+    torch.testing.assert_close(am.rollout_matrix([attn])[0], expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(1, 2, 3, 4), (2, 3, 3)])
+def test_rollout_refuses_attention_that_is_not_b_h_n_n(shape):
+    with pytest.raises(VizkitError, match=r"rollout needs attention maps \[B, H, N, N\].*got " + re.escape(str(shape))):
+        am.rollout_matrix([torch.full(shape, 0.25)])

@@ -133,3 +133,25 @@ def test_scorecam_hand_computed_two_channels():
     w = torch.tensor([6.0, 3.0]).softmax(0)
     expected = w[0] * a[0, 0] + w[1] * a[0, 1]
     assert np.allclose(out[0].numpy(), expected.numpy(), atol=1e-6)
+
+
+def test_eigencam_uses_the_reduced_svd(monkeypatch):
+    # only the first right-singular vector is used: a full SVD would also build the [hw, hw] left matrix
+    # (3136 x 3136 floats, 39 MB per image, for a 56 x 56 map); here hw = 64 positions and C = 3 channels
+    svd, u_shapes = torch.linalg.svd, []
+
+    def spy(x, *args, **kwargs):
+        out = svd(x, *args, **kwargs)
+        u_shapes.append(tuple(out[0].shape))
+        return out
+
+    monkeypatch.setattr(torch.linalg, "svd", spy)
+    a = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = eigencam(a)
+    assert u_shapes == [(2, 64, 3)]
+    # and the map is the projection on numpy's first principal axis (up to its arbitrary sign)
+    x = a.double().numpy().reshape(2, 3, 64).transpose(0, 2, 1)
+    x = x - x.mean(1, keepdims=True)
+    for b in range(2):
+        proj = x[b] @ np.linalg.svd(x[b], full_matrices=False)[2][0]
+        np.testing.assert_allclose(np.abs(out[b].flatten().numpy()), np.abs(proj), rtol=1e-4, atol=1e-5)
