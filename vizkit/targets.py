@@ -151,6 +151,8 @@ class ImageTextSimilarity(Target):
         logit_scale: float | torch.Tensor = 100.0,
         probability: bool = False,
     ):
+        if text_features.ndim != 2:
+            raise TargetError(f"text features must be [T, D] (one row per text), got {tuple(text_features.shape)}")
         self.text = F.normalize(text_features.detach().float(), dim=-1)
         self.index: torch.Tensor | None = None
         if text_index is not None:

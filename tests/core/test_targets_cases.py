@@ -5,7 +5,9 @@ of model outputs that error messages quote, and how every kind of ``targets`` ar
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -189,3 +191,84 @@ def test_as_target_reads_every_kind_of_argument():
         as_target(None, 2)
     with pytest.raises(TargetError, match=r"must return one score per image, a \[B\] tensor; got Tensor \(2, 3\)"):
         as_target(lambda o: o, 2)(out)
+
+
+def test_predicted_class_logits_reads_a_logits_attribute():
+    # an output object that is neither a tensor nor a dict (e.g. a dataclass) with a .logits attribute
+    logits = torch.tensor([[0.0, 2.0, 1.0], [4.0, 0.0, 1.0]])
+    out = SimpleNamespace(logits=logits, hidden=torch.zeros(2, 5))
+    assert predicted_class_logits(out, 2) is logits
+    assert as_target(None, 2, out).classes.tolist() == [1, 0]  # argmax of each row
+    with pytest.raises(TargetError, match="SimpleNamespace"):
+        predicted_class_logits(SimpleNamespace(LOGITS=logits), 2)
+
+
+def test_image_text_logits_normalise_token_embeddings_along_the_feature_axis():
+    # [B=1, N=2, D=2] token embeddings: each token is normalised on its own (the last axis), giving the
+    # per-token cosines [1, 2, T]: token 0 = IMAGE[0] (along x), token 1 = IMAGE[1] (30 degrees)
+    tokens = IMAGE[None]
+    t = ImageTextSimilarity(TEXT, 0, logit_scale=10.0)
+    got = t.logits(tokens)
+    assert got.shape == (1, 2, 3)
+    assert torch.allclose(got[0], 10 * _cos(), atol=1e-6)
+
+
+def test_image_text_similarity_follows_the_embeddings_to_another_device():
+    # fake tensors carry a device without data, so a "cuda" image can be scored on a CPU-only machine;
+    # mixing devices in one op raises as it would on a GPU
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        text = torch.randn(3, 4)  # the texts on the CPU
+        image = torch.randn(2, 4, device="cuda")
+        t = ImageTextSimilarity(text, None)
+        assert t.logits(image).device.type == "cuda"  # the texts are moved to the image's device
+        score = t(image)
+        assert score.device.type == "cuda" and tuple(score.shape) == (2,)
+        assert t.index.device.type == "cpu"  # the chosen texts are kept on the CPU and moved for the gather
+        rows = t.take(torch.tensor([1, 0, 0]))
+        assert rows(torch.randn(3, 4, device="cuda")).device.type == "cuda"
+
+
+def test_output_tensor_reads_attributes_of_an_output_object():
+    logits, emb = torch.zeros(2, 3), torch.ones(2, 4)
+    out = SimpleNamespace(emb=emb, logits=logits)  # neither a tensor, a dict nor a tuple
+    assert output_tensor(out) is logits
+    assert output_tensor(out, "emb") is emb
+    assert output_tensor(out, "missing", "emb") is emb  # the first name present wins
+    # a class target reads the logits attribute: classes [2, 0] of logits [[0, 1, 2], [3, 4, 5]] -> 2 and 3
+    scores = SimpleNamespace(logits=torch.arange(6.0).view(2, 3))
+    assert ClassLogit([2, 0])(scores).tolist() == [2.0, 3.0]
+
+
+def test_class_logit_stores_int64_indices_whatever_it_is_given():
+    # int16 indices (e.g. labels stored small): kept as the int64 that gather takes (it refuses int16)
+    t = ClassLogit(torch.tensor([2, 0], dtype=torch.int16))
+    assert t.classes.dtype == torch.long
+    scores = torch.tensor([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]])
+    assert t(scores).tolist() == [2.0, 3.0]
+    assert ClassLogit(torch.tensor(1, dtype=torch.int32)).classes.dtype == torch.long
+
+
+def test_class_logit_take_rows():
+    scores = torch.tensor([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0], [6.0, 7.0, 8.0]])
+    # per-image classes [2, 0] taken at rows [1, 1, 0] -> classes [0, 0, 2]: scores 0, 3, 8 of the 3 rows
+    sub = ClassLogit([2, 0]).take(torch.tensor([1, 1, 0]))
+    assert isinstance(sub, ClassLogit) and sub.classes.tolist() == [0, 0, 2]
+    assert sub(scores).tolist() == [0.0, 3.0, 8.0]
+    # one class for all images stays one class, whatever the rows; ClassProbability keeps its type
+    one = ClassProbability(1).take(torch.tensor([0, 0, 1]))
+    assert type(one) is ClassProbability and one.classes.ndim == 0 and int(one.classes) == 1
+
+
+@pytest.mark.parametrize("cls", [3, -1, [0, 3]])
+def test_class_logit_out_of_range_is_a_target_error(cls):
+    # 3 classes: valid indices are 0, 1, 2; class 3 (= the count) and -1 are out of range (not read from the end)
+    with pytest.raises(TargetError, match=r"out of range: the model has 3 classes \(valid 0..2\)"):
+        ClassLogit(cls)(torch.zeros(2, 3))
+
+
+@pytest.mark.parametrize("shape", [(4,), (2, 3, 4)])
+def test_image_text_similarity_needs_text_features_t_by_d(shape):
+    with pytest.raises(TargetError, match=r"text features must be \[T, D\].*got " + re.escape(str(shape))):
+        ImageTextSimilarity(torch.ones(shape), 0)
