@@ -209,3 +209,58 @@ def test_confidence_change_list_targets_and_random_baseline_input_check():
     assert per_image.increase.tolist() == [0.0, 1.0]  # image 1 by class 1: -0.5 -> -0.25, an increase (0 or 1)
     with pytest.raises(InputError, match=r"inputs must be a tensor \[B, C, H, W\]"):
         random_map_baseline(confidence_change, Mean(), x[0], 0)
+
+
+# --- cases a second mutation run found untested ---------------------------------------------------------------------
+
+
+def test_percentile_is_numpys_to_the_last_bit():
+    # NumPy's lerp: a + diff * gamma below gamma = 0.5, b - diff * (1 - gamma) from 0.5 on; on random floats the
+    # two forms differ in the last bit for some rows (measured: at p = 1.5 and 33 for gamma < 0.5, at p = 3, 40,
+    # 77 and 95 above), and only NumPy's own choice classifies pixels tied with its threshold alike
+    values = np.sort(np.random.default_rng(1).random((50, 23)), 1)
+    for p in (1.5, 3, 33, 40, 77, 95, 100):
+        got = _percentile(torch.from_numpy(values), p).numpy()
+        np.testing.assert_array_equal(got, np.percentile(values, p, axis=1))
+
+
+def test_road_with_percentile_100_and_batch_size_1_by_hand():
+    x, maps = _case()
+    seen = []
+
+    class Counting(Mean):
+        def forward(self, t):
+            seen.append(t.shape[0])
+            return super().forward(t)
+
+    out = road_curves(Counting(), x, maps, 0, percentiles=[100], noise=0.0, batch_size=1, tol=1e-8)
+    assert seen == [2, 2, 2]  # batch_size 1 < 2 images: one copy of the batch per forward pass
+    # MoRF at 100 removes the map's maximum only: image 0's pixel (1, 3), a 1 whose in-image neighbours are
+    # (0, 3), (1, 2), (2, 3) (weight 1/6; values 1, 1, 0) and (0, 2), (2, 2) (1/12; values 1, 0): it becomes
+    # (5 / 12) / (8 / 12) = 5 / 8 and the mean falls by (3 / 8) / 16
+    assert out["morf"][0].tolist() == [pytest.approx(-3 / 128, abs=1e-6)]
+    # LeRF at 100 removes the maximum of 1 - map: image 0's 8 zeros of the bottom half (all tied), whose only
+    # known neighbours are the ones above them: they become 1, the mean rises from 0.5 to 1
+    assert out["lerf"][0].tolist() == [pytest.approx(0.5, abs=1e-6)]
+    assert out["morf"][1].tolist() == [pytest.approx(0.0, abs=1e-6)]  # image 1 is constant
+
+
+def test_a_callable_target_gets_channels_last_batches_too():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 6, 6, generator=g)
+    maps = torch.rand(2, 6, 6, generator=g)
+    formats = []
+
+    class Recording(Mean):
+        def forward(self, t):
+            formats.append(t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous())
+            return super().forward(t)
+
+    def first_logit(output):  # a plain callable: called per copy of the batch
+        return output[:, 0]
+
+    cl = road_curves(Recording(), x, maps, first_logit, percentiles=[30, 70], noise=0.0, channels_last=True)
+    assert len(formats) == 5 and all(formats)  # the clean batch, then 2 orders x 2 percentiles
+    plain = road_curves(Mean(), x, maps, 0, percentiles=[30, 70], noise=0.0)
+    for order in ("morf", "lerf"):
+        torch.testing.assert_close(cl[order], plain[order])
