@@ -79,3 +79,20 @@ def test_deletion_references_order_inside_the_mask_and_defaults():
         deletion_references(_weighted, images, masks)[1]
         != deletion_references(_weighted, images, masks, steps=20, seed=1)[1]
     )
+
+
+def test_deletion_references_deletes_the_whole_mask_first_whatever_the_noise():
+    # 128 x 128 px, the left half is the mask; the score counts the pixels left outside it. Deleted in mask order,
+    # the first half of the pixels is exactly the mask: curve [S, S, 0] at steps 0, 1, 2 with S = 8192, so the
+    # trapezoidal AUC over [0, 1] is (S + S) / 4 + (S + 0) / 4 = 0.75 S = 6144. The tie-breaking noise reaches
+    # 0.9999 here: scaled by more than 1e-3 it would lift such an outside pixel above mask pixels of little noise.
+    images = torch.ones(1, 1, 128, 128)
+    masks = torch.zeros(1, 128, 128, dtype=torch.bool)
+    masks[:, :, :64] = True
+    assert float(torch.rand((1, 128, 128), generator=torch.Generator().manual_seed(0))[~masks].max()) > 0.9999
+
+    def outside(x: torch.Tensor) -> torch.Tensor:
+        return x[:, 0, :, 64:].sum(dim=(1, 2))
+
+    mask_order, _ = deletion_references(outside, images, masks, steps=2, seed=0)
+    assert mask_order == 6144.0
