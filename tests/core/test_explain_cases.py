@@ -378,3 +378,27 @@ def test_a_token_layer_refuses_a_map_layout(vit):
         ):
             vizkit.cam(vit, x, 0, "blocks.1", layout=layout)
     assert vizkit.cam(vit, x, 0, "blocks.1", layout="tokens").layer_maps["blocks.1"].shape == (1, 4, 4)
+
+
+class _PosConvBlock(_Block):
+    """A block that also runs a strided convolution over its 2 x 4 patch tokens (a positional probe whose
+    output is unused): a Conv2d with stride == kernel that is not the patch embedding."""
+
+    def __init__(self, d: int):
+        super().__init__(d)
+        self.pos = torch.nn.Conv2d(d, d, 2, stride=2)
+
+    def forward(self, x):
+        self.pos(x[:, 1:].transpose(1, 2).reshape(x.shape[0], -1, 2, 4))
+        return x + self.attn(x)
+
+
+def test_a_strided_convolution_inside_a_block_is_not_the_patch_embedding():
+    """16 x 32 px in 8 px patches: 1 + 2 x 4 tokens. The 2 x 2 stride-2 convolution inside block 0 has a 1 x 2
+    output; it must not be taken for the patch embedding (the grid comes from the image's aspect ratio)."""
+    torch.manual_seed(0)
+    model = _LinearPatchViT().eval()
+    model.blocks[0] = _PosConvBlock(8)
+    x = torch.rand(2, 3, 16, 32, generator=G)
+    a = vizkit.attention(model, x, layers=["blocks.0", "blocks.1"])
+    assert (a.grid, a.prefix_tokens, a.layers) == ((2, 4), 1, ["blocks.0", "blocks.1"])
