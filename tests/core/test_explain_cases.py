@@ -6,13 +6,16 @@ model."""
 
 from __future__ import annotations
 
+import re
+from types import SimpleNamespace
+
 import pytest
 import torch
 from models import timm_vit, tiny_cnn
 
 import vizkit
 from vizkit import attention_math as am
-from vizkit.errors import InputError, VizkitError
+from vizkit.errors import CaptureError, InputError, VizkitError
 from vizkit.explain import AttentionGradients, AttentionMaps, attention_gradients, rollout
 from vizkit.tokens import TokenLayout
 
@@ -402,3 +405,40 @@ def test_a_strided_convolution_inside_a_block_is_not_the_patch_embedding():
     x = torch.rand(2, 3, 16, 32, generator=G)
     a = vizkit.attention(model, x, layers=["blocks.0", "blocks.1"])
     assert (a.grid, a.prefix_tokens, a.layers) == ((2, 4), 1, ["blocks.0", "blocks.1"])
+    ag = attention_gradients(model, x, [0], layers=["blocks.0", "blocks.1"])
+    assert (ag.grid, ag.prefix_tokens) == ((2, 4), 1)
+
+
+class _NoSoftmaxAttention(torch.nn.Module):
+    """Named like an attention module, but computes no attention probabilities vizkit can see."""
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.proj = torch.nn.Linear(d, d)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+class _ConfiguredModel(torch.nn.Module):
+    """The pixels of an image as tokens through one ``_NoSoftmaxAttention``, with a Hugging Face-like ``config``
+    naming its attention."""
+
+    def __init__(self, impl: str | None):
+        super().__init__()
+        self.config = SimpleNamespace(_attn_implementation=impl)
+        self.attention = _NoSoftmaxAttention(3)
+
+    def forward(self, x):
+        return self.attention(x.flatten(2).transpose(1, 2)).mean(1)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", None])
+def test_a_missing_map_names_the_models_attention_implementation(impl):
+    model = _ConfiguredModel(impl).eval()
+    extra = f" (attention implementation {impl!r})" if impl else ""
+    with pytest.raises(
+        CaptureError,
+        match=r"^no attention probabilities were computed inside attention" + re.escape(extra) + r"\. Pass",
+    ):
+        vizkit.attention(model, torch.rand(1, 3, 4, 4), layers=["attention"])
