@@ -550,3 +550,63 @@ def test_deepfakebench_xception_size_device_and_a_file_that_is_not_a_state_dict(
     torch.save([1, 2], tmp_path / "list.pth")
     with pytest.raises(CheckpointError, match=re.escape(f"{tmp_path / 'list.pth'} holds a list, not a state dict")):
         load_detector(cfg, tmp_path / "list.pth")
+
+
+def test_timm_token_features_model_counts_the_last_axis(tmp_path):
+    # no classifier and no pooling: the output is [1, tokens, features]; the class count is the features (last axis)
+    _save_timm(tmp_path / "tok.pth", num_classes=0, global_pool="")
+    y = _yaml(
+        tmp_path / "c.yaml",
+        model_name="timm:vit_tiny_patch16_224",
+        model_kwargs={"num_classes": 0, "global_pool": "", "img_size": 32, "depth": 1},
+    )
+    det = load_detector(y, tmp_path / "tok.pth")
+    assert len(det.class_names) == 192 and det.class_names[-1] == "class 191"
+
+
+def test_timm_model_without_num_classes_counts_its_outputs(tmp_path, monkeypatch):
+    # a timm factory whose model has no num_classes attribute: the count comes from a forward pass
+    import timm
+
+    def build(name, pretrained=False, **kw):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4))
+
+    torch.save(build("x").state_dict(), tmp_path / "seq.pth")
+    monkeypatch.setattr(timm, "create_model", build)
+    det = load_detector(_yaml(tmp_path / "c.yaml", model_name="timm:resnet18"), tmp_path / "seq.pth")
+    assert not hasattr(det.model, "num_classes")
+    assert det.class_names == ["class 0", "class 1", "class 2", "class 3"] and det.family == "timm:resnet18"
+
+
+def test_timm_loader_gets_the_device(tmp_path, monkeypatch):
+    import vizkit.models.load_vision as load_vision
+
+    real, seen = load_vision.load_timm, []
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("device", "<default>"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(load_vision, "load_timm", spy)
+    _save_timm(tmp_path / "vit.pth", num_classes=2)
+    y = _yaml(
+        tmp_path / "c.yaml",
+        model_name="timm:vit_tiny_patch16_224",
+        model_kwargs={"num_classes": 2, "img_size": 32, "depth": 1},
+    )
+    det = load_detector(y, tmp_path / "vit.pth", device="meta")
+    assert seen == ["meta"] and next(det.model.parameters()).device.type == "meta"
+    assert det.class_names == ["real", "fake"]
+
+
+def test_timm_token_features_model_counts_the_last_axis_on_another_device(tmp_path):
+    # the counting forward pass runs where the model is (here the meta device, which stands in for a GPU)
+    _save_timm(tmp_path / "tok.pth", num_classes=0, global_pool="")
+    y = _yaml(
+        tmp_path / "c.yaml",
+        model_name="timm:vit_tiny_patch16_224",
+        model_kwargs={"num_classes": 0, "global_pool": "", "img_size": 32, "depth": 1},
+    )
+    det = load_detector(y, tmp_path / "tok.pth", device="meta")
+    assert len(det.class_names) == 192 and next(det.model.parameters()).device.type == "meta"

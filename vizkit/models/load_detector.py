@@ -202,6 +202,13 @@ def _dfb_preprocess(cfg: DetectorConfig, size: int) -> CvResizeNormalize:
     return CvResizeNormalize(size, cfg.mean or (0.5,) * 3, cfg.std or (0.5,) * 3, "cubic")
 
 
+def _output_width(model: nn.Module) -> int:
+    """The last axis of ``model``'s output for one 32 x 32 RGB image made on the model's device."""
+    param = next(model.parameters(), None)
+    with torch.no_grad():
+        return int(model(torch.zeros(1, 3, 32, 32, device=param.device if param is not None else None)).shape[-1])
+
+
 def _size_of(preprocess: Any) -> int:
     return int(preprocess(np.zeros((8, 8, 3), np.uint8)).shape[-1])
 
@@ -465,7 +472,7 @@ def load_detector(
                 f"{cfg.path}: 'model_kwargs' must be a mapping (e.g. {{num_classes: 2, img_size: 224}})"
             )
         loaded = load_timm(cfg.model_name[5:], w, device=device, **kwargs)
-        n = int(getattr(loaded.model, "num_classes", 0) or loaded.model(torch.zeros(1, 3, 32, 32)).shape[-1])
+        n = int(getattr(loaded.model, "num_classes", 0) or _output_width(loaded.model))
         names = _class_names(n, cfg.class_names)
         family = f"timm:{cfg.model_name[5:]}"
         if cfg.resolution or cfg.mean or cfg.std:
