@@ -16,7 +16,7 @@ from models import timm_vit, tiny_cnn
 import vizkit
 from vizkit import attention_math as am
 from vizkit.errors import CaptureError, InputError, VizkitError
-from vizkit.explain import AttentionGradients, AttentionMaps, attention_gradients, rollout
+from vizkit.explain import AttentionGradients, AttentionMaps, _layer_layout, _spatial, attention_gradients, rollout
 from vizkit.tokens import TokenLayout
 
 G = torch.Generator().manual_seed(0)
@@ -442,3 +442,105 @@ def test_a_missing_map_names_the_models_attention_implementation(impl):
         match=r"^no attention probabilities were computed inside attention" + re.escape(extra) + r"\. Pass",
     ):
         vizkit.attention(model, torch.rand(1, 3, 4, 4), layers=["attention"])
+
+
+class _MixedStage(torch.nn.Module):
+    """A convolution then a Linear: 64 x 64 px -> a channels-last [B, 8, 8, 8] map. Both readings fit the
+    input (stride 8 either way) and the module mixes convolutions and Linears: no shape or content rule
+    decides, only the class names of the enclosing modules can."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 8, stride=8)
+        self.lin = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.lin(self.conv(x).permute(0, 2, 3, 1))
+
+
+class SwinTransformerToy(torch.nn.Module):
+    """A Swin-family class name on the model only; its stage is a plain ``_MixedStage``."""
+
+    def __init__(self):
+        super().__init__()
+        self.stage = _MixedStage()
+
+    def forward(self, x):
+        return self.stage(x)
+
+
+class PatchMerging(_MixedStage):
+    """A Swin-family class name on the layer itself."""
+
+
+class _PlainWrapper(torch.nn.Module):
+    """A model of no known family holding a ``PatchMerging`` layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = PatchMerging()
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _nhwc_gradcam(act: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM of a channels-last ``[B, h, w, C]`` activation under the score ``(act * weight).sum()``
+    (its gradient is ``weight``): channel weights = spatial mean of ``weight``, clamped at 0."""
+    w = weight.mean((0, 1))  # [C]
+    return (act * w).sum(-1).clamp(min=0)
+
+
+@pytest.mark.parametrize("which", ["model", "layer"])
+def test_an_ambiguous_map_is_channels_last_by_an_enclosing_swin_class(which):
+    """[B, 8, 8, 8] from 64 x 64 px in a mixed module: the Swin-family class of the model (rule 3: the model
+    encloses its layers, and the model itself as the layer ``""``) or of the layer itself makes it NHWC."""
+    torch.manual_seed(0)
+    model = (SwinTransformerToy() if which == "model" else _PlainWrapper()).eval()
+    layers = ["stage", model] if which == "model" else ["body"]
+    names = ["stage", ""] if which == "model" else ["body"]
+    x = torch.rand(2, 3, 64, 64, generator=G)
+    weight = torch.randn(8, 8, 8, generator=G)
+    with torch.no_grad():
+        act = model(x)
+    want = _nhwc_gradcam(act, weight)
+    assert not torch.allclose(want, (act * weight.mean((0, 1))).sum(1).clamp(min=0))  # NCHW would differ
+    e = vizkit.cam(model, x, lambda out: (out * weight).sum((1, 2, 3)), layers, "gradcam")
+    assert e.layers == names
+    for n in names:
+        torch.testing.assert_close(e.layer_maps[n], want, atol=1e-5, rtol=1e-5)
+
+
+def test_an_ambiguous_map_without_a_family_class_is_refused():
+    """The same mixed stage in a plain Sequential: no rule decides."""
+    model = torch.nn.Sequential(_MixedStage()).eval()
+    x = torch.rand(1, 3, 64, 64, generator=G)
+    with pytest.raises(InputError, match=r"layer '0' output \(1, 8, 8, 8\) is ambiguous"):
+        vizkit.cam(model, x, lambda out: out.sum((1, 2, 3)), ["0"], "gradcam")
+
+
+def test_a_layout_callable_applies_to_a_token_layer(vit):
+    """A callable ``layout`` is used on [B, N, C] tokens too (not replaced by the token reshape): a callable
+    that reshapes the 4 x 4 patch grid and mirrors it gives the mirrored token-layout maps."""
+    x = torch.rand(1, 3, 32, 32, generator=G)
+    calls = []
+
+    def mirrored(t):
+        calls.append(tuple(t.shape))
+        return t[:, 1:].reshape(t.shape[0], 4, 4, -1).permute(0, 3, 1, 2).flip(-1)
+
+    plain = vizkit.cam(vit, x, 0, "blocks.0", layout="tokens").layer_maps["blocks.0"]
+    got = vizkit.cam(vit, x, 0, "blocks.0", layout=mirrored).layer_maps["blocks.0"]
+    assert calls == [(1, 17, 32), (1, 17, 32)]  # activations and gradients
+    assert not torch.allclose(plain, plain.flip(-1))
+    torch.testing.assert_close(got, plain.flip(-1), atol=1e-6, rtol=1e-6)
+
+
+def test_layer_layout_and_spatial_defaults():
+    """``_layer_layout`` names a 3-D tensor's layout ``"tokens"`` (``layout`` None or "tokens"); ``_spatial``
+    reads a map as NCHW when no layout is given."""
+    m = torch.nn.Identity()
+    for lay in (None, "tokens"):
+        assert _layer_layout(torch.zeros(1, 5, 3), lay, (4, 4), "b", m, m) == "tokens"
+    t = torch.arange(24.0).reshape(1, 2, 3, 4)
+    assert _spatial(t, 1, None, (3, 4), "b") is t
