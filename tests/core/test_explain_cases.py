@@ -16,7 +16,15 @@ from models import timm_vit, tiny_cnn
 import vizkit
 from vizkit import attention_math as am
 from vizkit.errors import CaptureError, InputError, VizkitError
-from vizkit.explain import AttentionGradients, AttentionMaps, _layer_layout, _spatial, attention_gradients, rollout
+from vizkit.explain import (
+    AttentionGradients,
+    AttentionMaps,
+    _layer_layout,
+    _minmax,
+    _spatial,
+    attention_gradients,
+    rollout,
+)
 from vizkit.tokens import TokenLayout
 
 G = torch.Generator().manual_seed(0)
@@ -544,3 +552,51 @@ def test_layer_layout_and_spatial_defaults():
         assert _layer_layout(torch.zeros(1, 5, 3), lay, (4, 4), "b", m, m) == "tokens"
     t = torch.arange(24.0).reshape(1, 2, 3, 4)
     assert _spatial(t, 1, None, (3, 4), "b") is t
+
+
+def test_spatial_reads_tokens_by_the_measured_grid_the_image_and_the_batch():
+    """Tokens -> [B, C, h, w]: a measured 3 x 3 grid wins over the 2 x 4 (+ 1 prefix) guess a 16 x 32 image
+    gives; without a grid the image's 1 : 2 aspect ratio decides (not the square 3 x 3); sequence-first
+    [N, B, C] tokens are put batch first."""
+    t = torch.arange(18.0).reshape(1, 9, 2)
+    by_grid = t.reshape(1, 3, 3, 2).permute(0, 3, 1, 2)
+    torch.testing.assert_close(_spatial(t, 1, (3, 3), (16, 32), "b", "tokens"), by_grid)
+    by_image = t[:, 1:].reshape(1, 2, 4, 2).permute(0, 3, 1, 2)
+    torch.testing.assert_close(_spatial(t, 1, None, (16, 32), "b", "tokens"), by_image)
+    seq_first = torch.arange(36.0).reshape(9, 2, 2)
+    want = seq_first.transpose(0, 1).reshape(2, 3, 3, 2).permute(0, 3, 1, 2)
+    torch.testing.assert_close(_spatial(seq_first, 2, (3, 3), (24, 24), "b", "tokens"), want)
+
+
+def test_minmax_keeps_a_range_of_nine_float_steps():
+    """A map spanning 9 float32 steps at magnitude 1 is above the 8-eps constant threshold: it is stretched
+    to [0, 1] (less the relative epsilon, 1e-4 of the range), not blanked."""
+    eps = torch.finfo(torch.float32).eps
+    x = torch.tensor([[[1.0, 1.0 + 9 * eps]]])
+    assert x[0, 0, 1] - x[0, 0, 0] == 9 * eps
+    torch.testing.assert_close(_minmax(x), torch.tensor([[[0.0, 1 / 1.0001]]]), atol=1e-6, rtol=0)
+
+
+def test_cam_runs_the_given_forward():
+    """``forward`` replaces ``model(x)``: with the logits reversed, class 0 is the model's last class."""
+    torch.manual_seed(0)
+    model = tiny_cnn().eval()
+    x = torch.rand(2, 3, 8, 8, generator=G)
+    with torch.no_grad():
+        n = model(x).shape[1]
+    got = vizkit.cam(model, x, 0, "2", forward=lambda inp: model(inp).flip(1))
+    want = vizkit.cam(model, x, n - 1, "2")
+    torch.testing.assert_close(got.layer_maps["2"], want.layer_maps["2"])
+    torch.testing.assert_close(got.scores, want.scores)
+    assert not torch.allclose(want.layer_maps["2"], vizkit.cam(model, x, 0, "2").layer_maps["2"])
+
+
+def test_cam_of_a_vit_with_register_tokens_uses_the_measured_patch_grid():
+    """16 x 16 px in 8 px patches with a CLS and 4 register tokens: 9 tokens. Only the patch embedding's
+    measured 2 x 2 grid reads them right (from the count alone they would be a 3 x 3 grid)."""
+    model = timm_vit(img_size=16, reg_tokens=4).eval()
+    x = torch.rand(1, 3, 16, 16, generator=G)
+    e = vizkit.cam(model, x, 0, "blocks.0", layout="tokens")
+    assert e.layer_maps["blocks.0"].shape == (1, 2, 2)
+    by_hand = vizkit.cam(model, x, 0, "blocks.0", layout=lambda t: t[:, 5:].reshape(1, 2, 2, -1).permute(0, 3, 1, 2))
+    torch.testing.assert_close(e.layer_maps["blocks.0"], by_hand.layer_maps["blocks.0"])
