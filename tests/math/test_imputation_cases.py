@@ -96,14 +96,18 @@ def test_an_image_without_known_pixels_is_zero_plus_noise():
     assert torch.allclose(noisy[0], want[0], atol=1e-6)
 
 
+def _three_masks(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Three random 3-channel images ``[3, 3, h, w]`` and masks removing about 10 %, 50 % and 90 % (seed 0)."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(3, 3, h, w, generator=g)
+    return images, torch.stack([torch.rand(h, w, generator=g) > p for p in (0.1, 0.5, 0.9)])
+
+
 @pytest.mark.parametrize("size", [(32, 32), (96, 80)])
 def test_the_iteration_budget_does_not_grow_with_the_size(size):
     # measured: 15 preconditioned CG iterations reach tol=1e-6 for 10 %, 50 % and 90 % removed at
     # 32 x 32, 96 x 80 and 224 x 224; a weaker preconditioner needs more and warns
-    g = torch.Generator().manual_seed(0)
-    h, w = size
-    images = torch.rand(3, 3, h, w, generator=g)
-    keep = torch.stack([torch.rand(h, w, generator=g) > p for p in (0.1, 0.5, 0.9)])
+    images, keep = _three_masks(*size)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         out = noisy_linear_impute(images, keep, tol=1e-6, max_iter=16, chunk=2)
@@ -248,10 +252,7 @@ def test_a_small_image_is_solved_directly_in_one_iteration(size):
     """Up to 256 pixels the finest grid is the coarsest: the preconditioner is the exact (Cholesky) inverse and
     one CG step reaches tol=1e-5 (measured on the original code: 1 step at 1e-4, 1e-5 and 1e-6 for these
     sizes and masks). A V-cycle on coarser grids, or a perturbed dense solve, needs more."""
-    g = torch.Generator().manual_seed(0)
-    h, w = size
-    images = torch.rand(3, 3, h, w, generator=g)
-    keep = torch.stack([torch.rand(h, w, generator=g) > p for p in (0.1, 0.5, 0.9)])
+    images, keep = _three_masks(*size)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         out = noisy_linear_impute(images, keep, tol=1e-5, max_iter=1)

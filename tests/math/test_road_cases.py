@@ -44,6 +44,18 @@ class Mean(nn.Module):
         return torch.stack([m, -m, 2 * m], 1)
 
 
+class CountingMean(Mean):
+    """``Mean`` that records the batch size of every forward pass in ``seen``."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[int] = []
+
+    def forward(self, x):
+        self.seen.append(x.shape[0])
+        return super().forward(x)
+
+
 def _case():
     x = torch.zeros(2, 1, 4, 4)
     x[0, 0, :2] = 1.0  # image 0: top half 1, bottom half 0
@@ -76,19 +88,13 @@ def test_road_curves_of_a_linear_model_by_hand():
 
 def test_road_defaults_and_chunks():
     x, maps = _case()
-    seen = []
-
-    class Counting(Mean):
-        def forward(self, t):
-            seen.append(t.shape[0])
-            return super().forward(t)
-
-    a = road(Counting(), x, maps, 0)  # default percentiles 10..90, noise 0.01 seeded with 0, chunks of 16
+    model = CountingMean()
+    a = road(model, x, maps, 0)  # default percentiles 10..90, noise 0.01 seeded with 0, chunks of 16
     # the unperturbed batch, then 2 orders x 9 percentiles x 2 images = 36 in chunks of 16 // 2 = 8 copies
-    assert seen == [2, 16, 16, 4]
-    seen.clear()
-    b = road(Counting(), x, maps, 0, percentiles=ROAD_PERCENTILES, noise=0.01, seed=0, batch_size=7)
-    assert seen == [2] + [6] * 6  # 7 // 2 = 3 copies of the batch per chunk
+    assert model.seen == [2, 16, 16, 4]
+    model = CountingMean()
+    b = road(model, x, maps, 0, percentiles=ROAD_PERCENTILES, noise=0.01, seed=0, batch_size=7)
+    assert model.seen == [2] + [6] * 6  # 7 // 2 = 3 copies of the batch per chunk
     assert torch.allclose(a, b, atol=1e-4)
     assert ROAD_PERCENTILES == (10, 20, 30, 40, 50, 60, 70, 80, 90)
     c = road(Mean(), x, maps, 0, seed=1)
@@ -153,21 +159,15 @@ def test_road_argument_checks_and_defaults_a_mutation_run_found_untested():
     for order in ("morf", "lerf"):
         assert zero[order].flatten().tolist() == [pytest.approx(-0.5, abs=1e-6)] * 2
     # road_curves' defaults: noise 0.01, seed 0, batch_size 16 (a one-image batch: 18 images in chunks of 16)
-    seen = []
-
-    class Counting(Mean):
-        def forward(self, t):
-            seen.append(t.shape[0])
-            return super().forward(t)
-
-    default = road_curves(Counting(), x[:1], maps[:1], 0)
-    assert seen == [1, 16, 2]
+    model = CountingMean()
+    default = road_curves(model, x[:1], maps[:1], 0)
+    assert model.seen == [1, 16, 2]
     explicit = road_curves(Mean(), x[:1], maps[:1], 0, noise=0.01, seed=0, batch_size=16)
     for order in ("morf", "lerf"):
         torch.testing.assert_close(default[order], explicit[order], rtol=0, atol=1e-6)
-    seen.clear()
-    road(Counting(), x[:1], maps[:1], 0)  # road's own default batch_size is 16 too
-    assert seen == [1, 16, 2]
+    model = CountingMean()
+    road(model, x[:1], maps[:1], 0)  # road's own default batch_size is 16 too
+    assert model.seen == [1, 16, 2]
 
 
 def test_road_passes_tol_and_channels_last_on():
@@ -226,15 +226,9 @@ def test_percentile_is_numpys_to_the_last_bit():
 
 def test_road_with_percentile_100_and_batch_size_1_by_hand():
     x, maps = _case()
-    seen = []
-
-    class Counting(Mean):
-        def forward(self, t):
-            seen.append(t.shape[0])
-            return super().forward(t)
-
-    out = road_curves(Counting(), x, maps, 0, percentiles=[100], noise=0.0, batch_size=1, tol=1e-8)
-    assert seen == [2, 2, 2]  # batch_size 1 < 2 images: one copy of the batch per forward pass
+    model = CountingMean()
+    out = road_curves(model, x, maps, 0, percentiles=[100], noise=0.0, batch_size=1, tol=1e-8)
+    assert model.seen == [2, 2, 2]  # batch_size 1 < 2 images: one copy of the batch per forward pass
     # MoRF at 100 removes the map's maximum only: image 0's pixel (1, 3), a 1 whose in-image neighbours are
     # (0, 3), (1, 2), (2, 3) (weight 1/6; values 1, 1, 0) and (0, 2), (2, 2) (1/12; values 1, 0): it becomes
     # (5 / 12) / (8 / 12) = 5 / 8 and the mean falls by (3 / 8) / 16
