@@ -552,16 +552,19 @@ def test_deepfakebench_xception_size_device_and_a_file_that_is_not_a_state_dict(
         load_detector(cfg, tmp_path / "list.pth")
 
 
-def test_timm_token_features_model_counts_the_last_axis(tmp_path):
-    # no classifier and no pooling: the output is [1, tokens, features]; the class count is the features (last axis)
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_timm_token_features_model_counts_the_last_axis(tmp_path, device):
+    # no classifier and no pooling: the output is [1, tokens, features]; the class count is the features (last
+    # axis), from a forward pass where the model is (the meta device stands in for a GPU)
     _save_timm(tmp_path / "tok.pth", num_classes=0, global_pool="")
     y = _yaml(
         tmp_path / "c.yaml",
         model_name="timm:vit_tiny_patch16_224",
         model_kwargs={"num_classes": 0, "global_pool": "", "img_size": 32, "depth": 1},
     )
-    det = load_detector(y, tmp_path / "tok.pth")
+    det = load_detector(y, tmp_path / "tok.pth", device=device)
     assert len(det.class_names) == 192 and det.class_names[-1] == "class 191"
+    assert next(det.model.parameters()).device.type == device
 
 
 def test_timm_model_without_num_classes_counts_its_outputs(tmp_path, monkeypatch):
@@ -598,15 +601,3 @@ def test_timm_loader_gets_the_device(tmp_path, monkeypatch):
     det = load_detector(y, tmp_path / "vit.pth", device="meta")
     assert seen == ["meta"] and next(det.model.parameters()).device.type == "meta"
     assert det.class_names == ["real", "fake"]
-
-
-def test_timm_token_features_model_counts_the_last_axis_on_another_device(tmp_path):
-    # the counting forward pass runs where the model is (here the meta device, which stands in for a GPU)
-    _save_timm(tmp_path / "tok.pth", num_classes=0, global_pool="")
-    y = _yaml(
-        tmp_path / "c.yaml",
-        model_name="timm:vit_tiny_patch16_224",
-        model_kwargs={"num_classes": 0, "global_pool": "", "img_size": 32, "depth": 1},
-    )
-    det = load_detector(y, tmp_path / "tok.pth", device="meta")
-    assert len(det.class_names) == 192 and next(det.model.parameters()).device.type == "meta"
