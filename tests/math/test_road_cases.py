@@ -172,8 +172,8 @@ def test_road_argument_checks_and_defaults_a_mutation_run_found_untested():
 
 def test_road_passes_tol_and_channels_last_on():
     g = torch.Generator().manual_seed(0)
-    x = torch.rand(2, 3, 8, 8, generator=g, dtype=torch.float64)
-    maps = torch.rand(2, 8, 8, generator=g, dtype=torch.float64)
+    x = torch.rand(2, 3, 24, 24, generator=g, dtype=torch.float64)
+    maps = torch.rand(2, 24, 24, generator=g, dtype=torch.float64)
     formats = []
 
     class Recording(nn.Module):
@@ -181,7 +181,7 @@ def test_road_passes_tol_and_channels_last_on():
 
         def __init__(self):
             super().__init__()
-            self.w = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+            self.w = torch.rand(3, 24, 24, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
 
         def forward(self, t):
             formats.append(t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous())
@@ -193,7 +193,8 @@ def test_road_passes_tol_and_channels_last_on():
     curves = road_curves(Recording(), x, maps, 0, tol=0.5, **kw)
     torch.testing.assert_close(loose, ((curves["lerf"] - curves["morf"]) / 2).mean(1))
     tight = road(Recording(), x, maps, 0, tol=1e-10, **kw)
-    assert (loose - tight).abs().max() > 1e-6  # tol reaches the solver: a loose one stops early
+    # tol reaches the solver: a loose one stops early (24 x 24 images are iterated, not solved densely)
+    assert (loose - tight).abs().max() > 1e-2
     assert not any(formats)
     formats.clear()
     cl = road(Recording(), x, maps, 0, channels_last=True, tol=1e-10, **kw)
