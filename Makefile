@@ -56,8 +56,7 @@ coverage: install
 	@mkdir -p runs
 	$(PY) -m pytest -q tests --ignore=tests/ui --cov=vizkit --cov-branch --cov-report=
 	@$(PY) -m coverage report --sort=cover | sed -n '1,17p;/^TOTAL/p'
-	@$(PY) -m coverage json -q -o runs/coverage.json && $(PY) -c "import json; t = json.load(open('runs/coverage.json'))['totals']; \
-		print(f\"branches covered: {t['covered_branches']} of {t['num_branches']} ({t['percent_branches_covered']:.1f} %)\")"
+	@$(PY) tools/branch_coverage.py "unit and slow tests"
 
 # the unit tests on two pytest-xdist workers (they are independent of each other) under branch coverage of vizkit/
 # (its total printed; `make coverage` adds the slow tests), then the slow
@@ -65,8 +64,7 @@ coverage: install
 test: install lint
 	@mkdir -p runs
 	$(PY) -m pytest -q -n 2 tests --ignore=tests/ui -m "not slow" --cov=vizkit --cov-branch --cov-report=
-	@$(PY) -m coverage json -q -o runs/coverage.json && $(PY) -c "import json; t = json.load(open('runs/coverage.json'))['totals']; \
-		print(f\"unit tests: branches covered {t['covered_branches']} of {t['num_branches']} ({t['percent_branches_covered']:.1f} %)\")"
+	@$(PY) tools/branch_coverage.py "unit tests"
 	$(PY) -m pytest -q tests --ignore=tests/ui -m slow
 	$(MAKE) docs
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
