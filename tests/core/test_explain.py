@@ -27,7 +27,8 @@ def x():
     "bad, match",
     [
         (torch.randn(3, 64, 64), r"4-D batch \[B, C, H, W\], got shape \(3, 64, 64\) \(add a batch dimension"),
-        (torch.randn(1, 1, 3, 64, 64), "got shape"),
+        (torch.randn(1, 1, 3, 64, 64), r"4-D batch \[B, C, H, W\], got shape \(1, 1, 3, 64, 64\)$"),  # no hint
+        (torch.randn(0, 3, 64, 64), r"^inputs is an empty batch$"),
         ([[1.0]], "must be a torch.Tensor"),
     ],
 )

@@ -15,16 +15,19 @@ from models import timm_vit, tiny_cnn
 
 import vizkit
 from vizkit import attention_math as am
-from vizkit.errors import CaptureError, InputError, VizkitError
+from vizkit.errors import CaptureError, InputError, TargetError, VizkitError
 from vizkit.explain import (
     AttentionGradients,
     AttentionMaps,
+    _check_inputs,
     _layer_layout,
     _minmax,
     _spatial,
     attention_gradients,
     rollout,
 )
+from vizkit.methods.eigencam import eigencam
+from vizkit.targets import Target
 from vizkit.tokens import TokenLayout
 
 G = torch.Generator().manual_seed(0)
@@ -600,3 +603,199 @@ def test_cam_of_a_vit_with_register_tokens_uses_the_measured_patch_grid():
     assert e.layer_maps["blocks.0"].shape == (1, 2, 2)
     by_hand = vizkit.cam(model, x, 0, "blocks.0", layout=lambda t: t[:, 5:].reshape(1, 2, 2, -1).permute(0, 3, 1, 2))
     torch.testing.assert_close(e.layer_maps["blocks.0"], by_hand.layer_maps["blocks.0"])
+
+
+# ----------------------------------------------------------------------------- inputs, outputs and scores
+
+
+def test_inputs_are_moved_to_the_models_device():
+    model = tiny_cnn().to("meta")
+    assert _check_inputs(model, torch.rand(1, 3, 4, 4)).device.type == "meta"
+
+
+def test_integer_and_float64_inputs():
+    """A uint8 batch is explained as the same values in float32; a float64 batch stays float64 for a float64 model
+    (the same maps as in float32)."""
+    model = tiny_cnn()
+    pixels = torch.randint(0, 256, (2, 3, 8, 8), generator=G, dtype=torch.uint8)
+    by_int = vizkit.cam(model, pixels, 0, "2")
+    by_float = vizkit.cam(model, pixels.float(), 0, "2")
+    torch.testing.assert_close(by_int.layer_maps["2"], by_float.layer_maps["2"], rtol=0, atol=0)
+    x = torch.rand(2, 3, 8, 8, generator=G)
+    double = vizkit.cam(tiny_cnn().double(), x.double(), 0, "2")
+    assert double.scores.dtype == torch.float64
+    torch.testing.assert_close(double.layer_maps["2"], vizkit.cam(model, x, 0, "2").layer_maps["2"])
+
+
+def test_the_main_output_is_logits_then_image_embeds():
+    """``output`` is the ``logits`` entry of a dict output when it has one, else its ``image_embeds``, else its
+    first tensor; ``hidden`` comes first in each dict below."""
+    model = _LinearPatchViT().eval()
+    x = torch.rand(1, 3, 16, 16, generator=G)
+    with torch.no_grad():
+        o = model(x)
+    outputs = {
+        "logits": lambda t: {"hidden": model(t) + 1, "image_embeds": 2 * o, "logits": 3 * o},
+        "image_embeds": lambda t: {"hidden": model(t) + 1, "image_embeds": 2 * o},
+        "first": lambda t: {"hidden": model(t) + 1, "pooled": 2 * o},
+    }
+    want = {"logits": 3 * o, "image_embeds": 2 * o, "first": o + 1}
+    for name, forward in outputs.items():
+        torch.testing.assert_close(vizkit.attention(model, x, forward=forward).output, want[name])
+
+
+class _FirstColumn(Target):
+    """A user's ``Target`` that returns ``[B, 1]``, not one score per image."""
+
+    def __call__(self, output):
+        return output[:, :1]
+
+
+def test_a_target_of_the_right_length_but_two_dimensions_is_refused():
+    x = torch.rand(2, 3, 8, 8, generator=G)
+    with pytest.raises(TargetError, match=r"^the target returned scores of shape \(2, 1\); expected \[2\]$"):
+        vizkit.cam(tiny_cnn(), x, _FirstColumn(), "2")
+
+
+def test_the_autograd_graph_is_freed_after_the_last_gradient(vit):
+    """``cam`` takes one ``autograd.grad``, ``attention_gradients`` one per target, keeping the graph only between
+    them (its saved tensors are the memory of a forward): the forward's output cannot be differentiated again
+    afterwards."""
+    for model, explain in (
+        (tiny_cnn(), lambda m, x, f: vizkit.cam(m, x, 0, "2", forward=f)),
+        (vit, lambda m, x, f: attention_gradients(m, x, [0, 1], ["blocks.1"], forward=f)),
+    ):
+        outputs = []
+
+        def forward(t, model=model, outputs=outputs):
+            outputs.append(model(t))
+            return outputs[-1]
+
+        explain(model, torch.rand(1, 3, 32, 32, generator=G), forward)
+        with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+            outputs[0][:, 0].sum().backward()
+
+
+def test_a_layer_that_does_not_run_is_named():
+    model = tiny_cnn()
+    with pytest.raises(CaptureError, match=r"^layer\(s\) 2 did not run in the forward pass$"):
+        vizkit.cam(model, torch.rand(1, 3, 8, 8, generator=G), 0, "2", forward=lambda t: model[:2](t).mean((2, 3)))
+
+
+# ----------------------------------------------------------------------------- the layer probe and its cache
+
+
+class _TwoStage(torch.nn.Module):
+    """Two convolutions; ``forward`` pools the second into logits, ``encode`` the first, so ``layers="auto"`` is
+    ``stage2`` for ``forward`` and ``stage1`` for ``encode``. ``batches`` records the batch size of every pass
+    (a probe runs one image)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stage1 = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.stage2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.batches: list[int] = []
+
+    def encode(self, x):
+        self.batches.append(x.shape[0])
+        return self.stage1(x).relu().mean((2, 3))
+
+    def forward(self, x):
+        self.batches.append(x.shape[0])
+        return self.stage2(self.stage1(x).relu()).relu().mean((2, 3))
+
+
+def test_the_auto_layer_probe_is_cached_for_the_model_and_its_methods_only():
+    """``layers="auto"`` probes with one image. The probe is cached per model for ``model(x)`` and for each of the
+    model's own methods (each has its own entry: its own layer); any other callable is probed on every call."""
+    model = _TwoStage().eval()
+    x = torch.rand(2, 3, 8, 8, generator=G)
+    calls = [
+        ("model", None, ["stage2"], [1, 2]),
+        ("model again", None, ["stage2"], [2]),
+        ("a method", model.encode, ["stage1"], [1, 2]),
+        ("the method again", model.encode, ["stage1"], [2]),
+        ("a callable", lambda t: model.encode(t), ["stage1"], [1, 2]),
+        ("another callable", lambda t: model(t), ["stage2"], [1, 2]),
+        ("a callable again", lambda t: model.encode(t), ["stage1"], [1, 2]),
+    ]
+    for what, forward, layers, batches in calls:
+        model.batches.clear()
+        e = vizkit.cam(model, x, 0, forward=forward)
+        assert (e.layers, model.batches) == (layers, batches), what
+
+
+# ----------------------------------------------------------------------------- the CAM loop
+
+
+def test_scorecam_scores_32_masked_images_per_pass_by_default():
+    model = tiny_cnn(widths=(4, 40))
+    sizes = []
+    model.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    vizkit.cam(model, torch.rand(1, 3, 8, 8, generator=G), 0, "2", "scorecam")
+    assert sizes == [1, 32, 8]  # the explained image, then 40 channel masks
+
+
+def test_gradient_free_methods_run_the_forward_without_autograd():
+    model = tiny_cnn()
+    enabled = []
+    model.register_forward_pre_hook(lambda module, args: enabled.append(torch.is_grad_enabled()))
+    x = torch.rand(1, 3, 8, 8, generator=G)
+    for method in ("gradcam", "eigencam"):
+        enabled.clear()
+        vizkit.cam(model, x, 0, "2", method)
+        assert enabled == [method == "gradcam"], method
+
+
+def test_eigencam_passes_sign_correction_on():
+    """Eigen-CAM's maps from ``cam`` equal the method on the layer's activations (clamped at 0), with and without
+    ``sign_correction``, and the option changes them here."""
+    model = tiny_cnn()
+    x = torch.rand(4, 3, 8, 8, generator=G)
+    with torch.no_grad():
+        acts = model[:3](x)
+    maps = {}
+    for flip in (False, True):
+        e = vizkit.cam(model, x, 0, "2", "eigencam", sign_correction=flip)
+        assert e.method == "eigencam"
+        maps[flip] = e.layer_maps["2"]
+        torch.testing.assert_close(maps[flip], eigencam(acts, sign_correction=flip).clamp(min=0))
+    assert not torch.allclose(maps[False], maps[True])
+
+
+def test_cam_of_tokens_without_a_patch_convolution_reads_the_grid_from_the_image():
+    """16 x 32 px in 8 px patches, embedded by a Linear: 1 + 2 x 4 tokens, laid out by the image's aspect ratio
+    for the activations and the gradients alike (9 tokens alone would be a 3 x 3 square)."""
+    torch.manual_seed(0)
+    model = _LinearPatchViT().eval()
+    x = torch.rand(2, 3, 16, 32, generator=G)
+    e = vizkit.cam(model, x, 0, "blocks.1")
+    by_hand = vizkit.cam(model, x, 0, "blocks.1", layout=lambda t: t[:, 1:].reshape(2, 2, 4, -1).permute(0, 3, 1, 2))
+    assert e.layer_maps["blocks.1"].shape == (2, 2, 4)
+    torch.testing.assert_close(e.layer_maps["blocks.1"], by_hand.layer_maps["blocks.1"])
+
+
+def test_cam_of_a_model_with_a_strided_convolution_inside_a_block():
+    """As for attention: the 2 x 2 stride-2 convolutions inside the blocks (one block class, so a block list) are not
+    the patch embedding; the tokens of 16 x 32 px in 8 px patches are a 2 x 4 grid."""
+    torch.manual_seed(0)
+    model = _LinearPatchViT().eval()
+    model.blocks = torch.nn.Sequential(_PosConvBlock(8), _PosConvBlock(8))
+    e = vizkit.cam(model, torch.rand(2, 3, 16, 32, generator=G), 0, "blocks.1")
+    assert e.layer_maps["blocks.1"].shape == (2, 2, 4)
+
+
+def test_a_layout_callable_with_a_wrong_result_names_the_layer(vit):
+    """The callable's result is checked on the activations and on the gradients."""
+    x = torch.rand(1, 3, 32, 32, generator=G)
+    calls = []
+
+    def right_once(t):
+        calls.append(1)
+        return t[:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2) if len(calls) == 1 else t
+
+    for layout in (lambda t: t, right_once):
+        with pytest.raises(InputError, match=r"^layout callable returned \(1, 17, 32\) for layer 'blocks\.0''s"):
+            vizkit.cam(vit, x, 0, "blocks.0", layout=layout)
+    assert len(calls) == 2

@@ -25,6 +25,7 @@ from vizkit.models.detector import Detector, fake_class_index, real_class_index
 from vizkit.models.load_common import CheckpointError
 from vizkit.models.load_detector import (
     DetectorConfig,
+    _output_width,
     load_detector,
     load_eval_detector,
     loaded_detector,
@@ -601,3 +602,8 @@ def test_timm_loader_gets_the_device(tmp_path, monkeypatch):
     det = load_detector(y, tmp_path / "vit.pth", device="meta")
     assert seen == ["meta"] and next(det.model.parameters()).device.type == "meta"
     assert det.class_names == ["real", "fake"]
+
+
+def test_the_output_width_of_a_model_without_parameters():
+    # nothing to read a device from: the counting pass runs one 32 x 32 RGB image on the default device
+    assert _output_width(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())) == 3
