@@ -13,7 +13,7 @@ import vlm_folders as VF
 from PIL import Image
 from transformers import AutoTokenizer
 
-from vizkit.errors import InputError, ParameterError
+from vizkit.errors import CaptureError, InputError, ParameterError
 from vizkit.io import data_root
 from vizkit.models.vlm import load_vlm
 from vizkit.models.vlm.trace import (
@@ -25,6 +25,7 @@ from vizkit.models.vlm.trace import (
     resolve_layers,
     to_pil,
     token_pieces,
+    trace_sample,
 )
 from vizkit.positions import IMAGE, PositionMap, Trace
 
@@ -267,3 +268,53 @@ def test_trace_sample_records_mode_special_tokens_image_pieces_and_start(qwen):
     answer = "".join(t.pieces[t.prompt_len :])
     assert answer == " A circle. Based on it." and t.start == find_start(t, "Based") > 0
     assert "".join(t.pieces[t.prompt_len + t.start :]).lstrip().startswith("Based")
+
+
+def test_token_pieces_are_never_cleaned_up():
+    """A WordPiece tokenizer saved with ``clean_up_tokenization_spaces=True`` (BERT-style) drops the space before
+    punctuation when it decodes by default; the pieces keep the text as the tokens give it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    wordpiece = Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1, "b": 2, ",": 3, ".": 4}, unk_token="[UNK]"))
+    wordpiece.pre_tokenizer = pre_tokenizers.Whitespace()
+    wordpiece.decoder = decoders.WordPiece(cleanup=False)
+    tok = PreTrainedTokenizerFast(tokenizer_object=wordpiece, unk_token="[UNK]", clean_up_tokenization_spaces=True)
+    ids = _ids(tok, "a , b .")
+    assert ids == [1, 3, 2, 4] and tok.decode(ids) == "a, b."  # the tokenizer's own default cleans up
+    assert token_pieces(tok, ids) == ["a", " ,", " b", " ."]
+
+
+def _gemma3_with_a_window(folder, window: int, layer_types: list[str]):
+    import json
+
+    import vlm_folders_more as VM
+
+    VM.save_random_gemma3(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config"].update(sliding_window=window, layer_types=layer_types)
+    (folder / "config.json").write_text(json.dumps(config))
+    return load_vlm(folder)
+
+
+def test_a_sliding_window_layer_the_generated_sequence_outgrows_is_refused(tmp_path):
+    """Gemma 3 with a 4-token sliding window on layer 0 and full attention on layer 1. Generating, layer 0's KV
+    cache keeps 4 keys, fewer than the prompt: its rows cannot be placed (one clear error, not rows of the wrong
+    positions); layer 1 gives one row per new token over every earlier position. Teacher-forced (one forward,
+    where the mask holds the window), layer 0's rows are captured, each over at most the last 4 positions."""
+    vlm = _gemma3_with_a_window(tmp_path / "g3", 4, ["sliding_attention", "full_attention"])
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8))
+    problem = "What colour is the star?"
+    with pytest.raises(CaptureError, match=r"^layer 0 attended over fewer keys than there are positions"):
+        trace_sample(vlm, problem, [image], [0, 1], max_new_tokens=3, start_phrase=None)
+    full = trace_sample(vlm, problem, [image], [1], max_new_tokens=3, start_phrase=None)
+    n, L = len(full.input_ids) - full.prompt_len, full.prompt_len
+    assert L > 4 and full.rows[1].shape[0] == n and full.rows[1].shape[-1] == L + n - 1
+    for j in range(n):
+        assert (full.rows[1][j, :, : L + j] > 0).all() and not full.rows[1][j, :, L + j :].any()
+    taught = trace_sample(vlm, problem, [image], [0], mode="solution", solution="red star", start_phrase=None)
+    rows, L = taught.rows[0], taught.prompt_len
+    assert rows.shape[0] == len(taught.input_ids) - L
+    for j in range(rows.shape[0]):
+        q = L - 1 + j  # the query's position: it attends to q - 3 .. q
+        assert (rows[j, :, q - 3 : q + 1] > 0).all() and not rows[j, :, : q - 3].any() and not rows[j, :, q + 1 :].any()

@@ -122,7 +122,8 @@ class Gemma3(VLMFamily):
         "image_sizes) and num_crops"
     )
     limits = (
-        "batch size 1; sliding-window layers are captured as they run (their mask holds the window); "
+        "batch size 1; sliding-window layers are captured as they run (their mask holds the window), but a "
+        "generated sequence longer than the window is refused (the cache keeps only the window); "
         "<start_of_image> / <end_of_image> are special positions; pan-and-scan needs the "
         "original sizes in the inputs (num_crops too when the crop settings differ from the "
         "saved ones); vizkit's prompts pass the saved pan-and-scan settings to the processor; "

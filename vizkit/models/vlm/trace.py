@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...errors import InputError, ParameterError
+from ...errors import CaptureError, InputError, ParameterError
 from ...hooks import RowAttentionCapture
 from ...positions import IMAGE, Trace
 from . import VLM
@@ -223,10 +223,15 @@ def trace_sample(
     for i, (name, _) in zip(layers, named):
         pos = cap.positions(name).numpy()
         keep = (pos >= L - 1) & (pos < L - 1 + len(gen))
-        r = cap.rows(name).numpy()[keep][..., : len(ids) - 1]
-        if r.shape[-1] < len(ids) - 1:
-            r = np.pad(r, [(0, 0), (0, 0), (0, len(ids) - 1 - r.shape[-1])])
-        rows[i] = r
+        if not np.array_equal(pos[keep], np.arange(L - 1, L - 1 + len(gen))):
+            # a query's position is read as (keys - 1): a cache that keeps only a window of keys misplaces it
+            raise CaptureError(
+                f"layer {i} attended over fewer keys than there are positions before the query (its KV cache "
+                f"keeps a sliding window, and the sequence of {len(ids)} tokens outgrew it), so its rows cannot "
+                "be placed: use mode='solution' (one forward, where the mask holds the window), a layer with "
+                "full attention, or fewer new tokens"
+            )
+        rows[i] = cap.rows(name).numpy()[keep][..., : len(ids) - 1]  # [len(gen), H', len(ids) - 1]
     pmap = pmap.extend(len(ids))
     pieces = token_pieces(tok, ids)
     pieces = ["" if pmap.kind[t] == IMAGE else piece for t, piece in enumerate(pieces)]
