@@ -106,7 +106,7 @@ $(DOCS_SITE)/index.html: $(STAMP) $(filter-out docs/reference/api/% docs/referen
 # ---------------------------------------------------------------- mutation testing
 # mutmut over the modules that compute answers, each mutant against the fast unit tests that call the
 # mutated function ([tool.mutmut] in pyproject.toml), then the score per module (tools/mutation_score.py,
-# equivalent mutants listed in docs/development/mutation.md). Not part of `make test` or CI: hours on 2 cores (see
+# equivalent mutants listed in docs/development/mutation.md). Not part of `make test` or CI: ~45 minutes on 2 idle cores (see
 # CONTRIBUTING.md). Results are kept in mutants/ (git-ignored): a re-run retests only the functions that
 # changed; `make mutation-clean` starts over.
 MUTATION_CHILDREN ?= 2
