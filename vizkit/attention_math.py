@@ -31,6 +31,19 @@ def fuse_heads(attn: torch.Tensor, head_fusion: str = "mean") -> torch.Tensor:
     raise VizkitError(f"head_fusion must be one of {', '.join(HEAD_FUSIONS)}, got {head_fusion!r}")
 
 
+def select_heads(attn: torch.Tensor, heads: str | int = "all") -> torch.Tensor:
+    """``[B, H, q, K]`` attention rows -> ``[B, H', q, K]``: every head (``"all"``, ``H' = H``), their mean or
+    max (``H' = 1``, the mean in float32), or head ``heads`` (an index in ``-H .. H - 1``, ``H' = 1``)."""
+    if heads == "all":
+        return attn
+    if heads in ("mean", "max"):
+        return fuse_heads(attn.float() if heads == "mean" else attn, heads)[:, None]
+    n = attn.shape[1]
+    if not -n <= heads < n:
+        raise VizkitError(f"head {heads} is out of range for {n} heads (0..{n - 1})")
+    return attn[:, heads % n : heads % n + 1]
+
+
 def discard_lowest(attn: torch.Tensor, ratio: float, keep_token: int = 0) -> torch.Tensor:
     """Zero the lowest ``ratio`` of the entries of ``[B, N, N]`` attention, per image.
 

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from .attention_math import select_heads
 from .errors import CaptureError, ParameterError
 from .layers import Layer
 
@@ -470,16 +471,10 @@ class RowAttentionCapture(AttentionCapture):
 
     def _store(self, name: str, positions: torch.Tensor, probs: torch.Tensor) -> None:
         """Reduce heads of ``probs`` ``[B, H, r, K]`` and append them with their query positions."""
-        h = self.heads
-        if h == "mean":
-            probs = probs.float().mean(1, keepdim=True)
-        elif h == "max":
-            probs = probs.amax(1, keepdim=True)
-        elif h != "all":
-            n = probs.shape[1]
-            if not -n <= h < n:
-                raise CaptureError(f"head {h} is out of range: block {name!r} has {n} heads (0..{n - 1})")
-            probs = probs[:, h % n : h % n + 1]
+        h, n = self.heads, probs.shape[1]
+        if isinstance(h, int) and not -n <= h < n:
+            raise CaptureError(f"head {h} is out of range: block {name!r} has {n} heads (0..{n - 1})")
+        probs = select_heads(probs, h)
         device = "cpu" if self.keep_on_cpu else probs.device
         # copy=True: a slice of the model's own matrix must not keep that matrix alive
         self.records.setdefault(name, []).append(

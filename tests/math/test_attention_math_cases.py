@@ -124,3 +124,21 @@ def test_rollout_residual_halving_is_exact_on_dyadic_maps():
 def test_rollout_refuses_attention_that_is_not_b_h_n_n(shape):
     with pytest.raises(VizkitError, match=r"rollout needs attention maps \[B, H, N, N\].*got " + re.escape(str(shape))):
         am.rollout_matrix([torch.full(shape, 0.25)])
+
+
+def test_select_heads_by_hand():
+    """Rows of 3 heads over 2 queries and 2 keys: every head, their mean (in float32, also of bfloat16 rows) or max,
+    or one head by index (negative from the end); an index outside -3 .. 2 is refused."""
+    attn = torch.tensor([[[[0.5, 0.5], [1.0, 0.0]], [[0.25, 0.75], [0.0, 1.0]], [[1.0, 0.0], [0.5, 0.5]]]])
+    assert am.select_heads(attn) is attn and am.select_heads(attn, "all") is attn
+    mean = torch.tensor([[[[1.75 / 3, 1.25 / 3], [0.5, 0.5]]]])
+    torch.testing.assert_close(am.select_heads(attn, "mean"), mean, rtol=0, atol=1e-7)
+    assert torch.equal(am.select_heads(attn, "max"), torch.tensor([[[[1.0, 0.75], [1.0, 1.0]]]]))
+    half = am.select_heads(attn.bfloat16(), "mean")
+    assert half.dtype == torch.float32 and torch.equal(half, attn.bfloat16().float().mean(1, keepdim=True))
+    assert am.select_heads(attn.bfloat16(), "max").dtype == torch.bfloat16
+    for k, want in ((0, 0), (2, 2), (-1, 2), (-3, 0)):
+        assert torch.equal(am.select_heads(attn, k), attn[:, want : want + 1]), k
+    for k in (3, -4):
+        with pytest.raises(VizkitError, match=rf"^head {k} is out of range for 3 heads \(0\.\.2\)$"):
+            am.select_heads(attn, k)
