@@ -40,7 +40,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .attention_math import select_heads
-from .errors import CaptureError, ParameterError
+from .errors import CaptureError, ParameterError, VizkitError
 from .layers import Layer
 
 _SOFTMAX = {torch.softmax, F.softmax, torch.Tensor.softmax, torch.special.softmax}
@@ -471,10 +471,10 @@ class RowAttentionCapture(AttentionCapture):
 
     def _store(self, name: str, positions: torch.Tensor, probs: torch.Tensor) -> None:
         """Reduce heads of ``probs`` ``[B, H, r, K]`` and append them with their query positions."""
-        h, n = self.heads, probs.shape[1]
-        if isinstance(h, int) and not -n <= h < n:
-            raise CaptureError(f"head {h} is out of range: block {name!r} has {n} heads (0..{n - 1})")
-        probs = select_heads(probs, h)
+        try:
+            probs = select_heads(probs, self.heads)
+        except VizkitError as e:  # a head index past this block's heads
+            raise CaptureError(f"block {name!r}: {e}") from None
         device = "cpu" if self.keep_on_cpu else probs.device
         # copy=True: a slice of the model's own matrix must not keep that matrix alive
         self.records.setdefault(name, []).append(

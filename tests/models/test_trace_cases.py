@@ -6,10 +6,13 @@ untested."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 import vlm_folders as VF
+import vlm_folders_more as VM
 from PIL import Image
 from transformers import AutoTokenizer
 
@@ -286,10 +289,6 @@ def test_token_pieces_are_never_cleaned_up():
 
 
 def _gemma3_with_a_window(folder, window: int, layer_types: list[str]):
-    import json
-
-    import vlm_folders_more as VM
-
     VM.save_random_gemma3(folder)
     config = json.loads((folder / "config.json").read_text())
     config["text_config"].update(sliding_window=window, layer_types=layer_types)
